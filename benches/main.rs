@@ -1,0 +1,323 @@
+//! The benchmark table. Run with `cargo xtask bench` (release build, plugins built first).
+//!
+//! (a) instantiate + call of an empty handler, straight through the runtime;
+//! (b) requests/s and p99 of a helpdesk "get ticket" over HTTP against a native axum + sqlx
+//!     handler doing the same read on the same database, measured in the same run;
+//! (c) time from process start to ready with the bundled plugins, cold and warm.
+//!
+//! Machines are shared and noisy: compare ratios measured in one run, not absolute numbers
+//! across runs.
+
+use anyhow::{Context, Result, bail};
+use keel_host::runtime::bindings::exports::keel::platform::handler::Request;
+use keel_host::runtime::bindings::keel::platform::types::Caller;
+use keel_host::runtime::{CallLabels, Invocation, Runtime, RuntimeSettings};
+use keel_host::storage::sqlite::SqliteDocumentStore;
+use keel_host::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork};
+use keel_host::{Config, Server};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Row {
+    name: String,
+    value: String,
+    target: &'static str,
+}
+
+fn main() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        rows.extend(call_cost(&root, quick).await?);
+        rows.extend(http_throughput(&root, quick).await?);
+        anyhow::Ok(())
+    })?;
+    drop(runtime);
+    rows.extend(startup(&root, quick)?);
+
+    println!("\n| measurement | result | target |\n|---|---|---|");
+    for r in &rows {
+        println!("| {} | {} | {} |", r.name, r.value, r.target);
+    }
+    Ok(())
+}
+
+fn artifact(root: &Path, name: &str) -> Result<Vec<u8>> {
+    let path = root.join("target/keel-plugins").join(format!("{name}.wasm"));
+    std::fs::read(&path).with_context(|| format!("{} missing: run `cargo xtask bench`", path.display()))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// (a) The cost of one fresh instance per request, with nothing else in the way.
+async fn call_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let pool = keel_host::db::open_sqlite(&dir.path().join("bench.db")).await?;
+    let store: Arc<dyn DocumentStore> = Arc::new(SqliteDocumentStore::new(pool));
+    let runtime = Runtime::new(
+        &RuntimeSettings { max_concurrent_instances: 16, max_memory_bytes: 256 << 20, cache_dir: None },
+        Arc::new(keel_host::clock::Clock::default()),
+    )?;
+    let bytes = artifact(root, "fixtures/hostile")?;
+    let manifest_text = keel_host::artifact::manifest_text(&bytes)?;
+    let policy = keel_host::manifest::LimitPolicy {
+        max_memory_mb: 256,
+        max_timeout_ms: 30_000,
+        default_memory_mb: 64,
+        default_timeout_ms: 5_000,
+    };
+    let manifest = keel_host::manifest::Manifest::parse(&manifest_text, &policy)?;
+    let prepared = runtime.prepare("bench", &bytes, &manifest)?;
+    let collections = Arc::new(manifest.collection_indexes());
+    let labels = Arc::new(CallLabels {
+        plugin: "hostile".into(),
+        version: "0.1.0".into(),
+        tenant: "t".into(),
+        request_id: "r".into(),
+    });
+    let config = Arc::new(BTreeMap::new());
+    let caller = Caller { tenant: "t".into(), user_id: "u".into(), display_name: "U".into(), permissions: vec![] };
+    let request = Request {
+        request_id: "r".into(),
+        method: "GET".into(),
+        path: "/noop".into(),
+        route: "/noop".into(),
+        params: vec![],
+        query: vec![],
+        headers: vec![],
+        body: vec![],
+    };
+    let (warmup, n) = if quick { (200, 2_000) } else { (2_000, 30_000) };
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let invocation = Invocation {
+            caller: caller.clone(),
+            request: request.clone(),
+            uow: UnitOfWork::new(
+                store.clone(),
+                Scope { tenant: "t".into(), plugin: "hostile".into() },
+                collections.clone(),
+                StorageLimits::default(),
+            ),
+            labels: labels.clone(),
+            config: config.clone(),
+            memory_cap: manifest.memory_bytes(&policy),
+            timeout: Duration::from_secs(1),
+        };
+        let started = Instant::now();
+        let outcome = runtime.call(&prepared.pre, invocation).await?;
+        let elapsed = started.elapsed();
+        if outcome.response.status != 204 {
+            bail!("the empty handler answered {}", outcome.response.status);
+        }
+        if i >= warmup {
+            samples.push(elapsed);
+        }
+    }
+    samples.sort();
+    let (median, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    eprintln!("(a) {n} calls: median {}, p99 {}", us(median), us(p99));
+    Ok(vec![
+        Row { name: "(a) instantiate + call, empty handler, median".into(), value: us(median), target: "≤ 15 µs" },
+        Row { name: "(a) instantiate + call, empty handler, p99".into(), value: us(p99), target: "≤ 30 µs" },
+    ])
+}
+
+struct Load {
+    rps: f64,
+    p99: Duration,
+}
+
+/// Closed-loop load: `clients` tasks each send one request at a time for `duration`.
+async fn load(url: &str, token: Option<&str>, clients: usize, duration: Duration) -> Result<Load> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, token) = (http.clone(), url.to_owned(), token.map(str::to_owned));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let mut req = http.get(&url);
+                if let Some(t) = &token {
+                    req = req.bearer_auth(t);
+                }
+                let started = Instant::now();
+                let response = req.send().await?;
+                let ok = response.status().is_success();
+                let _ = response.bytes().await?;
+                if !ok {
+                    bail!("{url} failed");
+                }
+                latencies.push(started.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    Ok(Load { rps: all.len() as f64 / duration.as_secs_f64(), p99: percentile(&all, 0.99) })
+}
+
+/// (b) The helpdesk over HTTP against a native handler reading the same row.
+async fn http_throughput(root: &Path, quick: bool) -> Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse()?, ..Config::default() };
+    let server = Server::start(config).await?;
+    let token = server.bootstrap_token.clone().context("token")?;
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::new();
+    let installed = http
+        .post(format!("{base}/v1/admin/plugins"))
+        .bearer_auth(&token)
+        .body(artifact(root, "bundled/helpdesk")?)
+        .send()
+        .await?;
+    if !installed.status().is_success() {
+        bail!("install failed: {}", installed.text().await?);
+    }
+    let created = http
+        .post(format!("{base}/v1/plugins/helpdesk/tickets"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "title": "Benchmark ticket", "description": "read me", "priority": "P2" }))
+        .send()
+        .await?;
+    if !created.status().is_success() {
+        bail!("create failed: {}", created.text().await?);
+    }
+
+    // The native baseline: the same read of the same document on the same pool.
+    let pool = server.state.pool.clone();
+    let native = axum::Router::new()
+        .route(
+            "/tickets/{number}",
+            axum::routing::get(|axum::extract::State(pool): axum::extract::State<sqlx::SqlitePool>, axum::extract::Path(number): axum::extract::Path<u64>| async move {
+                let key = format!("{number:012}");
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT version, body FROM documents WHERE tenant_id = 'default' AND plugin_id = 'helpdesk' AND collection = 'tickets' AND key = ?",
+                )
+                .bind(key)
+                .fetch_optional(&pool)
+                .await
+                .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+                let (version, body) = row.ok_or(axum::http::StatusCode::NOT_FOUND)?;
+                let mut value: serde_json::Value = serde_json::from_str(&body).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+                value["version"] = version.into();
+                Ok::<_, axum::http::StatusCode>(axum::Json(value))
+            }),
+        )
+        .with_state(pool);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let native_url = format!("http://{}/tickets/1", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, native).await });
+    let keel_url = format!("{base}/v1/plugins/helpdesk/tickets/1");
+
+    let (clients, duration, rounds) =
+        if quick { (4, Duration::from_millis(500), 1) } else { (8, Duration::from_secs(3), 3) };
+    let _ = load(&keel_url, Some(&token), clients, Duration::from_millis(300)).await?;
+    let _ = load(&native_url, None, clients, Duration::from_millis(300)).await?;
+    // Interleave rounds so drift in machine load hits both sides alike; keep each side's best.
+    let (mut keel, mut base_line): (Option<Load>, Option<Load>) = (None, None);
+    for _ in 0..rounds {
+        let n = load(&native_url, None, clients, duration).await?;
+        let k = load(&keel_url, Some(&token), clients, duration).await?;
+        eprintln!("(b) round: native {:.0} req/s p99 {:?}; keel {:.0} req/s p99 {:?}", n.rps, n.p99, k.rps, k.p99);
+        if base_line.as_ref().is_none_or(|b| n.rps > b.rps) {
+            base_line = Some(n);
+        }
+        if keel.as_ref().is_none_or(|b| k.rps > b.rps) {
+            keel = Some(k);
+        }
+    }
+    let (keel, native) = (keel.context("no rounds")?, base_line.context("no rounds")?);
+    server.shutdown().await;
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    Ok(vec![
+        Row {
+            name: format!("(b) helpdesk get ticket over HTTP, {clients} clients"),
+            value: format!("{:.0} req/s, p99 {}", keel.rps, ms(keel.p99)),
+            target: "",
+        },
+        Row {
+            name: "(b) native axum + sqlx, same read, same database".into(),
+            value: format!("{:.0} req/s, p99 {}", native.rps, ms(native.p99)),
+            target: "",
+        },
+        Row {
+            name: "(b) ratio keel / native (req/s)".into(),
+            value: format!("{:.2}", keel.rps / native.rps),
+            target: "≥ 0.7",
+        },
+    ])
+}
+
+/// (c) Process start to ready: the `keel` binary prints its address once it serves.
+fn startup(root: &Path, quick: bool) -> Result<Vec<Row>> {
+    let bin = std::env::var_os("KEEL_BIN").map(PathBuf::from).unwrap_or_else(|| root.join("target/release/keel"));
+    if !bin.exists() {
+        bail!("{} missing: run `cargo xtask bench`", bin.display());
+    }
+    let bundled = root.join("target/keel-plugins/bundled");
+    let time_to_ready = |data: &Path| -> Result<Duration> {
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .arg("--plugins-dir")
+            .arg(&bundled)
+            .env("KEEL_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let elapsed = started.elapsed();
+        child.kill()?;
+        child.wait()?;
+        if !line.contains("listening") {
+            bail!("unexpected first line from keel: {line:?}");
+        }
+        Ok(elapsed)
+    };
+    let runs = if quick { 1 } else { 3 };
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile::tempdir()?;
+        cold.push(time_to_ready(dir.path())?);
+        for _ in 0..2 {
+            warm.push(time_to_ready(dir.path())?);
+        }
+    }
+    cold.sort();
+    warm.sort();
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+    eprintln!("(c) cold {cold:?}, warm {warm:?}");
+    Ok(vec![
+        Row {
+            name: "(c) start to ready, bundled plugins, cold (empty compile cache)".into(),
+            value: ms(percentile(&cold, 0.5)),
+            target: "",
+        },
+        Row {
+            name: "(c) start to ready, bundled plugins, warm".into(),
+            value: ms(percentile(&warm, 0.5)),
+            target: "≤ 500 ms",
+        },
+    ])
+}

@@ -1,0 +1,185 @@
+//! The admin API for plugins: install, list, show, enable, disable, uninstall.
+
+use super::AppState;
+use super::auth::AdminPrincipal;
+use super::problem::{ApiError, Problem, read_body};
+use crate::artifact::ArtifactError;
+use crate::plugins::{InstallError, InstallOutcome, PluginRecord, RegistryError};
+use crate::runtime::PrepareError;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(install_plugin, list_plugins))
+        .routes(routes!(show_plugin, uninstall_plugin))
+        .routes(routes!(enable_plugin))
+        .routes(routes!(disable_plugin))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InstallResponse {
+    pub outcome: InstallOutcome,
+    pub plugin: PluginRecord,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PluginList {
+    pub items: Vec<PluginRecord>,
+}
+
+impl From<InstallError> for ApiError {
+    fn from(e: InstallError) -> Self {
+        let detail = e.to_string();
+        match e {
+            InstallError::Artifact(a) => {
+                let code = match a {
+                    ArtifactError::NotWasm => "not-wasm",
+                    ArtifactError::NotComponent => "not-a-component",
+                    ArtifactError::Malformed(_) => "malformed-component",
+                    ArtifactError::MissingManifest => "missing-manifest",
+                    ArtifactError::DuplicateManifest | ArtifactError::ManifestNotText => "invalid-manifest",
+                };
+                ApiError::unprocessable(code, detail)
+            }
+            InstallError::Manifest(_) => ApiError::unprocessable("invalid-manifest", detail),
+            InstallError::Prepare(p) => {
+                let code = match p {
+                    PrepareError::Compile(_) => "malformed-component",
+                    PrepareError::WorldMismatch(_) => "world-mismatch",
+                    PrepareError::UndeclaredCapability { .. } => "undeclared-capability",
+                    PrepareError::UnknownImport(_) => "unknown-import",
+                };
+                ApiError::unprocessable(code, detail)
+            }
+            InstallError::DigestMismatch { .. } => ApiError::conflict("version-digest-conflict", detail),
+            InstallError::Downgrade { .. } => ApiError::conflict("downgrade-refused", detail),
+            InstallError::Registry(r) => r.into(),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(_) => ApiError::not_found("plugin-not-found", e.to_string()),
+            other => {
+                tracing::error!(error = %other, "plugin registry failure");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+/// Upload a plugin artifact (a component with its manifest embedded) and install it.
+///
+/// The artifact is validated (envelope, manifest, compilation, type-check against the
+/// `keel:platform/plugin` world, declared capabilities) before anything is stored. Uploading
+/// the same id, version and digest again is a no-op (200); a newer version upgrades.
+#[utoipa::path(
+    post, path = "/v1/admin/plugins", tag = "plugins",
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "Installed or upgraded", body = InstallResponse),
+        (status = 200, description = "Already installed, unchanged", body = InstallResponse),
+        (status = 409, description = "Same version with another digest, or a downgrade", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Artifact too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a valid plugin artifact", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn install_plugin(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    body: Body,
+) -> Result<(StatusCode, Json<InstallResponse>), ApiError> {
+    let bytes = read_body(body, state.limits.max_artifact_bytes).await?;
+    let (plugin, outcome) = state.registry.install(bytes.to_vec()).await?;
+    tracing::info!(actor = %admin.name, plugin = %plugin.id, version = %plugin.version, digest = %plugin.digest, ?outcome, "plugin installed");
+    let status = if outcome == InstallOutcome::Unchanged { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(InstallResponse { outcome, plugin })))
+}
+
+/// List installed plugins.
+#[utoipa::path(get, path = "/v1/admin/plugins", tag = "plugins",
+    responses((status = 200, body = PluginList)), security(("bearer" = [])))]
+async fn list_plugins(State(state): State<AppState>, _admin: AdminPrincipal) -> Json<PluginList> {
+    Json(PluginList { items: state.registry.list() })
+}
+
+/// Show one installed plugin: version, digest, routes, limits.
+#[utoipa::path(get, path = "/v1/admin/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")),
+    responses((status = 200, body = PluginRecord), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn show_plugin(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+    Path(id): Path<String>,
+) -> Result<Json<PluginRecord>, ApiError> {
+    state
+        .registry
+        .get(&id)
+        .map(|p| Json(p.record.clone()))
+        .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no plugin `{id}` is installed")))
+}
+
+/// Enable a plugin: its routes are served again.
+#[utoipa::path(post, path = "/v1/admin/plugins/{id}/enable", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")),
+    responses((status = 200, body = PluginRecord), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn enable_plugin(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(id): Path<String>,
+) -> Result<Json<PluginRecord>, ApiError> {
+    let record = state.registry.set_enabled(&id, true).await?;
+    tracing::info!(actor = %admin.name, plugin = %id, "plugin enabled");
+    Ok(Json(record))
+}
+
+/// Disable a plugin: its routes answer 404 until it is enabled again; its data is kept.
+#[utoipa::path(post, path = "/v1/admin/plugins/{id}/disable", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")),
+    responses((status = 200, body = PluginRecord), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn disable_plugin(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(id): Path<String>,
+) -> Result<Json<PluginRecord>, ApiError> {
+    let record = state.registry.set_enabled(&id, false).await?;
+    tracing::info!(actor = %admin.name, plugin = %id, "plugin disabled");
+    Ok(Json(record))
+}
+
+#[derive(Deserialize, IntoParams)]
+struct UninstallParams {
+    /// Also delete every document the plugin stored, in every tenant.
+    #[serde(default)]
+    purge: bool,
+}
+
+/// Uninstall a plugin (every version). Its data is kept unless `purge=true`.
+#[utoipa::path(delete, path = "/v1/admin/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id"), UninstallParams),
+    responses((status = 204, description = "Uninstalled"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn uninstall_plugin(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(id): Path<String>,
+    Query(params): Query<UninstallParams>,
+) -> Result<StatusCode, ApiError> {
+    let purge = params.purge.then_some(state.store.as_ref());
+    let purged = state.registry.uninstall(&id, purge).await?;
+    tracing::info!(actor = %admin.name, plugin = %id, purged_documents = purged, "plugin uninstalled");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,196 @@
+//! Plugin routes: `/v1/plugins/{plugin}/...` → route match → permission check → one call in
+//! a fresh instance → commit its unit of work → the plugin's response.
+
+use super::AppState;
+use super::problem::{ApiError, read_body};
+use super::{PluginResponse, RequestId};
+use crate::identity::Principal;
+use crate::manifest::RouteError;
+use crate::plugins::LoadedPlugin;
+use crate::runtime::bindings::exports::keel::platform::handler::{Request as WitRequest, Response as WitResponse};
+use crate::runtime::bindings::keel::platform::types::Caller;
+use crate::runtime::{CallError, CallLabels, Invocation};
+use crate::storage::{Scope, StoreError, UnitOfWork, UnitOfWorkError};
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Request headers a plugin never sees.
+const HIDDEN_HEADERS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "x-keel-internal"];
+/// Response headers a plugin may not set (the host owns framing and sessions).
+const RESERVED_HEADERS: [&str; 7] =
+    ["content-length", "transfer-encoding", "connection", "set-cookie", "x-request-id", "upgrade", "keep-alive"];
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
+const MAX_RESPONSE_HEADERS: usize = 64;
+
+pub async fn dispatch(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    principal: Principal,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rest = uri.path().strip_prefix("/v1/plugins/").unwrap_or_default();
+    let (plugin_id, path) = match rest.split_once('/') {
+        Some((id, path)) => (id, format!("/{path}")),
+        None => (rest, "/".to_owned()),
+    };
+    let err = |e: ApiError| e.with_plugin(plugin_id).with_request_id(&request_id);
+    let plugin = state
+        .registry
+        .get(plugin_id)
+        .filter(|p| p.record.enabled)
+        .ok_or_else(|| err(ApiError::not_found("plugin-not-found", format!("no enabled plugin `{plugin_id}`"))))?;
+    let matched = plugin.routes.find(method.as_str(), &path).map_err(|e| match e {
+        RouteError::NotFound => {
+            err(ApiError::not_found("route-not-found", format!("plugin `{plugin_id}` has no route {path}")))
+        }
+        RouteError::MethodNotAllowed { ref allowed, .. } => {
+            let mut api = err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", e.to_string()));
+            api.allow = Some(allowed.clone());
+            api
+        }
+    })?;
+    let permission = &plugin.record.manifest.routes[matched.index].permission;
+    if !principal.has_permission(permission) {
+        return Err(err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this route needs `{permission}`"))));
+    }
+    let body = read_body(body, state.limits.max_body_bytes).await.map_err(err)?;
+    let query = match uri.query() {
+        None => Vec::new(),
+        Some(q) => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+    };
+    let request = WitRequest {
+        request_id: request_id.clone(),
+        method: method.as_str().to_owned(),
+        path,
+        route: matched.pattern,
+        params: matched.params,
+        query,
+        headers: headers
+            .iter()
+            .filter(|(name, _)| !HIDDEN_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let caller = Caller {
+        tenant: principal.tenant.clone(),
+        user_id: principal.token_id.clone(),
+        display_name: principal.name.clone(),
+        permissions: plugin
+            .record
+            .manifest
+            .permissions
+            .keys()
+            .filter(|p| principal.has_permission(p))
+            .cloned()
+            .collect(),
+    };
+    let started = Instant::now();
+    let result = call(&state, &plugin, &principal, &request_id, caller, request).await;
+    let outcome = match &result {
+        Ok(r) if r.status().is_client_error() => "client_error",
+        Ok(r) if r.status().is_server_error() => "server_error",
+        Ok(_) => "ok",
+        Err((_, kind)) => kind,
+    };
+    state.metrics.record_call(plugin_id, outcome, started.elapsed());
+    tracing::info!(plugin = %plugin_id, tenant = %principal.tenant, %request_id, outcome,
+        elapsed_us = started.elapsed().as_micros() as u64, "plugin call");
+    result.map_err(|(e, _)| err(e))
+}
+
+async fn call(
+    state: &AppState,
+    plugin: &Arc<LoadedPlugin>,
+    principal: &Principal,
+    request_id: &str,
+    caller: Caller,
+    request: WitRequest,
+) -> Result<Response, (ApiError, &'static str)> {
+    let id = &plugin.record.id;
+    let scope = Scope { tenant: principal.tenant.clone(), plugin: id.clone() };
+    let uow = UnitOfWork::new(state.store.clone(), scope, plugin.collections.clone(), state.limits.storage.clone());
+    let labels = Arc::new(CallLabels {
+        plugin: id.clone(),
+        version: plugin.record.version.clone(),
+        tenant: principal.tenant.clone(),
+        request_id: request_id.to_owned(),
+    });
+    let invocation = Invocation {
+        caller,
+        request,
+        uow,
+        labels,
+        config: plugin.config.clone(),
+        memory_cap: plugin.memory_cap,
+        timeout: plugin.timeout,
+    };
+    let outcome = state.runtime.call(&plugin.pre, invocation).await.map_err(|e| {
+        tracing::warn!(plugin = %id, %request_id, error = %e, "plugin call failed");
+        let api = match &e {
+            CallError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "plugin-timeout", e.to_string()),
+            CallError::MemoryLimit { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-memory-limit", e.to_string())
+            }
+            CallError::Trap(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-trapped", e.to_string()),
+            CallError::Instantiate(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-instantiate-failed", e.to_string())
+            }
+        };
+        (api, e.kind())
+    })?;
+    let response = to_http(outcome.response).map_err(|detail| {
+        tracing::warn!(plugin = %id, %request_id, %detail, "plugin returned a malformed response");
+        (ApiError::new(StatusCode::BAD_GATEWAY, "plugin-bad-response", detail), "bad_response")
+    })?;
+    // Only a successful answer commits: an error response, like a trap, discards the writes.
+    if response.status().is_success() || response.status().is_redirection() {
+        outcome.uow.commit(state.clock.now_ms()).await.map_err(|e| match e {
+            UnitOfWorkError::Store(StoreError::Conflict { .. }) => {
+                (ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the request")), "conflict")
+            }
+            UnitOfWorkError::Store(StoreError::Unavailable(_)) => (
+                ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"),
+                "commit_failed",
+            ),
+            other => {
+                tracing::error!(plugin = %id, %request_id, error = %other, "commit failed");
+                (ApiError::internal("saving the plugin's writes failed; nothing was saved"), "commit_failed")
+            }
+        })?;
+    }
+    Ok(response)
+}
+
+/// Checks a plugin's response before it reaches the network.
+fn to_http(response: WitResponse) -> Result<Response, String> {
+    let status = StatusCode::from_u16(response.status)
+        .ok()
+        .filter(|s| (200..=599).contains(&s.as_u16()))
+        .ok_or_else(|| format!("status {} is not a valid final HTTP status", response.status))?;
+    if response.body.len() > MAX_RESPONSE_BYTES {
+        return Err(format!("body of {} bytes exceeds {MAX_RESPONSE_BYTES}", response.body.len()));
+    }
+    if response.headers.len() > MAX_RESPONSE_HEADERS {
+        return Err(format!("{} headers exceed {MAX_RESPONSE_HEADERS}", response.headers.len()));
+    }
+    let mut http = Response::new(Body::from(response.body));
+    *http.status_mut() = status;
+    http.extensions_mut().insert(PluginResponse);
+    for (name, value) in response.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = HeaderValue::from_str(&value).map_err(|_| format!("invalid value for header `{name}`"))?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(format!("header `{name}` is reserved for the host"));
+        }
+        http.headers_mut().append(name, value);
+    }
+    Ok(http)
+}

@@ -1,0 +1,167 @@
+//! The HTTP surface: the admin API under `/v1/admin`, plugin routes under `/v1/plugins`,
+//! and operations endpoints (`/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json`).
+//!
+//! Request path: request id → authentication (the `Principal` extractor, the one place
+//! identity is established) → admin handler, or plugin dispatch (route match → permission
+//! check → runtime call → commit).
+
+mod admin;
+mod auth;
+mod dispatch;
+mod ops;
+pub mod problem;
+
+use crate::clock::Clock;
+use crate::identity::TokenStore;
+use crate::metrics::Metrics;
+use crate::plugins::PluginRegistry;
+use crate::runtime::Runtime;
+use crate::storage::{DocumentStore, StorageLimits};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use problem::ApiError;
+use sqlx::SqlitePool;
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+/// Limits on what callers may send.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    pub max_body_bytes: usize,
+    pub max_artifact_bytes: usize,
+    pub storage: StorageLimits,
+}
+
+/// Everything handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<PluginRegistry>,
+    pub runtime: Arc<Runtime>,
+    pub store: Arc<dyn DocumentStore>,
+    pub tokens: TokenStore,
+    pub metrics: Arc<Metrics>,
+    pub pool: SqlitePool,
+    pub clock: Arc<Clock>,
+    pub limits: ApiLimits,
+}
+
+/// Marks a response as the plugin's own, which the host passes through as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginResponse;
+
+/// The request's id: from a well-formed incoming `x-request-id`, or fresh.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keel admin API", description = "Install and manage department plugins; call them under /v1/plugins/{id}/."),
+    modifiers(&BearerAuth),
+    components(schemas(problem::Problem)),
+    tags((name = "plugins", description = "Installed department plugins"), (name = "operations", description = "Health, readiness, metrics"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    build().1
+}
+
+fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(admin::routes()).merge(ops::routes()).split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (documented, api) = build();
+    let api = Arc::new(api);
+    documented
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .route("/v1/plugins/{plugin}", any(dispatch::dispatch))
+        .route("/v1/plugins/{plugin}/{*path}", any(dispatch::dispatch))
+        .fallback(|| async { ApiError::not_found("not-found", "no such endpoint") })
+        // Bodies are read with explicit limits (and a problem response) by the handlers.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(problem_for_rejections))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let incoming = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned);
+    let id = incoming.unwrap_or_else(|| {
+        let mut buf = [0u8; 8];
+        getrandom::fill(&mut buf).expect("the operating system's random source failed");
+        format!("req_{}", hex::encode(buf))
+    });
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = {
+        let _enter = span.enter();
+        next.run(request).await
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Framework rejections (a malformed path or query, a wrong content type) come back as
+/// plain text; give them the same problem shape as every other error.
+async fn problem_for_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    // Plugin responses pass through untouched: they carry the plugin's own error bodies.
+    if response.extensions().get::<PluginResponse>().is_some() {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 16 * 1024).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_owned();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid-request",
+        s if s.is_server_error() => "internal",
+        _ => "request-error",
+    };
+    let detail = if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { detail };
+    ApiError::new(status, code, detail).into_response()
+}

@@ -1,0 +1,203 @@
+//! Who is calling: API tokens and the [`Principal`] they authenticate as.
+//!
+//! This is the single place identity is established: every request passes through
+//! [`TokenStore::authenticate`] (via the `Principal` extractor in `api::auth`) and every
+//! permission decision reads the resulting `Principal`.
+//!
+//! Tokens look like `keel_<prefix>_<secret>`: the prefix is stored in clear for lookup and
+//! display, the whole token only as a sha-256 hash (tokens carry 256 random bits, so a slow
+//! password hash adds nothing).
+
+use crate::clock::system_now_ms;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use sqlx::{Row, SqlitePool};
+
+/// The tenant every caller belongs to until tenants can be created.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// What a principal may do across the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Installs and manages plugins; holds every plugin permission in its tenant.
+    PlatformAdmin,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "platform-admin" => Some(Role::PlatformAdmin),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: String,
+    pub name: String,
+    pub role: Role,
+    /// The tenant the caller acts in; plugin storage is scoped to it.
+    pub tenant: String,
+}
+
+impl Principal {
+    pub fn is_platform_admin(&self) -> bool {
+        self.role == Role::PlatformAdmin
+    }
+
+    /// Whether the caller holds a plugin-declared permission.
+    pub fn has_permission(&self, _permission: &str) -> bool {
+        match self.role {
+            Role::PlatformAdmin => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token was given")]
+    Missing,
+    #[error("the bearer token is malformed")]
+    Malformed,
+    #[error("the token is unknown, revoked or expired")]
+    Rejected,
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A token just created: the only time its secret is visible.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub id: String,
+    pub prefix: String,
+    pub token: String,
+}
+
+#[derive(Clone)]
+pub struct TokenStore {
+    pool: SqlitePool,
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
+    buf
+}
+
+/// Compares in time independent of where the strings differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl TokenStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        TokenStore { pool }
+    }
+
+    /// Creates a token for `role` in `tenant`.
+    pub async fn issue(&self, name: &str, role: Role, tenant: &str) -> Result<IssuedToken, sqlx::Error> {
+        let prefix = hex::encode(random_bytes::<5>());
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+        let token = format!("keel_{prefix}_{secret}");
+        let id = format!("tok_{}", hex::encode(random_bytes::<8>()));
+        let role_name = match role {
+            Role::PlatformAdmin => "platform-admin",
+        };
+        sqlx::query("INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(&prefix)
+            .bind(sha256_hex(&token))
+            .bind(name)
+            .bind(role_name)
+            .bind(tenant)
+            .bind(system_now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(IssuedToken { id, prefix, token })
+    }
+
+    /// At first start (no tokens at all), creates the bootstrap platform-admin token and
+    /// returns it so it can be shown once.
+    pub async fn ensure_bootstrap(&self) -> Result<Option<IssuedToken>, sqlx::Error> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens").fetch_one(&self.pool).await?;
+        if count > 0 {
+            return Ok(None);
+        }
+        sqlx::query("INSERT INTO tenants (id, name, status, created_at) VALUES (?, 'Default tenant', 'active', ?) ON CONFLICT (id) DO NOTHING")
+            .bind(DEFAULT_TENANT)
+            .bind(system_now_ms())
+            .execute(&self.pool)
+            .await?;
+        self.issue("bootstrap admin", Role::PlatformAdmin, DEFAULT_TENANT).await.map(Some)
+    }
+
+    /// Resolves an `Authorization` header value to a principal.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(AuthError::Malformed)?
+            .trim();
+        let prefix = token
+            .strip_prefix("keel_")
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(prefix, _)| prefix)
+            .filter(|p| p.len() == 10 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or(AuthError::Malformed)?;
+        let row = sqlx::query(
+            "SELECT t.id, t.secret_hash, t.name, t.role, t.tenant_id, t.expires_at, t.revoked_at, t.last_used_at, \
+             COALESCE(n.status, 'active') AS tenant_status \
+             FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.prefix = ?",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| AuthError::Unavailable(e.to_string()))?
+        .ok_or(AuthError::Rejected)?;
+        let stored_hash: String = row.get("secret_hash");
+        if !constant_time_eq(stored_hash.as_bytes(), sha256_hex(token).as_bytes()) {
+            return Err(AuthError::Rejected);
+        }
+        let now = system_now_ms();
+        let expired = row.get::<Option<i64>, _>("expires_at").is_some_and(|t| t <= now);
+        let revoked = row.get::<Option<i64>, _>("revoked_at").is_some();
+        let role = Role::parse(&row.get::<String, _>("role"));
+        let (Some(role), false, false) = (role, expired, revoked) else {
+            return Err(AuthError::Rejected);
+        };
+        let id: String = row.get("id");
+        // Record use at most once a minute per token, so reads do not become writes.
+        if row.get::<Option<i64>, _>("last_used_at").is_none_or(|t| now - t > 60_000) {
+            let _ = sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(&id)
+                .execute(&self.pool)
+                .await;
+        }
+        Ok(Principal {
+            token_id: id,
+            name: row.get("name"),
+            role,
+            tenant: row.get::<Option<String>, _>("tenant_id").unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

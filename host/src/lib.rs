@@ -1,0 +1,23 @@
+//! The Keel host: runs department plugins (WebAssembly components) and gives them storage,
+//! identity, logging, configuration and a clock through the `keel:platform` WIT contract,
+//! and nothing else.
+//!
+//! Map: [`server`] wires everything and serves [`api`]; [`plugins`] keeps the installed
+//! plugins, validated by [`artifact`] and [`manifest`] and prepared by [`runtime`];
+//! [`storage`] holds plugin documents; [`identity`] turns tokens into principals.
+
+pub mod api;
+pub mod artifact;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod identity;
+pub mod manifest;
+pub mod metrics;
+pub mod plugins;
+pub mod runtime;
+pub mod server;
+pub mod storage;
+
+pub use config::Config;
+pub use server::{Server, StartError};

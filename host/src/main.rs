@@ -1,0 +1,237 @@
+//! The `keel` command: `keel serve` runs the platform; `keel plugin ...` manages plugins on a
+//! running server over its admin API.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use keel_host::{Config, Server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "Keel: back-office departments as sandboxed WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform.
+    Serve(ServeArgs),
+    /// Manage plugins on a running server.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long, env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the database and compiled components live [default: .keel]
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "KEEL_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of plugin artifacts (*.wasm) to install at start.
+    #[arg(long, env = "KEEL_PLUGINS_DIR")]
+    plugins_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "KEEL_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Base URL of the server.
+    #[arg(long, env = "KEEL_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// A platform-admin token.
+    #[arg(long, env = "KEEL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Upload and install a plugin artifact.
+    Install {
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List installed plugins.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one plugin as JSON.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Serve a plugin's routes again.
+    Enable {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop serving a plugin's routes (data is kept).
+    Disable {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a plugin.
+    Uninstall {
+        id: String,
+        /// Also delete all its stored data, in every tenant.
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Plugin(command) => plugin(command).await,
+        }
+    })
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    init_tracing(args.log_json);
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.plugins_dir {
+        config.plugins_dir = Some(dir);
+    }
+    let server = Server::start(config).await.context("keel could not start")?;
+    println!("Keel is listening on http://{}", server.addr);
+    match &server.bootstrap_token {
+        Some(token) => {
+            println!("Admin token (shown once; it is stored only as a hash):");
+            println!("    {token}");
+            println!("Try: curl -H 'Authorization: Bearer {token}' http://{}/v1/admin/plugins", server.addr);
+        }
+        None => println!("Use the admin token printed at first start (KEEL_TOKEN for the CLI)."),
+    }
+    server.run_until_signal().await;
+    Ok(())
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(args: ClientArgs) -> Result<Client> {
+        let Some(token) = args.token else { bail!("no token: pass --token or set KEEL_TOKEN") };
+        Ok(Client { http: reqwest::Client::new(), base: args.server.trim_end_matches('/').to_owned(), token })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
+        let response =
+            request.bearer_auth(&self.token).send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let body: serde_json::Value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        if !status.is_success() {
+            let code = body.get("code").and_then(|c| c.as_str()).unwrap_or("error");
+            let detail = body.get("detail").and_then(|c| c.as_str()).unwrap_or("");
+            bail!("{status} {code}: {detail}");
+        }
+        Ok(body)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+async fn plugin(command: PluginCommand) -> Result<()> {
+    match command {
+        PluginCommand::Install { file, client } => {
+            let c = Client::new(client)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let body = c
+                .send(c.http.post(c.url("/v1/admin/plugins")).header("content-type", "application/wasm").body(bytes))
+                .await?;
+            let p = &body["plugin"];
+            println!(
+                "{} {} {} (digest {})",
+                body["outcome"].as_str().unwrap_or("?"),
+                p["id"].as_str().unwrap_or("?"),
+                p["version"].as_str().unwrap_or("?"),
+                p["digest"].as_str().unwrap_or("?")
+            );
+        }
+        PluginCommand::List { client } => {
+            let c = Client::new(client)?;
+            let body = c.send(c.http.get(c.url("/v1/admin/plugins"))).await?;
+            println!("{:<20} {:<10} {:<8} {:<6} DIGEST", "ID", "VERSION", "ENABLED", "ROUTES");
+            for p in body["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<10} {:<8} {:<6} {}",
+                    p["id"].as_str().unwrap_or("?"),
+                    p["version"].as_str().unwrap_or("?"),
+                    p["enabled"].as_bool().unwrap_or(false),
+                    p["manifest"]["routes"].as_array().map_or(0, Vec::len),
+                    &p["digest"].as_str().unwrap_or("?")[..12.min(p["digest"].as_str().unwrap_or("?").len())]
+                );
+            }
+        }
+        PluginCommand::Show { id, client } => {
+            let c = Client::new(client)?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/admin/plugins/{id}")))).await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        PluginCommand::Enable { id, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{id}/enable")))).await?;
+            println!("enabled {id}");
+        }
+        PluginCommand::Disable { id, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{id}/disable")))).await?;
+            println!("disabled {id}");
+        }
+        PluginCommand::Uninstall { id, purge, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.delete(c.url(&format!("/v1/admin/plugins/{id}?purge={purge}")))).await?;
+            println!("uninstalled {id}{}", if purge { " and purged its data" } else { "" });
+        }
+    }
+    Ok(())
+}

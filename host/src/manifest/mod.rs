@@ -1,0 +1,330 @@
+//! The plugin manifest (`plugin.toml`): what a plugin is, what it serves, what it may use.
+//!
+//! The manifest travels inside the uploaded component as the custom section
+//! [`artifact::MANIFEST_SECTION`](crate::artifact::MANIFEST_SECTION). It is parsed and
+//! validated here, once, into a [`Manifest`] the rest of the host trusts.
+
+mod routes;
+
+pub use routes::{RouteError, RouteMatch, RoutePattern, RouteTable};
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use utoipa::ToSchema;
+
+/// Host services a plugin may ask for. A plugin whose component imports an interface it did
+/// not declare is refused at upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Storage,
+    Log,
+    Config,
+    Clock,
+}
+
+impl Capability {
+    /// The `keel:platform` interface that provides the capability.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Capability::Storage => "storage",
+            Capability::Log => "log",
+            Capability::Config => "config",
+            Capability::Clock => "clock",
+        }
+    }
+
+    pub fn from_interface(name: &str) -> Option<Capability> {
+        [Capability::Storage, Capability::Log, Capability::Config, Capability::Clock]
+            .into_iter()
+            .find(|c| c.interface() == name)
+    }
+}
+
+/// Resource limits a plugin asks for; the host caps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RequestedLimits {
+    /// Linear memory, all memories of an instance together, in MiB.
+    pub memory_mb: Option<u32>,
+    /// Wall time per request, in milliseconds.
+    pub timeout_ms: Option<u32>,
+}
+
+/// A collection and the fields of its documents that queries may filter on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSpec {
+    pub name: String,
+    #[serde(default)]
+    pub indexes: Vec<String>,
+}
+
+/// A route the plugin serves under `/v1/plugins/{id}`, and the permission it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub method: String,
+    pub path: String,
+    pub permission: String,
+}
+
+/// A validated plugin manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Manifest {
+    pub id: String,
+    #[schema(value_type = String, example = "0.1.0")]
+    pub version: semver::Version,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    #[serde(default)]
+    pub limits: RequestedLimits,
+    /// Permission name → what it allows, for people granting it.
+    #[serde(default)]
+    pub permissions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub collections: Vec<CollectionSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// The host's ceilings, applied to what manifests ask for.
+#[derive(Debug, Clone)]
+pub struct LimitPolicy {
+    pub max_memory_mb: u32,
+    pub max_timeout_ms: u32,
+    pub default_memory_mb: u32,
+    pub default_timeout_ms: u32,
+}
+
+/// Why a manifest was refused. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("the manifest is not valid TOML for a Keel manifest: {0}")]
+    Syntax(String),
+    #[error("`{field}`: {reason}")]
+    Field { field: String, reason: String },
+}
+
+fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Field { field: field.into(), reason: reason.into() }
+}
+
+const MAX_COLLECTIONS: usize = 64;
+const MAX_INDEXES: usize = 16;
+const MAX_ROUTES: usize = 256;
+
+fn is_slug(s: &str, max: usize) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && s.len() <= max
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.ends_with('-')
+}
+
+fn is_identifier(s: &str, max: usize) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z' | 'A'..='Z' | '_'))
+        && s.len() <= max
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Manifest {
+    /// Parses and validates manifest text.
+    pub fn parse(text: &str, policy: &LimitPolicy) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.message().to_owned()))?;
+        manifest.validate(policy)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self, policy: &LimitPolicy) -> Result<(), ManifestError> {
+        if !is_slug(&self.id, 32) || self.id.len() < 2 {
+            return Err(field("id", "must be 2-32 characters of a-z, 0-9 and '-', starting with a letter"));
+        }
+        if self.name.trim().is_empty() || self.name.len() > 100 {
+            return Err(field("name", "must be 1-100 characters"));
+        }
+        if self.description.len() > 2000 {
+            return Err(field("description", "must be at most 2000 characters"));
+        }
+        if let Some(mb) = self.limits.memory_mb
+            && !(1..=policy.max_memory_mb).contains(&mb)
+        {
+            return Err(field(
+                "limits.memory-mb",
+                format!("asks for {mb} MiB; this host allows 1 to {}", policy.max_memory_mb),
+            ));
+        }
+        if let Some(ms) = self.limits.timeout_ms
+            && !(1..=policy.max_timeout_ms).contains(&ms)
+        {
+            return Err(field(
+                "limits.timeout-ms",
+                format!("asks for {ms} ms; this host allows 1 to {}", policy.max_timeout_ms),
+            ));
+        }
+        let prefix = format!("{}.", self.id);
+        for name in self.permissions.keys() {
+            let rest = name.strip_prefix(&prefix).unwrap_or("");
+            if rest.is_empty() || name.len() > 100 || !rest.split('.').all(|part| is_identifier(part, 40)) {
+                return Err(field(
+                    format!("permissions.\"{name}\""),
+                    format!("permission names are `{prefix}<name>[.<name>...]` with letters, digits and '_'"),
+                ));
+            }
+        }
+        if self.collections.len() > MAX_COLLECTIONS {
+            return Err(field("collections", format!("at most {MAX_COLLECTIONS} collections")));
+        }
+        let mut seen = BTreeSet::new();
+        for c in &self.collections {
+            if !is_identifier(&c.name.replace('-', "_"), 64) {
+                return Err(field(
+                    format!("collections.{}", c.name),
+                    "collection names are letters, digits, '_' and '-'",
+                ));
+            }
+            if !seen.insert(&c.name) {
+                return Err(field(format!("collections.{}", c.name), "declared twice"));
+            }
+            if c.indexes.len() > MAX_INDEXES {
+                return Err(field(
+                    format!("collections.{}.indexes", c.name),
+                    format!("at most {MAX_INDEXES} indexed fields"),
+                ));
+            }
+            let mut fields = BTreeSet::new();
+            for i in &c.indexes {
+                if !is_identifier(i, 64) || !fields.insert(i) {
+                    return Err(field(
+                        format!("collections.{}.indexes", c.name),
+                        format!("`{i}` is not a field name or is repeated"),
+                    ));
+                }
+            }
+        }
+        if !self.collections.is_empty() && !self.capabilities.contains(&Capability::Storage) {
+            return Err(field("capabilities", "declares collections but not the `storage` capability"));
+        }
+        if self.routes.is_empty() {
+            return Err(field("routes", "a plugin must serve at least one route"));
+        }
+        if self.routes.len() > MAX_ROUTES {
+            return Err(field("routes", format!("at most {MAX_ROUTES} routes")));
+        }
+        for r in &self.routes {
+            if !self.permissions.contains_key(&r.permission) {
+                return Err(field(
+                    format!("routes.{} {}", r.method, r.path),
+                    format!("permission `{}` is not declared under [permissions]", r.permission),
+                ));
+            }
+        }
+        RouteTable::new(&self.routes).map_err(|e| field("routes", e))?;
+        Ok(())
+    }
+
+    /// The effective memory cap in bytes.
+    pub fn memory_bytes(&self, policy: &LimitPolicy) -> usize {
+        self.limits.memory_mb.unwrap_or(policy.default_memory_mb) as usize * 1024 * 1024
+    }
+
+    /// The effective time limit per request.
+    pub fn timeout(&self, policy: &LimitPolicy) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.limits.timeout_ms.unwrap_or(policy.default_timeout_ms)))
+    }
+
+    /// Declared collections and their indexed fields.
+    pub fn collection_indexes(&self) -> BTreeMap<String, Vec<String>> {
+        self.collections.iter().map(|c| (c.name.clone(), c.indexes.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn policy() -> LimitPolicy {
+        LimitPolicy { max_memory_mb: 256, max_timeout_ms: 30_000, default_memory_mb: 64, default_timeout_ms: 5_000 }
+    }
+
+    const GOOD: &str = r#"
+        id = "helpdesk"
+        version = "1.2.3"
+        name = "Helpdesk"
+        capabilities = ["storage", "log"]
+        [limits]
+        memory-mb = 32
+        [permissions]
+        "helpdesk.ticket.read" = "Read tickets"
+        [[collections]]
+        name = "tickets"
+        indexes = ["status"]
+        [[routes]]
+        method = "GET"
+        path = "/tickets/{id}"
+        permission = "helpdesk.ticket.read"
+    "#;
+
+    fn with(replace: &str, by: &str) -> Result<Manifest, ManifestError> {
+        assert!(GOOD.contains(replace), "test setup: `{replace}` not in the sample");
+        Manifest::parse(&GOOD.replace(replace, by), &policy())
+    }
+
+    fn refused_field(result: Result<Manifest, ManifestError>) -> String {
+        match result {
+            Err(ManifestError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_manifest_parses_with_its_limits() {
+        let m = Manifest::parse(GOOD, &policy()).unwrap();
+        assert_eq!(m.version, semver::Version::new(1, 2, 3));
+        assert_eq!(m.memory_bytes(&policy()), 32 << 20);
+        assert_eq!(m.timeout(&policy()).as_millis(), 5_000);
+        assert_eq!(m.collection_indexes()["tickets"], vec!["status".to_string()]);
+    }
+
+    #[test]
+    fn bad_ids_versions_and_limits_are_refused_naming_the_field() {
+        assert_eq!(refused_field(with(r#"id = "helpdesk""#, r#"id = "Help Desk""#)), "id");
+        assert!(matches!(with(r#"version = "1.2.3""#, r#"version = "1.2""#), Err(ManifestError::Syntax(_))));
+        assert_eq!(refused_field(with("memory-mb = 32", "memory-mb = 4096")), "limits.memory-mb");
+        assert!(matches!(
+            with(r#"name = "Helpdesk""#, "name = \"Helpdesk\"\nsurprise = 1"),
+            Err(ManifestError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn routes_need_declared_permissions_and_valid_patterns() {
+        assert!(
+            refused_field(with(r#"permission = "helpdesk.ticket.read""#, r#"permission = "helpdesk.ticket.write""#))
+                .starts_with("routes.")
+        );
+        assert_eq!(refused_field(with(r#"path = "/tickets/{id}""#, r#"path = "tickets""#)), "routes");
+        assert_eq!(refused_field(with(r#"method = "GET""#, r#"method = "BREW""#)), "routes");
+    }
+
+    #[test]
+    fn permissions_must_carry_the_plugin_prefix() {
+        assert!(
+            refused_field(with(r#""helpdesk.ticket.read" = "Read tickets""#, r#""payroll.run" = "x""#))
+                .starts_with("permissions.")
+        );
+    }
+
+    #[test]
+    fn collections_require_the_storage_capability() {
+        assert_eq!(
+            refused_field(with(r#"capabilities = ["storage", "log"]"#, r#"capabilities = ["log"]"#)),
+            "capabilities"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The component runtime: one wasmtime [`Engine`] for the process, a pre-linked
+//! [`PluginPre`] per installed plugin version, and a fresh [`Store`] per call.
+//!
+//! Architecture invariants:
+//! - a call's failure (trap, deadline, memory cap) is confined to its `Store` and reported
+//!   as a [`CallError`]; the engine and other calls carry on;
+//! - wall time is bounded twice: epoch interruption stops guest code, and a timer around
+//!   the whole call bounds time spent in host imports (epochs cannot interrupt those);
+//! - the epoch ticker is an OS thread, so a busy async executor cannot stop time.
+
+pub mod bindings;
+mod cache;
+mod host;
+mod limits;
+
+pub use bindings::PluginPre;
+pub use host::{CallLabels, HostState};
+pub use limits::MemoryCapExceeded;
+
+use crate::clock::Clock;
+use crate::manifest::{Capability, Manifest};
+use crate::storage::UnitOfWork;
+use bindings::exports::keel::platform::handler::{Request, Response};
+use bindings::keel::platform::types::Caller;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+
+/// How often the epoch advances: the resolution of deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Instances that can run at once (sizes the pooling allocator).
+    pub max_concurrent_instances: u32,
+    /// The largest memory any plugin may be granted, in bytes.
+    pub max_memory_bytes: usize,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot link host interfaces: {0}")]
+    Link(String),
+}
+
+/// Why a component could not be prepared to run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    #[error("the component does not fit the keel:platform/plugin world: {0}")]
+    WorldMismatch(String),
+    #[error("the component imports `{import}` but the manifest does not declare the `{capability}` capability")]
+    UndeclaredCapability { import: String, capability: String },
+    #[error("the component imports `{0}`, which this host does not provide")]
+    UnknownImport(String),
+}
+
+/// Why a call failed. Each is confined to the call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the plugin did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the plugin exceeded its memory cap of {cap} bytes")]
+    MemoryLimit { cap: usize },
+    #[error("the plugin trapped: {0}")]
+    Trap(String),
+    #[error("the plugin could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+impl CallError {
+    /// A short stable label for metrics and problem codes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout(_) => "timeout",
+            CallError::MemoryLimit { .. } => "memory_limit",
+            CallError::Trap(_) => "trap",
+            CallError::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+/// A plugin version ready to run.
+pub struct PreparedPlugin {
+    pub pre: PluginPre<HostState>,
+    /// Whether machine code came from the on-disk cache (no compilation).
+    pub from_cache: bool,
+}
+
+/// What one call needs besides the plugin itself.
+pub struct Invocation {
+    pub caller: Caller,
+    pub request: Request,
+    pub uow: UnitOfWork,
+    pub labels: Arc<CallLabels>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub memory_cap: usize,
+    pub timeout: Duration,
+}
+
+/// A successful call: the plugin's response and its uncommitted writes.
+pub struct Outcome {
+    pub response: Response,
+    pub uow: UnitOfWork,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<cache::CompileCache>,
+    clock: Arc<Clock>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_config(settings: &RuntimeSettings, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    config.table_lazy_init(true);
+    config.parallel_compilation(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let n = settings.max_concurrent_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(16)
+            .max_tables_per_component(32)
+            .max_core_instance_size(4 << 20)
+            .table_elements(1 << 20)
+            .max_memory_size(settings.max_memory_bytes)
+            // Reused slots are reset by memset below this size instead of madvise+refault.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+impl Runtime {
+    pub fn new(settings: &RuntimeSettings, clock: Arc<Clock>) -> Result<Runtime, RuntimeError> {
+        // The pool reserves address space up front; where that is refused (tight ulimits),
+        // fall back to on-demand allocation rather than not starting.
+        let engine = match Engine::new(&engine_config(settings, true)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand instance allocation");
+                Engine::new(&engine_config(settings, false)).map_err(|e| RuntimeError::Engine(e.to_string()))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(e.to_string()))?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| RuntimeError::Link(e.to_string()))?;
+        let cache = match &settings.cache_dir {
+            None => None,
+            Some(dir) => match cache::CompileCache::new(dir, &engine) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "compile cache disabled");
+                    None
+                }
+            },
+        };
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("keel-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        }
+        Ok(Runtime { engine, linker, cache, clock, ticker_stop })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
+    /// Compiles (or loads from cache) and type-checks a component against the `plugin`
+    /// world and the manifest's declared capabilities.
+    pub fn prepare(&self, digest: &str, bytes: &[u8], manifest: &Manifest) -> Result<PreparedPlugin, PrepareError> {
+        let (component, from_cache) = match self.cache.as_ref().and_then(|c| c.load(&self.engine, digest)) {
+            Some(component) => (component, true),
+            None => {
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| PrepareError::Compile(format!("{e:#}")))?;
+                (component, false)
+            }
+        };
+        check_imports(&self.engine, &component, manifest)?;
+        let instance_pre =
+            self.linker.instantiate_pre(&component).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
+        check_handler_export(&self.engine, &component, &instance_pre)?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
+        if !from_cache && let Some(cache) = &self.cache {
+            cache.store(digest, &component);
+        }
+        Ok(PreparedPlugin { pre, from_cache })
+    }
+
+    /// Runs one request in a fresh instance.
+    pub async fn call(&self, pre: &PluginPre<HostState>, invocation: Invocation) -> Result<Outcome, CallError> {
+        let Invocation { caller, request, uow, labels, config, memory_cap, timeout } = invocation;
+        let state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                // Yield on every tick so a long call never holds an executor thread.
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            }
+        });
+
+        let run = async {
+            let plugin = pre.instantiate_async(&mut store).await.map_err(Failure::Instantiate)?;
+            plugin.keel_platform_handler().call_handle(&mut store, &caller, &request).await.map_err(Failure::Run)
+        };
+        let result = tokio::time::timeout(timeout, run).await;
+        let state = store.into_data();
+        log_stdio(&state);
+        match result {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Ok(response)) => Ok(Outcome { response, uow: state.uow }),
+            Ok(Err(failure)) => Err(classify(failure, &state, memory_cap, timeout)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+enum Failure {
+    Instantiate(wasmtime::Error),
+    Run(wasmtime::Error),
+}
+
+fn classify(failure: Failure, state: &HostState, memory_cap: usize, timeout: Duration) -> CallError {
+    let (error, instantiating) = match failure {
+        Failure::Instantiate(e) => (e, true),
+        Failure::Run(e) => (e, false),
+    };
+    if error.downcast_ref::<DeadlineExceeded>().is_some() {
+        return CallError::Timeout(timeout);
+    }
+    if state.limiter.hit() || error.downcast_ref::<MemoryCapExceeded>().is_some() {
+        return CallError::MemoryLimit { cap: memory_cap };
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return CallError::Trap(trap.to_string());
+    }
+    if instantiating { CallError::Instantiate(format!("{error:#}")) } else { CallError::Trap(format!("{error:#}")) }
+}
+
+/// Plugin stdout/stderr (where Rust panics print) goes to the log, tagged with the call.
+fn log_stdio(state: &HostState) {
+    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let bytes = pipe.contents();
+        if !bytes.is_empty() {
+            let text = String::from_utf8_lossy(&bytes);
+            let l = &state.labels;
+            tracing::warn!(target: "keel::plugin", plugin = %l.plugin, version = %l.version, tenant = %l.tenant,
+                request_id = %l.request_id, stream, "{}", text.trim_end());
+        }
+    }
+}
+
+/// The exported handler must have exactly the signature of our world. The generated bindings
+/// only check this at instantiation, which is too late to refuse an upload.
+fn check_handler_export(
+    engine: &Engine,
+    component: &Component,
+    instance_pre: &wasmtime::component::InstancePre<HostState>,
+) -> Result<(), PrepareError> {
+    use wasmtime::component::types::ComponentItem;
+    let mismatch = |m: String| PrepareError::WorldMismatch(m);
+    let component_type = component.component_type();
+    let interface = component_type
+        .exports(engine)
+        .find(|(name, _)| name.starts_with(HANDLER_EXPORT))
+        .map(|(_, item)| item)
+        .ok_or_else(|| mismatch(format!("no export `{HANDLER_EXPORT}@0.1.x` found")))?;
+    let ComponentItem::ComponentInstance(interface) = interface.ty else {
+        return Err(mismatch(format!("export `{HANDLER_EXPORT}` is not an interface")));
+    };
+    let handle = interface
+        .exports(engine)
+        .find(|(name, _)| *name == "handle")
+        .map(|(_, item)| item)
+        .ok_or_else(|| mismatch(format!("`{HANDLER_EXPORT}` has no function `handle`")))?;
+    let ComponentItem::ComponentFunc(handle) = handle.ty else {
+        return Err(mismatch(format!("`{HANDLER_EXPORT}.handle` is not a function")));
+    };
+    // `typecheck` is the check the generated bindings run at instantiation.
+    handle
+        .typecheck::<(&Caller, &Request), (Response,)>(&instance_pre.instance_type())
+        .map_err(|e| mismatch(format!("export `{HANDLER_EXPORT}.handle` has the wrong signature: {e:#}")))
+}
+
+const HANDLER_EXPORT: &str = "keel:platform/handler";
+
+/// Every `keel:platform` import must be a declared capability; other imports must be WASI.
+fn check_imports(engine: &Engine, component: &Component, manifest: &Manifest) -> Result<(), PrepareError> {
+    for (name, _) in component.component_type().imports(engine) {
+        if let Some(rest) = name.strip_prefix("keel:platform/") {
+            let interface = rest.split('@').next().unwrap_or(rest);
+            if interface == "types" {
+                continue;
+            }
+            match Capability::from_interface(interface) {
+                Some(cap) if manifest.capabilities.contains(&cap) => {}
+                Some(cap) => {
+                    return Err(PrepareError::UndeclaredCapability {
+                        import: name.to_owned(),
+                        capability: cap.interface().to_owned(),
+                    });
+                }
+                None => return Err(PrepareError::UnknownImport(name.to_owned())),
+            }
+        } else if !name.starts_with("wasi:") {
+            return Err(PrepareError::UnknownImport(name.to_owned()));
+        }
+    }
+    Ok(())
+}

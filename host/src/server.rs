@@ -1,0 +1,196 @@
+//! Start-up and shutdown: open the database, build the runtime, load installed plugins,
+//! install bundled ones, then serve HTTP.
+
+use crate::api::{self, ApiLimits, AppState};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::identity::TokenStore;
+use crate::manifest::LimitPolicy;
+use crate::metrics::Metrics;
+use crate::plugins::{InstallError, InstallOutcome, PluginRegistry, RegistryError};
+use crate::runtime::{Runtime, RuntimeError, RuntimeSettings};
+use crate::storage::StorageLimits;
+use crate::storage::sqlite::SqliteDocumentStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data directory `{path}`: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Database(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("loading installed plugins: {0}")]
+    Plugins(#[from] RegistryError),
+    #[error("bundled plugin `{path}`: {source}")]
+    Bundled { path: PathBuf, source: Box<InstallError> },
+    #[error("cannot read bundled plugins directory `{path}`: {source}")]
+    BundledDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the bootstrap token: {0}")]
+    Token(sqlx::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What start-up did, for the log and the benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct StartupReport {
+    pub plugins_loaded: usize,
+    pub plugins_from_cache: usize,
+    pub plugins_compiled: usize,
+    pub bundled_installed: usize,
+    pub elapsed: Duration,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// The platform-admin token created at first start; `None` on later starts.
+    pub bootstrap_token: Option<String>,
+    pub startup: StartupReport,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let started = Instant::now();
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        let pool = crate::db::open_sqlite(&config.data_dir.join("keel.db")).await?;
+        let limits = &config.limits;
+        let clock = Arc::new(Clock::default());
+        let runtime = Arc::new(Runtime::new(
+            &RuntimeSettings {
+                max_concurrent_instances: limits.max_concurrent_instances,
+                max_memory_bytes: limits.max_memory_mb as usize * 1024 * 1024,
+                cache_dir: Some(config.cache_dir()),
+            },
+            clock.clone(),
+        )?);
+        let policy = LimitPolicy {
+            max_memory_mb: limits.max_memory_mb,
+            max_timeout_ms: limits.max_timeout_ms,
+            default_memory_mb: limits.default_memory_mb,
+            default_timeout_ms: limits.default_timeout_ms,
+        };
+        let registry = Arc::new(PluginRegistry::new(pool.clone(), runtime.clone(), policy));
+        let stats = registry.load_all().await?;
+
+        let mut bundled_installed = 0;
+        if let Some(dir) = &config.plugins_dir {
+            bundled_installed = install_bundled(&registry, dir).await?;
+        }
+
+        let tokens = TokenStore::new(pool.clone());
+        let bootstrap = tokens.ensure_bootstrap().await.map_err(StartError::Token)?;
+
+        let state = AppState {
+            registry,
+            runtime,
+            store: Arc::new(SqliteDocumentStore::new(pool.clone())),
+            tokens,
+            metrics: Arc::new(Metrics::default()),
+            pool,
+            clock,
+            limits: ApiLimits {
+                max_body_bytes: limits.max_body_bytes,
+                max_artifact_bytes: limits.max_artifact_bytes,
+                storage: StorageLimits { max_document_bytes: limits.max_document_bytes, ..StorageLimits::default() },
+            },
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let app = api::router(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = signal.await;
+                })
+                .await
+        });
+        let startup = StartupReport {
+            plugins_loaded: stats.loaded,
+            plugins_from_cache: stats.from_cache,
+            plugins_compiled: stats.compiled,
+            bundled_installed,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(
+            %addr,
+            ready_ms = startup.elapsed.as_millis() as u64,
+            plugins = startup.plugins_loaded,
+            from_cache = startup.plugins_from_cache,
+            compiled = startup.plugins_compiled,
+            bundled_installed,
+            "keel is ready"
+        );
+        Ok(Server { addr, bootstrap_token: bootstrap.map(|t| t.token), startup, state, shutdown: Some(shutdown), task })
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.state.pool.close().await;
+    }
+
+    /// Serves until the process gets Ctrl-C or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Installs every `*.wasm` in `dir` that is new or newer than what is installed.
+async fn install_bundled(registry: &PluginRegistry, dir: &std::path::Path) -> Result<usize, StartError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| StartError::BundledDir { path: dir.into(), source })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    paths.sort();
+    let mut installed = 0;
+    for path in paths {
+        let bytes = std::fs::read(&path).map_err(|source| StartError::BundledDir { path: path.clone(), source })?;
+        match registry.install(bytes).await {
+            Ok((record, InstallOutcome::Unchanged)) => {
+                tracing::debug!(plugin = %record.id, "bundled plugin already installed")
+            }
+            Ok((record, outcome)) => {
+                installed += 1;
+                tracing::info!(plugin = %record.id, version = %record.version, ?outcome, "bundled plugin installed");
+            }
+            // An older bundled copy than what an admin installed is fine: keep theirs.
+            Err(InstallError::Downgrade { id, active, offered }) => {
+                tracing::info!(plugin = %id, %active, %offered, "keeping the installed, newer version over the bundled one");
+            }
+            Err(e) => return Err(StartError::Bundled { path, source: Box::new(e) }),
+        }
+    }
+    Ok(installed)
+}

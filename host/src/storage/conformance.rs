@@ -1,0 +1,154 @@
+//! The behaviour every [`DocumentStore`] backend must have. Each backend's tests call
+//! [`run_all`] on a fresh, empty store; a PostgreSQL backend passes the same suite.
+
+use super::{Condition, DocumentStore, Filter, KeyRange, Scope, StoreError, Write, WriteOp};
+
+fn scope(tenant: &str, plugin: &str) -> Scope {
+    Scope { tenant: tenant.into(), plugin: plugin.into() }
+}
+
+fn put(collection: &str, key: &str, body: &str, condition: Condition, version: u64, index: &[(&str, &str)]) -> Write {
+    Write {
+        collection: collection.into(),
+        key: key.into(),
+        condition,
+        version,
+        op: WriteOp::Put {
+            body: body.into(),
+            index: index.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect(),
+        },
+    }
+}
+
+fn range(collection: &str, filters: &[(&str, &str)], after: Option<&str>, limit: u32, descending: bool) -> KeyRange {
+    KeyRange {
+        collection: collection.into(),
+        filters: filters.iter().map(|(f, v)| Filter { field: f.to_string(), value: v.to_string() }).collect(),
+        after: after.map(str::to_owned),
+        limit,
+        descending,
+    }
+}
+
+/// Runs every check; panics with the name of the first one that fails.
+pub async fn run_all(store: &dyn DocumentStore) {
+    put_then_get_round_trips(store).await;
+    conditions_are_enforced_at_commit(store).await;
+    a_failing_write_aborts_the_whole_batch(store).await;
+    scans_filter_order_and_page(store).await;
+    tenants_and_plugins_are_isolated(store).await;
+    deletes_remove_documents_and_index_rows(store).await;
+    purge_removes_only_that_plugin(store).await;
+}
+
+async fn put_then_get_round_trips(store: &dyn DocumentStore) {
+    let s = scope("t1", "p1");
+    let v = store.commit(&s, &[put("c", "k", r#"{"a":1}"#, Condition::Absent, 1, &[])], 1).await.unwrap();
+    assert_eq!(v, vec![1], "put_then_get_round_trips: first version is 1");
+    let doc = store.get(&s, "c", "k").await.unwrap().expect("put_then_get_round_trips: document is stored");
+    assert_eq!((doc.version, doc.body.as_str()), (1, r#"{"a":1}"#));
+    let v = store.commit(&s, &[put("c", "k", r#"{"a":2}"#, Condition::Version(1), 2, &[])], 2).await.unwrap();
+    assert_eq!(v, vec![2], "put_then_get_round_trips: versions grow by one");
+    assert!(store.get(&s, "c", "missing").await.unwrap().is_none());
+}
+
+async fn conditions_are_enforced_at_commit(store: &dyn DocumentStore) {
+    let s = scope("t1", "p1");
+    store.commit(&s, &[put("cond", "k", "{}", Condition::Absent, 1, &[])], 1).await.unwrap();
+    let stale = store.commit(&s, &[put("cond", "k", "{}", Condition::Version(7), 8, &[])], 1).await;
+    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "stale version must conflict: {stale:?}");
+    let exists = store.commit(&s, &[put("cond", "k", "{}", Condition::Absent, 1, &[])], 1).await;
+    assert!(matches!(exists, Err(StoreError::Conflict { .. })), "create over an existing key must conflict");
+    // An unconditional write never moves the version backwards.
+    let v = store.commit(&s, &[put("cond", "k", "{}", Condition::Any, 1, &[])], 1).await.unwrap();
+    assert_eq!(v, vec![2]);
+}
+
+async fn a_failing_write_aborts_the_whole_batch(store: &dyn DocumentStore) {
+    let s = scope("t1", "p1");
+    let batch =
+        [put("atomic", "a", "{}", Condition::Absent, 1, &[]), put("atomic", "b", "{}", Condition::Version(3), 4, &[])];
+    assert!(store.commit(&s, &batch, 1).await.is_err());
+    assert!(store.get(&s, "atomic", "a").await.unwrap().is_none(), "no partial batch may remain");
+}
+
+async fn scans_filter_order_and_page(store: &dyn DocumentStore) {
+    let s = scope("t1", "p1");
+    let writes: Vec<_> = (1..=5)
+        .map(|i| {
+            let colour = if i % 2 == 0 { "red" } else { "blue" };
+            put(
+                "scan",
+                &format!("k{i}"),
+                &format!(r#"{{"i":{i}}}"#),
+                Condition::Absent,
+                1,
+                &[("colour", colour), ("size", "L")],
+            )
+        })
+        .collect();
+    store.commit(&s, &writes, 1).await.unwrap();
+    let keys = |docs: Vec<super::StoredDocument>| docs.into_iter().map(|d| d.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.scan(&s, &range("scan", &[], None, 10, false)).await.unwrap()),
+        ["k1", "k2", "k3", "k4", "k5"]
+    );
+    assert_eq!(keys(store.scan(&s, &range("scan", &[], None, 2, true)).await.unwrap()), ["k5", "k4"]);
+    assert_eq!(keys(store.scan(&s, &range("scan", &[], Some("k2"), 2, false)).await.unwrap()), ["k3", "k4"]);
+    assert_eq!(keys(store.scan(&s, &range("scan", &[], Some("k4"), 10, true)).await.unwrap()), ["k3", "k2", "k1"]);
+    assert_eq!(
+        keys(store.scan(&s, &range("scan", &[("colour", "red")], None, 10, false)).await.unwrap()),
+        ["k2", "k4"]
+    );
+    assert_eq!(
+        keys(
+            store.scan(&s, &range("scan", &[("colour", "blue"), ("size", "L")], Some("k1"), 10, false)).await.unwrap()
+        ),
+        ["k3", "k5"]
+    );
+    assert!(store.scan(&s, &range("scan", &[("colour", "green")], None, 10, false)).await.unwrap().is_empty());
+}
+
+async fn tenants_and_plugins_are_isolated(store: &dyn DocumentStore) {
+    let a = scope("iso-a", "p1");
+    store
+        .commit(&a, &[put("c", "shared-key", r#"{"owner":"a"}"#, Condition::Absent, 1, &[("f", "x")])], 1)
+        .await
+        .unwrap();
+    for other in [scope("iso-b", "p1"), scope("iso-a", "p2")] {
+        assert!(store.get(&other, "c", "shared-key").await.unwrap().is_none(), "{other:?} must not see iso-a/p1 data");
+        assert!(store.scan(&other, &range("c", &[], None, 10, false)).await.unwrap().is_empty());
+        assert!(store.scan(&other, &range("c", &[("f", "x")], None, 10, false)).await.unwrap().is_empty());
+        // The same key in another scope is a different document.
+        assert_eq!(
+            store.commit(&other, &[put("c", "shared-key", "{}", Condition::Absent, 1, &[])], 1).await.unwrap(),
+            vec![1]
+        );
+    }
+    assert_eq!(store.get(&a, "c", "shared-key").await.unwrap().unwrap().body, r#"{"owner":"a"}"#);
+}
+
+async fn deletes_remove_documents_and_index_rows(store: &dyn DocumentStore) {
+    let s = scope("t1", "p1");
+    store.commit(&s, &[put("del", "k", "{}", Condition::Absent, 1, &[("f", "v")])], 1).await.unwrap();
+    let delete = Write {
+        collection: "del".into(),
+        key: "k".into(),
+        condition: Condition::Version(1),
+        version: 0,
+        op: WriteOp::Delete,
+    };
+    store.commit(&s, &[delete], 2).await.unwrap();
+    assert!(store.get(&s, "del", "k").await.unwrap().is_none());
+    assert!(store.scan(&s, &range("del", &[("f", "v")], None, 10, false)).await.unwrap().is_empty());
+}
+
+async fn purge_removes_only_that_plugin(store: &dyn DocumentStore) {
+    let keep = scope("t1", "keeper");
+    let gone = scope("t1", "goner");
+    store.commit(&keep, &[put("c", "k", "{}", Condition::Absent, 1, &[])], 1).await.unwrap();
+    store.commit(&gone, &[put("c", "k", "{}", Condition::Absent, 1, &[("f", "v")])], 1).await.unwrap();
+    assert_eq!(store.purge_plugin("goner").await.unwrap(), 1);
+    assert!(store.get(&gone, "c", "k").await.unwrap().is_none());
+    assert!(store.get(&keep, "c", "k").await.unwrap().is_some());
+}

@@ -1,0 +1,121 @@
+//! The document store: JSON documents by key in collections, scoped by (tenant, plugin).
+//!
+//! [`DocumentStore`] is the backend seam: SQLite ([`sqlite::SqliteDocumentStore`]) is the
+//! embedded default and a PostgreSQL backend is a second implementation that must pass the
+//! same [`conformance`] suite. Plugins never talk to a store directly: every plugin call
+//! gets a [`UnitOfWork`] that buffers its writes, shows them to the call's own reads, and
+//! commits them in one transaction when the call succeeds.
+//!
+//! Architecture invariant: every read and write names a [`Scope`] built by the host from the
+//! authenticated caller and the routed plugin; nothing a plugin sends can widen it.
+
+pub mod conformance;
+pub mod sqlite;
+mod unit_of_work;
+
+pub use unit_of_work::{StorageLimits, UnitOfWork, UnitOfWorkError};
+
+use async_trait::async_trait;
+
+/// Whose data a call touches: always one tenant and one plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub tenant: String,
+    pub plugin: String,
+}
+
+/// A stored document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDocument {
+    pub key: String,
+    pub version: u64,
+    /// JSON text.
+    pub body: String,
+}
+
+/// Precondition of a write against the committed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Any,
+    Absent,
+    Version(u64),
+}
+
+/// Equality on an indexed field, compared as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub field: String,
+    pub value: String,
+}
+
+/// A page request against committed data, ordered by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub collection: String,
+    pub filters: Vec<Filter>,
+    /// Only keys strictly after this one (in the direction of travel).
+    pub after: Option<String>,
+    pub limit: u32,
+    pub descending: bool,
+}
+
+/// What a committed write does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Store `body`; `index` holds the (field, value) pairs of its declared indexed fields.
+    Put {
+        body: String,
+        index: Vec<(String, String)>,
+    },
+    Delete,
+}
+
+/// One write of a batch. `version` is the version the call told the plugin it wrote; a
+/// conditional write stores exactly that, an unconditional one never moves a version back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub collection: String,
+    pub key: String,
+    pub condition: Condition,
+    pub version: u64,
+    pub op: WriteOp,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{collection}/{key}` changed underneath this call (expected {expected}, found {found})")]
+    Conflict { collection: String, key: String, expected: String, found: String },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+/// A backend for documents. Implementations must pass [`conformance::run_all`].
+#[async_trait]
+pub trait DocumentStore: Send + Sync + 'static {
+    async fn get(&self, scope: &Scope, collection: &str, key: &str) -> Result<Option<StoredDocument>, StoreError>;
+
+    /// Up to `range.limit` documents after `range.after`, ordered by key.
+    async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<StoredDocument>, StoreError>;
+
+    /// Applies all writes atomically, checking each condition against committed state;
+    /// returns the new version of each write (0 for deletes). Nothing is applied if any
+    /// condition fails.
+    async fn commit(&self, scope: &Scope, writes: &[Write], now_ms: i64) -> Result<Vec<u64>, StoreError>;
+
+    /// Removes every document a plugin stored, in every tenant. Returns how many.
+    async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError>;
+}
+
+/// The text an indexed field is compared as: strings as they are, numbers and booleans in
+/// JSON form. Other values (null, arrays, objects) are not indexed.
+pub fn index_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

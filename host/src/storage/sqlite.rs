@@ -1,0 +1,224 @@
+//! The embedded SQLite document store (WAL mode).
+
+use super::{Condition, DocumentStore, KeyRange, Scope, StoreError, StoredDocument, Write, WriteOp};
+use async_trait::async_trait;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+/// Documents in the `documents` and `document_index` tables of a SQLite database.
+#[derive(Clone)]
+pub struct SqliteDocumentStore {
+    pool: SqlitePool,
+}
+
+impl SqliteDocumentStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteDocumentStore { pool }
+    }
+}
+
+fn db_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Database(ref d) if d.message().contains("locked") || d.message().contains("busy") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Internal(other.to_string()),
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[async_trait]
+impl DocumentStore for SqliteDocumentStore {
+    async fn get(&self, scope: &Scope, collection: &str, key: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, body FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .bind(collection)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(row.map(|r| StoredDocument { key: key.to_owned(), version: to_u64(r.get(0)), body: r.get(1) }))
+    }
+
+    async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<StoredDocument>, StoreError> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT d.key, d.version, d.body FROM documents d");
+        for (i, f) in range.filters.iter().enumerate() {
+            q.push(format!(
+                " JOIN document_index i{i} ON i{i}.tenant_id = d.tenant_id AND i{i}.plugin_id = d.plugin_id \
+                 AND i{i}.collection = d.collection AND i{i}.key = d.key AND i{i}.field = "
+            ));
+            q.push_bind(&f.field);
+            q.push(format!(" AND i{i}.value = "));
+            q.push_bind(&f.value);
+        }
+        q.push(" WHERE d.tenant_id = ").push_bind(&scope.tenant);
+        q.push(" AND d.plugin_id = ").push_bind(&scope.plugin);
+        q.push(" AND d.collection = ").push_bind(&range.collection);
+        if let Some(after) = &range.after {
+            q.push(if range.descending { " AND d.key < " } else { " AND d.key > " }).push_bind(after);
+        }
+        q.push(if range.descending { " ORDER BY d.key DESC" } else { " ORDER BY d.key ASC" });
+        q.push(" LIMIT ").push_bind(i64::from(range.limit));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredDocument { key: r.get(0), version: to_u64(r.get(1)), body: r.get(2) })
+            .collect())
+    }
+
+    async fn commit(&self, scope: &Scope, writes: &[Write], now_ms: i64) -> Result<Vec<u64>, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock up front, so the condition checks below
+        // cannot be invalidated before the writes land. Dropping the transaction (an error,
+        // or the call's future being cancelled) rolls it back.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let versions = apply(&mut tx, scope, writes, now_ms).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(versions)
+    }
+
+    async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("DELETE FROM document_index WHERE plugin_id = ?")
+            .bind(plugin)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let n = sqlx::query("DELETE FROM documents WHERE plugin_id = ?")
+            .bind(plugin)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        tx.commit().await.map_err(db_error)?;
+        Ok(n)
+    }
+}
+
+async fn apply(
+    conn: &mut sqlx::SqliteConnection,
+    scope: &Scope,
+    writes: &[Write],
+    now_ms: i64,
+) -> Result<Vec<u64>, StoreError> {
+    let mut versions = Vec::with_capacity(writes.len());
+    for w in writes {
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .bind(&w.collection)
+        .bind(&w.key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        let current = current.map(to_u64);
+        let holds = match w.condition {
+            Condition::Any => true,
+            Condition::Absent => current.is_none(),
+            Condition::Version(v) => current == Some(v),
+        };
+        if !holds {
+            return Err(StoreError::Conflict {
+                collection: w.collection.clone(),
+                key: w.key.clone(),
+                expected: match w.condition {
+                    Condition::Absent => "absent".into(),
+                    Condition::Version(v) => format!("version {v}"),
+                    Condition::Any => "anything".into(),
+                },
+                found: current.map_or("absent".into(), |v| format!("version {v}")),
+            });
+        }
+        sqlx::query("DELETE FROM document_index WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?")
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .bind(&w.collection)
+            .bind(&w.key)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        match &w.op {
+            WriteOp::Delete => {
+                sqlx::query(
+                    "DELETE FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
+                )
+                .bind(&scope.tenant)
+                .bind(&scope.plugin)
+                .bind(&w.collection)
+                .bind(&w.key)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                versions.push(0);
+            }
+            WriteOp::Put { body, index } => {
+                let version = match w.condition {
+                    Condition::Any => w.version.max(current.map_or(1, |v| v + 1)),
+                    _ => w.version,
+                };
+                let version_i64 =
+                    i64::try_from(version).map_err(|_| StoreError::Internal("version overflow".into()))?;
+                sqlx::query(
+                    "INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (tenant_id, plugin_id, collection, key) \
+                     DO UPDATE SET version = excluded.version, body = excluded.body, updated_at = excluded.updated_at",
+                )
+                .bind(&scope.tenant)
+                .bind(&scope.plugin)
+                .bind(&w.collection)
+                .bind(&w.key)
+                .bind(version_i64)
+                .bind(body)
+                .bind(now_ms)
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                for (field, value) in index {
+                    sqlx::query(
+                        "INSERT INTO document_index (tenant_id, plugin_id, collection, field, value, key) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&scope.tenant)
+                    .bind(&scope.plugin)
+                    .bind(&w.collection)
+                    .bind(field)
+                    .bind(value)
+                    .bind(&w.key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                }
+                versions.push(version);
+            }
+        }
+    }
+    Ok(versions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) async fn temp_store() -> (SqliteDocumentStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open_sqlite(&dir.path().join("test.db")).await.unwrap();
+        (SqliteDocumentStore::new(pool), dir)
+    }
+
+    #[tokio::test]
+    async fn sqlite_passes_the_document_store_conformance_suite() {
+        let (store, _dir) = temp_store().await;
+        crate::storage::conformance::run_all(&store).await;
+    }
+}

@@ -1,0 +1,478 @@
+//! One plugin call's view of storage: buffered writes over committed data.
+//!
+//! Writes are kept in memory, so a call that traps or times out never touched the database
+//! and nothing needs undoing; a successful call commits them in one transaction, with each
+//! key's precondition re-checked against committed state (a race lost between the call's
+//! read and its commit is a conflict, never a lost update).
+
+use super::{Condition, DocumentStore, Filter, KeyRange, Scope, StoreError, StoredDocument, Write, WriteOp};
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Bounds on what one call may store.
+#[derive(Debug, Clone)]
+pub struct StorageLimits {
+    pub max_document_bytes: usize,
+    pub max_key_bytes: usize,
+    pub max_writes_per_call: usize,
+    pub max_page: u32,
+    pub default_page: u32,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        StorageLimits {
+            max_document_bytes: 1 << 20,
+            max_key_bytes: 256,
+            max_writes_per_call: 1000,
+            max_page: 1000,
+            default_page: 100,
+        }
+    }
+}
+
+/// Why a storage request from a plugin was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitOfWorkError {
+    #[error("collection `{0}` is not declared in the plugin manifest")]
+    UndeclaredCollection(String),
+    #[error("field `{field}` is not an indexed field of collection `{collection}`")]
+    UndeclaredIndex { collection: String, field: String },
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("document body is not JSON: {0}")]
+    InvalidBody(String),
+    #[error("document is {size} bytes; the limit is {limit}")]
+    DocumentTooLarge { size: usize, limit: usize },
+    #[error("a call may write at most {0} documents")]
+    TooManyWrites(usize),
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    /// Committed version when the call first touched the key (None: absent).
+    base: Option<u64>,
+    /// Whether any write to the key was conditional; then commit requires `base` to hold.
+    strict: bool,
+    /// Version the plugin now sees (meaningless for a delete).
+    version: u64,
+    op: WriteOp,
+}
+
+/// The storage side of one plugin call.
+pub struct UnitOfWork {
+    store: Arc<dyn DocumentStore>,
+    scope: Scope,
+    /// Declared collections and their indexed fields.
+    collections: Arc<BTreeMap<String, Vec<String>>>,
+    limits: StorageLimits,
+    pending: BTreeMap<(String, String), Pending>,
+}
+
+impl UnitOfWork {
+    pub fn new(
+        store: Arc<dyn DocumentStore>,
+        scope: Scope,
+        collections: Arc<BTreeMap<String, Vec<String>>>,
+        limits: StorageLimits,
+    ) -> Self {
+        UnitOfWork { store, scope, collections, limits, pending: BTreeMap::new() }
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Number of buffered writes.
+    pub fn pending_writes(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn indexes(&self, collection: &str) -> Result<&[String], UnitOfWorkError> {
+        self.collections
+            .get(collection)
+            .map(Vec::as_slice)
+            .ok_or_else(|| UnitOfWorkError::UndeclaredCollection(collection.to_owned()))
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), UnitOfWorkError> {
+        if key.is_empty() {
+            return Err(UnitOfWorkError::InvalidKey("keys must not be empty".into()));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(UnitOfWorkError::InvalidKey(format!("keys are at most {} bytes", self.limits.max_key_bytes)));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(UnitOfWorkError::InvalidKey("keys must not contain control characters".into()));
+        }
+        Ok(())
+    }
+
+    /// The document as this call sees it: its own writes first, then committed data.
+    pub async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredDocument>, UnitOfWorkError> {
+        self.indexes(collection)?;
+        self.check_key(key)?;
+        self.visible(collection, key).await
+    }
+
+    async fn visible(&self, collection: &str, key: &str) -> Result<Option<StoredDocument>, UnitOfWorkError> {
+        match self.pending.get(&(collection.to_owned(), key.to_owned())) {
+            Some(p) => Ok(match &p.op {
+                WriteOp::Put { body, .. } => {
+                    Some(StoredDocument { key: key.to_owned(), version: p.version, body: body.clone() })
+                }
+                WriteOp::Delete => None,
+            }),
+            None => Ok(self.store.get(&self.scope, collection, key).await?),
+        }
+    }
+
+    fn check_condition(
+        collection: &str,
+        key: &str,
+        visible: Option<u64>,
+        condition: Condition,
+    ) -> Result<(), UnitOfWorkError> {
+        match (condition, visible) {
+            (Condition::Any, _) => Ok(()),
+            (Condition::Absent, None) => Ok(()),
+            (Condition::Absent, Some(v)) => {
+                Err(UnitOfWorkError::Conflict(format!("`{collection}/{key}` already exists (version {v})")))
+            }
+            (Condition::Version(want), Some(v)) if want == v => Ok(()),
+            (Condition::Version(want), Some(v)) => {
+                Err(UnitOfWorkError::Conflict(format!("`{collection}/{key}` is at version {v}, not {want}")))
+            }
+            (Condition::Version(want), None) => {
+                Err(UnitOfWorkError::Conflict(format!("`{collection}/{key}` does not exist (expected version {want})")))
+            }
+        }
+    }
+
+    /// Buffers a write; returns the version the document now has for this call.
+    pub async fn put(
+        &mut self,
+        collection: &str,
+        key: &str,
+        body: &str,
+        condition: Condition,
+    ) -> Result<u64, UnitOfWorkError> {
+        let indexes = self.indexes(collection)?.to_vec();
+        self.check_key(key)?;
+        if body.len() > self.limits.max_document_bytes {
+            return Err(UnitOfWorkError::DocumentTooLarge { size: body.len(), limit: self.limits.max_document_bytes });
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| UnitOfWorkError::InvalidBody(e.to_string()))?;
+        let index = indexes
+            .iter()
+            .filter_map(|field| value.get(field).and_then(super::index_text).map(|v| (field.clone(), v)))
+            .collect();
+        let op = WriteOp::Put { body: body.to_owned(), index };
+        self.record(collection, key, condition, op).await
+    }
+
+    /// Buffers a delete; returns whether the document existed for this call.
+    pub async fn delete(&mut self, collection: &str, key: &str, condition: Condition) -> Result<bool, UnitOfWorkError> {
+        self.indexes(collection)?;
+        self.check_key(key)?;
+        let existed = self.visible(collection, key).await?.is_some();
+        if !existed && condition == Condition::Any {
+            return Ok(false);
+        }
+        self.record(collection, key, condition, WriteOp::Delete).await?;
+        Ok(existed)
+    }
+
+    async fn record(
+        &mut self,
+        collection: &str,
+        key: &str,
+        condition: Condition,
+        op: WriteOp,
+    ) -> Result<u64, UnitOfWorkError> {
+        let id = (collection.to_owned(), key.to_owned());
+        let existing = self.pending.get(&id).cloned();
+        if existing.is_none() && self.pending.len() >= self.limits.max_writes_per_call {
+            return Err(UnitOfWorkError::TooManyWrites(self.limits.max_writes_per_call));
+        }
+        let (base, visible) = match &existing {
+            Some(p) => (p.base, matches!(p.op, WriteOp::Put { .. }).then_some(p.version)),
+            None => {
+                let committed = self.store.get(&self.scope, collection, key).await?.map(|d| d.version);
+                (committed, committed)
+            }
+        };
+        Self::check_condition(collection, key, visible, condition)?;
+        let version = visible.map_or(1, |v| v + 1);
+        let strict = existing.as_ref().is_some_and(|p| p.strict) || condition != Condition::Any;
+        self.pending.insert(id, Pending { base, strict, version, op });
+        Ok(version)
+    }
+
+    /// A page of the collection as this call sees it.
+    pub async fn query(
+        &self,
+        collection: &str,
+        filters: Vec<Filter>,
+        cursor: Option<&str>,
+        limit: u32,
+        descending: bool,
+    ) -> Result<(Vec<StoredDocument>, Option<String>), UnitOfWorkError> {
+        let indexes = self.indexes(collection)?;
+        if let Some(f) = filters.iter().find(|f| !indexes.contains(&f.field)) {
+            return Err(UnitOfWorkError::UndeclaredIndex { collection: collection.to_owned(), field: f.field.clone() });
+        }
+        let after = cursor.map(decode_cursor).transpose()?;
+        let limit = if limit == 0 { self.limits.default_page } else { limit.min(self.limits.max_page) } as usize;
+        let beyond = |key: &str| match &after {
+            None => true,
+            Some(a) if descending => key < a.as_str(),
+            Some(a) => key > a.as_str(),
+        };
+
+        let ours: Vec<_> = self.pending.iter().filter(|((c, _), _)| c == collection).collect();
+        // Ask for enough committed rows that our own deletes cannot leave the page short.
+        let fetch = limit + ours.len() + 1;
+        let committed = self
+            .store
+            .scan(
+                &self.scope,
+                &KeyRange {
+                    collection: collection.to_owned(),
+                    filters: filters.clone(),
+                    after: after.clone(),
+                    limit: fetch as u32,
+                    descending,
+                },
+            )
+            .await?;
+        let store_truncated = committed.len() == fetch;
+        let last_seen = committed.last().map(|d| d.key.clone());
+
+        let mut merged: Vec<StoredDocument> = committed
+            .into_iter()
+            .filter(|d| !self.pending.contains_key(&(collection.to_owned(), d.key.clone())))
+            .collect();
+        for ((_, key), p) in ours {
+            let WriteOp::Put { body, index } = &p.op else { continue };
+            let matches =
+                filters.iter().all(|f| index.iter().any(|(field, value)| field == &f.field && value == &f.value));
+            // When the committed scan stopped early, our writes past its last key belong to a later page.
+            let within_scan = !store_truncated
+                || last_seen.as_ref().is_none_or(|last| if descending { key >= last } else { key <= last });
+            if matches && beyond(key) && within_scan {
+                merged.push(StoredDocument { key: key.clone(), version: p.version, body: body.clone() });
+            }
+        }
+        merged.sort_by(|a, b| if descending { b.key.cmp(&a.key) } else { a.key.cmp(&b.key) });
+
+        let next = if merged.len() > limit {
+            merged.truncate(limit);
+            merged.last().map(|d| d.key.clone())
+        } else if store_truncated {
+            last_seen
+        } else {
+            None
+        };
+        Ok((merged, next.map(|k| encode_cursor(&k))))
+    }
+
+    /// Commits the buffered writes in one transaction. Returns how many documents changed.
+    pub async fn commit(self, now_ms: i64) -> Result<usize, UnitOfWorkError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let writes: Vec<Write> = self
+            .pending
+            .into_iter()
+            .map(|((collection, key), p)| Write {
+                collection,
+                key,
+                condition: match (p.strict, p.base) {
+                    (false, _) => Condition::Any,
+                    (true, None) => Condition::Absent,
+                    (true, Some(v)) => Condition::Version(v),
+                },
+                version: p.version,
+                op: p.op,
+            })
+            .collect();
+        self.store.commit(&self.scope, &writes, now_ms).await?;
+        Ok(writes.len())
+    }
+}
+
+const CURSOR_PREFIX: &str = "k1.";
+
+fn encode_cursor(key: &str) -> String {
+    format!("{CURSOR_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, UnitOfWorkError> {
+    let raw = cursor.strip_prefix(CURSOR_PREFIX).ok_or(UnitOfWorkError::InvalidCursor)?;
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).map_err(|_| UnitOfWorkError::InvalidCursor)?;
+    String::from_utf8(bytes).map_err(|_| UnitOfWorkError::InvalidCursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::SqliteDocumentStore;
+
+    async fn setup() -> (Arc<dyn DocumentStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open_sqlite(&dir.path().join("uow.db")).await.unwrap();
+        (Arc::new(SqliteDocumentStore::new(pool)), dir)
+    }
+
+    fn uow(store: &Arc<dyn DocumentStore>) -> UnitOfWork {
+        let collections = BTreeMap::from([("notes".to_string(), vec!["tag".to_string()])]);
+        UnitOfWork::new(
+            store.clone(),
+            Scope { tenant: "t".into(), plugin: "p".into() },
+            Arc::new(collections),
+            StorageLimits { max_writes_per_call: 20, ..StorageLimits::default() },
+        )
+    }
+
+    fn keys(page: &(Vec<StoredDocument>, Option<String>)) -> Vec<&str> {
+        page.0.iter().map(|d| d.key.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn writes_are_visible_to_the_call_but_not_to_others_until_commit() {
+        let (store, _dir) = setup().await;
+        let mut call = uow(&store);
+        assert_eq!(call.put("notes", "a", r#"{"tag":"x"}"#, Condition::Absent).await.unwrap(), 1);
+        assert_eq!(call.put("notes", "a", r#"{"tag":"y"}"#, Condition::Version(1)).await.unwrap(), 2);
+        assert_eq!(call.get("notes", "a").await.unwrap().unwrap().version, 2);
+        assert!(uow(&store).get("notes", "a").await.unwrap().is_none(), "uncommitted writes leak to another call");
+        call.commit(1).await.unwrap();
+        let committed = uow(&store).get("notes", "a").await.unwrap().unwrap();
+        assert_eq!((committed.version, committed.body.as_str()), (2, r#"{"tag":"y"}"#));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_is_dropped_commits_nothing() {
+        let (store, _dir) = setup().await;
+        let mut call = uow(&store);
+        call.put("notes", "a", "{}", Condition::Any).await.unwrap();
+        drop(call);
+        assert!(uow(&store).get("notes", "a").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_race_lost_between_read_and_commit_is_a_conflict_and_writes_nothing() {
+        let (store, _dir) = setup().await;
+        let mut seed = uow(&store);
+        seed.put("notes", "a", "{}", Condition::Absent).await.unwrap();
+        seed.commit(1).await.unwrap();
+
+        let mut first = uow(&store);
+        let mut second = uow(&store);
+        first.put("notes", "a", r#"{"by":1}"#, Condition::Version(1)).await.unwrap();
+        first.put("notes", "b", "{}", Condition::Absent).await.unwrap();
+        second.put("notes", "a", r#"{"by":2}"#, Condition::Version(1)).await.unwrap();
+        second.commit(2).await.unwrap();
+        let lost = first.commit(3).await;
+        assert!(matches!(lost, Err(UnitOfWorkError::Store(StoreError::Conflict { .. }))), "{lost:?}");
+        assert!(uow(&store).get("notes", "b").await.unwrap().is_none(), "the losing call left a partial batch");
+        assert_eq!(uow(&store).get("notes", "a").await.unwrap().unwrap().body, r#"{"by":2}"#);
+    }
+
+    #[tokio::test]
+    async fn conditions_are_checked_against_what_the_call_sees() {
+        let (store, _dir) = setup().await;
+        let mut call = uow(&store);
+        call.put("notes", "a", "{}", Condition::Absent).await.unwrap();
+        assert!(matches!(call.put("notes", "a", "{}", Condition::Absent).await, Err(UnitOfWorkError::Conflict(_))));
+        assert!(matches!(call.put("notes", "a", "{}", Condition::Version(5)).await, Err(UnitOfWorkError::Conflict(_))));
+        assert!(call.delete("notes", "a", Condition::Version(1)).await.unwrap());
+        assert!(call.get("notes", "a").await.unwrap().is_none());
+        assert!(!call.delete("notes", "a", Condition::Any).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn queries_merge_the_calls_own_writes_in_key_order() {
+        let (store, _dir) = setup().await;
+        let mut seed = uow(&store);
+        for k in ["k1", "k2", "k3", "k4"] {
+            seed.put("notes", k, r#"{"tag":"old"}"#, Condition::Absent).await.unwrap();
+        }
+        seed.commit(1).await.unwrap();
+
+        let mut call = uow(&store);
+        call.delete("notes", "k2", Condition::Any).await.unwrap();
+        call.put("notes", "k25", r#"{"tag":"new"}"#, Condition::Absent).await.unwrap();
+        call.put("notes", "k3", r#"{"tag":"new"}"#, Condition::Any).await.unwrap();
+
+        let all = call.query("notes", vec![], None, 10, false).await.unwrap();
+        assert_eq!(keys(&all), ["k1", "k25", "k3", "k4"]);
+        let new = call
+            .query("notes", vec![Filter { field: "tag".into(), value: "new".into() }], None, 10, false)
+            .await
+            .unwrap();
+        assert_eq!(keys(&new), ["k25", "k3"]);
+        let old = call
+            .query("notes", vec![Filter { field: "tag".into(), value: "old".into() }], None, 10, true)
+            .await
+            .unwrap();
+        assert_eq!(keys(&old), ["k4", "k1"]);
+
+        // Paging two at a time visits every document once.
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = call.query("notes", vec![], cursor.as_deref(), 2, false).await.unwrap();
+            seen.extend(page.0.iter().map(|d| d.key.clone()));
+            match page.1 {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["k1", "k25", "k3", "k4"]);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_typed() {
+        let (store, _dir) = setup().await;
+        let mut call = uow(&store);
+        assert!(matches!(call.get("secrets", "a").await, Err(UnitOfWorkError::UndeclaredCollection(_))));
+        assert!(matches!(call.put("notes", "", "{}", Condition::Any).await, Err(UnitOfWorkError::InvalidKey(_))));
+        assert!(matches!(
+            call.put("notes", &"k".repeat(300), "{}", Condition::Any).await,
+            Err(UnitOfWorkError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            call.put("notes", "a", "{not json", Condition::Any).await,
+            Err(UnitOfWorkError::InvalidBody(_))
+        ));
+        let big = format!("\"{}\"", "x".repeat(2 << 20));
+        assert!(matches!(
+            call.put("notes", "a", &big, Condition::Any).await,
+            Err(UnitOfWorkError::DocumentTooLarge { .. })
+        ));
+        let f = vec![Filter { field: "colour".into(), value: "x".into() }];
+        assert!(matches!(call.query("notes", f, None, 10, false).await, Err(UnitOfWorkError::UndeclaredIndex { .. })));
+        assert!(matches!(
+            call.query("notes", vec![], Some("nope"), 10, false).await,
+            Err(UnitOfWorkError::InvalidCursor)
+        ));
+        for i in 0..20 {
+            call.put("notes", &format!("n{i}"), "{}", Condition::Any).await.unwrap();
+        }
+        assert!(matches!(
+            call.put("notes", "one-too-many", "{}", Condition::Any).await,
+            Err(UnitOfWorkError::TooManyWrites(20))
+        ));
+    }
+}

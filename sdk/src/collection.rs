@@ -1,0 +1,140 @@
+//! Typed collections over the host's document storage.
+
+use crate::bindings::keel::platform::storage::{self, Filter, QuerySpec, WriteCondition};
+use crate::error::Error;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+
+/// A collection of JSON documents of type `T`, declared in the plugin's manifest.
+///
+/// All access is scoped by the host to the caller's tenant and this plugin; writes become
+/// visible to the same request at once and are committed when the handler returns.
+pub struct Collection<T> {
+    name: &'static str,
+    _type: PhantomData<fn() -> T>,
+}
+
+/// A stored value with its key and version (for optimistic concurrency).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The document key.
+    pub key: String,
+    /// The stored version; pass it to [`Collection::update`] to detect lost updates.
+    pub version: u64,
+    /// The decoded document.
+    pub value: T,
+}
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The documents, ordered by key.
+    pub items: Vec<Versioned<T>>,
+    /// Cursor for the next page, if there is one.
+    pub next: Option<String>,
+}
+
+impl<T: Serialize + DeserializeOwned> Collection<T> {
+    /// Names a collection. `name` must be declared in `plugin.toml`.
+    pub const fn new(name: &'static str) -> Self {
+        Collection { name, _type: PhantomData }
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Reads one document.
+    pub fn get(&self, key: &str) -> Result<Option<Versioned<T>>, Error> {
+        match storage::get(self.name, key)? {
+            None => Ok(None),
+            Some(doc) => Ok(Some(decode(doc)?)),
+        }
+    }
+
+    /// Creates a document; a `409 version-conflict` if the key exists. Returns the version (1).
+    pub fn insert(&self, key: &str, value: &T) -> Result<u64, Error> {
+        self.write(key, value, WriteCondition::Absent)
+    }
+
+    /// Replaces a document only if it is still at `version`; a `409 version-conflict`
+    /// otherwise. Returns the new version.
+    pub fn update(&self, key: &str, value: &T, version: u64) -> Result<u64, Error> {
+        self.write(key, value, WriteCondition::Version(version))
+    }
+
+    /// Writes a document whatever is stored. Returns the new version.
+    pub fn upsert(&self, key: &str, value: &T) -> Result<u64, Error> {
+        self.write(key, value, WriteCondition::Any)
+    }
+
+    /// Deletes a document, only at `version` if one is given. Returns whether it existed.
+    pub fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, Error> {
+        let condition = version.map_or(WriteCondition::Any, WriteCondition::Version);
+        Ok(storage::delete(self.name, key, condition)?)
+    }
+
+    /// Starts a query over this collection, ordered by key.
+    pub fn query(&self) -> Query<'_, T> {
+        Query { collection: self, filters: Vec::new(), cursor: None, limit: 0, descending: false }
+    }
+
+    fn write(&self, key: &str, value: &T, condition: WriteCondition) -> Result<u64, Error> {
+        let body = serde_json::to_string(value)?;
+        Ok(storage::put(self.name, key, &body, condition)?)
+    }
+}
+
+fn decode<T: DeserializeOwned>(doc: storage::Document) -> Result<Versioned<T>, Error> {
+    let value = serde_json::from_str(&doc.body).map_err(|e| {
+        Error::internal("corrupt-document", format!("stored document `{}` does not decode: {e}", doc.key))
+    })?;
+    Ok(Versioned { key: doc.key, version: doc.version, value })
+}
+
+/// A query being built; run it with [`Query::fetch`].
+pub struct Query<'a, T> {
+    collection: &'a Collection<T>,
+    filters: Vec<Filter>,
+    cursor: Option<String>,
+    limit: u32,
+    descending: bool,
+}
+
+impl<T: Serialize + DeserializeOwned> Query<'_, T> {
+    /// Keeps documents whose indexed `field` equals `value` (strings as they are, numbers
+    /// and booleans in JSON form).
+    pub fn filter(mut self, field: &str, value: impl ToString) -> Self {
+        self.filters.push(Filter { field: field.into(), value: value.to_string() });
+        self
+    }
+    /// Continues after a previous page.
+    pub fn cursor(mut self, cursor: Option<&str>) -> Self {
+        self.cursor = cursor.map(str::to_owned);
+        self
+    }
+    /// At most `limit` documents (the host caps it at 1000).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+    /// Largest key first.
+    pub fn descending(mut self) -> Self {
+        self.descending = true;
+        self
+    }
+    /// Runs the query.
+    pub fn fetch(self) -> Result<Page<T>, Error> {
+        let page = storage::query(&QuerySpec {
+            collection: self.collection.name.into(),
+            filters: self.filters,
+            cursor: self.cursor,
+            limit: self.limit,
+            descending: self.descending,
+        })?;
+        let items = page.documents.into_iter().map(decode).collect::<Result<_, _>>()?;
+        Ok(Page { items, next: page.next })
+    }
+}

@@ -1,0 +1,103 @@
+//! Write Keel department plugins in ordinary Rust.
+//!
+//! A plugin is a type implementing [`Plugin`], whose [`Router`] maps `(method, route pattern)`
+//! to handler functions, exported with [`export_plugin!`]. Handlers read typed requests,
+//! store typed documents in [`Collection`]s, and return a [`Response`] or an [`Error`] that
+//! the SDK turns into an `application/problem+json` body. The generated WIT bindings stay
+//! inside this crate: nothing a plugin author writes names a generated type.
+//!
+//! ```no_run
+//! use keel_sdk::{export_plugin, Collection, Error, Plugin, Request, Response, Router};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Note { text: String }
+//!
+//! const NOTES: Collection<Note> = Collection::new("notes");
+//!
+//! fn get_note(req: &Request) -> Result<Response, Error> {
+//!     let key = req.param("key")?;
+//!     let note = NOTES.get(key)?.ok_or_else(|| Error::not_found("note-not-found", "no such note"))?;
+//!     Response::json(200, &note.value)
+//! }
+//!
+//! struct Notes;
+//! impl Plugin for Notes {
+//!     fn router() -> Router {
+//!         Router::new().get("/notes/{key}", get_note)
+//!     }
+//! }
+//! export_plugin!(Notes);
+//! ```
+//!
+//! The routes a plugin serves, the permission each needs, its collections and indexed fields
+//! are declared once, in the plugin's `plugin.toml` manifest; the host enforces them before
+//! the plugin runs.
+#![deny(missing_docs)]
+
+mod collection;
+mod error;
+mod http;
+mod router;
+pub mod services;
+
+pub use collection::{Collection, Page, Query, Versioned};
+pub use error::{Error, ErrorKind};
+pub use http::{Caller, Request, Response};
+pub use router::{Handler, Router};
+
+/// Generated WIT bindings. Not part of the public API: use the types re-exported above.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "keel:platform/plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_keel_plugin",
+        default_bindings_module: "keel_sdk::bindings",
+    });
+}
+
+/// A department plugin: the routes it serves.
+pub trait Plugin {
+    /// The routing table. Called once per request (each request runs in a fresh instance),
+    /// so keep it to building the table.
+    fn router() -> Router;
+}
+
+#[doc(hidden)]
+pub fn __dispatch<P: Plugin>(
+    caller: bindings::keel::platform::types::Caller,
+    request: bindings::exports::keel::platform::handler::Request,
+) -> bindings::exports::keel::platform::handler::Response {
+    let request = Request::from_wit(caller, request);
+    let response = match P::router().dispatch(&request) {
+        Ok(response) => response,
+        Err(error) => error.into_response(&request.request_id),
+    };
+    response.into_wit()
+}
+
+/// Exports a [`Plugin`] as the component's `keel:platform/handler`.
+///
+/// Use it once, at the crate root of a `cdylib` plugin crate.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __KeelPluginExport;
+
+        impl $crate::bindings::exports::keel::platform::handler::Guest for __KeelPluginExport {
+            fn handle(
+                caller: $crate::bindings::keel::platform::types::Caller,
+                request: $crate::bindings::exports::keel::platform::handler::Request,
+            ) -> $crate::bindings::exports::keel::platform::handler::Response {
+                $crate::__dispatch::<$plugin>(caller, request)
+            }
+        }
+
+        // Only components export symbols; native builds (unit tests) must link as plain libraries.
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_keel_plugin!(__KeelPluginExport with_types_in $crate::bindings);
+    };
+}

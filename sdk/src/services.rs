@@ -1,0 +1,28 @@
+//! The host's other services: logging, configuration and the clock.
+
+use crate::bindings::keel::platform::{clock, config, log};
+
+/// Writes a log line at info level; the host adds plugin, tenant and request id.
+pub fn log_info(message: &str) {
+    log::write(log::Level::Info, message);
+}
+
+/// Writes a log line at warn level.
+pub fn log_warn(message: &str) {
+    log::write(log::Level::Warn, message);
+}
+
+/// Writes a log line at error level.
+pub fn log_error(message: &str) {
+    log::write(log::Level::Error, message);
+}
+
+/// Milliseconds since the Unix epoch, from the host's clock (which tests can move).
+pub fn now_ms() -> u64 {
+    clock::now()
+}
+
+/// A configuration value the admin set for this plugin.
+pub fn config(key: &str) -> Option<String> {
+    config::get(key)
+}

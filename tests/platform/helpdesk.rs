@@ -1,0 +1,201 @@
+//! Every helpdesk operation through the platform, including the ways it must refuse.
+
+use keel_tests::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn helpdesk() -> TestServer {
+    TestServer::with_plugins(&["bundled/helpdesk"]).await
+}
+
+const T: &str = "/v1/plugins/helpdesk/tickets";
+
+async fn file(s: &TestServer, title: &str, priority: &str) -> Value {
+    s.post(T, json!({ "title": title, "priority": priority, "category": "hardware" })).await.expect(201).body
+}
+
+#[tokio::test]
+async fn creating_a_ticket_numbers_it_and_starts_it_new() {
+    let s = helpdesk().await;
+    let reply =
+        s.post(T, json!({ "title": "  Printer on fire ", "description": "smoke", "priority": "P1" })).await.expect(201);
+    let t = &reply.body;
+    assert_eq!(t["number"], 1);
+    assert_eq!(t["title"], "Printer on fire", "titles are trimmed");
+    assert_eq!(t["status"], "new");
+    assert_eq!(t["priority"], "P1");
+    assert_eq!(t["category"], "general", "category defaults");
+    assert_eq!(t["version"], 1);
+    assert!(t["created_at"].as_u64().unwrap() > 1_700_000_000_000, "timestamps are epoch milliseconds");
+    assert_eq!(reply.headers["location"], "/tickets/1");
+    assert_eq!(file(&s, "second", "P3").await["number"], 2);
+
+    let got = s.get(&format!("{T}/1")).await.expect(200).body;
+    assert_eq!(got["title"], "Printer on fire");
+    assert_eq!(got["description"], "smoke");
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_with_typed_errors() {
+    let s = helpdesk().await;
+    s.raw(Method::POST, T, "{\"title\": ").await.expect_problem(400, "malformed-json");
+    s.raw(Method::POST, T, "[]").await.expect_problem(400, "malformed-json");
+    s.post(T, json!({ "title": "x", "severity": "high" })).await.expect_problem(400, "malformed-json");
+    s.post(T, json!({ "title": "   " })).await.expect_problem(422, "invalid-field");
+    s.post(T, json!({ "title": "x", "priority": "P9" })).await.expect_problem(422, "invalid-field");
+    s.post(T, json!({ "title": "x".repeat(201) })).await.expect_problem(422, "invalid-field");
+    s.get(&format!("{T}/abc")).await.expect_problem(400, "invalid-ticket-number");
+    s.get(&format!("{T}/99")).await.expect_problem(404, "ticket-not-found");
+    s.get(&format!("{T}?status=done")).await.expect_problem(422, "invalid-field");
+    s.get(&format!("{T}?limit=0")).await.expect_problem(422, "invalid-limit");
+    s.get(&format!("{T}?cursor=garbage")).await.expect_problem(422, "invalid");
+    // Nothing above created a ticket.
+    assert_eq!(s.get(T).await.expect(200).body["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_told_apart() {
+    let s = helpdesk().await;
+    s.get("/v1/plugins/helpdesk/nope").await.expect_problem(404, "route-not-found");
+    let reply = s.delete(&format!("{T}/1")).await.expect_problem(405, "method-not-allowed");
+    assert_eq!(reply.headers["allow"], "GET, PATCH");
+    s.get("/v1/plugins/payroll/runs").await.expect_problem(404, "plugin-not-found");
+}
+
+#[tokio::test]
+async fn status_follows_the_workflow_and_refuses_other_moves() {
+    let s = helpdesk().await;
+    file(&s, "VPN down", "P2").await;
+    let go = |to: &'static str| {
+        let s = &s;
+        async move { s.post(&format!("{T}/1/transition"), json!({ "to": to })).await }
+    };
+    go("closed").await.expect_problem(409, "invalid-transition");
+    go("pending").await.expect_problem(409, "invalid-transition");
+    for to in ["open", "pending", "open", "resolved", "open", "resolved", "closed"] {
+        let t = go(to).await.expect(200).body;
+        assert_eq!(t["status"], to);
+    }
+    for to in ["open", "pending", "resolved", "new"] {
+        go(to).await.expect_problem(409, "invalid-transition");
+    }
+    go("archived").await.expect_problem(422, "invalid-field");
+    assert_eq!(s.get(&format!("{T}/1")).await.expect(200).body["status"], "closed");
+    s.patch(&format!("{T}/1"), json!({ "title": "reworded" })).await.expect_problem(409, "ticket-closed");
+    s.post(&format!("{T}/1/comments"), json!({ "body": "late" })).await.expect_problem(409, "ticket-closed");
+}
+
+#[tokio::test]
+async fn updates_check_the_version_the_client_saw() {
+    let s = helpdesk().await;
+    file(&s, "Laptop slow", "P3").await;
+    let t =
+        s.patch(&format!("{T}/1"), json!({ "priority": "P2", "assignee": "ana", "version": 1 })).await.expect(200).body;
+    assert_eq!(
+        (t["priority"].as_str(), t["assignee"].as_str(), t["version"].as_u64()),
+        (Some("P2"), Some("ana"), Some(2))
+    );
+    // A second client still holding version 1 loses.
+    let stale = s
+        .patch(&format!("{T}/1"), json!({ "title": "stale edit", "version": 1 }))
+        .await
+        .expect_problem(409, "version-conflict");
+    assert!(stale.body["detail"].as_str().unwrap().contains("version 2"));
+    // If-Match works the same way.
+    let req = s
+        .http
+        .patch(format!("{}{T}/1", s.base))
+        .bearer_auth(&s.token)
+        .header("if-match", "\"1\"")
+        .json(&json!({ "title": "x" }));
+    s.send(req).await.expect_problem(409, "version-conflict");
+    s.post(&format!("{T}/1/transition"), json!({ "to": "open", "version": 1 }))
+        .await
+        .expect_problem(409, "version-conflict");
+    // Unassigning with null; status changes only through /transition.
+    let t = s.patch(&format!("{T}/1"), json!({ "assignee": null })).await.expect(200).body;
+    assert_eq!(t["assignee"], Value::Null);
+    s.patch(&format!("{T}/1"), json!({ "status": "open" })).await.expect_problem(422, "use-transition");
+    s.patch(&format!("{T}/1"), json!({})).await.expect_problem(422, "empty-update");
+    let stored = s.get(&format!("{T}/1")).await.expect(200).body;
+    assert_eq!((stored["title"].as_str(), stored["version"].as_u64()), (Some("Laptop slow"), Some(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_from_one_version_let_exactly_one_win() {
+    let s = helpdesk().await;
+    file(&s, "Race", "P3").await;
+    let attempts = (0..8).map(|i| {
+        let s = &s;
+        async move { s.patch(&format!("{T}/1"), json!({ "title": format!("edit {i}"), "version": 1 })).await }
+    });
+    let replies = futures::future::join_all(attempts).await;
+    let won = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        won,
+        1,
+        "exactly one update from version 1 may win: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in replies.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 409);
+        assert!(["version-conflict", "write-conflict"].contains(&r.code()), "{}", r.body);
+    }
+    assert_eq!(s.get(&format!("{T}/1")).await.expect(200).body["version"], 2);
+}
+
+#[tokio::test]
+async fn lists_filter_and_page_newest_first_without_gaps_or_repeats() {
+    let s = helpdesk().await;
+    for (i, p) in ["P1", "P2", "P1", "P3", "P1"].iter().enumerate() {
+        file(&s, &format!("t{}", i + 1), p).await;
+    }
+    s.patch(&format!("{T}/2"), json!({ "assignee": "ana" })).await.expect(200);
+    s.patch(&format!("{T}/3"), json!({ "assignee": "ana" })).await.expect(200);
+    s.post(&format!("{T}/3/transition"), json!({ "to": "open" })).await.expect(200);
+
+    let numbers = |body: &Value| {
+        body["items"].as_array().unwrap().iter().map(|t| t["number"].as_u64().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(numbers(&s.get(&format!("{T}?priority=P1")).await.expect(200).body), [5, 3, 1]);
+    assert_eq!(numbers(&s.get(&format!("{T}?assignee=ana")).await.expect(200).body), [3, 2]);
+    assert_eq!(numbers(&s.get(&format!("{T}?status=open")).await.expect(200).body), [3]);
+    assert_eq!(numbers(&s.get(&format!("{T}?status=new&priority=P1")).await.expect(200).body), [5, 1]);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => format!("{T}?limit=2"),
+            Some(c) => format!("{T}?limit=2&cursor={c}"),
+        };
+        let body = s.get(&path).await.expect(200).body;
+        seen.extend(numbers(&body));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [5, 4, 3, 2, 1]);
+}
+
+#[tokio::test]
+async fn comments_are_numbered_attributed_and_listed_in_order() {
+    let s = helpdesk().await;
+    file(&s, "Mouse", "P4").await;
+    for text in ["first", "second", "third"] {
+        s.post(&format!("{T}/1/comments"), json!({ "body": text })).await.expect(201);
+    }
+    s.post(&format!("{T}/1/comments"), json!({ "body": "" })).await.expect_problem(422, "invalid-field");
+    s.post(&format!("{T}/2/comments"), json!({ "body": "x" })).await.expect_problem(404, "ticket-not-found");
+    let list = s.get(&format!("{T}/1/comments")).await.expect(200).body;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.iter().map(|c| c["body"].as_str().unwrap()).collect::<Vec<_>>(), ["first", "second", "third"]);
+    assert_eq!(items[2]["seq"], 3);
+    assert!(items[0]["author"].as_str().unwrap().starts_with("tok_"), "author is the caller");
+    let t = s.get(&format!("{T}/1")).await.expect(200).body;
+    assert_eq!((t["comment_count"].as_u64(), t["version"].as_u64()), (Some(3), Some(4)));
+    let page = s.get(&format!("{T}/1/comments?limit=2")).await.expect(200).body;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert!(page["next_cursor"].is_string());
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real server, real compiled plugins, over HTTP.
+
+mod admin;
+mod helpdesk;
+mod hostile;
+mod restart;
+mod uploads;

@@ -1,0 +1,189 @@
+//! Test support: start the real Keel server on an ephemeral port with a temporary data
+//! directory, load the real compiled plugin artifacts, and talk to it over HTTP.
+
+use keel_host::{Config, Server};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+/// Where `cargo xtask build-plugins` writes artifacts.
+pub fn artifacts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins")
+}
+
+/// A packaged plugin artifact, e.g. `artifact("bundled/helpdesk")`. Fails loudly when the
+/// plugins were not built, rather than skipping.
+pub fn artifact(name: &str) -> Vec<u8> {
+    let path = artifacts_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("missing plugin artifact {} ({e}); build the plugins first with `cargo xtask build-plugins` (`cargo xtask test` does it)", path.display())
+    })
+}
+
+/// The raw component (no manifest) the wasm build produced for a plugin crate.
+pub fn raw_component(crate_name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/wasm32-wasip2/wasm/{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("missing component {} ({e}); run `cargo xtask build-plugins`", path.display()))
+}
+
+/// The manifest source of a plugin.
+pub fn manifest_source(dir: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins").join(dir).join("plugin.toml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// A response: status, JSON body (or `Value::String` for non-JSON), headers.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+impl Reply {
+    /// The `code` of a problem body.
+    pub fn code(&self) -> &str {
+        self.body.get("code").and_then(Value::as_str).unwrap_or("<no code>")
+    }
+
+    pub fn is_problem(&self) -> bool {
+        self.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Reply {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        self
+    }
+
+    /// Asserts an error response: status, problem content type and stable code.
+    #[track_caller]
+    pub fn expect_problem(self, status: u16, code: &str) -> Reply {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert!(self.is_problem(), "error is not problem+json: {:?} {}", self.headers.get("content-type"), self.body);
+        assert_eq!(self.code(), code, "unexpected problem code; body: {}", self.body);
+        self
+    }
+}
+
+pub struct TestServer {
+    server: Option<Server>,
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    /// A server on a fresh temporary data directory.
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = Server::start(config(dir.path())).await.expect("server starts");
+        let token = server.bootstrap_token.clone().expect("first start prints a bootstrap token");
+        let base = format!("http://{}", server.addr);
+        TestServer { server: Some(server), base, token, http: reqwest::Client::new(), dir }
+    }
+
+    /// A server with `plugins` (artifact names) installed over HTTP.
+    pub async fn with_plugins(plugins: &[&str]) -> TestServer {
+        let server = TestServer::start().await;
+        for name in plugins {
+            server.install(name).await.expect(201);
+        }
+        server
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server is running")
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> TestServer {
+        self.server.take().expect("server is running").shutdown().await;
+        let server = Server::start(config(self.dir.path())).await.expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+        self
+    }
+
+    pub async fn install(&self, name: &str) -> Reply {
+        self.upload(artifact(name)).await
+    }
+
+    pub async fn upload(&self, bytes: Vec<u8>) -> Reply {
+        let request = self
+            .http
+            .post(format!("{}/v1/admin/plugins", self.base))
+            .header("content-type", "application/wasm")
+            .body(bytes);
+        self.send(request.bearer_auth(&self.token)).await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, body, headers }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::PATCH, path).json(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
+    /// A request with a raw body, for malformed-input tests.
+    pub async fn raw(&self, method: reqwest::Method, path: &str, body: &'static str) -> Reply {
+        self.send(self.request(method, path).header("content-type", "application/json").body(body)).await
+    }
+
+    /// Without the admin token.
+    pub async fn anonymous(&self, path: &str, authorization: Option<&str>) -> Reply {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        self.send(request).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.expect("metrics").text().await.expect("text")
+    }
+}
+
+fn config(dir: &Path) -> Config {
+    let mut config =
+        Config { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".parse().expect("addr"), ..Config::default() };
+    // Small pool: tests run many servers side by side.
+    config.limits.max_concurrent_instances = 16;
+    config
+}

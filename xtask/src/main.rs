@@ -1,0 +1,158 @@
+//! Build helper. `cargo xtask <command>`:
+//!
+//! - `build-plugins`: builds every plugin in `plugins/` for `wasm32-wasip2` (installing the
+//!   target if missing), validates its `plugin.toml`, and writes the artifact (component +
+//!   embedded manifest) to `target/keel-plugins/{bundled,fixtures}/<id>.wasm`;
+//! - `package <component.wasm> <plugin.toml> <out.wasm>`: packages one component;
+//! - `serve [args]`: builds the plugins, then runs `keel serve` with the bundled ones;
+//! - `test [args]`: builds the plugins, then runs the whole test suite;
+//! - `bench`: builds the plugins, then runs the benchmark table (release).
+
+use anyhow::{Context, Result, bail};
+use keel_host::{artifact, manifest};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Plugins built for wasm32-wasip2: (cargo package, source dir, shipped with the platform?).
+const PLUGINS: &[(&str, &str, bool)] = &[
+    ("keel-plugin-helpdesk", "plugins/helpdesk", true),
+    ("keel-plugin-hostile", "plugins/fixtures/hostile", false),
+    ("keel-plugin-off-world", "plugins/fixtures/off-world", false),
+];
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+const WASM_PROFILE: &str = "wasm";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("build-plugins") => build_plugins(&root).map(|_| ()),
+        Some("package") => {
+            let [component, manifest, out] = &args[1..] else {
+                bail!("usage: cargo xtask package <component.wasm> <plugin.toml> <out.wasm>")
+            };
+            package(Path::new(component), Path::new(manifest), Path::new(out))
+        }
+        Some("serve") => {
+            build_plugins(&root)?;
+            let bundled = root.join("target/keel-plugins/bundled");
+            run(cargo()
+                .args(["run", "--quiet", "--package", "keel-host", "--bin", "keel", "--", "serve", "--plugins-dir"])
+                .arg(bundled)
+                .args(&args[1..]))
+        }
+        Some("test") => {
+            build_plugins(&root)?;
+            let started = Instant::now();
+            run(cargo().args(["test", "--workspace"]).args(&args[1..]))?;
+            eprintln!("xtask: tests took {:.1?}", started.elapsed());
+            Ok(())
+        }
+        Some("bench") => {
+            build_plugins(&root)?;
+            run(cargo().args(["build", "--quiet", "--release", "--package", "keel-host", "--bin", "keel"]))?;
+            run(cargo()
+                .args(["run", "--quiet", "--release", "--package", "keel-bench", "--"])
+                .args(&args[1..])
+                .env("KEEL_BIN", root.join("target/release/keel")))
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <build-plugins | package | serve | test | bench>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
+        Ok(_) => {
+            eprintln!("xtask: installing the {WASM_TARGET} target");
+            run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+        }
+        // Without rustup the toolchain must already have the target; cargo will say if not.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Builds and packages every plugin; returns the artifacts written.
+fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
+    ensure_wasm_target()?;
+    let started = Instant::now();
+    let mut build = cargo();
+    build.args(["build", "--quiet", "--target", WASM_TARGET, "--profile", WASM_PROFILE]);
+    for (package, _, _) in PLUGINS {
+        build.args(["--package", package]);
+    }
+    run(&mut build)?;
+    let out_root = root.join("target/keel-plugins");
+    let mut written = Vec::new();
+    for (crate_name, dir, bundled) in PLUGINS {
+        let component = root.join(format!("target/{WASM_TARGET}/{WASM_PROFILE}/{}.wasm", crate_name.replace('-', "_")));
+        let manifest_path = root.join(dir).join("plugin.toml");
+        let id = manifest_id(&manifest_path)?;
+        let out = out_root.join(if *bundled { "bundled" } else { "fixtures" }).join(format!("{id}.wasm"));
+        package(&component, &manifest_path, &out)?;
+        written.push(out);
+    }
+    eprintln!("xtask: built {} plugins in {:.1?} into {}", written.len(), started.elapsed(), out_root.display());
+    Ok(written)
+}
+
+fn manifest_id(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: toml::Value = toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+    value
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no `id`", path.display()))
+}
+
+/// Validates the manifest exactly as the server will, then embeds it into the component.
+fn package(component: &Path, manifest_path: &Path, out: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(manifest_path).with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let policy = default_policy();
+    manifest::Manifest::parse(&text, &policy)
+        .with_context(|| format!("{} is not a valid manifest", manifest_path.display()))?;
+    let bytes = std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
+    let packaged =
+        artifact::embed_manifest(&bytes, &text).with_context(|| format!("cannot package {}", component.display()))?;
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, &packaged).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("xtask: {} ({} KiB)", out.display(), packaged.len() / 1024);
+    Ok(())
+}
+
+fn default_policy() -> manifest::LimitPolicy {
+    let limits = keel_host::config::LimitsConfig::default();
+    manifest::LimitPolicy {
+        max_memory_mb: limits.max_memory_mb,
+        max_timeout_ms: limits.max_timeout_ms,
+        default_memory_mb: limits.default_memory_mb,
+        default_timeout_ms: limits.default_timeout_ms,
+    }
+}
