@@ -29,16 +29,26 @@ struct Row {
 
 fn main() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only a|b|c` runs one section (for tuning); the default runs all three.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut rows = Vec::new();
     runtime.block_on(async {
-        rows.extend(call_cost(&root, quick).await?);
-        rows.extend(http_throughput(&root, quick).await?);
+        if wants("a") {
+            rows.extend(call_cost(&root, quick).await?);
+        }
+        if wants("b") {
+            rows.extend(http_throughput(&root, quick).await?);
+        }
         anyhow::Ok(())
     })?;
     drop(runtime);
-    rows.extend(startup(&root, quick)?);
+    if wants("c") {
+        rows.extend(startup(&root, quick)?);
+    }
 
     println!("\n| measurement | result | target |\n|---|---|---|");
     for r in &rows {
@@ -60,77 +70,153 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-/// (a) The cost of one fresh instance per request, with nothing else in the way.
-async fn call_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
-    let dir = tempfile::tempdir()?;
-    let pool = keel_host::db::open_sqlite(&dir.path().join("bench.db")).await?;
-    let store: Arc<dyn DocumentStore> = Arc::new(SqliteDocumentStore::new(pool));
-    let runtime = Runtime::new(
-        &RuntimeSettings { max_concurrent_instances: 16, max_memory_bytes: 256 << 20, cache_dir: None },
-        Arc::new(keel_host::clock::Clock::default()),
-    )?;
-    let bytes = artifact(root, "fixtures/hostile")?;
-    let manifest_text = keel_host::artifact::manifest_text(&bytes)?;
-    let policy = keel_host::manifest::LimitPolicy {
-        max_memory_mb: 256,
-        max_timeout_ms: 30_000,
-        default_memory_mb: 64,
-        default_timeout_ms: 5_000,
-    };
-    let manifest = keel_host::manifest::Manifest::parse(&manifest_text, &policy)?;
-    let prepared = runtime.prepare("bench", &bytes, &manifest)?;
-    let collections = Arc::new(manifest.collection_indexes());
-    let labels = Arc::new(CallLabels {
-        plugin: "hostile".into(),
-        version: "0.1.0".into(),
-        tenant: "t".into(),
-        request_id: "r".into(),
-    });
-    let config = Arc::new(BTreeMap::new());
-    let caller = Caller { tenant: "t".into(), user_id: "u".into(), display_name: "U".into(), permissions: vec![] };
-    let request = Request {
-        request_id: "r".into(),
-        method: "GET".into(),
-        path: "/noop".into(),
-        route: "/noop".into(),
-        params: vec![],
-        query: vec![],
-        headers: vec![],
-        body: vec![],
-    };
-    let (warmup, n) = if quick { (200, 2_000) } else { (2_000, 30_000) };
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..warmup + n {
+/// A plugin loaded straight into a runtime, without the HTTP server.
+struct Bench {
+    runtime: Runtime,
+    store: Arc<dyn DocumentStore>,
+    _dir: tempfile::TempDir,
+}
+
+struct BenchPlugin {
+    id: &'static str,
+    pre: keel_host::runtime::PluginPre<keel_host::runtime::HostState>,
+    collections: Arc<BTreeMap<String, Vec<String>>>,
+    memory_cap: usize,
+}
+
+const POLICY: keel_host::manifest::LimitPolicy = keel_host::manifest::LimitPolicy {
+    max_memory_mb: 256,
+    max_timeout_ms: 30_000,
+    default_memory_mb: 64,
+    default_timeout_ms: 5_000,
+};
+
+impl Bench {
+    async fn new() -> Result<Bench> {
+        let dir = tempfile::tempdir()?;
+        let pool = keel_host::db::open_sqlite(&dir.path().join("bench.db")).await?;
+        let runtime = Runtime::new(
+            &RuntimeSettings { max_concurrent_instances: 16, max_memory_bytes: 256 << 20, cache_dir: None },
+            Arc::new(keel_host::clock::Clock::default()),
+        )?;
+        Ok(Bench { runtime, store: Arc::new(SqliteDocumentStore::new(pool)), _dir: dir })
+    }
+
+    fn load(&self, root: &Path, artifact_name: &str, id: &'static str) -> Result<BenchPlugin> {
+        let bytes = artifact(root, artifact_name)?;
+        let manifest = keel_host::manifest::Manifest::parse(&keel_host::artifact::manifest_text(&bytes)?, &POLICY)?;
+        let prepared = self.runtime.prepare(id, &bytes, &manifest)?;
+        Ok(BenchPlugin {
+            id,
+            pre: prepared.pre,
+            collections: Arc::new(manifest.collection_indexes()),
+            memory_cap: manifest.memory_bytes(&POLICY),
+        })
+    }
+
+    /// One call; commits its writes like the server does. Returns the latency of the call.
+    async fn call(
+        &self,
+        plugin: &BenchPlugin,
+        method: &str,
+        route: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Duration)> {
         let invocation = Invocation {
-            caller: caller.clone(),
-            request: request.clone(),
+            caller: Caller { tenant: "t".into(), user_id: "u".into(), display_name: "U".into(), permissions: vec![] },
+            request: Request {
+                request_id: "r".into(),
+                method: method.into(),
+                path: path.into(),
+                route: route.into(),
+                params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                query: vec![],
+                headers: vec![],
+                body: body.to_vec(),
+            },
             uow: UnitOfWork::new(
-                store.clone(),
-                Scope { tenant: "t".into(), plugin: "hostile".into() },
-                collections.clone(),
+                self.store.clone(),
+                Scope { tenant: "t".into(), plugin: plugin.id.into() },
+                plugin.collections.clone(),
                 StorageLimits::default(),
             ),
-            labels: labels.clone(),
-            config: config.clone(),
-            memory_cap: manifest.memory_bytes(&policy),
+            labels: Arc::new(CallLabels {
+                plugin: plugin.id.into(),
+                version: "0".into(),
+                tenant: "t".into(),
+                request_id: "r".into(),
+            }),
+            config: Arc::new(BTreeMap::new()),
+            memory_cap: plugin.memory_cap,
             timeout: Duration::from_secs(1),
         };
         let started = Instant::now();
-        let outcome = runtime.call(&prepared.pre, invocation).await?;
+        let outcome = self.runtime.call(&plugin.pre, invocation).await?;
         let elapsed = started.elapsed();
-        if outcome.response.status != 204 {
-            bail!("the empty handler answered {}", outcome.response.status);
-        }
+        outcome.uow.commit(0).await?;
+        Ok((outcome.response.status, elapsed))
+    }
+}
+
+async fn sample<F, Fut>(warmup: usize, n: usize, mut once: F) -> Result<(Duration, Duration)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Duration>>,
+{
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let elapsed = once().await?;
         if i >= warmup {
             samples.push(elapsed);
         }
     }
     samples.sort();
-    let (median, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
+/// (a) The cost of one fresh instance per request, with nothing else in the way; and, for
+/// scale, a helpdesk "get ticket" through the runtime (instance + storage read + JSON).
+async fn call_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
+    let bench = Bench::new().await?;
+    let hostile = bench.load(root, "fixtures/hostile", "hostile")?;
+    let helpdesk = bench.load(root, "bundled/helpdesk", "helpdesk")?;
+    let (warmup, n) = if quick { (200, 2_000) } else { (2_000, 30_000) };
+
+    let (median, p99) = sample(warmup, n, || async {
+        let (status, elapsed) = bench.call(&hostile, "GET", "/noop", "/noop", &[], b"").await?;
+        if status != 204 {
+            bail!("the empty handler answered {status}");
+        }
+        Ok(elapsed)
+    })
+    .await?;
     eprintln!("(a) {n} calls: median {}, p99 {}", us(median), us(p99));
+
+    let (status, _) = bench
+        .call(&helpdesk, "POST", "/tickets", "/tickets", &[], br#"{"title":"Benchmark ticket","priority":"P2"}"#)
+        .await?;
+    if status != 201 {
+        bail!("creating the benchmark ticket answered {status}");
+    }
+    let (get_median, get_p99) = sample(warmup / 4, n / 4, || async {
+        let (status, elapsed) =
+            bench.call(&helpdesk, "GET", "/tickets/{number}", "/tickets/1", &[("number", "1")], b"").await?;
+        if status != 200 {
+            bail!("get ticket answered {status}");
+        }
+        Ok(elapsed)
+    })
+    .await?;
     Ok(vec![
         Row { name: "(a) instantiate + call, empty handler, median".into(), value: us(median), target: "≤ 15 µs" },
         Row { name: "(a) instantiate + call, empty handler, p99".into(), value: us(p99), target: "≤ 30 µs" },
+        Row {
+            name: "(a') helpdesk get ticket through the runtime (no HTTP), median / p99".into(),
+            value: format!("{} / {}", us(get_median), us(get_p99)),
+            target: "",
+        },
     ])
 }
 

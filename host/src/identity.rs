@@ -12,6 +12,9 @@ use crate::clock::system_now_ms;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The tenant every caller belongs to until tenants can be created.
 pub const DEFAULT_TENANT: &str = "default";
@@ -75,9 +78,24 @@ pub struct IssuedToken {
     pub token: String,
 }
 
+/// How long a verified token is trusted without asking the database again. This bounds how
+/// long another replica may keep accepting a token after it is revoked; the replica that
+/// revokes forgets it at once.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+struct CachedPrincipal {
+    principal: Principal,
+    expires_at: Option<i64>,
+    verified_at: Instant,
+}
+
 #[derive(Clone)]
 pub struct TokenStore {
     pool: SqlitePool,
+    /// Verified tokens by the sha-256 of the whole token: a request must present the token
+    /// itself to hit an entry.
+    verified: Arc<Mutex<HashMap<String, CachedPrincipal>>>,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -97,7 +115,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl TokenStore {
     pub fn new(pool: SqlitePool) -> Self {
-        TokenStore { pool }
+        TokenStore { pool, verified: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Forgets cached verifications of a token (on revocation).
+    pub fn forget(&self, token_id: &str) {
+        self.verified.lock().expect("token cache lock").retain(|_, c| c.principal.token_id != token_id);
     }
 
     /// Creates a token for `role` in `tenant`.
@@ -151,6 +174,14 @@ impl TokenStore {
             .map(|(prefix, _)| prefix)
             .filter(|p| p.len() == 10 && p.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or(AuthError::Malformed)?;
+        let hash = sha256_hex(token);
+        let now = system_now_ms();
+        if let Some(cached) = self.verified.lock().expect("token cache lock").get(&hash)
+            && cached.verified_at.elapsed() < TOKEN_CACHE_TTL
+            && cached.expires_at.is_none_or(|t| t > now)
+        {
+            return Ok(cached.principal.clone());
+        }
         let row = sqlx::query(
             "SELECT t.id, t.secret_hash, t.name, t.role, t.tenant_id, t.expires_at, t.revoked_at, t.last_used_at, \
              COALESCE(n.status, 'active') AS tenant_status \
@@ -162,11 +193,11 @@ impl TokenStore {
         .map_err(|e| AuthError::Unavailable(e.to_string()))?
         .ok_or(AuthError::Rejected)?;
         let stored_hash: String = row.get("secret_hash");
-        if !constant_time_eq(stored_hash.as_bytes(), sha256_hex(token).as_bytes()) {
+        if !constant_time_eq(stored_hash.as_bytes(), hash.as_bytes()) {
             return Err(AuthError::Rejected);
         }
-        let now = system_now_ms();
-        let expired = row.get::<Option<i64>, _>("expires_at").is_some_and(|t| t <= now);
+        let expires_at = row.get::<Option<i64>, _>("expires_at");
+        let expired = expires_at.is_some_and(|t| t <= now);
         let revoked = row.get::<Option<i64>, _>("revoked_at").is_some();
         let role = Role::parse(&row.get::<String, _>("role"));
         let (Some(role), false, false) = (role, expired, revoked) else {
@@ -181,12 +212,18 @@ impl TokenStore {
                 .execute(&self.pool)
                 .await;
         }
-        Ok(Principal {
+        let principal = Principal {
             token_id: id,
             name: row.get("name"),
             role,
             tenant: row.get::<Option<String>, _>("tenant_id").unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
-        })
+        };
+        let mut cache = self.verified.lock().expect("token cache lock");
+        if cache.len() >= TOKEN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, CachedPrincipal { principal: principal.clone(), expires_at, verified_at: Instant::now() });
+        Ok(principal)
     }
 }
 

@@ -26,6 +26,7 @@ use axum::routing::any;
 use problem::ApiError;
 use sqlx::SqlitePool;
 use std::sync::Arc;
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -102,12 +103,27 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("not-found", "no such endpoint") })
         // Bodies are read with explicit limits (and a problem response) by the handlers.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(problem_for_rejections))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(envelope))
         .with_state(state)
 }
 
-async fn request_id(mut request: Request, next: Next) -> Response {
+/// Request ids are a per-process random prefix and a counter: unique without a syscall per
+/// request.
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut buf = [0u8; 4];
+        getrandom::fill(&mut buf).expect("the operating system's random source failed");
+        hex::encode(buf)
+    });
+    format!("req_{prefix}{:08x}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// What every request goes through: a request id (a well-formed incoming `x-request-id`, or
+/// a fresh one) in a tracing span and on the response, and framework rejections reshaped as
+/// problems. One middleware rather than two: this is on every request's path.
+async fn envelope(mut request: Request, next: Next) -> Response {
     let incoming = request
         .headers()
         .get("x-request-id")
@@ -116,18 +132,12 @@ async fn request_id(mut request: Request, next: Next) -> Response {
             !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_owned);
-    let id = incoming.unwrap_or_else(|| {
-        let mut buf = [0u8; 8];
-        getrandom::fill(&mut buf).expect("the operating system's random source failed");
-        format!("req_{}", hex::encode(buf))
-    });
+    let id = incoming.unwrap_or_else(next_request_id);
     request.extensions_mut().insert(RequestId(id.clone()));
     let span =
         tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = {
-        let _enter = span.enter();
-        next.run(request).await
-    };
+    let response = next.run(request).instrument(span).await;
+    let mut response = problem_for_rejections(response).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -136,8 +146,7 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 
 /// Framework rejections (a malformed path or query, a wrong content type) come back as
 /// plain text; give them the same problem shape as every other error.
-async fn problem_for_rejections(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+async fn problem_for_rejections(response: Response) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()
