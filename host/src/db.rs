@@ -6,8 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Migrations, in order. Each is applied once, in a transaction, and recorded.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
+    (2, "tenancy", include_str!("../../migrations/sqlite/0002_tenancy.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

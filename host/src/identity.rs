@@ -19,19 +19,30 @@ use std::time::{Duration, Instant};
 /// The tenant every caller belongs to until tenants can be created.
 pub const DEFAULT_TENANT: &str = "default";
 
-/// What a principal may do across the platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The built-in roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum Role {
-    /// Installs and manages plugins; holds every plugin permission in its tenant.
+    /// Installs and manages plugins and tenants; acts in the default tenant with every
+    /// plugin permission.
     PlatformAdmin,
+    /// Manages one tenant: its plugins, tokens and grants; every plugin permission there.
+    TenantAdmin,
+    /// Uses one tenant's departments with the permissions the tenant grants to members.
+    Member,
 }
 
 impl Role {
-    fn parse(s: &str) -> Option<Role> {
-        match s {
-            "platform-admin" => Some(Role::PlatformAdmin),
-            _ => None,
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::PlatformAdmin => "platform-admin",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Member => "member",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::PlatformAdmin, Role::TenantAdmin, Role::Member].into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -50,10 +61,12 @@ impl Principal {
         self.role == Role::PlatformAdmin
     }
 
-    /// Whether the caller holds a plugin-declared permission.
-    pub fn has_permission(&self, _permission: &str) -> bool {
+    /// Whether the caller may manage `tenant` (its plugins, tokens and grants).
+    pub fn may_administer(&self, tenant: &str) -> bool {
         match self.role {
             Role::PlatformAdmin => true,
+            Role::TenantAdmin => self.tenant == tenant,
+            Role::Member => false,
         }
     }
 }
@@ -66,8 +79,24 @@ pub enum AuthError {
     Malformed,
     #[error("the token is unknown, revoked or expired")]
     Rejected,
+    #[error("the tenant is suspended")]
+    Suspended,
     #[error("token store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    /// The visible part of the token (`keel_<prefix>_...`).
+    pub prefix: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
 }
 
 /// A token just created: the only time its secret is visible.
@@ -123,23 +152,72 @@ impl TokenStore {
         self.verified.lock().expect("token cache lock").retain(|_, c| c.principal.token_id != token_id);
     }
 
+    /// Forgets cached verifications of every token of a tenant (on suspension).
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.verified.lock().expect("token cache lock").retain(|_, c| c.principal.tenant != tenant);
+    }
+
+    /// A tenant's tokens, newest first, without secrets.
+    pub async fn list(&self, tenant: &str) -> Result<Vec<TokenInfo>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, prefix, name, role, created_at, expires_at, last_used_at, revoked_at FROM api_tokens \
+             WHERE tenant_id = ? ORDER BY created_at DESC, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TokenInfo {
+                id: r.get("id"),
+                prefix: r.get("prefix"),
+                name: r.get("name"),
+                role: r.get("role"),
+                created_at: r.get("created_at"),
+                expires_at: r.get("expires_at"),
+                last_used_at: r.get("last_used_at"),
+                revoked_at: r.get("revoked_at"),
+            })
+            .collect())
+    }
+
+    /// Revokes a tenant's token. Returns false if the tenant has no such token.
+    pub async fn revoke(&self, tenant: &str, token_id: &str) -> Result<bool, sqlx::Error> {
+        let done =
+            sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND tenant_id = ?")
+                .bind(system_now_ms())
+                .bind(token_id)
+                .bind(tenant)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        self.forget(token_id);
+        Ok(done > 0)
+    }
+
     /// Creates a token for `role` in `tenant`.
-    pub async fn issue(&self, name: &str, role: Role, tenant: &str) -> Result<IssuedToken, sqlx::Error> {
+    pub async fn issue(
+        &self,
+        name: &str,
+        role: Role,
+        tenant: &str,
+        expires_at: Option<i64>,
+    ) -> Result<IssuedToken, sqlx::Error> {
         let prefix = hex::encode(random_bytes::<5>());
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let token = format!("keel_{prefix}_{secret}");
         let id = format!("tok_{}", hex::encode(random_bytes::<8>()));
-        let role_name = match role {
-            Role::PlatformAdmin => "platform-admin",
-        };
-        sqlx::query("INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(&prefix)
-            .bind(sha256_hex(&token))
-            .bind(name)
-            .bind(role_name)
-            .bind(tenant)
-            .bind(system_now_ms())
+        sqlx::query(
+            "INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&prefix)
+        .bind(sha256_hex(&token))
+        .bind(name)
+        .bind(role.as_str())
+        .bind(tenant)
+        .bind(system_now_ms())
+        .bind(expires_at)
             .execute(&self.pool)
             .await?;
         Ok(IssuedToken { id, prefix, token })
@@ -157,7 +235,7 @@ impl TokenStore {
             .bind(system_now_ms())
             .execute(&self.pool)
             .await?;
-        self.issue("bootstrap admin", Role::PlatformAdmin, DEFAULT_TENANT).await.map(Some)
+        self.issue("bootstrap admin", Role::PlatformAdmin, DEFAULT_TENANT, None).await.map(Some)
     }
 
     /// Resolves an `Authorization` header value to a principal.
@@ -203,6 +281,9 @@ impl TokenStore {
         let (Some(role), false, false) = (role, expired, revoked) else {
             return Err(AuthError::Rejected);
         };
+        if row.get::<String, _>("tenant_status") != "active" {
+            return Err(AuthError::Suspended);
+        }
         let id: String = row.get("id");
         // Record use at most once a minute per token, so reads do not become writes.
         if row.get::<Option<i64>, _>("last_used_at").is_none_or(|t| now - t > 60_000) {

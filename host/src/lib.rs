@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod tenancy;
 
 pub use config::Config;
 pub use server::{Server, StartError};

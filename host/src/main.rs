@@ -21,6 +21,56 @@ enum Command {
     /// Manage plugins on a running server.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage tenants (platform admin).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage a tenant's API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token in a tenant; prints it once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// tenant-admin or member
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// Lifetime in seconds (default: until revoked).
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -101,6 +151,8 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Plugin(command) => plugin(command).await,
+            Command::Tenant(command) => tenant(command).await,
+            Command::Token(command) => token(command).await,
         }
     })
 }
@@ -178,6 +230,57 @@ impl Client {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+async fn tenant(command: TenantCommand) -> Result<()> {
+    match command {
+        TenantCommand::Create { id, name, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.post(c.url("/v1/admin/tenants")).json(&serde_json::json!({ "id": id, "name": name })))
+                .await?;
+            println!("created tenant {id}");
+        }
+        TenantCommand::List { client } => {
+            let c = Client::new(client)?;
+            let body = c.send(c.http.get(c.url("/v1/admin/tenants"))).await?;
+            println!("{:<24} {:<10} NAME", "ID", "STATUS");
+            for t in body["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<10} {}",
+                    t["id"].as_str().unwrap_or("?"),
+                    t["status"].as_str().unwrap_or("?"),
+                    t["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn token(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Create { tenant, name, role, ttl_seconds, client } => {
+            let c = Client::new(client)?;
+            let body = c
+                .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/tokens"))).json(&serde_json::json!({
+                    "name": name, "role": role, "ttl_seconds": ttl_seconds
+                })))
+                .await?;
+            println!(
+                "{} ({}, id {})",
+                body["token"].as_str().unwrap_or("?"),
+                body["role"].as_str().unwrap_or("?"),
+                body["id"].as_str().unwrap_or("?")
+            );
+            eprintln!("This is the only time the token is shown.");
+        }
+        TokenCommand::Revoke { tenant, id, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.delete(c.url(&format!("/v1/tenants/{tenant}/tokens/{id}")))).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn plugin(command: PluginCommand) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::plugins::{InstallError, InstallOutcome, PluginRegistry, RegistryError
 use crate::runtime::{Runtime, RuntimeError, RuntimeSettings};
 use crate::storage::StorageLimits;
 use crate::storage::sqlite::SqliteDocumentStore;
+use crate::tenancy::TenantStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub enum StartError {
     BundledDir { path: PathBuf, source: std::io::Error },
     #[error("cannot create the bootstrap token: {0}")]
     Token(sqlx::Error),
+    #[error("tenancy: {0}")]
+    Tenancy(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -87,19 +90,21 @@ impl Server {
         let registry = Arc::new(PluginRegistry::new(pool.clone(), runtime.clone(), policy));
         let stats = registry.load_all().await?;
 
-        let mut bundled_installed = 0;
-        if let Some(dir) = &config.plugins_dir {
-            bundled_installed = install_bundled(&registry, dir).await?;
-        }
-
         let tokens = TokenStore::new(pool.clone());
         let bootstrap = tokens.ensure_bootstrap().await.map_err(StartError::Token)?;
+        let tenancy = Arc::new(TenantStore::load(pool.clone()).await.map_err(StartError::Token)?);
+
+        let mut bundled_installed = 0;
+        if let Some(dir) = &config.plugins_dir {
+            bundled_installed = install_bundled(&registry, &tenancy, dir).await?;
+        }
 
         let state = AppState {
             registry,
             runtime,
             store: Arc::new(SqliteDocumentStore::new(pool.clone())),
             tokens,
+            tenancy,
             metrics: Arc::new(Metrics::default()),
             pool,
             clock,
@@ -167,7 +172,12 @@ impl Server {
 }
 
 /// Installs every `*.wasm` in `dir` that is new or newer than what is installed.
-async fn install_bundled(registry: &PluginRegistry, dir: &std::path::Path) -> Result<usize, StartError> {
+/// Newly installed bundled plugins are switched on for the default tenant.
+async fn install_bundled(
+    registry: &PluginRegistry,
+    tenancy: &TenantStore,
+    dir: &std::path::Path,
+) -> Result<usize, StartError> {
     let entries = std::fs::read_dir(dir).map_err(|source| StartError::BundledDir { path: dir.into(), source })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -183,6 +193,12 @@ async fn install_bundled(registry: &PluginRegistry, dir: &std::path::Path) -> Re
             }
             Ok((record, outcome)) => {
                 installed += 1;
+                if outcome == InstallOutcome::Installed {
+                    tenancy
+                        .set_enabled(crate::identity::DEFAULT_TENANT, &record.id, true)
+                        .await
+                        .map_err(|e| StartError::Tenancy(e.to_string()))?;
+                }
                 tracing::info!(plugin = %record.id, version = %record.version, ?outcome, "bundled plugin installed");
             }
             // An older bundled copy than what an admin installed is fine: keep theirs.

@@ -4,4 +4,6 @@ mod admin;
 mod helpdesk;
 mod hostile;
 mod restart;
+mod secrets;
+mod tenancy;
 mod uploads;

@@ -166,6 +166,43 @@ impl TestServer {
         self.send(self.request(method, path).header("content-type", "application/json").body(body)).await
     }
 
+    /// A request with another token (`None`: no Authorization header).
+    pub async fn as_token(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        self.send(request).await
+    }
+
+    /// Creates a tenant (as the platform admin) and returns a token for it with `role`.
+    pub async fn tenant_with_token(&self, tenant: &str, role: &str) -> String {
+        let created = self.post("/v1/admin/tenants", serde_json::json!({ "id": tenant, "name": tenant })).await;
+        assert!(created.status == 201 || created.code() == "tenant-exists", "{}", created.body);
+        self.token_for(tenant, role).await
+    }
+
+    /// A new token in `tenant` with `role`, made by the platform admin.
+    pub async fn token_for(&self, tenant: &str, role: &str) -> String {
+        let reply = self
+            .post(
+                &format!("/v1/tenants/{tenant}/tokens"),
+                serde_json::json!({ "name": format!("{role} of {tenant}"), "role": role }),
+            )
+            .await
+            .expect(201);
+        reply.body["token"].as_str().expect("token").to_owned()
+    }
+
     /// Without the admin token.
     pub async fn anonymous(&self, path: &str, authorization: Option<&str>) -> Reply {
         let mut request = self.http.get(format!("{}{path}", self.base));

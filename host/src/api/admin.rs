@@ -101,6 +101,10 @@ async fn install_plugin(
 ) -> Result<(StatusCode, Json<InstallResponse>), ApiError> {
     let bytes = read_body(body, state.limits.max_artifact_bytes).await?;
     let (plugin, outcome) = state.registry.install(bytes.to_vec()).await?;
+    // A new plugin is switched on where it was installed from; other tenants opt in.
+    if outcome == InstallOutcome::Installed {
+        state.tenancy.set_enabled(&admin.tenant, &plugin.id, true).await?;
+    }
     tracing::info!(actor = %admin.name, plugin = %plugin.id, version = %plugin.version, digest = %plugin.digest, ?outcome, "plugin installed");
     let status = if outcome == InstallOutcome::Unchanged { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(InstallResponse { outcome, plugin })))
@@ -180,6 +184,7 @@ async fn uninstall_plugin(
 ) -> Result<StatusCode, ApiError> {
     let purge = params.purge.then_some(state.store.as_ref());
     let purged = state.registry.uninstall(&id, purge).await?;
+    state.tenancy.forget_plugin(&id).await?;
     tracing::info!(actor = %admin.name, plugin = %id, purged_documents = purged, "plugin uninstalled");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,6 +17,7 @@ impl FromRequestParts<AppState> for Principal {
             Some(v) => Some(v.to_str().map_err(|_| unauthorized(AuthError::Malformed))?),
         };
         state.tokens.authenticate(header).await.map_err(|e| match e {
+            AuthError::Suspended => ApiError::new(StatusCode::FORBIDDEN, "tenant-suspended", e.to_string()),
             AuthError::Unavailable(m) => {
                 tracing::error!(error = %m, "token lookup failed");
                 ApiError::unavailable("auth-unavailable", "authentication is temporarily unavailable")

@@ -44,7 +44,7 @@ pub async fn dispatch(
     let plugin = state
         .registry
         .get(plugin_id)
-        .filter(|p| p.record.enabled)
+        .filter(|p| p.record.enabled && state.tenancy.is_enabled(&principal.tenant, &p.record.id))
         .ok_or_else(|| err(ApiError::not_found("plugin-not-found", format!("no enabled plugin `{plugin_id}`"))))?;
     let matched = plugin.routes.find(method.as_str(), &path).map_err(|e| match e {
         RouteError::NotFound => {
@@ -57,7 +57,7 @@ pub async fn dispatch(
         }
     })?;
     let permission = &plugin.record.manifest.routes[matched.index].permission;
-    if !principal.has_permission(permission) {
+    if !state.tenancy.allows(&principal, permission) {
         return Err(err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this route needs `{permission}`"))));
     }
     let body = read_body(body, state.limits.max_body_bytes).await.map_err(err)?;
@@ -88,7 +88,7 @@ pub async fn dispatch(
             .manifest
             .permissions
             .keys()
-            .filter(|p| principal.has_permission(p))
+            .filter(|p| state.tenancy.allows(&principal, p))
             .cloned()
             .collect(),
     };

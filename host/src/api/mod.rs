@@ -10,6 +10,7 @@ mod auth;
 mod dispatch;
 mod ops;
 pub mod problem;
+mod tenants;
 
 use crate::clock::Clock;
 use crate::identity::TokenStore;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub store: Arc<dyn DocumentStore>,
     pub tokens: TokenStore,
+    pub tenancy: Arc<crate::tenancy::TenantStore>,
     pub metrics: Arc<Metrics>,
     pub pool: SqlitePool,
     pub clock: Arc<Clock>,
@@ -65,7 +67,7 @@ pub struct RequestId(pub String);
     info(title = "Keel admin API", description = "Install and manage department plugins; call them under /v1/plugins/{id}/."),
     modifiers(&BearerAuth),
     components(schemas(problem::Problem)),
-    tags((name = "plugins", description = "Installed department plugins"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "plugins", description = "Installed department plugins"), (name = "tenants", description = "Tenants, their plugins, tokens and grants"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -84,7 +86,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(admin::routes()).merge(ops::routes()).split_for_parts()
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin::routes())
+        .merge(tenants::routes())
+        .merge(ops::routes())
+        .split_for_parts()
 }
 
 pub fn router(state: AppState) -> Router {

@@ -1,0 +1,337 @@
+//! Tenants and what each one controls: its plugins, its tokens, and the permissions it
+//! grants to members.
+//!
+//! Platform admins create, list, suspend and resume tenants under `/v1/admin/tenants`. A
+//! tenant's own settings live under `/v1/tenants/{tenant}` and need a principal that may
+//! administer that tenant; for anyone else the tenant does not exist (404), so tenant ids do
+//! not leak across tenants.
+
+use super::AppState;
+use super::auth::AdminPrincipal;
+use super::problem::{ApiError, Problem};
+use crate::identity::{Principal, Role, TokenInfo};
+use crate::tenancy::{TenancyError, Tenant};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(suspend_tenant))
+        .routes(routes!(resume_tenant))
+        .routes(routes!(tenant_plugins))
+        .routes(routes!(enable_for_tenant))
+        .routes(routes!(disable_for_tenant))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(member_permissions, set_member_permissions))
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            TenancyError::InvalidId | TenancyError::InvalidName => {
+                ApiError::unprocessable("invalid-field", e.to_string())
+            }
+            TenancyError::Exists(_) => ApiError::conflict("tenant-exists", e.to_string()),
+            TenancyError::NotFound(_) => ApiError::not_found("tenant-not-found", e.to_string()),
+            TenancyError::Database(d) => {
+                tracing::error!(error = %d, "tenancy store failure");
+                ApiError::internal("tenancy store failure")
+            }
+        }
+    }
+}
+
+fn db(e: sqlx::Error) -> ApiError {
+    tracing::error!(error = %e, "token store failure");
+    ApiError::internal("token store failure")
+}
+
+/// The tenant, if `principal` may administer it; otherwise it does not exist for them.
+async fn administered(state: &AppState, principal: &Principal, tenant: &str) -> Result<Tenant, ApiError> {
+    if !principal.may_administer(tenant) {
+        if principal.tenant == tenant {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a tenant-admin token"));
+        }
+        return Err(ApiError::not_found("tenant-not-found", format!("no tenant `{tenant}`")));
+    }
+    Ok(state.tenancy.get(tenant).await?)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    /// 2-32 characters of a-z, 0-9 and '-', starting with a letter.
+    pub id: String,
+    pub name: String,
+}
+
+/// Create a tenant.
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = Tenant), (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn create_tenant(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Json(input): Json<NewTenant>,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    let tenant = state.tenancy.create(&input.id, &input.name).await?;
+    tracing::info!(actor = %admin.name, tenant = %tenant.id, "tenant created");
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantList {
+    pub items: Vec<Tenant>,
+}
+
+/// List tenants.
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "tenants", responses((status = 200, body = TenantList)), security(("bearer" = [])))]
+async fn list_tenants(State(state): State<AppState>, _admin: AdminPrincipal) -> Result<Json<TenantList>, ApiError> {
+    Ok(Json(TenantList { items: state.tenancy.list().await? }))
+}
+
+/// Suspend a tenant: its tokens get 403 `tenant-suspended`; its data is kept.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/suspend", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = Tenant)), security(("bearer" = [])))]
+async fn suspend_tenant(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    if tenant == crate::identity::DEFAULT_TENANT {
+        return Err(ApiError::conflict(
+            "cannot-suspend-default",
+            "the default tenant holds the platform admins and cannot be suspended",
+        ));
+    }
+    let t = state.tenancy.set_status(&tenant, false).await?;
+    state.tokens.forget_tenant(&tenant);
+    tracing::info!(actor = %admin.name, %tenant, "tenant suspended");
+    Ok(Json(t))
+}
+
+/// Resume a suspended tenant.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/resume", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = Tenant)), security(("bearer" = [])))]
+async fn resume_tenant(
+    State(state): State<AppState>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    let t = state.tenancy.set_status(&tenant, true).await?;
+    tracing::info!(actor = %admin.name, %tenant, "tenant resumed");
+    Ok(Json(t))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantPlugin {
+    pub id: String,
+    pub version: String,
+    pub name: String,
+    /// Switched on for this tenant (and on for the platform).
+    pub enabled: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantPluginList {
+    pub items: Vec<TenantPlugin>,
+}
+
+/// The installed plugins and whether this tenant has them switched on.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/plugins", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = TenantPluginList)), security(("bearer" = [])))]
+async fn tenant_plugins(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<TenantPluginList>, ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    let items = state
+        .registry
+        .list()
+        .into_iter()
+        .map(|p| TenantPlugin {
+            enabled: p.enabled && state.tenancy.is_enabled(&tenant, &p.id),
+            id: p.id,
+            version: p.version,
+            name: p.name,
+        })
+        .collect();
+    Ok(Json(TenantPluginList { items }))
+}
+
+async fn switch(
+    state: &AppState,
+    principal: &Principal,
+    tenant: &str,
+    plugin: &str,
+    on: bool,
+) -> Result<StatusCode, ApiError> {
+    administered(state, principal, tenant).await?;
+    if state.registry.get(plugin).is_none() {
+        return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
+    }
+    state.tenancy.set_enabled(tenant, plugin, on).await?;
+    tracing::info!(actor = %principal.name, %tenant, %plugin, enabled = on, "tenant plugin switched");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Switch an installed plugin on for this tenant.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/enable", tag = "tenants",
+    params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+async fn enable_for_tenant(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, plugin)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    switch(&state, &principal, &tenant, &plugin, true).await
+}
+
+/// Switch a plugin off for this tenant: its routes answer 404 here; the data is kept.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/disable", tag = "tenants",
+    params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+async fn disable_for_tenant(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, plugin)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    switch(&state, &principal, &tenant, &plugin, false).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    /// `tenant-admin` or `member`.
+    pub role: Role,
+    /// Lifetime in seconds (1 second to 2 years); none means until revoked.
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// Shown only now; only a hash is stored.
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+const MAX_TTL_SECONDS: u64 = 2 * 366 * 24 * 3600;
+
+/// Create a token for this tenant (a person's or a service's).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", tag = "tenants", request_body = NewToken,
+    params(("tenant" = String, Path)), responses((status = 201, body = CreatedToken)), security(("bearer" = [])))]
+async fn create_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Json(input): Json<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    if input.role == Role::PlatformAdmin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "tenant tokens are tenant-admin or member"));
+    }
+    let name = input.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::unprocessable("invalid-field", "`name` must be 1-100 characters"));
+    }
+    let expires_at = match input.ttl_seconds {
+        None => None,
+        Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Some(crate::clock::system_now_ms() + (s as i64) * 1000),
+        Some(_) => return Err(ApiError::unprocessable("invalid-field", "`ttl_seconds` must be 1 second to 2 years")),
+    };
+    let issued = state.tokens.issue(name, input.role, &tenant, expires_at).await.map_err(db)?;
+    let info = state
+        .tokens
+        .list(&tenant)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .find(|t| t.id == issued.id)
+        .ok_or_else(|| ApiError::internal("token vanished"))?;
+    tracing::info!(actor = %principal.name, %tenant, token = %issued.id, role = input.role.as_str(), "token created");
+    Ok((StatusCode::CREATED, Json(CreatedToken { token: issued.token, info })))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    pub items: Vec<TokenInfo>,
+}
+
+/// This tenant's tokens (never their secrets).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/tokens", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = TokenList)), security(("bearer" = [])))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<TokenList>, ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    Ok(Json(TokenList { items: state.tokens.list(&tenant).await.map_err(db)? }))
+}
+
+/// Revoke a token at once.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/tokens/{token}", tag = "tenants",
+    params(("tenant" = String, Path), ("token" = String, Path)), responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, token)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    if !state.tokens.revoke(&tenant, &token).await.map_err(db)? {
+        return Err(ApiError::not_found("token-not-found", format!("no token `{token}` in tenant `{tenant}`")));
+    }
+    tracing::info!(actor = %principal.name, %tenant, %token, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    /// Plugin permissions, as declared in the installed plugins' manifests.
+    pub permissions: BTreeSet<String>,
+}
+
+/// The plugin permissions this tenant grants to members.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/roles/member/permissions", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = Permissions)), security(("bearer" = [])))]
+async fn member_permissions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Permissions>, ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    Ok(Json(Permissions { permissions: state.tenancy.granted(&tenant, Role::Member) }))
+}
+
+/// Replace the plugin permissions this tenant grants to members.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/roles/member/permissions", tag = "tenants", request_body = Permissions,
+    params(("tenant" = String, Path)), responses((status = 200, body = Permissions), (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn set_member_permissions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Json(input): Json<Permissions>,
+) -> Result<Json<Permissions>, ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    let declared: BTreeSet<String> =
+        state.registry.list().into_iter().flat_map(|p| p.manifest.permissions.into_keys()).collect();
+    if let Some(unknown) = input.permissions.iter().find(|p| !declared.contains(*p)) {
+        return Err(ApiError::unprocessable("unknown-permission", format!("no installed plugin declares `{unknown}`")));
+    }
+    state.tenancy.set_grants(&tenant, Role::Member, input.permissions.clone()).await?;
+    tracing::info!(actor = %principal.name, %tenant, permissions = ?input.permissions, "member permissions set");
+    Ok(Json(input))
+}

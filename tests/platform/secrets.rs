@@ -1,0 +1,69 @@
+//! Tokens never appear in clear in the database or in the logs.
+
+use keel_tests::TestServer;
+use reqwest::Method;
+use serde_json::json;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn files_contain(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(path.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+// The default (current-thread) test runtime runs the server's tasks on this thread, so the
+// thread's subscriber sees every log line of the requests below.
+#[tokio::test]
+async fn tokens_are_not_stored_or_logged_in_clear() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
+    let admin = s.tenant_with_token("acme", "tenant-admin").await;
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(204);
+    let member = s.token_for("acme", "member").await;
+    s.as_token(Some(&admin), Method::POST, "/v1/plugins/helpdesk/tickets", Some(json!({ "title": "secret-free" })))
+        .await
+        .expect(201);
+    s.as_token(Some(&member), Method::GET, "/v1/plugins/helpdesk/tickets", None).await.expect_problem(403, "forbidden");
+    // A wrong secret with a real prefix is logged as a failure, without the attempt.
+    let forged = format!("{}x", &member[..member.len() - 1]);
+    s.as_token(Some(&forged), Method::GET, "/v1/plugins/helpdesk/tickets", None).await.expect(401);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("plugin call"), "the test must actually capture the server's logs:\n{logs}");
+    for token in [&s.token, &admin, &member, &forged] {
+        let secret = token.rsplit('_').next().unwrap();
+        assert!(!logs.contains(secret), "a token secret appears in the logs");
+        let hits = files_contain(s.dir.path(), secret);
+        assert!(hits.is_empty(), "a token secret appears in {hits:?}");
+    }
+}

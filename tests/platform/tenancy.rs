@@ -1,0 +1,252 @@
+//! Tenants, per-tenant enablement, tenant tokens and roles: the authorization matrix, over
+//! HTTP against the real server with the real helpdesk plugin.
+
+use keel_tests::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const T: &str = "/v1/plugins/helpdesk/tickets";
+
+/// A server with the helpdesk installed and switched on for tenants `acme` and `globex`,
+/// and a tenant-admin token for each.
+async fn two_tenants() -> (TestServer, String, String) {
+    let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
+    let acme = s.tenant_with_token("acme", "tenant-admin").await;
+    let globex = s.tenant_with_token("globex", "tenant-admin").await;
+    for (tenant, token) in [("acme", &acme), ("globex", &globex)] {
+        s.as_token(Some(token), Method::POST, &format!("/v1/tenants/{tenant}/plugins/helpdesk/enable"), None)
+            .await
+            .expect(204);
+    }
+    (s, acme, globex)
+}
+
+#[tokio::test]
+async fn tenants_are_created_listed_and_validated() {
+    let s = TestServer::start().await;
+    let t = s.post("/v1/admin/tenants", json!({ "id": "acme", "name": "Acme Ltd" })).await.expect(201).body;
+    assert_eq!((t["id"].as_str(), t["status"].as_str()), (Some("acme"), Some("active")));
+    s.post("/v1/admin/tenants", json!({ "id": "acme", "name": "again" })).await.expect_problem(409, "tenant-exists");
+    s.post("/v1/admin/tenants", json!({ "id": "Bad Id", "name": "x" })).await.expect_problem(422, "invalid-field");
+    s.post("/v1/admin/tenants", json!({ "id": "ok-id" })).await.expect_problem(422, "invalid-request");
+    let ids: Vec<_> = s.get("/v1/admin/tenants").await.expect(200).body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["acme", "default"]);
+}
+
+#[tokio::test]
+async fn a_plugin_serves_a_tenant_only_once_that_tenant_switches_it_on() {
+    let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
+    let acme = s.tenant_with_token("acme", "tenant-admin").await;
+    s.as_token(Some(&acme), Method::GET, T, None).await.expect_problem(404, "plugin-not-found");
+    let plugins = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
+    assert_eq!(plugins["items"][0]["enabled"], false);
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(204);
+    s.as_token(Some(&acme), Method::GET, T, None).await.expect(200);
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/helpdesk/disable", None).await.expect(204);
+    s.as_token(Some(&acme), Method::GET, T, None).await.expect_problem(404, "plugin-not-found");
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/payroll/enable", None)
+        .await
+        .expect_problem(404, "plugin-not-found");
+    // The default tenant, where it was installed, kept it.
+    s.get(T).await.expect(200);
+}
+
+#[tokio::test]
+async fn two_tenants_get_separate_tickets_numbering_and_queries() {
+    let (s, acme, globex) = two_tenants().await;
+    let file = async |token: &str, title: &str| {
+        s.as_token(Some(token), Method::POST, T, Some(json!({ "title": title, "priority": "P1" }))).await
+    };
+    assert_eq!(file(&acme, "acme printer").await.expect(201).body["number"], 1);
+    assert_eq!(file(&acme, "acme vpn").await.expect(201).body["number"], 2);
+    assert_eq!(file(&globex, "globex laptop").await.expect(201).body["number"], 1, "numbering is per tenant");
+
+    let titles = |body: &Value| {
+        body["items"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        titles(&s.as_token(Some(&acme), Method::GET, &format!("{T}?priority=P1"), None).await.expect(200).body),
+        ["acme vpn", "acme printer"]
+    );
+    assert_eq!(titles(&s.as_token(Some(&globex), Method::GET, T, None).await.expect(200).body), ["globex laptop"]);
+
+    // Globex cannot read, update, move or comment on Acme's ticket 2: it does not exist for them.
+    s.as_token(Some(&globex), Method::GET, &format!("{T}/2"), None).await.expect_problem(404, "ticket-not-found");
+    s.as_token(Some(&globex), Method::PATCH, &format!("{T}/2"), Some(json!({ "title": "mine now" })))
+        .await
+        .expect_problem(404, "ticket-not-found");
+    s.as_token(Some(&globex), Method::POST, &format!("{T}/2/transition"), Some(json!({ "to": "open" })))
+        .await
+        .expect_problem(404, "ticket-not-found");
+    // Globex's ticket 1 is its own; Acme's ticket 1 is untouched by Globex's update.
+    s.as_token(Some(&globex), Method::PATCH, &format!("{T}/1"), Some(json!({ "title": "globex edit" })))
+        .await
+        .expect(200);
+    assert_eq!(
+        s.as_token(Some(&acme), Method::GET, &format!("{T}/1"), None).await.expect(200).body["title"],
+        "acme printer"
+    );
+}
+
+#[tokio::test]
+async fn the_authorization_matrix_holds() {
+    let (s, acme_admin, globex_admin) = two_tenants().await;
+    let path = format!("{T}");
+    // No token, a malformed one, an unknown one: 401.
+    s.as_token(None, Method::GET, &path, None).await.expect_problem(401, "missing-token");
+    s.as_token(Some("not-a-keel-token"), Method::GET, &path, None).await.expect_problem(401, "malformed-token");
+    s.as_token(Some("keel_0123456789_AAAA"), Method::GET, &path, None).await.expect_problem(401, "invalid-token");
+
+    // A revoked token: 401 at once.
+    let created = s
+        .as_token(
+            Some(&acme_admin),
+            Method::POST,
+            "/v1/tenants/acme/tokens",
+            Some(json!({ "name": "temp", "role": "member" })),
+        )
+        .await
+        .expect(201)
+        .body;
+    let (temp, temp_id) = (created["token"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    s.as_token(Some(&temp), Method::GET, "/v1/tenants/acme/plugins", None).await.expect_problem(403, "forbidden");
+    s.as_token(Some(&acme_admin), Method::DELETE, &format!("/v1/tenants/acme/tokens/{temp_id}"), None)
+        .await
+        .expect(204);
+    s.as_token(Some(&temp), Method::GET, &path, None).await.expect_problem(401, "invalid-token");
+
+    // An expired token: 401.
+    let short = s
+        .as_token(
+            Some(&acme_admin),
+            Method::POST,
+            "/v1/tenants/acme/tokens",
+            Some(json!({ "name": "short", "role": "member", "ttl_seconds": 1 })),
+        )
+        .await
+        .expect(201)
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    s.as_token(Some(&short), Method::GET, &path, None).await.expect_problem(401, "invalid-token");
+
+    // A member without the permission: 403; with read granted: reads but cannot write.
+    let member = s
+        .as_token(
+            Some(&acme_admin),
+            Method::POST,
+            "/v1/tenants/acme/tokens",
+            Some(json!({ "name": "ana", "role": "member" })),
+        )
+        .await
+        .expect(201)
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.as_token(Some(&member), Method::GET, &path, None).await.expect_problem(403, "forbidden");
+    s.as_token(
+        Some(&acme_admin),
+        Method::PUT,
+        "/v1/tenants/acme/roles/member/permissions",
+        Some(json!({ "permissions": ["helpdesk.ticket.read"] })),
+    )
+    .await
+    .expect(200);
+    s.as_token(Some(&member), Method::GET, &path, None).await.expect(200);
+    s.as_token(Some(&member), Method::POST, &path, Some(json!({ "title": "x" })))
+        .await
+        .expect_problem(403, "forbidden");
+    // A member cannot grant themselves more.
+    s.as_token(
+        Some(&member),
+        Method::PUT,
+        "/v1/tenants/acme/roles/member/permissions",
+        Some(json!({ "permissions": ["helpdesk.ticket.write"] })),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    // Grants name real permissions only.
+    s.as_token(
+        Some(&acme_admin),
+        Method::PUT,
+        "/v1/tenants/acme/roles/member/permissions",
+        Some(json!({ "permissions": ["payroll.run"] })),
+    )
+    .await
+    .expect_problem(422, "unknown-permission");
+
+    // A tenant admin cannot act on another tenant (it does not exist for them) nor on the platform.
+    s.as_token(Some(&acme_admin), Method::GET, "/v1/tenants/globex/tokens", None)
+        .await
+        .expect_problem(404, "tenant-not-found");
+    s.as_token(Some(&acme_admin), Method::POST, "/v1/tenants/globex/plugins/helpdesk/disable", None)
+        .await
+        .expect_problem(404, "tenant-not-found");
+    s.as_token(
+        Some(&acme_admin),
+        Method::POST,
+        "/v1/tenants/globex/tokens",
+        Some(json!({ "name": "x", "role": "tenant-admin" })),
+    )
+    .await
+    .expect_problem(404, "tenant-not-found");
+    s.as_token(Some(&acme_admin), Method::POST, "/v1/admin/tenants", Some(json!({ "id": "evil", "name": "x" })))
+        .await
+        .expect_problem(403, "forbidden");
+    s.as_token(Some(&acme_admin), Method::GET, "/v1/admin/plugins", None).await.expect_problem(403, "forbidden");
+    let upload = s
+        .http
+        .post(format!("{}/v1/admin/plugins", s.base))
+        .bearer_auth(&acme_admin)
+        .body(keel_tests::artifact("fixtures/hostile"));
+    s.send(upload).await.expect_problem(403, "forbidden");
+    // Nor mint a platform-admin token.
+    s.as_token(
+        Some(&acme_admin),
+        Method::POST,
+        "/v1/tenants/acme/tokens",
+        Some(json!({ "name": "x", "role": "platform-admin" })),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    // Globex's admin still works, untouched by all of the above.
+    s.as_token(Some(&globex_admin), Method::GET, &path, None).await.expect(200);
+}
+
+#[tokio::test]
+async fn token_lists_show_no_secrets() {
+    let (s, acme_admin, _) = two_tenants().await;
+    let list = s.as_token(Some(&acme_admin), Method::GET, "/v1/tenants/acme/tokens", None).await.expect(200);
+    let text = list.body.to_string();
+    assert!(!text.contains(&acme_admin), "a token list must not contain a token");
+    assert!(
+        list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("token").is_none() && t["prefix"].as_str().is_some())
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_is_refused_and_keeps_its_data() {
+    let (s, acme, globex) = two_tenants().await;
+    s.as_token(Some(&acme), Method::POST, T, Some(json!({ "title": "before suspension" }))).await.expect(201);
+    s.post_empty("/v1/admin/tenants/acme/suspend").await.expect(200);
+    s.as_token(Some(&acme), Method::GET, T, None).await.expect_problem(403, "tenant-suspended");
+    s.as_token(Some(&globex), Method::GET, T, None).await.expect(200);
+    s.post_empty("/v1/admin/tenants/default/suspend").await.expect_problem(409, "cannot-suspend-default");
+    s.post_empty("/v1/admin/tenants/acme/resume").await.expect(200);
+    assert_eq!(
+        s.as_token(Some(&acme), Method::GET, &format!("{T}/1"), None).await.expect(200).body["title"],
+        "before suspension"
+    );
+}
