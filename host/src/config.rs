@@ -37,6 +37,12 @@ pub struct LimitsConfig {
     pub max_document_bytes: usize,
     /// Plugin instances that may run at once (sizes the instance pool).
     pub max_concurrent_instances: u32,
+    /// Requests per second each token may sustain (0: no limit).
+    pub rate_limit_per_second: u32,
+    /// Requests a token may make in a burst above that rate.
+    pub rate_limit_burst: u32,
+    /// Longest time any request may take end to end (ms).
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -62,6 +68,9 @@ impl Default for LimitsConfig {
             max_artifact_bytes: 64 << 20,
             max_document_bytes: 1 << 20,
             max_concurrent_instances: 128,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 200,
+            request_timeout_ms: 60_000,
         }
     }
 }
@@ -90,6 +99,14 @@ impl Config {
         }
         if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
             return Err(ConfigError::Invalid("limits.default-timeout-ms must be 1..=max-timeout-ms".into()));
+        }
+        if l.rate_limit_per_second > 0 && l.rate_limit_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.rate-limit-burst must be at least 1 when rate limiting is on".into(),
+            ));
+        }
+        if u64::from(l.max_timeout_ms) >= l.request_timeout_ms {
+            return Err(ConfigError::Invalid("limits.request-timeout-ms must exceed limits.max-timeout-ms".into()));
         }
         if l.max_concurrent_instances == 0 {
             return Err(ConfigError::Invalid("limits.max-concurrent-instances must be at least 1".into()));

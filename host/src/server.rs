@@ -106,9 +106,14 @@ impl Server {
             tokens,
             tenancy,
             metrics: Arc::new(Metrics::default()),
+            rate_limiter: Arc::new(crate::api::rate_limit::RateLimiter::new(
+                limits.rate_limit_per_second,
+                limits.rate_limit_burst,
+            )),
             pool,
             clock,
             limits: ApiLimits {
+                request_timeout: Duration::from_millis(limits.request_timeout_ms),
                 max_body_bytes: limits.max_body_bytes,
                 max_artifact_bytes: limits.max_artifact_bytes,
                 storage: StorageLimits { max_document_bytes: limits.max_document_bytes, ..StorageLimits::default() },

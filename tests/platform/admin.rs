@@ -115,3 +115,22 @@ async fn oversized_bodies_are_refused_before_the_plugin_runs() {
     let huge = "x".repeat(2 << 20);
     s.post("/v1/plugins/helpdesk/tickets", json!({ "title": huge })).await.expect_problem(413, "body-too-large");
 }
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after_then_recovers() {
+    let s = TestServer::start_with(|c| {
+        c.limits.rate_limit_per_second = 4;
+        c.limits.rate_limit_burst = 3;
+    })
+    .await;
+    for _ in 0..3 {
+        s.get("/v1/admin/plugins").await.expect(200);
+    }
+    let limited = s.get("/v1/admin/plugins").await.expect_problem(429, "rate-limited");
+    let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // Unauthenticated endpoints are not counted against the token.
+    s.anonymous("/healthz", None).await.expect(200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.get("/v1/admin/plugins").await.expect(200);
+}

@@ -4,6 +4,5 @@ mod admin;
 mod helpdesk;
 mod hostile;
 mod restart;
-mod secrets;
 mod tenancy;
 mod uploads;

@@ -81,8 +81,15 @@ pub struct TestServer {
 impl TestServer {
     /// A server on a fresh temporary data directory.
     pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server with configuration adjusted by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = Server::start(config(dir.path())).await.expect("server starts");
+        let mut config = config(dir.path());
+        configure(&mut config);
+        let server = Server::start(config).await.expect("server starts");
         let token = server.bootstrap_token.clone().expect("first start prints a bootstrap token");
         let base = format!("http://{}", server.addr);
         TestServer { server: Some(server), base, token, http: reqwest::Client::new(), dir }

@@ -16,14 +16,24 @@ impl FromRequestParts<AppState> for Principal {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| unauthorized(AuthError::Malformed))?),
         };
-        state.tokens.authenticate(header).await.map_err(|e| match e {
+        let principal = state.tokens.authenticate(header).await.map_err(|e| match e {
             AuthError::Suspended => ApiError::new(StatusCode::FORBIDDEN, "tenant-suspended", e.to_string()),
             AuthError::Unavailable(m) => {
                 tracing::error!(error = %m, "token lookup failed");
                 ApiError::unavailable("auth-unavailable", "authentication is temporarily unavailable")
             }
             other => unauthorized(other),
-        })
+        })?;
+        if let Err(wait) = state.rate_limiter.check(&principal.token_id) {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "too many requests for this token; slow down",
+            );
+            error.retry_after = Some(wait.as_secs().max(1));
+            return Err(error);
+        }
+        Ok(principal)
     }
 }
 

@@ -10,6 +10,7 @@ mod auth;
 mod dispatch;
 mod ops;
 pub mod problem;
+pub mod rate_limit;
 mod tenants;
 
 use crate::clock::Clock;
@@ -35,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 /// Limits on what callers may send.
 #[derive(Debug, Clone)]
 pub struct ApiLimits {
+    pub request_timeout: std::time::Duration,
     pub max_body_bytes: usize,
     pub max_artifact_bytes: usize,
     pub storage: StorageLimits,
@@ -49,6 +51,7 @@ pub struct AppState {
     pub tokens: TokenStore,
     pub tenancy: Arc<crate::tenancy::TenantStore>,
     pub metrics: Arc<Metrics>,
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
     pub pool: SqlitePool,
     pub clock: Arc<Clock>,
     pub limits: ApiLimits,
@@ -94,6 +97,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 pub fn router(state: AppState) -> Router {
+    let request_timeout = state.limits.request_timeout;
     let (documented, api) = build();
     let api = Arc::new(api);
     documented
@@ -109,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("not-found", "no such endpoint") })
         // Bodies are read with explicit limits (and a problem response) by the handlers.
         .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(middleware::from_fn(envelope))
         .with_state(state)
 }
@@ -172,6 +177,7 @@ async fn problem_for_rejections(response: Response) -> Response {
         StatusCode::NOT_FOUND => "not-found",
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
+        StatusCode::REQUEST_TIMEOUT => "request-timeout",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
         StatusCode::UNPROCESSABLE_ENTITY => "invalid-request",
         s if s.is_server_error() => "internal",

@@ -33,8 +33,7 @@ fn files_contain(dir: &std::path::Path, needle: &str) -> Vec<String> {
     hits
 }
 
-// The default (current-thread) test runtime runs the server's tasks on this thread, so the
-// thread's subscriber sees every log line of the requests below.
+// The only test in this binary, so the global subscriber sees every log line of the server.
 #[tokio::test]
 async fn tokens_are_not_stored_or_logged_in_clear() {
     let logs = Captured::default();
@@ -44,7 +43,7 @@ async fn tokens_are_not_stored_or_logged_in_clear() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber in this process");
 
     let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
     let admin = s.tenant_with_token("acme", "tenant-admin").await;
