@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod artifact;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -105,6 +105,7 @@ impl Server {
             store: Arc::new(SqliteDocumentStore::new(pool.clone())),
             tokens,
             tenancy,
+            audit: crate::audit::AuditLog::new(pool.clone()),
             metrics: Arc::new(Metrics::default()),
             rate_limiter: Arc::new(crate::api::rate_limit::RateLimiter::new(
                 limits.rate_limit_per_second,

@@ -250,3 +250,63 @@ async fn a_suspended_tenant_is_refused_and_keeps_its_data() {
         "before suspension"
     );
 }
+
+#[tokio::test]
+async fn the_audit_log_records_writes_and_admin_actions_per_tenant_and_cannot_be_edited() {
+    let (s, acme, globex) = two_tenants().await;
+    let reply = s.as_token(Some(&acme), Method::POST, T, Some(json!({ "title": "audited" }))).await.expect(201);
+    let request_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    s.as_token(Some(&acme), Method::POST, &format!("{T}/1/transition"), Some(json!({ "to": "open" })))
+        .await
+        .expect(200);
+    // A refused call writes nothing, so it leaves no document entries.
+    s.as_token(Some(&acme), Method::POST, &format!("{T}/1/transition"), Some(json!({ "to": "new" }))).await.expect(409);
+    s.as_token(Some(&globex), Method::POST, T, Some(json!({ "title": "globex's" }))).await.expect(201);
+
+    let log = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/audit", None).await.expect(200).body;
+    let items = log["items"].as_array().unwrap();
+    assert!(items.iter().all(|e| e["tenant"] == "acme"), "a tenant sees only its own entries");
+    let puts: Vec<_> = items.iter().filter(|e| e["action"] == "document.put").collect();
+    // Create: the ticket and the counter; transition: the ticket.
+    assert_eq!(puts.len(), 3, "{log}");
+    let created = puts
+        .iter()
+        .find(|e| e["collection"] == "tickets" && e["request_id"] == request_id.as_str())
+        .expect("the create is audited");
+    assert_eq!((created["plugin"].as_str(), created["key"].as_str()), (Some("helpdesk"), Some("000000000001")));
+    assert!(created["actor"].as_str().unwrap().starts_with("tok_"));
+    assert_eq!(created["actor_name"], "tenant-admin of acme");
+    assert!(items.iter().any(|e| e["action"] == "tenant.plugin.enable" && e["plugin"] == "helpdesk"));
+
+    let only_puts = s
+        .as_token(Some(&acme), Method::GET, "/v1/tenants/acme/audit?action=document.put&limit=2", None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(only_puts["items"].as_array().unwrap().len(), 2);
+    let next = only_puts["next_after"].as_i64().expect("a second page");
+    let rest = s
+        .as_token(Some(&acme), Method::GET, &format!("/v1/tenants/acme/audit?action=document.put&after={next}"), None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+
+    // Tenant admins cannot read another tenant's log; the platform admin reads all of it.
+    s.as_token(Some(&acme), Method::GET, "/v1/tenants/globex/audit", None)
+        .await
+        .expect_problem(404, "tenant-not-found");
+    s.as_token(Some(&acme), Method::GET, "/v1/admin/audit", None).await.expect_problem(403, "forbidden");
+    let all = s.get("/v1/admin/audit?limit=1000").await.expect(200).body;
+    let actions: Vec<&str> = all["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for action in ["plugin.install", "tenant.create", "token.create", "document.put"] {
+        assert!(actions.contains(&action), "platform audit lacks {action}: {actions:?}");
+    }
+    assert!(all["items"].as_array().unwrap().iter().any(|e| e["tenant"] == "globex"));
+
+    // No route edits it.
+    for method in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST] {
+        let r = s.as_token(Some(&acme), method, "/v1/tenants/acme/audit", Some(json!({}))).await;
+        assert_eq!(r.status, 405, "{}", r.body);
+    }
+}

@@ -1,16 +1,19 @@
 //! The admin API for plugins: install, list, show, enable, disable, uninstall.
 
-use super::AppState;
 use super::auth::AdminPrincipal;
 use super::problem::{ApiError, Problem, read_body};
+use super::{AppState, RequestId};
 use crate::artifact::ArtifactError;
+use crate::audit::AdminAction;
 use crate::plugins::{InstallError, InstallOutcome, PluginRecord, RegistryError};
 use crate::runtime::PrepareError;
 use axum::Json;
 use axum::body::Body;
+use axum::extract::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -96,6 +99,7 @@ impl From<RegistryError> for ApiError {
 )]
 async fn install_plugin(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     body: Body,
 ) -> Result<(StatusCode, Json<InstallResponse>), ApiError> {
@@ -106,6 +110,11 @@ async fn install_plugin(
         state.tenancy.set_enabled(&admin.tenant, &plugin.id, true).await?;
     }
     tracing::info!(actor = %admin.name, plugin = %plugin.id, version = %plugin.version, digest = %plugin.digest, ?outcome, "plugin installed");
+    let detail = json!({ "version": plugin.version, "digest": plugin.digest, "outcome": outcome });
+    state
+        .audit
+        .admin(&admin, &rid, AdminAction { tenant: None, action: "plugin.install", plugin: Some(&plugin.id), detail })
+        .await;
     let status = if outcome == InstallOutcome::Unchanged { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(InstallResponse { outcome, plugin })))
 }
@@ -141,11 +150,20 @@ async fn show_plugin(
     security(("bearer" = [])))]
 async fn enable_plugin(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(id): Path<String>,
 ) -> Result<Json<PluginRecord>, ApiError> {
     let record = state.registry.set_enabled(&id, true).await?;
     tracing::info!(actor = %admin.name, plugin = %id, "plugin enabled");
+    state
+        .audit
+        .admin(
+            &admin,
+            &rid,
+            AdminAction { tenant: None, action: "plugin.enable", plugin: Some(&id), detail: json!({}) },
+        )
+        .await;
     Ok(Json(record))
 }
 
@@ -156,11 +174,20 @@ async fn enable_plugin(
     security(("bearer" = [])))]
 async fn disable_plugin(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(id): Path<String>,
 ) -> Result<Json<PluginRecord>, ApiError> {
     let record = state.registry.set_enabled(&id, false).await?;
     tracing::info!(actor = %admin.name, plugin = %id, "plugin disabled");
+    state
+        .audit
+        .admin(
+            &admin,
+            &rid,
+            AdminAction { tenant: None, action: "plugin.disable", plugin: Some(&id), detail: json!({}) },
+        )
+        .await;
     Ok(Json(record))
 }
 
@@ -178,6 +205,7 @@ struct UninstallParams {
     security(("bearer" = [])))]
 async fn uninstall_plugin(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(id): Path<String>,
     Query(params): Query<UninstallParams>,
@@ -186,5 +214,10 @@ async fn uninstall_plugin(
     let purged = state.registry.uninstall(&id, purge).await?;
     state.tenancy.forget_plugin(&id).await?;
     tracing::info!(actor = %admin.name, plugin = %id, purged_documents = purged, "plugin uninstalled");
+    let detail = json!({ "purged_documents": purged });
+    state
+        .audit
+        .admin(&admin, &rid, AdminAction { tenant: None, action: "plugin.uninstall", plugin: Some(&id), detail })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

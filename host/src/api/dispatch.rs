@@ -10,7 +10,7 @@ use crate::plugins::LoadedPlugin;
 use crate::runtime::bindings::exports::keel::platform::handler::{Request as WitRequest, Response as WitResponse};
 use crate::runtime::bindings::keel::platform::types::Caller;
 use crate::runtime::{CallError, CallLabels, Invocation};
-use crate::storage::{Scope, StoreError, UnitOfWork, UnitOfWorkError};
+use crate::storage::{Scope, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
 use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -152,7 +152,12 @@ async fn call(
     })?;
     // Only a successful answer commits: an error response, like a trap, discards the writes.
     if response.status().is_success() || response.status().is_redirection() {
-        outcome.uow.commit(state.clock.now_ms()).await.map_err(|e| match e {
+        let audit = WriteAudit {
+            actor: principal.token_id.clone(),
+            actor_name: principal.name.clone(),
+            request_id: request_id.to_owned(),
+        };
+        outcome.uow.commit(state.clock.now_ms(), &audit).await.map_err(|e| match e {
             UnitOfWorkError::Store(StoreError::Conflict { .. }) => {
                 (ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the request")), "conflict")
             }

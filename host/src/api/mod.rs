@@ -6,6 +6,7 @@
 //! check → runtime call → commit).
 
 mod admin;
+mod audit;
 mod auth;
 mod dispatch;
 mod ops;
@@ -50,6 +51,7 @@ pub struct AppState {
     pub store: Arc<dyn DocumentStore>,
     pub tokens: TokenStore,
     pub tenancy: Arc<crate::tenancy::TenantStore>,
+    pub audit: crate::audit::AuditLog,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     pub pool: SqlitePool,
@@ -92,6 +94,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::routes())
         .merge(tenants::routes())
+        .merge(audit::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

@@ -6,15 +6,18 @@
 //! administer that tenant; for anyone else the tenant does not exist (404), so tenant ids do
 //! not leak across tenants.
 
-use super::AppState;
 use super::auth::AdminPrincipal;
 use super::problem::{ApiError, Problem};
+use super::{AppState, RequestId};
+use crate::audit::AdminAction;
 use crate::identity::{Principal, Role, TokenInfo};
 use crate::tenancy::{TenancyError, Tenant};
 use axum::Json;
+use axum::extract::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::collections::BTreeSet;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -55,7 +58,7 @@ fn db(e: sqlx::Error) -> ApiError {
 }
 
 /// The tenant, if `principal` may administer it; otherwise it does not exist for them.
-async fn administered(state: &AppState, principal: &Principal, tenant: &str) -> Result<Tenant, ApiError> {
+pub(super) async fn administered(state: &AppState, principal: &Principal, tenant: &str) -> Result<Tenant, ApiError> {
     if !principal.may_administer(tenant) {
         if principal.tenant == tenant {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a tenant-admin token"));
@@ -80,11 +83,25 @@ pub struct NewTenant {
     security(("bearer" = [])))]
 async fn create_tenant(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Json(input): Json<NewTenant>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     let tenant = state.tenancy.create(&input.id, &input.name).await?;
     tracing::info!(actor = %admin.name, tenant = %tenant.id, "tenant created");
+    state
+        .audit
+        .admin(
+            &admin,
+            &rid,
+            AdminAction {
+                tenant: Some(&tenant.id),
+                action: "tenant.create",
+                plugin: None,
+                detail: json!({ "name": tenant.name }),
+            },
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
@@ -104,6 +121,7 @@ async fn list_tenants(State(state): State<AppState>, _admin: AdminPrincipal) -> 
     params(("tenant" = String, Path)), responses((status = 200, body = Tenant)), security(("bearer" = [])))]
 async fn suspend_tenant(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(tenant): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -116,6 +134,14 @@ async fn suspend_tenant(
     let t = state.tenancy.set_status(&tenant, false).await?;
     state.tokens.forget_tenant(&tenant);
     tracing::info!(actor = %admin.name, %tenant, "tenant suspended");
+    state
+        .audit
+        .admin(
+            &admin,
+            &rid,
+            AdminAction { tenant: Some(&tenant), action: "tenant.suspend", plugin: None, detail: json!({}) },
+        )
+        .await;
     Ok(Json(t))
 }
 
@@ -124,11 +150,20 @@ async fn suspend_tenant(
     params(("tenant" = String, Path)), responses((status = 200, body = Tenant)), security(("bearer" = [])))]
 async fn resume_tenant(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(tenant): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     let t = state.tenancy.set_status(&tenant, true).await?;
     tracing::info!(actor = %admin.name, %tenant, "tenant resumed");
+    state
+        .audit
+        .admin(
+            &admin,
+            &rid,
+            AdminAction { tenant: Some(&tenant), action: "tenant.resume", plugin: None, detail: json!({}) },
+        )
+        .await;
     Ok(Json(t))
 }
 
@@ -172,6 +207,7 @@ async fn tenant_plugins(
 async fn switch(
     state: &AppState,
     principal: &Principal,
+    rid: &str,
     tenant: &str,
     plugin: &str,
     on: bool,
@@ -182,6 +218,11 @@ async fn switch(
     }
     state.tenancy.set_enabled(tenant, plugin, on).await?;
     tracing::info!(actor = %principal.name, %tenant, %plugin, enabled = on, "tenant plugin switched");
+    let action = if on { "tenant.plugin.enable" } else { "tenant.plugin.disable" };
+    state
+        .audit
+        .admin(principal, rid, AdminAction { tenant: Some(tenant), action, plugin: Some(plugin), detail: json!({}) })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -190,10 +231,11 @@ async fn switch(
     params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
 async fn enable_for_tenant(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     principal: Principal,
     Path((tenant, plugin)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    switch(&state, &principal, &tenant, &plugin, true).await
+    switch(&state, &principal, &rid, &tenant, &plugin, true).await
 }
 
 /// Switch a plugin off for this tenant: its routes answer 404 here; the data is kept.
@@ -201,10 +243,11 @@ async fn enable_for_tenant(
     params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
 async fn disable_for_tenant(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     principal: Principal,
     Path((tenant, plugin)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    switch(&state, &principal, &tenant, &plugin, false).await
+    switch(&state, &principal, &rid, &tenant, &plugin, false).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -232,6 +275,7 @@ const MAX_TTL_SECONDS: u64 = 2 * 366 * 24 * 3600;
     params(("tenant" = String, Path)), responses((status = 201, body = CreatedToken)), security(("bearer" = [])))]
 async fn create_token(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     principal: Principal,
     Path(tenant): Path<String>,
     Json(input): Json<NewToken>,
@@ -259,6 +303,19 @@ async fn create_token(
         .find(|t| t.id == issued.id)
         .ok_or_else(|| ApiError::internal("token vanished"))?;
     tracing::info!(actor = %principal.name, %tenant, token = %issued.id, role = input.role.as_str(), "token created");
+    state
+        .audit
+        .admin(
+            &principal,
+            &rid,
+            AdminAction {
+                tenant: Some(&tenant),
+                action: "token.create",
+                plugin: None,
+                detail: json!({ "token": issued.id, "prefix": issued.prefix, "role": input.role.as_str() }),
+            },
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token: issued.token, info })))
 }
 
@@ -285,6 +342,7 @@ async fn list_tokens(
     security(("bearer" = [])))]
 async fn revoke_token(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     principal: Principal,
     Path((tenant, token)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -293,6 +351,19 @@ async fn revoke_token(
         return Err(ApiError::not_found("token-not-found", format!("no token `{token}` in tenant `{tenant}`")));
     }
     tracing::info!(actor = %principal.name, %tenant, %token, "token revoked");
+    state
+        .audit
+        .admin(
+            &principal,
+            &rid,
+            AdminAction {
+                tenant: Some(&tenant),
+                action: "token.revoke",
+                plugin: None,
+                detail: json!({ "token": token }),
+            },
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -321,6 +392,7 @@ async fn member_permissions(
     security(("bearer" = [])))]
 async fn set_member_permissions(
     State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     principal: Principal,
     Path(tenant): Path<String>,
     Json(input): Json<Permissions>,
@@ -333,5 +405,18 @@ async fn set_member_permissions(
     }
     state.tenancy.set_grants(&tenant, Role::Member, input.permissions.clone()).await?;
     tracing::info!(actor = %principal.name, %tenant, permissions = ?input.permissions, "member permissions set");
+    state
+        .audit
+        .admin(
+            &principal,
+            &rid,
+            AdminAction {
+                tenant: Some(&tenant),
+                action: "role.grant",
+                plugin: None,
+                detail: json!({ "role": "member", "permissions": input.permissions }),
+            },
+        )
+        .await;
     Ok(Json(input))
 }

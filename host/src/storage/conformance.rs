@@ -1,7 +1,15 @@
 //! The behaviour every [`DocumentStore`] backend must have. Each backend's tests call
 //! [`run_all`] on a fresh, empty store; a PostgreSQL backend passes the same suite.
 
-use super::{Condition, DocumentStore, Filter, KeyRange, Scope, StoreError, Write, WriteOp};
+use super::{Condition, DocumentStore, Filter, KeyRange, Scope, StoreError, Write, WriteAudit, WriteOp};
+
+fn audit() -> WriteAudit {
+    WriteAudit {
+        actor: "tok_conformance".into(),
+        actor_name: "conformance".into(),
+        request_id: "req_conformance".into(),
+    }
+}
 
 fn scope(tenant: &str, plugin: &str) -> Scope {
     Scope { tenant: tenant.into(), plugin: plugin.into() }
@@ -43,24 +51,24 @@ pub async fn run_all(store: &dyn DocumentStore) {
 
 async fn put_then_get_round_trips(store: &dyn DocumentStore) {
     let s = scope("t1", "p1");
-    let v = store.commit(&s, &[put("c", "k", r#"{"a":1}"#, Condition::Absent, 1, &[])], 1).await.unwrap();
+    let v = store.commit(&s, &[put("c", "k", r#"{"a":1}"#, Condition::Absent, 1, &[])], 1, &audit()).await.unwrap();
     assert_eq!(v, vec![1], "put_then_get_round_trips: first version is 1");
     let doc = store.get(&s, "c", "k").await.unwrap().expect("put_then_get_round_trips: document is stored");
     assert_eq!((doc.version, doc.body.as_str()), (1, r#"{"a":1}"#));
-    let v = store.commit(&s, &[put("c", "k", r#"{"a":2}"#, Condition::Version(1), 2, &[])], 2).await.unwrap();
+    let v = store.commit(&s, &[put("c", "k", r#"{"a":2}"#, Condition::Version(1), 2, &[])], 2, &audit()).await.unwrap();
     assert_eq!(v, vec![2], "put_then_get_round_trips: versions grow by one");
     assert!(store.get(&s, "c", "missing").await.unwrap().is_none());
 }
 
 async fn conditions_are_enforced_at_commit(store: &dyn DocumentStore) {
     let s = scope("t1", "p1");
-    store.commit(&s, &[put("cond", "k", "{}", Condition::Absent, 1, &[])], 1).await.unwrap();
-    let stale = store.commit(&s, &[put("cond", "k", "{}", Condition::Version(7), 8, &[])], 1).await;
+    store.commit(&s, &[put("cond", "k", "{}", Condition::Absent, 1, &[])], 1, &audit()).await.unwrap();
+    let stale = store.commit(&s, &[put("cond", "k", "{}", Condition::Version(7), 8, &[])], 1, &audit()).await;
     assert!(matches!(stale, Err(StoreError::Conflict { .. })), "stale version must conflict: {stale:?}");
-    let exists = store.commit(&s, &[put("cond", "k", "{}", Condition::Absent, 1, &[])], 1).await;
+    let exists = store.commit(&s, &[put("cond", "k", "{}", Condition::Absent, 1, &[])], 1, &audit()).await;
     assert!(matches!(exists, Err(StoreError::Conflict { .. })), "create over an existing key must conflict");
     // An unconditional write never moves the version backwards.
-    let v = store.commit(&s, &[put("cond", "k", "{}", Condition::Any, 1, &[])], 1).await.unwrap();
+    let v = store.commit(&s, &[put("cond", "k", "{}", Condition::Any, 1, &[])], 1, &audit()).await.unwrap();
     assert_eq!(v, vec![2]);
 }
 
@@ -68,7 +76,7 @@ async fn a_failing_write_aborts_the_whole_batch(store: &dyn DocumentStore) {
     let s = scope("t1", "p1");
     let batch =
         [put("atomic", "a", "{}", Condition::Absent, 1, &[]), put("atomic", "b", "{}", Condition::Version(3), 4, &[])];
-    assert!(store.commit(&s, &batch, 1).await.is_err());
+    assert!(store.commit(&s, &batch, 1, &audit()).await.is_err());
     assert!(store.get(&s, "atomic", "a").await.unwrap().is_none(), "no partial batch may remain");
 }
 
@@ -87,7 +95,7 @@ async fn scans_filter_order_and_page(store: &dyn DocumentStore) {
             )
         })
         .collect();
-    store.commit(&s, &writes, 1).await.unwrap();
+    store.commit(&s, &writes, 1, &audit()).await.unwrap();
     let keys = |docs: Vec<super::StoredDocument>| docs.into_iter().map(|d| d.key).collect::<Vec<_>>();
     assert_eq!(
         keys(store.scan(&s, &range("scan", &[], None, 10, false)).await.unwrap()),
@@ -112,7 +120,7 @@ async fn scans_filter_order_and_page(store: &dyn DocumentStore) {
 async fn tenants_and_plugins_are_isolated(store: &dyn DocumentStore) {
     let a = scope("iso-a", "p1");
     store
-        .commit(&a, &[put("c", "shared-key", r#"{"owner":"a"}"#, Condition::Absent, 1, &[("f", "x")])], 1)
+        .commit(&a, &[put("c", "shared-key", r#"{"owner":"a"}"#, Condition::Absent, 1, &[("f", "x")])], 1, &audit())
         .await
         .unwrap();
     for other in [scope("iso-b", "p1"), scope("iso-a", "p2")] {
@@ -121,7 +129,10 @@ async fn tenants_and_plugins_are_isolated(store: &dyn DocumentStore) {
         assert!(store.scan(&other, &range("c", &[("f", "x")], None, 10, false)).await.unwrap().is_empty());
         // The same key in another scope is a different document.
         assert_eq!(
-            store.commit(&other, &[put("c", "shared-key", "{}", Condition::Absent, 1, &[])], 1).await.unwrap(),
+            store
+                .commit(&other, &[put("c", "shared-key", "{}", Condition::Absent, 1, &[])], 1, &audit())
+                .await
+                .unwrap(),
             vec![1]
         );
     }
@@ -130,7 +141,7 @@ async fn tenants_and_plugins_are_isolated(store: &dyn DocumentStore) {
 
 async fn deletes_remove_documents_and_index_rows(store: &dyn DocumentStore) {
     let s = scope("t1", "p1");
-    store.commit(&s, &[put("del", "k", "{}", Condition::Absent, 1, &[("f", "v")])], 1).await.unwrap();
+    store.commit(&s, &[put("del", "k", "{}", Condition::Absent, 1, &[("f", "v")])], 1, &audit()).await.unwrap();
     let delete = Write {
         collection: "del".into(),
         key: "k".into(),
@@ -138,7 +149,7 @@ async fn deletes_remove_documents_and_index_rows(store: &dyn DocumentStore) {
         version: 0,
         op: WriteOp::Delete,
     };
-    store.commit(&s, &[delete], 2).await.unwrap();
+    store.commit(&s, &[delete], 2, &audit()).await.unwrap();
     assert!(store.get(&s, "del", "k").await.unwrap().is_none());
     assert!(store.scan(&s, &range("del", &[("f", "v")], None, 10, false)).await.unwrap().is_empty());
 }
@@ -146,8 +157,8 @@ async fn deletes_remove_documents_and_index_rows(store: &dyn DocumentStore) {
 async fn purge_removes_only_that_plugin(store: &dyn DocumentStore) {
     let keep = scope("t1", "keeper");
     let gone = scope("t1", "goner");
-    store.commit(&keep, &[put("c", "k", "{}", Condition::Absent, 1, &[])], 1).await.unwrap();
-    store.commit(&gone, &[put("c", "k", "{}", Condition::Absent, 1, &[("f", "v")])], 1).await.unwrap();
+    store.commit(&keep, &[put("c", "k", "{}", Condition::Absent, 1, &[])], 1, &audit()).await.unwrap();
+    store.commit(&gone, &[put("c", "k", "{}", Condition::Absent, 1, &[("f", "v")])], 1, &audit()).await.unwrap();
     assert_eq!(store.purge_plugin("goner").await.unwrap(), 1);
     assert!(store.get(&gone, "c", "k").await.unwrap().is_none());
     assert!(store.get(&keep, "c", "k").await.unwrap().is_some());

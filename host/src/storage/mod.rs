@@ -15,6 +15,7 @@ mod unit_of_work;
 
 pub use unit_of_work::{StorageLimits, UnitOfWork, UnitOfWorkError};
 
+pub use crate::audit::WriteAudit;
 use async_trait::async_trait;
 
 /// Whose data a call touches: always one tenant and one plugin.
@@ -103,7 +104,15 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Applies all writes atomically, checking each condition against committed state;
     /// returns the new version of each write (0 for deletes). Nothing is applied if any
     /// condition fails.
-    async fn commit(&self, scope: &Scope, writes: &[Write], now_ms: i64) -> Result<Vec<u64>, StoreError>;
+    /// Every applied write is recorded in the audit log, in the same transaction, as done by
+    /// `audit`.
+    async fn commit(
+        &self,
+        scope: &Scope,
+        writes: &[Write],
+        now_ms: i64,
+        audit: &WriteAudit,
+    ) -> Result<Vec<u64>, StoreError>;
 
     /// Removes every document a plugin stored, in every tenant. Returns how many.
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError>;

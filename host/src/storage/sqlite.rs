@@ -1,6 +1,6 @@
 //! The embedded SQLite document store (WAL mode).
 
-use super::{Condition, DocumentStore, KeyRange, Scope, StoreError, StoredDocument, Write, WriteOp};
+use super::{Condition, DocumentStore, KeyRange, Scope, StoreError, StoredDocument, Write, WriteAudit, WriteOp};
 use async_trait::async_trait;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -75,12 +75,38 @@ impl DocumentStore for SqliteDocumentStore {
             .collect())
     }
 
-    async fn commit(&self, scope: &Scope, writes: &[Write], now_ms: i64) -> Result<Vec<u64>, StoreError> {
+    async fn commit(
+        &self,
+        scope: &Scope,
+        writes: &[Write],
+        now_ms: i64,
+        audit: &WriteAudit,
+    ) -> Result<Vec<u64>, StoreError> {
         // BEGIN IMMEDIATE takes the write lock up front, so the condition checks below
         // cannot be invalidated before the writes land. Dropping the transaction (an error,
         // or the call's future being cancelled) rolls it back.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let versions = apply(&mut tx, scope, writes, now_ms).await?;
+        for (w, version) in writes.iter().zip(&versions) {
+            let action = if matches!(w.op, WriteOp::Delete) { "document.delete" } else { "document.put" };
+            sqlx::query(
+                "INSERT INTO audit_log (at, tenant_id, actor, actor_name, action, plugin_id, collection, key, request_id, detail) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(now_ms)
+            .bind(&scope.tenant)
+            .bind(&audit.actor)
+            .bind(&audit.actor_name)
+            .bind(action)
+            .bind(&scope.plugin)
+            .bind(&w.collection)
+            .bind(&w.key)
+            .bind(&audit.request_id)
+            .bind(format!("{{\"version\":{version}}}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(versions)
     }

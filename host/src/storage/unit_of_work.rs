@@ -286,7 +286,7 @@ impl UnitOfWork {
     }
 
     /// Commits the buffered writes in one transaction. Returns how many documents changed.
-    pub async fn commit(self, now_ms: i64) -> Result<usize, UnitOfWorkError> {
+    pub async fn commit(self, now_ms: i64, audit: &super::WriteAudit) -> Result<usize, UnitOfWorkError> {
         if self.pending.is_empty() {
             return Ok(0);
         }
@@ -305,7 +305,7 @@ impl UnitOfWork {
                 op: p.op,
             })
             .collect();
-        self.store.commit(&self.scope, &writes, now_ms).await?;
+        self.store.commit(&self.scope, &writes, now_ms, audit).await?;
         Ok(writes.len())
     }
 }
@@ -327,6 +327,14 @@ fn decode_cursor(cursor: &str) -> Result<String, UnitOfWorkError> {
 mod tests {
     use super::*;
     use crate::storage::sqlite::SqliteDocumentStore;
+
+    fn test_audit() -> crate::storage::WriteAudit {
+        crate::storage::WriteAudit {
+            actor: "tok_test".into(),
+            actor_name: "test".into(),
+            request_id: "req_test".into(),
+        }
+    }
 
     async fn setup() -> (Arc<dyn DocumentStore>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -356,7 +364,7 @@ mod tests {
         assert_eq!(call.put("notes", "a", r#"{"tag":"y"}"#, Condition::Version(1)).await.unwrap(), 2);
         assert_eq!(call.get("notes", "a").await.unwrap().unwrap().version, 2);
         assert!(uow(&store).get("notes", "a").await.unwrap().is_none(), "uncommitted writes leak to another call");
-        call.commit(1).await.unwrap();
+        call.commit(1, &test_audit()).await.unwrap();
         let committed = uow(&store).get("notes", "a").await.unwrap().unwrap();
         assert_eq!((committed.version, committed.body.as_str()), (2, r#"{"tag":"y"}"#));
     }
@@ -375,15 +383,15 @@ mod tests {
         let (store, _dir) = setup().await;
         let mut seed = uow(&store);
         seed.put("notes", "a", "{}", Condition::Absent).await.unwrap();
-        seed.commit(1).await.unwrap();
+        seed.commit(1, &test_audit()).await.unwrap();
 
         let mut first = uow(&store);
         let mut second = uow(&store);
         first.put("notes", "a", r#"{"by":1}"#, Condition::Version(1)).await.unwrap();
         first.put("notes", "b", "{}", Condition::Absent).await.unwrap();
         second.put("notes", "a", r#"{"by":2}"#, Condition::Version(1)).await.unwrap();
-        second.commit(2).await.unwrap();
-        let lost = first.commit(3).await;
+        second.commit(2, &test_audit()).await.unwrap();
+        let lost = first.commit(3, &test_audit()).await;
         assert!(matches!(lost, Err(UnitOfWorkError::Store(StoreError::Conflict { .. }))), "{lost:?}");
         assert!(uow(&store).get("notes", "b").await.unwrap().is_none(), "the losing call left a partial batch");
         assert_eq!(uow(&store).get("notes", "a").await.unwrap().unwrap().body, r#"{"by":2}"#);
@@ -408,7 +416,7 @@ mod tests {
         for k in ["k1", "k2", "k3", "k4"] {
             seed.put("notes", k, r#"{"tag":"old"}"#, Condition::Absent).await.unwrap();
         }
-        seed.commit(1).await.unwrap();
+        seed.commit(1, &test_audit()).await.unwrap();
 
         let mut call = uow(&store);
         call.delete("notes", "k2", Condition::Any).await.unwrap();
