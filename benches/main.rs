@@ -155,7 +155,12 @@ impl Bench {
         let started = Instant::now();
         let outcome = self.runtime.call(&plugin.pre, invocation).await?;
         let elapsed = started.elapsed();
-        outcome.uow.commit(0).await?;
+        let audit = keel_host::storage::WriteAudit {
+            actor: "tok_bench".into(),
+            actor_name: "bench".into(),
+            request_id: "r".into(),
+        };
+        outcome.uow.commit(0, &audit).await?;
         Ok((outcome.response.status, elapsed))
     }
 }

@@ -10,6 +10,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
     (2, "tenancy", include_str!("../../migrations/sqlite/0002_tenancy.sql")),
     (3, "audit", include_str!("../../migrations/sqlite/0003_audit.sql")),
+    (4, "users", include_str!("../../migrations/sqlite/0004_users.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

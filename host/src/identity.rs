@@ -28,8 +28,17 @@ pub enum Role {
     PlatformAdmin,
     /// Manages one tenant: its plugins, tokens and grants; every plugin permission there.
     TenantAdmin,
-    /// Uses one tenant's departments with the permissions the tenant grants to members.
+    /// Uses one tenant's departments with the permissions the tenant grants to its role
+    /// (`member` or a tenant-defined role such as `agent`).
     Member,
+}
+
+/// Names a tenant may give its own roles: 2-32 characters of a-z, 0-9 and '-'.
+pub fn valid_role_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    (2..=32).contains(&name.len())
+        && matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 impl Role {
@@ -41,8 +50,15 @@ impl Role {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::PlatformAdmin, Role::TenantAdmin, Role::Member].into_iter().find(|r| r.as_str() == s)
+    /// The built-in role of a stored role name; any other valid name is a tenant-defined
+    /// role, which has member standing plus that role's grants.
+    pub fn of(name: &str) -> Option<Role> {
+        match name {
+            "platform-admin" => Some(Role::PlatformAdmin),
+            "tenant-admin" => Some(Role::TenantAdmin),
+            other if valid_role_name(other) => Some(Role::Member),
+            _ => None,
+        }
     }
 }
 
@@ -50,8 +66,13 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub token_id: String,
+    /// The user the token was issued to at sign-in; `None` for service tokens.
+    pub user_id: Option<String>,
+    /// The user's display name, or the token's name.
     pub name: String,
     pub role: Role,
+    /// The stored role name: grants are looked up by it (`member`, `agent`, ...).
+    pub role_name: String,
     /// The tenant the caller acts in; plugin storage is scoped to it.
     pub tenant: String,
 }
@@ -195,29 +216,42 @@ impl TokenStore {
         Ok(done > 0)
     }
 
-    /// Creates a token for `role` in `tenant`.
+    /// Creates a service token for the role named `role` in `tenant`.
     pub async fn issue(
         &self,
         name: &str,
-        role: Role,
+        role: &str,
         tenant: &str,
         expires_at: Option<i64>,
+    ) -> Result<IssuedToken, sqlx::Error> {
+        self.issue_for(name, role, tenant, expires_at, None).await
+    }
+
+    /// Creates a token; bound to a user when it comes from sign-in.
+    pub async fn issue_for(
+        &self,
+        name: &str,
+        role: &str,
+        tenant: &str,
+        expires_at: Option<i64>,
+        user_id: Option<&str>,
     ) -> Result<IssuedToken, sqlx::Error> {
         let prefix = hex::encode(random_bytes::<5>());
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let token = format!("keel_{prefix}_{secret}");
         let id = format!("tok_{}", hex::encode(random_bytes::<8>()));
         sqlx::query(
-            "INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&prefix)
         .bind(sha256_hex(&token))
         .bind(name)
-        .bind(role.as_str())
+        .bind(role)
         .bind(tenant)
         .bind(system_now_ms())
         .bind(expires_at)
+        .bind(user_id)
             .execute(&self.pool)
             .await?;
         Ok(IssuedToken { id, prefix, token })
@@ -235,7 +269,7 @@ impl TokenStore {
             .bind(system_now_ms())
             .execute(&self.pool)
             .await?;
-        self.issue("bootstrap admin", Role::PlatformAdmin, DEFAULT_TENANT, None).await.map(Some)
+        self.issue("bootstrap admin", Role::PlatformAdmin.as_str(), DEFAULT_TENANT, None).await.map(Some)
     }
 
     /// Resolves an `Authorization` header value to a principal.
@@ -262,8 +296,9 @@ impl TokenStore {
         }
         let row = sqlx::query(
             "SELECT t.id, t.secret_hash, t.name, t.role, t.tenant_id, t.expires_at, t.revoked_at, t.last_used_at, \
-             COALESCE(n.status, 'active') AS tenant_status \
-             FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id WHERE t.prefix = ?",
+             t.user_id, u.display_name, COALESCE(n.status, 'active') AS tenant_status \
+             FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id LEFT JOIN users u ON u.id = t.user_id \
+             WHERE t.prefix = ?",
         )
         .bind(prefix)
         .fetch_optional(&self.pool)
@@ -277,7 +312,8 @@ impl TokenStore {
         let expires_at = row.get::<Option<i64>, _>("expires_at");
         let expired = expires_at.is_some_and(|t| t <= now);
         let revoked = row.get::<Option<i64>, _>("revoked_at").is_some();
-        let role = Role::parse(&row.get::<String, _>("role"));
+        let role_name: String = row.get("role");
+        let role = Role::of(&role_name);
         let (Some(role), false, false) = (role, expired, revoked) else {
             return Err(AuthError::Rejected);
         };
@@ -293,10 +329,13 @@ impl TokenStore {
                 .execute(&self.pool)
                 .await;
         }
+        let display: Option<String> = row.get("display_name");
         let principal = Principal {
             token_id: id,
-            name: row.get("name"),
+            user_id: row.get("user_id"),
+            name: display.unwrap_or_else(|| row.get("name")),
             role,
+            role_name,
             tenant: row.get::<Option<String>, _>("tenant_id").unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
         };
         let mut cache = self.verified.lock().expect("token cache lock");

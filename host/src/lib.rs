@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod server;
 pub mod storage;
 pub mod tenancy;
+pub mod users;
 
 pub use config::Config;
 pub use server::{Server, StartError};

@@ -27,6 +27,27 @@ enum Command {
     /// Manage a tenant's API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage a tenant's users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input (first line).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        display_name: String,
+        /// tenant-admin, member, or a tenant-defined role
+        #[arg(long, default_value = "member")]
+        role: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +174,7 @@ fn main() -> Result<()> {
             Command::Plugin(command) => plugin(command).await,
             Command::Tenant(command) => tenant(command).await,
             Command::Token(command) => token(command).await,
+            Command::User(command) => user(command).await,
         }
     })
 }
@@ -254,6 +276,25 @@ async fn tenant(command: TenantCommand) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn user(command: UserCommand) -> Result<()> {
+    let UserCommand::Create { tenant, username, display_name, role, client } = command;
+    let c = Client::new(client)?;
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let body = c
+        .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/users"))).json(&serde_json::json!({
+            "username": username, "display_name": display_name, "password": password, "role": role
+        })))
+        .await?;
+    println!(
+        "created user {} ({}) in {tenant}",
+        body["username"].as_str().unwrap_or("?"),
+        body["id"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 

@@ -156,46 +156,60 @@ impl TenantStore {
         Ok(())
     }
 
-    /// The permissions `tenant` grants to `role`.
-    pub fn granted(&self, tenant: &str, role: Role) -> BTreeSet<String> {
+    /// The permissions `tenant` grants to the role named `role`.
+    pub fn granted(&self, tenant: &str, role: &str) -> BTreeSet<String> {
         self.grants
             .read()
             .expect("tenancy lock")
-            .get(&(tenant.to_owned(), role.as_str().to_owned()))
+            .get(&(tenant.to_owned(), role.to_owned()))
             .cloned()
             .unwrap_or_default()
     }
 
-    /// Replaces what `tenant` grants to `role`.
+    /// The roles `tenant` has granted permissions to, with their grants.
+    pub fn roles(&self, tenant: &str) -> Vec<(String, BTreeSet<String>)> {
+        let mut out: Vec<_> = self
+            .grants
+            .read()
+            .expect("tenancy lock")
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, r), g)| (r.clone(), g.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Replaces what `tenant` grants to the role named `role`.
     pub async fn set_grants(
         &self,
         tenant: &str,
-        role: Role,
+        role: &str,
         permissions: BTreeSet<String>,
     ) -> Result<(), TenancyError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM role_grants WHERE tenant_id = ? AND role = ?")
             .bind(tenant)
-            .bind(role.as_str())
+            .bind(role)
             .execute(&mut *tx)
             .await?;
         let now = system_now_ms();
         for p in &permissions {
             sqlx::query("INSERT INTO role_grants (tenant_id, role, permission, granted_at) VALUES (?, ?, ?, ?)")
                 .bind(tenant)
-                .bind(role.as_str())
+                .bind(role)
                 .bind(p)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        self.grants.write().expect("tenancy lock").insert((tenant.to_owned(), role.as_str().to_owned()), permissions);
+        self.grants.write().expect("tenancy lock").insert((tenant.to_owned(), role.to_owned()), permissions);
         Ok(())
     }
 
     /// The single permission decision for plugin routes: admins hold every permission in the
-    /// tenant they act in; members hold what their tenant granted to members.
+    /// tenant they act in; everyone else holds what their tenant granted to their role.
     pub fn allows(&self, principal: &Principal, permission: &str) -> bool {
         match principal.role {
             Role::PlatformAdmin | Role::TenantAdmin => true,
@@ -203,7 +217,7 @@ impl TenantStore {
                 .grants
                 .read()
                 .expect("tenancy lock")
-                .get(&(principal.tenant.clone(), Role::Member.as_str().to_owned()))
+                .get(&(principal.tenant.clone(), principal.role_name.clone()))
                 .is_some_and(|g| g.contains(permission)),
         }
     }

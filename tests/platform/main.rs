@@ -6,3 +6,4 @@ mod hostile;
 mod restart;
 mod tenancy;
 mod uploads;
+mod users;

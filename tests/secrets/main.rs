@@ -49,6 +49,20 @@ async fn tokens_are_not_stored_or_logged_in_clear() {
     let admin = s.tenant_with_token("acme", "tenant-admin").await;
     s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(204);
     let member = s.token_for("acme", "member").await;
+    let password = "a very secret passphrase 42";
+    let user = json!({ "username": "ana", "display_name": "Ana", "password": password, "role": "member" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(user)).await.expect(201);
+    let session = s
+        .as_token(
+            None,
+            Method::POST,
+            "/v1/auth/login",
+            Some(json!({ "tenant": "acme", "username": "ana", "password": password })),
+        )
+        .await
+        .expect(200);
+    let signed_in = session.body["token"].as_str().unwrap().to_owned();
+    s.as_token(Some(&signed_in), Method::GET, "/v1/tenants/acme/users", None).await.expect(403);
     s.as_token(Some(&admin), Method::POST, "/v1/plugins/helpdesk/tickets", Some(json!({ "title": "secret-free" })))
         .await
         .expect(201);
@@ -59,9 +73,17 @@ async fn tokens_are_not_stored_or_logged_in_clear() {
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("plugin call"), "the test must actually capture the server's logs:\n{logs}");
-    for token in [&s.token, &admin, &member, &forged] {
-        let secret = token.rsplit('_').next().unwrap();
-        assert!(!logs.contains(secret), "a token secret appears in the logs");
+    assert!(!logs.contains(password), "a password appears in the logs");
+    assert!(files_contain(s.dir.path(), password).is_empty(), "a password is stored in clear");
+    for token in [&s.token, &admin, &member, &forged, &signed_in] {
+        // `keel_<prefix>_<secret>`; the secret is base64url and may itself contain '_'.
+        let secret = token.splitn(3, '_').nth(2).unwrap();
+        assert!(secret.len() >= 40, "test setup: not a whole secret");
+        if let Some(at) = logs.find(secret) {
+            let line_start = logs[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = logs[at..].find('\n').map_or(logs.len(), |i| at + i);
+            panic!("a token secret appears in the logs: {}", &logs[line_start..line_end].replace(secret, "<SECRET>"));
+        }
         let hits = files_contain(s.dir.path(), secret);
         assert!(hits.is_empty(), "a token secret appears in {hits:?}");
     }

@@ -81,7 +81,7 @@ pub async fn dispatch(
     };
     let caller = Caller {
         tenant: principal.tenant.clone(),
-        user_id: principal.token_id.clone(),
+        user_id: principal.user_id.clone().unwrap_or_else(|| principal.token_id.clone()),
         display_name: principal.name.clone(),
         permissions: plugin
             .record

@@ -13,6 +13,7 @@ mod ops;
 pub mod problem;
 pub mod rate_limit;
 mod tenants;
+mod users;
 
 use crate::clock::Clock;
 use crate::identity::TokenStore;
@@ -52,6 +53,7 @@ pub struct AppState {
     pub tokens: TokenStore,
     pub tenancy: Arc<crate::tenancy::TenantStore>,
     pub audit: crate::audit::AuditLog,
+    pub users: crate::users::UserStore,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     pub pool: SqlitePool,
@@ -95,6 +97,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::routes())
         .merge(tenants::routes())
         .merge(audit::routes())
+        .merge(users::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

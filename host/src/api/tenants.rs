@@ -33,7 +33,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_for_tenant))
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
-        .routes(routes!(member_permissions, set_member_permissions))
+        .routes(routes!(list_roles))
+        .routes(routes!(role_permissions, set_role_permissions))
 }
 
 impl From<TenancyError> for ApiError {
@@ -254,8 +255,8 @@ async fn disable_for_tenant(
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: String,
-    /// `tenant-admin` or `member`.
-    pub role: Role,
+    /// `tenant-admin`, `member`, or a tenant-defined role name (e.g. `agent`).
+    pub role: String,
     /// Lifetime in seconds (1 second to 2 years); none means until revoked.
     pub ttl_seconds: Option<u64>,
 }
@@ -281,9 +282,7 @@ async fn create_token(
     Json(input): Json<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     administered(&state, &principal, &tenant).await?;
-    if input.role == Role::PlatformAdmin {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "tenant tokens are tenant-admin or member"));
-    }
+    check_tenant_role(&input.role)?;
     let name = input.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::unprocessable("invalid-field", "`name` must be 1-100 characters"));
@@ -293,7 +292,7 @@ async fn create_token(
         Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Some(crate::clock::system_now_ms() + (s as i64) * 1000),
         Some(_) => return Err(ApiError::unprocessable("invalid-field", "`ttl_seconds` must be 1 second to 2 years")),
     };
-    let issued = state.tokens.issue(name, input.role, &tenant, expires_at).await.map_err(db)?;
+    let issued = state.tokens.issue(name, &input.role, &tenant, expires_at).await.map_err(db)?;
     let info = state
         .tokens
         .list(&tenant)
@@ -302,7 +301,7 @@ async fn create_token(
         .into_iter()
         .find(|t| t.id == issued.id)
         .ok_or_else(|| ApiError::internal("token vanished"))?;
-    tracing::info!(actor = %principal.name, %tenant, token = %issued.id, role = input.role.as_str(), "token created");
+    tracing::info!(actor = %principal.name, %tenant, token = %issued.id, role = %input.role, "token created");
     state
         .audit
         .admin(
@@ -367,6 +366,18 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A role a tenant may hand out: `tenant-admin`, or a member-standing role (`member` or a
+/// tenant-defined name). Never `platform-admin`.
+pub(super) fn check_tenant_role(role: &str) -> Result<(), ApiError> {
+    match Role::of(role) {
+        Some(Role::PlatformAdmin) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "tenants cannot hand out platform-admin"))
+        }
+        Some(_) => Ok(()),
+        None => Err(ApiError::unprocessable("invalid-role", "role names are 2-32 characters of a-z, 0-9 and '-'")),
+    }
+}
+
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Permissions {
@@ -374,37 +385,75 @@ pub struct Permissions {
     pub permissions: BTreeSet<String>,
 }
 
-/// The plugin permissions this tenant grants to members.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/roles/member/permissions", tag = "tenants",
-    params(("tenant" = String, Path)), responses((status = 200, body = Permissions)), security(("bearer" = [])))]
-async fn member_permissions(
+#[derive(Serialize, ToSchema)]
+pub struct RoleGrants {
+    pub role: String,
+    pub permissions: BTreeSet<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RoleList {
+    pub items: Vec<RoleGrants>,
+}
+
+/// The roles this tenant grants permissions to. `tenant-admin` holds every permission and is
+/// not listed.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/roles", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = RoleList)), security(("bearer" = [])))]
+async fn list_roles(
     State(state): State<AppState>,
     principal: Principal,
     Path(tenant): Path<String>,
-) -> Result<Json<Permissions>, ApiError> {
+) -> Result<Json<RoleList>, ApiError> {
     administered(&state, &principal, &tenant).await?;
-    Ok(Json(Permissions { permissions: state.tenancy.granted(&tenant, Role::Member) }))
+    let items =
+        state.tenancy.roles(&tenant).into_iter().map(|(role, permissions)| RoleGrants { role, permissions }).collect();
+    Ok(Json(RoleList { items }))
 }
 
-/// Replace the plugin permissions this tenant grants to members.
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/roles/member/permissions", tag = "tenants", request_body = Permissions,
-    params(("tenant" = String, Path)), responses((status = 200, body = Permissions), (status = 422, body = Problem, content_type = "application/problem+json")),
+fn grantable_role(role: &str) -> Result<(), ApiError> {
+    match Role::of(role) {
+        Some(Role::Member) => Ok(()),
+        Some(_) => Err(ApiError::unprocessable("reserved-role", format!("`{role}` holds every permission already"))),
+        None => Err(ApiError::unprocessable("invalid-role", "role names are 2-32 characters of a-z, 0-9 and '-'")),
+    }
+}
+
+/// The plugin permissions this tenant grants to a role.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/roles/{role}/permissions", tag = "tenants",
+    params(("tenant" = String, Path), ("role" = String, Path)), responses((status = 200, body = Permissions)), security(("bearer" = [])))]
+async fn role_permissions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, role)): Path<(String, String)>,
+) -> Result<Json<Permissions>, ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    grantable_role(&role)?;
+    Ok(Json(Permissions { permissions: state.tenancy.granted(&tenant, &role) }))
+}
+
+/// Replace the plugin permissions this tenant grants to a role (`member` or its own role
+/// names; a new name creates the role).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/roles/{role}/permissions", tag = "tenants", request_body = Permissions,
+    params(("tenant" = String, Path), ("role" = String, Path)),
+    responses((status = 200, body = Permissions), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
-async fn set_member_permissions(
+async fn set_role_permissions(
     State(state): State<AppState>,
     Extension(RequestId(rid)): Extension<RequestId>,
     principal: Principal,
-    Path(tenant): Path<String>,
+    Path((tenant, role)): Path<(String, String)>,
     Json(input): Json<Permissions>,
 ) -> Result<Json<Permissions>, ApiError> {
     administered(&state, &principal, &tenant).await?;
+    grantable_role(&role)?;
     let declared: BTreeSet<String> =
         state.registry.list().into_iter().flat_map(|p| p.manifest.permissions.into_keys()).collect();
     if let Some(unknown) = input.permissions.iter().find(|p| !declared.contains(*p)) {
         return Err(ApiError::unprocessable("unknown-permission", format!("no installed plugin declares `{unknown}`")));
     }
-    state.tenancy.set_grants(&tenant, Role::Member, input.permissions.clone()).await?;
-    tracing::info!(actor = %principal.name, %tenant, permissions = ?input.permissions, "member permissions set");
+    state.tenancy.set_grants(&tenant, &role, input.permissions.clone()).await?;
+    tracing::info!(actor = %principal.name, %tenant, %role, permissions = ?input.permissions, "role permissions set");
     state
         .audit
         .admin(
@@ -414,7 +463,7 @@ async fn set_member_permissions(
                 tenant: Some(&tenant),
                 action: "role.grant",
                 plugin: None,
-                detail: json!({ "role": "member", "permissions": input.permissions }),
+                detail: json!({ "role": role, "permissions": input.permissions }),
             },
         )
         .await;

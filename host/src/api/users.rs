@@ -1,0 +1,188 @@
+//! Users of a tenant and signing in with a password.
+
+use super::problem::{ApiError, Problem};
+use super::tenants::{administered, check_tenant_role};
+use super::{AppState, RequestId};
+use crate::audit::AdminAction;
+use crate::clock::system_now_ms;
+use crate::identity::Principal;
+use crate::users::{LoginError, User, UserError};
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// How long a sign-in token lives.
+const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_user, list_users)).routes(routes!(login))
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::InvalidUsername | UserError::InvalidDisplayName | UserError::WeakPassword => {
+                ApiError::unprocessable("invalid-field", e.to_string())
+            }
+            UserError::Exists(_) => ApiError::conflict("user-exists", e.to_string()),
+            UserError::Hash(_) | UserError::Database(_) => {
+                tracing::error!(error = %e, "user store failure");
+                ApiError::internal("user store failure")
+            }
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    /// 12-256 characters; stored only as an argon2id hash.
+    pub password: String,
+    /// `tenant-admin`, `member`, or a tenant-defined role.
+    pub role: String,
+}
+
+/// Create a user in this tenant.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users", tag = "tenants", request_body = NewUser,
+    params(("tenant" = String, Path)),
+    responses((status = 201, body = User), (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn create_user(
+    State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Json(input): Json<NewUser>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    check_tenant_role(&input.role)?;
+    let user = state.users.create(&tenant, &input.username, &input.display_name, &input.password, &input.role).await?;
+    state
+        .audit
+        .admin(
+            &principal,
+            &rid,
+            AdminAction {
+                tenant: Some(&tenant),
+                action: "user.create",
+                plugin: None,
+                detail: json!({ "user": user.id, "role": user.role }),
+            },
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    pub items: Vec<User>,
+}
+
+/// This tenant's users.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = UserList)), security(("bearer" = [])))]
+async fn list_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+) -> Result<Json<UserList>, ApiError> {
+    administered(&state, &principal, &tenant).await?;
+    let items = state.users.list(&tenant).await.map_err(|e| {
+        tracing::error!(error = %e, "user store failure");
+        ApiError::internal("user store failure")
+    })?;
+    Ok(Json(UserList { items }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub tenant: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Session {
+    /// A bearer token for this user, valid for 12 hours; shown only now.
+    pub token: String,
+    pub expires_at: i64,
+    pub user: User,
+}
+
+/// Sign in with a password. After 5 consecutive failures for a (tenant, username) further
+/// attempts are refused for 15 minutes with 429, whether or not the user exists.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "tenants", request_body = Login,
+    responses((status = 200, body = Session), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 429, body = Problem, content_type = "application/problem+json")))]
+async fn login(
+    State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Json(input): Json<Login>,
+) -> Result<Json<Session>, ApiError> {
+    let audit = |action: &'static str, detail: serde_json::Value| {
+        let (state, rid, tenant) = (state.clone(), rid.clone(), input.tenant.clone());
+        async move {
+            state
+                .audit
+                .append(
+                    "anonymous",
+                    "sign-in",
+                    &rid,
+                    AdminAction { tenant: Some(&tenant), action, plugin: None, detail },
+                )
+                .await
+        }
+    };
+    match state.users.verify(&input.tenant, &input.username, &input.password).await {
+        Ok(user) => {
+            let expires_at = system_now_ms() + SESSION_TTL_MS;
+            let issued = state
+                .tokens
+                .issue_for(
+                    &format!("sign-in of {}", user.username),
+                    &user.role,
+                    &user.tenant,
+                    Some(expires_at),
+                    Some(&user.id),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "token store failure");
+                    ApiError::internal("token store failure")
+                })?;
+            audit("auth.login", json!({ "user": user.id, "token": issued.id })).await;
+            Ok(Json(Session { token: issued.token, expires_at, user }))
+        }
+        Err(LoginError::InvalidCredentials) => {
+            audit("auth.login.failed", json!({ "username": input.username })).await;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "the tenant, username or password is wrong",
+            ))
+        }
+        Err(LoginError::Locked { retry_after_ms }) => {
+            audit("auth.login.locked", json!({ "username": input.username })).await;
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-attempts",
+                "too many failed sign-ins; try again later",
+            );
+            e.retry_after = Some(((retry_after_ms + 999) / 1000) as u64);
+            Err(e)
+        }
+        Err(LoginError::Database(e)) => {
+            tracing::error!(error = %e, "sign-in failed");
+            Err(ApiError::unavailable("auth-unavailable", "sign-in is temporarily unavailable"))
+        }
+    }
+}
