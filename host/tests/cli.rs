@@ -56,5 +56,92 @@ async fn the_cli_installs_lists_disables_enables_and_uninstalls() {
     .await
     .unwrap();
     assert!(!ok && out.contains("invalid-token"), "{out}");
+
+    // Tenants, tokens and users.
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || cli(&url, &token, &["tenant", "create", "acme", "--name", "Acme Ltd"], None)
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.contains("created tenant acme"), "{out}");
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || cli(&url, &token, &["tenant", "list"], None)
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.lines().any(|l| l.starts_with("acme") && l.contains("active")), "{out}");
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || {
+            cli(&url, &token, &["token", "create", "--tenant", "acme", "--name", "ops", "--role", "tenant-admin"], None)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.starts_with("keel_"), "{out}");
+    let acme_token = out.split_whitespace().next().unwrap().to_owned();
+    let token_id = out.split("id ").nth(1).unwrap().trim_end_matches([')', '\n']).split(')').next().unwrap().to_owned();
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, acme_token) = (url.clone(), acme_token.clone());
+        move || {
+            cli(
+                &url,
+                &acme_token,
+                &[
+                    "user",
+                    "create",
+                    "--tenant",
+                    "acme",
+                    "--username",
+                    "ana",
+                    "--display-name",
+                    "Ana",
+                    "--role",
+                    "member",
+                ],
+                Some("a long enough password\n"),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.contains("created user ana"), "{out}");
+    assert_eq!(server.state.users.list("acme").await.unwrap().len(), 1);
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || cli(&url, &token, &["token", "revoke", "--tenant", "acme", &token_id], None)
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.contains("revoked"), "{out}");
+    let (ok, out) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || cli(&url, &acme_token, &["tenant", "list"], None)
+    })
+    .await
+    .unwrap();
+    assert!(!ok && out.contains("invalid-token"), "a revoked token must stop working: {out}");
     server.shutdown().await;
+}
+
+fn cli(server: &str, token: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .env("KEEL_SERVER", server)
+        .env("KEEL_TOKEN", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keel runs");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("keel finishes");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
 }

@@ -122,3 +122,53 @@ async fn wrong_passwords_and_unknown_users_look_the_same_and_repeated_failures_l
         .body;
     assert_eq!(audit["items"].as_array().unwrap().len(), 10, "five failures each for ana and nobody");
 }
+
+#[tokio::test]
+async fn the_helpdesk_shows_requesters_only_their_own_tickets_and_agents_all_of_them() {
+    let (s, admin) = acme().await;
+    let grant = async |role: &str, permissions: &[&str]| {
+        s.as_token(
+            Some(&admin),
+            Method::PUT,
+            &format!("/v1/tenants/acme/roles/{role}/permissions"),
+            Some(json!({ "permissions": permissions })),
+        )
+        .await
+        .expect(200);
+    };
+    grant("staff", &["helpdesk.ticket.read", "helpdesk.ticket.write"]).await;
+    grant("agent", &["helpdesk.ticket.read", "helpdesk.ticket.write", "helpdesk.agent", "helpdesk.ticket.assign"])
+        .await;
+    let mut tokens = Vec::new();
+    for (name, role) in [("sam", "staff"), ("sue", "staff"), ("ana", "agent")] {
+        let user = json!({ "username": name, "display_name": name, "password": PASSWORD, "role": role });
+        s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(user)).await.expect(201);
+        tokens.push(login(&s, name, PASSWORD).await.expect(200).body["token"].as_str().unwrap().to_owned());
+    }
+    let [sam, sue, ana] = [&tokens[0], &tokens[1], &tokens[2]];
+
+    s.as_token(Some(sam), Method::POST, T, Some(json!({ "title": "sam's mouse" }))).await.expect(201);
+    s.as_token(Some(sue), Method::POST, T, Some(json!({ "title": "sue's screen" }))).await.expect(201);
+    let count = async |token: &str| {
+        s.as_token(Some(token), Method::GET, T, None).await.expect(200).body["items"].as_array().unwrap().len()
+    };
+    assert_eq!((count(sam).await, count(sue).await, count(ana).await), (1, 1, 2));
+
+    // Sue's ticket does not exist for Sam; the agent works on both.
+    s.as_token(Some(sam), Method::GET, &format!("{T}/2"), None).await.expect_problem(404, "ticket-not-found");
+    s.as_token(Some(sam), Method::POST, &format!("{T}/2/comments"), Some(json!({ "body": "hi" })))
+        .await
+        .expect_problem(404, "ticket-not-found");
+    s.as_token(Some(ana), Method::POST, &format!("{T}/2/transition"), Some(json!({ "to": "open" }))).await.expect(200);
+    // Assigning needs the assign permission; filing for someone else needs the agent one.
+    s.as_token(Some(sam), Method::PATCH, &format!("{T}/1"), Some(json!({ "assignee": "sam" })))
+        .await
+        .expect_problem(403, "forbidden");
+    s.as_token(Some(ana), Method::PATCH, &format!("{T}/1"), Some(json!({ "assignee": "ana" }))).await.expect(200);
+    s.as_token(Some(sam), Method::POST, T, Some(json!({ "title": "for sue", "requester": "sue" })))
+        .await
+        .expect_problem(403, "forbidden");
+    s.as_token(Some(ana), Method::POST, T, Some(json!({ "title": "for sam", "requester": "someone" })))
+        .await
+        .expect(201);
+}
