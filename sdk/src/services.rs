@@ -1,6 +1,6 @@
 //! The host's other services: logging, configuration and the clock.
 
-use crate::bindings::keel::platform::{clock, config, log};
+use crate::bindings::keel::platform::{clock, config, identity, log};
 
 /// Writes a log line at info level; the host adds plugin, tenant and request id.
 pub fn log_info(message: &str) {
@@ -25,4 +25,10 @@ pub fn now_ms() -> u64 {
 /// A configuration value the admin set for this plugin.
 pub fn config(key: &str) -> Option<String> {
     config::get(key)
+}
+
+/// Asks the host whether the caller holds `permission` (one this plugin declares), for checks
+/// finer than the route's. Needs the `identity` capability.
+pub fn has_permission(permission: &str) -> bool {
+    identity::has_permission(permission)
 }

@@ -36,6 +36,8 @@ async fn tenants_are_created_listed_and_validated() {
         .map(|t| t["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["acme", "default"]);
+    assert_eq!(s.get("/v1/admin/tenants/acme").await.expect(200).body["name"], "Acme Ltd");
+    s.get("/v1/admin/tenants/nope").await.expect_problem(404, "tenant-not-found");
 }
 
 #[tokio::test]

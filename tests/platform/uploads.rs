@@ -57,8 +57,10 @@ async fn a_missing_or_bad_manifest_is_refused() {
 async fn a_component_importing_an_undeclared_capability_is_refused() {
     let s = TestServer::start().await;
     let source = manifest_source("helpdesk");
-    let without_clock =
-        source.replace("capabilities = [\"storage\", \"log\", \"clock\"]", "capabilities = [\"storage\", \"log\"]");
+    let without_clock = source.replace(
+        r#"capabilities = ["storage", "log", "clock", "identity"]"#,
+        r#"capabilities = ["storage", "log", "identity"]"#,
+    );
     assert_ne!(source, without_clock, "test setup: the helpdesk manifest changed shape");
     let reply = s.upload(helpdesk_with_manifest(&without_clock)).await.expect_problem(422, "undeclared-capability");
     assert!(reply.body["detail"].as_str().unwrap().contains("clock"));

@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(show_tenant))
         .routes(routes!(suspend_tenant))
         .routes(routes!(resume_tenant))
         .routes(routes!(tenant_plugins))
@@ -115,6 +116,18 @@ pub struct TenantList {
 #[utoipa::path(get, path = "/v1/admin/tenants", tag = "tenants", responses((status = 200, body = TenantList)), security(("bearer" = [])))]
 async fn list_tenants(State(state): State<AppState>, _admin: AdminPrincipal) -> Result<Json<TenantList>, ApiError> {
     Ok(Json(TenantList { items: state.tenancy.list().await? }))
+}
+
+/// Show one tenant.
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = Tenant), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn show_tenant(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+    Path(tenant): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    Ok(Json(state.tenancy.get(&tenant).await?))
 }
 
 /// Suspend a tenant: its tokens get 403 `tenant-suspended`; its data is kept.

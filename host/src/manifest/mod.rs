@@ -21,6 +21,7 @@ pub enum Capability {
     Log,
     Config,
     Clock,
+    Identity,
 }
 
 impl Capability {
@@ -31,11 +32,12 @@ impl Capability {
             Capability::Log => "log",
             Capability::Config => "config",
             Capability::Clock => "clock",
+            Capability::Identity => "identity",
         }
     }
 
     pub fn from_interface(name: &str) -> Option<Capability> {
-        [Capability::Storage, Capability::Log, Capability::Config, Capability::Clock]
+        [Capability::Storage, Capability::Log, Capability::Config, Capability::Clock, Capability::Identity]
             .into_iter()
             .find(|c| c.interface() == name)
     }

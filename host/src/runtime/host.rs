@@ -1,7 +1,7 @@
 //! What a plugin instance can reach: the per-call [`HostState`] and its implementations of
 //! the `keel:platform` interfaces.
 
-use super::bindings::keel::platform::{clock, config, log, storage, types};
+use super::bindings::keel::platform::{clock, config, identity, log, storage, types};
 use super::limits::MemoryLimiter;
 use crate::clock::Clock;
 use crate::storage::{Condition, Filter, UnitOfWork, UnitOfWorkError};
@@ -35,6 +35,8 @@ pub struct HostState {
     pub(crate) labels: Arc<CallLabels>,
     config: Arc<BTreeMap<String, String>>,
     clock: Arc<Clock>,
+    /// The caller's permissions among this plugin's, for `identity.has-permission`.
+    permissions: Vec<String>,
     log_lines: u32,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) stdout: MemoryOutputPipe,
@@ -47,6 +49,7 @@ impl HostState {
         config: Arc<BTreeMap<String, String>>,
         clock: Arc<Clock>,
         memory_cap: usize,
+        permissions: Vec<String>,
     ) -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPTURE);
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE);
@@ -61,6 +64,7 @@ impl HostState {
             labels,
             config,
             clock,
+            permissions,
             log_lines: 0,
             stderr,
             stdout,
@@ -179,6 +183,12 @@ impl log::Host for HostState {
 impl config::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
         self.config.get(&key).cloned()
+    }
+}
+
+impl identity::Host for HostState {
+    fn has_permission(&mut self, permission: String) -> bool {
+        self.permissions.iter().any(|p| *p == permission)
     }
 }
 

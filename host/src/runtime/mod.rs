@@ -236,7 +236,7 @@ impl Runtime {
     /// Runs one request in a fresh instance.
     pub async fn call(&self, pre: &PluginPre<HostState>, invocation: Invocation) -> Result<Outcome, CallError> {
         let Invocation { caller, request, uow, labels, config, memory_cap, timeout } = invocation;
-        let state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap);
+        let state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, caller.permissions.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let deadline = Instant::now() + timeout;
