@@ -106,7 +106,7 @@ impl Server {
             tokens,
             tenancy,
             audit: crate::audit::AuditLog::new(pool.clone()),
-            users: crate::users::UserStore::new(pool.clone()).map_err(|e| StartError::Tenancy(e.to_string()))?,
+            users: crate::users::UserStore::new(pool.clone()),
             metrics: Arc::new(Metrics::default()),
             rate_limiter: Arc::new(crate::api::rate_limit::RateLimiter::new(
                 limits.rate_limit_per_second,

@@ -56,7 +56,8 @@ pub enum LoginError {
 pub struct UserStore {
     pool: SqlitePool,
     /// Verified against when the user does not exist, so both failures cost the same time.
-    decoy_hash: String,
+    /// Made on first need: hashing costs tens of milliseconds, which start-up should not pay.
+    decoy_hash: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 fn valid_username(u: &str) -> bool {
@@ -71,8 +72,8 @@ fn hash(password: &str) -> Result<String, UserError> {
 }
 
 impl UserStore {
-    pub fn new(pool: SqlitePool) -> Result<Self, UserError> {
-        Ok(UserStore { pool, decoy_hash: hash("decoy password for absent users")? })
+    pub fn new(pool: SqlitePool) -> Self {
+        UserStore { pool, decoy_hash: Default::default() }
     }
 
     pub async fn create(
@@ -166,10 +167,15 @@ impl UserStore {
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        let stored = row.as_ref().map_or(self.decoy_hash.clone(), |r| r.get::<String, _>(4));
+        let stored = row.as_ref().map(|r| r.get::<String, _>(4));
+        let decoy = self.decoy_hash.clone();
         let attempt = password.to_owned();
         let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(attempt.as_bytes(), &h).is_ok())
+            let stored = match &stored {
+                Some(s) => s.as_str(),
+                None => decoy.get_or_init(|| hash("decoy password for absent users").unwrap_or_default()).as_str(),
+            };
+            PasswordHash::new(stored).is_ok_and(|h| Argon2::default().verify_password(attempt.as_bytes(), &h).is_ok())
         })
         .await
         .unwrap_or(false);
