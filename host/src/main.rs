@@ -125,6 +125,22 @@ struct ClientArgs {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Create a plugin project that builds and passes its tests as written.
+    New {
+        name: String,
+        /// Where to create it [default: the current directory]
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The keel-sdk crate to depend on [default: the sdk/ of the Keel source this keel was built from]
+        #[arg(long, env = "KEEL_SDK_PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin in the current directory for wasm32-wasip2, check it exactly as the
+    /// server will at upload, and write the artifact to install.
+    Build {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Upload and install a plugin artifact.
     Install {
         file: PathBuf,
@@ -326,6 +342,16 @@ async fn token(command: TokenCommand) -> Result<()> {
 
 async fn plugin(command: PluginCommand) -> Result<()> {
     match command {
+        PluginCommand::New { name, dir, sdk } => {
+            let sdk = sdk.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk")));
+            let created = keel_host::devkit::scaffold(&dir, &name, &sdk)?;
+            println!("created {}", created.display());
+            println!("next: cd {} && cargo test && keel plugin build", created.display());
+        }
+        PluginCommand::Build { dir } => {
+            let artifact = tokio::task::spawn_blocking(move || keel_host::devkit::build(&dir)).await??;
+            println!("{}", artifact.display());
+        }
         PluginCommand::Install { file, client } => {
             let c = Client::new(client)?;
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

@@ -1,0 +1,121 @@
+//! Plugin developer tools behind `keel plugin new` and `keel plugin build`: a scaffold that
+//! builds and passes its tests untouched, and a build that checks an artifact exactly as the
+//! server will at upload.
+
+mod scaffold;
+
+pub use scaffold::{ScaffoldError, scaffold};
+
+use crate::artifact;
+use crate::clock::Clock;
+use crate::config::LimitsConfig;
+use crate::manifest::{LimitPolicy, Manifest, ManifestError};
+use crate::runtime::{PrepareError, Runtime, RuntimeError, RuntimeSettings};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The server's default limits, which uploads are checked against.
+pub fn default_policy() -> LimitPolicy {
+    let l = LimitsConfig::default();
+    LimitPolicy {
+        max_memory_mb: l.max_memory_mb,
+        max_timeout_ms: l.max_timeout_ms,
+        default_memory_mb: l.default_memory_mb,
+        default_timeout_ms: l.default_timeout_ms,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} has no [package] name")]
+    NoPackageName { path: PathBuf },
+    #[error("plugin.toml: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("`{command}` failed")]
+    Command { command: String },
+    #[error("the build produced no component at {0}")]
+    NoComponent(PathBuf),
+    #[error("the component would be refused at upload: {0}")]
+    Refused(#[from] PrepareError),
+    #[error(transparent)]
+    Artifact(#[from] artifact::ArtifactError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Installs the wasm target with rustup when it is missing.
+pub fn ensure_wasm_target() -> Result<(), BuildError> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
+        Ok(_) => run(Command::new("rustup").args(["target", "add", WASM_TARGET])),
+        Err(_) => Ok(()), // no rustup: cargo will say whether the target exists
+    }
+}
+
+fn run(command: &mut Command) -> Result<(), BuildError> {
+    let shown = format!("{command:?}");
+    match command.status() {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(BuildError::Command { command: shown }),
+    }
+}
+
+/// Builds the plugin crate in `dir` for wasm32-wasip2, checks it like the server does, and
+/// writes the uploadable artifact. Returns its path.
+pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
+    let manifest_path = dir.join("plugin.toml");
+    let manifest_text = std::fs::read_to_string(&manifest_path)
+        .map_err(|source| BuildError::Read { path: manifest_path.clone(), source })?;
+    let policy = default_policy();
+    let manifest = Manifest::parse(&manifest_text, &policy)?;
+    let cargo_toml = dir.join("Cargo.toml");
+    let cargo_text =
+        std::fs::read_to_string(&cargo_toml).map_err(|source| BuildError::Read { path: cargo_toml.clone(), source })?;
+    let package: toml::Value =
+        toml::from_str(&cargo_text).map_err(|_| BuildError::NoPackageName { path: cargo_toml.clone() })?;
+    let crate_name = package
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| BuildError::NoPackageName { path: cargo_toml.clone() })?
+        .replace('-', "_");
+
+    ensure_wasm_target()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).current_dir(dir).args(["build", "--release", "--target", WASM_TARGET]))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| dir.join("target"));
+    let target_dir = if target_dir.is_absolute() { target_dir } else { dir.join(target_dir) };
+    let component_path = target_dir.join(WASM_TARGET).join("release").join(format!("{crate_name}.wasm"));
+    let component = std::fs::read(&component_path).map_err(|_| BuildError::NoComponent(component_path.clone()))?;
+
+    let packaged = artifact::embed_manifest(&component, &manifest_text)?;
+    check(&packaged, &manifest)?;
+    let out = target_dir.join("keel").join(format!("{}-{}.wasm", manifest.id, manifest.version));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| BuildError::Write { path: parent.into(), source })?;
+    }
+    std::fs::write(&out, packaged).map_err(|source| BuildError::Write { path: out.clone(), source })?;
+    Ok(out)
+}
+
+/// Compiles and type-checks the artifact with the server's own runtime code.
+pub fn check(artifact_bytes: &[u8], manifest: &Manifest) -> Result<(), BuildError> {
+    let runtime = Runtime::new(
+        &RuntimeSettings {
+            max_concurrent_instances: 1,
+            max_memory_bytes: (default_policy().max_memory_mb as usize) << 20,
+            cache_dir: None,
+        },
+        Arc::new(Clock::default()),
+    )?;
+    runtime.prepare(&artifact::digest(artifact_bytes), artifact_bytes, manifest)?;
+    Ok(())
+}
