@@ -126,6 +126,7 @@ pub struct IssuedToken {
     pub id: String,
     pub prefix: String,
     pub token: String,
+    pub created_at: i64,
 }
 
 /// How long a verified token is trusted without asking the database again. This bounds how
@@ -240,6 +241,7 @@ impl TokenStore {
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let token = format!("keel_{prefix}_{secret}");
         let id = format!("tok_{}", hex::encode(random_bytes::<8>()));
+        let created_at = system_now_ms();
         sqlx::query(
             "INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -249,12 +251,12 @@ impl TokenStore {
         .bind(name)
         .bind(role)
         .bind(tenant)
-        .bind(system_now_ms())
+        .bind(created_at)
         .bind(expires_at)
         .bind(user_id)
             .execute(&self.pool)
             .await?;
-        Ok(IssuedToken { id, prefix, token })
+        Ok(IssuedToken { id, prefix, token, created_at })
     }
 
     /// At first start (no tokens at all), creates the bootstrap platform-admin token and

@@ -306,14 +306,16 @@ async fn create_token(
         Some(_) => return Err(ApiError::unprocessable("invalid-field", "`ttl_seconds` must be 1 second to 2 years")),
     };
     let issued = state.tokens.issue(name, &input.role, &tenant, expires_at).await.map_err(db)?;
-    let info = state
-        .tokens
-        .list(&tenant)
-        .await
-        .map_err(db)?
-        .into_iter()
-        .find(|t| t.id == issued.id)
-        .ok_or_else(|| ApiError::internal("token vanished"))?;
+    let info = TokenInfo {
+        id: issued.id.clone(),
+        prefix: issued.prefix.clone(),
+        name: name.to_owned(),
+        role: input.role.clone(),
+        created_at: issued.created_at,
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+    };
     tracing::info!(actor = %principal.name, %tenant, token = %issued.id, role = %input.role, "token created");
     state
         .audit

@@ -95,10 +95,7 @@ async fn list_users(
     Path(tenant): Path<String>,
 ) -> Result<Json<UserList>, ApiError> {
     administered(&state, &principal, &tenant).await?;
-    let items = state.users.list(&tenant).await.map_err(|e| {
-        tracing::error!(error = %e, "user store failure");
-        ApiError::internal("user store failure")
-    })?;
+    let items = state.users.list(&tenant).await.map_err(UserError::from)?;
     Ok(Json(UserList { items }))
 }
 
