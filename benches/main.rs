@@ -11,7 +11,7 @@
 use anyhow::{Context, Result, bail};
 use keel_host::runtime::bindings::exports::keel::platform::handler::Request;
 use keel_host::runtime::bindings::keel::platform::types::Caller;
-use keel_host::runtime::{CallLabels, Invocation, Runtime, RuntimeSettings};
+use keel_host::runtime::{CallContext, CallLabels, Invocation, Runtime, RuntimeSettings};
 use keel_host::storage::sqlite::SqliteDocumentStore;
 use keel_host::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork};
 use keel_host::{Config, Server};
@@ -136,21 +136,23 @@ impl Bench {
                 headers: vec![],
                 body: body.to_vec(),
             },
-            uow: UnitOfWork::new(
-                self.store.clone(),
-                Scope { tenant: "t".into(), plugin: plugin.id.into() },
-                plugin.collections.clone(),
-                StorageLimits::default(),
-            ),
-            labels: Arc::new(CallLabels {
-                plugin: plugin.id.into(),
-                version: "0".into(),
-                tenant: "t".into(),
-                request_id: "r".into(),
-            }),
-            config: Arc::new(BTreeMap::new()),
-            memory_cap: plugin.memory_cap,
-            timeout: Duration::from_secs(1),
+            context: CallContext {
+                uow: UnitOfWork::new(
+                    self.store.clone(),
+                    Scope { tenant: "t".into(), plugin: plugin.id.into() },
+                    plugin.collections.clone(),
+                    StorageLimits::default(),
+                ),
+                labels: Arc::new(CallLabels {
+                    plugin: plugin.id.into(),
+                    version: "0".into(),
+                    tenant: "t".into(),
+                    request_id: "r".into(),
+                }),
+                config: Arc::new(BTreeMap::new()),
+                memory_cap: plugin.memory_cap,
+                timeout: Duration::from_secs(1),
+            },
         };
         let started = Instant::now();
         let outcome = self.runtime.call(&plugin.pre, invocation).await?;

@@ -23,8 +23,8 @@ impl Clock {
     }
 
     /// Moves time forward by `ms` (tests and the admin "advance clock" operation).
-    pub fn advance(&self, ms: u32) {
-        self.offset_ms.fetch_add(i64::from(ms), Ordering::Relaxed);
+    pub fn advance(&self, ms: u64) {
+        self.offset_ms.fetch_add(i64::try_from(ms).unwrap_or(i64::MAX / 2), Ordering::Relaxed);
     }
 }
 

@@ -16,6 +16,31 @@ pub struct Config {
     /// Plugin artifacts (`*.wasm`) installed (or upgraded) at start.
     pub plugins_dir: Option<PathBuf>,
     pub limits: LimitsConfig,
+    pub jobs: JobsConfig,
+    /// Serve `POST /v1/admin/clock/advance`, which moves the host clock forward for every
+    /// plugin and schedule. For tests and demos; never on a production host.
+    pub allow_clock_control: bool,
+}
+
+/// The background worker: jobs, schedules and event deliveries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Run background work in this process (replicas that only serve HTTP may turn it off).
+    pub enabled: bool,
+    /// How often to look for due work when nothing signals it sooner (ms).
+    pub poll_interval_ms: u64,
+    /// How long a claimed job stays with its worker before another may take it over (ms);
+    /// must exceed limits.max-timeout-ms.
+    pub lease_ms: u64,
+    /// Background calls that may run at once.
+    pub concurrency: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { enabled: true, poll_interval_ms: 250, lease_ms: 60_000, concurrency: 4 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +78,8 @@ impl Default for Config {
             cache_dir: None,
             plugins_dir: None,
             limits: LimitsConfig::default(),
+            jobs: JobsConfig::default(),
+            allow_clock_control: false,
         }
     }
 }
@@ -107,6 +134,12 @@ impl Config {
         }
         if u64::from(l.max_timeout_ms) >= l.request_timeout_ms {
             return Err(ConfigError::Invalid("limits.request-timeout-ms must exceed limits.max-timeout-ms".into()));
+        }
+        if self.jobs.lease_ms <= u64::from(l.max_timeout_ms) {
+            return Err(ConfigError::Invalid("jobs.lease-ms must exceed limits.max-timeout-ms".into()));
+        }
+        if self.jobs.concurrency == 0 || self.jobs.poll_interval_ms == 0 {
+            return Err(ConfigError::Invalid("jobs.concurrency and jobs.poll-interval-ms must be at least 1".into()));
         }
         if l.max_concurrent_instances == 0 {
             return Err(ConfigError::Invalid("limits.max-concurrent-instances must be at least 1".into()));

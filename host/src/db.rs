@@ -11,6 +11,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "tenancy", include_str!("../../migrations/sqlite/0002_tenancy.sql")),
     (3, "audit", include_str!("../../migrations/sqlite/0003_audit.sql")),
     (4, "users", include_str!("../../migrations/sqlite/0004_users.sql")),
+    (5, "jobs", include_str!("../../migrations/sqlite/0005_jobs.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

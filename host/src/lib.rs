@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod devkit;
 pub mod identity;
+pub mod jobs;
 pub mod manifest;
 pub mod metrics;
 pub mod plugins;

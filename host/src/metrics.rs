@@ -19,8 +19,19 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    plugin: String,
+    /// job, schedule or event
+    kind: String,
+    /// done, retry, dead, lease_lost
+    outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    jobs: Family<JobLabels, Counter>,
+    job_latency: Family<PluginLabels, Histogram>,
     requests: Family<OutcomeLabels, Counter>,
     latency: Family<PluginLabels, Histogram>,
     traps: Family<PluginLabels, Counter>,
@@ -56,7 +67,17 @@ impl Default for Metrics {
             "Plugin calls stopped at their memory cap",
             memory_limit_hits.clone(),
         );
-        Metrics { registry, requests, latency, traps, timeouts, memory_limit_hits }
+        let jobs = Family::<JobLabels, Counter>::default();
+        let job_latency = Family::<PluginLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 19))
+        });
+        registry.register("background_runs", "Job, schedule and event-delivery attempts by outcome", jobs.clone());
+        registry.register(
+            "background_run_duration_seconds",
+            "Background attempt duration, claim to commit",
+            job_latency.clone(),
+        );
+        Metrics { registry, jobs, job_latency, requests, latency, traps, timeouts, memory_limit_hits }
     }
 }
 
@@ -71,6 +92,12 @@ impl Metrics {
             "memory_limit" => self.memory_limit_hits.get_or_create(&p).inc(),
             _ => 0,
         };
+    }
+
+    pub fn record_background(&self, plugin: &str, kind: &str, outcome: &str, elapsed: Duration) {
+        let labels = JobLabels { plugin: plugin.to_owned(), kind: kind.to_owned(), outcome: outcome.to_owned() };
+        self.jobs.get_or_create(&labels).inc();
+        self.job_latency.get_or_create(&PluginLabels { plugin: plugin.to_owned() }).observe(elapsed.as_secs_f64());
     }
 
     /// The text exposition format.

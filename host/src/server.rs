@@ -5,6 +5,8 @@ use crate::api::{self, ApiLimits, AppState};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::identity::TokenStore;
+use crate::jobs::runner::{JobRunner, RunnerSettings};
+use crate::jobs::store::JobStore;
 use crate::manifest::LimitPolicy;
 use crate::metrics::Metrics;
 use crate::plugins::{InstallError, InstallOutcome, PluginRegistry, RegistryError};
@@ -62,6 +64,8 @@ pub struct Server {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    stop_worker: tokio::sync::watch::Sender<bool>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -99,15 +103,37 @@ impl Server {
             bundled_installed = install_bundled(&registry, &tenancy, dir).await?;
         }
 
+        let store: Arc<dyn crate::storage::DocumentStore> = Arc::new(SqliteDocumentStore::new(pool.clone()));
+        let metrics = Arc::new(Metrics::default());
+        let storage_limits =
+            StorageLimits { max_document_bytes: limits.max_document_bytes, ..StorageLimits::default() };
+        let jobs = JobStore::new(pool.clone());
+        let jobs_wake = Arc::new(tokio::sync::Notify::new());
+        let runner = Arc::new(JobRunner::new(
+            jobs.clone(),
+            registry.clone(),
+            tenancy.clone(),
+            runtime.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            storage_limits.clone(),
+            RunnerSettings {
+                poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
+                lease: Duration::from_millis(config.jobs.lease_ms),
+                concurrency: config.jobs.concurrency,
+            },
+            jobs_wake.clone(),
+        ));
         let state = AppState {
             registry,
             runtime,
-            store: Arc::new(SqliteDocumentStore::new(pool.clone())),
+            store,
             tokens,
             tenancy,
             audit: crate::audit::AuditLog::new(pool.clone()),
             users: crate::users::UserStore::new(pool.clone()),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             rate_limiter: Arc::new(crate::api::rate_limit::RateLimiter::new(
                 limits.rate_limit_per_second,
                 limits.rate_limit_burst,
@@ -118,9 +144,15 @@ impl Server {
                 request_timeout: Duration::from_millis(limits.request_timeout_ms),
                 max_body_bytes: limits.max_body_bytes,
                 max_artifact_bytes: limits.max_artifact_bytes,
-                storage: StorageLimits { max_document_bytes: limits.max_document_bytes, ..StorageLimits::default() },
+                storage: storage_limits,
             },
+            jobs,
+            jobs_wake,
+            runner: runner.clone(),
+            clock_control: config.allow_clock_control,
         };
+        let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+        let worker = config.jobs.enabled.then(|| runner.spawn(worker_stop));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -150,7 +182,16 @@ impl Server {
             bundled_installed,
             "keel is ready"
         );
-        Ok(Server { addr, bootstrap_token: bootstrap.map(|t| t.token), startup, state, shutdown: Some(shutdown), task })
+        Ok(Server {
+            addr,
+            bootstrap_token: bootstrap.map(|t| t.token),
+            startup,
+            state,
+            shutdown: Some(shutdown),
+            task,
+            stop_worker,
+            worker,
+        })
     }
 
     /// Stops accepting connections, lets in-flight requests finish, and returns.
@@ -159,6 +200,11 @@ impl Server {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        // Attempts in flight finish (or reach their deadline) before the database closes.
+        let _ = self.stop_worker.send(true);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.await;
+        }
         self.state.pool.close().await;
     }
 

@@ -128,6 +128,20 @@ impl TenantStore {
         self.enabled.read().expect("tenancy lock").contains(&(tenant.to_owned(), plugin.to_owned()))
     }
 
+    /// The tenants that have switched `plugin` on.
+    pub fn tenants_enabling(&self, plugin: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .enabled
+            .read()
+            .expect("tenancy lock")
+            .iter()
+            .filter(|(_, p)| p == plugin)
+            .map(|(t, _)| t.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     pub async fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<(), TenancyError> {
         sqlx::query(
             "INSERT INTO tenant_plugins (tenant_id, plugin_id, enabled, updated_at) VALUES (?, ?, ?, ?) \

@@ -137,6 +137,21 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// The WIT error a background handler returns: the class kept, code and detail in the text.
+    pub(crate) fn into_wit(self) -> WitError {
+        let text = format!("{}: {}", self.code, self.detail);
+        match self.kind {
+            ErrorKind::NotFound => WitError::NotFound(text),
+            ErrorKind::Conflict => WitError::Conflict(text),
+            ErrorKind::BadRequest | ErrorKind::Invalid => WitError::Invalid(text),
+            ErrorKind::Forbidden => WitError::Forbidden(text),
+            ErrorKind::Unavailable => WitError::Unavailable(text),
+            ErrorKind::Internal => WitError::Internal(text),
+        }
+    }
+}
+
 /// Host errors keep their class; their code says they came from storage.
 impl From<WitError> for Error {
     fn from(error: WitError) -> Self {

@@ -35,12 +35,14 @@
 //! the plugin runs.
 #![deny(missing_docs)]
 
+mod background;
 mod collection;
 mod error;
 mod http;
 mod router;
 pub mod services;
 
+pub use background::{Event, Job, JobSpec, enqueue, first_time, publish};
 pub use collection::{Collection, Page, Query, Versioned};
 pub use error::{Error, ErrorKind};
 pub use http::{Caller, Request, Response};
@@ -51,18 +53,31 @@ pub use router::{Handler, Router};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "keel:platform/plugin",
+        world: "keel:platform/worker-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_keel_plugin",
         default_bindings_module: "keel_sdk::bindings",
     });
 }
 
-/// A department plugin: the routes it serves.
+/// A department plugin: the routes it serves and, optionally, its background work.
 pub trait Plugin {
     /// The routing table. Called once per request (each request runs in a fresh instance),
     /// so keep it to building the table.
     fn router() -> Router;
+
+    /// Runs a job this plugin enqueued, or a firing of one of its manifest schedules (then
+    /// [`Job::scheduled`] is true and [`Job::name`] is the schedule's name). An error fails
+    /// the attempt: the host retries with backoff, then dead-letters the job.
+    fn run_job(job: &Job) -> Result<(), Error> {
+        Err(Error::internal("no-job-handler", format!("this plugin does not run job `{}`", job.name)))
+    }
+
+    /// Handles an event of a topic the manifest subscribes to. Delivery is at least once:
+    /// see [`first_time`]. An error fails the delivery, which is retried like a job.
+    fn on_event(event: &Event) -> Result<(), Error> {
+        Err(Error::internal("no-event-handler", format!("this plugin does not handle `{}`", event.topic)))
+    }
 }
 
 #[doc(hidden)]
@@ -78,7 +93,32 @@ pub fn __dispatch<P: Plugin>(
     response.into_wit()
 }
 
-/// Exports a [`Plugin`] as the component's `keel:platform/handler`.
+fn caller_of(caller: bindings::keel::platform::types::Caller) -> Caller {
+    Caller {
+        tenant: caller.tenant,
+        user_id: caller.user_id,
+        display_name: caller.display_name,
+        permissions: caller.permissions,
+    }
+}
+
+#[doc(hidden)]
+pub fn __run_job<P: Plugin>(
+    caller: bindings::keel::platform::types::Caller,
+    job: bindings::exports::keel::platform::worker::Job,
+) -> Result<(), bindings::keel::platform::types::Error> {
+    P::run_job(&Job::from_wit(caller_of(caller), job)).map_err(Error::into_wit)
+}
+
+#[doc(hidden)]
+pub fn __on_event<P: Plugin>(
+    caller: bindings::keel::platform::types::Caller,
+    event: bindings::exports::keel::platform::worker::Event,
+) -> Result<(), bindings::keel::platform::types::Error> {
+    P::on_event(&Event::from_wit(caller_of(caller), event)).map_err(Error::into_wit)
+}
+
+/// Exports a [`Plugin`] as the component's `keel:platform/handler` and `keel:platform/worker`.
 ///
 /// Use it once, at the crate root of a `cdylib` plugin crate.
 #[macro_export]
@@ -93,6 +133,22 @@ macro_rules! export_plugin {
                 request: $crate::bindings::exports::keel::platform::handler::Request,
             ) -> $crate::bindings::exports::keel::platform::handler::Response {
                 $crate::__dispatch::<$plugin>(caller, request)
+            }
+        }
+
+        impl $crate::bindings::exports::keel::platform::worker::Guest for __KeelPluginExport {
+            fn run_job(
+                caller: $crate::bindings::keel::platform::types::Caller,
+                job: $crate::bindings::exports::keel::platform::worker::Job,
+            ) -> Result<(), $crate::bindings::keel::platform::types::Error> {
+                $crate::__run_job::<$plugin>(caller, job)
+            }
+
+            fn on_event(
+                caller: $crate::bindings::keel::platform::types::Caller,
+                event: $crate::bindings::exports::keel::platform::worker::Event,
+            ) -> Result<(), $crate::bindings::keel::platform::types::Error> {
+                $crate::__on_event::<$plugin>(caller, event)
             }
         }
 

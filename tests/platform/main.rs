@@ -3,6 +3,7 @@
 mod admin;
 mod helpdesk;
 mod hostile;
+mod jobs;
 mod restart;
 mod tenancy;
 mod uploads;

@@ -219,6 +219,33 @@ impl TestServer {
         self.send(request).await
     }
 
+    /// Moves the host clock forward by `ms`.
+    pub async fn advance_clock(&self, ms: u64) -> i64 {
+        let reply = self.post("/v1/admin/clock/advance", serde_json::json!({ "ms": ms })).await.expect(200);
+        reply.body["now_ms"].as_i64().expect("now_ms")
+    }
+
+    /// Polls `path` (as the admin) until `done` holds for its body, failing after 20 s.
+    pub async fn eventually(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let reply = self.get(path).await;
+            if reply.status == 200 && done(&reply.body) {
+                return reply.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; last {path}: {}", reply.body);
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for a job of the default tenant to reach `status`; returns `{job, runs}`.
+    pub async fn job_reaches(&self, id: &str, status: &str) -> Value {
+        self.eventually(&format!("/v1/tenants/default/jobs/{id}"), &format!("job {id} to be {status}"), |b| {
+            b["job"]["status"] == status
+        })
+        .await
+    }
+
     pub async fn metrics(&self) -> String {
         self.http.get(format!("{}/metrics", self.base)).send().await.expect("metrics").text().await.expect("text")
     }
@@ -229,5 +256,8 @@ fn config(dir: &Path) -> Config {
         Config { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".parse().expect("addr"), ..Config::default() };
     // Small pool: tests run many servers side by side.
     config.limits.max_concurrent_instances = 16;
+    // Time-based behaviour is tested by moving the clock, never by sleeping.
+    config.allow_clock_control = true;
+    config.jobs.poll_interval_ms = 50;
     config
 }

@@ -19,7 +19,12 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-helpdesk", "plugins/helpdesk", true),
     ("keel-plugin-hostile", "plugins/fixtures/hostile", false),
     ("keel-plugin-off-world", "plugins/fixtures/off-world", false),
+    ("keel-plugin-relay", "plugins/fixtures/relay", false),
 ];
+
+/// Fixture components packaged a second time under another manifest (another plugin id), to
+/// test several plugins built from one crate: (cargo package, manifest).
+const REPACKAGED_FIXTURES: &[(&str, &str)] = &[("keel-plugin-relay", "plugins/fixtures/relay/listener.toml")];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 const WASM_PROFILE: &str = "wasm";
@@ -107,12 +112,17 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
     run(&mut build)?;
     let out_root = root.join("target/keel-plugins");
     let mut written = Vec::new();
-    for (crate_name, dir, bundled) in PLUGINS {
-        let component = root.join(format!("target/{WASM_TARGET}/{WASM_PROFILE}/{}.wasm", crate_name.replace('-', "_")));
-        let manifest_path = root.join(dir).join("plugin.toml");
+    let component_of = |crate_name: &str| {
+        root.join(format!("target/{WASM_TARGET}/{WASM_PROFILE}/{}.wasm", crate_name.replace('-', "_")))
+    };
+    let packages = PLUGINS
+        .iter()
+        .map(|(crate_name, dir, bundled)| (*crate_name, root.join(dir).join("plugin.toml"), *bundled))
+        .chain(REPACKAGED_FIXTURES.iter().map(|(crate_name, manifest)| (*crate_name, root.join(manifest), false)));
+    for (crate_name, manifest_path, bundled) in packages {
         let id = manifest_id(&manifest_path)?;
-        let out = out_root.join(if *bundled { "bundled" } else { "fixtures" }).join(format!("{id}.wasm"));
-        package(&component, &manifest_path, &out)?;
+        let out = out_root.join(if bundled { "bundled" } else { "fixtures" }).join(format!("{id}.wasm"));
+        package(&component_of(crate_name), &manifest_path, &out)?;
         written.push(out);
     }
     eprintln!("xtask: built {} plugins in {:.1?} into {}", written.len(), started.elapsed(), out_root.display());

@@ -58,6 +58,7 @@ impl From<InstallError> for ApiError {
                     PrepareError::WorldMismatch(_) => "world-mismatch",
                     PrepareError::UndeclaredCapability { .. } => "undeclared-capability",
                     PrepareError::UnknownImport(_) => "unknown-import",
+                    PrepareError::MissingWorker(_) => "missing-worker-export",
                 };
                 ApiError::unprocessable(code, detail)
             }

@@ -5,11 +5,13 @@ use super::AppState;
 use super::problem::{ApiError, read_body};
 use super::{PluginResponse, RequestId};
 use crate::identity::Principal;
+use crate::jobs::Background;
+use crate::jobs::runner::route_outbox;
 use crate::manifest::RouteError;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::bindings::exports::keel::platform::handler::{Request as WitRequest, Response as WitResponse};
 use crate::runtime::bindings::keel::platform::types::Caller;
-use crate::runtime::{CallError, CallLabels, Invocation};
+use crate::runtime::{CallContext, CallError, CallLabels, Invocation};
 use crate::storage::{Scope, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -126,11 +128,13 @@ async fn call(
     let invocation = Invocation {
         caller,
         request,
-        uow,
-        labels,
-        config: plugin.config.clone(),
-        memory_cap: plugin.memory_cap,
-        timeout: plugin.timeout,
+        context: CallContext {
+            uow,
+            labels,
+            config: plugin.config.clone(),
+            memory_cap: plugin.memory_cap,
+            timeout: plugin.timeout,
+        },
     };
     let outcome = state.runtime.call(&plugin.pre, invocation).await.map_err(|e| {
         tracing::warn!(plugin = %id, %request_id, error = %e, "plugin call failed");
@@ -157,7 +161,14 @@ async fn call(
             actor_name: principal.name.clone(),
             request_id: request_id.to_owned(),
         };
-        outcome.uow.commit(state.clock.now_ms(), &audit).await.map_err(|e| match e {
+        let now = state.clock.now_ms();
+        let background = if outcome.outbox.is_empty() {
+            Background::default()
+        } else {
+            let scope = outcome.uow.scope().clone();
+            route_outbox(&state.registry, &state.tenancy, &scope, plugin, outcome.outbox, request_id, now)
+        };
+        outcome.uow.commit_with(&background, now, &audit).await.map_err(|e| match e {
             UnitOfWorkError::Store(StoreError::Conflict { .. }) => {
                 (ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the request")), "conflict")
             }
@@ -170,6 +181,9 @@ async fn call(
                 (ApiError::internal("saving the plugin's writes failed; nothing was saved"), "commit_failed")
             }
         })?;
+        if background.adds_work() {
+            state.jobs_wake.notify_one();
+        }
     }
     Ok(response)
 }

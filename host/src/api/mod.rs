@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod auth;
 mod dispatch;
+mod jobs;
 mod ops;
 pub mod problem;
 pub mod rate_limit;
@@ -59,6 +60,12 @@ pub struct AppState {
     pub pool: SqlitePool,
     pub clock: Arc<Clock>,
     pub limits: ApiLimits,
+    pub jobs: crate::jobs::store::JobStore,
+    /// Wakes the background worker when a commit added work or the clock moved.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
+    pub runner: Arc<crate::jobs::runner::JobRunner>,
+    /// Whether `POST /v1/admin/clock/advance` is served (tests and demos only).
+    pub clock_control: bool,
 }
 
 /// Marks a response as the plugin's own, which the host passes through as it is.
@@ -74,7 +81,7 @@ pub struct RequestId(pub String);
     info(title = "Keel admin API", description = "Install and manage department plugins; call them under /v1/plugins/{id}/."),
     modifiers(&BearerAuth),
     components(schemas(problem::Problem)),
-    tags((name = "plugins", description = "Installed department plugins"), (name = "tenants", description = "Tenants, their plugins, tokens and grants"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "plugins", description = "Installed department plugins"), (name = "tenants", description = "Tenants, their plugins, tokens and grants"), (name = "jobs", description = "Background work: jobs, schedules, events"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -98,6 +105,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tenants::routes())
         .merge(audit::routes())
         .merge(users::routes())
+        .merge(jobs::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

@@ -22,6 +22,10 @@ pub enum Capability {
     Config,
     Clock,
     Identity,
+    /// Enqueue background jobs (`keel:platform/jobs`).
+    Jobs,
+    /// Publish events (`keel:platform/events`).
+    Events,
 }
 
 impl Capability {
@@ -33,13 +37,23 @@ impl Capability {
             Capability::Config => "config",
             Capability::Clock => "clock",
             Capability::Identity => "identity",
+            Capability::Jobs => "jobs",
+            Capability::Events => "events",
         }
     }
 
     pub fn from_interface(name: &str) -> Option<Capability> {
-        [Capability::Storage, Capability::Log, Capability::Config, Capability::Clock, Capability::Identity]
-            .into_iter()
-            .find(|c| c.interface() == name)
+        [
+            Capability::Storage,
+            Capability::Log,
+            Capability::Config,
+            Capability::Clock,
+            Capability::Identity,
+            Capability::Jobs,
+            Capability::Events,
+        ]
+        .into_iter()
+        .find(|c| c.interface() == name)
     }
 }
 
@@ -71,6 +85,56 @@ pub struct RouteSpec {
     pub permission: String,
 }
 
+/// A cron schedule: the host runs the plugin's `worker.run-job` with this name, per tenant
+/// where the plugin is enabled, at every time the expression matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub name: String,
+    /// Five fields: minute hour day-of-month month day-of-week (or `@hourly`, `@daily`, ...).
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    #[serde(default = "utc")]
+    pub timezone: String,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// Events of `topic` are delivered to the plugin's `worker.on-event`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    pub topic: String,
+}
+
+/// How background work (jobs, scheduled runs, event deliveries) is retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts before a job is dead-lettered.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; each further retry doubles it (with jitter), up to an hour.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u32,
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_backoff() -> u32 {
+    1_000
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec { max_attempts: default_attempts(), backoff_ms: default_backoff() }
+    }
+}
+
 /// A validated plugin manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -92,6 +156,12 @@ pub struct Manifest {
     pub collections: Vec<CollectionSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub schedules: Vec<ScheduleSpec>,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionSpec>,
+    #[serde(default)]
+    pub retry: RetrySpec,
 }
 
 /// The host's ceilings, applied to what manifests ask for.
@@ -119,6 +189,28 @@ fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
 const MAX_COLLECTIONS: usize = 64;
 const MAX_INDEXES: usize = 16;
 const MAX_ROUTES: usize = 256;
+const MAX_SCHEDULES: usize = 32;
+const MAX_SUBSCRIPTIONS: usize = 64;
+
+/// Job and schedule names: 1-64 of a-z, 0-9, '-', '_' and '.'.
+pub fn is_job_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Event topics: `<plugin-id>.<name>[.<name>...]`, at most 128 bytes.
+pub fn is_topic(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let owner = parts.next().unwrap_or("");
+    let rest: Vec<&str> = parts.collect();
+    s.len() <= 128
+        && is_slug(owner, 32)
+        && !rest.is_empty()
+        && rest.iter().all(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
+}
 
 fn is_slug(s: &str, max: usize) -> bool {
     let mut chars = s.chars();
@@ -227,7 +319,52 @@ impl Manifest {
             }
         }
         RouteTable::new(&self.routes).map_err(|e| field("routes", e))?;
+        self.validate_background()?;
         Ok(())
+    }
+
+    fn validate_background(&self) -> Result<(), ManifestError> {
+        if self.schedules.len() > MAX_SCHEDULES {
+            return Err(field("schedules", format!("at most {MAX_SCHEDULES} schedules")));
+        }
+        let mut names = BTreeSet::new();
+        for s in &self.schedules {
+            if !is_job_name(&s.name) {
+                return Err(field(format!("schedules.{}", s.name), "names are 1-64 of a-z, 0-9, '-', '_' and '.'"));
+            }
+            if !names.insert(&s.name) {
+                return Err(field(format!("schedules.{}", s.name), "declared twice"));
+            }
+            crate::jobs::cron::CronSchedule::parse(&s.cron, &s.timezone)
+                .map_err(|e| field(format!("schedules.{}", s.name), e.to_string()))?;
+        }
+        if self.subscriptions.len() > MAX_SUBSCRIPTIONS {
+            return Err(field("subscriptions", format!("at most {MAX_SUBSCRIPTIONS} subscriptions")));
+        }
+        let mut topics = BTreeSet::new();
+        for s in &self.subscriptions {
+            if !is_topic(&s.topic) {
+                return Err(field(
+                    format!("subscriptions.{}", s.topic),
+                    "topics are `<plugin-id>.<name>[.<name>...]` with a-z, 0-9, '-' and '_'",
+                ));
+            }
+            if !topics.insert(&s.topic) {
+                return Err(field(format!("subscriptions.{}", s.topic), "declared twice"));
+            }
+        }
+        if !(1..=100).contains(&self.retry.max_attempts) {
+            return Err(field("retry.max-attempts", "must be 1 to 100"));
+        }
+        if !(1..=3_600_000).contains(&self.retry.backoff_ms) {
+            return Err(field("retry.backoff-ms", "must be 1 ms to one hour"));
+        }
+        Ok(())
+    }
+
+    /// Whether the host will call the plugin's `worker` export, which it then must have.
+    pub fn needs_worker(&self) -> bool {
+        !self.schedules.is_empty() || !self.subscriptions.is_empty() || self.capabilities.contains(&Capability::Jobs)
     }
 
     /// The effective memory cap in bytes.
@@ -320,6 +457,29 @@ mod tests {
             refused_field(with(r#""helpdesk.ticket.read" = "Read tickets""#, r#""payroll.run" = "x""#))
                 .starts_with("permissions.")
         );
+    }
+
+    #[test]
+    fn schedules_subscriptions_and_retry_are_validated_naming_the_field() {
+        let background = |extra: &str| Manifest::parse(&format!("{GOOD}\n{extra}"), &policy());
+        let m = background(
+            "[[schedules]]\nname = \"nightly\"\ncron = \"0 2 * * *\"\ntimezone = \"Europe/Paris\"\n\
+             [[subscriptions]]\ntopic = \"hr.employee.hired\"\n[retry]\nmax-attempts = 3",
+        )
+        .unwrap();
+        assert!(m.needs_worker());
+        assert_eq!((m.retry.max_attempts, m.retry.backoff_ms), (3, 1_000));
+        assert!(!Manifest::parse(GOOD, &policy()).unwrap().needs_worker());
+        assert_eq!(
+            refused_field(background("[[schedules]]\nname = \"nightly\"\ncron = \"0 25 * * *\"")),
+            "schedules.nightly"
+        );
+        assert_eq!(
+            refused_field(background("[[schedules]]\nname = \"n\"\ncron = \"@daily\"\ntimezone = \"Nowhere/City\"")),
+            "schedules.n"
+        );
+        assert_eq!(refused_field(background("[[subscriptions]]\ntopic = \"no-dot\"")), "subscriptions.no-dot");
+        assert_eq!(refused_field(background("[retry]\nmax-attempts = 0")), "retry.max-attempts");
     }
 
     #[test]

@@ -123,6 +123,25 @@ impl PluginRegistry {
         self.loaded.read().expect("plugin map lock").get(id).cloned()
     }
 
+    /// Every installed plugin, ready to run.
+    pub fn loaded(&self) -> Vec<Arc<LoadedPlugin>> {
+        self.loaded.read().expect("plugin map lock").values().cloned().collect()
+    }
+
+    /// Enabled plugins subscribed to `topic`.
+    pub fn subscribers(&self, topic: &str) -> Vec<Arc<LoadedPlugin>> {
+        let mut out: Vec<_> = self
+            .loaded
+            .read()
+            .expect("plugin map lock")
+            .values()
+            .filter(|p| p.record.enabled && p.record.manifest.subscriptions.iter().any(|s| s.topic == topic))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        out
+    }
+
     /// All installed plugins, by id.
     pub fn list(&self) -> Vec<PluginRecord> {
         let mut out: Vec<_> = self.loaded.read().expect("plugin map lock").values().map(|p| p.record.clone()).collect();

@@ -1,9 +1,10 @@
 //! What a plugin instance can reach: the per-call [`HostState`] and its implementations of
 //! the `keel:platform` interfaces.
 
-use super::bindings::keel::platform::{clock, config, identity, log, storage, types};
+use super::bindings::keel::platform::{clock, config, events, identity, jobs, log, storage, types};
 use super::limits::MemoryLimiter;
 use crate::clock::Clock;
+use crate::jobs::{PendingEvent, PendingJob, PendingOutbox};
 use crate::storage::{Condition, Filter, UnitOfWork, UnitOfWorkError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,10 @@ const MAX_LOG_LINE: usize = 4096;
 const MAX_LOG_LINES: u32 = 200;
 /// Bytes of stdout/stderr kept per call (panic messages land on stderr).
 pub const STDIO_CAPTURE: usize = 16 * 1024;
+/// Events plus jobs one call may emit, and the largest payload of either.
+const MAX_OUTBOX_ENTRIES: usize = 100;
+const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 
 /// Identity of the call, for log lines.
 #[derive(Debug, Clone)]
@@ -38,6 +43,8 @@ pub struct HostState {
     /// The caller's permissions among this plugin's, for `identity.has-permission`.
     permissions: Vec<String>,
     log_lines: u32,
+    /// Jobs and events the call asked for; committed with its writes if it succeeds.
+    pub(crate) outbox: PendingOutbox,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) stdout: MemoryOutputPipe,
 }
@@ -66,6 +73,7 @@ impl HostState {
             clock,
             permissions,
             log_lines: 0,
+            outbox: PendingOutbox::default(),
             stderr,
             stdout,
         }
@@ -94,7 +102,7 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         UnitOfWorkError::Conflict(m) => types::Error::Conflict(m),
         UnitOfWorkError::Store(StoreError::Conflict { .. }) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(StoreError::Unavailable(m)) => types::Error::Unavailable(m),
-        UnitOfWorkError::Store(StoreError::Internal(m)) => {
+        UnitOfWorkError::Store(StoreError::Internal(m)) | UnitOfWorkError::Store(StoreError::LeaseLost(m)) => {
             tracing::error!(error = %m, "storage failure during a plugin call");
             types::Error::Internal("storage failure; see the host log".into())
         }
@@ -195,5 +203,78 @@ impl identity::Host for HostState {
 impl clock::Host for HostState {
     fn now(&mut self) -> u64 {
         u64::try_from(self.clock.now_ms()).unwrap_or(0)
+    }
+}
+
+impl HostState {
+    fn outbox_room(&self) -> Result<(), types::Error> {
+        if self.outbox.events.len() + self.outbox.jobs.len() >= MAX_OUTBOX_ENTRIES {
+            return Err(types::Error::Invalid(format!(
+                "a call may publish and enqueue at most {MAX_OUTBOX_ENTRIES} events and jobs"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_payload(payload: &str) -> Result<(), types::Error> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(types::Error::Invalid(format!(
+            "payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+            payload.len()
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(payload)
+        .map_err(|e| types::Error::Invalid(format!("payload is not JSON: {e}")))?;
+    Ok(())
+}
+
+impl jobs::Host for HostState {
+    fn enqueue(&mut self, spec: jobs::JobSpec) -> Result<String, types::Error> {
+        self.outbox_room()?;
+        if !crate::manifest::is_job_name(&spec.name) {
+            return Err(types::Error::Invalid("job names are 1-64 of a-z, 0-9, '-', '_' and '.'".into()));
+        }
+        check_payload(&spec.payload)?;
+        let now = self.clock.now_ms();
+        let run_at = match spec.run_at {
+            None => now,
+            Some(at) => i64::try_from(at).map_err(|_| types::Error::Invalid("run-at is out of range".into()))?,
+        };
+        let id = match &spec.idempotency_key {
+            Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+                return Err(types::Error::Invalid(format!("idempotency keys are 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes")));
+            }
+            Some(key) => crate::jobs::keyed_job_id(&self.labels.tenant, &self.labels.plugin, key),
+            None => crate::jobs::random_id("job"),
+        };
+        // The same key twice in one call is one job, like across calls.
+        if !self.outbox.jobs.iter().any(|j| j.id == id) {
+            self.outbox.jobs.push(PendingJob {
+                id: id.clone(),
+                name: spec.name,
+                payload: spec.payload,
+                run_at,
+                idempotency_key: spec.idempotency_key,
+            });
+        }
+        Ok(id)
+    }
+}
+
+impl events::Host for HostState {
+    fn publish(&mut self, topic: String, payload: String) -> Result<String, types::Error> {
+        self.outbox_room()?;
+        let own = topic.strip_prefix(self.labels.plugin.as_str()).is_some_and(|rest| rest.starts_with('.'));
+        if !own || !crate::manifest::is_topic(&topic) {
+            return Err(types::Error::Forbidden(format!(
+                "plugin `{}` may publish only topics `{}.<name>` (a-z, 0-9, '-', '_')",
+                self.labels.plugin, self.labels.plugin
+            )));
+        }
+        check_payload(&payload)?;
+        let id = crate::jobs::random_id("evt");
+        self.outbox.events.push(PendingEvent { id: id.clone(), topic, payload });
+        Ok(id)
     }
 }

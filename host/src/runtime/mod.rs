@@ -13,21 +13,22 @@ mod cache;
 mod host;
 mod limits;
 
-pub use bindings::PluginPre;
 pub use host::{CallLabels, HostState};
 pub use limits::MemoryCapExceeded;
 
 use crate::clock::Clock;
+use crate::jobs::PendingOutbox;
 use crate::manifest::{Capability, Manifest};
 use crate::storage::UnitOfWork;
-use bindings::exports::keel::platform::handler::{Request, Response};
-use bindings::keel::platform::types::Caller;
+use bindings::exports::keel::platform::handler::{self, Request, Response};
+use bindings::exports::keel::platform::worker::{self, Event as WitEvent, Job as WitJob};
+use bindings::keel::platform::types::{Caller, Error as WitError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
 /// How often the epoch advances: the resolution of deadlines.
@@ -63,6 +64,10 @@ pub enum PrepareError {
     UndeclaredCapability { import: String, capability: String },
     #[error("the component imports `{0}`, which this host does not provide")]
     UnknownImport(String),
+    #[error(
+        "the manifest declares background work (schedules, subscriptions or the `jobs` capability) but the component does not export `keel:platform/worker`: {0}"
+    )]
+    MissingWorker(String),
 }
 
 /// Why a call failed. Each is confined to the call.
@@ -90,6 +95,32 @@ impl CallError {
     }
 }
 
+/// A plugin version linked and type-checked, ready to instantiate per call: the component's
+/// pre-instantiation plus where its exports are.
+pub struct PluginPre<T: 'static> {
+    instance_pre: InstancePre<T>,
+    handler: handler::GuestIndices,
+    /// Present for plugins whose manifest declares background work.
+    worker: Option<worker::GuestIndices>,
+}
+
+impl<T: 'static> Clone for PluginPre<T> {
+    fn clone(&self) -> Self {
+        PluginPre {
+            instance_pre: self.instance_pre.clone(),
+            handler: self.handler.clone(),
+            worker: self.worker.clone(),
+        }
+    }
+}
+
+impl<T: 'static> PluginPre<T> {
+    /// Whether the plugin exports `worker` (and the host will call it).
+    pub fn has_worker(&self) -> bool {
+        self.worker.is_some()
+    }
+}
+
 /// A plugin version ready to run.
 pub struct PreparedPlugin {
     pub pre: PluginPre<HostState>,
@@ -101,6 +132,11 @@ pub struct PreparedPlugin {
 pub struct Invocation {
     pub caller: Caller,
     pub request: Request,
+    pub context: CallContext,
+}
+
+/// The per-call state every entry point needs.
+pub struct CallContext {
     pub uow: UnitOfWork,
     pub labels: Arc<CallLabels>,
     pub config: Arc<BTreeMap<String, String>>,
@@ -108,10 +144,35 @@ pub struct Invocation {
     pub timeout: Duration,
 }
 
-/// A successful call: the plugin's response and its uncommitted writes.
+/// A successful call: the plugin's response, its uncommitted writes and the background work
+/// it asked for (to be committed with the writes).
 pub struct Outcome {
     pub response: Response,
     pub uow: UnitOfWork,
+    pub outbox: PendingOutbox,
+}
+
+/// Background work handed to a plugin's `worker` export.
+pub enum WorkItem {
+    Job(WitJob),
+    Event(WitEvent),
+}
+
+/// A finished background call: what the plugin answered, with its uncommitted writes.
+pub struct WorkOutcome {
+    pub result: Result<(), WitError>,
+    pub uow: UnitOfWork,
+    pub outbox: PendingOutbox,
+}
+
+enum Entry {
+    Request(Caller, Request),
+    Work(Caller, WorkItem),
+}
+
+enum Answer {
+    Response(Response),
+    Work(Result<(), WitError>),
 }
 
 pub struct Runtime {
@@ -174,7 +235,7 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(e.to_string()))?;
-        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        bindings::WorkerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError::Link(e.to_string()))?;
         let cache = match &settings.cache_dir {
             None => None,
@@ -226,7 +287,15 @@ impl Runtime {
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
         check_handler_export(&self.engine, &component, &instance_pre)?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
+        let handler =
+            handler::GuestIndices::new(&instance_pre).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
+        let worker = if manifest.needs_worker() {
+            check_worker_export(&self.engine, &component, &instance_pre)?;
+            Some(worker::GuestIndices::new(&instance_pre).map_err(|e| PrepareError::MissingWorker(format!("{e:#}")))?)
+        } else {
+            None
+        };
+        let pre = PluginPre { instance_pre, handler, worker };
         if !from_cache && let Some(cache) = &self.cache {
             cache.store(digest, &component);
         }
@@ -235,8 +304,44 @@ impl Runtime {
 
     /// Runs one request in a fresh instance.
     pub async fn call(&self, pre: &PluginPre<HostState>, invocation: Invocation) -> Result<Outcome, CallError> {
-        let Invocation { caller, request, uow, labels, config, memory_cap, timeout } = invocation;
-        let state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, caller.permissions.clone());
+        let Invocation { caller, request, context } = invocation;
+        let (answer, state) = self.invoke(pre, context, Entry::Request(caller, request)).await?;
+        match answer {
+            Answer::Response(response) => Ok(Outcome { response, uow: state.uow, outbox: state.outbox }),
+            Answer::Work(_) => unreachable!("a request is answered with a response"),
+        }
+    }
+
+    /// Runs one job or event delivery through the plugin's `worker` export, in a fresh
+    /// instance, under the same limits as a request.
+    pub async fn run_work(
+        &self,
+        pre: &PluginPre<HostState>,
+        caller: Caller,
+        item: WorkItem,
+        context: CallContext,
+    ) -> Result<WorkOutcome, CallError> {
+        if pre.worker.is_none() {
+            return Err(CallError::Instantiate("the plugin does not export keel:platform/worker".into()));
+        }
+        let (answer, state) = self.invoke(pre, context, Entry::Work(caller, item)).await?;
+        match answer {
+            Answer::Work(result) => Ok(WorkOutcome { result, uow: state.uow, outbox: state.outbox }),
+            Answer::Response(_) => unreachable!("work is answered with a result"),
+        }
+    }
+
+    async fn invoke(
+        &self,
+        pre: &PluginPre<HostState>,
+        context: CallContext,
+        entry: Entry,
+    ) -> Result<(Answer, HostState), CallError> {
+        let CallContext { uow, labels, config, memory_cap, timeout } = context;
+        let permissions = match &entry {
+            Entry::Request(caller, _) | Entry::Work(caller, _) => caller.permissions.clone(),
+        };
+        let state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, permissions);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let deadline = Instant::now() + timeout;
@@ -251,15 +356,29 @@ impl Runtime {
         });
 
         let run = async {
-            let plugin = pre.instantiate_async(&mut store).await.map_err(Failure::Instantiate)?;
-            plugin.keel_platform_handler().call_handle(&mut store, &caller, &request).await.map_err(Failure::Run)
+            let instance = pre.instance_pre.instantiate_async(&mut store).await.map_err(Failure::Instantiate)?;
+            match entry {
+                Entry::Request(caller, request) => {
+                    let handler = pre.handler.load(&mut store, &instance).map_err(Failure::Instantiate)?;
+                    handler.call_handle(&mut store, &caller, &request).await.map(Answer::Response).map_err(Failure::Run)
+                }
+                Entry::Work(caller, item) => {
+                    let indices = pre.worker.as_ref().expect("checked by run_work");
+                    let worker = indices.load(&mut store, &instance).map_err(Failure::Instantiate)?;
+                    let result = match item {
+                        WorkItem::Job(job) => worker.call_run_job(&mut store, &caller, &job).await,
+                        WorkItem::Event(event) => worker.call_on_event(&mut store, &caller, &event).await,
+                    };
+                    result.map(Answer::Work).map_err(Failure::Run)
+                }
+            }
         };
         let result = tokio::time::timeout(timeout, run).await;
         let state = store.into_data();
         log_stdio(&state);
         match result {
             Err(_) => Err(CallError::Timeout(timeout)),
-            Ok(Ok(response)) => Ok(Outcome { response, uow: state.uow }),
+            Ok(Ok(answer)) => Ok((answer, state)),
             Ok(Err(failure)) => Err(classify(failure, &state, memory_cap, timeout)),
         }
     }
@@ -337,6 +456,37 @@ fn check_handler_export(
 }
 
 const HANDLER_EXPORT: &str = "keel:platform/handler";
+const WORKER_EXPORT: &str = "keel:platform/worker";
+
+/// Like [`check_handler_export`], for the `worker` export of plugins that do background work.
+fn check_worker_export(
+    engine: &Engine,
+    component: &Component,
+    instance_pre: &InstancePre<HostState>,
+) -> Result<(), PrepareError> {
+    use wasmtime::component::types::ComponentItem;
+    let missing = |m: String| PrepareError::MissingWorker(m);
+    let component_type = component.component_type();
+    let interface = component_type
+        .exports(engine)
+        .find(|(name, _)| name.starts_with(WORKER_EXPORT))
+        .map(|(_, item)| item)
+        .ok_or_else(|| missing(format!("no export `{WORKER_EXPORT}@0.1.x` found")))?;
+    let ComponentItem::ComponentInstance(interface) = interface.ty else {
+        return Err(missing(format!("export `{WORKER_EXPORT}` is not an interface")));
+    };
+    let instance_type = instance_pre.instance_type();
+    for (name, item) in interface.exports(engine) {
+        let ComponentItem::ComponentFunc(func) = item.ty else { continue };
+        let checked = match name {
+            "run-job" => func.typecheck::<(&Caller, &WitJob), (Result<(), WitError>,)>(&instance_type),
+            "on-event" => func.typecheck::<(&Caller, &WitEvent), (Result<(), WitError>,)>(&instance_type),
+            _ => continue,
+        };
+        checked.map_err(|e| missing(format!("export `{WORKER_EXPORT}.{name}` has the wrong signature: {e:#}")))?;
+    }
+    Ok(())
+}
 
 /// Every `keel:platform` import must be a declared capability; other imports must be WASI.
 fn check_imports(engine: &Engine, component: &Component, manifest: &Manifest) -> Result<(), PrepareError> {

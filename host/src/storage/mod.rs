@@ -16,6 +16,7 @@ mod unit_of_work;
 pub use unit_of_work::{StorageLimits, UnitOfWork, UnitOfWorkError};
 
 pub use crate::audit::WriteAudit;
+pub use crate::jobs::Background;
 use async_trait::async_trait;
 
 /// Whose data a call touches: always one tenant and one plugin.
@@ -87,6 +88,8 @@ pub struct Write {
 pub enum StoreError {
     #[error("`{collection}/{key}` changed underneath this call (expected {expected}, found {found})")]
     Conflict { collection: String, key: String, expected: String, found: String },
+    #[error("job `{0}` is no longer leased to this worker; its run was discarded")]
+    LeaseLost(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("storage failure: {0}")]
@@ -110,6 +113,22 @@ pub trait DocumentStore: Send + Sync + 'static {
         &self,
         scope: &Scope,
         writes: &[Write],
+        now_ms: i64,
+        audit: &WriteAudit,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.commit_with(scope, writes, &Background::default(), now_ms, audit).await
+    }
+
+    /// [`commit`](Self::commit), plus the call's background work in the same transaction:
+    /// events appended to the log with their deliveries, jobs enqueued (a job whose id exists
+    /// already is skipped: that is how idempotency keys deduplicate), and the job the call ran
+    /// marked done. If `background.finishes` names a lease the worker no longer holds, nothing
+    /// is applied and the error is [`StoreError::LeaseLost`].
+    async fn commit_with(
+        &self,
+        scope: &Scope,
+        writes: &[Write],
+        background: &Background,
         now_ms: i64,
         audit: &WriteAudit,
     ) -> Result<Vec<u64>, StoreError>;

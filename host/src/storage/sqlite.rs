@@ -1,6 +1,9 @@
 //! The embedded SQLite document store (WAL mode).
 
-use super::{Condition, DocumentStore, KeyRange, Scope, StoreError, StoredDocument, Write, WriteAudit, WriteOp};
+use super::{
+    Background, Condition, DocumentStore, KeyRange, Scope, StoreError, StoredDocument, Write, WriteAudit, WriteOp,
+};
+use crate::jobs::NewJob;
 use async_trait::async_trait;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -75,10 +78,11 @@ impl DocumentStore for SqliteDocumentStore {
             .collect())
     }
 
-    async fn commit(
+    async fn commit_with(
         &self,
         scope: &Scope,
         writes: &[Write],
+        background: &Background,
         now_ms: i64,
         audit: &WriteAudit,
     ) -> Result<Vec<u64>, StoreError> {
@@ -107,6 +111,7 @@ impl DocumentStore for SqliteDocumentStore {
             .await
             .map_err(db_error)?;
         }
+        apply_background(&mut tx, scope, background, now_ms).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(versions)
     }
@@ -127,6 +132,94 @@ impl DocumentStore for SqliteDocumentStore {
         tx.commit().await.map_err(db_error)?;
         Ok(n)
     }
+}
+
+/// Inserts a queue row unless one with its id exists (an idempotency key seen before).
+pub(crate) async fn insert_job(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    job: &NewJob,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, plugin_id, kind, name, payload, idempotency_key, event_id, status, \
+         attempts, max_attempts, run_at, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&job.id)
+    .bind(tenant)
+    .bind(&job.plugin)
+    .bind(job.kind.as_str())
+    .bind(&job.name)
+    .bind(&job.payload)
+    .bind(&job.idempotency_key)
+    .bind(&job.event_id)
+    .bind(i64::from(job.max_attempts))
+    .bind(job.run_at)
+    .bind(now_ms)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+async fn apply_background(
+    conn: &mut sqlx::SqliteConnection,
+    scope: &Scope,
+    background: &Background,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if let Some(lease) = &background.finishes {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL, \
+             finished_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'running' AND lease_owner = ? AND attempts = ? AND tenant_id = ?",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(&lease.job_id)
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .bind(&scope.tenant)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::LeaseLost(lease.job_id.clone()));
+        }
+        sqlx::query("UPDATE job_runs SET finished_at = ?, outcome = 'done' WHERE job_id = ? AND attempt = ? AND finished_at IS NULL")
+            .bind(now_ms)
+            .bind(&lease.job_id)
+            .bind(i64::from(lease.attempt))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    for event in &background.events {
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, topic, source_plugin, published_at, payload, request_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&event.id)
+        .bind(&scope.tenant)
+        .bind(&event.topic)
+        .bind(&scope.plugin)
+        .bind(now_ms)
+        .bind(&event.payload)
+        .bind(&event.request_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        for delivery in &event.deliveries {
+            insert_job(conn, &scope.tenant, delivery, now_ms).await?;
+        }
+    }
+    for job in &background.jobs {
+        insert_job(conn, &scope.tenant, job, now_ms).await?;
+    }
+    Ok(())
 }
 
 async fn apply(

@@ -287,7 +287,17 @@ impl UnitOfWork {
 
     /// Commits the buffered writes in one transaction. Returns how many documents changed.
     pub async fn commit(self, now_ms: i64, audit: &super::WriteAudit) -> Result<usize, UnitOfWorkError> {
-        if self.pending.is_empty() {
+        self.commit_with(&super::Background::default(), now_ms, audit).await
+    }
+
+    /// Commits the buffered writes and the call's background work in one transaction.
+    pub async fn commit_with(
+        self,
+        background: &super::Background,
+        now_ms: i64,
+        audit: &super::WriteAudit,
+    ) -> Result<usize, UnitOfWorkError> {
+        if self.pending.is_empty() && background.is_empty() {
             return Ok(0);
         }
         let writes: Vec<Write> = self
@@ -305,7 +315,7 @@ impl UnitOfWork {
                 op: p.op,
             })
             .collect();
-        self.store.commit(&self.scope, &writes, now_ms, audit).await?;
+        self.store.commit_with(&self.scope, &writes, background, now_ms, audit).await?;
         Ok(writes.len())
     }
 }

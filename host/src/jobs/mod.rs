@@ -1,0 +1,196 @@
+//! Background work: jobs plugins enqueue, cron schedules from manifests, and events delivered
+//! to subscribers, all as rows of one durable queue.
+//!
+//! - A plugin call's enqueued jobs and published events are a [`PendingOutbox`] on its
+//!   `HostState`; when the call succeeds they are turned into a [`Background`] (events fanned
+//!   out to every subscriber enabled in the tenant) and committed in the same transaction as
+//!   the call's storage writes. A failed call commits none of it.
+//! - The [`runner::JobRunner`] claims due rows with a lease, calls the plugin's exported
+//!   `worker`, and either commits the run's writes together with marking the job done, or
+//!   records the failure and schedules a retry with exponential backoff and jitter, until
+//!   the job is dead-lettered. A worker that dies mid-run loses its lease; another takes
+//!   the job over when the lease expires (at-least-once).
+//! - Schedules fire through a compare-and-set on their next time, so each tick fires once
+//!   however many workers race for it.
+
+pub mod cron;
+pub mod runner;
+pub mod store;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// What a queue row runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Enqueued by a plugin (or an admin).
+    Job,
+    /// A firing of a manifest schedule.
+    Schedule,
+    /// The delivery of one event to one subscriber.
+    Event,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Job => "job",
+            JobKind::Schedule => "schedule",
+            JobKind::Event => "event",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        [JobKind::Job, JobKind::Schedule, JobKind::Event].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A row to insert into the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub id: String,
+    /// The plugin that runs it.
+    pub plugin: String,
+    pub kind: JobKind,
+    /// Job name, schedule name or event topic.
+    pub name: String,
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    pub event_id: Option<String>,
+    pub run_at: i64,
+    pub max_attempts: u32,
+}
+
+/// An event to append to the log, with its deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: String,
+    pub topic: String,
+    pub payload: String,
+    pub request_id: String,
+    /// One row per subscriber enabled in the tenant at publish time.
+    pub deliveries: Vec<NewJob>,
+}
+
+/// Proof that a worker holds a job: committing with it marks the job done, and fails (nothing
+/// is applied) if the lease was lost to another worker in the meantime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: String,
+    pub owner: String,
+    pub attempt: u32,
+}
+
+/// Background work committed in the same transaction as a call's storage writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Background {
+    pub events: Vec<NewEvent>,
+    pub jobs: Vec<NewJob>,
+    /// The job this call ran, marked done by the commit.
+    pub finishes: Option<Lease>,
+}
+
+impl Background {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.jobs.is_empty() && self.finishes.is_none()
+    }
+
+    /// Whether committing this adds work a runner should pick up.
+    pub fn adds_work(&self) -> bool {
+        !self.jobs.is_empty() || self.events.iter().any(|e| !e.deliveries.is_empty())
+    }
+}
+
+/// What a plugin call asked for through the `jobs` and `events` imports, before routing.
+#[derive(Debug, Clone, Default)]
+pub struct PendingOutbox {
+    pub events: Vec<PendingEvent>,
+    pub jobs: Vec<PendingJob>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub id: String,
+    pub topic: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingJob {
+    pub id: String,
+    pub name: String,
+    pub payload: String,
+    pub run_at: i64,
+    pub idempotency_key: Option<String>,
+}
+
+impl PendingOutbox {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.jobs.is_empty()
+    }
+}
+
+/// A fresh random id with a type prefix, e.g. `job_3f9c...`.
+pub fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// The id of a job enqueued with an idempotency key: the same for every enqueue of that key
+/// by that plugin in that tenant, so the second insert is a no-op, even between replicas.
+pub fn keyed_job_id(tenant: &str, plugin: &str, key: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(tenant)
+        .chain_update([0])
+        .chain_update(plugin)
+        .chain_update([0])
+        .chain_update(key)
+        .finalize();
+    format!("job_{}", hex::encode(&digest[..12]))
+}
+
+/// The id of a schedule's firing for one due time: replicas that race to fire it agree on it.
+pub fn schedule_job_id(tenant: &str, plugin: &str, schedule: &str, due_at: i64) -> String {
+    keyed_job_id(tenant, plugin, &format!("\u{1}schedule\u{1}{schedule}\u{1}{due_at}"))
+}
+
+/// Delay before retrying after `attempt` failed attempts: `base * 2^(attempt-1)`, capped at an
+/// hour, then "equal jitter" (half fixed, half random) so retries of a failed batch spread out.
+pub fn backoff_ms(base_ms: u32, attempt: u32) -> i64 {
+    let exp = u64::from(base_ms).saturating_mul(1u64 << attempt.saturating_sub(1).min(32)).min(3_600_000);
+    let half = exp / 2;
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).expect("the operating system's random source failed");
+    let jitter = if half == 0 { 0 } else { u64::from_le_bytes(r) % (half + 1) };
+    i64::try_from(half + jitter).unwrap_or(3_600_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_ids_are_stable_and_scoped() {
+        assert_eq!(keyed_job_id("t", "p", "k"), keyed_job_id("t", "p", "k"));
+        assert_ne!(keyed_job_id("t", "p", "k"), keyed_job_id("t2", "p", "k"));
+        assert_ne!(keyed_job_id("t", "p", "k"), keyed_job_id("t", "p2", "k"));
+        assert_ne!(keyed_job_id("tp", "", "k"), keyed_job_id("t", "p", "k"));
+        assert_ne!(schedule_job_id("t", "p", "s", 1), schedule_job_id("t", "p", "s", 2));
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_within_its_jitter_band_and_is_capped() {
+        for attempt in 1..=6u32 {
+            let full = 1000i64 << (attempt - 1);
+            for _ in 0..50 {
+                let d = backoff_ms(1000, attempt);
+                assert!((full / 2..=full).contains(&d), "attempt {attempt}: {d}");
+            }
+        }
+        assert!(backoff_ms(1000, 60) <= 3_600_000);
+        assert!(backoff_ms(1000, 60) >= 1_800_000);
+    }
+}

@@ -1,0 +1,432 @@
+//! The background worker: fires due schedules, claims due jobs with a lease, runs each in a
+//! fresh plugin instance through the `worker` export, and records the outcome.
+
+use super::cron::CronSchedule;
+use super::store::{ClaimedJob, JobStore};
+use super::{Background, JobKind, NewEvent, NewJob, PendingOutbox};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::plugins::{LoadedPlugin, PluginRegistry};
+use crate::runtime::bindings::exports::keel::platform::worker::{Event as WitEvent, Job as WitJob};
+use crate::runtime::bindings::keel::platform::types::{Caller, Error as WitError};
+use crate::runtime::{CallContext, CallLabels, Runtime, WorkItem};
+use crate::storage::{DocumentStore, Scope, StorageLimits, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
+use crate::tenancy::TenantStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// How often to look for due work when nothing wakes the worker earlier.
+    pub poll_interval: Duration,
+    /// How long a claimed job stays ours; after that another worker may take it over.
+    pub lease: Duration,
+    /// Background calls that may run at once.
+    pub concurrency: usize,
+}
+
+/// Turns what a call asked for into rows to commit with its writes: each event gets one
+/// delivery per enabled subscriber in the same tenant.
+pub fn route_outbox(
+    registry: &PluginRegistry,
+    tenancy: &TenantStore,
+    scope: &Scope,
+    publisher: &LoadedPlugin,
+    outbox: PendingOutbox,
+    request_id: &str,
+    now: i64,
+) -> Background {
+    let events = outbox
+        .events
+        .into_iter()
+        .map(|e| {
+            let deliveries = registry
+                .subscribers(&e.topic)
+                .into_iter()
+                .filter(|s| tenancy.is_enabled(&scope.tenant, &s.record.id))
+                .map(|s| NewJob {
+                    id: super::random_id("job"),
+                    plugin: s.record.id.clone(),
+                    kind: JobKind::Event,
+                    name: e.topic.clone(),
+                    payload: String::new(),
+                    idempotency_key: None,
+                    event_id: Some(e.id.clone()),
+                    run_at: now,
+                    max_attempts: s.record.manifest.retry.max_attempts,
+                })
+                .collect();
+            NewEvent { id: e.id, topic: e.topic, payload: e.payload, request_id: request_id.to_owned(), deliveries }
+        })
+        .collect();
+    let jobs = outbox
+        .jobs
+        .into_iter()
+        .map(|j| NewJob {
+            id: j.id,
+            plugin: scope.plugin.clone(),
+            kind: JobKind::Job,
+            name: j.name,
+            payload: j.payload,
+            idempotency_key: j.idempotency_key,
+            event_id: None,
+            run_at: j.run_at,
+            max_attempts: publisher.record.manifest.retry.max_attempts,
+        })
+        .collect();
+    Background { events, jobs, finishes: None }
+}
+
+/// (tenant, plugin, schedule name) → the spec its stored next time was computed from.
+type ScheduleSpecs = HashMap<(String, String, String), String>;
+
+/// Everything the worker needs; shared by its tasks.
+pub struct JobRunner {
+    pub jobs: JobStore,
+    pub registry: Arc<PluginRegistry>,
+    pub tenancy: Arc<TenantStore>,
+    pub runtime: Arc<Runtime>,
+    pub store: Arc<dyn DocumentStore>,
+    pub clock: Arc<Clock>,
+    pub metrics: Arc<Metrics>,
+    pub storage_limits: StorageLimits,
+    pub settings: RunnerSettings,
+    /// Notified when work may be due: a commit that added some, a finished job, a moved clock.
+    pub wake: Arc<Notify>,
+    worker_id: String,
+    /// Schedule rows known to exist, with the spec their next time was computed from.
+    known_schedules: Mutex<Option<ScheduleSpecs>>,
+}
+
+/// Why one attempt did not complete.
+struct Failure {
+    message: String,
+    /// Retrying cannot help (the plugin is gone): dead-letter now.
+    terminal: bool,
+}
+
+fn retryable(message: impl Into<String>) -> Failure {
+    Failure { message: message.into(), terminal: false }
+}
+
+fn describe(error: &WitError) -> String {
+    match error {
+        WitError::NotFound(m) => format!("not-found: {m}"),
+        WitError::Conflict(m) => format!("conflict: {m}"),
+        WitError::Invalid(m) => format!("invalid: {m}"),
+        WitError::Forbidden(m) => format!("forbidden: {m}"),
+        WitError::Unavailable(m) => format!("unavailable: {m}"),
+        WitError::Internal(m) => format!("internal: {m}"),
+    }
+}
+
+impl JobRunner {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        jobs: JobStore,
+        registry: Arc<PluginRegistry>,
+        tenancy: Arc<TenantStore>,
+        runtime: Arc<Runtime>,
+        store: Arc<dyn DocumentStore>,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+        storage_limits: StorageLimits,
+        settings: RunnerSettings,
+        wake: Arc<Notify>,
+    ) -> JobRunner {
+        JobRunner {
+            jobs,
+            registry,
+            tenancy,
+            runtime,
+            store,
+            clock,
+            metrics,
+            storage_limits,
+            settings,
+            wake,
+            worker_id: super::random_id("wrk"),
+            known_schedules: Mutex::new(None),
+        }
+    }
+
+    /// Runs until `stop` turns true, then waits for the attempts in flight.
+    pub fn spawn(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+            tracing::info!(worker = %self.worker_id, "background worker started");
+            while !*stop.borrow() {
+                if let Err(e) = self.fire_schedules().await {
+                    tracing::warn!(error = %e, "firing schedules failed; retrying on the next tick");
+                }
+                self.claim_and_run(&permits).await;
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
+            let _ = permits.acquire_many(all).await;
+            tracing::info!(worker = %self.worker_id, "background worker stopped");
+        })
+    }
+
+    async fn claim_and_run(self: &Arc<Self>, permits: &Arc<Semaphore>) {
+        loop {
+            let free = permits.available_permits().min(32);
+            if free == 0 {
+                return;
+            }
+            let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+            let claimed = match self.jobs.claim(&self.worker_id, self.clock.now_ms(), free as u32, lease_ms).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming jobs failed; retrying on the next tick");
+                    return;
+                }
+            };
+            if claimed.is_empty() {
+                return;
+            }
+            for job in claimed {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let runner = self.clone();
+                tokio::spawn(async move {
+                    runner.run_one(job).await;
+                    drop(permit);
+                    runner.wake.notify_one();
+                });
+            }
+        }
+    }
+
+    /// Runs one claimed attempt and records its outcome.
+    pub async fn run_one(&self, job: ClaimedJob) {
+        let started = Instant::now();
+        let outcome = match self.execute(&job).await {
+            Ok(true) => "done",
+            Ok(false) => "lease_lost",
+            Err(failure) => {
+                let plugin_base = self.registry.get(&job.plugin).map_or(1_000, |p| p.record.manifest.retry.backoff_ms);
+                let now = self.clock.now_ms();
+                let retry_at = now + super::backoff_ms(plugin_base, job.lease.attempt);
+                tracing::warn!(job = %job.lease.job_id, plugin = %job.plugin, tenant = %job.tenant,
+                    attempt = job.lease.attempt, error = %failure.message, "background attempt failed");
+                match self.jobs.fail(&job.lease, now, &failure.message, retry_at, failure.terminal).await {
+                    Ok(Some(status)) if status == "dead" => "dead",
+                    Ok(Some(_)) => "retry",
+                    Ok(None) => "lease_lost",
+                    Err(e) => {
+                        // The lease will expire and the job will be retried: nothing is lost.
+                        tracing::error!(job = %job.lease.job_id, error = %e, "recording a failed attempt failed");
+                        "retry"
+                    }
+                }
+            }
+        };
+        if outcome == "dead" {
+            tracing::error!(job = %job.lease.job_id, plugin = %job.plugin, tenant = %job.tenant, "job dead-lettered");
+        }
+        self.metrics.record_background(&job.plugin, job.kind.as_str(), outcome, started.elapsed());
+    }
+
+    /// Calls the plugin; on success commits its writes, its own background work and the job's
+    /// completion together. `Ok(false)`: the lease was lost and the run discarded.
+    async fn execute(&self, job: &ClaimedJob) -> Result<bool, Failure> {
+        let plugin = self
+            .registry
+            .get(&job.plugin)
+            .ok_or_else(|| Failure { message: format!("plugin `{}` is not installed", job.plugin), terminal: true })?;
+        if !plugin.record.enabled || !self.tenancy.is_enabled(&job.tenant, &job.plugin) {
+            return Err(retryable(format!("plugin `{}` is not enabled for tenant `{}`", job.plugin, job.tenant)));
+        }
+        if !plugin.pre.has_worker() {
+            return Err(Failure {
+                message: format!(
+                    "plugin `{}` {} no longer does background work (no worker export)",
+                    job.plugin, plugin.record.version
+                ),
+                terminal: true,
+            });
+        }
+        let item = match job.kind {
+            JobKind::Job | JobKind::Schedule => WorkItem::Job(WitJob {
+                id: job.lease.job_id.clone(),
+                name: job.name.clone(),
+                payload: job.payload.clone(),
+                attempt: job.lease.attempt,
+                scheduled: job.kind == JobKind::Schedule,
+                due_at: u64::try_from(job.run_at).unwrap_or(0),
+            }),
+            JobKind::Event => {
+                let event_id = job.event_id.as_deref().unwrap_or_default();
+                let event = self
+                    .jobs
+                    .event(event_id)
+                    .await
+                    .map_err(|e| retryable(format!("cannot read event `{event_id}`: {e}")))?
+                    .ok_or_else(|| Failure { message: format!("event `{event_id}` is missing"), terminal: true })?;
+                WorkItem::Event(WitEvent {
+                    id: event.id,
+                    topic: event.topic,
+                    tenant: event.tenant,
+                    source: event.source,
+                    published_at: u64::try_from(event.published_at).unwrap_or(0),
+                    payload: event.payload,
+                    attempt: job.lease.attempt,
+                })
+            }
+        };
+        let scope = Scope { tenant: job.tenant.clone(), plugin: job.plugin.clone() };
+        let caller = Caller {
+            tenant: job.tenant.clone(),
+            user_id: format!("system:{}", job.kind.as_str()),
+            display_name: "Keel background worker".into(),
+            // Background work is the plugin's own: it holds every permission it declares.
+            permissions: plugin.record.manifest.permissions.keys().cloned().collect(),
+        };
+        let context = CallContext {
+            uow: UnitOfWork::new(
+                self.store.clone(),
+                scope.clone(),
+                plugin.collections.clone(),
+                self.storage_limits.clone(),
+            ),
+            labels: Arc::new(CallLabels {
+                plugin: job.plugin.clone(),
+                version: plugin.record.version.clone(),
+                tenant: job.tenant.clone(),
+                request_id: job.lease.job_id.clone(),
+            }),
+            config: plugin.config.clone(),
+            memory_cap: plugin.memory_cap,
+            timeout: plugin.timeout,
+        };
+        let outcome =
+            self.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| retryable(e.to_string()))?;
+        outcome.result.map_err(|e| retryable(describe(&e)))?;
+        let now = self.clock.now_ms();
+        let mut background =
+            route_outbox(&self.registry, &self.tenancy, &scope, &plugin, outcome.outbox, &job.lease.job_id, now);
+        background.finishes = Some(job.lease.clone());
+        let audit = WriteAudit {
+            actor: format!("system:{}", job.kind.as_str()),
+            actor_name: format!("{} {}", job.kind.as_str(), job.name),
+            request_id: job.lease.job_id.clone(),
+        };
+        let adds_work = background.adds_work();
+        match outcome.uow.commit_with(&background, now, &audit).await {
+            Ok(_) => {
+                if adds_work {
+                    self.wake.notify_one();
+                }
+                Ok(true)
+            }
+            Err(UnitOfWorkError::Store(StoreError::LeaseLost(id))) => {
+                tracing::warn!(job = %id, "lease lost before commit; the run was discarded");
+                Ok(false)
+            }
+            Err(e) => Err(retryable(format!("committing the run failed: {e}"))),
+        }
+    }
+
+    /// Makes sure every (tenant, plugin, schedule) has a row, then fires the due ones.
+    async fn fire_schedules(&self) -> Result<(), super::store::JobStoreError> {
+        let now = self.clock.now_ms();
+        let known_snapshot = {
+            let guard = self.known_schedules.lock().expect("schedule cache lock");
+            guard.clone()
+        };
+        let mut known = match known_snapshot {
+            Some(k) => k,
+            None => self.jobs.schedule_specs().await?.into_iter().collect(),
+        };
+        for plugin in self.registry.loaded() {
+            if !plugin.record.enabled || plugin.record.manifest.schedules.is_empty() {
+                continue;
+            }
+            for tenant in self.tenancy.tenants_enabling(&plugin.record.id) {
+                for schedule in &plugin.record.manifest.schedules {
+                    let spec = format!("{} {}", schedule.cron, schedule.timezone);
+                    let key = (tenant.clone(), plugin.record.id.clone(), schedule.name.clone());
+                    if known.get(&key) == Some(&spec) {
+                        continue;
+                    }
+                    let next = next_time(&spec, now);
+                    self.jobs.upsert_schedule(&tenant, &plugin.record.id, &schedule.name, &spec, next).await?;
+                    known.insert(key, spec);
+                }
+            }
+        }
+        *self.known_schedules.lock().expect("schedule cache lock") = Some(known);
+
+        for due in self.jobs.due_schedules(now).await? {
+            let plugin = self.registry.get(&due.plugin);
+            let declared = plugin.as_ref().and_then(|p| {
+                p.record
+                    .manifest
+                    .schedules
+                    .iter()
+                    .find(|s| s.name == due.name && format!("{} {}", s.cron, s.timezone) == due.spec)
+            });
+            let active = plugin.as_ref().is_some_and(|p| p.record.enabled && p.pre.has_worker())
+                && declared.is_some()
+                && self.tenancy.is_enabled(&due.tenant, &due.plugin);
+            // Missed firings (the host was down) collapse into this one; the next is after now.
+            let next = next_time(&due.spec, now);
+            let job = match (&plugin, active) {
+                (Some(p), true) => Some(NewJob {
+                    id: super::schedule_job_id(&due.tenant, &due.plugin, &due.name, due.next_run_at),
+                    plugin: due.plugin.clone(),
+                    kind: JobKind::Schedule,
+                    name: due.name.clone(),
+                    payload: "{}".into(),
+                    idempotency_key: None,
+                    event_id: None,
+                    run_at: due.next_run_at,
+                    max_attempts: p.record.manifest.retry.max_attempts,
+                }),
+                _ => None,
+            };
+            if self.jobs.fire_schedule(&due, next, job.as_ref(), now).await? && job.is_some() {
+                tracing::info!(plugin = %due.plugin, tenant = %due.tenant, schedule = %due.name, "schedule fired");
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a run of a declared schedule now (the admin's "run now").
+    pub async fn run_schedule_now(
+        &self,
+        tenant: &str,
+        plugin: &LoadedPlugin,
+        schedule: &str,
+    ) -> Result<String, super::store::JobStoreError> {
+        let now = self.clock.now_ms();
+        let job = NewJob {
+            id: super::random_id("job"),
+            plugin: plugin.record.id.clone(),
+            kind: JobKind::Schedule,
+            name: schedule.to_owned(),
+            payload: "{}".into(),
+            idempotency_key: None,
+            event_id: None,
+            run_at: now,
+            max_attempts: plugin.record.manifest.retry.max_attempts,
+        };
+        self.jobs.enqueue(tenant, &job, now).await?;
+        self.wake.notify_one();
+        Ok(job.id)
+    }
+}
+
+/// The next firing of a stored `"<cron> <zone>"` spec after `now`; far future if it never fires.
+fn next_time(spec: &str, now: i64) -> i64 {
+    let (cron, zone) = spec.rsplit_once(' ').unwrap_or((spec, "UTC"));
+    CronSchedule::parse(cron, zone).ok().and_then(|s| s.next_after(now)).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,561 @@
+//! The queue, schedule and event tables: claiming, finishing and inspecting background work.
+//!
+//! The claim is one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING` inside a write
+//! transaction: on SQLite the write lock serialises claimers; on PostgreSQL the same
+//! statement with `FOR UPDATE SKIP LOCKED` in the sub-select lets several replicas claim
+//! disjoint rows without blocking each other. Every state change after the claim names the
+//! lease (owner and attempt), so a worker whose lease expired cannot overwrite the outcome of
+//! the worker that took the job over.
+
+use super::{JobKind, Lease, NewJob};
+use crate::storage::sqlite::insert_job;
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobStoreError {
+    #[error("no job `{0}` in this tenant")]
+    NotFound(String),
+    #[error("job `{id}` is {status}; {action}")]
+    WrongState { id: String, status: String, action: &'static str },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
+}
+
+/// A job a worker has claimed and must run.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub tenant: String,
+    pub plugin: String,
+    pub kind: JobKind,
+    pub name: String,
+    pub payload: String,
+    pub event_id: Option<String>,
+    pub max_attempts: u32,
+    pub run_at: i64,
+    pub lease: Lease,
+}
+
+/// What an admin sees of a job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobRecord {
+    pub id: String,
+    pub tenant: String,
+    pub plugin: String,
+    pub kind: JobKind,
+    pub name: String,
+    /// JSON text.
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    pub event_id: Option<String>,
+    /// queued, running, done, dead or cancelled.
+    pub status: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at: i64,
+    pub lease_until: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One attempt of a job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobRun {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// done, failed or lost (the worker stopped before finishing); absent while running.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A schedule's state in one tenant.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduleRecord {
+    pub tenant: String,
+    pub plugin: String,
+    pub name: String,
+    /// `<cron expression> <time zone>`.
+    pub spec: String,
+    pub next_run_at: i64,
+    pub last_run_at: Option<i64>,
+    pub last_job_id: Option<String>,
+}
+
+/// An event in the log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventRecord {
+    /// Position in the tenant's log (increasing; use it for ranges and paging).
+    pub seq: i64,
+    pub id: String,
+    pub tenant: String,
+    pub topic: String,
+    pub source: String,
+    pub published_at: i64,
+    /// JSON text.
+    pub payload: String,
+    pub request_id: Option<String>,
+}
+
+/// Filters for listing jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub plugin: Option<String>,
+    pub status: Option<String>,
+    pub kind: Option<JobKind>,
+    /// Only jobs older than this (created_at, id) position: the previous page's last.
+    pub before: Option<(i64, String)>,
+    pub limit: u32,
+}
+
+const JOB_COLUMNS: &str = "id, tenant_id, plugin_id, kind, name, payload, idempotency_key, event_id, status, attempts, \
+     max_attempts, run_at, lease_until, last_error, created_at, updated_at, finished_at";
+
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+fn job_record(r: &SqliteRow) -> JobRecord {
+    JobRecord {
+        id: r.get(0),
+        tenant: r.get(1),
+        plugin: r.get(2),
+        kind: JobKind::parse(r.get::<&str, _>(3)).unwrap_or(JobKind::Job),
+        name: r.get(4),
+        payload: r.get(5),
+        idempotency_key: r.get(6),
+        event_id: r.get(7),
+        status: r.get(8),
+        attempts: u32_of(r.get(9)),
+        max_attempts: u32_of(r.get(10)),
+        run_at: r.get(11),
+        lease_until: r.get(12),
+        last_error: r.get(13),
+        created_at: r.get(14),
+        updated_at: r.get(15),
+        finished_at: r.get(16),
+    }
+}
+
+fn event_record(r: &SqliteRow) -> EventRecord {
+    EventRecord {
+        seq: r.get(0),
+        id: r.get(1),
+        tenant: r.get(2),
+        topic: r.get(3),
+        source: r.get(4),
+        published_at: r.get(5),
+        payload: r.get(6),
+        request_id: r.get(7),
+    }
+}
+
+const EVENT_COLUMNS: &str = "seq, id, tenant_id, topic, source_plugin, published_at, payload, request_id";
+
+#[derive(Clone)]
+pub struct JobStore {
+    pool: SqlitePool,
+}
+
+impl JobStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        JobStore { pool }
+    }
+
+    /// Claims up to `limit` due jobs for `worker`: queued ones whose time has come, and running
+    /// ones whose lease expired (their worker died). A job whose lease expired on its last
+    /// allowed attempt is dead-lettered instead.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        now: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedJob>, JobStoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let expired_runs = "UPDATE job_runs SET finished_at = ?1, outcome = 'lost', \
+             error = 'the worker stopped before finishing (lease expired)' \
+             WHERE finished_at IS NULL AND job_id IN \
+             (SELECT id FROM jobs WHERE status = 'running' AND lease_until <= ?1)";
+        sqlx::query(expired_runs).bind(now).execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE jobs SET status = 'dead', lease_owner = NULL, lease_until = NULL, finished_at = ?1, updated_at = ?1, \
+             last_error = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)' \
+             WHERE status = 'running' AND lease_until <= ?1 AND attempts >= max_attempts",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2 + ?3, attempts = attempts + 1, \
+             updated_at = ?2 \
+             WHERE id IN (SELECT id FROM jobs \
+                 WHERE (status = 'queued' AND run_at <= ?2) OR (status = 'running' AND lease_until <= ?2) \
+                 ORDER BY run_at, id LIMIT ?4) \
+             RETURNING id, tenant_id, plugin_id, kind, name, payload, event_id, attempts, max_attempts, run_at",
+        )
+        .bind(worker)
+        .bind(now)
+        .bind(lease_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let job = ClaimedJob {
+                tenant: r.get(1),
+                plugin: r.get(2),
+                kind: JobKind::parse(r.get::<&str, _>(3)).unwrap_or(JobKind::Job),
+                name: r.get(4),
+                payload: r.get(5),
+                event_id: r.get(6),
+                max_attempts: u32_of(r.get(8)),
+                run_at: r.get(9),
+                lease: Lease { job_id: r.get(0), owner: worker.to_owned(), attempt: u32_of(r.get(7)) },
+            };
+            sqlx::query("INSERT INTO job_runs (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)")
+                .bind(&job.lease.job_id)
+                .bind(i64::from(job.lease.attempt))
+                .bind(worker)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            claimed.push(job);
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records a failed attempt: back to `queued` at `retry_at`, or `dead` when the attempts
+    /// are used up or `terminal`. Returns the job's new status, or `None` if the lease was
+    /// lost (another worker owns the job now; its outcome stands).
+    pub async fn fail(
+        &self,
+        lease: &Lease,
+        now: i64,
+        error: &str,
+        retry_at: i64,
+        terminal: bool,
+    ) -> Result<Option<String>, JobStoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let status: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET \
+                 status = CASE WHEN ?5 OR attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                 finished_at = CASE WHEN ?5 OR attempts >= max_attempts THEN ?1 ELSE NULL END, \
+                 run_at = CASE WHEN ?5 OR attempts >= max_attempts THEN run_at ELSE ?2 END, \
+                 last_error = ?3, lease_owner = NULL, lease_until = NULL, updated_at = ?1 \
+             WHERE id = ?4 AND status = 'running' AND lease_owner = ?6 AND attempts = ?7 \
+             RETURNING status",
+        )
+        .bind(now)
+        .bind(retry_at)
+        .bind(error)
+        .bind(&lease.job_id)
+        .bind(terminal)
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if status.is_some() {
+            sqlx::query(
+                "UPDATE job_runs SET finished_at = ?, outcome = 'failed', error = ? \
+                 WHERE job_id = ? AND attempt = ? AND finished_at IS NULL",
+            )
+            .bind(now)
+            .bind(error)
+            .bind(&lease.job_id)
+            .bind(i64::from(lease.attempt))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(status)
+    }
+
+    /// The event a delivery job carries.
+    pub async fn event(&self, id: &str) -> Result<Option<EventRecord>, JobStoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(event_record))
+    }
+
+    pub async fn list(&self, tenant: &str, filter: &JobFilter) -> Result<Vec<JobRecord>, JobStoreError> {
+        let mut q = sqlx::QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = "));
+        q.push_bind(tenant);
+        if let Some(plugin) = &filter.plugin {
+            q.push(" AND plugin_id = ").push_bind(plugin);
+        }
+        if let Some(status) = &filter.status {
+            q.push(" AND status = ").push_bind(status);
+        }
+        if let Some(kind) = filter.kind {
+            q.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some((at, id)) = &filter.before {
+            q.push(" AND (created_at, id) < (").push_bind(*at).push(", ").push_bind(id).push(")");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(filter.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(job_record).collect())
+    }
+
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<(JobRecord, Vec<JobRun>), JobStoreError> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ? AND id = ?")))
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| JobStoreError::NotFound(id.to_owned()))?;
+        let runs = sqlx::query(
+            "SELECT attempt, worker, started_at, finished_at, outcome, error FROM job_runs WHERE job_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| JobRun {
+            attempt: u32_of(r.get(0)),
+            worker: r.get(1),
+            started_at: r.get(2),
+            finished_at: r.get(3),
+            outcome: r.get(4),
+            error: r.get(5),
+        })
+        .collect();
+        Ok((job_record(&row), runs))
+    }
+
+    /// Puts a dead or cancelled job back in the queue with a fresh set of attempts.
+    pub async fn retry(&self, tenant: &str, id: &str, now: i64) -> Result<JobRecord, JobStoreError> {
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, finished_at = NULL, updated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND status IN ('dead', 'cancelled')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let (job, _) = self.get(tenant, id).await?;
+        if changed == 0 {
+            return Err(JobStoreError::WrongState {
+                id: id.to_owned(),
+                status: job.status,
+                action: "only dead or cancelled jobs can be retried",
+            });
+        }
+        Ok(job)
+    }
+
+    /// Cancels a job that has not started (or is waiting for a retry).
+    pub async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<JobRecord, JobStoreError> {
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND status = 'queued'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let (job, _) = self.get(tenant, id).await?;
+        if changed == 0 {
+            return Err(JobStoreError::WrongState {
+                id: id.to_owned(),
+                status: job.status,
+                action: "only queued jobs can be cancelled",
+            });
+        }
+        Ok(job)
+    }
+
+    /// Inserts one job (an admin's "run now", a scheduled firing) in its own transaction.
+    pub async fn enqueue(&self, tenant: &str, job: &NewJob, now: i64) -> Result<bool, JobStoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(insert_job(&mut conn, tenant, job, now).await?)
+    }
+
+    /// Queue depth by status, for metrics and the bench.
+    pub async fn count(&self, status: &str) -> Result<i64, JobStoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = ?").bind(status).fetch_one(&self.pool).await?)
+    }
+
+    // ---- schedules ----
+
+    /// Every schedule row: (tenant, plugin, name) → spec.
+    pub async fn schedule_specs(&self) -> Result<Vec<((String, String, String), String)>, JobStoreError> {
+        let rows = sqlx::query("SELECT tenant_id, plugin_id, name, spec FROM schedules").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3))).collect())
+    }
+
+    /// Creates a schedule row, or resets its next time when its expression changed.
+    pub async fn upsert_schedule(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        name: &str,
+        spec: &str,
+        next_run_at: i64,
+    ) -> Result<(), JobStoreError> {
+        sqlx::query(
+            "INSERT INTO schedules (tenant_id, plugin_id, name, spec, next_run_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, plugin_id, name) DO UPDATE SET spec = excluded.spec, next_run_at = excluded.next_run_at \
+             WHERE schedules.spec <> excluded.spec",
+        )
+        .bind(tenant)
+        .bind(plugin)
+        .bind(name)
+        .bind(spec)
+        .bind(next_run_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Schedules due at `now`.
+    pub async fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRecord>, JobStoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, plugin_id, name, spec, next_run_at, last_run_at, last_job_id FROM schedules \
+             WHERE next_run_at <= ? ORDER BY next_run_at LIMIT 500",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(schedule_record).collect())
+    }
+
+    /// Moves a due schedule to `next_run_at` and, if `job` is given, enqueues its firing, in one
+    /// transaction. The move is a compare-and-set on the due time, so of several workers racing
+    /// for the same tick exactly one fires it. Returns whether this call won.
+    pub async fn fire_schedule(
+        &self,
+        due: &ScheduleRecord,
+        next_run_at: i64,
+        job: Option<&NewJob>,
+        now: i64,
+    ) -> Result<bool, JobStoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let moved = sqlx::query(
+            "UPDATE schedules SET next_run_at = ?, last_run_at = CASE WHEN ? IS NULL THEN last_run_at ELSE ? END, \
+             last_job_id = COALESCE(?, last_job_id) \
+             WHERE tenant_id = ? AND plugin_id = ? AND name = ? AND next_run_at = ?",
+        )
+        .bind(next_run_at)
+        .bind(job.map(|j| j.id.as_str()))
+        .bind(now)
+        .bind(job.map(|j| j.id.as_str()))
+        .bind(&due.tenant)
+        .bind(&due.plugin)
+        .bind(&due.name)
+        .bind(due.next_run_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 1
+            && let Some(job) = job
+        {
+            insert_job(&mut tx, &due.tenant, job, now).await?;
+        }
+        tx.commit().await?;
+        Ok(moved == 1)
+    }
+
+    pub async fn list_schedules(&self, tenant: &str) -> Result<Vec<ScheduleRecord>, JobStoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, plugin_id, name, spec, next_run_at, last_run_at, last_job_id FROM schedules \
+             WHERE tenant_id = ? ORDER BY plugin_id, name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(schedule_record).collect())
+    }
+
+    // ---- events ----
+
+    /// A tenant's events after `after_seq`, oldest first.
+    pub async fn list_events(
+        &self,
+        tenant: &str,
+        topic: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, JobStoreError> {
+        let mut q = sqlx::QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = "));
+        q.push_bind(tenant).push(" AND seq > ").push_bind(after_seq);
+        if let Some(topic) = topic {
+            q.push(" AND topic = ").push_bind(topic);
+        }
+        q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+        Ok(q.build().fetch_all(&self.pool).await?.iter().map(event_record).collect())
+    }
+
+    /// Queues a fresh delivery to `subscriber` of each of the tenant's events with `from <=
+    /// seq <= to` on one of `topics`. Returns the events queued.
+    pub async fn replay(
+        &self,
+        tenant: &str,
+        subscriber: &str,
+        topics: &[String],
+        range: (i64, i64),
+        max_attempts: u32,
+        now: i64,
+    ) -> Result<u64, JobStoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut queued = 0;
+        for topic in topics {
+            let rows = sqlx::query(
+                "SELECT id, payload FROM events WHERE tenant_id = ? AND topic = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            )
+            .bind(tenant)
+            .bind(topic)
+            .bind(range.0)
+            .bind(range.1)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                let job = NewJob {
+                    id: super::random_id("job"),
+                    plugin: subscriber.to_owned(),
+                    kind: JobKind::Event,
+                    name: topic.clone(),
+                    payload: String::new(),
+                    idempotency_key: None,
+                    event_id: Some(r.get(0)),
+                    run_at: now,
+                    max_attempts,
+                };
+                insert_job(&mut tx, tenant, &job, now).await?;
+                queued += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+}
+
+fn schedule_record(r: &SqliteRow) -> ScheduleRecord {
+    ScheduleRecord {
+        tenant: r.get(0),
+        plugin: r.get(1),
+        name: r.get(2),
+        spec: r.get(3),
+        next_run_at: r.get(4),
+        last_run_at: r.get(5),
+        last_job_id: r.get(6),
+    }
+}
