@@ -30,6 +30,110 @@ enum Command {
     /// Manage a tenant's users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Inspect, retry and cancel a tenant's background jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// List a tenant's schedules or run one now.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Read a tenant's event log or replay part of it.
+    #[command(subcommand)]
+    Event(EventCommand),
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// List jobs, newest first.
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        plugin: Option<String>,
+        /// queued, running, done, dead or cancelled
+        #[arg(long)]
+        status: Option<String>,
+        /// job, schedule or event
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a job and every attempt as JSON.
+    Show {
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Put a dead or cancelled job back in the queue.
+    Retry {
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a job waiting to run.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// List schedules with their next and last run.
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a plugin's schedule now.
+    Run {
+        plugin: String,
+        name: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventCommand {
+    /// List events, oldest first.
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only events after this position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deliver events FROM..=TO (positions) again to one subscriber.
+    Replay {
+        subscriber: String,
+        #[arg(long)]
+        from: i64,
+        #[arg(long)]
+        to: i64,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +295,9 @@ fn main() -> Result<()> {
             Command::Tenant(command) => tenant(command).await,
             Command::Token(command) => token(command).await,
             Command::User(command) => user(command).await,
+            Command::Job(command) => job(command).await,
+            Command::Schedule(command) => schedule(command).await,
+            Command::Event(command) => event(command).await,
         }
     })
 }
@@ -268,6 +375,126 @@ impl Client {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+fn query_string(pairs: &[(&str, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+/// Milliseconds since the epoch as UTC text, for tables.
+fn when(ms: &serde_json::Value) -> String {
+    ms.as_i64()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+async fn job(command: JobCommand) -> Result<()> {
+    match command {
+        JobCommand::List { tenant, plugin, status, kind, limit, client } => {
+            let c = Client::new(client)?;
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(plugin.map(|v| ("plugin", v)));
+            query.extend(status.map(|v| ("status", v)));
+            query.extend(kind.map(|v| ("kind", v)));
+            let body =
+                c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/jobs?{}", query_string(&query))))).await?;
+            println!(
+                "{:<28} {:<12} {:<9} {:<24} {:<10} {:<8} {:<19} LAST ERROR",
+                "ID", "PLUGIN", "KIND", "NAME", "STATUS", "TRIES", "RUN AT (UTC)"
+            );
+            for j in body["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<28} {:<12} {:<9} {:<24} {:<10} {:<8} {:<19} {}",
+                    j["id"].as_str().unwrap_or("?"),
+                    j["plugin"].as_str().unwrap_or("?"),
+                    j["kind"].as_str().unwrap_or("?"),
+                    j["name"].as_str().unwrap_or("?"),
+                    j["status"].as_str().unwrap_or("?"),
+                    format!("{}/{}", j["attempts"], j["max_attempts"]),
+                    when(&j["run_at"]),
+                    j["last_error"].as_str().unwrap_or("")
+                );
+            }
+        }
+        JobCommand::Show { id, tenant, client } => {
+            let c = Client::new(client)?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/jobs/{id}")))).await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        JobCommand::Retry { id, tenant, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/jobs/{id}/retry")))).await?;
+            println!("queued {id} again");
+        }
+        JobCommand::Cancel { id, tenant, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/jobs/{id}/cancel")))).await?;
+            println!("cancelled {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn schedule(command: ScheduleCommand) -> Result<()> {
+    match command {
+        ScheduleCommand::List { tenant, client } => {
+            let c = Client::new(client)?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/schedules")))).await?;
+            println!("{:<16} {:<20} {:<32} {:<19} LAST RUN (UTC)", "PLUGIN", "NAME", "SPEC", "NEXT RUN (UTC)");
+            for s in body["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<16} {:<20} {:<32} {:<19} {}",
+                    s["plugin"].as_str().unwrap_or("?"),
+                    s["name"].as_str().unwrap_or("?"),
+                    s["spec"].as_str().unwrap_or("?"),
+                    when(&s["next_run_at"]),
+                    when(&s["last_run_at"])
+                );
+            }
+        }
+        ScheduleCommand::Run { plugin, name, tenant, client } => {
+            let c = Client::new(client)?;
+            let body = c
+                .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/plugins/{plugin}/schedules/{name}/run"))))
+                .await?;
+            println!("queued {}", body["job_id"].as_str().unwrap_or("?"));
+        }
+    }
+    Ok(())
+}
+
+async fn event(command: EventCommand) -> Result<()> {
+    match command {
+        EventCommand::List { tenant, topic, after, limit, client } => {
+            let c = Client::new(client)?;
+            let mut query = vec![("after", after.to_string()), ("limit", limit.to_string())];
+            query.extend(topic.map(|v| ("topic", v)));
+            let body =
+                c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/events?{}", query_string(&query))))).await?;
+            println!("{:<8} {:<28} {:<36} {:<14} {:<19} PAYLOAD", "SEQ", "ID", "TOPIC", "SOURCE", "AT (UTC)");
+            for e in body["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<8} {:<28} {:<36} {:<14} {:<19} {}",
+                    e["seq"],
+                    e["id"].as_str().unwrap_or("?"),
+                    e["topic"].as_str().unwrap_or("?"),
+                    e["source"].as_str().unwrap_or("?"),
+                    when(&e["published_at"]),
+                    e["payload"].as_str().unwrap_or("")
+                );
+            }
+        }
+        EventCommand::Replay { subscriber, from, to, tenant, client } => {
+            let c = Client::new(client)?;
+            let body = c
+                .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/events/replay"))).json(&serde_json::json!({
+                    "subscriber": subscriber, "from_seq": from, "to_seq": to
+                })))
+                .await?;
+            println!("queued {} deliveries to {subscriber}", body["queued"]);
+        }
+    }
+    Ok(())
 }
 
 async fn tenant(command: TenantCommand) -> Result<()> {

@@ -145,3 +145,67 @@ fn cli(server: &str, token: &str, args: &[&str], stdin: Option<&str>) -> (bool, 
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_retries_jobs_runs_schedules_and_replays_events() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    config.jobs.poll_interval_ms = 50;
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let token = server.bootstrap_token.clone().unwrap();
+    let http = reqwest::Client::new();
+    for plugin in ["relay", "listener"] {
+        let bytes = std::fs::read(fixtures.join(format!("{plugin}.wasm")))
+            .unwrap_or_else(|e| panic!("missing fixture {plugin} ({e}); run `cargo xtask build-plugins`"));
+        let installed = http
+            .post(format!("{url}/v1/admin/plugins"))
+            .bearer_auth(&token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(installed.status().as_u16(), 201);
+    }
+    let post =
+        |path: &str, body: serde_json::Value| http.post(format!("{url}{path}")).bearer_auth(&token).json(&body).send();
+    let job: serde_json::Value =
+        post("/v1/plugins/relay/jobs", serde_json::json!({ "name": "record" })).await.unwrap().json().await.unwrap();
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    post("/v1/plugins/relay/publish", serde_json::json!({})).await.unwrap();
+
+    let run = |args: Vec<String>| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            cli(&url, &token, &args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (ok, out) = run(args(&["job", "list", "--status", "done"])).await.unwrap();
+        assert!(ok, "{out}");
+        if out.lines().filter(|l| l.starts_with("job_")).count() == 3 {
+            assert!(out.lines().any(|l| l.starts_with(&job_id) && l.contains("record")), "{out}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job and two deliveries never finished:\n{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (ok, out) = run(args(&["job", "show", &job_id])).await.unwrap();
+    assert!(ok && out.contains("\"outcome\": \"done\""), "{out}");
+    let (ok, out) = run(args(&["job", "retry", &job_id])).await.unwrap();
+    assert!(!ok && out.contains("job-state-conflict"), "a done job is not retried: {out}");
+    let (ok, out) = run(args(&["schedule", "list"])).await.unwrap();
+    assert!(ok && out.lines().any(|l| l.starts_with("relay") && l.contains("*/5 * * * * Europe/Paris")), "{out}");
+    let (ok, out) = run(args(&["schedule", "run", "relay", "tick"])).await.unwrap();
+    assert!(ok && out.starts_with("queued job_"), "{out}");
+    let (ok, out) = run(args(&["event", "list"])).await.unwrap();
+    assert!(ok && out.lines().any(|l| l.contains("relay.pinged")), "{out}");
+    let (ok, out) = run(args(&["event", "replay", "listener", "--from", "1", "--to", "1"])).await.unwrap();
+    assert!(ok && out.contains("queued 1 deliveries to listener"), "{out}");
+    server.shutdown().await;
+}
