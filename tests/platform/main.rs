@@ -5,6 +5,7 @@ mod helpdesk;
 mod hostile;
 mod jobs;
 mod restart;
+mod sla;
 mod tenancy;
 mod uploads;
 mod users;

@@ -1,17 +1,29 @@
 //! The helpdesk department: tickets with priorities, categories, assignees, comments and an
 //! enforced status workflow. Written against the public SDK only.
 
+mod sla;
 mod ticket;
 
 use keel_sdk::services::now_ms;
-use keel_sdk::{Collection, Error, Plugin, Request, Response, Router, Versioned, export_plugin};
+use keel_sdk::{Collection, Error, Job, Plugin, Request, Response, Router, Versioned, export_plugin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use ticket::{Comment, FieldError, Status, Ticket};
+use sla::{Policy, Sla, Timer};
+use ticket::{Comment, FieldError, Priority, Status, Ticket};
 
 const TICKETS: Collection<Ticket> = Collection::new("tickets");
 const COMMENTS: Collection<Comment> = Collection::new("comments");
 const COUNTERS: Collection<Counter> = Collection::new("counters");
+const SLA_POLICIES: Collection<Policy> = Collection::new("sla_policies");
+const SLA_TIMERS: Collection<Timer> = Collection::new("sla_timers");
+
+/// Published when a ticket misses an SLA target; payload: number, target, due_at, breached_at,
+/// priority, title.
+const SLA_BREACHED: &str = "helpdesk.ticket.sla_breached";
+/// Published when a ticket is filed; payload: number, title, priority, category, requester.
+const TICKET_CREATED: &str = "helpdesk.ticket.created";
+/// Timers the scheduled check handles per run; the rest wait for the next minute.
+const SLA_BATCH: u32 = 200;
 
 const DEFAULT_PAGE: u32 = 25;
 const MAX_PAGE: u32 = 100;
@@ -28,6 +40,15 @@ impl Plugin for Helpdesk {
             .post("/tickets/{number}/transition", transition_ticket)
             .post("/tickets/{number}/comments", add_comment)
             .get("/tickets/{number}/comments", list_comments)
+            .get("/sla-policies", list_policies)
+            .put("/sla-policies/{priority}", set_policy)
+    }
+
+    fn run_job(job: &Job) -> Result<(), Error> {
+        match job.name.as_str() {
+            "sla-check" => check_sla(),
+            other => Err(Error::invalid("unknown-job", format!("the helpdesk has no job `{other}`"))),
+        }
     }
 }
 
@@ -39,16 +60,41 @@ struct Counter {
     next: u64,
 }
 
-/// A ticket as the API shows it: the stored fields plus the version to send back on writes.
+/// A ticket as the API shows it: the stored fields, the version to send back on writes, and
+/// where it stands against its SLA.
 #[derive(Serialize)]
 struct TicketView<'a> {
     #[serde(flatten)]
     ticket: &'a Ticket,
     version: u64,
+    sla_state: Option<sla::State>,
 }
 
 fn view(ticket: &Ticket, version: u64) -> TicketView<'_> {
-    TicketView { ticket, version }
+    TicketView { ticket, version, sla_state: ticket.sla.as_ref().map(Sla::state) }
+}
+
+/// The tenant's policy for `priority`, or the default.
+fn policy_for(priority: Priority) -> Result<Policy, Error> {
+    Ok(SLA_POLICIES.get(&priority.to_string())?.map_or_else(|| Policy::default_for(priority), |p| p.value))
+}
+
+/// Brings the stored timers from what `before` watched to what `after` watches.
+fn sync_timers(number: u64, before: Option<&Sla>, after: Option<&Sla>) -> Result<(), Error> {
+    let old = before.map(|s| s.timers(number)).unwrap_or_default();
+    let new = after.map(|s| s.timers(number)).unwrap_or_default();
+    for t in old.iter().filter(|t| !new.contains(t)) {
+        SLA_TIMERS.delete(&t.key(), None)?;
+    }
+    for t in new.iter().filter(|t| !old.contains(t)) {
+        SLA_TIMERS.upsert(&t.key(), t)?;
+    }
+    Ok(())
+}
+
+/// Whether the caller's action counts as the helpdesk responding (not the requester).
+fn responds(req: &Request, ticket: &Ticket) -> bool {
+    req.caller.user_id != ticket.requester
 }
 
 /// Agents work on every ticket; everyone else only on tickets they requested. The host has
@@ -115,9 +161,17 @@ fn create_ticket(req: &Request) -> Result<Response, Error> {
         comment_count: 0,
         created_at: now,
         updated_at: now,
+        sla: None,
     };
+    ticket.sla = Some(Sla::new(policy_for(ticket.priority)?, now));
     ticket.number = next_ticket_number()?;
     let version = TICKETS.insert(&ticket::ticket_key(ticket.number), &ticket)?;
+    sync_timers(ticket.number, None, ticket.sla.as_ref())?;
+    keel_sdk::publish(
+        TICKET_CREATED,
+        &serde_json::json!({ "number": ticket.number, "title": ticket.title, "priority": ticket.priority,
+                             "category": ticket.category, "requester": ticket.requester }),
+    )?;
     Response::json(201, &view(&ticket, version))
         .map(|r| r.with_header("location", &format!("/tickets/{}", ticket.number)))
 }
@@ -236,6 +290,7 @@ fn update_ticket(req: &Request) -> Result<Response, Error> {
     }
     let mut stored = load_ticket(req)?;
     check_version(&stored, expected_version(req, patch.version)?)?;
+    let sla_before = stored.value.sla.clone();
     let ticket = &mut stored.value;
     let mut changed = false;
     if let Some(title) = patch.title {
@@ -248,7 +303,14 @@ fn update_ticket(req: &Request) -> Result<Response, Error> {
         changed = true;
     }
     if let Some(priority) = patch.priority {
-        ticket.priority = ticket::priority(&priority).map_err(invalid)?;
+        let priority = ticket::priority(&priority).map_err(invalid)?;
+        if priority != ticket.priority {
+            ticket.priority = priority;
+            let policy = policy_for(priority)?;
+            if let Some(sla) = ticket.sla.as_mut() {
+                sla.repolicy(policy, ticket.created_at);
+            }
+        }
         changed = true;
     }
     if let Some(category) = patch.category {
@@ -281,6 +343,7 @@ fn update_ticket(req: &Request) -> Result<Response, Error> {
     }
     ticket.updated_at = now_ms();
     let version = TICKETS.update(&stored.key, ticket, stored.version)?;
+    sync_timers(ticket.number, sla_before.as_ref(), ticket.sla.as_ref())?;
     Response::json(200, &view(ticket, version))
 }
 
@@ -296,10 +359,23 @@ fn transition_ticket(req: &Request) -> Result<Response, Error> {
     let to = ticket::status(&input.to).map_err(invalid)?;
     let mut stored = load_ticket(req)?;
     check_version(&stored, expected_version(req, input.version)?)?;
+    let sla_before = stored.value.sla.clone();
+    let responding = responds(req, &stored.value);
     let ticket = &mut stored.value;
+    let from = ticket.status;
     ticket.status = ticket.status.transition(to).map_err(|e| Error::conflict("invalid-transition", e.to_string()))?;
-    ticket.updated_at = now_ms();
+    let now = now_ms();
+    ticket.updated_at = now;
+    if let Some(sla) = ticket.sla.as_mut() {
+        match (from, to) {
+            (_, Status::Resolved) => sla.resolved(now),
+            (Status::Resolved, Status::Open) => sla.reopened(),
+            _ if responding => sla.responded(now),
+            _ => {}
+        }
+    }
     let version = TICKETS.update(&stored.key, ticket, stored.version)?;
+    sync_timers(ticket.number, sla_before.as_ref(), ticket.sla.as_ref())?;
     Response::json(200, &view(ticket, version))
 }
 
@@ -313,6 +389,8 @@ fn add_comment(req: &Request) -> Result<Response, Error> {
     let input: NewComment = req.json()?;
     let body = ticket::required_text("body", &input.body, ticket::COMMENT_MAX).map_err(invalid)?;
     let mut stored = load_ticket(req)?;
+    let sla_before = stored.value.sla.clone();
+    let responding = responds(req, &stored.value);
     let ticket = &mut stored.value;
     if ticket.status == Status::Closed {
         return Err(Error::conflict("ticket-closed", format!("ticket {} is closed", ticket.number)));
@@ -320,6 +398,9 @@ fn add_comment(req: &Request) -> Result<Response, Error> {
     let now = now_ms();
     ticket.comment_count += 1;
     ticket.updated_at = now;
+    if responding && let Some(sla) = ticket.sla.as_mut() {
+        sla.responded(now);
+    }
     let comment = Comment {
         ticket: ticket.number,
         seq: ticket.comment_count,
@@ -328,6 +409,7 @@ fn add_comment(req: &Request) -> Result<Response, Error> {
         created_at: now,
     };
     TICKETS.update(&stored.key, ticket, stored.version)?;
+    sync_timers(ticket.number, sla_before.as_ref(), ticket.sla.as_ref())?;
     COMMENTS.insert(&format!("{}/{:06}", stored.key, comment.seq), &comment)?;
     Response::json(201, &comment)
 }
@@ -342,4 +424,61 @@ fn list_comments(req: &Request) -> Result<Response, Error> {
         .fetch()?;
     let items: Vec<_> = page.items.into_iter().map(|c| c.value).collect();
     Response::json(200, &serde_json::json!({ "items": items, "next_cursor": page.next }))
+}
+
+fn list_policies(_req: &Request) -> Result<Response, Error> {
+    let items = [Priority::P1, Priority::P2, Priority::P3, Priority::P4]
+        .into_iter()
+        .map(|p| {
+            let stored = SLA_POLICIES.get(&p.to_string())?;
+            let custom = stored.is_some();
+            let policy = stored.map_or_else(|| Policy::default_for(p), |s| s.value);
+            Ok(serde_json::json!({ "priority": p, "first_response_minutes": policy.first_response_minutes,
+                                   "resolution_minutes": policy.resolution_minutes, "custom": custom }))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Response::json(200, &serde_json::json!({ "items": items }))
+}
+
+/// Sets the targets for one priority. Tickets filed from now on (and tickets whose priority
+/// changes) use it; existing deadlines stay as they were promised.
+fn set_policy(req: &Request) -> Result<Response, Error> {
+    let priority = ticket::priority(req.param("priority")?).map_err(invalid)?;
+    let policy: Policy = req.json()?;
+    policy.validate().map_err(|e| Error::invalid("invalid-policy", e))?;
+    SLA_POLICIES.upsert(&priority.to_string(), &policy)?;
+    Response::json(
+        200,
+        &serde_json::json!({ "priority": priority, "first_response_minutes": policy.first_response_minutes,
+                                             "resolution_minutes": policy.resolution_minutes, "custom": true }),
+    )
+}
+
+/// The scheduled check: walks timers in deadline order up to now, marks breaches on their
+/// tickets and publishes each breach once.
+fn check_sla() -> Result<(), Error> {
+    let now = now_ms();
+    let due = SLA_TIMERS.query().limit(SLA_BATCH).fetch()?;
+    let mut breaches = 0;
+    for timer in due.items.into_iter().take_while(|t| t.value.due <= now) {
+        SLA_TIMERS.delete(&timer.key, Some(timer.version))?;
+        let Some(mut stored) = TICKETS.get(&ticket::ticket_key(timer.value.ticket))? else { continue };
+        let Some(sla) = stored.value.sla.as_mut() else { continue };
+        if !sla.breach(timer.value.target, now) {
+            continue;
+        }
+        stored.value.updated_at = now;
+        TICKETS.update(&stored.key, &stored.value, stored.version)?;
+        keel_sdk::publish(
+            SLA_BREACHED,
+            &serde_json::json!({ "number": stored.value.number, "target": timer.value.target,
+                                 "due_at": timer.value.due, "breached_at": now,
+                                 "priority": stored.value.priority, "title": stored.value.title }),
+        )?;
+        breaches += 1;
+    }
+    if breaches > 0 {
+        keel_sdk::services::log_info(&format!("SLA check: {breaches} breach(es) recorded"));
+    }
+    Ok(())
 }

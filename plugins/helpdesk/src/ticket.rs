@@ -107,6 +107,9 @@ pub struct Ticket {
     pub comment_count: u32,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Deadlines and their state; absent on tickets filed before SLAs existed.
+    #[serde(default)]
+    pub sla: Option<crate::sla::Sla>,
 }
 
 /// A comment on a ticket, stored in its own collection keyed `<ticket key>/<seq>`.
