@@ -148,10 +148,13 @@ impl Bench {
                     version: "0".into(),
                     tenant: "t".into(),
                     request_id: "r".into(),
+                    permissions: vec![],
                 }),
                 config: Arc::new(BTreeMap::new()),
                 memory_cap: plugin.memory_cap,
                 timeout: Duration::from_secs(1),
+                interop: None,
+                depth: 0,
             },
         };
         let started = Instant::now();

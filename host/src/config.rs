@@ -68,6 +68,9 @@ pub struct LimitsConfig {
     pub rate_limit_burst: u32,
     /// Longest time any request may take end to end (ms).
     pub request_timeout_ms: u64,
+    /// How deep calls between plugins may nest (A calls B calls C is 2); deeper calls, and
+    /// so cycles, get `unavailable`.
+    pub max_call_depth: u32,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for LimitsConfig {
             rate_limit_per_second: 50,
             rate_limit_burst: 200,
             request_timeout_ms: 60_000,
+            max_call_depth: 4,
         }
     }
 }

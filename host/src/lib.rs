@@ -12,6 +12,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod departments;
 pub mod devkit;
 pub mod identity;
 pub mod jobs;

@@ -109,6 +109,16 @@ impl Server {
             StorageLimits { max_document_bytes: limits.max_document_bytes, ..StorageLimits::default() };
         let jobs = JobStore::new(pool.clone());
         let jobs_wake = Arc::new(tokio::sync::Notify::new());
+        let departments = Arc::new(crate::departments::Departments {
+            registry: registry.clone(),
+            tenancy: tenancy.clone(),
+            runtime: runtime.clone(),
+            store: store.clone(),
+            storage_limits: storage_limits.clone(),
+            clock: clock.clone(),
+            jobs_wake: jobs_wake.clone(),
+            max_depth: limits.max_call_depth,
+        });
         let runner = Arc::new(JobRunner::new(
             jobs.clone(),
             registry.clone(),
@@ -124,6 +134,7 @@ impl Server {
                 concurrency: config.jobs.concurrency,
             },
             jobs_wake.clone(),
+            departments.clone(),
         ));
         let state = AppState {
             registry,
@@ -149,6 +160,7 @@ impl Server {
             jobs,
             jobs_wake,
             runner: runner.clone(),
+            departments,
             clock_control: config.allow_clock_control,
         };
         let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);

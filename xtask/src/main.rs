@@ -20,6 +20,9 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-hostile", "plugins/fixtures/hostile", false),
     ("keel-plugin-off-world", "plugins/fixtures/off-world", false),
     ("keel-plugin-relay", "plugins/fixtures/relay", false),
+    ("keel-plugin-directory", "plugins/fixtures/directory", false),
+    ("keel-plugin-directory-alt", "plugins/fixtures/directory-alt", false),
+    ("keel-plugin-roster", "plugins/fixtures/roster", false),
 ];
 
 /// Fixture components packaged a second time under another manifest (another plugin id), to

@@ -124,6 +124,7 @@ async fn call(
         version: plugin.record.version.clone(),
         tenant: principal.tenant.clone(),
         request_id: request_id.to_owned(),
+        permissions: Vec::new(),
     });
     let invocation = Invocation {
         caller,
@@ -134,6 +135,10 @@ async fn call(
             config: plugin.config.clone(),
             memory_cap: plugin.memory_cap,
             timeout: plugin.timeout,
+            // Only plugins that import department interfaces need the linker.
+            interop: (!plugin.record.manifest.requires.is_empty())
+                .then(|| state.departments.for_caller(Some(principal))),
+            depth: 0,
         },
     };
     let outcome = state.runtime.call(&plugin.pre, invocation).await.map_err(|e| {

@@ -64,6 +64,8 @@ pub struct AppState {
     /// Wakes the background worker when a commit added work or the clock moved.
     pub jobs_wake: Arc<tokio::sync::Notify>,
     pub runner: Arc<crate::jobs::runner::JobRunner>,
+    /// Links department interfaces between plugins.
+    pub departments: Arc<crate::departments::Departments>,
     /// Whether `POST /v1/admin/clock/advance` is served (tests and demos only).
     pub clock_control: bool,
 }

@@ -95,6 +95,7 @@ pub struct JobRunner {
     pub metrics: Arc<Metrics>,
     pub storage_limits: StorageLimits,
     pub settings: RunnerSettings,
+    pub departments: Arc<crate::departments::Departments>,
     /// Notified when work may be due: a commit that added some, a finished job, a moved clock.
     pub wake: Arc<Notify>,
     worker_id: String,
@@ -137,6 +138,7 @@ impl JobRunner {
         storage_limits: StorageLimits,
         settings: RunnerSettings,
         wake: Arc<Notify>,
+        departments: Arc<crate::departments::Departments>,
     ) -> JobRunner {
         JobRunner {
             jobs,
@@ -149,6 +151,7 @@ impl JobRunner {
             storage_limits,
             settings,
             wake,
+            departments,
             worker_id: super::random_id("wrk"),
             known_schedules: Mutex::new(None),
         }
@@ -302,10 +305,13 @@ impl JobRunner {
                 version: plugin.record.version.clone(),
                 tenant: job.tenant.clone(),
                 request_id: job.lease.job_id.clone(),
+                permissions: Vec::new(),
             }),
             config: plugin.config.clone(),
             memory_cap: plugin.memory_cap,
             timeout: plugin.timeout,
+            interop: (!plugin.record.manifest.requires.is_empty()).then(|| self.departments.for_caller(None)),
+            depth: 0,
         };
         let outcome =
             self.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| retryable(e.to_string()))?;

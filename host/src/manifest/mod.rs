@@ -162,6 +162,49 @@ pub struct Manifest {
     pub subscriptions: Vec<SubscriptionSpec>,
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Department interfaces this plugin exports for others, e.g. `keel:hr/directory@0.1.0`.
+    #[serde(default)]
+    pub provides: Vec<String>,
+    /// Department interfaces this plugin imports, at their lowest acceptable version; the host
+    /// links each call to a compatible provider enabled in the caller's tenant.
+    #[serde(default)]
+    pub requires: Vec<String>,
+}
+
+/// A versioned department interface: `namespace:package/interface@version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceRef {
+    /// `namespace:package/interface`.
+    pub name: String,
+    pub version: semver::Version,
+}
+
+impl InterfaceRef {
+    /// Parses `keel:hr/directory@0.1.0`. Platform interfaces are not department interfaces.
+    pub fn parse(text: &str) -> Option<InterfaceRef> {
+        let (name, version) = text.split_once('@')?;
+        let (package, interface) = name.split_once('/')?;
+        let (namespace, package) = package.split_once(':')?;
+        let part = |s: &str| is_slug(s, 64);
+        if !part(namespace) || !part(package) || !part(interface) || namespace == "wasi" || package == "platform" {
+            return None;
+        }
+        Some(InterfaceRef { name: name.to_owned(), version: semver::Version::parse(version).ok()? })
+    }
+
+    /// Whether a provider of `self` can serve a caller that requires `required`: the same
+    /// interface, semver-compatible (same major; same minor below 1.0), and not older.
+    pub fn satisfies(&self, required: &InterfaceRef) -> bool {
+        let v = &self.version;
+        let r = &required.version;
+        self.name == required.name && v.major == r.major && (r.major > 0 || v.minor == r.minor) && v >= r
+    }
+}
+
+impl std::fmt::Display for InterfaceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
 }
 
 /// The host's ceilings, applied to what manifests ask for.
@@ -353,6 +396,20 @@ impl Manifest {
                 return Err(field(format!("subscriptions.{}", s.topic), "declared twice"));
             }
         }
+        for (field_name, list) in [("provides", &self.provides), ("requires", &self.requires)] {
+            let mut seen = BTreeSet::new();
+            for entry in list {
+                let parsed = InterfaceRef::parse(entry).ok_or_else(|| {
+                    field(
+                        format!("{field_name}.\"{entry}\""),
+                        "department interfaces are `namespace:package/interface@x.y.z` (not keel:platform or wasi)",
+                    )
+                })?;
+                if !seen.insert(parsed.name.clone()) {
+                    return Err(field(format!("{field_name}.\"{entry}\""), "interface listed twice"));
+                }
+            }
+        }
         if !(1..=100).contains(&self.retry.max_attempts) {
             return Err(field("retry.max-attempts", "must be 1 to 100"));
         }
@@ -360,6 +417,16 @@ impl Manifest {
             return Err(field("retry.backoff-ms", "must be 1 ms to one hour"));
         }
         Ok(())
+    }
+
+    /// The interfaces in `provides`, parsed (validated at parse time).
+    pub fn provided(&self) -> Vec<InterfaceRef> {
+        self.provides.iter().filter_map(|p| InterfaceRef::parse(p)).collect()
+    }
+
+    /// The interfaces in `requires`, parsed (validated at parse time).
+    pub fn required(&self) -> Vec<InterfaceRef> {
+        self.requires.iter().filter_map(|p| InterfaceRef::parse(p)).collect()
     }
 
     /// Whether the host will call the plugin's `worker` export, which it then must have.
@@ -480,6 +547,24 @@ mod tests {
         );
         assert_eq!(refused_field(background("[[subscriptions]]\ntopic = \"no-dot\"")), "subscriptions.no-dot");
         assert_eq!(refused_field(background("[retry]\nmax-attempts = 0")), "retry.max-attempts");
+    }
+
+    #[test]
+    fn interfaces_parse_and_match_by_semver() {
+        let r = |s: &str| InterfaceRef::parse(s).unwrap();
+        assert!(r("keel:hr/directory@0.1.3").satisfies(&r("keel:hr/directory@0.1.0")));
+        assert!(!r("keel:hr/directory@0.1.0").satisfies(&r("keel:hr/directory@0.1.3")), "older than required");
+        assert!(!r("keel:hr/directory@0.2.0").satisfies(&r("keel:hr/directory@0.1.0")), "0.x minors are breaking");
+        assert!(r("keel:hr/directory@1.4.0").satisfies(&r("keel:hr/directory@1.2.0")));
+        assert!(!r("keel:hr/directory@2.0.0").satisfies(&r("keel:hr/directory@1.2.0")));
+        assert!(!r("keel:hr/people@0.1.0").satisfies(&r("keel:hr/directory@0.1.0")));
+        for bad in ["keel:hr/directory", "hr/directory@0.1.0", "keel:platform/storage@0.1.0", "wasi:io/streams@0.2.0"] {
+            assert!(InterfaceRef::parse(bad).is_none(), "{bad}");
+        }
+        // Top-level keys go before the sample's tables.
+        let with = |extra: &str| Manifest::parse(&format!("{extra}\n{GOOD}"), &policy());
+        assert_eq!(with("provides = [\"keel:hr/directory@0.1.0\"]").unwrap().provided().len(), 1);
+        assert_eq!(refused_field(with("requires = [\"keel:hr/directory\"]")), "requires.\"keel:hr/directory\"");
     }
 
     #[test]

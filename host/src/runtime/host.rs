@@ -29,6 +29,8 @@ pub struct CallLabels {
     pub version: String,
     pub tenant: String,
     pub request_id: String,
+    /// For a provided department function: the caller's permissions among this plugin's.
+    pub permissions: Vec<String>,
 }
 
 /// Everything one call's `Store` holds. Built fresh per call: nothing survives between callers.
@@ -45,6 +47,9 @@ pub struct HostState {
     log_lines: u32,
     /// Jobs and events the call asked for; committed with its writes if it succeeds.
     pub(crate) outbox: PendingOutbox,
+    /// How this call reaches other plugins' department interfaces, and how deep it is.
+    pub(crate) interop: Option<std::sync::Arc<dyn super::Interop>>,
+    pub(crate) depth: u32,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) stdout: MemoryOutputPipe,
 }
@@ -74,6 +79,8 @@ impl HostState {
             permissions,
             log_lines: 0,
             outbox: PendingOutbox::default(),
+            interop: None,
+            depth: 0,
             stderr,
             stdout,
         }

@@ -11,24 +11,28 @@
 pub mod bindings;
 mod cache;
 mod host;
+pub mod interop;
 mod limits;
 
 pub use host::{CallLabels, HostState};
+pub use interop::Interop;
 pub use limits::MemoryCapExceeded;
 
 use crate::clock::Clock;
 use crate::jobs::PendingOutbox;
+use crate::manifest::InterfaceRef;
 use crate::manifest::{Capability, Manifest};
 use crate::storage::UnitOfWork;
 use bindings::exports::keel::platform::handler::{self, Request, Response};
 use bindings::exports::keel::platform::worker::{self, Event as WitEvent, Job as WitJob};
 use bindings::keel::platform::types::{Caller, Error as WitError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Val};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
 /// How often the epoch advances: the resolution of deadlines.
@@ -64,6 +68,12 @@ pub enum PrepareError {
     UndeclaredCapability { import: String, capability: String },
     #[error("the component imports `{0}`, which this host does not provide")]
     UnknownImport(String),
+    #[error("the component imports `{import}` but the manifest does not list it under `requires`")]
+    UndeclaredRequirement { import: String },
+    #[error("department function `{function}` {reason}")]
+    DepartmentSignature { function: String, reason: String },
+    #[error("the manifest says the plugin provides `{0}` but the component does not export it")]
+    MissingProvidedExport(String),
     #[error(
         "the manifest declares background work (schedules, subscriptions or the `jobs` capability) but the component does not export `keel:platform/worker`: {0}"
     )]
@@ -102,6 +112,8 @@ pub struct PluginPre<T: 'static> {
     handler: handler::GuestIndices,
     /// Present for plugins whose manifest declares background work.
     worker: Option<worker::GuestIndices>,
+    /// Department interfaces the plugin provides, with their export names.
+    exports: Vec<(InterfaceRef, String)>,
 }
 
 impl<T: 'static> Clone for PluginPre<T> {
@@ -110,6 +122,7 @@ impl<T: 'static> Clone for PluginPre<T> {
             instance_pre: self.instance_pre.clone(),
             handler: self.handler.clone(),
             worker: self.worker.clone(),
+            exports: self.exports.clone(),
         }
     }
 }
@@ -118,6 +131,11 @@ impl<T: 'static> PluginPre<T> {
     /// Whether the plugin exports `worker` (and the host will call it).
     pub fn has_worker(&self) -> bool {
         self.worker.is_some()
+    }
+
+    /// The export name under which the plugin provides `interface` (no version), if it does.
+    pub fn export_of(&self, interface: &str) -> Option<&str> {
+        self.exports.iter().find(|(i, _)| i.name == interface).map(|(_, name)| name.as_str())
     }
 }
 
@@ -142,6 +160,10 @@ pub struct CallContext {
     pub config: Arc<BTreeMap<String, String>>,
     pub memory_cap: usize,
     pub timeout: Duration,
+    /// How this call reaches other plugins' department interfaces (none: it cannot).
+    pub interop: Option<Arc<dyn Interop>>,
+    /// How many cross-plugin calls deep this call is (0 for a request or a job).
+    pub depth: u32,
 }
 
 /// A successful call: the plugin's response, its uncommitted writes and the background work
@@ -165,19 +187,41 @@ pub struct WorkOutcome {
     pub outbox: PendingOutbox,
 }
 
+/// A finished call of a provided department function: its results, with its writes.
+pub struct ExportOutcome {
+    pub results: Vec<Val>,
+    pub uow: UnitOfWork,
+    pub outbox: PendingOutbox,
+}
+
+/// Why a department function could not be called.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    #[error("the plugin does not export `{0}`")]
+    Missing(String),
+    #[error("the plugin's `{0}` has a different signature than the caller expects")]
+    Mismatch(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
 enum Entry {
     Request(Caller, Request),
     Work(Caller, WorkItem),
+    Export { export: String, function: String, expected: ComponentFunc, params: Vec<Val> },
 }
 
 enum Answer {
     Response(Response),
     Work(Result<(), WitError>),
+    Values(Vec<Val>),
 }
 
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<HostState>,
+    /// Grows as plugins importing department interfaces are prepared; `linked` lists the
+    /// dynamic functions already defined.
+    linker: std::sync::Mutex<(Linker<HostState>, HashSet<String>)>,
     cache: Option<cache::CompileCache>,
     clock: Arc<Clock>,
     ticker_stop: Arc<AtomicBool>,
@@ -261,7 +305,7 @@ impl Runtime {
                 })
                 .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         }
-        Ok(Runtime { engine, linker, cache, clock, ticker_stop })
+        Ok(Runtime { engine, linker: std::sync::Mutex::new((linker, HashSet::new())), cache, clock, ticker_stop })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -284,8 +328,13 @@ impl Runtime {
             }
         };
         check_imports(&self.engine, &component, manifest)?;
-        let instance_pre =
-            self.linker.instantiate_pre(&component).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
+        let exports = interop::provided_exports(&self.engine, &component, manifest)?;
+        let instance_pre = {
+            let mut guard = self.linker.lock().expect("linker lock");
+            let (linker, linked) = &mut *guard;
+            interop::link_department_imports(&self.engine, linker, linked, &component, manifest)?;
+            linker.instantiate_pre(&component).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?
+        };
         check_handler_export(&self.engine, &component, &instance_pre)?;
         let handler =
             handler::GuestIndices::new(&instance_pre).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
@@ -295,7 +344,7 @@ impl Runtime {
         } else {
             None
         };
-        let pre = PluginPre { instance_pre, handler, worker };
+        let pre = PluginPre { instance_pre, handler, worker, exports };
         if !from_cache && let Some(cache) = &self.cache {
             cache.store(digest, &component);
         }
@@ -308,7 +357,7 @@ impl Runtime {
         let (answer, state) = self.invoke(pre, context, Entry::Request(caller, request)).await?;
         match answer {
             Answer::Response(response) => Ok(Outcome { response, uow: state.uow, outbox: state.outbox }),
-            Answer::Work(_) => unreachable!("a request is answered with a response"),
+            _ => unreachable!("a request is answered with a response"),
         }
     }
 
@@ -327,7 +376,41 @@ impl Runtime {
         let (answer, state) = self.invoke(pre, context, Entry::Work(caller, item)).await?;
         match answer {
             Answer::Work(result) => Ok(WorkOutcome { result, uow: state.uow, outbox: state.outbox }),
-            Answer::Response(_) => unreachable!("work is answered with a result"),
+            _ => unreachable!("work is answered with a result"),
+        }
+    }
+
+    /// Calls `function` of the department interface the plugin exports as `export`, in a
+    /// fresh instance, if its type is `expected` (the caller's view of it).
+    pub async fn call_export(
+        &self,
+        pre: &PluginPre<HostState>,
+        export: &str,
+        function: &str,
+        expected: &ComponentFunc,
+        params: &[Val],
+        context: CallContext,
+    ) -> Result<ExportOutcome, ExportError> {
+        let component = pre.instance_pre.component();
+        let interface = component.get_export_index(None, export).ok_or_else(|| ExportError::Missing(export.into()))?;
+        component
+            .get_export_index(Some(&interface), function)
+            .ok_or_else(|| ExportError::Missing(format!("{export}.{function}")))?;
+        let entry = Entry::Export {
+            export: export.to_owned(),
+            function: function.to_owned(),
+            expected: expected.clone(),
+            params: params.to_vec(),
+        };
+        let (answer, state) = self.invoke(pre, context, entry).await.map_err(|e| match e {
+            CallError::Instantiate(m) if m.starts_with(MISMATCH) => {
+                ExportError::Mismatch(format!("{export}.{function}"))
+            }
+            other => ExportError::Call(other),
+        })?;
+        match answer {
+            Answer::Values(results) => Ok(ExportOutcome { results, uow: state.uow, outbox: state.outbox }),
+            _ => unreachable!("an export call is answered with values"),
         }
     }
 
@@ -337,11 +420,14 @@ impl Runtime {
         context: CallContext,
         entry: Entry,
     ) -> Result<(Answer, HostState), CallError> {
-        let CallContext { uow, labels, config, memory_cap, timeout } = context;
+        let CallContext { uow, labels, config, memory_cap, timeout, interop, depth } = context;
         let permissions = match &entry {
             Entry::Request(caller, _) | Entry::Work(caller, _) => caller.permissions.clone(),
+            Entry::Export { .. } => labels.permissions.clone(),
         };
-        let state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, permissions);
+        let mut state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, permissions);
+        state.interop = interop;
+        state.depth = depth;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let deadline = Instant::now() + timeout;
@@ -371,6 +457,21 @@ impl Runtime {
                     };
                     result.map(Answer::Work).map_err(Failure::Run)
                 }
+                Entry::Export { export, function, expected, params } => {
+                    let interface = instance
+                        .get_export_index(&mut store, None, &export)
+                        .ok_or_else(|| Failure::Instantiate(wasmtime::Error::msg(format!("{MISMATCH}: {export}"))))?;
+                    let func = instance
+                        .get_export_index(&mut store, Some(&interface), &function)
+                        .and_then(|index| instance.get_func(&mut store, index))
+                        .ok_or_else(|| Failure::Instantiate(wasmtime::Error::msg(format!("{MISMATCH}: {function}"))))?;
+                    if !interop::same_signature(&func.ty(&store), &expected) {
+                        return Err(Failure::Instantiate(wasmtime::Error::msg(format!("{MISMATCH}: {function}"))));
+                    }
+                    let mut results = vec![Val::Bool(false); expected.results().len()];
+                    func.call_async(&mut store, &params, &mut results).await.map_err(Failure::Run)?;
+                    Ok(Answer::Values(results))
+                }
             }
         };
         let result = tokio::time::timeout(timeout, run).await;
@@ -387,6 +488,9 @@ impl Runtime {
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
 struct DeadlineExceeded;
+
+/// Marks an export whose shape differs from what the caller expects.
+const MISMATCH: &str = "department export mismatch";
 
 enum Failure {
     Instantiate(wasmtime::Error),
@@ -506,7 +610,8 @@ fn check_imports(engine: &Engine, component: &Component, manifest: &Manifest) ->
                 }
                 None => return Err(PrepareError::UnknownImport(name.to_owned())),
             }
-        } else if !name.starts_with("wasi:") {
+        } else if !name.starts_with("wasi:") && InterfaceRef::parse(name).is_none() {
+            // Department interfaces (`keel:hr/directory@...`) are checked when linked.
             return Err(PrepareError::UnknownImport(name.to_owned()));
         }
     }

@@ -1,0 +1,164 @@
+//! Linking department interfaces between plugins, per tenant, at call time: the
+//! [`Interop`](crate::runtime::Interop) the runtime asks when a plugin calls an interface it
+//! imports (`keel:hr/directory`, ...).
+//!
+//! The provider is whichever plugin enabled in the caller's tenant provides a
+//! semver-compatible version (the newest, if several), so an admin swaps a provider by
+//! enabling another one; the caller needs no change or restart. The provider runs with the
+//! caller's identity (its permissions among the provider's) and its own storage; its writes,
+//! events and jobs commit when its function returns `ok`, as their own unit of work.
+
+use crate::clock::Clock;
+use crate::identity::Principal;
+use crate::jobs::runner::route_outbox;
+use crate::plugins::PluginRegistry;
+use crate::runtime::{CallContext, CallLabels, Interop, Runtime};
+use crate::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork, WriteAudit};
+use crate::tenancy::TenantStore;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use wasmtime::component::Val;
+use wasmtime::component::types::ComponentFunc;
+
+/// What every cross-plugin call needs; one per server.
+pub struct Departments {
+    pub registry: Arc<PluginRegistry>,
+    pub tenancy: Arc<TenantStore>,
+    pub runtime: Arc<Runtime>,
+    pub store: Arc<dyn DocumentStore>,
+    pub storage_limits: StorageLimits,
+    pub clock: Arc<Clock>,
+    pub jobs_wake: Arc<Notify>,
+    /// Calls deeper than this fail with `unavailable` (this bounds cycles too).
+    pub max_depth: u32,
+}
+
+/// Cross-plugin calls made on behalf of one caller.
+#[derive(Clone)]
+pub struct DepartmentCalls {
+    shared: Arc<Departments>,
+    /// `None` for background work, which passes no user permissions on.
+    principal: Option<Arc<Principal>>,
+}
+
+impl Departments {
+    /// The interop for a call by `principal` (or by background work).
+    pub fn for_caller(self: &Arc<Self>, principal: Option<&Principal>) -> Arc<dyn Interop> {
+        Arc::new(DepartmentCalls { shared: self.clone(), principal: principal.map(|p| Arc::new(p.clone())) })
+    }
+}
+
+#[async_trait::async_trait]
+impl Interop for DepartmentCalls {
+    async fn call(
+        &self,
+        from: &CallLabels,
+        depth: u32,
+        interface: &str,
+        function: &str,
+        signature: &ComponentFunc,
+        params: &[Val],
+    ) -> Result<Vec<Val>, String> {
+        let shared = &self.shared;
+        if depth >= shared.max_depth {
+            return Err(format!(
+                "the call chain is {} calls deep, the limit ({}); `{}` cannot call {interface}",
+                depth + 1,
+                shared.max_depth,
+                from.plugin
+            ));
+        }
+        let caller = shared.registry.get(&from.plugin).ok_or("the calling plugin is no longer installed")?;
+        let required = caller
+            .record
+            .manifest
+            .required()
+            .into_iter()
+            .find(|r| r.name == interface)
+            .ok_or_else(|| format!("`{}` does not require {interface}", from.plugin))?;
+        let (provided, provider) = shared
+            .registry
+            .loaded()
+            .into_iter()
+            .filter(|p| p.record.enabled && shared.tenancy.is_enabled(&from.tenant, &p.record.id))
+            .filter_map(|p| p.record.manifest.provided().into_iter().find(|x| x.satisfies(&required)).map(|x| (x, p)))
+            .max_by(|(a, pa), (b, pb)| a.version.cmp(&b.version).then_with(|| pb.record.id.cmp(&pa.record.id)))
+            .ok_or_else(|| format!("no plugin enabled for tenant `{}` provides {required}", from.tenant))?;
+        let export = provider
+            .pre
+            .export_of(interface)
+            .ok_or_else(|| format!("`{}` no longer exports {provided}", provider.record.id))?
+            .to_owned();
+        let permissions = match &self.principal {
+            Some(principal) => provider
+                .record
+                .manifest
+                .permissions
+                .keys()
+                .filter(|p| shared.tenancy.allows(principal, p))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        let scope = Scope { tenant: from.tenant.clone(), plugin: provider.record.id.clone() };
+        let context = CallContext {
+            uow: UnitOfWork::new(
+                shared.store.clone(),
+                scope.clone(),
+                provider.collections.clone(),
+                shared.storage_limits.clone(),
+            ),
+            labels: Arc::new(CallLabels {
+                plugin: provider.record.id.clone(),
+                version: provider.record.version.clone(),
+                tenant: from.tenant.clone(),
+                request_id: from.request_id.clone(),
+                permissions,
+            }),
+            config: provider.config.clone(),
+            memory_cap: provider.memory_cap,
+            timeout: provider.timeout,
+            interop: Some(Arc::new(self.clone())),
+            depth: depth + 1,
+        };
+        let outcome = shared
+            .runtime
+            .call_export(&provider.pre, &export, function, signature, params, context)
+            .await
+            .map_err(|e| format!("provider `{}` failed: {e}", provider.record.id))?;
+        let succeeded = matches!(outcome.results.first(), Some(Val::Result(Ok(_))));
+        if succeeded && (outcome.uow.pending_writes() > 0 || !outcome.outbox.is_empty()) {
+            let now = shared.clock.now_ms();
+            let background = route_outbox(
+                &shared.registry,
+                &shared.tenancy,
+                &scope,
+                &provider,
+                outcome.outbox,
+                &from.request_id,
+                now,
+            );
+            let audit = match &self.principal {
+                Some(p) => WriteAudit {
+                    actor: p.token_id.clone(),
+                    actor_name: p.name.clone(),
+                    request_id: from.request_id.clone(),
+                },
+                None => WriteAudit {
+                    actor: "system:call".into(),
+                    actor_name: format!("call from {}", from.plugin),
+                    request_id: from.request_id.clone(),
+                },
+            };
+            outcome
+                .uow
+                .commit_with(&background, now, &audit)
+                .await
+                .map_err(|e| format!("provider `{}`'s writes could not be saved: {e}", provider.record.id))?;
+            if background.adds_work() {
+                shared.jobs_wake.notify_one();
+            }
+        }
+        Ok(outcome.results)
+    }
+}

@@ -1,0 +1,108 @@
+//! Typed calls between plugins through `keel:hr/directory`, linked per tenant at call time:
+//! the `roster` fixture reads employees from whichever plugin provides the directory
+//! (`directory` from storage, or `directory-alt`, a static second implementation).
+
+use keel_host::artifact::embed_manifest;
+use keel_tests::{TestServer, manifest_source, raw_component};
+use reqwest::Method;
+use serde_json::json;
+
+const ROSTER: &str = "/v1/plugins/roster/employees";
+
+async fn with_directory() -> TestServer {
+    let s = TestServer::with_plugins(&["fixtures/directory", "fixtures/roster"]).await;
+    s.put(
+        "/v1/plugins/directory/employees/e7",
+        json!({ "name": "Ada Lovelace", "email": "ada@example.com", "department": "engineering",
+                "title": "Analyst", "start_date": "2026-01-05" }),
+    )
+    .await
+    .expect(200);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_calls_another_through_a_wit_interface_and_gets_typed_data() {
+    let s = with_directory().await;
+    let got = s.get(&format!("{ROSTER}/e7")).await.expect(200).body;
+    assert_eq!(
+        (got["name"].as_str(), got["email"].as_str(), got["start_date"].as_str(), got["active"].as_bool()),
+        (Some("Ada Lovelace"), Some("ada@example.com"), Some("2026-01-05"), Some(true)),
+        "{got}"
+    );
+    // The provider's typed errors reach the caller as they are.
+    s.get(&format!("{ROSTER}/nobody")).await.expect_problem(404, "employee-not-found");
+    let listed = s.get(&format!("{ROSTER}?department=engineering")).await.expect(200).body;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(s.get(&format!("{ROSTER}?department=finance")).await.expect(200).body["items"], json!([]));
+
+    // The provider runs with the caller's identity: without `directory.contact`, no email.
+    let member = s.token_for("default", "member").await;
+    s.put("/v1/tenants/default/roles/member/permissions", json!({ "permissions": ["roster.read"] })).await.expect(200);
+    let as_member = s.as_token(Some(&member), Method::GET, &format!("{ROSTER}/e7"), None).await.expect(200).body;
+    assert_eq!((as_member["name"].as_str(), as_member["email"].as_str()), (Some("Ada Lovelace"), Some("")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs_no_restart() {
+    let s = with_directory().await;
+    s.post_empty("/v1/tenants/default/plugins/directory/disable").await.expect(204);
+    let unavailable = s.get(&format!("{ROSTER}/e7")).await.expect_problem(503, "directory-unavailable").body;
+    assert!(
+        unavailable["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no plugin enabled for tenant `default` provides keel:hr/directory@0.1.0"),
+        "{unavailable}"
+    );
+
+    // A second implementation, installed while the caller runs, serves it from now on.
+    s.install("fixtures/directory-alt").await.expect(201);
+    let alt = s.get(&format!("{ROSTER}/e1")).await.expect(200).body;
+    assert_eq!(alt["name"], "Ada Static");
+    s.get(&format!("{ROSTER}/e7")).await.expect_problem(404, "employee-not-found");
+
+    // With both enabled the newest compatible version wins, then the first plugin id: the
+    // stored directory, with its data intact. Switching it off again goes back to alt.
+    s.post_empty("/v1/tenants/default/plugins/directory/enable").await.expect(204);
+    assert_eq!(s.get(&format!("{ROSTER}/e7")).await.expect(200).body["name"], "Ada Lovelace");
+    s.post_empty("/v1/tenants/default/plugins/directory/disable").await.expect(204);
+    assert_eq!(s.get(&format!("{ROSTER}/e2")).await.expect(200).body["name"], "Grace Static");
+
+    // Providers are per tenant: one that has only the roster gets unavailable.
+    let acme = s.tenant_with_token("acme", "tenant-admin").await;
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/roster/enable", None).await.expect(204);
+    s.as_token(Some(&acme), Method::GET, &format!("{ROSTER}/e7"), None)
+        .await
+        .expect_problem(503, "directory-unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_between_plugins_is_stopped_by_the_depth_limit_without_a_trap() {
+    let s = TestServer::with_plugins(&["fixtures/directory-alt", "fixtures/roster"]).await;
+    // directory-alt answers `loop` by calling the directory, which is itself.
+    let reply = s.get(&format!("{ROSTER}/loop")).await.expect_problem(503, "directory-unavailable").body;
+    assert!(reply["detail"].as_str().unwrap().contains("the limit (4)"), "{reply}");
+    assert!(!s.metrics().await.contains("keel_plugin_traps_total{"), "nobody trapped");
+    assert_eq!(s.get(&format!("{ROSTER}/e2")).await.expect(200).body["department"], "finance");
+}
+
+#[tokio::test]
+async fn uploads_must_declare_what_they_require_and_export_what_they_provide() {
+    let s = TestServer::start().await;
+    let roster = manifest_source("fixtures/roster");
+    let undeclared = roster.replace("requires = [\"keel:hr/directory@0.1.0\"]\n", "");
+    assert_ne!(roster, undeclared, "test setup: the roster manifest changed shape");
+    let reply = s
+        .upload(embed_manifest(&raw_component("keel-plugin-roster"), &undeclared).unwrap())
+        .await
+        .expect_problem(422, "undeclared-requirement");
+    assert!(reply.body["detail"].as_str().unwrap().contains("keel:hr/directory@0.1.0"), "{}", reply.body);
+
+    let directory = manifest_source("fixtures/directory");
+    let wrong = directory.replace("keel:hr/directory@0.1.0", "keel:hr/directory@0.2.0");
+    s.upload(embed_manifest(&raw_component("keel-plugin-directory"), &wrong).unwrap())
+        .await
+        .expect_problem(422, "missing-provided-export");
+    assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]));
+}
