@@ -3,10 +3,13 @@
 //! (a) instantiate + call of an empty handler, straight through the runtime;
 //! (b) requests/s and p99 of a helpdesk "get ticket" over HTTP against a native axum + sqlx
 //!     handler doing the same read on the same database, measured in the same run;
-//! (c) time from process start to ready with the bundled plugins, cold and warm.
+//! (c) time from process start to ready with the bundled plugins, cold and warm;
+//! (d) background work and cross-plugin calls (see `background.rs`).
 //!
 //! Machines are shared and noisy: compare ratios measured in one run, not absolute numbers
 //! across runs.
+
+mod background;
 
 use anyhow::{Context, Result, bail};
 use keel_host::runtime::bindings::exports::keel::platform::handler::Request;
@@ -31,7 +34,7 @@ fn main() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only a|b|c` runs one section (for tuning); the default runs all three.
+    // `--only a|b|c|d` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -42,6 +45,9 @@ fn main() -> Result<()> {
         }
         if wants("b") {
             rows.extend(http_throughput(&root, quick).await?);
+        }
+        if wants("d") {
+            rows.extend(background::background(&root, quick).await?);
         }
         anyhow::Ok(())
     })?;

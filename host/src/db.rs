@@ -14,6 +14,28 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "jobs", include_str!("../../migrations/sqlite/0005_jobs.sql")),
 ];
 
+/// The in-process gate for write transactions on one SQLite database file.
+///
+/// SQLite admits one writer at a time; a second `BEGIN IMMEDIATE` gets `SQLITE_BUSY` and the
+/// busy handler sleeps (1 ms, 2 ms, 5 ms, ...) before retrying. Queuing this process's own
+/// hot writers (document commits, job claims and outcomes) on an async mutex first hands the
+/// lock over without those sleeps. Other processes still meet the busy timeout.
+pub fn write_gate(pool: &SqlitePool) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    static GATES: OnceLock<Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let mut gates = GATES.get_or_init(Default::default).lock().expect("write gate registry");
+    gates.retain(|_, gate| gate.strong_count() > 0);
+    if let Some(gate) = gates.get(&file).and_then(Weak::upgrade) {
+        return gate;
+    }
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    gates.insert(file, Arc::downgrade(&gate));
+    gate
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open database `{url}`: {source}")]

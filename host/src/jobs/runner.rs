@@ -13,10 +13,13 @@ use crate::runtime::{CallContext, CallLabels, Runtime, WorkItem};
 use crate::storage::{DocumentStore, Scope, StorageLimits, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
 use crate::tenancy::TenantStore;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
+
+const SCHEDULE_CHECK_MS: i64 = 1_000;
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -99,6 +102,8 @@ pub struct JobRunner {
     /// Notified when work may be due: a commit that added some, a finished job, a moved clock.
     pub wake: Arc<Notify>,
     worker_id: String,
+    /// Jobs claimed and not yet finished (running or waiting for a slot).
+    inflight: AtomicUsize,
     /// Schedule rows known to exist, with the spec their next time was computed from.
     known_schedules: Mutex<Option<ScheduleSpecs>>,
 }
@@ -153,6 +158,7 @@ impl JobRunner {
             wake,
             departments,
             worker_id: super::random_id("wrk"),
+            inflight: AtomicUsize::new(0),
             known_schedules: Mutex::new(None),
         }
     }
@@ -162,9 +168,16 @@ impl JobRunner {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
             tracing::info!(worker = %self.worker_id, "background worker started");
+            // Schedules have minute resolution: look at them once a second (of host-clock time,
+            // so moving the clock is seen at once), not on every wake-up.
+            let mut schedules_checked_at = i64::MIN;
             while !*stop.borrow() {
-                if let Err(e) = self.fire_schedules().await {
-                    tracing::warn!(error = %e, "firing schedules failed; retrying on the next tick");
+                let now = self.clock.now_ms();
+                if now.saturating_sub(schedules_checked_at) >= SCHEDULE_CHECK_MS {
+                    schedules_checked_at = now;
+                    if let Err(e) = self.fire_schedules().await {
+                        tracing::warn!(error = %e, "firing schedules failed; retrying on the next tick");
+                    }
                 }
                 self.claim_and_run(&permits).await;
                 tokio::select! {
@@ -179,31 +192,40 @@ impl JobRunner {
         })
     }
 
+    /// Keeps up to twice `concurrency` jobs claimed: one batch running, one waiting for a slot.
+    /// Claiming a batch when half the slots free up (not one job per finished job) keeps
+    /// claim transactions from competing with every commit for the database's write lock.
     async fn claim_and_run(self: &Arc<Self>, permits: &Arc<Semaphore>) {
+        let concurrency = self.settings.concurrency.max(1);
         loop {
-            let free = permits.available_permits().min(32);
-            if free == 0 {
+            let inflight = self.inflight.load(Ordering::Acquire);
+            if inflight >= concurrency {
                 return;
             }
+            let want = (2 * concurrency - inflight).min(64);
             let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
-            let claimed = match self.jobs.claim(&self.worker_id, self.clock.now_ms(), free as u32, lease_ms).await {
+            let claimed = match self.jobs.claim(&self.worker_id, self.clock.now_ms(), want as u32, lease_ms).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming jobs failed; retrying on the next tick");
                     return;
                 }
             };
-            if claimed.is_empty() {
-                return;
-            }
+            let got = claimed.len();
             for job in claimed {
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                let runner = self.clone();
+                self.inflight.fetch_add(1, Ordering::AcqRel);
+                let (runner, permits) = (self.clone(), permits.clone());
                 tokio::spawn(async move {
-                    runner.run_one(job).await;
-                    drop(permit);
+                    if let Ok(permit) = permits.acquire_owned().await {
+                        runner.run_one(job).await;
+                        drop(permit);
+                    }
+                    runner.inflight.fetch_sub(1, Ordering::AcqRel);
                     runner.wake.notify_one();
                 });
+            }
+            if got < want {
+                return;
             }
         }
     }

@@ -162,11 +162,14 @@ const EVENT_COLUMNS: &str = "seq, id, tenant_id, topic, source_plugin, published
 #[derive(Clone)]
 pub struct JobStore {
     pool: SqlitePool,
+    /// Shared with the document store: see [`crate::db::write_gate`].
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl JobStore {
     pub fn new(pool: SqlitePool) -> Self {
-        JobStore { pool }
+        let writes = crate::db::write_gate(&pool);
+        JobStore { pool, writes }
     }
 
     /// Claims up to `limit` due jobs for `worker`: queued ones whose time has come, and running
@@ -179,6 +182,7 @@ impl JobStore {
         limit: u32,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedJob>, JobStoreError> {
+        let _gate = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let expired_runs = "UPDATE job_runs SET finished_at = ?1, outcome = 'lost', \
              error = 'the worker stopped before finishing (lease expired)' \
@@ -244,6 +248,7 @@ impl JobStore {
         retry_at: i64,
         terminal: bool,
     ) -> Result<Option<String>, JobStoreError> {
+        let _gate = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let status: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET \
@@ -448,6 +453,7 @@ impl JobStore {
         job: Option<&NewJob>,
         now: i64,
     ) -> Result<bool, JobStoreError> {
+        let _gate = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let moved = sqlx::query(
             "UPDATE schedules SET next_run_at = ?, last_run_at = CASE WHEN ? IS NULL THEN last_run_at ELSE ? END, \
@@ -515,6 +521,7 @@ impl JobStore {
         max_attempts: u32,
         now: i64,
     ) -> Result<u64, JobStoreError> {
+        let _gate = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut queued = 0;
         for topic in topics {

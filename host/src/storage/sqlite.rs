@@ -12,11 +12,13 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 #[derive(Clone)]
 pub struct SqliteDocumentStore {
     pool: SqlitePool,
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteDocumentStore {
     pub fn new(pool: SqlitePool) -> Self {
-        SqliteDocumentStore { pool }
+        let writes = crate::db::write_gate(&pool);
+        SqliteDocumentStore { pool, writes }
     }
 }
 
@@ -89,6 +91,7 @@ impl DocumentStore for SqliteDocumentStore {
         // BEGIN IMMEDIATE takes the write lock up front, so the condition checks below
         // cannot be invalidated before the writes land. Dropping the transaction (an error,
         // or the call's future being cancelled) rolls it back.
+        let _gate = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let versions = apply(&mut tx, scope, writes, now_ms).await?;
         for (w, version) in writes.iter().zip(&versions) {
