@@ -42,6 +42,8 @@ pub struct TenantStore {
     pool: SqlitePool,
     /// (tenant, plugin) pairs switched on.
     enabled: RwLock<HashSet<(String, String)>>,
+    /// Bumped on every enablement change, so watchers (the scheduler) notice cheaply.
+    generation: std::sync::atomic::AtomicU64,
     /// (tenant, role) → granted plugin permissions.
     grants: RwLock<HashMap<(String, String), BTreeSet<String>>>,
 }
@@ -67,7 +69,12 @@ impl TenantStore {
         for r in sqlx::query("SELECT tenant_id, role, permission FROM role_grants").fetch_all(&pool).await? {
             grants.entry((r.get(0), r.get(1))).or_default().insert(r.get(2));
         }
-        Ok(TenantStore { pool, enabled: RwLock::new(enabled), grants: RwLock::new(grants) })
+        Ok(TenantStore {
+            pool,
+            enabled: RwLock::new(enabled),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            grants: RwLock::new(grants),
+        })
     }
 
     pub async fn create(&self, id: &str, name: &str) -> Result<Tenant, TenancyError> {
@@ -128,6 +135,11 @@ impl TenantStore {
         self.enabled.read().expect("tenancy lock").contains(&(tenant.to_owned(), plugin.to_owned()))
     }
 
+    /// Changes whenever a tenant switches a plugin on or off.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The tenants that have switched `plugin` on.
     pub fn tenants_enabling(&self, plugin: &str) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -154,6 +166,7 @@ impl TenantStore {
         .execute(&self.pool)
         .await?;
         let key = (tenant.to_owned(), plugin.to_owned());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         let mut set = self.enabled.write().expect("tenancy lock");
         if enabled {
             set.insert(key);
@@ -167,6 +180,7 @@ impl TenantStore {
     pub async fn forget_plugin(&self, plugin: &str) -> Result<(), TenancyError> {
         sqlx::query("DELETE FROM tenant_plugins WHERE plugin_id = ?").bind(plugin).execute(&self.pool).await?;
         self.enabled.write().expect("tenancy lock").retain(|(_, p)| p != plugin);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

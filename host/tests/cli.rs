@@ -188,7 +188,9 @@ async fn the_cli_lists_retries_jobs_runs_schedules_and_replays_events() {
     loop {
         let (ok, out) = run(args(&["job", "list", "--status", "done"])).await.unwrap();
         assert!(ok, "{out}");
-        if out.lines().filter(|l| l.starts_with("job_")).count() == 3 {
+        // (Counting jobs and deliveries only: the relay's */5 schedule may fire on the real clock.)
+        let finished = out.lines().filter(|l| l.starts_with("job_") && !l.contains(" schedule ")).count();
+        if finished == 3 {
             assert!(out.lines().any(|l| l.starts_with(&job_id) && l.contains("record")), "{out}");
             break;
         }

@@ -119,7 +119,14 @@ async fn a_job_that_always_fails_is_dead_lettered_with_its_error_and_an_admin_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_schedule_fires_on_the_moved_clock_and_can_be_run_now() {
-    let server = relay_server().await;
+    // Start just after a five-minute mark, so the real clock cannot reach the next firing of
+    // the relay's */5 schedule while the test runs; only moving the clock can.
+    let server = TestServer::start().await;
+    let now = server.advance_clock(0).await;
+    server.advance_clock((300_000 - now.rem_euclid(300_000) + 1_000) as u64).await;
+    for plugin in ["fixtures/relay", "fixtures/listener"] {
+        server.install(plugin).await.expect(201);
+    }
     let schedules = server
         .eventually("/v1/tenants/default/schedules", "the relay schedule to be registered", |b| {
             b["items"].as_array().is_some_and(|i| i.iter().any(|s| s["plugin"] == "relay" && s["name"] == "tick"))

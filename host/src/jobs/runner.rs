@@ -169,12 +169,16 @@ impl JobRunner {
             let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
             tracing::info!(worker = %self.worker_id, "background worker started");
             // Schedules have minute resolution: look at them once a second (of host-clock time,
-            // so moving the clock is seen at once), not on every wake-up.
+            // so moving the clock is seen at once), or when plugins or enablement changed, not
+            // on every wake-up.
             let mut schedules_checked_at = i64::MIN;
+            let mut seen = (u64::MAX, u64::MAX);
             while !*stop.borrow() {
                 let now = self.clock.now_ms();
-                if now.saturating_sub(schedules_checked_at) >= SCHEDULE_CHECK_MS {
+                let generation = (self.registry.generation(), self.tenancy.generation());
+                if now.saturating_sub(schedules_checked_at) >= SCHEDULE_CHECK_MS || generation != seen {
                     schedules_checked_at = now;
+                    seen = generation;
                     if let Err(e) = self.fire_schedules().await {
                         tracing::warn!(error = %e, "firing schedules failed; retrying on the next tick");
                     }

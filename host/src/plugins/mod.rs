@@ -99,6 +99,8 @@ pub struct PluginRegistry {
     runtime: Arc<Runtime>,
     policy: LimitPolicy,
     loaded: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    /// Bumped on every change to `loaded`, so watchers (the scheduler) notice cheaply.
+    generation: std::sync::atomic::AtomicU64,
     /// One install/uninstall at a time: they compare and replace versions.
     changes: tokio::sync::Mutex<()>,
 }
@@ -110,6 +112,7 @@ impl PluginRegistry {
             runtime,
             policy,
             loaded: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::Mutex::new(()),
         }
     }
@@ -121,6 +124,11 @@ impl PluginRegistry {
     /// The plugin serving `id`, if installed.
     pub fn get(&self, id: &str) -> Option<Arc<LoadedPlugin>> {
         self.loaded.read().expect("plugin map lock").get(id).cloned()
+    }
+
+    /// Changes whenever a plugin is installed, upgraded, switched or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every installed plugin, ready to run.
@@ -183,6 +191,7 @@ impl PluginRegistry {
             let config = self.load_config(&id).await?;
             let plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre, config);
             self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
             stats.loaded += 1;
         }
         Ok(stats)
@@ -326,6 +335,7 @@ impl PluginRegistry {
             self.assemble(manifest, digest, bytes.len() as u64, enabled, (installed_at, now), prepared.pre, config);
         let record = plugin.record.clone();
         self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok((record, outcome))
     }
 
@@ -353,6 +363,7 @@ impl PluginRegistry {
             timeout: current.timeout,
         };
         self.loaded.write().expect("plugin map lock").insert(id.to_owned(), Arc::new(updated));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(record)
     }
 
@@ -375,6 +386,7 @@ impl PluginRegistry {
             .await?;
         tx.commit().await?;
         self.loaded.write().expect("plugin map lock").remove(id);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         match purge {
             Some(store) => store.purge_plugin(id).await.map_err(|e| RegistryError::Purge(e.to_string())),
             None => Ok(0),
