@@ -91,8 +91,7 @@ pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
     ensure_wasm_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo).current_dir(dir).args(["build", "--release", "--target", WASM_TARGET]))?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| dir.join("target"));
-    let target_dir = if target_dir.is_absolute() { target_dir } else { dir.join(target_dir) };
+    let target_dir = target_dir(dir)?;
     let component_path = target_dir.join(WASM_TARGET).join("release").join(format!("{crate_name}.wasm"));
     let component = std::fs::read(&component_path).map_err(|_| BuildError::NoComponent(component_path.clone()))?;
 
@@ -104,6 +103,19 @@ pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
     }
     std::fs::write(&out, packaged).map_err(|source| BuildError::Write { path: out.clone(), source })?;
     Ok(out)
+}
+
+/// Where cargo puts the plugin's build output: its workspace's target directory (a plugin
+/// may be a member of a larger workspace), as `cargo metadata` says.
+fn target_dir(dir: &Path) -> Result<PathBuf, BuildError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(dir).args(["metadata", "--format-version", "1", "--no-deps"]);
+    let shown = format!("{command:?}");
+    let output = command.output().map_err(|_| BuildError::Command { command: shown.clone() })?;
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|_| BuildError::Command { command: shown.clone() })?;
+    metadata["target_directory"].as_str().map(PathBuf::from).ok_or(BuildError::Command { command: shown })
 }
 
 /// Compiles and type-checks the artifact with the server's own runtime code.

@@ -234,6 +234,20 @@ impl JobRunner {
         }
     }
 
+    /// Fires due schedules, then runs every due job once, one at a time, to completion; returns
+    /// how many attempts ran. A deterministic worker for tests (the test kit), used instead of
+    /// [`spawn`](Self::spawn).
+    pub async fn run_due_once(&self) -> Result<usize, super::store::JobStoreError> {
+        self.fire_schedules().await?;
+        let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+        let claimed = self.jobs.claim(&self.worker_id, self.clock.now_ms(), 64, lease_ms).await?;
+        let ran = claimed.len();
+        for job in claimed {
+            self.run_one(job).await;
+        }
+        Ok(ran)
+    }
+
     /// Runs one claimed attempt and records its outcome.
     pub async fn run_one(&self, job: ClaimedJob) {
         let started = Instant::now();
