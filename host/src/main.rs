@@ -21,6 +21,16 @@ enum Command {
     /// Manage plugins on a running server.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Serve the plugin in this directory on a local host, rebuilding and reloading it
+    /// whenever its sources change.
+    Dev {
+        /// The plugin's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
     /// Manage tenants (platform admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -292,6 +302,12 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Plugin(command) => plugin(command).await,
+            Command::Dev { dir, listen } => {
+                init_tracing(false);
+                let options =
+                    keel_host::devkit::DevOptions { dir, listen, poll: std::time::Duration::from_millis(250) };
+                Ok(keel_host::devkit::dev(options).await?)
+            }
             Command::Tenant(command) => tenant(command).await,
             Command::Token(command) => token(command).await,
             Command::User(command) => user(command).await,

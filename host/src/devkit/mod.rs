@@ -2,8 +2,10 @@
 //! builds and passes its tests untouched, and a build that checks an artifact exactly as the
 //! server will at upload.
 
+mod dev;
 mod scaffold;
 
+pub use dev::{DevError, DevOptions, dev};
 pub use scaffold::{ScaffoldError, scaffold};
 
 use crate::artifact;
@@ -68,9 +70,17 @@ fn run(command: &mut Command) -> Result<(), BuildError> {
     }
 }
 
-/// Builds the plugin crate in `dir` for wasm32-wasip2, checks it like the server does, and
-/// writes the uploadable artifact. Returns its path.
-pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
+/// A freshly built plugin: the bare component and its manifest.
+pub struct Built {
+    pub component: Vec<u8>,
+    pub manifest_text: String,
+    pub manifest: Manifest,
+    /// The workspace target directory the build used.
+    pub target_dir: PathBuf,
+}
+
+/// Builds the plugin crate in `dir` for wasm32-wasip2 (release) and reads its manifest.
+pub fn build_component(dir: &Path) -> Result<Built, BuildError> {
     let manifest_path = dir.join("plugin.toml");
     let manifest_text = std::fs::read_to_string(&manifest_path)
         .map_err(|source| BuildError::Read { path: manifest_path.clone(), source })?;
@@ -94,10 +104,16 @@ pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
     let target_dir = target_dir(dir)?;
     let component_path = target_dir.join(WASM_TARGET).join("release").join(format!("{crate_name}.wasm"));
     let component = std::fs::read(&component_path).map_err(|_| BuildError::NoComponent(component_path.clone()))?;
+    Ok(Built { component, manifest_text, manifest, target_dir })
+}
 
-    let packaged = artifact::embed_manifest(&component, &manifest_text)?;
-    check(&packaged, &manifest)?;
-    let out = target_dir.join("keel").join(format!("{}-{}.wasm", manifest.id, manifest.version));
+/// Builds the plugin crate in `dir` for wasm32-wasip2, checks it like the server does, and
+/// writes the uploadable artifact. Returns its path.
+pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
+    let built = build_component(dir)?;
+    let packaged = artifact::embed_manifest(&built.component, &built.manifest_text)?;
+    check(&packaged, &built.manifest)?;
+    let out = built.target_dir.join("keel").join(format!("{}-{}.wasm", built.manifest.id, built.manifest.version));
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|source| BuildError::Write { path: parent.into(), source })?;
     }
