@@ -225,12 +225,75 @@ async fn call_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
         Ok(elapsed)
     })
     .await?;
+    let python = python_cost(root, quick).await?;
     Ok(vec![
         Row { name: "(a) instantiate + call, empty handler, median".into(), value: us(median), target: "≤ 15 µs" },
         Row { name: "(a) instantiate + call, empty handler, p99".into(), value: us(p99), target: "≤ 30 µs" },
         Row {
             name: "(a') helpdesk get ticket through the runtime (no HTTP), median / p99".into(),
             value: format!("{} / {}", us(get_median), us(get_p99)),
+            target: "",
+        },
+    ]
+    .into_iter()
+    .chain(python)
+    .collect())
+}
+
+/// (a'') The Python example (componentize-py, CPython in the component): compile, load from
+/// the compile cache, and a "get note" through the runtime, beside the Rust rows above.
+async fn python_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
+    let bytes = artifact(root, "examples/python-notes")?;
+    let manifest = keel_host::manifest::Manifest::parse(&keel_host::artifact::manifest_text(&bytes)?, &POLICY)?;
+    let cache = tempfile::tempdir()?;
+    let settings = RuntimeSettings {
+        max_concurrent_instances: 16,
+        max_memory_bytes: 256 << 20,
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let digest = keel_host::artifact::digest(&bytes);
+    let cold = Runtime::new(&settings, Arc::new(keel_host::clock::Clock::default()))?;
+    let started = Instant::now();
+    cold.prepare(&digest, &bytes, &manifest)?;
+    let compile = started.elapsed();
+    drop(cold);
+    let warm = Runtime::new(&settings, Arc::new(keel_host::clock::Clock::default()))?;
+    let started = Instant::now();
+    let prepared = warm.prepare(&digest, &bytes, &manifest)?;
+    let load = started.elapsed();
+    if !prepared.from_cache {
+        bail!("the Python component was not loaded from the compile cache");
+    }
+
+    let bench = Bench::new().await?;
+    let plugin = bench.load(root, "examples/python-notes", "python-notes")?;
+    let (status, _) =
+        bench.call(&plugin, "PUT", "/notes/{key}", "/notes/k", &[("key", "k")], br#"{"text":"bench"}"#).await?;
+    if status != 200 {
+        bail!("putting the benchmark note answered {status}");
+    }
+    let (warmup, n) = if quick { (20, 200) } else { (100, 2_000) };
+    let (median, p99) = sample(warmup, n, || async {
+        let (status, elapsed) = bench.call(&plugin, "GET", "/notes/{key}", "/notes/k", &[("key", "k")], b"").await?;
+        if status != 200 {
+            bail!("get note answered {status}");
+        }
+        Ok(elapsed)
+    })
+    .await?;
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    Ok(vec![
+        Row {
+            name: "(a'') python-notes get note through the runtime (fresh CPython instance), median / p99".into(),
+            value: format!("{} / {}", ms(median), ms(p99)),
+            target: "",
+        },
+        Row {
+            name: format!(
+                "(a'') python-notes compile / load compiled from cache ({} MiB component)",
+                bytes.len() >> 20
+            ),
+            value: format!("{:.1} s / {}", compile.as_secs_f64(), ms(load)),
             target: "",
         },
     ])

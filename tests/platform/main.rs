@@ -5,6 +5,7 @@ mod departments;
 mod helpdesk;
 mod hostile;
 mod jobs;
+mod python;
 mod restart;
 mod sla;
 mod tenancy;

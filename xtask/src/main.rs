@@ -25,6 +25,11 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-roster", "plugins/fixtures/roster", false),
 ];
 
+/// Plugins in Python, built with componentize-py: (source dir, world file, world name).
+const PYTHON_PLUGINS: &[(&str, &str, &str)] = &[("plugins/examples/python-notes", "notes.wit", "notes")];
+/// The componentize-py release the Python plugins are built and tested with.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
 /// Fixture components packaged a second time under another manifest (another plugin id), to
 /// test several plugins built from one crate: (cargo package, manifest).
 const REPACKAGED_FIXTURES: &[(&str, &str)] = &[("keel-plugin-relay", "plugins/fixtures/relay/listener.toml")];
@@ -128,8 +133,52 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
         package(&component_of(crate_name), &manifest_path, &out)?;
         written.push(out);
     }
+    for (dir, world_file, world) in PYTHON_PLUGINS {
+        written.push(build_python(root, dir, world_file, world, &out_root.join("examples"))?);
+    }
     eprintln!("xtask: built {} plugins in {:.1?} into {}", written.len(), started.elapsed(), out_root.display());
     Ok(written)
+}
+
+/// componentize-py in a virtual environment under `target/`, installed from PyPI if missing.
+fn componentize_py(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/python-tools");
+    let tool = venv.join("bin/componentize-py");
+    let wanted = COMPONENTIZE_PY.trim_start_matches("componentize-py==");
+    let installed = Command::new(&tool).arg("--version").output().ok().filter(|o| o.status.success());
+    if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(wanted)) {
+        return Ok(tool);
+    }
+    eprintln!("xtask: installing {COMPONENTIZE_PY} into {}", venv.display());
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", COMPONENTIZE_PY]))?;
+    Ok(tool)
+}
+
+/// Builds a Python plugin: its world (a subset of keel:platform) with the platform package as
+/// a dependency, componentized, then packaged with its manifest like any other plugin.
+fn build_python(root: &Path, dir: &str, world_file: &str, world: &str, out_dir: &Path) -> Result<PathBuf> {
+    let tool = componentize_py(root)?;
+    let source = root.join(dir);
+    let name = source.file_name().context("plugin dir name")?.to_string_lossy().into_owned();
+    let wit = root.join("target/python-wit").join(&name);
+    let _ = std::fs::remove_dir_all(&wit);
+    std::fs::create_dir_all(wit.join("deps/platform"))?;
+    std::fs::copy(source.join(world_file), wit.join(world_file))?;
+    std::fs::copy(root.join("wit/platform.wit"), wit.join("deps/platform/platform.wit"))?;
+    let component = root.join("target/python-wit").join(format!("{name}.wasm"));
+    run(Command::new(&tool)
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", world, "componentize", "-p"])
+        .arg(&source)
+        .arg("app")
+        .arg("-o")
+        .arg(&component))?;
+    let id = manifest_id(&source.join("plugin.toml"))?;
+    let out = out_dir.join(format!("{id}.wasm"));
+    package(&component, &source.join("plugin.toml"), &out)?;
+    Ok(out)
 }
 
 fn manifest_id(path: &Path) -> Result<String> {
