@@ -62,6 +62,12 @@ impl JobSpec {
 }
 
 /// Enqueues a job, committed with this call's writes. Needs the `jobs` capability.
+///
+/// ```no_run
+/// # fn main() -> Result<(), keel_sdk::Error> {
+/// let id = keel_sdk::enqueue(keel_sdk::JobSpec::new("reindex", &serde_json::json!({}))?)?;
+/// # let _ = id; Ok(()) }
+/// ```
 pub fn enqueue(spec: JobSpec) -> Result<String, Error> {
     Ok(jobs::enqueue(&jobs::JobSpec {
         name: spec.name,
@@ -105,6 +111,26 @@ pub fn first_time(collection: &str, id: &str) -> Result<bool, Error> {
 }
 
 /// A job the host runs: enqueued by this plugin, or fired by one of its schedules.
+///
+/// ```no_run
+/// use keel_sdk::{Error, Job};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Remind { ticket: u64 }
+///
+/// fn run_job(job: &Job) -> Result<(), Error> {
+///     match job.name.as_str() {
+///         "sla-check" if job.scheduled => Ok(()), // a manifest schedule, due at `job.due_at`
+///         "remind" => {
+///             let remind: Remind = job.payload()?; // 422-style error if the payload is wrong
+///             keel_sdk::services::log_info(&format!("reminding about {} (attempt {})", remind.ticket, job.attempt));
+///             Ok(())
+///         }
+///         other => Err(Error::invalid("unknown-job", other)),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Stable across attempts.
@@ -143,6 +169,19 @@ impl Job {
 }
 
 /// An event delivered to a subscriber.
+///
+/// ```no_run
+/// use keel_sdk::{Error, Event};
+///
+/// fn on_event(event: &Event) -> Result<(), Error> {
+///     if !keel_sdk::first_time("processed", &event.id)? {
+///         return Ok(()); // delivered before: at least once means maybe twice
+///     }
+///     let breach: serde_json::Value = event.payload()?;
+///     keel_sdk::services::log_info(&format!("{} from {}: ticket {}", event.topic, event.source, breach["number"]));
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Stable across deliveries: use it to skip repeats.

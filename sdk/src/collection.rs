@@ -10,6 +10,28 @@ use std::marker::PhantomData;
 ///
 /// All access is scoped by the host to the caller's tenant and this plugin; writes become
 /// visible to the same request at once and are committed when the handler returns.
+///
+/// ```no_run
+/// use keel_sdk::{Collection, Error};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Note { text: String, tag: String }
+///
+/// const NOTES: Collection<Note> = Collection::new("notes");
+///
+/// # fn main() -> Result<(), Error> {
+/// let v1 = NOTES.insert("n1", &Note { text: "hello".into(), tag: "home".into() })?; // 1
+/// let mut note = NOTES.get("n1")?.expect("just written");
+/// note.value.text = "hello again".into();
+/// NOTES.update("n1", &note.value, note.version)?; // 409 if someone wrote in between
+/// let page = NOTES.query().filter("tag", "home").limit(20).fetch()?; // `tag` is indexed
+/// for item in &page.items {
+///     println!("{} v{}: {}", item.key, item.version, item.value.text);
+/// }
+/// NOTES.delete("n1", Some(v1 + 1))?;
+/// # Ok(()) }
+/// ```
 pub struct Collection<T> {
     name: &'static str,
     _type: PhantomData<fn() -> T>,
@@ -95,6 +117,21 @@ fn decode<T: DeserializeOwned>(doc: storage::Document) -> Result<Versioned<T>, E
 }
 
 /// A query being built; run it with [`Query::fetch`].
+///
+/// ```no_run
+/// # use keel_sdk::{Collection, Error};
+/// # const TICKETS: Collection<serde_json::Value> = Collection::new("tickets");
+/// # fn main() -> Result<(), Error> {
+/// // Newest first, 25 a page, open P1 tickets only (both fields declared indexed).
+/// let mut cursor: Option<String> = None;
+/// loop {
+///     let page = TICKETS.query().filter("status", "open").filter("priority", "P1")
+///         .descending().limit(25).cursor(cursor.as_deref()).fetch()?;
+///     // ... use page.items ...
+///     match page.next { Some(next) => cursor = Some(next), None => break }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Query<'a, T> {
     collection: &'a Collection<T>,
     filters: Vec<Filter>,

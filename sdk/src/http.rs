@@ -7,6 +7,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Who is calling, as established by the host. A plugin cannot choose its tenant.
+///
+/// ```
+/// use keel_sdk::Caller;
+/// let caller = Caller {
+///     tenant: "acme".into(),
+///     user_id: "usr_1".into(),
+///     display_name: "Ana".into(),
+///     permissions: vec!["helpdesk.ticket.read".into()],
+/// };
+/// assert!(caller.has_permission("helpdesk.ticket.read"));
+/// assert!(!caller.has_permission("helpdesk.agent"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The tenant every read and write of this call belongs to.
@@ -27,6 +39,24 @@ impl Caller {
 }
 
 /// An incoming request, routed by the host.
+///
+/// Handlers read path parameters, query pairs, headers and a JSON body from it; tests build
+/// one with [`Request::new`]:
+///
+/// ```
+/// use keel_sdk::{Caller, Request};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Patch { title: String }
+///
+/// let caller = Caller { tenant: "t".into(), user_id: "u".into(), display_name: "U".into(), permissions: vec![] };
+/// let req = Request::new(caller, "PATCH", "/tickets/{number}", &[("number", "7")], br#"{"title":"New"}"#);
+/// assert_eq!(req.param("number").unwrap(), "7");
+/// assert!(req.param("missing").is_err()); // a 400 for the client
+/// let patch: Patch = req.json().unwrap();
+/// assert_eq!(patch.title, "New");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The caller's identity.
@@ -109,6 +139,16 @@ impl Request {
 }
 
 /// A response to send back.
+///
+/// ```
+/// use keel_sdk::Response;
+/// let created = Response::json(201, &serde_json::json!({ "number": 7 })).unwrap()
+///     .with_header("Location", "/tickets/7");
+/// assert_eq!(created.status, 201);
+/// assert_eq!(created.body_json()["number"], 7);
+/// assert!(created.headers.contains(&("location".into(), "/tickets/7".into())));
+/// assert_eq!(Response::no_content().status, 204);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// HTTP status code.

@@ -1,4 +1,15 @@
-//! The host's other services: logging, configuration and the clock.
+//! The host's other services: logging, configuration, the clock and finer permission checks.
+//!
+//! ```no_run
+//! use keel_sdk::services;
+//!
+//! let now = services::now_ms(); // the host clock: tests move it, so never use the system's
+//! let limit = services::config("max-open-tickets").and_then(|v| v.parse::<u32>().ok()).unwrap_or(50);
+//! if !services::has_permission("helpdesk.agent") {
+//!     services::log_warn("a non-agent asked for every ticket");
+//! }
+//! services::log_info(&format!("checked at {now}, limit {limit}"));
+//! ```
 
 use crate::bindings::keel::platform::{clock, config, identity, log};
 
