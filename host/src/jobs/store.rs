@@ -342,48 +342,32 @@ impl JobStore {
 
     /// Puts a dead or cancelled job back in the queue with a fresh set of attempts.
     pub async fn retry(&self, tenant: &str, id: &str, now: i64) -> Result<JobRecord, JobStoreError> {
-        let changed = sqlx::query(
-            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, finished_at = NULL, updated_at = ? \
-             WHERE tenant_id = ? AND id = ? AND status IN ('dead', 'cancelled')",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(tenant)
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let (job, _) = self.get(tenant, id).await?;
-        if changed == 0 {
-            return Err(JobStoreError::WrongState {
-                id: id.to_owned(),
-                status: job.status,
-                action: "only dead or cancelled jobs can be retried",
-            });
-        }
-        Ok(job)
+        let update = "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?1, finished_at = NULL, updated_at = ?1 \
+             WHERE tenant_id = ?2 AND id = ?3 AND status IN ('dead', 'cancelled')";
+        self.change_state(tenant, id, now, update, "only dead or cancelled jobs can be retried").await
     }
 
     /// Cancels a job that has not started (or is waiting for a retry).
     pub async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<JobRecord, JobStoreError> {
-        let changed = sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ? \
-             WHERE tenant_id = ? AND id = ? AND status = 'queued'",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(tenant)
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let update = "UPDATE jobs SET status = 'cancelled', finished_at = ?1, updated_at = ?1 \
+             WHERE tenant_id = ?2 AND id = ?3 AND status = 'queued'";
+        self.change_state(tenant, id, now, update, "only queued jobs can be cancelled").await
+    }
+
+    /// Runs an admin's state change (`update` binds now, tenant, id) and returns the job, or
+    /// says why its current state refuses the change.
+    async fn change_state(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: i64,
+        update: &'static str,
+        refusal: &'static str,
+    ) -> Result<JobRecord, JobStoreError> {
+        let changed = sqlx::query(update).bind(now).bind(tenant).bind(id).execute(&self.pool).await?.rows_affected();
         let (job, _) = self.get(tenant, id).await?;
         if changed == 0 {
-            return Err(JobStoreError::WrongState {
-                id: id.to_owned(),
-                status: job.status,
-                action: "only queued jobs can be cancelled",
-            });
+            return Err(JobStoreError::WrongState { id: id.to_owned(), status: job.status, action: refusal });
         }
         Ok(job)
     }
