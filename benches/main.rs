@@ -10,6 +10,7 @@
 //! across runs.
 
 mod background;
+mod pinned;
 
 use anyhow::{Context, Result, bail};
 use keel_host::runtime::bindings::exports::keel::platform::handler::Request;
@@ -33,6 +34,12 @@ struct Row {
 fn main() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--native-server") {
+        // A child process of section (b2), not a benchmark run.
+        let db = PathBuf::from(args.get(i + 1).context("--native-server <keel.db>")?);
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return runtime.block_on(pinned::native_server(&db));
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // `--only a|b|c|d` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
@@ -45,6 +52,7 @@ fn main() -> Result<()> {
         }
         if wants("b") {
             rows.extend(http_throughput(&root, quick).await?);
+            rows.extend(pinned::http_throughput_pinned(&root, quick).await?);
         }
         if wants("d") {
             rows.extend(background::background(&root, quick).await?);
@@ -299,13 +307,13 @@ async fn python_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
     ])
 }
 
-struct Load {
+pub(crate) struct Load {
     rps: f64,
     p99: Duration,
 }
 
 /// Closed-loop load: `clients` tasks each send one request at a time for `duration`.
-async fn load(url: &str, token: Option<&str>, clients: usize, duration: Duration) -> Result<Load> {
+pub(crate) async fn load(url: &str, token: Option<&str>, clients: usize, duration: Duration) -> Result<Load> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();

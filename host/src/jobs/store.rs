@@ -182,6 +182,17 @@ impl JobStore {
         limit: u32,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedJob>, JobStoreError> {
+        // A read first: an idle worker polling must not take the write lock from requests.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE (status = 'queued' AND run_at <= ?1) OR (status = 'running' AND lease_until <= ?1) \
+             LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let _gate = self.writes.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let expired_runs = "UPDATE job_runs SET finished_at = ?1, outcome = 'lost', \
