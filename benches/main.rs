@@ -346,6 +346,35 @@ pub(crate) async fn load(url: &str, token: Option<&str>, clients: usize, duratio
     Ok(Load { rps: all.len() as f64 / duration.as_secs_f64(), p99: percentile(&all, 0.99) })
 }
 
+/// The native baseline of (b) and (b2): `GET /tickets/{number}` reading the same document
+/// row with sqlx and answering the same JSON.
+pub(crate) fn native_router(pool: sqlx::SqlitePool) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/tickets/{number}",
+            axum::routing::get(
+                |axum::extract::State(pool): axum::extract::State<sqlx::SqlitePool>,
+                 axum::extract::Path(number): axum::extract::Path<u64>| async move {
+                    let key = format!("{number:012}");
+                    let row: Option<(i64, String)> = sqlx::query_as(
+                        "SELECT version, body FROM documents WHERE tenant_id = 'default' AND plugin_id = 'helpdesk' \
+                         AND collection = 'tickets' AND key = ?",
+                    )
+                    .bind(key)
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+                    let (version, body) = row.ok_or(axum::http::StatusCode::NOT_FOUND)?;
+                    let mut value: serde_json::Value =
+                        serde_json::from_str(&body).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+                    value["version"] = version.into();
+                    Ok::<_, axum::http::StatusCode>(axum::Json(value))
+                },
+            ),
+        )
+        .with_state(pool)
+}
+
 /// (b) The helpdesk over HTTP against a native handler reading the same row.
 async fn http_throughput(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
@@ -377,25 +406,7 @@ async fn http_throughput(root: &Path, quick: bool) -> Result<Vec<Row>> {
 
     // The native baseline: the same read of the same document on the same pool.
     let pool = server.state.pool.clone();
-    let native = axum::Router::new()
-        .route(
-            "/tickets/{number}",
-            axum::routing::get(|axum::extract::State(pool): axum::extract::State<sqlx::SqlitePool>, axum::extract::Path(number): axum::extract::Path<u64>| async move {
-                let key = format!("{number:012}");
-                let row: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT version, body FROM documents WHERE tenant_id = 'default' AND plugin_id = 'helpdesk' AND collection = 'tickets' AND key = ?",
-                )
-                .bind(key)
-                .fetch_optional(&pool)
-                .await
-                .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
-                let (version, body) = row.ok_or(axum::http::StatusCode::NOT_FOUND)?;
-                let mut value: serde_json::Value = serde_json::from_str(&body).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
-                value["version"] = version.into();
-                Ok::<_, axum::http::StatusCode>(axum::Json(value))
-            }),
-        )
-        .with_state(pool);
+    let native = native_router(pool);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let native_url = format!("http://{}/tickets/1", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, native).await });

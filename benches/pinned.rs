@@ -17,30 +17,7 @@ pub async fn native_server(db: &Path) -> Result<()> {
         .max_connections(8)
         .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true))
         .await?;
-    let app = axum::Router::new()
-        .route(
-            "/tickets/{number}",
-            axum::routing::get(
-                |axum::extract::State(pool): axum::extract::State<sqlx::SqlitePool>,
-                 axum::extract::Path(number): axum::extract::Path<u64>| async move {
-                    let key = format!("{number:012}");
-                    let row: Option<(i64, String)> = sqlx::query_as(
-                        "SELECT version, body FROM documents WHERE tenant_id = 'default' AND plugin_id = 'helpdesk' \
-                         AND collection = 'tickets' AND key = ?",
-                    )
-                    .bind(key)
-                    .fetch_optional(&pool)
-                    .await
-                    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
-                    let (version, body) = row.ok_or(axum::http::StatusCode::NOT_FOUND)?;
-                    let mut value: serde_json::Value =
-                        serde_json::from_str(&body).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
-                    value["version"] = version.into();
-                    Ok::<_, axum::http::StatusCode>(axum::Json(value))
-                },
-            ),
-        )
-        .with_state(pool);
+    let app = super::native_router(pool);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("native listening on {}", listener.local_addr()?);
     axum::serve(listener, app).await?;
