@@ -346,6 +346,30 @@ pub(crate) async fn load(url: &str, token: Option<&str>, clients: usize, duratio
     Ok(Load { rps: all.len() as f64 / duration.as_secs_f64(), p99: percentile(&all, 0.99) })
 }
 
+/// Installs the helpdesk on the server at `base` and files ticket 1, the one (b) reads.
+pub(crate) async fn seed_helpdesk(root: &Path, base: &str, token: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    let installed = http
+        .post(format!("{base}/v1/admin/plugins"))
+        .bearer_auth(token)
+        .body(artifact(root, "bundled/helpdesk")?)
+        .send()
+        .await?;
+    if !installed.status().is_success() {
+        bail!("install failed: {}", installed.text().await?);
+    }
+    let created = http
+        .post(format!("{base}/v1/plugins/helpdesk/tickets"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "title": "Benchmark ticket", "description": "read me", "priority": "P2" }))
+        .send()
+        .await?;
+    if !created.status().is_success() {
+        bail!("create failed: {}", created.text().await?);
+    }
+    Ok(())
+}
+
 /// The native baseline of (b) and (b2): `GET /tickets/{number}` reading the same document
 /// row with sqlx and answering the same JSON.
 pub(crate) fn native_router(pool: sqlx::SqlitePool) -> axum::Router {
@@ -384,25 +408,7 @@ async fn http_throughput(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let server = Server::start(config).await?;
     let token = server.bootstrap_token.clone().context("token")?;
     let base = format!("http://{}", server.addr);
-    let http = reqwest::Client::new();
-    let installed = http
-        .post(format!("{base}/v1/admin/plugins"))
-        .bearer_auth(&token)
-        .body(artifact(root, "bundled/helpdesk")?)
-        .send()
-        .await?;
-    if !installed.status().is_success() {
-        bail!("install failed: {}", installed.text().await?);
-    }
-    let created = http
-        .post(format!("{base}/v1/plugins/helpdesk/tickets"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "title": "Benchmark ticket", "description": "read me", "priority": "P2" }))
-        .send()
-        .await?;
-    if !created.status().is_success() {
-        bail!("create failed: {}", created.text().await?);
-    }
+    seed_helpdesk(root, &base, &token).await?;
 
     // The native baseline: the same read of the same document on the same pool.
     let pool = server.state.pool.clone();

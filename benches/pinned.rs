@@ -4,7 +4,7 @@
 //! both cores, which charges every extra scheduler wake-up in the server twice; here each side
 //! gets one core to itself, as a server and its clients would on separate machines.
 
-use super::{Row, artifact, load};
+use super::{Row, load};
 use anyhow::{Context, Result, bail};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -104,25 +104,7 @@ pub async fn http_throughput_pinned(root: &Path, quick: bool) -> Result<Vec<Row>
     let base =
         printed.lines().next().and_then(|l| l.split("listening on ").nth(1)).context("address")?.trim().to_owned();
     let token = printed.lines().map(str::trim).find(|l| l.starts_with("keel_")).context("token")?.to_owned();
-    let http = reqwest::Client::new();
-    let installed = http
-        .post(format!("{base}/v1/admin/plugins"))
-        .bearer_auth(&token)
-        .body(artifact(root, "bundled/helpdesk")?)
-        .send()
-        .await?;
-    if !installed.status().is_success() {
-        bail!("install failed: {}", installed.text().await?);
-    }
-    let created = http
-        .post(format!("{base}/v1/plugins/helpdesk/tickets"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "title": "Benchmark ticket", "description": "read me", "priority": "P2" }))
-        .send()
-        .await?;
-    if !created.status().is_success() {
-        bail!("create failed: {}", created.text().await?);
-    }
+    super::seed_helpdesk(root, &base, &token).await?;
     let me = std::env::current_exe()?;
     let db = data.join("keel.db");
     let (_native, printed) =
