@@ -9,7 +9,7 @@
 
 use super::{Row, artifact, percentile};
 use anyhow::{Context, Result, bail};
-use keel_host::jobs::store::JobStore;
+use keel_host::jobs::store::{ClaimPolicy, JobStore};
 use keel_host::jobs::{Background, JobKind, NewJob};
 use keel_host::storage::sqlite::SqliteDocumentStore;
 use keel_host::storage::{Condition, DocumentStore, Scope, Write, WriteAudit, WriteOp};
@@ -32,6 +32,7 @@ fn job(i: usize, now: i64) -> NewJob {
         event_id: None,
         run_at: now,
         max_attempts: 3,
+        chain: 0,
     }
 }
 
@@ -65,7 +66,8 @@ async fn native_jobs_per_second(n: usize) -> Result<f64> {
         workers.push(tokio::spawn(async move {
             let owner = format!("native-{w}");
             loop {
-                let claimed = jobs.claim(&owner, 1, 8, 60_000).await?;
+                let policy = ClaimPolicy { limit: 8, tenant_room: 8, ..ClaimPolicy::default() };
+                let claimed = jobs.claim(&owner, 1, 60_000, &policy).await?;
                 if claimed.is_empty() {
                     return anyhow::Ok(());
                 }

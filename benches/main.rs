@@ -109,10 +109,8 @@ impl Bench {
     async fn new() -> Result<Bench> {
         let dir = tempfile::tempdir()?;
         let pool = keel_host::db::open_sqlite(&dir.path().join("bench.db")).await?;
-        let runtime = Runtime::new(
-            &RuntimeSettings { max_concurrent_instances: 16, max_memory_bytes: 256 << 20, cache_dir: None },
-            Arc::new(keel_host::clock::Clock::default()),
-        )?;
+        let runtime =
+            Runtime::new(&RuntimeSettings::new(16, 256 << 20, None, 0), Arc::new(keel_host::clock::Clock::default()))?;
         Ok(Bench { runtime, store: Arc::new(SqliteDocumentStore::new(pool)), _dir: dir })
     }
 
@@ -163,6 +161,8 @@ impl Bench {
                     tenant: "t".into(),
                     request_id: "r".into(),
                     permissions: vec![],
+                    lane: keel_host::runtime::Lane::Request,
+                    chain: 0,
                 }),
                 config: Arc::new(BTreeMap::new()),
                 memory_cap: plugin.memory_cap,
@@ -254,11 +254,7 @@ async fn python_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let bytes = artifact(root, "examples/python-notes")?;
     let manifest = keel_host::manifest::Manifest::parse(&keel_host::artifact::manifest_text(&bytes)?, &POLICY)?;
     let cache = tempfile::tempdir()?;
-    let settings = RuntimeSettings {
-        max_concurrent_instances: 16,
-        max_memory_bytes: 256 << 20,
-        cache_dir: Some(cache.path().to_path_buf()),
-    };
+    let settings = RuntimeSettings::new(16, 256 << 20, Some(cache.path().to_path_buf()), 0);
     let digest = keel_host::artifact::digest(&bytes);
     let cold = Runtime::new(&settings, Arc::new(keel_host::clock::Clock::default()))?;
     let started = Instant::now();

@@ -17,6 +17,8 @@ pub struct Config {
     pub plugins_dir: Option<PathBuf>,
     pub limits: LimitsConfig,
     pub jobs: JobsConfig,
+    pub quotas: QuotasConfig,
+    pub http: HttpConfig,
     /// Serve `POST /v1/admin/clock/advance`, which moves the host clock forward for every
     /// plugin and schedule. For tests and demos; never on a production host.
     pub allow_clock_control: bool,
@@ -35,12 +37,65 @@ pub struct JobsConfig {
     pub lease_ms: u64,
     /// Background calls that may run at once.
     pub concurrency: usize,
+    /// Background calls of one tenant that may run at once (default: one fewer than
+    /// `concurrency`, at least 1), so another tenant's work always finds a free slot.
+    pub tenant_concurrency: Option<usize>,
+    /// Jobs (and event deliveries) one plugin may have queued in one tenant; enqueuing more
+    /// is refused with `too-many-jobs`.
+    pub max_queued_per_plugin: u32,
+    /// How long a chain of jobs enqueued by jobs may grow (a job that enqueues itself
+    /// forever is stopped here).
+    pub max_chain: u32,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { enabled: true, poll_interval_ms: 250, lease_ms: 60_000, concurrency: 4 }
+        JobsConfig {
+            enabled: true,
+            poll_interval_ms: 250,
+            lease_ms: 60_000,
+            concurrency: 4,
+            tenant_concurrency: None,
+            max_queued_per_plugin: 10_000,
+            max_chain: 1_000,
+        }
     }
+}
+
+impl JobsConfig {
+    pub fn tenant_concurrency(&self) -> usize {
+        self.tenant_concurrency.unwrap_or(self.concurrency.saturating_sub(1)).clamp(1, self.concurrency.max(1))
+    }
+}
+
+/// Storage every tenant gets unless a platform admin sets its own (`PUT
+/// /v1/tenants/{tenant}/quotas`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Documents one tenant may store, over all its plugins.
+    pub tenant_documents: u64,
+    /// Bytes (keys and bodies) one tenant may store, in MiB.
+    pub tenant_mb: u64,
+    /// Documents one plugin may store in one tenant.
+    pub plugin_documents: u64,
+    /// Bytes one plugin may store in one tenant, in MiB.
+    pub plugin_mb: u64,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        QuotasConfig { tenant_documents: 2_000_000, tenant_mb: 2048, plugin_documents: 1_000_000, plugin_mb: 1024 }
+    }
+}
+
+/// How plugin responses meet browsers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Plugins whose own CORS headers (`access-control-*`) are passed on; every other
+    /// plugin's are dropped, so no plugin can open the platform's origin to other sites.
+    pub cors_plugins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +117,26 @@ pub struct LimitsConfig {
     pub max_document_bytes: usize,
     /// Plugin instances that may run at once (sizes the instance pool).
     pub max_concurrent_instances: u32,
+    /// Instances one tenant may hold at once (default: half of those requests may use).
+    pub max_instances_per_tenant: Option<u32>,
+    /// Instances one plugin may hold at once over all tenants (default: three quarters).
+    pub max_instances_per_plugin: Option<u32>,
+    /// Memory all running calls may reserve together (MiB): each reserves its plugin's
+    /// memory cap plus what the host may buffer for it. The ceiling of plugin memory.
+    pub instance_memory_mb: u64,
+    /// Of that, what one tenant's calls may reserve (MiB; default half).
+    pub tenant_instance_memory_mb: Option<u64>,
+    /// How long a request waits for a free instance of its share before 429/503 (ms).
+    pub admission_wait_ms: u64,
+    /// Long-running calls (past their first 5 ms slice) of one tenant that execute at once.
+    pub tenant_cpu_lanes: u32,
+    /// Bytes one call may write (documents, events and jobs together): bounds what the host
+    /// buffers for a call and how long its commit holds the database's writer.
+    pub max_commit_bytes: usize,
+    /// Bytes one storage read (a page of a query) may return; a page stops short of it.
+    pub max_read_bytes: usize,
+    /// Bytes of response headers a plugin may send (names and values together).
+    pub max_response_header_bytes: usize,
     /// Requests per second each token may sustain (0: no limit).
     pub rate_limit_per_second: u32,
     /// Requests a token may make in a burst above that rate.
@@ -82,6 +157,8 @@ impl Default for Config {
             plugins_dir: None,
             limits: LimitsConfig::default(),
             jobs: JobsConfig::default(),
+            quotas: QuotasConfig::default(),
+            http: HttpConfig::default(),
             allow_clock_control: false,
         }
     }
@@ -98,6 +175,15 @@ impl Default for LimitsConfig {
             max_artifact_bytes: 64 << 20,
             max_document_bytes: 1 << 20,
             max_concurrent_instances: 128,
+            max_instances_per_tenant: None,
+            max_instances_per_plugin: None,
+            instance_memory_mb: 4096,
+            tenant_instance_memory_mb: None,
+            admission_wait_ms: 250,
+            tenant_cpu_lanes: 1,
+            max_commit_bytes: 8 << 20,
+            max_read_bytes: 4 << 20,
+            max_response_header_bytes: 64 << 10,
             rate_limit_per_second: 50,
             rate_limit_burst: 200,
             request_timeout_ms: 60_000,
@@ -145,10 +231,69 @@ impl Config {
         if self.jobs.concurrency == 0 || self.jobs.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("jobs.concurrency and jobs.poll-interval-ms must be at least 1".into()));
         }
-        if l.max_concurrent_instances == 0 {
-            return Err(ConfigError::Invalid("limits.max-concurrent-instances must be at least 1".into()));
+        if l.max_concurrent_instances < 2 {
+            return Err(ConfigError::Invalid("limits.max-concurrent-instances must be at least 2".into()));
+        }
+        let admission = self.admission();
+        if l.max_instances_per_tenant
+            .is_some_and(|n| n == 0 || n > admission.instances - admission.background_instances)
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max-instances-per-tenant must be 1..=(max-concurrent-instances - jobs.concurrency)".into(),
+            ));
+        }
+        if l.max_instances_per_plugin.is_some_and(|n| n == 0 || n > l.max_concurrent_instances) {
+            return Err(ConfigError::Invalid(
+                "limits.max-instances-per-plugin must be 1..=max-concurrent-instances".into(),
+            ));
+        }
+        let largest_call = (u64::from(l.max_memory_mb) << 20) + (l.max_commit_bytes + l.max_read_bytes) as u64;
+        if admission.tenant_memory_bytes < largest_call || admission.tenant_memory_bytes > admission.memory_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "limits.tenant-instance-memory-mb must hold the largest call ({} MiB: max-memory-mb plus \
+                 max-commit-bytes and max-read-bytes) and not exceed instance-memory-mb",
+                largest_call >> 20
+            )));
+        }
+        if l.admission_wait_ms >= l.request_timeout_ms || l.tenant_cpu_lanes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.admission-wait-ms must be below request-timeout-ms and tenant-cpu-lanes at least 1".into(),
+            ));
+        }
+        if l.max_commit_bytes < l.max_document_bytes || l.max_read_bytes < l.max_document_bytes {
+            return Err(ConfigError::Invalid(
+                "limits.max-commit-bytes and max-read-bytes must be at least max-document-bytes".into(),
+            ));
+        }
+        if self.jobs.max_queued_per_plugin == 0 || self.jobs.max_chain == 0 {
+            return Err(ConfigError::Invalid(
+                "jobs.max-queued-per-plugin and jobs.max-chain must be at least 1".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// The admission shares this configuration asks for.
+    pub fn admission(&self) -> crate::runtime::AdmissionLimits {
+        let l = &self.limits;
+        let background = u32::try_from(self.jobs.concurrency).unwrap_or(u32::MAX);
+        let mut admission = crate::runtime::AdmissionLimits::for_pool(
+            l.max_concurrent_instances,
+            background,
+            l.instance_memory_mb << 20,
+        );
+        if let Some(n) = l.max_instances_per_tenant {
+            admission.tenant_instances = n;
+        }
+        if let Some(n) = l.max_instances_per_plugin {
+            admission.plugin_instances = n;
+        }
+        if let Some(mb) = l.tenant_instance_memory_mb {
+            admission.tenant_memory_bytes = mb << 20;
+        }
+        admission.wait = std::time::Duration::from_millis(l.admission_wait_ms);
+        admission.tenant_cpu_lanes = l.tenant_cpu_lanes;
+        admission
     }
 
     pub fn cache_dir(&self) -> PathBuf {

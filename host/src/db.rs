@@ -12,28 +12,163 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "audit", include_str!("../../migrations/sqlite/0003_audit.sql")),
     (4, "users", include_str!("../../migrations/sqlite/0004_users.sql")),
     (5, "jobs", include_str!("../../migrations/sqlite/0005_jobs.sql")),
+    (6, "fair share", include_str!("../../migrations/sqlite/0006_fair_share.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.
 ///
 /// SQLite admits one writer at a time; a second `BEGIN IMMEDIATE` gets `SQLITE_BUSY` and the
 /// busy handler sleeps (1 ms, 2 ms, 5 ms, ...) before retrying. Queuing this process's own
-/// hot writers (document commits, job claims and outcomes) on an async mutex first hands the
-/// lock over without those sleeps. Other processes still meet the busy timeout.
-pub fn write_gate(pool: &SqlitePool) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+/// hot writers (document commits, job claims and outcomes) on the gate first hands the lock
+/// over without those sleeps. Other processes still meet the busy timeout.
+pub fn write_gate(pool: &SqlitePool) -> std::sync::Arc<WriteGate> {
     use std::collections::HashMap;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex, OnceLock, Weak};
-    static GATES: OnceLock<Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    static GATES: OnceLock<Mutex<HashMap<PathBuf, Weak<WriteGate>>>> = OnceLock::new();
     let file = pool.connect_options().get_filename().to_path_buf();
     let mut gates = GATES.get_or_init(Default::default).lock().expect("write gate registry");
     gates.retain(|_, gate| gate.strong_count() > 0);
     if let Some(gate) = gates.get(&file).and_then(Weak::upgrade) {
         return gate;
     }
-    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let gate = Arc::new(WriteGate::default());
     gates.insert(file, Arc::downgrade(&gate));
     gate
+}
+
+/// One writer at a time, handed out in turns between tenants: when several wait, the next
+/// turn goes to the next tenant (in id order after the last one served) that has a writer
+/// waiting, so a tenant with many commits queued delays another tenant's commit by at most
+/// one of its own, never by the whole queue. Within a tenant, first come first served.
+#[derive(Default)]
+pub struct WriteGate {
+    state: std::sync::Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    held: bool,
+    waiting: std::collections::BTreeMap<String, std::collections::VecDeque<tokio::sync::oneshot::Sender<WriteTurn>>>,
+    last: Option<String>,
+}
+
+/// The writer's turn; the next writer's starts when it is dropped.
+pub struct WriteTurn {
+    gate: std::sync::Arc<WriteGate>,
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        self.gate.pass_on();
+    }
+}
+
+impl WriteGate {
+    /// Waits for a turn to write on behalf of `tenant` (`""` for the platform's own work).
+    pub async fn turn(self: &std::sync::Arc<Self>, tenant: &str) -> WriteTurn {
+        let rx = {
+            let mut s = self.state.lock().expect("write gate lock");
+            if !s.held {
+                s.held = true;
+                s.last = Some(tenant.to_owned());
+                return WriteTurn { gate: self.clone() };
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            s.waiting.entry(tenant.to_owned()).or_default().push_back(tx);
+            rx
+        };
+        // A turn handed to a waiter that went away is dropped in the channel, which passes it on.
+        match rx.await {
+            Ok(turn) => turn,
+            // The gate was dropped with us waiting: nobody else can write through it either.
+            Err(_) => WriteTurn { gate: self.clone() },
+        }
+    }
+
+    fn pass_on(self: &std::sync::Arc<Self>) {
+        loop {
+            let next = {
+                let mut s = self.state.lock().expect("write gate lock");
+                let after = s.last.clone().unwrap_or_default();
+                let tenant = s
+                    .waiting
+                    .range::<String, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                    .map(|(t, _)| t.clone())
+                    .next()
+                    .or_else(|| s.waiting.keys().next().cloned());
+                let Some(tenant) = tenant else {
+                    s.held = false;
+                    return;
+                };
+                let queue = s.waiting.get_mut(&tenant).expect("tenant has a queue");
+                let next = queue.pop_front();
+                if queue.is_empty() {
+                    s.waiting.remove(&tenant);
+                }
+                s.last = Some(tenant);
+                next
+            };
+            if let Some(tx) = next
+                && !tx.is_closed()
+            {
+                // On failure the turn comes back and its drop passes it on again.
+                let _ = tx.send(WriteTurn { gate: self.clone() });
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod write_gate_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn turns_alternate_between_tenants_however_many_one_has_queued() {
+        let gate = Arc::new(WriteGate::default());
+        let first = gate.turn("a").await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, tenant) in ["a", "a", "a", "b"].into_iter().enumerate() {
+            let (waiter, order) = (gate.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _turn = waiter.turn(tenant).await;
+                order.lock().unwrap().push(format!("{tenant}{i}"));
+            }));
+            // Queue them in this order.
+            while gate.state.lock().unwrap().waiting.values().map(|q| q.len()).sum::<usize>() < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // b's one writer went second, not behind all of a's.
+        assert_eq!(*order.lock().unwrap(), ["b3", "a0", "a1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_does_not_keep_the_gate() {
+        let gate = Arc::new(WriteGate::default());
+        let first = gate.turn("a").await;
+        let gone = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _ = gate.turn("b").await;
+            })
+        };
+        while gate.state.lock().unwrap().waiting.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        let _ = gone.await;
+        drop(first);
+        // Free again at once.
+        tokio::time::timeout(std::time::Duration::from_secs(1), gate.turn("c")).await.expect("gate is free");
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

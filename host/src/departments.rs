@@ -114,6 +114,8 @@ impl Interop for DepartmentCalls {
                 tenant: from.tenant.clone(),
                 request_id: from.request_id.clone(),
                 permissions,
+                lane: from.lane,
+                chain: from.chain,
             }),
             config: provider.config.clone(),
             memory_cap: provider.memory_cap,
@@ -137,6 +139,7 @@ impl Interop for DepartmentCalls {
                 outcome.outbox,
                 &from.request_id,
                 now,
+                from.chain,
             );
             let audit = match &self.principal {
                 Some(p) => WriteAudit {

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -28,7 +29,27 @@ struct JobLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    plugin: String,
+    /// tenant_instances, plugin_instances, tenant_memory, too_large, pool, pool_memory
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StorageLabels {
+    tenant: String,
+    plugin: String,
+}
+
 pub struct Metrics {
+    admission_refused: Family<RefusalLabels, Counter>,
+    instances: Gauge,
+    reserved_memory: Gauge,
+    admission_waiting: Gauge,
+    storage_documents: Family<StorageLabels, Gauge>,
+    storage_bytes: Family<StorageLabels, Gauge>,
+    quota_refusals: Family<StorageLabels, Counter>,
     registry: Registry,
     jobs: Family<JobLabels, Counter>,
     job_latency: Family<PluginLabels, Histogram>,
@@ -77,7 +98,53 @@ impl Default for Metrics {
             "Background attempt duration, claim to commit",
             job_latency.clone(),
         );
-        Metrics { registry, jobs, job_latency, requests, latency, traps, timeouts, memory_limit_hits }
+        let admission_refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "admission_refused",
+            "Plugin calls not started because a tenant's, a plugin's or the platform's share was in use",
+            admission_refused.clone(),
+        );
+        let instances = Gauge::default();
+        let reserved_memory = Gauge::default();
+        let admission_waiting = Gauge::default();
+        registry.register("instances_in_use", "Plugin instances admitted and running now", instances.clone());
+        registry.register(
+            "instance_memory_reserved_bytes",
+            "Memory reserved by the plugin calls running now (their caps plus host buffers)",
+            reserved_memory.clone(),
+        );
+        registry.register("admission_waiting", "Plugin calls waiting for an instance", admission_waiting.clone());
+        let storage_documents = Family::<StorageLabels, Gauge>::default();
+        let storage_bytes = Family::<StorageLabels, Gauge>::default();
+        let quota_refusals = Family::<StorageLabels, Counter>::default();
+        registry.register("storage_documents", "Documents stored per tenant and plugin", storage_documents.clone());
+        registry.register(
+            "storage_bytes",
+            "Bytes (keys and bodies) stored per tenant and plugin",
+            storage_bytes.clone(),
+        );
+        registry.register(
+            "quota_refusals",
+            "Commits refused because they would pass a storage quota",
+            quota_refusals.clone(),
+        );
+        Metrics {
+            admission_refused,
+            instances,
+            reserved_memory,
+            admission_waiting,
+            storage_documents,
+            storage_bytes,
+            quota_refusals,
+            registry,
+            jobs,
+            job_latency,
+            requests,
+            latency,
+            traps,
+            timeouts,
+            memory_limit_hits,
+        }
     }
 }
 
@@ -98,6 +165,36 @@ impl Metrics {
         let labels = JobLabels { plugin: plugin.to_owned(), kind: kind.to_owned(), outcome: outcome.to_owned() };
         self.jobs.get_or_create(&labels).inc();
         self.job_latency.get_or_create(&PluginLabels { plugin: plugin.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_refusal(&self, plugin: &str, reason: &str) {
+        self.admission_refused
+            .get_or_create(&RefusalLabels { plugin: plugin.to_owned(), reason: reason.to_owned() })
+            .inc();
+    }
+
+    pub fn record_quota_refusal(&self, tenant: &str, plugin: &str) {
+        self.quota_refusals
+            .get_or_create(&StorageLabels { tenant: tenant.to_owned(), plugin: plugin.to_owned() })
+            .inc();
+    }
+
+    /// What the admission controller holds now (set at each scrape).
+    pub fn set_admission(&self, snapshot: crate::runtime::admission::AdmissionSnapshot) {
+        self.instances.set(i64::from(snapshot.instances));
+        self.reserved_memory.set(i64::try_from(snapshot.memory_bytes).unwrap_or(i64::MAX));
+        self.admission_waiting.set(i64::try_from(snapshot.waiting).unwrap_or(i64::MAX));
+    }
+
+    /// What each tenant's plugins store (set at each scrape).
+    pub fn set_storage(&self, usage: &[(String, String, crate::storage::Usage)]) {
+        self.storage_documents.clear();
+        self.storage_bytes.clear();
+        for (tenant, plugin, u) in usage {
+            let labels = StorageLabels { tenant: tenant.clone(), plugin: plugin.clone() };
+            self.storage_documents.get_or_create(&labels).set(i64::try_from(u.documents).unwrap_or(i64::MAX));
+            self.storage_bytes.get_or_create(&labels).set(i64::try_from(u.bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// The text exposition format.

@@ -82,6 +82,7 @@ impl Server {
                 max_concurrent_instances: limits.max_concurrent_instances,
                 max_memory_bytes: limits.max_memory_mb as usize * 1024 * 1024,
                 cache_dir: Some(config.cache_dir()),
+                admission: config.admission(),
             },
             clock.clone(),
         )?);
@@ -103,10 +104,26 @@ impl Server {
             bundled_installed = install_bundled(&registry, &tenancy, dir).await?;
         }
 
-        let store: Arc<dyn crate::storage::DocumentStore> = Arc::new(SqliteDocumentStore::new(pool.clone()));
+        let quotas = &config.quotas;
+        let store: Arc<dyn crate::storage::DocumentStore> = Arc::new(SqliteDocumentStore::with_settings(
+            pool.clone(),
+            crate::storage::sqlite::StoreSettings {
+                default_quotas: crate::storage::Quotas {
+                    tenant_documents: quotas.tenant_documents,
+                    tenant_bytes: quotas.tenant_mb << 20,
+                    plugin_documents: quotas.plugin_documents,
+                    plugin_bytes: quotas.plugin_mb << 20,
+                },
+                max_queued_per_plugin: config.jobs.max_queued_per_plugin,
+            },
+        ));
         let metrics = Arc::new(Metrics::default());
-        let storage_limits =
-            StorageLimits { max_document_bytes: limits.max_document_bytes, ..StorageLimits::default() };
+        let storage_limits = StorageLimits {
+            max_document_bytes: limits.max_document_bytes,
+            max_commit_bytes: limits.max_commit_bytes,
+            max_read_bytes: limits.max_read_bytes,
+            ..StorageLimits::default()
+        };
         let jobs = JobStore::new(pool.clone());
         let jobs_wake = Arc::new(tokio::sync::Notify::new());
         let departments = Arc::new(crate::departments::Departments {
@@ -132,6 +149,8 @@ impl Server {
                 poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
                 lease: Duration::from_millis(config.jobs.lease_ms),
                 concurrency: config.jobs.concurrency,
+                tenant_concurrency: config.jobs.tenant_concurrency(),
+                max_chain: config.jobs.max_chain,
             },
             jobs_wake.clone(),
             departments.clone(),
@@ -156,6 +175,10 @@ impl Server {
                 max_body_bytes: limits.max_body_bytes,
                 max_artifact_bytes: limits.max_artifact_bytes,
                 storage: storage_limits,
+                plugin_responses: crate::api::dispatch::ResponsePolicy {
+                    max_header_bytes: limits.max_response_header_bytes,
+                    cors_plugins: config.http.cors_plugins.clone(),
+                },
             },
             jobs,
             jobs_wake,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod departments;
+mod fair_share;
 mod helpdesk;
 mod hostile;
 mod jobs;

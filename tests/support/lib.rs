@@ -1,6 +1,8 @@
 //! Test support: start the real Keel server on an ephemeral port with a temporary data
 //! directory, load the real compiled plugin artifacts, and talk to it over HTTP.
 
+pub mod neighbours;
+
 use keel_host::{Config, Server};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -259,5 +261,8 @@ fn config(dir: &Path) -> Config {
     // Time-based behaviour is tested by moving the clock, never by sleeping.
     config.allow_clock_control = true;
     config.jobs.poll_interval_ms = 50;
+    // Many servers share two cores here: let calls wait for a free instance of their
+    // share rather than be refused (the noisy-neighbour suite tests refusals).
+    config.limits.admission_wait_ms = 5_000;
     config
 }

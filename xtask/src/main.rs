@@ -23,6 +23,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-directory", "plugins/fixtures/directory", false),
     ("keel-plugin-directory-alt", "plugins/fixtures/directory-alt", false),
     ("keel-plugin-roster", "plugins/fixtures/roster", false),
+    ("keel-plugin-noisy", "plugins/fixtures/noisy", false),
 ];
 
 /// Plugins in Python, built with componentize-py: (source dir, world file, world name).

@@ -125,6 +125,8 @@ async fn call(
         tenant: principal.tenant.clone(),
         request_id: request_id.to_owned(),
         permissions: Vec::new(),
+        lane: crate::runtime::Lane::Request,
+        chain: 0,
     });
     let invocation = Invocation {
         caller,
@@ -143,6 +145,9 @@ async fn call(
     };
     let outcome = state.runtime.call(&plugin.pre, invocation).await.map_err(|e| {
         tracing::warn!(plugin = %id, %request_id, error = %e, "plugin call failed");
+        if let CallError::Refused(refusal) = &e {
+            state.metrics.record_refusal(id, refusal.reason());
+        }
         let api = match &e {
             CallError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "plugin-timeout", e.to_string()),
             CallError::MemoryLimit { .. } => {
@@ -152,10 +157,21 @@ async fn call(
             CallError::Instantiate(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-instantiate-failed", e.to_string())
             }
+            // The caller's own share is full: slow down (429). The platform is full: 503.
+            CallError::Refused(refusal) if refusal.is_own_share() => {
+                let mut api = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "concurrency-limit", e.to_string());
+                api.retry_after = Some(1);
+                api
+            }
+            CallError::Refused(_) => {
+                let mut api = ApiError::unavailable("capacity-exhausted", e.to_string());
+                api.retry_after = Some(1);
+                api
+            }
         };
         (api, e.kind())
     })?;
-    let response = to_http(outcome.response).map_err(|detail| {
+    let response = to_http(outcome.response, &state.limits.plugin_responses, id).map_err(|detail| {
         tracing::warn!(plugin = %id, %request_id, %detail, "plugin returned a malformed response");
         (ApiError::new(StatusCode::BAD_GATEWAY, "plugin-bad-response", detail), "bad_response")
     })?;
@@ -171,7 +187,7 @@ async fn call(
             Background::default()
         } else {
             let scope = outcome.uow.scope().clone();
-            route_outbox(&state.registry, &state.tenancy, &scope, plugin, outcome.outbox, request_id, now)
+            route_outbox(&state.registry, &state.tenancy, &scope, plugin, outcome.outbox, request_id, now, 0)
         };
         outcome.uow.commit_with(&background, now, &audit).await.map_err(|e| match e {
             UnitOfWorkError::Store(StoreError::Conflict { .. }) => {
@@ -181,6 +197,23 @@ async fn call(
                 ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"),
                 "commit_failed",
             ),
+            UnitOfWorkError::Store(StoreError::QuotaExceeded(ref q)) => {
+                state.metrics.record_quota_refusal(&principal.tenant, id);
+                (
+                    ApiError::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "quota-exceeded",
+                        format!("{q}; nothing was saved"),
+                    ),
+                    "quota_exceeded",
+                )
+            }
+            UnitOfWorkError::Store(StoreError::TooManyJobs { .. }) => {
+                let mut api =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-jobs", format!("{e}; nothing was saved"));
+                api.retry_after = Some(5);
+                (api, "too_many_jobs")
+            }
             other => {
                 tracing::error!(plugin = %id, %request_id, error = %other, "commit failed");
                 (ApiError::internal("saving the plugin's writes failed; nothing was saved"), "commit_failed")
@@ -193,8 +226,26 @@ async fn call(
     Ok(response)
 }
 
+/// What the host allows of plugin responses.
+#[derive(Debug, Clone)]
+pub struct ResponsePolicy {
+    /// Bytes of header names and values together.
+    pub max_header_bytes: usize,
+    /// Plugins whose `access-control-*` headers are passed on.
+    pub cors_plugins: Vec<String>,
+}
+
+/// Set on every plugin response: a plugin's page can never run as a page of the platform's
+/// origin (scripts, forms, plugins and same-origin access are off in a sandboxed document),
+/// and browsers take the declared content type at its word.
+const SANDBOX_HEADERS: [(&str, &str); 3] = [
+    ("content-security-policy", "sandbox; default-src 'none'; frame-ancestors 'none'"),
+    ("x-content-type-options", "nosniff"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
 /// Checks a plugin's response before it reaches the network.
-fn to_http(response: WitResponse) -> Result<Response, String> {
+fn to_http(response: WitResponse, policy: &ResponsePolicy, plugin: &str) -> Result<Response, String> {
     let status = StatusCode::from_u16(response.status)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))
@@ -205,6 +256,11 @@ fn to_http(response: WitResponse) -> Result<Response, String> {
     if response.headers.len() > MAX_RESPONSE_HEADERS {
         return Err(format!("{} headers exceed {MAX_RESPONSE_HEADERS}", response.headers.len()));
     }
+    let header_bytes: usize = response.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if header_bytes > policy.max_header_bytes {
+        return Err(format!("{header_bytes} bytes of headers exceed {}", policy.max_header_bytes));
+    }
+    let cors_allowed = policy.cors_plugins.iter().any(|p| p == plugin);
     let mut http = Response::new(Body::from(response.body));
     *http.status_mut() = status;
     http.extensions_mut().insert(PluginResponse);
@@ -214,7 +270,17 @@ fn to_http(response: WitResponse) -> Result<Response, String> {
         if RESERVED_HEADERS.contains(&name.as_str()) {
             return Err(format!("header `{name}` is reserved for the host"));
         }
+        // The host's own sandbox headers replace whatever the plugin says.
+        if SANDBOX_HEADERS.iter().any(|(n, _)| *n == name.as_str()) {
+            continue;
+        }
+        if name.as_str().starts_with("access-control-") && !cors_allowed {
+            continue;
+        }
         http.headers_mut().append(name, value);
+    }
+    for (name, value) in SANDBOX_HEADERS {
+        http.headers_mut().insert(name, HeaderValue::from_static(value));
     }
     Ok(http)
 }

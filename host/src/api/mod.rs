@@ -8,10 +8,11 @@
 mod admin;
 mod audit;
 mod auth;
-mod dispatch;
+pub mod dispatch;
 mod jobs;
 mod ops;
 pub mod problem;
+mod quotas;
 pub mod rate_limit;
 mod tenants;
 mod users;
@@ -43,6 +44,8 @@ pub struct ApiLimits {
     pub max_body_bytes: usize,
     pub max_artifact_bytes: usize,
     pub storage: StorageLimits,
+    /// What plugin responses may carry.
+    pub plugin_responses: dispatch::ResponsePolicy,
 }
 
 /// Everything handlers share.
@@ -105,6 +108,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::routes())
         .merge(tenants::routes())
+        .merge(quotas::routes())
         .merge(audit::routes())
         .merge(users::routes())
         .merge(jobs::routes())

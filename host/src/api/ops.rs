@@ -38,8 +38,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
 }
 
 /// Prometheus metrics: per-plugin request counts by outcome, latency histograms, traps,
-/// timeouts and memory-cap hits.
+/// timeouts and memory-cap hits; admission (instances and memory in use, refusals); storage
+/// per tenant and plugin, and quota refusals.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.set_admission(state.runtime.admission().snapshot());
+    match state.store.all_usage().await {
+        Ok(usage) => state.metrics.set_storage(&usage),
+        Err(e) => tracing::warn!(error = %e, "storage usage unavailable for metrics"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

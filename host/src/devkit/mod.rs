@@ -137,11 +137,7 @@ fn target_dir(dir: &Path) -> Result<PathBuf, BuildError> {
 /// Compiles and type-checks the artifact with the server's own runtime code.
 pub fn check(artifact_bytes: &[u8], manifest: &Manifest) -> Result<(), BuildError> {
     let runtime = Runtime::new(
-        &RuntimeSettings {
-            max_concurrent_instances: 1,
-            max_memory_bytes: (default_policy().max_memory_mb as usize) << 20,
-            cache_dir: None,
-        },
+        &RuntimeSettings::new(1, (default_policy().max_memory_mb as usize) << 20, None, 0),
         Arc::new(Clock::default()),
     )?;
     runtime.prepare(&artifact::digest(artifact_bytes), artifact_bytes, manifest)?;

@@ -61,6 +61,9 @@ pub struct NewJob {
     pub event_id: Option<String>,
     pub run_at: i64,
     pub max_attempts: u32,
+    /// How many job runs led to this one: 0 for work a request or a schedule started, the
+    /// running job's chain plus one for work a job (or event delivery) started.
+    pub chain: u32,
 }
 
 /// An event to append to the log, with its deliveries.

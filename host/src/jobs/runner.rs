@@ -2,7 +2,7 @@
 //! fresh plugin instance through the `worker` export, and records the outcome.
 
 use super::cron::CronSchedule;
-use super::store::{ClaimedJob, JobStore};
+use super::store::{ClaimPolicy, ClaimedJob, JobStore};
 use super::{Background, JobKind, NewEvent, NewJob, PendingOutbox};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -30,6 +30,11 @@ pub struct RunnerSettings {
     pub lease: Duration,
     /// Background calls that may run at once.
     pub concurrency: usize,
+    /// Background calls of one tenant that may run at once (below `concurrency`, so another
+    /// tenant's work always finds a slot).
+    pub tenant_concurrency: usize,
+    /// Work a job enqueues or publishes is refused past this chain length.
+    pub max_chain: u32,
 }
 
 /// Turns what a call asked for into rows to commit with its writes: each event gets one
@@ -42,6 +47,7 @@ pub fn route_outbox(
     outbox: PendingOutbox,
     request_id: &str,
     now: i64,
+    chain: u32,
 ) -> Background {
     let events = outbox
         .events
@@ -61,6 +67,7 @@ pub fn route_outbox(
                     event_id: Some(e.id.clone()),
                     run_at: now,
                     max_attempts: s.record.manifest.retry.max_attempts,
+                    chain,
                 })
                 .collect();
             NewEvent { id: e.id, topic: e.topic, payload: e.payload, request_id: request_id.to_owned(), deliveries }
@@ -79,6 +86,7 @@ pub fn route_outbox(
             event_id: None,
             run_at: j.run_at,
             max_attempts: publisher.record.manifest.retry.max_attempts,
+            chain,
         })
         .collect();
     Background { events, jobs, finishes: None }
@@ -104,8 +112,17 @@ pub struct JobRunner {
     worker_id: String,
     /// Jobs claimed and not yet finished (running or waiting for a slot).
     inflight: AtomicUsize,
+    /// Per tenant: jobs claimed and not yet finished, and the slots its jobs run in.
+    tenants: Mutex<HashMap<String, TenantWork>>,
+    /// The tenant served first by the last claim; the next claim starts after it.
+    rotation: Mutex<Option<String>>,
     /// Schedule rows known to exist, with the spec their next time was computed from.
     known_schedules: Mutex<Option<ScheduleSpecs>>,
+}
+
+struct TenantWork {
+    inflight: usize,
+    slots: Arc<Semaphore>,
 }
 
 /// Why one attempt did not complete.
@@ -159,6 +176,8 @@ impl JobRunner {
             departments,
             worker_id: super::random_id("wrk"),
             inflight: AtomicUsize::new(0),
+            tenants: Mutex::new(HashMap::new()),
+            rotation: Mutex::new(None),
             known_schedules: Mutex::new(None),
         }
     }
@@ -198,17 +217,26 @@ impl JobRunner {
 
     /// Keeps up to twice `concurrency` jobs claimed: one batch running, one waiting for a slot.
     /// Claiming a batch when half the slots free up (not one job per finished job) keeps
-    /// claim transactions from competing with every commit for the database's write lock.
+    /// claim transactions from competing with every commit for the database's write lock;
+    /// but a tenant with nothing in flight here is claimed for at once, so one tenant's slow
+    /// batch never holds another tenant's work back. A tenant's jobs run in at most
+    /// `tenant_concurrency` slots.
     async fn claim_and_run(self: &Arc<Self>, permits: &Arc<Semaphore>) {
         let concurrency = self.settings.concurrency.max(1);
+        let capacity = 2 * concurrency;
         loop {
             let inflight = self.inflight.load(Ordering::Acquire);
-            if inflight >= concurrency {
+            if inflight >= capacity {
                 return;
             }
-            let want = (2 * concurrency - inflight).min(64);
+            let want = (capacity - inflight).min(64);
+            let policy = self.claim_policy(want as u32);
+            let now = self.clock.now_ms();
+            if inflight >= concurrency && !self.newcomer_due(&policy, now).await {
+                return;
+            }
             let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
-            let claimed = match self.jobs.claim(&self.worker_id, self.clock.now_ms(), want as u32, lease_ms).await {
+            let claimed = match self.jobs.claim(&self.worker_id, now, lease_ms, &policy).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming jobs failed; retrying on the next tick");
@@ -216,14 +244,22 @@ impl JobRunner {
                 }
             };
             let got = claimed.len();
+            if let Some(first) = claimed.first() {
+                *self.rotation.lock().expect("rotation lock") = Some(first.tenant.clone());
+            }
             for job in claimed {
                 self.inflight.fetch_add(1, Ordering::AcqRel);
+                let slots = self.tenant_started(&job.tenant);
                 let (runner, permits) = (self.clone(), permits.clone());
                 tokio::spawn(async move {
-                    if let Ok(permit) = permits.acquire_owned().await {
+                    let tenant = job.tenant.clone();
+                    if let Ok(slot) = slots.acquire_owned().await
+                        && let Ok(permit) = permits.acquire_owned().await
+                    {
                         runner.run_one(job).await;
-                        drop(permit);
+                        drop((permit, slot));
                     }
+                    runner.tenant_finished(&tenant);
                     runner.inflight.fetch_sub(1, Ordering::AcqRel);
                     runner.wake.notify_one();
                 });
@@ -234,13 +270,55 @@ impl JobRunner {
         }
     }
 
+    /// What the next claim may take: `limit` in all, each tenant up to twice its slots minus
+    /// what it has in flight here.
+    fn claim_policy(&self, limit: u32) -> ClaimPolicy {
+        let per_tenant = 2 * self.settings.tenant_concurrency.max(1);
+        let tenants = self.tenants.lock().expect("tenants lock");
+        ClaimPolicy {
+            limit,
+            tenant_room: per_tenant as u32,
+            room: tenants.iter().map(|(t, w)| (t.clone(), per_tenant.saturating_sub(w.inflight) as u32)).collect(),
+            start_after: self.rotation.lock().expect("rotation lock").clone(),
+        }
+    }
+
+    /// Whether a tenant that has nothing in flight here has work due (a read, no lock).
+    async fn newcomer_due(&self, policy: &ClaimPolicy, now: i64) -> bool {
+        match self.jobs.due_owners(now).await {
+            Ok(owners) => owners.iter().any(|(tenant, _)| !policy.room.contains_key(tenant)),
+            Err(_) => false,
+        }
+    }
+
+    fn tenant_started(&self, tenant: &str) -> Arc<Semaphore> {
+        let mut tenants = self.tenants.lock().expect("tenants lock");
+        let work = tenants.entry(tenant.to_owned()).or_insert_with(|| TenantWork {
+            inflight: 0,
+            slots: Arc::new(Semaphore::new(self.settings.tenant_concurrency.max(1))),
+        });
+        work.inflight += 1;
+        work.slots.clone()
+    }
+
+    fn tenant_finished(&self, tenant: &str) {
+        let mut tenants = self.tenants.lock().expect("tenants lock");
+        if let Some(work) = tenants.get_mut(tenant) {
+            work.inflight -= 1;
+            if work.inflight == 0 {
+                tenants.remove(tenant);
+            }
+        }
+    }
+
     /// Fires due schedules, then runs every due job once, one at a time, to completion; returns
     /// how many attempts ran. A deterministic worker for tests (the test kit), used instead of
     /// [`spawn`](Self::spawn).
     pub async fn run_due_once(&self) -> Result<usize, super::store::JobStoreError> {
         self.fire_schedules().await?;
         let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
-        let claimed = self.jobs.claim(&self.worker_id, self.clock.now_ms(), 64, lease_ms).await?;
+        let policy = ClaimPolicy { limit: 64, tenant_room: 64, ..ClaimPolicy::default() };
+        let claimed = self.jobs.claim(&self.worker_id, self.clock.now_ms(), lease_ms, &policy).await?;
         let ran = claimed.len();
         for job in claimed {
             self.run_one(job).await;
@@ -346,6 +424,8 @@ impl JobRunner {
                 tenant: job.tenant.clone(),
                 request_id: job.lease.job_id.clone(),
                 permissions: Vec::new(),
+                lane: crate::runtime::Lane::Background,
+                chain: job.chain + 1,
             }),
             config: plugin.config.clone(),
             memory_cap: plugin.memory_cap,
@@ -353,12 +433,27 @@ impl JobRunner {
             interop: (!plugin.record.manifest.requires.is_empty()).then(|| self.departments.for_caller(None)),
             depth: 0,
         };
-        let outcome =
-            self.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| retryable(e.to_string()))?;
+        let outcome = self.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| {
+            if let crate::runtime::CallError::Refused(refusal) = &e {
+                self.metrics.record_refusal(&job.plugin, refusal.reason());
+            }
+            retryable(e.to_string())
+        })?;
         outcome.result.map_err(|e| retryable(describe(&e)))?;
+        let chain = job.chain + 1;
+        if chain > self.settings.max_chain && !outcome.outbox.is_empty() {
+            // A job that keeps starting jobs (itself, or a loop of events) ends here.
+            return Err(Failure {
+                message: format!(
+                    "too-many-jobs: this run would start the {chain}th job of one chain; jobs.max-chain is {}",
+                    self.settings.max_chain
+                ),
+                terminal: true,
+            });
+        }
         let now = self.clock.now_ms();
         let mut background =
-            route_outbox(&self.registry, &self.tenancy, &scope, &plugin, outcome.outbox, &job.lease.job_id, now);
+            route_outbox(&self.registry, &self.tenancy, &scope, &plugin, outcome.outbox, &job.lease.job_id, now, chain);
         background.finishes = Some(job.lease.clone());
         let audit = WriteAudit {
             actor: format!("system:{}", job.kind.as_str()),
@@ -377,7 +472,12 @@ impl JobRunner {
                 tracing::warn!(job = %id, "lease lost before commit; the run was discarded");
                 Ok(false)
             }
-            Err(e) => Err(retryable(format!("committing the run failed: {e}"))),
+            Err(e) => {
+                if let UnitOfWorkError::Store(StoreError::QuotaExceeded(_)) = &e {
+                    self.metrics.record_quota_refusal(&job.tenant, &job.plugin);
+                }
+                Err(retryable(format!("committing the run failed: {e}")))
+            }
         }
     }
 
@@ -436,6 +536,7 @@ impl JobRunner {
                     event_id: None,
                     run_at: due.next_run_at,
                     max_attempts: p.record.manifest.retry.max_attempts,
+                    chain: 0,
                 }),
                 _ => None,
             };
@@ -464,6 +565,7 @@ impl JobRunner {
             event_id: None,
             run_at: now,
             max_attempts: plugin.record.manifest.retry.max_attempts,
+            chain: 0,
         };
         self.jobs.enqueue(tenant, &job, now).await?;
         self.wake.notify_one();

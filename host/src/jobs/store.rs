@@ -37,7 +37,90 @@ pub struct ClaimedJob {
     pub event_id: Option<String>,
     pub max_attempts: u32,
     pub run_at: i64,
+    /// See [`NewJob::chain`].
+    pub chain: u32,
     pub lease: Lease,
+}
+
+/// How many jobs one claim may take, and from whom.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimPolicy {
+    /// Jobs in all.
+    pub limit: u32,
+    /// Jobs one tenant may get, unless `room` says otherwise.
+    pub tenant_room: u32,
+    /// Tenants that already have work with this worker: how many more each may get.
+    pub room: std::collections::HashMap<String, u32>,
+    /// Tenants take turns in id order starting after this one.
+    pub start_after: Option<String>,
+}
+
+/// Owners with queued work, found with one index seek each (a loose index scan over
+/// `jobs_queued_by_owner`), so a tenant with a hundred thousand queued jobs costs a claim no
+/// more than one with one; then only those with something due.
+async fn due_owners(conn: &mut sqlx::SqliteConnection, now: i64) -> Result<Vec<(String, String)>, JobStoreError> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE owners(tenant_id, plugin_id) AS ( \
+             SELECT '', '' \
+             UNION ALL \
+             SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' \
+                         AND (j.tenant_id, j.plugin_id) > (o.tenant_id, o.plugin_id) ORDER BY j.tenant_id, j.plugin_id LIMIT 1), \
+                    (SELECT j.plugin_id FROM jobs j WHERE j.status = 'queued' \
+                         AND (j.tenant_id, j.plugin_id) > (o.tenant_id, o.plugin_id) ORDER BY j.tenant_id, j.plugin_id LIMIT 1) \
+             FROM owners o WHERE o.tenant_id IS NOT NULL LIMIT 100000) \
+         SELECT o.tenant_id, o.plugin_id FROM owners o \
+         WHERE o.tenant_id IS NOT NULL AND o.tenant_id <> '' AND EXISTS ( \
+             SELECT 1 FROM jobs j WHERE j.status = 'queued' AND j.tenant_id = o.tenant_id AND j.plugin_id = o.plugin_id \
+             AND j.run_at <= ?1)",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// How many jobs to take from each owner: tenants in turn (from `start_after`), each
+/// tenant's plugins in turn, one job per turn, until the limit or every tenant's room is used.
+fn allocate(owners: &[(String, String)], policy: &ClaimPolicy) -> Vec<(String, String, u32)> {
+    use std::collections::BTreeMap;
+    let mut tenants: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (tenant, plugin) in owners {
+        tenants.entry(tenant).or_default().push(plugin);
+    }
+    let mut order: Vec<&str> = tenants.keys().copied().collect();
+    if let Some(after) = &policy.start_after {
+        let at = order.iter().position(|t| *t > after.as_str()).unwrap_or(0);
+        order.rotate_left(at);
+    }
+    let mut room: Vec<u32> = order.iter().map(|t| policy.room.get(*t).copied().unwrap_or(policy.tenant_room)).collect();
+    let mut counts: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    let mut taken = 0;
+    let mut turn = 0usize;
+    while taken < policy.limit && room.iter().any(|r| *r > 0) {
+        for (i, tenant) in order.iter().enumerate() {
+            if taken == policy.limit {
+                break;
+            }
+            if room[i] == 0 {
+                continue;
+            }
+            let plugins = &tenants[tenant];
+            *counts.entry((tenant, plugins[turn % plugins.len()])).or_default() += 1;
+            room[i] -= 1;
+            taken += 1;
+        }
+        turn += 1;
+    }
+    // In the order of the turns, so the first tenant served is first.
+    let mut out: Vec<(String, String, u32)> = Vec::new();
+    for tenant in &order {
+        for plugin in &tenants[tenant] {
+            if let Some(n) = counts.get(&(*tenant, *plugin)) {
+                out.push((tenant.to_string(), plugin.to_string(), *n));
+            }
+        }
+    }
+    out
 }
 
 /// What an admin sees of a job.
@@ -159,11 +242,53 @@ fn event_record(r: &SqliteRow) -> EventRecord {
 
 const EVENT_COLUMNS: &str = "seq, id, tenant_id, topic, source_plugin, published_at, payload, request_id";
 
+#[cfg(test)]
+mod fairness_tests {
+    use super::*;
+
+    fn owners(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(t, p)| (t.to_string(), p.to_string())).collect()
+    }
+
+    #[test]
+    fn tenants_take_turns_whatever_their_number_of_plugins() {
+        let o = owners(&[("a", "p1"), ("a", "p2"), ("a", "p3"), ("b", "q")]);
+        let policy = ClaimPolicy { limit: 4, tenant_room: 8, ..ClaimPolicy::default() };
+        let got = allocate(&o, &policy);
+        let for_tenant = |t: &str| got.iter().filter(|(x, _, _)| x == t).map(|(_, _, n)| n).sum::<u32>();
+        assert_eq!((for_tenant("a"), for_tenant("b")), (2, 2));
+        // a's two turns went to two different plugins.
+        assert_eq!(got.iter().filter(|(t, _, _)| t == "a").count(), 2);
+    }
+
+    #[test]
+    fn a_tenant_without_room_is_skipped_and_the_rest_is_shared() {
+        let o = owners(&[("a", "p"), ("b", "p"), ("c", "p")]);
+        let policy = ClaimPolicy {
+            limit: 6,
+            tenant_room: 2,
+            room: [("a".to_string(), 0)].into_iter().collect(),
+            start_after: None,
+        };
+        let got = allocate(&o, &policy);
+        assert_eq!(got, vec![("b".into(), "p".into(), 2), ("c".into(), "p".into(), 2)]);
+    }
+
+    #[test]
+    fn turns_start_after_the_tenant_served_first_last_time() {
+        let o = owners(&[("a", "p"), ("b", "p"), ("c", "p")]);
+        let policy = ClaimPolicy { limit: 1, tenant_room: 4, start_after: Some("a".into()), ..ClaimPolicy::default() };
+        assert_eq!(allocate(&o, &policy), vec![("b".into(), "p".into(), 1)]);
+        let policy = ClaimPolicy { start_after: Some("c".into()), ..policy };
+        assert_eq!(allocate(&o, &policy), vec![("a".into(), "p".into(), 1)]);
+    }
+}
+
 #[derive(Clone)]
 pub struct JobStore {
     pool: SqlitePool,
     /// Shared with the document store: see [`crate::db::write_gate`].
-    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writes: std::sync::Arc<crate::db::WriteGate>,
 }
 
 impl JobStore {
@@ -172,80 +297,106 @@ impl JobStore {
         JobStore { pool, writes }
     }
 
-    /// Claims up to `limit` due jobs for `worker`: queued ones whose time has come, and running
-    /// ones whose lease expired (their worker died). A job whose lease expired on its last
-    /// allowed attempt is dead-lettered instead.
+    /// Claims up to `limit` due jobs for `worker`, fairly: due work is grouped by owner
+    /// (tenant, plugin), tenants take turns (starting after `policy.start_after`, so
+    /// successive claims rotate), each tenant's plugins take turns, and a tenant gets no more
+    /// than its room in `policy`. Running jobs whose lease expired (their worker died) go
+    /// back to the queue first, or are dead-lettered if that was their last attempt.
     pub async fn claim(
         &self,
         worker: &str,
         now: i64,
-        limit: u32,
         lease_ms: i64,
+        policy: &ClaimPolicy,
     ) -> Result<Vec<ClaimedJob>, JobStoreError> {
-        // A read first: an idle worker polling must not take the write lock from requests.
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM jobs WHERE (status = 'queued' AND run_at <= ?1) OR (status = 'running' AND lease_until <= ?1) \
-             LIMIT 1",
-        )
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        if due.is_none() {
+        if policy.limit == 0 {
             return Ok(Vec::new());
         }
-        let _gate = self.writes.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let expired_runs = "UPDATE job_runs SET finished_at = ?1, outcome = 'lost', \
-             error = 'the worker stopped before finishing (lease expired)' \
-             WHERE finished_at IS NULL AND job_id IN \
-             (SELECT id FROM jobs WHERE status = 'running' AND lease_until <= ?1)";
-        sqlx::query(expired_runs).bind(now).execute(&mut *tx).await?;
-        sqlx::query(
-            "UPDATE jobs SET status = 'dead', lease_owner = NULL, lease_until = NULL, finished_at = ?1, updated_at = ?1, \
-             last_error = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)' \
-             WHERE status = 'running' AND lease_until <= ?1 AND attempts >= max_attempts",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let rows = sqlx::query(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2 + ?3, attempts = attempts + 1, \
-             updated_at = ?2 \
-             WHERE id IN (SELECT id FROM jobs \
-                 WHERE (status = 'queued' AND run_at <= ?2) OR (status = 'running' AND lease_until <= ?2) \
-                 ORDER BY run_at, id LIMIT ?4) \
-             RETURNING id, tenant_id, plugin_id, kind, name, payload, event_id, attempts, max_attempts, run_at",
-        )
-        .bind(worker)
-        .bind(now)
-        .bind(lease_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for r in rows {
-            let job = ClaimedJob {
-                tenant: r.get(1),
-                plugin: r.get(2),
-                kind: JobKind::parse(r.get::<&str, _>(3)).unwrap_or(JobKind::Job),
-                name: r.get(4),
-                payload: r.get(5),
-                event_id: r.get(6),
-                max_attempts: u32_of(r.get(8)),
-                run_at: r.get(9),
-                lease: Lease { job_id: r.get(0), owner: worker.to_owned(), attempt: u32_of(r.get(7)) },
-            };
-            sqlx::query("INSERT INTO job_runs (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)")
-                .bind(&job.lease.job_id)
-                .bind(i64::from(job.lease.attempt))
-                .bind(worker)
+        // A read first: an idle worker polling must not take the write lock from requests.
+        let expired: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM jobs WHERE status = 'running' AND lease_until <= ?1 LIMIT 1")
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_optional(&self.pool)
                 .await?;
-            claimed.push(job);
+        let mut owners = self.due_owners(now).await?;
+        if expired.is_none() && owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _turn = self.writes.turn("").await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if expired.is_some() {
+            let expired_runs = "UPDATE job_runs SET finished_at = ?1, outcome = 'lost', \
+                 error = 'the worker stopped before finishing (lease expired)' \
+                 WHERE finished_at IS NULL AND job_id IN \
+                 (SELECT id FROM jobs WHERE status = 'running' AND lease_until <= ?1)";
+            sqlx::query(expired_runs).bind(now).execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'dead', lease_owner = NULL, lease_until = NULL, finished_at = ?1, updated_at = ?1, \
+                 last_error = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)' \
+                 WHERE status = 'running' AND lease_until <= ?1 AND attempts >= max_attempts",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            // Back in the queue at their old time: first in line among their owner's work.
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = ?1 \
+                 WHERE status = 'running' AND lease_until <= ?1",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            owners = due_owners(&mut tx, now).await?;
+        }
+        let mut claimed = Vec::new();
+        for (tenant, plugin, count) in allocate(&owners, policy) {
+            let rows = sqlx::query(
+                "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2 + ?3, attempts = attempts + 1, \
+                 updated_at = ?2 \
+                 WHERE id IN (SELECT id FROM jobs \
+                     WHERE status = 'queued' AND tenant_id = ?4 AND plugin_id = ?5 AND run_at <= ?2 \
+                     ORDER BY run_at, id LIMIT ?6) \
+                 RETURNING id, tenant_id, plugin_id, kind, name, payload, event_id, attempts, max_attempts, run_at, chain",
+            )
+            .bind(worker)
+            .bind(now)
+            .bind(lease_ms)
+            .bind(&tenant)
+            .bind(&plugin)
+            .bind(i64::from(count))
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                let job = ClaimedJob {
+                    tenant: r.get(1),
+                    plugin: r.get(2),
+                    kind: JobKind::parse(r.get::<&str, _>(3)).unwrap_or(JobKind::Job),
+                    name: r.get(4),
+                    payload: r.get(5),
+                    event_id: r.get(6),
+                    max_attempts: u32_of(r.get(8)),
+                    run_at: r.get(9),
+                    chain: u32_of(r.get(10)),
+                    lease: Lease { job_id: r.get(0), owner: worker.to_owned(), attempt: u32_of(r.get(7)) },
+                };
+                sqlx::query("INSERT INTO job_runs (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)")
+                    .bind(&job.lease.job_id)
+                    .bind(i64::from(job.lease.attempt))
+                    .bind(worker)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                claimed.push(job);
+            }
         }
         tx.commit().await?;
         Ok(claimed)
+    }
+
+    /// Every (tenant, plugin) with queued work due at `now`.
+    pub async fn due_owners(&self, now: i64) -> Result<Vec<(String, String)>, JobStoreError> {
+        let mut conn = self.pool.acquire().await?;
+        due_owners(&mut conn, now).await
     }
 
     /// Records a failed attempt: back to `queued` at `retry_at`, or `dead` when the attempts
@@ -259,7 +410,7 @@ impl JobStore {
         retry_at: i64,
         terminal: bool,
     ) -> Result<Option<String>, JobStoreError> {
-        let _gate = self.writes.lock().await;
+        let _turn = self.writes.turn("").await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let status: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET \
@@ -448,7 +599,7 @@ impl JobStore {
         job: Option<&NewJob>,
         now: i64,
     ) -> Result<bool, JobStoreError> {
-        let _gate = self.writes.lock().await;
+        let _turn = self.writes.turn(&due.tenant).await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let moved = sqlx::query(
             "UPDATE schedules SET next_run_at = ?, last_run_at = CASE WHEN ? IS NULL THEN last_run_at ELSE ? END, \
@@ -516,7 +667,7 @@ impl JobStore {
         max_attempts: u32,
         now: i64,
     ) -> Result<u64, JobStoreError> {
-        let _gate = self.writes.lock().await;
+        let _turn = self.writes.turn(tenant).await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut queued = 0;
         for topic in topics {
@@ -540,6 +691,7 @@ impl JobStore {
                     event_id: Some(r.get(0)),
                     run_at: now,
                     max_attempts,
+                    chain: 0,
                 };
                 insert_job(&mut tx, tenant, &job, now).await?;
                 queued += 1;

@@ -31,6 +31,10 @@ pub struct CallLabels {
     pub request_id: String,
     /// For a provided department function: the caller's permissions among this plugin's.
     pub permissions: Vec<String>,
+    /// Whose share of the instance pool the call (and the calls it makes) draws on.
+    pub lane: super::Lane,
+    /// The chain the jobs and events this call starts belong to (see `NewJob::chain`).
+    pub chain: u32,
 }
 
 /// Everything one call's `Store` holds. Built fresh per call: nothing survives between callers.
@@ -105,10 +109,15 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         | UnitOfWorkError::InvalidBody(_)
         | UnitOfWorkError::DocumentTooLarge { .. }
         | UnitOfWorkError::TooManyWrites(_)
+        | UnitOfWorkError::CommitTooLarge { .. }
+        | UnitOfWorkError::InvalidQuery(_)
         | UnitOfWorkError::InvalidCursor => types::Error::Invalid(error.to_string()),
         UnitOfWorkError::Conflict(m) => types::Error::Conflict(m),
         UnitOfWorkError::Store(StoreError::Conflict { .. }) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(StoreError::Unavailable(m)) => types::Error::Unavailable(m),
+        UnitOfWorkError::Store(
+            ref e @ (StoreError::Interrupted | StoreError::QuotaExceeded(_) | StoreError::TooManyJobs { .. }),
+        ) => types::Error::Unavailable(e.to_string()),
         UnitOfWorkError::Store(StoreError::Internal(m)) | UnitOfWorkError::Store(StoreError::LeaseLost(m)) => {
             tracing::error!(error = %m, "storage failure during a plugin call");
             types::Error::Internal("storage failure; see the host log".into())
@@ -243,6 +252,7 @@ impl jobs::Host for HostState {
             return Err(types::Error::Invalid("job names are 1-64 of a-z, 0-9, '-', '_' and '.'".into()));
         }
         check_payload(&spec.payload)?;
+        self.uow.charge(spec.payload.len()).map_err(to_wit)?;
         let now = self.clock.now_ms();
         let run_at = match spec.run_at {
             None => now,
@@ -280,6 +290,7 @@ impl events::Host for HostState {
             )));
         }
         check_payload(&payload)?;
+        self.uow.charge(payload.len()).map_err(to_wit)?;
         let id = crate::jobs::random_id("evt");
         self.outbox.events.push(PendingEvent { id: id.clone(), topic, payload });
         Ok(id)

@@ -8,12 +8,14 @@
 //!   the whole call bounds time spent in host imports (epochs cannot interrupt those);
 //! - the epoch ticker is an OS thread, so a busy async executor cannot stop time.
 
+pub mod admission;
 pub mod bindings;
 mod cache;
 mod host;
 pub mod interop;
 mod limits;
 
+pub use admission::{Admission, AdmissionLimits, Lane, Refusal};
 pub use host::{CallLabels, HostState};
 pub use interop::Interop;
 pub use limits::MemoryCapExceeded;
@@ -47,6 +49,27 @@ pub struct RuntimeSettings {
     pub max_memory_bytes: usize,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// How the pool, memory and CPU are shared between tenants and plugins.
+    pub admission: AdmissionLimits,
+}
+
+impl RuntimeSettings {
+    /// Settings with the admission shares derived from the pool size (see
+    /// [`AdmissionLimits::for_pool`]): `background` instances kept for background work and
+    /// 4 GiB of memory for all calls together.
+    pub fn new(
+        max_concurrent_instances: u32,
+        max_memory_bytes: usize,
+        cache_dir: Option<PathBuf>,
+        background: u32,
+    ) -> Self {
+        RuntimeSettings {
+            max_concurrent_instances,
+            max_memory_bytes,
+            cache_dir,
+            admission: AdmissionLimits::for_pool(max_concurrent_instances, background, 4 << 30),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +114,9 @@ pub enum CallError {
     Trap(String),
     #[error("the plugin could not be instantiated: {0}")]
     Instantiate(String),
+    /// Not started: its tenant's or plugin's share, or the platform's capacity, was in use.
+    #[error("the call was not started: {0}")]
+    Refused(Refusal),
 }
 
 impl CallError {
@@ -101,6 +127,7 @@ impl CallError {
             CallError::MemoryLimit { .. } => "memory_limit",
             CallError::Trap(_) => "trap",
             CallError::Instantiate(_) => "instantiate",
+            CallError::Refused(_) => "refused",
         }
     }
 }
@@ -225,6 +252,7 @@ pub struct Runtime {
     cache: Option<cache::CompileCache>,
     clock: Arc<Clock>,
     ticker_stop: Arc<AtomicBool>,
+    admission: Arc<Admission>,
 }
 
 impl Drop for Runtime {
@@ -305,7 +333,15 @@ impl Runtime {
                 })
                 .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         }
-        Ok(Runtime { engine, linker: std::sync::Mutex::new((linker, HashSet::new())), cache, clock, ticker_stop })
+        let admission = Admission::new(settings.admission.clone());
+        Ok(Runtime {
+            engine,
+            linker: std::sync::Mutex::new((linker, HashSet::new())),
+            cache,
+            clock,
+            ticker_stop,
+            admission,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -314,6 +350,11 @@ impl Runtime {
 
     pub fn clock(&self) -> &Arc<Clock> {
         &self.clock
+    }
+
+    /// Who holds the instance pool now.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// Compiles (or loads from cache) and type-checks a component against the `plugin`
@@ -420,25 +461,48 @@ impl Runtime {
         context: CallContext,
         entry: Entry,
     ) -> Result<(Answer, HostState), CallError> {
-        let CallContext { uow, labels, config, memory_cap, timeout, interop, depth } = context;
+        let CallContext { mut uow, labels, config, memory_cap, timeout, interop, depth } = context;
+        // Admission first: the memory the call may use (its plugin's cap plus what the host
+        // may buffer for it) is reserved before anything is allocated.
+        let reservation = (memory_cap as u64).saturating_add(uow.host_bytes_budget() as u64);
+        let _permit = self
+            .admission
+            .admit(&labels.tenant, &labels.plugin, labels.lane, reservation)
+            .await
+            .map_err(CallError::Refused)?;
         let permissions = match &entry {
             Entry::Request(caller, _) | Entry::Work(caller, _) => caller.permissions.clone(),
             Entry::Export { .. } => labels.permissions.clone(),
         };
+        let deadline = Instant::now() + timeout;
+        uow.set_deadline(deadline);
+        uow.set_scan_gate(self.admission.scan_lane(&labels.tenant));
+        let lane = self.admission.cpu_lane(&labels.tenant);
         let mut state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, permissions);
         state.interop = interop;
         state.depth = depth;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let deadline = Instant::now() + timeout;
         store.set_epoch_deadline(1);
+        // Past its first slice a call runs only while it holds one of its tenant's CPU lanes,
+        // given up at every tick: a tenant's long calls take turns with each other, and
+        // other tenants' calls are never queued behind more than one slice of theirs.
+        let held: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>> = Arc::default();
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
-                Err(wasmtime::Error::new(DeadlineExceeded))
-            } else {
-                // Yield on every tick so a long call never holds an executor thread.
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+                return Err(wasmtime::Error::new(DeadlineExceeded));
             }
+            drop(held.lock().expect("lane lock").take());
+            let (held, lane) = (held.clone(), lane.clone());
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    if let Ok(Ok(permit)) = tokio::time::timeout_at(deadline.into(), lane.acquire_owned()).await {
+                        *held.lock().expect("lane lock") = Some(permit);
+                    }
+                }),
+            ))
         });
 
         let run = async {

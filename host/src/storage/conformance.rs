@@ -35,6 +35,8 @@ fn range(collection: &str, filters: &[(&str, &str)], after: Option<&str>, limit:
         after: after.map(str::to_owned),
         limit,
         descending,
+        max_bytes: usize::MAX,
+        deadline: None,
     }
 }
 

@@ -59,6 +59,11 @@ pub struct KeyRange {
     pub after: Option<String>,
     pub limit: u32,
     pub descending: bool,
+    /// Stop after the documents that reach this many bytes (keys and bodies); at least one
+    /// document is returned when any matches.
+    pub max_bytes: usize,
+    /// The calling plugin's deadline: a scan still running then is interrupted.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// What a committed write does.
@@ -92,8 +97,66 @@ pub enum StoreError {
     LeaseLost(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    #[error(transparent)]
+    QuotaExceeded(#[from] QuotaExceeded),
+    #[error("plugin `{plugin}` already has {limit} jobs queued in this tenant; no more are taken until some run")]
+    TooManyJobs { plugin: String, limit: u32 },
+    #[error("the storage request ran past the call's deadline and was stopped")]
+    Interrupted,
     #[error("storage failure: {0}")]
     Internal(String),
+}
+
+/// Whose storage quota a write would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaScope {
+    /// Everything the tenant stores.
+    Tenant,
+    /// What one plugin stores in the tenant.
+    Plugin,
+}
+
+/// Which stored quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaResource {
+    Documents,
+    Bytes,
+}
+
+/// A commit refused because it would pass a storage quota; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {} quota of {limit} {} would be exceeded ({would_be} after this write)",
+    match scope { QuotaScope::Tenant => "the tenant's", QuotaScope::Plugin => "the plugin's" },
+    match resource { QuotaResource::Documents => "document", QuotaResource::Bytes => "storage" },
+    match resource { QuotaResource::Documents => "documents", QuotaResource::Bytes => "bytes" })]
+pub struct QuotaExceeded {
+    pub scope: QuotaScope,
+    pub resource: QuotaResource,
+    pub limit: u64,
+    pub would_be: u64,
+}
+
+/// Storage limits of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Documents the tenant may store over all its plugins.
+    pub tenant_documents: u64,
+    /// Bytes (keys and bodies) the tenant may store over all its plugins.
+    pub tenant_bytes: u64,
+    /// Documents one plugin may store in the tenant.
+    pub plugin_documents: u64,
+    /// Bytes one plugin may store in the tenant.
+    pub plugin_bytes: u64,
+}
+
+/// What a tenant or one of its plugins stores now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub documents: u64,
+    pub bytes: u64,
 }
 
 /// A backend for documents. Implementations must pass [`conformance::run_all`].
@@ -135,6 +198,18 @@ pub trait DocumentStore: Send + Sync + 'static {
 
     /// Removes every document a plugin stored, in every tenant. Returns how many.
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError>;
+
+    /// What `tenant` stores, per plugin (plugins that store nothing are left out).
+    async fn usage(&self, tenant: &str) -> Result<Vec<(String, Usage)>, StoreError>;
+
+    /// The tenant's quotas: its own if a platform admin set them, else the defaults.
+    async fn quotas(&self, tenant: &str) -> Result<Quotas, StoreError>;
+
+    /// Sets (`Some`) or clears back to the defaults (`None`) the tenant's own quotas.
+    async fn set_quotas(&self, tenant: &str, quotas: Option<Quotas>, now_ms: i64) -> Result<Quotas, StoreError>;
+
+    /// Every tenant's and plugin's usage, for metrics: (tenant, plugin, usage).
+    async fn all_usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError>;
 }
 
 /// The text an indexed field is compared as: strings as they are, numbers and booleans in

@@ -1,7 +1,8 @@
 //! The embedded SQLite document store (WAL mode).
 
 use super::{
-    Background, Condition, DocumentStore, KeyRange, Scope, StoreError, StoredDocument, Write, WriteAudit, WriteOp,
+    Background, Condition, DocumentStore, KeyRange, QuotaExceeded, QuotaResource, QuotaScope, Quotas, Scope,
+    StoreError, StoredDocument, Usage, Write, WriteAudit, WriteOp,
 };
 use crate::jobs::NewJob;
 use async_trait::async_trait;
@@ -12,25 +13,60 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 #[derive(Clone)]
 pub struct SqliteDocumentStore {
     pool: SqlitePool,
-    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writes: std::sync::Arc<crate::db::WriteGate>,
     readers: std::sync::Arc<PointReaders>,
+    settings: StoreSettings,
+}
+
+/// What the store enforces at commit.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Quotas of tenants without their own.
+    pub default_quotas: Quotas,
+    /// Jobs one plugin may have queued in one tenant.
+    pub max_queued_per_plugin: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        let q = crate::config::QuotasConfig::default();
+        StoreSettings {
+            default_quotas: Quotas {
+                tenant_documents: q.tenant_documents,
+                tenant_bytes: q.tenant_mb << 20,
+                plugin_documents: q.plugin_documents,
+                plugin_bytes: q.plugin_mb << 20,
+            },
+            max_queued_per_plugin: crate::config::JobsConfig::default().max_queued_per_plugin,
+        }
+    }
 }
 
 impl SqliteDocumentStore {
     pub fn new(pool: SqlitePool) -> Self {
+        Self::with_settings(pool, StoreSettings::default())
+    }
+
+    pub fn with_settings(pool: SqlitePool, settings: StoreSettings) -> Self {
         let writes = crate::db::write_gate(&pool);
         let file = pool.connect_options().get_filename().to_path_buf();
-        SqliteDocumentStore { pool, writes, readers: std::sync::Arc::new(PointReaders::new(file)) }
+        SqliteDocumentStore { pool, writes, readers: std::sync::Arc::new(PointReaders::new(file)), settings }
     }
 }
 
-/// Read-only connections for point reads (`get`), used on the calling thread.
+/// Read-only connections for plugin reads, outside sqlx's pool.
 ///
-/// sqlx runs every SQLite statement on a worker thread per connection: a read costs two
-/// thread hand-offs, which on a busy 2-core machine dominate a plugin call's latency (the
-/// statement itself takes microseconds). A point read by primary key in WAL mode never waits
-/// for writers, so it runs here directly; if SQLite is ever busy (a WAL recovery) the read
-/// goes back to the pool. Writes, transactions and scans stay on sqlx.
+/// Point reads (`get`) run on the calling thread: sqlx runs every SQLite statement on a
+/// worker thread per connection, and a read's two thread hand-offs dominate a plugin call's
+/// latency on a busy 2-core machine (the statement itself takes microseconds); a point read
+/// by primary key in WAL mode never waits for writers. If SQLite is ever busy (a WAL
+/// recovery) the read goes back to the pool.
+///
+/// Scans run on a blocking thread with a progress handler that stops them when the calling
+/// plugin's deadline passes or its call is dropped, so a costly query can never hold a
+/// connection (or a thread) past the call that asked for it; and they never take one of
+/// sqlx's connections, which commits and the platform's own stores need. Writes and
+/// transactions stay on sqlx.
 struct PointReaders {
     file: std::path::PathBuf,
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
@@ -52,6 +88,7 @@ impl PointReaders {
             return None;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        // (NO_MUTEX: a connection is only ever used by one thread at a time, taken from `idle`.)
         let connection = rusqlite::Connection::open_with_flags(&self.file, flags).ok()?;
         // Never block the calling thread for long: busy means "use the pool instead".
         connection.busy_timeout(std::time::Duration::from_millis(20)).ok()?;
@@ -75,13 +112,108 @@ impl PointReaders {
                 }
             })
             .ok();
-        if result.is_some()
-            && let Ok(mut idle) = self.idle.lock()
+        if result.is_some() {
+            self.give_back(connection);
+        }
+        result
+    }
+
+    fn give_back(&self, connection: rusqlite::Connection) {
+        if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE_READERS
         {
             idle.push(connection);
         }
-        result
+    }
+
+    /// Runs a scan on this thread, stopped when `stopped` is set or the range's deadline
+    /// passes. `None`: no reader could be opened (the caller then asks the pool).
+    fn scan(
+        &self,
+        scope: &Scope,
+        range: &KeyRange,
+        stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<Result<Vec<StoredDocument>, StoreError>> {
+        let connection = self.idle.lock().ok()?.pop().or_else(|| self.open())?;
+        let (sql, params) = scan_sql(scope, range);
+        let deadline = range.deadline;
+        // Checked every thousand virtual-machine steps (microseconds apart).
+        let stop = move || {
+            stopped.load(std::sync::atomic::Ordering::Relaxed)
+                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        };
+        if connection.progress_handler(1000, Some(stop)).is_err() {
+            return None;
+        }
+        let result = (|| {
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                let doc = StoredDocument { key: row.get(0)?, version: to_u64(row.get(1)?), body: row.get(2)? };
+                bytes += doc.key.len() + doc.body.len();
+                out.push(doc);
+                if bytes >= range.max_bytes {
+                    break;
+                }
+            }
+            Ok::<_, rusqlite::Error>(out)
+        })();
+        let _ = connection.progress_handler(0, None::<fn() -> bool>);
+        let result = result.map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted => {
+                StoreError::Interrupted
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Internal(other.to_string()),
+        });
+        self.give_back(connection);
+        Some(result)
+    }
+}
+
+/// The scan statement with its parameters, numbered: one join on the index per filter.
+fn scan_sql(scope: &Scope, range: &KeyRange) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut sql = String::from("SELECT d.key, d.version, d.body FROM documents d");
+    let mut params: Vec<Value> = Vec::new();
+    let bind = |params: &mut Vec<Value>, v: Value| {
+        params.push(v);
+        format!("?{}", params.len())
+    };
+    for (i, f) in range.filters.iter().enumerate() {
+        let field = bind(&mut params, Value::Text(f.field.clone()));
+        let value = bind(&mut params, Value::Text(f.value.clone()));
+        sql.push_str(&format!(
+            " JOIN document_index i{i} ON i{i}.tenant_id = d.tenant_id AND i{i}.plugin_id = d.plugin_id \
+             AND i{i}.collection = d.collection AND i{i}.key = d.key AND i{i}.field = {field} AND i{i}.value = {value}"
+        ));
+    }
+    let tenant = bind(&mut params, Value::Text(scope.tenant.clone()));
+    let plugin = bind(&mut params, Value::Text(scope.plugin.clone()));
+    let collection = bind(&mut params, Value::Text(range.collection.clone()));
+    sql.push_str(&format!(" WHERE d.tenant_id = {tenant} AND d.plugin_id = {plugin} AND d.collection = {collection}"));
+    if let Some(after) = &range.after {
+        let after = bind(&mut params, Value::Text(after.clone()));
+        sql.push_str(&format!(" AND d.key {} {after}", if range.descending { "<" } else { ">" }));
+    }
+    sql.push_str(if range.descending { " ORDER BY d.key DESC" } else { " ORDER BY d.key ASC" });
+    let limit = bind(&mut params, Value::Integer(i64::from(range.limit)));
+    sql.push_str(&format!(" LIMIT {limit}"));
+    (sql, params)
+}
+
+/// Tells a scan running on another thread that its caller went away.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -121,6 +253,19 @@ impl DocumentStore for SqliteDocumentStore {
     }
 
     async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<StoredDocument>, StoreError> {
+        use std::sync::atomic::AtomicBool;
+        if range.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(StoreError::Interrupted);
+        }
+        let stopped = std::sync::Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stopped.clone());
+        let (readers, scope_owned, range_owned) = (self.readers.clone(), scope.clone(), range.clone());
+        let on_reader = tokio::task::spawn_blocking(move || readers.scan(&scope_owned, &range_owned, stopped))
+            .await
+            .map_err(|e| StoreError::Internal(format!("scan thread: {e}")))?;
+        if let Some(result) = on_reader {
+            return result;
+        }
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT d.key, d.version, d.body FROM documents d");
         for (i, f) in range.filters.iter().enumerate() {
             q.push(format!(
@@ -139,11 +284,19 @@ impl DocumentStore for SqliteDocumentStore {
         }
         q.push(if range.descending { " ORDER BY d.key DESC" } else { " ORDER BY d.key ASC" });
         q.push(" LIMIT ").push_bind(i64::from(range.limit));
+        // Only databases the readers cannot open (in memory) get here: tests, not servers.
         let rows = q.build().fetch_all(&self.pool).await.map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredDocument { key: r.get(0), version: to_u64(r.get(1)), body: r.get(2) })
-            .collect())
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for r in rows {
+            if bytes >= range.max_bytes {
+                break;
+            }
+            let doc = StoredDocument { key: r.get(0), version: to_u64(r.get(1)), body: r.get(2) };
+            bytes += doc.key.len() + doc.body.len();
+            out.push(doc);
+        }
+        Ok(out)
     }
 
     async fn commit_with(
@@ -157,9 +310,10 @@ impl DocumentStore for SqliteDocumentStore {
         // BEGIN IMMEDIATE takes the write lock up front, so the condition checks below
         // cannot be invalidated before the writes land. Dropping the transaction (an error,
         // or the call's future being cancelled) rolls it back.
-        let _gate = self.writes.lock().await;
+        let _turn = self.writes.turn(&scope.tenant).await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let versions = apply(&mut tx, scope, writes, now_ms).await?;
+        let (versions, delta) = apply(&mut tx, scope, writes, now_ms).await?;
+        self.account(&mut tx, scope, delta).await?;
         for (w, version) in writes.iter().zip(&versions) {
             let action = if matches!(w.op, WriteOp::Delete) { "document.delete" } else { "document.put" };
             sqlx::query(
@@ -181,6 +335,7 @@ impl DocumentStore for SqliteDocumentStore {
             .map_err(db_error)?;
         }
         apply_background(&mut tx, scope, background, now_ms).await?;
+        self.check_queues(&mut tx, scope, background).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(versions)
     }
@@ -198,9 +353,182 @@ impl DocumentStore for SqliteDocumentStore {
             .await
             .map_err(db_error)?
             .rows_affected();
+        sqlx::query("DELETE FROM storage_usage WHERE plugin_id = ?")
+            .bind(plugin)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(n)
     }
+
+    async fn usage(&self, tenant: &str) -> Result<Vec<(String, Usage)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT plugin_id, documents, bytes FROM storage_usage WHERE tenant_id = ? AND documents > 0 ORDER BY plugin_id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), Usage { documents: to_u64(r.get(1)), bytes: to_u64(r.get(2)) }))
+            .collect())
+    }
+
+    async fn all_usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, plugin_id, documents, bytes FROM storage_usage ORDER BY tenant_id, plugin_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), Usage { documents: to_u64(r.get(2)), bytes: to_u64(r.get(3)) }))
+            .collect())
+    }
+
+    async fn quotas(&self, tenant: &str) -> Result<Quotas, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        self.quotas_on(&mut conn, tenant).await
+    }
+
+    async fn set_quotas(&self, tenant: &str, quotas: Option<Quotas>, now_ms: i64) -> Result<Quotas, StoreError> {
+        match quotas {
+            None => {
+                sqlx::query("DELETE FROM tenant_quotas WHERE tenant_id = ?")
+                    .bind(tenant)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+            }
+            Some(q) => {
+                let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                sqlx::query(
+                    "INSERT INTO tenant_quotas (tenant_id, tenant_documents, tenant_bytes, plugin_documents, plugin_bytes, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET \
+                     tenant_documents = excluded.tenant_documents, tenant_bytes = excluded.tenant_bytes, \
+                     plugin_documents = excluded.plugin_documents, plugin_bytes = excluded.plugin_bytes, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(tenant)
+                .bind(int(q.tenant_documents))
+                .bind(int(q.tenant_bytes))
+                .bind(int(q.plugin_documents))
+                .bind(int(q.plugin_bytes))
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+            }
+        }
+        self.quotas(tenant).await
+    }
+}
+
+impl SqliteDocumentStore {
+    async fn quotas_on(&self, conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<Quotas, StoreError> {
+        let row = sqlx::query(
+            "SELECT tenant_documents, tenant_bytes, plugin_documents, plugin_bytes FROM tenant_quotas WHERE tenant_id = ?",
+        )
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        Ok(row.map_or(self.settings.default_quotas, |r| Quotas {
+            tenant_documents: to_u64(r.get(0)),
+            tenant_bytes: to_u64(r.get(1)),
+            plugin_documents: to_u64(r.get(2)),
+            plugin_bytes: to_u64(r.get(3)),
+        }))
+    }
+
+    /// Adds a commit's change to the scope's usage; refuses it (the transaction then rolls
+    /// back) if it grows a quantity past the plugin's or the tenant's quota. Shrinking is
+    /// always allowed, so a tenant over a lowered quota can still clean up.
+    async fn account(&self, conn: &mut sqlx::SqliteConnection, scope: &Scope, delta: Delta) -> Result<(), StoreError> {
+        if delta.documents == 0 && delta.bytes == 0 {
+            return Ok(());
+        }
+        let row = sqlx::query(
+            "INSERT INTO storage_usage (tenant_id, plugin_id, documents, bytes) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET \
+             documents = documents + excluded.documents, bytes = bytes + excluded.bytes \
+             RETURNING documents, bytes",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .bind(delta.documents)
+        .bind(delta.bytes)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        if delta.documents <= 0 && delta.bytes <= 0 {
+            return Ok(());
+        }
+        let plugin = Usage { documents: to_u64(row.get(0)), bytes: to_u64(row.get(1)) };
+        let totals = sqlx::query("SELECT SUM(documents), SUM(bytes) FROM storage_usage WHERE tenant_id = ?")
+            .bind(&scope.tenant)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let tenant = Usage { documents: to_u64(totals.get(0)), bytes: to_u64(totals.get(1)) };
+        let quotas = self.quotas_on(conn, &scope.tenant).await?;
+        let checks = [
+            (QuotaScope::Plugin, QuotaResource::Documents, delta.documents, plugin.documents, quotas.plugin_documents),
+            (QuotaScope::Plugin, QuotaResource::Bytes, delta.bytes, plugin.bytes, quotas.plugin_bytes),
+            (QuotaScope::Tenant, QuotaResource::Documents, delta.documents, tenant.documents, quotas.tenant_documents),
+            (QuotaScope::Tenant, QuotaResource::Bytes, delta.bytes, tenant.bytes, quotas.tenant_bytes),
+        ];
+        for (scope, resource, change, would_be, limit) in checks {
+            if change > 0 && would_be > limit {
+                return Err(StoreError::QuotaExceeded(QuotaExceeded { scope, resource, limit, would_be }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a commit that would leave a plugin with more jobs queued in the tenant than it
+    /// may have (counted on the index, and never past the limit).
+    async fn check_queues(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        scope: &Scope,
+        background: &Background,
+    ) -> Result<(), StoreError> {
+        let mut targets: Vec<&str> = background
+            .jobs
+            .iter()
+            .chain(background.events.iter().flat_map(|e| e.deliveries.iter()))
+            .map(|j| j.plugin.as_str())
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let limit = self.settings.max_queued_per_plugin;
+        for plugin in targets {
+            let queued: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' AND tenant_id = ? AND plugin_id = ? LIMIT ?)",
+            )
+            .bind(&scope.tenant)
+            .bind(plugin)
+            .bind(i64::from(limit) + 1)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            if queued > i64::from(limit) {
+                return Err(StoreError::TooManyJobs { plugin: plugin.to_owned(), limit });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a commit changes what its scope stores.
+#[derive(Debug, Default, Clone, Copy)]
+struct Delta {
+    documents: i64,
+    bytes: i64,
 }
 
 /// Inserts a queue row unless one with its id exists (an idempotency key seen before).
@@ -212,8 +540,8 @@ pub(crate) async fn insert_job(
 ) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, tenant_id, plugin_id, kind, name, payload, idempotency_key, event_id, status, \
-         attempts, max_attempts, run_at, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+         attempts, max_attempts, run_at, created_at, updated_at, chain) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&job.id)
     .bind(tenant)
@@ -227,6 +555,7 @@ pub(crate) async fn insert_job(
     .bind(job.run_at)
     .bind(now_ms)
     .bind(now_ms)
+    .bind(i64::from(job.chain))
     .execute(&mut *conn)
     .await
     .map_err(db_error)?
@@ -296,11 +625,12 @@ async fn apply(
     scope: &Scope,
     writes: &[Write],
     now_ms: i64,
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<(Vec<u64>, Delta), StoreError> {
     let mut versions = Vec::with_capacity(writes.len());
+    let mut delta = Delta::default();
     for w in writes {
-        let current: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
+        let current: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT version, size FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
         )
         .bind(&scope.tenant)
         .bind(&scope.plugin)
@@ -309,7 +639,8 @@ async fn apply(
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
-        let current = current.map(to_u64);
+        let old_size = current.map(|(_, size)| size);
+        let current = current.map(|(version, _)| to_u64(version));
         let holds = match w.condition {
             Condition::Any => true,
             Condition::Absent => current.is_none(),
@@ -347,6 +678,10 @@ async fn apply(
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
+                if let Some(size) = old_size {
+                    delta.documents -= 1;
+                    delta.bytes -= size;
+                }
                 versions.push(0);
             }
             WriteOp::Put { body, index } => {
@@ -356,11 +691,13 @@ async fn apply(
                 };
                 let version_i64 =
                     i64::try_from(version).map_err(|_| StoreError::Internal("version overflow".into()))?;
+                let size = i64::try_from(w.key.len() + body.len()).unwrap_or(i64::MAX);
                 sqlx::query(
-                    "INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                    "INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at, size) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                      ON CONFLICT (tenant_id, plugin_id, collection, key) \
-                     DO UPDATE SET version = excluded.version, body = excluded.body, updated_at = excluded.updated_at",
+                     DO UPDATE SET version = excluded.version, body = excluded.body, updated_at = excluded.updated_at, \
+                     size = excluded.size",
                 )
                 .bind(&scope.tenant)
                 .bind(&scope.plugin)
@@ -370,9 +707,17 @@ async fn apply(
                 .bind(body)
                 .bind(now_ms)
                 .bind(now_ms)
+                .bind(size)
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
+                match old_size {
+                    Some(old) => delta.bytes += size - old,
+                    None => {
+                        delta.documents += 1;
+                        delta.bytes += size;
+                    }
+                }
                 for (field, value) in index {
                     sqlx::query(
                         "INSERT INTO document_index (tenant_id, plugin_id, collection, field, value, key) VALUES (?, ?, ?, ?, ?, ?)",
@@ -391,7 +736,7 @@ async fn apply(
             }
         }
     }
-    Ok(versions)
+    Ok((versions, delta))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Bounds on what one call may store.
+/// Bounds on what one call may store and read.
 #[derive(Debug, Clone)]
 pub struct StorageLimits {
     pub max_document_bytes: usize,
@@ -18,6 +18,13 @@ pub struct StorageLimits {
     pub max_writes_per_call: usize,
     pub max_page: u32,
     pub default_page: u32,
+    /// Bytes one call may write (keys, bodies, event and job payloads): what the host
+    /// buffers for it, and what its commit asks of the database's single writer.
+    pub max_commit_bytes: usize,
+    /// Bytes one read may return: a query page ends early (with a cursor) rather than pass it.
+    pub max_read_bytes: usize,
+    /// Conditions one query may combine (each is a join on the index).
+    pub max_filters: usize,
 }
 
 impl Default for StorageLimits {
@@ -28,6 +35,9 @@ impl Default for StorageLimits {
             max_writes_per_call: 1000,
             max_page: 1000,
             default_page: 100,
+            max_commit_bytes: 8 << 20,
+            max_read_bytes: 4 << 20,
+            max_filters: 4,
         }
     }
 }
@@ -47,6 +57,12 @@ pub enum UnitOfWorkError {
     DocumentTooLarge { size: usize, limit: usize },
     #[error("a call may write at most {0} documents")]
     TooManyWrites(usize),
+    #[error(
+        "a call may write at most {limit} bytes (documents, events and jobs together); this write would make it {would_be}"
+    )]
+    CommitTooLarge { limit: usize, would_be: usize },
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("invalid cursor")]
     InvalidCursor,
     #[error("{0}")]
@@ -57,6 +73,8 @@ pub enum UnitOfWorkError {
 
 #[derive(Debug, Clone)]
 struct Pending {
+    /// Bytes this write buffers: key and body (a delete: its key).
+    key_bytes: usize,
     /// Committed version when the call first touched the key (None: absent).
     base: Option<u64>,
     /// Whether any write to the key was conditional; then commit requires `base` to hold.
@@ -64,6 +82,16 @@ struct Pending {
     /// Version the plugin now sees (meaningless for a delete).
     version: u64,
     op: WriteOp,
+}
+
+impl Pending {
+    fn size(&self) -> usize {
+        self.key_bytes
+            + match &self.op {
+                WriteOp::Put { body, .. } => body.len(),
+                WriteOp::Delete => 0,
+            }
+    }
 }
 
 /// The storage side of one plugin call.
@@ -74,6 +102,12 @@ pub struct UnitOfWork {
     collections: Arc<BTreeMap<String, Vec<String>>>,
     limits: StorageLimits,
     pending: BTreeMap<(String, String), Pending>,
+    /// Bytes of `pending` (keys and bodies) plus event and job payloads the call asked for.
+    pending_bytes: usize,
+    /// When the call's time is up: storage work still running then is stopped.
+    deadline: Option<std::time::Instant>,
+    /// Taken around each query: the tenant's scan lanes.
+    scan_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl UnitOfWork {
@@ -83,7 +117,42 @@ impl UnitOfWork {
         collections: Arc<BTreeMap<String, Vec<String>>>,
         limits: StorageLimits,
     ) -> Self {
-        UnitOfWork { store, scope, collections, limits, pending: BTreeMap::new() }
+        UnitOfWork {
+            store,
+            scope,
+            collections,
+            limits,
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            deadline: None,
+            scan_gate: None,
+        }
+    }
+
+    /// The most host memory this call's storage may hold at once: its buffered writes plus
+    /// one read. Reserved by admission control before the call starts.
+    pub fn host_bytes_budget(&self) -> usize {
+        self.limits.max_commit_bytes + self.limits.max_read_bytes
+    }
+
+    /// Storage work of this call still running at `deadline` is stopped.
+    pub fn set_deadline(&mut self, deadline: std::time::Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    /// Queries wait for a permit of `gate` (the tenant's scan lanes) before they run.
+    pub fn set_scan_gate(&mut self, gate: Arc<tokio::sync::Semaphore>) {
+        self.scan_gate = Some(gate);
+    }
+
+    /// Counts `bytes` of the call's events or jobs against what it may write.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), UnitOfWorkError> {
+        let would_be = self.pending_bytes.saturating_add(bytes);
+        if would_be > self.limits.max_commit_bytes {
+            return Err(UnitOfWorkError::CommitTooLarge { limit: self.limits.max_commit_bytes, would_be });
+        }
+        self.pending_bytes = would_be;
+        Ok(())
     }
 
     pub fn scope(&self) -> &Scope {
@@ -169,6 +238,7 @@ impl UnitOfWork {
         if body.len() > self.limits.max_document_bytes {
             return Err(UnitOfWorkError::DocumentTooLarge { size: body.len(), limit: self.limits.max_document_bytes });
         }
+        self.check_room(collection, key, key.len() + body.len())?;
         let value: serde_json::Value =
             serde_json::from_str(body).map_err(|e| UnitOfWorkError::InvalidBody(e.to_string()))?;
         let index = indexes
@@ -189,6 +259,17 @@ impl UnitOfWork {
         }
         self.record(collection, key, condition, WriteOp::Delete).await?;
         Ok(existed)
+    }
+
+    /// Whether writing `size` bytes to `collection/key` keeps the call within what it may
+    /// write (a rewrite of a buffered key replaces its bytes).
+    fn check_room(&self, collection: &str, key: &str, size: usize) -> Result<(), UnitOfWorkError> {
+        let replaced = self.pending.get(&(collection.to_owned(), key.to_owned())).map_or(0, Pending::size);
+        let would_be = (self.pending_bytes - replaced).saturating_add(size);
+        if would_be > self.limits.max_commit_bytes {
+            return Err(UnitOfWorkError::CommitTooLarge { limit: self.limits.max_commit_bytes, would_be });
+        }
+        Ok(())
     }
 
     async fn record(
@@ -213,7 +294,9 @@ impl UnitOfWork {
         Self::check_condition(collection, key, visible, condition)?;
         let version = visible.map_or(1, |v| v + 1);
         let strict = existing.as_ref().is_some_and(|p| p.strict) || condition != Condition::Any;
-        self.pending.insert(id, Pending { base, strict, version, op });
+        let pending = Pending { key_bytes: key.len(), base, strict, version, op };
+        self.pending_bytes = self.pending_bytes - existing.as_ref().map_or(0, Pending::size) + pending.size();
+        self.pending.insert(id, pending);
         Ok(version)
     }
 
@@ -230,6 +313,18 @@ impl UnitOfWork {
         if let Some(f) = filters.iter().find(|f| !indexes.contains(&f.field)) {
             return Err(UnitOfWorkError::UndeclaredIndex { collection: collection.to_owned(), field: f.field.clone() });
         }
+        if filters.len() > self.limits.max_filters {
+            return Err(UnitOfWorkError::InvalidQuery(format!(
+                "{} conditions; a query may combine at most {}",
+                filters.len(),
+                self.limits.max_filters
+            )));
+        }
+        for (i, f) in filters.iter().enumerate() {
+            if filters[..i].iter().any(|g| g.field == f.field) {
+                return Err(UnitOfWorkError::InvalidQuery(format!("field `{}` is filtered more than once", f.field)));
+            }
+        }
         let after = cursor.map(decode_cursor).transpose()?;
         let limit = if limit == 0 { self.limits.default_page } else { limit.min(self.limits.max_page) } as usize;
         let beyond = |key: &str| match &after {
@@ -238,6 +333,20 @@ impl UnitOfWork {
             Some(a) => key > a.as_str(),
         };
 
+        let _lane = match &self.scan_gate {
+            None => None,
+            Some(gate) => {
+                let wait = gate.acquire();
+                let permit = match self.deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline.into(), wait).await.ok(),
+                    None => Some(wait.await),
+                };
+                match permit {
+                    Some(Ok(permit)) => Some(permit),
+                    _ => return Err(StoreError::Interrupted.into()),
+                }
+            }
+        };
         let ours: Vec<_> = self.pending.iter().filter(|((c, _), _)| c == collection).collect();
         // Ask for enough committed rows that our own deletes cannot leave the page short.
         let fetch = limit + ours.len() + 1;
@@ -251,10 +360,14 @@ impl UnitOfWork {
                     after: after.clone(),
                     limit: fetch as u32,
                     descending,
+                    max_bytes: self.limits.max_read_bytes,
+                    deadline: self.deadline,
                 },
             )
             .await?;
-        let store_truncated = committed.len() == fetch;
+        // The store stops early when the page's bytes reach the read budget; the rest is for
+        // the next page.
+        let store_truncated = committed.len() == fetch || bytes_of(&committed) >= self.limits.max_read_bytes;
         let last_seen = committed.last().map(|d| d.key.clone());
 
         let mut merged: Vec<StoredDocument> = committed
@@ -274,6 +387,17 @@ impl UnitOfWork {
         }
         merged.sort_by(|a, b| if descending { b.key.cmp(&a.key) } else { a.key.cmp(&b.key) });
 
+        // The call's own writes count against the read budget too.
+        let mut fits = 0;
+        let mut bytes = 0;
+        for d in &merged {
+            bytes += d.key.len() + d.body.len();
+            if fits > 0 && bytes > self.limits.max_read_bytes {
+                break;
+            }
+            fits += 1;
+        }
+        let limit = limit.min(fits.max(1));
         let next = if merged.len() > limit {
             merged.truncate(limit);
             merged.last().map(|d| d.key.clone())
@@ -318,6 +442,10 @@ impl UnitOfWork {
         self.store.commit_with(&self.scope, &writes, background, now_ms, audit).await?;
         Ok(writes.len())
     }
+}
+
+fn bytes_of(documents: &[StoredDocument]) -> usize {
+    documents.iter().map(|d| d.key.len() + d.body.len()).sum()
 }
 
 const CURSOR_PREFIX: &str = "k1.";
