@@ -4,12 +4,14 @@
 //! (b) requests/s and p99 of a helpdesk "get ticket" over HTTP against a native axum + sqlx
 //!     handler doing the same read on the same database, measured in the same run;
 //! (c) time from process start to ready with the bundled plugins, cold and warm;
-//! (d) background work and cross-plugin calls (see `background.rs`).
+//! (d) background work and cross-plugin calls (see `background.rs`);
+//! (e) noisy neighbours and the cost of admission control (see `neighbours.rs`).
 //!
 //! Machines are shared and noisy: compare ratios measured in one run, not absolute numbers
 //! across runs.
 
 mod background;
+mod neighbours;
 mod pinned;
 
 use anyhow::{Context, Result, bail};
@@ -41,7 +43,7 @@ fn main() -> Result<()> {
         return runtime.block_on(pinned::native_server(&db));
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only a|b|c|d` runs one section (for tuning); the default runs them all.
+    // `--only a|b|c|d|e` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -56,6 +58,9 @@ fn main() -> Result<()> {
         }
         if wants("d") {
             rows.extend(background::background(&root, quick).await?);
+        }
+        if wants("e") {
+            rows.extend(neighbours::neighbours(quick).await?);
         }
         anyhow::Ok(())
     })?;

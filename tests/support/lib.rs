@@ -110,6 +110,11 @@ impl TestServer {
         self.server.as_ref().expect("server is running")
     }
 
+    /// Stops the server (in-flight requests and background attempts finish first).
+    pub async fn stop(mut self) {
+        self.server.take().expect("server is running").shutdown().await;
+    }
+
     /// Stops the server and starts a new one on the same data directory.
     pub async fn restart(mut self) -> TestServer {
         self.server.take().expect("server is running").shutdown().await;

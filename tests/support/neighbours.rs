@@ -86,6 +86,11 @@ impl Neighbours {
         Neighbours { server, noisy, calm }
     }
 
+    /// Stops the server.
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+
     /// `n` helpdesk reads by the calm tenant, one after another; each must answer 200.
     pub async fn probe(&self, n: usize) -> Vec<Duration> {
         let url = format!("{}/v1/plugins/helpdesk/tickets/1", self.server.base);

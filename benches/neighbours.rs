@@ -1,0 +1,102 @@
+//! (e) Noisy neighbours: the calm tenant's helpdesk p99 alone and during each attack of the
+//! noisy tenant (the same attacks the `noisy` test suite bounds), the calm tenant's scheduled
+//! check's lateness during a job flood, the process's peak memory growth; and what admission
+//! control costs a call that is not contended.
+
+use super::Row;
+use anyhow::Result;
+use keel_host::runtime::{Admission, AdmissionLimits, Lane};
+use keel_tests::neighbours::{Attack, Neighbours, peak_rss, quantile, reset_peak_rss, rss};
+use std::time::{Duration, Instant};
+
+pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
+    let probes = if quick { 100 } else { 500 };
+    let mut rows = Vec::new();
+    for attack in Attack::ALL {
+        let n = Neighbours::start().await;
+        n.prepare(attack).await;
+        n.probe(100).await;
+        let mut idle = n.probe(probes).await;
+        let idle_p99 = quantile(&mut idle, 0.99);
+        let before = rss();
+        reset_peak_rss();
+        let (mut during, outcomes) = n.under(attack, n.probe(probes)).await;
+        let grew = peak_rss().saturating_sub(before);
+        let during_p99 = quantile(&mut during, 0.99);
+        eprintln!("(e) {}: attacker got {:?}", attack.name(), outcomes.codes);
+        rows.push(Row {
+            name: format!("(e) calm helpdesk p99, alone → during {}", attack.name()),
+            value: format!(
+                "{} → {} (×{:.1}); peak memory +{} MiB",
+                ms(idle_p99),
+                ms(during_p99),
+                during_p99.as_secs_f64() / idle_p99.as_secs_f64(),
+                grew >> 20
+            ),
+            target: "≤ max(10× alone, 50 ms)",
+        });
+        if attack == Attack::JobFlood {
+            rows.push(schedule_lateness(&n).await?);
+        }
+        n.stop().await;
+    }
+    rows.push(admission_cost());
+    Ok(rows)
+}
+
+/// How late the calm tenant's every-minute check starts while the noisy tenant floods the queue.
+async fn schedule_lateness(n: &Neighbours) -> Result<Row> {
+    let s = &n.server;
+    let now = s.advance_clock(0).await;
+    let due = (now / 60_000 + 1) * 60_000;
+    let (started, _) = n
+        .under(Attack::JobFlood, async {
+            s.advance_clock(u64::try_from(due - 1_000 - s.advance_clock(0).await).unwrap_or(0)).await;
+            let listing = s
+                .eventually("/v1/tenants/calm/jobs?kind=schedule&plugin=helpdesk", "calm's sla-check", |b| {
+                    b["items"].as_array().is_some_and(|i| i.iter().any(|j| j["run_at"] == due && j["status"] == "done"))
+                })
+                .await;
+            let job = listing["items"].as_array().and_then(|i| i.iter().find(|j| j["run_at"] == due).cloned());
+            let id = job.and_then(|j| j["id"].as_str().map(str::to_owned)).unwrap_or_default();
+            let job = s.get(&format!("/v1/tenants/calm/jobs/{id}")).await.body;
+            job["runs"][0]["started_at"].as_i64().unwrap_or(i64::MAX)
+        })
+        .await;
+    Ok(Row {
+        name: "(e) calm's every-minute check during the job flood: start after due time".into(),
+        value: format!("{} ms", started - due),
+        target: "≤ 5,000 ms",
+    })
+}
+
+/// Admission on the uncontended path: admit and release one call (the bookkeeping every call
+/// now does), against the cost of the cheapest call there is, (a).
+fn admission_cost() -> Row {
+    let admission = Admission::new(AdmissionLimits::for_pool(128, 4, 4 << 30));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let n = 200_000u32;
+    let took = runtime.block_on(async {
+        for _ in 0..10_000 {
+            drop(admission.admit("t", "p", Lane::Request, 44 << 20).await);
+        }
+        let started = Instant::now();
+        for _ in 0..n {
+            let permit = admission.admit("t", "p", Lane::Request, 44 << 20).await;
+            let lane = admission.scan_lane("t");
+            drop(lane.acquire().await);
+            drop(permit);
+        }
+        started.elapsed()
+    });
+    let per_call = took / n;
+    Row {
+        name: "(e) admission control per call, uncontended (admit + scan lane + release)".into(),
+        value: format!("{:.0} ns", per_call.as_secs_f64() * 1e9),
+        target: "≤ 5% of (b)'s time per request",
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
