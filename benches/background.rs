@@ -148,6 +148,9 @@ pub async fn background(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let mut config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse()?, ..Config::default() };
     config.limits.rate_limit_per_second = 0;
     config.jobs.concurrency = CONCURRENCY;
+    // One tenant against a native worker with as many tasks: the queue's mechanics, not the
+    // slot kept for other tenants by default.
+    config.jobs.tenant_concurrency = Some(CONCURRENCY);
     let server = Server::start(config).await?;
     let keel = Keel {
         base: format!("http://{}", server.addr),

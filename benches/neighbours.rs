@@ -23,7 +23,12 @@ pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
         let (mut during, outcomes) = n.under(attack, n.probe(probes)).await;
         let grew = peak_rss().saturating_sub(before);
         let during_p99 = quantile(&mut during, 0.99);
-        eprintln!("(e) {}: attacker got {:?}", attack.name(), outcomes.codes);
+        eprintln!(
+            "(e) {}: calm p99 {idle_p99:?} → {during_p99:?}, +{} MiB; attacker got {:?}",
+            attack.name(),
+            grew >> 20,
+            outcomes.codes
+        );
         rows.push(Row {
             name: format!("(e) calm helpdesk p99, alone → during {}", attack.name()),
             value: format!(
@@ -40,7 +45,7 @@ pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
         }
         n.stop().await;
     }
-    rows.push(admission_cost());
+    rows.push(admission_cost().await);
     Ok(rows)
 }
 
@@ -72,23 +77,20 @@ async fn schedule_lateness(n: &Neighbours) -> Result<Row> {
 
 /// Admission on the uncontended path: admit and release one call (the bookkeeping every call
 /// now does), against the cost of the cheapest call there is, (a).
-fn admission_cost() -> Row {
+async fn admission_cost() -> Row {
     let admission = Admission::new(AdmissionLimits::for_pool(128, 4, 4 << 30));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let n = 200_000u32;
-    let took = runtime.block_on(async {
-        for _ in 0..10_000 {
-            drop(admission.admit("t", "p", Lane::Request, 44 << 20).await);
-        }
-        let started = Instant::now();
-        for _ in 0..n {
-            let permit = admission.admit("t", "p", Lane::Request, 44 << 20).await;
-            let lane = admission.scan_lane("t");
-            drop(lane.acquire().await);
-            drop(permit);
-        }
-        started.elapsed()
-    });
+    for _ in 0..10_000 {
+        drop(admission.admit("t", "p", Lane::Request, 44 << 20).await);
+    }
+    let started = Instant::now();
+    for _ in 0..n {
+        let permit = admission.admit("t", "p", Lane::Request, 44 << 20).await;
+        let lane = admission.scan_lane("t");
+        drop(lane.acquire().await);
+        drop(permit);
+    }
+    let took = started.elapsed();
     let per_call = took / n;
     Row {
         name: "(e) admission control per call, uncontended (admit + scan lane + release)".into(),

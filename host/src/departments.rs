@@ -31,6 +31,8 @@ pub struct Departments {
     pub jobs_wake: Arc<Notify>,
     /// Calls deeper than this fail with `unavailable` (this bounds cycles too).
     pub max_depth: u32,
+    /// Work started down a chain longer than this is refused (see `jobs.max-chain`).
+    pub max_chain: u32,
 }
 
 /// Cross-plugin calls made on behalf of one caller.
@@ -129,6 +131,13 @@ impl Interop for DepartmentCalls {
             .await
             .map_err(|e| format!("provider `{}` failed: {e}", provider.record.id))?;
         let succeeded = matches!(outcome.results.first(), Some(Val::Result(Ok(_))));
+        if succeeded && !outcome.outbox.is_empty() && from.chain > shared.max_chain {
+            // A loop of jobs through department calls ends here as it would through jobs.
+            return Err(format!(
+                "too-many-jobs: provider `{}` would start the {}th job of one chain; jobs.max-chain is {}",
+                provider.record.id, from.chain, shared.max_chain
+            ));
+        }
         if succeeded && (outcome.uow.pending_writes() > 0 || !outcome.outbox.is_empty()) {
             let now = shared.clock.now_ms();
             let background = route_outbox(

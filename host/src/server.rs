@@ -135,6 +135,7 @@ impl Server {
             clock: clock.clone(),
             jobs_wake: jobs_wake.clone(),
             max_depth: limits.max_call_depth,
+            max_chain: config.jobs.max_chain,
         });
         let runner = Arc::new(JobRunner::new(
             jobs.clone(),

@@ -126,6 +126,80 @@ async fn the_cli_installs_lists_disables_enables_and_uninstalls() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_sets_and_resets_a_tenants_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let token = server.bootstrap_token.clone().unwrap();
+    let run = |token: &str, args: &[&str]| {
+        let (url, token) = (url.clone(), token.to_owned());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            cli(&url, &token, &args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        })
+    };
+    let (ok, out) = run(&token, &["tenant", "create", "acme", "--name", "Acme"]).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(&token, &["tenant", "quota", "show", "acme"]).await.unwrap();
+    assert!(ok && out.contains("all plugins") && out.contains("2000000") && out.contains("2048.0 MiB"), "{out}");
+    assert!(out.contains("instances 0 of 62 in use"), "{out}");
+
+    let set = [
+        "tenant",
+        "quota",
+        "set",
+        "acme",
+        "--documents",
+        "10",
+        "--mb",
+        "3",
+        "--plugin-documents",
+        "5",
+        "--plugin-mb",
+        "2",
+    ];
+    let (ok, out) = run(&token, &set).await.unwrap();
+    assert!(ok && out.contains("3.0 MiB"), "{out}");
+    let stored = server.state.store.quotas("acme").await.unwrap();
+    assert_eq!(
+        (stored.tenant_documents, stored.tenant_bytes, stored.plugin_documents, stored.plugin_bytes),
+        (10, 3 << 20, 5, 2 << 20)
+    );
+    // A plugin's quota above the tenant's is refused with the server's code.
+    let bad = [
+        "tenant",
+        "quota",
+        "set",
+        "acme",
+        "--documents",
+        "1",
+        "--mb",
+        "3",
+        "--plugin-documents",
+        "5",
+        "--plugin-mb",
+        "2",
+    ];
+    let (ok, out) = run(&token, &bad).await.unwrap();
+    assert!(!ok && out.contains("invalid-field"), "{out}");
+    // A tenant admin reads its quotas but cannot change them.
+    let (ok, out) =
+        run(&token, &["token", "create", "--tenant", "acme", "--name", "ops", "--role", "tenant-admin"]).await.unwrap();
+    assert!(ok, "{out}");
+    let acme = out.split_whitespace().next().unwrap().to_owned();
+    let (ok, out) = run(&acme, &["tenant", "quota", "show", "acme"]).await.unwrap();
+    assert!(ok && out.contains("tenant acme"), "{out}");
+    let (ok, out) = run(&acme, &set).await.unwrap();
+    assert!(!ok && out.contains("forbidden"), "{out}");
+
+    let (ok, out) = run(&token, &["tenant", "quota", "reset", "acme"]).await.unwrap();
+    assert!(ok && out.contains("2048.0 MiB"), "{out}");
+    assert_eq!(server.state.store.quotas("acme").await.unwrap().tenant_documents, 2_000_000);
+    server.shutdown().await;
+}
+
 fn cli(server: &str, token: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))

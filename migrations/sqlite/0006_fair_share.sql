@@ -6,6 +6,8 @@
 ALTER TABLE documents ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
 UPDATE documents SET size = length(CAST(key AS BLOB)) + length(CAST(body AS BLOB));
 
+-- One row per (tenant, plugin), and one per tenant with plugin_id '' holding its totals, so
+-- a commit updates and reads both in one statement.
 CREATE TABLE storage_usage (
     tenant_id   TEXT NOT NULL,
     plugin_id   TEXT NOT NULL,
@@ -16,6 +18,8 @@ CREATE TABLE storage_usage (
 
 INSERT INTO storage_usage (tenant_id, plugin_id, documents, bytes)
 SELECT tenant_id, plugin_id, COUNT(*), SUM(size) FROM documents GROUP BY tenant_id, plugin_id;
+INSERT INTO storage_usage (tenant_id, plugin_id, documents, bytes)
+SELECT tenant_id, '', COUNT(*), SUM(size) FROM documents GROUP BY tenant_id;
 
 -- A tenant's own quotas; tenants without a row get the configured defaults.
 CREATE TABLE tenant_quotas (

@@ -20,6 +20,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 const SCHEDULE_CHECK_MS: i64 = 1_000;
+/// How often a busy worker looks for tenants with nothing in flight that have work due.
+const NEWCOMER_CHECK: Duration = Duration::from_millis(50);
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -116,6 +118,10 @@ pub struct JobRunner {
     tenants: Mutex<HashMap<String, TenantWork>>,
     /// The tenant served first by the last claim; the next claim starts after it.
     rotation: Mutex<Option<String>>,
+    /// Claims made, so each tenant's plugins take turns across claims too.
+    claims: AtomicUsize,
+    /// When a busy worker last looked for newcomers.
+    newcomers_checked: Mutex<Option<Instant>>,
     /// Schedule rows known to exist, with the spec their next time was computed from.
     known_schedules: Mutex<Option<ScheduleSpecs>>,
 }
@@ -130,11 +136,16 @@ struct Failure {
     message: String,
     /// Retrying cannot help (the plugin is gone): dead-letter now.
     terminal: bool,
+    /// It never started (admission refused it): back in the queue without using an attempt.
+    deferred: bool,
 }
 
 fn retryable(message: impl Into<String>) -> Failure {
-    Failure { message: message.into(), terminal: false }
+    Failure { message: message.into(), terminal: false, deferred: false }
 }
+
+/// How long a job refused by admission control waits before it is claimed again.
+const DEFER_MS: i64 = 1_000;
 
 fn describe(error: &WitError) -> String {
     match error {
@@ -178,6 +189,8 @@ impl JobRunner {
             inflight: AtomicUsize::new(0),
             tenants: Mutex::new(HashMap::new()),
             rotation: Mutex::new(None),
+            claims: AtomicUsize::new(0),
+            newcomers_checked: Mutex::new(None),
             known_schedules: Mutex::new(None),
         }
     }
@@ -209,8 +222,14 @@ impl JobRunner {
                     _ = stop.changed() => {}
                 }
             }
-            let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
-            let _ = permits.acquire_many(all).await;
+            // Every claimed job runs to its end, also those still waiting for their tenant's
+            // slot: a claim that never ran would come back only when its lease expired.
+            while self.inflight.load(Ordering::Acquire) > 0 {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
             tracing::info!(worker = %self.worker_id, "background worker stopped");
         })
     }
@@ -230,10 +249,14 @@ impl JobRunner {
                 return;
             }
             let want = (capacity - inflight).min(64);
-            let policy = self.claim_policy(want as u32);
+            let mut policy = self.claim_policy(want as u32);
             let now = self.clock.now_ms();
-            if inflight >= concurrency && !self.newcomer_due(&policy, now).await {
-                return;
+            if inflight >= concurrency {
+                // Past half the window, claim only for tenants with nothing here yet.
+                if !self.newcomer_due(&policy, now).await {
+                    return;
+                }
+                policy.room.values_mut().for_each(|room| *room = 0);
             }
             let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
             let claimed = match self.jobs.claim(&self.worker_id, now, lease_ms, &policy).await {
@@ -280,11 +303,20 @@ impl JobRunner {
             tenant_room: per_tenant as u32,
             room: tenants.iter().map(|(t, w)| (t.clone(), per_tenant.saturating_sub(w.inflight) as u32)).collect(),
             start_after: self.rotation.lock().expect("rotation lock").clone(),
+            turn: self.claims.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// Whether a tenant that has nothing in flight here has work due (a read, no lock).
+    /// Whether a tenant that has nothing in flight here has work due (a read, no lock; at
+    /// most every `NEWCOMER_CHECK`, not on every finished job).
     async fn newcomer_due(&self, policy: &ClaimPolicy, now: i64) -> bool {
+        {
+            let mut checked = self.newcomers_checked.lock().expect("newcomer check lock");
+            if checked.is_some_and(|at| at.elapsed() < NEWCOMER_CHECK) {
+                return false;
+            }
+            *checked = Some(Instant::now());
+        }
         match self.jobs.due_owners(now).await {
             Ok(owners) => owners.iter().any(|(tenant, _)| !policy.room.contains_key(tenant)),
             Err(_) => false,
@@ -332,6 +364,17 @@ impl JobRunner {
         let outcome = match self.execute(&job).await {
             Ok(true) => "done",
             Ok(false) => "lease_lost",
+            Err(failure) if failure.deferred => {
+                let now = self.clock.now_ms();
+                match self.jobs.defer(&job.lease, now, &failure.message, now + DEFER_MS).await {
+                    Ok(true) => "deferred",
+                    Ok(false) => "lease_lost",
+                    Err(e) => {
+                        tracing::error!(job = %job.lease.job_id, error = %e, "deferring a refused attempt failed");
+                        "retry"
+                    }
+                }
+            }
             Err(failure) => {
                 let plugin_base = self.registry.get(&job.plugin).map_or(1_000, |p| p.record.manifest.retry.backoff_ms);
                 let now = self.clock.now_ms();
@@ -359,10 +402,11 @@ impl JobRunner {
     /// Calls the plugin; on success commits its writes, its own background work and the job's
     /// completion together. `Ok(false)`: the lease was lost and the run discarded.
     async fn execute(&self, job: &ClaimedJob) -> Result<bool, Failure> {
-        let plugin = self
-            .registry
-            .get(&job.plugin)
-            .ok_or_else(|| Failure { message: format!("plugin `{}` is not installed", job.plugin), terminal: true })?;
+        let plugin = self.registry.get(&job.plugin).ok_or_else(|| Failure {
+            message: format!("plugin `{}` is not installed", job.plugin),
+            terminal: true,
+            deferred: false,
+        })?;
         if !plugin.record.enabled || !self.tenancy.is_enabled(&job.tenant, &job.plugin) {
             return Err(retryable(format!("plugin `{}` is not enabled for tenant `{}`", job.plugin, job.tenant)));
         }
@@ -373,6 +417,7 @@ impl JobRunner {
                     job.plugin, plugin.record.version
                 ),
                 terminal: true,
+                deferred: false,
             });
         }
         let item = match job.kind {
@@ -391,7 +436,11 @@ impl JobRunner {
                     .event(event_id)
                     .await
                     .map_err(|e| retryable(format!("cannot read event `{event_id}`: {e}")))?
-                    .ok_or_else(|| Failure { message: format!("event `{event_id}` is missing"), terminal: true })?;
+                    .ok_or_else(|| Failure {
+                        message: format!("event `{event_id}` is missing"),
+                        terminal: true,
+                        deferred: false,
+                    })?;
                 WorkItem::Event(WitEvent {
                     id: event.id,
                     topic: event.topic,
@@ -436,6 +485,7 @@ impl JobRunner {
         let outcome = self.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| {
             if let crate::runtime::CallError::Refused(refusal) = &e {
                 self.metrics.record_refusal(&job.plugin, refusal.reason());
+                return Failure { message: e.to_string(), terminal: false, deferred: true };
             }
             retryable(e.to_string())
         })?;
@@ -449,6 +499,7 @@ impl JobRunner {
                     self.settings.max_chain
                 ),
                 terminal: true,
+                deferred: false,
             });
         }
         let now = self.clock.now_ms();

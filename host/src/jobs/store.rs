@@ -53,6 +53,8 @@ pub struct ClaimPolicy {
     pub room: std::collections::HashMap<String, u32>,
     /// Tenants take turns in id order starting after this one.
     pub start_after: Option<String>,
+    /// Which of a tenant's plugins goes first: rotates with each claim.
+    pub turn: usize,
 }
 
 /// Owners with queued work, found with one index seek each (a loose index scan over
@@ -95,7 +97,7 @@ fn allocate(owners: &[(String, String)], policy: &ClaimPolicy) -> Vec<(String, S
     let mut room: Vec<u32> = order.iter().map(|t| policy.room.get(*t).copied().unwrap_or(policy.tenant_room)).collect();
     let mut counts: BTreeMap<(&str, &str), u32> = BTreeMap::new();
     let mut taken = 0;
-    let mut turn = 0usize;
+    let mut turn = policy.turn;
     while taken < policy.limit && room.iter().any(|r| *r > 0) {
         for (i, tenant) in order.iter().enumerate() {
             if taken == policy.limit {
@@ -154,7 +156,8 @@ pub struct JobRun {
     pub worker: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    /// done, failed or lost (the worker stopped before finishing); absent while running.
+    /// done, failed, lost (the worker stopped before finishing) or deferred (admission control
+    /// refused it: no attempt used); absent while running.
     pub outcome: Option<String>,
     pub error: Option<String>,
 }
@@ -269,9 +272,22 @@ mod fairness_tests {
             tenant_room: 2,
             room: [("a".to_string(), 0)].into_iter().collect(),
             start_after: None,
+            turn: 0,
         };
         let got = allocate(&o, &policy);
         assert_eq!(got, vec![("b".into(), "p".into(), 2), ("c".into(), "p".into(), 2)]);
+    }
+
+    #[test]
+    fn a_tenants_plugins_take_turns_across_claims() {
+        let o = owners(&[("a", "p1"), ("a", "p2"), ("a", "p3")]);
+        let served: Vec<String> = (0..3)
+            .map(|turn| {
+                let policy = ClaimPolicy { limit: 1, tenant_room: 1, turn, ..ClaimPolicy::default() };
+                allocate(&o, &policy)[0].1.clone()
+            })
+            .collect();
+        assert_eq!(served, ["p1", "p2", "p3"]);
     }
 
     #[test]
@@ -444,6 +460,42 @@ impl JobStore {
         }
         tx.commit().await?;
         Ok(status)
+    }
+
+    /// Puts back a claimed job that never started (admission control refused it) without
+    /// using an attempt; it is due again at `retry_at`. Returns whether the lease was still
+    /// held.
+    pub async fn defer(&self, lease: &Lease, now: i64, reason: &str, retry_at: i64) -> Result<bool, JobStoreError> {
+        let _turn = self.writes.turn("").await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let moved = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = ?1, last_error = ?2, \
+             lease_owner = NULL, lease_until = NULL, updated_at = ?3 \
+             WHERE id = ?4 AND status = 'running' AND lease_owner = ?5 AND attempts = ?6",
+        )
+        .bind(retry_at)
+        .bind(reason)
+        .bind(now)
+        .bind(&lease.job_id)
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 1 {
+            sqlx::query(
+                "UPDATE job_runs SET finished_at = ?, outcome = 'deferred', error = ? \
+                 WHERE job_id = ? AND attempt = ? AND finished_at IS NULL",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(&lease.job_id)
+            .bind(i64::from(lease.attempt))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(moved == 1)
     }
 
     /// The event a delivery job carries.

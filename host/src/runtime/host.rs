@@ -252,7 +252,6 @@ impl jobs::Host for HostState {
             return Err(types::Error::Invalid("job names are 1-64 of a-z, 0-9, '-', '_' and '.'".into()));
         }
         check_payload(&spec.payload)?;
-        self.uow.charge(spec.payload.len()).map_err(to_wit)?;
         let now = self.clock.now_ms();
         let run_at = match spec.run_at {
             None => now,
@@ -267,6 +266,7 @@ impl jobs::Host for HostState {
         };
         // The same key twice in one call is one job, like across calls.
         if !self.outbox.jobs.iter().any(|j| j.id == id) {
+            self.uow.charge(spec.payload.len()).map_err(to_wit)?;
             self.outbox.jobs.push(PendingJob {
                 id: id.clone(),
                 name: spec.name,

@@ -477,7 +477,9 @@ impl Runtime {
         let deadline = Instant::now() + timeout;
         uow.set_deadline(deadline);
         uow.set_scan_gate(self.admission.scan_lane(&labels.tenant));
-        let lane = self.admission.cpu_lane(&labels.tenant);
+        // A call between plugins runs while its caller waits in a host function, holding the
+        // tenant's lane: it runs on that lane rather than queue for it behind its own caller.
+        let lane = (depth == 0).then(|| self.admission.cpu_lane(&labels.tenant));
         let mut state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, permissions);
         state.interop = interop;
         state.depth = depth;
@@ -498,7 +500,9 @@ impl Runtime {
                 1,
                 Box::pin(async move {
                     tokio::task::yield_now().await;
-                    if let Ok(Ok(permit)) = tokio::time::timeout_at(deadline.into(), lane.acquire_owned()).await {
+                    if let Some(lane) = lane
+                        && let Ok(Ok(permit)) = tokio::time::timeout_at(deadline.into(), lane.acquire_owned()).await
+                    {
                         *held.lock().expect("lane lock") = Some(permit);
                     }
                 }),

@@ -16,7 +16,14 @@ pub struct SqliteDocumentStore {
     writes: std::sync::Arc<crate::db::WriteGate>,
     readers: std::sync::Arc<PointReaders>,
     settings: StoreSettings,
+    /// Tenants' quotas as last read, with when: a commit checks against these rather than
+    /// read them again (this replica's changes clear them at once, other replicas' show
+    /// within `QUOTA_CACHE`).
+    quotas: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Quotas, std::time::Instant)>>>,
 }
+
+/// How long a cached quota is trusted.
+const QUOTA_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the store enforces at commit.
 #[derive(Debug, Clone)]
@@ -50,7 +57,13 @@ impl SqliteDocumentStore {
     pub fn with_settings(pool: SqlitePool, settings: StoreSettings) -> Self {
         let writes = crate::db::write_gate(&pool);
         let file = pool.connect_options().get_filename().to_path_buf();
-        SqliteDocumentStore { pool, writes, readers: std::sync::Arc::new(PointReaders::new(file)), settings }
+        SqliteDocumentStore {
+            pool,
+            writes,
+            readers: std::sync::Arc::new(PointReaders::new(file)),
+            settings,
+            quotas: Default::default(),
+        }
     }
 }
 
@@ -353,6 +366,15 @@ impl DocumentStore for SqliteDocumentStore {
             .await
             .map_err(db_error)?
             .rows_affected();
+        // The tenants' totals lose what the plugin stored, then its own rows go.
+        sqlx::query(
+            "UPDATE storage_usage AS t SET documents = t.documents - p.documents, bytes = t.bytes - p.bytes \
+             FROM storage_usage AS p WHERE t.plugin_id = '' AND p.plugin_id = ? AND p.tenant_id = t.tenant_id",
+        )
+        .bind(plugin)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         sqlx::query("DELETE FROM storage_usage WHERE plugin_id = ?")
             .bind(plugin)
             .execute(&mut *tx)
@@ -364,7 +386,8 @@ impl DocumentStore for SqliteDocumentStore {
 
     async fn usage(&self, tenant: &str) -> Result<Vec<(String, Usage)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT plugin_id, documents, bytes FROM storage_usage WHERE tenant_id = ? AND documents > 0 ORDER BY plugin_id",
+            "SELECT plugin_id, documents, bytes FROM storage_usage \
+             WHERE tenant_id = ? AND plugin_id <> '' AND documents > 0 ORDER BY plugin_id",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -378,7 +401,8 @@ impl DocumentStore for SqliteDocumentStore {
 
     async fn all_usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tenant_id, plugin_id, documents, bytes FROM storage_usage ORDER BY tenant_id, plugin_id",
+            "SELECT tenant_id, plugin_id, documents, bytes FROM storage_usage WHERE plugin_id <> '' \
+             ORDER BY tenant_id, plugin_id",
         )
         .fetch_all(&self.pool)
         .await
@@ -395,6 +419,7 @@ impl DocumentStore for SqliteDocumentStore {
     }
 
     async fn set_quotas(&self, tenant: &str, quotas: Option<Quotas>, now_ms: i64) -> Result<Quotas, StoreError> {
+        self.quotas.lock().expect("quota cache").remove(tenant);
         match quotas {
             None => {
                 sqlx::query("DELETE FROM tenant_quotas WHERE tenant_id = ?")
@@ -428,6 +453,17 @@ impl DocumentStore for SqliteDocumentStore {
 }
 
 impl SqliteDocumentStore {
+    async fn cached_quotas(&self, conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<Quotas, StoreError> {
+        if let Some((quotas, at)) = self.quotas.lock().expect("quota cache").get(tenant)
+            && at.elapsed() < QUOTA_CACHE
+        {
+            return Ok(*quotas);
+        }
+        let quotas = self.quotas_on(conn, tenant).await?;
+        self.quotas.lock().expect("quota cache").insert(tenant.to_owned(), (quotas, std::time::Instant::now()));
+        Ok(quotas)
+    }
+
     async fn quotas_on(&self, conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<Quotas, StoreError> {
         let row = sqlx::query(
             "SELECT tenant_documents, tenant_bytes, plugin_documents, plugin_bytes FROM tenant_quotas WHERE tenant_id = ?",
@@ -451,30 +487,31 @@ impl SqliteDocumentStore {
         if delta.documents == 0 && delta.bytes == 0 {
             return Ok(());
         }
-        let row = sqlx::query(
-            "INSERT INTO storage_usage (tenant_id, plugin_id, documents, bytes) VALUES (?, ?, ?, ?) \
+        // The plugin's row and the tenant's totals row (plugin '') in one statement.
+        let rows = sqlx::query(
+            "INSERT INTO storage_usage (tenant_id, plugin_id, documents, bytes) VALUES (?1, ?2, ?3, ?4), (?1, '', ?3, ?4) \
              ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET \
              documents = documents + excluded.documents, bytes = bytes + excluded.bytes \
-             RETURNING documents, bytes",
+             RETURNING plugin_id, documents, bytes",
         )
         .bind(&scope.tenant)
         .bind(&scope.plugin)
         .bind(delta.documents)
         .bind(delta.bytes)
-        .fetch_one(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
         if delta.documents <= 0 && delta.bytes <= 0 {
             return Ok(());
         }
-        let plugin = Usage { documents: to_u64(row.get(0)), bytes: to_u64(row.get(1)) };
-        let totals = sqlx::query("SELECT SUM(documents), SUM(bytes) FROM storage_usage WHERE tenant_id = ?")
-            .bind(&scope.tenant)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        let tenant = Usage { documents: to_u64(totals.get(0)), bytes: to_u64(totals.get(1)) };
-        let quotas = self.quotas_on(conn, &scope.tenant).await?;
+        let usage_of = |plugin: &str| {
+            rows.iter()
+                .find(|r| r.get::<&str, _>(0) == plugin)
+                .map(|r| Usage { documents: to_u64(r.get(1)), bytes: to_u64(r.get(2)) })
+                .unwrap_or_default()
+        };
+        let (plugin, tenant) = (usage_of(&scope.plugin), usage_of(""));
+        let quotas = self.cached_quotas(conn, &scope.tenant).await?;
         let checks = [
             (QuotaScope::Plugin, QuotaResource::Documents, delta.documents, plugin.documents, quotas.plugin_documents),
             (QuotaScope::Plugin, QuotaResource::Bytes, delta.bytes, plugin.bytes, quotas.plugin_bytes),

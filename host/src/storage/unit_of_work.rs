@@ -257,6 +257,7 @@ impl UnitOfWork {
         if !existed && condition == Condition::Any {
             return Ok(false);
         }
+        self.check_room(collection, key, key.len())?;
         self.record(collection, key, condition, WriteOp::Delete).await?;
         Ok(existed)
     }
