@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
     let probes = if quick { 100 } else { 500 };
-    let mut rows = Vec::new();
+    // First, on a quiet process: what the writer costs is measured alone.
+    let mut rows = largest_commits().await?;
     for attack in Attack::ALL {
         let n = Neighbours::start().await;
         n.prepare(attack).await;
@@ -46,6 +47,46 @@ pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
         n.stop().await;
     }
     rows.push(admission_cost().await);
+    Ok(rows)
+}
+
+/// How long the largest commit a call may make holds the database's single writer: the
+/// commit budget (8 MiB) as eight 1 MiB documents, and as a thousand 8 KiB documents (the
+/// most writes a call may make), each with its audit rows, on a fresh database.
+async fn largest_commits() -> Result<Vec<Row>> {
+    use keel_host::storage::sqlite::SqliteDocumentStore;
+    use keel_host::storage::{Condition, DocumentStore, Scope, Write, WriteAudit, WriteOp};
+    let dir = tempfile::tempdir()?;
+    let pool = keel_host::db::open_sqlite(&dir.path().join("commits.db")).await?;
+    let store = SqliteDocumentStore::new(pool);
+    let audit = WriteAudit { actor: "bench".into(), actor_name: "bench".into(), request_id: "bench".into() };
+    let mut rows = Vec::new();
+    for (count, size) in [(8usize, (1usize << 20) - 64), (1000, 8 * 1024 - 64)] {
+        let mut took = Vec::new();
+        for round in 0..5 {
+            let scope = Scope { tenant: format!("t{count}-{round}"), plugin: "p".into() };
+            let body = format!("\"{}\"", "x".repeat(size));
+            let writes: Vec<Write> = (0..count)
+                .map(|i| Write {
+                    collection: "c".into(),
+                    key: format!("k{i:06}"),
+                    condition: Condition::Absent,
+                    version: 1,
+                    op: WriteOp::Put { body: body.clone(), index: vec![] },
+                })
+                .collect();
+            let started = Instant::now();
+            store.commit(&scope, &writes, 0, &audit).await?;
+            took.push(started.elapsed());
+        }
+        let median = quantile(&mut took, 0.5);
+        let max = quantile(&mut took, 1.0);
+        rows.push(Row {
+            name: format!("(e) the largest commit a call may make ({count} × {} KiB): writer held", (size + 64) >> 10),
+            value: format!("median {}, max {} of 5", ms(median), ms(max)),
+            target: "",
+        });
+    }
     Ok(rows)
 }
 

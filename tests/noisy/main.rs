@@ -63,9 +63,19 @@ async fn survives(attack: Attack) -> (Neighbours, keel_tests::neighbours::Outcom
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_calls_get_their_share_of_instances_and_429_past_it() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let (_n, outcomes) = survives(Attack::SlowCalls).await;
+    let (n, outcomes) = survives(Attack::SlowCalls).await;
     assert!(outcomes.codes.get("concurrency-limit").is_some_and(|n| *n > 0), "{outcomes:?}");
     assert!(outcomes.codes.get("plugin-timeout").is_some_and(|n| *n > 0), "{outcomes:?}");
+    // Refusals are counted by reason: here the tenant's share (14 of the 28 instances
+    // requests may use), never the platform's.
+    let metrics = n.server.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"keel_admission_refused_total{plugin="noisy",reason="tenant_instances"}"#)),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"reason="pool""#), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
