@@ -94,12 +94,23 @@ async fn usage_is_reported_exactly_and_each_quota_refuses_with_its_typed_error_w
         .expect_problem(507, "quota-exceeded");
     assert!(refused.body["detail"].as_str().unwrap().contains("tenant's document quota"), "{}", refused.body);
 
+    // The tenant's bytes: room for a few bytes more, not for another ticket.
+    let total = quotas(&s, &acme).await["usage"]["bytes"].as_u64().unwrap();
+    let bytes = json!({ "tenant_documents": 1000, "tenant_bytes": total + 100, "plugin_documents": 1000, "plugin_bytes": total + 100 });
+    s.put("/v1/tenants/acme/quotas", bytes).await.expect(200);
+    let refused = s
+        .as_token(Some(&acme), Method::POST, "/v1/plugins/helpdesk/tickets", Some(json!({ "title": "too big now" })))
+        .await
+        .expect_problem(507, "quota-exceeded");
+    assert!(refused.body["detail"].as_str().unwrap().contains("tenant's storage quota"), "{}", refused.body);
+    assert_eq!(quotas(&s, &acme).await["usage"]["bytes"], total);
+
     let metrics = s.metrics().await;
     assert!(
         metrics.contains(&format!(r#"keel_storage_documents{{tenant="acme",plugin="noisy"}} {docs}"#)),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"keel_quota_refusals_total{tenant="acme",plugin="helpdesk"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"keel_quota_refusals_total{tenant="acme",plugin="helpdesk"} 2"#), "{metrics}");
 
     let reset = s.delete("/v1/tenants/acme/quotas").await.expect(200).body;
     assert_eq!(reset["quotas"]["tenant_documents"], 2_000_000);

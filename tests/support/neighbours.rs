@@ -106,6 +106,33 @@ impl Neighbours {
         took
     }
 
+    /// During a job flood by the noisy tenant, moves the host clock to 1 s before the next
+    /// minute, when the calm tenant's every-minute `sla-check` is due; returns how late (ms,
+    /// host clock) that run started, from its run record.
+    pub async fn schedule_lateness_during_flood(&self) -> i64 {
+        let s = &self.server;
+        let now = s.advance_clock(0).await;
+        let due = (now / 60_000 + 1) * 60_000;
+        let (started, _) = self
+            .under(Attack::JobFlood, async {
+                s.advance_clock(u64::try_from(due - 1_000 - s.advance_clock(0).await).unwrap_or(0)).await;
+                let listing = s
+                    .eventually("/v1/tenants/calm/jobs?kind=schedule&plugin=helpdesk", "calm's sla-check to run", |b| {
+                        b["items"]
+                            .as_array()
+                            .is_some_and(|items| items.iter().any(|j| j["run_at"] == due && j["status"] == "done"))
+                    })
+                    .await;
+                let job =
+                    listing["items"].as_array().and_then(|items| items.iter().find(|j| j["run_at"] == due).cloned());
+                let id = job.and_then(|j| j["id"].as_str().map(str::to_owned)).expect("the due run is listed");
+                let job = s.get(&format!("/v1/tenants/calm/jobs/{id}")).await.expect(200).body;
+                job["runs"][0]["started_at"].as_i64().expect("the run's start")
+            })
+            .await;
+        started - due
+    }
+
     /// Gets the attack's data in place (documents to query).
     pub async fn prepare(&self, attack: Attack) {
         if attack == Attack::HeavyQueries {

@@ -57,6 +57,28 @@ pub struct ClaimPolicy {
     pub turn: usize,
 }
 
+/// Closes the run record of the attempt `lease` names.
+async fn finish_run(
+    conn: &mut sqlx::SqliteConnection,
+    lease: &Lease,
+    now: i64,
+    outcome: &str,
+    error: &str,
+) -> Result<(), JobStoreError> {
+    sqlx::query(
+        "UPDATE job_runs SET finished_at = ?, outcome = ?, error = ? \
+         WHERE job_id = ? AND attempt = ? AND finished_at IS NULL",
+    )
+    .bind(now)
+    .bind(outcome)
+    .bind(error)
+    .bind(&lease.job_id)
+    .bind(i64::from(lease.attempt))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Owners with queued work, found with one index seek each (a loose index scan over
 /// `jobs_queued_by_owner`), so a tenant with a hundred thousand queued jobs costs a claim no
 /// more than one with one; then only those with something due.
@@ -447,16 +469,7 @@ impl JobStore {
         .fetch_optional(&mut *tx)
         .await?;
         if status.is_some() {
-            sqlx::query(
-                "UPDATE job_runs SET finished_at = ?, outcome = 'failed', error = ? \
-                 WHERE job_id = ? AND attempt = ? AND finished_at IS NULL",
-            )
-            .bind(now)
-            .bind(error)
-            .bind(&lease.job_id)
-            .bind(i64::from(lease.attempt))
-            .execute(&mut *tx)
-            .await?;
+            finish_run(&mut tx, lease, now, "failed", error).await?;
         }
         tx.commit().await?;
         Ok(status)
@@ -483,16 +496,7 @@ impl JobStore {
         .await?
         .rows_affected();
         if moved == 1 {
-            sqlx::query(
-                "UPDATE job_runs SET finished_at = ?, outcome = 'deferred', error = ? \
-                 WHERE job_id = ? AND attempt = ? AND finished_at IS NULL",
-            )
-            .bind(now)
-            .bind(reason)
-            .bind(&lease.job_id)
-            .bind(i64::from(lease.attempt))
-            .execute(&mut *tx)
-            .await?;
+            finish_run(&mut tx, lease, now, "deferred", reason).await?;
         }
         tx.commit().await?;
         Ok(moved == 1)

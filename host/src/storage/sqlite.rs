@@ -512,11 +512,12 @@ impl SqliteDocumentStore {
         };
         let (plugin, tenant) = (usage_of(&scope.plugin), usage_of(""));
         let quotas = self.cached_quotas(conn, &scope.tenant).await?;
+        // The tenant's first: when both are passed, the wider one is what the admin must raise.
         let checks = [
-            (QuotaScope::Plugin, QuotaResource::Documents, delta.documents, plugin.documents, quotas.plugin_documents),
-            (QuotaScope::Plugin, QuotaResource::Bytes, delta.bytes, plugin.bytes, quotas.plugin_bytes),
             (QuotaScope::Tenant, QuotaResource::Documents, delta.documents, tenant.documents, quotas.tenant_documents),
             (QuotaScope::Tenant, QuotaResource::Bytes, delta.bytes, tenant.bytes, quotas.tenant_bytes),
+            (QuotaScope::Plugin, QuotaResource::Documents, delta.documents, plugin.documents, quotas.plugin_documents),
+            (QuotaScope::Plugin, QuotaResource::Bytes, delta.bytes, plugin.bytes, quotas.plugin_bytes),
         ];
         for (scope, resource, change, would_be, limit) in checks {
             if change > 0 && would_be > limit {
