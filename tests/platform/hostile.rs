@@ -89,3 +89,21 @@ async fn plugins_do_not_see_each_others_storage() {
     // The helpdesk keys tickets the same way; it must not see the hostile plugin's document.
     s.get("/v1/plugins/helpdesk/tickets/1").await.expect_problem(404, "ticket-not-found");
 }
+
+#[tokio::test]
+async fn the_same_collection_and_key_in_two_plugins_are_two_documents() {
+    // `hostile-twin` is the same component under another id: same collection, same keys.
+    let s = hostile().await;
+    s.install("fixtures/hostile-twin").await.expect(201);
+    const TWIN: &str = "/v1/plugins/hostile-twin";
+    s.put(&format!("{H}/notes/shared"), json!({ "text": "hostile's" })).await.expect(200);
+    // Positive control: the writer reads its own document back.
+    assert_eq!(s.get(&format!("{H}/notes/shared")).await.expect(200).body["text"], "hostile's");
+    s.get(&format!("{TWIN}/notes/shared")).await.expect_problem(404, "note-not-found");
+    // The twin's write of the same key is a new document (version 1), not an overwrite.
+    let twin = s.put(&format!("{TWIN}/notes/shared"), json!({ "text": "twin's" })).await.expect(200).body;
+    assert_eq!(twin["version"], 1);
+    assert_eq!(s.get(&format!("{TWIN}/notes/shared")).await.expect(200).body["text"], "twin's");
+    let mine = s.get(&format!("{H}/notes/shared")).await.expect(200).body;
+    assert_eq!((mine["text"].as_str(), mine["version"].as_u64()), (Some("hostile's"), Some(1)));
+}

@@ -33,7 +33,10 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 /// Fixture components packaged a second time under another manifest (another plugin id), to
 /// test several plugins built from one crate: (cargo package, manifest).
-const REPACKAGED_FIXTURES: &[(&str, &str)] = &[("keel-plugin-relay", "plugins/fixtures/relay/listener.toml")];
+const REPACKAGED_FIXTURES: &[(&str, &str)] = &[
+    ("keel-plugin-relay", "plugins/fixtures/relay/listener.toml"),
+    ("keel-plugin-hostile", "plugins/fixtures/hostile/twin.toml"),
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 const WASM_PROFILE: &str = "wasm";
