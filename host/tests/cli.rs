@@ -146,20 +146,7 @@ async fn the_cli_shows_sets_and_resets_a_tenants_quotas() {
     assert!(ok && out.contains("all plugins") && out.contains("2000000") && out.contains("2048.0 MiB"), "{out}");
     assert!(out.contains("instances 0 of 62 in use"), "{out}");
 
-    let set = [
-        "tenant",
-        "quota",
-        "set",
-        "acme",
-        "--documents",
-        "10",
-        "--mb",
-        "3",
-        "--plugin-documents",
-        "5",
-        "--plugin-mb",
-        "2",
-    ];
+    let set = quota_set("10", "3", "5", "2");
     let (ok, out) = run(&token, &set).await.unwrap();
     assert!(ok && out.contains("3.0 MiB"), "{out}");
     let stored = server.state.store.quotas("acme").await.unwrap();
@@ -168,20 +155,7 @@ async fn the_cli_shows_sets_and_resets_a_tenants_quotas() {
         (10, 3 << 20, 5, 2 << 20)
     );
     // A plugin's quota above the tenant's is refused with the server's code.
-    let bad = [
-        "tenant",
-        "quota",
-        "set",
-        "acme",
-        "--documents",
-        "1",
-        "--mb",
-        "3",
-        "--plugin-documents",
-        "5",
-        "--plugin-mb",
-        "2",
-    ];
+    let bad = quota_set("1", "3", "5", "2");
     let (ok, out) = run(&token, &bad).await.unwrap();
     assert!(!ok && out.contains("invalid-field"), "{out}");
     // A tenant admin reads its quotas but cannot change them.
@@ -198,6 +172,14 @@ async fn the_cli_shows_sets_and_resets_a_tenants_quotas() {
     assert!(ok && out.contains("2048.0 MiB"), "{out}");
     assert_eq!(server.state.store.quotas("acme").await.unwrap().tenant_documents, 2_000_000);
     server.shutdown().await;
+}
+
+/// `keel tenant quota set acme ...` with the four quotas.
+fn quota_set<'a>(documents: &'a str, mb: &'a str, plugin_documents: &'a str, plugin_mb: &'a str) -> [&'a str; 12] {
+    #[rustfmt::skip]
+    let args = ["tenant", "quota", "set", "acme", "--documents", documents, "--mb", mb,
+        "--plugin-documents", plugin_documents, "--plugin-mb", plugin_mb];
+    args
 }
 
 fn cli(server: &str, token: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
