@@ -5,10 +5,11 @@
 //! writes themselves, so there is never a write without its entry. Admin actions are recorded
 //! after they succeed.
 
-use crate::clock::system_now_ms;
+use crate::clock::Clock;
 use crate::identity::Principal;
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// Who made a plugin call's writes, for their audit entries.
@@ -46,11 +47,12 @@ pub struct AdminAction<'a> {
 #[derive(Clone)]
 pub struct AuditLog {
     pool: SqlitePool,
+    clock: Arc<Clock>,
 }
 
 impl AuditLog {
-    pub fn new(pool: SqlitePool) -> Self {
-        AuditLog { pool }
+    pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
+        AuditLog { pool, clock }
     }
 
     /// Records an admin action by `actor`.
@@ -63,7 +65,7 @@ impl AuditLog {
         let result = sqlx::query(
             "INSERT INTO audit_log (at, tenant_id, actor, actor_name, action, plugin_id, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(system_now_ms())
+        .bind(self.clock.now_ms())
         .bind(action.tenant)
         .bind(actor)
         .bind(actor_name)
@@ -126,7 +128,7 @@ mod tests {
     async fn the_database_refuses_to_change_or_remove_entries() {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::db::open_sqlite(&dir.path().join("audit.db")).await.unwrap();
-        let log = AuditLog::new(pool.clone());
+        let log = AuditLog::new(pool.clone(), Arc::default());
         log.append(
             "tok_x",
             "x",

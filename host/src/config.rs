@@ -22,6 +22,11 @@ pub struct Config {
     /// Serve `POST /v1/admin/clock/advance`, which moves the host clock forward for every
     /// plugin and schedule. For tests and demos; never on a production host.
     pub allow_clock_control: bool,
+    /// Start the host clock at this reading (ms since the epoch) and let it move only when
+    /// advanced, so tests of time-based rules assert exact bounds. Needs
+    /// `allow_clock_control`; set from code (tests), never from a file.
+    #[serde(skip)]
+    pub frozen_clock_at: Option<i64>,
 }
 
 /// The background worker: jobs, schedules and event deliveries.
@@ -160,6 +165,7 @@ impl Default for Config {
             quotas: QuotasConfig::default(),
             http: HttpConfig::default(),
             allow_clock_control: false,
+            frozen_clock_at: None,
         }
     }
 }
@@ -211,6 +217,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        if self.frozen_clock_at.is_some() && !self.allow_clock_control {
+            return Err(ConfigError::Invalid("a frozen clock needs allow-clock-control".into()));
+        }
         if l.default_memory_mb == 0 || l.default_memory_mb > l.max_memory_mb {
             return Err(ConfigError::Invalid("limits.default-memory-mb must be 1..=max-memory-mb".into()));
         }

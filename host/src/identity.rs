@@ -8,7 +8,7 @@
 //! display, the whole token only as a sha-256 hash (tokens carry 256 random bits, so a slow
 //! password hash adds nothing).
 
-use crate::clock::system_now_ms;
+use crate::clock::Clock;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
@@ -144,6 +144,8 @@ struct CachedPrincipal {
 #[derive(Clone)]
 pub struct TokenStore {
     pool: SqlitePool,
+    /// Expiry, revocation and last use read the platform clock, so tests can move it.
+    clock: Arc<Clock>,
     /// Verified tokens by the sha-256 of the whole token: a request must present the token
     /// itself to hit an entry.
     verified: Arc<Mutex<HashMap<String, CachedPrincipal>>>,
@@ -165,8 +167,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl TokenStore {
-    pub fn new(pool: SqlitePool) -> Self {
-        TokenStore { pool, verified: Arc::new(Mutex::new(HashMap::new())) }
+    pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
+        TokenStore { pool, clock, verified: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Forgets cached verifications of a token (on revocation).
@@ -207,7 +209,7 @@ impl TokenStore {
     pub async fn revoke(&self, tenant: &str, token_id: &str) -> Result<bool, sqlx::Error> {
         let done =
             sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND tenant_id = ?")
-                .bind(system_now_ms())
+                .bind(self.clock.now_ms())
                 .bind(token_id)
                 .bind(tenant)
                 .execute(&self.pool)
@@ -241,7 +243,7 @@ impl TokenStore {
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let token = format!("keel_{prefix}_{secret}");
         let id = format!("tok_{}", hex::encode(random_bytes::<8>()));
-        let created_at = system_now_ms();
+        let created_at = self.clock.now_ms();
         sqlx::query(
             "INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -268,7 +270,7 @@ impl TokenStore {
         }
         sqlx::query("INSERT INTO tenants (id, name, status, created_at) VALUES (?, 'Default tenant', 'active', ?) ON CONFLICT (id) DO NOTHING")
             .bind(DEFAULT_TENANT)
-            .bind(system_now_ms())
+            .bind(self.clock.now_ms())
             .execute(&self.pool)
             .await?;
         self.issue("bootstrap admin", Role::PlatformAdmin.as_str(), DEFAULT_TENANT, None).await.map(Some)
@@ -289,7 +291,7 @@ impl TokenStore {
             .filter(|p| p.len() == 10 && p.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or(AuthError::Malformed)?;
         let hash = sha256_hex(token);
-        let now = system_now_ms();
+        let now = self.clock.now_ms();
         if let Some(cached) = self.verified.lock().expect("token cache lock").get(&hash)
             && cached.verified_at.elapsed() < TOKEN_CACHE_TTL
             && cached.expires_at.is_none_or(|t| t > now)

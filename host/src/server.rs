@@ -76,7 +76,7 @@ impl Server {
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let pool = crate::db::open_sqlite(&config.data_dir.join("keel.db")).await?;
         let limits = &config.limits;
-        let clock = Arc::new(Clock::default());
+        let clock = Arc::new(config.frozen_clock_at.map_or_else(Clock::default, Clock::frozen));
         let runtime = Arc::new(Runtime::new(
             &RuntimeSettings {
                 max_concurrent_instances: limits.max_concurrent_instances,
@@ -92,12 +92,12 @@ impl Server {
             default_memory_mb: limits.default_memory_mb,
             default_timeout_ms: limits.default_timeout_ms,
         };
-        let registry = Arc::new(PluginRegistry::new(pool.clone(), runtime.clone(), policy));
+        let registry = Arc::new(PluginRegistry::new(pool.clone(), runtime.clone(), policy, clock.clone()));
         let stats = registry.load_all().await?;
 
-        let tokens = TokenStore::new(pool.clone());
+        let tokens = TokenStore::new(pool.clone(), clock.clone());
         let bootstrap = tokens.ensure_bootstrap().await.map_err(StartError::Token)?;
-        let tenancy = Arc::new(TenantStore::load(pool.clone()).await.map_err(StartError::Token)?);
+        let tenancy = Arc::new(TenantStore::load(pool.clone(), clock.clone()).await.map_err(StartError::Token)?);
 
         let mut bundled_installed = 0;
         if let Some(dir) = &config.plugins_dir {
@@ -162,12 +162,13 @@ impl Server {
             store,
             tokens,
             tenancy,
-            audit: crate::audit::AuditLog::new(pool.clone()),
-            users: crate::users::UserStore::new(pool.clone()),
+            audit: crate::audit::AuditLog::new(pool.clone(), clock.clone()),
+            users: crate::users::UserStore::new(pool.clone(), clock.clone()),
             metrics,
             rate_limiter: Arc::new(crate::api::rate_limit::RateLimiter::new(
                 limits.rate_limit_per_second,
                 limits.rate_limit_burst,
+                clock.clone(),
             )),
             pool,
             clock,

@@ -7,11 +7,12 @@
 //! here, from memory kept in step with the database on every write, so the request path does
 //! not query for them.
 
-use crate::clock::system_now_ms;
+use crate::clock::Clock;
 use crate::identity::{Principal, Role};
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::RwLock;
 use utoipa::ToSchema;
 
@@ -40,6 +41,7 @@ pub enum TenancyError {
 
 pub struct TenantStore {
     pool: SqlitePool,
+    clock: Arc<Clock>,
     /// (tenant, plugin) pairs switched on.
     enabled: RwLock<HashSet<(String, String)>>,
     /// Bumped on every enablement change, so watchers (the scheduler) notice cheaply.
@@ -58,7 +60,7 @@ fn valid_id(id: &str) -> bool {
 
 impl TenantStore {
     /// Loads enablement and grants into memory.
-    pub async fn load(pool: SqlitePool) -> Result<TenantStore, sqlx::Error> {
+    pub async fn load(pool: SqlitePool, clock: Arc<Clock>) -> Result<TenantStore, sqlx::Error> {
         let enabled = sqlx::query("SELECT tenant_id, plugin_id FROM tenant_plugins WHERE enabled = 1")
             .fetch_all(&pool)
             .await?
@@ -71,6 +73,7 @@ impl TenantStore {
         }
         Ok(TenantStore {
             pool,
+            clock,
             enabled: RwLock::new(enabled),
             generation: std::sync::atomic::AtomicU64::new(0),
             grants: RwLock::new(grants),
@@ -85,7 +88,7 @@ impl TenantStore {
         if name.is_empty() || name.len() > 100 {
             return Err(TenancyError::InvalidName);
         }
-        let now = system_now_ms();
+        let now = self.clock.now_ms();
         let inserted = sqlx::query(
             "INSERT INTO tenants (id, name, status, created_at) VALUES (?, ?, 'active', ?) ON CONFLICT (id) DO NOTHING",
         )
@@ -162,7 +165,7 @@ impl TenantStore {
         .bind(tenant)
         .bind(plugin)
         .bind(i64::from(enabled))
-        .bind(system_now_ms())
+        .bind(self.clock.now_ms())
         .execute(&self.pool)
         .await?;
         let key = (tenant.to_owned(), plugin.to_owned());
@@ -221,7 +224,7 @@ impl TenantStore {
             .bind(role)
             .execute(&mut *tx)
             .await?;
-        let now = system_now_ms();
+        let now = self.clock.now_ms();
         for p in &permissions {
             sqlx::query("INSERT INTO role_grants (tenant_id, role, permission, granted_at) VALUES (?, ?, ?, ?)")
                 .bind(tenant)

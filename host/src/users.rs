@@ -1,12 +1,13 @@
 //! People who sign in: users of a tenant with argon2id password hashes, and the throttle that
 //! locks a (tenant, username) after repeated failed sign-ins.
 
-use crate::clock::system_now_ms;
+use crate::clock::Clock;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// Consecutive failures before a (tenant, username) is locked, and for how long.
@@ -55,6 +56,8 @@ pub enum LoginError {
 #[derive(Clone)]
 pub struct UserStore {
     pool: SqlitePool,
+    /// The lockout reads the platform clock, so tests can move it.
+    clock: Arc<Clock>,
     /// Verified against when the user does not exist, so both failures cost the same time.
     /// Made on first need: hashing costs tens of milliseconds, which start-up should not pay.
     decoy_hash: std::sync::Arc<std::sync::OnceLock<String>>,
@@ -72,8 +75,8 @@ fn hash(password: &str) -> Result<String, UserError> {
 }
 
 impl UserStore {
-    pub fn new(pool: SqlitePool) -> Self {
-        UserStore { pool, decoy_hash: Default::default() }
+    pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
+        UserStore { pool, clock, decoy_hash: Default::default() }
     }
 
     pub async fn create(
@@ -106,7 +109,7 @@ impl UserStore {
             username: username.to_owned(),
             display_name: display_name.to_owned(),
             role: role.to_owned(),
-            created_at: system_now_ms(),
+            created_at: self.clock.now_ms(),
         };
         let inserted = sqlx::query(
             "INSERT INTO users (id, tenant_id, username, display_name, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
@@ -148,7 +151,7 @@ impl UserStore {
 
     /// Checks a password, applying the lockout. Returns the user on success.
     pub async fn verify(&self, tenant: &str, username: &str, password: &str) -> Result<User, LoginError> {
-        let now = system_now_ms();
+        let now = self.clock.now_ms();
         let locked_until: Option<i64> =
             sqlx::query_scalar("SELECT locked_until FROM login_attempts WHERE tenant_id = ? AND username = ?")
                 .bind(tenant)

@@ -122,21 +122,23 @@ async fn the_authorization_matrix_holds() {
         .expect(204);
     s.as_token(Some(&temp), Method::GET, &path, None).await.expect_problem(401, "invalid-token");
 
-    // An expired token: 401.
+    // A token with a lifetime authenticates (403: known, but no permission) until the
+    // platform clock reaches its expiry, then 401, also from the verification cache.
     let short = s
         .as_token(
             Some(&acme_admin),
             Method::POST,
             "/v1/tenants/acme/tokens",
-            Some(json!({ "name": "short", "role": "member", "ttl_seconds": 1 })),
+            Some(json!({ "name": "short", "role": "member", "ttl_seconds": 60 })),
         )
         .await
         .expect(201)
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        .body;
+    let expires_at = short["expires_at"].as_i64().unwrap();
+    let short = short["token"].as_str().unwrap().to_owned();
+    s.as_token(Some(&short), Method::GET, &path, None).await.expect_problem(403, "forbidden");
+    let now = s.advance_clock(60_000).await;
+    assert!(now >= expires_at, "the clock moved past the expiry ({now} < {expires_at})");
     s.as_token(Some(&short), Method::GET, &path, None).await.expect_problem(401, "invalid-token");
 
     // A member without the permission: 403; with read granted: reads but cannot write.

@@ -68,7 +68,6 @@ async fn users_sign_in_and_act_as_themselves_with_their_roles_grants() {
 
     let session = login(&s, "ana", PASSWORD).await.expect(200).body;
     let ana_token = session["token"].as_str().unwrap().to_owned();
-    assert!(session["expires_at"].as_i64().unwrap() > 0);
     let ticket =
         s.as_token(Some(&ana_token), Method::POST, T, Some(json!({ "title": "from ana" }))).await.expect(201).body;
     assert_eq!(ticket["requester"], ana["id"], "the plugin sees the signed-in user");
@@ -121,6 +120,54 @@ async fn wrong_passwords_and_unknown_users_look_the_same_and_repeated_failures_l
         .expect(200)
         .body;
     assert_eq!(audit["items"].as_array().unwrap().len(), 10, "five failures each for ana and nobody");
+}
+
+/// Sign-in rules read the platform clock; a frozen one makes every bound exact.
+#[tokio::test]
+async fn the_lockout_lifts_after_15_minutes_a_success_resets_the_count_and_sessions_last_12_hours() {
+    const T0: i64 = 1_800_000_000_000;
+    let s = TestServer::start_with(|c| c.frozen_clock_at = Some(T0)).await;
+    let admin = s.tenant_with_token("acme", "tenant-admin").await;
+    let user = json!({ "username": "ana", "display_name": "Ana", "password": PASSWORD, "role": "tenant-admin" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(user)).await.expect(201);
+
+    // Four failures, then a success: the count starts again, so four more do not lock...
+    for _ in 0..4 {
+        login(&s, "ana", "not the password at all").await.expect_problem(401, "invalid-credentials");
+    }
+    login(&s, "ana", PASSWORD).await.expect(200);
+    for _ in 0..4 {
+        login(&s, "ana", "not the password at all").await.expect_problem(401, "invalid-credentials");
+    }
+    login(&s, "ana", PASSWORD).await.expect(200);
+    // ...but five in a row do, for exactly 15 minutes from the fifth.
+    for _ in 0..5 {
+        login(&s, "ana", "not the password at all").await.expect_problem(401, "invalid-credentials");
+    }
+    let locked = login(&s, "ana", PASSWORD).await.expect_problem(429, "too-many-attempts");
+    assert_eq!(locked.headers["retry-after"], "900");
+    s.advance_clock(15 * 60 * 1000 - 1).await;
+    let still = login(&s, "ana", PASSWORD).await.expect_problem(429, "too-many-attempts");
+    assert_eq!(still.headers["retry-after"], "1", "one millisecond left rounds up to a second");
+    let lifted = s.advance_clock(1).await;
+    assert_eq!(lifted, T0 + 15 * 60 * 1000);
+    // Lifted: failures count from one again (four do not relock), and the password works.
+    for _ in 0..4 {
+        login(&s, "ana", "not the password at all").await.expect_problem(401, "invalid-credentials");
+    }
+    let now = s.advance_clock(60_000).await;
+    let session = login(&s, "ana", PASSWORD).await.expect(200).body;
+
+    // The session is valid for exactly 12 hours from sign-in.
+    const TWELVE_HOURS: i64 = 12 * 3600 * 1000;
+    assert_eq!(session["expires_at"].as_i64().unwrap(), now + TWELVE_HOURS);
+    let token = session["token"].as_str().unwrap().to_owned();
+    let me = "/v1/tenants/acme/users";
+    s.as_token(Some(&token), Method::GET, me, None).await.expect(200);
+    s.advance_clock((TWELVE_HOURS - 1) as u64).await;
+    s.as_token(Some(&token), Method::GET, me, None).await.expect(200);
+    s.advance_clock(1).await;
+    s.as_token(Some(&token), Method::GET, me, None).await.expect_problem(401, "invalid-token");
 }
 
 #[tokio::test]

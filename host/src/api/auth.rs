@@ -30,7 +30,8 @@ impl FromRequestParts<AppState> for Principal {
                 "rate-limited",
                 "too many requests for this token; slow down",
             );
-            error.retry_after = Some(wait.as_secs().max(1));
+            // Whole seconds, rounded up: retrying at the advertised time must succeed.
+            error.retry_after = Some(wait.as_millis().div_ceil(1000).max(1) as u64);
             return Err(error);
         }
         Ok(principal)

@@ -1,43 +1,59 @@
 //! Per-token rate limiting: a token bucket per token id, refilled continuously.
+//!
+//! Refill reads the platform [`Clock`], so tests move time instead of sleeping.
 
+use crate::clock::Clock;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    per_second: i64,
+    burst: i64,
+    clock: Arc<Clock>,
+    /// Thousandths of a request left, and the clock reading (ms) they were counted at.
+    /// Integers, so a refill is exact: `per_second` thousandths come back each millisecond.
+    buckets: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// Buckets untouched this long are full again and can be dropped.
-const IDLE: Duration = Duration::from_secs(600);
+const IDLE_MS: i64 = 600_000;
 const MAX_BUCKETS: usize = 100_000;
+/// One request, in thousandths.
+const ONE: i64 = 1000;
 
 impl RateLimiter {
     /// `per_second == 0` turns limiting off.
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        RateLimiter { per_second: f64::from(per_second), burst: f64::from(burst), buckets: Mutex::new(HashMap::new()) }
+    pub fn new(per_second: u32, burst: u32, clock: Arc<Clock>) -> Self {
+        RateLimiter {
+            per_second: i64::from(per_second),
+            burst: i64::from(burst) * ONE,
+            clock,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one request from `key`'s bucket, or says how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
-        if self.per_second == 0.0 {
+        if self.per_second == 0 {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         if buckets.len() >= MAX_BUCKETS {
-            buckets.retain(|_, (_, last)| now.duration_since(*last) < IDLE);
+            buckets.retain(|_, (_, last)| now - *last < IDLE_MS);
         }
         let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        // A system clock stepped backwards refills nothing rather than draining the bucket.
+        let elapsed_ms = (now - *last).max(0);
+        *tokens = tokens.saturating_add(elapsed_ms.saturating_mul(self.per_second)).min(self.burst);
+        *last = now.max(*last);
+        if *tokens >= ONE {
+            *tokens -= ONE;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+            let missing = ONE - *tokens;
+            Err(Duration::from_millis(((missing + self.per_second - 1) / self.per_second) as u64))
         }
     }
 }
@@ -48,20 +64,28 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_refused_then_refilled() {
-        let limiter = RateLimiter::new(1000, 3);
+        let clock = Arc::new(Clock::frozen(1_000_000));
+        let limiter = RateLimiter::new(2, 3, clock.clone());
         for _ in 0..3 {
             assert!(limiter.check("t").is_ok());
         }
-        let wait = limiter.check("t").unwrap_err();
-        assert!(wait <= Duration::from_millis(1));
+        assert_eq!(limiter.check("t").unwrap_err(), Duration::from_millis(500), "2/s: one more in half a second");
         assert!(limiter.check("other").is_ok(), "buckets are per key");
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(limiter.check("t").is_ok());
+        clock.advance(499);
+        assert!(limiter.check("t").is_err(), "not yet refilled at 499 ms");
+        clock.advance(1);
+        assert!(limiter.check("t").is_ok(), "one token back at 500 ms");
+        assert!(limiter.check("t").is_err());
+        clock.advance(3_600_000);
+        for _ in 0..3 {
+            assert!(limiter.check("t").is_ok(), "an idle bucket refills only up to the burst");
+        }
+        assert!(limiter.check("t").is_err());
     }
 
     #[test]
     fn zero_rate_means_unlimited() {
-        let limiter = RateLimiter::new(0, 0);
+        let limiter = RateLimiter::new(0, 0, Arc::default());
         assert!((0..10_000).all(|_| limiter.check("t").is_ok()));
     }
 }

@@ -302,7 +302,7 @@ async fn create_token(
     }
     let expires_at = match input.ttl_seconds {
         None => None,
-        Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Some(crate::clock::system_now_ms() + (s as i64) * 1000),
+        Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Some(state.clock.now_ms() + (s as i64) * 1000),
         Some(_) => return Err(ApiError::unprocessable("invalid-field", "`ttl_seconds` must be 1 second to 2 years")),
     };
     let issued = state.tokens.issue(name, &input.role, &tenant, expires_at).await.map_err(db)?;

@@ -4,7 +4,6 @@ use super::problem::{ApiError, Problem};
 use super::tenants::{administered, check_tenant_role};
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
-use crate::clock::system_now_ms;
 use crate::identity::Principal;
 use crate::users::{LoginError, User, UserError};
 use axum::Json;
@@ -141,7 +140,7 @@ async fn login(
     };
     match state.users.verify(&input.tenant, &input.username, &input.password).await {
         Ok(user) => {
-            let expires_at = system_now_ms() + SESSION_TTL_MS;
+            let expires_at = state.clock.now_ms() + SESSION_TTL_MS;
             let issued = state
                 .tokens
                 .issue_for(

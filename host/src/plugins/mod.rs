@@ -6,7 +6,7 @@
 //! a refused upload leaves nothing behind.
 
 use crate::artifact::{self, ArtifactError};
-use crate::clock::system_now_ms;
+use crate::clock::Clock;
 use crate::manifest::{LimitPolicy, Manifest, ManifestError, RouteTable};
 use crate::runtime::{HostState, PluginPre, PrepareError, Runtime};
 use serde::Serialize;
@@ -96,6 +96,7 @@ pub struct LoadStats {
 
 pub struct PluginRegistry {
     pool: SqlitePool,
+    clock: Arc<Clock>,
     runtime: Arc<Runtime>,
     policy: LimitPolicy,
     loaded: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
@@ -106,9 +107,10 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    pub fn new(pool: SqlitePool, runtime: Arc<Runtime>, policy: LimitPolicy) -> Self {
+    pub fn new(pool: SqlitePool, runtime: Arc<Runtime>, policy: LimitPolicy, clock: Arc<Clock>) -> Self {
         PluginRegistry {
             pool,
+            clock,
             runtime,
             policy,
             loaded: RwLock::new(HashMap::new()),
@@ -291,7 +293,7 @@ impl PluginRegistry {
         .map_err(|e| RegistryError::Corrupt { id: manifest.id.clone(), reason: e.to_string() })?;
         let prepared = prepared?;
 
-        let now = system_now_ms();
+        let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await.map_err(RegistryError::from)?;
         sqlx::query("INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
             .bind(&digest)
@@ -343,7 +345,7 @@ impl PluginRegistry {
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<PluginRecord, RegistryError> {
         let _guard = self.changes.lock().await;
         let current = self.get(id).ok_or_else(|| RegistryError::NotFound(id.to_owned()))?;
-        let now = system_now_ms();
+        let now = self.clock.now_ms();
         sqlx::query("UPDATE plugins SET enabled = ?, updated_at = ? WHERE id = ?")
             .bind(i64::from(enabled))
             .bind(now)
