@@ -1,6 +1,8 @@
 //! A misbehaving plugin costs only its own request, and never leaves partial writes.
 
+use futures::StreamExt;
 use keel_tests::TestServer;
+use reqwest::Method;
 use serde_json::json;
 
 const H: &str = "/v1/plugins/hostile";
@@ -19,9 +21,13 @@ async fn an_infinite_loop_is_stopped_at_its_deadline() {
     let s = hostile().await;
     let started = std::time::Instant::now();
     let reply = s.get(&format!("{H}/spin")).await.expect_problem(504, "plugin-timeout");
+    let took = started.elapsed();
     assert_eq!(reply.body["plugin"], "hostile");
-    // The manifest asks for 300 ms; allow generous slack on a loaded machine.
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    // The manifest's 300 ms applies (not the host's default), and the loop is not stopped
+    // early; the upper bound leaves room for two busy cores, far below the next deadline.
+    assert_eq!(reply.body["detail"], "the plugin did not answer within 300ms");
+    assert!(took >= std::time::Duration::from_millis(300), "stopped early, after {took:?}");
+    assert!(took < std::time::Duration::from_millis(2_000), "stopped late, after {took:?}");
     still_serving(&s).await;
     assert!(s.metrics().await.contains(r#"keel_plugin_timeouts_total{plugin="hostile"} 1"#));
 }
@@ -45,10 +51,81 @@ async fn a_panic_is_a_500_problem_naming_the_plugin() {
 }
 
 #[tokio::test]
-async fn a_malformed_response_is_a_bad_gateway() {
+async fn every_kind_of_malformed_response_is_a_bad_gateway_and_one_at_the_limits_passes() {
     let s = hostile().await;
-    s.get(&format!("{H}/garbage")).await.expect_problem(502, "plugin-bad-response");
+    let refusals = [
+        ("status", "status 42 is not a valid final HTTP status"),
+        ("informational", "status 101 is not a valid final HTTP status"),
+        ("header-name", "invalid header name"),
+        ("header-value", "invalid value for header `x-note`"),
+        ("reserved", "header `set-cookie` is reserved for the host"),
+        ("too-many-headers", "65 headers exceed 64"),
+        ("header-bytes", "bytes of headers exceed 65536"),
+        ("body", "body of 8388609 bytes exceeds 8388608"),
+    ];
+    for (kind, detail) in refusals {
+        let reply = s.get(&format!("{H}/garbage/{kind}")).await.expect_problem(502, "plugin-bad-response");
+        let said = reply.body["detail"].as_str().unwrap();
+        assert!(said.contains(detail), "{kind}: detail {said:?} should say {detail:?}");
+        assert!(reply.headers.get("set-cookie").is_none(), "{kind}: no plugin header leaks into a refusal");
+    }
+    // Exactly at every limit: 64 headers, 64 KiB of them, an 8 MiB body.
+    let ok = s.get(&format!("{H}/garbage/at-limits")).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.headers.keys().filter(|n| n.as_str().starts_with("x-h")).count(), 63);
+    assert_eq!(ok.headers["x-fill"].len(), 65_536 - 63 * 6 - "x-fill".len());
+    // A response that breaks the rules after writing saves nothing.
+    s.put(&format!("{H}/notes/g/then-garbage"), json!({ "text": "lost" }))
+        .await
+        .expect_problem(502, "plugin-bad-response");
+    s.get(&format!("{H}/notes/g")).await.expect_problem(404, "note-not-found");
     still_serving(&s).await;
+}
+
+/// The promise the whole platform rests on: every call gets a fresh instance. The fixture
+/// keeps a counter, the last caller's tenant, a zeroed megabyte, a data-segment pattern and
+/// leaked heap; every call must find all of them as the component's image left them.
+#[tokio::test]
+async fn no_state_survives_between_calls_across_tenants_traps_timeouts_and_concurrency() {
+    let s = TestServer::start_with(|c| c.limits.rate_limit_per_second = 0).await;
+    s.install("fixtures/hostile").await.expect(201);
+    let mut callers = vec![s.token.clone()];
+    for tenant in ["acme", "globex"] {
+        let token = s.tenant_with_token(tenant, "tenant-admin").await;
+        s.as_token(Some(&token), Method::POST, &format!("/v1/tenants/{tenant}/plugins/hostile/enable"), None)
+            .await
+            .expect(204);
+        callers.push(token);
+    }
+    let residue = |i: usize| {
+        let (s, token) = (&s, callers[i % callers.len()].clone());
+        async move {
+            let found = s.as_token(Some(&token), Method::GET, &format!("{H}/residue"), None).await.expect(200).body;
+            assert_eq!(
+                found,
+                json!({ "calls": 0, "last_tenant": null, "scratch_dirty": 0, "pattern_changed": 0 }),
+                "call {i} found state left by an earlier call"
+            );
+        }
+    };
+    for i in 0..300 {
+        residue(i).await;
+    }
+    // A call that dies mid-write (trap, or deadline in the middle of a loop of writes)
+    // leaves nothing for the next one either.
+    for round in 0..3 {
+        let acme = &callers[1];
+        s.as_token(Some(acme), Method::GET, &format!("{H}/residue/then-trap"), None)
+            .await
+            .expect_problem(500, "plugin-trapped");
+        residue(2 + round).await;
+        s.as_token(Some(acme), Method::GET, &format!("{H}/residue/then-spin"), None)
+            .await
+            .expect_problem(504, "plugin-timeout");
+        residue(2 + round).await;
+    }
+    // Many concurrent calls from three tenants share the instance slots.
+    futures::stream::iter(0..4000).for_each_concurrent(8, residue).await;
 }
 
 #[tokio::test]
