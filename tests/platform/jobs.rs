@@ -59,8 +59,10 @@ async fn an_enqueued_job_runs_once_and_an_idempotency_key_deduplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_fails_twice_is_retried_with_growing_backoff_and_ends_done() {
-    let server = relay_server().await;
+async fn a_job_that_fails_twice_is_retried_with_growing_backoff_never_before_its_retry_time() {
+    // A frozen clock: the worker sees time move only when the test moves it.
+    let server = TestServer::start_with(|c| c.frozen_clock_at = Some(1_800_000_000_000)).await;
+    server.install("fixtures/relay").await.expect(201);
     let id = enqueue(&server, json!({ "name": "flaky", "payload": { "succeed_on": 3 } })).await;
     let path = format!("/v1/tenants/default/jobs/{id}");
     let mut delays = Vec::new();
@@ -72,9 +74,17 @@ async fn a_job_that_fails_twice_is_retried_with_growing_backoff_and_ends_done() 
             .await;
         let job = &detail["job"];
         assert!(job["last_error"].as_str().unwrap().contains(&format!("attempt {attempt} fails on purpose")), "{job}");
-        delays.push(job["run_at"].as_i64().unwrap() - job["updated_at"].as_i64().unwrap());
-        // Nothing runs before its retry time: the clock has to move.
-        server.advance_clock(2_500).await;
+        let run_at = job["run_at"].as_i64().unwrap();
+        delays.push(run_at - job["updated_at"].as_i64().unwrap());
+        // One millisecond before the retry time the worker runs other work, but not this job.
+        let now = server.advance_clock(0).await;
+        server.advance_clock((run_at - now - 1) as u64).await;
+        let probe = enqueue(&server, json!({ "name": "record", "payload": { "probe": attempt } })).await;
+        server.job_reaches(&probe, "done").await;
+        let waiting = server.get(&path).await.expect(200).body;
+        assert_eq!((&waiting["job"]["status"], &waiting["job"]["attempts"]), (&json!("queued"), &json!(attempt)));
+        // At the retry time it runs.
+        server.advance_clock(1).await;
     }
     // 1 s base with equal jitter: the first wait is 0.5-1 s, the second 1-2 s.
     assert!((500..=1000).contains(&delays[0]) && (1000..=2000).contains(&delays[1]), "{delays:?}");

@@ -71,16 +71,25 @@ async fn sla_deadlines_follow_priority_and_breaches_are_marked_and_published_on_
 
     // Five hours on, both miss resolution; each breach is published once.
     s.advance_clock((4 * HOUR) as u64).await;
-    let all = loop {
-        let b = breaches(&s).await;
-        if b.len() >= 3 {
-            break b;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
-    s.advance_clock(120_000).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(breaches(&s).await.len(), 3, "a breach is published once: {all:?}");
+    s.eventually("/v1/tenants/default/events?topic=helpdesk.ticket.sla_breached", "both resolution breaches", |b| {
+        b["items"].as_array().is_some_and(|i| i.len() >= 3)
+    })
+    .await;
+    // The check runs twice more after that; neither publishes a breach again.
+    for _ in 0..2 {
+        let now = s.advance_clock(120_000).await;
+        let fired = s
+            .eventually("/v1/tenants/default/schedules", "the SLA check to run after the move", |b| {
+                b["items"].as_array().is_some_and(|i| {
+                    i.iter().any(|s| s["name"] == "sla-check" && s["last_run_at"].as_i64().is_some_and(|t| t >= now))
+                })
+            })
+            .await;
+        let check = fired["items"].as_array().unwrap().iter().find(|s| s["name"] == "sla-check").unwrap();
+        s.job_reaches(check["last_job_id"].as_str().unwrap(), "done").await;
+    }
+    let all = breaches(&s).await;
+    assert_eq!(all.len(), 3, "a breach is published once: {all:?}");
     let mut resolution: Vec<i64> =
         all.iter().filter(|b| b["target"] == "resolution").map(|b| b["number"].as_i64().unwrap()).collect();
     resolution.sort();
