@@ -6,6 +6,7 @@ mod fair_share;
 mod helpdesk;
 mod hostile;
 mod jobs;
+mod leases;
 mod python;
 mod restart;
 mod sla;

@@ -124,6 +124,26 @@ impl TestServer {
         self
     }
 
+    /// Stops the server and starts a new one on the same data directory, configured anew
+    /// (e.g. its clock frozen later than before: the host was down meanwhile).
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> TestServer {
+        self.server.take().expect("server is running").shutdown().await;
+        let mut config = config(self.dir.path());
+        configure(&mut config);
+        let server = Server::start(config).await.expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+        self
+    }
+
+    /// Another host on the same database and data directory (a replica), with its own
+    /// background worker; the caller shuts it down.
+    pub async fn start_replica(&self, configure: impl FnOnce(&mut Config)) -> Server {
+        let mut config = config(self.dir.path());
+        configure(&mut config);
+        Server::start(config).await.expect("replica starts")
+    }
+
     pub async fn install(&self, name: &str) -> Reply {
         self.upload(artifact(name)).await
     }
