@@ -27,6 +27,10 @@ pub struct Config {
     /// `allow_clock_control`; set from code (tests), never from a file.
     #[serde(skip)]
     pub frozen_clock_at: Option<i64>,
+    /// Tests only (set from code): every storage read of a plugin first waits this long,
+    /// standing in for a slow database.
+    #[serde(skip)]
+    pub storage_read_delay_ms: u64,
 }
 
 /// The background worker: jobs, schedules and event deliveries.
@@ -166,6 +170,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             allow_clock_control: false,
             frozen_clock_at: None,
+            storage_read_delay_ms: 0,
         }
     }
 }

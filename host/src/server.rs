@@ -122,6 +122,7 @@ impl Server {
             max_document_bytes: limits.max_document_bytes,
             max_commit_bytes: limits.max_commit_bytes,
             max_read_bytes: limits.max_read_bytes,
+            read_delay: Duration::from_millis(config.storage_read_delay_ms),
             ..StorageLimits::default()
         };
         let jobs = JobStore::new(pool.clone());

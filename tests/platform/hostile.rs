@@ -33,6 +33,27 @@ async fn an_infinite_loop_is_stopped_at_its_deadline() {
 }
 
 #[tokio::test]
+async fn a_call_blocked_in_a_slow_host_call_is_stopped_at_its_deadline() {
+    // Every storage read waits a minute: the plugin sits in a host call, not in its own code,
+    // where no epoch tick can reach it.
+    let s = TestServer::start_with(|c| c.storage_read_delay_ms = 60_000).await;
+    s.install("fixtures/hostile").await.expect(201);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let reply = s.get(&format!("{H}/notes/a")).await.expect_problem(504, "plugin-timeout");
+        let took = started.elapsed();
+        assert_eq!(reply.body["detail"], "the plugin did not answer within 300ms");
+        assert!(took >= std::time::Duration::from_millis(300), "stopped early, after {took:?}");
+        assert!(took < std::time::Duration::from_millis(2_000), "stopped late, after {took:?}");
+    }
+    // Its instance and admission were given back each time; calls without reads still run.
+    s.get(&format!("{H}/noop")).await.expect(204);
+    let metrics = s.metrics().await;
+    assert!(metrics.contains(r#"keel_plugin_timeouts_total{plugin="hostile"} 3"#), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "keel_instances_in_use 0"), "{metrics}");
+}
+
+#[tokio::test]
 async fn allocating_past_the_memory_cap_is_stopped() {
     let s = hostile().await;
     s.get(&format!("{H}/balloon")).await.expect_problem(500, "plugin-memory-limit");

@@ -25,6 +25,9 @@ pub struct StorageLimits {
     pub max_read_bytes: usize,
     /// Conditions one query may combine (each is a join on the index).
     pub max_filters: usize,
+    /// Zero except in tests: every read first waits this long, standing in for a slow or
+    /// busy database, to show that a call's deadline reaches into its host calls.
+    pub read_delay: std::time::Duration,
 }
 
 impl Default for StorageLimits {
@@ -38,6 +41,7 @@ impl Default for StorageLimits {
             max_commit_bytes: 8 << 20,
             max_read_bytes: 4 << 20,
             max_filters: 4,
+            read_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -188,6 +192,7 @@ impl UnitOfWork {
     pub async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredDocument>, UnitOfWorkError> {
         self.indexes(collection)?;
         self.check_key(key)?;
+        self.slow_database().await;
         self.visible(collection, key).await
     }
 
@@ -301,6 +306,12 @@ impl UnitOfWork {
         Ok(version)
     }
 
+    async fn slow_database(&self) {
+        if !self.limits.read_delay.is_zero() {
+            tokio::time::sleep(self.limits.read_delay).await;
+        }
+    }
+
     /// A page of the collection as this call sees it.
     pub async fn query(
         &self,
@@ -310,6 +321,7 @@ impl UnitOfWork {
         limit: u32,
         descending: bool,
     ) -> Result<(Vec<StoredDocument>, Option<String>), UnitOfWorkError> {
+        self.slow_database().await;
         let indexes = self.indexes(collection)?;
         if let Some(f) = filters.iter().find(|f| !indexes.contains(&f.field)) {
             return Err(UnitOfWorkError::UndeclaredIndex { collection: collection.to_owned(), field: f.field.clone() });
