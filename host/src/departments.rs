@@ -11,8 +11,9 @@
 use crate::clock::Clock;
 use crate::identity::Principal;
 use crate::jobs::runner::route_outbox;
+use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
-use crate::runtime::{CallContext, CallLabels, Interop, Runtime};
+use crate::runtime::{CallContext, CallLabels, ExportError, Interop, Runtime};
 use crate::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork, WriteAudit};
 use crate::tenancy::TenantStore;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct Departments {
     pub storage_limits: StorageLimits,
     pub clock: Arc<Clock>,
     pub jobs_wake: Arc<Notify>,
+    /// Provider calls are counted like requests: traps and timeouts show per plugin.
+    pub metrics: Arc<Metrics>,
     /// Calls deeper than this fail with `unavailable` (this bounds cycles too).
     pub max_depth: u32,
     /// Work started down a chain longer than this is refused (see `jobs.max-chain`).
@@ -125,11 +128,15 @@ impl Interop for DepartmentCalls {
             interop: Some(Arc::new(self.clone())),
             depth: depth + 1,
         };
-        let outcome = shared
-            .runtime
-            .call_export(&provider.pre, &export, function, signature, params, context)
-            .await
-            .map_err(|e| format!("provider `{}` failed: {e}", provider.record.id))?;
+        let started = std::time::Instant::now();
+        let outcome = shared.runtime.call_export(&provider.pre, &export, function, signature, params, context).await;
+        let kind = match &outcome {
+            Ok(_) => "ok",
+            Err(ExportError::Call(e)) => e.kind(),
+            Err(ExportError::Missing(_) | ExportError::Mismatch(_)) => "mismatch",
+        };
+        shared.metrics.record_call(&provider.record.id, kind, started.elapsed());
+        let outcome = outcome.map_err(|e| format!("provider `{}` failed: {e}", provider.record.id))?;
         let succeeded = matches!(outcome.results.first(), Some(Val::Result(Ok(_))));
         if succeeded && !outcome.outbox.is_empty() && from.chain > shared.max_chain {
             // A loop of jobs through department calls ends here as it would through jobs.

@@ -135,6 +135,7 @@ impl Server {
             storage_limits: storage_limits.clone(),
             clock: clock.clone(),
             jobs_wake: jobs_wake.clone(),
+            metrics: metrics.clone(),
             max_depth: limits.max_call_depth,
             max_chain: config.jobs.max_chain,
         });

@@ -106,3 +106,51 @@ async fn uploads_must_declare_what_they_require_and_export_what_they_provide() {
         .expect_problem(422, "missing-provided-export");
     assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_compatible_provider_wins_and_its_writes_commit_only_when_it_returns_ok() {
+    // `directory` provides 0.1.0 and sorts first by id; `directory-next` provides 0.1.1.
+    let s = with_directory().await;
+    s.install("fixtures/directory-next").await.expect(201);
+    assert_eq!(s.get(&format!("{ROSTER}/e1")).await.expect(200).body["name"], "Ada Next");
+    s.get(&format!("{ROSTER}/e7")).await.expect_problem(404, "employee-not-found");
+    // A provider that traps (after writing) answers `unavailable`, naming itself.
+    let trapped = s.get(&format!("{ROSTER}/trap")).await.expect_problem(503, "directory-unavailable").body;
+    let detail = trapped["detail"].as_str().unwrap();
+    assert!(detail.contains("provider `directory-next` failed"), "{detail}");
+    assert!(s.metrics().await.contains(r#"keel_plugin_traps_total{plugin="directory-next"} 1"#));
+    // Of three lookups that each wrote, only the one that returned `ok` was saved.
+    let lookups = s.get("/v1/plugins/directory-next/lookups").await.expect(200).body;
+    assert_eq!(lookups["ids"], json!(["e1"]), "{lookups}");
+    // Without the newer provider, the older one serves again, its data intact.
+    s.post_empty("/v1/tenants/default/plugins/directory-next/disable").await.expect(204);
+    assert_eq!(s.get(&format!("{ROSTER}/e7")).await.expect(200).body["name"], "Ada Lovelace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_expecting_another_shape_than_the_provider_gets_unavailable() {
+    let s = with_directory().await;
+    s.install("fixtures/directory-skewed").await.expect(201);
+    let reply =
+        s.get("/v1/plugins/directory-skewed/employees/e7").await.expect_problem(503, "directory-unavailable").body;
+    let detail = reply["detail"].as_str().unwrap();
+    assert!(detail.contains("has a different signature than the caller expects"), "{detail}");
+    assert!(!s.metrics().await.contains("keel_plugin_traps_total{"), "nobody trapped");
+    // The well-shaped caller is unaffected.
+    assert_eq!(s.get(&format!("{ROSTER}/e7")).await.expect(200).body["name"], "Ada Lovelace");
+}
+
+#[tokio::test]
+async fn uploads_with_unknown_imports_bad_department_signatures_or_no_worker_are_refused() {
+    let s = TestServer::start().await;
+    let reply = s.install("fixtures/misfit-import").await.expect_problem(422, "unknown-import");
+    assert!(reply.body["detail"].as_str().unwrap().contains("acme:gadgets/teleport"), "{}", reply.body);
+    let reply = s.install("fixtures/misfit-signature").await.expect_problem(422, "department-signature");
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(detail.contains("keel:ledger/journal@0.1.0.post") && detail.contains("unavailable"), "{detail}");
+    // Asking for background work without exporting the worker interface (a handler-only
+    // component, as another language's toolchain might build).
+    let reply = s.install("fixtures/skewed-worker").await.expect_problem(422, "missing-worker-export");
+    assert!(reply.body["detail"].as_str().unwrap().contains("keel:platform/worker"), "{}", reply.body);
+    assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]));
+}

@@ -24,6 +24,10 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-directory-alt", "plugins/fixtures/directory-alt", false),
     ("keel-plugin-roster", "plugins/fixtures/roster", false),
     ("keel-plugin-noisy", "plugins/fixtures/noisy", false),
+    ("keel-plugin-directory-next", "plugins/fixtures/directory-next", false),
+    ("keel-plugin-directory-skewed", "plugins/fixtures/directory-skewed", false),
+    ("keel-plugin-misfit-import", "plugins/fixtures/misfit-import", false),
+    ("keel-plugin-misfit-signature", "plugins/fixtures/misfit-signature", false),
 ];
 
 /// Plugins in Python, built with componentize-py: (source dir, world file, world name).
@@ -36,6 +40,7 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 const REPACKAGED_FIXTURES: &[(&str, &str)] = &[
     ("keel-plugin-relay", "plugins/fixtures/relay/listener.toml"),
     ("keel-plugin-hostile", "plugins/fixtures/hostile/twin.toml"),
+    ("keel-plugin-directory-skewed", "plugins/fixtures/directory-skewed/jobs.toml"),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
