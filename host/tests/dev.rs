@@ -1,11 +1,13 @@
 //! `keel dev`: a scaffolded plugin is served, its source is edited while `keel dev` runs, and
-//! the new behaviour is served without a restart, with the data kept.
+//! the new behaviour is served without a restart, with the data kept, while a request that
+//! was already running finishes on the old build.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keel_dev_rebuilds_and_serves_an_edited_plugin_without_a_restart() {
@@ -64,6 +66,16 @@ async fn keel_dev_rebuilds_and_serves_an_edited_plugin_without_a_restart() {
     };
     assert_eq!(get().await.get("edited"), None);
 
+    // A request that reached the plugin before the edit (its body still on the way) must
+    // finish on the build it started on, even when the body arrives after the reload.
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut in_flight = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "GET /v1/plugins/demo/notes/first HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-length: 2\r\nconnection: close\r\n\r\n"
+    );
+    in_flight.write_all(head.as_bytes()).await.unwrap();
+
     let lib = project.join("src/lib.rs");
     let source = std::fs::read_to_string(&lib).unwrap();
     let edited = source.replace(r#""version": note.version })"#, r#""version": note.version, "edited": true })"#);
@@ -84,6 +96,12 @@ async fn keel_dev_rebuilds_and_serves_an_edited_plugin_without_a_restart() {
     };
     eprintln!("keel dev: edit to served in {} ms ({reloaded})", saved.elapsed().as_millis());
     assert_eq!(body["text"], "kept", "the data outlives the reload");
+    in_flight.write_all(b"{}").await.unwrap();
+    let mut raw = String::new();
+    in_flight.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let old_build: serde_json::Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap();
+    assert_eq!((old_build["text"].as_str(), old_build.get("edited")), (Some("kept"), None), "{raw}");
 
     // A broken edit keeps the last good build serving.
     std::fs::write(&lib, "this is not rust").unwrap();

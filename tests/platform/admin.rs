@@ -143,3 +143,24 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_then_recovers() {
     // Another token has its own bucket.
     s.as_token(Some(&other), reqwest::Method::GET, "/v1/tenants/default/plugins", None).await.expect(200);
 }
+
+#[tokio::test]
+async fn a_request_still_incomplete_at_the_end_to_end_timeout_gets_408_and_saves_nothing() {
+    let s = TestServer::start_with(|c| {
+        c.limits.max_timeout_ms = 300;
+        c.limits.default_timeout_ms = 300;
+        c.limits.request_timeout_ms = 600;
+        c.limits.admission_wait_ms = 250;
+    })
+    .await;
+    s.install("fixtures/hostile").await.expect(201);
+    // The headers arrive, the promised body never does.
+    let started = std::time::Instant::now();
+    let stream = s.send_head("PUT", "/v1/plugins/hostile/notes/late", 64).await;
+    let (status, body) = keel_tests::read_response(stream).await;
+    let took = started.elapsed();
+    assert_eq!((status, body["code"].as_str()), (408, Some("request-timeout")), "{body}");
+    assert!(took >= std::time::Duration::from_millis(600), "answered early, after {took:?}");
+    assert!(took < std::time::Duration::from_millis(3_000), "answered late, after {took:?}");
+    s.get("/v1/plugins/hostile/notes/late").await.expect_problem(404, "note-not-found");
+}

@@ -246,6 +246,20 @@ impl TestServer {
         self.send(request).await
     }
 
+    /// Opens a connection and sends `head` (request line and headers, as the admin) but no
+    /// body: the request is then in flight until the caller writes its body, or times out.
+    pub async fn send_head(&self, method: &str, path: &str, content_length: usize) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(self.server().addr).await.expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: keel\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n\
+             content-length: {content_length}\r\nconnection: close\r\n\r\n",
+            self.token
+        );
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        stream
+    }
+
     /// Moves the host clock forward by `ms`.
     pub async fn advance_clock(&self, ms: u64) -> i64 {
         let reply = self.post("/v1/admin/clock/advance", serde_json::json!({ "ms": ms })).await.expect(200);
@@ -278,7 +292,8 @@ impl TestServer {
     }
 }
 
-fn config(dir: &Path) -> Config {
+/// The configuration every test server starts from, on data directory `dir`.
+pub fn config(dir: &Path) -> Config {
     let mut config =
         Config { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".parse().expect("addr"), ..Config::default() };
     // Small pool: tests run many servers side by side.
@@ -290,4 +305,21 @@ fn config(dir: &Path) -> Config {
     // share rather than be refused (the noisy-neighbour suite tests refusals).
     config.limits.admission_wait_ms = 5_000;
     config
+}
+
+/// Reads a whole `connection: close` response: its status and JSON body.
+pub async fn read_response(mut stream: tokio::net::TcpStream) -> (u16, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    // A chunked body: take the JSON between the first chunk size and the terminator.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body.split_once("\r\n").map(|(_, rest)| rest).unwrap_or("").rsplitn(2, "\r\n0\r\n").last().unwrap_or("")
+    } else {
+        body
+    };
+    (status, serde_json::from_str(body.trim()).unwrap_or(Value::Null))
 }

@@ -82,3 +82,20 @@ async fn sla_breaches_follow_the_moved_clock() {
     assert_eq!(kit.events("default").await.unwrap().iter().filter(|e| e.topic.ends_with("sla_breached")).count(), 1);
     assert!(kit.documents("default", "helpdesk", "sla_timers").await.unwrap().is_empty());
 }
+
+/// The plugin guide's headline example: the kit builds the crate under test itself (as
+/// `keel plugin build` does, checked like an upload) and installs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_builds_the_crate_it_tests_and_installs_it() {
+    let kit = TestKit::new().await.unwrap();
+    let id = kit.build_and_install(env!("CARGO_MANIFEST_DIR")).await.unwrap();
+    assert_eq!(id, "helpdesk");
+    let ana = kit.caller("default", "ana", &[READ, WRITE]).await.unwrap();
+    let filed = kit.post(&ana, TICKETS, json!({ "title": "built by the kit" })).await;
+    assert_eq!(filed.status, 201, "{}", filed.body);
+    let listed = kit.get(&ana, TICKETS).await;
+    assert_eq!(listed.body["items"][0]["title"], "built by the kit", "{}", listed.body);
+    // A crate that is not a plugin is a typed error, not a panic.
+    let error = kit.build_and_install(Path::new(env!("CARGO_MANIFEST_DIR")).join("src")).await.unwrap_err();
+    assert!(error.to_string().contains("plugin.toml"), "{error}");
+}
