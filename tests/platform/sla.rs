@@ -77,11 +77,14 @@ async fn sla_deadlines_follow_priority_and_breaches_are_marked_and_published_on_
     .await;
     // The check runs twice more after that; neither publishes a breach again.
     for _ in 0..2 {
-        let now = s.advance_clock(120_000).await;
+        // A firing after the move reads a clock at least `before + 2 min`; one before it, less.
+        let before = s.advance_clock(0).await;
+        s.advance_clock(120_000).await;
+        let moved = before + 120_000;
         let fired = s
             .eventually("/v1/tenants/default/schedules", "the SLA check to run after the move", |b| {
                 b["items"].as_array().is_some_and(|i| {
-                    i.iter().any(|s| s["name"] == "sla-check" && s["last_run_at"].as_i64().is_some_and(|t| t >= now))
+                    i.iter().any(|s| s["name"] == "sla-check" && s["last_run_at"].as_i64().is_some_and(|t| t >= moved))
                 })
             })
             .await;
