@@ -14,6 +14,7 @@ use crate::jobs::runner::route_outbox;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::runtime::{CallContext, CallLabels, ExportError, Interop, Runtime};
+use crate::settings::SettingsStore;
 use crate::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork, WriteAudit};
 use crate::tenancy::TenantStore;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Departments {
     pub storage_limits: StorageLimits,
     pub clock: Arc<Clock>,
     pub jobs_wake: Arc<Notify>,
+    /// Each tenant's plugin settings, which a provider reads like any call.
+    pub settings: SettingsStore,
     /// Provider calls are counted like requests: traps and timeouts show per plugin.
     pub metrics: Arc<Metrics>,
     /// Calls deeper than this fail with `unavailable` (this bounds cycles too).
@@ -106,6 +109,11 @@ impl Interop for DepartmentCalls {
             None => Vec::new(),
         };
         let scope = Scope { tenant: from.tenant.clone(), plugin: provider.record.id.clone() };
+        let config = shared
+            .settings
+            .effective(&from.tenant, &provider.record.manifest)
+            .await
+            .map_err(|e| format!("provider `{}`'s settings cannot be read: {e}", provider.record.id))?;
         let context = CallContext {
             uow: UnitOfWork::new(
                 shared.store.clone(),
@@ -122,7 +130,7 @@ impl Interop for DepartmentCalls {
                 lane: from.lane,
                 chain: from.chain,
             }),
-            config: provider.config.clone(),
+            config,
             memory_cap: provider.memory_cap,
             timeout: provider.timeout,
             interop: Some(Arc::new(self.clone())),

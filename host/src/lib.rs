@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod runtime;
 pub mod server;
+pub mod settings;
 pub mod storage;
 pub mod tenancy;
 pub mod users;

@@ -332,6 +332,44 @@ enum PluginCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A plugin's settings in a tenant (tenant admins).
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// The settings the plugin declares, with the tenant's values (secrets: only whether set).
+    Show {
+        plugin: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set settings: `name=value ...`, each value read as the setting's type.
+    Set {
+        plugin: String,
+        /// `name=value` pairs.
+        values: Vec<String>,
+        /// A secret setting whose value is read from standard input (kept out of the shell's
+        /// history and the process list).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Give settings their defaults again.
+    Reset {
+        plugin: String,
+        names: Vec<String>,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 fn main() -> Result<()> {
@@ -486,6 +524,80 @@ async fn job(command: JobCommand) -> Result<()> {
             c.send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/jobs/{id}/cancel")))).await?;
             println!("cancelled {id}");
         }
+    }
+    Ok(())
+}
+
+async fn settings(command: SettingsCommand) -> Result<()> {
+    let path =
+        |tenant: &str, plugin: &str| format!("/v1/tenants/{}/plugins/{}/settings", segment(tenant), segment(plugin));
+    let body = match command {
+        SettingsCommand::Show { plugin, tenant, client } => {
+            let c = Client::new(client)?;
+            c.send(c.http.get(c.url(&path(&tenant, &plugin)))).await?
+        }
+        SettingsCommand::Set { plugin, values, secret, tenant, client } => {
+            let c = Client::new(client)?;
+            let url = c.url(&path(&tenant, &plugin));
+            // Values are typed by the plugin's declarations: `42` stays text for a string.
+            let declared = c.send(c.http.get(&url)).await?;
+            let type_of = |name: &str| {
+                declared["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["name"] == name)
+                    .map(|s| s["type"].clone())
+            };
+            let mut change = serde_json::Map::new();
+            for pair in values {
+                let Some((name, text)) = pair.split_once('=') else { bail!("`{pair}` is not name=value") };
+                let value = match type_of(name).as_ref().and_then(|t| t.as_str()) {
+                    Some("integer") => match text.parse::<i64>() {
+                        Ok(n) => serde_json::Value::from(n),
+                        Err(_) => bail!("setting `{name}` is an integer; `{text}` is not"),
+                    },
+                    Some("boolean") => match text {
+                        "true" => serde_json::Value::Bool(true),
+                        "false" => serde_json::Value::Bool(false),
+                        _ => bail!("setting `{name}` is true or false; `{text}` is neither"),
+                    },
+                    // Strings, and names the server will refuse as unknown.
+                    _ => serde_json::Value::String(text.to_owned()),
+                };
+                change.insert(name.to_owned(), value);
+            }
+            if let Some(name) = secret {
+                let mut text = String::new();
+                std::io::stdin().read_line(&mut text).context("reading the secret from standard input")?;
+                change.insert(name, serde_json::Value::String(text.trim_end_matches(['\r', '\n']).to_owned()));
+            }
+            c.send(c.http.patch(&url).json(&serde_json::json!({ "values": change }))).await?
+        }
+        SettingsCommand::Reset { plugin, names, tenant, client } => {
+            let c = Client::new(client)?;
+            let change: serde_json::Map<String, serde_json::Value> =
+                names.into_iter().map(|n| (n, serde_json::Value::Null)).collect();
+            c.send(c.http.patch(c.url(&path(&tenant, &plugin))).json(&serde_json::json!({ "values": change }))).await?
+        }
+    };
+    println!("{:<24} {:<8} {:<4} VALUE", "NAME", "TYPE", "SET");
+    for s in body["items"].as_array().into_iter().flatten() {
+        let value = if s["secret"] == true {
+            if s["set"] == true { "(secret, set)".to_owned() } else { "(secret, not set)".to_owned() }
+        } else {
+            match &s["value"] {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Null => "(none)".to_owned(),
+                other => other.to_string(),
+            }
+        };
+        println!(
+            "{:<24} {:<8} {:<4} {value}",
+            s["name"].as_str().unwrap_or("?"),
+            s["type"].as_str().unwrap_or("?"),
+            if s["set"] == true { "yes" } else { "no" }
+        );
     }
     Ok(())
 }
@@ -750,6 +862,7 @@ async fn plugin(command: PluginCommand) -> Result<()> {
             c.send(c.http.delete(c.url(&format!("/v1/admin/plugins/{id}?purge={purge}")))).await?;
             println!("uninstalled {id}{}", if purge { " and purged its data" } else { "" });
         }
+        PluginCommand::Settings(command) => settings(command).await?,
     }
     Ok(())
 }

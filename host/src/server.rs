@@ -127,6 +127,7 @@ impl Server {
         };
         let jobs = JobStore::new(pool.clone());
         let jobs_wake = Arc::new(tokio::sync::Notify::new());
+        let settings = crate::settings::SettingsStore::new(pool.clone(), clock.clone());
         let departments = Arc::new(crate::departments::Departments {
             registry: registry.clone(),
             tenancy: tenancy.clone(),
@@ -136,6 +137,7 @@ impl Server {
             clock: clock.clone(),
             jobs_wake: jobs_wake.clone(),
             metrics: metrics.clone(),
+            settings: settings.clone(),
             max_depth: limits.max_call_depth,
             max_chain: config.jobs.max_chain,
         });
@@ -166,6 +168,7 @@ impl Server {
             tenancy,
             audit: crate::audit::AuditLog::new(pool.clone(), clock.clone()),
             users: crate::users::UserStore::new(pool.clone(), clock.clone()),
+            settings,
             metrics,
             rate_limiter: Arc::new(crate::api::rate_limit::RateLimiter::new(
                 limits.rate_limit_per_second,

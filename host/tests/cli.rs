@@ -32,9 +32,9 @@ async fn the_cli_installs_lists_disables_enables_and_uninstalls() {
         tokio::task::spawn_blocking(move || keel(&url, &token, &args.iter().map(String::as_str).collect::<Vec<_>>()))
     };
     let (ok, out) = run(vec!["install".into(), artifact.clone()]).await.unwrap();
-    assert!(ok && out.starts_with("installed helpdesk 0.2.0"), "{out}");
+    assert!(ok && out.starts_with("installed helpdesk 0.3.0"), "{out}");
     let (ok, out) = run(vec!["list".into()]).await.unwrap();
-    assert!(ok && out.lines().any(|l| l.starts_with("helpdesk") && l.contains("0.2.0") && l.contains("true")), "{out}");
+    assert!(ok && out.lines().any(|l| l.starts_with("helpdesk") && l.contains("0.3.0") && l.contains("true")), "{out}");
     let (ok, _) = run(vec!["disable".into(), "helpdesk".into()]).await.unwrap();
     assert!(ok);
     assert_eq!(server.state.registry.get("helpdesk").map(|p| p.record.enabled), Some(false));
@@ -171,6 +171,61 @@ async fn the_cli_shows_sets_and_resets_a_tenants_quotas() {
     let (ok, out) = run(&token, &["tenant", "quota", "reset", "acme"]).await.unwrap();
     assert!(ok && out.contains("2048.0 MiB"), "{out}");
     assert_eq!(server.state.store.quotas("acme").await.unwrap().tenant_documents, 2_000_000);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_sets_and_resets_plugin_settings_with_secrets_from_stdin() {
+    let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/fixtures/hostile.wasm");
+    assert!(artifact.exists(), "missing {}; run `cargo xtask build-plugins`", artifact.display());
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let token = server.bootstrap_token.clone().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let (url, token, stdin) = (url.clone(), token.clone(), stdin.map(str::to_owned));
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            cli(&url, &token, &args.iter().map(String::as_str).collect::<Vec<_>>(), stdin.as_deref())
+        })
+    };
+    let (ok, out) = run(&["plugin", "install", artifact.to_str().unwrap()], None).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["plugin", "settings", "show", "hostile"], None).await.unwrap();
+    let line = |out: &str, name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    assert!(
+        ok && line(&out, "retries").split_whitespace().collect::<Vec<_>>() == ["retries", "integer", "no", "3"],
+        "{out}"
+    );
+    assert!(line(&out, "api-key").ends_with("(secret, not set)"), "{out}");
+
+    // Values are typed by the declaration: `10` an integer, `true` a boolean, `42` a string.
+    let secret = "sk-from-stdin-5150";
+    let set = ["plugin", "settings", "set", "hostile", "retries=10", "loud=true", "greeting=42", "--secret", "api-key"];
+    let (ok, out) = run(&set, Some(&format!("{secret}\n"))).await.unwrap();
+    assert!(ok, "{out}");
+    assert!(!out.contains(secret), "the secret is echoed: {out}");
+    assert!(line(&out, "api-key").ends_with("(secret, set)"), "{out}");
+    let manifest = server.state.registry.get("hostile").unwrap().record.manifest.clone();
+    let effective = server.state.settings.effective("default", &manifest).await.unwrap();
+    let read = |name: &str| effective.get(name).cloned().unwrap_or_default();
+    assert_eq!(
+        (read("retries"), read("loud"), read("greeting"), read("api-key")),
+        ("10".into(), "true".into(), "42".into(), secret.into())
+    );
+
+    // Bad input is refused before or by the server, naming the setting.
+    let (ok, out) = run(&["plugin", "settings", "set", "hostile", "retries=many"], None).await.unwrap();
+    assert!(!ok && out.contains("setting `retries` is an integer"), "{out}");
+    let (ok, out) = run(&["plugin", "settings", "set", "hostile", "retries=11"], None).await.unwrap();
+    assert!(!ok && out.contains("invalid-setting") && out.contains("`retries`"), "{out}");
+    let (ok, out) = run(&["plugin", "settings", "set", "hostile", "volume=11"], None).await.unwrap();
+    assert!(!ok && out.contains("unknown-setting"), "{out}");
+
+    let (ok, out) = run(&["plugin", "settings", "reset", "hostile", "retries", "api-key"], None).await.unwrap();
+    assert!(ok && line(&out, "retries").split_whitespace().last() == Some("3"), "{out}");
+    assert!(line(&out, "api-key").ends_with("(secret, not set)"), "{out}");
     server.shutdown().await;
 }
 

@@ -33,7 +33,9 @@ pub fn now_ms() -> u64 {
     clock::now()
 }
 
-/// A configuration value the admin set for this plugin.
+/// A setting the plugin declares under `[[settings]]` in its manifest, as text (`"42"`,
+/// `"true"`): the caller's tenant's value, else the declared default, else `None`. Needs the
+/// `config` capability.
 pub fn config(key: &str) -> Option<String> {
     config::get(key)
 }

@@ -173,6 +173,34 @@ impl TestKit {
         self.install_file(artifact).await
     }
 
+    /// Sets settings the plugin declares, for `tenant`, as a tenant admin would: `values`
+    /// maps names to values of their type, `null` restoring the default. Checked like the
+    /// admin API checks them; the error names the setting.
+    pub async fn set_settings(&self, tenant: &str, plugin: &str, values: serde_json::Value) -> Result<(), KitError> {
+        let state = &self.server().state;
+        let what = format!("settings of {plugin} for {tenant}");
+        let manifest = state
+            .registry
+            .get(plugin)
+            .ok_or_else(|| setup(what.clone())("not installed".into()))?
+            .record
+            .manifest
+            .clone();
+        let values = values.as_object().ok_or_else(|| setup(what.clone())("`values` is not a JSON object".into()))?;
+        let mut changes = std::collections::BTreeMap::new();
+        for (name, value) in values {
+            let value = match value {
+                serde_json::Value::Null => None,
+                other => Some(
+                    serde_json::from_value::<keel_host::manifest::SettingValue>(other.clone())
+                        .map_err(|e| setup(what.clone())(format!("setting `{name}`: {e}")))?,
+                ),
+            };
+            changes.insert(name.clone(), value);
+        }
+        state.settings.update(tenant, &manifest, &changes, "kit").await.map_err(|e| setup(what)(e.to_string()))
+    }
+
     /// Creates `tenant` if needed and switches `plugin` on there.
     pub async fn enable(&self, tenant: &str, plugin: &str) -> Result<(), KitError> {
         let state = &self.server().state;

@@ -9,6 +9,7 @@ mod jobs;
 mod leases;
 mod python;
 mod restart;
+mod settings;
 mod sla;
 mod tenancy;
 mod uploads;

@@ -1,4 +1,5 @@
-//! Tokens never appear in clear in the database or in the logs.
+//! Tokens and passwords never appear in clear in the database or in the logs; secret plugin
+//! settings (which the plugin must read, so they are stored) never appear in the logs.
 
 use keel_tests::TestServer;
 use reqwest::Method;
@@ -45,7 +46,7 @@ async fn tokens_are_not_stored_or_logged_in_clear() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber in this process");
 
-    let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
+    let s = TestServer::with_plugins(&["bundled/helpdesk", "fixtures/hostile"]).await;
     let admin = s.tenant_with_token("acme", "tenant-admin").await;
     s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(204);
     let member = s.token_for("acme", "member").await;
@@ -67,6 +68,15 @@ async fn tokens_are_not_stored_or_logged_in_clear() {
         .await
         .expect(201);
     s.as_token(Some(&member), Method::GET, "/v1/plugins/helpdesk/tickets", None).await.expect_problem(403, "forbidden");
+    // A secret setting, set, read by its plugin, listed and audited.
+    let api_key = "sk-live-do-not-log-me-7731";
+    s.patch("/v1/tenants/default/plugins/hostile/settings", json!({ "values": { "api-key": api_key } }))
+        .await
+        .expect(200);
+    let guess =
+        s.http.get(format!("{}/v1/plugins/hostile/settings", s.base)).bearer_auth(&s.token).header("x-guess", api_key);
+    let read = s.send(guess).await.expect(200);
+    assert_eq!(read.body["api_key_matches"], true);
     // A wrong secret with a real prefix is logged as a failure, without the attempt.
     let forged = format!("{}x", &member[..member.len() - 1]);
     s.as_token(Some(&forged), Method::GET, "/v1/plugins/helpdesk/tickets", None).await.expect(401);
@@ -75,6 +85,7 @@ async fn tokens_are_not_stored_or_logged_in_clear() {
     assert!(logs.contains("plugin call"), "the test must actually capture the server's logs:\n{logs}");
     assert!(!logs.contains(password), "a password appears in the logs");
     assert!(files_contain(s.dir.path(), password).is_empty(), "a password is stored in clear");
+    assert!(!logs.contains(api_key), "a secret setting appears in the logs");
     for token in [&s.token, &admin, &member, &forged, &signed_in] {
         // `keel_<prefix>_<secret>`; the secret is base64url and may itself contain '_'.
         let secret = token.splitn(3, '_').nth(2).unwrap();

@@ -119,6 +119,13 @@ async fn call(
     let id = &plugin.record.id;
     let scope = Scope { tenant: principal.tenant.clone(), plugin: id.clone() };
     let uow = UnitOfWork::new(state.store.clone(), scope, plugin.collections.clone(), state.limits.storage.clone());
+    let config = state.settings.effective(&principal.tenant, &plugin.record.manifest).await.map_err(|e| {
+        tracing::error!(plugin = %id, error = %e, "reading the plugin's settings failed");
+        (
+            ApiError::unavailable("settings-unavailable", "the plugin's settings cannot be read now"),
+            "settings_unavailable",
+        )
+    })?;
     let labels = Arc::new(CallLabels {
         plugin: id.clone(),
         version: plugin.record.version.clone(),
@@ -134,7 +141,7 @@ async fn call(
         context: CallContext {
             uow,
             labels,
-            config: plugin.config.clone(),
+            config,
             memory_cap: plugin.memory_cap,
             timeout: plugin.timeout,
             // Only plugins that import department interfaces need the linker.

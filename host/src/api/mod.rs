@@ -14,6 +14,7 @@ mod ops;
 pub mod problem;
 mod quotas;
 pub mod rate_limit;
+mod settings;
 mod tenants;
 mod users;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     pub tenancy: Arc<crate::tenancy::TenantStore>,
     pub audit: crate::audit::AuditLog,
     pub users: crate::users::UserStore,
+    /// Each tenant's plugin settings.
+    pub settings: crate::settings::SettingsStore,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     pub pool: SqlitePool,
@@ -109,6 +112,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::routes())
         .merge(tenants::routes())
         .merge(quotas::routes())
+        .merge(settings::routes())
         .merge(audit::routes())
         .merge(users::routes())
         .merge(jobs::routes())

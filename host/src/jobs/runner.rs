@@ -460,6 +460,12 @@ impl JobRunner {
             // Background work is the plugin's own: it holds every permission it declares.
             permissions: plugin.record.manifest.permissions.keys().cloned().collect(),
         };
+        let config = self
+            .departments
+            .settings
+            .effective(&job.tenant, &plugin.record.manifest)
+            .await
+            .map_err(|e| retryable(format!("reading the plugin's settings failed: {e}")))?;
         let context = CallContext {
             uow: UnitOfWork::new(
                 self.store.clone(),
@@ -476,7 +482,7 @@ impl JobRunner {
                 lane: crate::runtime::Lane::Background,
                 chain: job.chain + 1,
             }),
-            config: plugin.config.clone(),
+            config,
             memory_cap: plugin.memory_cap,
             timeout: plugin.timeout,
             interop: (!plugin.record.manifest.requires.is_empty()).then(|| self.departments.for_caller(None)),

@@ -5,10 +5,11 @@
 //! validated here, once, into a [`Manifest`] the rest of the host trusts.
 
 mod routes;
+pub mod settings;
 
 pub use routes::{RouteError, RouteMatch, RoutePattern, RouteTable};
-
 use serde::{Deserialize, Serialize};
+pub use settings::{SettingSpec, SettingType, SettingValue};
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::ToSchema;
 
@@ -169,6 +170,9 @@ pub struct Manifest {
     /// links each call to a compatible provider enabled in the caller's tenant.
     #[serde(default)]
     pub requires: Vec<String>,
+    /// Settings tenant admins give the plugin; it reads them with `config.get`.
+    #[serde(default)]
+    pub settings: Vec<SettingSpec>,
 }
 
 /// A versioned department interface: `namespace:package/interface@version`.
@@ -362,6 +366,10 @@ impl Manifest {
             }
         }
         RouteTable::new(&self.routes).map_err(|e| field("routes", e))?;
+        settings::validate(&self.settings).map_err(|(at, reason)| field(at, reason))?;
+        if !self.settings.is_empty() && !self.capabilities.contains(&Capability::Config) {
+            return Err(field("capabilities", "declares settings but not the `config` capability that reads them"));
+        }
         self.validate_background()?;
         Ok(())
     }

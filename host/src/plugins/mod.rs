@@ -41,7 +41,6 @@ pub struct LoadedPlugin {
     pub routes: RouteTable,
     pub pre: PluginPre<HostState>,
     pub collections: Arc<BTreeMap<String, Vec<String>>>,
-    pub config: Arc<BTreeMap<String, String>>,
     pub memory_cap: usize,
     pub timeout: Duration,
 }
@@ -190,21 +189,12 @@ impl PluginRegistry {
             } else {
                 stats.compiled += 1;
             }
-            let config = self.load_config(&id).await?;
-            let plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre, config);
+            let plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre);
             self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
             self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
             stats.loaded += 1;
         }
         Ok(stats)
-    }
-
-    async fn load_config(&self, id: &str) -> Result<BTreeMap<String, String>, RegistryError> {
-        let rows = sqlx::query("SELECT key, value FROM plugin_config WHERE plugin_id = ?")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -216,7 +206,6 @@ impl PluginRegistry {
         enabled: bool,
         (installed_at, updated_at): (i64, i64),
         pre: PluginPre<HostState>,
-        config: BTreeMap<String, String>,
     ) -> LoadedPlugin {
         let memory_cap = manifest.memory_bytes(&self.policy);
         let timeout = manifest.timeout(&self.policy);
@@ -239,7 +228,6 @@ impl PluginRegistry {
             routes,
             pre,
             collections: Arc::new(manifest.collection_indexes()),
-            config: Arc::new(config),
             memory_cap,
             timeout,
         }
@@ -331,10 +319,8 @@ impl PluginRegistry {
         let outcome = if active.is_some() { InstallOutcome::Upgraded } else { InstallOutcome::Installed };
         let (enabled, installed_at) =
             active.as_ref().map_or((true, now), |a| (a.record.enabled, a.record.installed_at));
-        let config = self.load_config(&manifest.id).await?;
         let id = manifest.id.clone();
-        let plugin =
-            self.assemble(manifest, digest, bytes.len() as u64, enabled, (installed_at, now), prepared.pre, config);
+        let plugin = self.assemble(manifest, digest, bytes.len() as u64, enabled, (installed_at, now), prepared.pre);
         let record = plugin.record.clone();
         self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -360,7 +346,6 @@ impl PluginRegistry {
             routes: current.routes.clone(),
             pre: current.pre.clone(),
             collections: current.collections.clone(),
-            config: current.config.clone(),
             memory_cap: current.memory_cap,
             timeout: current.timeout,
         };
@@ -382,7 +367,10 @@ impl PluginRegistry {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM plugins WHERE id = ?").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM plugin_versions WHERE plugin_id = ?").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM plugin_config WHERE plugin_id = ?").bind(id).execute(&mut *tx).await?;
+        if purge.is_some() {
+            // Settings are the tenants' data, like documents: kept unless purged.
+            sqlx::query("DELETE FROM plugin_settings WHERE plugin_id = ?").bind(id).execute(&mut *tx).await?;
+        }
         sqlx::query("DELETE FROM plugin_artifacts WHERE digest NOT IN (SELECT digest FROM plugin_versions)")
             .execute(&mut *tx)
             .await?;

@@ -147,15 +147,22 @@ fn create_ticket(req: &Request) -> Result<Response, Error> {
         }
         None => None,
     };
+    // The tenant's choices (manifest `[[settings]]`), with the manifest's defaults.
+    let default_priority = keel_sdk::services::config("default-priority").unwrap_or_else(|| "P3".into());
+    let default_category = keel_sdk::services::config("default-category").unwrap_or_else(|| "general".into());
     let mut ticket = Ticket {
         number: 0,
         title: ticket::required_text("title", &input.title, ticket::TITLE_MAX).map_err(invalid)?,
         description: ticket::optional_text("description", &input.description, ticket::DESCRIPTION_MAX)
             .map_err(invalid)?,
         requester,
-        priority: ticket::priority(input.priority.as_deref().unwrap_or("P3")).map_err(invalid)?,
-        category: ticket::required_text("category", input.category.as_deref().unwrap_or("general"), ticket::NAME_MAX)
-            .map_err(invalid)?,
+        priority: ticket::priority(input.priority.as_deref().unwrap_or(&default_priority)).map_err(invalid)?,
+        category: ticket::required_text(
+            "category",
+            input.category.as_deref().unwrap_or(&default_category),
+            ticket::NAME_MAX,
+        )
+        .map_err(invalid)?,
         status: Status::New,
         assignee,
         comment_count: 0,
