@@ -263,26 +263,31 @@ pub async fn background(root: &Path, quick: bool) -> Result<Vec<Row>> {
             name: format!("(d) jobs through the SQLite queue, {CONCURRENCY} workers, 2 writes each"),
             value: format!("{keel_rate:.0} jobs/s"),
             target: "",
+            pass: None,
         },
         Row {
             name: "(d) native worker, same claim + writes + completion".into(),
             value: format!("{native_rate:.0} jobs/s"),
             target: "",
+            pass: None,
         },
         Row {
             name: "(d) ratio keel / native (jobs/s)".into(),
             value: format!("{:.2}", keel_rate / native_rate),
-            target: "",
+            target: "≥ 0.6",
+            pass: Some(keel_rate / native_rate >= 0.6),
         },
         Row {
             name: "(d) event fan-out, commit → both subscribers done (1 ms clock), median / p99".into(),
             value: format!("{} / {}", ms(fan_median), ms(fan_p99)),
             target: "",
+            pass: None,
         },
         Row {
             name: "(d) GET employee, provider's own route (one instance, host storage call), in process, median".into(),
             value: us(direct),
             target: "",
+            pass: None,
         },
         Row {
             name: "(d) GET employee via another plugin over keel:hr/directory, in process, median".into(),
@@ -292,7 +297,8 @@ pub async fn background(root: &Path, quick: bool) -> Result<Vec<Row>> {
                 us(linked.saturating_sub(direct)),
                 linked.as_secs_f64() / direct.as_secs_f64()
             ),
-            target: "",
+            target: "ratio ≤ 2.5",
+            pass: Some(linked.as_secs_f64() / direct.as_secs_f64() <= 2.5),
         },
     ])
 }

@@ -5,13 +5,16 @@
 //!     handler doing the same read on the same database, measured in the same run;
 //! (c) time from process start to ready with the bundled plugins, cold and warm;
 //! (d) background work and cross-plugin calls (see `background.rs`);
-//! (e) noisy neighbours and the cost of admission control (see `neighbours.rs`).
+//! (e) noisy neighbours and the cost of admission control (see `neighbours.rs`);
+//! (f) the request path piece by piece (see `path.rs`).
 //!
 //! Machines are shared and noisy: compare ratios measured in one run, not absolute numbers
-//! across runs.
+//! across runs. `--check` exits non-zero when a row whose target is a ratio (measured against
+//! a baseline in the same run) misses it; absolute targets are shown, not enforced.
 
 mod background;
 mod neighbours;
+mod path;
 mod pinned;
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +34,9 @@ struct Row {
     name: String,
     value: String,
     target: &'static str,
+    /// For rows whose target is a ratio against a baseline of the same run: whether it held.
+    /// `None` for information, and for absolute targets a shared machine cannot be held to.
+    pass: Option<bool>,
 }
 
 fn main() -> Result<()> {
@@ -43,7 +49,8 @@ fn main() -> Result<()> {
         return runtime.block_on(pinned::native_server(&db));
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only a|b|c|d|e` runs one section (for tuning); the default runs them all.
+    let check = args.iter().any(|a| a == "--check");
+    // `--only a|b|c|d|e|f` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -62,6 +69,9 @@ fn main() -> Result<()> {
         if wants("e") {
             rows.extend(neighbours::neighbours(quick).await?);
         }
+        if wants("f") {
+            rows.extend(path::request_path(&root, quick).await?);
+        }
         anyhow::Ok(())
     })?;
     drop(runtime);
@@ -71,7 +81,23 @@ fn main() -> Result<()> {
 
     println!("\n| measurement | result | target |\n|---|---|---|");
     for r in &rows {
-        println!("| {} | {} | {} |", r.name, r.value, r.target);
+        let verdict = match r.pass {
+            Some(true) => " (met)",
+            Some(false) => " (**missed**)",
+            None => "",
+        };
+        println!("| {} | {} | {}{verdict} |", r.name, r.value, r.target);
+    }
+    if check {
+        let checked = rows.iter().filter(|r| r.pass.is_some()).count();
+        let missed: Vec<&Row> = rows.iter().filter(|r| r.pass == Some(false)).collect();
+        eprintln!("bench --check: {} of {checked} ratio targets met", checked - missed.len());
+        if !missed.is_empty() {
+            for r in &missed {
+                eprintln!("missed: {}: {} (target {})", r.name, r.value, r.target);
+            }
+            std::process::exit(1);
+        }
     }
     Ok(())
 }
@@ -240,12 +266,23 @@ async fn call_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
     .await?;
     let python = python_cost(root, quick).await?;
     Ok(vec![
-        Row { name: "(a) instantiate + call, empty handler, median".into(), value: us(median), target: "≤ 15 µs" },
-        Row { name: "(a) instantiate + call, empty handler, p99".into(), value: us(p99), target: "≤ 30 µs" },
+        Row {
+            name: "(a) instantiate + call, empty handler, median".into(),
+            value: us(median),
+            target: "≤ 15 µs",
+            pass: None,
+        },
+        Row {
+            name: "(a) instantiate + call, empty handler, p99".into(),
+            value: us(p99),
+            target: "≤ 30 µs",
+            pass: None,
+        },
         Row {
             name: "(a') helpdesk get ticket through the runtime (no HTTP), median / p99".into(),
             value: format!("{} / {}", us(get_median), us(get_p99)),
             target: "",
+            pass: None,
         },
     ]
     .into_iter()
@@ -296,6 +333,7 @@ async fn python_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
             name: "(a'') python-notes get note through the runtime (fresh CPython instance), median / p99".into(),
             value: format!("{} / {}", ms(median), ms(p99)),
             target: "",
+            pass: None,
         },
         Row {
             name: format!(
@@ -304,6 +342,7 @@ async fn python_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
             ),
             value: format!("{:.1} s / {}", compile.as_secs_f64(), ms(load)),
             target: "",
+            pass: None,
         },
     ])
 }
@@ -315,6 +354,17 @@ pub(crate) struct Load {
 
 /// Closed-loop load: `clients` tasks each send one request at a time for `duration`.
 pub(crate) async fn load(url: &str, token: Option<&str>, clients: usize, duration: Duration) -> Result<Load> {
+    load_expecting(url, token, clients, duration, 200).await
+}
+
+/// [`load`] where every answer must have `status`.
+pub(crate) async fn load_expecting(
+    url: &str,
+    token: Option<&str>,
+    clients: usize,
+    duration: Duration,
+    status: u16,
+) -> Result<Load> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
@@ -329,7 +379,7 @@ pub(crate) async fn load(url: &str, token: Option<&str>, clients: usize, duratio
                 }
                 let started = Instant::now();
                 let response = req.send().await?;
-                let ok = response.status().is_success();
+                let ok = response.status().as_u16() == status;
                 let _ = response.bytes().await?;
                 if !ok {
                     bail!("{url} failed");
@@ -444,16 +494,19 @@ async fn http_throughput(root: &Path, quick: bool) -> Result<Vec<Row>> {
             name: format!("(b) helpdesk get ticket over HTTP, {clients} clients"),
             value: format!("{:.0} req/s, p99 {}", keel.rps, ms(keel.p99)),
             target: "",
+            pass: None,
         },
         Row {
             name: "(b) native axum + sqlx, same read, same database".into(),
             value: format!("{:.0} req/s, p99 {}", native.rps, ms(native.p99)),
             target: "",
+            pass: None,
         },
         Row {
             name: "(b) ratio keel / native (req/s)".into(),
             value: format!("{:.2}", keel.rps / native.rps),
             target: "≥ 0.7",
+            pass: Some(keel.rps / native.rps >= 0.7),
         },
     ])
 }
@@ -506,11 +559,13 @@ fn startup(root: &Path, quick: bool) -> Result<Vec<Row>> {
             name: "(c) start to ready, bundled plugins, cold (empty compile cache)".into(),
             value: ms(percentile(&cold, 0.5)),
             target: "",
+            pass: None,
         },
         Row {
             name: "(c) start to ready, bundled plugins, warm".into(),
             value: ms(percentile(&warm, 0.5)),
             target: "≤ 500 ms",
+            pass: None,
         },
     ])
 }

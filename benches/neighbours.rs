@@ -13,12 +13,15 @@ pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
     let probes = if quick { 100 } else { 500 };
     // First, on a quiet process: what the writer costs is measured alone.
     let mut rows = largest_commits().await?;
+    // The cheapest calm request seen alone: what admission control's cost is held against.
+    let mut calm_median = Duration::MAX;
     for attack in Attack::ALL {
         let n = Neighbours::start().await;
         n.prepare(attack).await;
         n.probe(100).await;
         let mut idle = n.probe(probes).await;
         let idle_p99 = quantile(&mut idle, 0.99);
+        calm_median = calm_median.min(quantile(&mut idle, 0.5));
         let before = rss();
         reset_peak_rss();
         let (mut during, outcomes) = n.under(attack, n.probe(probes)).await;
@@ -40,13 +43,14 @@ pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
                 grew >> 20
             ),
             target: "≤ max(10× alone, 50 ms)",
+            pass: Some(during_p99 <= (idle_p99 * 10).max(Duration::from_millis(50))),
         });
         if attack == Attack::JobFlood {
             rows.push(schedule_lateness(&n).await?);
         }
         n.stop().await;
     }
-    rows.push(admission_cost().await);
+    rows.push(admission_cost(calm_median).await);
     Ok(rows)
 }
 
@@ -85,6 +89,7 @@ async fn largest_commits() -> Result<Vec<Row>> {
             name: format!("(e) the largest commit a call may make ({count} × {} KiB): writer held", (size + 64) >> 10),
             value: format!("median {}, max {} of 5", ms(median), ms(max)),
             target: "",
+            pass: None,
         });
     }
     Ok(rows)
@@ -96,12 +101,13 @@ async fn schedule_lateness(n: &Neighbours) -> Result<Row> {
         name: "(e) calm's every-minute check during the job flood: start after due time".into(),
         value: format!("{} ms", n.schedule_lateness_during_flood().await),
         target: "≤ 5,000 ms",
+        pass: None,
     })
 }
 
 /// Admission on the uncontended path: admit and release one call (the bookkeeping every call
-/// now does), against the cost of the cheapest call there is, (a).
-async fn admission_cost() -> Row {
+/// now does), against the median of the calm tenant's helpdesk request alone.
+async fn admission_cost(calm_median: Duration) -> Row {
     let admission = Admission::new(AdmissionLimits::for_pool(128, 4, 4 << 30));
     let n = 200_000u32;
     for _ in 0..10_000 {
@@ -116,10 +122,16 @@ async fn admission_cost() -> Row {
     }
     let took = started.elapsed();
     let per_call = took / n;
+    let share = per_call.as_secs_f64() / calm_median.as_secs_f64();
     Row {
         name: "(e) admission control per call, uncontended (admit + scan lane + release)".into(),
-        value: format!("{:.0} ns", per_call.as_secs_f64() * 1e9),
-        target: "≤ 5% of (b)'s time per request",
+        value: format!(
+            "{:.0} ns: {:.2}% of a calm helpdesk request alone (median)",
+            per_call.as_secs_f64() * 1e9,
+            share * 100.0
+        ),
+        target: "≤ 5% of a request",
+        pass: Some(share <= 0.05),
     }
 }
 

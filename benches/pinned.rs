@@ -148,16 +148,19 @@ pub async fn http_throughput_pinned(root: &Path, quick: bool) -> Result<Vec<Row>
             name: format!("(b2) helpdesk get ticket, keel process on core 0, {clients} clients on core 1"),
             value: format!("{:.0} req/s, p99 {}", keel.rps, ms(keel.p99)),
             target: "",
+            pass: None,
         },
         Row {
             name: "(b2) native axum + sqlx process on core 0, same read, same database file".into(),
             value: format!("{:.0} req/s, p99 {}", native.rps, ms(native.p99)),
             target: "",
+            pass: None,
         },
         Row {
             name: "(b2) ratio keel / native (req/s)".into(),
             value: format!("{:.2}", keel.rps / native.rps),
             target: "",
+            pass: None,
         },
     ])
 }
