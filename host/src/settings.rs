@@ -34,12 +34,21 @@ pub enum SettingsError {
 }
 
 type Stored = Arc<BTreeMap<String, StoredSetting>>;
+type Effective = Arc<BTreeMap<String, String>>;
+
+/// A (tenant, plugin)'s stored values, and the effective map last built from them for one
+/// plugin version (rebuilt when the version changes: declarations may differ).
+struct Cached {
+    at: Instant,
+    stored: Stored,
+    effective: Option<(semver::Version, Effective)>,
+}
 
 #[derive(Clone)]
 pub struct SettingsStore {
     pool: SqlitePool,
     clock: Arc<Clock>,
-    cache: Arc<Mutex<HashMap<(String, String), (Instant, Stored)>>>,
+    cache: Arc<Mutex<HashMap<(String, String), Cached>>>,
 }
 
 impl SettingsStore {
@@ -51,10 +60,10 @@ impl SettingsStore {
     /// no longer declares or accepts: they come back if it does again).
     pub async fn stored(&self, tenant: &str, plugin: &str) -> Result<Stored, SettingsError> {
         let key = (tenant.to_owned(), plugin.to_owned());
-        if let Some((at, stored)) = self.cache.lock().expect("settings cache lock").get(&key)
-            && at.elapsed() < CACHE_TTL
+        if let Some(cached) = self.cache.lock().expect("settings cache lock").get(&key)
+            && cached.at.elapsed() < CACHE_TTL
         {
-            return Ok(stored.clone());
+            return Ok(cached.stored.clone());
         }
         let rows = sqlx::query(
             "SELECT name, value, updated_at, updated_by FROM plugin_settings WHERE tenant_id = ? AND plugin_id = ?",
@@ -72,22 +81,26 @@ impl SettingsStore {
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
-        cache.insert(key, (Instant::now(), stored.clone()));
+        cache.insert(key, Cached { at: Instant::now(), stored: stored.clone(), effective: None });
         Ok(stored)
     }
 
     /// What a call of `manifest`'s plugin in `tenant` reads with `config.get`: each declared
     /// setting's value, the tenant's if it still fits the declaration, else the default.
-    pub async fn effective(
-        &self,
-        tenant: &str,
-        manifest: &Manifest,
-    ) -> Result<Arc<BTreeMap<String, String>>, SettingsError> {
+    pub async fn effective(&self, tenant: &str, manifest: &Manifest) -> Result<Effective, SettingsError> {
         if manifest.settings.is_empty() {
             return Ok(Arc::default());
         }
+        let key = (tenant.to_owned(), manifest.id.clone());
+        if let Some(Cached { at, effective: Some((version, effective)), .. }) =
+            self.cache.lock().expect("settings cache lock").get(&key)
+            && at.elapsed() < CACHE_TTL
+            && *version == manifest.version
+        {
+            return Ok(effective.clone());
+        }
         let stored = self.stored(tenant, &manifest.id).await?;
-        Ok(Arc::new(
+        let effective: Effective = Arc::new(
             manifest
                 .settings
                 .iter()
@@ -100,7 +113,13 @@ impl SettingsStore {
                     Some((spec.name.clone(), value))
                 })
                 .collect(),
-        ))
+        );
+        if let Some(cached) = self.cache.lock().expect("settings cache lock").get_mut(&key)
+            && Arc::ptr_eq(&cached.stored, &stored)
+        {
+            cached.effective = Some((manifest.version.clone(), effective.clone()));
+        }
+        Ok(effective)
     }
 
     /// Sets (`Some`) or resets to the default (`None`) some of `manifest`'s settings for
@@ -163,5 +182,62 @@ impl SettingsStore {
     /// Drops cached values of a plugin whose settings were purged with it.
     pub fn forget_plugin(&self, plugin: &str) {
         self.cache.lock().expect("settings cache lock").retain(|(_, p), _| p != plugin);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::LimitPolicy;
+
+    fn manifest(version: &str, max_retries: i64) -> Manifest {
+        let text = format!(
+            r#"
+            id = "demo"
+            version = "{version}"
+            name = "Demo"
+            capabilities = ["config"]
+            [permissions]
+            "demo.use" = "Use it"
+            [[routes]]
+            method = "GET"
+            path = "/x"
+            permission = "demo.use"
+            [[settings]]
+            name = "retries"
+            type = "integer"
+            description = "How often"
+            max = {max_retries}
+            default = 1
+            "#
+        );
+        let policy =
+            LimitPolicy { max_memory_mb: 64, max_timeout_ms: 1000, default_memory_mb: 16, default_timeout_ms: 500 };
+        Manifest::parse(&text, &policy).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_effective_map_follows_updates_and_the_plugins_current_declarations() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open_sqlite(&dir.path().join("settings.db")).await.unwrap();
+        let store = SettingsStore::new(pool, Arc::default());
+        let v1 = manifest("1.0.0", 10);
+        assert_eq!(store.effective("t", &v1).await.unwrap().get("retries").map(String::as_str), Some("1"));
+        let change = BTreeMap::from([("retries".to_owned(), Some(SettingValue::Integer(7)))]);
+        store.update("t", &v1, &change, "tok").await.unwrap();
+        assert_eq!(store.effective("t", &v1).await.unwrap()["retries"], "7", "the writer sees its change at once");
+        assert_eq!(store.effective("u", &v1).await.unwrap()["retries"], "1", "per tenant");
+        // A newer version allows at most 5: the stored 7 no longer fits, the default applies;
+        // the older version (still running somewhere) keeps reading 7.
+        let v2 = manifest("2.0.0", 5);
+        assert_eq!(store.effective("t", &v2).await.unwrap()["retries"], "1");
+        assert_eq!(store.effective("t", &v1).await.unwrap()["retries"], "7");
+        let reset = BTreeMap::from([("retries".to_owned(), None)]);
+        store.update("t", &v2, &reset, "tok").await.unwrap();
+        assert_eq!(store.effective("t", &v1).await.unwrap()["retries"], "1");
+        let unknown = BTreeMap::from([("volume".to_owned(), None)]);
+        assert!(
+            matches!(store.update("t", &v2, &unknown, "tok").await, Err(SettingsError::Unknown(n)) if n == "volume")
+        );
     }
 }

@@ -20,11 +20,7 @@ fn keel(server: &str, token: &str, args: &[&str]) -> (bool, String) {
 async fn the_cli_installs_lists_disables_enables_and_uninstalls() {
     let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/bundled/helpdesk.wasm");
     assert!(artifact.exists(), "missing {}; run `cargo xtask build-plugins`", artifact.display());
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
-    let server = Server::start(config).await.unwrap();
-    let url = format!("http://{}", server.addr);
-    let token = server.bootstrap_token.clone().unwrap();
+    let (_dir, server, url, token) = server().await;
     let artifact = artifact.to_str().unwrap().to_owned();
 
     let run = |args: Vec<String>| {
@@ -128,11 +124,7 @@ async fn the_cli_installs_lists_disables_enables_and_uninstalls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_shows_sets_and_resets_a_tenants_quotas() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
-    let server = Server::start(config).await.unwrap();
-    let url = format!("http://{}", server.addr);
-    let token = server.bootstrap_token.clone().unwrap();
+    let (_dir, server, url, token) = server().await;
     let run = |token: &str, args: &[&str]| {
         let (url, token) = (url.clone(), token.to_owned());
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -178,11 +170,7 @@ async fn the_cli_shows_sets_and_resets_a_tenants_quotas() {
 async fn the_cli_shows_sets_and_resets_plugin_settings_with_secrets_from_stdin() {
     let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/fixtures/hostile.wasm");
     assert!(artifact.exists(), "missing {}; run `cargo xtask build-plugins`", artifact.display());
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
-    let server = Server::start(config).await.unwrap();
-    let url = format!("http://{}", server.addr);
-    let token = server.bootstrap_token.clone().unwrap();
+    let (_dir, server, url, token) = server().await;
     let run = |args: &[&str], stdin: Option<&str>| {
         let (url, token, stdin) = (url.clone(), token.clone(), stdin.map(str::to_owned));
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -235,6 +223,17 @@ fn quota_set<'a>(documents: &'a str, mb: &'a str, plugin_documents: &'a str, plu
     let args = ["tenant", "quota", "set", "acme", "--documents", documents, "--mb", mb,
         "--plugin-documents", plugin_documents, "--plugin-mb", plugin_mb];
     args
+}
+
+/// A server on a fresh data directory (kept while the returned guard lives), its base URL
+/// and its bootstrap token.
+async fn server() -> (tempfile::TempDir, Server, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let token = server.bootstrap_token.clone().unwrap();
+    (dir, server, url, token)
 }
 
 fn cli(server: &str, token: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
