@@ -146,14 +146,17 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_then_recovers() {
 
 #[tokio::test]
 async fn a_request_still_incomplete_at_the_end_to_end_timeout_gets_408_and_saves_nothing() {
-    let s = TestServer::start_with(|c| {
-        c.limits.max_timeout_ms = 300;
-        c.limits.default_timeout_ms = 300;
-        c.limits.request_timeout_ms = 600;
-        c.limits.admission_wait_ms = 250;
-    })
-    .await;
-    s.install("fixtures/hostile").await.expect(201);
+    // Installed first with the usual limits (compiling it may take longer than 600 ms on a
+    // busy machine), then served with a 600 ms end-to-end timeout.
+    let s = TestServer::with_plugins(&["fixtures/hostile"]).await;
+    let s = s
+        .restart_with(|c| {
+            c.limits.max_timeout_ms = 300;
+            c.limits.default_timeout_ms = 300;
+            c.limits.request_timeout_ms = 600;
+            c.limits.admission_wait_ms = 250;
+        })
+        .await;
     // The headers arrive, the promised body never does.
     let started = std::time::Instant::now();
     let stream = s.send_head("PUT", "/v1/plugins/hostile/notes/late", 64).await;
