@@ -224,10 +224,11 @@ impl Admission {
                 limit_mb: self.limits.tenant_memory_bytes >> 20,
             });
         }
-        let (id, mut granted) = {
+        let (id, mut granted, queued_by) = {
             let mut s = self.state.lock().expect("admission lock");
             // Waiting calls go first: a newcomer may not overtake them.
-            if s.waiters.is_empty() && self.blocker(&s, &claim).is_none() {
+            let blocker = self.blocker(&s, &claim);
+            if s.waiters.is_empty() && blocker.is_none() {
                 take(&mut s, &claim);
                 return Ok(Permit { admission: self.clone(), claim });
             }
@@ -235,7 +236,7 @@ impl Admission {
             let id = s.next_waiter;
             s.next_waiter += 1;
             s.waiters.push_back(Waiter { id, claim: claim.clone(), grant: tx });
-            (id, rx)
+            (id, rx, blocker)
         };
         // This waiter may fit already, only queued behind others that do not.
         self.grant_waiting();
@@ -252,8 +253,11 @@ impl Admission {
         match granted.try_recv() {
             Ok(permit) => Ok(permit),
             Err(_) => {
+                // What blocks it now; else what blocked it when it queued (a slot of its own
+                // share may have freed just as the wait ended); else it only queued behind
+                // other waiters: the platform is busy.
                 let s = self.state.lock().expect("admission lock");
-                Err(self.blocker(&s, &claim).unwrap_or(Refusal::Pool))
+                Err(self.blocker(&s, &claim).or(queued_by).unwrap_or(Refusal::Pool))
             }
         }
     }
