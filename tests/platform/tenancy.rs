@@ -314,3 +314,54 @@ async fn the_audit_log_records_writes_and_admin_actions_per_tenant_and_cannot_be
         assert_eq!(r.status, 405, "{}", r.body);
     }
 }
+
+/// Structural: every route under `/v1/tenants/{tenant}` (as the OpenAPI document lists
+/// them) refuses another tenant's admin with 404 and the tenant's own members with 403,
+/// before reading a body, and changes nothing.
+#[tokio::test]
+async fn every_tenant_route_refuses_other_tenants_and_members() {
+    let (s, _acme, globex) = two_tenants().await;
+    let member = s.token_for("acme", "member").await;
+    let openapi = s.anonymous("/v1/openapi.json", None).await.expect(200).body;
+    let mut checked = 0;
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/tenants/{tenant}") {
+            continue;
+        }
+        // Other parameters get values that would exist if the check were skipped.
+        let concrete = path
+            .replace("{tenant}", "acme")
+            .replace("{plugin}", "helpdesk")
+            .replace("{name}", "sla-check")
+            .replace("{role}", "member")
+            .replace("{id}", "job_x")
+            .replace("{token}", "tok_x");
+        assert!(!concrete.contains('{'), "test setup: give {path}'s parameters a value");
+        for method in item.as_object().unwrap().keys() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+            let outsider = s.as_token(Some(&globex), method.clone(), &concrete, body.clone()).await;
+            let insider = s.as_token(Some(&member), method.clone(), &concrete, body).await;
+            // Platform-admin routes (quotas) refuse both with 403; tenant-admin routes hide
+            // the tenant from outsiders.
+            assert!(
+                (outsider.status.as_u16(), outsider.code()) == (404, "tenant-not-found")
+                    || (outsider.status.as_u16(), outsider.code()) == (403, "forbidden"),
+                "{method} {path} as another tenant's admin: {} {}",
+                outsider.status,
+                outsider.body
+            );
+            assert_eq!(
+                (insider.status.as_u16(), insider.code()),
+                (403, "forbidden"),
+                "{method} {path} as a member: {}",
+                insider.body
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "only {checked} tenant routes found");
+    // Nothing changed: no audit entry was written for acme by these attempts.
+    let audit = s.get("/v1/tenants/acme/audit").await.expect(200).body;
+    assert!(audit["items"].as_array().unwrap().iter().all(|e| e["actor_name"] != "member of acme"), "{audit}");
+}

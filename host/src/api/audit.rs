@@ -2,9 +2,9 @@
 
 use super::AppState;
 use super::auth::AdminPrincipal;
+use super::auth::TenantAdmin;
 use super::problem::ApiError;
 use crate::audit::AuditEntry;
-use crate::identity::Principal;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
@@ -55,11 +55,10 @@ async fn page(state: &AppState, tenant: Option<&str>, q: &AuditQuery) -> Result<
     params(("tenant" = String, Path), AuditQuery), responses((status = 200, body = AuditPage)), security(("bearer" = [])))]
 async fn tenant_audit(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    super::tenants::administered(&state, &principal, &tenant).await?;
     if q.tenant.is_some() {
         return Err(ApiError::bad_request("bad-request", "`tenant` is only for the platform view"));
     }

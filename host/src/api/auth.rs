@@ -1,10 +1,14 @@
 //! The authenticated caller as an axum extractor: handlers that take a [`Principal`] (or an
-//! [`AdminPrincipal`]) cannot run for an unauthenticated request.
+//! [`AdminPrincipal`], or a [`TenantAdmin`]) cannot run for an unauthenticated request, and
+//! those taking a `TenantAdmin` cannot run for anyone who may not administer the route's
+//! tenant: the check is the extraction, so a tenant route cannot forget it.
 
-use super::AppState;
 use super::problem::ApiError;
+use super::{AppState, RequestId};
+use crate::audit::AdminAction;
 use crate::identity::{AuthError, Principal};
-use axum::extract::FromRequestParts;
+use crate::tenancy::Tenant;
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 
@@ -59,5 +63,53 @@ impl FromRequestParts<AppState> for AdminPrincipal {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a platform-admin token"));
         }
         Ok(AdminPrincipal(principal))
+    }
+}
+
+/// A caller who may administer the tenant named by the route's `{tenant}` segment: a
+/// platform admin, or that tenant's admin. Anyone else gets 403 for their own tenant (they
+/// are not its admin) and 404 for another (its existence is not revealed).
+pub struct TenantAdmin {
+    pub principal: Principal,
+    pub tenant: Tenant,
+    request_id: String,
+}
+
+impl FromRequestParts<AppState> for TenantAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::internal("the route's parameters cannot be read"))?;
+        let Some((_, tenant)) = params.iter().find(|(name, _)| *name == "tenant") else {
+            tracing::error!(path = %parts.uri.path(), "a tenant-admin route without a {{tenant}} segment");
+            return Err(ApiError::internal("this route names no tenant"));
+        };
+        let tenant = super::tenants::administered(state, &principal, tenant).await?;
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        Ok(TenantAdmin { principal, tenant, request_id })
+    }
+}
+
+impl TenantAdmin {
+    /// The tenant's id.
+    pub fn id(&self) -> &str {
+        &self.tenant.id
+    }
+
+    /// Logs and audits a change this admin made in the tenant. `detail` is recorded as given:
+    /// never put a secret in it.
+    pub async fn record(
+        &self,
+        state: &AppState,
+        action: &'static str,
+        plugin: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        tracing::info!(actor = %self.principal.name, tenant = %self.tenant.id, action, plugin, %detail, "tenant change");
+        let entry = AdminAction { tenant: Some(&self.tenant.id), action, plugin, detail };
+        state.audit.admin(&self.principal, &self.request_id, entry).await;
     }
 }

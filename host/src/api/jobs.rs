@@ -3,11 +3,10 @@
 //! is per tenant and needs a principal that administers the tenant.
 
 use super::auth::AdminPrincipal;
+use super::auth::TenantAdmin;
 use super::problem::{ApiError, Problem};
-use super::tenants::administered;
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
-use crate::identity::Principal;
 use crate::jobs::JobKind;
 use crate::jobs::store::{EventRecord, JobFilter, JobRecord, JobRun, JobStoreError, ScheduleRecord};
 use axum::Json;
@@ -95,11 +94,10 @@ fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
     security(("bearer" = [])))]
 async fn list_jobs(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
     Query(q): Query<JobQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     const STATUSES: [&str; 5] = ["queued", "running", "done", "dead", "cancelled"];
     if let Some(status) = &q.status
         && !STATUSES.contains(&status.as_str())
@@ -144,10 +142,9 @@ pub struct JobDetail {
     security(("bearer" = [])))]
 async fn show_job(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<JobDetail>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let (job, runs) = state.jobs.get(&tenant, &id).await?;
     Ok(Json(JobDetail { job, runs }))
 }
@@ -159,20 +156,12 @@ async fn show_job(
     security(("bearer" = [])))]
 async fn retry_job(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let job = state.jobs.retry(&tenant, &id, state.clock.now_ms()).await?;
     state.jobs_wake.notify_one();
-    let action = AdminAction {
-        tenant: Some(&tenant),
-        action: "job.retry",
-        plugin: Some(&job.plugin),
-        detail: json!({ "job": id }),
-    };
-    state.audit.admin(&principal, &rid, action).await;
+    admin.record(&state, "job.retry", Some(&job.plugin), json!({ "job": id })).await;
     Ok(Json(job))
 }
 
@@ -183,19 +172,11 @@ async fn retry_job(
     security(("bearer" = [])))]
 async fn cancel_job(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let job = state.jobs.cancel(&tenant, &id, state.clock.now_ms()).await?;
-    let action = AdminAction {
-        tenant: Some(&tenant),
-        action: "job.cancel",
-        plugin: Some(&job.plugin),
-        detail: json!({ "job": id }),
-    };
-    state.audit.admin(&principal, &rid, action).await;
+    admin.record(&state, "job.cancel", Some(&job.plugin), json!({ "job": id })).await;
     Ok(Json(job))
 }
 
@@ -210,10 +191,9 @@ pub struct ScheduleList {
     params(("tenant" = String, Path)), responses((status = 200, body = ScheduleList)), security(("bearer" = [])))]
 async fn list_schedules(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<ScheduleList>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let items = state
         .jobs
         .list_schedules(&tenant)
@@ -236,11 +216,9 @@ pub struct QueuedJob {
     security(("bearer" = [])))]
 async fn run_schedule(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path((tenant, plugin_id, name)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<QueuedJob>), ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let plugin =
         state.registry.get(&plugin_id).filter(|p| state.tenancy.is_enabled(&tenant, &p.record.id)).ok_or_else(
             || ApiError::not_found("plugin-not-found", format!("no plugin `{plugin_id}` enabled for `{tenant}`")),
@@ -252,13 +230,7 @@ async fn run_schedule(
         ));
     }
     let job_id = state.runner.run_schedule_now(&tenant, &plugin, &name).await?;
-    let action = AdminAction {
-        tenant: Some(&tenant),
-        action: "schedule.run",
-        plugin: Some(&plugin_id),
-        detail: json!({ "schedule": name, "job": job_id }),
-    };
-    state.audit.admin(&principal, &rid, action).await;
+    admin.record(&state, "schedule.run", Some(&plugin_id), json!({ "schedule": name, "job": job_id })).await;
     Ok((StatusCode::ACCEPTED, Json(QueuedJob { job_id })))
 }
 
@@ -286,11 +258,10 @@ pub struct EventPage {
     params(("tenant" = String, Path), EventQuery), responses((status = 200, body = EventPage)), security(("bearer" = [])))]
 async fn list_events(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
     Query(q): Query<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let limit = limit_of(q.limit)?;
     let items = state.jobs.list_events(&tenant, q.topic.as_deref(), q.after, limit).await?;
     let next_after = (items.len() == limit as usize).then(|| items.last().map(|e| e.seq)).flatten();
@@ -325,12 +296,10 @@ const MAX_REPLAY_SPAN: i64 = 100_000;
     security(("bearer" = [])))]
 async fn replay_events(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path(tenant): Path<String>,
     Json(input): Json<Replay>,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
-    administered(&state, &principal, &tenant).await?;
     if input.from_seq < 1 || input.to_seq < input.from_seq || input.to_seq - input.from_seq >= MAX_REPLAY_SPAN {
         return Err(ApiError::unprocessable(
             "invalid-range",
@@ -364,13 +333,14 @@ async fn replay_events(
         )
         .await?;
     state.jobs_wake.notify_one();
-    let action = AdminAction {
-        tenant: Some(&tenant),
-        action: "events.replay",
-        plugin: Some(&input.subscriber),
-        detail: json!({ "from_seq": input.from_seq, "to_seq": input.to_seq, "queued": queued }),
-    };
-    state.audit.admin(&principal, &rid, action).await;
+    admin
+        .record(
+            &state,
+            "events.replay",
+            Some(&input.subscriber),
+            json!({ "from_seq": input.from_seq, "to_seq": input.to_seq, "queued": queued }),
+        )
+        .await;
     Ok((StatusCode::ACCEPTED, Json(Replayed { queued })))
 }
 

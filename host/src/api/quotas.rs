@@ -5,11 +5,10 @@
 //! quota would defeat it).
 
 use super::auth::AdminPrincipal;
+use super::auth::TenantAdmin;
 use super::problem::{ApiError, Problem};
-use super::tenants::administered;
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
-use crate::identity::Principal;
 use crate::storage::{Quotas, StoreError, Usage};
 use axum::Json;
 use axum::extract::{Extension, Path, State};
@@ -89,10 +88,9 @@ async fn describe(state: &AppState, tenant: &str) -> Result<TenantQuotas, ApiErr
     security(("bearer" = [])))]
 async fn show_quotas(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<TenantQuotas>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     Ok(Json(describe(&state, &tenant).await?))
 }
 

@@ -3,15 +3,13 @@
 //! Tenant admins read and change their own tenant's settings; secrets are write-only (the
 //! listing says whether one is set, never its value) and audited by name only.
 
+use super::AppState;
+use super::auth::TenantAdmin;
 use super::problem::{ApiError, Problem};
-use super::tenants::administered;
-use super::{AppState, RequestId};
-use crate::audit::AdminAction;
-use crate::identity::Principal;
 use crate::manifest::{Manifest, SettingType, SettingValue};
 use crate::settings::SettingsError;
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -119,10 +117,9 @@ async fn describe(state: &AppState, tenant: &str, manifest: &Manifest) -> Result
     security(("bearer" = [])))]
 async fn show_settings(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path((tenant, plugin)): Path<(String, String)>,
 ) -> Result<Json<PluginSettings>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let manifest = manifest_of(&state, &plugin)?;
     Ok(Json(describe(&state, &tenant, &manifest).await?))
 }
@@ -136,12 +133,10 @@ async fn show_settings(
     security(("bearer" = [])))]
 async fn change_settings(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path((tenant, plugin)): Path<(String, String)>,
     Json(change): Json<SettingsChange>,
 ) -> Result<Json<PluginSettings>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let manifest = manifest_of(&state, &plugin)?;
     if change.values.is_empty() {
         return Err(ApiError::unprocessable("invalid-field", "`values` names no setting"));
@@ -165,7 +160,7 @@ async fn change_settings(
         };
         changes.insert(name.clone(), value);
     }
-    state.settings.update(&tenant, &manifest, &changes, &principal.token_id).await.map_err(settings_error)?;
+    state.settings.update(&tenant, &manifest, &changes, &admin.principal.token_id).await.map_err(settings_error)?;
     // The audit names every changed setting; it records values only of settings that are
     // not secret.
     let shown: BTreeMap<&String, &Value> = change
@@ -174,15 +169,8 @@ async fn change_settings(
         .filter(|(name, _)| manifest.settings.iter().any(|s| &s.name == *name && !s.secret))
         .collect();
     let names: Vec<&String> = change.values.keys().collect();
-    tracing::info!(actor = %principal.name, %tenant, %plugin, settings = ?names, "plugin settings changed");
+    tracing::info!(actor = %admin.principal.name, %tenant, %plugin, settings = ?names, "plugin settings changed");
     let detail = json!({ "settings": names, "values": shown });
-    state
-        .audit
-        .admin(
-            &principal,
-            &rid,
-            AdminAction { tenant: Some(&tenant), action: "plugin.settings.change", plugin: Some(&plugin), detail },
-        )
-        .await;
+    admin.record(&state, "plugin.settings.change", Some(&plugin), detail).await;
     Ok(Json(describe(&state, &tenant, &manifest).await?))
 }

@@ -7,6 +7,7 @@
 //! not leak across tenants.
 
 use super::auth::AdminPrincipal;
+use super::auth::TenantAdmin;
 use super::problem::{ApiError, Problem};
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
@@ -200,10 +201,9 @@ pub struct TenantPluginList {
     params(("tenant" = String, Path)), responses((status = 200, body = TenantPluginList)), security(("bearer" = [])))]
 async fn tenant_plugins(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<TenantPluginList>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let items = state
         .registry
         .list()
@@ -218,25 +218,13 @@ async fn tenant_plugins(
     Ok(Json(TenantPluginList { items }))
 }
 
-async fn switch(
-    state: &AppState,
-    principal: &Principal,
-    rid: &str,
-    tenant: &str,
-    plugin: &str,
-    on: bool,
-) -> Result<StatusCode, ApiError> {
-    administered(state, principal, tenant).await?;
+async fn switch(state: &AppState, admin: &TenantAdmin, plugin: &str, on: bool) -> Result<StatusCode, ApiError> {
     if state.registry.get(plugin).is_none() {
         return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
     }
-    state.tenancy.set_enabled(tenant, plugin, on).await?;
-    tracing::info!(actor = %principal.name, %tenant, %plugin, enabled = on, "tenant plugin switched");
+    state.tenancy.set_enabled(admin.id(), plugin, on).await?;
     let action = if on { "tenant.plugin.enable" } else { "tenant.plugin.disable" };
-    state
-        .audit
-        .admin(principal, rid, AdminAction { tenant: Some(tenant), action, plugin: Some(plugin), detail: json!({}) })
-        .await;
+    admin.record(state, action, Some(plugin), json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -245,11 +233,10 @@ async fn switch(
     params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
 async fn enable_for_tenant(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
-    Path((tenant, plugin)): Path<(String, String)>,
+    admin: TenantAdmin,
+    Path((_tenant, plugin)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    switch(&state, &principal, &rid, &tenant, &plugin, true).await
+    switch(&state, &admin, &plugin, true).await
 }
 
 /// Switch a plugin off for this tenant: its routes answer 404 here; the data is kept.
@@ -257,11 +244,10 @@ async fn enable_for_tenant(
     params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
 async fn disable_for_tenant(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
-    Path((tenant, plugin)): Path<(String, String)>,
+    admin: TenantAdmin,
+    Path((_tenant, plugin)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    switch(&state, &principal, &rid, &tenant, &plugin, false).await
+    switch(&state, &admin, &plugin, false).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -289,12 +275,10 @@ const MAX_TTL_SECONDS: u64 = 2 * 366 * 24 * 3600;
     params(("tenant" = String, Path)), responses((status = 201, body = CreatedToken)), security(("bearer" = [])))]
 async fn create_token(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path(tenant): Path<String>,
     Json(input): Json<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    administered(&state, &principal, &tenant).await?;
     check_tenant_role(&input.role)?;
     let name = input.name.trim();
     if name.is_empty() || name.len() > 100 {
@@ -316,18 +300,12 @@ async fn create_token(
         last_used_at: None,
         revoked_at: None,
     };
-    tracing::info!(actor = %principal.name, %tenant, token = %issued.id, role = %input.role, "token created");
-    state
-        .audit
-        .admin(
-            &principal,
-            &rid,
-            AdminAction {
-                tenant: Some(&tenant),
-                action: "token.create",
-                plugin: None,
-                detail: json!({ "token": issued.id, "prefix": issued.prefix, "role": input.role.as_str() }),
-            },
+    admin
+        .record(
+            &state,
+            "token.create",
+            None,
+            json!({ "token": issued.id, "prefix": issued.prefix, "role": input.role.as_str() }),
         )
         .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token: issued.token, info })))
@@ -343,10 +321,9 @@ pub struct TokenList {
     params(("tenant" = String, Path)), responses((status = 200, body = TokenList)), security(("bearer" = [])))]
 async fn list_tokens(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<TokenList>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     Ok(Json(TokenList { items: state.tokens.list(&tenant).await.map_err(db)? }))
 }
 
@@ -356,28 +333,13 @@ async fn list_tokens(
     security(("bearer" = [])))]
 async fn revoke_token(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path((tenant, token)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     if !state.tokens.revoke(&tenant, &token).await.map_err(db)? {
         return Err(ApiError::not_found("token-not-found", format!("no token `{token}` in tenant `{tenant}`")));
     }
-    tracing::info!(actor = %principal.name, %tenant, %token, "token revoked");
-    state
-        .audit
-        .admin(
-            &principal,
-            &rid,
-            AdminAction {
-                tenant: Some(&tenant),
-                action: "token.revoke",
-                plugin: None,
-                detail: json!({ "token": token }),
-            },
-        )
-        .await;
+    admin.record(&state, "token.revoke", None, json!({ "token": token })).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -417,10 +379,9 @@ pub struct RoleList {
     params(("tenant" = String, Path)), responses((status = 200, body = RoleList)), security(("bearer" = [])))]
 async fn list_roles(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<RoleList>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let items =
         state.tenancy.roles(&tenant).into_iter().map(|(role, permissions)| RoleGrants { role, permissions }).collect();
     Ok(Json(RoleList { items }))
@@ -439,10 +400,9 @@ fn grantable_role(role: &str) -> Result<(), ApiError> {
     params(("tenant" = String, Path), ("role" = String, Path)), responses((status = 200, body = Permissions)), security(("bearer" = [])))]
 async fn role_permissions(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path((tenant, role)): Path<(String, String)>,
 ) -> Result<Json<Permissions>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     grantable_role(&role)?;
     Ok(Json(Permissions { permissions: state.tenancy.granted(&tenant, &role) }))
 }
@@ -455,12 +415,10 @@ async fn role_permissions(
     security(("bearer" = [])))]
 async fn set_role_permissions(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path((tenant, role)): Path<(String, String)>,
     Json(input): Json<Permissions>,
 ) -> Result<Json<Permissions>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     grantable_role(&role)?;
     let declared: BTreeSet<String> =
         state.registry.list().into_iter().flat_map(|p| p.manifest.permissions.into_keys()).collect();
@@ -468,19 +426,6 @@ async fn set_role_permissions(
         return Err(ApiError::unprocessable("unknown-permission", format!("no installed plugin declares `{unknown}`")));
     }
     state.tenancy.set_grants(&tenant, &role, input.permissions.clone()).await?;
-    tracing::info!(actor = %principal.name, %tenant, %role, permissions = ?input.permissions, "role permissions set");
-    state
-        .audit
-        .admin(
-            &principal,
-            &rid,
-            AdminAction {
-                tenant: Some(&tenant),
-                action: "role.grant",
-                plugin: None,
-                detail: json!({ "role": role, "permissions": input.permissions }),
-            },
-        )
-        .await;
+    admin.record(&state, "role.grant", None, json!({ "role": role, "permissions": input.permissions })).await;
     Ok(Json(input))
 }

@@ -1,10 +1,10 @@
 //! Users of a tenant and signing in with a password.
 
+use super::auth::TenantAdmin;
 use super::problem::{ApiError, Problem};
-use super::tenants::{administered, check_tenant_role};
+use super::tenants::check_tenant_role;
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
-use crate::identity::Principal;
 use crate::users::{LoginError, User, UserError};
 use axum::Json;
 use axum::extract::{Extension, Path, State};
@@ -56,27 +56,13 @@ pub struct NewUser {
     security(("bearer" = [])))]
 async fn create_user(
     State(state): State<AppState>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    principal: Principal,
+    admin: TenantAdmin,
     Path(tenant): Path<String>,
     Json(input): Json<NewUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    administered(&state, &principal, &tenant).await?;
     check_tenant_role(&input.role)?;
     let user = state.users.create(&tenant, &input.username, &input.display_name, &input.password, &input.role).await?;
-    state
-        .audit
-        .admin(
-            &principal,
-            &rid,
-            AdminAction {
-                tenant: Some(&tenant),
-                action: "user.create",
-                plugin: None,
-                detail: json!({ "user": user.id, "role": user.role }),
-            },
-        )
-        .await;
+    admin.record(&state, "user.create", None, json!({ "user": user.id, "role": user.role })).await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -90,10 +76,9 @@ pub struct UserList {
     params(("tenant" = String, Path)), responses((status = 200, body = UserList)), security(("bearer" = [])))]
 async fn list_users(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<UserList>, ApiError> {
-    administered(&state, &principal, &tenant).await?;
     let items = state.users.list(&tenant).await.map_err(UserError::from)?;
     Ok(Json(UserList { items }))
 }
