@@ -14,6 +14,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "jobs", include_str!("../../migrations/sqlite/0005_jobs.sql")),
     (6, "fair share", include_str!("../../migrations/sqlite/0006_fair_share.sql")),
     (7, "plugin settings", include_str!("../../migrations/sqlite/0007_plugin_settings.sql")),
+    (8, "sequences", include_str!("../../migrations/sqlite/0008_sequences.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.

@@ -40,6 +40,7 @@ mod collection;
 mod error;
 mod http;
 mod router;
+mod sequence;
 pub mod services;
 
 pub use background::{Event, Job, JobSpec, enqueue, first_time, publish};
@@ -47,6 +48,7 @@ pub use collection::{Collection, Page, Query, Versioned};
 pub use error::{Error, ErrorKind};
 pub use http::{Caller, Request, Response};
 pub use router::{Handler, Router};
+pub use sequence::Sequence;
 
 /// Generated WIT bindings. Not part of the public API: use the types re-exported above.
 #[doc(hidden)]

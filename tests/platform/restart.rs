@@ -52,17 +52,17 @@ async fn a_plugins_dir_installs_at_start_upgrades_keeps_newer_versions_and_refus
     use keel_tests::{manifest_source, raw_component};
     let bundle = tempfile::tempdir().unwrap();
     let helpdesk = |version: &str| {
-        let manifest = manifest_source("helpdesk").replace("version = \"0.3.0\"", &format!("version = \"{version}\""));
+        let manifest = manifest_source("helpdesk").replace("version = \"0.4.0\"", &format!("version = \"{version}\""));
         embed_manifest(&raw_component("keel-plugin-helpdesk"), &manifest).unwrap()
     };
-    std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.3.0")).unwrap();
+    std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.4.0")).unwrap();
     std::fs::write(bundle.path().join("README.txt"), "not a plugin: ignored").unwrap();
     let dir = bundle.path().to_path_buf();
 
     // Installed at first start and switched on for the default tenant.
     let s = TestServer::start_with(|c| c.plugins_dir = Some(dir.clone())).await;
     assert_eq!(s.server().startup.plugins_loaded, 0, "nothing was installed before the bundle");
-    assert_eq!(version(&s).await, "0.3.0");
+    assert_eq!(version(&s).await, "0.4.0");
     s.post("/v1/plugins/helpdesk/tickets", json!({ "title": "from the bundle" })).await.expect(201);
 
     // The same file again changes nothing: an admin's choice to switch it off stands.
@@ -72,15 +72,15 @@ async fn a_plugins_dir_installs_at_start_upgrades_keeps_newer_versions_and_refus
     s.post_empty("/v1/tenants/default/plugins/helpdesk/enable").await.expect(204);
 
     // A newer file upgrades in place, data kept.
-    std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.4.0")).unwrap();
+    std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.5.0")).unwrap();
     let s = s.restart_with(|c| c.plugins_dir = Some(dir.clone())).await;
-    assert_eq!(version(&s).await, "0.4.0");
+    assert_eq!(version(&s).await, "0.5.0");
     assert_eq!(s.get("/v1/plugins/helpdesk/tickets/1").await.expect(200).body["title"], "from the bundle");
 
     // An older file does not downgrade what is installed.
-    std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.3.0")).unwrap();
+    std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.4.0")).unwrap();
     let s = s.restart_with(|c| c.plugins_dir = Some(dir.clone())).await;
-    assert_eq!(version(&s).await, "0.4.0");
+    assert_eq!(version(&s).await, "0.5.0");
 
     // A file that is not a plugin stops the start, naming it.
     s.stop().await;

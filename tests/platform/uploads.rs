@@ -43,7 +43,7 @@ async fn a_missing_or_bad_manifest_is_refused() {
     let bad_toml = s.upload(helpdesk_with_manifest("id = ")).await.expect_problem(422, "invalid-manifest");
     assert!(bad_toml.body["detail"].as_str().unwrap().contains("TOML"));
     let source = manifest_source("helpdesk");
-    let bad_version = source.replace("version = \"0.3.0\"", "version = \"one\"");
+    let bad_version = source.replace("version = \"0.4.0\"", "version = \"one\"");
     s.upload(helpdesk_with_manifest(&bad_version)).await.expect_problem(422, "invalid-manifest");
     let bad_route = source.replace("permission = \"helpdesk.ticket.read\"", "permission = \"helpdesk.undeclared\"");
     s.upload(helpdesk_with_manifest(&bad_route)).await.expect_problem(422, "invalid-manifest");
@@ -61,7 +61,10 @@ async fn a_missing_or_bad_manifest_is_refused() {
             source.replace("default = \"general\"", "default = \"general\"\nsecret = true"),
             "`settings.default-category.default`: a secret has no default",
         ),
-        (source.replace(r#""events", "config"]"#, r#""events"]"#), "declares settings but not the `config` capability"),
+        (
+            source.replace(r#""config", "sequences"]"#, r#""sequences"]"#),
+            "declares settings but not the `config` capability",
+        ),
     ];
     for (manifest, detail) in settings_refusals {
         assert_ne!(manifest, source, "test setup: the helpdesk manifest changed shape");
@@ -76,8 +79,8 @@ async fn a_component_importing_an_undeclared_capability_is_refused() {
     let s = TestServer::start().await;
     let source = manifest_source("helpdesk");
     let without_clock = source.replace(
-        r#"capabilities = ["storage", "log", "clock", "identity", "events", "config"]"#,
-        r#"capabilities = ["storage", "log", "identity", "events", "config"]"#,
+        r#"capabilities = ["storage", "log", "clock", "identity", "events", "config", "sequences"]"#,
+        r#"capabilities = ["storage", "log", "identity", "events", "config", "sequences"]"#,
     );
     assert_ne!(source, without_clock, "test setup: the helpdesk manifest changed shape");
     let reply = s.upload(helpdesk_with_manifest(&without_clock)).await.expect_problem(422, "undeclared-capability");
@@ -108,9 +111,9 @@ async fn versions_are_immutable_upgrades_move_forward_only() {
     assert_eq!((shown["digest"].as_str(), shown["name"].as_str()), (Some(digest.as_str()), Some("IT Helpdesk")));
 
     // A newer version upgrades; an older one is then refused.
-    let newer = source.replace("version = \"0.3.0\"", "version = \"0.4.0\"");
+    let newer = source.replace("version = \"0.4.0\"", "version = \"0.5.0\"");
     let up = s.upload(helpdesk_with_manifest(&newer)).await.expect(201).body;
-    assert_eq!((up["outcome"].as_str(), up["plugin"]["version"].as_str()), (Some("upgraded"), Some("0.4.0")));
+    assert_eq!((up["outcome"].as_str(), up["plugin"]["version"].as_str()), (Some("upgraded"), Some("0.5.0")));
     s.upload(artifact("bundled/helpdesk")).await.expect_problem(409, "downgrade-refused");
-    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], "0.4.0");
+    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], "0.5.0");
 }

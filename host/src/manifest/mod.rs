@@ -27,6 +27,8 @@ pub enum Capability {
     Jobs,
     /// Publish events (`keel:platform/events`).
     Events,
+    /// Take numbers from named counters (`keel:platform/sequences`, since 0.1.1).
+    Sequences,
 }
 
 impl Capability {
@@ -40,6 +42,7 @@ impl Capability {
             Capability::Identity => "identity",
             Capability::Jobs => "jobs",
             Capability::Events => "events",
+            Capability::Sequences => "sequences",
         }
     }
 
@@ -52,6 +55,7 @@ impl Capability {
             Capability::Identity,
             Capability::Jobs,
             Capability::Events,
+            Capability::Sequences,
         ]
         .into_iter()
         .find(|c| c.interface() == name)

@@ -6,6 +6,6 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "keel:platform/worker-plugin",
-    imports: { "keel:platform/storage": async },
+    imports: { "keel:platform/storage": async, "keel:platform/sequences": async },
     exports: { default: async },
 });

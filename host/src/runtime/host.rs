@@ -1,7 +1,7 @@
 //! What a plugin instance can reach: the per-call [`HostState`] and its implementations of
 //! the `keel:platform` interfaces.
 
-use super::bindings::keel::platform::{clock, config, events, identity, jobs, log, storage, types};
+use super::bindings::keel::platform::{clock, config, events, identity, jobs, log, sequences, storage, types};
 use super::limits::MemoryLimiter;
 use crate::clock::Clock;
 use crate::jobs::{PendingEvent, PendingJob, PendingOutbox};
@@ -109,6 +109,7 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         | UnitOfWorkError::InvalidBody(_)
         | UnitOfWorkError::DocumentTooLarge { .. }
         | UnitOfWorkError::TooManyWrites(_)
+        | UnitOfWorkError::TooManySequenceNumbers(_)
         | UnitOfWorkError::CommitTooLarge { .. }
         | UnitOfWorkError::InvalidQuery(_)
         | UnitOfWorkError::InvalidCursor => types::Error::Invalid(error.to_string()),
@@ -116,7 +117,10 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         UnitOfWorkError::Store(StoreError::Conflict { .. }) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(StoreError::Unavailable(m)) => types::Error::Unavailable(m),
         UnitOfWorkError::Store(
-            ref e @ (StoreError::Interrupted | StoreError::QuotaExceeded(_) | StoreError::TooManyJobs { .. }),
+            ref e @ (StoreError::Interrupted
+            | StoreError::QuotaExceeded(_)
+            | StoreError::TooManyJobs { .. }
+            | StoreError::TooManySequences { .. }),
         ) => types::Error::Unavailable(e.to_string()),
         UnitOfWorkError::Store(StoreError::Internal(m)) | UnitOfWorkError::Store(StoreError::LeaseLost(m)) => {
             tracing::error!(error = %m, "storage failure during a plugin call");
@@ -130,6 +134,16 @@ fn condition(c: storage::WriteCondition) -> Condition {
         storage::WriteCondition::Any => Condition::Any,
         storage::WriteCondition::Absent => Condition::Absent,
         storage::WriteCondition::Version(v) => Condition::Version(v),
+    }
+}
+
+impl sequences::Host for HostState {
+    async fn next(&mut self, name: String) -> Result<u64, types::Error> {
+        self.uow.next_in_sequence(&name, None).await.map_err(to_wit)
+    }
+
+    async fn next_after(&mut self, name: String, value: u64) -> Result<u64, types::Error> {
+        self.uow.next_in_sequence(&name, Some(value)).await.map_err(to_wit)
     }
 }
 

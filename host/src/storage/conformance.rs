@@ -49,6 +49,7 @@ pub async fn run_all(store: &dyn DocumentStore) {
     tenants_and_plugins_are_isolated(store).await;
     deletes_remove_documents_and_index_rows(store).await;
     purge_removes_only_that_plugin(store).await;
+    sequences_count_per_tenant_and_plugin_and_move_past_imports(store).await;
 }
 
 async fn put_then_get_round_trips(store: &dyn DocumentStore) {
@@ -164,4 +165,20 @@ async fn purge_removes_only_that_plugin(store: &dyn DocumentStore) {
     assert_eq!(store.purge_plugin("goner").await.unwrap(), 1);
     assert!(store.get(&gone, "c", "k").await.unwrap().is_none());
     assert!(store.get(&keep, "c", "k").await.unwrap().is_some());
+}
+
+async fn sequences_count_per_tenant_and_plugin_and_move_past_imports(store: &dyn DocumentStore) {
+    let (a, b, other) = (scope("t1", "seq"), scope("t2", "seq"), scope("t1", "seq-other"));
+    assert_eq!(store.next_in_sequence(&a, "ticket", None).await.unwrap(), 1);
+    assert_eq!(store.next_in_sequence(&a, "ticket", None).await.unwrap(), 2);
+    assert_eq!(store.next_in_sequence(&a, "invoice", None).await.unwrap(), 1, "per name");
+    assert_eq!(store.next_in_sequence(&b, "ticket", None).await.unwrap(), 1, "per tenant");
+    assert_eq!(store.next_in_sequence(&other, "ticket", None).await.unwrap(), 1, "per plugin");
+    // Moving past imported numbers: never backwards, never a repeat.
+    assert_eq!(store.next_in_sequence(&a, "ticket", Some(500)).await.unwrap(), 501);
+    assert_eq!(store.next_in_sequence(&a, "ticket", Some(10)).await.unwrap(), 502);
+    assert_eq!(store.next_in_sequence(&a, "fresh", Some(41)).await.unwrap(), 42);
+    // A purged plugin's sequences start again.
+    store.purge_plugin("seq-other").await.unwrap();
+    assert_eq!(store.next_in_sequence(&other, "ticket", None).await.unwrap(), 1);
 }

@@ -103,6 +103,8 @@ pub enum StoreError {
     TooManyJobs { plugin: String, limit: u32 },
     #[error("the storage request ran past the call's deadline and was stopped")]
     Interrupted,
+    #[error("this plugin already has {limit} sequences in this tenant; no new one is started")]
+    TooManySequences { limit: u32 },
     #[error("storage failure: {0}")]
     Internal(String),
 }
@@ -196,8 +198,14 @@ pub trait DocumentStore: Send + Sync + 'static {
         audit: &WriteAudit,
     ) -> Result<Vec<u64>, StoreError>;
 
-    /// Removes every document a plugin stored, in every tenant. Returns how many.
+    /// Removes every document a plugin stored, in every tenant, and its sequences. Returns
+    /// how many documents.
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError>;
+
+    /// The next value of `scope`'s sequence `name` (1 for a new one), moved past `after`
+    /// first if given, in a transaction of its own (not the caller's commit): no value is
+    /// handed out twice, and concurrent callers wait for each other instead of conflicting.
+    async fn next_in_sequence(&self, scope: &Scope, name: &str, after: Option<u64>) -> Result<u64, StoreError>;
 
     /// What `tenant` stores, per plugin (plugins that store nothing are left out).
     async fn usage(&self, tenant: &str) -> Result<Vec<(String, Usage)>, StoreError>;

@@ -24,6 +24,8 @@ pub struct SqliteDocumentStore {
 
 /// How long a cached quota is trusted.
 const QUOTA_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Sequences one plugin may keep in one tenant.
+const MAX_SEQUENCES: u32 = 1000;
 
 /// What the store enforces at commit.
 #[derive(Debug, Clone)]
@@ -353,6 +355,50 @@ impl DocumentStore for SqliteDocumentStore {
         Ok(versions)
     }
 
+    async fn next_in_sequence(&self, scope: &Scope, name: &str, after: Option<u64>) -> Result<u64, StoreError> {
+        let after = after.map(|a| i64::try_from(a).unwrap_or(i64::MAX - 1));
+        let _turn = self.writes.turn(&scope.tenant).await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let moved: Option<i64> = sqlx::query_scalar(
+            "UPDATE sequences SET value = max(value, COALESCE(?, 0)) + 1 \
+             WHERE tenant_id = ? AND plugin_id = ? AND name = ? RETURNING value",
+        )
+        .bind(after)
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let value = match moved {
+            Some(value) => value,
+            None => {
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM sequences WHERE tenant_id = ? AND plugin_id = ?")
+                        .bind(&scope.tenant)
+                        .bind(&scope.plugin)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                if count >= i64::from(MAX_SEQUENCES) {
+                    return Err(StoreError::TooManySequences { limit: MAX_SEQUENCES });
+                }
+                let first = after.unwrap_or(0) + 1;
+                sqlx::query("INSERT INTO sequences (tenant_id, plugin_id, name, value) VALUES (?, ?, ?, ?)")
+                    .bind(&scope.tenant)
+                    .bind(&scope.plugin)
+                    .bind(name)
+                    .bind(first)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                first
+            }
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(value as u64)
+    }
+
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query("DELETE FROM document_index WHERE plugin_id = ?")
@@ -375,6 +421,11 @@ impl DocumentStore for SqliteDocumentStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        sqlx::query("DELETE FROM sequences WHERE plugin_id = ?")
+            .bind(plugin)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         sqlx::query("DELETE FROM storage_usage WHERE plugin_id = ?")
             .bind(plugin)
             .execute(&mut *tx)
@@ -785,6 +836,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::db::open_sqlite(&dir.path().join("test.db")).await.unwrap();
         (SqliteDocumentStore::new(pool), dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_takers_of_a_sequence_get_distinct_values_and_none_fails() {
+        let (store, _dir) = temp_store().await;
+        let store = std::sync::Arc::new(store);
+        let scope = Scope { tenant: "t".into(), plugin: "p".into() };
+        let takers: Vec<_> = (0..64)
+            .map(|_| {
+                let (store, scope) = (store.clone(), scope.clone());
+                tokio::spawn(async move { store.next_in_sequence(&scope, "ticket", None).await })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for t in takers {
+            values.push(t.await.unwrap().expect("no taker fails"));
+        }
+        values.sort();
+        assert_eq!(values, (1..=64).collect::<Vec<u64>>());
+        // A plugin cannot start sequences without end.
+        for i in 1..MAX_SEQUENCES {
+            store.next_in_sequence(&scope, &format!("s{i}"), None).await.unwrap();
+        }
+        let refused = store.next_in_sequence(&scope, "one-too-many", None).await.unwrap_err();
+        assert!(matches!(refused, StoreError::TooManySequences { limit: MAX_SEQUENCES }), "{refused}");
+        assert_eq!(store.next_in_sequence(&scope, "ticket", None).await.unwrap(), 65, "existing ones go on");
     }
 
     #[tokio::test]

@@ -61,6 +61,8 @@ pub enum UnitOfWorkError {
     DocumentTooLarge { size: usize, limit: usize },
     #[error("a call may write at most {0} documents")]
     TooManyWrites(usize),
+    #[error("a call may take at most {0} sequence numbers")]
+    TooManySequenceNumbers(usize),
     #[error(
         "a call may write at most {limit} bytes (documents, events and jobs together); this write would make it {would_be}"
     )]
@@ -112,6 +114,8 @@ pub struct UnitOfWork {
     deadline: Option<std::time::Instant>,
     /// Taken around each query: the tenant's scan lanes.
     scan_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Sequence numbers taken so far (each is a write transaction of its own).
+    sequence_takes: usize,
 }
 
 impl UnitOfWork {
@@ -130,6 +134,7 @@ impl UnitOfWork {
             pending_bytes: 0,
             deadline: None,
             scan_gate: None,
+            sequence_takes: 0,
         }
     }
 
@@ -304,6 +309,24 @@ impl UnitOfWork {
         self.pending_bytes = self.pending_bytes - existing.as_ref().map_or(0, Pending::size) + pending.size();
         self.pending.insert(id, pending);
         Ok(version)
+    }
+
+    /// The next value of the call's sequence `name` (see `keel:platform/sequences`): taken at
+    /// once, in its own transaction, not with the call's commit. A call takes at most as many
+    /// numbers as it may make writes: each is a turn at the database's single writer.
+    pub async fn next_in_sequence(&mut self, name: &str, after: Option<u64>) -> Result<u64, UnitOfWorkError> {
+        if self.sequence_takes >= self.limits.max_writes_per_call {
+            return Err(UnitOfWorkError::TooManySequenceNumbers(self.limits.max_writes_per_call));
+        }
+        let valid = (1..=64).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(UnitOfWorkError::InvalidKey(format!(
+                "sequence names are 1-64 characters of a-z, 0-9, '-', '_' and '.'; got {name:?}"
+            )));
+        }
+        self.sequence_takes += 1;
+        Ok(self.store.next_in_sequence(&self.scope, name, after).await?)
     }
 
     async fn slow_database(&self) {
@@ -505,6 +528,27 @@ mod tests {
 
     fn keys(page: &(Vec<StoredDocument>, Option<String>)) -> Vec<&str> {
         page.0.iter().map(|d| d.key.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn sequence_numbers_are_taken_at_once_named_validly_and_bounded_per_call() {
+        let (store, _dir) = setup().await;
+        let mut call = uow(&store);
+        assert_eq!(call.next_in_sequence("ticket", None).await.unwrap(), 1);
+        // Taken outside the call's unit of work: dropped without commit, the number stays taken.
+        drop(call);
+        let mut call = uow(&store);
+        assert_eq!(call.next_in_sequence("ticket", None).await.unwrap(), 2);
+        for bad in ["", "Ticket", "has space", &"x".repeat(65)] {
+            assert!(matches!(call.next_in_sequence(bad, None).await, Err(UnitOfWorkError::InvalidKey(_))), "{bad:?}");
+        }
+        for _ in 1..20 {
+            call.next_in_sequence("ticket", None).await.unwrap();
+        }
+        assert!(matches!(
+            call.next_in_sequence("ticket", None).await,
+            Err(UnitOfWorkError::TooManySequenceNumbers(20))
+        ));
     }
 
     #[tokio::test]

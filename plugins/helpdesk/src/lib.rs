@@ -5,7 +5,7 @@ mod sla;
 mod ticket;
 
 use keel_sdk::services::now_ms;
-use keel_sdk::{Collection, Error, Job, Plugin, Request, Response, Router, Versioned, export_plugin};
+use keel_sdk::{Collection, Error, Job, Plugin, Request, Response, Router, Sequence, Versioned, export_plugin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sla::{Policy, Sla, Timer};
@@ -13,7 +13,9 @@ use ticket::{Comment, FieldError, Priority, Status, Ticket};
 
 const TICKETS: Collection<Ticket> = Collection::new("tickets");
 const COMMENTS: Collection<Comment> = Collection::new("comments");
+/// Before 0.4: the ticket counter document, read only to carry its numbering over.
 const COUNTERS: Collection<Counter> = Collection::new("counters");
+const TICKET_NUMBERS: Sequence = Sequence::new("ticket");
 const SLA_POLICIES: Collection<Policy> = Collection::new("sla_policies");
 const SLA_TIMERS: Collection<Timer> = Collection::new("sla_timers");
 
@@ -54,7 +56,7 @@ impl Plugin for Helpdesk {
 
 export_plugin!(Helpdesk);
 
-/// Per-tenant sequence for ticket numbers (storage is tenant-scoped by the host).
+/// The pre-0.4 ticket counter: the next number it would have given.
 #[derive(Serialize, Deserialize)]
 struct Counter {
     next: u64,
@@ -185,17 +187,14 @@ fn create_ticket(req: &Request) -> Result<Response, Error> {
 
 /// Takes the next number. Two concurrent creates race on the counter's version; the loser's
 /// whole call is refused with a 409 and can be retried.
+/// Ticket numbers come from a sequence, so concurrent filings never conflict over them.
+/// Helpdesks before 0.4 kept a counter document (the next number to give); numbering goes on
+/// from it.
 fn next_ticket_number() -> Result<u64, Error> {
+    let number = TICKET_NUMBERS.next()?;
     match COUNTERS.get("ticket")? {
-        None => {
-            COUNTERS.insert("ticket", &Counter { next: 2 })?;
-            Ok(1)
-        }
-        Some(counter) => {
-            let number = counter.value.next;
-            COUNTERS.update("ticket", &Counter { next: number + 1 }, counter.version)?;
-            Ok(number)
-        }
+        Some(legacy) if legacy.value.next > number => TICKET_NUMBERS.next_after(legacy.value.next - 1),
+        _ => Ok(number),
     }
 }
 
