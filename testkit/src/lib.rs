@@ -21,7 +21,8 @@
 //! ```
 //!
 //! Background work does not run by itself here: [`TestKit::run_due`] runs what is due, one
-//! attempt at a time, so tests are deterministic.
+//! attempt at a time; and the host clock stands still until [`TestKit::advance_clock`] moves
+//! it, so tests are deterministic.
 #![deny(missing_docs)]
 
 use axum::body::Body;
@@ -135,6 +136,9 @@ impl TestKit {
         config.limits.rate_limit_per_second = 0;
         config.jobs.enabled = false;
         config.allow_clock_control = true;
+        // Time moves only when the test moves it: a schedule cannot fire, nor a token expire,
+        // because the real clock crossed a boundary mid-test.
+        config.frozen_clock_at = Some(keel_host::clock::system_now_ms());
         let server = Server::start(config).await.map_err(|e| KitError::Start(e.to_string()))?;
         let admin_token = server.bootstrap_token.clone().ok_or_else(|| KitError::Start("no bootstrap token".into()))?;
         let router = keel_host::api::router(server.state.clone());
