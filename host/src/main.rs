@@ -489,8 +489,9 @@ async fn job(command: JobCommand) -> Result<()> {
             query.extend(plugin.map(|v| ("plugin", v)));
             query.extend(status.map(|v| ("status", v)));
             query.extend(kind.map(|v| ("kind", v)));
-            let body =
-                c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/jobs?{}", query_string(&query))))).await?;
+            let body = c
+                .send(c.http.get(c.url(&format!("/v1/tenants/{}/jobs?{}", segment(&tenant), query_string(&query)))))
+                .await?;
             println!(
                 "{:<28} {:<12} {:<9} {:<24} {:<10} {:<8} {:<19} LAST ERROR",
                 "ID", "PLUGIN", "KIND", "NAME", "STATUS", "TRIES", "RUN AT (UTC)"
@@ -511,17 +512,20 @@ async fn job(command: JobCommand) -> Result<()> {
         }
         JobCommand::Show { id, tenant, client } => {
             let c = Client::new(client)?;
-            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/jobs/{id}")))).await?;
+            let body =
+                c.send(c.http.get(c.url(&format!("/v1/tenants/{}/jobs/{}", segment(&tenant), segment(&id))))).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         JobCommand::Retry { id, tenant, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/jobs/{id}/retry")))).await?;
+            c.send(c.http.post(c.url(&format!("/v1/tenants/{}/jobs/{}/retry", segment(&tenant), segment(&id)))))
+                .await?;
             println!("queued {id} again");
         }
         JobCommand::Cancel { id, tenant, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/jobs/{id}/cancel")))).await?;
+            c.send(c.http.post(c.url(&format!("/v1/tenants/{}/jobs/{}/cancel", segment(&tenant), segment(&id)))))
+                .await?;
             println!("cancelled {id}");
         }
     }
@@ -606,7 +610,7 @@ async fn schedule(command: ScheduleCommand) -> Result<()> {
     match command {
         ScheduleCommand::List { tenant, client } => {
             let c = Client::new(client)?;
-            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/schedules")))).await?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{}/schedules", segment(&tenant))))).await?;
             println!("{:<16} {:<20} {:<32} {:<19} LAST RUN (UTC)", "PLUGIN", "NAME", "SPEC", "NEXT RUN (UTC)");
             for s in body["items"].as_array().into_iter().flatten() {
                 println!(
@@ -622,7 +626,12 @@ async fn schedule(command: ScheduleCommand) -> Result<()> {
         ScheduleCommand::Run { plugin, name, tenant, client } => {
             let c = Client::new(client)?;
             let body = c
-                .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/plugins/{plugin}/schedules/{name}/run"))))
+                .send(c.http.post(c.url(&format!(
+                    "/v1/tenants/{}/plugins/{}/schedules/{}/run",
+                    segment(&tenant),
+                    segment(&plugin),
+                    segment(&name)
+                ))))
                 .await?;
             println!("queued {}", body["job_id"].as_str().unwrap_or("?"));
         }
@@ -636,8 +645,9 @@ async fn event(command: EventCommand) -> Result<()> {
             let c = Client::new(client)?;
             let mut query = vec![("after", after.to_string()), ("limit", limit.to_string())];
             query.extend(topic.map(|v| ("topic", v)));
-            let body =
-                c.send(c.http.get(c.url(&format!("/v1/tenants/{tenant}/events?{}", query_string(&query))))).await?;
+            let body = c
+                .send(c.http.get(c.url(&format!("/v1/tenants/{}/events?{}", segment(&tenant), query_string(&query)))))
+                .await?;
             println!("{:<8} {:<28} {:<36} {:<14} {:<19} PAYLOAD", "SEQ", "ID", "TOPIC", "SOURCE", "AT (UTC)");
             for e in body["items"].as_array().into_iter().flatten() {
                 println!(
@@ -654,9 +664,11 @@ async fn event(command: EventCommand) -> Result<()> {
         EventCommand::Replay { subscriber, from, to, tenant, client } => {
             let c = Client::new(client)?;
             let body = c
-                .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/events/replay"))).json(&serde_json::json!({
-                    "subscriber": subscriber, "from_seq": from, "to_seq": to
-                })))
+                .send(c.http.post(c.url(&format!("/v1/tenants/{}/events/replay", segment(&tenant)))).json(
+                    &serde_json::json!({
+                        "subscriber": subscriber, "from_seq": from, "to_seq": to
+                    }),
+                ))
                 .await?;
             println!("queued {} deliveries to {subscriber}", body["queued"]);
         }
@@ -752,7 +764,11 @@ async fn quota(command: QuotaCommand) -> Result<()> {
 /// A path segment, percent-encoded (ids are validated by the server; this keeps a stray `/`
 /// or `?` from changing which endpoint is called).
 fn segment(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    // Everything but RFC 3986 unreserved characters; a space is %20 here, not `+` as in a
+    // query string.
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 async fn user(command: UserCommand) -> Result<()> {
@@ -762,7 +778,7 @@ async fn user(command: UserCommand) -> Result<()> {
     std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']);
     let body = c
-        .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/users"))).json(&serde_json::json!({
+        .send(c.http.post(c.url(&format!("/v1/tenants/{}/users", segment(&tenant)))).json(&serde_json::json!({
             "username": username, "display_name": display_name, "password": password, "role": role
         })))
         .await?;
@@ -779,9 +795,11 @@ async fn token(command: TokenCommand) -> Result<()> {
         TokenCommand::Create { tenant, name, role, ttl_seconds, client } => {
             let c = Client::new(client)?;
             let body = c
-                .send(c.http.post(c.url(&format!("/v1/tenants/{tenant}/tokens"))).json(&serde_json::json!({
-                    "name": name, "role": role, "ttl_seconds": ttl_seconds
-                })))
+                .send(c.http.post(c.url(&format!("/v1/tenants/{}/tokens", segment(&tenant)))).json(
+                    &serde_json::json!({
+                        "name": name, "role": role, "ttl_seconds": ttl_seconds
+                    }),
+                ))
                 .await?;
             println!(
                 "{} ({}, id {})",
@@ -793,7 +811,7 @@ async fn token(command: TokenCommand) -> Result<()> {
         }
         TokenCommand::Revoke { tenant, id, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.delete(c.url(&format!("/v1/tenants/{tenant}/tokens/{id}")))).await?;
+            c.send(c.http.delete(c.url(&format!("/v1/tenants/{}/tokens/{}", segment(&tenant), segment(&id))))).await?;
             println!("revoked {id}");
         }
     }
@@ -844,22 +862,22 @@ async fn plugin(command: PluginCommand) -> Result<()> {
         }
         PluginCommand::Show { id, client } => {
             let c = Client::new(client)?;
-            let body = c.send(c.http.get(c.url(&format!("/v1/admin/plugins/{id}")))).await?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/admin/plugins/{}", segment(&id))))).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         PluginCommand::Enable { id, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{id}/enable")))).await?;
+            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{}/enable", segment(&id))))).await?;
             println!("enabled {id}");
         }
         PluginCommand::Disable { id, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{id}/disable")))).await?;
+            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{}/disable", segment(&id))))).await?;
             println!("disabled {id}");
         }
         PluginCommand::Uninstall { id, purge, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.delete(c.url(&format!("/v1/admin/plugins/{id}?purge={purge}")))).await?;
+            c.send(c.http.delete(c.url(&format!("/v1/admin/plugins/{}?purge={purge}", segment(&id))))).await?;
             println!("uninstalled {id}{}", if purge { " and purged its data" } else { "" });
         }
         PluginCommand::Settings(command) => settings(command).await?,

@@ -307,6 +307,9 @@ async fn the_cli_lists_retries_jobs_runs_schedules_and_replays_events() {
         assert!(std::time::Instant::now() < deadline, "the job and two deliveries never finished:\n{out}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // An id is one path segment, however it is spelled: it cannot reach another endpoint.
+    let (ok, out) = run(args(&["job", "show", "../../../admin/plugins"])).await.unwrap();
+    assert!(!ok && out.contains("job-not-found"), "{out}");
     let (ok, out) = run(args(&["job", "show", &job_id])).await.unwrap();
     assert!(ok && out.contains("\"outcome\": \"done\""), "{out}");
     let (ok, out) = run(args(&["job", "retry", &job_id])).await.unwrap();
