@@ -490,7 +490,7 @@ async fn job(command: JobCommand) -> Result<()> {
             query.extend(status.map(|v| ("status", v)));
             query.extend(kind.map(|v| ("kind", v)));
             let body = c
-                .send(c.http.get(c.url(&format!("/v1/tenants/{}/jobs?{}", segment(&tenant), query_string(&query)))))
+                .send(c.http.get(c.url(&format!("/v1/tenants/{}/jobs?{}", segment(&tenant)?, query_string(&query)))))
                 .await?;
             println!(
                 "{:<28} {:<12} {:<9} {:<24} {:<10} {:<8} {:<19} LAST ERROR",
@@ -513,18 +513,18 @@ async fn job(command: JobCommand) -> Result<()> {
         JobCommand::Show { id, tenant, client } => {
             let c = Client::new(client)?;
             let body =
-                c.send(c.http.get(c.url(&format!("/v1/tenants/{}/jobs/{}", segment(&tenant), segment(&id))))).await?;
+                c.send(c.http.get(c.url(&format!("/v1/tenants/{}/jobs/{}", segment(&tenant)?, segment(&id)?)))).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         JobCommand::Retry { id, tenant, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/tenants/{}/jobs/{}/retry", segment(&tenant), segment(&id)))))
+            c.send(c.http.post(c.url(&format!("/v1/tenants/{}/jobs/{}/retry", segment(&tenant)?, segment(&id)?))))
                 .await?;
             println!("queued {id} again");
         }
         JobCommand::Cancel { id, tenant, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/tenants/{}/jobs/{}/cancel", segment(&tenant), segment(&id)))))
+            c.send(c.http.post(c.url(&format!("/v1/tenants/{}/jobs/{}/cancel", segment(&tenant)?, segment(&id)?))))
                 .await?;
             println!("cancelled {id}");
         }
@@ -533,29 +533,32 @@ async fn job(command: JobCommand) -> Result<()> {
 }
 
 async fn settings(command: SettingsCommand) -> Result<()> {
-    let path =
-        |tenant: &str, plugin: &str| format!("/v1/tenants/{}/plugins/{}/settings", segment(tenant), segment(plugin));
+    let path = |tenant: &str, plugin: &str| -> Result<String> {
+        Ok(format!("/v1/tenants/{}/plugins/{}/settings", segment(tenant)?, segment(plugin)?))
+    };
     let body = match command {
         SettingsCommand::Show { plugin, tenant, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.get(c.url(&path(&tenant, &plugin)))).await?
+            c.send(c.http.get(c.url(&path(&tenant, &plugin)?))).await?
         }
         SettingsCommand::Set { plugin, values, secret, tenant, client } => {
             let c = Client::new(client)?;
-            let url = c.url(&path(&tenant, &plugin));
+            let url = c.url(&path(&tenant, &plugin)?);
             // Values are typed by the plugin's declarations: `42` stays text for a string.
             let declared = c.send(c.http.get(&url)).await?;
-            let type_of = |name: &str| {
-                declared["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s["name"] == name)
-                    .map(|s| s["type"].clone())
-            };
+            let declaration =
+                |name: &str| declared["items"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned();
+            let type_of = |name: &str| declaration(name).map(|s| s["type"].clone());
             let mut change = serde_json::Map::new();
             for pair in values {
                 let Some((name, text)) = pair.split_once('=') else { bail!("`{pair}` is not name=value") };
+                // A secret on the command line would stay in the shell's history and show in
+                // the process list.
+                if declaration(name).is_some_and(|s| s["secret"] == true) {
+                    bail!(
+                        "setting `{name}` is secret: give it with `--secret {name}`, which reads it from standard input"
+                    );
+                }
                 let value = match type_of(name).as_ref().and_then(|t| t.as_str()) {
                     Some("integer") => match text.parse::<i64>() {
                         Ok(n) => serde_json::Value::from(n),
@@ -582,7 +585,7 @@ async fn settings(command: SettingsCommand) -> Result<()> {
             let c = Client::new(client)?;
             let change: serde_json::Map<String, serde_json::Value> =
                 names.into_iter().map(|n| (n, serde_json::Value::Null)).collect();
-            c.send(c.http.patch(c.url(&path(&tenant, &plugin))).json(&serde_json::json!({ "values": change }))).await?
+            c.send(c.http.patch(c.url(&path(&tenant, &plugin)?)).json(&serde_json::json!({ "values": change }))).await?
         }
     };
     println!("{:<24} {:<8} {:<4} VALUE", "NAME", "TYPE", "SET");
@@ -610,7 +613,7 @@ async fn schedule(command: ScheduleCommand) -> Result<()> {
     match command {
         ScheduleCommand::List { tenant, client } => {
             let c = Client::new(client)?;
-            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{}/schedules", segment(&tenant))))).await?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{}/schedules", segment(&tenant)?)))).await?;
             println!("{:<16} {:<20} {:<32} {:<19} LAST RUN (UTC)", "PLUGIN", "NAME", "SPEC", "NEXT RUN (UTC)");
             for s in body["items"].as_array().into_iter().flatten() {
                 println!(
@@ -628,9 +631,9 @@ async fn schedule(command: ScheduleCommand) -> Result<()> {
             let body = c
                 .send(c.http.post(c.url(&format!(
                     "/v1/tenants/{}/plugins/{}/schedules/{}/run",
-                    segment(&tenant),
-                    segment(&plugin),
-                    segment(&name)
+                    segment(&tenant)?,
+                    segment(&plugin)?,
+                    segment(&name)?
                 ))))
                 .await?;
             println!("queued {}", body["job_id"].as_str().unwrap_or("?"));
@@ -646,7 +649,7 @@ async fn event(command: EventCommand) -> Result<()> {
             let mut query = vec![("after", after.to_string()), ("limit", limit.to_string())];
             query.extend(topic.map(|v| ("topic", v)));
             let body = c
-                .send(c.http.get(c.url(&format!("/v1/tenants/{}/events?{}", segment(&tenant), query_string(&query)))))
+                .send(c.http.get(c.url(&format!("/v1/tenants/{}/events?{}", segment(&tenant)?, query_string(&query)))))
                 .await?;
             println!("{:<8} {:<28} {:<36} {:<14} {:<19} PAYLOAD", "SEQ", "ID", "TOPIC", "SOURCE", "AT (UTC)");
             for e in body["items"].as_array().into_iter().flatten() {
@@ -664,7 +667,7 @@ async fn event(command: EventCommand) -> Result<()> {
         EventCommand::Replay { subscriber, from, to, tenant, client } => {
             let c = Client::new(client)?;
             let body = c
-                .send(c.http.post(c.url(&format!("/v1/tenants/{}/events/replay", segment(&tenant)))).json(
+                .send(c.http.post(c.url(&format!("/v1/tenants/{}/events/replay", segment(&tenant)?))).json(
                     &serde_json::json!({
                         "subscriber": subscriber, "from_seq": from, "to_seq": to
                     }),
@@ -706,7 +709,7 @@ async fn quota(command: QuotaCommand) -> Result<()> {
     let (tenant, body) = match command {
         QuotaCommand::Show { tenant, client } => {
             let c = Client::new(client)?;
-            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{}/quotas", segment(&tenant))))).await?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/tenants/{}/quotas", segment(&tenant)?)))).await?;
             (tenant, body)
         }
         QuotaCommand::Set { tenant, documents, mb, plugin_documents, plugin_mb, client } => {
@@ -718,12 +721,12 @@ async fn quota(command: QuotaCommand) -> Result<()> {
                 "plugin_bytes": plugin_mb.saturating_mul(1 << 20),
             });
             let body =
-                c.send(c.http.put(c.url(&format!("/v1/tenants/{}/quotas", segment(&tenant)))).json(&quotas)).await?;
+                c.send(c.http.put(c.url(&format!("/v1/tenants/{}/quotas", segment(&tenant)?))).json(&quotas)).await?;
             (tenant, body)
         }
         QuotaCommand::Reset { tenant, client } => {
             let c = Client::new(client)?;
-            let body = c.send(c.http.delete(c.url(&format!("/v1/tenants/{}/quotas", segment(&tenant))))).await?;
+            let body = c.send(c.http.delete(c.url(&format!("/v1/tenants/{}/quotas", segment(&tenant)?)))).await?;
             (tenant, body)
         }
     };
@@ -763,12 +766,17 @@ async fn quota(command: QuotaCommand) -> Result<()> {
 
 /// A path segment, percent-encoded (ids are validated by the server; this keeps a stray `/`
 /// or `?` from changing which endpoint is called).
-fn segment(s: &str) -> String {
-    // Everything but RFC 3986 unreserved characters; a space is %20 here, not `+` as in a
-    // query string.
+fn segment(s: &str) -> Result<String> {
+    // URL parsers treat `.` and `..` (encoded or not) as dot segments and drop them: no id is
+    // either, so refuse them here rather than call another endpoint.
+    if s == "." || s == ".." || s.is_empty() {
+        bail!("`{s}` is not an id");
+    }
+    // Everything but letters, digits, '-', '.', '_' and '~'; a space is %20 here, not `+` as
+    // in a query string.
     const SEGMENT: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+    Ok(percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
 }
 
 async fn user(command: UserCommand) -> Result<()> {
@@ -778,7 +786,7 @@ async fn user(command: UserCommand) -> Result<()> {
     std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']);
     let body = c
-        .send(c.http.post(c.url(&format!("/v1/tenants/{}/users", segment(&tenant)))).json(&serde_json::json!({
+        .send(c.http.post(c.url(&format!("/v1/tenants/{}/users", segment(&tenant)?))).json(&serde_json::json!({
             "username": username, "display_name": display_name, "password": password, "role": role
         })))
         .await?;
@@ -795,7 +803,7 @@ async fn token(command: TokenCommand) -> Result<()> {
         TokenCommand::Create { tenant, name, role, ttl_seconds, client } => {
             let c = Client::new(client)?;
             let body = c
-                .send(c.http.post(c.url(&format!("/v1/tenants/{}/tokens", segment(&tenant)))).json(
+                .send(c.http.post(c.url(&format!("/v1/tenants/{}/tokens", segment(&tenant)?))).json(
                     &serde_json::json!({
                         "name": name, "role": role, "ttl_seconds": ttl_seconds
                     }),
@@ -811,7 +819,8 @@ async fn token(command: TokenCommand) -> Result<()> {
         }
         TokenCommand::Revoke { tenant, id, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.delete(c.url(&format!("/v1/tenants/{}/tokens/{}", segment(&tenant), segment(&id))))).await?;
+            c.send(c.http.delete(c.url(&format!("/v1/tenants/{}/tokens/{}", segment(&tenant)?, segment(&id)?))))
+                .await?;
             println!("revoked {id}");
         }
     }
@@ -862,22 +871,22 @@ async fn plugin(command: PluginCommand) -> Result<()> {
         }
         PluginCommand::Show { id, client } => {
             let c = Client::new(client)?;
-            let body = c.send(c.http.get(c.url(&format!("/v1/admin/plugins/{}", segment(&id))))).await?;
+            let body = c.send(c.http.get(c.url(&format!("/v1/admin/plugins/{}", segment(&id)?)))).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         PluginCommand::Enable { id, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{}/enable", segment(&id))))).await?;
+            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{}/enable", segment(&id)?)))).await?;
             println!("enabled {id}");
         }
         PluginCommand::Disable { id, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{}/disable", segment(&id))))).await?;
+            c.send(c.http.post(c.url(&format!("/v1/admin/plugins/{}/disable", segment(&id)?)))).await?;
             println!("disabled {id}");
         }
         PluginCommand::Uninstall { id, purge, client } => {
             let c = Client::new(client)?;
-            c.send(c.http.delete(c.url(&format!("/v1/admin/plugins/{}?purge={purge}", segment(&id))))).await?;
+            c.send(c.http.delete(c.url(&format!("/v1/admin/plugins/{}?purge={purge}", segment(&id)?)))).await?;
             println!("uninstalled {id}{}", if purge { " and purged its data" } else { "" });
         }
         PluginCommand::Settings(command) => settings(command).await?,

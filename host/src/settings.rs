@@ -49,11 +49,14 @@ pub struct SettingsStore {
     pool: SqlitePool,
     clock: Arc<Clock>,
     cache: Arc<Mutex<HashMap<(String, String), Cached>>>,
+    /// Bumped by every change this host makes: a read that began before a change must not
+    /// put what it read into the cache after the change dropped the old entry.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SettingsStore {
     pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
-        SettingsStore { pool, clock, cache: Arc::default() }
+        SettingsStore { pool, clock, cache: Arc::default(), generation: Arc::default() }
     }
 
     /// What `tenant` set for `plugin`, by setting name (including values a newer version
@@ -65,6 +68,7 @@ impl SettingsStore {
         {
             return Ok(cached.stored.clone());
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let rows = sqlx::query(
             "SELECT name, value, updated_at, updated_by FROM plugin_settings WHERE tenant_id = ? AND plugin_id = ?",
         )
@@ -78,6 +82,10 @@ impl SettingsStore {
                 .collect(),
         );
         let mut cache = self.cache.lock().expect("settings cache lock");
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != generation {
+            // A change landed while we read: what we read may predate it; do not keep it.
+            return Ok(stored);
+        }
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
@@ -175,13 +183,17 @@ impl SettingsStore {
             }
         }
         tx.commit().await?;
-        self.cache.lock().expect("settings cache lock").remove(&(tenant.to_owned(), manifest.id.clone()));
+        let mut cache = self.cache.lock().expect("settings cache lock");
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.remove(&(tenant.to_owned(), manifest.id.clone()));
         Ok(())
     }
 
     /// Drops cached values of a plugin whose settings were purged with it.
     pub fn forget_plugin(&self, plugin: &str) {
-        self.cache.lock().expect("settings cache lock").retain(|(_, p), _| p != plugin);
+        let mut cache = self.cache.lock().expect("settings cache lock");
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.retain(|(_, p), _| p != plugin);
     }
 }
 

@@ -203,6 +203,10 @@ async fn the_cli_shows_sets_and_resets_plugin_settings_with_secrets_from_stdin()
         ("10".into(), "true".into(), "42".into(), secret.into())
     );
 
+    // A secret is never taken from the command line.
+    let (ok, out) =
+        run(&["plugin", "settings", "set", "hostile", "api-key=sk-on-the-command-line"], None).await.unwrap();
+    assert!(!ok && out.contains("--secret api-key"), "{out}");
     // Bad input is refused before or by the server, naming the setting.
     let (ok, out) = run(&["plugin", "settings", "set", "hostile", "retries=many"], None).await.unwrap();
     assert!(!ok && out.contains("setting `retries` is an integer"), "{out}");
@@ -310,6 +314,8 @@ async fn the_cli_lists_retries_jobs_runs_schedules_and_replays_events() {
     // An id is one path segment, however it is spelled: it cannot reach another endpoint.
     let (ok, out) = run(args(&["job", "show", "../../../admin/plugins"])).await.unwrap();
     assert!(!ok && out.contains("job-not-found"), "{out}");
+    let (ok, out) = run(args(&["job", "show", ".."])).await.unwrap();
+    assert!(!ok && out.contains("`..` is not an id"), "{out}");
     let (ok, out) = run(args(&["job", "show", &job_id])).await.unwrap();
     assert!(ok && out.contains("\"outcome\": \"done\""), "{out}");
     let (ok, out) = run(args(&["job", "retry", &job_id])).await.unwrap();

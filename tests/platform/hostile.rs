@@ -24,10 +24,10 @@ async fn an_infinite_loop_is_stopped_at_its_deadline() {
     let took = started.elapsed();
     assert_eq!(reply.body["plugin"], "hostile");
     // The manifest's 300 ms applies (not the host's default), and the loop is not stopped
-    // early; the upper bound leaves room for two busy cores, far below the next deadline.
+    // early; the upper bound leaves room for two busy cores (ten times the deadline).
     assert_eq!(reply.body["detail"], "the plugin did not answer within 300ms");
     assert!(took >= std::time::Duration::from_millis(300), "stopped early, after {took:?}");
-    assert!(took < std::time::Duration::from_millis(2_000), "stopped late, after {took:?}");
+    assert!(took < std::time::Duration::from_millis(3_000), "stopped late, after {took:?}");
     still_serving(&s).await;
     assert!(s.metrics().await.contains(r#"keel_plugin_timeouts_total{plugin="hostile"} 1"#));
 }
@@ -44,7 +44,7 @@ async fn a_call_blocked_in_a_slow_host_call_is_stopped_at_its_deadline() {
         let took = started.elapsed();
         assert_eq!(reply.body["detail"], "the plugin did not answer within 300ms");
         assert!(took >= std::time::Duration::from_millis(300), "stopped early, after {took:?}");
-        assert!(took < std::time::Duration::from_millis(2_000), "stopped late, after {took:?}");
+        assert!(took < std::time::Duration::from_millis(3_000), "stopped late, after {took:?}");
     }
     // Its instance and admission were given back each time; calls without reads still run.
     s.get(&format!("{H}/noop")).await.expect(204);

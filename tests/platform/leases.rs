@@ -29,8 +29,9 @@ async fn a_worker_that_lost_its_lease_cannot_overwrite_the_new_owners_outcome() 
     })
     .await;
     a.install("fixtures/relay").await.expect(201);
-    // Host A claims a job that runs for a few seconds of real time.
-    let job = a.post("/v1/plugins/relay/jobs", json!({ "name": "slow", "payload": { "ms": 4000 } })).await.expect(202);
+    // Host A claims a job that runs for a few seconds of real time: host B must start and
+    // take it over before A finishes.
+    let job = a.post("/v1/plugins/relay/jobs", json!({ "name": "slow", "payload": { "ms": 6000 } })).await.expect(202);
     let id = job.body["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/tenants/default/jobs/{id}");
     let running = a.eventually(&path, "host A to claim the job", |b| b["job"]["status"] == "running").await;

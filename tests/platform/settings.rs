@@ -160,4 +160,14 @@ async fn a_secret_setting_reaches_the_plugin_and_is_never_read_back() {
     // Reset: the plugin no longer has it.
     s.as_token(Some(&acme), Method::PATCH, path, Some(json!({ "values": { "api-key": null } }))).await.expect(200);
     assert_eq!(s.send(guess(secret)).await.expect(200).body["api_key_set"], false);
+
+    // Uninstalled (without purge) and installed again: ordinary settings stay, like documents;
+    // secrets do not (a plugin installed later under the same id must not read them).
+    let change = json!({ "values": { "api-key": secret, "greeting": "kept" } });
+    s.as_token(Some(&acme), Method::PATCH, path, Some(change)).await.expect(200);
+    s.delete("/v1/admin/plugins/hostile").await.expect(204);
+    s.install("fixtures/hostile").await.expect(201);
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/hostile/enable", None).await.expect(204);
+    let read = s.send(guess(secret)).await.expect(200).body;
+    assert_eq!((read["greeting"].as_str(), read["api_key_set"].as_bool()), (Some("kept"), Some(false)), "{read}");
 }

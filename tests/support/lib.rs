@@ -300,6 +300,9 @@ pub fn config(dir: &Path) -> Config {
     config.limits.max_concurrent_instances = 16;
     // Time-based behaviour is tested by moving the clock, never by sleeping.
     config.allow_clock_control = true;
+    // No per-token rate limit (its own test sets one): on a frozen clock a bucket never
+    // refills, and polling for an outcome would run out of requests.
+    config.limits.rate_limit_per_second = 0;
     config.jobs.poll_interval_ms = 50;
     // Many servers share two cores here: let calls wait for a free instance of their
     // share rather than be refused (the noisy-neighbour suite tests refusals).

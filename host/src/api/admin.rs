@@ -217,9 +217,7 @@ async fn uninstall_plugin(
     let purge = params.purge.then_some(state.store.as_ref());
     let purged = state.registry.uninstall(&id, purge).await?;
     state.tenancy.forget_plugin(&id).await?;
-    if params.purge {
-        state.settings.forget_plugin(&id);
-    }
+    state.settings.forget_plugin(&id);
     tracing::info!(actor = %admin.name, plugin = %id, purged_documents = purged, "plugin uninstalled");
     let detail = json!({ "purged_documents": purged });
     state

@@ -80,9 +80,10 @@ impl FromRequestParts<AppState> for TenantAdmin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
+        // A segment that is not UTF-8 once percent-decoded is the client's mistake.
         let params = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::internal("the route's parameters cannot be read"))?;
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-path", e.body_text()))?;
         let Some((_, tenant)) = params.iter().find(|(name, _)| *name == "tenant") else {
             tracing::error!(path = %parts.uri.path(), "a tenant-admin route without a {{tenant}} segment");
             return Err(ApiError::internal("this route names no tenant"));

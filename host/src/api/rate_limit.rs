@@ -44,10 +44,11 @@ impl RateLimiter {
             buckets.retain(|_, (_, last)| now - *last < IDLE_MS);
         }
         let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
-        // A system clock stepped backwards refills nothing rather than draining the bucket.
+        // A system clock stepped backwards refills nothing (and counts on from the new
+        // reading), rather than draining the bucket or stalling refills until it catches up.
         let elapsed_ms = (now - *last).max(0);
         *tokens = tokens.saturating_add(elapsed_ms.saturating_mul(self.per_second)).min(self.burst);
-        *last = now.max(*last);
+        *last = now;
         if *tokens >= ONE {
             *tokens -= ONE;
             Ok(())

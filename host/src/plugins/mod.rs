@@ -361,15 +361,25 @@ impl PluginRegistry {
         purge: Option<&dyn crate::storage::DocumentStore>,
     ) -> Result<u64, RegistryError> {
         let _guard = self.changes.lock().await;
-        if self.get(id).is_none() {
+        let Some(current) = self.get(id) else {
             return Err(RegistryError::NotFound(id.to_owned()));
-        }
+        };
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM plugins WHERE id = ?").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM plugin_versions WHERE plugin_id = ?").bind(id).execute(&mut *tx).await?;
         if purge.is_some() {
             // Settings are the tenants' data, like documents: kept unless purged.
             sqlx::query("DELETE FROM plugin_settings WHERE plugin_id = ?").bind(id).execute(&mut *tx).await?;
+        } else {
+            // Except secrets: another plugin installed later under the same id must not
+            // read this one's credentials.
+            for spec in current.record.manifest.settings.iter().filter(|s| s.secret) {
+                sqlx::query("DELETE FROM plugin_settings WHERE plugin_id = ? AND name = ?")
+                    .bind(id)
+                    .bind(&spec.name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         sqlx::query("DELETE FROM plugin_artifacts WHERE digest NOT IN (SELECT digest FROM plugin_versions)")
             .execute(&mut *tx)

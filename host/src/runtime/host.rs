@@ -114,6 +114,7 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         | UnitOfWorkError::InvalidQuery(_)
         | UnitOfWorkError::InvalidCursor => types::Error::Invalid(error.to_string()),
         UnitOfWorkError::Conflict(m) => types::Error::Conflict(m),
+        UnitOfWorkError::Store(ref e @ StoreError::SequenceExhausted { .. }) => types::Error::Invalid(e.to_string()),
         UnitOfWorkError::Store(StoreError::Conflict { .. }) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(StoreError::Unavailable(m)) => types::Error::Unavailable(m),
         UnitOfWorkError::Store(

@@ -178,6 +178,14 @@ async fn sequences_count_per_tenant_and_plugin_and_move_past_imports(store: &dyn
     assert_eq!(store.next_in_sequence(&a, "ticket", Some(500)).await.unwrap(), 501);
     assert_eq!(store.next_in_sequence(&a, "ticket", Some(10)).await.unwrap(), 502);
     assert_eq!(store.next_in_sequence(&a, "fresh", Some(41)).await.unwrap(), 42);
+    // The end of the range is refused, never wrapped or repeated.
+    let top = i64::MAX as u64;
+    assert_eq!(store.next_in_sequence(&a, "edge", Some(top - 1)).await.unwrap(), top);
+    assert!(matches!(store.next_in_sequence(&a, "edge", None).await, Err(StoreError::SequenceExhausted { .. })));
+    assert!(matches!(
+        store.next_in_sequence(&a, "far", Some(u64::MAX)).await,
+        Err(StoreError::SequenceExhausted { .. })
+    ));
     // A purged plugin's sequences start again.
     store.purge_plugin("seq-other").await.unwrap();
     assert_eq!(store.next_in_sequence(&other, "ticket", None).await.unwrap(), 1);

@@ -105,6 +105,8 @@ pub enum StoreError {
     Interrupted,
     #[error("this plugin already has {limit} sequences in this tenant; no new one is started")]
     TooManySequences { limit: u32 },
+    #[error("sequence `{name}` cannot go past {max}")]
+    SequenceExhausted { name: String, max: u64 },
     #[error("storage failure: {0}")]
     Internal(String),
 }

@@ -26,6 +26,8 @@ pub struct SqliteDocumentStore {
 const QUOTA_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Sequences one plugin may keep in one tenant.
 const MAX_SEQUENCES: u32 = 1000;
+/// The largest number a sequence hands out (SQLite integers are signed 64-bit).
+const SEQUENCE_MAX: i64 = i64::MAX;
 
 /// What the store enforces at commit.
 #[derive(Debug, Clone)]
@@ -356,22 +358,42 @@ impl DocumentStore for SqliteDocumentStore {
     }
 
     async fn next_in_sequence(&self, scope: &Scope, name: &str, after: Option<u64>) -> Result<u64, StoreError> {
-        let after = after.map(|a| i64::try_from(a).unwrap_or(i64::MAX - 1));
+        let after = match after.map(i64::try_from) {
+            None => None,
+            Some(Ok(a)) if a < SEQUENCE_MAX => Some(a),
+            Some(_) => return Err(StoreError::SequenceExhausted { name: name.to_owned(), max: SEQUENCE_MAX as u64 }),
+        };
         let _turn = self.writes.turn(&scope.tenant).await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let moved: Option<i64> = sqlx::query_scalar(
             "UPDATE sequences SET value = max(value, COALESCE(?, 0)) + 1 \
-             WHERE tenant_id = ? AND plugin_id = ? AND name = ? RETURNING value",
+             WHERE tenant_id = ? AND plugin_id = ? AND name = ? AND value < ? RETURNING value",
         )
         .bind(after)
         .bind(&scope.tenant)
         .bind(&scope.plugin)
         .bind(name)
+        .bind(SEQUENCE_MAX)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
+        let exists = moved.is_some()
+            || sqlx::query_scalar::<_, i64>(
+                "SELECT 1 FROM sequences WHERE tenant_id = ? AND plugin_id = ? AND name = ?",
+            )
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .is_some();
         let value = match moved {
             Some(value) => value,
+            // At the end of its range: the guarded update below matched nothing.
+            None if exists => {
+                return Err(StoreError::SequenceExhausted { name: name.to_owned(), max: SEQUENCE_MAX as u64 });
+            }
             None => {
                 let count: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM sequences WHERE tenant_id = ? AND plugin_id = ?")
