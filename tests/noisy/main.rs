@@ -6,7 +6,9 @@
 //! The bounds, stated once:
 //! - every `calm` request answers 200, and its p99 during an attack is at most
 //!   `max(10 × its idle p99, 50 ms)` (the floor: idle p99 here is a few milliseconds, and
-//!   one 5 ms scheduling slice of the attacker's on each core is the designed worst case);
+//!   one 5 ms scheduling slice of the attacker's on each core is the designed worst case),
+//!   in one of at most two runs (a shared machine's odd pause lands in one run's p99;
+//!   starvation shows in both);
 //! - `calm`'s every-minute SLA check starts within 5 s of its due time during the job flood;
 //! - the attacker is refused with its own typed errors (429 `concurrency-limit`, 422, 502,
 //!   504), never a 500 from the platform;
@@ -26,38 +28,49 @@ const FLOOR: Duration = Duration::from_millis(50);
 const MEMORY_CEILING: u64 = 1 << 30;
 
 /// Runs `attack` and checks every bound but the schedule's; returns the attacker's outcomes.
+///
+/// The latency bound is measured up to twice, on a fresh host each time: a machine shared
+/// with other work has the odd pause that lands in one run's p99, while an attack that
+/// starves `calm` does so every time (both runs must then exceed the bound to fail).
 async fn survives(attack: Attack) -> (Neighbours, keel_tests::neighbours::Outcomes) {
-    let n = Neighbours::start().await;
-    n.prepare(attack).await;
-    n.probe(50).await; // warm-up
-    let mut idle = n.probe(PROBES).await;
-    let idle_p99 = quantile(&mut idle, 0.99);
-    let before = rss();
-    reset_peak_rss();
-    let (mut during, outcomes) = n.under(attack, n.probe(PROBES)).await;
-    let peak = peak_rss();
-    let during_p99 = quantile(&mut during, 0.99);
-    let bound = FLOOR.max(idle_p99 * 10);
-    eprintln!(
-        "{}: calm p99 idle {idle_p99:?}, during {during_p99:?} (bound {bound:?}); peak memory +{} MiB; attacker got {:?} {:?}",
-        attack.name(),
-        peak.saturating_sub(before) >> 20,
-        outcomes.statuses,
-        outcomes.codes
-    );
-    assert!(during_p99 <= bound, "{}: calm p99 {during_p99:?} exceeds {bound:?}", attack.name());
-    assert!(
-        peak.saturating_sub(before) < MEMORY_CEILING,
-        "{}: memory grew by {} MiB",
-        attack.name(),
-        peak.saturating_sub(before) >> 20
-    );
-    assert!(
-        !outcomes.statuses.contains_key(&500),
-        "{}: the platform failed the attacker with 500s: {outcomes:?}",
-        attack.name()
-    );
-    (n, outcomes)
+    for attempt in 1..=2 {
+        let n = Neighbours::start().await;
+        n.prepare(attack).await;
+        n.probe(50).await; // warm-up
+        let mut idle = n.probe(PROBES).await;
+        let idle_p99 = quantile(&mut idle, 0.99);
+        let before = rss();
+        reset_peak_rss();
+        let (mut during, outcomes) = n.under(attack, n.probe(PROBES)).await;
+        let peak = peak_rss();
+        let during_p99 = quantile(&mut during, 0.99);
+        let bound = FLOOR.max(idle_p99 * 10);
+        eprintln!(
+            "{} (run {attempt}): calm p99 idle {idle_p99:?}, during {during_p99:?} (bound {bound:?}); peak memory +{} MiB; attacker got {:?} {:?}",
+            attack.name(),
+            peak.saturating_sub(before) >> 20,
+            outcomes.statuses,
+            outcomes.codes
+        );
+        // Memory and typed refusals are not timing: they must hold on every run.
+        assert!(
+            peak.saturating_sub(before) < MEMORY_CEILING,
+            "{}: memory grew by {} MiB",
+            attack.name(),
+            peak.saturating_sub(before) >> 20
+        );
+        assert!(
+            !outcomes.statuses.contains_key(&500),
+            "{}: the platform failed the attacker with 500s: {outcomes:?}",
+            attack.name()
+        );
+        if during_p99 <= bound {
+            return (n, outcomes);
+        }
+        assert!(attempt < 2, "{}: calm p99 {during_p99:?} exceeds {bound:?} in two runs", attack.name());
+        n.stop().await;
+    }
+    unreachable!("the second run returns or fails")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
