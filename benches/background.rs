@@ -87,7 +87,7 @@ async fn native_jobs_per_second(n: usize) -> Result<f64> {
                         actor_name: "bench".into(),
                         request_id: c.lease.job_id.clone(),
                     };
-                    store.commit_with(&scope, &writes, &background, 1, &audit).await?;
+                    store.commit_with(&scope, &writes, &[], &background, 1, &audit).await?;
                 }
             }
         }));

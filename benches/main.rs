@@ -16,6 +16,7 @@ mod background;
 mod neighbours;
 mod path;
 mod pinned;
+mod queries;
 
 use anyhow::{Context, Result, bail};
 use keel_host::runtime::bindings::exports::keel::platform::handler::Request;
@@ -50,7 +51,7 @@ fn main() -> Result<()> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let check = args.iter().any(|a| a == "--check");
-    // `--only a|b|c|d|e|f` runs one section (for tuning); the default runs them all.
+    // `--only a|b|c|d|e|f|g` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -71,6 +72,9 @@ fn main() -> Result<()> {
         }
         if wants("f") {
             rows.extend(path::request_path(&root, quick).await?);
+        }
+        if wants("g") {
+            rows.extend(queries::queries(quick).await?);
         }
         anyhow::Ok(())
     })?;
@@ -125,7 +129,7 @@ struct Bench {
 struct BenchPlugin {
     id: &'static str,
     pre: keel_host::runtime::PluginPre<keel_host::runtime::HostState>,
-    collections: Arc<BTreeMap<String, Vec<String>>>,
+    collections: Arc<BTreeMap<String, keel_host::storage::index::CollectionIndexes>>,
     memory_cap: usize,
 }
 

@@ -56,6 +56,7 @@ pub struct Metrics {
     requests: Family<OutcomeLabels, Counter>,
     latency: Family<PluginLabels, Histogram>,
     traps: Family<PluginLabels, Counter>,
+    repeats: Family<PluginLabels, Counter>,
     timeouts: Family<PluginLabels, Counter>,
     memory_limit_hits: Family<PluginLabels, Counter>,
 }
@@ -69,6 +70,12 @@ impl Default for Metrics {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 19))
         });
         let traps = Family::<PluginLabels, Counter>::default();
+        let repeats = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_call_repeats",
+            "Plugin calls run again because their commit lost a race with another call",
+            repeats.clone(),
+        );
         let timeouts = Family::<PluginLabels, Counter>::default();
         let memory_limit_hits = Family::<PluginLabels, Counter>::default();
         registry.register("plugin_requests", "Plugin requests by outcome", requests.clone());
@@ -142,6 +149,7 @@ impl Default for Metrics {
             requests,
             latency,
             traps,
+            repeats,
             timeouts,
             memory_limit_hits,
         }
@@ -159,6 +167,10 @@ impl Metrics {
             "memory_limit" => self.memory_limit_hits.get_or_create(&p).inc(),
             _ => 0,
         };
+    }
+
+    pub fn record_repeat(&self, plugin: &str) {
+        self.repeats.get_or_create(&PluginLabels { plugin: plugin.to_owned() }).inc();
     }
 
     pub fn record_background(&self, plugin: &str, kind: &str, outcome: &str, elapsed: Duration) {

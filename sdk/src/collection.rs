@@ -1,6 +1,6 @@
 //! Typed collections over the host's document storage.
 
-use crate::bindings::keel::platform::storage::{self, Filter, QuerySpec, WriteCondition};
+use crate::bindings::keel::platform::storage::{self, Comparison, FindSpec, Predicate, WriteCondition};
 use crate::error::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,7 +51,7 @@ pub struct Versioned<T> {
 /// One page of a query.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
-    /// The documents, ordered by key.
+    /// The documents, in the query's order.
     pub items: Vec<Versioned<T>>,
     /// Cursor for the next page, if there is one.
     pub next: Option<String>,
@@ -98,9 +98,9 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         Ok(storage::delete(self.name, key, condition)?)
     }
 
-    /// Starts a query over this collection, ordered by key.
+    /// Starts a query over this collection, ordered by key unless [`Query::order_by`] says otherwise.
     pub fn query(&self) -> Query<'_, T> {
-        Query { collection: self, filters: Vec::new(), cursor: None, limit: 0, descending: false }
+        Query { collection: self, conditions: Vec::new(), order_by: None, cursor: None, limit: 0, descending: false }
     }
 
     fn write(&self, key: &str, value: &T, condition: WriteCondition) -> Result<u64, Error> {
@@ -118,9 +118,16 @@ fn decode<T: DeserializeOwned>(doc: storage::Document) -> Result<Versioned<T>, E
 
 /// A query being built; run it with [`Query::fetch`].
 ///
+/// Conditions name fields the manifest declares under `indexes`, and take values in the
+/// text form of the field's type (`"2026-07-01"` for a `date`, `"12.50"` for a `decimal`).
+/// A query can be ordered by one indexed field (then key); a range on that field bounds the
+/// scan, and equality on the leading fields of a compound index ending with it selects that
+/// index. See the plugin guide's "Queries" section for what runs fast.
+///
 /// ```no_run
 /// # use keel_sdk::{Collection, Error};
 /// # const TICKETS: Collection<serde_json::Value> = Collection::new("tickets");
+/// # const EMPLOYEES: Collection<serde_json::Value> = Collection::new("employees");
 /// # fn main() -> Result<(), Error> {
 /// // Newest first, 25 a page, open P1 tickets only (both fields declared indexed).
 /// let mut cursor: Option<String> = None;
@@ -130,24 +137,64 @@ fn decode<T: DeserializeOwned>(doc: storage::Document) -> Result<Versioned<T>, E
 ///     // ... use page.items ...
 ///     match page.next { Some(next) => cursor = Some(next), None => break }
 /// }
+/// // Engineers hired before July, longest-serving first (`hired` is a `date` index, and
+/// // `["department", "hired"]` a compound one).
+/// let page = EMPLOYEES.query().eq("department", "engineering").lt("hired", "2026-07-01")
+///     .ne("status", "left").order_by("hired").fetch()?;
 /// # Ok(()) }
 /// ```
 pub struct Query<'a, T> {
     collection: &'a Collection<T>,
-    filters: Vec<Filter>,
+    conditions: Vec<Predicate>,
+    order_by: Option<String>,
     cursor: Option<String>,
     limit: u32,
     descending: bool,
 }
 
 impl<T: Serialize + DeserializeOwned> Query<'_, T> {
-    /// Keeps documents whose indexed `field` equals `value` (strings as they are, numbers
-    /// and booleans in JSON form).
-    pub fn filter(mut self, field: &str, value: impl ToString) -> Self {
-        self.filters.push(Filter { field: field.into(), value: value.to_string() });
+    fn condition(mut self, field: &str, op: Comparison, value: impl ToString) -> Self {
+        self.conditions.push(Predicate { field: field.into(), op, value: value.to_string() });
         self
     }
-    /// Continues after a previous page.
+    /// Keeps documents whose indexed `field` equals `value` (the same as [`Query::eq`]).
+    pub fn filter(self, field: &str, value: impl ToString) -> Self {
+        self.eq(field, value)
+    }
+    /// `field` equals `value`.
+    pub fn eq(self, field: &str, value: impl ToString) -> Self {
+        self.condition(field, Comparison::Eq, value)
+    }
+    /// `field` differs from `value`, or the document lacks it.
+    pub fn ne(self, field: &str, value: impl ToString) -> Self {
+        self.condition(field, Comparison::Ne, value)
+    }
+    /// `field` is less than `value`.
+    pub fn lt(self, field: &str, value: impl ToString) -> Self {
+        self.condition(field, Comparison::Lt, value)
+    }
+    /// `field` is at most `value`.
+    pub fn le(self, field: &str, value: impl ToString) -> Self {
+        self.condition(field, Comparison::Le, value)
+    }
+    /// `field` is greater than `value`.
+    pub fn gt(self, field: &str, value: impl ToString) -> Self {
+        self.condition(field, Comparison::Gt, value)
+    }
+    /// `field` is at least `value`.
+    pub fn ge(self, field: &str, value: impl ToString) -> Self {
+        self.condition(field, Comparison::Ge, value)
+    }
+    /// `field` (of type `text` or `string`) begins with `value`.
+    pub fn prefix(self, field: &str, value: impl ToString) -> Self {
+        self.condition(field, Comparison::Prefix, value)
+    }
+    /// Orders by the indexed `field`, then key; documents without the field are left out.
+    pub fn order_by(mut self, field: &str) -> Self {
+        self.order_by = Some(field.into());
+        self
+    }
+    /// Continues after a previous page of the same query.
     pub fn cursor(mut self, cursor: Option<&str>) -> Self {
         self.cursor = cursor.map(str::to_owned);
         self
@@ -157,16 +204,17 @@ impl<T: Serialize + DeserializeOwned> Query<'_, T> {
         self.limit = limit;
         self
     }
-    /// Largest key first.
+    /// Largest first.
     pub fn descending(mut self) -> Self {
         self.descending = true;
         self
     }
     /// Runs the query.
     pub fn fetch(self) -> Result<Page<T>, Error> {
-        let page = storage::query(&QuerySpec {
+        let page = storage::find(&FindSpec {
             collection: self.collection.name.into(),
-            filters: self.filters,
+            conditions: self.conditions,
+            order_by: self.order_by,
             cursor: self.cursor,
             limit: self.limit,
             descending: self.descending,

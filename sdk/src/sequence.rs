@@ -1,5 +1,5 @@
 //! Named counters: ticket numbers, invoice numbers, run numbers. Needs the `sequences`
-//! capability (`keel:platform@0.1.1`).
+//! capability (`keel:platform@0.1.1` and later).
 //!
 //! ```no_run
 //! use keel_sdk::Sequence;

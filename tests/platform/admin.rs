@@ -27,7 +27,7 @@ async fn an_installed_plugin_shows_version_digest_routes_and_limits() {
     let p = &list["items"][0];
     assert_eq!(
         (p["id"].as_str(), p["version"].as_str(), p["enabled"].as_bool()),
-        (Some("helpdesk"), Some("0.4.0"), Some(true))
+        (Some("helpdesk"), Some(keel_tests::manifest_version("helpdesk").as_str()), Some(true))
     );
     assert_eq!(p["memory_limit_bytes"], 32 * 1024 * 1024);
     assert_eq!(p["timeout_ms"], 2000);

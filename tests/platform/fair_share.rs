@@ -150,20 +150,24 @@ async fn a_page_of_large_documents_stops_at_the_read_budget_and_paging_goes_on()
 }
 
 #[tokio::test]
-async fn repeated_and_excessive_query_conditions_are_refused_as_invalid() {
+async fn excessive_query_conditions_are_refused_as_invalid() {
     let (s, acme) = acme_server(|_| {}).await;
     write(&s, &acme, json!({ "count": 3, "size": 10, "prefix": "p", "tag": "x" })).await.expect(200);
     let path = format!("{N}/query");
     let query = |filters: Value| s.as_token(Some(&acme), Method::POST, &path, Some(json!({ "filters": filters })));
     let ok = query(json!([["a", "x"], ["b", "x"], ["c", "x"], ["d", "x"]])).await.expect(200);
     assert_eq!(ok.body["count"], 3);
-    let repeated = query(json!([["a", "x"], ["b", "x"], ["a", "x"]])).await.expect(422);
-    assert!(repeated.body["detail"].as_str().unwrap().contains("`a` is filtered more than once"), "{}", repeated.body);
+    // A field may take several conditions (a range is two); each beyond the one driving the
+    // scan is one lookup of the document's own entry, so repeating one costs no more.
+    let repeated = query(json!([["a", "x"], ["b", "x"], ["a", "x"]])).await.expect(200);
+    assert_eq!(repeated.body["count"], 3);
     // The shape that held the database for seconds: one condition dozens of times.
     let storm = query(json!(vec![["a", "x"]; 40])).await.expect(422);
     assert!(storm.body["detail"].as_str().unwrap().contains("invalid query"), "{}", storm.body);
-    let many = query(json!([["a", "x"], ["b", "x"], ["c", "x"], ["d", "x"], ["e", "x"]])).await.expect(422);
-    assert!(many.body["detail"].as_str().unwrap().contains("at most 4"), "{}", many.body);
+    let many = query(json!(vec![["b", "x"]; 9])).await.expect(422);
+    assert!(many.body["detail"].as_str().unwrap().contains("at most 8"), "{}", many.body);
+    let most = query(json!(vec![["b", "x"]; 8])).await.expect(200);
+    assert_eq!(most.body["count"], 3);
 }
 
 #[tokio::test]

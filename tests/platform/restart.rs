@@ -52,7 +52,7 @@ async fn a_plugins_dir_installs_at_start_upgrades_keeps_newer_versions_and_refus
     use keel_tests::{manifest_source, raw_component};
     let bundle = tempfile::tempdir().unwrap();
     let helpdesk = |version: &str| {
-        let manifest = manifest_source("helpdesk").replace("version = \"0.4.0\"", &format!("version = \"{version}\""));
+        let manifest = keel_tests::with_version(&manifest_source("helpdesk"), version);
         embed_manifest(&raw_component("keel-plugin-helpdesk"), &manifest).unwrap()
     };
     std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.4.0")).unwrap();

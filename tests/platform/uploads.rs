@@ -43,7 +43,7 @@ async fn a_missing_or_bad_manifest_is_refused() {
     let bad_toml = s.upload(helpdesk_with_manifest("id = ")).await.expect_problem(422, "invalid-manifest");
     assert!(bad_toml.body["detail"].as_str().unwrap().contains("TOML"));
     let source = manifest_source("helpdesk");
-    let bad_version = source.replace("version = \"0.4.0\"", "version = \"one\"");
+    let bad_version = keel_tests::with_version(&source, "one");
     s.upload(helpdesk_with_manifest(&bad_version)).await.expect_problem(422, "invalid-manifest");
     let bad_route = source.replace("permission = \"helpdesk.ticket.read\"", "permission = \"helpdesk.undeclared\"");
     s.upload(helpdesk_with_manifest(&bad_route)).await.expect_problem(422, "invalid-manifest");
@@ -111,9 +111,9 @@ async fn versions_are_immutable_upgrades_move_forward_only() {
     assert_eq!((shown["digest"].as_str(), shown["name"].as_str()), (Some(digest.as_str()), Some("IT Helpdesk")));
 
     // A newer version upgrades; an older one is then refused.
-    let newer = source.replace("version = \"0.4.0\"", "version = \"0.5.0\"");
+    let newer = keel_tests::with_version(&source, "99.0.0");
     let up = s.upload(helpdesk_with_manifest(&newer)).await.expect(201).body;
-    assert_eq!((up["outcome"].as_str(), up["plugin"]["version"].as_str()), (Some("upgraded"), Some("0.5.0")));
+    assert_eq!((up["outcome"].as_str(), up["plugin"]["version"].as_str()), (Some("upgraded"), Some("99.0.0")));
     s.upload(artifact("bundled/helpdesk")).await.expect_problem(409, "downgrade-refused");
-    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], "0.5.0");
+    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], "99.0.0");
 }

@@ -38,6 +38,19 @@ pub fn manifest_source(dir: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// `manifest` (a `plugin.toml`) with its own `version` replaced by `version`.
+pub fn with_version(manifest: &str, version: &str) -> String {
+    let line = manifest.lines().find(|l| l.starts_with("version = ")).expect("the manifest has a version line");
+    manifest.replacen(line, &format!("version = \"{version}\""), 1)
+}
+
+/// The version a plugin's `plugin.toml` declares.
+pub fn manifest_version(dir: &str) -> String {
+    let source = manifest_source(dir);
+    let line = source.lines().find(|l| l.starts_with("version = ")).expect("the manifest has a version line");
+    line.trim_start_matches("version = ").trim_matches('"').to_owned()
+}
+
 /// A response: status, JSON body (or `Value::String` for non-JSON), headers.
 #[derive(Debug)]
 pub struct Reply {

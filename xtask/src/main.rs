@@ -29,6 +29,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-directory-skewed", "plugins/fixtures/directory-skewed", false),
     ("keel-plugin-misfit-import", "plugins/fixtures/misfit-import", false),
     ("keel-plugin-misfit-signature", "plugins/fixtures/misfit-signature", false),
+    ("keel-plugin-ledger", "plugins/fixtures/ledger", false),
 ];
 
 /// Plugins in Python, built with componentize-py: (source dir, world file, world name).

@@ -67,6 +67,13 @@ impl From<InstallError> for ApiError {
             }
             InstallError::DigestMismatch { .. } => ApiError::conflict("version-digest-conflict", detail),
             InstallError::Downgrade { .. } => ApiError::conflict("downgrade-refused", detail),
+            InstallError::Reindex(crate::storage::sqlite::ReindexError::Mismatch { .. }) => {
+                ApiError::conflict("index-data-mismatch", detail)
+            }
+            InstallError::Reindex(crate::storage::sqlite::ReindexError::Store(e)) => match e {
+                crate::storage::StoreError::Unavailable(_) => ApiError::unavailable("database-unavailable", detail),
+                _ => ApiError::internal(detail),
+            },
             InstallError::Registry(r) => r.into(),
         }
     }

@@ -108,7 +108,60 @@ pub async fn dispatch(
     result.map_err(|(e, _)| err(e))
 }
 
+/// Attempts a call gets before a race lost at commit is answered 409 `write-conflict`.
+pub const MAX_CALL_ATTEMPTS: u32 = 5;
+
+/// One lane per (tenant, plugin) for calls being repeated after a lost race: repeats run one
+/// at a time, so contenders that all lost to one winner do not keep losing to each other.
+#[derive(Debug, Default)]
+pub struct RetryLanes {
+    lanes: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RetryLanes {
+    pub async fn enter(&self, tenant: &str, plugin: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lane = {
+            let mut lanes = self.lanes.lock().expect("retry lanes lock");
+            // Lanes nobody holds or waits for are dropped, so the map stays as small as the contention.
+            lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+            lanes.entry((tenant.to_owned(), plugin.to_owned())).or_default().clone()
+        };
+        lane.lock_owned().await
+    }
+}
+
+/// Runs the call; when its commit loses a race (a document it read or wrote, or a query's
+/// results, changed underneath it), runs it again from the start, up to [`MAX_CALL_ATTEMPTS`]
+/// times: the repeat reads the winner's writes, so it answers as if the calls had run one
+/// after the other. A call of a plugin that calls other departments is not repeated: the
+/// providers' writes are committed already.
 async fn call(
+    state: &AppState,
+    plugin: &Arc<LoadedPlugin>,
+    principal: &Principal,
+    request_id: &str,
+    caller: Caller,
+    request: WitRequest,
+) -> Result<Response, (ApiError, &'static str)> {
+    let repeatable = plugin.record.manifest.requires.is_empty();
+    let mut attempt = 1;
+    loop {
+        let _lane = match attempt {
+            1 => None,
+            _ => Some(state.retry_lanes.enter(&principal.tenant, &plugin.record.id).await),
+        };
+        match attempt_call(state, plugin, principal, request_id, caller.clone(), request.clone()).await {
+            Err((_, "conflict")) if repeatable && attempt < MAX_CALL_ATTEMPTS => {
+                tracing::debug!(plugin = %plugin.record.id, %request_id, attempt, "commit lost a race; running the call again");
+                state.metrics.record_repeat(&plugin.record.id);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn attempt_call(
     state: &AppState,
     plugin: &Arc<LoadedPlugin>,
     principal: &Principal,
@@ -197,8 +250,11 @@ async fn call(
             route_outbox(&state.registry, &state.tenancy, &scope, plugin, outcome.outbox, request_id, now, 0)
         };
         outcome.uow.commit_with(&background, now, &audit).await.map_err(|e| match e {
-            UnitOfWorkError::Store(StoreError::Conflict { .. }) => {
+            UnitOfWorkError::Store(StoreError::Conflict { .. } | StoreError::ReadConflict { .. }) => {
                 (ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the request")), "conflict")
+            }
+            UnitOfWorkError::ReadSetTooLarge { .. } => {
+                (ApiError::unprocessable("read-set-too-large", format!("{e}; nothing was saved")), "invalid_call")
             }
             UnitOfWorkError::Store(StoreError::Unavailable(_)) => (
                 ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"),

@@ -74,6 +74,8 @@ pub struct AppState {
     pub departments: Arc<crate::departments::Departments>,
     /// Whether `POST /v1/admin/clock/advance` is served (tests and demos only).
     pub clock_control: bool,
+    /// Where calls repeated after a lost race wait their turn.
+    pub retry_lanes: Arc<dispatch::RetryLanes>,
 }
 
 /// Marks a response as the plugin's own, which the host passes through as it is.

@@ -8,6 +8,7 @@ mod routes;
 pub mod settings;
 
 pub use routes::{RouteError, RouteMatch, RoutePattern, RouteTable};
+use crate::storage::index::{CollectionIndexes, IndexType};
 use serde::{Deserialize, Serialize};
 pub use settings::{SettingSpec, SettingType, SettingValue};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,13 +73,62 @@ pub struct RequestedLimits {
     pub timeout_ms: Option<u32>,
 }
 
-/// A collection and the fields of its documents that queries may filter on.
+/// A collection and the fields of its documents that queries may filter and order on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct CollectionSpec {
     pub name: String,
+    /// Indexed fields: a bare name (`"status"`, type `text`) or `{ field, type }`.
     #[serde(default)]
-    pub indexes: Vec<String>,
+    pub indexes: Vec<IndexSpec>,
+    /// Indexes over several indexed fields, for queries with equality on all but the last
+    /// and ordered by the last (`[["item", "at"]]`: movements of one item in time order).
+    #[serde(default)]
+    pub compound_indexes: Vec<Vec<String>>,
+}
+
+/// One indexed field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum IndexSpec {
+    /// A field of type `text`: strings, numbers and booleans compared as text.
+    Field(String),
+    Typed(TypedIndexSpec),
+}
+
+/// An indexed field with its type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TypedIndexSpec {
+    pub field: String,
+    #[serde(rename = "type")]
+    pub ty: IndexType,
+}
+
+impl IndexSpec {
+    pub fn field(&self) -> &str {
+        match self {
+            IndexSpec::Field(f) => f,
+            IndexSpec::Typed(t) => &t.field,
+        }
+    }
+
+    pub fn ty(&self) -> IndexType {
+        match self {
+            IndexSpec::Field(_) => IndexType::Text,
+            IndexSpec::Typed(t) => t.ty,
+        }
+    }
+}
+
+impl CollectionSpec {
+    /// The collection's indexes, as storage uses them.
+    pub fn indexes(&self) -> CollectionIndexes {
+        CollectionIndexes {
+            fields: self.indexes.iter().map(|i| (i.field().to_owned(), i.ty())).collect(),
+            compound: self.compound_indexes.clone(),
+        }
+    }
 }
 
 /// A route the plugin serves under `/v1/plugins/{id}`, and the permission it needs.
@@ -239,6 +289,7 @@ fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
 
 const MAX_COLLECTIONS: usize = 64;
 const MAX_INDEXES: usize = 16;
+const MAX_COMPOUND_FIELDS: usize = 4;
 const MAX_ROUTES: usize = 256;
 const MAX_SCHEDULES: usize = 32;
 const MAX_SUBSCRIPTIONS: usize = 64;
@@ -336,19 +387,38 @@ impl Manifest {
             if !seen.insert(&c.name) {
                 return Err(field(format!("collections.{}", c.name), "declared twice"));
             }
-            if c.indexes.len() > MAX_INDEXES {
+            if c.indexes.len() + c.compound_indexes.len() > MAX_INDEXES {
                 return Err(field(
                     format!("collections.{}.indexes", c.name),
-                    format!("at most {MAX_INDEXES} indexed fields"),
+                    format!("at most {MAX_INDEXES} indexes, compound ones included"),
                 ));
             }
             let mut fields = BTreeSet::new();
             for i in &c.indexes {
-                if !is_identifier(i, 64) || !fields.insert(i) {
+                let name = i.field();
+                if !is_identifier(name, 64) || !fields.insert(name) {
                     return Err(field(
                         format!("collections.{}.indexes", c.name),
-                        format!("`{i}` is not a field name or is repeated"),
+                        format!("`{name}` is not a field name or is repeated"),
                     ));
+                }
+            }
+            let mut compounds = BTreeSet::new();
+            for parts in &c.compound_indexes {
+                let at = || format!("collections.{}.compound-indexes", c.name);
+                if !(2..=MAX_COMPOUND_FIELDS).contains(&parts.len()) {
+                    return Err(field(at(), format!("a compound index has 2 to {MAX_COMPOUND_FIELDS} fields")));
+                }
+                for (n, part) in parts.iter().enumerate() {
+                    if !fields.contains(part.as_str()) {
+                        return Err(field(at(), format!("`{part}` is not one of the collection's indexed fields")));
+                    }
+                    if parts[..n].contains(part) {
+                        return Err(field(at(), format!("`{part}` appears twice in one compound index")));
+                    }
+                }
+                if !compounds.insert(parts) {
+                    return Err(field(at(), format!("[{}] is declared twice", parts.join(", "))));
                 }
             }
         }
@@ -456,9 +526,9 @@ impl Manifest {
         std::time::Duration::from_millis(u64::from(self.limits.timeout_ms.unwrap_or(policy.default_timeout_ms)))
     }
 
-    /// Declared collections and their indexed fields.
-    pub fn collection_indexes(&self) -> BTreeMap<String, Vec<String>> {
-        self.collections.iter().map(|c| (c.name.clone(), c.indexes.clone())).collect()
+    /// Declared collections and their indexes.
+    pub fn collection_indexes(&self) -> BTreeMap<String, CollectionIndexes> {
+        self.collections.iter().map(|c| (c.name.clone(), c.indexes())).collect()
     }
 }
 
@@ -506,7 +576,39 @@ mod tests {
         assert_eq!(m.version, semver::Version::new(1, 2, 3));
         assert_eq!(m.memory_bytes(&policy()), 32 << 20);
         assert_eq!(m.timeout(&policy()).as_millis(), 5_000);
-        assert_eq!(m.collection_indexes()["tickets"], vec!["status".to_string()]);
+        let tickets = &m.collection_indexes()["tickets"];
+        assert_eq!(tickets.fields.get("status"), Some(&IndexType::Text));
+        assert!(tickets.compound.is_empty());
+    }
+
+    #[test]
+    fn indexes_take_types_and_compounds_of_declared_fields() {
+        let typed = r#"indexes = ["status", { field = "opened", type = "datetime" }, { field = "cost", type = "decimal" }]
+        compound-indexes = [["status", "opened"]]"#;
+        let m = with(r#"indexes = ["status"]"#, typed).unwrap();
+        let tickets = &m.collection_indexes()["tickets"];
+        assert_eq!(tickets.fields["opened"], IndexType::Datetime);
+        assert_eq!(tickets.fields["cost"], IndexType::Decimal);
+        assert_eq!(tickets.compound, [vec!["status".to_string(), "opened".to_string()]]);
+
+        for (bad, why) in [
+            (r#"indexes = [{ field = "opened", type = "timestamp" }]"#, "unknown type"),
+            (r#"indexes = [{ field = "opened" }]"#, "no type"),
+            (r#"indexes = ["status", { field = "status", type = "string" }]"#, "a field twice"),
+        ] {
+            let refused = with(r#"indexes = ["status"]"#, bad);
+            assert!(refused.is_err(), "{why}: {refused:?}");
+        }
+        let field = |compound: &str| {
+            refused_field(with(r#"indexes = ["status"]"#, &format!("indexes = [\"status\", \"owner\"]\n{compound}")))
+        };
+        assert_eq!(field(r#"compound-indexes = [["status"]]"#), "collections.tickets.compound-indexes");
+        assert_eq!(field(r#"compound-indexes = [["status", "colour"]]"#), "collections.tickets.compound-indexes");
+        assert_eq!(field(r#"compound-indexes = [["status", "status"]]"#), "collections.tickets.compound-indexes");
+        assert_eq!(
+            field(r#"compound-indexes = [["status", "owner"], ["status", "owner"]]"#),
+            "collections.tickets.compound-indexes"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct LoadedPlugin {
     pub record: PluginRecord,
     pub routes: RouteTable,
     pub pre: PluginPre<HostState>,
-    pub collections: Arc<BTreeMap<String, Vec<String>>>,
+    pub collections: Arc<BTreeMap<String, crate::storage::index::CollectionIndexes>>,
     pub memory_cap: usize,
     pub timeout: Duration,
 }
@@ -69,6 +69,8 @@ pub enum InstallError {
     DigestMismatch { id: String, version: String, existing: String },
     #[error("{id} {active} is installed; {offered} is older (downgrades are refused)")]
     Downgrade { id: String, active: String, offered: String },
+    #[error("the stored data does not fit the new indexes: {0}")]
+    Reindex(crate::storage::sqlite::ReindexError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -283,6 +285,19 @@ impl PluginRegistry {
 
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await.map_err(RegistryError::from)?;
+        // Index entries follow the active version's definitions: an upgrade that adds,
+        // retypes or removes an index rewrites them with the switch, or not at all.
+        let before = active.as_ref().map(|a| a.record.manifest.collection_indexes()).unwrap_or_default();
+        for (collection, indexes) in manifest.collection_indexes() {
+            let (drop, rebuild) = before.get(&collection).cloned().unwrap_or_default().changes_to(&indexes);
+            if drop.is_empty() && rebuild.is_empty() {
+                continue;
+            }
+            let entries = crate::storage::sqlite::reindex(&mut tx, &manifest.id, &collection, &indexes, &drop, &rebuild)
+                .await
+                .map_err(InstallError::Reindex)?;
+            tracing::info!(plugin = %manifest.id, %collection, ?drop, ?rebuild, entries, "index entries rewritten for the new version");
+        }
         sqlx::query("INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
             .bind(&digest)
             .bind(&bytes)

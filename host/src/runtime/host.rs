@@ -5,7 +5,8 @@ use super::bindings::keel::platform::{clock, config, events, identity, jobs, log
 use super::limits::MemoryLimiter;
 use crate::clock::Clock;
 use crate::jobs::{PendingEvent, PendingJob, PendingOutbox};
-use crate::storage::{Condition, Filter, UnitOfWork, UnitOfWorkError};
+use crate::storage::index::Condition as FieldCondition;
+use crate::storage::{Comparison, Condition, Filter, Find, StoredDocument, UnitOfWork, UnitOfWorkError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -112,8 +113,11 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         | UnitOfWorkError::TooManySequenceNumbers(_)
         | UnitOfWorkError::CommitTooLarge { .. }
         | UnitOfWorkError::InvalidQuery(_)
+        | UnitOfWorkError::InvalidValue { .. }
         | UnitOfWorkError::InvalidCursor => types::Error::Invalid(error.to_string()),
         UnitOfWorkError::Conflict(m) => types::Error::Conflict(m),
+        UnitOfWorkError::ReadSetTooLarge { .. } => types::Error::Invalid(error.to_string()),
+        UnitOfWorkError::Store(StoreError::ReadConflict { .. }) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(ref e @ StoreError::SequenceExhausted { .. }) => types::Error::Invalid(e.to_string()),
         UnitOfWorkError::Store(StoreError::Conflict { .. }) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(StoreError::Unavailable(m)) => types::Error::Unavailable(m),
@@ -180,13 +184,43 @@ impl storage::Host for HostState {
             .query(&spec.collection, filters, spec.cursor.as_deref(), spec.limit, spec.descending)
             .await
             .map_err(to_wit)?;
-        Ok(storage::Page {
-            documents: docs
+        Ok(page(docs, next))
+    }
+
+    async fn find(&mut self, spec: storage::FindSpec) -> Result<storage::Page, types::Error> {
+        let find = Find {
+            collection: spec.collection,
+            conditions: spec
+                .conditions
                 .into_iter()
-                .map(|d| storage::Document { key: d.key, version: d.version, body: d.body })
+                .map(|p| FieldCondition { field: p.field, op: comparison(p.op), value: p.value })
                 .collect(),
-            next,
-        })
+            order_by: spec.order_by,
+            cursor: spec.cursor,
+            limit: spec.limit,
+            descending: spec.descending,
+        };
+        let (docs, next) = self.uow.find(&find).await.map_err(to_wit)?;
+        Ok(page(docs, next))
+    }
+}
+
+fn comparison(c: storage::Comparison) -> Comparison {
+    match c {
+        storage::Comparison::Eq => Comparison::Eq,
+        storage::Comparison::Ne => Comparison::Ne,
+        storage::Comparison::Lt => Comparison::Lt,
+        storage::Comparison::Le => Comparison::Le,
+        storage::Comparison::Gt => Comparison::Gt,
+        storage::Comparison::Ge => Comparison::Ge,
+        storage::Comparison::Prefix => Comparison::Prefix,
+    }
+}
+
+fn page(docs: Vec<StoredDocument>, next: Option<String>) -> storage::Page {
+    storage::Page {
+        documents: docs.into_iter().map(|d| storage::Document { key: d.key, version: d.version, body: d.body }).collect(),
+        next,
     }
 }
 

@@ -1,7 +1,10 @@
 //! The behaviour every [`DocumentStore`] backend must have. Each backend's tests call
 //! [`run_all`] on a fresh, empty store; a PostgreSQL backend passes the same suite.
 
-use super::{Condition, DocumentStore, Filter, KeyRange, Scope, StoreError, Write, WriteAudit, WriteOp};
+use super::{
+    Comparison, Condition, DocumentStore, Drive, KeyRange, Position, Predicate, Scope, StoreError, Write, WriteAudit,
+    WriteOp,
+};
 
 fn audit() -> WriteAudit {
     WriteAudit {
@@ -28,11 +31,15 @@ fn put(collection: &str, key: &str, body: &str, condition: Condition, version: u
     }
 }
 
+/// Equalities, the first driving the scan (key order), as a plugin's equality query runs.
 fn range(collection: &str, filters: &[(&str, &str)], after: Option<&str>, limit: u32, descending: bool) -> KeyRange {
+    let eq = |(f, v): &(&str, &str)| Predicate { index: f.to_string(), op: Comparison::Eq, value: v.to_string() };
+    let drive = filters.first().map(|(f, v)| Drive::whole(f.to_string()).narrowed(Comparison::Eq, v));
     KeyRange {
         collection: collection.into(),
-        filters: filters.iter().map(|(f, v)| Filter { field: f.to_string(), value: v.to_string() }).collect(),
-        after: after.map(str::to_owned),
+        drive,
+        residual: filters.iter().skip(1).map(eq).collect(),
+        after: after.map(|key| Position { entry: filters.first().map_or(String::new(), |(_, v)| v.to_string()), key: key.into() }),
         limit,
         descending,
         max_bytes: usize::MAX,
@@ -46,6 +53,7 @@ pub async fn run_all(store: &dyn DocumentStore) {
     conditions_are_enforced_at_commit(store).await;
     a_failing_write_aborts_the_whole_batch(store).await;
     scans_filter_order_and_page(store).await;
+    index_ranges_drive_scans_in_entry_order(store).await;
     tenants_and_plugins_are_isolated(store).await;
     deletes_remove_documents_and_index_rows(store).await;
     purge_removes_only_that_plugin(store).await;
@@ -99,7 +107,7 @@ async fn scans_filter_order_and_page(store: &dyn DocumentStore) {
         })
         .collect();
     store.commit(&s, &writes, 1, &audit()).await.unwrap();
-    let keys = |docs: Vec<super::StoredDocument>| docs.into_iter().map(|d| d.key).collect::<Vec<_>>();
+    let keys = |docs: Vec<(Position, super::StoredDocument)>| docs.into_iter().map(|(_, d)| d.key).collect::<Vec<_>>();
     assert_eq!(
         keys(store.scan(&s, &range("scan", &[], None, 10, false)).await.unwrap()),
         ["k1", "k2", "k3", "k4", "k5"]
@@ -118,6 +126,75 @@ async fn scans_filter_order_and_page(store: &dyn DocumentStore) {
         ["k3", "k5"]
     );
     assert!(store.scan(&s, &range("scan", &[("colour", "green")], None, 10, false)).await.unwrap().is_empty());
+}
+
+async fn index_ranges_drive_scans_in_entry_order(store: &dyn DocumentStore) {
+    let s = scope("t1", "p1");
+    // Entries as the host writes them (already in index text); `n` sorts as text here.
+    let rows = [("a", "n3", Some("x")), ("b", "n1", Some("y")), ("c", "n2", None), ("d", "n2", Some("x")), ("e", "m9", Some("x"))];
+    let writes: Vec<_> = rows
+        .iter()
+        .map(|(key, n, tag)| {
+            let mut index = vec![("n", *n)];
+            index.extend(tag.map(|t| ("tag", t)));
+            put("ranges", key, "{}", Condition::Absent, 1, &index)
+        })
+        .collect();
+    store.commit(&s, &writes, 1, &audit()).await.unwrap();
+    let s = &s;
+    let scan = |drive: Drive, residual: Vec<Predicate>, after: Option<Position>, descending: bool| {
+        let range = KeyRange {
+            collection: "ranges".into(),
+            drive: Some(drive),
+            residual,
+            after,
+            limit: 10,
+            descending,
+            max_bytes: usize::MAX,
+            deadline: None,
+        };
+        async move {
+            store.scan(s, &range).await.unwrap().into_iter().map(|(p, d)| (p.entry, d.key)).collect::<Vec<_>>()
+        }
+    };
+    let pairs = |list: &[(&str, &str)]| list.iter().map(|(e, k)| (e.to_string(), k.to_string())).collect::<Vec<_>>();
+    let n = || Drive::whole("n".into());
+    // In entry order, then key order; bounds inclusive or not as asked.
+    assert_eq!(
+        scan(n().narrowed(Comparison::Ge, "n1").narrowed(Comparison::Lt, "n3"), vec![], None, false).await,
+        pairs(&[("n1", "b"), ("n2", "c"), ("n2", "d")]),
+        "index_ranges: ge/lt"
+    );
+    assert_eq!(
+        scan(n().narrowed(Comparison::Gt, "n1"), vec![], None, true).await,
+        pairs(&[("n3", "a"), ("n2", "d"), ("n2", "c")]),
+        "index_ranges: descending"
+    );
+    assert_eq!(scan(n().narrowed(Comparison::Prefix, "n"), vec![], None, false).await.len(), 4, "index_ranges: prefix");
+    // Resuming after a position inside a run of equal entries.
+    let after = Position { entry: "n2".into(), key: "c".into() };
+    assert_eq!(
+        scan(n(), vec![], Some(after), false).await,
+        pairs(&[("n2", "d"), ("n3", "a")]),
+        "index_ranges: after a position"
+    );
+    // Residual conditions: equality, and not-equal keeping documents without the field.
+    let tag = |op, v: &str| Predicate { index: "tag".into(), op, value: v.into() };
+    assert_eq!(
+        scan(n(), vec![tag(Comparison::Eq, "x")], None, false).await,
+        pairs(&[("m9", "e"), ("n2", "d"), ("n3", "a")]),
+        "index_ranges: residual eq"
+    );
+    assert_eq!(
+        scan(n(), vec![tag(Comparison::Ne, "x")], None, false).await,
+        pairs(&[("n1", "b"), ("n2", "c")]),
+        "index_ranges: residual ne"
+    );
+    assert_eq!(
+        scan(n(), vec![tag(Comparison::Gt, "x")], None, false).await,
+        pairs(&[("n1", "b")]),
+        "index_ranges: residual range"
+    );
 }
 
 async fn tenants_and_plugins_are_isolated(store: &dyn DocumentStore) {

@@ -10,10 +10,11 @@
 //! authenticated caller and the routed plugin; nothing a plugin sends can widen it.
 
 pub mod conformance;
+pub mod index;
 pub mod sqlite;
 mod unit_of_work;
 
-pub use unit_of_work::{StorageLimits, UnitOfWork, UnitOfWorkError};
+pub use unit_of_work::{Find, StorageLimits, UnitOfWork, UnitOfWorkError};
 
 pub use crate::audit::WriteAudit;
 pub use crate::jobs::Background;
@@ -43,20 +44,151 @@ pub enum Condition {
     Version(u64),
 }
 
-/// Equality on an indexed field, compared as text.
+/// Equality on an indexed field, with the value in its text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     pub field: String,
     pub value: String,
 }
 
-/// A page request against committed data, ordered by key.
+/// How a condition compares an index entry with a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    /// Not equal; a document without the field matches.
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// The entry begins with the value (text and string fields).
+    Prefix,
+}
+
+/// A condition on one index's entry of a document, with the value already in index text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Predicate {
+    pub index: String,
+    pub op: Comparison,
+    pub value: String,
+}
+
+impl Predicate {
+    /// Whether a document whose entry in this index is `entry` (`None`: it has none) matches.
+    pub fn holds(&self, entry: Option<&str>) -> bool {
+        let Some(entry) = entry else { return self.op == Comparison::Ne };
+        let value = self.value.as_str();
+        match self.op {
+            Comparison::Eq => entry == value,
+            Comparison::Ne => entry != value,
+            Comparison::Lt => entry < value,
+            Comparison::Le => entry <= value,
+            Comparison::Gt => entry > value,
+            Comparison::Ge => entry >= value,
+            Comparison::Prefix => entry.starts_with(value),
+        }
+    }
+}
+
+/// The range of one index that drives a scan: its entries from `lower` to `upper` (each
+/// with whether it is included), in entry order, then key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    pub index: String,
+    pub lower: Option<(String, bool)>,
+    pub upper: Option<(String, bool)>,
+}
+
+impl Drive {
+    /// Every entry of `index`.
+    pub fn whole(index: String) -> Self {
+        Drive { index, lower: None, upper: None }
+    }
+
+    /// Narrowed to entries beginning with `prefix`.
+    pub fn within_prefix(self, prefix: &str) -> Self {
+        let upper = index::prefix_end(prefix);
+        let narrowed = self.narrowed_lower(prefix.to_owned(), true);
+        match upper {
+            Some(end) => narrowed.narrowed_upper(end, false),
+            None => narrowed,
+        }
+    }
+
+    /// Narrowed by one more condition on the same index (`Ne` cannot narrow a range).
+    pub fn narrowed(self, op: Comparison, value: &str) -> Self {
+        let v = value.to_owned();
+        match op {
+            Comparison::Eq => self.narrowed_lower(v.clone(), true).narrowed_upper(v, true),
+            Comparison::Lt => self.narrowed_upper(v, false),
+            Comparison::Le => self.narrowed_upper(v, true),
+            Comparison::Gt => self.narrowed_lower(v, false),
+            Comparison::Ge => self.narrowed_lower(v, true),
+            Comparison::Prefix => self.within_prefix(value),
+            Comparison::Ne => self,
+        }
+    }
+
+    fn narrowed_lower(mut self, value: String, inclusive: bool) -> Self {
+        let tighter = match &self.lower {
+            None => true,
+            Some((current, current_inclusive)) => value > *current || (value == *current && *current_inclusive && !inclusive),
+        };
+        if tighter {
+            self.lower = Some((value, inclusive));
+        }
+        self
+    }
+
+    fn narrowed_upper(mut self, value: String, inclusive: bool) -> Self {
+        let tighter = match &self.upper {
+            None => true,
+            Some((current, current_inclusive)) => value < *current || (value == *current && *current_inclusive && !inclusive),
+        };
+        if tighter {
+            self.upper = Some((value, inclusive));
+        }
+        self
+    }
+
+    /// The one entry this range holds, when it is an equality.
+    pub fn equality(&self) -> Option<&str> {
+        match (&self.lower, &self.upper) {
+            (Some((lo, true)), Some((hi, true))) if lo == hi => Some(lo),
+            _ => None,
+        }
+    }
+
+    /// Whether `entry` lies in the range.
+    pub fn contains(&self, entry: &str) -> bool {
+        let above = match &self.lower {
+            None => true,
+            Some((lo, inclusive)) => entry > lo.as_str() || (*inclusive && entry == lo),
+        };
+        let below = match &self.upper {
+            None => true,
+            Some((hi, inclusive)) => entry < hi.as_str() || (*inclusive && entry == hi),
+        };
+        above && below
+    }
+}
+
+/// Where a scan stands: the driving index's entry (empty when the collection drives) and key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub entry: String,
+    pub key: String,
+}
+
+/// A page request against committed data: the documents `drive` reaches (all of the
+/// collection's, in key order, when `None`) that pass every `residual` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRange {
     pub collection: String,
-    pub filters: Vec<Filter>,
-    /// Only keys strictly after this one (in the direction of travel).
-    pub after: Option<String>,
+    pub drive: Option<Drive>,
+    pub residual: Vec<Predicate>,
+    /// Only documents strictly after this position (in the direction of travel).
+    pub after: Option<Position>,
     pub limit: u32,
     pub descending: bool,
     /// Stop after the documents that reach this many bytes (keys and bodies); at least one
@@ -88,11 +220,25 @@ pub struct Write {
     pub op: WriteOp,
 }
 
+/// Something a call read, checked again when it commits: the call's writes land only if
+/// everything it read is still as it saw it, so concurrent calls behave as if run one at a
+/// time (no write skew, no phantoms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// One document, at `version` (`None`: absent).
+    Document { collection: String, key: String, version: Option<u64> },
+    /// A scan, and the (key, version) of each committed document it returned: the same scan
+    /// at commit must return exactly these (a document added to its range is a phantom).
+    Scan { range: KeyRange, seen: Vec<(String, u64)> },
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("`{collection}/{key}` changed underneath this call (expected {expected}, found {found})")]
     Conflict { collection: String, key: String, expected: String, found: String },
+    #[error("what this call read of `{collection}` changed before it committed ({what})")]
+    ReadConflict { collection: String, what: String },
     #[error("job `{0}` is no longer leased to this worker; its run was discarded")]
     LeaseLost(String),
     #[error("database unavailable: {0}")]
@@ -168,8 +314,9 @@ pub struct Usage {
 pub trait DocumentStore: Send + Sync + 'static {
     async fn get(&self, scope: &Scope, collection: &str, key: &str) -> Result<Option<StoredDocument>, StoreError>;
 
-    /// Up to `range.limit` documents after `range.after`, ordered by key.
-    async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<StoredDocument>, StoreError>;
+    /// Up to `range.limit` documents after `range.after`, in the driving index's order (then
+    /// key order), each with its position.
+    async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError>;
 
     /// Applies all writes atomically, checking each condition against committed state;
     /// returns the new version of each write (0 for deletes). Nothing is applied if any
@@ -183,10 +330,12 @@ pub trait DocumentStore: Send + Sync + 'static {
         now_ms: i64,
         audit: &WriteAudit,
     ) -> Result<Vec<u64>, StoreError> {
-        self.commit_with(scope, writes, &Background::default(), now_ms, audit).await
+        self.commit_with(scope, writes, &[], &Background::default(), now_ms, audit).await
     }
 
-    /// [`commit`](Self::commit), plus the call's background work in the same transaction:
+    /// [`commit`](Self::commit), after checking in the same transaction that every one of
+    /// `reads` still holds ([`StoreError::ReadConflict`] if not), plus the call's background
+    /// work in the same transaction:
     /// events appended to the log with their deliveries, jobs enqueued (a job whose id exists
     /// already is skipped: that is how idempotency keys deduplicate), and the job the call ran
     /// marked done. If `background.finishes` names a lease the worker no longer holds, nothing
@@ -195,6 +344,7 @@ pub trait DocumentStore: Send + Sync + 'static {
         &self,
         scope: &Scope,
         writes: &[Write],
+        reads: &[Read],
         background: &Background,
         now_ms: i64,
         audit: &WriteAudit,
@@ -222,13 +372,3 @@ pub trait DocumentStore: Send + Sync + 'static {
     async fn all_usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError>;
 }
 
-/// The text an indexed field is compared as: strings as they are, numbers and booleans in
-/// JSON form. Other values (null, arrays, objects) are not indexed.
-pub fn index_text(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}

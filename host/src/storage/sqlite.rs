@@ -1,13 +1,13 @@
 //! The embedded SQLite document store (WAL mode).
 
 use super::{
-    Background, Condition, DocumentStore, KeyRange, QuotaExceeded, QuotaResource, QuotaScope, Quotas, Scope,
+    Background, Comparison, Condition, DocumentStore, KeyRange, Position, QuotaExceeded, Read, QuotaResource, QuotaScope, Quotas, Scope,
     StoreError, StoredDocument, Usage, Write, WriteAudit, WriteOp,
 };
 use crate::jobs::NewJob;
 use async_trait::async_trait;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
 
 /// Documents in the `documents` and `document_index` tables of a SQLite database.
 #[derive(Clone)]
@@ -150,7 +150,7 @@ impl PointReaders {
         scope: &Scope,
         range: &KeyRange,
         stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> Option<Result<Vec<StoredDocument>, StoreError>> {
+    ) -> Option<Result<Vec<(Position, StoredDocument)>, StoreError>> {
         let connection = self.idle.lock().ok()?.pop().or_else(|| self.open())?;
         let (sql, params) = scan_sql(scope, range);
         let deadline = range.deadline;
@@ -170,7 +170,7 @@ impl PointReaders {
             while let Some(row) = rows.next()? {
                 let doc = StoredDocument { key: row.get(0)?, version: to_u64(row.get(1)?), body: row.get(2)? };
                 bytes += doc.key.len() + doc.body.len();
-                out.push(doc);
+                out.push((Position { entry: row.get(3)?, key: doc.key.clone() }, doc));
                 if bytes >= range.max_bytes {
                     break;
                 }
@@ -194,35 +194,204 @@ impl PointReaders {
     }
 }
 
-/// The scan statement with its parameters, numbered: one join on the index per filter.
+/// The scan statement with its parameters, numbered. The driving index (or the collection)
+/// is the outer loop, forced by `CROSS JOIN`, so the scan follows its order and stops at the
+/// limit; every other condition is one lookup of the document's own entry, by key.
 fn scan_sql(scope: &Scope, range: &KeyRange) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
-    let mut sql = String::from("SELECT d.key, d.version, d.body FROM documents d");
     let mut params: Vec<Value> = Vec::new();
-    let bind = |params: &mut Vec<Value>, v: Value| {
+    let mut bind = |v: Value| {
         params.push(v);
         format!("?{}", params.len())
     };
-    for (i, f) in range.filters.iter().enumerate() {
-        let field = bind(&mut params, Value::Text(f.field.clone()));
-        let value = bind(&mut params, Value::Text(f.value.clone()));
+    let tenant = bind(Value::Text(scope.tenant.clone()));
+    let plugin = bind(Value::Text(scope.plugin.clone()));
+    let collection = bind(Value::Text(range.collection.clone()));
+    let (direction, beyond) = if range.descending { ("DESC", "<") } else { ("ASC", ">") };
+    let mut sql;
+    // The table whose key the residual conditions look up.
+    let owner;
+    match &range.drive {
+        Some(drive) => {
+            owner = "x";
+            sql = format!(
+                "SELECT d.key, d.version, d.body, x.value FROM document_index x CROSS JOIN documents d \
+                 WHERE x.tenant_id = {tenant} AND x.plugin_id = {plugin} AND x.collection = {collection} \
+                 AND x.field = {} \
+                 AND d.tenant_id = x.tenant_id AND d.plugin_id = x.plugin_id AND d.collection = x.collection \
+                 AND d.key = x.key",
+                bind(Value::Text(drive.index.clone()))
+            );
+            if let Some((lower, inclusive)) = &drive.lower {
+                sql.push_str(&format!(" AND x.value {} {}", if *inclusive { ">=" } else { ">" }, bind(Value::Text(lower.clone()))));
+            }
+            if let Some((upper, inclusive)) = &drive.upper {
+                sql.push_str(&format!(" AND x.value {} {}", if *inclusive { "<=" } else { "<" }, bind(Value::Text(upper.clone()))));
+            }
+            if let Some(after) = &range.after {
+                let entry = bind(Value::Text(after.entry.clone()));
+                let key = bind(Value::Text(after.key.clone()));
+                sql.push_str(&format!(" AND (x.value, x.key) {beyond} ({entry}, {key})"));
+            }
+        }
+        None => {
+            owner = "d";
+            sql = format!(
+                "SELECT d.key, d.version, d.body, '' FROM documents d \
+                 WHERE d.tenant_id = {tenant} AND d.plugin_id = {plugin} AND d.collection = {collection}"
+            );
+            if let Some(after) = &range.after {
+                sql.push_str(&format!(" AND d.key {beyond} {}", bind(Value::Text(after.key.clone()))));
+            }
+        }
+    }
+    for p in &range.residual {
+        let field = bind(Value::Text(p.index.clone()));
+        let test = match p.op {
+            Comparison::Prefix => {
+                let mut test = format!("r.value >= {}", bind(Value::Text(p.value.clone())));
+                if let Some(end) = super::index::prefix_end(&p.value) {
+                    test.push_str(&format!(" AND r.value < {}", bind(Value::Text(end))));
+                }
+                test
+            }
+            op => {
+                let sign = match op {
+                    Comparison::Eq | Comparison::Ne => "=",
+                    Comparison::Lt => "<",
+                    Comparison::Le => "<=",
+                    Comparison::Gt => ">",
+                    Comparison::Ge => ">=",
+                    Comparison::Prefix => unreachable!("handled above"),
+                };
+                format!("r.value {sign} {}", bind(Value::Text(p.value.clone())))
+            }
+        };
+        let exists = if p.op == Comparison::Ne { "NOT EXISTS" } else { "EXISTS" };
         sql.push_str(&format!(
-            " JOIN document_index i{i} ON i{i}.tenant_id = d.tenant_id AND i{i}.plugin_id = d.plugin_id \
-             AND i{i}.collection = d.collection AND i{i}.key = d.key AND i{i}.field = {field} AND i{i}.value = {value}"
+            " AND {exists} (SELECT 1 FROM document_index r WHERE r.tenant_id = {tenant} AND r.plugin_id = {plugin} \
+             AND r.collection = {collection} AND r.key = {owner}.key AND r.field = {field} AND {test})"
         ));
     }
-    let tenant = bind(&mut params, Value::Text(scope.tenant.clone()));
-    let plugin = bind(&mut params, Value::Text(scope.plugin.clone()));
-    let collection = bind(&mut params, Value::Text(range.collection.clone()));
-    sql.push_str(&format!(" WHERE d.tenant_id = {tenant} AND d.plugin_id = {plugin} AND d.collection = {collection}"));
-    if let Some(after) = &range.after {
-        let after = bind(&mut params, Value::Text(after.clone()));
-        sql.push_str(&format!(" AND d.key {} {after}", if range.descending { "<" } else { ">" }));
+    match &range.drive {
+        Some(_) => sql.push_str(&format!(" ORDER BY x.value {direction}, x.key {direction}")),
+        None => sql.push_str(&format!(" ORDER BY d.key {direction}")),
     }
-    sql.push_str(if range.descending { " ORDER BY d.key DESC" } else { " ORDER BY d.key ASC" });
-    let limit = bind(&mut params, Value::Integer(i64::from(range.limit)));
+    let limit = bind(Value::Integer(i64::from(range.limit)));
     sql.push_str(&format!(" LIMIT {limit}"));
     (sql, params)
+}
+
+/// Why a plugin's stored documents cannot take its new index definitions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReindexError {
+    #[error(
+        "document `{collection}/{key}` of tenant `{tenant}`: field `{field}` {reason}; migrate the data before this index can be declared"
+    )]
+    Mismatch { tenant: String, collection: String, key: String, field: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Rewrites the index entries named `rebuild` of every document a plugin stores in
+/// `collection` (in every tenant) from `indexes`, after dropping the entries named `drop`:
+/// what an upgrade that adds, retypes or removes an index needs, in the caller's
+/// transaction. A document whose field does not fit its new type fails it, named.
+pub async fn reindex(
+    conn: &mut sqlx::SqliteConnection,
+    plugin: &str,
+    collection: &str,
+    indexes: &super::index::CollectionIndexes,
+    drop: &[String],
+    rebuild: &std::collections::BTreeSet<String>,
+) -> Result<u64, ReindexError> {
+    for name in drop.iter().chain(rebuild) {
+        sqlx::query("DELETE FROM document_index WHERE plugin_id = ? AND collection = ? AND field = ?")
+            .bind(plugin)
+            .bind(collection)
+            .bind(name)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    if rebuild.is_empty() {
+        return Ok(0);
+    }
+    let tenants: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT tenant_id FROM documents WHERE plugin_id = ? AND collection = ?")
+            .bind(plugin)
+            .bind(collection)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    let mut entries = 0;
+    for tenant in tenants {
+        let mut after = String::new();
+        loop {
+            let batch: Vec<(String, String)> = sqlx::query_as(
+                "SELECT key, body FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key > ? \
+                 ORDER BY key LIMIT 500",
+            )
+            .bind(&tenant)
+            .bind(plugin)
+            .bind(collection)
+            .bind(&after)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = last.clone();
+            for (key, body) in batch {
+                let value: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Internal(format!("stored document {collection}/{key} is not JSON: {e}")))?;
+                let mismatch = |(field, reason)| ReindexError::Mismatch {
+                    tenant: tenant.clone(),
+                    collection: collection.to_owned(),
+                    key: key.clone(),
+                    field,
+                    reason,
+                };
+                for (name, text) in indexes.entries(&value).map_err(mismatch)? {
+                    if !rebuild.contains(&name) {
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO document_index (tenant_id, plugin_id, collection, field, value, key) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&tenant)
+                    .bind(plugin)
+                    .bind(collection)
+                    .bind(&name)
+                    .bind(&text)
+                    .bind(&key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                    entries += 1;
+                }
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// The scan statement for sqlx, with its parameters bound (`scan_sql` makes only integers
+/// and text).
+fn bound(
+    sql: String,
+    params: Vec<rusqlite::types::Value>,
+) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for p in params {
+        q = match p {
+            rusqlite::types::Value::Integer(i) => q.bind(i),
+            rusqlite::types::Value::Text(t) => q.bind(t),
+            rusqlite::types::Value::Null | rusqlite::types::Value::Real(_) | rusqlite::types::Value::Blob(_) => {
+                unreachable!("scan_sql binds only integers and text")
+            }
+        };
+    }
+    q
 }
 
 /// Tells a scan running on another thread that its caller went away.
@@ -269,7 +438,7 @@ impl DocumentStore for SqliteDocumentStore {
         Ok(row.map(|r| StoredDocument { key: key.to_owned(), version: to_u64(r.get(0)), body: r.get(1) }))
     }
 
-    async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<StoredDocument>, StoreError> {
+    async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError> {
         use std::sync::atomic::AtomicBool;
         if range.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             return Err(StoreError::Interrupted);
@@ -283,26 +452,9 @@ impl DocumentStore for SqliteDocumentStore {
         if let Some(result) = on_reader {
             return result;
         }
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT d.key, d.version, d.body FROM documents d");
-        for (i, f) in range.filters.iter().enumerate() {
-            q.push(format!(
-                " JOIN document_index i{i} ON i{i}.tenant_id = d.tenant_id AND i{i}.plugin_id = d.plugin_id \
-                 AND i{i}.collection = d.collection AND i{i}.key = d.key AND i{i}.field = "
-            ));
-            q.push_bind(&f.field);
-            q.push(format!(" AND i{i}.value = "));
-            q.push_bind(&f.value);
-        }
-        q.push(" WHERE d.tenant_id = ").push_bind(&scope.tenant);
-        q.push(" AND d.plugin_id = ").push_bind(&scope.plugin);
-        q.push(" AND d.collection = ").push_bind(&range.collection);
-        if let Some(after) = &range.after {
-            q.push(if range.descending { " AND d.key < " } else { " AND d.key > " }).push_bind(after);
-        }
-        q.push(if range.descending { " ORDER BY d.key DESC" } else { " ORDER BY d.key ASC" });
-        q.push(" LIMIT ").push_bind(i64::from(range.limit));
         // Only databases the readers cannot open (in memory) get here: tests, not servers.
-        let rows = q.build().fetch_all(&self.pool).await.map_err(db_error)?;
+        let (sql, params) = scan_sql(scope, range);
+        let rows = bound(sql, params).fetch_all(&self.pool).await.map_err(db_error)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for r in rows {
@@ -311,7 +463,7 @@ impl DocumentStore for SqliteDocumentStore {
             }
             let doc = StoredDocument { key: r.get(0), version: to_u64(r.get(1)), body: r.get(2) };
             bytes += doc.key.len() + doc.body.len();
-            out.push(doc);
+            out.push((Position { entry: r.get(3), key: doc.key.clone() }, doc));
         }
         Ok(out)
     }
@@ -320,6 +472,7 @@ impl DocumentStore for SqliteDocumentStore {
         &self,
         scope: &Scope,
         writes: &[Write],
+        reads: &[Read],
         background: &Background,
         now_ms: i64,
         audit: &WriteAudit,
@@ -329,6 +482,7 @@ impl DocumentStore for SqliteDocumentStore {
         // or the call's future being cancelled) rolls it back.
         let _turn = self.writes.turn(&scope.tenant).await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        check_reads(&mut tx, scope, reads).await?;
         let (versions, delta) = apply(&mut tx, scope, writes, now_ms).await?;
         self.account(&mut tx, scope, delta).await?;
         for (w, version) in writes.iter().zip(&versions) {
@@ -731,6 +885,56 @@ async fn apply_background(
     Ok(())
 }
 
+/// Whether everything a call read is still as it saw it; run under the write lock, before
+/// the call's writes, so nothing can change between the check and the writes.
+async fn check_reads(conn: &mut sqlx::SqliteConnection, scope: &Scope, reads: &[Read]) -> Result<(), StoreError> {
+    for read in reads {
+        match read {
+            Read::Document { collection, key, version } => {
+                let now: Option<i64> = sqlx::query_scalar(
+                    "SELECT version FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
+                )
+                .bind(&scope.tenant)
+                .bind(&scope.plugin)
+                .bind(collection)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                let now = now.map(to_u64);
+                if now != *version {
+                    let show = |v: Option<u64>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
+                    return Err(StoreError::ReadConflict {
+                        collection: collection.clone(),
+                        what: format!("`{key}` was read at {} and is now {}", show(*version), show(now)),
+                    });
+                }
+            }
+            Read::Scan { range, seen } => {
+                let (sql, params) = scan_sql(scope, range);
+                let rows = bound(sql, params).fetch_all(&mut *conn).await.map_err(db_error)?;
+                let mut now = Vec::with_capacity(rows.len());
+                let mut bytes = 0usize;
+                for r in rows {
+                    if bytes >= range.max_bytes {
+                        break;
+                    }
+                    let (key, version, body): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
+                    bytes += key.len() + body.len();
+                    now.push((key, to_u64(version)));
+                }
+                if now != *seen {
+                    return Err(StoreError::ReadConflict {
+                        collection: range.collection.clone(),
+                        what: "a query's results changed (a document was added, changed or removed)".into(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn apply(
     conn: &mut sqlx::SqliteConnection,
     scope: &Scope,
@@ -886,6 +1090,49 @@ mod tests {
         assert_eq!(store.next_in_sequence(&scope, "ticket", None).await.unwrap(), 65, "existing ones go on");
     }
 
+    /// What SQLite will do for a scan: the `detail` lines of its query plan.
+    async fn query_plan(store: &SqliteDocumentStore, range: &KeyRange) -> Vec<String> {
+        let scope = Scope { tenant: "t".into(), plugin: "p".into() };
+        let (sql, params) = scan_sql(&scope, range);
+        bound(format!("EXPLAIN QUERY PLAN {sql}"), params)
+            .fetch_all(&store.pool).await.unwrap().iter().map(|r| r.get::<String, _>(3)).collect()
+    }
+
+    #[tokio::test]
+    async fn index_queries_seek_their_driving_range_and_look_up_the_rest_by_key() {
+        let (store, _dir) = temp_store().await;
+        let range = |drive: Option<crate::storage::Drive>, residual: Vec<crate::storage::Predicate>| KeyRange {
+            collection: "c".into(),
+            drive,
+            residual,
+            after: Some(Position { entry: "2026-01-01".into(), key: "k1".into() }),
+            limit: 50,
+            descending: false,
+            max_bytes: usize::MAX,
+            deadline: None,
+        };
+        let p = |index: &str, op| crate::storage::Predicate { index: index.into(), op, value: "v".into() };
+        let drive = crate::storage::Drive::whole("hired".into()).narrowed(Comparison::Lt, "2026-07-01");
+        // "Hired before July in department X, not on leave": the range drives in order; the
+        // others are point lookups of the document's own entries.
+        let plan = query_plan(&store, &range(Some(drive), vec![p("dept", Comparison::Eq), p("status", Comparison::Ne)])).await;
+        let text = plan.join("\n");
+        assert!(text.contains("SEARCH x USING PRIMARY KEY"), "the driving range seeks the index:\n{text}");
+        assert!(
+            plan.iter().any(|l| l.starts_with("SEARCH d USING") && l.contains("key=?)")),
+            "documents are fetched by key:\n{text}"
+        );
+        assert!(
+            plan.iter().filter(|l| l.starts_with("SEARCH r") && l.contains("document_index_by_key (tenant_id=? AND plugin_id=? AND collection=? AND key=? AND field=?")).count() == 2
+                && !plan.iter().any(|l| l.starts_with("SCAN")),
+            "each residual condition is a lookup of the document's entry, nothing is scanned:\n{text}"
+        );
+        assert!(!text.contains("TEMP B-TREE"), "rows come in index order, never sorted afterwards:\n{text}");
+        // Ordered by key with only a range: the collection drives, the range is a lookup per document.
+        let plan = query_plan(&store, &range(None, vec![p("hired", Comparison::Lt)])).await.join("\n");
+        assert!(plan.contains("SEARCH d USING") && !plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
     #[tokio::test]
     async fn sqlite_passes_the_document_store_conformance_suite() {
         let (store, _dir) = temp_store().await;
@@ -923,9 +1170,10 @@ mod tests {
     fn costly_range(deadline: Option<std::time::Instant>) -> KeyRange {
         KeyRange {
             collection: "c".into(),
-            filters: ["a", "b", "c", "d"]
+            drive: Some(crate::storage::Drive::whole("a".into()).narrowed(Comparison::Eq, "x")),
+            residual: ["b", "c", "d"]
                 .into_iter()
-                .map(|f| crate::storage::Filter { field: f.into(), value: "x".into() })
+                .map(|f| crate::storage::Predicate { index: f.into(), op: Comparison::Eq, value: "x".into() })
                 .collect(),
             after: None,
             limit: 10,

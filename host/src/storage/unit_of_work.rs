@@ -2,10 +2,15 @@
 //!
 //! Writes are kept in memory, so a call that traps or times out never touched the database
 //! and nothing needs undoing; a successful call commits them in one transaction, with each
-//! key's precondition re-checked against committed state (a race lost between the call's
-//! read and its commit is a conflict, never a lost update).
+//! key's precondition and everything the call read (documents, and each query's results)
+//! re-checked against committed state: a race lost between the call's reads and its commit
+//! is a conflict, never a lost update or a write skew.
 
-use super::{Condition, DocumentStore, Filter, KeyRange, Scope, StoreError, StoredDocument, Write, WriteOp};
+use super::index::{CollectionIndexes, Condition as FieldCondition, PlanError};
+use super::{
+    Comparison, Condition, DocumentStore, Filter, KeyRange, Position, Read, Scope, StoreError, StoredDocument, Write,
+    WriteOp,
+};
 use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +28,8 @@ pub struct StorageLimits {
     pub max_commit_bytes: usize,
     /// Bytes one read may return: a query page ends early (with a cursor) rather than pass it.
     pub max_read_bytes: usize,
-    /// Conditions one query may combine (each is a join on the index).
+    /// Conditions one query may combine (each one not driving the scan is a lookup per
+    /// document).
     pub max_filters: usize,
     /// Zero except in tests: every read first waits this long, standing in for a slow or
     /// busy database, to show that a call's deadline reaches into its host calls.
@@ -40,7 +46,7 @@ impl Default for StorageLimits {
             default_page: 100,
             max_commit_bytes: 8 << 20,
             max_read_bytes: 4 << 20,
-            max_filters: 4,
+            max_filters: 8,
             read_delay: std::time::Duration::ZERO,
         }
     }
@@ -53,6 +59,8 @@ pub enum UnitOfWorkError {
     UndeclaredCollection(String),
     #[error("field `{field}` is not an indexed field of collection `{collection}`")]
     UndeclaredIndex { collection: String, field: String },
+    #[error("field `{field}` of collection `{collection}` {reason}")]
+    InvalidValue { collection: String, field: String, reason: String },
     #[error("invalid key: {0}")]
     InvalidKey(String),
     #[error("document body is not JSON: {0}")]
@@ -73,6 +81,10 @@ pub enum UnitOfWorkError {
     InvalidCursor,
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "this call read more than can be checked at commit ({documents} documents, {queries} queries at most); a call that writes must read less: split the work into jobs"
+    )]
+    ReadSetTooLarge { documents: usize, queries: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -104,8 +116,8 @@ impl Pending {
 pub struct UnitOfWork {
     store: Arc<dyn DocumentStore>,
     scope: Scope,
-    /// Declared collections and their indexed fields.
-    collections: Arc<BTreeMap<String, Vec<String>>>,
+    /// Declared collections and their indexes.
+    collections: Arc<BTreeMap<String, CollectionIndexes>>,
     limits: StorageLimits,
     pending: BTreeMap<(String, String), Pending>,
     /// Bytes of `pending` (keys and bodies) plus event and job payloads the call asked for.
@@ -116,13 +128,60 @@ pub struct UnitOfWork {
     scan_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Sequence numbers taken so far (each is a write transaction of its own).
     sequence_takes: usize,
+    /// What the call read of committed data, checked again at commit.
+    reads: std::sync::Mutex<ReadSet>,
+}
+
+/// Documents read at most (each is one lookup at commit).
+const MAX_READ_DOCUMENTS: usize = 10_000;
+/// Queries read at most (each runs again at commit, under the write lock).
+const MAX_READ_QUERIES: usize = 100;
+
+#[derive(Debug, Default)]
+struct ReadSet {
+    /// (collection, key) → the version first seen (`None`: absent).
+    documents: BTreeMap<(String, String), Option<u64>>,
+    scans: Vec<Read>,
+    /// More was read than is recorded: the call may not write.
+    overflowed: bool,
+}
+
+impl ReadSet {
+    fn document(&mut self, collection: &str, key: &str, version: Option<u64>) {
+        let id = (collection.to_owned(), key.to_owned());
+        if self.documents.contains_key(&id) {
+            return;
+        }
+        if self.documents.len() >= MAX_READ_DOCUMENTS {
+            self.overflowed = true;
+            return;
+        }
+        self.documents.insert(id, version);
+    }
+
+    fn scan(&mut self, range: KeyRange, seen: Vec<(String, u64)>) {
+        if self.scans.len() >= MAX_READ_QUERIES {
+            self.overflowed = true;
+            return;
+        }
+        self.scans.push(Read::Scan { range, seen });
+    }
+
+    fn into_reads(self) -> Vec<Read> {
+        let documents = self.documents.into_iter().map(|((collection, key), version)| Read::Document {
+            collection,
+            key,
+            version,
+        });
+        documents.chain(self.scans).collect()
+    }
 }
 
 impl UnitOfWork {
     pub fn new(
         store: Arc<dyn DocumentStore>,
         scope: Scope,
-        collections: Arc<BTreeMap<String, Vec<String>>>,
+        collections: Arc<BTreeMap<String, CollectionIndexes>>,
         limits: StorageLimits,
     ) -> Self {
         UnitOfWork {
@@ -135,6 +194,7 @@ impl UnitOfWork {
             deadline: None,
             scan_gate: None,
             sequence_takes: 0,
+            reads: std::sync::Mutex::new(ReadSet::default()),
         }
     }
 
@@ -173,11 +233,8 @@ impl UnitOfWork {
         self.pending.len()
     }
 
-    fn indexes(&self, collection: &str) -> Result<&[String], UnitOfWorkError> {
-        self.collections
-            .get(collection)
-            .map(Vec::as_slice)
-            .ok_or_else(|| UnitOfWorkError::UndeclaredCollection(collection.to_owned()))
+    fn indexes(&self, collection: &str) -> Result<&CollectionIndexes, UnitOfWorkError> {
+        self.collections.get(collection).ok_or_else(|| UnitOfWorkError::UndeclaredCollection(collection.to_owned()))
     }
 
     fn check_key(&self, key: &str) -> Result<(), UnitOfWorkError> {
@@ -209,7 +266,11 @@ impl UnitOfWork {
                 }
                 WriteOp::Delete => None,
             }),
-            None => Ok(self.store.get(&self.scope, collection, key).await?),
+            None => {
+                let found = self.store.get(&self.scope, collection, key).await?;
+                self.reads.lock().expect("read set lock").document(collection, key, found.as_ref().map(|d| d.version));
+                Ok(found)
+            }
         }
     }
 
@@ -243,7 +304,7 @@ impl UnitOfWork {
         body: &str,
         condition: Condition,
     ) -> Result<u64, UnitOfWorkError> {
-        let indexes = self.indexes(collection)?.to_vec();
+        self.indexes(collection)?;
         self.check_key(key)?;
         if body.len() > self.limits.max_document_bytes {
             return Err(UnitOfWorkError::DocumentTooLarge { size: body.len(), limit: self.limits.max_document_bytes });
@@ -251,10 +312,9 @@ impl UnitOfWork {
         self.check_room(collection, key, key.len() + body.len())?;
         let value: serde_json::Value =
             serde_json::from_str(body).map_err(|e| UnitOfWorkError::InvalidBody(e.to_string()))?;
-        let index = indexes
-            .iter()
-            .filter_map(|field| value.get(field).and_then(super::index_text).map(|v| (field.clone(), v)))
-            .collect();
+        let index = self.indexes(collection)?.entries(&value).map_err(|(field, reason)| {
+            UnitOfWorkError::InvalidValue { collection: collection.to_owned(), field, reason }
+        })?;
         let op = WriteOp::Put { body: body.to_owned(), index };
         self.record(collection, key, condition, op).await
     }
@@ -298,7 +358,14 @@ impl UnitOfWork {
         let (base, visible) = match &existing {
             Some(p) => (p.base, matches!(p.op, WriteOp::Put { .. }).then_some(p.version)),
             None => {
-                let committed = self.store.get(&self.scope, collection, key).await?.map(|d| d.version);
+                // A key the call read is judged by the version it saw: if it moved since, the
+                // write's condition still holds for this call, and the commit check (which
+                // sees the move) makes the call lose the race as a whole, to be run again.
+                let seen = self.reads.lock().expect("read set lock").documents.get(&id).copied();
+                let committed = match seen {
+                    Some(version) => version,
+                    None => self.store.get(&self.scope, collection, key).await?.map(|d| d.version),
+                };
                 (committed, committed)
             }
         };
@@ -335,7 +402,8 @@ impl UnitOfWork {
         }
     }
 
-    /// A page of the collection as this call sees it.
+    /// A page of the collection as this call sees it: documents whose indexed fields equal
+    /// `filters`, in key order.
     pub async fn query(
         &self,
         collection: &str,
@@ -344,29 +412,41 @@ impl UnitOfWork {
         limit: u32,
         descending: bool,
     ) -> Result<(Vec<StoredDocument>, Option<String>), UnitOfWorkError> {
+        let conditions = filters
+            .into_iter()
+            .map(|f| FieldCondition { field: f.field, op: Comparison::Eq, value: f.value })
+            .collect();
+        self.find(&Find { collection: collection.to_owned(), conditions, order_by: None, cursor: cursor.map(str::to_owned), limit, descending })
+            .await
+    }
+
+    /// A page of the collection as this call sees it: documents meeting every condition,
+    /// ordered by `order_by` (then key), or by key.
+    pub async fn find(&self, spec: &Find) -> Result<(Vec<StoredDocument>, Option<String>), UnitOfWorkError> {
         self.slow_database().await;
+        let collection = spec.collection.as_str();
         let indexes = self.indexes(collection)?;
-        if let Some(f) = filters.iter().find(|f| !indexes.contains(&f.field)) {
-            return Err(UnitOfWorkError::UndeclaredIndex { collection: collection.to_owned(), field: f.field.clone() });
-        }
-        if filters.len() > self.limits.max_filters {
+        if spec.conditions.len() > self.limits.max_filters {
             return Err(UnitOfWorkError::InvalidQuery(format!(
                 "{} conditions; a query may combine at most {}",
-                filters.len(),
+                spec.conditions.len(),
                 self.limits.max_filters
             )));
         }
-        for (i, f) in filters.iter().enumerate() {
-            if filters[..i].iter().any(|g| g.field == f.field) {
-                return Err(UnitOfWorkError::InvalidQuery(format!("field `{}` is filtered more than once", f.field)));
+        let plan = indexes.plan(collection, &spec.conditions, spec.order_by.as_deref()).map_err(|e| match e {
+            PlanError::NotIndexed { collection, field } => UnitOfWorkError::UndeclaredIndex { collection, field },
+            PlanError::BadValue { field, reason } => {
+                UnitOfWorkError::InvalidValue { collection: collection.to_owned(), field, reason }
             }
-        }
-        let after = cursor.map(decode_cursor).transpose()?;
-        let limit = if limit == 0 { self.limits.default_page } else { limit.min(self.limits.max_page) } as usize;
-        let beyond = |key: &str| match &after {
+            PlanError::Invalid(reason) => UnitOfWorkError::InvalidQuery(reason),
+        })?;
+        let descending = spec.descending;
+        let after = spec.cursor.as_deref().map(|c| decode_cursor(c, plan.drive.as_ref())).transpose()?;
+        let limit = if spec.limit == 0 { self.limits.default_page } else { spec.limit.min(self.limits.max_page) } as usize;
+        let beyond = |position: &Position| match &after {
             None => true,
-            Some(a) if descending => key < a.as_str(),
-            Some(a) => key > a.as_str(),
+            Some(a) if descending => position < a,
+            Some(a) => position > a,
         };
 
         let _lane = match &self.scan_gate {
@@ -386,47 +466,56 @@ impl UnitOfWork {
         let ours: Vec<_> = self.pending.iter().filter(|((c, _), _)| c == collection).collect();
         // Ask for enough committed rows that our own deletes cannot leave the page short.
         let fetch = limit + ours.len() + 1;
-        let committed = self
-            .store
-            .scan(
-                &self.scope,
-                &KeyRange {
-                    collection: collection.to_owned(),
-                    filters: filters.clone(),
-                    after: after.clone(),
-                    limit: fetch as u32,
-                    descending,
-                    max_bytes: self.limits.max_read_bytes,
-                    deadline: self.deadline,
-                },
-            )
-            .await?;
+        let mut range = KeyRange {
+            collection: collection.to_owned(),
+            drive: plan.drive.clone(),
+            residual: plan.residual.clone(),
+            after: after.clone(),
+            limit: fetch as u32,
+            descending,
+            max_bytes: self.limits.max_read_bytes,
+            deadline: self.deadline,
+        };
+        let committed = self.store.scan(&self.scope, &range).await?;
+        range.deadline = None;
+        let seen = committed.iter().map(|(_, d)| (d.key.clone(), d.version)).collect();
+        self.reads.lock().expect("read set lock").scan(range, seen);
         // The store stops early when the page's bytes reach the read budget; the rest is for
         // the next page.
-        let store_truncated = committed.len() == fetch || bytes_of(&committed) >= self.limits.max_read_bytes;
-        let last_seen = committed.last().map(|d| d.key.clone());
+        let store_truncated = committed.len() == fetch
+            || committed.iter().map(|(_, d)| d.key.len() + d.body.len()).sum::<usize>() >= self.limits.max_read_bytes;
+        let last_seen = committed.last().map(|(p, _)| p.clone());
 
-        let mut merged: Vec<StoredDocument> = committed
+        let mut merged: Vec<(Position, StoredDocument)> = committed
             .into_iter()
-            .filter(|d| !self.pending.contains_key(&(collection.to_owned(), d.key.clone())))
+            .filter(|(_, d)| !self.pending.contains_key(&(collection.to_owned(), d.key.clone())))
             .collect();
         for ((_, key), p) in ours {
             let WriteOp::Put { body, index } = &p.op else { continue };
-            let matches =
-                filters.iter().all(|f| index.iter().any(|(field, value)| field == &f.field && value == &f.value));
-            // When the committed scan stopped early, our writes past its last key belong to a later page.
+            let entry = |name: &str| index.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            let position = match &plan.drive {
+                None => Position { entry: String::new(), key: key.clone() },
+                Some(drive) => match entry(&drive.index) {
+                    Some(value) if drive.contains(value) => Position { entry: value.to_owned(), key: key.clone() },
+                    _ => continue,
+                },
+            };
+            if !plan.residual.iter().all(|r| r.holds(entry(&r.index))) || !beyond(&position) {
+                continue;
+            }
+            // When the committed scan stopped early, our writes past its end belong to a later page.
             let within_scan = !store_truncated
-                || last_seen.as_ref().is_none_or(|last| if descending { key >= last } else { key <= last });
-            if matches && beyond(key) && within_scan {
-                merged.push(StoredDocument { key: key.clone(), version: p.version, body: body.clone() });
+                || last_seen.as_ref().is_none_or(|last| if descending { &position >= last } else { &position <= last });
+            if within_scan {
+                merged.push((position, StoredDocument { key: key.clone(), version: p.version, body: body.clone() }));
             }
         }
-        merged.sort_by(|a, b| if descending { b.key.cmp(&a.key) } else { a.key.cmp(&b.key) });
+        merged.sort_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
 
         // The call's own writes count against the read budget too.
         let mut fits = 0;
         let mut bytes = 0;
-        for d in &merged {
+        for (_, d) in &merged {
             bytes += d.key.len() + d.body.len();
             if fits > 0 && bytes > self.limits.max_read_bytes {
                 break;
@@ -436,13 +525,14 @@ impl UnitOfWork {
         let limit = limit.min(fits.max(1));
         let next = if merged.len() > limit {
             merged.truncate(limit);
-            merged.last().map(|d| d.key.clone())
+            merged.last().map(|(p, _)| p.clone())
         } else if store_truncated {
             last_seen
         } else {
             None
         };
-        Ok((merged, next.map(|k| encode_cursor(&k))))
+        let next = next.map(|p| encode_cursor(&p, plan.drive.as_ref()));
+        Ok((merged.into_iter().map(|(_, d)| d).collect(), next))
     }
 
     /// Commits the buffered writes in one transaction. Returns how many documents changed.
@@ -460,6 +550,11 @@ impl UnitOfWork {
         if self.pending.is_empty() && background.is_empty() {
             return Ok(0);
         }
+        let reads = self.reads.into_inner().expect("read set lock");
+        if reads.overflowed {
+            return Err(UnitOfWorkError::ReadSetTooLarge { documents: MAX_READ_DOCUMENTS, queries: MAX_READ_QUERIES });
+        }
+        let reads = reads.into_reads();
         let writes: Vec<Write> = self
             .pending
             .into_iter()
@@ -475,26 +570,60 @@ impl UnitOfWork {
                 op: p.op,
             })
             .collect();
-        self.store.commit_with(&self.scope, &writes, background, now_ms, audit).await?;
+        self.store.commit_with(&self.scope, &writes, &reads, background, now_ms, audit).await?;
         Ok(writes.len())
     }
 }
 
-fn bytes_of(documents: &[StoredDocument]) -> usize {
-    documents.iter().map(|d| d.key.len() + d.body.len()).sum()
+/// A query as a plugin asks it (see `keel:platform/storage.find`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Find {
+    pub collection: String,
+    pub conditions: Vec<FieldCondition>,
+    pub order_by: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: u32,
+    pub descending: bool,
 }
 
-const CURSOR_PREFIX: &str = "k1.";
+/// A cursor of a scan in key order (the collection drives it, or an equality whose entry is
+/// the same for every document): the last key.
+const KEY_CURSOR: &str = "k1.";
+/// A cursor of a scan in an index's order: the index, the last entry and the last key.
+const INDEX_CURSOR: &str = "i1.";
 
-fn encode_cursor(key: &str) -> String {
-    format!("{CURSOR_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+fn encode_cursor(position: &Position, drive: Option<&super::Drive>) -> String {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    match drive {
+        Some(drive) if drive.equality().is_none() => {
+            let parts = serde_json::json!([drive.index, position.entry, position.key]);
+            format!("{INDEX_CURSOR}{}", b64(parts.to_string().as_bytes()))
+        }
+        _ => format!("{KEY_CURSOR}{}", b64(position.key.as_bytes())),
+    }
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, UnitOfWorkError> {
-    let raw = cursor.strip_prefix(CURSOR_PREFIX).ok_or(UnitOfWorkError::InvalidCursor)?;
-    let bytes =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).map_err(|_| UnitOfWorkError::InvalidCursor)?;
-    String::from_utf8(bytes).map_err(|_| UnitOfWorkError::InvalidCursor)
+/// The position a cursor stands for, if it belongs to a query with this driving range.
+fn decode_cursor(cursor: &str, drive: Option<&super::Drive>) -> Result<Position, UnitOfWorkError> {
+    let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok();
+    if let Some(raw) = cursor.strip_prefix(KEY_CURSOR) {
+        let key = b64(raw).and_then(|b| String::from_utf8(b).ok()).ok_or(UnitOfWorkError::InvalidCursor)?;
+        return match drive {
+            None => Ok(Position { entry: String::new(), key }),
+            Some(drive) => match drive.equality() {
+                Some(entry) => Ok(Position { entry: entry.to_owned(), key }),
+                None => Err(UnitOfWorkError::InvalidCursor),
+            },
+        };
+    }
+    let raw = cursor.strip_prefix(INDEX_CURSOR).ok_or(UnitOfWorkError::InvalidCursor)?;
+    let parts: (String, String, String) =
+        b64(raw).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(UnitOfWorkError::InvalidCursor)?;
+    let (index, entry, key) = parts;
+    match drive {
+        Some(drive) if drive.index == index && drive.equality().is_none() => Ok(Position { entry, key }),
+        _ => Err(UnitOfWorkError::InvalidCursor),
+    }
 }
 
 #[cfg(test)]
@@ -517,7 +646,11 @@ mod tests {
     }
 
     fn uow(store: &Arc<dyn DocumentStore>) -> UnitOfWork {
-        let collections = BTreeMap::from([("notes".to_string(), vec!["tag".to_string()])]);
+        let indexes = CollectionIndexes {
+            fields: BTreeMap::from([("tag".to_string(), super::super::index::IndexType::Text)]),
+            compound: vec![],
+        };
+        let collections = BTreeMap::from([("notes".to_string(), indexes)]);
         UnitOfWork::new(
             store.clone(),
             Scope { tenant: "t".into(), plugin: "p".into() },
@@ -592,6 +725,89 @@ mod tests {
         assert_eq!(uow(&store).get("notes", "a").await.unwrap().unwrap().body, r#"{"by":2}"#);
     }
 
+    fn is_read_conflict(result: &Result<usize, UnitOfWorkError>) -> bool {
+        matches!(result, Err(UnitOfWorkError::Store(StoreError::ReadConflict { .. })))
+    }
+
+    /// Two leave requests that each fit the balance alone: each call counts the existing
+    /// requests with a query, then adds its own under a new key. Without the query in the
+    /// commit check both would land (write skew); with it the second is a conflict.
+    #[tokio::test]
+    async fn a_query_whose_results_changed_before_commit_is_a_conflict() {
+        let (store, _dir) = setup().await;
+        let mut seed = uow(&store);
+        seed.put("notes", "req-1", r#"{"tag":"ana"}"#, Condition::Absent).await.unwrap();
+        seed.put("notes", "other", r#"{"tag":"ben"}"#, Condition::Absent).await.unwrap();
+        seed.commit(1, &test_audit()).await.unwrap();
+
+        let request = |key: &'static str| {
+            let store = store.clone();
+            async move {
+                let mut call = uow(&store);
+                let (taken, _) =
+                    call.query("notes", vec![Filter { field: "tag".into(), value: "ana".into() }], None, 100, false).await.unwrap();
+                assert_eq!(taken.len(), 1, "each call sees one request taken, so one more fits");
+                call.put("notes", key, r#"{"tag":"ana"}"#, Condition::Absent).await.unwrap();
+                call
+            }
+        };
+        let (first, second) = (request("req-2").await, request("req-3").await);
+        first.commit(2, &test_audit()).await.unwrap();
+        assert!(is_read_conflict(&second.commit(3, &test_audit()).await), "the phantom must be seen");
+        assert!(uow(&store).get("notes", "req-3").await.unwrap().is_none(), "the loser wrote nothing");
+
+        // A change outside what the query covered is no conflict.
+        let mut call = uow(&store);
+        call.query("notes", vec![Filter { field: "tag".into(), value: "ana".into() }], None, 100, false).await.unwrap();
+        call.put("notes", "req-4", r#"{"tag":"ana"}"#, Condition::Absent).await.unwrap();
+        let mut elsewhere = uow(&store);
+        elsewhere.put("notes", "other", r#"{"tag":"ben","note":"edited"}"#, Condition::Any).await.unwrap();
+        elsewhere.commit(4, &test_audit()).await.unwrap();
+        call.commit(5, &test_audit()).await.unwrap();
+    }
+
+    /// The classic write skew on documents: both doctors are on call, each may leave only if
+    /// the other stays; each reads both and changes its own.
+    #[tokio::test]
+    async fn a_document_read_that_changed_before_commit_is_a_conflict() {
+        let (store, _dir) = setup().await;
+        let mut seed = uow(&store);
+        seed.put("notes", "alice", r#"{"on_call":true}"#, Condition::Absent).await.unwrap();
+        seed.put("notes", "bob", r#"{"on_call":true}"#, Condition::Absent).await.unwrap();
+        seed.commit(1, &test_audit()).await.unwrap();
+        let leave = |me: &'static str, other: &'static str| {
+            let store = store.clone();
+            async move {
+                let mut call = uow(&store);
+                assert!(call.get("notes", other).await.unwrap().unwrap().body.contains("true"));
+                let mine = call.get("notes", me).await.unwrap().unwrap();
+                call.put("notes", me, r#"{"on_call":false}"#, Condition::Version(mine.version)).await.unwrap();
+                call
+            }
+        };
+        let (alice, bob) = (leave("alice", "bob").await, leave("bob", "alice").await);
+        alice.commit(2, &test_audit()).await.unwrap();
+        assert!(is_read_conflict(&bob.commit(3, &test_audit()).await), "bob read alice as on call");
+        assert!(uow(&store).get("notes", "bob").await.unwrap().unwrap().body.contains("true"));
+
+        // Reading a key as absent is a read too: it must still be absent at commit.
+        let mut call = uow(&store);
+        assert!(call.get("notes", "carol").await.unwrap().is_none());
+        call.put("notes", "roster", r#"{"carol":"absent"}"#, Condition::Any).await.unwrap();
+        let mut carol = uow(&store);
+        carol.put("notes", "carol", "{}", Condition::Absent).await.unwrap();
+        carol.commit(4, &test_audit()).await.unwrap();
+        assert!(is_read_conflict(&call.commit(5, &test_audit()).await));
+
+        // A call that writes nothing is never checked: reading is always allowed.
+        let reader = uow(&store);
+        reader.get("notes", "alice").await.unwrap();
+        let mut writer = uow(&store);
+        writer.put("notes", "alice", "{}", Condition::Any).await.unwrap();
+        writer.commit(6, &test_audit()).await.unwrap();
+        assert_eq!(reader.commit(7, &test_audit()).await.unwrap(), 0);
+    }
+
     #[tokio::test]
     async fn conditions_are_checked_against_what_the_call_sees() {
         let (store, _dir) = setup().await;
@@ -643,6 +859,119 @@ mod tests {
             }
         }
         assert_eq!(seen, ["k1", "k25", "k3", "k4"]);
+    }
+
+    fn staff(store: &Arc<dyn DocumentStore>) -> UnitOfWork {
+        use super::super::index::IndexType;
+        let indexes = CollectionIndexes {
+            fields: BTreeMap::from([
+                ("dept".to_string(), IndexType::String),
+                ("hired".to_string(), IndexType::Date),
+                ("salary".to_string(), IndexType::Decimal),
+            ]),
+            compound: vec![vec!["dept".to_string(), "hired".to_string()]],
+        };
+        UnitOfWork::new(
+            store.clone(),
+            Scope { tenant: "t".into(), plugin: "p".into() },
+            Arc::new(BTreeMap::from([("staff".to_string(), indexes)])),
+            StorageLimits::default(),
+        )
+    }
+
+    fn find(conditions: &[(&str, Comparison, &str)], order_by: Option<&str>, limit: u32, descending: bool) -> Find {
+        Find {
+            collection: "staff".into(),
+            conditions: conditions
+                .iter()
+                .map(|(f, op, v)| FieldCondition { field: f.to_string(), op: *op, value: v.to_string() })
+                .collect(),
+            order_by: order_by.map(str::to_owned),
+            cursor: None,
+            limit,
+            descending,
+        }
+    }
+
+    /// Every page of `spec`, `limit` at a time.
+    async fn all_pages(call: &UnitOfWork, mut spec: Find) -> Vec<String> {
+        let mut keys = Vec::new();
+        loop {
+            let (docs, next) = call.find(&spec).await.unwrap();
+            keys.extend(docs.into_iter().map(|d| d.key));
+            match next {
+                Some(next) => spec.cursor = Some(next),
+                None => return keys,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ranges_and_orders_see_the_calls_own_writes_and_page_exactly() {
+        let (store, _dir) = setup().await;
+        let mut seed = staff(&store);
+        for (key, dept, hired, salary) in [
+            ("ana", "ops", "2025-03-01", "4200.00"),
+            ("ben", "ops", "2026-06-30", "3900.50"),
+            ("cy", "ops", "2026-07-01", "5100"),
+            ("dee", "sales", "2024-01-15", "3900.5"),
+            ("eve", "ops", "2024-11-30", "61e2"),
+            ("fay", "ops", "2025-03-01", "4000"),
+        ] {
+            let body = serde_json::json!({"dept": dept, "hired": hired, "salary": salary}).to_string();
+            seed.put("staff", key, &body, Condition::Absent).await.unwrap();
+        }
+        seed.commit(1, &test_audit()).await.unwrap();
+
+        let mut call = staff(&store);
+        // Uncommitted: a new hire in range, one moved out of ops, one deleted.
+        call.put("staff", "gus", r#"{"dept":"ops","hired":"2025-01-02","salary":"3000"}"#, Condition::Absent).await.unwrap();
+        call.put("staff", "fay", r#"{"dept":"sales","hired":"2025-03-01","salary":"4000"}"#, Condition::Any).await.unwrap();
+        call.delete("staff", "ana", Condition::Any).await.unwrap();
+
+        // "Hired before 2026-07-01 in ops, in hiring order": one query, on the compound index.
+        let hired_before = find(&[("dept", Comparison::Eq, "ops"), ("hired", Comparison::Lt, "2026-07-01")], Some("hired"), 10, false);
+        let (docs, next) = call.find(&hired_before).await.unwrap();
+        assert_eq!(docs.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["eve", "gus", "ben"]);
+        assert!(next.is_none());
+        // The same query a page of one at a time, and newest first.
+        assert_eq!(all_pages(&call, Find { limit: 1, ..hired_before.clone() }).await, ["eve", "gus", "ben"]);
+        assert_eq!(all_pages(&call, Find { limit: 2, descending: true, ..hired_before.clone() }).await, ["ben", "gus", "eve"]);
+
+        // Decimals order as numbers: 3900.5 and 3900.50 are equal, 61e2 is 6100.
+        let by_salary = find(&[("salary", Comparison::Ge, "3900.5")], Some("salary"), 2, false);
+        assert_eq!(all_pages(&call, by_salary).await, ["ben", "dee", "fay", "cy", "eve"]);
+        let exactly = find(&[("salary", Comparison::Eq, "3900.500")], None, 10, false);
+        assert_eq!(all_pages(&call, exactly).await, ["ben", "dee"]);
+        // Not equal keeps documents without the field; prefix on strings.
+        let not_ops = find(&[("dept", Comparison::Ne, "ops")], None, 10, false);
+        assert_eq!(all_pages(&call, not_ops).await, ["dee", "fay"]);
+        let s_depts = find(&[("dept", Comparison::Prefix, "sa")], Some("dept"), 10, false);
+        assert_eq!(all_pages(&call, s_depts).await, ["dee", "fay"]);
+
+        // A cursor belongs to its query.
+        let (_, next) = call.find(&Find { limit: 1, ..hired_before.clone() }).await.unwrap();
+        let stray = Find { cursor: next, ..find(&[], Some("salary"), 10, false) };
+        assert!(matches!(call.find(&stray).await, Err(UnitOfWorkError::InvalidCursor)));
+        let (_, next) = call.find(&find(&[], None, 1, false)).await.unwrap();
+        let stray = Find { cursor: next, ..find(&[], Some("hired"), 10, false) };
+        assert!(matches!(call.find(&stray).await, Err(UnitOfWorkError::InvalidCursor)));
+    }
+
+    #[tokio::test]
+    async fn values_of_the_wrong_type_are_refused_naming_the_field() {
+        let (store, _dir) = setup().await;
+        let mut call = staff(&store);
+        let refused = call.put("staff", "x", r#"{"dept":"ops","hired":"last monday"}"#, Condition::Any).await;
+        assert!(
+            matches!(&refused, Err(UnitOfWorkError::InvalidValue { field, .. }) if field == "hired"),
+            "{refused:?}"
+        );
+        assert_eq!(call.pending_writes(), 0, "a refused write is not buffered");
+        let refused = call.find(&find(&[("salary", Comparison::Lt, "a lot")], None, 10, false)).await;
+        assert!(matches!(&refused, Err(UnitOfWorkError::InvalidValue { field, .. }) if field == "salary"), "{refused:?}");
+        let refused = call.find(&find(&[], Some("name"), 10, false)).await;
+        assert!(matches!(&refused, Err(UnitOfWorkError::UndeclaredIndex { field, .. }) if field == "name"), "{refused:?}");
     }
 
     #[tokio::test]

@@ -464,9 +464,9 @@ fn set_policy(req: &Request) -> Result<Response, Error> {
 /// tickets and publishes each breach once.
 fn check_sla() -> Result<(), Error> {
     let now = now_ms();
-    let due = SLA_TIMERS.query().limit(SLA_BATCH).fetch()?;
+    let due = SLA_TIMERS.query().le("due", now).order_by("due").limit(SLA_BATCH).fetch()?;
     let mut breaches = 0;
-    for timer in due.items.into_iter().take_while(|t| t.value.due <= now) {
+    for timer in due.items {
         SLA_TIMERS.delete(&timer.key, Some(timer.version))?;
         let Some(mut stored) = TICKETS.get(&ticket::ticket_key(timer.value.ticket))? else { continue };
         let Some(sla) = stored.value.sla.as_mut() else { continue };

@@ -84,9 +84,9 @@ pub enum State {
     Breached,
 }
 
-/// A pending deadline, stored in the `sla_timers` collection under [`Timer::key`], so the
-/// scheduled check reads due timers in key (= deadline) order and stops at the first one
-/// still in the future.
+/// A pending deadline, stored in the `sla_timers` collection under [`Timer::key`] (one per
+/// ticket and target). `due` is an `integer` index: the scheduled check asks for the timers
+/// due by now, in deadline order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
     pub ticket: u64,

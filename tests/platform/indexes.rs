@@ -1,0 +1,70 @@
+//! Index definitions follow the active version: an upgrade that adds or retypes an index
+//! rewrites the entries of the documents already stored, in the same transaction as the
+//! switch, or, when some stored value does not fit the new type, refuses the upgrade naming
+//! the document and field and changes nothing.
+
+use keel_host::artifact::embed_manifest;
+use keel_tests::{TestServer, manifest_source, raw_component, with_version};
+use serde_json::json;
+
+const T: &str = "/v1/plugins/helpdesk/tickets";
+
+fn legacy_helpdesk() -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/helpdesk-0.3.0-platform-0.1.0.wasm"))
+        .unwrap()
+}
+
+/// The helpdesk 0.3.0 kept SLA timers with no index (their keys began with the deadline);
+/// the current one finds due timers through an `integer` index on `due`. Timers written
+/// before the upgrade must be found after it: the upgrade indexed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_indexes_the_documents_stored_before_it() {
+    let s = TestServer::start().await;
+    s.upload(legacy_helpdesk()).await.expect(201);
+    let filed = s.post(T, json!({ "title": "Printer on fire", "priority": "P1" })).await.expect(201).body;
+    assert!(filed["sla"]["first_response_due"].is_i64(), "test setup: the legacy helpdesk set deadlines: {filed}");
+
+    let upgraded = s.install("bundled/helpdesk").await.expect(201).body;
+    assert_eq!(upgraded["outcome"], "upgraded");
+    s.eventually("/v1/tenants/default/schedules", "the SLA check to be scheduled", |b| {
+        b["items"].as_array().is_some_and(|i| i.iter().any(|s| s["name"] == "sla-check"))
+    })
+    .await;
+    // Ninety minutes on, the P1 ticket's first response (due after an hour) is breached.
+    s.advance_clock(90 * 60_000).await;
+    s.eventually("/v1/tenants/default/events?topic=helpdesk.ticket.sla_breached", "the breach of the old ticket", |b| {
+        b["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    assert_eq!(s.get(&format!("{T}/1")).await.expect(200).body["sla_state"], "breached");
+}
+
+#[tokio::test]
+async fn an_upgrade_whose_new_index_type_does_not_fit_the_stored_data_is_refused_and_changes_nothing() {
+    let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
+    let version = keel_tests::manifest_version("helpdesk");
+    s.post(T, json!({ "title": "Screen flickers", "priority": "P2" })).await.expect(201);
+
+    // Version 99 declares `priority` an integer; the stored tickets hold "P2".
+    let source = manifest_source("helpdesk");
+    let retyped = source.replacen(r#""priority","#, r#"{ field = "priority", type = "integer" },"#, 1);
+    assert_ne!(retyped, source, "test setup: the tickets index list changed shape");
+    let artifact = embed_manifest(&raw_component("keel-plugin-helpdesk"), &with_version(&retyped, "99.0.0")).unwrap();
+    let refused = s.upload(artifact).await.expect_problem(409, "index-data-mismatch");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.contains("`priority`") && detail.contains("tickets/") && detail.contains("integer"), "{detail}");
+
+    // The old version stays active and its index still answers.
+    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], version.as_str());
+    let listed = s.get(&format!("{T}?priority=P2")).await.expect(200).body;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Declaring it a string fits: the upgrade goes through and the index still answers.
+    let typed = source.replacen(r#""priority","#, r#"{ field = "priority", type = "string" },"#, 1);
+    let artifact = embed_manifest(&raw_component("keel-plugin-helpdesk"), &with_version(&typed, "99.0.0")).unwrap();
+    s.upload(artifact).await.expect(201);
+    let listed = s.get(&format!("{T}?priority=P2")).await.expect(200).body;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    let listed = s.get(&format!("{T}?priority=P1")).await.expect(200).body;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "{listed}");
+}
