@@ -33,6 +33,7 @@ fn job(i: usize, now: i64) -> NewJob {
         run_at: now,
         max_attempts: 3,
         chain: 0,
+        task: None,
     }
 }
 

@@ -204,6 +204,7 @@ impl Bench {
                 timeout: Duration::from_secs(1),
                 interop: None,
                 depth: 0,
+                task: None,
             },
         };
         let started = Instant::now();

@@ -15,6 +15,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "fair share", include_str!("../../migrations/sqlite/0006_fair_share.sql")),
     (7, "plugin settings", include_str!("../../migrations/sqlite/0007_plugin_settings.sql")),
     (8, "sequences", include_str!("../../migrations/sqlite/0008_sequences.sql")),
+    (9, "tasks", include_str!("../../migrations/sqlite/0009_tasks.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.
@@ -118,6 +119,30 @@ impl WriteGate {
                 let _ = tx.send(WriteTurn { gate: self.clone() });
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::SQLITE_MIGRATIONS;
+
+    /// A migration file that is not in the list is never applied: the schema silently lacks it.
+    #[test]
+    fn every_migration_file_is_applied_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), SQLITE_MIGRATIONS.len(), "files: {:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+        for (i, ((name, text), (version, _, sql))) in files.iter().zip(SQLITE_MIGRATIONS).enumerate() {
+            assert_eq!(*version, i as i64 + 1, "versions count up from 1");
+            assert!(name.starts_with(&format!("{:04}_", version)), "{name} is not migration {version}");
+            assert_eq!(text, sql, "{name} is not the text registered as migration {version}");
         }
     }
 }

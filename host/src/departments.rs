@@ -135,6 +135,7 @@ impl Interop for DepartmentCalls {
             timeout: provider.timeout,
             interop: Some(Arc::new(self.clone())),
             depth: depth + 1,
+            task: None,
         };
         let started = std::time::Instant::now();
         let outcome = shared.runtime.call_export(&provider.pre, &export, function, signature, params, context).await;

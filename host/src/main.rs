@@ -43,6 +43,9 @@ enum Command {
     /// Inspect, retry and cancel a tenant's background jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Follow and cancel a tenant's tasks (long work plugins do in chunks).
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// List a tenant's schedules or run one now.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -87,6 +90,51 @@ enum JobCommand {
         client: ClientArgs,
     },
     /// Cancel a job waiting to run.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// List tasks with their progress, newest first.
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        plugin: Option<String>,
+        /// running, done, cancelled or failed
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a task as JSON.
+    Show {
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow a task with a progress bar until it ends; exits non-zero unless it finishes.
+    Watch {
+        id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a task: no further chunk runs.
     Cancel {
         id: String,
         #[arg(long, default_value = "default")]
@@ -389,6 +437,7 @@ fn main() -> Result<()> {
             Command::Token(command) => token(command).await,
             Command::User(command) => user(command).await,
             Command::Job(command) => job(command).await,
+            Command::Task(command) => task(command).await,
             Command::Schedule(command) => schedule(command).await,
             Command::Event(command) => event(command).await,
         }
@@ -527,6 +576,107 @@ async fn job(command: JobCommand) -> Result<()> {
             c.send(c.http.post(c.url(&format!("/v1/tenants/{}/jobs/{}/cancel", segment(&tenant)?, segment(&id)?))))
                 .await?;
             println!("cancelled {id}");
+        }
+    }
+    Ok(())
+}
+
+/// One line of progress: `[#########...........] 45% 45,000 / 100,000 units, 12 chunks`.
+fn progress_line(task: &serde_json::Value) -> String {
+    let done = task["done"].as_u64().unwrap_or(0);
+    let chunks = task["chunks"].as_u64().unwrap_or(0);
+    let status = task["status"].as_str().unwrap_or("?");
+    match task["total"].as_u64() {
+        Some(total) if total > 0 => {
+            let ratio = (done as f64 / total as f64).min(1.0);
+            let filled = (ratio * 30.0).round() as usize;
+            format!(
+                "[{}{}] {:>3.0}% {} / {} units, {chunks} chunks, {status}",
+                "#".repeat(filled),
+                ".".repeat(30 - filled),
+                ratio * 100.0,
+                grouped(done),
+                grouped(total)
+            )
+        }
+        _ => format!("{} units, {chunks} chunks, {status}", grouped(done)),
+    }
+}
+
+/// 100000 as "100,000".
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn task(command: TaskCommand) -> Result<()> {
+    match command {
+        TaskCommand::List { tenant, plugin, status, limit, client } => {
+            let c = Client::new(client)?;
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(plugin.map(|v| ("plugin", v)));
+            query.extend(status.map(|v| ("status", v)));
+            let body = c
+                .send(c.http.get(c.url(&format!("/v1/tenants/{}/tasks?{}", segment(&tenant)?, query_string(&query)))))
+                .await?;
+            println!("{:<30} {:<12} {:<32} PROGRESS", "ID", "PLUGIN", "TITLE");
+            for t in body["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<30} {:<12} {:<32} {}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["plugin"].as_str().unwrap_or(""),
+                    t["title"].as_str().unwrap_or("").chars().take(32).collect::<String>(),
+                    progress_line(t)
+                );
+            }
+        }
+        TaskCommand::Show { id, tenant, client } => {
+            let c = Client::new(client)?;
+            let body = c
+                .send(c.http.get(c.url(&format!("/v1/tenants/{}/tasks/{}", segment(&tenant)?, segment(&id)?))))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        TaskCommand::Watch { id, tenant, every, client } => {
+            use std::io::Write as _;
+            let c = Client::new(client)?;
+            let url = c.url(&format!("/v1/tenants/{}/tasks/{}", segment(&tenant)?, segment(&id)?));
+            let every = std::time::Duration::from_secs_f64(every.clamp(0.05, 60.0));
+            loop {
+                let body = c.send(c.http.get(&url)).await?;
+                print!("\r{}\x1b[K", progress_line(&body));
+                std::io::stdout().flush()?;
+                match body["status"].as_str() {
+                    Some("running") => tokio::time::sleep(every).await,
+                    Some("done") => {
+                        println!();
+                        return Ok(());
+                    }
+                    other => {
+                        println!();
+                        let error = body["last_error"].as_str().unwrap_or("");
+                        bail!(
+                            "task {id} is {}{}",
+                            other.unwrap_or("?"),
+                            if error.is_empty() { String::new() } else { format!(": {error}") }
+                        );
+                    }
+                }
+            }
+        }
+        TaskCommand::Cancel { id, tenant, client } => {
+            let c = Client::new(client)?;
+            let body = c
+                .send(c.http.post(c.url(&format!("/v1/tenants/{}/tasks/{}/cancel", segment(&tenant)?, segment(&id)?))))
+                .await?;
+            println!("cancelled {id}: {}", progress_line(&body));
         }
     }
     Ok(())

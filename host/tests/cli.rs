@@ -333,3 +333,55 @@ async fn the_cli_lists_retries_jobs_runs_schedules_and_replays_events() {
     assert!(ok && out.contains("queued 1 deliveries to listener"), "{out}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_follows_a_task_with_a_progress_bar_and_cancels_one() {
+    let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/fixtures/batch.wasm");
+    let bytes = std::fs::read(&artifact)
+        .unwrap_or_else(|e| panic!("missing batch fixture ({e}); run `cargo xtask build-plugins`"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        Config { data_dir: dir.path().into(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    config.jobs.poll_interval_ms = 20;
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let token = server.bootstrap_token.clone().unwrap();
+    let http = reqwest::Client::new();
+    let installed =
+        http.post(format!("{url}/v1/admin/plugins")).bearer_auth(&token).header("content-type", "application/wasm");
+    assert_eq!(installed.body(bytes).send().await.unwrap().status().as_u16(), 201);
+    let start = |path: &'static str, body: serde_json::Value| {
+        let request = http.post(format!("{url}/v1/plugins/batch{path}")).bearer_auth(&token).json(&body);
+        async move {
+            let reply: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            reply["task"].as_str().expect("a task id").to_owned()
+        }
+    };
+    let run = |args: Vec<String>| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            cli(&url, &token, &args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // `watch` draws the bar until the task ends, and succeeds when it finished.
+    let seed = start("/seed", serde_json::json!({ "count": 3000, "chunk": 500 })).await;
+    let (ok, out) = run(args(&["task", "watch", &seed, "--every", "0.05"])).await.unwrap();
+    assert!(ok, "{out}");
+    let last = out.rsplit('\r').next().unwrap();
+    assert!(last.contains("[##############################] 100% 3,000 / 3,000 units, 6 chunks, done"), "{out:?}");
+    let (ok, out) = run(args(&["task", "list"])).await.unwrap();
+    assert!(ok && out.lines().any(|l| l.starts_with(&seed) && l.contains("Seed 3000 items")), "{out}");
+
+    // A cancelled task: `watch` says so and fails; `cancel` again is refused.
+    let touch = start("/touch", serde_json::json!({ "count": 3000, "chunk": 5 })).await;
+    let (ok, out) = run(args(&["task", "cancel", &touch])).await.unwrap();
+    assert!(ok && out.starts_with(&format!("cancelled {touch}")), "{out}");
+    let (ok, out) = run(args(&["task", "watch", &touch])).await.unwrap();
+    assert!(!ok && out.contains("is cancelled"), "{out}");
+    let (ok, out) = run(args(&["task", "cancel", &touch])).await.unwrap();
+    assert!(!ok && out.contains("job-state-conflict"), "{out}");
+    let (ok, out) = run(args(&["task", "show", "task_nope"])).await.unwrap();
+    assert!(!ok && out.contains("task-not-found"), "{out}");
+}

@@ -81,6 +81,19 @@ impl Api {
             .clone()
     }
 
+    async fn install(&self, artifact: Vec<u8>) {
+        let response = self
+            .http
+            .post(format!("{}/v1/admin/plugins", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/wasm")
+            .body(artifact)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+    }
+
     async fn wait_for(&self, what: &str, mut done: impl AsyncFnMut(&Api) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !done(self).await {
@@ -108,16 +121,7 @@ async fn jobs_and_events_survive_sigkill_and_complete_once_after_restart() {
     for plugin in ["relay", "listener"] {
         let bytes = std::fs::read(artifacts.join(format!("{plugin}.wasm")))
             .unwrap_or_else(|e| panic!("missing fixture {plugin} ({e}); run `cargo xtask build-plugins`"));
-        let response = api
-            .http
-            .post(format!("{}/v1/admin/plugins", api.base))
-            .bearer_auth(&api.token)
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
+        api.install(bytes).await;
     }
 
     // Four slow jobs take every worker slot; then jobs and events queue up behind them.
@@ -177,4 +181,101 @@ async fn jobs_and_events_survive_sigkill_and_complete_once_after_restart() {
     assert_eq!(lost, 4, "each attempt the crash interrupted is recorded as lost");
     second.child.kill().unwrap();
     second.child.wait().unwrap();
+}
+
+/// Reads the batch fixture's summary page by page: (items, touched once, untouched, other).
+async fn batch_summary(api: &Api) -> (u64, u64, u64, u64) {
+    let (mut items, mut once, mut untouched, mut more) = (0, 0, 0, 0);
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/v1/plugins/batch/summary".to_owned(),
+            Some(c) => format!("/v1/plugins/batch/summary?cursor={c}"),
+        };
+        let page = api.get(&path).await;
+        items += page["items"].as_u64().unwrap();
+        once += page["once"].as_u64().unwrap();
+        untouched += page["untouched"].as_u64().unwrap();
+        more += page["more"].as_u64().unwrap();
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return (items, once, untouched, more),
+        }
+    }
+}
+
+async fn task(api: &Api, id: &str) -> Value {
+    api.get(&format!("/v1/tenants/default/tasks/{id}")).await
+}
+
+/// A task over 100,000 documents, a thousand a chunk, is killed with SIGKILL part way; the
+/// new process finishes it and every document was processed exactly once: the chunk that
+/// was running ran again, and no committed chunk ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_100000_documents_survives_sigkill_and_touches_each_exactly_once() {
+    const ITEMS: u64 = 100_000;
+    let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/fixtures/batch.wasm");
+    let bytes = std::fs::read(&artifact)
+        .unwrap_or_else(|e| panic!("missing {} ({e}); run `cargo xtask build-plugins`", artifact.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(&config, "allow-clock-control = true\n[jobs]\npoll-interval-ms = 20\nconcurrency = 4\n").unwrap();
+    let data = dir.path().join("data");
+
+    let mut first = start(&data, &config);
+    let api =
+        Api { http: reqwest::Client::new(), base: first.base.clone(), token: first.token.clone().expect("token") };
+    api.install(bytes).await;
+
+    let seed = api.post("/v1/plugins/batch/seed", json!({ "count": ITEMS, "chunk": 1000 }), 202).await;
+    let seed = seed["task"].as_str().unwrap().to_owned();
+    api.wait_for("the seeding task", async |api| task(api, &seed).await["status"] == "done").await;
+    let seeded = task(&api, &seed).await;
+    assert_eq!((seeded["done"].as_u64(), seeded["chunks"].as_u64()), (Some(ITEMS), Some(100)), "{seeded}");
+
+    let touch = api.post("/v1/plugins/batch/touch", json!({ "count": ITEMS, "chunk": 1000 }), 202).await;
+    let touch = touch["task"].as_str().unwrap().to_owned();
+    api.wait_for("the task to be part way", async |api| task(api, &touch).await["done"].as_u64() >= Some(20_000)).await;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().unwrap();
+    let (_, once_at_crash, _, more_at_crash) = batch_summary_offline(&data);
+    assert!(once_at_crash >= 20_000 && once_at_crash < ITEMS, "the crash must come part way: {once_at_crash}");
+    assert_eq!(more_at_crash, 0);
+
+    let mut second = start(&data, &config);
+    let api = Api { base: second.base.clone(), ..api };
+    // The killed process's lease on the chunk it was running expires; the chunk runs again.
+    api.post("/v1/admin/clock/advance", json!({ "ms": 70_000 }), 200).await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let t = task(&api, &touch).await;
+        if t["status"] == "done" {
+            assert_eq!(t["done"].as_u64(), Some(ITEMS), "{t}");
+            break;
+        }
+        assert_eq!(t["status"], "running", "{t}");
+        assert!(Instant::now() < deadline, "the task did not finish: {t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(batch_summary(&api).await, (ITEMS, ITEMS, 0, 0), "every item touched exactly once");
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+}
+
+/// The batch fixture's items as stored, read from the database file of a stopped server:
+/// (items, touched once, untouched, touched more than once).
+fn batch_summary_offline(data: &Path) -> (u64, u64, u64, u64) {
+    let db = rusqlite::Connection::open(data.join("keel.db")).expect("the database");
+    let count = |touched: &str| -> u64 {
+        db.query_row(
+            &format!(
+                "SELECT COUNT(*) FROM documents WHERE plugin_id = 'batch' AND collection = 'items' \
+                 AND json_extract(body, '$.touched') {touched}"
+            ),
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+    };
+    (count(">= 0"), count("= 1"), count("= 0"), count("> 1"))
 }

@@ -42,6 +42,7 @@ mod http;
 mod router;
 mod sequence;
 pub mod services;
+pub mod task;
 
 pub use background::{Event, Job, JobSpec, enqueue, first_time, publish};
 pub use collection::{Collection, Page, Query, Versioned};
@@ -49,6 +50,7 @@ pub use error::{Error, ErrorKind};
 pub use http::{Caller, Request, Response};
 pub use router::{Handler, Router};
 pub use sequence::Sequence;
+pub use task::TaskSpec;
 
 /// Generated WIT bindings. Not part of the public API: use the types re-exported above.
 #[doc(hidden)]

@@ -32,9 +32,11 @@ async fn an_upgrade_indexes_the_documents_stored_before_it() {
     .await;
     // Ninety minutes on, the P1 ticket's first response (due after an hour) is breached.
     s.advance_clock(90 * 60_000).await;
-    s.eventually("/v1/tenants/default/events?topic=helpdesk.ticket.sla_breached", "the breach of the old ticket", |b| {
-        b["items"].as_array().is_some_and(|i| !i.is_empty())
-    })
+    s.eventually(
+        "/v1/tenants/default/events?topic=helpdesk.ticket.sla_breached",
+        "the breach of the old ticket",
+        |b| b["items"].as_array().is_some_and(|i| !i.is_empty()),
+    )
     .await;
     assert_eq!(s.get(&format!("{T}/1")).await.expect(200).body["sla_state"], "breached");
 }

@@ -30,6 +30,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-misfit-import", "plugins/fixtures/misfit-import", false),
     ("keel-plugin-misfit-signature", "plugins/fixtures/misfit-signature", false),
     ("keel-plugin-ledger", "plugins/fixtures/ledger", false),
+    ("keel-plugin-batch", "plugins/fixtures/batch", false),
 ];
 
 /// Plugins in Python, built with componentize-py: (source dir, world file, world name).

@@ -201,6 +201,7 @@ async fn attempt_call(
             interop: (!plugin.record.manifest.requires.is_empty())
                 .then(|| state.departments.for_caller(Some(principal))),
             depth: 0,
+            task: None,
         },
     };
     let outcome = state.runtime.call(&plugin.pre, invocation).await.map_err(|e| {

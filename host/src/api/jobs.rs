@@ -36,6 +36,7 @@ impl From<JobStoreError> for ApiError {
     fn from(e: JobStoreError) -> Self {
         match e {
             JobStoreError::NotFound(_) => ApiError::not_found("job-not-found", e.to_string()),
+            JobStoreError::TaskNotFound(_) => ApiError::not_found("task-not-found", e.to_string()),
             JobStoreError::WrongState { .. } => ApiError::conflict("job-state-conflict", e.to_string()),
             JobStoreError::Database(_) | JobStoreError::Store(_) => {
                 tracing::error!(error = %e, "job store failure");
@@ -45,7 +46,7 @@ impl From<JobStoreError> for ApiError {
     }
 }
 
-fn limit_of(limit: Option<u32>) -> Result<u32, ApiError> {
+pub(super) fn limit_of(limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::unprocessable("invalid-limit", "`limit` must be 1 to 1000"));
@@ -76,15 +77,20 @@ pub struct JobPage {
     pub next: Option<String>,
 }
 
-fn encode_cursor(job: &JobRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}", job.created_at, job.id))
+/// A cursor of a newest-first list: the last item's (created_at, id).
+pub(super) fn encode_cursor(created_at: i64, id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{created_at}:{id}"))
 }
 
-fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (at, id) = text.split_once(':')?;
-    Some((at.parse().ok()?, id.to_owned()))
+/// The position a newest-first list's cursor stands for (422 `invalid-cursor` if it is none).
+pub(super) fn decode_cursor(cursor: Option<&str>) -> Result<Option<(i64, String)>, ApiError> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    let parse = || {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+        let (at, id) = std::str::from_utf8(&bytes).ok()?.split_once(':')?;
+        Some((at.parse().ok()?, id.to_owned()))
+    };
+    parse().map(Some).ok_or_else(|| ApiError::unprocessable("invalid-cursor", "`cursor` is not a cursor from this API"))
 }
 
 /// A tenant's jobs, schedule runs and event deliveries, newest first.
@@ -114,17 +120,12 @@ async fn list_jobs(
                 .ok_or_else(|| ApiError::unprocessable("invalid-kind", "`kind` must be job, schedule or event"))?,
         ),
     };
-    let before = match &q.cursor {
-        None => None,
-        Some(c) => Some(
-            decode_cursor(c)
-                .ok_or_else(|| ApiError::unprocessable("invalid-cursor", "`cursor` is not a cursor from this API"))?,
-        ),
-    };
+    let before = decode_cursor(q.cursor.as_deref())?;
     let limit = limit_of(q.limit)?;
     let filter = JobFilter { plugin: q.plugin.clone(), status: q.status.clone(), kind, before, limit };
     let items = state.jobs.list(&tenant, &filter).await?;
-    let next = (items.len() == limit as usize).then(|| items.last().map(encode_cursor)).flatten();
+    let next =
+        (items.len() == limit as usize).then(|| items.last().map(|j| encode_cursor(j.created_at, &j.id))).flatten();
     Ok(Json(JobPage { items, next }))
 }
 

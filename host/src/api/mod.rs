@@ -15,6 +15,7 @@ pub mod problem;
 mod quotas;
 pub mod rate_limit;
 mod settings;
+mod tasks;
 mod tenants;
 mod users;
 
@@ -118,6 +119,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(audit::routes())
         .merge(users::routes())
         .merge(jobs::routes())
+        .merge(tasks::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

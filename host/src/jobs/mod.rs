@@ -62,8 +62,34 @@ pub struct NewJob {
     pub run_at: i64,
     pub max_attempts: u32,
     /// How many job runs led to this one: 0 for work a request or a schedule started, the
-    /// running job's chain plus one for work a job (or event delivery) started.
+    /// running job's chain plus one for work a job (or event delivery) started. A task's
+    /// next chunk keeps its chunk's chain: a task ends by its own progress, not by depth.
     pub chain: u32,
+    /// The task this job is a chunk of.
+    pub task: Option<String>,
+}
+
+/// A task to create, committed with the call that started it (its first chunk is one of
+/// the call's jobs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub id: String,
+    pub plugin: String,
+    pub name: String,
+    pub title: String,
+    pub total: Option<u64>,
+    /// The first chunk's job id.
+    pub first_job: String,
+}
+
+/// How a chunk moves its task on, committed with the chunk's writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskAdvance {
+    pub task: String,
+    /// Units this chunk did.
+    pub done: u64,
+    /// The next chunk; `None` finishes the task.
+    pub next: Option<NewJob>,
 }
 
 /// An event to append to the log, with its deliveries.
@@ -91,18 +117,28 @@ pub struct Lease {
 pub struct Background {
     pub events: Vec<NewEvent>,
     pub jobs: Vec<NewJob>,
+    /// Tasks the call started (their first chunks are in `jobs`).
+    pub tasks: Vec<NewTask>,
     /// The job this call ran, marked done by the commit.
     pub finishes: Option<Lease>,
+    /// When the job this call ran is a chunk of a task: how the task moves on.
+    pub advances: Option<TaskAdvance>,
 }
 
 impl Background {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.jobs.is_empty() && self.finishes.is_none()
+        self.events.is_empty()
+            && self.jobs.is_empty()
+            && self.tasks.is_empty()
+            && self.finishes.is_none()
+            && self.advances.is_none()
     }
 
     /// Whether committing this adds work a runner should pick up.
     pub fn adds_work(&self) -> bool {
-        !self.jobs.is_empty() || self.events.iter().any(|e| !e.deliveries.is_empty())
+        !self.jobs.is_empty()
+            || self.events.iter().any(|e| !e.deliveries.is_empty())
+            || self.advances.as_ref().is_some_and(|a| a.next.is_some())
     }
 }
 
@@ -111,6 +147,19 @@ impl Background {
 pub struct PendingOutbox {
     pub events: Vec<PendingEvent>,
     pub jobs: Vec<PendingJob>,
+    /// Tasks started: each with its first chunk, which is also in `jobs`.
+    pub tasks: Vec<PendingTask>,
+    /// The running chunk's `tasks.advance`: units done and the next chunk's payload.
+    pub advance: Option<(u64, Option<String>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingTask {
+    pub id: String,
+    pub name: String,
+    pub title: String,
+    pub total: Option<u64>,
+    pub first_job: String,
 }
 
 #[derive(Debug, Clone)]
@@ -127,9 +176,13 @@ pub struct PendingJob {
     pub payload: String,
     pub run_at: i64,
     pub idempotency_key: Option<String>,
+    /// The task it starts, when it is a task's first chunk.
+    pub task: Option<String>,
 }
 
 impl PendingOutbox {
+    /// Whether the call asked for new work (events, jobs, tasks); a chunk's `advance` does
+    /// not count: it only continues work already started.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.jobs.is_empty()
     }

@@ -3,7 +3,7 @@
 
 use super::cron::CronSchedule;
 use super::store::{ClaimPolicy, ClaimedJob, JobStore};
-use super::{Background, JobKind, NewEvent, NewJob, PendingOutbox};
+use super::{Background, JobKind, NewEvent, NewJob, NewTask, PendingOutbox, TaskAdvance};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::plugins::{LoadedPlugin, PluginRegistry};
@@ -70,6 +70,7 @@ pub fn route_outbox(
                     run_at: now,
                     max_attempts: s.record.manifest.retry.max_attempts,
                     chain,
+                    task: None,
                 })
                 .collect();
             NewEvent { id: e.id, topic: e.topic, payload: e.payload, request_id: request_id.to_owned(), deliveries }
@@ -89,9 +90,22 @@ pub fn route_outbox(
             run_at: j.run_at,
             max_attempts: publisher.record.manifest.retry.max_attempts,
             chain,
+            task: j.task,
         })
         .collect();
-    Background { events, jobs, finishes: None }
+    let tasks = outbox
+        .tasks
+        .into_iter()
+        .map(|t| NewTask {
+            id: t.id,
+            plugin: scope.plugin.clone(),
+            name: t.name,
+            title: t.title,
+            total: t.total,
+            first_job: t.first_job,
+        })
+        .collect();
+    Background { events, jobs, tasks, finishes: None, advances: None }
 }
 
 /// (tenant, plugin, schedule name) → the spec its stored next time was computed from.
@@ -487,6 +501,7 @@ impl JobRunner {
             timeout: plugin.timeout,
             interop: (!plugin.record.manifest.requires.is_empty()).then(|| self.departments.for_caller(None)),
             depth: 0,
+            task: job.task.clone(),
         };
         let outcome = self.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| {
             if let crate::runtime::CallError::Refused(refusal) = &e {
@@ -509,9 +524,33 @@ impl JobRunner {
             });
         }
         let now = self.clock.now_ms();
+        let mut outbox = outcome.outbox;
+        let advance = outbox.advance.take();
         let mut background =
-            route_outbox(&self.registry, &self.tenancy, &scope, &plugin, outcome.outbox, &job.lease.job_id, now, chain);
+            route_outbox(&self.registry, &self.tenancy, &scope, &plugin, outbox, &job.lease.job_id, now, chain);
         background.finishes = Some(job.lease.clone());
+        // A chunk of a task moves it on (a chunk that did not say how finishes it); the next
+        // chunk keeps this one's chain: a task is bounded by its own progress.
+        if let Some(task) = &job.task {
+            let (done, next) = advance.unwrap_or((0, None));
+            background.advances = Some(TaskAdvance {
+                task: task.clone(),
+                done,
+                next: next.map(|payload| NewJob {
+                    id: super::random_id("job"),
+                    plugin: job.plugin.clone(),
+                    kind: JobKind::Job,
+                    name: job.name.clone(),
+                    payload,
+                    idempotency_key: None,
+                    event_id: None,
+                    run_at: now,
+                    max_attempts: plugin.record.manifest.retry.max_attempts,
+                    chain: job.chain,
+                    task: Some(task.clone()),
+                }),
+            });
+        }
         let audit = WriteAudit {
             actor: format!("system:{}", job.kind.as_str()),
             actor_name: format!("{} {}", job.kind.as_str(), job.name),
@@ -594,6 +633,7 @@ impl JobRunner {
                     run_at: due.next_run_at,
                     max_attempts: p.record.manifest.retry.max_attempts,
                     chain: 0,
+                    task: None,
                 }),
                 _ => None,
             };
@@ -623,6 +663,7 @@ impl JobRunner {
             run_at: now,
             max_attempts: plugin.record.manifest.retry.max_attempts,
             chain: 0,
+            task: None,
         };
         self.jobs.enqueue(tenant, &job, now).await?;
         self.wake.notify_one();

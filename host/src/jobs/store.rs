@@ -18,7 +18,9 @@ use utoipa::ToSchema;
 pub enum JobStoreError {
     #[error("no job `{0}` in this tenant")]
     NotFound(String),
-    #[error("job `{id}` is {status}; {action}")]
+    #[error("no task `{0}` in this tenant")]
+    TaskNotFound(String),
+    #[error("`{id}` is {status}; {action}")]
     WrongState { id: String, status: String, action: &'static str },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -39,6 +41,8 @@ pub struct ClaimedJob {
     pub run_at: i64,
     /// See [`NewJob::chain`].
     pub chain: u32,
+    /// The task it is a chunk of.
+    pub task: Option<String>,
     pub lease: Lease,
 }
 
@@ -169,6 +173,35 @@ pub struct JobRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// The task it is a chunk of.
+    pub task: Option<String>,
+}
+
+/// What an admin sees of a task.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskRecord {
+    pub id: String,
+    pub tenant: String,
+    pub plugin: String,
+    /// The job name its chunks run under.
+    pub name: String,
+    pub title: String,
+    /// running, done, cancelled, or failed (its current chunk is dead: retrying that job
+    /// resumes the task).
+    pub status: String,
+    /// Units the committed chunks did.
+    pub done: u64,
+    /// Units in all, when the plugin said.
+    pub total: Option<u64>,
+    /// Chunks committed.
+    pub chunks: u64,
+    /// The chunk queued, running or last run.
+    pub current_job: String,
+    /// Why the current chunk failed last (while it is retried, or after it died).
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
 }
 
 /// One attempt of a job.
@@ -224,7 +257,7 @@ pub struct JobFilter {
 }
 
 const JOB_COLUMNS: &str = "id, tenant_id, plugin_id, kind, name, payload, idempotency_key, event_id, status, attempts, \
-     max_attempts, run_at, lease_until, last_error, created_at, updated_at, finished_at";
+     max_attempts, run_at, lease_until, last_error, created_at, updated_at, finished_at, task_id";
 
 fn u32_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
@@ -249,6 +282,31 @@ fn job_record(r: &SqliteRow) -> JobRecord {
         created_at: r.get(14),
         updated_at: r.get(15),
         finished_at: r.get(16),
+        task: r.get(17),
+    }
+}
+
+const TASK_COLUMNS: &str = "t.id, t.tenant_id, t.plugin_id, t.name, t.title, \
+     CASE WHEN t.status = 'running' AND j.status = 'dead' THEN 'failed' ELSE t.status END, \
+     t.done, t.total, t.chunks, t.current_job, j.last_error, t.created_at, t.updated_at, t.finished_at";
+
+fn task_record(r: &SqliteRow) -> TaskRecord {
+    let u64_of = |v: i64| u64::try_from(v).unwrap_or(0);
+    TaskRecord {
+        id: r.get(0),
+        tenant: r.get(1),
+        plugin: r.get(2),
+        name: r.get(3),
+        title: r.get(4),
+        status: r.get(5),
+        done: u64_of(r.get(6)),
+        total: r.get::<Option<i64>, _>(7).map(u64_of),
+        chunks: u64_of(r.get(8)),
+        current_job: r.get(9),
+        last_error: r.get(10),
+        created_at: r.get(11),
+        updated_at: r.get(12),
+        finished_at: r.get(13),
     }
 }
 
@@ -394,7 +452,8 @@ impl JobStore {
                  WHERE id IN (SELECT id FROM jobs \
                      WHERE status = 'queued' AND tenant_id = ?4 AND plugin_id = ?5 AND run_at <= ?2 \
                      ORDER BY run_at, id LIMIT ?6) \
-                 RETURNING id, tenant_id, plugin_id, kind, name, payload, event_id, attempts, max_attempts, run_at, chain",
+                 RETURNING id, tenant_id, plugin_id, kind, name, payload, event_id, attempts, max_attempts, run_at, chain, \
+                 task_id",
             )
             .bind(worker)
             .bind(now)
@@ -415,6 +474,7 @@ impl JobStore {
                     max_attempts: u32_of(r.get(8)),
                     run_at: r.get(9),
                     chain: u32_of(r.get(10)),
+                    task: r.get(11),
                     lease: Lease { job_id: r.get(0), owner: worker.to_owned(), attempt: u32_of(r.get(7)) },
                 };
                 sqlx::query("INSERT INTO job_runs (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)")
@@ -590,6 +650,84 @@ impl JobStore {
         Ok(job)
     }
 
+    /// A tenant's tasks, newest first: up to `limit` older than `before` (the previous page's
+    /// last (created_at, id)), of `plugin` and in `status` if given.
+    pub async fn tasks(
+        &self,
+        tenant: &str,
+        plugin: Option<&str>,
+        status: Option<&str>,
+        before: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>, JobStoreError> {
+        let mut q = sqlx::QueryBuilder::new(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t LEFT JOIN jobs j ON j.id = t.current_job WHERE t.tenant_id = "
+        ));
+        q.push_bind(tenant);
+        if let Some(plugin) = plugin {
+            q.push(" AND t.plugin_id = ").push_bind(plugin);
+        }
+        if let Some(status) = status {
+            q.push(" AND CASE WHEN t.status = 'running' AND j.status = 'dead' THEN 'failed' ELSE t.status END = ")
+                .push_bind(status);
+        }
+        if let Some((at, id)) = before {
+            q.push(" AND (t.created_at, t.id) < (").push_bind(at).push(", ").push_bind(id).push(")");
+        }
+        q.push(" ORDER BY t.created_at DESC, t.id DESC LIMIT ").push_bind(i64::from(limit));
+        Ok(q.build().fetch_all(&self.pool).await?.iter().map(task_record).collect())
+    }
+
+    /// One of a tenant's tasks.
+    pub async fn task(&self, tenant: &str, id: &str) -> Result<TaskRecord, JobStoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t LEFT JOIN jobs j ON j.id = t.current_job WHERE t.tenant_id = ? AND t.id = ?"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(task_record).ok_or_else(|| JobStoreError::TaskNotFound(id.to_owned()))
+    }
+
+    /// Cancels a running (or failed) task: no further chunk runs; a chunk running now still
+    /// commits its writes, and its `advance` queues nothing.
+    pub async fn cancel_task(&self, tenant: &str, id: &str, now: i64) -> Result<TaskRecord, JobStoreError> {
+        let _turn = self.writes.turn("").await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let changed = sqlx::query(
+            "UPDATE tasks SET status = 'cancelled', finished_at = ?1, updated_at = ?1 \
+             WHERE tenant_id = ?2 AND id = ?3 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?1, updated_at = ?1 \
+                 WHERE tenant_id = ?2 AND task_id = ?3 AND status IN ('queued', 'dead')",
+            )
+            .bind(now)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let task = self.task(tenant, id).await?;
+        if changed == 0 {
+            return Err(JobStoreError::WrongState {
+                id: id.to_owned(),
+                status: task.status,
+                action: "only running or failed tasks can be cancelled",
+            });
+        }
+        Ok(task)
+    }
+
     /// Inserts one job (an admin's "run now", a scheduled firing) in its own transaction.
     pub async fn enqueue(&self, tenant: &str, job: &NewJob, now: i64) -> Result<bool, JobStoreError> {
         let mut conn = self.pool.acquire().await?;
@@ -748,6 +886,7 @@ impl JobStore {
                     run_at: now,
                     max_attempts,
                     chain: 0,
+                    task: None,
                 };
                 insert_job(&mut tx, tenant, &job, now).await?;
                 queued += 1;

@@ -7,8 +7,8 @@
 mod routes;
 pub mod settings;
 
-pub use routes::{RouteError, RouteMatch, RoutePattern, RouteTable};
 use crate::storage::index::{CollectionIndexes, IndexType};
+pub use routes::{RouteError, RouteMatch, RoutePattern, RouteTable};
 use serde::{Deserialize, Serialize};
 pub use settings::{SettingSpec, SettingType, SettingValue};
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +48,10 @@ impl Capability {
     }
 
     pub fn from_interface(name: &str) -> Option<Capability> {
+        // Tasks are chains of jobs: the same capability.
+        if name == "tasks" {
+            return Some(Capability::Jobs);
+        }
         [
             Capability::Storage,
             Capability::Log,

@@ -293,9 +293,10 @@ impl PluginRegistry {
             if drop.is_empty() && rebuild.is_empty() {
                 continue;
             }
-            let entries = crate::storage::sqlite::reindex(&mut tx, &manifest.id, &collection, &indexes, &drop, &rebuild)
-                .await
-                .map_err(InstallError::Reindex)?;
+            let entries =
+                crate::storage::sqlite::reindex(&mut tx, &manifest.id, &collection, &indexes, &drop, &rebuild)
+                    .await
+                    .map_err(InstallError::Reindex)?;
             tracing::info!(plugin = %manifest.id, %collection, ?drop, ?rebuild, entries, "index entries rewritten for the new version");
         }
         sqlx::query("INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")

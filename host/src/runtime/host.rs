@@ -1,7 +1,7 @@
 //! What a plugin instance can reach: the per-call [`HostState`] and its implementations of
 //! the `keel:platform` interfaces.
 
-use super::bindings::keel::platform::{clock, config, events, identity, jobs, log, sequences, storage, types};
+use super::bindings::keel::platform::{clock, config, events, identity, jobs, log, sequences, storage, tasks, types};
 use super::limits::MemoryLimiter;
 use crate::clock::Clock;
 use crate::jobs::{PendingEvent, PendingJob, PendingOutbox};
@@ -55,6 +55,8 @@ pub struct HostState {
     /// How this call reaches other plugins' department interfaces, and how deep it is.
     pub(crate) interop: Option<std::sync::Arc<dyn super::Interop>>,
     pub(crate) depth: u32,
+    /// The task the running job is a chunk of (`tasks.current`, `tasks.advance`).
+    pub(crate) task: Option<String>,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) stdout: MemoryOutputPipe,
 }
@@ -86,6 +88,7 @@ impl HostState {
             outbox: PendingOutbox::default(),
             interop: None,
             depth: 0,
+            task: None,
             stderr,
             stdout,
         }
@@ -219,7 +222,10 @@ fn comparison(c: storage::Comparison) -> Comparison {
 
 fn page(docs: Vec<StoredDocument>, next: Option<String>) -> storage::Page {
     storage::Page {
-        documents: docs.into_iter().map(|d| storage::Document { key: d.key, version: d.version, body: d.body }).collect(),
+        documents: docs
+            .into_iter()
+            .map(|d| storage::Document { key: d.key, version: d.version, body: d.body })
+            .collect(),
         next,
     }
 }
@@ -322,9 +328,67 @@ impl jobs::Host for HostState {
                 payload: spec.payload,
                 run_at,
                 idempotency_key: spec.idempotency_key,
+                task: None,
             });
         }
         Ok(id)
+    }
+}
+
+/// Longest task title, in bytes.
+const MAX_TASK_TITLE_BYTES: usize = 200;
+
+impl tasks::Host for HostState {
+    fn start(&mut self, spec: tasks::TaskSpec) -> Result<String, types::Error> {
+        self.outbox_room()?;
+        if !crate::manifest::is_job_name(&spec.name) {
+            return Err(types::Error::Invalid("task names are 1-64 of a-z, 0-9, '-', '_' and '.'".into()));
+        }
+        if spec.title.is_empty() || spec.title.len() > MAX_TASK_TITLE_BYTES || spec.title.chars().any(char::is_control)
+        {
+            return Err(types::Error::Invalid(format!(
+                "task titles are 1-{MAX_TASK_TITLE_BYTES} bytes without control characters"
+            )));
+        }
+        check_payload(&spec.payload)?;
+        self.uow.charge(spec.payload.len() + spec.title.len()).map_err(to_wit)?;
+        let task = crate::jobs::random_id("task");
+        let first_job = crate::jobs::random_id("job");
+        self.outbox.jobs.push(PendingJob {
+            id: first_job.clone(),
+            name: spec.name.clone(),
+            payload: spec.payload,
+            run_at: self.clock.now_ms(),
+            idempotency_key: None,
+            task: Some(task.clone()),
+        });
+        self.outbox.tasks.push(crate::jobs::PendingTask {
+            id: task.clone(),
+            name: spec.name,
+            title: spec.title,
+            total: spec.total,
+            first_job,
+        });
+        Ok(task)
+    }
+
+    fn current(&mut self) -> Option<String> {
+        self.task.clone()
+    }
+
+    fn advance(&mut self, done: u64, next: Option<String>) -> Result<(), types::Error> {
+        if self.task.is_none() {
+            return Err(types::Error::Invalid("only a chunk of a task can advance it".into()));
+        }
+        if self.outbox.advance.is_some() {
+            return Err(types::Error::Invalid("this chunk advanced its task already".into()));
+        }
+        if let Some(next) = &next {
+            check_payload(next)?;
+            self.uow.charge(next.len()).map_err(to_wit)?;
+        }
+        self.outbox.advance = Some((done, next));
+        Ok(())
     }
 }
 

@@ -191,6 +191,8 @@ pub struct CallContext {
     pub interop: Option<Arc<dyn Interop>>,
     /// How many cross-plugin calls deep this call is (0 for a request or a job).
     pub depth: u32,
+    /// The task the job being run is a chunk of.
+    pub task: Option<String>,
 }
 
 /// A successful call: the plugin's response, its uncommitted writes and the background work
@@ -461,7 +463,7 @@ impl Runtime {
         context: CallContext,
         entry: Entry,
     ) -> Result<(Answer, HostState), CallError> {
-        let CallContext { mut uow, labels, config, memory_cap, timeout, interop, depth } = context;
+        let CallContext { mut uow, labels, config, memory_cap, timeout, interop, depth, task } = context;
         // Admission first: the memory the call may use (its plugin's cap plus what the host
         // may buffer for it) is reserved before anything is allocated.
         let reservation = (memory_cap as u64).saturating_add(uow.host_bytes_budget() as u64);
@@ -483,6 +485,7 @@ impl Runtime {
         let mut state = HostState::new(uow, labels, config, self.clock.clone(), memory_cap, permissions);
         state.interop = interop;
         state.depth = depth;
+        state.task = task;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);

@@ -39,7 +39,10 @@ fn range(collection: &str, filters: &[(&str, &str)], after: Option<&str>, limit:
         collection: collection.into(),
         drive,
         residual: filters.iter().skip(1).map(eq).collect(),
-        after: after.map(|key| Position { entry: filters.first().map_or(String::new(), |(_, v)| v.to_string()), key: key.into() }),
+        after: after.map(|key| Position {
+            entry: filters.first().map_or(String::new(), |(_, v)| v.to_string()),
+            key: key.into(),
+        }),
         limit,
         descending,
         max_bytes: usize::MAX,
@@ -131,7 +134,13 @@ async fn scans_filter_order_and_page(store: &dyn DocumentStore) {
 async fn index_ranges_drive_scans_in_entry_order(store: &dyn DocumentStore) {
     let s = scope("t1", "p1");
     // Entries as the host writes them (already in index text); `n` sorts as text here.
-    let rows = [("a", "n3", Some("x")), ("b", "n1", Some("y")), ("c", "n2", None), ("d", "n2", Some("x")), ("e", "m9", Some("x"))];
+    let rows = [
+        ("a", "n3", Some("x")),
+        ("b", "n1", Some("y")),
+        ("c", "n2", None),
+        ("d", "n2", Some("x")),
+        ("e", "m9", Some("x")),
+    ];
     let writes: Vec<_> = rows
         .iter()
         .map(|(key, n, tag)| {
@@ -153,9 +162,7 @@ async fn index_ranges_drive_scans_in_entry_order(store: &dyn DocumentStore) {
             max_bytes: usize::MAX,
             deadline: None,
         };
-        async move {
-            store.scan(s, &range).await.unwrap().into_iter().map(|(p, d)| (p.entry, d.key)).collect::<Vec<_>>()
-        }
+        async move { store.scan(s, &range).await.unwrap().into_iter().map(|(p, d)| (p.entry, d.key)).collect::<Vec<_>>() }
     };
     let pairs = |list: &[(&str, &str)]| list.iter().map(|(e, k)| (e.to_string(), k.to_string())).collect::<Vec<_>>();
     let n = || Drive::whole("n".into());

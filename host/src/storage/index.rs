@@ -61,9 +61,7 @@ impl IndexType {
             // Arrays and objects were never indexed under a bare name; they still are not.
             (IndexType::Text, _) => Ok(None),
             (IndexType::String, Value::String(s)) => Ok(Some(s.clone())),
-            (IndexType::Integer, Value::Number(n)) => {
-                n.as_i64().map(|i| Some(encode_integer(i))).ok_or_else(wrong)
-            }
+            (IndexType::Integer, Value::Number(n)) => n.as_i64().map(|i| Some(encode_integer(i))).ok_or_else(wrong),
             (IndexType::Decimal, Value::Number(n)) => encode_decimal(&n.to_string()).map(Some).ok_or_else(wrong),
             (IndexType::Decimal, Value::String(s)) => encode_decimal(s).map(Some).ok_or_else(wrong),
             (IndexType::Date, Value::String(s)) => encode_date(s).map(Some).ok_or_else(wrong),
@@ -280,7 +278,8 @@ pub struct Plan {
 impl CollectionIndexes {
     /// Every index by name, with what defines its entries (the types of its fields).
     pub fn definitions(&self) -> BTreeMap<String, Vec<IndexType>> {
-        let mut out: BTreeMap<String, Vec<IndexType>> = self.fields.iter().map(|(f, t)| (f.clone(), vec![*t])).collect();
+        let mut out: BTreeMap<String, Vec<IndexType>> =
+            self.fields.iter().map(|(f, t)| (f.clone(), vec![*t])).collect();
         for fields in &self.compound {
             let types = fields.iter().filter_map(|f| self.fields.get(f).copied()).collect();
             out.insert(Self::compound_name(fields), types);
@@ -293,7 +292,8 @@ impl CollectionIndexes {
     pub fn changes_to(&self, next: &CollectionIndexes) -> (Vec<String>, std::collections::BTreeSet<String>) {
         let (old, new) = (self.definitions(), next.definitions());
         let drop = old.keys().filter(|name| !new.contains_key(*name)).cloned().collect();
-        let rebuild = new.iter().filter(|(name, def)| old.get(*name) != Some(def)).map(|(name, _)| name.clone()).collect();
+        let rebuild =
+            new.iter().filter(|(name, def)| old.get(*name) != Some(def)).map(|(name, _)| name.clone()).collect();
         (drop, rebuild)
     }
 
@@ -334,10 +334,10 @@ impl CollectionIndexes {
     /// lookup by key.
     pub fn plan(&self, collection: &str, conditions: &[Condition], order_by: Option<&str>) -> Result<Plan, PlanError> {
         let ty = |field: &str| {
-            self.fields.get(field).copied().ok_or_else(|| PlanError::NotIndexed {
-                collection: collection.to_owned(),
-                field: field.to_owned(),
-            })
+            self.fields
+                .get(field)
+                .copied()
+                .ok_or_else(|| PlanError::NotIndexed { collection: collection.to_owned(), field: field.to_owned() })
         };
         let mut encoded = Vec::with_capacity(conditions.len());
         for c in conditions {
@@ -355,9 +355,8 @@ impl CollectionIndexes {
         if let Some(order) = order_by {
             ty(order)?;
         }
-        let eq_value = |field: &str| {
-            encoded.iter().find(|p| p.index == field && p.op == Comparison::Eq).map(|p| p.value.clone())
-        };
+        let eq_value =
+            |field: &str| encoded.iter().find(|p| p.index == field && p.op == Comparison::Eq).map(|p| p.value.clone());
         // Which conditions the driving range covers, by position.
         let mut covered = vec![false; encoded.len()];
         let drive = match order_by {
@@ -405,8 +404,7 @@ impl CollectionIndexes {
                 None => None,
             },
         };
-        let residual =
-            encoded.into_iter().zip(covered).filter_map(|(p, covered)| (!covered).then_some(p)).collect();
+        let residual = encoded.into_iter().zip(covered).filter_map(|(p, covered)| (!covered).then_some(p)).collect();
         Ok(Plan { drive, residual })
     }
 }
@@ -524,7 +522,11 @@ mod tests {
         let plan = movements()
             .plan(
                 "movements",
-                &[cond("item", Comparison::Eq, "bolt"), cond("at", Comparison::Gt, at), cond("status", Comparison::Ne, "void")],
+                &[
+                    cond("item", Comparison::Eq, "bolt"),
+                    cond("at", Comparison::Gt, at),
+                    cond("status", Comparison::Ne, "void"),
+                ],
                 Some("at"),
             )
             .unwrap();
@@ -539,13 +541,19 @@ mod tests {
     #[test]
     fn without_a_fitting_compound_the_order_field_drives_and_the_rest_is_checked() {
         let plan = movements()
-            .plan("movements", &[cond("qty", Comparison::Ge, "10"), cond("status", Comparison::Eq, "open")], Some("qty"))
+            .plan(
+                "movements",
+                &[cond("qty", Comparison::Ge, "10"), cond("status", Comparison::Eq, "open")],
+                Some("qty"),
+            )
             .unwrap();
         let drive = plan.drive.unwrap();
         assert_eq!((drive.index.as_str(), drive.lower.unwrap().1, drive.upper), ("qty", true, None));
         assert_eq!(plan.residual.len(), 1);
         // Ordered by key, an equality drives; with none, the collection does.
-        let plan = movements().plan("movements", &[cond("qty", Comparison::Lt, "5"), cond("status", Comparison::Eq, "open")], None).unwrap();
+        let plan = movements()
+            .plan("movements", &[cond("qty", Comparison::Lt, "5"), cond("status", Comparison::Eq, "open")], None)
+            .unwrap();
         assert_eq!(plan.drive.unwrap().index, "status");
         let plan = movements().plan("movements", &[cond("qty", Comparison::Lt, "5")], None).unwrap();
         assert!(plan.drive.is_none());

@@ -132,7 +132,9 @@ impl Drive {
     fn narrowed_lower(mut self, value: String, inclusive: bool) -> Self {
         let tighter = match &self.lower {
             None => true,
-            Some((current, current_inclusive)) => value > *current || (value == *current && *current_inclusive && !inclusive),
+            Some((current, current_inclusive)) => {
+                value > *current || (value == *current && *current_inclusive && !inclusive)
+            }
         };
         if tighter {
             self.lower = Some((value, inclusive));
@@ -143,7 +145,9 @@ impl Drive {
     fn narrowed_upper(mut self, value: String, inclusive: bool) -> Self {
         let tighter = match &self.upper {
             None => true,
-            Some((current, current_inclusive)) => value < *current || (value == *current && *current_inclusive && !inclusive),
+            Some((current, current_inclusive)) => {
+                value < *current || (value == *current && *current_inclusive && !inclusive)
+            }
         };
         if tighter {
             self.upper = Some((value, inclusive));
@@ -371,4 +375,3 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Every tenant's and plugin's usage, for metrics: (tenant, plugin, usage).
     async fn all_usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError>;
 }
-

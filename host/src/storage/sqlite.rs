@@ -1,13 +1,13 @@
 //! The embedded SQLite document store (WAL mode).
 
 use super::{
-    Background, Comparison, Condition, DocumentStore, KeyRange, Position, QuotaExceeded, Read, QuotaResource, QuotaScope, Quotas, Scope,
-    StoreError, StoredDocument, Usage, Write, WriteAudit, WriteOp,
+    Background, Comparison, Condition, DocumentStore, KeyRange, Position, QuotaExceeded, QuotaResource, QuotaScope,
+    Quotas, Read, Scope, StoreError, StoredDocument, Usage, Write, WriteAudit, WriteOp,
 };
 use crate::jobs::NewJob;
 use async_trait::async_trait;
-use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
 
 /// Documents in the `documents` and `document_index` tables of a SQLite database.
 #[derive(Clone)]
@@ -196,7 +196,8 @@ impl PointReaders {
 
 /// The scan statement with its parameters, numbered. The driving index (or the collection)
 /// is the outer loop, forced by `CROSS JOIN`, so the scan follows its order and stops at the
-/// limit; every other condition is one lookup of the document's own entry, by key.
+/// limit; every other condition is one lookup of the document's own entry, by key (the index
+/// by key of the `WITHOUT ROWID` table carries the primary key's field and value).
 fn scan_sql(scope: &Scope, range: &KeyRange) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut params: Vec<Value> = Vec::new();
@@ -223,10 +224,18 @@ fn scan_sql(scope: &Scope, range: &KeyRange) -> (String, Vec<rusqlite::types::Va
                 bind(Value::Text(drive.index.clone()))
             );
             if let Some((lower, inclusive)) = &drive.lower {
-                sql.push_str(&format!(" AND x.value {} {}", if *inclusive { ">=" } else { ">" }, bind(Value::Text(lower.clone()))));
+                sql.push_str(&format!(
+                    " AND x.value {} {}",
+                    if *inclusive { ">=" } else { ">" },
+                    bind(Value::Text(lower.clone()))
+                ));
             }
             if let Some((upper, inclusive)) = &drive.upper {
-                sql.push_str(&format!(" AND x.value {} {}", if *inclusive { "<=" } else { "<" }, bind(Value::Text(upper.clone()))));
+                sql.push_str(&format!(
+                    " AND x.value {} {}",
+                    if *inclusive { "<=" } else { "<" },
+                    bind(Value::Text(upper.clone()))
+                ));
             }
             if let Some(after) = &range.after {
                 let entry = bind(Value::Text(after.entry.clone()));
@@ -342,8 +351,9 @@ pub async fn reindex(
             let Some((last, _)) = batch.last() else { break };
             after = last.clone();
             for (key, body) in batch {
-                let value: serde_json::Value = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Internal(format!("stored document {collection}/{key} is not JSON: {e}")))?;
+                let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+                    StoreError::Internal(format!("stored document {collection}/{key} is not JSON: {e}"))
+                })?;
                 let mismatch = |(field, reason)| ReindexError::Mismatch {
                     tenant: tenant.clone(),
                     collection: collection.to_owned(),
@@ -805,8 +815,8 @@ pub(crate) async fn insert_job(
 ) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, tenant_id, plugin_id, kind, name, payload, idempotency_key, event_id, status, \
-         attempts, max_attempts, run_at, created_at, updated_at, chain) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+         attempts, max_attempts, run_at, created_at, updated_at, chain, task_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&job.id)
     .bind(tenant)
@@ -821,6 +831,7 @@ pub(crate) async fn insert_job(
     .bind(now_ms)
     .bind(now_ms)
     .bind(i64::from(job.chain))
+    .bind(&job.task)
     .execute(&mut *conn)
     .await
     .map_err(db_error)?
@@ -879,8 +890,48 @@ async fn apply_background(
             insert_job(conn, &scope.tenant, delivery, now_ms).await?;
         }
     }
+    for task in &background.tasks {
+        sqlx::query(
+            "INSERT INTO tasks (id, tenant_id, plugin_id, name, title, status, total, current_job, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+        )
+        .bind(&task.id)
+        .bind(&scope.tenant)
+        .bind(&task.plugin)
+        .bind(&task.name)
+        .bind(&task.title)
+        .bind(task.total.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+        .bind(&task.first_job)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
     for job in &background.jobs {
         insert_job(conn, &scope.tenant, job, now_ms).await?;
+    }
+    if let Some(advance) = &background.advances {
+        // Only a running task moves on: one an admin cancelled meanwhile queues no next chunk.
+        let moved = sqlx::query(
+            "UPDATE tasks SET done = done + ?1, chunks = chunks + 1, updated_at = ?2, \
+                 status = CASE WHEN ?3 IS NULL THEN 'done' ELSE status END, \
+                 finished_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE NULL END, \
+                 current_job = COALESCE(?3, current_job) \
+             WHERE id = ?4 AND tenant_id = ?5 AND status = 'running'",
+        )
+        .bind(i64::try_from(advance.done).unwrap_or(i64::MAX))
+        .bind(now_ms)
+        .bind(advance.next.as_ref().map(|j| &j.id))
+        .bind(&advance.task)
+        .bind(&scope.tenant)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if let (1, Some(next)) = (moved, &advance.next) {
+            insert_job(conn, &scope.tenant, next, now_ms).await?;
+        }
     }
     Ok(())
 }
@@ -1095,7 +1146,12 @@ mod tests {
         let scope = Scope { tenant: "t".into(), plugin: "p".into() };
         let (sql, params) = scan_sql(&scope, range);
         bound(format!("EXPLAIN QUERY PLAN {sql}"), params)
-            .fetch_all(&store.pool).await.unwrap().iter().map(|r| r.get::<String, _>(3)).collect()
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(3))
+            .collect()
     }
 
     #[tokio::test]
@@ -1115,7 +1171,8 @@ mod tests {
         let drive = crate::storage::Drive::whole("hired".into()).narrowed(Comparison::Lt, "2026-07-01");
         // "Hired before July in department X, not on leave": the range drives in order; the
         // others are point lookups of the document's own entries.
-        let plan = query_plan(&store, &range(Some(drive), vec![p("dept", Comparison::Eq), p("status", Comparison::Ne)])).await;
+        let plan =
+            query_plan(&store, &range(Some(drive), vec![p("dept", Comparison::Eq), p("status", Comparison::Ne)])).await;
         let text = plan.join("\n");
         assert!(text.contains("SEARCH x USING PRIMARY KEY"), "the driving range seeks the index:\n{text}");
         assert!(
@@ -1123,7 +1180,13 @@ mod tests {
             "documents are fetched by key:\n{text}"
         );
         assert!(
-            plan.iter().filter(|l| l.starts_with("SEARCH r") && l.contains("document_index_by_key (tenant_id=? AND plugin_id=? AND collection=? AND key=? AND field=?")).count() == 2
+            plan.iter()
+                .filter(|l| l.starts_with("SEARCH r")
+                    && l.contains(
+                        "document_index_by_key (tenant_id=? AND plugin_id=? AND collection=? AND key=? AND field=?"
+                    ))
+                .count()
+                == 2
                 && !plan.iter().any(|l| l.starts_with("SCAN")),
             "each residual condition is a lookup of the document's entry, nothing is scanned:\n{text}"
         );

@@ -168,11 +168,8 @@ impl ReadSet {
     }
 
     fn into_reads(self) -> Vec<Read> {
-        let documents = self.documents.into_iter().map(|((collection, key), version)| Read::Document {
-            collection,
-            key,
-            version,
-        });
+        let documents =
+            self.documents.into_iter().map(|((collection, key), version)| Read::Document { collection, key, version });
         documents.chain(self.scans).collect()
     }
 }
@@ -416,8 +413,15 @@ impl UnitOfWork {
             .into_iter()
             .map(|f| FieldCondition { field: f.field, op: Comparison::Eq, value: f.value })
             .collect();
-        self.find(&Find { collection: collection.to_owned(), conditions, order_by: None, cursor: cursor.map(str::to_owned), limit, descending })
-            .await
+        self.find(&Find {
+            collection: collection.to_owned(),
+            conditions,
+            order_by: None,
+            cursor: cursor.map(str::to_owned),
+            limit,
+            descending,
+        })
+        .await
     }
 
     /// A page of the collection as this call sees it: documents meeting every condition,
@@ -442,7 +446,8 @@ impl UnitOfWork {
         })?;
         let descending = spec.descending;
         let after = spec.cursor.as_deref().map(|c| decode_cursor(c, plan.drive.as_ref())).transpose()?;
-        let limit = if spec.limit == 0 { self.limits.default_page } else { spec.limit.min(self.limits.max_page) } as usize;
+        let limit =
+            if spec.limit == 0 { self.limits.default_page } else { spec.limit.min(self.limits.max_page) } as usize;
         let beyond = |position: &Position| match &after {
             None => true,
             Some(a) if descending => position < a,
@@ -744,8 +749,10 @@ mod tests {
             let store = store.clone();
             async move {
                 let mut call = uow(&store);
-                let (taken, _) =
-                    call.query("notes", vec![Filter { field: "tag".into(), value: "ana".into() }], None, 100, false).await.unwrap();
+                let (taken, _) = call
+                    .query("notes", vec![Filter { field: "tag".into(), value: "ana".into() }], None, 100, false)
+                    .await
+                    .unwrap();
                 assert_eq!(taken.len(), 1, "each call sees one request taken, so one more fits");
                 call.put("notes", key, r#"{"tag":"ana"}"#, Condition::Absent).await.unwrap();
                 call
@@ -925,18 +932,26 @@ mod tests {
 
         let mut call = staff(&store);
         // Uncommitted: a new hire in range, one moved out of ops, one deleted.
-        call.put("staff", "gus", r#"{"dept":"ops","hired":"2025-01-02","salary":"3000"}"#, Condition::Absent).await.unwrap();
-        call.put("staff", "fay", r#"{"dept":"sales","hired":"2025-03-01","salary":"4000"}"#, Condition::Any).await.unwrap();
+        call.put("staff", "gus", r#"{"dept":"ops","hired":"2025-01-02","salary":"3000"}"#, Condition::Absent)
+            .await
+            .unwrap();
+        call.put("staff", "fay", r#"{"dept":"sales","hired":"2025-03-01","salary":"4000"}"#, Condition::Any)
+            .await
+            .unwrap();
         call.delete("staff", "ana", Condition::Any).await.unwrap();
 
         // "Hired before 2026-07-01 in ops, in hiring order": one query, on the compound index.
-        let hired_before = find(&[("dept", Comparison::Eq, "ops"), ("hired", Comparison::Lt, "2026-07-01")], Some("hired"), 10, false);
+        let hired_before =
+            find(&[("dept", Comparison::Eq, "ops"), ("hired", Comparison::Lt, "2026-07-01")], Some("hired"), 10, false);
         let (docs, next) = call.find(&hired_before).await.unwrap();
         assert_eq!(docs.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["eve", "gus", "ben"]);
         assert!(next.is_none());
         // The same query a page of one at a time, and newest first.
         assert_eq!(all_pages(&call, Find { limit: 1, ..hired_before.clone() }).await, ["eve", "gus", "ben"]);
-        assert_eq!(all_pages(&call, Find { limit: 2, descending: true, ..hired_before.clone() }).await, ["ben", "gus", "eve"]);
+        assert_eq!(
+            all_pages(&call, Find { limit: 2, descending: true, ..hired_before.clone() }).await,
+            ["ben", "gus", "eve"]
+        );
 
         // Decimals order as numbers: 3900.5 and 3900.50 are equal, 61e2 is 6100.
         let by_salary = find(&[("salary", Comparison::Ge, "3900.5")], Some("salary"), 2, false);
@@ -969,9 +984,15 @@ mod tests {
         );
         assert_eq!(call.pending_writes(), 0, "a refused write is not buffered");
         let refused = call.find(&find(&[("salary", Comparison::Lt, "a lot")], None, 10, false)).await;
-        assert!(matches!(&refused, Err(UnitOfWorkError::InvalidValue { field, .. }) if field == "salary"), "{refused:?}");
+        assert!(
+            matches!(&refused, Err(UnitOfWorkError::InvalidValue { field, .. }) if field == "salary"),
+            "{refused:?}"
+        );
         let refused = call.find(&find(&[], Some("name"), 10, false)).await;
-        assert!(matches!(&refused, Err(UnitOfWorkError::UndeclaredIndex { field, .. }) if field == "name"), "{refused:?}");
+        assert!(
+            matches!(&refused, Err(UnitOfWorkError::UndeclaredIndex { field, .. }) if field == "name"),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]
