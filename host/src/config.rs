@@ -152,6 +152,10 @@ pub struct LimitsConfig {
     pub rate_limit_burst: u32,
     /// Longest time any request may take end to end (ms).
     pub request_timeout_ms: u64,
+    /// Largest file a bulk import may upload (bytes).
+    pub max_import_bytes: usize,
+    /// Most rows one bulk import may have; all are committed in one transaction.
+    pub max_import_rows: usize,
     /// How deep calls between plugins may nest (A calls B calls C is 2); deeper calls, and
     /// so cycles, get `unavailable`.
     pub max_call_depth: u32,
@@ -184,6 +188,8 @@ impl Default for LimitsConfig {
             default_timeout_ms: 5_000,
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
+            max_import_bytes: 32 << 20,
+            max_import_rows: 100_000,
             max_document_bytes: 1 << 20,
             max_concurrent_instances: 128,
             max_instances_per_tenant: None,

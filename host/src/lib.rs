@@ -15,6 +15,7 @@ pub mod db;
 pub mod departments;
 pub mod devkit;
 pub mod identity;
+pub mod imports;
 pub mod jobs;
 pub mod manifest;
 pub mod metrics;

@@ -181,6 +181,8 @@ impl Server {
                 request_timeout: Duration::from_millis(limits.request_timeout_ms),
                 max_body_bytes: limits.max_body_bytes,
                 max_artifact_bytes: limits.max_artifact_bytes,
+                max_import_bytes: limits.max_import_bytes,
+                max_import_rows: limits.max_import_rows,
                 storage: storage_limits,
                 plugin_responses: crate::api::dispatch::ResponsePolicy {
                     max_header_bytes: limits.max_response_header_bytes,

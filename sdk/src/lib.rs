@@ -39,6 +39,7 @@ mod background;
 mod collection;
 mod error;
 mod http;
+mod import;
 mod router;
 mod sequence;
 pub mod services;
@@ -48,6 +49,7 @@ pub use background::{Event, Job, JobSpec, enqueue, first_time, publish};
 pub use collection::{Collection, Page, Query, Versioned};
 pub use error::{Error, ErrorKind};
 pub use http::{Caller, Request, Response};
+pub use import::{ImportBatch, ImportRow, RowProblem};
 pub use router::{Handler, Router};
 pub use sequence::Sequence;
 pub use task::TaskSpec;
@@ -57,7 +59,7 @@ pub use task::TaskSpec;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "keel:platform/worker-plugin",
+        world: "keel:platform/department",
         pub_export_macro: true,
         export_macro_name: "__export_keel_plugin",
         default_bindings_module: "keel_sdk::bindings",
@@ -81,6 +83,14 @@ pub trait Plugin {
     /// see [`first_time`]. An error fails the delivery, which is retried like a job.
     fn on_event(event: &Event) -> Result<(), Error> {
         Err(Error::internal("no-event-handler", format!("this plugin does not handle `{}`", event.topic)))
+    }
+
+    /// Checks and stores a batch of rows of one of the imports the manifest declares under
+    /// `[[imports]]`, returning the problems of the bad rows (see [`ImportBatch`]). The writes
+    /// of every batch are committed together, only if no batch reported a problem. An error
+    /// stops the whole import.
+    fn import_rows(batch: &ImportBatch) -> Result<Vec<RowProblem>, Error> {
+        Err(Error::invalid("no-importer", format!("this plugin does not import `{}`", batch.name)))
     }
 }
 
@@ -112,6 +122,17 @@ pub fn __run_job<P: Plugin>(
     job: bindings::exports::keel::platform::worker::Job,
 ) -> Result<(), bindings::keel::platform::types::Error> {
     P::run_job(&Job::from_wit(caller_of(caller), job)).map_err(Error::into_wit)
+}
+
+#[doc(hidden)]
+pub fn __import_rows<P: Plugin>(
+    caller: bindings::keel::platform::types::Caller,
+    name: String,
+    rows: Vec<bindings::exports::keel::platform::importer::ImportRow>,
+) -> Result<Vec<bindings::exports::keel::platform::importer::RowProblem>, bindings::keel::platform::types::Error> {
+    let batch =
+        ImportBatch { name, caller: caller_of(caller), rows: rows.into_iter().map(ImportRow::from_wit).collect() };
+    P::import_rows(&batch).map(|p| p.into_iter().map(RowProblem::into_wit).collect()).map_err(Error::into_wit)
 }
 
 #[doc(hidden)]
@@ -153,6 +174,19 @@ macro_rules! export_plugin {
                 event: $crate::bindings::exports::keel::platform::worker::Event,
             ) -> Result<(), $crate::bindings::keel::platform::types::Error> {
                 $crate::__on_event::<$plugin>(caller, event)
+            }
+        }
+
+        impl $crate::bindings::exports::keel::platform::importer::Guest for __KeelPluginExport {
+            fn import_rows(
+                caller: $crate::bindings::keel::platform::types::Caller,
+                name: String,
+                rows: Vec<$crate::bindings::exports::keel::platform::importer::ImportRow>,
+            ) -> Result<
+                Vec<$crate::bindings::exports::keel::platform::importer::RowProblem>,
+                $crate::bindings::keel::platform::types::Error,
+            > {
+                $crate::__import_rows::<$plugin>(caller, name, rows)
             }
         }
 

@@ -184,6 +184,15 @@ impl TestServer {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
     }
 
+    /// POSTs `body` as it is, with `content_type` (none: no header), as the admin token.
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut request = self.request(reqwest::Method::POST, path);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        self.send(request.body(body)).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.request(reqwest::Method::GET, path)).await
     }

@@ -59,6 +59,7 @@ impl From<InstallError> for ApiError {
                     PrepareError::UndeclaredCapability { .. } => "undeclared-capability",
                     PrepareError::UnknownImport(_) => "unknown-import",
                     PrepareError::MissingWorker(_) => "missing-worker-export",
+                    PrepareError::MissingImporter(_) => "missing-importer-export",
                     PrepareError::UndeclaredRequirement { .. } => "undeclared-requirement",
                     PrepareError::DepartmentSignature { .. } => "department-signature",
                     PrepareError::MissingProvidedExport(_) => "missing-provided-export",

@@ -81,19 +81,7 @@ pub async fn dispatch(
             .collect(),
         body: body.to_vec(),
     };
-    let caller = Caller {
-        tenant: principal.tenant.clone(),
-        user_id: principal.user_id.clone().unwrap_or_else(|| principal.token_id.clone()),
-        display_name: principal.name.clone(),
-        permissions: plugin
-            .record
-            .manifest
-            .permissions
-            .keys()
-            .filter(|p| state.tenancy.allows(&principal, p))
-            .cloned()
-            .collect(),
-    };
+    let caller = caller_of(&state, &plugin, &principal);
     let started = Instant::now();
     let result = call(&state, &plugin, &principal, &request_id, caller, request).await;
     let outcome = match &result {
@@ -106,6 +94,48 @@ pub async fn dispatch(
     tracing::info!(plugin = %plugin_id, tenant = %principal.tenant, %request_id, outcome,
         elapsed_us = started.elapsed().as_micros() as u64, "plugin call");
     result.map_err(|(e, _)| err(e))
+}
+
+/// Who a plugin sees calling: the principal, with the plugin's permissions it holds.
+pub(super) fn caller_of(state: &AppState, plugin: &LoadedPlugin, principal: &Principal) -> Caller {
+    Caller {
+        tenant: principal.tenant.clone(),
+        user_id: principal.user_id.clone().unwrap_or_else(|| principal.token_id.clone()),
+        display_name: principal.name.clone(),
+        permissions: plugin
+            .record
+            .manifest
+            .permissions
+            .keys()
+            .filter(|p| state.tenancy.allows(principal, p))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The answer to a plugin call that did not complete.
+pub(super) fn call_failure(e: &CallError) -> ApiError {
+    match e {
+        CallError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "plugin-timeout", e.to_string()),
+        CallError::MemoryLimit { .. } => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-memory-limit", e.to_string())
+        }
+        CallError::Trap(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-trapped", e.to_string()),
+        CallError::Instantiate(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-instantiate-failed", e.to_string())
+        }
+        // The caller's own share is full: slow down (429). The platform is full: 503.
+        CallError::Refused(refusal) if refusal.is_own_share() => {
+            let mut api = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "concurrency-limit", e.to_string());
+            api.retry_after = Some(1);
+            api
+        }
+        CallError::Refused(_) => {
+            let mut api = ApiError::unavailable("capacity-exhausted", e.to_string());
+            api.retry_after = Some(1);
+            api
+        }
+    }
 }
 
 /// Attempts a call gets before a race lost at commit is answered 409 `write-conflict`.
@@ -209,28 +239,7 @@ async fn attempt_call(
         if let CallError::Refused(refusal) = &e {
             state.metrics.record_refusal(id, refusal.reason());
         }
-        let api = match &e {
-            CallError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "plugin-timeout", e.to_string()),
-            CallError::MemoryLimit { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-memory-limit", e.to_string())
-            }
-            CallError::Trap(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-trapped", e.to_string()),
-            CallError::Instantiate(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin-instantiate-failed", e.to_string())
-            }
-            // The caller's own share is full: slow down (429). The platform is full: 503.
-            CallError::Refused(refusal) if refusal.is_own_share() => {
-                let mut api = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "concurrency-limit", e.to_string());
-                api.retry_after = Some(1);
-                api
-            }
-            CallError::Refused(_) => {
-                let mut api = ApiError::unavailable("capacity-exhausted", e.to_string());
-                api.retry_after = Some(1);
-                api
-            }
-        };
-        (api, e.kind())
+        (call_failure(&e), e.kind())
     })?;
     let response = to_http(outcome.response, &state.limits.plugin_responses, id).map_err(|detail| {
         tracing::warn!(plugin = %id, %request_id, %detail, "plugin returned a malformed response");

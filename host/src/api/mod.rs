@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod auth;
 pub mod dispatch;
+mod imports;
 mod jobs;
 mod ops;
 pub mod problem;
@@ -45,6 +46,9 @@ pub struct ApiLimits {
     pub request_timeout: std::time::Duration,
     pub max_body_bytes: usize,
     pub max_artifact_bytes: usize,
+    /// Largest import file and most rows.
+    pub max_import_bytes: usize,
+    pub max_import_rows: usize,
     pub storage: StorageLimits,
     /// What plugin responses may carry.
     pub plugin_responses: dispatch::ResponsePolicy,
@@ -120,6 +124,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(users::routes())
         .merge(jobs::routes())
         .merge(tasks::routes())
+        .merge(imports::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

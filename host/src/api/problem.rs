@@ -35,11 +35,22 @@ pub struct ApiError {
     pub allow: Option<String>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// Members added to the problem object (RFC 9457 extensions), e.g. an import's `problems`.
+    pub extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), plugin: None, request_id: None, allow: None, retry_after: None }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            plugin: None,
+            request_id: None,
+            allow: None,
+            retry_after: None,
+            extensions: None,
+        }
     }
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -80,7 +91,14 @@ impl IntoResponse for ApiError {
             plugin: self.plugin,
             request_id: self.request_id,
         };
-        let mut response = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let mut value = serde_json::to_value(&body).unwrap_or_default();
+        if let (Some(extensions), Some(object)) = (self.extensions, value.as_object_mut()) {
+            for (name, member) in extensions {
+                // The standard members stay what they are.
+                object.entry(name).or_insert(member);
+            }
+        }
+        let mut response = (self.status, serde_json::to_vec(&value).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::UNAUTHORIZED {

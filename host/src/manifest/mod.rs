@@ -161,6 +161,20 @@ fn utc() -> String {
     "UTC".to_owned()
 }
 
+/// A bulk import: rows uploaded as JSON Lines or CSV, checked and stored by the plugin's
+/// `importer` export, committed all together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ImportSpec {
+    /// 1-64 of a-z, 0-9, '-', '_': the last segment of the upload URL.
+    pub name: String,
+    /// What uploading needs: one of the plugin's declared permissions.
+    pub permission: String,
+    /// What the rows are, for people uploading them.
+    #[serde(default)]
+    pub description: String,
+}
+
 /// Events of `topic` are delivered to the plugin's `worker.on-event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -221,6 +235,9 @@ pub struct Manifest {
     pub subscriptions: Vec<SubscriptionSpec>,
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Bulk imports the plugin accepts at `POST /v1/imports/{id}/{name}`.
+    #[serde(default)]
+    pub imports: Vec<ImportSpec>,
     /// Department interfaces this plugin exports for others, e.g. `keel:hr/directory@0.1.0`.
     #[serde(default)]
     pub provides: Vec<String>,
@@ -444,6 +461,21 @@ impl Manifest {
             }
         }
         RouteTable::new(&self.routes).map_err(|e| field("routes", e))?;
+        let mut imports = BTreeSet::new();
+        for i in &self.imports {
+            let at = || format!("imports.{}", i.name);
+            let valid = (1..=64).contains(&i.name.len())
+                && i.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+            if !valid {
+                return Err(field(at(), "import names are 1-64 of a-z, 0-9, '-' and '_'"));
+            }
+            if !imports.insert(&i.name) {
+                return Err(field(at(), "declared twice"));
+            }
+            if !self.permissions.contains_key(&i.permission) {
+                return Err(field(at(), format!("permission `{}` is not declared under [permissions]", i.permission)));
+            }
+        }
         settings::validate(&self.settings).map_err(|(at, reason)| field(at, reason))?;
         if !self.settings.is_empty() && !self.capabilities.contains(&Capability::Config) {
             return Err(field("capabilities", "declares settings but not the `config` capability that reads them"));

@@ -26,6 +26,7 @@ use crate::manifest::InterfaceRef;
 use crate::manifest::{Capability, Manifest};
 use crate::storage::UnitOfWork;
 use bindings::exports::keel::platform::handler::{self, Request, Response};
+use bindings::exports::keel::platform::importer::{self, ImportRow, RowProblem};
 use bindings::exports::keel::platform::worker::{self, Event as WitEvent, Job as WitJob};
 use bindings::keel::platform::types::{Caller, Error as WitError};
 use std::collections::{BTreeMap, HashSet};
@@ -101,6 +102,8 @@ pub enum PrepareError {
         "the manifest declares background work (schedules, subscriptions or the `jobs` capability) but the component does not export `keel:platform/worker`: {0}"
     )]
     MissingWorker(String),
+    #[error("the manifest declares imports but the component does not export `keel:platform/importer`: {0}")]
+    MissingImporter(String),
 }
 
 /// Why a call failed. Each is confined to the call.
@@ -139,6 +142,8 @@ pub struct PluginPre<T: 'static> {
     handler: handler::GuestIndices,
     /// Present for plugins whose manifest declares background work.
     worker: Option<worker::GuestIndices>,
+    /// Present for plugins whose manifest declares imports.
+    importer: Option<importer::GuestIndices>,
     /// Department interfaces the plugin provides, with their export names.
     exports: Vec<(InterfaceRef, String)>,
 }
@@ -149,6 +154,7 @@ impl<T: 'static> Clone for PluginPre<T> {
             instance_pre: self.instance_pre.clone(),
             handler: self.handler.clone(),
             worker: self.worker.clone(),
+            importer: self.importer.clone(),
             exports: self.exports.clone(),
         }
     }
@@ -216,6 +222,14 @@ pub struct WorkOutcome {
     pub outbox: PendingOutbox,
 }
 
+/// A finished batch of an import: its rows' problems (or why the import must stop), with the
+/// import's writes so far.
+pub struct ImportOutcome {
+    pub result: Result<Vec<RowProblem>, WitError>,
+    pub uow: UnitOfWork,
+    pub outbox: PendingOutbox,
+}
+
 /// A finished call of a provided department function: its results, with its writes.
 pub struct ExportOutcome {
     pub results: Vec<Val>,
@@ -237,12 +251,14 @@ pub enum ExportError {
 enum Entry {
     Request(Caller, Request),
     Work(Caller, WorkItem),
+    Import(Caller, String, Vec<ImportRow>),
     Export { export: String, function: String, expected: ComponentFunc, params: Vec<Val> },
 }
 
 enum Answer {
     Response(Response),
     Work(Result<(), WitError>),
+    Import(Result<Vec<RowProblem>, WitError>),
     Values(Vec<Val>),
 }
 
@@ -309,7 +325,7 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(e.to_string()))?;
-        bindings::WorkerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        bindings::Department::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError::Link(e.to_string()))?;
         let cache = match &settings.cache_dir {
             None => None,
@@ -387,7 +403,15 @@ impl Runtime {
         } else {
             None
         };
-        let pre = PluginPre { instance_pre, handler, worker, exports };
+        let importer = if manifest.imports.is_empty() {
+            None
+        } else {
+            Some(
+                importer::GuestIndices::new(&instance_pre)
+                    .map_err(|e| PrepareError::MissingImporter(format!("{e:#}")))?,
+            )
+        };
+        let pre = PluginPre { instance_pre, handler, worker, importer, exports };
         if !from_cache && let Some(cache) = &self.cache {
             cache.store(digest, &component);
         }
@@ -420,6 +444,26 @@ impl Runtime {
         match answer {
             Answer::Work(result) => Ok(WorkOutcome { result, uow: state.uow, outbox: state.outbox }),
             _ => unreachable!("work is answered with a result"),
+        }
+    }
+
+    /// Hands a batch of rows of import `name` to the plugin's `importer` export, in a fresh
+    /// instance; its writes stay in the returned unit of work for the next batch or the commit.
+    pub async fn run_import(
+        &self,
+        pre: &PluginPre<HostState>,
+        caller: Caller,
+        name: &str,
+        rows: Vec<ImportRow>,
+        context: CallContext,
+    ) -> Result<ImportOutcome, CallError> {
+        if pre.importer.is_none() {
+            return Err(CallError::Instantiate("the plugin does not export keel:platform/importer".into()));
+        }
+        let (answer, state) = self.invoke(pre, context, Entry::Import(caller, name.to_owned(), rows)).await?;
+        match answer {
+            Answer::Import(result) => Ok(ImportOutcome { result, uow: state.uow, outbox: state.outbox }),
+            _ => unreachable!("an import batch is answered with its problems"),
         }
     }
 
@@ -473,7 +517,9 @@ impl Runtime {
             .await
             .map_err(CallError::Refused)?;
         let permissions = match &entry {
-            Entry::Request(caller, _) | Entry::Work(caller, _) => caller.permissions.clone(),
+            Entry::Request(caller, _) | Entry::Work(caller, _) | Entry::Import(caller, ..) => {
+                caller.permissions.clone()
+            }
             Entry::Export { .. } => labels.permissions.clone(),
         };
         let deadline = Instant::now() + timeout;
@@ -527,6 +573,15 @@ impl Runtime {
                         WorkItem::Event(event) => worker.call_on_event(&mut store, &caller, &event).await,
                     };
                     result.map(Answer::Work).map_err(Failure::Run)
+                }
+                Entry::Import(caller, name, rows) => {
+                    let indices = pre.importer.as_ref().expect("checked by run_import");
+                    let importer = indices.load(&mut store, &instance).map_err(Failure::Instantiate)?;
+                    importer
+                        .call_import_rows(&mut store, &caller, &name, &rows)
+                        .await
+                        .map(Answer::Import)
+                        .map_err(Failure::Run)
                 }
                 Entry::Export { export, function, expected, params } => {
                     let interface = instance

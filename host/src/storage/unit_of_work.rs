@@ -31,6 +31,10 @@ pub struct StorageLimits {
     /// Conditions one query may combine (each one not driving the scan is a lookup per
     /// document).
     pub max_filters: usize,
+    /// Documents a call that writes may have read (each is checked again at commit).
+    pub max_checked_documents: usize,
+    /// Query pages a call that writes may have read (each runs again at commit).
+    pub max_checked_queries: usize,
     /// Zero except in tests: every read first waits this long, standing in for a slow or
     /// busy database, to show that a call's deadline reaches into its host calls.
     pub read_delay: std::time::Duration,
@@ -47,6 +51,8 @@ impl Default for StorageLimits {
             max_commit_bytes: 8 << 20,
             max_read_bytes: 4 << 20,
             max_filters: 8,
+            max_checked_documents: 10_000,
+            max_checked_queries: 100,
             read_delay: std::time::Duration::ZERO,
         }
     }
@@ -132,13 +138,10 @@ pub struct UnitOfWork {
     reads: std::sync::Mutex<ReadSet>,
 }
 
-/// Documents read at most (each is one lookup at commit).
-const MAX_READ_DOCUMENTS: usize = 10_000;
-/// Queries read at most (each runs again at commit, under the write lock).
-const MAX_READ_QUERIES: usize = 100;
-
 #[derive(Debug, Default)]
 struct ReadSet {
+    max_documents: usize,
+    max_queries: usize,
     /// (collection, key) → the version first seen (`None`: absent).
     documents: BTreeMap<(String, String), Option<u64>>,
     scans: Vec<Read>,
@@ -152,7 +155,7 @@ impl ReadSet {
         if self.documents.contains_key(&id) {
             return;
         }
-        if self.documents.len() >= MAX_READ_DOCUMENTS {
+        if self.documents.len() >= self.max_documents {
             self.overflowed = true;
             return;
         }
@@ -160,7 +163,7 @@ impl ReadSet {
     }
 
     fn scan(&mut self, range: KeyRange, seen: Vec<(String, u64)>) {
-        if self.scans.len() >= MAX_READ_QUERIES {
+        if self.scans.len() >= self.max_queries {
             self.overflowed = true;
             return;
         }
@@ -181,6 +184,11 @@ impl UnitOfWork {
         collections: Arc<BTreeMap<String, CollectionIndexes>>,
         limits: StorageLimits,
     ) -> Self {
+        let reads = ReadSet {
+            max_documents: limits.max_checked_documents,
+            max_queries: limits.max_checked_queries,
+            ..ReadSet::default()
+        };
         UnitOfWork {
             store,
             scope,
@@ -191,7 +199,7 @@ impl UnitOfWork {
             deadline: None,
             scan_gate: None,
             sequence_takes: 0,
-            reads: std::sync::Mutex::new(ReadSet::default()),
+            reads: std::sync::Mutex::new(reads),
         }
     }
 
@@ -557,7 +565,10 @@ impl UnitOfWork {
         }
         let reads = self.reads.into_inner().expect("read set lock");
         if reads.overflowed {
-            return Err(UnitOfWorkError::ReadSetTooLarge { documents: MAX_READ_DOCUMENTS, queries: MAX_READ_QUERIES });
+            return Err(UnitOfWorkError::ReadSetTooLarge {
+                documents: reads.max_documents,
+                queries: reads.max_queries,
+            });
         }
         let reads = reads.into_reads();
         let writes: Vec<Write> = self

@@ -1,0 +1,277 @@
+//! Bulk imports: `POST /v1/imports/{plugin}/{import}` with a JSON Lines or CSV file. The host
+//! reads the rows, hands them to the plugin's `importer` export in batches (each a fresh
+//! instance) over one unit of work, and commits every batch's writes together only if no row
+//! has a problem; otherwise nothing is saved and the answer lists every problem.
+
+use super::problem::{ApiError, Problem, read_body};
+use super::{AppState, RequestId};
+use crate::identity::Principal;
+use crate::imports::{Format, Problem as RowProblem};
+use crate::jobs::PendingOutbox;
+use crate::jobs::runner::route_outbox;
+use crate::runtime::bindings::exports::keel::platform::importer::ImportRow;
+use crate::runtime::bindings::keel::platform::types::Error as WitError;
+use crate::runtime::{CallContext, CallLabels};
+use crate::storage::{Scope, StorageLimits, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(import))
+}
+
+/// Rows handed to the plugin per call (fewer when they are large: see `BATCH_BYTES`).
+const BATCH_ROWS: usize = 500;
+/// Bytes of rows handed to the plugin per call.
+const BATCH_BYTES: usize = 1 << 20;
+/// Problems listed in a refusal; `problems_total` counts them all.
+const MAX_LISTED_PROBLEMS: usize = 10_000;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImportQuery {
+    /// Check every row and save nothing.
+    dry_run: Option<bool>,
+    /// `jsonl` or `csv`; by default the body's `Content-Type` says (`application/x-ndjson`,
+    /// `text/csv`).
+    format: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportReport {
+    /// Rows read from the file.
+    pub rows: u64,
+    /// Calls of the plugin's importer.
+    pub batches: u32,
+    /// Documents written (0 for a dry run).
+    pub documents: u64,
+    /// Whether the writes were saved (false for a dry run).
+    pub committed: bool,
+    pub elapsed_ms: u64,
+}
+
+/// Imports a file of rows into a plugin, all rows or none. A refusal (422 `import-rejected`)
+/// lists every problem as `problems: [{line, field, reason}]` (the first 10,000; the count in
+/// `problems_total`).
+#[utoipa::path(post, path = "/v1/imports/{plugin}/{import}", tag = "plugins",
+    params(("plugin" = String, Path), ("import" = String, Path), ImportQuery),
+    request_body(content = String, content_type = "application/x-ndjson", description = "JSON Lines, or CSV with a header line as text/csv"),
+    responses((status = 200, body = ImportReport),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn import(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    principal: Principal,
+    Path((plugin_id, name)): Path<(String, String)>,
+    Query(q): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ImportReport>, ApiError> {
+    let started = Instant::now();
+    let err = |e: ApiError| e.with_plugin(&plugin_id).with_request_id(&request_id);
+    let plugin = state
+        .registry
+        .get(&plugin_id)
+        .filter(|p| p.record.enabled && state.tenancy.is_enabled(&principal.tenant, &p.record.id))
+        .ok_or_else(|| err(ApiError::not_found("plugin-not-found", format!("no enabled plugin `{plugin_id}`"))))?;
+    let spec = plugin.record.manifest.imports.iter().find(|i| i.name == name).ok_or_else(|| {
+        err(ApiError::not_found("import-not-found", format!("plugin `{plugin_id}` declares no import `{name}`")))
+    })?;
+    if !state.tenancy.allows(&principal, &spec.permission) {
+        return Err(err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this import needs `{}`", spec.permission),
+        )));
+    }
+    let format = match &q.format {
+        Some(name) => Format::from_name(name).ok_or_else(|| {
+            err(ApiError::unprocessable("invalid-format", format!("`format` must be jsonl or csv (got `{name}`)")))
+        })?,
+        None => headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Format::from_content_type)
+            .ok_or_else(|| {
+                err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "send JSON Lines (application/x-ndjson) or CSV (text/csv), or say `?format=jsonl|csv`",
+                ))
+            })?,
+    };
+    let bytes = read_body(body, state.limits.max_import_bytes).await.map_err(err)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        err(ApiError::unprocessable("invalid-encoding", format!("the file is not UTF-8 (byte {})", e.valid_up_to())))
+    })?;
+    let (rows, mut problems) = crate::imports::read(format, text);
+    if rows.len() > state.limits.max_import_rows {
+        return Err(err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-many-rows",
+            format!("{} rows; an import takes at most {}", rows.len(), state.limits.max_import_rows),
+        )));
+    }
+    if rows.is_empty() && problems.is_empty() {
+        return Err(err(ApiError::unprocessable("empty-import", "the file has no rows")));
+    }
+    let row_count = rows.len() as u64;
+
+    // One unit of work for every batch, sized for the whole import.
+    let limits = StorageLimits {
+        max_writes_per_call: state.limits.max_import_rows.max(state.limits.storage.max_writes_per_call),
+        max_commit_bytes: state.limits.storage.max_commit_bytes.max(state.limits.max_import_bytes.saturating_mul(2)),
+        max_checked_documents: state.limits.max_import_rows.saturating_mul(2),
+        max_checked_queries: state.limits.max_import_rows / 10,
+        ..state.limits.storage.clone()
+    };
+    let scope = Scope { tenant: principal.tenant.clone(), plugin: plugin_id.clone() };
+    let mut uow = UnitOfWork::new(state.store.clone(), scope.clone(), plugin.collections.clone(), limits);
+    let config = state.settings.effective(&principal.tenant, &plugin.record.manifest).await.map_err(|e| {
+        tracing::error!(plugin = %plugin_id, error = %e, "reading the plugin's settings failed");
+        err(ApiError::unavailable("settings-unavailable", "the plugin's settings cannot be read now"))
+    })?;
+    let caller = super::dispatch::caller_of(&state, &plugin, &principal);
+    let labels = Arc::new(CallLabels {
+        plugin: plugin_id.clone(),
+        version: plugin.record.version.clone(),
+        tenant: principal.tenant.clone(),
+        request_id: request_id.clone(),
+        permissions: Vec::new(),
+        lane: crate::runtime::Lane::Request,
+        chain: 0,
+    });
+    let mut outbox = PendingOutbox::default();
+    let mut batches = 0u32;
+    let mut rows = rows.into_iter().map(|r| ImportRow { line: r.line, fields: r.fields }).peekable();
+    while rows.peek().is_some() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) =
+            rows.next_if(|r| batch.is_empty() || (batch.len() < BATCH_ROWS && bytes + r.fields.len() <= BATCH_BYTES))
+        {
+            bytes += row.fields.len();
+            batch.push(row);
+        }
+        let context = CallContext {
+            uow,
+            labels: labels.clone(),
+            config: config.clone(),
+            memory_cap: plugin.memory_cap,
+            timeout: plugin.timeout,
+            interop: None,
+            depth: 0,
+            task: None,
+        };
+        batches += 1;
+        let outcome =
+            state.runtime.run_import(&plugin.pre, caller.clone(), &name, batch, context).await.map_err(|e| {
+                tracing::warn!(plugin = %plugin_id, %request_id, error = %e, "import batch failed");
+                err(super::dispatch::call_failure(&e))
+            })?;
+        uow = outcome.uow;
+        outbox.events.extend(outcome.outbox.events);
+        outbox.jobs.extend(outcome.outbox.jobs);
+        outbox.tasks.extend(outcome.outbox.tasks);
+        match outcome.result {
+            Ok(found) => problems.extend(found.into_iter().map(|p| RowProblem {
+                line: p.line,
+                field: p.field,
+                reason: p.reason,
+            })),
+            Err(e) => return Err(err(plugin_error(e))),
+        }
+    }
+
+    if !problems.is_empty() {
+        problems.sort_by(|a, b| a.line.cmp(&b.line));
+        let total = problems.len();
+        problems.truncate(MAX_LISTED_PROBLEMS);
+        let mut api = ApiError::unprocessable(
+            "import-rejected",
+            format!("{total} of the file's rows have problems; nothing was saved"),
+        );
+        let mut members = serde_json::Map::new();
+        members.insert("problems".into(), serde_json::to_value(&problems).unwrap_or_default());
+        members.insert("problems_total".into(), total.into());
+        api.extensions = Some(members);
+        return Err(err(api));
+    }
+    let documents = uow.pending_writes() as u64;
+    if q.dry_run == Some(true) {
+        return Ok(Json(ImportReport {
+            rows: row_count,
+            batches,
+            documents: 0,
+            committed: false,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }));
+    }
+    let now = state.clock.now_ms();
+    let background = route_outbox(&state.registry, &state.tenancy, &scope, &plugin, outbox, &request_id, now, 0);
+    let audit = WriteAudit {
+        actor: principal.token_id.clone(),
+        actor_name: principal.name.clone(),
+        request_id: request_id.clone(),
+    };
+    uow.commit_with(&background, now, &audit).await.map_err(|e| err(commit_error(&e)))?;
+    if background.adds_work() {
+        state.jobs_wake.notify_one();
+    }
+    tracing::info!(plugin = %plugin_id, tenant = %principal.tenant, import = %name, rows = row_count, documents,
+        elapsed_ms = started.elapsed().as_millis() as u64, "import committed");
+    Ok(Json(ImportReport {
+        rows: row_count,
+        batches,
+        documents,
+        committed: true,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }))
+}
+
+/// The plugin's own reason to stop the whole import.
+fn plugin_error(e: WitError) -> ApiError {
+    let (status, detail) = match e {
+        WitError::Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
+        WitError::NotFound(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
+        WitError::Conflict(m) => (StatusCode::CONFLICT, m),
+        WitError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+        WitError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        WitError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+    };
+    ApiError::new(status, "import-failed", format!("{detail}; nothing was saved"))
+}
+
+fn commit_error(e: &UnitOfWorkError) -> ApiError {
+    match e {
+        UnitOfWorkError::Store(StoreError::Conflict { .. } | StoreError::ReadConflict { .. }) => {
+            ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the import"))
+        }
+        UnitOfWorkError::Store(StoreError::QuotaExceeded(q)) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota-exceeded", format!("{q}; nothing was saved"))
+        }
+        UnitOfWorkError::Store(StoreError::Unavailable(_)) => {
+            ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved")
+        }
+        UnitOfWorkError::ReadSetTooLarge { .. } => {
+            ApiError::unprocessable("read-set-too-large", format!("{e}; nothing was saved"))
+        }
+        other => {
+            tracing::error!(error = %other, "import commit failed");
+            ApiError::internal("saving the import failed; nothing was saved")
+        }
+    }
+}
