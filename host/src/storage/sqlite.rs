@@ -495,25 +495,25 @@ impl DocumentStore for SqliteDocumentStore {
         check_reads(&mut tx, scope, reads).await?;
         let (versions, delta) = apply(&mut tx, scope, writes, now_ms).await?;
         self.account(&mut tx, scope, delta).await?;
-        for (w, version) in writes.iter().zip(&versions) {
-            let action = if matches!(w.op, WriteOp::Delete) { "document.delete" } else { "document.put" };
-            sqlx::query(
-                "INSERT INTO audit_log (at, tenant_id, actor, actor_name, action, plugin_id, collection, key, request_id, detail) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(now_ms)
-            .bind(&scope.tenant)
-            .bind(&audit.actor)
-            .bind(&audit.actor_name)
-            .bind(action)
-            .bind(&scope.plugin)
-            .bind(&w.collection)
-            .bind(&w.key)
-            .bind(&audit.request_id)
-            .bind(format!("{{\"version\":{version}}}"))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let audited: Vec<(&Write, &u64)> = writes.iter().zip(&versions).collect();
+        for chunk in audited.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_log (at, tenant_id, actor, actor_name, action, plugin_id, collection, key, request_id, detail) ",
+            );
+            q.push_values(chunk, |mut row, (w, version)| {
+                let action = if matches!(w.op, WriteOp::Delete) { "document.delete" } else { "document.put" };
+                row.push_bind(now_ms)
+                    .push_bind(&scope.tenant)
+                    .push_bind(&audit.actor)
+                    .push_bind(&audit.actor_name)
+                    .push_bind(action)
+                    .push_bind(&scope.plugin)
+                    .push_bind(&w.collection)
+                    .push_bind(&w.key)
+                    .push_bind(&audit.request_id)
+                    .push_bind(format!("{{\"version\":{version}}}"));
+            });
+            q.build().execute(&mut *tx).await.map_err(db_error)?;
         }
         apply_background(&mut tx, scope, background, now_ms).await?;
         self.check_queues(&mut tx, scope, background).await?;
@@ -986,27 +986,50 @@ async fn check_reads(conn: &mut sqlx::SqliteConnection, scope: &Scope, reads: &[
     Ok(())
 }
 
+/// Rows per multi-row statement: few enough to stay far below SQLite's limit on bound
+/// parameters, many enough that a large commit is a few hundred statements, not one per row
+/// (each statement is a round trip to the connection's thread).
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// Checks every write's condition against committed state, then applies them all, a set of
+/// rows per statement. Returns each write's new version (0 for a delete) and how the scope's
+/// usage changes.
 async fn apply(
     conn: &mut sqlx::SqliteConnection,
     scope: &Scope,
     writes: &[Write],
     now_ms: i64,
 ) -> Result<(Vec<u64>, Delta), StoreError> {
+    use std::collections::{BTreeMap, HashMap};
+    // The keys of each collection written (a call writes each key once).
+    let mut by_collection: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for w in writes {
+        by_collection.entry(&w.collection).or_default().push(&w.key);
+    }
+    // What is stored now: (version, size) per (collection, key).
+    let mut stored: HashMap<(String, String), (i64, i64)> = HashMap::with_capacity(writes.len());
+    for (collection, keys) in &by_collection {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
+            let mut q = sqlx::QueryBuilder::new("SELECT key, version, size FROM documents WHERE tenant_id = ");
+            q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
+            q.push(" AND collection = ").push_bind(*collection).push(" AND key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *conn).await.map_err(db_error)? {
+                stored.insert(((*collection).to_owned(), row.get(0)), (row.get(1), row.get(2)));
+            }
+        }
+    }
+
     let mut versions = Vec::with_capacity(writes.len());
     let mut delta = Delta::default();
+    let mut sizes = Vec::with_capacity(writes.len());
     for w in writes {
-        let current: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT version, size FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
-        )
-        .bind(&scope.tenant)
-        .bind(&scope.plugin)
-        .bind(&w.collection)
-        .bind(&w.key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        let old_size = current.map(|(_, size)| size);
-        let current = current.map(|(version, _)| to_u64(version));
+        let found = stored.get(&(w.collection.clone(), w.key.clone())).copied();
+        let current = found.map(|(version, _)| to_u64(version));
         let holds = match w.condition {
             Condition::Any => true,
             Condition::Absent => current.is_none(),
@@ -1024,59 +1047,23 @@ async fn apply(
                 found: current.map_or("absent".into(), |v| format!("version {v}")),
             });
         }
-        sqlx::query("DELETE FROM document_index WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?")
-            .bind(&scope.tenant)
-            .bind(&scope.plugin)
-            .bind(&w.collection)
-            .bind(&w.key)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        let old_size = found.map(|(_, size)| size);
         match &w.op {
             WriteOp::Delete => {
-                sqlx::query(
-                    "DELETE FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
-                )
-                .bind(&scope.tenant)
-                .bind(&scope.plugin)
-                .bind(&w.collection)
-                .bind(&w.key)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
                 if let Some(size) = old_size {
                     delta.documents -= 1;
                     delta.bytes -= size;
                 }
                 versions.push(0);
+                sizes.push(0);
             }
-            WriteOp::Put { body, index } => {
+            WriteOp::Put { body, .. } => {
                 let version = match w.condition {
                     Condition::Any => w.version.max(current.map_or(1, |v| v + 1)),
                     _ => w.version,
                 };
-                let version_i64 =
-                    i64::try_from(version).map_err(|_| StoreError::Internal("version overflow".into()))?;
+                i64::try_from(version).map_err(|_| StoreError::Internal("version overflow".into()))?;
                 let size = i64::try_from(w.key.len() + body.len()).unwrap_or(i64::MAX);
-                sqlx::query(
-                    "INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at, size) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     ON CONFLICT (tenant_id, plugin_id, collection, key) \
-                     DO UPDATE SET version = excluded.version, body = excluded.body, updated_at = excluded.updated_at, \
-                     size = excluded.size",
-                )
-                .bind(&scope.tenant)
-                .bind(&scope.plugin)
-                .bind(&w.collection)
-                .bind(&w.key)
-                .bind(version_i64)
-                .bind(body)
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(size)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
                 match old_size {
                     Some(old) => delta.bytes += size - old,
                     None => {
@@ -1084,23 +1071,92 @@ async fn apply(
                         delta.bytes += size;
                     }
                 }
-                for (field, value) in index {
-                    sqlx::query(
-                        "INSERT INTO document_index (tenant_id, plugin_id, collection, field, value, key) VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&scope.tenant)
-                    .bind(&scope.plugin)
-                    .bind(&w.collection)
-                    .bind(field)
-                    .bind(value)
-                    .bind(&w.key)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                }
                 versions.push(version);
+                sizes.push(size);
             }
         }
+    }
+
+    // Old index entries of every written key go; deleted documents go.
+    for (collection, keys) in &by_collection {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
+            let mut q = sqlx::QueryBuilder::new("DELETE FROM document_index WHERE tenant_id = ");
+            q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
+            q.push(" AND collection = ").push_bind(*collection).push(" AND key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            q.push(")");
+            q.build().execute(&mut *conn).await.map_err(db_error)?;
+        }
+    }
+    let deleted: Vec<&Write> = writes.iter().filter(|w| matches!(w.op, WriteOp::Delete)).collect();
+    for chunk in deleted.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new("DELETE FROM documents WHERE tenant_id = ");
+        q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
+        q.push(" AND (collection, key) IN (");
+        let mut list = q.separated(", ");
+        for w in chunk {
+            list.push("(").push_bind_unseparated(&w.collection).push_unseparated(", ");
+            list.push_bind_unseparated(&w.key).push_unseparated(")");
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await.map_err(db_error)?;
+    }
+
+    // Documents written, and their new index entries.
+    let puts: Vec<(&Write, &str, u64, i64)> = writes
+        .iter()
+        .zip(versions.iter().zip(&sizes))
+        .filter_map(|(w, (version, size))| match &w.op {
+            WriteOp::Put { body, .. } => Some((w, body.as_str(), *version, *size)),
+            WriteOp::Delete => None,
+        })
+        .collect();
+    for chunk in puts.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at, size) ",
+        );
+        q.push_values(chunk, |mut row, (w, body, version, size)| {
+            row.push_bind(&scope.tenant)
+                .push_bind(&scope.plugin)
+                .push_bind(&w.collection)
+                .push_bind(&w.key)
+                .push_bind(*version as i64)
+                .push_bind(*body)
+                .push_bind(now_ms)
+                .push_bind(now_ms)
+                .push_bind(*size);
+        });
+        q.push(
+            " ON CONFLICT (tenant_id, plugin_id, collection, key) DO UPDATE SET version = excluded.version, \
+             body = excluded.body, updated_at = excluded.updated_at, size = excluded.size",
+        );
+        q.build().execute(&mut *conn).await.map_err(db_error)?;
+    }
+    let entries: Vec<(&Write, &str, &str)> = puts
+        .iter()
+        .flat_map(|(w, ..)| match &w.op {
+            WriteOp::Put { index, .. } => {
+                index.iter().map(|(name, value)| (*w, name.as_str(), value.as_str())).collect()
+            }
+            WriteOp::Delete => Vec::new(),
+        })
+        .collect();
+    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO document_index (tenant_id, plugin_id, collection, field, value, key) ",
+        );
+        q.push_values(chunk, |mut row, (w, name, value)| {
+            row.push_bind(&scope.tenant)
+                .push_bind(&scope.plugin)
+                .push_bind(&w.collection)
+                .push_bind(*name)
+                .push_bind(*value)
+                .push_bind(&w.key);
+        });
+        q.build().execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok((versions, delta))
 }
