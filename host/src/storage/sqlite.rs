@@ -912,24 +912,25 @@ async fn apply_background(
         insert_job(conn, &scope.tenant, job, now_ms).await?;
     }
     if let Some(advance) = &background.advances {
-        // Only a running task moves on: one an admin cancelled meanwhile queues no next chunk.
-        let moved = sqlx::query(
+        // The chunk's work counts whatever happened to the task meanwhile (its writes are
+        // committed here); only a task still running moves on: one an admin cancelled
+        // meanwhile queues no next chunk. (SET reads the row as it was.)
+        let status: Option<String> = sqlx::query_scalar(
             "UPDATE tasks SET done = done + ?1, chunks = chunks + 1, updated_at = ?2, \
-                 status = CASE WHEN ?3 IS NULL THEN 'done' ELSE status END, \
-                 finished_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE NULL END, \
-                 current_job = COALESCE(?3, current_job) \
-             WHERE id = ?4 AND tenant_id = ?5 AND status = 'running'",
+                 status = CASE WHEN status = 'running' AND ?3 IS NULL THEN 'done' ELSE status END, \
+                 finished_at = CASE WHEN status = 'running' AND ?3 IS NULL THEN ?2 ELSE finished_at END, \
+                 current_job = CASE WHEN status = 'running' THEN COALESCE(?3, current_job) ELSE current_job END \
+             WHERE id = ?4 AND tenant_id = ?5 RETURNING status",
         )
         .bind(i64::try_from(advance.done).unwrap_or(i64::MAX))
         .bind(now_ms)
         .bind(advance.next.as_ref().map(|j| &j.id))
         .bind(&advance.task)
         .bind(&scope.tenant)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(db_error)?
-        .rows_affected();
-        if let (1, Some(next)) = (moved, &advance.next) {
+        .map_err(db_error)?;
+        if let (Some("running"), Some(next)) = (status.as_deref(), &advance.next) {
             insert_job(conn, &scope.tenant, next, now_ms).await?;
         }
     }
@@ -1250,6 +1251,58 @@ mod tests {
         // Ordered by key with only a range: the collection drives, the range is a lookup per document.
         let plan = query_plan(&store, &range(None, vec![p("hired", Comparison::Lt)])).await.join("\n");
         assert!(plan.contains("SEARCH d USING") && !plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    /// A chunk that was running when its task was cancelled still commits, and its work is
+    /// counted; it queues no next chunk. While the task runs, the next chunk is queued.
+    #[tokio::test]
+    async fn a_chunk_of_a_cancelled_task_counts_its_work_and_queues_nothing() {
+        use crate::jobs::{JobKind, NewJob, NewTask, TaskAdvance};
+        let (store, _dir) = temp_store().await;
+        let scope = Scope { tenant: "t".into(), plugin: "p".into() };
+        let audit = WriteAudit { actor: "a".into(), actor_name: "a".into(), request_id: "r".into() };
+        let chunk = |id: &str| NewJob {
+            id: id.into(),
+            plugin: "p".into(),
+            kind: JobKind::Job,
+            name: "walk".into(),
+            payload: "{}".into(),
+            idempotency_key: None,
+            event_id: None,
+            run_at: 0,
+            max_attempts: 3,
+            chain: 0,
+            task: Some("task_1".into()),
+        };
+        let started = Background {
+            jobs: vec![chunk("job_1")],
+            tasks: vec![NewTask {
+                id: "task_1".into(),
+                plugin: "p".into(),
+                name: "walk".into(),
+                title: "Walk".into(),
+                total: Some(30),
+                first_job: "job_1".into(),
+            }],
+            ..Background::default()
+        };
+        store.commit_with(&scope, &[], &[], &started, 1, &audit).await.unwrap();
+        let advance = |next: &str| Background {
+            advances: Some(TaskAdvance { task: "task_1".into(), done: 10, next: Some(chunk(next)) }),
+            ..Background::default()
+        };
+        store.commit_with(&scope, &[], &[], &advance("job_2"), 2, &audit).await.unwrap();
+        sqlx::query("UPDATE tasks SET status = 'cancelled' WHERE id = 'task_1'").execute(&store.pool).await.unwrap();
+        store.commit_with(&scope, &[], &[], &advance("job_3"), 3, &audit).await.unwrap();
+        let (done, chunks, status, current): (i64, i64, String, String) =
+            sqlx::query_as("SELECT done, chunks, status, current_job FROM tasks WHERE id = 'task_1'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!((done, chunks, status.as_str(), current.as_str()), (20, 2, "cancelled", "job_2"));
+        let queued: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM jobs ORDER BY id").fetch_all(&store.pool).await.unwrap();
+        assert_eq!(queued, ["job_1", "job_2"], "no chunk after the cancel");
     }
 
     #[tokio::test]
