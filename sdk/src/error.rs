@@ -65,12 +65,26 @@ pub struct Error {
     kind: ErrorKind,
     code: String,
     detail: String,
+    field: Option<String>,
 }
 
 impl Error {
     /// An error of any kind.
     pub fn new(kind: ErrorKind, code: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error { kind, code: code.into(), detail: detail.into() }
+        Error { kind, code: code.into(), detail: detail.into(), field: None }
+    }
+    /// The same error, naming the input field at fault (`"title"`, `"lines[2].qty"`): the
+    /// problem body carries it as `field`, so a form can point at the right box.
+    ///
+    /// ```
+    /// use keel_sdk::Error;
+    /// let e = Error::invalid("title-required", "a ticket needs a title").at_field("title");
+    /// assert_eq!(e.field(), Some("title"));
+    /// assert_eq!(e.into_response("req_1").body_json()["field"], "title");
+    /// ```
+    pub fn at_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
     /// 400: the request could not be read.
     pub fn bad_request(code: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -113,11 +127,15 @@ impl Error {
     pub fn detail(&self) -> &str {
         &self.detail
     }
+    /// The input field at fault, if the error names one.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
 
     /// Renders the error as an `application/problem+json` response.
     pub fn into_response(self, request_id: &str) -> Response {
         let status = self.kind.status();
-        let body = json!({
+        let mut body = json!({
             "type": format!("https://keel.dev/problems/{}", self.code),
             "title": self.kind.title(),
             "status": status,
@@ -125,6 +143,9 @@ impl Error {
             "detail": self.detail,
             "request_id": request_id,
         });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
         Response::raw(status, "application/problem+json", body.to_string().into_bytes())
     }
 }

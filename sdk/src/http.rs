@@ -130,12 +130,77 @@ impl Request {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// The body parsed as JSON into `T`; a 400 `malformed-json` error says where it failed.
+    /// The body parsed as JSON into `T`; a 400 `malformed-json` error says where it failed,
+    /// and names the field (`field` in the problem body) when one is at fault: missing, unknown,
+    /// or of the wrong type.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Error::bad_request("malformed-json", format!("request body is not valid JSON for this route: {e}"))
+        let mut deserializer = serde_json::Deserializer::from_slice(&self.body);
+        let mut track = serde_path_to_error::Track::new();
+        let tracked = serde_path_to_error::Deserializer::new(&mut deserializer, &mut track);
+        let parsed = T::deserialize(tracked).and_then(|value| deserializer.end().map(|()| value));
+        parsed.map_err(|e| {
+            let error =
+                Error::bad_request("malformed-json", format!("request body is not valid JSON for this route: {e}"));
+            match field_of(&track.path().to_string(), &e.to_string()) {
+                Some(field) if e.is_data() => error.at_field(field),
+                _ => error,
+            }
         })
     }
+
+    /// The paging a list request asks for: `?limit=` (1 to `max`; `default` when absent) and
+    /// `?cursor=` (the `next` of the previous page). A bad limit is 422 `invalid-limit`,
+    /// naming the field.
+    ///
+    /// ```
+    /// # use keel_sdk::{Caller, Request};
+    /// # let caller = Caller { tenant: "t".into(), user_id: "u".into(), display_name: "U".into(), permissions: vec![] };
+    /// # let req = Request::new(caller, "GET", "/tickets", &[], b"");
+    /// let paging = req.paging(50, 200)?;
+    /// assert_eq!((paging.limit, paging.cursor), (50, None));
+    /// # Ok::<(), keel_sdk::Error>(())
+    /// ```
+    pub fn paging(&self, default: u32, max: u32) -> Result<Paging, Error> {
+        let limit = match self.query("limit") {
+            None => default,
+            Some(raw) => raw.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                Error::invalid("invalid-limit", format!("`limit` must be 1 to {max} (got `{raw}`)")).at_field("limit")
+            })?,
+        };
+        Ok(Paging { limit, cursor: self.query("cursor").map(str::to_owned) })
+    }
+
+    /// The version the client last saw, from an `If-Match` header (`3`, `"3"` or `W/"3"`, as
+    /// [`Response::with_version`] sends it in `ETag`); `None` without one. A header that is not
+    /// a version is 400 `invalid-if-match`.
+    pub fn if_match(&self) -> Result<Option<u64>, Error> {
+        let Some(raw) = self.header("if-match") else { return Ok(None) };
+        let trimmed = raw.trim();
+        let bare = trimmed.strip_prefix("W/").unwrap_or(trimmed).trim_matches('"');
+        bare.parse::<u64>().map(Some).map_err(|_| {
+            Error::bad_request("invalid-if-match", format!("If-Match must be a version number (got `{raw}`)"))
+                .at_field("If-Match")
+        })
+    }
+}
+
+/// What a list request asks for: see [`Request::paging`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    /// How many items the page may hold.
+    pub limit: u32,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+/// The field a serde error is about: its path, or the field a "missing field" names.
+fn field_of(path: &str, message: &str) -> Option<String> {
+    if !path.is_empty() && path != "." && path != "?" {
+        return Some(path.to_owned());
+    }
+    ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| message.split(p).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_owned))
 }
 
 /// A response to send back.
@@ -174,6 +239,28 @@ impl Response {
     /// 204 with no body.
     pub fn no_content() -> Response {
         Response { status: 204, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// A page of a list, in the envelope every Keel list answers with (the host's admin API
+    /// too): `{"items": [...], "next": "<cursor>"}`, `next` absent on the last page.
+    ///
+    /// ```
+    /// use keel_sdk::Response;
+    /// let page = Response::page(&[1, 2], Some("k1.abc")).unwrap();
+    /// assert_eq!(page.body_json(), serde_json::json!({ "items": [1, 2], "next": "k1.abc" }));
+    /// ```
+    pub fn page<T: Serialize>(items: &[T], next: Option<&str>) -> Result<Response, Error> {
+        let mut body = serde_json::json!({ "items": items });
+        if let Some(next) = next {
+            body["next"] = next.into();
+        }
+        Response::json(200, &body)
+    }
+
+    /// Adds `ETag: "<version>"`, which clients send back as `If-Match` (see
+    /// [`Request::if_match`]).
+    pub fn with_version(self, version: u64) -> Response {
+        self.with_header("etag", &format!("\"{version}\""))
     }
 
     /// Adds a header.

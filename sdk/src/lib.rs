@@ -48,7 +48,7 @@ pub mod task;
 pub use background::{Event, Job, JobSpec, enqueue, first_time, publish};
 pub use collection::{Collection, Page, Query, Versioned};
 pub use error::{Error, ErrorKind};
-pub use http::{Caller, Request, Response};
+pub use http::{Caller, Paging, Request, Response};
 pub use import::{ImportBatch, ImportRow, RowProblem};
 pub use router::{Handler, Router};
 pub use sequence::Sequence;

@@ -40,14 +40,18 @@ async fn invalid_input_is_refused_with_typed_errors() {
     let s = helpdesk().await;
     s.raw(Method::POST, T, "{\"title\": ").await.expect_problem(400, "malformed-json");
     s.raw(Method::POST, T, "[]").await.expect_problem(400, "malformed-json");
-    s.post(T, json!({ "title": "x", "severity": "high" })).await.expect_problem(400, "malformed-json");
+    let unknown = s.post(T, json!({ "title": "x", "severity": "high" })).await.expect_problem(400, "malformed-json");
+    assert_eq!(unknown.body["field"], "severity", "the problem names the field: {}", unknown.body);
+    let wrong = s.post(T, json!({ "title": 7 })).await.expect_problem(400, "malformed-json");
+    assert_eq!(wrong.body["field"], "title", "{}", wrong.body);
     s.post(T, json!({ "title": "   " })).await.expect_problem(422, "invalid-field");
     s.post(T, json!({ "title": "x", "priority": "P9" })).await.expect_problem(422, "invalid-field");
     s.post(T, json!({ "title": "x".repeat(201) })).await.expect_problem(422, "invalid-field");
     s.get(&format!("{T}/abc")).await.expect_problem(400, "invalid-ticket-number");
     s.get(&format!("{T}/99")).await.expect_problem(404, "ticket-not-found");
     s.get(&format!("{T}?status=done")).await.expect_problem(422, "invalid-field");
-    s.get(&format!("{T}?limit=0")).await.expect_problem(422, "invalid-limit");
+    let limit = s.get(&format!("{T}?limit=0")).await.expect_problem(422, "invalid-limit");
+    assert_eq!(limit.body["field"], "limit");
     s.get(&format!("{T}?cursor=garbage")).await.expect_problem(422, "invalid");
     // Nothing above created a ticket.
     assert_eq!(s.get(T).await.expect(200).body["items"].as_array().unwrap().len(), 0);
@@ -101,14 +105,21 @@ async fn updates_check_the_version_the_client_saw() {
         .await
         .expect_problem(409, "version-conflict");
     assert!(stale.body["detail"].as_str().unwrap().contains("version 2"));
-    // If-Match works the same way.
-    let req = s
-        .http
-        .patch(format!("{}{T}/1", s.base))
-        .bearer_auth(&s.token)
-        .header("if-match", "\"1\"")
-        .json(&json!({ "title": "x" }));
-    s.send(req).await.expect_problem(409, "version-conflict");
+    // If-Match works the same way, with the ETag a read gave.
+    let read = s.get(&format!("{T}/1")).await.expect(200);
+    assert_eq!(read.headers["etag"], "\"2\"");
+    let patch = |if_match: &str| {
+        s.http
+            .patch(format!("{}{T}/1", s.base))
+            .bearer_auth(&s.token)
+            .header("if-match", if_match)
+            .json(&json!({ "priority": "P1" }))
+    };
+    s.send(patch("\"1\"")).await.expect_problem(409, "version-conflict");
+    s.send(patch("yesterday")).await.expect_problem(400, "invalid-if-match");
+    let updated = s.send(patch("W/\"2\"")).await.expect(200);
+    assert_eq!(updated.body["version"], 3);
+    assert_eq!(updated.headers["etag"], "\"3\"");
     s.post(&format!("{T}/1/transition"), json!({ "to": "open", "version": 1 }))
         .await
         .expect_problem(409, "version-conflict");
@@ -118,7 +129,7 @@ async fn updates_check_the_version_the_client_saw() {
     s.patch(&format!("{T}/1"), json!({ "status": "open" })).await.expect_problem(422, "use-transition");
     s.patch(&format!("{T}/1"), json!({})).await.expect_problem(422, "empty-update");
     let stored = s.get(&format!("{T}/1")).await.expect(200).body;
-    assert_eq!((stored["title"].as_str(), stored["version"].as_u64()), (Some("Laptop slow"), Some(3)));
+    assert_eq!((stored["title"].as_str(), stored["version"].as_u64()), (Some("Laptop slow"), Some(4)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -171,7 +182,7 @@ async fn lists_filter_and_page_newest_first_without_gaps_or_repeats() {
         };
         let body = s.get(&path).await.expect(200).body;
         seen.extend(numbers(&body));
-        match body["next_cursor"].as_str() {
+        match body["next"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
@@ -197,7 +208,7 @@ async fn comments_are_numbered_attributed_and_listed_in_order() {
     assert_eq!((t["comment_count"].as_u64(), t["version"].as_u64()), (Some(3), Some(4)));
     let page = s.get(&format!("{T}/1/comments?limit=2")).await.expect(200).body;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
-    assert!(page["next_cursor"].is_string());
+    assert!(page["next"].is_string());
 }
 
 /// Ticket numbers come from a sequence: concurrent filings never conflict over a counter.

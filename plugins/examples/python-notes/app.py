@@ -97,7 +97,7 @@ def list_notes(request: Request) -> Response:
     filters = [storage.Filter(field="tag", value=query["tag"])] if "tag" in query else []
     page = storage.query(storage.QuerySpec(collection=COLLECTION, filters=filters, cursor=query.get("cursor"),
                                            limit=50, descending=False))
-    return reply(200, {"items": [view(d) for d in page.documents], "next_cursor": page.next})
+    return reply(200, {"items": [view(d) for d in page.documents], "next": page.next})
 
 
 class Handler(exports.Handler):

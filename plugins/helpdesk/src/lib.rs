@@ -211,22 +211,12 @@ fn load_ticket(req: &Request) -> Result<Versioned<Ticket>, Error> {
 
 fn get_ticket(req: &Request) -> Result<Response, Error> {
     let stored = load_ticket(req)?;
-    Response::json(200, &view(&stored.value, stored.version))
-}
-
-fn page_limit(req: &Request) -> Result<u32, Error> {
-    match req.query("limit") {
-        None => Ok(DEFAULT_PAGE),
-        Some(raw) => {
-            raw.parse::<u32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-                Error::invalid("invalid-limit", format!("`limit` must be 1 to {MAX_PAGE} (got `{raw}`)"))
-            })
-        }
-    }
+    Ok(Response::json(200, &view(&stored.value, stored.version))?.with_version(stored.version))
 }
 
 fn list_tickets(req: &Request) -> Result<Response, Error> {
-    let mut query = TICKETS.query().descending().limit(page_limit(req)?).cursor(req.query("cursor"));
+    let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
+    let mut query = TICKETS.query().descending().limit(paging.limit).cursor(paging.cursor.as_deref());
     if let Some(status) = req.query("status") {
         query = query.filter("status", ticket::status(status).map_err(invalid)?);
     }
@@ -243,19 +233,15 @@ fn list_tickets(req: &Request) -> Result<Response, Error> {
     }
     let page = query.fetch()?;
     let items: Vec<_> = page.items.iter().map(|t| view(&t.value, t.version)).collect();
-    Response::json(200, &serde_json::json!({ "items": items, "next_cursor": page.next }))
+    Response::page(&items, page.next.as_deref())
 }
 
-/// The version the client last saw, from the body's `version` or an `If-Match` header.
+/// The version the client last saw, from the body's `version` or an `If-Match` header (the
+/// `ETag` of a ticket it read).
 fn expected_version(req: &Request, body_version: Option<u64>) -> Result<Option<u64>, Error> {
-    if let Some(v) = body_version {
-        return Ok(Some(v));
-    }
-    match req.header("if-match") {
-        None => Ok(None),
-        Some(raw) => raw.trim().trim_matches('"').parse().map(Some).map_err(|_| {
-            Error::bad_request("invalid-if-match", format!("If-Match must be a version number (got `{raw}`)"))
-        }),
+    match body_version {
+        Some(v) => Ok(Some(v)),
+        None => req.if_match(),
     }
 }
 
@@ -350,7 +336,7 @@ fn update_ticket(req: &Request) -> Result<Response, Error> {
     ticket.updated_at = now_ms();
     let version = TICKETS.update(&stored.key, ticket, stored.version)?;
     sync_timers(ticket.number, sla_before.as_ref(), ticket.sla.as_ref())?;
-    Response::json(200, &view(ticket, version))
+    Ok(Response::json(200, &view(ticket, version))?.with_version(version))
 }
 
 #[derive(Deserialize)]
@@ -382,7 +368,7 @@ fn transition_ticket(req: &Request) -> Result<Response, Error> {
     }
     let version = TICKETS.update(&stored.key, ticket, stored.version)?;
     sync_timers(ticket.number, sla_before.as_ref(), ticket.sla.as_ref())?;
-    Response::json(200, &view(ticket, version))
+    Ok(Response::json(200, &view(ticket, version))?.with_version(version))
 }
 
 #[derive(Deserialize)]
@@ -422,14 +408,15 @@ fn add_comment(req: &Request) -> Result<Response, Error> {
 
 fn list_comments(req: &Request) -> Result<Response, Error> {
     let stored = load_ticket(req)?;
+    let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
     let page = COMMENTS
         .query()
         .filter("ticket", stored.value.number)
-        .limit(page_limit(req)?)
-        .cursor(req.query("cursor"))
+        .limit(paging.limit)
+        .cursor(paging.cursor.as_deref())
         .fetch()?;
     let items: Vec<_> = page.items.into_iter().map(|c| c.value).collect();
-    Response::json(200, &serde_json::json!({ "items": items, "next_cursor": page.next }))
+    Response::page(&items, page.next.as_deref())
 }
 
 fn list_policies(_req: &Request) -> Result<Response, Error> {
