@@ -63,18 +63,68 @@ impl Problem {
     }
 }
 
-/// Reads `text` as `format`: the rows, and the problems of what could not be read. A CSV
-/// whose header cannot name the columns is one problem at line 1 and no rows.
-pub fn read(format: Format, text: &str) -> (Vec<Row>, Vec<Problem>) {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    match format {
-        Format::JsonLines => json_lines(text),
-        Format::Csv => csv(text),
+/// How much of a file is kept: past these, rows and problems are only counted, so a hostile
+/// file cannot make the host hold more than a bounded multiple of its own size.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub max_rows: usize,
+    pub max_problems: usize,
+    /// Bytes of the rows' JSON in all (a CSV header is repeated in every row).
+    pub max_row_bytes: usize,
+}
+
+/// Most columns a CSV may have.
+pub const MAX_COLUMNS: usize = 1_000;
+
+/// A file read: the rows and problems kept, and how many there were in all.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub rows: Vec<Row>,
+    pub problems: Vec<Problem>,
+    pub rows_total: usize,
+    pub problems_total: usize,
+}
+
+impl Parsed {
+    fn row(&mut self, row: Row, limits: &ReadLimits, bytes: &mut usize) {
+        self.rows_total += 1;
+        if self.rows.len() >= limits.max_rows {
+            return;
+        }
+        *bytes += row.fields.len();
+        if *bytes > limits.max_row_bytes {
+            if *bytes - row.fields.len() <= limits.max_row_bytes {
+                self.problem(
+                    Problem::at(row.line, format!("the rows come to more than {} bytes of JSON", limits.max_row_bytes)),
+                    limits,
+                );
+            }
+            return;
+        }
+        self.rows.push(row);
+    }
+
+    fn problem(&mut self, problem: Problem, limits: &ReadLimits) {
+        self.problems_total += 1;
+        if self.problems.len() < limits.max_problems {
+            self.problems.push(problem);
+        }
     }
 }
 
-fn json_lines(text: &str) -> (Vec<Row>, Vec<Problem>) {
-    let (mut rows, mut problems) = (Vec::new(), Vec::new());
+/// Reads `text` as `format`: the rows, and the problems of what could not be read. A CSV
+/// whose header cannot name the columns is one problem at line 1 and no rows.
+pub fn read(format: Format, text: &str, limits: &ReadLimits) -> Parsed {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format {
+        Format::JsonLines => json_lines(text, limits),
+        Format::Csv => csv(text, limits),
+    }
+}
+
+fn json_lines(text: &str, limits: &ReadLimits) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut bytes = 0;
     for (i, line) in text.split('\n').enumerate() {
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let line = line.strip_suffix('\r').unwrap_or(line).trim();
@@ -82,14 +132,13 @@ fn json_lines(text: &str) -> (Vec<Row>, Vec<Problem>) {
             continue;
         }
         match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(_)) => rows.push(Row { line: number, fields: line.to_owned() }),
-            Ok(other) => {
-                problems.push(Problem::at(number, format!("a row must be a JSON object, not {}", kind(&other))))
-            }
-            Err(e) => problems.push(Problem::at(number, format!("not JSON: {e}"))),
+            Ok(Value::Object(_)) => parsed.row(Row { line: number, fields: line.to_owned() }, limits, &mut bytes),
+            Ok(other) => parsed
+                .problem(Problem::at(number, format!("a row must be a JSON object, not {}", kind(&other))), limits),
+            Err(e) => parsed.problem(Problem::at(number, format!("not JSON: {e}")), limits),
         }
     }
-    (rows, problems)
+    parsed
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -183,43 +232,62 @@ fn records(text: &str) -> Vec<Record> {
     out
 }
 
-fn csv(text: &str) -> (Vec<Row>, Vec<Problem>) {
+fn csv(text: &str, limits: &ReadLimits) -> Parsed {
+    let mut parsed = Parsed::default();
+    let refused = |line, reason: String| Parsed {
+        problems: vec![Problem::at(line, reason)],
+        problems_total: 1,
+        ..Parsed::default()
+    };
     let mut records = records(text).into_iter();
     let header = match records.next() {
-        None => return (Vec::new(), Vec::new()),
-        Some((line, Err(reason))) => return (Vec::new(), vec![Problem::at(line, format!("the header: {reason}"))]),
+        None => return parsed,
+        Some((line, Err(reason))) => return refused(line, format!("the header: {reason}")),
         Some((_, Ok(names))) => names,
     };
-    let names: Vec<String> = header.iter().map(|n| n.trim().to_owned()).collect();
-    if let Some(bad) = names.iter().enumerate().find(|(i, n)| n.is_empty() || names[..*i].contains(n)) {
-        let reason = if bad.1.is_empty() {
-            format!("the header's column {} has no name", bad.0 + 1)
-        } else {
-            format!("the header names `{}` twice", bad.1)
-        };
-        return (Vec::new(), vec![Problem::at(1, reason)]);
+    if header.len() > MAX_COLUMNS {
+        return refused(1, format!("the header has {} columns; at most {MAX_COLUMNS}", header.len()));
     }
-    let (mut rows, mut problems) = (Vec::new(), Vec::new());
+    let names: Vec<String> = header.iter().map(|n| n.trim().to_owned()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return refused(1, format!("the header's column {} has no name", i + 1));
+        }
+        if !seen.insert(name) {
+            return refused(1, format!("the header names `{name}` twice"));
+        }
+    }
+    let mut bytes = 0;
     for (line, record) in records {
         match record {
-            Err(reason) => problems.push(Problem::at(line, reason)),
+            Err(reason) => parsed.problem(Problem::at(line, reason), limits),
             // A blank line.
             Ok(cells) if cells.len() == 1 && cells[0].trim().is_empty() => {}
-            Ok(cells) if cells.len() != names.len() => problems
-                .push(Problem::at(line, format!("{} cells; the header has {} columns", cells.len(), names.len()))),
+            Ok(cells) if cells.len() != names.len() => parsed.problem(
+                Problem::at(line, format!("{} cells; the header has {} columns", cells.len(), names.len())),
+                limits,
+            ),
             Ok(cells) => {
                 let object: Map<String, Value> =
                     names.iter().cloned().zip(cells.into_iter().map(Value::String)).collect();
-                rows.push(Row { line, fields: Value::Object(object).to_string() });
+                parsed.row(Row { line, fields: Value::Object(object).to_string() }, limits, &mut bytes);
             }
         }
     }
-    (rows, problems)
+    parsed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ROOMY: ReadLimits = ReadLimits { max_rows: 1000, max_problems: 1000, max_row_bytes: 1 << 20 };
+
+    fn read(format: Format, text: &str) -> (Vec<Row>, Vec<Problem>) {
+        let parsed = super::read(format, text, &ROOMY);
+        (parsed.rows, parsed.problems)
+    }
 
     fn fields(rows: &[Row]) -> Vec<(u32, Value)> {
         rows.iter().map(|r| (r.line, serde_json::from_str(&r.fields).unwrap())).collect()
@@ -268,6 +336,23 @@ mod tests {
         let (rows, problems) = read(Format::Csv, "a,,c\n1,2,3\n");
         assert!(rows.is_empty() && problems[0].reason.contains("column 2"), "{problems:?}");
         assert_eq!(read(Format::Csv, ""), (vec![], vec![]));
+    }
+
+    #[test]
+    fn past_the_limits_rows_and_problems_are_counted_not_kept() {
+        let limits = ReadLimits { max_rows: 2, max_problems: 1, max_row_bytes: 1 << 20 };
+        let parsed = super::read(Format::JsonLines, "{}\n{}\n{}\n1\n2\n", &limits);
+        assert_eq!((parsed.rows.len(), parsed.rows_total), (2, 3));
+        assert_eq!((parsed.problems.len(), parsed.problems_total), (1, 2));
+        // A header repeated in every row cannot blow a small file up: the rows' bytes are capped.
+        let header = (0..900).map(|i| format!("column-{i:04}")).collect::<Vec<_>>().join(",");
+        let text = format!("{header}\n{}", format!("{}\n", ",".repeat(899)).repeat(50));
+        let limits = ReadLimits { max_rows: 1000, max_problems: 10, max_row_bytes: 100_000 };
+        let parsed = super::read(Format::Csv, &text, &limits);
+        assert!(parsed.rows.iter().map(|r| r.fields.len()).sum::<usize>() <= 100_000);
+        assert!(parsed.problems[0].reason.contains("more than 100000 bytes"), "{:?}", parsed.problems);
+        let too_wide = format!("{}\n", (0..1001).map(|i| format!("c{i}")).collect::<Vec<_>>().join(","));
+        assert!(super::read(Format::Csv, &too_wide, &limits).problems[0].reason.contains("at most 1000"));
     }
 
     #[test]

@@ -195,6 +195,7 @@ impl Server {
             departments,
             clock_control: config.allow_clock_control,
             retry_lanes: Arc::default(),
+            import_lanes: Arc::default(),
         };
         let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
         let worker = config.jobs.enabled.then(|| runner.spawn(worker_stop));

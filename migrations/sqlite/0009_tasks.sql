@@ -1,6 +1,7 @@
 -- Tasks: long work a plugin does in chunks, each chunk a job that records progress and
 -- queues the next one in the same transaction as its writes. A task's failure is not
--- stored: it is its current chunk being dead (an admin retrying that job resumes the task).
+-- stored: it is its current chunk being dead (an admin retrying that job resumes the task),
+-- and a task whose current chunk an admin cancelled shows as cancelled.
 
 CREATE TABLE tasks (
     id           TEXT PRIMARY KEY,              -- task_<hex>
@@ -21,3 +22,4 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_by_tenant ON tasks (tenant_id, created_at, id);
 
 ALTER TABLE jobs ADD COLUMN task_id TEXT;
+CREATE INDEX jobs_by_task ON jobs (task_id) WHERE task_id IS NOT NULL;

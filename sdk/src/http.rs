@@ -171,11 +171,15 @@ impl Request {
     }
 
     /// The version the client last saw, from an `If-Match` header (`3`, `"3"` or `W/"3"`, as
-    /// [`Response::with_version`] sends it in `ETag`); `None` without one. A header that is not
-    /// a version is 400 `invalid-if-match`.
+    /// [`Response::with_version`] sends it in `ETag`); `None` without one, or for `*` (any
+    /// version). A header that is not a version is 400 `invalid-if-match`.
     pub fn if_match(&self) -> Result<Option<u64>, Error> {
         let Some(raw) = self.header("if-match") else { return Ok(None) };
         let trimmed = raw.trim();
+        // `*`: any current version will do.
+        if trimmed == "*" {
+            return Ok(None);
+        }
         let bare = trimmed.strip_prefix("W/").unwrap_or(trimmed).trim_matches('"');
         bare.parse::<u64>().map(Some).map_err(|_| {
             Error::bad_request("invalid-if-match", format!("If-Match must be a version number (got `{raw}`)"))

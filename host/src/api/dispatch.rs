@@ -158,6 +158,13 @@ impl RetryLanes {
         };
         lane.lock_owned().await
     }
+
+    /// The lane of (`tenant`, `what`) if nobody holds it now.
+    pub fn try_enter(&self, tenant: &str, what: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let mut lanes = self.lanes.lock().expect("retry lanes lock");
+        lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+        lanes.entry((tenant.to_owned(), what.to_owned())).or_default().clone().try_lock_owned().ok()
+    }
 }
 
 /// Runs the call; when its commit loses a race (a document it read or wrote, or a query's
@@ -175,12 +182,19 @@ async fn call(
 ) -> Result<Response, (ApiError, &'static str)> {
     let repeatable = plugin.record.manifest.requires.is_empty();
     let mut attempt = 1;
+    let mut plugin = plugin.clone();
     loop {
         let _lane = match attempt {
             1 => None,
             _ => Some(state.retry_lanes.enter(&principal.tenant, &plugin.record.id).await),
         };
-        match attempt_call(state, plugin, principal, request_id, caller.clone(), request.clone()).await {
+        if attempt > 1 {
+            // The race may have been with an upgrade: a repeat runs the version now active.
+            if let Some(current) = state.registry.get(&plugin.record.id).filter(|p| p.record.enabled) {
+                plugin = current;
+            }
+        }
+        match attempt_call(state, &plugin, principal, request_id, caller.clone(), request.clone()).await {
             Err((_, "conflict")) if repeatable && attempt < MAX_CALL_ATTEMPTS => {
                 tracing::debug!(plugin = %plugin.record.id, %request_id, attempt, "commit lost a race; running the call again");
                 state.metrics.record_repeat(&plugin.record.id);

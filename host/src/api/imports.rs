@@ -113,21 +113,40 @@ async fn import(
                 ))
             })?,
     };
+    // One import at a time per tenant: each holds its file and every buffered write.
+    let Some(_import_lane) = state.import_lanes.try_enter(&principal.tenant, "") else {
+        let mut api = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "import-in-progress",
+            "another import of this tenant is running; retry when it ends",
+        );
+        api.retry_after = Some(5);
+        return Err(err(api));
+    };
     let bytes = read_body(body, state.limits.max_import_bytes).await.map_err(err)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        err(ApiError::unprocessable("invalid-encoding", format!("the file is not UTF-8 (byte {})", e.valid_up_to())))
-    })?;
-    let (rows, mut problems) = crate::imports::read(format, text);
-    if rows.len() > state.limits.max_import_rows {
+    let limits = crate::imports::ReadLimits {
+        max_rows: state.limits.max_import_rows,
+        max_problems: MAX_LISTED_PROBLEMS,
+        max_row_bytes: state.limits.max_import_bytes.saturating_mul(2),
+    };
+    // Reading a large file takes a while: off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || {
+        std::str::from_utf8(&bytes).map(|text| crate::imports::read(format, text, &limits)).map_err(|e| e.valid_up_to())
+    })
+    .await
+    .map_err(|e| err(ApiError::internal(format!("reading the file failed: {e}"))))?
+    .map_err(|at| err(ApiError::unprocessable("invalid-encoding", format!("the file is not UTF-8 (byte {at})"))))?;
+    if parsed.rows_total > state.limits.max_import_rows {
         return Err(err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-many-rows",
-            format!("{} rows; an import takes at most {}", rows.len(), state.limits.max_import_rows),
+            format!("{} rows; an import takes at most {}", parsed.rows_total, state.limits.max_import_rows),
         )));
     }
-    if rows.is_empty() && problems.is_empty() {
+    if parsed.rows_total == 0 && parsed.problems_total == 0 {
         return Err(err(ApiError::unprocessable("empty-import", "the file has no rows")));
     }
+    let (rows, mut problems, mut problems_total) = (parsed.rows, parsed.problems, parsed.problems_total);
     let row_count = rows.len() as u64;
 
     // One unit of work for every batch, sized for the whole import.
@@ -135,7 +154,7 @@ async fn import(
         max_writes_per_call: state.limits.max_import_rows.max(state.limits.storage.max_writes_per_call),
         max_commit_bytes: state.limits.storage.max_commit_bytes.max(state.limits.max_import_bytes.saturating_mul(2)),
         max_checked_documents: state.limits.max_import_rows.saturating_mul(2),
-        max_checked_queries: state.limits.max_import_rows / 10,
+        max_checked_queries: state.limits.max_import_rows,
         ..state.limits.storage.clone()
     };
     let scope = Scope { tenant: principal.tenant.clone(), plugin: plugin_id.clone() };
@@ -187,19 +206,19 @@ async fn import(
         outbox.jobs.extend(outcome.outbox.jobs);
         outbox.tasks.extend(outcome.outbox.tasks);
         match outcome.result {
-            Ok(found) => problems.extend(found.into_iter().map(|p| RowProblem {
-                line: p.line,
-                field: p.field,
-                reason: p.reason,
-            })),
+            Ok(found) => {
+                problems_total += found.len();
+                let room = MAX_LISTED_PROBLEMS.saturating_sub(problems.len());
+                let kept = found.into_iter().take(room);
+                problems.extend(kept.map(|p| RowProblem { line: p.line, field: p.field, reason: p.reason }));
+            }
             Err(e) => return Err(err(plugin_error(e))),
         }
     }
 
-    if !problems.is_empty() {
+    if problems_total > 0 {
         problems.sort_by(|a, b| a.line.cmp(&b.line));
-        let total = problems.len();
-        problems.truncate(MAX_LISTED_PROBLEMS);
+        let total = problems_total;
         let mut api = ApiError::unprocessable(
             "import-rejected",
             format!("{total} of the file's rows have problems; nothing was saved"),

@@ -81,6 +81,8 @@ pub struct AppState {
     pub clock_control: bool,
     /// Where calls repeated after a lost race wait their turn.
     pub retry_lanes: Arc<dispatch::RetryLanes>,
+    /// One bulk import at a time per tenant.
+    pub import_lanes: Arc<dispatch::RetryLanes>,
 }
 
 /// Marks a response as the plugin's own, which the host passes through as it is.

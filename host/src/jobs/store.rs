@@ -287,7 +287,8 @@ fn job_record(r: &SqliteRow) -> JobRecord {
 }
 
 const TASK_COLUMNS: &str = "t.id, t.tenant_id, t.plugin_id, t.name, t.title, \
-     CASE WHEN t.status = 'running' AND j.status = 'dead' THEN 'failed' ELSE t.status END, \
+     CASE WHEN t.status = 'running' AND j.status = 'dead' THEN 'failed' \
+     WHEN t.status = 'running' AND j.status = 'cancelled' THEN 'cancelled' ELSE t.status END, \
      t.done, t.total, t.chunks, t.current_job, j.last_error, t.created_at, t.updated_at, t.finished_at";
 
 fn task_record(r: &SqliteRow) -> TaskRecord {
@@ -668,8 +669,11 @@ impl JobStore {
             q.push(" AND t.plugin_id = ").push_bind(plugin);
         }
         if let Some(status) = status {
-            q.push(" AND CASE WHEN t.status = 'running' AND j.status = 'dead' THEN 'failed' ELSE t.status END = ")
-                .push_bind(status);
+            q.push(
+                " AND CASE WHEN t.status = 'running' AND j.status = 'dead' THEN 'failed' \
+     WHEN t.status = 'running' AND j.status = 'cancelled' THEN 'cancelled' ELSE t.status END = ",
+            )
+            .push_bind(status);
         }
         if let Some((at, id)) = before {
             q.push(" AND (t.created_at, t.id) < (").push_bind(at).push(", ").push_bind(id).push(")");

@@ -290,14 +290,13 @@ impl PluginRegistry {
         let before = active.as_ref().map(|a| a.record.manifest.collection_indexes()).unwrap_or_default();
         for (collection, indexes) in manifest.collection_indexes() {
             let (drop, rebuild) = before.get(&collection).cloned().unwrap_or_default().changes_to(&indexes);
-            if drop.is_empty() && rebuild.is_empty() {
-                continue;
-            }
             let entries =
                 crate::storage::sqlite::reindex(&mut tx, &manifest.id, &collection, &indexes, &drop, &rebuild)
                     .await
                     .map_err(InstallError::Reindex)?;
-            tracing::info!(plugin = %manifest.id, %collection, ?drop, ?rebuild, entries, "index entries rewritten for the new version");
+            if !drop.is_empty() || !rebuild.is_empty() {
+                tracing::info!(plugin = %manifest.id, %collection, ?drop, ?rebuild, entries, "index entries rewritten for the new version");
+            }
         }
         sqlx::query("INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
             .bind(&digest)

@@ -287,6 +287,17 @@ impl CollectionIndexes {
         out
     }
 
+    /// The definitions as one text, equal for equal definitions: what a commit checks its
+    /// entries were computed from.
+    pub fn signature(&self) -> String {
+        let definitions: BTreeMap<String, Vec<&str>> = self
+            .definitions()
+            .into_iter()
+            .map(|(name, types)| (name, types.iter().map(|t| t.name()).collect()))
+            .collect();
+        serde_json::to_string(&definitions).unwrap_or_default()
+    }
+
     /// What changes from `self` to `next`: entries to drop (indexes gone) and indexes to
     /// build anew (added, or retyped).
     pub fn changes_to(&self, next: &CollectionIndexes) -> (Vec<String>, std::collections::BTreeSet<String>) {
@@ -368,8 +379,10 @@ impl CollectionIndexes {
                 let (index, prefix) = match compound {
                     Some(fields) => {
                         let leading = &fields[..fields.len() - 1];
-                        for (i, p) in encoded.iter().enumerate() {
-                            if p.op == Comparison::Eq && leading.contains(&p.index) {
+                        // Only the equality whose value drives is covered: a second one on the
+                        // same field (`item = a AND item = b`) stays a check, so it can fail.
+                        for field in leading {
+                            if let Some(i) = encoded.iter().position(|p| p.op == Comparison::Eq && &p.index == field) {
                                 covered[i] = true;
                             }
                         }
@@ -536,6 +549,15 @@ mod tests {
         assert_eq!(drive.lower, Some((after, false)), "the range starts after T within item `bolt`");
         assert_eq!(drive.upper, Some((format!("bolt{}", "\x01\x02"), false)), "and ends with item `bolt`");
         assert_eq!(plan.residual, [Predicate { index: "status".into(), op: Comparison::Ne, value: "void".into() }]);
+    }
+
+    #[test]
+    fn a_second_equality_on_a_compound_field_is_still_checked() {
+        let plan = movements()
+            .plan("movements", &[cond("item", Comparison::Eq, "bolt"), cond("item", Comparison::Eq, "nut")], Some("at"))
+            .unwrap();
+        assert_eq!(plan.drive.unwrap().index, "item+at");
+        assert_eq!(plan.residual, [Predicate { index: "item".into(), op: Comparison::Eq, value: "nut".into() }]);
     }
 
     #[test]

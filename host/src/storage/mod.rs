@@ -234,6 +234,9 @@ pub enum Read {
     /// A scan, and the (key, version) of each committed document it returned: the same scan
     /// at commit must return exactly these (a document added to its range is a phantom).
     Scan { range: KeyRange, seen: Vec<(String, u64)> },
+    /// The index definitions a collection's entries were computed from (see
+    /// `index::CollectionIndexes::signature`): they must still be the active version's.
+    Indexes { collection: String, signature: String },
 }
 
 /// Why a store operation failed.

@@ -323,6 +323,16 @@ pub async fn reindex(
             .await
             .map_err(db_error)?;
     }
+    sqlx::query(
+        "INSERT INTO index_signatures (plugin_id, collection, signature) VALUES (?, ?, ?) \
+         ON CONFLICT (plugin_id, collection) DO UPDATE SET signature = excluded.signature",
+    )
+    .bind(plugin)
+    .bind(collection)
+    .bind(indexes.signature())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
     if rebuild.is_empty() {
         return Ok(0);
     }
@@ -607,6 +617,11 @@ impl DocumentStore for SqliteDocumentStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        sqlx::query("DELETE FROM index_signatures WHERE plugin_id = ?")
+            .bind(plugin)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         sqlx::query("DELETE FROM sequences WHERE plugin_id = ?")
             .bind(plugin)
             .execute(&mut *tx)
@@ -938,50 +953,89 @@ async fn apply_background(
 }
 
 /// Whether everything a call read is still as it saw it; run under the write lock, before
-/// the call's writes, so nothing can change between the check and the writes.
+/// the call's writes, so nothing can change between the check and the writes. The work is
+/// bounded by what the call read: document versions are looked up 500 keys a statement, and
+/// each query is run again only as far as the rows it returned (one more row, or a row that
+/// differs, is already a change).
 async fn check_reads(conn: &mut sqlx::SqliteConnection, scope: &Scope, reads: &[Read]) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt as _;
+    use std::collections::BTreeMap;
+    let mut documents: BTreeMap<&str, Vec<(&str, Option<u64>)>> = BTreeMap::new();
     for read in reads {
-        match read {
-            Read::Document { collection, key, version } => {
-                let now: Option<i64> = sqlx::query_scalar(
-                    "SELECT version FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key = ?",
-                )
-                .bind(&scope.tenant)
+        if let Read::Document { collection, key, version } = read {
+            documents.entry(collection).or_default().push((key, *version));
+        }
+    }
+    for (collection, keys) in documents {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
+            let mut q = sqlx::QueryBuilder::new("SELECT key, version FROM documents WHERE tenant_id = ");
+            q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
+            q.push(" AND collection = ").push_bind(collection).push(" AND key IN (");
+            let mut list = q.separated(", ");
+            for (key, _) in chunk {
+                list.push_bind(*key);
+            }
+            q.push(")");
+            let now: std::collections::HashMap<String, i64> = q
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            for (key, seen) in chunk {
+                let current = now.get(*key).copied().map(to_u64);
+                if current != *seen {
+                    let show = |v: Option<u64>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
+                    return Err(StoreError::ReadConflict {
+                        collection: collection.to_owned(),
+                        what: format!("`{key}` was read at {} and is now {}", show(*seen), show(current)),
+                    });
+                }
+            }
+        }
+    }
+    for read in reads {
+        let Read::Indexes { collection, signature } = read else { continue };
+        let active: Option<String> =
+            sqlx::query_scalar("SELECT signature FROM index_signatures WHERE plugin_id = ? AND collection = ?")
                 .bind(&scope.plugin)
                 .bind(collection)
-                .bind(key)
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(db_error)?;
-                let now = now.map(to_u64);
-                if now != *version {
-                    let show = |v: Option<u64>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
-                    return Err(StoreError::ReadConflict {
-                        collection: collection.clone(),
-                        what: format!("`{key}` was read at {} and is now {}", show(*version), show(now)),
-                    });
-                }
+        if active.is_some_and(|active| active != *signature) {
+            return Err(StoreError::ReadConflict {
+                collection: collection.clone(),
+                what: "the plugin's index definitions changed (an upgrade) while the call ran".into(),
+            });
+        }
+    }
+    for read in reads {
+        let Read::Scan { range, seen } = read else { continue };
+        let changed = || StoreError::ReadConflict {
+            collection: range.collection.clone(),
+            what: "a query's results changed (a document was added, changed or removed)".into(),
+        };
+        let (sql, params) = scan_sql(scope, range);
+        let query = bound(sql, params);
+        let mut rows = query.fetch(&mut *conn);
+        let mut matched = 0;
+        let mut bytes = 0usize;
+        // The same stop as the scan's: after the row that reaches the byte budget.
+        while bytes < range.max_bytes {
+            let Some(row) = rows.try_next().await.map_err(db_error)? else { break };
+            let (key, version, body): (&str, i64, &str) = (row.get(0), row.get(1), row.get(2));
+            match seen.get(matched) {
+                Some((k, v)) if k == key && *v == to_u64(version) => {}
+                _ => return Err(changed()),
             }
-            Read::Scan { range, seen } => {
-                let (sql, params) = scan_sql(scope, range);
-                let rows = bound(sql, params).fetch_all(&mut *conn).await.map_err(db_error)?;
-                let mut now = Vec::with_capacity(rows.len());
-                let mut bytes = 0usize;
-                for r in rows {
-                    if bytes >= range.max_bytes {
-                        break;
-                    }
-                    let (key, version, body): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
-                    bytes += key.len() + body.len();
-                    now.push((key, to_u64(version)));
-                }
-                if now != *seen {
-                    return Err(StoreError::ReadConflict {
-                        collection: range.collection.clone(),
-                        what: "a query's results changed (a document was added, changed or removed)".into(),
-                    });
-                }
-            }
+            matched += 1;
+            bytes += key.len() + body.len();
+        }
+        if matched != seen.len() {
+            return Err(changed());
         }
     }
     Ok(())
@@ -1303,6 +1357,60 @@ mod tests {
         let queued: Vec<String> =
             sqlx::query_scalar("SELECT id FROM jobs ORDER BY id").fetch_all(&store.pool).await.unwrap();
         assert_eq!(queued, ["job_1", "job_2"], "no chunk after the cancel");
+    }
+
+    /// A call that computed its index entries from one version's definitions cannot commit
+    /// them after an upgrade changed the definitions: its entries would be in the old format.
+    #[tokio::test]
+    async fn a_commit_with_index_entries_of_replaced_definitions_is_a_conflict() {
+        use crate::storage::index::{CollectionIndexes, IndexType};
+        use crate::storage::{StorageLimits, UnitOfWork, UnitOfWorkError};
+        let (store, _dir) = temp_store().await;
+        let pool = store.pool.clone();
+        let store: std::sync::Arc<dyn DocumentStore> = std::sync::Arc::new(store);
+        let audit = WriteAudit { actor: "a".into(), actor_name: "a".into(), request_id: "r".into() };
+        let v1 = CollectionIndexes {
+            fields: std::collections::BTreeMap::from([("qty".to_string(), IndexType::Text)]),
+            compound: vec![],
+        };
+        let mut v2 = v1.clone();
+        v2.fields.insert("qty".into(), IndexType::Integer);
+        let call = |indexes: &CollectionIndexes| {
+            UnitOfWork::new(
+                store.clone(),
+                Scope { tenant: "t".into(), plugin: "p".into() },
+                std::sync::Arc::new(std::collections::BTreeMap::from([("items".to_string(), indexes.clone())])),
+                StorageLimits::default(),
+            )
+        };
+        let set = |signature: String| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("INSERT INTO index_signatures VALUES ('p', 'items', ?) ON CONFLICT DO UPDATE SET signature = excluded.signature")
+                    .bind(signature)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        };
+        // Before any signature is stored (a plugin installed before them), nothing is checked.
+        let mut first = call(&v1);
+        first.put("items", "a", r#"{"qty":5}"#, Condition::Any).await.unwrap();
+        first.commit(1, &audit).await.unwrap();
+        set(v1.signature()).await;
+        let mut same = call(&v1);
+        same.put("items", "b", r#"{"qty":6}"#, Condition::Any).await.unwrap();
+        same.commit(2, &audit).await.unwrap();
+        // A v1 call still running when v2 became active.
+        let mut stale = call(&v1);
+        stale.put("items", "c", r#"{"qty":7}"#, Condition::Any).await.unwrap();
+        set(v2.signature()).await;
+        let lost = stale.commit(3, &audit).await;
+        assert!(matches!(lost, Err(UnitOfWorkError::Store(StoreError::ReadConflict { .. }))), "{lost:?}");
+        let mut current = call(&v2);
+        current.put("items", "c", r#"{"qty":7}"#, Condition::Any).await.unwrap();
+        current.commit(4, &audit).await.unwrap();
+        assert_ne!(v1.signature(), v2.signature());
     }
 
     #[tokio::test]

@@ -570,7 +570,20 @@ impl UnitOfWork {
                 queries: reads.max_queries,
             });
         }
-        let reads = reads.into_reads();
+        let mut reads = reads.into_reads();
+        // The index entries of the call's writes follow its version's definitions: an upgrade
+        // that changed them since must not be undone by this commit.
+        let written: std::collections::BTreeSet<&str> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p.op, WriteOp::Put { .. }))
+            .map(|((collection, _), _)| collection.as_str())
+            .collect();
+        for collection in written {
+            if let Some(indexes) = self.collections.get(collection) {
+                reads.push(Read::Indexes { collection: collection.to_owned(), signature: indexes.signature() });
+            }
+        }
         let writes: Vec<Write> = self
             .pending
             .into_iter()
