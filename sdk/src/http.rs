@@ -198,7 +198,7 @@ pub struct Paging {
 }
 
 /// The field a serde error is about: its path, or the field a "missing field" names.
-fn field_of(path: &str, message: &str) -> Option<String> {
+pub(crate) fn field_of(path: &str, message: &str) -> Option<String> {
     if !path.is_empty() && path != "." && path != "?" {
         return Some(path.to_owned());
     }

@@ -74,13 +74,8 @@ impl ImportRow {
         let mut track = serde_path_to_error::Track::new();
         let tracked = serde_path_to_error::Deserializer::new(&mut deserializer, &mut track);
         T::deserialize(tracked).map_err(|e| {
-            let path = track.path().to_string();
             let message = e.to_string();
-            // serde names a missing or unknown field only in its message.
-            let named = ["missing field `", "unknown field `"]
-                .iter()
-                .find_map(|p| message.split(p).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_owned));
-            let field = if path.is_empty() || path == "." { named } else { Some(path) };
+            let field = crate::http::field_of(&track.path().to_string(), &message);
             let reason = message.split(" at line ").next().unwrap_or(&message).to_owned();
             RowProblem { line: self.line, field, reason }
         })

@@ -109,6 +109,7 @@ async fn unknown_tasks_and_bad_filters_are_typed_errors() {
     // covers every route; this is the one it is about).
     let seed = s.post(&format!("{B}/seed"), json!({ "count": 10, "chunk": 10 })).await.expect(202).body;
     let id = seed["task"].as_str().unwrap();
+    s.get(&format!("{TASKS}/{id}")).await.expect(200);
     let other = s.tenant_with_token("other", "admin").await;
     let reply = s.as_token(Some(&other), reqwest::Method::GET, &format!("{TASKS}/{id}"), None).await;
     assert_eq!(reply.status.as_u16(), 404, "{}", reply.body);

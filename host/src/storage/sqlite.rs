@@ -968,14 +968,7 @@ async fn check_reads(conn: &mut sqlx::SqliteConnection, scope: &Scope, reads: &[
     }
     for (collection, keys) in documents {
         for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
-            let mut q = sqlx::QueryBuilder::new("SELECT key, version FROM documents WHERE tenant_id = ");
-            q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
-            q.push(" AND collection = ").push_bind(collection).push(" AND key IN (");
-            let mut list = q.separated(", ");
-            for (key, _) in chunk {
-                list.push_bind(*key);
-            }
-            q.push(")");
+            let mut q = of_keys("SELECT key, version FROM documents", scope, collection, chunk.iter().map(|(k, _)| *k));
             let now: std::collections::HashMap<String, i64> = q
                 .build()
                 .fetch_all(&mut *conn)
@@ -1041,6 +1034,24 @@ async fn check_reads(conn: &mut sqlx::SqliteConnection, scope: &Scope, reads: &[
     Ok(())
 }
 
+/// `head` (a SELECT or DELETE of one table) narrowed to `keys` of one collection of `scope`.
+fn of_keys<'a>(
+    head: &str,
+    scope: &'a Scope,
+    collection: &'a str,
+    keys: impl Iterator<Item = &'a str>,
+) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+    let mut q = sqlx::QueryBuilder::new(format!("{head} WHERE tenant_id = "));
+    q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
+    q.push(" AND collection = ").push_bind(collection).push(" AND key IN (");
+    let mut list = q.separated(", ");
+    for key in keys {
+        list.push_bind(key);
+    }
+    q.push(")");
+    q
+}
+
 /// Rows per multi-row statement: few enough to stay far below SQLite's limit on bound
 /// parameters, many enough that a large commit is a few hundred statements, not one per row
 /// (each statement is a round trip to the connection's thread).
@@ -1065,14 +1076,7 @@ async fn apply(
     let mut stored: HashMap<(String, String), (i64, i64)> = HashMap::with_capacity(writes.len());
     for (collection, keys) in &by_collection {
         for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
-            let mut q = sqlx::QueryBuilder::new("SELECT key, version, size FROM documents WHERE tenant_id = ");
-            q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
-            q.push(" AND collection = ").push_bind(*collection).push(" AND key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            q.push(")");
+            let mut q = of_keys("SELECT key, version, size FROM documents", scope, collection, chunk.iter().copied());
             for row in q.build().fetch_all(&mut *conn).await.map_err(db_error)? {
                 stored.insert(((*collection).to_owned(), row.get(0)), (row.get(1), row.get(2)));
             }
@@ -1135,14 +1139,7 @@ async fn apply(
     // Old index entries of every written key go; deleted documents go.
     for (collection, keys) in &by_collection {
         for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
-            let mut q = sqlx::QueryBuilder::new("DELETE FROM document_index WHERE tenant_id = ");
-            q.push_bind(&scope.tenant).push(" AND plugin_id = ").push_bind(&scope.plugin);
-            q.push(" AND collection = ").push_bind(*collection).push(" AND key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            q.push(")");
+            let mut q = of_keys("DELETE FROM document_index", scope, collection, chunk.iter().copied());
             q.build().execute(&mut *conn).await.map_err(db_error)?;
         }
     }
