@@ -37,6 +37,8 @@
 
 mod background;
 mod collection;
+#[doc(hidden)]
+pub mod department;
 mod error;
 mod http;
 mod import;
@@ -58,7 +60,7 @@ pub use task::TaskSpec;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "keel:platform/department",
         pub_export_macro: true,
         export_macro_name: "__export_keel_plugin",

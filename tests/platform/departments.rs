@@ -30,8 +30,11 @@ async fn a_plugin_calls_another_through_a_wit_interface_and_gets_typed_data() {
         (Some("Ada Lovelace"), Some("ada@example.com"), Some("2026-01-05"), Some(true)),
         "{got}"
     );
-    // The provider's typed errors reach the caller as they are.
-    s.get(&format!("{ROSTER}/nobody")).await.expect_problem(404, "employee-not-found");
+    // The provider's errors reach the caller's client as they are: class, code, detail, field.
+    let missing = s.get(&format!("{ROSTER}/nobody")).await.expect_problem(404, "employee-not-found").body;
+    assert_eq!(missing["detail"], "no employee `nobody`");
+    let empty = s.get(&format!("{ROSTER}?department=")).await.expect_problem(422, "department-empty").body;
+    assert_eq!(empty["field"], "department", "{empty}");
     let listed = s.get(&format!("{ROSTER}?department=engineering")).await.expect(200).body;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert_eq!(s.get(&format!("{ROSTER}?department=finance")).await.expect(200).body["items"], json!([]));
@@ -47,12 +50,12 @@ async fn a_plugin_calls_another_through_a_wit_interface_and_gets_typed_data() {
 async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs_no_restart() {
     let s = with_directory().await;
     s.post_empty("/v1/tenants/default/plugins/directory/disable").await.expect(204);
-    let unavailable = s.get(&format!("{ROSTER}/e7")).await.expect_problem(503, "directory-unavailable").body;
+    let unavailable = s.get(&format!("{ROSTER}/e7")).await.expect_problem(503, "department-unavailable").body;
     assert!(
         unavailable["detail"]
             .as_str()
             .unwrap()
-            .contains("no plugin enabled for tenant `default` provides keel:hr/directory@0.1.0"),
+            .contains("no plugin enabled for tenant `default` provides keel:hr/directory@0.2.0"),
         "{unavailable}"
     );
 
@@ -74,14 +77,14 @@ async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs
     s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/roster/enable", None).await.expect(204);
     s.as_token(Some(&acme), Method::GET, &format!("{ROSTER}/e7"), None)
         .await
-        .expect_problem(503, "directory-unavailable");
+        .expect_problem(503, "department-unavailable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_between_plugins_is_stopped_by_the_depth_limit_without_a_trap() {
     let s = TestServer::with_plugins(&["fixtures/directory-alt", "fixtures/roster"]).await;
     // directory-alt answers `loop` by calling the directory, which is itself.
-    let reply = s.get(&format!("{ROSTER}/loop")).await.expect_problem(503, "directory-unavailable").body;
+    let reply = s.get(&format!("{ROSTER}/loop")).await.expect_problem(503, "department-unavailable").body;
     assert!(reply["detail"].as_str().unwrap().contains("the limit (4)"), "{reply}");
     assert!(!s.metrics().await.contains("keel_plugin_traps_total{"), "nobody trapped");
     assert_eq!(s.get(&format!("{ROSTER}/e2")).await.expect(200).body["department"], "finance");
@@ -91,16 +94,16 @@ async fn a_cycle_between_plugins_is_stopped_by_the_depth_limit_without_a_trap() 
 async fn uploads_must_declare_what_they_require_and_export_what_they_provide() {
     let s = TestServer::start().await;
     let roster = manifest_source("fixtures/roster");
-    let undeclared = roster.replace("requires = [\"keel:hr/directory@0.1.0\"]\n", "");
+    let undeclared = roster.replace("requires = [\"keel:hr/directory@0.2.0\"]\n", "");
     assert_ne!(roster, undeclared, "test setup: the roster manifest changed shape");
     let reply = s
         .upload(embed_manifest(&raw_component("keel-plugin-roster"), &undeclared).unwrap())
         .await
         .expect_problem(422, "undeclared-requirement");
-    assert!(reply.body["detail"].as_str().unwrap().contains("keel:hr/directory@0.1.0"), "{}", reply.body);
+    assert!(reply.body["detail"].as_str().unwrap().contains("keel:hr/directory@0.2.0"), "{}", reply.body);
 
     let directory = manifest_source("fixtures/directory");
-    let wrong = directory.replace("keel:hr/directory@0.1.0", "keel:hr/directory@0.2.0");
+    let wrong = directory.replace("keel:hr/directory@0.2.0", "keel:hr/directory@0.3.0");
     s.upload(embed_manifest(&raw_component("keel-plugin-directory"), &wrong).unwrap())
         .await
         .expect_problem(422, "missing-provided-export");
@@ -109,13 +112,13 @@ async fn uploads_must_declare_what_they_require_and_export_what_they_provide() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_compatible_provider_wins_and_its_writes_commit_only_when_it_returns_ok() {
-    // `directory` provides 0.1.0 and sorts first by id; `directory-next` provides 0.1.1.
+    // `directory` provides 0.2.0 and sorts first by id; `directory-next` provides 0.2.1.
     let s = with_directory().await;
     s.install("fixtures/directory-next").await.expect(201);
     assert_eq!(s.get(&format!("{ROSTER}/e1")).await.expect(200).body["name"], "Ada Next");
     s.get(&format!("{ROSTER}/e7")).await.expect_problem(404, "employee-not-found");
     // A provider that traps (after writing) answers `unavailable`, naming itself.
-    let trapped = s.get(&format!("{ROSTER}/trap")).await.expect_problem(503, "directory-unavailable").body;
+    let trapped = s.get(&format!("{ROSTER}/trap")).await.expect_problem(503, "department-unavailable").body;
     let detail = trapped["detail"].as_str().unwrap();
     assert!(detail.contains("provider `directory-next` failed"), "{detail}");
     assert!(s.metrics().await.contains(r#"keel_plugin_traps_total{plugin="directory-next"} 1"#));
@@ -132,7 +135,7 @@ async fn a_caller_expecting_another_shape_than_the_provider_gets_unavailable() {
     let s = with_directory().await;
     s.install("fixtures/directory-skewed").await.expect(201);
     let reply =
-        s.get("/v1/plugins/directory-skewed/employees/e7").await.expect_problem(503, "directory-unavailable").body;
+        s.get("/v1/plugins/directory-skewed/employees/e7").await.expect_problem(503, "department-unavailable").body;
     let detail = reply["detail"].as_str().unwrap();
     assert!(detail.contains("has a different signature than the caller expects"), "{detail}");
     assert!(!s.metrics().await.contains("keel_plugin_traps_total{"), "nobody trapped");

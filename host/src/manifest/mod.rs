@@ -238,7 +238,7 @@ pub struct Manifest {
     /// Bulk imports the plugin accepts at `POST /v1/imports/{id}/{name}`.
     #[serde(default)]
     pub imports: Vec<ImportSpec>,
-    /// Department interfaces this plugin exports for others, e.g. `keel:hr/directory@0.1.0`.
+    /// Department interfaces this plugin exports for others, e.g. `keel:hr/directory@0.2.0`.
     #[serde(default)]
     pub provides: Vec<String>,
     /// Department interfaces this plugin imports, at their lowest acceptable version; the host
@@ -259,7 +259,7 @@ pub struct InterfaceRef {
 }
 
 impl InterfaceRef {
-    /// Parses `keel:hr/directory@0.1.0`. Platform interfaces are not department interfaces.
+    /// Parses `keel:hr/directory@0.2.0`. Platform interfaces are not department interfaces.
     pub fn parse(text: &str) -> Option<InterfaceRef> {
         let (name, version) = text.split_once('@')?;
         let (package, interface) = name.split_once('/')?;

@@ -34,8 +34,13 @@ pub trait Interop: Send + Sync {
     ) -> Result<Vec<Val>, String>;
 }
 
+/// The code of the `unavailable` problems the host answers itself.
+pub const UNAVAILABLE_CODE: &str = "department-unavailable";
+
 /// The `unavailable` value of a department function's result type, if it has one:
-/// `result<_, E>` with `E` a variant that has an `unavailable(string)` or `unavailable` case.
+/// `result<_, E>` with `E` a variant whose `unavailable` case carries nothing, a string (the
+/// reason), or a problem record of strings and options (`code` gets
+/// [`UNAVAILABLE_CODE`], every other string the reason, every option `none`).
 pub fn unavailable(signature: &ComponentFunc, reason: &str) -> Option<Val> {
     let mut results = signature.results();
     let (Some(Type::Result(result)), None) = (results.next(), results.next()) else { return None };
@@ -44,6 +49,20 @@ pub fn unavailable(signature: &ComponentFunc, reason: &str) -> Option<Val> {
     let payload = match case.ty {
         None => None,
         Some(Type::String) => Some(Box::new(Val::String(reason.to_owned()))),
+        Some(Type::Record(record)) => {
+            let fields = record
+                .fields()
+                .map(|field| match field.ty {
+                    Type::String if field.name == "code" => {
+                        Some((field.name.to_owned(), Val::String(UNAVAILABLE_CODE.into())))
+                    }
+                    Type::String => Some((field.name.to_owned(), Val::String(reason.to_owned()))),
+                    Type::Option(_) => Some((field.name.to_owned(), Val::Option(None))),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Box::new(Val::Record(fields)))
+        }
         Some(_) => return None,
     };
     Some(Val::Result(Err(Some(Box::new(Val::Variant("unavailable".into(), payload))))))
@@ -93,7 +112,7 @@ pub(super) fn link_department_imports(
             if unavailable(&signature, "").is_none() {
                 return Err(PrepareError::DepartmentSignature {
                     function: format!("{name}.{function}"),
-                    reason: "must return result<_, E> where E is a variant with an `unavailable(string)` case".into(),
+                    reason: "must return result<_, E> where E is a variant with an `unavailable` case carrying nothing, a string or a problem record".into(),
                 });
             }
             let key = format!("{name}#{function}");
