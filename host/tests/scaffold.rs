@@ -50,6 +50,26 @@ async fn a_scaffolded_plugin_passes_its_tests_builds_installs_and_serves_untouch
     );
     assert!(artifact.ends_with("demo-0.1.0.wasm"), "{built}");
 
+    // A route the manifest declares but the router lacks fails the build, named, before any
+    // upload (the server refuses the same artifact alike: tests/platform/hostile.rs).
+    let manifest_path = project.join("plugin.toml");
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let drifted = "\n[[routes]]\nmethod = \"DELETE\"\npath = \"/notes/{key}\"\npermission = \"demo.note.write\"\n";
+    std::fs::write(&manifest_path, format!("{original}{drifted}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["plugin", "build"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("keel runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a route in plugin.toml only must fail the build");
+    assert!(
+        stderr.contains("plugin.toml declares DELETE /notes/{key} that the router does not handle"),
+        "the error must name the route:\n{stderr}"
+    );
+    std::fs::write(&manifest_path, original).unwrap();
+
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(Config {
         data_dir: dir.path().into(),

@@ -96,6 +96,18 @@ pub trait Plugin {
     }
 }
 
+/// The router's routes, for the host's upload check against the manifest.
+#[doc(hidden)]
+pub fn __declared_routes<P: Plugin>() -> Vec<bindings::exports::keel::platform::routes::Route> {
+    P::router()
+        .routes()
+        .map(|(method, path)| bindings::exports::keel::platform::routes::Route {
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+        })
+        .collect()
+}
+
 #[doc(hidden)]
 pub fn __dispatch<P: Plugin>(
     caller: bindings::keel::platform::types::Caller,
@@ -189,6 +201,12 @@ macro_rules! export_plugin {
                 $crate::bindings::keel::platform::types::Error,
             > {
                 $crate::__import_rows::<$plugin>(caller, name, rows)
+            }
+        }
+
+        impl $crate::bindings::exports::keel::platform::routes::Guest for __KeelPluginExport {
+            fn declared() -> Vec<$crate::bindings::exports::keel::platform::routes::Route> {
+                $crate::__declared_routes::<$plugin>()
             }
         }
 

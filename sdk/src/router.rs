@@ -2,7 +2,9 @@
 //!
 //! The host has already matched the request path against the manifest's routes (and checked
 //! the route's permission); it passes the matched pattern, so dispatch here is an exact
-//! lookup and the patterns in code must equal the ones in `plugin.toml`.
+//! lookup and the patterns in code must equal the ones in `plugin.toml`. They are checked:
+//! the SDK exports this table (`keel:platform/routes`), and an upload or `keel plugin build`
+//! whose manifest and router differ is refused, naming each route that is in one only.
 
 use crate::error::Error;
 use crate::http::{Request, Response};

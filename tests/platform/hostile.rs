@@ -1,7 +1,8 @@
 //! A misbehaving plugin costs only its own request, and never leaves partial writes.
 
 use futures::StreamExt;
-use keel_tests::TestServer;
+use keel_host::artifact::embed_manifest;
+use keel_tests::{TestServer, manifest_source, raw_component};
 use reqwest::Method;
 use serde_json::json;
 
@@ -175,9 +176,30 @@ async fn a_plugin_cannot_reach_undeclared_collections() {
 }
 
 #[tokio::test]
-async fn a_declared_route_the_plugin_does_not_implement_is_a_404() {
-    let s = hostile().await;
-    s.get(&format!("{H}/declared-but-missing")).await.expect_problem(404, "route-not-implemented");
+async fn an_upload_whose_router_and_manifest_differ_is_refused_naming_each_route() {
+    let s = TestServer::start().await;
+    let component = raw_component("keel-plugin-hostile");
+    let manifest = manifest_source("fixtures/hostile");
+    // Declared but not handled: every call would be a 404 from the plugin.
+    let extra = format!(
+        "{manifest}\n[[routes]]\nmethod = \"GET\"\npath = \"/declared-but-missing\"\npermission = \"hostile.use\"\n"
+    );
+    let reply = s.upload(embed_manifest(&component, &extra).unwrap()).await.expect_problem(422, "route-mismatch");
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("plugin.toml declares GET /declared-but-missing that the router does not handle"),
+        "{detail}"
+    );
+    // Handled but not declared: unreachable code, and a sign the two drifted apart.
+    let block = "[[routes]]\nmethod = \"GET\"\npath = \"/spin\"\npermission = \"hostile.use\"\n";
+    let missing = manifest.replace(block, "");
+    assert_ne!(missing, manifest, "test setup: the hostile manifest changed shape");
+    let reply = s.upload(embed_manifest(&component, &missing).unwrap()).await.expect_problem(422, "route-mismatch");
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(detail.contains("the router handles GET /spin that plugin.toml does not declare"), "{detail}");
+    assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]), "nothing was installed");
+    // The same manifest and component, matching, install.
+    s.upload(embed_manifest(&component, &manifest).unwrap()).await.expect(201);
 }
 
 #[tokio::test]

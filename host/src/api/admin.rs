@@ -6,7 +6,7 @@ use super::{AppState, RequestId};
 use crate::artifact::ArtifactError;
 use crate::audit::AdminAction;
 use crate::plugins::{InstallError, InstallOutcome, PluginRecord, RegistryError};
-use crate::runtime::PrepareError;
+use crate::runtime::{CallError, PrepareError, RouteCheckError};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::Extension;
@@ -65,6 +65,13 @@ impl From<InstallError> for ApiError {
                     PrepareError::MissingProvidedExport(_) => "missing-provided-export",
                 };
                 ApiError::unprocessable(code, detail)
+            }
+            InstallError::Routes(RouteCheckError::Mismatch(_)) => ApiError::unprocessable("route-mismatch", detail),
+            InstallError::Routes(RouteCheckError::Unreadable(CallError::Refused(_))) => {
+                ApiError::unavailable("capacity-exhausted", detail)
+            }
+            InstallError::Routes(RouteCheckError::Unreadable(_)) => {
+                ApiError::unprocessable("routes-unreadable", detail)
             }
             InstallError::DigestMismatch { .. } => ApiError::conflict("version-digest-conflict", detail),
             InstallError::Downgrade { .. } => ApiError::conflict("downgrade-refused", detail),

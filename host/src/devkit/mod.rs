@@ -44,6 +44,8 @@ pub enum BuildError {
     NoComponent(PathBuf),
     #[error("the component would be refused at upload: {0}")]
     Refused(#[from] PrepareError),
+    #[error("the component would be refused at upload: {0}")]
+    Routes(#[from] crate::runtime::RouteCheckError),
     #[error(transparent)]
     Artifact(#[from] artifact::ArtifactError),
     #[error(transparent)]
@@ -134,12 +136,24 @@ fn target_dir(dir: &Path) -> Result<PathBuf, BuildError> {
     metadata["target_directory"].as_str().map(PathBuf::from).ok_or(BuildError::Command { command: shown })
 }
 
-/// Compiles and type-checks the artifact with the server's own runtime code.
+/// Compiles, type-checks and compares the routes of the artifact with the server's own
+/// runtime code. Blocking: call it outside async tasks (or from `spawn_blocking`).
 pub fn check(artifact_bytes: &[u8], manifest: &Manifest) -> Result<(), BuildError> {
+    let policy = default_policy();
     let runtime = Runtime::new(
-        &RuntimeSettings::new(1, (default_policy().max_memory_mb as usize) << 20, None, 0),
+        &RuntimeSettings::new(1, (policy.max_memory_mb as usize) << 20, None, 0),
         Arc::new(Clock::default()),
     )?;
-    runtime.prepare(&artifact::digest(artifact_bytes), artifact_bytes, manifest)?;
+    let prepared = runtime.prepare(&artifact::digest(artifact_bytes), artifact_bytes, manifest)?;
+    let probe =
+        runtime.check_routes(&prepared.pre, manifest, manifest.memory_bytes(&policy), manifest.timeout(&policy));
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(probe)?,
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BuildError::Runtime(RuntimeError::Engine(e.to_string())))?
+            .block_on(probe)?,
+    }
     Ok(())
 }

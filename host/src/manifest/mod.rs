@@ -8,7 +8,7 @@ mod routes;
 pub mod settings;
 
 use crate::storage::index::{CollectionIndexes, IndexType};
-pub use routes::{RouteError, RouteMatch, RoutePattern, RouteTable};
+pub use routes::{RouteError, RouteMatch, RouteMismatch, RoutePattern, RouteTable};
 use serde::{Deserialize, Serialize};
 pub use settings::{SettingSpec, SettingType, SettingValue};
 use std::collections::{BTreeMap, BTreeSet};

@@ -162,6 +162,45 @@ impl RouteTable {
     }
 }
 
+/// How a plugin's router and its manifest's routes differ: routes are written twice (the
+/// manifest says what the host serves and who may call it, the router which function runs),
+/// so an upload compares them and names every route that is in one only.
+#[derive(Debug, Clone, PartialEq, Eq, Default, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct RouteMismatch {
+    /// Handled by the code but not declared, so unreachable (`GET /x`).
+    pub undeclared: Vec<String>,
+    /// Declared but not handled, so every call would answer 404 `no-handler`.
+    pub unhandled: Vec<String>,
+}
+
+impl RouteMismatch {
+    /// Compares the manifest's routes with the `(method, pattern)` pairs the code handles.
+    /// Methods compare case-insensitively, patterns exactly (parameter names included:
+    /// the SDK looks them up by name).
+    pub fn check(manifest: &[RouteSpec], handled: &[(String, String)]) -> Result<(), RouteMismatch> {
+        let key = |method: &str, path: &str| format!("{} {path}", method.to_ascii_uppercase());
+        let declared: std::collections::BTreeSet<String> = manifest.iter().map(|r| key(&r.method, &r.path)).collect();
+        let handled: std::collections::BTreeSet<String> = handled.iter().map(|(m, p)| key(m, p)).collect();
+        let mismatch = RouteMismatch {
+            undeclared: handled.difference(&declared).cloned().collect(),
+            unhandled: declared.difference(&handled).cloned().collect(),
+        };
+        if mismatch.undeclared.is_empty() && mismatch.unhandled.is_empty() { Ok(()) } else { Err(mismatch) }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.undeclared.is_empty() {
+            parts.push(format!("the router handles {} that plugin.toml does not declare", self.undeclared.join(", ")));
+        }
+        if !self.unhandled.is_empty() {
+            parts.push(format!("plugin.toml declares {} that the router does not handle", self.unhandled.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +251,37 @@ mod tests {
         assert!(RouteTable::new(&[spec("GET", "/a//b")]).is_err());
         assert!(RouteTable::new(&[spec("GET", "/a/{X}")]).is_err());
         assert!(RouteTable::new(&[spec("GET", "/a/{x}"), spec("POST", "/a/{y}")]).is_ok());
+    }
+
+    #[test]
+    fn a_router_and_manifest_that_differ_name_every_route_in_one_only() {
+        let manifest = [spec("GET", "/tickets"), spec("post", "/tickets"), spec("GET", "/tickets/{id}")];
+        let handled =
+            |routes: &[(&str, &str)]| routes.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            RouteMismatch::check(
+                &manifest,
+                &handled(&[("GET", "/tickets"), ("POST", "/tickets"), ("get", "/tickets/{id}")])
+            ),
+            Ok(()),
+            "methods compare case-insensitively"
+        );
+        let mismatch = RouteMismatch::check(
+            &manifest,
+            &handled(&[
+                ("GET", "/tickets"),
+                ("POST", "/tickets"),
+                ("GET", "/tickets/{number}"),
+                ("DELETE", "/tickets"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(mismatch.undeclared, ["DELETE /tickets", "GET /tickets/{number}"]);
+        assert_eq!(mismatch.unhandled, ["GET /tickets/{id}"]);
+        assert_eq!(
+            mismatch.to_string(),
+            "the router handles DELETE /tickets, GET /tickets/{number} that plugin.toml does not declare; \
+             plugin.toml declares GET /tickets/{id} that the router does not handle"
+        );
     }
 }

@@ -69,6 +69,8 @@ pub enum InstallError {
     DigestMismatch { id: String, version: String, existing: String },
     #[error("{id} {active} is installed; {offered} is older (downgrades are refused)")]
     Downgrade { id: String, active: String, offered: String },
+    #[error(transparent)]
+    Routes(#[from] crate::runtime::RouteCheckError),
     #[error("the stored data does not fit the new indexes: {0}")]
     Reindex(crate::storage::sqlite::ReindexError),
     #[error(transparent)]
@@ -282,6 +284,9 @@ impl PluginRegistry {
         .await
         .map_err(|e| RegistryError::Corrupt { id: manifest.id.clone(), reason: e.to_string() })?;
         let prepared = prepared?;
+        self.runtime
+            .check_routes(&prepared.pre, &manifest, manifest.memory_bytes(&self.policy), manifest.timeout(&self.policy))
+            .await?;
 
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await.map_err(RegistryError::from)?;

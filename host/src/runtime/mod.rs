@@ -27,6 +27,7 @@ use crate::manifest::{Capability, Manifest};
 use crate::storage::UnitOfWork;
 use bindings::exports::keel::platform::handler::{self, Request, Response};
 use bindings::exports::keel::platform::importer::{self, ImportRow, RowProblem};
+use bindings::exports::keel::platform::routes;
 use bindings::exports::keel::platform::worker::{self, Event as WitEvent, Job as WitJob};
 use bindings::keel::platform::types::{Caller, Error as WitError};
 use std::collections::{BTreeMap, HashSet};
@@ -37,6 +38,9 @@ use std::time::{Duration, Instant};
 use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Val};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+
+/// The longest an upload waits for a plugin to list its routes.
+const ROUTES_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the epoch advances: the resolution of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -106,6 +110,15 @@ pub enum PrepareError {
     MissingImporter(String),
 }
 
+/// Why an upload's routes check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteCheckError {
+    #[error("the plugin's routes differ from its manifest: {0}")]
+    Mismatch(#[from] crate::manifest::RouteMismatch),
+    #[error("the plugin's `keel:platform/routes` export could not be read: {0}")]
+    Unreadable(CallError),
+}
+
 /// Why a call failed. Each is confined to the call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -144,6 +157,8 @@ pub struct PluginPre<T: 'static> {
     worker: Option<worker::GuestIndices>,
     /// Present for plugins whose manifest declares imports.
     importer: Option<importer::GuestIndices>,
+    /// Present for plugins that export their router's routes (SDK builds since 0.1.4).
+    routes: Option<routes::GuestIndices>,
     /// Department interfaces the plugin provides, with their export names.
     exports: Vec<(InterfaceRef, String)>,
 }
@@ -155,6 +170,7 @@ impl<T: 'static> Clone for PluginPre<T> {
             handler: self.handler.clone(),
             worker: self.worker.clone(),
             importer: self.importer.clone(),
+            routes: self.routes.clone(),
             exports: self.exports.clone(),
         }
     }
@@ -253,6 +269,7 @@ enum Entry {
     Work(Caller, WorkItem),
     Import(Caller, String, Vec<ImportRow>),
     Export { export: String, function: String, expected: ComponentFunc, params: Vec<Val> },
+    Routes,
 }
 
 enum Answer {
@@ -260,6 +277,7 @@ enum Answer {
     Work(Result<(), WitError>),
     Import(Result<Vec<RowProblem>, WitError>),
     Values(Vec<Val>),
+    Routes(Vec<routes::Route>),
 }
 
 pub struct Runtime {
@@ -411,7 +429,9 @@ impl Runtime {
                     .map_err(|e| PrepareError::MissingImporter(format!("{e:#}")))?,
             )
         };
-        let pre = PluginPre { instance_pre, handler, worker, importer, exports };
+        // Optional: components built before 0.1.4, or without the SDK, do not export it.
+        let routes = routes::GuestIndices::new(&instance_pre).ok();
+        let pre = PluginPre { instance_pre, handler, worker, importer, routes, exports };
         if !from_cache && let Some(cache) = &self.cache {
             cache.store(digest, &component);
         }
@@ -501,6 +521,69 @@ impl Runtime {
         }
     }
 
+    /// The routes the plugin's code serves, as `(METHOD, pattern)`, if it exports them: run
+    /// once at upload in a fresh instance without storage, under the plugin's own memory cap
+    /// and timeout (a plugin that loops or traps here fails its upload, nothing else).
+    pub async fn declared_routes(
+        &self,
+        pre: &PluginPre<HostState>,
+        manifest: &Manifest,
+        memory_cap: usize,
+        timeout: Duration,
+    ) -> Result<Option<Vec<(String, String)>>, CallError> {
+        if pre.routes.is_none() {
+            return Ok(None);
+        }
+        let scope = crate::storage::Scope { tenant: String::new(), plugin: manifest.id.clone() };
+        let context = CallContext {
+            uow: UnitOfWork::new(
+                Arc::new(crate::storage::NoStorage),
+                scope,
+                Arc::default(),
+                crate::storage::StorageLimits::default(),
+            ),
+            labels: Arc::new(CallLabels {
+                plugin: manifest.id.clone(),
+                version: manifest.version.to_string(),
+                // No tenant: the probe runs on behalf of the upload, in a lane of its own.
+                tenant: String::new(),
+                request_id: "upload-routes".into(),
+                permissions: Vec::new(),
+                lane: Lane::Request,
+                chain: 0,
+            }),
+            config: Arc::default(),
+            memory_cap,
+            timeout,
+            interop: None,
+            depth: 0,
+            task: None,
+        };
+        match self.invoke(pre, context, Entry::Routes).await?.0 {
+            Answer::Routes(routes) => Ok(Some(routes.into_iter().map(|r| (r.method, r.path)).collect())),
+            _ => unreachable!("a routes call is answered with routes"),
+        }
+    }
+
+    /// Compares the routes the plugin's code serves with its manifest's (when the plugin
+    /// exports them): any route in one only refuses the plugin, named.
+    pub async fn check_routes(
+        &self,
+        pre: &PluginPre<HostState>,
+        manifest: &Manifest,
+        memory_cap: usize,
+        timeout: Duration,
+    ) -> Result<(), RouteCheckError> {
+        // Listing routes is instant for an honest plugin; one that stalls holds up only its
+        // own upload, and not for its whole call timeout.
+        let timeout = timeout.min(ROUTES_PROBE_TIMEOUT);
+        match self.declared_routes(pre, manifest, memory_cap, timeout).await {
+            Ok(Some(handled)) => Ok(crate::manifest::RouteMismatch::check(&manifest.routes, &handled)?),
+            Ok(None) => Ok(()),
+            Err(e) => Err(RouteCheckError::Unreadable(e)),
+        }
+    }
+
     async fn invoke(
         &self,
         pre: &PluginPre<HostState>,
@@ -521,6 +604,7 @@ impl Runtime {
                 caller.permissions.clone()
             }
             Entry::Export { .. } => labels.permissions.clone(),
+            Entry::Routes => Vec::new(),
         };
         let deadline = Instant::now() + timeout;
         uow.set_deadline(deadline);
@@ -597,6 +681,11 @@ impl Runtime {
                     let mut results = vec![Val::Bool(false); expected.results().len()];
                     func.call_async(&mut store, &params, &mut results).await.map_err(Failure::Run)?;
                     Ok(Answer::Values(results))
+                }
+                Entry::Routes => {
+                    let indices = pre.routes.as_ref().expect("checked by declared_routes");
+                    let routes = indices.load(&mut store, &instance).map_err(Failure::Instantiate)?;
+                    routes.call_declared(&mut store).await.map(Answer::Routes).map_err(Failure::Run)
                 }
             }
         };

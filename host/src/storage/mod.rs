@@ -378,3 +378,52 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Every tenant's and plugin's usage, for metrics: (tenant, plugin, usage).
     async fn all_usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError>;
 }
+
+/// The store of a call that must not touch storage (the upload-time `routes` probe): every
+/// operation is refused.
+pub struct NoStorage;
+
+#[async_trait]
+impl DocumentStore for NoStorage {
+    async fn get(&self, _: &Scope, _: &str, _: &str) -> Result<Option<StoredDocument>, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn scan(&self, _: &Scope, _: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn commit_with(
+        &self,
+        _: &Scope,
+        _: &[Write],
+        _: &[Read],
+        _: &Background,
+        _: i64,
+        _: &WriteAudit,
+    ) -> Result<Vec<u64>, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn purge_plugin(&self, _: &str) -> Result<u64, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn next_in_sequence(&self, _: &Scope, _: &str, _: Option<u64>) -> Result<u64, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn usage(&self, _: &str) -> Result<Vec<(String, Usage)>, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn quotas(&self, _: &str) -> Result<Quotas, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn set_quotas(&self, _: &str, _: Option<Quotas>, _: i64) -> Result<Quotas, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn all_usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError> {
+        Err(NoStorage::refused())
+    }
+}
+
+impl NoStorage {
+    fn refused() -> StoreError {
+        StoreError::Unavailable("storage is not available to this call".into())
+    }
+}
