@@ -8,33 +8,19 @@
 //! caller's identity (its permissions among the provider's) and its own storage; its writes,
 //! events and jobs commit when its function returns `ok`, as their own unit of work.
 
-use crate::clock::Clock;
+use crate::calls::{CallPlan, Calls, Save};
 use crate::identity::Principal;
-use crate::jobs::runner::route_outbox;
-use crate::metrics::Metrics;
-use crate::plugins::PluginRegistry;
-use crate::runtime::{CallContext, CallLabels, ExportError, Interop, Runtime};
-use crate::settings::SettingsStore;
-use crate::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork, WriteAudit};
-use crate::tenancy::TenantStore;
+use crate::runtime::{CallLabels, ExportError, Interop};
+use crate::storage::WriteAudit;
 use std::sync::Arc;
-use tokio::sync::Notify;
 use wasmtime::component::Val;
 use wasmtime::component::types::ComponentFunc;
 
 /// What every cross-plugin call needs; one per server.
 pub struct Departments {
-    pub registry: Arc<PluginRegistry>,
-    pub tenancy: Arc<TenantStore>,
-    pub runtime: Arc<Runtime>,
-    pub store: Arc<dyn DocumentStore>,
-    pub storage_limits: StorageLimits,
-    pub clock: Arc<Clock>,
-    pub jobs_wake: Arc<Notify>,
-    /// Each tenant's plugin settings, which a provider reads like any call.
-    pub settings: SettingsStore,
-    /// Provider calls are counted like requests: traps and timeouts show per plugin.
-    pub metrics: Arc<Metrics>,
+    /// A provider's call is a call like any other; its metrics are counted like requests'
+    /// (traps and timeouts show per plugin).
+    pub calls: Arc<Calls>,
     /// Calls deeper than this fail with `unavailable` (this bounds cycles too).
     pub max_depth: u32,
     /// Work started down a chain longer than this is refused (see `jobs.max-chain`).
@@ -68,6 +54,7 @@ impl Interop for DepartmentCalls {
         params: &[Val],
     ) -> Result<Vec<Val>, String> {
         let shared = &self.shared;
+        let calls = &shared.calls;
         if depth >= shared.max_depth {
             return Err(format!(
                 "the call chain is {} calls deep, the limit ({}); `{}` cannot call {interface}",
@@ -76,7 +63,7 @@ impl Interop for DepartmentCalls {
                 from.plugin
             ));
         }
-        let caller = shared.registry.get(&from.plugin).ok_or("the calling plugin is no longer installed")?;
+        let caller = calls.registry.get(&from.plugin).ok_or("the calling plugin is no longer installed")?;
         let required = caller
             .record
             .manifest
@@ -84,11 +71,11 @@ impl Interop for DepartmentCalls {
             .into_iter()
             .find(|r| r.name == interface)
             .ok_or_else(|| format!("`{}` does not require {interface}", from.plugin))?;
-        let (provided, provider) = shared
+        let (provided, provider) = calls
             .registry
             .loaded()
             .into_iter()
-            .filter(|p| p.record.enabled && shared.tenancy.is_enabled(&from.tenant, &p.record.id))
+            .filter(|p| p.record.enabled && calls.tenancy.is_enabled(&from.tenant, &p.record.id))
             .filter_map(|p| p.record.manifest.provided().into_iter().find(|x| x.satisfies(&required)).map(|x| (x, p)))
             .max_by(|(a, pa), (b, pb)| a.version.cmp(&b.version).then_with(|| pb.record.id.cmp(&pa.record.id)))
             .ok_or_else(|| format!("no plugin enabled for tenant `{}` provides {required}", from.tenant))?;
@@ -103,48 +90,35 @@ impl Interop for DepartmentCalls {
                 .manifest
                 .permissions
                 .keys()
-                .filter(|p| shared.tenancy.allows(principal, p))
+                .filter(|p| calls.tenancy.allows(principal, p))
                 .cloned()
                 .collect(),
             None => Vec::new(),
         };
-        let scope = Scope { tenant: from.tenant.clone(), plugin: provider.record.id.clone() };
-        let config = shared
-            .settings
-            .effective(&from.tenant, &provider.record.manifest)
-            .await
-            .map_err(|e| format!("provider `{}`'s settings cannot be read: {e}", provider.record.id))?;
-        let context = CallContext {
-            uow: UnitOfWork::new(
-                shared.store.clone(),
-                scope.clone(),
-                provider.collections.clone(),
-                shared.storage_limits.clone(),
-            ),
-            labels: Arc::new(CallLabels {
-                plugin: provider.record.id.clone(),
-                version: provider.record.version.clone(),
-                tenant: from.tenant.clone(),
-                request_id: from.request_id.clone(),
-                permissions,
-                lane: from.lane,
-                chain: from.chain,
-            }),
-            config,
-            memory_cap: provider.memory_cap,
-            timeout: provider.timeout,
-            interop: Some(Arc::new(self.clone())),
+        let plan = CallPlan {
+            plugin: &provider,
+            tenant: &from.tenant,
+            request_id: &from.request_id,
+            lane: from.lane,
+            chain: from.chain,
             depth: depth + 1,
             task: None,
+            permissions,
+            interop: Some(Arc::new(self.clone())),
+            limits: None,
         };
+        let context = calls
+            .context(plan)
+            .await
+            .map_err(|e| format!("provider `{}`'s settings cannot be read: {e}", provider.record.id))?;
         let started = std::time::Instant::now();
-        let outcome = shared.runtime.call_export(&provider.pre, &export, function, signature, params, context).await;
+        let outcome = calls.runtime.call_export(&provider.pre, &export, function, signature, params, context).await;
         let kind = match &outcome {
             Ok(_) => "ok",
             Err(ExportError::Call(e)) => e.kind(),
             Err(ExportError::Missing(_) | ExportError::Mismatch(_)) => "mismatch",
         };
-        shared.metrics.record_call(&provider.record.id, kind, started.elapsed());
+        calls.metrics.record_call(&provider.record.id, kind, started.elapsed());
         let outcome = outcome.map_err(|e| format!("provider `{}` failed: {e}", provider.record.id))?;
         let succeeded = matches!(outcome.results.first(), Some(Val::Result(Ok(_))));
         if succeeded && !outcome.outbox.is_empty() && from.chain > shared.max_chain {
@@ -155,17 +129,6 @@ impl Interop for DepartmentCalls {
             ));
         }
         if succeeded && (outcome.uow.pending_writes() > 0 || !outcome.outbox.is_empty()) {
-            let now = shared.clock.now_ms();
-            let background = route_outbox(
-                &shared.registry,
-                &shared.tenancy,
-                &scope,
-                &provider,
-                outcome.outbox,
-                &from.request_id,
-                now,
-                from.chain,
-            );
             let audit = match &self.principal {
                 Some(p) => WriteAudit {
                     actor: p.token_id.clone(),
@@ -178,14 +141,10 @@ impl Interop for DepartmentCalls {
                     request_id: from.request_id.clone(),
                 },
             };
-            outcome
-                .uow
-                .commit_with(&background, now, &audit)
+            calls
+                .commit(&provider, outcome.uow, outcome.outbox, Save::new(&from.request_id, from.chain, audit))
                 .await
                 .map_err(|e| format!("provider `{}`'s writes could not be saved: {e}", provider.record.id))?;
-            if background.adds_work() {
-                shared.jobs_wake.notify_one();
-            }
         }
         Ok(outcome.results)
     }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod artifact;
 pub mod audit;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -128,28 +128,26 @@ impl Server {
         let jobs = JobStore::new(pool.clone());
         let jobs_wake = Arc::new(tokio::sync::Notify::new());
         let settings = crate::settings::SettingsStore::new(pool.clone(), clock.clone());
-        let departments = Arc::new(crate::departments::Departments {
+        let calls = Arc::new(crate::calls::Calls {
             registry: registry.clone(),
             tenancy: tenancy.clone(),
             runtime: runtime.clone(),
             store: store.clone(),
             storage_limits: storage_limits.clone(),
-            clock: clock.clone(),
-            jobs_wake: jobs_wake.clone(),
-            metrics: metrics.clone(),
             settings: settings.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            jobs_wake: jobs_wake.clone(),
+            retry_lanes: Default::default(),
+        });
+        let departments = Arc::new(crate::departments::Departments {
+            calls: calls.clone(),
             max_depth: limits.max_call_depth,
             max_chain: config.jobs.max_chain,
         });
         let runner = Arc::new(JobRunner::new(
             jobs.clone(),
-            registry.clone(),
-            tenancy.clone(),
-            runtime.clone(),
-            store.clone(),
-            clock.clone(),
-            metrics.clone(),
-            storage_limits.clone(),
+            calls.clone(),
             RunnerSettings {
                 poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
                 lease: Duration::from_millis(config.jobs.lease_ms),
@@ -157,7 +155,6 @@ impl Server {
                 tenant_concurrency: config.jobs.tenant_concurrency(),
                 max_chain: config.jobs.max_chain,
             },
-            jobs_wake.clone(),
             departments.clone(),
         ));
         let state = AppState {
@@ -194,7 +191,7 @@ impl Server {
             runner: runner.clone(),
             departments,
             clock_control: config.allow_clock_control,
-            retry_lanes: Arc::default(),
+            calls,
             import_lanes: Arc::default(),
         };
         let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);

@@ -61,6 +61,26 @@ async fn an_enqueued_job_runs_once_and_an_idempotency_key_deduplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_race_for_one_document_are_repeated_at_once_not_failed() {
+    // Twelve jobs each read one counter, spin 20 ms, and write it back: up to three run at
+    // once (the tenant's share), so their commits race. A lost race runs the job again inside
+    // its lease, as a request would be, instead of failing the attempt into a backoff.
+    let server = relay_server().await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(enqueue(&server, json!({ "name": "tally", "payload": { "spin_ms": 20 } })).await);
+    }
+    for id in &ids {
+        let detail = server.job_reaches(id, "done").await;
+        assert_eq!(runs(&detail), [(1, "done".to_owned())], "one attempt each: {detail}");
+    }
+    let tally = server.get("/v1/plugins/relay/tally").await.expect(200).body;
+    assert_eq!(tally["count"], 12, "every run counted exactly once: {tally}");
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("keel_plugin_call_repeats_total{plugin=\"relay\"}"), "the runs did race: {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_fails_twice_is_retried_with_growing_backoff_never_before_its_retry_time() {
     // A frozen clock: the worker sees time move only when the test moves it.
     let server = TestServer::start_with(|c| c.frozen_clock_at = Some(1_800_000_000_000)).await;

@@ -4,15 +4,14 @@
 use super::AppState;
 use super::problem::{ApiError, read_body};
 use super::{PluginResponse, RequestId};
+use crate::calls::{CallPlan, Save};
 use crate::identity::Principal;
-use crate::jobs::Background;
-use crate::jobs::runner::route_outbox;
 use crate::manifest::RouteError;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::bindings::exports::keel::platform::handler::{Request as WitRequest, Response as WitResponse};
 use crate::runtime::bindings::keel::platform::types::Caller;
-use crate::runtime::{CallContext, CallError, CallLabels, Invocation};
-use crate::storage::{Scope, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
+use crate::runtime::{CallError, Invocation, Lane};
+use crate::storage::{StoreError, UnitOfWorkError, WriteAudit};
 use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -138,40 +137,9 @@ pub(super) fn call_failure(e: &CallError) -> ApiError {
     }
 }
 
-/// Attempts a call gets before a race lost at commit is answered 409 `write-conflict`.
-pub const MAX_CALL_ATTEMPTS: u32 = 5;
-
-/// One lane per (tenant, plugin) for calls being repeated after a lost race: repeats run one
-/// at a time, so contenders that all lost to one winner do not keep losing to each other.
-#[derive(Debug, Default)]
-pub struct RetryLanes {
-    lanes: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl RetryLanes {
-    pub async fn enter(&self, tenant: &str, plugin: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lane = {
-            let mut lanes = self.lanes.lock().expect("retry lanes lock");
-            // Lanes nobody holds or waits for are dropped, so the map stays as small as the contention.
-            lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
-            lanes.entry((tenant.to_owned(), plugin.to_owned())).or_default().clone()
-        };
-        lane.lock_owned().await
-    }
-
-    /// The lane of (`tenant`, `what`) if nobody holds it now.
-    pub fn try_enter(&self, tenant: &str, what: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let mut lanes = self.lanes.lock().expect("retry lanes lock");
-        lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
-        lanes.entry((tenant.to_owned(), what.to_owned())).or_default().clone().try_lock_owned().ok()
-    }
-}
-
-/// Runs the call; when its commit loses a race (a document it read or wrote, or a query's
-/// results, changed underneath it), runs it again from the start, up to [`MAX_CALL_ATTEMPTS`]
-/// times: the repeat reads the winner's writes, so it answers as if the calls had run one
-/// after the other. A call of a plugin that calls other departments is not repeated: the
-/// providers' writes are committed already.
+/// Runs the call, again from the start when its commit loses a race (see
+/// [`Calls::repeating`](crate::calls::Calls::repeating)); a repeat runs the version active
+/// then, since the race may have been with an upgrade.
 async fn call(
     state: &AppState,
     plugin: &Arc<LoadedPlugin>,
@@ -181,28 +149,16 @@ async fn call(
     request: WitRequest,
 ) -> Result<Response, (ApiError, &'static str)> {
     let repeatable = plugin.record.manifest.requires.is_empty();
-    let mut attempt = 1;
-    let mut plugin = plugin.clone();
-    loop {
-        let _lane = match attempt {
-            1 => None,
-            _ => Some(state.retry_lanes.enter(&principal.tenant, &plugin.record.id).await),
+    let id = &plugin.record.id;
+    let attempt = |n: u32| {
+        let plugin = match n {
+            1 => plugin.clone(),
+            _ => state.registry.get(id).filter(|p| p.record.enabled).unwrap_or_else(|| plugin.clone()),
         };
-        if attempt > 1 {
-            // The race may have been with an upgrade: a repeat runs the version now active.
-            if let Some(current) = state.registry.get(&plugin.record.id).filter(|p| p.record.enabled) {
-                plugin = current;
-            }
-        }
-        match attempt_call(state, &plugin, principal, request_id, caller.clone(), request.clone()).await {
-            Err((_, "conflict")) if repeatable && attempt < MAX_CALL_ATTEMPTS => {
-                tracing::debug!(plugin = %plugin.record.id, %request_id, attempt, "commit lost a race; running the call again");
-                state.metrics.record_repeat(&plugin.record.id);
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+        let (caller, request) = (caller.clone(), request.clone());
+        async move { attempt_call(state, &plugin, principal, request_id, caller, request).await }
+    };
+    state.calls.repeating(&principal.tenant, id, repeatable, attempt, |(_, kind)| *kind == "conflict").await
 }
 
 async fn attempt_call(
@@ -214,41 +170,27 @@ async fn attempt_call(
     request: WitRequest,
 ) -> Result<Response, (ApiError, &'static str)> {
     let id = &plugin.record.id;
-    let scope = Scope { tenant: principal.tenant.clone(), plugin: id.clone() };
-    let uow = UnitOfWork::new(state.store.clone(), scope, plugin.collections.clone(), state.limits.storage.clone());
-    let config = state.settings.effective(&principal.tenant, &plugin.record.manifest).await.map_err(|e| {
+    let plan = CallPlan {
+        plugin,
+        tenant: &principal.tenant,
+        request_id,
+        lane: Lane::Request,
+        chain: 0,
+        depth: 0,
+        task: None,
+        permissions: Vec::new(),
+        // Only plugins that import department interfaces need the linker.
+        interop: (!plugin.record.manifest.requires.is_empty()).then(|| state.departments.for_caller(Some(principal))),
+        limits: None,
+    };
+    let context = state.calls.context(plan).await.map_err(|e| {
         tracing::error!(plugin = %id, error = %e, "reading the plugin's settings failed");
         (
             ApiError::unavailable("settings-unavailable", "the plugin's settings cannot be read now"),
             "settings_unavailable",
         )
     })?;
-    let labels = Arc::new(CallLabels {
-        plugin: id.clone(),
-        version: plugin.record.version.clone(),
-        tenant: principal.tenant.clone(),
-        request_id: request_id.to_owned(),
-        permissions: Vec::new(),
-        lane: crate::runtime::Lane::Request,
-        chain: 0,
-    });
-    let invocation = Invocation {
-        caller,
-        request,
-        context: CallContext {
-            uow,
-            labels,
-            config,
-            memory_cap: plugin.memory_cap,
-            timeout: plugin.timeout,
-            // Only plugins that import department interfaces need the linker.
-            interop: (!plugin.record.manifest.requires.is_empty())
-                .then(|| state.departments.for_caller(Some(principal))),
-            depth: 0,
-            task: None,
-        },
-    };
-    let outcome = state.runtime.call(&plugin.pre, invocation).await.map_err(|e| {
+    let outcome = state.runtime.call(&plugin.pre, Invocation { caller, request, context }).await.map_err(|e| {
         tracing::warn!(plugin = %id, %request_id, error = %e, "plugin call failed");
         if let CallError::Refused(refusal) = &e {
             state.metrics.record_refusal(id, refusal.reason());
@@ -266,51 +208,53 @@ async fn attempt_call(
             actor_name: principal.name.clone(),
             request_id: request_id.to_owned(),
         };
-        let now = state.clock.now_ms();
-        let background = if outcome.outbox.is_empty() {
-            Background::default()
-        } else {
-            let scope = outcome.uow.scope().clone();
-            route_outbox(&state.registry, &state.tenancy, &scope, plugin, outcome.outbox, request_id, now, 0)
-        };
-        outcome.uow.commit_with(&background, now, &audit).await.map_err(|e| match e {
-            UnitOfWorkError::Store(StoreError::Conflict { .. } | StoreError::ReadConflict { .. }) => {
-                (ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the request")), "conflict")
-            }
-            UnitOfWorkError::ReadSetTooLarge { .. } => {
-                (ApiError::unprocessable("read-set-too-large", format!("{e}; nothing was saved")), "invalid_call")
-            }
-            UnitOfWorkError::Store(StoreError::Unavailable(_)) => (
-                ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"),
-                "commit_failed",
-            ),
-            UnitOfWorkError::Store(StoreError::QuotaExceeded(ref q)) => {
-                state.metrics.record_quota_refusal(&principal.tenant, id);
-                (
-                    ApiError::new(
-                        StatusCode::INSUFFICIENT_STORAGE,
-                        "quota-exceeded",
-                        format!("{q}; nothing was saved"),
-                    ),
-                    "quota_exceeded",
-                )
-            }
-            UnitOfWorkError::Store(StoreError::TooManyJobs { .. }) => {
-                let mut api =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-jobs", format!("{e}; nothing was saved"));
-                api.retry_after = Some(5);
-                (api, "too_many_jobs")
-            }
-            other => {
-                tracing::error!(plugin = %id, %request_id, error = %other, "commit failed");
-                (ApiError::internal("saving the plugin's writes failed; nothing was saved"), "commit_failed")
-            }
-        })?;
-        if background.adds_work() {
-            state.jobs_wake.notify_one();
-        }
+        state
+            .calls
+            .commit(plugin, outcome.uow, outcome.outbox, Save::new(request_id, 0, audit))
+            .await
+            .map_err(|e| commit_failure(state, &principal.tenant, id, request_id, &e, "request"))?;
     }
     Ok(response)
+}
+
+/// The answer to a call whose writes could not be saved (nothing was): a lost race is 409
+/// `write-conflict` (kind `conflict`, which a repeat may cure); `what` is what to retry.
+pub(super) fn commit_failure(
+    state: &AppState,
+    tenant: &str,
+    plugin: &str,
+    request_id: &str,
+    e: &UnitOfWorkError,
+    what: &str,
+) -> (ApiError, &'static str) {
+    match e {
+        e if e.is_lost_race() => {
+            (ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the {what}")), "conflict")
+        }
+        UnitOfWorkError::ReadSetTooLarge { .. } => {
+            (ApiError::unprocessable("read-set-too-large", format!("{e}; nothing was saved")), "invalid_call")
+        }
+        UnitOfWorkError::Store(StoreError::Unavailable(_)) => {
+            (ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"), "commit_failed")
+        }
+        UnitOfWorkError::Store(StoreError::QuotaExceeded(q)) => {
+            state.metrics.record_quota_refusal(tenant, plugin);
+            (
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota-exceeded", format!("{q}; nothing was saved")),
+                "quota_exceeded",
+            )
+        }
+        UnitOfWorkError::Store(StoreError::TooManyJobs { .. }) => {
+            let mut api =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-jobs", format!("{e}; nothing was saved"));
+            api.retry_after = Some(5);
+            (api, "too_many_jobs")
+        }
+        other => {
+            tracing::error!(%plugin, %request_id, error = %other, "commit failed");
+            (ApiError::internal("saving the plugin's writes failed; nothing was saved"), "commit_failed")
+        }
+    }
 }
 
 /// What the host allows of plugin responses.

@@ -5,20 +5,19 @@
 
 use super::problem::{ApiError, Problem, read_body};
 use super::{AppState, RequestId};
+use crate::calls::{CallPlan, Save};
 use crate::identity::Principal;
 use crate::imports::{Format, Problem as RowProblem};
 use crate::jobs::PendingOutbox;
-use crate::jobs::runner::route_outbox;
 use crate::runtime::bindings::exports::keel::platform::importer::ImportRow;
 use crate::runtime::bindings::keel::platform::types::Error as WitError;
-use crate::runtime::{CallContext, CallLabels};
-use crate::storage::{Scope, StorageLimits, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
+use crate::runtime::{CallContext, Lane};
+use crate::storage::{StorageLimits, UnitOfWork, WriteAudit};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -157,22 +156,26 @@ async fn import(
         max_checked_queries: state.limits.max_import_rows,
         ..state.limits.storage.clone()
     };
-    let scope = Scope { tenant: principal.tenant.clone(), plugin: plugin_id.clone() };
-    let mut uow = UnitOfWork::new(state.store.clone(), scope.clone(), plugin.collections.clone(), limits);
-    let config = state.settings.effective(&principal.tenant, &plugin.record.manifest).await.map_err(|e| {
+    let plan = CallPlan {
+        plugin: &plugin,
+        tenant: &principal.tenant,
+        request_id: &request_id,
+        lane: Lane::Request,
+        chain: 0,
+        depth: 0,
+        task: None,
+        permissions: Vec::new(),
+        interop: None,
+        limits: Some(limits),
+    };
+    let first = state.calls.context(plan).await.map_err(|e| {
         tracing::error!(plugin = %plugin_id, error = %e, "reading the plugin's settings failed");
         err(ApiError::unavailable("settings-unavailable", "the plugin's settings cannot be read now"))
     })?;
+    let (labels, config) = (first.labels.clone(), first.config.clone());
+    let mut first = Some(first);
+    let mut uow: Option<UnitOfWork> = None;
     let caller = super::dispatch::caller_of(&state, &plugin, &principal);
-    let labels = Arc::new(CallLabels {
-        plugin: plugin_id.clone(),
-        version: plugin.record.version.clone(),
-        tenant: principal.tenant.clone(),
-        request_id: request_id.clone(),
-        permissions: Vec::new(),
-        lane: crate::runtime::Lane::Request,
-        chain: 0,
-    });
     let mut outbox = PendingOutbox::default();
     let mut batches = 0u32;
     let mut rows = rows.into_iter().map(|r| ImportRow { line: r.line, fields: r.fields }).peekable();
@@ -185,15 +188,20 @@ async fn import(
             bytes += row.fields.len();
             batch.push(row);
         }
-        let context = CallContext {
-            uow,
-            labels: labels.clone(),
-            config: config.clone(),
-            memory_cap: plugin.memory_cap,
-            timeout: plugin.timeout,
-            interop: None,
-            depth: 0,
-            task: None,
+        // Every batch after the first continues the first one's unit of work.
+        let context = match (first.take(), uow.take()) {
+            (Some(first), _) => first,
+            (None, Some(uow)) => CallContext {
+                uow,
+                labels: labels.clone(),
+                config: config.clone(),
+                memory_cap: plugin.memory_cap,
+                timeout: plugin.timeout,
+                interop: None,
+                depth: 0,
+                task: None,
+            },
+            (None, None) => unreachable!("each batch hands its unit of work on"),
         };
         batches += 1;
         let outcome =
@@ -201,7 +209,7 @@ async fn import(
                 tracing::warn!(plugin = %plugin_id, %request_id, error = %e, "import batch failed");
                 err(super::dispatch::call_failure(&e))
             })?;
-        uow = outcome.uow;
+        uow = Some(outcome.uow);
         outbox.events.extend(outcome.outbox.events);
         outbox.jobs.extend(outcome.outbox.jobs);
         outbox.tasks.extend(outcome.outbox.tasks);
@@ -229,6 +237,11 @@ async fn import(
         api.extensions = Some(members);
         return Err(err(api));
     }
+    let uow = match (uow, first) {
+        (Some(uow), _) => uow,
+        (None, Some(first)) => first.uow,
+        (None, None) => unreachable!("the unit of work is with the last batch or unused"),
+    };
     let documents = uow.pending_writes() as u64;
     if q.dry_run == Some(true) {
         return Ok(Json(ImportReport {
@@ -239,17 +252,14 @@ async fn import(
             elapsed_ms: started.elapsed().as_millis() as u64,
         }));
     }
-    let now = state.clock.now_ms();
-    let background = route_outbox(&state.registry, &state.tenancy, &scope, &plugin, outbox, &request_id, now, 0);
     let audit = WriteAudit {
         actor: principal.token_id.clone(),
         actor_name: principal.name.clone(),
         request_id: request_id.clone(),
     };
-    uow.commit_with(&background, now, &audit).await.map_err(|e| err(commit_error(&e)))?;
-    if background.adds_work() {
-        state.jobs_wake.notify_one();
-    }
+    state.calls.commit(&plugin, uow, outbox, Save::new(&request_id, 0, audit)).await.map_err(|e| {
+        err(super::dispatch::commit_failure(&state, &principal.tenant, &plugin_id, &request_id, &e, "import").0)
+    })?;
     tracing::info!(plugin = %plugin_id, tenant = %principal.tenant, import = %name, rows = row_count, documents,
         elapsed_ms = started.elapsed().as_millis() as u64, "import committed");
     Ok(Json(ImportReport {
@@ -272,25 +282,4 @@ fn plugin_error(e: WitError) -> ApiError {
         WitError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
     };
     ApiError::new(status, "import-failed", format!("{detail}; nothing was saved"))
-}
-
-fn commit_error(e: &UnitOfWorkError) -> ApiError {
-    match e {
-        UnitOfWorkError::Store(StoreError::Conflict { .. } | StoreError::ReadConflict { .. }) => {
-            ApiError::conflict("write-conflict", format!("{e}; nothing was saved, retry the import"))
-        }
-        UnitOfWorkError::Store(StoreError::QuotaExceeded(q)) => {
-            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota-exceeded", format!("{q}; nothing was saved"))
-        }
-        UnitOfWorkError::Store(StoreError::Unavailable(_)) => {
-            ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved")
-        }
-        UnitOfWorkError::ReadSetTooLarge { .. } => {
-            ApiError::unprocessable("read-set-too-large", format!("{e}; nothing was saved"))
-        }
-        other => {
-            tracing::error!(error = %other, "import commit failed");
-            ApiError::internal("saving the import failed; nothing was saved")
-        }
-    }
 }

@@ -79,10 +79,10 @@ pub struct AppState {
     pub departments: Arc<crate::departments::Departments>,
     /// Whether `POST /v1/admin/clock/advance` is served (tests and demos only).
     pub clock_control: bool,
-    /// Where calls repeated after a lost race wait their turn.
-    pub retry_lanes: Arc<dispatch::RetryLanes>,
+    /// One plugin call, whoever starts it: context, commit, repeats.
+    pub calls: Arc<crate::calls::Calls>,
     /// One bulk import at a time per tenant.
-    pub import_lanes: Arc<dispatch::RetryLanes>,
+    pub import_lanes: Arc<crate::calls::Lanes>,
 }
 
 /// Marks a response as the plugin's own, which the host passes through as it is.

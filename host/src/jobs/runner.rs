@@ -3,14 +3,15 @@
 
 use super::cron::CronSchedule;
 use super::store::{ClaimPolicy, ClaimedJob, JobStore};
-use super::{Background, JobKind, NewEvent, NewJob, NewTask, PendingOutbox, TaskAdvance};
+use super::{JobKind, NewJob, TaskAdvance};
+use crate::calls::{CallPlan, Calls, Save};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::plugins::{LoadedPlugin, PluginRegistry};
 use crate::runtime::bindings::exports::keel::platform::worker::{Event as WitEvent, Job as WitJob};
 use crate::runtime::bindings::keel::platform::types::{Caller, Error as WitError};
-use crate::runtime::{CallContext, CallLabels, Runtime, WorkItem};
-use crate::storage::{DocumentStore, Scope, StorageLimits, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
+use crate::runtime::{Lane, WorkItem};
+use crate::storage::{StoreError, UnitOfWorkError, WriteAudit};
 use crate::tenancy::TenantStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,75 +40,6 @@ pub struct RunnerSettings {
     pub max_chain: u32,
 }
 
-/// Turns what a call asked for into rows to commit with its writes: each event gets one
-/// delivery per enabled subscriber in the same tenant.
-pub fn route_outbox(
-    registry: &PluginRegistry,
-    tenancy: &TenantStore,
-    scope: &Scope,
-    publisher: &LoadedPlugin,
-    outbox: PendingOutbox,
-    request_id: &str,
-    now: i64,
-    chain: u32,
-) -> Background {
-    let events = outbox
-        .events
-        .into_iter()
-        .map(|e| {
-            let deliveries = registry
-                .subscribers(&e.topic)
-                .into_iter()
-                .filter(|s| tenancy.is_enabled(&scope.tenant, &s.record.id))
-                .map(|s| NewJob {
-                    id: super::random_id("job"),
-                    plugin: s.record.id.clone(),
-                    kind: JobKind::Event,
-                    name: e.topic.clone(),
-                    payload: String::new(),
-                    idempotency_key: None,
-                    event_id: Some(e.id.clone()),
-                    run_at: now,
-                    max_attempts: s.record.manifest.retry.max_attempts,
-                    chain,
-                    task: None,
-                })
-                .collect();
-            NewEvent { id: e.id, topic: e.topic, payload: e.payload, request_id: request_id.to_owned(), deliveries }
-        })
-        .collect();
-    let jobs = outbox
-        .jobs
-        .into_iter()
-        .map(|j| NewJob {
-            id: j.id,
-            plugin: scope.plugin.clone(),
-            kind: JobKind::Job,
-            name: j.name,
-            payload: j.payload,
-            idempotency_key: j.idempotency_key,
-            event_id: None,
-            run_at: j.run_at,
-            max_attempts: publisher.record.manifest.retry.max_attempts,
-            chain,
-            task: j.task,
-        })
-        .collect();
-    let tasks = outbox
-        .tasks
-        .into_iter()
-        .map(|t| NewTask {
-            id: t.id,
-            plugin: scope.plugin.clone(),
-            name: t.name,
-            title: t.title,
-            total: t.total,
-            first_job: t.first_job,
-        })
-        .collect();
-    Background { events, jobs, tasks, finishes: None, advances: None }
-}
-
 /// (tenant, plugin, schedule name) → the spec its stored next time was computed from.
 type ScheduleSpecs = HashMap<(String, String, String), String>;
 
@@ -116,11 +48,10 @@ pub struct JobRunner {
     pub jobs: JobStore,
     pub registry: Arc<PluginRegistry>,
     pub tenancy: Arc<TenantStore>,
-    pub runtime: Arc<Runtime>,
-    pub store: Arc<dyn DocumentStore>,
     pub clock: Arc<Clock>,
     pub metrics: Arc<Metrics>,
-    pub storage_limits: StorageLimits,
+    /// How each run is set up, saved, and repeated after a lost race.
+    pub calls: Arc<Calls>,
     pub settings: RunnerSettings,
     pub departments: Arc<crate::departments::Departments>,
     /// Notified when work may be due: a commit that added some, a finished job, a moved clock.
@@ -152,10 +83,12 @@ struct Failure {
     terminal: bool,
     /// It never started (admission refused it): back in the queue without using an attempt.
     deferred: bool,
+    /// Its commit lost a race: the run may be repeated at once.
+    lost_race: bool,
 }
 
 fn retryable(message: impl Into<String>) -> Failure {
-    Failure { message: message.into(), terminal: false, deferred: false }
+    Failure { message: message.into(), terminal: false, deferred: false, lost_race: false }
 }
 
 /// How long a job refused by admission control waits before it is claimed again.
@@ -176,28 +109,19 @@ impl JobRunner {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         jobs: JobStore,
-        registry: Arc<PluginRegistry>,
-        tenancy: Arc<TenantStore>,
-        runtime: Arc<Runtime>,
-        store: Arc<dyn DocumentStore>,
-        clock: Arc<Clock>,
-        metrics: Arc<Metrics>,
-        storage_limits: StorageLimits,
+        calls: Arc<Calls>,
         settings: RunnerSettings,
-        wake: Arc<Notify>,
         departments: Arc<crate::departments::Departments>,
     ) -> JobRunner {
         JobRunner {
             jobs,
-            registry,
-            tenancy,
-            runtime,
-            store,
-            clock,
-            metrics,
-            storage_limits,
+            registry: calls.registry.clone(),
+            tenancy: calls.tenancy.clone(),
+            clock: calls.clock.clone(),
+            metrics: calls.metrics.clone(),
+            wake: calls.jobs_wake.clone(),
+            calls,
             settings,
-            wake,
             departments,
             worker_id: super::random_id("wrk"),
             inflight: AtomicUsize::new(0),
@@ -420,6 +344,7 @@ impl JobRunner {
             message: format!("plugin `{}` is not installed", job.plugin),
             terminal: true,
             deferred: false,
+            lost_race: false,
         })?;
         if !plugin.record.enabled || !self.tenancy.is_enabled(&job.tenant, &job.plugin) {
             return Err(retryable(format!("plugin `{}` is not enabled for tenant `{}`", job.plugin, job.tenant)));
@@ -432,6 +357,7 @@ impl JobRunner {
                 ),
                 terminal: true,
                 deferred: false,
+                lost_race: false,
             });
         }
         let item = match job.kind {
@@ -454,6 +380,7 @@ impl JobRunner {
                         message: format!("event `{event_id}` is missing"),
                         terminal: true,
                         deferred: false,
+                        lost_race: false,
                     })?;
                 WorkItem::Event(WitEvent {
                     id: event.id,
@@ -466,7 +393,6 @@ impl JobRunner {
                 })
             }
         };
-        let scope = Scope { tenant: job.tenant.clone(), plugin: job.plugin.clone() };
         let caller = Caller {
             tenant: job.tenant.clone(),
             user_id: format!("system:{}", job.kind.as_str()),
@@ -474,39 +400,45 @@ impl JobRunner {
             // Background work is the plugin's own: it holds every permission it declares.
             permissions: plugin.record.manifest.permissions.keys().cloned().collect(),
         };
-        let config = self
-            .departments
-            .settings
-            .effective(&job.tenant, &plugin.record.manifest)
-            .await
-            .map_err(|e| retryable(format!("reading the plugin's settings failed: {e}")))?;
-        let context = CallContext {
-            uow: UnitOfWork::new(
-                self.store.clone(),
-                scope.clone(),
-                plugin.collections.clone(),
-                self.storage_limits.clone(),
-            ),
-            labels: Arc::new(CallLabels {
-                plugin: job.plugin.clone(),
-                version: plugin.record.version.clone(),
-                tenant: job.tenant.clone(),
-                request_id: job.lease.job_id.clone(),
-                permissions: Vec::new(),
-                lane: crate::runtime::Lane::Background,
-                chain: job.chain + 1,
-            }),
-            config,
-            memory_cap: plugin.memory_cap,
-            timeout: plugin.timeout,
-            interop: (!plugin.record.manifest.requires.is_empty()).then(|| self.departments.for_caller(None)),
+        // A run whose commit lost a race runs again at once, on the winner's writes, inside
+        // the same lease (not as a failed attempt with backoff).
+        let repeatable = plugin.record.manifest.requires.is_empty();
+        let attempt = |_: u32| {
+            let (plugin, caller, item) = (plugin.clone(), caller.clone(), item.clone());
+            async move { self.attempt(job, &plugin, caller, item).await }
+        };
+        self.calls.repeating(&job.tenant, &job.plugin, repeatable, attempt, |f: &Failure| f.lost_race).await
+    }
+
+    /// One run of the plugin for `job`, committed with its completion.
+    async fn attempt(
+        &self,
+        job: &ClaimedJob,
+        plugin: &Arc<LoadedPlugin>,
+        caller: Caller,
+        item: WorkItem,
+    ) -> Result<bool, Failure> {
+        let plan = CallPlan {
+            plugin,
+            tenant: &job.tenant,
+            request_id: &job.lease.job_id,
+            lane: Lane::Background,
+            chain: job.chain + 1,
             depth: 0,
             task: job.task.clone(),
+            permissions: Vec::new(),
+            interop: (!plugin.record.manifest.requires.is_empty()).then(|| self.departments.for_caller(None)),
+            limits: None,
         };
-        let outcome = self.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| {
+        let context = self
+            .calls
+            .context(plan)
+            .await
+            .map_err(|e| retryable(format!("reading the plugin's settings failed: {e}")))?;
+        let outcome = self.calls.runtime.run_work(&plugin.pre, caller, item, context).await.map_err(|e| {
             if let crate::runtime::CallError::Refused(refusal) = &e {
                 self.metrics.record_refusal(&job.plugin, refusal.reason());
-                return Failure { message: e.to_string(), terminal: false, deferred: true };
+                return Failure { message: e.to_string(), terminal: false, deferred: true, lost_race: false };
             }
             retryable(e.to_string())
         })?;
@@ -521,19 +453,17 @@ impl JobRunner {
                 ),
                 terminal: true,
                 deferred: false,
+                lost_race: false,
             });
         }
         let now = self.clock.now_ms();
         let mut outbox = outcome.outbox;
         let advance = outbox.advance.take();
-        let mut background =
-            route_outbox(&self.registry, &self.tenancy, &scope, &plugin, outbox, &job.lease.job_id, now, chain);
-        background.finishes = Some(job.lease.clone());
         // A chunk of a task moves it on (a chunk that did not say how finishes it); the next
         // chunk keeps this one's chain: a task is bounded by its own progress.
-        if let Some(task) = &job.task {
+        let advances = job.task.as_ref().map(|task| {
             let (done, next) = advance.unwrap_or((0, None));
-            background.advances = Some(TaskAdvance {
+            TaskAdvance {
                 task: task.clone(),
                 done,
                 next: next.map(|payload| NewJob {
@@ -549,21 +479,21 @@ impl JobRunner {
                     chain: job.chain,
                     task: Some(task.clone()),
                 }),
-            });
-        }
-        let audit = WriteAudit {
-            actor: format!("system:{}", job.kind.as_str()),
-            actor_name: format!("{} {}", job.kind.as_str(), job.name),
-            request_id: job.lease.job_id.clone(),
-        };
-        let adds_work = background.adds_work();
-        match outcome.uow.commit_with(&background, now, &audit).await {
-            Ok(_) => {
-                if adds_work {
-                    self.wake.notify_one();
-                }
-                Ok(true)
             }
+        });
+        let save = Save {
+            request_id: job.lease.job_id.clone(),
+            chain,
+            audit: WriteAudit {
+                actor: format!("system:{}", job.kind.as_str()),
+                actor_name: format!("{} {}", job.kind.as_str(), job.name),
+                request_id: job.lease.job_id.clone(),
+            },
+            finishes: Some(job.lease.clone()),
+            advances,
+        };
+        match self.calls.commit(plugin, outcome.uow, outbox, save).await {
+            Ok(()) => Ok(true),
             Err(UnitOfWorkError::Store(StoreError::LeaseLost(id))) => {
                 tracing::warn!(job = %id, "lease lost before commit; the run was discarded");
                 Ok(false)
@@ -572,7 +502,9 @@ impl JobRunner {
                 if let UnitOfWorkError::Store(StoreError::QuotaExceeded(_)) = &e {
                     self.metrics.record_quota_refusal(&job.tenant, &job.plugin);
                 }
-                Err(retryable(format!("committing the run failed: {e}")))
+                let mut failure = retryable(format!("committing the run failed: {e}"));
+                failure.lost_race = e.is_lost_race();
+                Err(failure)
             }
         }
     }

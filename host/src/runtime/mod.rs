@@ -226,6 +226,7 @@ pub struct Outcome {
 }
 
 /// Background work handed to a plugin's `worker` export.
+#[derive(Clone)]
 pub enum WorkItem {
     Job(WitJob),
     Event(WitEvent),

@@ -95,6 +95,14 @@ pub enum UnitOfWorkError {
     Store(#[from] StoreError),
 }
 
+impl UnitOfWorkError {
+    /// Whether the commit failed because another call changed what this one read or wrote
+    /// first: running the call again, on the winner's writes, can succeed.
+    pub fn is_lost_race(&self) -> bool {
+        matches!(self, UnitOfWorkError::Store(StoreError::Conflict { .. } | StoreError::ReadConflict { .. }))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     /// Bytes this write buffers: key and body (a delete: its key).
