@@ -9,6 +9,7 @@
 
 use super::{Row, artifact, percentile};
 use anyhow::{Context, Result, bail};
+use keel_host::jobs::JobStatus;
 use keel_host::jobs::store::{ClaimPolicy, JobStore};
 use keel_host::jobs::{Background, JobKind, NewJob};
 use keel_host::storage::sqlite::SqliteDocumentStore;
@@ -39,8 +40,8 @@ fn job(i: usize, now: i64) -> NewJob {
 
 async fn wait_done(jobs: &JobStore, n: i64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
-    while jobs.count("done").await? < n {
-        if jobs.count("dead").await? > 0 {
+    while jobs.count(JobStatus::Done).await? < n {
+        if jobs.count(JobStatus::Dead).await? > 0 {
             bail!("a benchmark job was dead-lettered");
         }
         if Instant::now() > deadline {
@@ -96,7 +97,7 @@ async fn native_jobs_per_second(n: usize) -> Result<f64> {
     for w in workers {
         w.await??;
     }
-    if jobs.count("done").await? != n as i64 {
+    if jobs.count(JobStatus::Done).await? != n as i64 {
         bail!("the native worker did not finish every job");
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())

@@ -10,6 +10,7 @@
 
 use crate::calls::{CallPlan, Calls, Save};
 use crate::identity::Principal;
+use crate::runtime::interop::Unavailable;
 use crate::runtime::{CallLabels, ExportError, Interop};
 use crate::storage::WriteAudit;
 use std::sync::Arc;
@@ -52,37 +53,40 @@ impl Interop for DepartmentCalls {
         function: &str,
         signature: &ComponentFunc,
         params: &[Val],
-    ) -> Result<Vec<Val>, String> {
+    ) -> Result<Vec<Val>, Unavailable> {
         let shared = &self.shared;
         let calls = &shared.calls;
         if depth >= shared.max_depth {
-            return Err(format!(
-                "the call chain is {} calls deep, the limit ({}); `{}` cannot call {interface}",
-                depth + 1,
-                shared.max_depth,
-                from.plugin
-            ));
+            return Err(Unavailable::TooDeep {
+                depth: depth + 1,
+                limit: shared.max_depth,
+                caller: from.plugin.clone(),
+                interface: interface.to_owned(),
+            });
         }
-        let caller = calls.registry.get(&from.plugin).ok_or("the calling plugin is no longer installed")?;
-        let required = caller
-            .record
-            .manifest
-            .required()
-            .into_iter()
-            .find(|r| r.name == interface)
-            .ok_or_else(|| format!("`{}` does not require {interface}", from.plugin))?;
+        let caller = calls.registry.get(&from.plugin).ok_or(Unavailable::CallerGone)?;
+        let required =
+            caller.record.manifest.required().into_iter().find(|r| r.name == interface).ok_or_else(|| {
+                Unavailable::NotRequired { caller: from.plugin.clone(), interface: interface.to_owned() }
+            })?;
         let (provided, provider) = calls
             .registry
             .loaded()
             .into_iter()
             .filter(|p| p.record.enabled && calls.tenancy.is_enabled(&from.tenant, &p.record.id))
-            .filter_map(|p| p.record.manifest.provided().into_iter().find(|x| x.satisfies(&required)).map(|x| (x, p)))
+            .filter_map(|p| {
+                let provided = p.record.manifest.provided().iter().find(|x| x.satisfies(required))?.clone();
+                Some((provided, p))
+            })
             .max_by(|(a, pa), (b, pb)| a.version.cmp(&b.version).then_with(|| pb.record.id.cmp(&pa.record.id)))
-            .ok_or_else(|| format!("no plugin enabled for tenant `{}` provides {required}", from.tenant))?;
+            .ok_or_else(|| Unavailable::NoProvider { tenant: from.tenant.clone(), required: required.to_string() })?;
         let export = provider
             .pre
             .export_of(interface)
-            .ok_or_else(|| format!("`{}` no longer exports {provided}", provider.record.id))?
+            .ok_or_else(|| Unavailable::ExportGone {
+                provider: provider.record.id.clone(),
+                provided: provided.to_string(),
+            })?
             .to_owned();
         let permissions = match &self.principal {
             Some(principal) => provider
@@ -110,7 +114,7 @@ impl Interop for DepartmentCalls {
         let context = calls
             .context(plan)
             .await
-            .map_err(|e| format!("provider `{}`'s settings cannot be read: {e}", provider.record.id))?;
+            .map_err(|e| Unavailable::Settings { provider: provider.record.id.clone(), reason: e.to_string() })?;
         let started = std::time::Instant::now();
         let outcome = calls.runtime.call_export(&provider.pre, &export, function, signature, params, context).await;
         let kind = match &outcome {
@@ -119,14 +123,15 @@ impl Interop for DepartmentCalls {
             Err(ExportError::Missing(_) | ExportError::Mismatch(_)) => "mismatch",
         };
         calls.metrics.record_call(&provider.record.id, kind, started.elapsed());
-        let outcome = outcome.map_err(|e| format!("provider `{}` failed: {e}", provider.record.id))?;
+        let outcome = outcome.map_err(|error| Unavailable::Failed { provider: provider.record.id.clone(), error })?;
         let succeeded = matches!(outcome.results.first(), Some(Val::Result(Ok(_))));
         if succeeded && !outcome.outbox.is_empty() && from.chain > shared.max_chain {
             // A loop of jobs through department calls ends here as it would through jobs.
-            return Err(format!(
-                "too-many-jobs: provider `{}` would start the {}th job of one chain; jobs.max-chain is {}",
-                provider.record.id, from.chain, shared.max_chain
-            ));
+            return Err(Unavailable::TooManyJobs {
+                provider: provider.record.id.clone(),
+                chain: from.chain,
+                limit: shared.max_chain,
+            });
         }
         if succeeded && (outcome.uow.pending_writes() > 0 || !outcome.outbox.is_empty()) {
             let audit = match &self.principal {
@@ -144,7 +149,7 @@ impl Interop for DepartmentCalls {
             calls
                 .commit(&provider, outcome.uow, outcome.outbox, Save::new(&from.request_id, from.chain, audit))
                 .await
-                .map_err(|e| format!("provider `{}`'s writes could not be saved: {e}", provider.record.id))?;
+                .map_err(|error| Unavailable::NotSaved { provider: provider.record.id.clone(), error })?;
         }
         Ok(outcome.results)
     }

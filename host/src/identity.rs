@@ -321,7 +321,7 @@ impl TokenStore {
         let (Some(role), false, false) = (role, expired, revoked) else {
             return Err(AuthError::Rejected);
         };
-        if row.get::<String, _>("tenant_status") != "active" {
+        if row.get::<&str, _>("tenant_status") != crate::tenancy::TenantStatus::Active.as_str() {
             return Err(AuthError::Suspended);
         }
         let id: String = row.get("id");

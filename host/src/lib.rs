@@ -6,6 +6,9 @@
 //! plugins, validated by [`artifact`] and [`manifest`] and prepared by [`runtime`];
 //! [`storage`] holds plugin documents; [`identity`] turns tokens into principals.
 
+#[macro_use]
+mod states;
+
 pub mod api;
 pub mod artifact;
 pub mod audit;

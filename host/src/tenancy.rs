@@ -16,13 +16,26 @@ use std::sync::Arc;
 use std::sync::RwLock;
 use utoipa::ToSchema;
 
+text_states! {
+    /// Whether a tenant's tokens and sessions work: `active`, or `suspended` (every request
+    /// refused, nothing deleted).
+    pub enum TenantStatus {
+        Active = "active",
+        Suspended = "suspended",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Tenant {
     pub id: String,
     pub name: String,
-    /// `active` or `suspended`.
-    pub status: String,
+    pub status: TenantStatus,
     pub created_at: i64,
+}
+
+/// The column's CHECK constraint admits only the two names.
+fn tenant_status(text: &str) -> TenantStatus {
+    TenantStatus::parse(text).unwrap_or(TenantStatus::Suspended)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +114,7 @@ impl TenantStore {
         if inserted == 0 {
             return Err(TenancyError::Exists(id.to_owned()));
         }
-        Ok(Tenant { id: id.to_owned(), name: name.to_owned(), status: "active".into(), created_at: now })
+        Ok(Tenant { id: id.to_owned(), name: name.to_owned(), status: TenantStatus::Active, created_at: now })
     }
 
     pub async fn list(&self) -> Result<Vec<Tenant>, TenancyError> {
@@ -109,7 +122,7 @@ impl TenantStore {
             sqlx::query("SELECT id, name, status, created_at FROM tenants ORDER BY id").fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|r| Tenant { id: r.get(0), name: r.get(1), status: r.get(2), created_at: r.get(3) })
+            .map(|r| Tenant { id: r.get(0), name: r.get(1), status: tenant_status(r.get(2)), created_at: r.get(3) })
             .collect())
     }
 
@@ -118,13 +131,13 @@ impl TenantStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Tenant { id: r.get(0), name: r.get(1), status: r.get(2), created_at: r.get(3) })
+        row.map(|r| Tenant { id: r.get(0), name: r.get(1), status: tenant_status(r.get(2)), created_at: r.get(3) })
             .ok_or_else(|| TenancyError::NotFound(id.to_owned()))
     }
 
     /// Suspends or resumes a tenant. Its data is kept either way.
     pub async fn set_status(&self, id: &str, active: bool) -> Result<Tenant, TenancyError> {
-        let status = if active { "active" } else { "suspended" };
+        let status = if active { TenantStatus::Active } else { TenantStatus::Suspended }.as_str();
         let done =
             sqlx::query("UPDATE tenants SET status = ? WHERE id = ?").bind(status).bind(id).execute(&self.pool).await?;
         if done.rows_affected() == 0 {

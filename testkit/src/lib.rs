@@ -27,7 +27,9 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use keel_host::jobs::store::{EventRecord, JobFilter, JobRecord};
+pub use keel_host::jobs::JobStatus;
+pub use keel_host::jobs::store::JobRecord;
+use keel_host::jobs::store::{EventRecord, JobFilter};
 use keel_host::{Config, Server};
 pub use serde_json::{Value, json};
 use sqlx::Row;

@@ -1,7 +1,7 @@
 //! The kit's view of background work, with the `relay` fixture: jobs enqueued by a call wait
 //! until `run_due`, then run once; events reach subscribers the same way.
 
-use keel_testkit::{TestKit, json};
+use keel_testkit::{JobStatus, TestKit, json};
 use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,11 +16,11 @@ async fn enqueued_jobs_and_events_wait_for_run_due_and_then_run_once() {
     kit.post(&ana, "/v1/plugins/relay/publish", json!({ "payload": { "n": 2 } })).await;
     let waiting = kit.jobs("default").await.unwrap();
     assert_eq!(waiting.len(), 2, "the job and the event's delivery to relay itself");
-    assert!(waiting.iter().all(|j| j.status == "queued"));
+    assert!(waiting.iter().all(|j| j.status == JobStatus::Queued));
     assert_eq!(kit.events("default").await.unwrap().len(), 1);
 
     assert_eq!(kit.run_due().await.unwrap(), 2);
-    assert!(kit.jobs("default").await.unwrap().iter().all(|j| j.status == "done"));
+    assert!(kit.jobs("default").await.unwrap().iter().all(|j| j.status == JobStatus::Done));
     assert_eq!(kit.run_due().await.unwrap(), 0, "nothing runs twice");
     let applied = kit.documents("default", "relay", "applied").await.unwrap();
     let kinds: Vec<_> = applied.iter().map(|d| d.body["what"].as_str().unwrap()).collect();

@@ -148,7 +148,7 @@ async fn call(
     caller: Caller,
     request: WitRequest,
 ) -> Result<Response, (ApiError, &'static str)> {
-    let repeatable = plugin.record.manifest.requires.is_empty();
+    let repeatable = !plugin.record.manifest.calls_departments();
     let id = &plugin.record.id;
     let attempt = |n: u32| {
         let plugin = match n {
@@ -180,7 +180,7 @@ async fn attempt_call(
         task: None,
         permissions: Vec::new(),
         // Only plugins that import department interfaces need the linker.
-        interop: (!plugin.record.manifest.requires.is_empty()).then(|| state.departments.for_caller(Some(principal))),
+        interop: (plugin.record.manifest.calls_departments()).then(|| state.departments.for_caller(Some(principal))),
         limits: None,
     };
     let context = state.calls.context(plan).await.map_err(|e| {

@@ -7,8 +7,8 @@ use super::auth::TenantAdmin;
 use super::problem::{ApiError, Problem};
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
-use crate::jobs::JobKind;
 use crate::jobs::store::{EventRecord, JobFilter, JobRecord, JobRun, JobStoreError, ScheduleRecord};
+use crate::jobs::{JobKind, JobStatus};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
@@ -104,15 +104,12 @@ async fn list_jobs(
     Path(tenant): Path<String>,
     Query(q): Query<JobQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
-    const STATUSES: [&str; 5] = ["queued", "running", "done", "dead", "cancelled"];
-    if let Some(status) = &q.status
-        && !STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::unprocessable(
-            "invalid-status",
-            format!("`status` must be one of {}", STATUSES.join(", ")),
-        ));
-    }
+    let status = match &q.status {
+        None => None,
+        Some(name) => Some(JobStatus::parse(name).ok_or_else(|| {
+            ApiError::unprocessable("invalid-status", format!("`status` must be one of {}", JobStatus::names()))
+        })?),
+    };
     let kind = match &q.kind {
         None => None,
         Some(k) => Some(
@@ -122,7 +119,7 @@ async fn list_jobs(
     };
     let before = decode_cursor(q.cursor.as_deref())?;
     let limit = limit_of(q.limit)?;
-    let filter = JobFilter { plugin: q.plugin.clone(), status: q.status.clone(), kind, before, limit };
+    let filter = JobFilter { plugin: q.plugin.clone(), status, kind, before, limit };
     let items = state.jobs.list(&tenant, &filter).await?;
     let next =
         (items.len() == limit as usize).then(|| items.last().map(|j| encode_cursor(j.created_at, &j.id))).flatten();

@@ -6,6 +6,7 @@ use super::AppState;
 use super::auth::TenantAdmin;
 use super::jobs::{decode_cursor, encode_cursor, limit_of};
 use super::problem::{ApiError, Problem};
+use crate::jobs::TaskStatus;
 use crate::jobs::store::TaskRecord;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -18,8 +19,6 @@ use utoipa_axum::routes;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_tasks)).routes(routes!(show_task)).routes(routes!(cancel_task))
 }
-
-const STATUSES: [&str; 4] = ["running", "done", "cancelled", "failed"];
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -53,17 +52,15 @@ async fn list_tasks(
     Path(tenant): Path<String>,
     Query(q): Query<TaskQuery>,
 ) -> Result<Json<TaskPage>, ApiError> {
-    if let Some(status) = &q.status
-        && !STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::unprocessable(
-            "invalid-status",
-            format!("`status` must be one of {}", STATUSES.join(", ")),
-        ));
-    }
+    let status = match &q.status {
+        None => None,
+        Some(name) => Some(TaskStatus::parse(name).ok_or_else(|| {
+            ApiError::unprocessable("invalid-status", format!("`status` must be one of {}", TaskStatus::names()))
+        })?),
+    };
     let limit = limit_of(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?;
-    let items = state.jobs.tasks(&tenant, q.plugin.as_deref(), q.status.as_deref(), before, limit).await?;
+    let items = state.jobs.tasks(&tenant, q.plugin.as_deref(), status, before, limit).await?;
     let next =
         (items.len() == limit as usize).then(|| items.last().map(|t| encode_cursor(t.created_at, &t.id))).flatten();
     Ok(Json(TaskPage { items, next }))

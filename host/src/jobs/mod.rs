@@ -47,6 +47,41 @@ impl JobKind {
     }
 }
 
+text_states! {
+    /// Where a job is: `queued` (waiting for `run_at`), `running` (leased to a worker),
+    /// `done`, `dead` (attempts used up or failed for good; an admin may retry it) or
+    /// `cancelled`.
+    pub enum JobStatus {
+        Queued = "queued",
+        Running = "running",
+        Done = "done",
+        Dead = "dead",
+        Cancelled = "cancelled",
+    }
+}
+
+text_states! {
+    /// Where a task is: `running`, `done`, `cancelled`, or `failed` (its current chunk is
+    /// dead: retrying that job resumes the task; stored as `running`).
+    pub enum TaskStatus {
+        Running = "running",
+        Done = "done",
+        Cancelled = "cancelled",
+        Failed = "failed",
+    }
+}
+
+text_states! {
+    /// How one attempt of a job ended: `done`, `failed`, `lost` (the worker stopped before
+    /// finishing) or `deferred` (admission control refused it: no attempt used).
+    pub enum RunOutcome {
+        Done = "done",
+        Failed = "failed",
+        Lost = "lost",
+        Deferred = "deferred",
+    }
+}
+
 /// A row to insert into the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {

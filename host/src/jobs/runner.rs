@@ -3,7 +3,7 @@
 
 use super::cron::CronSchedule;
 use super::store::{ClaimPolicy, ClaimedJob, JobStore};
-use super::{JobKind, NewJob, TaskAdvance};
+use super::{JobKind, JobStatus, NewJob, TaskAdvance};
 use crate::calls::{CallPlan, Calls, Save};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -320,7 +320,7 @@ impl JobRunner {
                 tracing::warn!(job = %job.lease.job_id, plugin = %job.plugin, tenant = %job.tenant,
                     attempt = job.lease.attempt, error = %failure.message, "background attempt failed");
                 match self.jobs.fail(&job.lease, now, &failure.message, retry_at, failure.terminal).await {
-                    Ok(Some(status)) if status == "dead" => "dead",
+                    Ok(Some(JobStatus::Dead)) => "dead",
                     Ok(Some(_)) => "retry",
                     Ok(None) => "lease_lost",
                     Err(e) => {
@@ -402,7 +402,7 @@ impl JobRunner {
         };
         // A run whose commit lost a race runs again at once, on the winner's writes, inside
         // the same lease (not as a failed attempt with backoff).
-        let repeatable = plugin.record.manifest.requires.is_empty();
+        let repeatable = !plugin.record.manifest.calls_departments();
         let attempt = |_: u32| {
             let (plugin, caller, item) = (plugin.clone(), caller.clone(), item.clone());
             async move { self.attempt(job, &plugin, caller, item).await }
@@ -427,7 +427,7 @@ impl JobRunner {
             depth: 0,
             task: job.task.clone(),
             permissions: Vec::new(),
-            interop: (!plugin.record.manifest.requires.is_empty()).then(|| self.departments.for_caller(None)),
+            interop: (plugin.record.manifest.calls_departments()).then(|| self.departments.for_caller(None)),
             limits: None,
         };
         let context = self

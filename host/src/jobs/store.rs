@@ -7,7 +7,7 @@
 //! lease (owner and attempt), so a worker whose lease expired cannot overwrite the outcome of
 //! the worker that took the job over.
 
-use super::{JobKind, Lease, NewJob};
+use super::{JobKind, JobStatus, Lease, NewJob, RunOutcome, TaskStatus};
 use crate::storage::sqlite::insert_job;
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
@@ -21,7 +21,7 @@ pub enum JobStoreError {
     #[error("no task `{0}` in this tenant")]
     TaskNotFound(String),
     #[error("`{id}` is {status}; {action}")]
-    WrongState { id: String, status: String, action: &'static str },
+    WrongState { id: String, status: &'static str, action: &'static str },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -66,7 +66,7 @@ async fn finish_run(
     conn: &mut sqlx::SqliteConnection,
     lease: &Lease,
     now: i64,
-    outcome: &str,
+    outcome: RunOutcome,
     error: &str,
 ) -> Result<(), JobStoreError> {
     sqlx::query(
@@ -74,7 +74,7 @@ async fn finish_run(
          WHERE job_id = ? AND attempt = ? AND finished_at IS NULL",
     )
     .bind(now)
-    .bind(outcome)
+    .bind(outcome.as_str())
     .bind(error)
     .bind(&lease.job_id)
     .bind(i64::from(lease.attempt))
@@ -163,8 +163,7 @@ pub struct JobRecord {
     pub payload: String,
     pub idempotency_key: Option<String>,
     pub event_id: Option<String>,
-    /// queued, running, done, dead or cancelled.
-    pub status: String,
+    pub status: JobStatus,
     pub attempts: u32,
     pub max_attempts: u32,
     pub run_at: i64,
@@ -186,9 +185,7 @@ pub struct TaskRecord {
     /// The job name its chunks run under.
     pub name: String,
     pub title: String,
-    /// running, done, cancelled, or failed (its current chunk is dead: retrying that job
-    /// resumes the task).
-    pub status: String,
+    pub status: TaskStatus,
     /// Units the committed chunks did.
     pub done: u64,
     /// Units in all, when the plugin said.
@@ -211,9 +208,8 @@ pub struct JobRun {
     pub worker: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    /// done, failed, lost (the worker stopped before finishing) or deferred (admission control
-    /// refused it: no attempt used); absent while running.
-    pub outcome: Option<String>,
+    /// Absent while running.
+    pub outcome: Option<RunOutcome>,
     pub error: Option<String>,
 }
 
@@ -249,7 +245,7 @@ pub struct EventRecord {
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub plugin: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
     pub kind: Option<JobKind>,
     /// Only jobs older than this (created_at, id) position: the previous page's last.
     pub before: Option<(i64, String)>,
@@ -273,7 +269,8 @@ fn job_record(r: &SqliteRow) -> JobRecord {
         payload: r.get(5),
         idempotency_key: r.get(6),
         event_id: r.get(7),
-        status: r.get(8),
+        // The column's CHECK constraint admits only these names.
+        status: JobStatus::parse(r.get::<&str, _>(8)).unwrap_or(JobStatus::Dead),
         attempts: u32_of(r.get(9)),
         max_attempts: u32_of(r.get(10)),
         run_at: r.get(11),
@@ -299,7 +296,7 @@ fn task_record(r: &SqliteRow) -> TaskRecord {
         plugin: r.get(2),
         name: r.get(3),
         title: r.get(4),
-        status: r.get(5),
+        status: TaskStatus::parse(r.get::<&str, _>(5)).unwrap_or(TaskStatus::Failed),
         done: u64_of(r.get(6)),
         total: r.get::<Option<i64>, _>(7).map(u64_of),
         chunks: u64_of(r.get(8)),
@@ -508,7 +505,7 @@ impl JobStore {
         error: &str,
         retry_at: i64,
         terminal: bool,
-    ) -> Result<Option<String>, JobStoreError> {
+    ) -> Result<Option<JobStatus>, JobStoreError> {
         let _turn = self.writes.turn("").await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let status: Option<String> = sqlx::query_scalar(
@@ -530,10 +527,10 @@ impl JobStore {
         .fetch_optional(&mut *tx)
         .await?;
         if status.is_some() {
-            finish_run(&mut tx, lease, now, "failed", error).await?;
+            finish_run(&mut tx, lease, now, RunOutcome::Failed, error).await?;
         }
         tx.commit().await?;
-        Ok(status)
+        Ok(status.as_deref().and_then(JobStatus::parse))
     }
 
     /// Puts back a claimed job that never started (admission control refused it) without
@@ -557,7 +554,7 @@ impl JobStore {
         .await?
         .rows_affected();
         if moved == 1 {
-            finish_run(&mut tx, lease, now, "deferred", reason).await?;
+            finish_run(&mut tx, lease, now, RunOutcome::Deferred, reason).await?;
         }
         tx.commit().await?;
         Ok(moved == 1)
@@ -578,8 +575,8 @@ impl JobStore {
         if let Some(plugin) = &filter.plugin {
             q.push(" AND plugin_id = ").push_bind(plugin);
         }
-        if let Some(status) = &filter.status {
-            q.push(" AND status = ").push_bind(status);
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(kind) = filter.kind {
             q.push(" AND kind = ").push_bind(kind.as_str());
@@ -612,7 +609,7 @@ impl JobStore {
             worker: r.get(1),
             started_at: r.get(2),
             finished_at: r.get(3),
-            outcome: r.get(4),
+            outcome: r.get::<Option<&str>, _>(4).and_then(RunOutcome::parse),
             error: r.get(5),
         })
         .collect();
@@ -646,7 +643,7 @@ impl JobStore {
         let changed = sqlx::query(update).bind(now).bind(tenant).bind(id).execute(&self.pool).await?.rows_affected();
         let (job, _) = self.get(tenant, id).await?;
         if changed == 0 {
-            return Err(JobStoreError::WrongState { id: id.to_owned(), status: job.status, action: refusal });
+            return Err(JobStoreError::WrongState { id: id.to_owned(), status: job.status.as_str(), action: refusal });
         }
         Ok(job)
     }
@@ -657,7 +654,7 @@ impl JobStore {
         &self,
         tenant: &str,
         plugin: Option<&str>,
-        status: Option<&str>,
+        status: Option<TaskStatus>,
         before: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<TaskRecord>, JobStoreError> {
@@ -673,7 +670,7 @@ impl JobStore {
                 " AND CASE WHEN t.status = 'running' AND j.status = 'dead' THEN 'failed' \
      WHEN t.status = 'running' AND j.status = 'cancelled' THEN 'cancelled' ELSE t.status END = ",
             )
-            .push_bind(status);
+            .push_bind(status.as_str());
         }
         if let Some((at, id)) = before {
             q.push(" AND (t.created_at, t.id) < (").push_bind(at).push(", ").push_bind(id).push(")");
@@ -725,7 +722,7 @@ impl JobStore {
         if changed == 0 {
             return Err(JobStoreError::WrongState {
                 id: id.to_owned(),
-                status: task.status,
+                status: task.status.as_str(),
                 action: "only running or failed tasks can be cancelled",
             });
         }
@@ -739,8 +736,11 @@ impl JobStore {
     }
 
     /// Queue depth by status, for metrics and the bench.
-    pub async fn count(&self, status: &str) -> Result<i64, JobStoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = ?").bind(status).fetch_one(&self.pool).await?)
+    pub async fn count(&self, status: JobStatus) -> Result<i64, JobStoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = ?")
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     // ---- schedules ----

@@ -248,6 +248,12 @@ pub struct Manifest {
     /// Settings tenant admins give the plugin; it reads them with `config.get`.
     #[serde(default)]
     pub settings: Vec<SettingSpec>,
+    /// `provides`, parsed once by [`Manifest::parse`].
+    #[serde(skip)]
+    provided: Vec<InterfaceRef>,
+    /// `requires`, parsed once by [`Manifest::parse`].
+    #[serde(skip)]
+    required: Vec<InterfaceRef>,
 }
 
 /// A versioned department interface: `namespace:package/interface@version`.
@@ -353,8 +359,11 @@ fn is_identifier(s: &str, max: usize) -> bool {
 impl Manifest {
     /// Parses and validates manifest text.
     pub fn parse(text: &str, policy: &LimitPolicy) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.message().to_owned()))?;
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.message().to_owned()))?;
         manifest.validate(policy)?;
+        let parsed = |list: &[String]| list.iter().filter_map(|entry| InterfaceRef::parse(entry)).collect();
+        manifest.provided = parsed(&manifest.provides);
+        manifest.required = parsed(&manifest.requires);
         Ok(manifest)
     }
 
@@ -538,13 +547,19 @@ impl Manifest {
     }
 
     /// The interfaces in `provides`, parsed (validated at parse time).
-    pub fn provided(&self) -> Vec<InterfaceRef> {
-        self.provides.iter().filter_map(|p| InterfaceRef::parse(p)).collect()
+    pub fn provided(&self) -> &[InterfaceRef] {
+        &self.provided
     }
 
     /// The interfaces in `requires`, parsed (validated at parse time).
-    pub fn required(&self) -> Vec<InterfaceRef> {
-        self.requires.iter().filter_map(|p| InterfaceRef::parse(p)).collect()
+    pub fn required(&self) -> &[InterfaceRef] {
+        &self.required
+    }
+
+    /// Whether the plugin calls other departments (and its calls then cannot be repeated
+    /// after a lost race: the providers' writes are committed already).
+    pub fn calls_departments(&self) -> bool {
+        !self.required.is_empty()
     }
 
     /// Whether the host will call the plugin's `worker` export, which it then must have.

@@ -16,13 +16,43 @@ use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{Component, Linker, Val};
 
+/// Why the host answered a department call `unavailable` itself (the text becomes the
+/// problem's detail).
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("calls to other plugins are not available in this context")]
+    NoInterop,
+    #[error("the call chain is {depth} calls deep, the limit ({limit}); `{caller}` cannot call {interface}")]
+    TooDeep { depth: u32, limit: u32, caller: String, interface: String },
+    #[error("the calling plugin is no longer installed")]
+    CallerGone,
+    #[error("`{caller}` does not require {interface}")]
+    NotRequired { caller: String, interface: String },
+    #[error("no plugin enabled for tenant `{tenant}` provides {required}")]
+    NoProvider { tenant: String, required: String },
+    #[error("`{provider}` no longer exports {provided}")]
+    ExportGone { provider: String, provided: String },
+    #[error("provider `{provider}`'s settings cannot be read: {reason}")]
+    Settings { provider: String, reason: String },
+    #[error("provider `{provider}` failed: {error}")]
+    Failed { provider: String, error: super::ExportError },
+    #[error(
+        "too-many-jobs: provider `{provider}` would start the {chain}th job of one chain; jobs.max-chain is {limit}"
+    )]
+    TooManyJobs { provider: String, chain: u32, limit: u32 },
+    #[error("provider `{provider}`'s writes could not be saved: {error}")]
+    NotSaved { provider: String, error: crate::storage::UnitOfWorkError },
+    #[error("the provider answered the wrong shape")]
+    WrongShape,
+}
+
 /// Resolves and runs a cross-plugin call on behalf of one caller. Built per request (it
 /// carries the caller's identity) by the layer that knows plugins and tenants.
 #[async_trait::async_trait]
 pub trait Interop: Send + Sync {
     /// Calls `function` of `interface` (`namespace:package/interface`, no version) for the
-    /// plugin in `from`, whose call is `depth` calls deep. `Err` is the reason the interface
-    /// is unavailable.
+    /// plugin in `from`, whose call is `depth` calls deep. `Err` is why the interface is
+    /// unavailable.
     async fn call(
         &self,
         from: &CallLabels,
@@ -31,7 +61,7 @@ pub trait Interop: Send + Sync {
         function: &str,
         signature: &ComponentFunc,
         params: &[Val],
-    ) -> Result<Vec<Val>, String>;
+    ) -> Result<Vec<Val>, Unavailable>;
 }
 
 /// The code of the `unavailable` problems the host answers itself.
@@ -130,18 +160,21 @@ pub(super) fn link_department_imports(
                     let state = store.data();
                     let (interop, labels, depth) = (state.interop.clone(), state.labels.clone(), state.depth);
                     let answer = match interop {
-                        None => Err("calls to other plugins are not available in this context".to_owned()),
+                        None => Err(Unavailable::NoInterop),
                         Some(interop) => {
                             interop.call(&labels, depth, &interface, &function, &signature, params).await
                         }
                     };
+                    let answer = answer.and_then(|values| match values.len() == results.len() {
+                        true => Ok(values),
+                        false => Err(Unavailable::WrongShape),
+                    });
                     match answer {
-                        Ok(values) if values.len() == results.len() => results.clone_from_slice(&values),
-                        Ok(_) => results[0] = unavailable_or_trap(&signature, "the provider answered the wrong shape")?,
+                        Ok(values) => results.clone_from_slice(&values),
                         Err(reason) => {
                             tracing::info!(target: "keel::plugin", plugin = %labels.plugin, tenant = %labels.tenant,
                                 request_id = %labels.request_id, %interface, %function, %reason, "department call unavailable");
-                            results[0] = unavailable_or_trap(&signature, &reason)?;
+                            results[0] = unavailable_or_trap(&signature, &reason.to_string())?;
                         }
                     }
                     Ok(())
@@ -179,7 +212,7 @@ pub(super) fn provided_exports(
                 })
                 .cloned()
                 .ok_or_else(|| PrepareError::MissingProvidedExport(provided.to_string()))?;
-            Ok((provided, name))
+            Ok((provided.clone(), name))
         })
         .collect()
 }

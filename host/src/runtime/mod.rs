@@ -278,6 +278,8 @@ enum Answer {
     Work(Result<(), WitError>),
     Import(Result<Vec<RowProblem>, WitError>),
     Values(Vec<Val>),
+    /// The instance's export is not what the caller expects (named): nothing was called.
+    Mismatch(String),
     Routes(Vec<routes::Route>),
 }
 
@@ -510,14 +512,10 @@ impl Runtime {
             expected: expected.clone(),
             params: params.to_vec(),
         };
-        let (answer, state) = self.invoke(pre, context, entry).await.map_err(|e| match e {
-            CallError::Instantiate(m) if m.starts_with(MISMATCH) => {
-                ExportError::Mismatch(format!("{export}.{function}"))
-            }
-            other => ExportError::Call(other),
-        })?;
+        let (answer, state) = self.invoke(pre, context, entry).await?;
         match answer {
             Answer::Values(results) => Ok(ExportOutcome { results, uow: state.uow, outbox: state.outbox }),
+            Answer::Mismatch(what) => Err(ExportError::Mismatch(what)),
             _ => unreachable!("an export call is answered with values"),
         }
     }
@@ -669,16 +667,14 @@ impl Runtime {
                         .map_err(Failure::Run)
                 }
                 Entry::Export { export, function, expected, params } => {
-                    let interface = instance
-                        .get_export_index(&mut store, None, &export)
-                        .ok_or_else(|| Failure::Instantiate(wasmtime::Error::msg(format!("{MISMATCH}: {export}"))))?;
                     let func = instance
-                        .get_export_index(&mut store, Some(&interface), &function)
+                        .get_export_index(&mut store, None, &export)
+                        .and_then(|interface| instance.get_export_index(&mut store, Some(&interface), &function))
                         .and_then(|index| instance.get_func(&mut store, index))
-                        .ok_or_else(|| Failure::Instantiate(wasmtime::Error::msg(format!("{MISMATCH}: {function}"))))?;
-                    if !interop::same_signature(&func.ty(&store), &expected) {
-                        return Err(Failure::Instantiate(wasmtime::Error::msg(format!("{MISMATCH}: {function}"))));
-                    }
+                        .filter(|func| interop::same_signature(&func.ty(&store), &expected));
+                    let Some(func) = func else {
+                        return Ok(Answer::Mismatch(format!("{export}.{function}")));
+                    };
                     let mut results = vec![Val::Bool(false); expected.results().len()];
                     func.call_async(&mut store, &params, &mut results).await.map_err(Failure::Run)?;
                     Ok(Answer::Values(results))
@@ -704,9 +700,6 @@ impl Runtime {
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
 struct DeadlineExceeded;
-
-/// Marks an export whose shape differs from what the caller expects.
-const MISMATCH: &str = "department export mismatch";
 
 enum Failure {
     Instantiate(wasmtime::Error),
