@@ -13,6 +13,7 @@ pub mod api;
 pub mod artifact;
 pub mod audit;
 pub mod calls;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -87,23 +87,10 @@ pub struct Caller {
     token: String,
 }
 
-/// A response: status, JSON body (or a JSON string for other bodies) and headers.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// The body as JSON.
-    pub body: Value,
-    /// Response headers.
-    pub headers: axum::http::HeaderMap,
-}
-
-impl Reply {
-    /// The stable `code` of a problem body.
-    pub fn code(&self) -> &str {
-        self.body.get("code").and_then(Value::as_str).unwrap_or("")
-    }
-}
+/// A response: status, JSON body (or a JSON string for other bodies) and headers; the same
+/// type the host's HTTP client returns, with `code()`, `expect(status)` and
+/// `expect_problem(status, code)`.
+pub use keel_host::client::Reply;
 
 /// A stored document as a test sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -276,9 +263,7 @@ impl TestKit {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap_or_default();
-        let body =
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply { status, body, headers }
+        Reply::from_parts(status, headers, &bytes)
     }
 
     /// `GET path` as `caller`.

@@ -102,7 +102,7 @@ async fn csv_dry_runs_and_bad_requests() {
     // The import's permission: a member without it is refused before anything is read.
     let member = s.token_for("default", "member").await;
     let reply = s.as_token(Some(&member), reqwest::Method::POST, IMPORT, Some(Value::Null)).await;
-    assert_eq!(reply.status.as_u16(), 403, "{}", reply.body);
+    assert_eq!(reply.status, 403, "{}", reply.body);
 }
 
 #[tokio::test]

@@ -16,14 +16,14 @@ const ROUNDS: usize = 50;
 /// invariant refusal (`refused`) or, after the host's attempts ran out, a write conflict.
 fn successes(replies: &[Reply], ok: u16, refused: &[&str]) -> usize {
     for r in replies {
-        let status = r.status.as_u16();
+        let status = r.status;
         assert!(
             status == ok || (status == 409 && (refused.contains(&r.code()) || r.code() == "write-conflict")),
             "unexpected answer {status}: {}",
             r.body
         );
     }
-    replies.iter().filter(|r| r.status.as_u16() == ok).count()
+    replies.iter().filter(|r| r.status == ok).count()
 }
 
 async fn repeats(s: &TestServer) -> u64 {

@@ -112,5 +112,5 @@ async fn unknown_tasks_and_bad_filters_are_typed_errors() {
     s.get(&format!("{TASKS}/{id}")).await.expect(200);
     let other = s.tenant_with_token("other", "admin").await;
     let reply = s.as_token(Some(&other), reqwest::Method::GET, &format!("{TASKS}/{id}"), None).await;
-    assert_eq!(reply.status.as_u16(), 404, "{}", reply.body);
+    assert_eq!(reply.status, 404, "{}", reply.body);
 }

@@ -348,13 +348,13 @@ async fn every_tenant_route_refuses_other_tenants_and_members() {
             let platform_only = path.ends_with("/quotas") && method != Method::GET;
             let expected = if platform_only { (403, "forbidden") } else { (404, "tenant-not-found") };
             assert_eq!(
-                (outsider.status.as_u16(), outsider.code()),
+                (outsider.status, outsider.code()),
                 expected,
                 "{method} {path} as another tenant's admin: {}",
                 outsider.body
             );
             assert_eq!(
-                (insider.status.as_u16(), insider.code()),
+                (insider.status, insider.code()),
                 (403, "forbidden"),
                 "{method} {path} as a member: {}",
                 insider.body

@@ -3,9 +3,8 @@
 
 pub mod neighbours;
 
+use keel_host::client::Client;
 use keel_host::{Config, Server};
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
@@ -51,45 +50,17 @@ pub fn manifest_version(dir: &str) -> String {
     line.trim_start_matches("version = ").trim_matches('"').to_owned()
 }
 
-/// A response: status, JSON body (or `Value::String` for non-JSON), headers.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Value,
-    pub headers: HeaderMap,
-}
-
-impl Reply {
-    /// The `code` of a problem body.
-    pub fn code(&self) -> &str {
-        self.body.get("code").and_then(Value::as_str).unwrap_or("<no code>")
-    }
-
-    pub fn is_problem(&self) -> bool {
-        self.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
-    }
-
-    #[track_caller]
-    pub fn expect(self, status: u16) -> Reply {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
-        self
-    }
-
-    /// Asserts an error response: status, problem content type and stable code.
-    #[track_caller]
-    pub fn expect_problem(self, status: u16, code: &str) -> Reply {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
-        assert!(self.is_problem(), "error is not problem+json: {:?} {}", self.headers.get("content-type"), self.body);
-        assert_eq!(self.code(), code, "unexpected problem code; body: {}", self.body);
-        self
-    }
-}
+/// An answer, as the library client returns it (with `expect` and `expect_problem`).
+pub use keel_host::client::Reply;
 
 pub struct TestServer {
     server: Option<Server>,
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
+    /// The library's client, as the platform admin: every request of this server goes
+    /// through it.
+    pub client: Client,
     pub dir: TempDir,
 }
 
@@ -107,7 +78,8 @@ impl TestServer {
         let server = Server::start(config).await.expect("server starts");
         let token = server.bootstrap_token.clone().expect("first start prints a bootstrap token");
         let base = format!("http://{}", server.addr);
-        TestServer { server: Some(server), base, token, http: reqwest::Client::new(), dir }
+        let client = Client::new(&base, Some(token.clone()));
+        TestServer { server: Some(server), base, token, http: reqwest::Client::new(), client, dir }
     }
 
     /// A server with `plugins` (artifact names) installed over HTTP.
@@ -133,6 +105,7 @@ impl TestServer {
         self.server.take().expect("server is running").shutdown().await;
         let server = Server::start(config(self.dir.path())).await.expect("server restarts");
         self.base = format!("http://{}", server.addr);
+        self.client = Client::new(&self.base, Some(self.token.clone()));
         self.server = Some(server);
         self
     }
@@ -145,6 +118,7 @@ impl TestServer {
         configure(&mut config);
         let server = Server::start(config).await.expect("server restarts");
         self.base = format!("http://{}", server.addr);
+        self.client = Client::new(&self.base, Some(self.token.clone()));
         self.server = Some(server);
         self
     }
@@ -171,17 +145,11 @@ impl TestServer {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.expect("request reaches the server");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        let body =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Reply { status, body, headers }
+        self.client.send(request).await.expect("request reaches the server")
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+        self.client.request(method, path)
     }
 
     /// POSTs `body` as it is, with `content_type` (none: no header), as the admin token.
@@ -230,10 +198,7 @@ impl TestServer {
         path: &str,
         body: Option<Value>,
     ) -> Reply {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
-        }
+        let mut request = self.client.as_caller(token).request(method, path);
         if let Some(b) = body {
             request = request.json(&b);
         }

@@ -225,7 +225,7 @@ async fn import(
     }
 
     if problems_total > 0 {
-        problems.sort_by(|a, b| a.line.cmp(&b.line));
+        problems.sort_by_key(|p| p.line);
         let total = problems_total;
         let mut api = ApiError::unprocessable(
             "import-rejected",

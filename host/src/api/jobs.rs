@@ -69,7 +69,7 @@ pub struct JobQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
     /// Newest first.
     pub items: Vec<JobRecord>,
@@ -126,7 +126,7 @@ async fn list_jobs(
     Ok(Json(JobPage { items, next }))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct JobDetail {
     pub job: JobRecord,
     /// Every attempt, oldest first.
@@ -178,7 +178,7 @@ async fn cancel_job(
     Ok(Json(job))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ScheduleList {
     pub items: Vec<ScheduleRecord>,
 }
@@ -202,7 +202,7 @@ async fn list_schedules(
     Ok(Json(ScheduleList { items }))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct QueuedJob {
     pub job_id: String,
 }
@@ -244,7 +244,7 @@ pub struct EventQuery {
     limit: Option<u32>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     /// Oldest first.
     pub items: Vec<EventRecord>,
@@ -277,7 +277,7 @@ pub struct Replay {
     pub to_seq: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Replayed {
     /// Deliveries queued.
     pub queued: u64,

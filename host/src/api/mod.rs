@@ -20,6 +20,11 @@ mod tasks;
 mod tenants;
 mod users;
 
+/// Response types clients decode ([`crate::client`]).
+pub use jobs::{EventPage, JobDetail, JobPage, QueuedJob, Replayed, ScheduleList};
+pub use tasks::TaskPage;
+pub use tenants::TenantList;
+
 use crate::clock::Clock;
 use crate::identity::TokenStore;
 use crate::metrics::Metrics;

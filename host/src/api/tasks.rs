@@ -33,7 +33,7 @@ pub struct TaskQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TaskPage {
     /// Newest first.
     pub items: Vec<TaskRecord>,

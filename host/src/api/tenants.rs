@@ -108,7 +108,7 @@ async fn create_tenant(
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TenantList {
     pub items: Vec<Tenant>,
 }

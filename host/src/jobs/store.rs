@@ -9,7 +9,7 @@
 
 use super::{JobKind, JobStatus, Lease, NewJob, RunOutcome, TaskStatus};
 use crate::storage::sqlite::insert_job;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use utoipa::ToSchema;
@@ -152,7 +152,7 @@ fn allocate(owners: &[(String, String)], policy: &ClaimPolicy) -> Vec<(String, S
 }
 
 /// What an admin sees of a job.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobRecord {
     pub id: String,
     pub tenant: String,
@@ -177,7 +177,7 @@ pub struct JobRecord {
 }
 
 /// What an admin sees of a task.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskRecord {
     pub id: String,
     pub tenant: String,
@@ -202,7 +202,7 @@ pub struct TaskRecord {
 }
 
 /// One attempt of a job.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobRun {
     pub attempt: u32,
     pub worker: String,
@@ -214,7 +214,7 @@ pub struct JobRun {
 }
 
 /// A schedule's state in one tenant.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleRecord {
     pub tenant: String,
     pub plugin: String,
@@ -227,7 +227,7 @@ pub struct ScheduleRecord {
 }
 
 /// An event in the log.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventRecord {
     /// Position in the tenant's log (increasing; use it for ranges and paging).
     pub seq: i64,
