@@ -55,6 +55,10 @@ pub struct JobsConfig {
     /// How long a chain of jobs enqueued by jobs may grow (a job that enqueues itself
     /// forever is stopped here).
     pub max_chain: u32,
+    /// Chunks one task may commit: the chunk that asks for one more is dead-lettered, unsaved,
+    /// and the task shows `failed` (raise the limit and retry that chunk to go on). Stops a
+    /// task that never stops asking for another chunk.
+    pub max_task_chunks: u64,
 }
 
 impl Default for JobsConfig {
@@ -67,6 +71,7 @@ impl Default for JobsConfig {
             tenant_concurrency: None,
             max_queued_per_plugin: 10_000,
             max_chain: 1_000,
+            max_task_chunks: 100_000,
         }
     }
 }
@@ -285,9 +290,9 @@ impl Config {
                 "limits.max-commit-bytes and max-read-bytes must be at least max-document-bytes".into(),
             ));
         }
-        if self.jobs.max_queued_per_plugin == 0 || self.jobs.max_chain == 0 {
+        if self.jobs.max_queued_per_plugin == 0 || self.jobs.max_chain == 0 || self.jobs.max_task_chunks == 0 {
             return Err(ConfigError::Invalid(
-                "jobs.max-queued-per-plugin and jobs.max-chain must be at least 1".into(),
+                "jobs.max-queued-per-plugin, jobs.max-chain and jobs.max-task-chunks must be at least 1".into(),
             ));
         }
         Ok(())

@@ -154,6 +154,7 @@ impl Server {
                 concurrency: config.jobs.concurrency,
                 tenant_concurrency: config.jobs.tenant_concurrency(),
                 max_chain: config.jobs.max_chain,
+                max_task_chunks: config.jobs.max_task_chunks,
             },
             departments.clone(),
         ));

@@ -71,6 +71,20 @@ async fn a_task_runs_chunk_by_chunk_with_exact_progress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_chunk_limit_fails_with_its_last_chunk_unsaved() {
+    let s = TestServer::start_with(|c| c.jobs.max_task_chunks = 3).await;
+    s.install("fixtures/batch").await.expect(201);
+    // Five chunks of 500 asked for; two commit, the third asks for a fourth and is refused.
+    let seed = s.post(&format!("{B}/seed"), json!({ "count": 2_500, "chunk": 500 })).await.expect(202).body;
+    let id = seed["task"].as_str().unwrap().to_owned();
+    let failed = until(&s, &id, "the task to fail", |t| t["status"] == "failed").await;
+    assert_eq!((failed["done"].as_u64(), failed["chunks"].as_u64()), (Some(1_000), Some(2)), "{failed}");
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("too-many-chunks") && error.contains("jobs.max-task-chunks is 3"), "{failed}");
+    assert_eq!(summary(&s).await.0, 1_000, "the refused chunk's writes were not saved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_task_queues_no_further_chunk() {
     let s = TestServer::with_plugins(&["fixtures/batch"]).await;
     let seed = s.post(&format!("{B}/seed"), json!({ "count": 3_000, "chunk": 1000 })).await.expect(202).body;

@@ -38,6 +38,8 @@ pub struct RunnerSettings {
     pub tenant_concurrency: usize,
     /// Work a job enqueues or publishes is refused past this chain length.
     pub max_chain: u32,
+    /// A task whose chunk asks for a next one past this many chunks fails instead.
+    pub max_task_chunks: u64,
 }
 
 /// (tenant, plugin, schedule name) → the spec its stored next time was computed from.
@@ -459,6 +461,28 @@ impl JobRunner {
         let now = self.clock.now_ms();
         let mut outbox = outcome.outbox;
         let advance = outbox.advance.take();
+        if let (Some(task), Some((_, Some(_)))) = (&job.task, &advance) {
+            // A task that never stops asking for another chunk ends here, failed: its chunk
+            // is dead-lettered (nothing of this run saved) and an admin may retry it.
+            let chunks = self
+                .jobs
+                .task(&job.tenant, task)
+                .await
+                .map_err(|e| retryable(format!("cannot read task `{task}`: {e}")))?
+                .chunks;
+            if chunks + 1 >= self.settings.max_task_chunks {
+                return Err(Failure {
+                    message: format!(
+                        "too-many-chunks: task `{task}` has run {} chunks and asks for another; jobs.max-task-chunks is {}",
+                        chunks + 1,
+                        self.settings.max_task_chunks
+                    ),
+                    terminal: true,
+                    deferred: false,
+                    lost_race: false,
+                });
+            }
+        }
         // A chunk of a task moves it on (a chunk that did not say how finishes it); the next
         // chunk keeps this one's chain: a task is bounded by its own progress.
         let advances = job.task.as_ref().map(|task| {
