@@ -11,7 +11,8 @@
 //!   tenant), the jobs and tasks it started and, for a job run, the job's completion and its
 //!   task's progress, commit in one transaction or not at all;
 //! - a call whose commit lost a race runs again from the start, at most
-//!   [`MAX_CALL_ATTEMPTS`] times in all, repeats of one (tenant, plugin) one at a time.
+//!   [`MAX_CALL_ATTEMPTS`] times in all and never past its request's or lease's end; repeats
+//!   of one (tenant, plugin) one at a time.
 
 use crate::clock::Clock;
 use crate::jobs::{Background, JobKind, Lease, NewEvent, NewJob, NewTask, PendingOutbox, TaskAdvance};
@@ -22,7 +23,9 @@ use crate::settings::{SettingsError, SettingsStore};
 use crate::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork, UnitOfWorkError, WriteAudit};
 use crate::tenancy::TenantStore;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 /// Attempts a call gets before a race lost at commit is its answer (HTTP: 409
@@ -142,30 +145,44 @@ impl Calls {
     /// commit (`lost_race`), runs it again from the start, up to [`MAX_CALL_ATTEMPTS`]: a
     /// repeat reads the winner's writes, so it answers as if the calls had run one after the
     /// other. Not `repeatable`: the first answer stands (a plugin that called other
-    /// departments: their writes are committed already).
+    /// departments: their writes are committed already). No repeat starts at or after
+    /// `until` (an HTTP request's or a job lease's end, less one run): the last loss is the
+    /// answer then.
     ///
-    /// Contention makes a (tenant, plugin) run one call at a time until it passes: repeats
-    /// queue in its lane (first come, first served), and so do new calls while anyone is in
-    /// it. A repeat then races only calls already running when the contention began, instead
-    /// of every newcomer, so it does not lose again and again (optimistic while calls do not
-    /// collide, serial while they do).
+    /// Repeats of one (tenant, plugin) queue in its lane, first come first served, and while
+    /// any repeat is queued or running new calls of that (tenant, plugin) queue behind them
+    /// too: a repeat then races only the calls already running when it lost, not every
+    /// newcomer, so it does not lose again and again. When no repeat is left, calls run side
+    /// by side again (optimistic while calls do not collide, serial while they do).
     pub async fn repeating<T, E, F: Future<Output = Result<T, E>>>(
         &self,
         tenant: &str,
         plugin: &str,
-        repeatable: bool,
+        repeat: Repeat,
         mut attempt: impl FnMut(u32) -> F,
         lost_race: impl Fn(&E) -> bool,
     ) -> Result<T, E> {
         let mut n = 1;
+        // A newcomer waits behind repeats under way, but not past `until`: then it just runs.
+        let mut lane = match self.retry_lanes.has_repeats(tenant, plugin) {
+            true => self.retry_lanes.enter_within(tenant, plugin, false, repeat.until).await,
+            false => None,
+        };
         loop {
-            let _lane = if n > 1 || self.retry_lanes.is_busy(tenant, plugin) {
-                Some(self.retry_lanes.enter(tenant, plugin).await)
-            } else {
-                None
-            };
-            match attempt(n).await {
-                Err(e) if repeatable && n < MAX_CALL_ATTEMPTS && lost_race(&e) => {
+            let result = attempt(n).await;
+            drop(lane.take());
+            match result {
+                Err(e)
+                    if repeat.repeatable
+                        && n < MAX_CALL_ATTEMPTS
+                        && lost_race(&e)
+                        && repeat.until.is_none_or(|until| Instant::now() < until) =>
+                {
+                    match self.retry_lanes.enter_within(tenant, plugin, true, repeat.until).await {
+                        Some(guard) => lane = Some(guard),
+                        // Its turn would come too late: the loss stands.
+                        None => return Err(e),
+                    }
                     tracing::debug!(%plugin, %tenant, attempt = n, "commit lost a race; running the call again");
                     self.metrics.record_repeat(plugin);
                     n += 1;
@@ -245,35 +262,150 @@ impl Calls {
     }
 }
 
+/// Whether and until when [`Calls::repeating`] may run a call again.
+#[derive(Debug, Clone, Copy)]
+pub struct Repeat {
+    pub repeatable: bool,
+    /// No repeat starts from then on, nor waits for its turn past it.
+    pub until: Option<Instant>,
+}
+
 /// Named lanes per tenant, each held by one holder at a time: calls repeated after a lost
 /// race queue in theirs, and a tenant's bulk import holds its own.
 #[derive(Debug, Default)]
 pub struct Lanes {
-    lanes: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    lanes: Mutex<HashMap<(String, String), Arc<LaneState>>>,
+    /// Repeats queued or running in any lane: while none is, a call skips the map.
+    repeats: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// Repeats queued for or holding the lane.
+    repeats: AtomicUsize,
+}
+
+/// A turn in a lane, given back when dropped.
+#[derive(Debug)]
+pub struct LaneTurn<'a> {
+    _turn: OwnedMutexGuard<()>,
+    lane: Arc<LaneState>,
+    /// The lanes' count of repeats, for a repeat's turn.
+    repeats: Option<&'a AtomicUsize>,
+}
+
+impl Drop for LaneTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(all) = self.repeats {
+            self.lane.repeats.fetch_sub(1, Ordering::AcqRel);
+            all.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Counts a repeat while it waits; its turn takes the count over, or giving up returns it.
+struct Queued<'a> {
+    lane: Arc<LaneState>,
+    all: &'a AtomicUsize,
+    waiting: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.lane.repeats.fetch_sub(1, Ordering::AcqRel);
+            self.all.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Lanes {
-    /// Waits for the lane (`tenant`, `what`).
-    pub async fn enter(&self, tenant: &str, what: &str) -> OwnedMutexGuard<()> {
-        self.lane(tenant, what).lock_owned().await
+    /// Waits for the lane (`tenant`, `what`) until `until` (for ever if `None`); `None` if
+    /// the turn did not come in time. A `repeat` makes newcomers queue behind it meanwhile.
+    pub async fn enter_within(
+        &self,
+        tenant: &str,
+        what: &str,
+        repeat: bool,
+        until: Option<Instant>,
+    ) -> Option<LaneTurn<'_>> {
+        let lane = self.lane(tenant, what);
+        let queued = repeat.then(|| {
+            self.repeats.fetch_add(1, Ordering::AcqRel);
+            lane.repeats.fetch_add(1, Ordering::AcqRel);
+            Queued { lane: lane.clone(), all: &self.repeats, waiting: true }
+        });
+        let wait = lane.turn.clone().lock_owned();
+        let turn = match until {
+            None => wait.await,
+            Some(until) => tokio::time::timeout_at(until.into(), wait).await.ok()?,
+        };
+        // The turn now carries the count the queued marker held.
+        if let Some(mut queued) = queued {
+            queued.waiting = false;
+        }
+        Some(LaneTurn { _turn: turn, lane, repeats: repeat.then_some(&self.repeats) })
     }
 
-    /// Whether someone holds or waits for the lane (`tenant`, `what`).
-    pub fn is_busy(&self, tenant: &str, what: &str) -> bool {
+    /// Whether repeats are queued for or holding the lane (`tenant`, `what`).
+    pub fn has_repeats(&self, tenant: &str, what: &str) -> bool {
+        if self.repeats.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let lanes = self.lanes.lock().expect("lanes lock");
-        // The map holds one reference; each holder and waiter holds another.
-        lanes.get(&(tenant.to_owned(), what.to_owned())).is_some_and(|lane| Arc::strong_count(lane) > 1)
+        lanes.get(&(tenant.to_owned(), what.to_owned())).is_some_and(|lane| lane.repeats.load(Ordering::Acquire) > 0)
     }
 
     /// The lane (`tenant`, `what`) if nobody holds it now.
-    pub fn try_enter(&self, tenant: &str, what: &str) -> Option<OwnedMutexGuard<()>> {
-        self.lane(tenant, what).try_lock_owned().ok()
+    pub fn try_enter(&self, tenant: &str, what: &str) -> Option<LaneTurn<'_>> {
+        let lane = self.lane(tenant, what);
+        let turn = lane.turn.clone().try_lock_owned().ok()?;
+        Some(LaneTurn { _turn: turn, lane, repeats: None })
     }
 
-    fn lane(&self, tenant: &str, what: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lane(&self, tenant: &str, what: &str) -> Arc<LaneState> {
         let mut lanes = self.lanes.lock().expect("lanes lock");
         // Lanes nobody holds or waits for are dropped, so the map stays as small as the contention.
         lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
         lanes.entry((tenant.to_owned(), what.to_owned())).or_default().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn newcomers_queue_only_while_a_repeat_is_under_way() {
+        let lanes = Lanes::default();
+        assert!(!lanes.has_repeats("t", "p"));
+        // A newcomer holding the lane does not make others queue.
+        let newcomer = lanes.enter_within("t", "p", false, None).await.unwrap();
+        assert!(!lanes.has_repeats("t", "p"));
+        // A repeat waiting for it does, until its own turn ends.
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(lanes.enter_within("t", "p", true, Some(soon)).await.is_none(), "the turn did not come in time");
+        assert!(!lanes.has_repeats("t", "p"), "a repeat that gave up waiting no longer counts");
+        drop(newcomer);
+        let repeat = lanes.enter_within("t", "p", true, None).await.unwrap();
+        assert!(lanes.has_repeats("t", "p"));
+        assert!(!lanes.has_repeats("t", "other"), "lanes are per (tenant, plugin)");
+        drop(repeat);
+        assert!(!lanes.has_repeats("t", "p"));
+        // Lanes nobody holds are forgotten.
+        let _ = lanes.lane("t", "q");
+        assert_eq!(lanes.lanes.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lane_held_by_an_import_refuses_a_second_one() {
+        let lanes = Lanes::default();
+        let first = lanes.try_enter("t", "import").unwrap();
+        assert!(lanes.try_enter("t", "import").is_none());
+        assert!(lanes.try_enter("u", "import").is_some(), "another tenant's lane is its own");
+        drop(first);
+        assert!(lanes.try_enter("t", "import").is_some());
     }
 }

@@ -55,8 +55,9 @@ pub struct JobsConfig {
     /// How long a chain of jobs enqueued by jobs may grow (a job that enqueues itself
     /// forever is stopped here).
     pub max_chain: u32,
-    /// Chunks one task may commit: the chunk that asks for one more is dead-lettered, unsaved,
-    /// and the task shows `failed` (raise the limit and retry that chunk to go on). Stops a
+    /// Chunks one task may run: the chunk that would need one more (asking for chunk N + 1)
+    /// is dead-lettered, unsaved, and the task shows `failed` (raise the limit and retry that
+    /// chunk to go on); a task that keeps asking thus commits N - 1. Stops a
     /// task that never stops asking for another chunk.
     pub max_task_chunks: u64,
 }

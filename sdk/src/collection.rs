@@ -49,6 +49,10 @@ pub struct Versioned<T> {
 }
 
 /// One page of a query.
+///
+/// A page may hold fewer items than the limit, even none, while `next` is set: when its
+/// documents are large (the read budget ends it) or the call itself deleted or moved many of
+/// them. Page until `next` is `None`, never until a page comes back short.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     /// The documents, in the query's order.

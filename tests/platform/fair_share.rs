@@ -157,17 +157,24 @@ async fn excessive_query_conditions_are_refused_as_invalid() {
     let query = |filters: Value| s.as_token(Some(&acme), Method::POST, &path, Some(json!({ "filters": filters })));
     let ok = query(json!([["a", "x"], ["b", "x"], ["c", "x"], ["d", "x"]])).await.expect(200);
     assert_eq!(ok.body["count"], 3);
-    // A field may take several conditions (a range is two); each beyond the one driving the
-    // scan is one lookup of the document's own entry, so repeating one costs no more.
-    let repeated = query(json!([["a", "x"], ["b", "x"], ["a", "x"]])).await.expect(200);
-    assert_eq!(repeated.body["count"], 3);
+    // The same condition twice is refused, naming it; a field may still take several
+    // different conditions (a range is two).
+    let repeated = query(json!([["a", "x"], ["b", "x"], ["a", "x"]])).await.expect(422);
+    assert!(repeated.body["detail"].as_str().unwrap().contains("`a`"), "{}", repeated.body);
+    assert!(repeated.body["detail"].as_str().unwrap().contains("given twice"), "{}", repeated.body);
     // The shape that held the database for seconds: one condition dozens of times.
     let storm = query(json!(vec![["a", "x"]; 40])).await.expect(422);
     assert!(storm.body["detail"].as_str().unwrap().contains("invalid query"), "{}", storm.body);
-    let many = query(json!(vec![["b", "x"]; 9])).await.expect(422);
+    // Nine different conditions are too many; eight are allowed (these contradict each
+    // other, so nothing matches).
+    let distinct = |n: usize| {
+        let all = ["a", "b", "c", "d", "e"].iter().flat_map(|f| [[*f, "x"], [*f, "y"]]).take(n).collect::<Vec<_>>();
+        json!(all)
+    };
+    let many = query(distinct(9)).await.expect(422);
     assert!(many.body["detail"].as_str().unwrap().contains("at most 8"), "{}", many.body);
-    let most = query(json!(vec![["b", "x"]; 8])).await.expect(200);
-    assert_eq!(most.body["count"], 3);
+    let most = query(distinct(8)).await.expect(200);
+    assert_eq!(most.body["count"], 0);
 }
 
 #[tokio::test]
@@ -200,6 +207,32 @@ async fn response_headers_past_their_byte_budget_are_a_bad_gateway() {
         .await
         .expect_problem(502, "plugin-bad-response");
     assert!(reply.body["detail"].as_str().unwrap().contains("bytes of headers exceed 65536"), "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_instance_share_is_told_to_slow_down_with_retry_after() {
+    let (s, acme) = acme_server(|c| {
+        c.limits.max_instances_per_tenant = Some(2);
+        c.limits.admission_wait_ms = 20;
+    })
+    .await;
+    // Five 100 ms calls at once against a share of two instances: two run, the rest wait 20 ms
+    // for a slot and are refused as the tenant's own excess, never as a platform failure.
+    let path = format!("{N}/slow?ms=100");
+    let calls = (0..5).map(|_| s.as_token(Some(&acme), Method::GET, &path, None));
+    let replies = futures::future::join_all(calls).await;
+    let refused: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!(!refused.is_empty(), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    for r in &refused {
+        assert_eq!(r.code(), "concurrency-limit", "{}", r.body);
+        assert_eq!(r.headers["retry-after"], "1", "{}", r.body);
+    }
+    assert!(
+        replies.iter().all(|r| r.status == 204 || r.status == 429),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(replies.iter().any(|r| r.status == 204), "the share itself was served");
 }
 
 #[tokio::test]

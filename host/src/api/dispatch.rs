@@ -4,7 +4,7 @@
 use super::AppState;
 use super::problem::{ApiError, read_body};
 use super::{PluginResponse, RequestId};
-use crate::calls::{CallPlan, Save};
+use crate::calls::{CallPlan, Repeat, Save};
 use crate::identity::Principal;
 use crate::manifest::RouteError;
 use crate::plugins::LoadedPlugin;
@@ -158,7 +158,10 @@ async fn call(
         let (caller, request) = (caller.clone(), request.clone());
         async move { attempt_call(state, &plugin, principal, request_id, caller, request).await }
     };
-    state.calls.repeating(&principal.tenant, id, repeatable, attempt, |(_, kind)| *kind == "conflict").await
+    // No repeat starts that could not finish before the request times out.
+    let spare = state.limits.request_timeout.saturating_sub(plugin.timeout);
+    let repeat = Repeat { repeatable, until: Some(std::time::Instant::now() + spare) };
+    state.calls.repeating(&principal.tenant, id, repeat, attempt, |(_, kind)| *kind == "conflict").await
 }
 
 async fn attempt_call(

@@ -4,7 +4,7 @@
 use super::cron::CronSchedule;
 use super::store::{ClaimPolicy, ClaimedJob, JobStore};
 use super::{JobKind, JobStatus, NewJob, TaskAdvance};
-use crate::calls::{CallPlan, Calls, Save};
+use crate::calls::{CallPlan, Calls, Repeat, Save};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::plugins::{LoadedPlugin, PluginRegistry};
@@ -403,13 +403,17 @@ impl JobRunner {
             permissions: plugin.record.manifest.permissions.keys().cloned().collect(),
         };
         // A run whose commit lost a race runs again at once, on the winner's writes, inside
-        // the same lease (not as a failed attempt with backoff).
-        let repeatable = !plugin.record.manifest.calls_departments();
+        // the same lease (not as a failed attempt with backoff), as long as another whole run
+        // fits before the lease ends; after that the loss is a failed attempt.
+        let lease_left = job.lease_until.saturating_sub(self.clock.now_ms()).max(0) as u64;
+        let spare = std::time::Duration::from_millis(lease_left).saturating_sub(plugin.timeout);
+        let repeat =
+            Repeat { repeatable: !plugin.record.manifest.calls_departments(), until: Some(Instant::now() + spare) };
         let attempt = |_: u32| {
             let (plugin, caller, item) = (plugin.clone(), caller.clone(), item.clone());
             async move { self.attempt(job, &plugin, caller, item).await }
         };
-        self.calls.repeating(&job.tenant, &job.plugin, repeatable, attempt, |f: &Failure| f.lost_race).await
+        self.calls.repeating(&job.tenant, &job.plugin, repeat, attempt, |f: &Failure| f.lost_race).await
     }
 
     /// One run of the plugin for `job`, committed with its completion.

@@ -44,6 +44,8 @@ pub struct ClaimedJob {
     /// The task it is a chunk of.
     pub task: Option<String>,
     pub lease: Lease,
+    /// When the lease ends (host clock, ms): another worker may take the job over then.
+    pub lease_until: i64,
 }
 
 /// How many jobs one claim may take, and from whom.
@@ -474,6 +476,7 @@ impl JobStore {
                     chain: u32_of(r.get(10)),
                     task: r.get(11),
                     lease: Lease { job_id: r.get(0), owner: worker.to_owned(), attempt: u32_of(r.get(7)) },
+                    lease_until: now.saturating_add(lease_ms),
                 };
                 sqlx::query("INSERT INTO job_runs (job_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)")
                     .bind(&job.lease.job_id)

@@ -170,7 +170,7 @@ impl RouteTable {
 pub struct RouteMismatch {
     /// Handled by the code but not declared, so unreachable (`GET /x`).
     pub undeclared: Vec<String>,
-    /// Declared but not handled, so every call would answer 404 `no-handler`.
+    /// Declared but not handled, so every call would answer 404 `route-not-implemented`.
     pub unhandled: Vec<String>,
 }
 

@@ -237,12 +237,10 @@ impl PluginRegistry {
         }
     }
 
-    /// Validates, compiles, type-checks and records an uploaded artifact.
-    pub async fn install(&self, bytes: Vec<u8>) -> Result<(PluginRecord, InstallOutcome), InstallError> {
-        let digest = artifact::digest(&bytes);
-        let manifest = Manifest::parse(&artifact::manifest_text(&bytes)?, &self.policy)?;
-        let _guard = self.changes.lock().await;
-
+    /// Whether `manifest`'s version may be installed with `digest`: `Some(record)` when that
+    /// exact artifact is already the active version (nothing to do), an error when the version
+    /// exists with another digest or is older than the active one.
+    async fn admit_version(&self, manifest: &Manifest, digest: &str) -> Result<Option<PluginRecord>, InstallError> {
         let existing: Option<String> =
             sqlx::query_scalar("SELECT digest FROM plugin_versions WHERE plugin_id = ? AND version = ?")
                 .bind(&manifest.id)
@@ -254,27 +252,40 @@ impl PluginRegistry {
         if let Some(existing) = existing {
             if existing != digest {
                 return Err(InstallError::DigestMismatch {
-                    id: manifest.id,
+                    id: manifest.id.clone(),
                     version: manifest.version.to_string(),
                     existing,
                 });
             }
             if let Some(active) = active.as_ref().filter(|a| a.record.version == manifest.version.to_string()) {
-                return Ok((active.record.clone(), InstallOutcome::Unchanged));
+                return Ok(Some(active.record.clone()));
             }
         }
         if let Some(active) = &active {
             let active_version = &active.record.manifest.version;
             if manifest.version < *active_version {
                 return Err(InstallError::Downgrade {
-                    id: manifest.id,
+                    id: manifest.id.clone(),
                     active: active_version.to_string(),
                     offered: manifest.version.to_string(),
                 });
             }
         }
+        Ok(None)
+    }
 
-        // Compilation takes seconds for large components: keep it off the async workers.
+    /// Validates, compiles, type-checks and records an uploaded artifact.
+    pub async fn install(&self, bytes: Vec<u8>) -> Result<(PluginRecord, InstallOutcome), InstallError> {
+        let digest = artifact::digest(&bytes);
+        let manifest = Manifest::parse(&artifact::manifest_text(&bytes)?, &self.policy)?;
+        // Refuse (or answer unchanged) at once when the version decides it, before compiling.
+        if let Some(unchanged) = self.admit_version(&manifest, &digest).await? {
+            return Ok((unchanged, InstallOutcome::Unchanged));
+        }
+
+        // Compiling takes seconds for large components and the routes probe runs plugin code:
+        // both happen before the registry is locked, off the async workers, so one upload
+        // never holds up other admins' changes.
         let runtime = self.runtime.clone();
         let (m, d) = (manifest.clone(), digest.clone());
         let (prepared, bytes) = tokio::task::spawn_blocking(move || {
@@ -287,6 +298,13 @@ impl PluginRegistry {
         self.runtime
             .check_routes(&prepared.pre, &manifest, manifest.memory_bytes(&self.policy), manifest.timeout(&self.policy))
             .await?;
+
+        let _guard = self.changes.lock().await;
+        // Again under the lock: another upload may have landed meanwhile.
+        if let Some(unchanged) = self.admit_version(&manifest, &digest).await? {
+            return Ok((unchanged, InstallOutcome::Unchanged));
+        }
+        let active = self.get(&manifest.id);
 
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await.map_err(RegistryError::from)?;

@@ -432,8 +432,16 @@ impl Runtime {
                     .map_err(|e| PrepareError::MissingImporter(format!("{e:#}")))?,
             )
         };
-        // Optional: components built before 0.1.4, or without the SDK, do not export it.
-        let routes = routes::GuestIndices::new(&instance_pre).ok();
+        // Optional: components built before 0.1.4, or without the SDK, do not export it; one
+        // that does must export it whole, or it could dodge the routes check.
+        let exports_routes =
+            component.component_type().exports(&self.engine).any(|(name, _)| name.starts_with("keel:platform/routes@"));
+        let routes = match exports_routes {
+            false => None,
+            true => Some(routes::GuestIndices::new(&instance_pre).map_err(|e| {
+                PrepareError::WorldMismatch(format!("export `keel:platform/routes` has the wrong shape: {e:#}"))
+            })?),
+        };
         let pre = PluginPre { instance_pre, handler, worker, importer, routes, exports };
         if !from_cache && let Some(cache) = &self.cache {
             cache.store(digest, &component);

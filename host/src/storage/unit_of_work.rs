@@ -482,6 +482,17 @@ impl UnitOfWork {
                 self.limits.max_filters
             )));
         }
+        // The same condition twice says nothing more: a caller's bug, and the shape of a query
+        // built to repeat work (a field may still take several different conditions: a range
+        // is two).
+        for (i, c) in spec.conditions.iter().enumerate() {
+            if spec.conditions[..i].iter().any(|d| d.field == c.field && d.op == c.op && d.value == c.value) {
+                return Err(UnitOfWorkError::InvalidQuery(format!(
+                    "the condition on `{}` ({:?} `{}`) is given twice",
+                    c.field, c.op, c.value
+                )));
+            }
+        }
         let plan = indexes.plan(collection, &spec.conditions, spec.order_by.as_deref()).map_err(|e| match e {
             PlanError::NotIndexed { collection, field } => UnitOfWorkError::UndeclaredIndex { collection, field },
             PlanError::BadValue { field, reason } => {
