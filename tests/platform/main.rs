@@ -5,6 +5,7 @@ mod departments;
 mod fair_share;
 mod helpdesk;
 mod hostile;
+mod hr;
 mod imports;
 mod indexes;
 mod jobs;

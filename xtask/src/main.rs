@@ -18,6 +18,7 @@ use std::time::Instant;
 /// Plugins built for wasm32-wasip2: (cargo package, source dir, shipped with the platform?).
 const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-helpdesk", "plugins/helpdesk", true),
+    ("keel-plugin-hr", "plugins/hr", true),
     ("keel-plugin-hostile", "plugins/fixtures/hostile", false),
     ("keel-plugin-off-world", "plugins/fixtures/off-world", false),
     ("keel-plugin-relay", "plugins/fixtures/relay", false),

@@ -5,7 +5,7 @@ mod sla;
 mod ticket;
 
 use keel_sdk::services::now_ms;
-use keel_sdk::{Collection, Error, Job, Plugin, Request, Response, Router, Sequence, Versioned, export_plugin};
+use keel_sdk::{Collection, Error, Event, Job, Plugin, Request, Response, Router, Sequence, Versioned, export_plugin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sla::{Policy, Sla, Timer};
@@ -24,6 +24,11 @@ const SLA_TIMERS: Collection<Timer> = Collection::new("sla_timers");
 const SLA_BREACHED: &str = "helpdesk.ticket.sla_breached";
 /// Published when a ticket is filed; payload: number, title, priority, category, requester.
 const TICKET_CREATED: &str = "helpdesk.ticket.created";
+/// HR's events the helpdesk turns into onboarding and offboarding tickets.
+const HR_HIRED: &str = "hr.employee.hired";
+const HR_TERMINATED: &str = "hr.employee.terminated";
+/// Events already turned into tickets (their ids).
+const PROCESSED_EVENTS: &str = "processed_events";
 /// Timers the scheduled check handles per run; the rest wait for the next minute.
 const SLA_BATCH: u32 = 200;
 
@@ -50,6 +55,13 @@ impl Plugin for Helpdesk {
         match job.name.as_str() {
             "sla-check" => check_sla(),
             other => Err(Error::invalid("unknown-job", format!("the helpdesk has no job `{other}`"))),
+        }
+    }
+
+    fn on_event(event: &Event) -> Result<(), Error> {
+        match event.topic.as_str() {
+            HR_HIRED | HR_TERMINATED => people_ticket(event),
+            other => Err(Error::invalid("unknown-event", format!("the helpdesk does not handle `{other}`"))),
         }
     }
 }
@@ -149,22 +161,41 @@ fn create_ticket(req: &Request) -> Result<Response, Error> {
         }
         None => None,
     };
+    let (ticket, version) = open_ticket(
+        &input.title,
+        &input.description,
+        requester,
+        input.priority.as_deref(),
+        input.category.as_deref(),
+        assignee,
+        now,
+    )?;
+    Response::json(201, &view(&ticket, version))
+        .map(|r| r.with_header("location", &format!("/tickets/{}", ticket.number)))
+}
+
+/// Files a ticket: checks its fields, applies the tenant's defaults, numbers it, starts its
+/// SLA clock and publishes `helpdesk.ticket.created`.
+fn open_ticket(
+    title: &str,
+    description: &str,
+    requester: String,
+    priority: Option<&str>,
+    category: Option<&str>,
+    assignee: Option<String>,
+    now: u64,
+) -> Result<(Ticket, u64), Error> {
     // The tenant's choices (manifest `[[settings]]`), with the manifest's defaults.
     let default_priority = keel_sdk::services::config("default-priority").unwrap_or_else(|| "P3".into());
     let default_category = keel_sdk::services::config("default-category").unwrap_or_else(|| "general".into());
     let mut ticket = Ticket {
         number: 0,
-        title: ticket::required_text("title", &input.title, ticket::TITLE_MAX).map_err(invalid)?,
-        description: ticket::optional_text("description", &input.description, ticket::DESCRIPTION_MAX)
-            .map_err(invalid)?,
+        title: ticket::required_text("title", title, ticket::TITLE_MAX).map_err(invalid)?,
+        description: ticket::optional_text("description", description, ticket::DESCRIPTION_MAX).map_err(invalid)?,
         requester,
-        priority: ticket::priority(input.priority.as_deref().unwrap_or(&default_priority)).map_err(invalid)?,
-        category: ticket::required_text(
-            "category",
-            input.category.as_deref().unwrap_or(&default_category),
-            ticket::NAME_MAX,
-        )
-        .map_err(invalid)?,
+        priority: ticket::priority(priority.unwrap_or(&default_priority)).map_err(invalid)?,
+        category: ticket::required_text("category", category.unwrap_or(&default_category), ticket::NAME_MAX)
+            .map_err(invalid)?,
         status: Status::New,
         assignee,
         comment_count: 0,
@@ -181,8 +212,43 @@ fn create_ticket(req: &Request) -> Result<Response, Error> {
         &serde_json::json!({ "number": ticket.number, "title": ticket.title, "priority": ticket.priority,
                              "category": ticket.category, "requester": ticket.requester }),
     )?;
-    Response::json(201, &view(&ticket, version))
-        .map(|r| r.with_header("location", &format!("/tickets/{}", ticket.number)))
+    Ok((ticket, version))
+}
+
+/// HR's hires and departures, each turned into one IT ticket however often it is delivered:
+/// a laptop and accounts before the first day, access revoked and equipment back after the
+/// last.
+fn people_ticket(event: &Event) -> Result<(), Error> {
+    if !keel_sdk::first_time(PROCESSED_EVENTS, &event.id)? {
+        return Ok(());
+    }
+    let payload: Value = event.payload()?;
+    let person = &payload["employee"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let name = text(&person["name"]);
+    let who = format!(
+        "{name} (employee {}, {}, {})",
+        person["number"],
+        text(&person["title"]),
+        person["department"].as_str().unwrap_or("no department")
+    );
+    let (title, description, category) = match event.topic.as_str() {
+        HR_HIRED => (
+            format!("Laptop and accounts for {name}, starts {}", text(&person["hire_date"])),
+            format!(
+                "New hire: {who}. Work email {}. Prepare a laptop and accounts before the first day.",
+                text(&person["email"])
+            ),
+            "onboarding",
+        ),
+        _ => (
+            format!("Revoke access of {name}, last day {}", text(&payload["last_day"])),
+            format!("Leaving: {who}. Revoke every account after the last day and collect the equipment."),
+            "offboarding",
+        ),
+    };
+    open_ticket(&title, &description, "hr".into(), None, Some(category), None, now_ms())?;
+    Ok(())
 }
 
 /// Takes the next number. Two concurrent creates race on the counter's version; the loser's

@@ -1,0 +1,659 @@
+//! The HR department: employees with effective-dated history, managers, departments, the
+//! org chart and headcount, and the `keel:hr/directory` other departments read. Written
+//! against the public SDK and the `keel-hr` contract only.
+//!
+//! Every change to an employee is a history entry effective from a date; the record "as of"
+//! a date is the last entry effective on or before it. The `employees` collection holds the
+//! latest entry of each, for lookups by email, department and manager.
+
+pub mod employee;
+
+use employee::{Date, Employee, Employment, Invalid, Status, Termination, WorkingPattern};
+use keel_hr::provide::directory::{self as provide, Guest};
+use keel_sdk::services::now_ms;
+use keel_sdk::{Collection, Error, Plugin, Request, Response, Router, Sequence, Versioned, export_plugin, publish};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const EMPLOYEES: Collection<Employee> = Collection::new("employees");
+const HISTORY: Collection<Change> = Collection::new("history");
+const DEPARTMENTS: Collection<Department> = Collection::new("departments");
+const EMPLOYEE_NUMBERS: Sequence = Sequence::new("employee");
+const CHANGE_NUMBERS: Sequence = Sequence::new("change");
+
+/// Payload: the employee's view (number, names, email, title, department, manager,
+/// employment, hire_date) and `rehire` (true when a former employee came back).
+pub const HIRED: &str = "hr.employee.hired";
+/// Payload: the employee's view and `effective` (the date the change applies from).
+pub const UPDATED: &str = "hr.employee.updated";
+/// Payload: the employee's view, `last_day` and `reason`.
+pub const TERMINATED: &str = "hr.employee.terminated";
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+struct Hr;
+
+impl Plugin for Hr {
+    fn router() -> Router {
+        Router::new()
+            .post("/employees", hire)
+            .get("/employees", list_employees)
+            .get("/employees/{number}", get_employee)
+            .patch("/employees/{number}", update_employee)
+            .post("/employees/{number}/terminate", terminate)
+            .post("/employees/{number}/rehire", rehire)
+            .get("/employees/{number}/history", history)
+            .put("/departments/{id}", put_department)
+            .get("/departments", list_departments)
+            .get("/org-chart", org_chart)
+            .get("/headcount", headcount)
+    }
+}
+
+export_plugin!(Hr);
+keel_hr::export_directory!(Hr);
+
+/// One effective-dated change of an employee's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Change {
+    employee: u64,
+    /// The record applies from this date on.
+    effective: Date,
+    /// hire, update, terminate or rehire.
+    kind: String,
+    /// Who recorded it, and when (ms since the epoch).
+    by: String,
+    at: u64,
+    record: Employee,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Department {
+    name: String,
+    parent: Option<String>,
+    /// The head's employee number.
+    head: Option<u64>,
+}
+
+fn key(number: u64) -> String {
+    format!("{number:010}")
+}
+
+fn today() -> Date {
+    Date::from_ms(now_ms())
+}
+
+fn invalid(e: Invalid) -> Error {
+    Error::invalid(e.code, e.reason).at_field(e.field)
+}
+
+fn number_param(req: &Request) -> Result<u64, Error> {
+    let text = req.param("number")?;
+    text.parse().map_err(|_| Error::not_found("employee-not-found", format!("no employee `{text}`")))
+}
+
+fn date_query(req: &Request, name: &'static str) -> Result<Option<Date>, Error> {
+    match req.query(name) {
+        None => Ok(None),
+        Some(text) => Date::parse(text).map(Some).ok_or_else(|| {
+            Error::invalid("invalid-date", format!("`{name}` is YYYY-MM-DD (got `{text}`)")).at_field(name)
+        }),
+    }
+}
+
+fn current(number: u64) -> Result<Versioned<Employee>, Error> {
+    EMPLOYEES.get(&key(number))?.ok_or_else(|| Error::not_found("employee-not-found", format!("no employee {number}")))
+}
+
+/// The record of `number` as of `date`: the last change effective on or before it.
+fn as_of(number: u64, date: Date) -> Result<Option<Change>, Error> {
+    let page = HISTORY
+        .query()
+        .eq("employee", number)
+        .le("effective", date)
+        .order_by("effective")
+        .descending()
+        .limit(1)
+        .fetch()?;
+    Ok(page.items.into_iter().next().map(|c| c.value))
+}
+
+/// The latest change of `number`, whatever its date.
+fn latest_change(number: u64) -> Result<Option<Change>, Error> {
+    let page = HISTORY.query().eq("employee", number).order_by("effective").descending().limit(1).fetch()?;
+    Ok(page.items.into_iter().next().map(|c| c.value))
+}
+
+fn record_change(kind: &str, effective: Date, by: &str, record: &Employee) -> Result<(), Error> {
+    let change = Change {
+        employee: record.number,
+        effective,
+        kind: kind.to_owned(),
+        by: by.to_owned(),
+        at: now_ms(),
+        record: record.clone(),
+    };
+    // Entries of one date keep the order they were recorded in.
+    let key = format!("{}/{effective}/{:012}", key(record.number), CHANGE_NUMBERS.next()?);
+    HISTORY.insert(&key, &change)?;
+    Ok(())
+}
+
+/// An employee as the API shows it, as of a date.
+fn view(e: &Employee, on: Date) -> Value {
+    json!({
+        "number": e.number,
+        "legal_name": e.legal_name,
+        "preferred_name": e.preferred_name,
+        "name": e.display_name(),
+        "email": e.email,
+        "title": e.title,
+        "department": e.department,
+        "manager": e.manager,
+        "location": e.location,
+        "employment": e.employment,
+        "pattern": { "days": e.pattern.days, "hours_per_day": f64::from(e.pattern.minutes_per_day) / 60.0 },
+        "hire_date": e.hire_date,
+        "termination": e.termination,
+        "status": e.status_on(on),
+        "as_of": on,
+    })
+}
+
+/// A working pattern as written: weekdays and hours per day (`7.5`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternInput {
+    days: Vec<String>,
+    hours_per_day: f64,
+}
+
+impl PatternInput {
+    fn minutes(&self) -> Result<WorkingPattern, Error> {
+        let minutes = self.hours_per_day * 60.0;
+        if !minutes.is_finite() || (minutes - minutes.round()).abs() > 1e-6 || minutes <= 0.0 {
+            return Err(Error::invalid(
+                "invalid-hours",
+                "hours per day are whole minutes, more than 0 (7.5 is 7 h 30 min)",
+            )
+            .at_field("pattern.hours_per_day"));
+        }
+        Ok(WorkingPattern { days: self.days.clone(), minutes_per_day: minutes.round() as u32 })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hire {
+    legal_name: String,
+    preferred_name: Option<String>,
+    email: String,
+    title: String,
+    department: Option<String>,
+    manager: Option<u64>,
+    location: Option<String>,
+    employment: Option<Employment>,
+    pattern: Option<PatternInput>,
+    hire_date: Date,
+}
+
+fn optional_text(field: &'static str, value: Option<String>) -> Result<Option<String>, Error> {
+    value.map(|v| employee::text(field, &v, employee::NAME_MAX)).transpose().map_err(invalid)
+}
+
+/// Checks what a record needs from the others: a unique email, an existing department, and a
+/// manager who is employed on `on` and not below this employee.
+fn check_relations(e: &Employee, on: Date) -> Result<(), Error> {
+    employee::check(e).map_err(invalid)?;
+    let same_email = EMPLOYEES.query().eq("email", &e.email).limit(2).fetch()?;
+    if let Some(other) = same_email.items.iter().find(|o| o.value.number != e.number) {
+        return Err(Error::conflict(
+            "email-taken",
+            format!("{} is the work email of employee {}", e.email, other.value.number),
+        )
+        .at_field("email"));
+    }
+    if let Some(department) = &e.department
+        && DEPARTMENTS.get(department)?.is_none()
+    {
+        return Err(
+            Error::invalid("unknown-department", format!("no department `{department}`")).at_field("department")
+        );
+    }
+    if let Some(manager) = e.manager {
+        if !EMPLOYEES.get(&key(manager))?.is_some_and(|b| b.value.is_active_on(on)) {
+            return Err(Error::invalid("manager-not-employed", format!("employee {manager} is not employed on {on}"))
+                .at_field("manager"));
+        }
+        let manager_of = |n: u64| EMPLOYEES.get(&key(n)).ok().flatten().and_then(|m| m.value.manager);
+        if let Err(chain) = employee::manager_loop(e.number, manager, manager_of) {
+            let named: Vec<String> = chain.iter().map(u64::to_string).collect();
+            return Err(Error::conflict(
+                "manager-cycle",
+                format!("employee {} cannot report to {manager}: {}", e.number, named.join(" → ")),
+            )
+            .at_field("manager"));
+        }
+    }
+    Ok(())
+}
+
+fn hire(req: &Request) -> Result<Response, Error> {
+    let input: Hire = req.json()?;
+    let employment = input.employment.unwrap_or(Employment::FullTime);
+    let pattern = match &input.pattern {
+        Some(p) => p.minutes()?,
+        None => WorkingPattern::default(),
+    };
+    let mut record = Employee {
+        number: 0,
+        legal_name: employee::text("legal_name", &input.legal_name, employee::NAME_MAX).map_err(invalid)?,
+        preferred_name: optional_text("preferred_name", input.preferred_name)?,
+        email: employee::email(&input.email).map_err(invalid)?,
+        title: employee::text("title", &input.title, employee::NAME_MAX).map_err(invalid)?,
+        department: optional_text("department", input.department)?,
+        manager: input.manager,
+        location: optional_text("location", input.location)?,
+        employment,
+        pattern,
+        hire_date: input.hire_date,
+        termination: None,
+    };
+    check_relations(&record, record.hire_date)?;
+    // Numbered once the record is known to be valid: a refused hire takes no number.
+    record.number = EMPLOYEE_NUMBERS.next()?;
+    EMPLOYEES.insert(&key(record.number), &record)?;
+    record_change("hire", record.hire_date, &req.caller.user_id, &record)?;
+    let shown = view(&record, today());
+    publish(HIRED, &json!({ "employee": shown, "rehire": false }))?;
+    Response::json(201, &shown)
+}
+
+fn list_employees(req: &Request) -> Result<Response, Error> {
+    let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
+    let asked = date_query(req, "as_of")?;
+    let on = asked.unwrap_or_else(today);
+    let mut query = EMPLOYEES.query().cursor(paging.cursor.as_deref()).limit(paging.limit);
+    if let Some(department) = req.query("department") {
+        query = query.eq("department", department);
+    }
+    let page = query.fetch()?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for e in &page.items {
+        // Each as of the date asked (people not hired by then are left out); without a date,
+        // as of today, and people hired for later as they will start (`onboarding`).
+        match (as_of(e.value.number, on)?, asked) {
+            (Some(change), _) => items.push(view(&change.record, on)),
+            (None, None) => items.push(view(&e.value, on)),
+            (None, Some(_)) => {}
+        }
+    }
+    Response::page(&items, page.next.as_deref())
+}
+
+fn get_employee(req: &Request) -> Result<Response, Error> {
+    let number = number_param(req)?;
+    match date_query(req, "as_of")? {
+        None => {
+            let e = current(number)?;
+            let on = today();
+            // Changes effective later than today are recorded but not in force yet.
+            let record = as_of(number, on)?.map(|c| c.record).unwrap_or(e.value);
+            Ok(Response::json(200, &view(&record, on))?.with_version(e.version))
+        }
+        Some(on) => {
+            current(number)?;
+            let change = as_of(number, on)?.ok_or_else(|| {
+                Error::not_found("not-employed-yet", format!("employee {number} has no record on or before {on}"))
+            })?;
+            Response::json(200, &view(&change.record, on))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Update {
+    /// The date the change applies from (default today).
+    effective: Option<Date>,
+    legal_name: Option<String>,
+    preferred_name: Option<String>,
+    email: Option<String>,
+    title: Option<String>,
+    /// `null` is not "no change" here: send the field to change it.
+    department: Option<String>,
+    manager: Option<u64>,
+    location: Option<String>,
+    employment: Option<Employment>,
+    pattern: Option<PatternInput>,
+}
+
+/// Refuses a change effective before the employee's latest one: history is appended in
+/// date order (a correction of the past is a new change with today's date).
+fn check_effective(number: u64, effective: Date) -> Result<(), Error> {
+    if let Some(last) = latest_change(number)?
+        && effective < last.effective
+    {
+        return Err(Error::conflict(
+            "effective-before-last-change",
+            format!(
+                "employee {number}'s latest change is effective {}; a change cannot apply from {effective}",
+                last.effective
+            ),
+        )
+        .at_field("effective"));
+    }
+    Ok(())
+}
+
+fn update_employee(req: &Request) -> Result<Response, Error> {
+    let number = number_param(req)?;
+    let stored = current(number)?;
+    if let Some(expected) = req.if_match()?
+        && expected != stored.version
+    {
+        return Err(Error::conflict("version-mismatch", format!("employee {number} is at version {}", stored.version)));
+    }
+    let input: Update = req.json()?;
+    let effective = input.effective.unwrap_or_else(today);
+    check_effective(number, effective)?;
+    let mut record = stored.value.clone();
+    if record.status_on(effective) == Status::Terminated {
+        return Err(Error::conflict("terminated", format!("employee {number} is not employed on {effective}")));
+    }
+    if let Some(v) = input.legal_name {
+        record.legal_name = employee::text("legal_name", &v, employee::NAME_MAX).map_err(invalid)?;
+    }
+    if let Some(v) = input.preferred_name {
+        record.preferred_name = optional_text("preferred_name", Some(v))?;
+    }
+    if let Some(v) = input.email {
+        record.email = employee::email(&v).map_err(invalid)?;
+    }
+    if let Some(v) = input.title {
+        record.title = employee::text("title", &v, employee::NAME_MAX).map_err(invalid)?;
+    }
+    if let Some(v) = input.department {
+        record.department = optional_text("department", Some(v))?;
+    }
+    if let Some(v) = input.manager {
+        record.manager = Some(v);
+    }
+    if let Some(v) = input.location {
+        record.location = optional_text("location", Some(v))?;
+    }
+    if let Some(v) = input.employment {
+        record.employment = v;
+    }
+    if let Some(p) = &input.pattern {
+        record.pattern = p.minutes()?;
+    }
+    if record == stored.value {
+        return Ok(Response::json(200, &view(&record, effective))?.with_version(stored.version));
+    }
+    check_relations(&record, effective)?;
+    let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
+    record_change("update", effective, &req.caller.user_id, &record)?;
+    let shown = view(&record, effective);
+    publish(UPDATED, &json!({ "employee": shown, "effective": effective }))?;
+    Ok(Response::json(200, &shown)?.with_version(version))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Terminate {
+    /// The last day employed.
+    last_day: Date,
+    reason: String,
+}
+
+fn terminate(req: &Request) -> Result<Response, Error> {
+    let number = number_param(req)?;
+    let stored = current(number)?;
+    let input: Terminate = req.json()?;
+    let reason = employee::text("reason", &input.reason, employee::NAME_MAX).map_err(invalid)?;
+    if let Some(t) = &stored.value.termination {
+        return Err(Error::conflict(
+            "already-terminated",
+            format!("employee {number}'s last day is already {}", t.date),
+        ));
+    }
+    check_effective(number, input.last_day)?;
+    let mut record = stored.value.clone();
+    record.termination = Some(Termination { date: input.last_day, reason: reason.clone() });
+    employee::check(&record).map_err(invalid)?;
+    let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
+    record_change("terminate", input.last_day, &req.caller.user_id, &record)?;
+    let shown = view(&record, today());
+    publish(TERMINATED, &json!({ "employee": shown, "last_day": input.last_day, "reason": reason }))?;
+    Ok(Response::json(200, &shown)?.with_version(version))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rehire {
+    hire_date: Date,
+    title: Option<String>,
+    department: Option<String>,
+    manager: Option<u64>,
+}
+
+fn rehire(req: &Request) -> Result<Response, Error> {
+    let number = number_param(req)?;
+    let stored = current(number)?;
+    let input: Rehire = req.json()?;
+    let Some(t) = &stored.value.termination else {
+        return Err(Error::conflict("not-terminated", format!("employee {number} is still employed")));
+    };
+    if input.hire_date <= t.date {
+        return Err(Error::invalid(
+            "rehire-before-last-day",
+            format!("a rehire starts after the last day {} (got {})", t.date, input.hire_date),
+        )
+        .at_field("hire_date"));
+    }
+    let mut record = stored.value.clone();
+    record.termination = None;
+    record.hire_date = input.hire_date;
+    if let Some(v) = input.title {
+        record.title = employee::text("title", &v, employee::NAME_MAX).map_err(invalid)?;
+    }
+    if let Some(v) = input.department {
+        record.department = optional_text("department", Some(v))?;
+    }
+    // A returning employee's old manager is not assumed.
+    record.manager = input.manager;
+    check_relations(&record, input.hire_date)?;
+    let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
+    record_change("rehire", input.hire_date, &req.caller.user_id, &record)?;
+    let shown = view(&record, today());
+    publish(HIRED, &json!({ "employee": shown, "rehire": true }))?;
+    Ok(Response::json(200, &shown)?.with_version(version))
+}
+
+fn history(req: &Request) -> Result<Response, Error> {
+    let number = number_param(req)?;
+    current(number)?;
+    let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
+    let page = HISTORY
+        .query()
+        .eq("employee", number)
+        .order_by("effective")
+        .cursor(paging.cursor.as_deref())
+        .limit(paging.limit)
+        .fetch()?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|c| {
+            json!({ "effective": c.value.effective, "kind": c.value.kind, "by": c.value.by, "at": c.value.at,
+                    "record": view(&c.value.record, c.value.effective) })
+        })
+        .collect();
+    Response::page(&items, page.next.as_deref())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepartmentInput {
+    name: String,
+    parent: Option<String>,
+    head: Option<u64>,
+}
+
+fn put_department(req: &Request) -> Result<Response, Error> {
+    let id = employee::text("id", req.param("id")?, 64).map_err(invalid)?;
+    let input: DepartmentInput = req.json()?;
+    let name = employee::text("name", &input.name, employee::NAME_MAX).map_err(invalid)?;
+    if let Some(parent) = &input.parent {
+        // Walk up from the new parent: reaching this department would make a loop.
+        let mut chain = vec![id.clone(), parent.clone()];
+        let mut at = parent.clone();
+        while at != id {
+            let Some(d) = DEPARTMENTS.get(&at)? else {
+                return Err(Error::invalid("unknown-department", format!("no department `{at}`")).at_field("parent"));
+            };
+            match d.value.parent {
+                Some(up) if chain.len() < 1_000 => {
+                    chain.push(up.clone());
+                    at = up;
+                }
+                _ => break,
+            }
+        }
+        if at == id {
+            return Err(Error::conflict(
+                "department-cycle",
+                format!("`{id}` cannot be under `{parent}`: {}", chain.join(" → ")),
+            )
+            .at_field("parent"));
+        }
+    }
+    if let Some(head) = input.head {
+        current(head)
+            .map_err(|_| Error::invalid("unknown-employee", format!("no employee {head}")).at_field("head"))?;
+    }
+    let department = Department { name, parent: input.parent, head: input.head };
+    DEPARTMENTS.upsert(&id, &department)?;
+    Response::json(
+        200,
+        &json!({ "id": id, "name": department.name, "parent": department.parent, "head": department.head }),
+    )
+}
+
+fn list_departments(_req: &Request) -> Result<Response, Error> {
+    let mut items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = DEPARTMENTS.query().cursor(cursor.as_deref()).limit(1000).fetch()?;
+        items.extend(
+            page.items
+                .into_iter()
+                .map(|d| json!({ "id": d.key, "name": d.value.name, "parent": d.value.parent, "head": d.value.head })),
+        );
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Response::json(200, &json!({ "items": items }))
+}
+
+/// Every employee's record as of `on`, for those with one then.
+fn everyone_as_of(on: Date) -> Result<Vec<Employee>, Error> {
+    let mut people = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = EMPLOYEES.query().cursor(cursor.as_deref()).limit(1000).fetch()?;
+        for e in &page.items {
+            if let Some(change) = as_of(e.value.number, on)? {
+                people.push(change.record);
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(people),
+        }
+    }
+}
+
+fn org_chart(req: &Request) -> Result<Response, Error> {
+    let on = date_query(req, "as_of")?.unwrap_or_else(today);
+    let people: Vec<Employee> = everyone_as_of(on)?.into_iter().filter(|e| e.is_active_on(on)).collect();
+    let employed: std::collections::BTreeSet<u64> = people.iter().map(|e| e.number).collect();
+    let mut reports: BTreeMap<Option<u64>, Vec<&Employee>> = BTreeMap::new();
+    for e in &people {
+        // Someone whose manager is not employed that day heads a tree of their own.
+        let manager = e.manager.filter(|m| employed.contains(m));
+        reports.entry(manager).or_default().push(e);
+    }
+    fn node(e: &Employee, reports: &BTreeMap<Option<u64>, Vec<&Employee>>, depth: usize) -> Value {
+        let under = match depth < 64 {
+            true => reports
+                .get(&Some(e.number))
+                .map_or_else(Vec::new, |r| r.iter().map(|x| node(x, reports, depth + 1)).collect()),
+            false => Vec::new(),
+        };
+        json!({ "number": e.number, "name": e.display_name(), "title": e.title, "department": e.department,
+                "reports": under })
+    }
+    let roots: Vec<Value> =
+        reports.get(&None).map_or_else(Vec::new, |r| r.iter().map(|e| node(e, &reports, 0)).collect());
+    Response::json(200, &json!({ "as_of": on, "employees": people.len(), "roots": roots }))
+}
+
+fn headcount(req: &Request) -> Result<Response, Error> {
+    let on = date_query(req, "as_of")?.unwrap_or_else(today);
+    let mut by_department: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    let mut total = 0;
+    for e in everyone_as_of(on)?.into_iter().filter(|e| e.is_active_on(on)) {
+        let department = e.department.clone().unwrap_or_else(|| "(none)".into());
+        *by_department.entry(department).or_default().entry(e.employment.name()).or_default() += 1;
+        total += 1;
+    }
+    Response::json(200, &json!({ "as_of": on, "total": total, "by_department": by_department }))
+}
+
+/// `keel:hr/directory`, as other departments see it: people as of today.
+impl Guest for Hr {
+    fn get_employee(id: String) -> Result<provide::Employee, provide::Error> {
+        let not_found = || Error::not_found("employee-not-found", format!("no employee `{id}`"));
+        let number: u64 = id.parse().map_err(|_| not_found())?;
+        let on = today();
+        let stored = EMPLOYEES.get(&key(number))?.ok_or_else(not_found)?;
+        let record = as_of(number, on)?.map(|c| c.record).unwrap_or(stored.value);
+        Ok(directory_entry(&record, on))
+    }
+
+    fn list_employees(
+        department: Option<String>,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<provide::EmployeePage, provide::Error> {
+        let mut query =
+            EMPLOYEES.query().cursor(cursor.as_deref()).limit(if limit == 0 { 100 } else { limit.min(1000) });
+        if let Some(d) = &department {
+            query = query.eq("department", d);
+        }
+        let page = query.fetch()?;
+        let on = today();
+        Ok(provide::EmployeePage {
+            employees: page.items.iter().map(|e| directory_entry(&e.value, on)).collect(),
+            next: page.next,
+        })
+    }
+}
+
+fn directory_entry(e: &Employee, on: Date) -> provide::Employee {
+    provide::Employee {
+        id: e.number.to_string(),
+        name: e.display_name().to_owned(),
+        email: e.email.clone(),
+        department: e.department.clone().unwrap_or_default(),
+        title: e.title.clone(),
+        start_date: e.hire_date.to_string(),
+        active: e.is_active_on(on),
+    }
+}
