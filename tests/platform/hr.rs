@@ -275,3 +275,77 @@ async fn who_may_do_what_is_checked_per_route_and_per_tenant() {
     let theirs = s.as_token(Some(&acme), Method::GET, &format!("{HR}/employees"), None).await.expect(200).body;
     assert_eq!(theirs["items"], json!([]));
 }
+
+/// A spreadsheet export of `n` people: a head of department, then everyone reporting to
+/// them; `bad` replaces whole lines (1 is the header).
+fn staff_csv(n: usize, bad: &[(usize, &str)]) -> Vec<u8> {
+    let mut lines = vec!["number,legal_name,preferred_name,email,title,department,manager_email,employment,percent,days,hours_per_day,hire_date".to_owned()];
+    lines.push("100,Grace Hopper,,grace@example.com,Head of Engineering,eng,,full-time,,mon-fri,8,2019-04-01".into());
+    for i in 1..n {
+        let (employment, percent, days) =
+            if i % 4 == 0 { ("part-time", "60", "\"mon,tue,wed\"") } else { ("", "", "") };
+        lines.push(format!(
+            ",Person {i},,person{i}@example.com,Engineer,eng,grace@example.com,{employment},{percent},{days},7.5,2024-0{}-01",
+            1 + i % 9
+        ));
+    }
+    for (line, text) in bad {
+        lines[line - 1] = text.to_string();
+    }
+    (lines.join("\n") + "\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spreadsheet_of_staff_is_imported_whole_or_not_at_all() {
+    let s = hr().await;
+    const IMPORT: &str = "/v1/imports/hr/employees";
+    let bad = [
+        (4, ",Nobody,,not-an-email,Engineer,eng,grace@example.com,,,,,2024-01-01"),
+        (7, ",Late Boss,,late@example.com,Engineer,eng,zed@example.com,,,,,2024-01-01"),
+        (9, ",Half,,half@example.com,Engineer,eng,,part-time,,,,2024-02-30"),
+        (12, ",Twice,,grace@example.com,Engineer,eng,,,,,,2024-01-01"),
+    ];
+    let refused =
+        s.post_raw(IMPORT, Some("text/csv"), staff_csv(20, &bad)).await.expect_problem(422, "import-rejected").body;
+    let found: Vec<(u64, String)> = refused["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["line"].as_u64().unwrap(), p["field"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(
+        found,
+        [(4, "email".to_owned()), (7, "manager_email".into()), (9, "percent".into()), (12, "email".into())],
+        "{refused}"
+    );
+    assert!(refused["problems"][1]["reason"].as_str().unwrap().contains("list managers before their reports"));
+    assert_eq!(s.get(&format!("{HR}/employees")).await.expect(200).body["items"], json!([]), "nothing saved");
+
+    let done = s.post_raw(IMPORT, Some("text/csv"), staff_csv(20, &[])).await.expect(200).body;
+    assert_eq!((done["rows"].as_u64(), done["documents"].as_u64()), (Some(20), Some(40)), "{done}");
+    let grace = s.get(&format!("{HR}/employees/100")).await.expect(200).body;
+    assert_eq!(
+        (grace["title"].as_str(), grace["hire_date"].as_str()),
+        (Some("Head of Engineering"), Some("2019-04-01"))
+    );
+    let everyone = s.get(&format!("{HR}/employees?limit=200")).await.expect(200).body;
+    let people = everyone["items"].as_array().unwrap();
+    assert_eq!(people.len(), 20);
+    let part_timer = people.iter().find(|p| p["email"] == "person4@example.com").unwrap().clone();
+    assert_eq!(part_timer["employment"], json!({ "type": "part-time", "percent": 60 }), "{part_timer}");
+    assert_eq!(part_timer["pattern"], json!({ "days": ["mon", "tue", "wed"], "hours_per_day": 7.5 }));
+    assert_eq!(part_timer["manager"], 100);
+    let chart = s.get(&format!("{HR}/org-chart?as_of=2025-01-01")).await.expect(200).body;
+    assert_eq!((chart["employees"].as_u64(), chart["roots"][0]["reports"].as_array().unwrap().len()), (Some(20), 19));
+    // Numbers are never reused: the refused import's are gone (gaps, as with any sequence),
+    // and a new hire comes after every number the file gave or the import took.
+    let numbers: Vec<u64> = people.iter().map(|p| p["number"].as_u64().unwrap()).collect();
+    let highest = *numbers.iter().max().unwrap();
+    assert!(numbers.contains(&100) && highest > 100, "{numbers:?}");
+    let next = hire(&s, "New Starter", "new@example.com", json!({ "hire_date": "2026-12-01" })).await;
+    assert_eq!(next["number"].as_u64(), Some(highest + 1), "{next}");
+    // Importing the same people again is refused row by row: their emails are taken.
+    let again =
+        s.post_raw(IMPORT, Some("text/csv"), staff_csv(20, &[])).await.expect_problem(422, "import-rejected").body;
+    assert_eq!(again["problems_total"], 20, "{again}");
+}

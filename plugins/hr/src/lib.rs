@@ -7,20 +7,23 @@
 //! latest entry of each, for lookups by email, department and manager.
 
 pub mod employee;
+mod import;
 
 use employee::{Date, Employee, Employment, Invalid, Status, Termination, WorkingPattern};
 use keel_hr::provide::directory::{self as provide, Guest};
 use keel_sdk::services::now_ms;
-use keel_sdk::{Collection, Error, Plugin, Request, Response, Router, Sequence, Versioned, export_plugin, publish};
+use keel_sdk::{
+    Collection, Error, ImportBatch, Plugin, Request, Response, Router, RowProblem, Sequence, Versioned, export_plugin,
+    publish,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-const EMPLOYEES: Collection<Employee> = Collection::new("employees");
+pub(crate) const EMPLOYEES: Collection<Employee> = Collection::new("employees");
 const HISTORY: Collection<Change> = Collection::new("history");
 const DEPARTMENTS: Collection<Department> = Collection::new("departments");
-const EMPLOYEE_NUMBERS: Sequence = Sequence::new("employee");
-const CHANGE_NUMBERS: Sequence = Sequence::new("change");
+pub(crate) const EMPLOYEE_NUMBERS: Sequence = Sequence::new("employee");
 
 /// Payload: the employee's view (number, names, email, title, department, manager,
 /// employment, hire_date) and `rehire` (true when a former employee came back).
@@ -50,6 +53,13 @@ impl Plugin for Hr {
             .get("/org-chart", org_chart)
             .get("/headcount", headcount)
     }
+
+    fn import_rows(batch: &ImportBatch) -> Result<Vec<RowProblem>, Error> {
+        match batch.name.as_str() {
+            "employees" => import::employees(batch),
+            other => Err(Error::invalid("unknown-import", format!("HR has no import `{other}`"))),
+        }
+    }
 }
 
 export_plugin!(Hr);
@@ -77,7 +87,7 @@ struct Department {
     head: Option<u64>,
 }
 
-fn key(number: u64) -> String {
+pub(crate) fn key(number: u64) -> String {
     format!("{number:010}")
 }
 
@@ -126,17 +136,19 @@ fn latest_change(number: u64) -> Result<Option<Change>, Error> {
     Ok(page.items.into_iter().next().map(|c| c.value))
 }
 
-fn record_change(kind: &str, effective: Date, by: &str, record: &Employee) -> Result<(), Error> {
+/// Appends a change; `tag` makes its key unique (the request id, or the import line).
+pub(crate) fn record_change(kind: &str, effective: Date, by: &str, record: &Employee, tag: &str) -> Result<(), Error> {
+    let at = now_ms();
     let change = Change {
         employee: record.number,
         effective,
         kind: kind.to_owned(),
         by: by.to_owned(),
-        at: now_ms(),
+        at,
         record: record.clone(),
     };
-    // Entries of one date keep the order they were recorded in.
-    let key = format!("{}/{effective}/{:012}", key(record.number), CHANGE_NUMBERS.next()?);
+    // Entries of one date keep the order they were recorded in (the key orders them).
+    let key = format!("{}/{effective}/{at:013}/{tag}", key(record.number));
     HISTORY.insert(&key, &change)?;
     Ok(())
 }
@@ -205,7 +217,7 @@ fn optional_text(field: &'static str, value: Option<String>) -> Result<Option<St
 
 /// Checks what a record needs from the others: a unique email, an existing department, and a
 /// manager who is employed on `on` and not below this employee.
-fn check_relations(e: &Employee, on: Date) -> Result<(), Error> {
+pub(crate) fn check_relations(e: &Employee, on: Date) -> Result<(), Error> {
     employee::check(e).map_err(invalid)?;
     let same_email = EMPLOYEES.query().eq("email", &e.email).limit(2).fetch()?;
     if let Some(other) = same_email.items.iter().find(|o| o.value.number != e.number) {
@@ -265,7 +277,7 @@ fn hire(req: &Request) -> Result<Response, Error> {
     // Numbered once the record is known to be valid: a refused hire takes no number.
     record.number = EMPLOYEE_NUMBERS.next()?;
     EMPLOYEES.insert(&key(record.number), &record)?;
-    record_change("hire", record.hire_date, &req.caller.user_id, &record)?;
+    record_change("hire", record.hire_date, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, today());
     publish(HIRED, &json!({ "employee": shown, "rehire": false }))?;
     Response::json(201, &shown)
@@ -395,7 +407,7 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
     }
     check_relations(&record, effective)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
-    record_change("update", effective, &req.caller.user_id, &record)?;
+    record_change("update", effective, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, effective);
     publish(UPDATED, &json!({ "employee": shown, "effective": effective }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
@@ -425,7 +437,7 @@ fn terminate(req: &Request) -> Result<Response, Error> {
     record.termination = Some(Termination { date: input.last_day, reason: reason.clone() });
     employee::check(&record).map_err(invalid)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
-    record_change("terminate", input.last_day, &req.caller.user_id, &record)?;
+    record_change("terminate", input.last_day, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, today());
     publish(TERMINATED, &json!({ "employee": shown, "last_day": input.last_day, "reason": reason }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
@@ -467,7 +479,7 @@ fn rehire(req: &Request) -> Result<Response, Error> {
     record.manager = input.manager;
     check_relations(&record, input.hire_date)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
-    record_change("rehire", input.hire_date, &req.caller.user_id, &record)?;
+    record_change("rehire", input.hire_date, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, today());
     publish(HIRED, &json!({ "employee": shown, "rehire": true }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
