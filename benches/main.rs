@@ -13,6 +13,7 @@
 //! a baseline in the same run) misses it; absolute targets are shown, not enforced.
 
 mod background;
+mod departments;
 mod imports;
 mod neighbours;
 mod path;
@@ -52,7 +53,7 @@ fn main() -> Result<()> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let check = args.iter().any(|a| a == "--check");
-    // `--only a|b|c|d|e|f|g|h` runs one section (for tuning); the default runs them all.
+    // `--only a|b|c|d|e|f|g|h|i` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -79,6 +80,9 @@ fn main() -> Result<()> {
         }
         if wants("h") {
             rows.extend(imports::imports(&root, quick).await?);
+        }
+        if wants("i") {
+            rows.extend(departments::departments(&root, quick).await?);
         }
         anyhow::Ok(())
     })?;

@@ -6,7 +6,7 @@
 //! - `package <component.wasm> <plugin.toml> <out.wasm>`: packages one component;
 //! - `serve [args]`: builds the plugins, then runs `keel serve` with the bundled ones;
 //! - `test [args]`: builds the plugins, then runs the whole test suite;
-//! - `bench [--quick] [--only a..f] [--check]`: builds the plugins, then runs the benchmark
+//! - `bench [--quick] [--only a..i] [--check]`: builds the plugins, then runs the benchmark
 //!   table (release); `--check` exits non-zero when a ratio target is missed.
 
 use anyhow::{Context, Result, bail};

@@ -163,6 +163,10 @@ pub struct UnitOfWork {
     collections: Arc<BTreeMap<String, CollectionIndexes>>,
     limits: StorageLimits,
     pending: BTreeMap<(String, String), Pending>,
+    /// The index entries of the buffered puts, (collection, index, entry, key): a query finds
+    /// the call's own matching writes by a range here, not by walking every buffered write
+    /// (an import buffers tens of thousands and queries per row).
+    pending_entries: std::collections::BTreeSet<(String, String, String, String)>,
     /// Bytes of `pending` (keys and bodies) plus event and job payloads the call asked for.
     pending_bytes: usize,
     /// When the call's time is up: storage work still running then is stopped.
@@ -232,6 +236,7 @@ impl UnitOfWork {
             collections,
             limits,
             pending: BTreeMap::new(),
+            pending_entries: std::collections::BTreeSet::new(),
             pending_bytes: 0,
             deadline: None,
             scan_gate: None,
@@ -416,6 +421,17 @@ impl UnitOfWork {
         let strict = existing.as_ref().is_some_and(|p| p.strict) || condition != Condition::Any;
         let pending = Pending { key_bytes: key.len(), base, strict, version, op };
         self.pending_bytes = self.pending_bytes - existing.as_ref().map_or(0, Pending::size) + pending.size();
+        let entries = |p: &Pending| match &p.op {
+            WriteOp::Put { index, .. } => index
+                .iter()
+                .map(|(name, entry)| (collection.to_owned(), name.clone(), entry.clone(), key.to_owned()))
+                .collect(),
+            WriteOp::Delete => Vec::new(),
+        };
+        for old in existing.as_ref().map(entries).unwrap_or_default() {
+            self.pending_entries.remove(&old);
+        }
+        self.pending_entries.extend(entries(&pending));
         self.pending.insert(id, pending);
         Ok(version)
     }
@@ -524,15 +540,38 @@ impl UnitOfWork {
                 }
             }
         };
-        let ours: Vec<_> = self
-            .pending
-            .range((collection.to_owned(), String::new())..)
-            .take_while(|((c, _), _)| c == collection)
-            .collect();
+        let in_collection =
+            || self.pending.range((collection.to_owned(), String::new())..).take_while(|((c, _), _)| c == collection);
+        // The call's own writes that may join the page: with a driving index, those whose
+        // entry falls in its range (found in `pending_entries`); else all of the collection's.
+        let ours: Vec<(&(String, String), &Pending)> = match &plan.drive {
+            None => in_collection().collect(),
+            Some(drive) => {
+                let from = (
+                    collection.to_owned(),
+                    drive.index.clone(),
+                    drive.lower.as_ref().map_or_else(String::new, |(lo, _)| lo.clone()),
+                    String::new(),
+                );
+                self.pending_entries
+                    .range(from..)
+                    .take_while(|(c, i, entry, _)| {
+                        c == collection
+                            && *i == drive.index
+                            && drive
+                                .upper
+                                .as_ref()
+                                .is_none_or(|(hi, inclusive)| entry < hi || (*inclusive && entry == hi))
+                    })
+                    .filter_map(|(c, _, _, key)| self.pending.get_key_value(&(c.clone(), key.clone())))
+                    .collect()
+            }
+        };
         // Ask for enough committed rows that our own deletes and moves rarely leave the page
         // short, but not for every buffered write (an import buffers tens of thousands): a
         // page may then be short, and `next` still says whether more follow.
-        let fetch = limit + ours.len().min(OWN_WRITES_SLACK_PAGES * limit) + 1;
+        let slack = OWN_WRITES_SLACK_PAGES * limit;
+        let fetch = limit + in_collection().take(slack).count() + 1;
         let mut range = KeyRange {
             collection: collection.to_owned(),
             drive: plan.drive.clone(),

@@ -239,8 +239,11 @@ pub(crate) fn check_relations(e: &Employee, on: Date) -> Result<(), Error> {
             return Err(Error::invalid("manager-not-employed", format!("employee {manager} is not employed on {on}"))
                 .at_field("manager"));
         }
+        // Someone not yet numbered (a hire) manages nobody, so cannot close a loop.
         let manager_of = |n: u64| EMPLOYEES.get(&key(n)).ok().flatten().and_then(|m| m.value.manager);
-        if let Err(chain) = employee::manager_loop(e.number, manager, manager_of) {
+        if e.number != 0
+            && let Err(chain) = employee::manager_loop(e.number, manager, manager_of)
+        {
             let named: Vec<String> = chain.iter().map(u64::to_string).collect();
             return Err(Error::conflict(
                 "manager-cycle",
@@ -573,15 +576,18 @@ fn list_departments(_req: &Request) -> Result<Response, Error> {
     Response::json(200, &json!({ "items": items }))
 }
 
-/// Every employee's record as of `on`, for those with one then.
+/// Every employee's record as of `on`, for those with one then: one walk of the history in
+/// key order (employee, then effective date, then recording time), keeping each employee's
+/// last change in force on `on`. Pages of 1,000, not a query per employee.
 fn everyone_as_of(on: Date) -> Result<Vec<Employee>, Error> {
-    let mut people = Vec::new();
+    let mut people: Vec<Employee> = Vec::new();
     let mut cursor = None;
     loop {
-        let page = EMPLOYEES.query().cursor(cursor.as_deref()).limit(1000).fetch()?;
-        for e in &page.items {
-            if let Some(change) = as_of(e.value.number, on)? {
-                people.push(change.record);
+        let page = HISTORY.query().cursor(cursor.as_deref()).limit(1000).fetch()?;
+        for change in page.items.into_iter().map(|c| c.value).filter(|c| c.effective <= on) {
+            match people.last_mut() {
+                Some(last) if last.number == change.employee => *last = change.record,
+                _ => people.push(change.record),
             }
         }
         match page.next {
