@@ -349,3 +349,72 @@ async fn a_spreadsheet_of_staff_is_imported_whole_or_not_at_all() {
         s.post_raw(IMPORT, Some("text/csv"), staff_csv(20, &[])).await.expect_problem(422, "import-rejected").body;
     assert_eq!(again["problems_total"], 20, "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_are_checked_when_they_change_and_on_every_date_a_loop_could_exist() {
+    let s = hr().await;
+    hire(&s, "Ada Lovelace", "ada@example.com", json!({})).await;
+    hire(&s, "Grace Hopper", "grace@example.com", json!({ "manager": 1 })).await;
+    s.post(&format!("{HR}/employees/1/terminate"), json!({ "last_day": "2026-02-28", "reason": "retired" }))
+        .await
+        .expect(200);
+    // Grace's manager has left: an unrelated change still goes through, and she can be made
+    // to report to nobody (null clears a field; leaving it out changes nothing).
+    let fixed = s.patch(&format!("{HR}/employees/2"), json!({ "effective": "2026-03-01", "location": "Oslo" })).await;
+    assert_eq!(fixed.expect(200).body["manager"], 1);
+    let cleared = s.patch(&format!("{HR}/employees/2"), json!({ "effective": "2026-03-02", "manager": null })).await;
+    assert_eq!(cleared.expect(200).body["manager"], Value::Null);
+    // A new manager must be employed then.
+    s.patch(&format!("{HR}/employees/2"), json!({ "effective": "2026-03-03", "manager": 1 }))
+        .await
+        .expect_problem(422, "manager-not-employed");
+
+    // A loop that exists only on some dates: Alan reports to Barbara from February, to nobody
+    // from mid-2027; Barbara reporting to Alan from January 2027 would close a loop for
+    // five months, though the latest records show none.
+    hire(&s, "Alan Turing", "alan@example.com", json!({})).await;
+    hire(&s, "Barbara Liskov", "barbara@example.com", json!({})).await;
+    s.patch(&format!("{HR}/employees/3"), json!({ "effective": "2026-02-01", "manager": 4 })).await.expect(200);
+    s.patch(&format!("{HR}/employees/3"), json!({ "effective": "2027-06-01", "manager": null })).await.expect(200);
+    let refused = s.patch(&format!("{HR}/employees/4"), json!({ "effective": "2027-01-01", "manager": 3 })).await;
+    assert!(refused.expect_problem(409, "manager-cycle").body["detail"].as_str().unwrap().ends_with("4 → 3 → 4"));
+    // After Alan stops reporting to her, it is fine.
+    s.patch(&format!("{HR}/employees/4"), json!({ "effective": "2027-06-01", "manager": 3 })).await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_shows_who_left_but_not_why_and_past_records_are_hrs() {
+    let s = hr().await;
+    hire(&s, "Ada Lovelace", "ada@example.com", json!({})).await;
+    s.post(&format!("{HR}/employees/1/terminate"), json!({ "last_day": "2026-06-30", "reason": "personal reasons" }))
+        .await
+        .expect(200);
+    assert_eq!(s.get(&format!("{HR}/employees/1")).await.expect(200).body["termination"]["reason"], "personal reasons");
+    s.put("/v1/tenants/default/roles/member/permissions", json!({ "permissions": ["hr.directory"] })).await.expect(200);
+    let member = s.token_for("default", "member").await;
+    let seen = s.as_token(Some(&member), Method::GET, &format!("{HR}/employees/1"), None).await.expect(200).body;
+    assert_eq!(seen["termination"], json!({ "date": "2026-06-30" }), "{seen}");
+    s.as_token(Some(&member), Method::GET, &format!("{HR}/employees/1?as_of=2026-03-01"), None)
+        .await
+        .expect_problem(403, "forbidden");
+    // Department ids are plain names.
+    s.put(&format!("{HR}/departments/R%26D"), json!({ "name": "R&D" }))
+        .await
+        .expect_problem(422, "invalid-department-id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_manager_may_have_joined_after_their_report() {
+    let s = hr().await;
+    let csv = "legal_name,email,title,department,manager_email,hire_date\n\
+               Grace Hopper,grace@example.com,Head,eng,,2020-04-01\n\
+               Alan Turing,alan@example.com,Engineer,eng,grace@example.com,2015-01-01\n\
+               Ada Lovelace,ada@example.com,Engineer,eng,,2015-01-01\n";
+    s.post_raw("/v1/imports/hr/employees", Some("text/csv"), csv.as_bytes().to_vec()).await.expect(200);
+    let alan = s.get(&format!("{HR}/employees/2")).await.expect(200).body;
+    assert_eq!((alan["manager"].as_u64(), alan["hire_date"].as_str()), (Some(1), Some("2015-01-01")));
+    // A number too large for an employee number is the row's problem, not the import's failure.
+    let csv = "number,legal_name,email,title,hire_date\n99999999999,Big,big@example.com,x,2020-01-01\n";
+    let refused = s.post_raw("/v1/imports/hr/employees", Some("text/csv"), csv.as_bytes().to_vec()).await;
+    assert_eq!(refused.expect_problem(422, "import-rejected").body["problems"][0]["field"], "number");
+}

@@ -225,9 +225,14 @@ fn people_ticket(event: &Event) -> Result<(), Error> {
     let payload: Value = event.payload()?;
     let person = &payload["employee"];
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let name = text(&person["name"]);
+    // A title has room for 200 characters: a long name is cut there, and kept whole below.
+    let full_name = text(&person["name"]);
+    let name: String = match full_name.chars().count() > 100 {
+        true => full_name.chars().take(99).chain(['…']).collect(),
+        false => full_name.clone(),
+    };
     let who = format!(
-        "{name} (employee {}, {}, {})",
+        "{full_name} (employee {}, {}, {})",
         person["number"],
         text(&person["title"]),
         person["department"].as_str().unwrap_or("no department")

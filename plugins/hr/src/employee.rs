@@ -19,7 +19,10 @@ impl Date {
         if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
             return None;
         }
-        let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
+        let number = |range: std::ops::Range<usize>| {
+            let digits = text.get(range)?;
+            digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse::<u32>().ok())?
+        };
         let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
         if !(1..=12).contains(&month) || year < 1900 {
             return None;
@@ -294,23 +297,29 @@ pub fn check(e: &Employee) -> Result<(), Invalid> {
 
 /// The chain of managers from `start` upwards, given who manages whom; `Err` with the loop
 /// (`7 → 3 → 7`) when following it comes back to `employee`.
-pub fn manager_loop(employee: u64, start: u64, manager_of: impl Fn(u64) -> Option<u64>) -> Result<(), Vec<u64>> {
+/// Lookups may fail (`E`): the first failure is the answer.
+pub fn manager_loop<E>(
+    employee: u64,
+    start: u64,
+    mut manager_of: impl FnMut(u64) -> Result<Option<u64>, E>,
+) -> Result<Result<(), Vec<u64>>, E> {
     let mut chain = vec![employee, start];
     let mut current = start;
     while current != employee {
-        match manager_of(current) {
-            Some(next) if chain.contains(&next) && next != employee => return Ok(()), // an older loop above: not this one's
+        match manager_of(current)? {
+            // An older loop above that does not pass through this employee: not this one's.
+            Some(next) if chain.contains(&next) && next != employee => return Ok(Ok(())),
             Some(next) => {
                 chain.push(next);
                 current = next;
             }
-            None => return Ok(()),
+            None => return Ok(Ok(())),
         }
         if chain.len() > 10_000 {
-            return Ok(());
+            return Ok(Ok(()));
         }
     }
-    Err(chain)
+    Ok(Err(chain))
 }
 
 #[cfg(test)]
@@ -323,7 +332,18 @@ mod tests {
 
     #[test]
     fn dates_parse_strictly_and_count_days_both_ways() {
-        for bad in ["2026-02-29", "2026-13-01", "2026-00-10", "2026-04-31", "26-01-01", "2026-1-01", "1899-12-31", ""] {
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-04-31",
+            "26-01-01",
+            "2026-1-01",
+            "1899-12-31",
+            "",
+            "2026-+1-01",
+            "+026-01-01",
+        ] {
             assert_eq!(Date::parse(bad), None, "{bad}");
         }
         assert_eq!(d("2024-02-29").to_string(), "2024-02-29");
@@ -387,9 +407,11 @@ mod tests {
             5 => Some(7),
             _ => None,
         };
-        assert_eq!(manager_loop(7, 3, managers), Err(vec![7, 3, 5, 7]));
-        assert_eq!(manager_loop(9, 3, managers), Ok(()), "9 is not in 3's chain");
-        assert_eq!(manager_loop(4, 4, |_| None), Err(vec![4, 4]), "one's own manager");
+        let managers = |n: u64| Ok::<_, ()>(managers(n));
+        assert_eq!(manager_loop(7, 3, managers), Ok(Err(vec![7, 3, 5, 7])));
+        assert_eq!(manager_loop(9, 3, managers), Ok(Ok(())), "9 is not in 3's chain");
+        assert_eq!(manager_loop(4, 4, |_| Ok::<_, ()>(None)), Ok(Err(vec![4, 4])), "one's own manager");
+        assert_eq!(manager_loop(7, 3, |_| Err("storage down")), Err("storage down"), "a failed read is not 'no loop'");
     }
 
     pub fn sample() -> Employee {

@@ -86,8 +86,11 @@ pub fn employees(batch: &ImportBatch) -> Result<Vec<RowProblem>, Error> {
     let mut spare: Option<u64> = None;
     for row in &batch.rows {
         match employee_of(row) {
-            Ok((mut record, given)) => {
-                if let Err(e) = check_relations(&record, record.hire_date) {
+            Ok((mut record, given, manager_hired)) => {
+                // Today's manager may have joined after their report: they must be employed
+                // from whichever start is later, not on the report's first day.
+                let on = manager_hired.map_or(record.hire_date, |m| m.max(record.hire_date));
+                if let Err(e) = check_relations(&record, None, on) {
                     problems.push(row.problem(e.field().map(column), e.detail()));
                     continue;
                 }
@@ -121,8 +124,12 @@ pub fn employees(batch: &ImportBatch) -> Result<Vec<RowProblem>, Error> {
     Ok(problems)
 }
 
-/// The record a row describes (number 0 when the file gives none), or its problem.
-fn employee_of(row: &ImportRow) -> Result<(Employee, bool), RowProblem> {
+/// Employee numbers fit the history's ten-digit keys.
+const MAX_NUMBER: u64 = 9_999_999_999;
+
+/// The record a row describes (number 0 when the file gives none), whether the file numbered
+/// it, and when its manager was hired; or the row's problem.
+fn employee_of(row: &ImportRow) -> Result<(Employee, bool, Option<Date>), RowProblem> {
     let input: Row = row.parse()?;
     let problem = |field: &str, reason: String| row.problem(Some(field), reason);
     let text = |field: &'static str, value: &str| {
@@ -134,8 +141,8 @@ fn employee_of(row: &ImportRow) -> Result<(Employee, bool), RowProblem> {
         Some(n) => Some(
             n.parse::<u64>()
                 .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| problem("number", format!("`{n}` is not an employee number")))?,
+                .filter(|n| (1..=MAX_NUMBER).contains(n))
+                .ok_or_else(|| problem("number", format!("`{n}` is not an employee number (1 to {MAX_NUMBER})")))?,
         ),
     };
     let employment = match (cell(&input.employment).map(|e| e.to_lowercase()).as_deref(), cell(&input.percent)) {
@@ -160,8 +167,8 @@ fn employee_of(row: &ImportRow) -> Result<(Employee, bool), RowProblem> {
     }
     let hire_date = Date::parse(input.hire_date.trim())
         .ok_or_else(|| problem("hire_date", format!("`{}` is not a date (YYYY-MM-DD)", input.hire_date)))?;
-    let manager = match cell(&input.manager_email) {
-        None => None,
+    let (manager, manager_hired) = match cell(&input.manager_email) {
+        None => (None, None),
         Some(email) => {
             let email = employee::email(&email).map_err(|e| problem("manager_email", e.reason))?;
             let found = EMPLOYEES
@@ -173,7 +180,7 @@ fn employee_of(row: &ImportRow) -> Result<(Employee, bool), RowProblem> {
             let boss = found.items.into_iter().next().ok_or_else(|| {
                 problem("manager_email", format!("{email} is not an employee (list managers before their reports)"))
             })?;
-            Some(boss.value.number)
+            (Some(boss.value.number), Some(boss.value.hire_date))
         }
     };
     let record = Employee {
@@ -191,7 +198,7 @@ fn employee_of(row: &ImportRow) -> Result<(Employee, bool), RowProblem> {
         termination: None,
     };
     employee::check(&record).map_err(|e| problem(column(e.field), e.reason))?;
-    Ok((record, number.is_some()))
+    Ok((record, number.is_some(), manager_hired))
 }
 
 #[cfg(test)]

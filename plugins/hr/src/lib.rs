@@ -11,7 +11,7 @@ mod import;
 
 use employee::{Date, Employee, Employment, Invalid, Status, Termination, WorkingPattern};
 use keel_hr::provide::directory::{self as provide, Guest};
-use keel_sdk::services::now_ms;
+use keel_sdk::services::{has_permission, now_ms};
 use keel_sdk::{
     Collection, Error, ImportBatch, Plugin, Request, Response, Router, RowProblem, Sequence, Versioned, export_plugin,
     publish,
@@ -32,6 +32,9 @@ pub const HIRED: &str = "hr.employee.hired";
 pub const UPDATED: &str = "hr.employee.updated";
 /// Payload: the employee's view, `last_day` and `reason`.
 pub const TERMINATED: &str = "hr.employee.terminated";
+
+/// Hire, change, terminate and rehire; departments; history and past records.
+const MANAGE: &str = "hr.manage";
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -155,6 +158,11 @@ pub(crate) fn record_change(kind: &str, effective: Date, by: &str, record: &Empl
 
 /// An employee as the API shows it, as of a date.
 fn view(e: &Employee, on: Date) -> Value {
+    // Why someone left is HR's to know; the directory shows only that and when.
+    let termination = e.termination.as_ref().map(|t| match has_permission(MANAGE) {
+        true => json!({ "date": t.date, "reason": t.reason }),
+        false => json!({ "date": t.date }),
+    });
     json!({
         "number": e.number,
         "legal_name": e.legal_name,
@@ -168,7 +176,7 @@ fn view(e: &Employee, on: Date) -> Value {
         "employment": e.employment,
         "pattern": { "days": e.pattern.days, "hours_per_day": f64::from(e.pattern.minutes_per_day) / 60.0 },
         "hire_date": e.hire_date,
-        "termination": e.termination,
+        "termination": termination,
         "status": e.status_on(on),
         "as_of": on,
     })
@@ -217,7 +225,11 @@ fn optional_text(field: &'static str, value: Option<String>) -> Result<Option<St
 
 /// Checks what a record needs from the others: a unique email, an existing department, and a
 /// manager who is employed on `on` and not below this employee.
-pub(crate) fn check_relations(e: &Employee, on: Date) -> Result<(), Error> {
+/// Checks what a record needs from the others, where `before` is the record it replaces (none
+/// for a hire): a unique email; a known department and a manager employed on `on` when they
+/// are new (a manager who left since does not block an unrelated change); and no manager loop,
+/// in the latest records nor in those in force on `on`.
+pub(crate) fn check_relations(e: &Employee, before: Option<&Employee>, on: Date) -> Result<(), Error> {
     employee::check(e).map_err(invalid)?;
     let same_email = EMPLOYEES.query().eq("email", &e.email).limit(2).fetch()?;
     if let Some(other) = same_email.items.iter().find(|o| o.value.number != e.number) {
@@ -228,22 +240,28 @@ pub(crate) fn check_relations(e: &Employee, on: Date) -> Result<(), Error> {
         .at_field("email"));
     }
     if let Some(department) = &e.department
+        && before.is_none_or(|b| b.department != e.department)
         && DEPARTMENTS.get(department)?.is_none()
     {
         return Err(
             Error::invalid("unknown-department", format!("no department `{department}`")).at_field("department")
         );
     }
-    if let Some(manager) = e.manager {
-        if !EMPLOYEES.get(&key(manager))?.is_some_and(|b| b.value.is_active_on(on)) {
-            return Err(Error::invalid("manager-not-employed", format!("employee {manager} is not employed on {on}"))
-                .at_field("manager"));
-        }
-        // Someone not yet numbered (a hire) manages nobody, so cannot close a loop.
-        let manager_of = |n: u64| EMPLOYEES.get(&key(n)).ok().flatten().and_then(|m| m.value.manager);
-        if e.number != 0
-            && let Err(chain) = employee::manager_loop(e.number, manager, manager_of)
-        {
+    let Some(manager) = e.manager.filter(|_| before.is_none_or(|b| b.manager != e.manager)) else { return Ok(()) };
+    if !EMPLOYEES.get(&key(manager))?.is_some_and(|b| b.value.is_active_on(on)) {
+        return Err(Error::invalid("manager-not-employed", format!("employee {manager} is not employed on {on}"))
+            .at_field("manager"));
+    }
+    // Someone not yet numbered (a hire) manages nobody, so cannot close a loop.
+    if e.number == 0 {
+        return Ok(());
+    }
+    let latest = |n: u64| EMPLOYEES.get(&key(n)).map(|m| m.and_then(|m| m.value.manager));
+    let in_force = |n: u64| as_of(n, on).map(|c| c.and_then(|c| c.record.manager));
+    for chain in
+        [employee::manager_loop(e.number, manager, latest)?, employee::manager_loop(e.number, manager, in_force)?]
+    {
+        if let Err(chain) = chain {
             let named: Vec<String> = chain.iter().map(u64::to_string).collect();
             return Err(Error::conflict(
                 "manager-cycle",
@@ -276,7 +294,7 @@ fn hire(req: &Request) -> Result<Response, Error> {
         hire_date: input.hire_date,
         termination: None,
     };
-    check_relations(&record, record.hire_date)?;
+    check_relations(&record, None, record.hire_date)?;
     // Numbered once the record is known to be valid: a refused hire takes no number.
     record.number = EMPLOYEE_NUMBERS.next()?;
     EMPLOYEES.insert(&key(record.number), &record)?;
@@ -290,20 +308,26 @@ fn list_employees(req: &Request) -> Result<Response, Error> {
     let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
     let asked = date_query(req, "as_of")?;
     let on = asked.unwrap_or_else(today);
+    let department = req.query("department");
     let mut query = EMPLOYEES.query().cursor(paging.cursor.as_deref()).limit(paging.limit);
-    if let Some(department) = req.query("department") {
-        query = query.eq("department", department);
+    // Today's department is indexed; the department on another date is checked per record.
+    if let (Some(d), None) = (department, asked) {
+        query = query.eq("department", d);
     }
     let page = query.fetch()?;
     let mut items = Vec::with_capacity(page.items.len());
     for e in &page.items {
         // Each as of the date asked (people not hired by then are left out); without a date,
         // as of today, and people hired for later as they will start (`onboarding`).
-        match (as_of(e.value.number, on)?, asked) {
-            (Some(change), _) => items.push(view(&change.record, on)),
-            (None, None) => items.push(view(&e.value, on)),
-            (None, Some(_)) => {}
+        let record = match (as_of(e.value.number, on)?, asked) {
+            (Some(change), _) => change.record,
+            (None, None) => e.value.clone(),
+            (None, Some(_)) => continue,
+        };
+        if asked.is_some() && department.is_some_and(|d| record.department.as_deref() != Some(d)) {
+            continue;
         }
+        items.push(view(&record, on));
     }
     Response::page(&items, page.next.as_deref())
 }
@@ -319,6 +343,10 @@ fn get_employee(req: &Request) -> Result<Response, Error> {
             Ok(Response::json(200, &view(&record, on))?.with_version(e.version))
         }
         Some(on) => {
+            // A past record is history, which is HR's (the route itself needs only the directory).
+            if !has_permission(MANAGE) {
+                return Err(Error::forbidden("forbidden", format!("records as of a date need `{MANAGE}`")));
+            }
             current(number)?;
             let change = as_of(number, on)?.ok_or_else(|| {
                 Error::not_found("not-employed-yet", format!("employee {number} has no record on or before {on}"))
@@ -334,15 +362,24 @@ struct Update {
     /// The date the change applies from (default today).
     effective: Option<Date>,
     legal_name: Option<String>,
-    preferred_name: Option<String>,
     email: Option<String>,
     title: Option<String>,
-    /// `null` is not "no change" here: send the field to change it.
-    department: Option<String>,
-    manager: Option<u64>,
-    location: Option<String>,
+    // Absent: no change; `null`: cleared (no department, reports to nobody).
+    #[serde(default, deserialize_with = "present")]
+    preferred_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    department: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    manager: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    location: Option<Option<String>>,
     employment: Option<Employment>,
     pattern: Option<PatternInput>,
+}
+
+/// A field that is present, `null` included (an absent one stays `None` by `default`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Refuses a change effective before the employee's latest one: history is appended in
@@ -382,7 +419,7 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
         record.legal_name = employee::text("legal_name", &v, employee::NAME_MAX).map_err(invalid)?;
     }
     if let Some(v) = input.preferred_name {
-        record.preferred_name = optional_text("preferred_name", Some(v))?;
+        record.preferred_name = optional_text("preferred_name", v)?;
     }
     if let Some(v) = input.email {
         record.email = employee::email(&v).map_err(invalid)?;
@@ -391,13 +428,13 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
         record.title = employee::text("title", &v, employee::NAME_MAX).map_err(invalid)?;
     }
     if let Some(v) = input.department {
-        record.department = optional_text("department", Some(v))?;
+        record.department = optional_text("department", v)?;
     }
     if let Some(v) = input.manager {
-        record.manager = Some(v);
+        record.manager = v;
     }
     if let Some(v) = input.location {
-        record.location = optional_text("location", Some(v))?;
+        record.location = optional_text("location", v)?;
     }
     if let Some(v) = input.employment {
         record.employment = v;
@@ -408,7 +445,7 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
     if record == stored.value {
         return Ok(Response::json(200, &view(&record, effective))?.with_version(stored.version));
     }
-    check_relations(&record, effective)?;
+    check_relations(&record, Some(&stored.value), effective)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("update", effective, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, effective);
@@ -480,7 +517,7 @@ fn rehire(req: &Request) -> Result<Response, Error> {
     }
     // A returning employee's old manager is not assumed.
     record.manager = input.manager;
-    check_relations(&record, input.hire_date)?;
+    check_relations(&record, Some(&stored.value), input.hire_date)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("rehire", input.hire_date, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, today());
@@ -519,7 +556,14 @@ struct DepartmentInput {
 }
 
 fn put_department(req: &Request) -> Result<Response, Error> {
-    let id = employee::text("id", req.param("id")?, 64).map_err(invalid)?;
+    let id = req.param("id")?.to_owned();
+    if !(1..=64).contains(&id.len())
+        || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(
+            Error::invalid("invalid-department-id", "department ids are 1-64 of a-z, 0-9, '-' and '_'").at_field("id")
+        );
+    }
     let input: DepartmentInput = req.json()?;
     let name = employee::text("name", &input.name, employee::NAME_MAX).map_err(invalid)?;
     if let Some(parent) = &input.parent {
@@ -607,18 +651,30 @@ fn org_chart(req: &Request) -> Result<Response, Error> {
         let manager = e.manager.filter(|m| employed.contains(m));
         reports.entry(manager).or_default().push(e);
     }
-    fn node(e: &Employee, reports: &BTreeMap<Option<u64>, Vec<&Employee>>, depth: usize) -> Value {
-        let under = match depth < 64 {
-            true => reports
-                .get(&Some(e.number))
-                .map_or_else(Vec::new, |r| r.iter().map(|x| node(x, reports, depth + 1)).collect()),
-            false => Vec::new(),
-        };
+    type Reports<'a> = BTreeMap<Option<u64>, Vec<&'a Employee>>;
+    fn node(e: &Employee, reports: &Reports<'_>, shown: &mut std::collections::BTreeSet<u64>) -> Value {
+        shown.insert(e.number);
+        let mut under = Vec::new();
+        for x in reports.get(&Some(e.number)).into_iter().flatten() {
+            if !shown.contains(&x.number) {
+                under.push(node(x, reports, shown));
+            }
+        }
         json!({ "number": e.number, "name": e.display_name(), "title": e.title, "department": e.department,
                 "reports": under })
     }
-    let roots: Vec<Value> =
-        reports.get(&None).map_or_else(Vec::new, |r| r.iter().map(|e| node(e, &reports, 0)).collect());
+    let mut shown = std::collections::BTreeSet::new();
+    let mut roots: Vec<Value> = Vec::new();
+    for e in reports.get(&None).into_iter().flatten() {
+        roots.push(node(e, &reports, &mut shown));
+    }
+    // Everyone is shown once: people in a loop of managers (refused when written, but
+    // possible across dates) head a tree of their own rather than vanish.
+    for e in &people {
+        if !shown.contains(&e.number) {
+            roots.push(node(e, &reports, &mut shown));
+        }
+    }
     Response::json(200, &json!({ "as_of": on, "employees": people.len(), "roots": roots }))
 }
 
@@ -657,10 +713,13 @@ impl Guest for Hr {
         }
         let page = query.fetch()?;
         let on = today();
-        Ok(provide::EmployeePage {
-            employees: page.items.iter().map(|e| directory_entry(&e.value, on)).collect(),
-            next: page.next,
-        })
+        let mut employees = Vec::with_capacity(page.items.len());
+        for e in &page.items {
+            // As of today: a change dated later is not in force yet.
+            let record = as_of(e.value.number, on)?.map_or_else(|| e.value.clone(), |c| c.record);
+            employees.push(directory_entry(&record, on));
+        }
+        Ok(provide::EmployeePage { employees, next: page.next })
     }
 }
 
