@@ -10,6 +10,7 @@ mod imports;
 mod indexes;
 mod jobs;
 mod leases;
+mod leave;
 mod python;
 mod restart;
 mod serializable;

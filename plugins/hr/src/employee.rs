@@ -175,6 +175,9 @@ pub struct Employee {
     pub pattern: WorkingPattern,
     pub hire_date: Date,
     pub termination: Option<Termination>,
+    /// The platform user id of this person, linking self-service calls to the record.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Where an employee stands on a date.
@@ -428,6 +431,7 @@ mod tests {
             pattern: WorkingPattern::default(),
             hire_date: d("2026-01-05"),
             termination: None,
+            user: None,
         }
     }
 }

@@ -196,6 +196,7 @@ fn employee_of(row: &ImportRow) -> Result<(Employee, bool, Option<Date>), RowPro
         pattern,
         hire_date,
         termination: None,
+        user: None,
     };
     employee::check(&record).map_err(|e| problem(column(e.field), e.reason))?;
     Ok((record, number.is_some(), manager_hired))

@@ -8,13 +8,15 @@
 
 pub mod employee;
 mod import;
+pub mod leave;
+mod leave_routes;
 
 use employee::{Date, Employee, Employment, Invalid, Status, Termination, WorkingPattern};
 use keel_hr::provide::directory::{self as provide, Guest};
 use keel_sdk::services::{has_permission, now_ms};
 use keel_sdk::{
-    Collection, Error, ImportBatch, Plugin, Request, Response, Router, RowProblem, Sequence, Versioned, export_plugin,
-    publish,
+    Collection, Error, ImportBatch, Job, Plugin, Request, Response, Router, RowProblem, Sequence, Versioned,
+    export_plugin, publish,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -34,7 +36,7 @@ pub const UPDATED: &str = "hr.employee.updated";
 pub const TERMINATED: &str = "hr.employee.terminated";
 
 /// Hire, change, terminate and rehire; departments; history and past records.
-const MANAGE: &str = "hr.manage";
+pub(crate) const MANAGE: &str = "hr.manage";
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -55,6 +57,25 @@ impl Plugin for Hr {
             .get("/departments", list_departments)
             .get("/org-chart", org_chart)
             .get("/headcount", headcount)
+            .get("/me", me)
+            .put("/leave-types/{id}", leave_routes::put_type)
+            .get("/leave-types", leave_routes::list_types)
+            .put("/holiday-calendars/{id}", leave_routes::put_calendar)
+            .get("/holiday-calendars/{id}", leave_routes::get_calendar)
+            .put("/employees/{number}/allocations/{type}/{year}", leave_routes::put_allocation)
+            .get("/employees/{number}/balances", leave_routes::balances)
+            .post("/leave-requests", leave_routes::request_leave)
+            .get("/leave-requests", leave_routes::list_requests)
+            .get("/leave-requests/{id}", leave_routes::get_request)
+            .post("/leave-requests/{id}/approve", leave_routes::approve)
+            .post("/leave-requests/{id}/reject", leave_routes::reject)
+            .post("/leave-requests/{id}/cancel", leave_routes::cancel)
+            .get("/leave-calendar", leave_routes::team_calendar)
+            .post("/leave-accruals", leave_routes::start_accruals)
+    }
+
+    fn run_job(job: &Job) -> Result<(), Error> {
+        leave_routes::run_job(job)
     }
 
     fn import_rows(batch: &ImportBatch) -> Result<Vec<RowProblem>, Error> {
@@ -94,20 +115,20 @@ pub(crate) fn key(number: u64) -> String {
     format!("{number:010}")
 }
 
-fn today() -> Date {
+pub(crate) fn today() -> Date {
     Date::from_ms(now_ms())
 }
 
-fn invalid(e: Invalid) -> Error {
+pub(crate) fn invalid(e: Invalid) -> Error {
     Error::invalid(e.code, e.reason).at_field(e.field)
 }
 
-fn number_param(req: &Request) -> Result<u64, Error> {
+pub(crate) fn number_param(req: &Request) -> Result<u64, Error> {
     let text = req.param("number")?;
     text.parse().map_err(|_| Error::not_found("employee-not-found", format!("no employee `{text}`")))
 }
 
-fn date_query(req: &Request, name: &'static str) -> Result<Option<Date>, Error> {
+pub(crate) fn date_query(req: &Request, name: &'static str) -> Result<Option<Date>, Error> {
     match req.query(name) {
         None => Ok(None),
         Some(text) => Date::parse(text).map(Some).ok_or_else(|| {
@@ -116,12 +137,12 @@ fn date_query(req: &Request, name: &'static str) -> Result<Option<Date>, Error> 
     }
 }
 
-fn current(number: u64) -> Result<Versioned<Employee>, Error> {
+pub(crate) fn current(number: u64) -> Result<Versioned<Employee>, Error> {
     EMPLOYEES.get(&key(number))?.ok_or_else(|| Error::not_found("employee-not-found", format!("no employee {number}")))
 }
 
 /// The record of `number` as of `date`: the last change effective on or before it.
-fn as_of(number: u64, date: Date) -> Result<Option<Change>, Error> {
+pub(crate) fn as_of(number: u64, date: Date) -> Result<Option<Change>, Error> {
     let page = HISTORY
         .query()
         .eq("employee", number)
@@ -177,6 +198,7 @@ fn view(e: &Employee, on: Date) -> Value {
         "pattern": { "days": e.pattern.days, "hours_per_day": f64::from(e.pattern.minutes_per_day) / 60.0 },
         "hire_date": e.hire_date,
         "termination": termination,
+        "user": e.user,
         "status": e.status_on(on),
         "as_of": on,
     })
@@ -217,6 +239,8 @@ struct Hire {
     employment: Option<Employment>,
     pattern: Option<PatternInput>,
     hire_date: Date,
+    /// The platform user who is this employee (for self-service).
+    user: Option<String>,
 }
 
 fn optional_text(field: &'static str, value: Option<String>) -> Result<Option<String>, Error> {
@@ -238,6 +262,18 @@ pub(crate) fn check_relations(e: &Employee, before: Option<&Employee>, on: Date)
             format!("{} is the work email of employee {}", e.email, other.value.number),
         )
         .at_field("email"));
+    }
+    if let Some(user) = &e.user
+        && before.is_none_or(|b| b.user != e.user)
+    {
+        let linked = EMPLOYEES.query().eq("user", user).limit(2).fetch()?;
+        if let Some(other) = linked.items.iter().find(|o| o.value.number != e.number) {
+            return Err(Error::conflict(
+                "user-taken",
+                format!("user `{user}` is already employee {}", other.value.number),
+            )
+            .at_field("user"));
+        }
     }
     if let Some(department) = &e.department
         && before.is_none_or(|b| b.department != e.department)
@@ -293,6 +329,7 @@ fn hire(req: &Request) -> Result<Response, Error> {
         pattern,
         hire_date: input.hire_date,
         termination: None,
+        user: optional_text("user", input.user)?,
     };
     check_relations(&record, None, record.hire_date)?;
     // Numbered once the record is known to be valid: a refused hire takes no number.
@@ -375,6 +412,8 @@ struct Update {
     location: Option<Option<String>>,
     employment: Option<Employment>,
     pattern: Option<PatternInput>,
+    #[serde(default, deserialize_with = "present")]
+    user: Option<Option<String>>,
 }
 
 /// A field that is present, `null` included (an absent one stays `None` by `default`).
@@ -441,6 +480,9 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
     }
     if let Some(p) = &input.pattern {
         record.pattern = p.minutes()?;
+    }
+    if let Some(v) = input.user {
+        record.user = optional_text("user", v)?;
     }
     if record == stored.value {
         return Ok(Response::json(200, &view(&record, effective))?.with_version(stored.version));
@@ -600,6 +642,21 @@ fn put_department(req: &Request) -> Result<Response, Error> {
         200,
         &json!({ "id": id, "name": department.name, "parent": department.parent, "head": department.head }),
     )
+}
+
+/// The head of department `id`, if it has one.
+pub(crate) fn department_head(id: &str) -> Result<Option<u64>, Error> {
+    Ok(DEPARTMENTS.get(id)?.and_then(|d| d.value.head))
+}
+
+/// The caller's own record (their user linked to an employee).
+fn me(req: &Request) -> Result<Response, Error> {
+    let own = leave_routes::me(req)?.ok_or_else(|| {
+        Error::not_found("no-employee-record", "your user is not linked to an employee record; ask HR to link it")
+    })?;
+    let on = today();
+    let record = as_of(own.number, on)?.map_or(own, |c| c.record);
+    Response::json(200, &view(&record, on))
 }
 
 fn list_departments(_req: &Request) -> Result<Response, Error> {

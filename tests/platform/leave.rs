@@ -1,0 +1,416 @@
+//! Leave in the HR department over HTTP: requests counted against holiday calendars and
+//! working patterns to the half day, approval by the manager, balances as of a date,
+//! overlaps and over-balance refused with what they conflict with, concurrent requests,
+//! accruals and carry-over capped in the type's own unit, the team calendar, and who may do
+//! what. The host clock is frozen on a chosen day, so "today" is the same in every run.
+
+use keel_tests::{Reply, TestServer};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const HR: &str = "/v1/plugins/hr";
+
+/// Noon UTC of a date, in ms since the epoch.
+fn noon(date: &str) -> i64 {
+    let (y, m, d) =
+        (date[0..4].parse::<i64>().unwrap(), date[5..7].parse::<i64>().unwrap(), date[8..10].parse::<i64>().unwrap());
+    // Howard Hinnant's days_from_civil.
+    let y = y - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    days * 86_400_000 + 43_200_000
+}
+
+/// A person with a token of their own, linked to their employee record.
+struct Person {
+    number: u64,
+    token: String,
+}
+
+struct Office {
+    s: TestServer,
+}
+
+impl Office {
+    /// HR on a server whose clock stands at noon on `today`, with the leave types and the
+    /// Easter holidays of 2026 set up, and members holding `hr.leave`.
+    async fn open(today: &str) -> Office {
+        let at = noon(today);
+        let s = TestServer::start_with(|c| c.frozen_clock_at = Some(at)).await;
+        s.install("bundled/hr").await.expect(201);
+        s.put(&format!("{HR}/departments/eng"), json!({ "name": "Engineering" })).await.expect(200);
+        for (id, body) in [
+            ("annual", json!({ "name": "Annual leave", "unit": "days", "allowance": 25, "carry_over_cap": 5 })),
+            ("toil", json!({ "name": "Time off in lieu", "unit": "hours", "allowance": 40, "carry_over_cap": 16 })),
+            ("unpaid", json!({ "name": "Unpaid leave", "unit": "days", "paid": false })),
+            ("sick", json!({ "name": "Sick leave", "unit": "days", "requires_approval": false })),
+            ("monthly", json!({ "name": "Accruing leave", "unit": "days", "allowance": 12, "accrual": "monthly" })),
+        ] {
+            s.put(&format!("{HR}/leave-types/{id}"), body).await.expect(200);
+        }
+        s.put(
+            &format!("{HR}/holiday-calendars/default"),
+            json!({ "name": "England", "holidays": [
+                { "date": "2026-04-06", "name": "Easter Monday" },
+                { "date": "2026-04-03", "name": "Good Friday" },
+            ] }),
+        )
+        .await
+        .expect(200);
+        s.put("/v1/tenants/default/roles/member/permissions", json!({ "permissions": ["hr.leave"] })).await.expect(200);
+        Office { s }
+    }
+
+    /// Hires someone with a token of their own (role `member`) linked as their user.
+    async fn hire(&self, name: &str, manager: Option<u64>) -> Person {
+        let reply =
+            self.s.post("/v1/tenants/default/tokens", json!({ "name": name, "role": "member" })).await.expect(201).body;
+        let (user, token) = (reply["id"].as_str().unwrap(), reply["token"].as_str().unwrap().to_owned());
+        let email = format!("{}@example.com", name.to_lowercase().replace(' ', "."));
+        let hired = self
+            .s
+            .post(
+                &format!("{HR}/employees"),
+                json!({ "legal_name": name, "email": email, "title": "Engineer", "department": "eng",
+                        "manager": manager, "hire_date": "2020-01-06", "user": user }),
+            )
+            .await
+            .expect(201)
+            .body;
+        Person { number: hired["number"].as_u64().unwrap(), token }
+    }
+
+    async fn call(&self, who: &Person, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.s.as_token(Some(&who.token), method, &format!("{HR}{path}"), body).await
+    }
+
+    async fn ask(&self, who: &Person, body: Value) -> Reply {
+        self.call(who, Method::POST, "/leave-requests", Some(body)).await
+    }
+
+    /// One type's balance of `number` as of `on`, as HR sees it.
+    async fn balance(&self, number: u64, kind: &str, on: &str) -> Value {
+        let all = self.s.get(&format!("{HR}/employees/{number}/balances?as_of={on}")).await.expect(200).body;
+        all["items"].as_array().unwrap().iter().find(|b| b["type"] == kind).cloned().expect(kind)
+    }
+}
+
+fn amounts(b: &Value) -> [f64; 7] {
+    ["allocated", "accrued", "carried_over", "taken", "booked", "pending", "remaining"].map(|k| b[k].as_f64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_across_easter_is_counted_to_the_half_day_decided_by_the_manager_and_given_back_on_cancel() {
+    let o = Office::open("2026-03-02").await;
+    let bob = o.hire("Bob Manager", None).await;
+    let alice = o.hire("Alice Engineer", Some(bob.number)).await;
+    let carol = o.hire("Carol Colleague", None).await;
+
+    // From Wednesday 1 April after lunch to Wednesday 8 April at lunch: Good Friday, the
+    // weekend and Easter Monday are not leave, so ½ + 1 + 1 + ½ = 3 days.
+    let easter = json!({ "type": "annual", "from": "2026-04-01", "from_half": "afternoon",
+                         "to": "2026-04-08", "to_half": "morning", "reason": "Easter with family" });
+    let request = o.ask(&alice, easter).await.expect(201).body;
+    assert_eq!((request["amount"].as_f64(), request["state"].as_str()), (Some(3.0), Some("pending")), "{request}");
+    let days: Vec<(&str, &str)> = request["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["date"].as_str().unwrap(), d["part"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        days,
+        [("2026-04-01", "afternoon"), ("2026-04-02", "full"), ("2026-04-07", "full"), ("2026-04-08", "morning")]
+    );
+    assert_eq!(request["approver"].as_u64(), Some(bob.number));
+    let id = request["id"].as_u64().unwrap();
+    // Employed since 2020: the whole allowance, up front; 3 days wait for a decision.
+    assert_eq!(amounts(&o.balance(alice.number, "annual", "2026-03-02").await), [25.0, 25.0, 0.0, 0.0, 0.0, 3.0, 22.0]);
+
+    // Only the manager (or HR) decides, and never on their own leave.
+    let approve = format!("/leave-requests/{id}/approve");
+    let refused = o.call(&carol, Method::POST, &approve, None).await.expect_problem(403, "not-approver").body;
+    assert!(
+        refused["detail"].as_str().unwrap().contains(&format!("employee {} (their manager) or HR", bob.number)),
+        "{refused}"
+    );
+    o.call(&alice, Method::POST, &approve, None).await.expect_problem(403, "own-leave");
+    let approved = o.call(&bob, Method::POST, &approve, None).await.expect(200).body;
+    assert_eq!(approved["state"], "approved");
+    o.call(&bob, Method::POST, &approve, None).await.expect_problem(409, "not-pending");
+    let events = o.s.get("/v1/tenants/default/events?topic=hr.leave.approved").await.expect(200).body;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
+    // On 2 April: 1½ days taken, 1½ booked for after Easter.
+    assert_eq!(amounts(&o.balance(alice.number, "annual", "2026-04-02").await), [25.0, 25.0, 0.0, 1.5, 1.5, 0.0, 22.0]);
+
+    // The afternoon of 8 April is still free; the 7th is not, and the refusal names why.
+    o.ask(&alice, json!({ "type": "annual", "from": "2026-04-08", "to": "2026-04-08", "to_half": "afternoon" }))
+        .await
+        .expect(201);
+    let overlap = o
+        .ask(&alice, json!({ "type": "unpaid", "from": "2026-04-07", "to": "2026-04-07" }))
+        .await
+        .expect_problem(409, "leave-overlap")
+        .body;
+    assert!(
+        overlap["detail"].as_str().unwrap().contains(&format!("2026-04-07 is already taken by request {id}")),
+        "{overlap}"
+    );
+    // 21.5 days remain; five weeks in May and June are 25 working days.
+    let over = o
+        .ask(&alice, json!({ "type": "annual", "from": "2026-05-04", "to": "2026-06-05" }))
+        .await
+        .expect_problem(409, "insufficient-balance")
+        .body;
+    assert!(
+        over["detail"].as_str().unwrap().starts_with("25 days of Annual leave asked; 21.5 remain on 2026-06-05"),
+        "{over}"
+    );
+    // Bad requests say which field is wrong.
+    for (body, status, code, field) in [
+        (json!({ "type": "holiday", "from": "2026-05-04", "to": "2026-05-04" }), 422, "unknown-leave-type", "type"),
+        (json!({ "type": "annual", "from": "2026-04-03", "to": "2026-04-06" }), 422, "no-working-days", "from"),
+        (json!({ "type": "annual", "from": "2026-05-05", "to": "2026-05-04" }), 422, "invalid-period", "to"),
+        (json!({ "type": "annual", "from": "2026-12-28", "to": "2027-01-04" }), 422, "request-spans-years", "to"),
+        (
+            json!({ "type": "annual", "from": "2026-05-04", "to": "2026-05-05", "from_half": "morning" }),
+            422,
+            "invalid-half-day",
+            "from_half",
+        ),
+        (
+            json!({ "type": "annual", "from": "2026-05-04", "to": "2026-05-04", "hours": 2 }),
+            422,
+            "hours-not-allowed",
+            "hours",
+        ),
+        (
+            json!({ "type": "toil", "from": "2026-05-04", "to": "2026-05-04", "hours": 2.1234 }),
+            422,
+            "invalid-amount",
+            "hours",
+        ),
+        (json!({ "type": "annual", "from": "2019-05-06", "to": "2019-05-06" }), 422, "not-employed", "from"),
+        (json!({ "type": "annual", "from": "2026-02-30", "to": "2026-03-01" }), 400, "malformed-json", "from"),
+    ] {
+        let reply = o.ask(&alice, body.clone()).await.expect_problem(status, code).body;
+        assert_eq!(reply["field"], field, "{body} → {reply}");
+    }
+
+    // Hours: two hours of time off in lieu; sick leave needs nobody's approval; unpaid
+    // leave keeps no balance.
+    let toil = o
+        .ask(&alice, json!({ "type": "toil", "from": "2026-05-04", "to": "2026-05-04", "hours": 2 }))
+        .await
+        .expect(201)
+        .body;
+    assert_eq!((toil["amount"].as_f64(), toil["days"][0]["part"].as_str()), (Some(2.0), Some("hours")));
+    let sick =
+        o.ask(&alice, json!({ "type": "sick", "from": "2026-05-05", "to": "2026-05-05" })).await.expect(201).body;
+    assert_eq!(sick["state"], "approved");
+    o.ask(&alice, json!({ "type": "unpaid", "from": "2026-07-06", "to": "2026-07-31" })).await.expect(201);
+    assert_eq!(o.balance(alice.number, "unpaid", "2026-07-31").await["remaining"], Value::Null);
+
+    // The manager's queue and team calendar; a colleague sees neither.
+    let queue = o.call(&bob, Method::GET, "/leave-requests?awaiting=me", None).await.expect(200).body;
+    let waiting: Vec<&str> = queue["items"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
+    assert_eq!(waiting, ["annual", "toil", "unpaid"], "{queue}");
+    let calendar = format!("/leave-calendar?manager={}&from=2026-04-06&to=2026-04-10", bob.number);
+    let team = o.call(&bob, Method::GET, &calendar, None).await.expect(200).body;
+    let away: Vec<(&str, &str)> = team["people"][0]["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["date"].as_str().unwrap(), d["part"].as_str().unwrap()))
+        .collect();
+    assert_eq!(away, [("2026-04-07", "full"), ("2026-04-08", "morning"), ("2026-04-08", "afternoon")], "{team}");
+    o.call(&carol, Method::GET, &calendar, None).await.expect_problem(403, "not-your-team");
+
+    // Rejecting needs a reason; cancelling approved leave before it starts gives it back.
+    let pending = queue["items"][0]["id"].as_u64().unwrap();
+    let reject = format!("/leave-requests/{pending}/reject");
+    let missing = o.call(&bob, Method::POST, &reject, Some(json!({}))).await.expect_problem(422, "required").body;
+    assert_eq!(missing["field"], "reason");
+    let rejected =
+        o.call(&bob, Method::POST, &reject, Some(json!({ "reason": "release week" }))).await.expect(200).body;
+    assert_eq!((rejected["state"].as_str(), rejected["note"].as_str()), (Some("rejected"), Some("release week")));
+    let cancelled = o.call(&alice, Method::POST, &format!("/leave-requests/{id}/cancel"), None).await.expect(200).body;
+    assert_eq!((cancelled["state"].as_str(), cancelled["was"].as_str()), (Some("cancelled"), Some("approved")));
+    assert_eq!(amounts(&o.balance(alice.number, "annual", "2026-04-02").await), [25.0, 25.0, 0.0, 0.0, 0.0, 0.0, 25.0]);
+    let events = o.s.get("/v1/tenants/default/events?topic=hr.leave.cancelled").await.expect(200).body;
+    let payload: Value = serde_json::from_str(events["items"][0]["payload"].as_str().unwrap()).unwrap();
+    assert_eq!((payload["was"].as_str(), payload["request"]["id"].as_u64()), (Some("approved"), Some(id)), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn employees_managers_hr_and_other_tenants_see_only_what_is_theirs() {
+    let o = Office::open("2026-03-02").await;
+    let bob = o.hire("Bob Manager", None).await;
+    let alice = o.hire("Alice Engineer", Some(bob.number)).await;
+    let carol = o.hire("Carol Colleague", None).await;
+    let id = o
+        .ask(&alice, json!({ "type": "annual", "from": "2026-05-04", "to": "2026-05-05" }))
+        .await
+        .expect(201)
+        .body["id"]
+        .as_u64()
+        .unwrap();
+    let balances = |n: u64| format!("/employees/{n}/balances");
+    let request = format!("/leave-requests/{id}");
+    // (who, method, path, body, status, code): employee, manager, colleague.
+    let mine = format!("/leave-requests?employee={}", alice.number);
+    for (who, method, path, status, code) in [
+        (&alice, Method::GET, balances(alice.number), 200, ""),
+        (&alice, Method::GET, request.clone(), 200, ""),
+        (&alice, Method::GET, "/me".to_owned(), 200, ""),
+        (&alice, Method::GET, balances(carol.number), 403, "not-your-employee"),
+        (&bob, Method::GET, balances(alice.number), 200, ""),
+        (&bob, Method::GET, request.clone(), 200, ""),
+        (&bob, Method::GET, mine.clone(), 200, ""),
+        (&carol, Method::GET, balances(alice.number), 403, "not-your-employee"),
+        (&carol, Method::GET, request.clone(), 403, "not-your-employee"),
+        (&carol, Method::GET, mine.clone(), 403, "not-your-employee"),
+        (&carol, Method::POST, format!("/leave-requests/{id}/cancel"), 403, "not-your-leave"),
+        (&bob, Method::PUT, "/leave-types/annual".to_owned(), 403, "forbidden"),
+        (&alice, Method::PUT, format!("/employees/{}/allocations/annual/2026", alice.number), 403, "forbidden"),
+        (&alice, Method::POST, "/leave-accruals".to_owned(), 403, "forbidden"),
+    ] {
+        let body = (method != Method::GET).then(|| json!({ "name": "x", "unit": "days", "amount": 99 }));
+        let reply = o.call(who, method.clone(), &path, body).await;
+        if status == 200 {
+            reply.expect(200);
+        } else {
+            reply.expect_problem(status, code);
+        }
+    }
+    // Asking for someone else is HR's; HR (the admin here) may, and sees everyone's.
+    o.ask(&carol, json!({ "employee": alice.number, "type": "annual", "from": "2026-06-01", "to": "2026-06-01" }))
+        .await
+        .expect_problem(403, "not-your-employee");
+    o.s.post(
+        &format!("{HR}/leave-requests"),
+        json!({ "employee": carol.number, "type": "annual", "from": "2026-06-01", "to": "2026-06-01" }),
+    )
+    .await
+    .expect(201);
+    let everyone = o.s.get(&format!("{HR}/leave-requests")).await.expect(200).body;
+    assert_eq!(everyone["items"].as_array().unwrap().len(), 2);
+    // Without a linked record there is no "own" leave.
+    let stranger =
+        o.s.post("/v1/tenants/default/tokens", json!({ "name": "x", "role": "member" })).await.expect(201).body;
+    let stranger = Person { number: 0, token: stranger["token"].as_str().unwrap().to_owned() };
+    o.call(&stranger, Method::GET, "/me", None).await.expect_problem(404, "no-employee-record");
+    o.ask(&stranger, json!({ "type": "annual", "from": "2026-06-01", "to": "2026-06-01" }))
+        .await
+        .expect_problem(403, "no-employee-record");
+    // A member without `hr.leave` is stopped by the host before HR runs.
+    o.s.put("/v1/tenants/default/roles/member/permissions", json!({ "permissions": [] })).await.expect(200);
+    o.call(&alice, Method::GET, &balances(alice.number), None).await.expect_problem(403, "forbidden");
+    // Another tenant's HR knows none of it.
+    let acme = o.s.tenant_with_token("acme", "tenant-admin").await;
+    o.s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/hr/enable", None).await.expect(204);
+    o.s.as_token(Some(&acme), Method::GET, &format!("{HR}{request}"), None)
+        .await
+        .expect_problem(404, "leave-request-not-found");
+    o.s.as_token(Some(&acme), Method::GET, &format!("{HR}{}", balances(alice.number)), None)
+        .await
+        .expect_problem(404, "employee-not-found");
+    // Linking a user twice is refused.
+    let taken =
+        o.s.patch(
+            &format!("{HR}/employees/{}", carol.number),
+            json!({ "user": o.s.get(&format!("{HR}/employees/{}", alice.number)).await.body["user"] }),
+        )
+        .await;
+    taken.expect_problem(409, "user-taken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_requests_that_each_fit_only_alone_exactly_one_is_granted() {
+    let o = Office::open("2026-03-02").await;
+    let alice = o.hire("Alice Engineer", None).await;
+    // Three days this year: two requests of two days cannot both fit.
+    o.s.put(&format!("{HR}/employees/{}/allocations/annual/2026", alice.number), json!({ "amount": 3 }))
+        .await
+        .expect(200);
+    for round in 0..8u32 {
+        // Two different weeks of June, so only the balance can stop one of them.
+        let week = |monday: u32| json!({ "type": "annual", "from": format!("2026-06-{monday:02}"), "to": format!("2026-06-{:02}", monday + 1) });
+        let (a, b) = tokio::join!(o.ask(&alice, week(1 + (round % 2) * 7)), o.ask(&alice, week(15 + (round % 2) * 7)));
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "round {round}: {} / {}", a.body, b.body);
+        let (granted, refused) = if a.status == 201 { (a, b) } else { (b, a) };
+        assert_eq!(refused.code(), "insufficient-balance", "round {round}: {}", refused.body);
+        // The balance never went below zero; give the days back for the next round.
+        assert_eq!(o.balance(alice.number, "annual", "2026-03-02").await["remaining"].as_f64(), Some(1.0));
+        let id = granted.body["id"].as_u64().unwrap();
+        o.call(&alice, Method::POST, &format!("/leave-requests/{id}/cancel"), None).await.expect(200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accruals_and_carry_over_at_year_end_are_capped_in_hours_and_in_days() {
+    let o = Office::open("2026-12-30").await;
+    let alice = o.hire("Alice Engineer", None).await;
+    // 5 days of annual leave in December: 20 of 25 left, of which 5 (the cap) move on.
+    let days =
+        o.ask(&alice, json!({ "type": "annual", "from": "2026-12-07", "to": "2026-12-11" })).await.expect(201).body;
+    // 8 hours in lieu: 32 of 40 left. The cap is 16 hours, and it is not read as 16 days
+    // (128 hours, which would carry all 32).
+    let hours =
+        o.ask(&alice, json!({ "type": "toil", "from": "2026-12-14", "to": "2026-12-14" })).await.expect(201).body;
+    assert_eq!(hours["amount"].as_f64(), Some(8.0));
+    for r in [&days, &hours] {
+        o.s.post(&format!("{HR}/leave-requests/{}/approve", r["id"]), json!({})).await.expect(200);
+    }
+    // The monthly type has accrued a twelfth for each month ended: 11 of 12 days.
+    assert_eq!(
+        amounts(&o.balance(alice.number, "monthly", "2026-12-30").await),
+        [12.0, 11.0, 0.0, 0.0, 0.0, 0.0, 11.0]
+    );
+
+    // New year. The accrual task brings everyone up to date (the nightly schedule does the
+    // same); its progress counts employees.
+    o.s.advance_clock(3 * 86_400_000).await;
+    let started = o.s.post(&format!("{HR}/leave-accruals"), json!({})).await.expect(202).body;
+    assert_eq!(started["through"], "2027-01-02");
+    let task = started["task"].as_str().unwrap();
+    let done =
+        o.s.eventually(&format!("/v1/tenants/default/tasks/{task}"), "accruals", |t| t["status"] == "done").await;
+    assert_eq!(done["done"].as_u64(), Some(1), "{done}");
+    let annual = o.balance(alice.number, "annual", "2027-01-02").await;
+    assert_eq!(amounts(&annual), [25.0, 25.0, 5.0, 0.0, 0.0, 0.0, 30.0], "{annual}");
+    let toil = o.balance(alice.number, "toil", "2027-01-02").await;
+    assert_eq!(amounts(&toil), [40.0, 40.0, 16.0, 0.0, 0.0, 0.0, 56.0], "{toil}");
+    assert_eq!(
+        o.balance(alice.number, "monthly", "2027-01-02").await["accrued"].as_f64(),
+        Some(0.0),
+        "no month ended yet"
+    );
+    // Last year stays as it was on its last day.
+    assert_eq!(amounts(&o.balance(alice.number, "annual", "2026-12-31").await), [25.0, 25.0, 0.0, 5.0, 0.0, 0.0, 20.0]);
+
+    // A month later January has accrued; HR's own allocation for a person replaces the
+    // allowance but keeps what was carried over.
+    o.s.advance_clock(30 * 86_400_000).await;
+    assert_eq!(o.balance(alice.number, "monthly", "2027-02-01").await["accrued"].as_f64(), Some(1.0));
+    let set =
+        o.s.put(&format!("{HR}/employees/{}/allocations/annual/2027", alice.number), json!({ "amount": 27.5 }))
+            .await
+            .expect(200)
+            .body;
+    assert_eq!(
+        (set["balance"]["allocated"].as_f64(), set["balance"]["carried_over"].as_f64()),
+        (Some(27.5), Some(5.0))
+    );
+    o.s.put(&format!("{HR}/employees/{}/allocations/annual/2027", alice.number), json!({ "amount": 0.0001 }))
+        .await
+        .expect_problem(422, "invalid-amount");
+    // A type cannot change its unit under amounts already counted in the old one.
+    o.s.put(&format!("{HR}/leave-types/toil"), json!({ "name": "TOIL", "unit": "days", "allowance": 5 }))
+        .await
+        .expect_problem(409, "unit-change");
+}
