@@ -414,3 +414,110 @@ async fn accruals_and_carry_over_at_year_end_are_capped_in_hours_and_in_days() {
         .await
         .expect_problem(409, "unit-change");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_tells_payroll_who_worked_in_a_period_their_working_time_and_leave() {
+    let o = Office::open("2026-03-02").await;
+    o.s.install("fixtures/roster").await.expect(201);
+    let bob = o.hire("Bob Manager", None).await;
+    let alice = o.hire("Alice Engineer", Some(bob.number)).await;
+    let carol = o.hire("Carol Leaver", None).await;
+    let dave =
+        o.s.post(
+            &format!("{HR}/employees"),
+            json!({ "legal_name": "Dave Joiner", "email": "dave@example.com", "title": "Engineer",
+                    "hire_date": "2026-02-16" }),
+        )
+        .await
+        .expect(201)
+        .body["number"]
+            .as_u64()
+            .unwrap();
+    // Alice goes part time (Monday to Wednesday, 7.5 hours) from 16 February; Carol's last
+    // day is 10 February.
+    o.s.patch(
+        &format!("{HR}/employees/{}", alice.number),
+        json!({ "effective": "2026-02-16", "pattern": { "days": ["mon", "tue", "wed"], "hours_per_day": 7.5 } }),
+    )
+    .await
+    .expect(200);
+    o.s.post(
+        &format!("{HR}/employees/{}/terminate", carol.number),
+        json!({ "last_day": "2026-02-10", "reason": "moved" }),
+    )
+    .await
+    .expect(200);
+    // Two days of unpaid leave and a morning of annual leave, approved; a pending day is not
+    // counted.
+    for body in [
+        json!({ "type": "unpaid", "from": "2026-02-04", "to": "2026-02-05" }),
+        json!({ "type": "annual", "from": "2026-02-09", "to": "2026-02-09", "to_half": "morning" }),
+    ] {
+        let id = o.ask(&alice, body).await.expect(201).body["id"].as_u64().unwrap();
+        o.call(&bob, Method::POST, &format!("/leave-requests/{id}/approve"), None).await.expect(200);
+    }
+    o.ask(&alice, json!({ "type": "unpaid", "from": "2026-02-11", "to": "2026-02-11" })).await.expect(201);
+
+    let roster = "/v1/plugins/roster";
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let february = o.s.get(&format!("{roster}/active?from=2026-02-01&to=2026-02-28")).await.expect(200).body;
+    let all: Vec<String> = [bob.number, alice.number, carol.number, dave].iter().map(u64::to_string).collect();
+    assert_eq!(ids(&february), all, "{february}");
+    let march = o.s.get(&format!("{roster}/active?from=2026-03-01&to=2026-03-31")).await.expect(200).body;
+    assert!(!ids(&march).contains(&carol.number.to_string()), "Carol left in February: {march}");
+    assert_eq!(ids(&march).len(), 3);
+
+    let manager = o.s.get(&format!("{roster}/employees/{}/manager", alice.number)).await.expect(200).body;
+    assert_eq!(manager["manager"]["name"], "Bob Manager");
+    assert_eq!(
+        o.s.get(&format!("{roster}/employees/{}/manager", bob.number)).await.expect(200).body["manager"],
+        Value::Null
+    );
+
+    let time = |n: u64| format!("{roster}/employees/{n}/working-time?from=2026-02-01&to=2026-02-28");
+    // February 2026 has 20 weekdays. Alice works 10 of them full time to the 15th, then
+    // Monday to Wednesday: 6 more, at 7.5 hours.
+    let alice_time = o.s.get(&time(alice.number)).await.expect(200).body;
+    assert_eq!(
+        [
+            &alice_time["period_days"],
+            &alice_time["employed_days"],
+            &alice_time["period_working_days"],
+            &alice_time["working_days"],
+            &alice_time["working_minutes"]
+        ],
+        [&json!(28), &json!(28), &json!(16), &json!(16), &json!(10 * 480 + 6 * 450)],
+        "{alice_time}"
+    );
+    assert_eq!(
+        alice_time["leave"],
+        json!([
+            { "type": "annual", "name": "Annual leave", "paid": true, "unit": "days", "amount": "0.5",
+              "day_thousandths": 500, "minutes": 240 },
+            { "type": "unpaid", "name": "Unpaid leave", "paid": false, "unit": "days", "amount": "2",
+              "day_thousandths": 2000, "minutes": 960 },
+        ])
+    );
+    // Dave joined on the 16th: 10 of February's 20 working days. Carol worked to the 10th.
+    let dave_time = o.s.get(&time(dave)).await.expect(200).body;
+    assert_eq!((dave_time["employed_days"].as_u64(), dave_time["working_days"].as_u64()), (Some(13), Some(10)));
+    assert_eq!(dave_time["period_working_days"].as_u64(), Some(20));
+    let carol_time = o.s.get(&time(carol.number)).await.expect(200).body;
+    assert_eq!((carol_time["employed_days"].as_u64(), carol_time["working_days"].as_u64()), (Some(10), Some(7)));
+
+    // Bad arguments keep HR's codes across the call.
+    let bad =
+        o.s.get(&format!("{roster}/employees/{}/working-time?from=2026-02-30&to=2026-03-01", alice.number))
+            .await
+            .expect_problem(422, "invalid-date")
+            .body;
+    assert_eq!(bad["field"], "from");
+    o.s.get(&format!("{roster}/employees/{}/working-time?from=2026-03-01&to=2026-02-01", alice.number))
+        .await
+        .expect_problem(422, "invalid-period");
+    o.s.get(&format!("{roster}/employees/99/working-time?from=2026-02-01&to=2026-02-28"))
+        .await
+        .expect_problem(404, "employee-not-found");
+}

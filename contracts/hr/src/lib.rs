@@ -2,8 +2,11 @@
 //! that call it or provide it. Errors on both sides are the SDK's [`keel_sdk::Error`], with
 //! the provider's code kept.
 //!
+//! This crate's 0.3 carries `keel:hr@0.2.1`. A caller built with it needs a provider of 0.2.1
+//! or later; a provider built with it also serves callers of 0.2.0.
+//!
 //! Calling the directory from a handler (the manifest says
-//! `requires = ["keel:hr/directory@0.2.0"]`):
+//! `requires = ["keel:hr/directory@0.2.1"]`):
 //!
 //! ```no_run
 //! use keel_sdk::{Error, Request, Response};
@@ -15,21 +18,34 @@
 //! }
 //! ```
 //!
-//! Providing it (`provides = ["keel:hr/directory@0.2.0"]`): implement
+//! Providing it (`provides = ["keel:hr/directory@0.2.1"]`): implement
 //! [`provide::directory::Guest`], returning SDK errors with `?` or `.into()`, and export it
 //! beside the plugin:
 //!
 //! ```no_run
-//! use keel_hr::provide::directory::{Employee, EmployeePage, Error, Guest};
+//! use keel_hr::provide::directory::{Employee, EmployeePage, Error, Guest, WorkingTime};
 //!
 //! struct Directory;
 //!
+//! fn not_found(id: &str) -> Error {
+//!     keel_sdk::Error::not_found("employee-not-found", format!("no employee `{id}`")).into()
+//! }
+//!
 //! impl Guest for Directory {
 //!     fn get_employee(id: String) -> Result<Employee, Error> {
-//!         Err(keel_sdk::Error::not_found("employee-not-found", format!("no employee `{id}`")).into())
+//!         Err(not_found(&id))
 //!     }
 //!     fn list_employees(_: Option<String>, _: Option<String>, _: u32) -> Result<EmployeePage, Error> {
 //!         Ok(EmployeePage { employees: Vec::new(), next: None })
+//!     }
+//!     fn employees_active(_: String, _: String, _: Option<String>, _: u32) -> Result<EmployeePage, Error> {
+//!         Ok(EmployeePage { employees: Vec::new(), next: None })
+//!     }
+//!     fn get_manager(id: String) -> Result<Option<Employee>, Error> {
+//!         Err(not_found(&id))
+//!     }
+//!     fn get_working_time(id: String, _: String, _: String) -> Result<WorkingTime, Error> {
+//!         Err(not_found(&id))
 //!     }
 //! }
 //!

@@ -908,3 +908,83 @@ pub fn run_job(job: &Job) -> Result<(), Error> {
         other => Err(Error::invalid("unknown-job", format!("HR runs no job `{other}`"))),
     }
 }
+
+/// An employee's working time in a period, as the directory gives it to payroll.
+pub struct WorkingTime {
+    pub period_days: u32,
+    pub employed_days: u32,
+    pub period_working_days: u32,
+    pub working_days: u32,
+    pub working_minutes: u64,
+    pub leave: Vec<LeaveTaken>,
+}
+
+/// Approved leave of one type in a period.
+pub struct LeaveTaken {
+    pub leave_type: String,
+    pub name: String,
+    pub paid: bool,
+    pub unit: Unit,
+    pub amount: String,
+    pub day_thousandths: u64,
+    pub minutes: u64,
+}
+
+/// Counts the working days of `spans` (the employee's records through the period) and the
+/// approved leave on the period's days.
+pub(crate) fn working_time(number: u64, spans: &[crate::Span], from: Date, to: Date) -> Result<WorkingTime, Error> {
+    let mut t = WorkingTime {
+        period_days: (to.days_from_epoch() - from.days_from_epoch() + 1) as u32,
+        employed_days: 0,
+        period_working_days: 0,
+        working_days: 0,
+        working_minutes: 0,
+        leave: Vec::new(),
+    };
+    for (i, span) in spans.iter().enumerate() {
+        let calendar = calendar_for(&span.record)?;
+        // Days before the first record (before the hire) follow the first record's pattern.
+        let start = if i == 0 { from } else { span.start };
+        t.period_working_days += leave::working_days(&span.record.pattern, &calendar, start, span.end);
+        if let Some((lo, hi)) = span.employed() {
+            let days = leave::working_days(&span.record.pattern, &calendar, lo, hi);
+            t.employed_days += (hi.days_from_epoch() - lo.days_from_epoch() + 1) as u32;
+            t.working_days += days;
+            t.working_minutes += u64::from(days) * u64::from(span.record.pattern.minutes_per_day);
+        }
+    }
+    let mut by_type: BTreeMap<String, (Unit, bool, i64, u64, u64)> = BTreeMap::new();
+    let reach_back = Date::from_epoch_days(from.days_from_epoch() - leave::MAX_REQUEST_DAYS);
+    for (_, r) in requests_starting(number, reach_back, to)? {
+        if r.state != State::Approved || r.to < from {
+            continue;
+        }
+        let entry = by_type.entry(r.leave_type.clone()).or_insert((r.unit, r.paid, 0, 0, 0));
+        for d in r.days.iter().filter(|d| d.date >= from && d.date <= to) {
+            let day_minutes = i64::from(d.day_minutes.max(1));
+            let (thousandths, minutes) = match r.unit {
+                Unit::Days => (d.ticks, d.ticks * day_minutes / 1000),
+                Unit::Hours => (d.ticks * 1000 / day_minutes, d.ticks),
+            };
+            entry.2 += d.ticks;
+            entry.3 += thousandths as u64;
+            entry.4 += minutes as u64;
+        }
+    }
+    for (kind, (unit, paid, ticks, thousandths, minutes)) in by_type {
+        if ticks == 0 {
+            continue;
+        }
+        let name = type_name(&kind).unwrap_or_else(|| kind.clone());
+        t.leave.push(LeaveTaken {
+            leave_type: kind,
+            name,
+            paid,
+            unit,
+            amount: unit.show(ticks).to_string(),
+            day_thousandths: thousandths,
+            minutes,
+        });
+    }
+    Ok(t)
+}

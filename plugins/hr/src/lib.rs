@@ -778,6 +778,144 @@ impl Guest for Hr {
         }
         Ok(provide::EmployeePage { employees, next: page.next })
     }
+
+    fn employees_active(
+        from: String,
+        to: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<provide::EmployeePage, provide::Error> {
+        let (from, to) = period(&from, &to)?;
+        let page = EMPLOYEES
+            .query()
+            .cursor(cursor.as_deref())
+            .limit(if limit == 0 { 100 } else { limit.min(1000) })
+            .fetch()?;
+        let mut employees = Vec::new();
+        for e in &page.items {
+            let spans = spans(e.value.number, from, to)?;
+            if spans.iter().any(|s| s.employed().is_some()) {
+                // As the record stands at the period's end (or when they left).
+                let last = spans.last().map_or_else(|| e.value.clone(), |s| s.record.clone());
+                employees.push(directory_entry(&last, to));
+            }
+        }
+        Ok(provide::EmployeePage { employees, next: page.next })
+    }
+
+    fn get_manager(id: String) -> Result<Option<provide::Employee>, provide::Error> {
+        let number: u64 =
+            id.parse().map_err(|_| Error::not_found("employee-not-found", format!("no employee `{id}`")))?;
+        let on = today();
+        let record = as_of(number, on)?.map_or_else(|| current(number).map(|e| e.value), |c| Ok(c.record))?;
+        let Some(manager) = record.manager else { return Ok(None) };
+        let stored = current(manager)?.value;
+        let manager = as_of(manager, on)?.map_or(stored, |c| c.record);
+        Ok(Some(directory_entry(&manager, on)))
+    }
+
+    fn get_working_time(id: String, from: String, to: String) -> Result<provide::WorkingTime, provide::Error> {
+        let number: u64 =
+            id.parse().map_err(|_| Error::not_found("employee-not-found", format!("no employee `{id}`")))?;
+        current(number)?;
+        let (from, to) = period(&from, &to)?;
+        let t = leave_routes::working_time(number, &spans(number, from, to)?, from, to)?;
+        Ok(provide::WorkingTime {
+            period_days: t.period_days,
+            employed_days: t.employed_days,
+            period_working_days: t.period_working_days,
+            working_days: t.working_days,
+            working_minutes: t.working_minutes,
+            leave: t
+                .leave
+                .into_iter()
+                .map(|l| provide::LeaveTaken {
+                    leave_type: l.leave_type,
+                    name: l.name,
+                    paid: l.paid,
+                    unit: match l.unit {
+                        leave::Unit::Days => provide::LeaveUnit::Days,
+                        leave::Unit::Hours => provide::LeaveUnit::Hours,
+                    },
+                    amount: l.amount,
+                    day_thousandths: l.day_thousandths,
+                    minutes: l.minutes,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A period of at most 366 days, from directory arguments.
+fn period(from: &str, to: &str) -> Result<(Date, Date), Error> {
+    let date = |text: &str, field: &'static str| {
+        Date::parse(text).ok_or_else(|| {
+            Error::invalid("invalid-date", format!("`{field}` is YYYY-MM-DD (got `{text}`)")).at_field(field)
+        })
+    };
+    let (from, to) = (date(from, "from")?, date(to, "to")?);
+    let days = to.days_from_epoch() - from.days_from_epoch() + 1;
+    if !(1..=leave::MAX_REQUEST_DAYS).contains(&days) {
+        return Err(
+            Error::invalid("invalid-period", "a period is 1 to 366 days, `to` not before `from`").at_field("to")
+        );
+    }
+    Ok((from, to))
+}
+
+/// A stretch of a period during which one record of an employee was in force.
+pub(crate) struct Span {
+    pub start: Date,
+    pub end: Date,
+    pub record: Employee,
+}
+
+impl Span {
+    /// The days of the span the employee was employed, if any.
+    pub fn employed(&self) -> Option<(Date, Date)> {
+        let lo = self.start.max(self.record.hire_date);
+        let hi = self.record.termination.as_ref().map_or(self.end, |t| t.date.min(self.end));
+        (lo <= hi).then_some((lo, hi))
+    }
+}
+
+/// The records of `number` in force from `from` to `to`, in order, each with the days it
+/// covered. Days before the first record (before the hire) are in no span.
+fn spans(number: u64, from: Date, to: Date) -> Result<Vec<Span>, Error> {
+    let mut starts: Vec<(Date, Employee)> = Vec::new();
+    if let Some(c) = as_of(number, from)? {
+        starts.push((from, c.record));
+    }
+    let mut cursor = None;
+    loop {
+        let page = HISTORY
+            .query()
+            .eq("employee", number)
+            .gt("effective", from)
+            .le("effective", to)
+            .order_by("effective")
+            .cursor(cursor.as_deref())
+            .limit(500)
+            .fetch()?;
+        for c in page.items {
+            // Of several changes on one day, the last recorded is the one in force.
+            match starts.last_mut() {
+                Some(last) if last.0 == c.value.effective => last.1 = c.value.record,
+                _ => starts.push((c.value.effective, c.value.record)),
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let ends: Vec<Date> = starts
+        .iter()
+        .skip(1)
+        .map(|(start, _)| Date::from_epoch_days(start.days_from_epoch() - 1))
+        .chain(std::iter::once(to))
+        .collect();
+    Ok(starts.into_iter().zip(ends).map(|((start, record), end)| Span { start, end, record }).collect())
 }
 
 fn directory_entry(e: &Employee, on: Date) -> provide::Employee {
