@@ -418,3 +418,69 @@ async fn an_imported_manager_may_have_joined_after_their_report() {
     let refused = s.post_raw("/v1/imports/hr/employees", Some("text/csv"), csv.as_bytes().to_vec()).await;
     assert_eq!(refused.expect_problem(422, "import-rejected").body["problems"][0]["field"], "number");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_fields_are_typed_required_on_hire_and_private_ones_shown_only_to_hr_and_the_employee() {
+    let s = hr().await;
+    for (name, field) in [
+        ("badge", json!({ "label": "Badge number", "type": "number", "required": true })),
+        ("shirt", json!({ "label": "T-shirt size", "type": "choice", "choices": ["s", "m", "l"] })),
+        ("birthday", json!({ "label": "Birthday", "type": "date", "private": true })),
+    ] {
+        s.put(&format!("{HR}/custom-fields/{name}"), field).await.expect(200);
+    }
+    for (custom, code, field) in [
+        (json!({ "shirt": "m" }), "required", "custom.badge"),
+        (json!({ "badge": "seven" }), "invalid-custom-field", "custom.badge"),
+        (json!({ "badge": 7, "shirt": "xxl" }), "invalid-custom-field", "custom.shirt"),
+        (json!({ "badge": 7, "colour": "red" }), "unknown-custom-field", "custom.colour"),
+        (json!({ "badge": 7, "birthday": "1990-02-30" }), "invalid-custom-field", "custom.birthday"),
+    ] {
+        let body = json!({ "legal_name": "Ada Lovelace", "email": "ada@example.com", "title": "Analyst",
+                           "hire_date": "2026-01-05", "custom": custom });
+        let reply = s.post(&format!("{HR}/employees"), body).await.expect_problem(422, code).body;
+        assert_eq!(reply["field"], field, "{reply}");
+    }
+    // Ada is a user of her own (a member token) linked to her record.
+    s.put("/v1/tenants/default/roles/member/permissions", json!({ "permissions": ["hr.directory", "hr.leave"] }))
+        .await
+        .expect(200);
+    let own = s.post("/v1/tenants/default/tokens", json!({ "name": "ada", "role": "member" })).await.expect(201).body;
+    let ada = hire(
+        &s,
+        "Ada Lovelace",
+        "ada@example.com",
+        json!({ "user": own["id"], "custom": { "badge": 7, "shirt": "m", "birthday": "1990-05-01" } }),
+    )
+    .await;
+    let everything = json!({ "badge": 7, "shirt": "m", "birthday": "1990-05-01" });
+    assert_eq!(ada["custom"], everything);
+    let colleague = s.token_for("default", "member").await;
+    let seen = s.as_token(Some(&colleague), Method::GET, &format!("{HR}/employees/1"), None).await.expect(200).body;
+    assert_eq!(seen["custom"], json!({ "badge": 7, "shirt": "m" }), "a colleague does not see the birthday");
+    let listed = s.as_token(Some(&colleague), Method::GET, &format!("{HR}/employees"), None).await.expect(200).body;
+    assert_eq!(listed["items"][0]["custom"], json!({ "badge": 7, "shirt": "m" }));
+    let me = s.as_token(own["token"].as_str(), Method::GET, &format!("{HR}/me"), None).await.expect(200).body;
+    assert_eq!(me["custom"], everything, "Ada sees her own");
+    // Other departments hear of the hire without the private field.
+    let events = s.get("/v1/tenants/default/events?topic=hr.employee.hired").await.expect(200).body;
+    let payload: Value = serde_json::from_str(events["items"][0]["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["employee"]["custom"], json!({ "badge": 7, "shirt": "m" }), "{payload}");
+
+    // Changes: null clears an optional field, never a required one; a field keeps its type.
+    let changed = s.patch(&format!("{HR}/employees/1"), json!({ "custom": { "shirt": null } })).await.expect(200).body;
+    assert_eq!(changed["custom"], json!({ "badge": 7, "birthday": "1990-05-01" }));
+    s.patch(&format!("{HR}/employees/1"), json!({ "custom": { "badge": null } })).await.expect_problem(422, "required");
+    s.put(&format!("{HR}/custom-fields/birthday"), json!({ "label": "Birthday", "type": "text" }))
+        .await
+        .expect_problem(409, "field-type-change");
+    s.put(&format!("{HR}/custom-fields/shirt"), json!({ "label": "Size", "type": "choice" }))
+        .await
+        .expect_problem(422, "invalid-choices");
+    s.put(&format!("{HR}/custom-fields/Bad-Name"), json!({ "label": "x", "type": "text" }))
+        .await
+        .expect_problem(422, "invalid-field-name");
+    // The history keeps what the fields were.
+    let history = s.get(&format!("{HR}/employees/1/history")).await.expect(200).body;
+    assert_eq!(history["items"][0]["record"]["custom"]["shirt"], "m");
+}

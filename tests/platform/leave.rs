@@ -297,6 +297,21 @@ async fn employees_managers_hr_and_other_tenants_see_only_what_is_theirs() {
     .expect(201);
     let everyone = o.s.get(&format!("{HR}/leave-requests")).await.expect(200).body;
     assert_eq!(everyone["items"].as_array().unwrap().len(), 2);
+    // Away all day today on approved leave: `on-leave`; a half day is still `active`.
+    o.s.post(
+        &format!("{HR}/leave-requests"),
+        json!({ "employee": carol.number, "type": "sick", "from": "2026-03-02", "to": "2026-03-02" }),
+    )
+    .await
+    .expect(201);
+    assert_eq!(o.s.get(&format!("{HR}/employees/{}", carol.number)).await.expect(200).body["status"], "on-leave");
+    o.s.post(
+        &format!("{HR}/leave-requests"),
+        json!({ "employee": bob.number, "type": "sick", "from": "2026-03-02", "to": "2026-03-02", "to_half": "morning" }),
+    )
+    .await
+    .expect(201);
+    assert_eq!(o.s.get(&format!("{HR}/employees/{}", bob.number)).await.expect(200).body["status"], "active");
     // Without a linked record there is no "own" leave.
     let stranger =
         o.s.post("/v1/tenants/default/tokens", json!({ "name": "x", "role": "member" })).await.expect(201).body;

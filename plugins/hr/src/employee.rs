@@ -178,6 +178,9 @@ pub struct Employee {
     /// The platform user id of this person, linking self-service calls to the record.
     #[serde(default)]
     pub user: Option<String>,
+    /// The tenant's own fields (see `custom.rs`), by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub custom: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// Where an employee stands on a date.
@@ -187,6 +190,8 @@ pub enum Status {
     /// Hired, not started yet.
     Onboarding,
     Active,
+    /// Active, and away on approved leave for the whole day.
+    OnLeave,
     Terminated,
 }
 
@@ -432,6 +437,7 @@ mod tests {
             hire_date: d("2026-01-05"),
             termination: None,
             user: None,
+            custom: Default::default(),
         }
     }
 }

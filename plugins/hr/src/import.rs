@@ -197,6 +197,7 @@ fn employee_of(row: &ImportRow) -> Result<(Employee, bool, Option<Date>), RowPro
         hire_date,
         termination: None,
         user: None,
+        custom: Default::default(),
     };
     employee::check(&record).map_err(|e| problem(column(e.field), e.reason))?;
     Ok((record, number.is_some(), manager_hired))

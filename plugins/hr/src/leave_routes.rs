@@ -988,3 +988,11 @@ pub(crate) fn working_time(number: u64, spans: &[crate::Span], from: Date, to: D
     }
     Ok(t)
 }
+
+/// Whether `number` is away on approved leave for the whole of `on`.
+pub(crate) fn away_on(number: u64, on: Date) -> Result<bool, Error> {
+    let reach_back = Date::from_epoch_days(on.days_from_epoch() - leave::MAX_REQUEST_DAYS);
+    Ok(requests_starting(number, reach_back, on)?.iter().any(|(_, r)| {
+        r.state == State::Approved && r.to >= on && r.days.iter().any(|d| d.date == on && d.part == leave::Part::Full)
+    }))
+}

@@ -6,6 +6,7 @@
 //! a date is the last entry effective on or before it. The `employees` collection holds the
 //! latest entry of each, for lookups by email, department and manager.
 
+pub mod custom;
 pub mod employee;
 mod import;
 pub mod leave;
@@ -25,6 +26,7 @@ use std::collections::BTreeMap;
 pub(crate) const EMPLOYEES: Collection<Employee> = Collection::new("employees");
 const HISTORY: Collection<Change> = Collection::new("history");
 const DEPARTMENTS: Collection<Department> = Collection::new("departments");
+const CUSTOM_FIELDS: Collection<custom::FieldDef> = Collection::new("custom_fields");
 pub(crate) const EMPLOYEE_NUMBERS: Sequence = Sequence::new("employee");
 
 /// Payload: the employee's view (number, names, email, title, department, manager,
@@ -58,6 +60,8 @@ impl Plugin for Hr {
             .get("/org-chart", org_chart)
             .get("/headcount", headcount)
             .get("/me", me)
+            .put("/custom-fields/{name}", put_custom_field)
+            .get("/custom-fields", list_custom_fields)
             .put("/leave-types/{id}", leave_routes::put_type)
             .get("/leave-types", leave_routes::list_types)
             .put("/holiday-calendars/{id}", leave_routes::put_calendar)
@@ -177,13 +181,25 @@ pub(crate) fn record_change(kind: &str, effective: Date, by: &str, record: &Empl
     Ok(())
 }
 
-/// An employee as the API shows it, as of a date.
+/// An employee as HR sees it on its own routes (`hr.manage`), as of a date: every field.
 fn view(e: &Employee, on: Date) -> Value {
+    view_as(e, on, &Default::default())
+}
+
+/// An employee as events show it to other departments: without private custom fields.
+fn event_view(e: &Employee, on: Date) -> Result<Value, Error> {
+    Ok(view_as(e, on, &private_fields()?))
+}
+
+/// An employee without the custom fields named in `hidden`.
+fn view_as(e: &Employee, on: Date, hidden: &std::collections::BTreeSet<String>) -> Value {
     // Why someone left is HR's to know; the directory shows only that and when.
     let termination = e.termination.as_ref().map(|t| match has_permission(MANAGE) {
         true => json!({ "date": t.date, "reason": t.reason }),
         false => json!({ "date": t.date }),
     });
+    let custom: serde_json::Map<String, Value> =
+        e.custom.iter().filter(|(name, _)| !hidden.contains(*name)).map(|(k, v)| (k.clone(), v.clone())).collect();
     json!({
         "number": e.number,
         "legal_name": e.legal_name,
@@ -199,6 +215,7 @@ fn view(e: &Employee, on: Date) -> Value {
         "hire_date": e.hire_date,
         "termination": termination,
         "user": e.user,
+        "custom": custom,
         "status": e.status_on(on),
         "as_of": on,
     })
@@ -241,6 +258,48 @@ struct Hire {
     hire_date: Date,
     /// The platform user who is this employee (for self-service).
     user: Option<String>,
+    /// Values of the tenant's custom fields, by name.
+    custom: Option<BTreeMap<String, Value>>,
+}
+
+/// The names of the tenant's private custom fields.
+fn private_fields() -> Result<std::collections::BTreeSet<String>, Error> {
+    Ok(custom_fields()?.into_iter().filter(|(_, d)| d.private).map(|(n, _)| n).collect())
+}
+
+/// The custom fields the caller may not see: private ones (a birthday, an emergency
+/// contact) are HR's and the employee's own (`own`).
+fn hidden_fields(own: bool) -> Result<std::collections::BTreeSet<String>, Error> {
+    if own || has_permission(MANAGE) { Ok(Default::default()) } else { private_fields() }
+}
+
+fn custom_fields() -> Result<BTreeMap<String, custom::FieldDef>, Error> {
+    let page = CUSTOM_FIELDS.query().limit(custom::MAX_FIELDS as u32).fetch()?;
+    Ok(page.items.into_iter().map(|f| (f.key, f.value)).collect())
+}
+
+/// `changes` applied to a record's custom fields, checked; a refusal names `custom.<name>`.
+fn apply_custom(
+    current: &BTreeMap<String, Value>,
+    changes: Option<BTreeMap<String, Value>>,
+    hire: bool,
+) -> Result<BTreeMap<String, Value>, Error> {
+    let defs = custom_fields()?;
+    let changes = changes.unwrap_or_default();
+    if changes.is_empty() && !hire {
+        return Ok(current.clone());
+    }
+    custom::apply(&defs, current, &changes, hire)
+        .map_err(|(name, e)| Error::invalid(e.code, e.reason).at_field(format!("custom.{name}")))
+}
+
+/// The view of `e` on `on`, with `on-leave` for someone away all that day.
+fn shown_on(e: &Employee, on: Date, hidden: &std::collections::BTreeSet<String>) -> Result<Value, Error> {
+    let mut shown = view_as(e, on, hidden);
+    if e.is_active_on(on) && leave_routes::away_on(e.number, on)? {
+        shown["status"] = json!(Status::OnLeave);
+    }
+    Ok(shown)
 }
 
 fn optional_text(field: &'static str, value: Option<String>) -> Result<Option<String>, Error> {
@@ -330,6 +389,7 @@ fn hire(req: &Request) -> Result<Response, Error> {
         hire_date: input.hire_date,
         termination: None,
         user: optional_text("user", input.user)?,
+        custom: apply_custom(&BTreeMap::new(), input.custom, true)?,
     };
     check_relations(&record, None, record.hire_date)?;
     // Numbered once the record is known to be valid: a refused hire takes no number.
@@ -337,7 +397,7 @@ fn hire(req: &Request) -> Result<Response, Error> {
     EMPLOYEES.insert(&key(record.number), &record)?;
     record_change("hire", record.hire_date, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, today());
-    publish(HIRED, &json!({ "employee": shown, "rehire": false }))?;
+    publish(HIRED, &json!({ "employee": event_view(&record, today())?, "rehire": false }))?;
     Response::json(201, &shown)
 }
 
@@ -352,6 +412,7 @@ fn list_employees(req: &Request) -> Result<Response, Error> {
         query = query.eq("department", d);
     }
     let page = query.fetch()?;
+    let hidden = hidden_fields(false)?;
     let mut items = Vec::with_capacity(page.items.len());
     for e in &page.items {
         // Each as of the date asked (people not hired by then are left out); without a date,
@@ -364,7 +425,7 @@ fn list_employees(req: &Request) -> Result<Response, Error> {
         if asked.is_some() && department.is_some_and(|d| record.department.as_deref() != Some(d)) {
             continue;
         }
-        items.push(view(&record, on));
+        items.push(shown_on(&record, on, &hidden)?);
     }
     Response::page(&items, page.next.as_deref())
 }
@@ -377,7 +438,7 @@ fn get_employee(req: &Request) -> Result<Response, Error> {
             let on = today();
             // Changes effective later than today are recorded but not in force yet.
             let record = as_of(number, on)?.map(|c| c.record).unwrap_or(e.value);
-            Ok(Response::json(200, &view(&record, on))?.with_version(e.version))
+            Ok(Response::json(200, &shown_on(&record, on, &hidden_fields(false)?)?)?.with_version(e.version))
         }
         Some(on) => {
             // A past record is history, which is HR's (the route itself needs only the directory).
@@ -388,7 +449,7 @@ fn get_employee(req: &Request) -> Result<Response, Error> {
             let change = as_of(number, on)?.ok_or_else(|| {
                 Error::not_found("not-employed-yet", format!("employee {number} has no record on or before {on}"))
             })?;
-            Response::json(200, &view(&change.record, on))
+            Response::json(200, &shown_on(&change.record, on, &hidden_fields(true)?)?)
         }
     }
 }
@@ -414,6 +475,8 @@ struct Update {
     pattern: Option<PatternInput>,
     #[serde(default, deserialize_with = "present")]
     user: Option<Option<String>>,
+    /// Custom field values to set; `null` clears one.
+    custom: Option<BTreeMap<String, Value>>,
 }
 
 /// A field that is present, `null` included (an absent one stays `None` by `default`).
@@ -484,6 +547,7 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
     if let Some(v) = input.user {
         record.user = optional_text("user", v)?;
     }
+    record.custom = apply_custom(&record.custom, input.custom, false)?;
     if record == stored.value {
         return Ok(Response::json(200, &view(&record, effective))?.with_version(stored.version));
     }
@@ -491,7 +555,7 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("update", effective, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, effective);
-    publish(UPDATED, &json!({ "employee": shown, "effective": effective }))?;
+    publish(UPDATED, &json!({ "employee": event_view(&record, effective)?, "effective": effective }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
 }
 
@@ -521,7 +585,10 @@ fn terminate(req: &Request) -> Result<Response, Error> {
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("terminate", input.last_day, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, today());
-    publish(TERMINATED, &json!({ "employee": shown, "last_day": input.last_day, "reason": reason }))?;
+    publish(
+        TERMINATED,
+        &json!({ "employee": event_view(&record, today())?, "last_day": input.last_day, "reason": reason }),
+    )?;
     Ok(Response::json(200, &shown)?.with_version(version))
 }
 
@@ -563,7 +630,7 @@ fn rehire(req: &Request) -> Result<Response, Error> {
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("rehire", input.hire_date, &req.caller.user_id, &record, &req.request_id)?;
     let shown = view(&record, today());
-    publish(HIRED, &json!({ "employee": shown, "rehire": true }))?;
+    publish(HIRED, &json!({ "employee": event_view(&record, today())?, "rehire": true }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
 }
 
@@ -644,6 +711,74 @@ fn put_department(req: &Request) -> Result<Response, Error> {
     )
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldInput {
+    label: String,
+    #[serde(rename = "type")]
+    kind: custom::FieldType,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    choices: Vec<String>,
+    #[serde(default)]
+    private: bool,
+}
+
+/// Defines (or redefines) a custom field. Its type is fixed once defined: values already
+/// stored are of that type.
+fn put_custom_field(req: &Request) -> Result<Response, Error> {
+    let name = req.param("name")?.to_owned();
+    if !custom::valid_name(&name) {
+        return Err(Error::invalid(
+            "invalid-field-name",
+            "custom field names are 1-64 of a-z, 0-9 and '_', starting with a letter",
+        )
+        .at_field("name"));
+    }
+    let input: FieldInput = req.json()?;
+    let label = employee::text("label", &input.label, employee::NAME_MAX).map_err(invalid)?;
+    let mut choices = Vec::new();
+    for c in &input.choices {
+        let c = employee::text("choices", c, employee::NAME_MAX).map_err(invalid)?;
+        if choices.contains(&c) {
+            return Err(Error::invalid("duplicate-choice", format!("`{c}` is listed twice")).at_field("choices"));
+        }
+        choices.push(c);
+    }
+    if (input.kind == custom::FieldType::Choice) == choices.is_empty() {
+        return Err(Error::invalid("invalid-choices", "a choice field lists its choices; other types have none")
+            .at_field("choices"));
+    }
+    let def = custom::FieldDef { label, kind: input.kind, required: input.required, choices, private: input.private };
+    match CUSTOM_FIELDS.get(&name)? {
+        Some(old) if old.value.kind != def.kind => {
+            return Err(Error::conflict(
+                "field-type-change",
+                format!("`{name}` holds {:?} values; define a new field for another type", old.value.kind),
+            )
+            .at_field("type"));
+        }
+        Some(old) => CUSTOM_FIELDS.update(&name, &def, old.version)?,
+        None => {
+            if custom_fields()?.len() >= custom::MAX_FIELDS {
+                return Err(Error::conflict(
+                    "too-many-custom-fields",
+                    format!("a tenant has at most {} custom fields", custom::MAX_FIELDS),
+                ));
+            }
+            CUSTOM_FIELDS.insert(&name, &def)?
+        }
+    };
+    Response::json(200, &json!({ "name": name, "field": def }))
+}
+
+fn list_custom_fields(_req: &Request) -> Result<Response, Error> {
+    let items: Vec<Value> =
+        custom_fields()?.into_iter().map(|(name, def)| json!({ "name": name, "field": def })).collect();
+    Response::json(200, &json!({ "items": items }))
+}
+
 /// The head of department `id`, if it has one.
 pub(crate) fn department_head(id: &str) -> Result<Option<u64>, Error> {
     Ok(DEPARTMENTS.get(id)?.and_then(|d| d.value.head))
@@ -656,7 +791,7 @@ fn me(req: &Request) -> Result<Response, Error> {
     })?;
     let on = today();
     let record = as_of(own.number, on)?.map_or(own, |c| c.record);
-    Response::json(200, &view(&record, on))
+    Response::json(200, &shown_on(&record, on, &hidden_fields(true)?)?)
 }
 
 fn list_departments(_req: &Request) -> Result<Response, Error> {
