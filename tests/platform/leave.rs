@@ -8,10 +8,10 @@ use keel_tests::{Reply, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const HR: &str = "/v1/plugins/hr";
+pub(crate) const HR: &str = "/v1/plugins/hr";
 
 /// Noon UTC of a date, in ms since the epoch.
-fn noon(date: &str) -> i64 {
+pub(crate) fn noon(date: &str) -> i64 {
     let (y, m, d) =
         (date[0..4].parse::<i64>().unwrap(), date[5..7].parse::<i64>().unwrap(), date[8..10].parse::<i64>().unwrap());
     // Howard Hinnant's days_from_civil.
@@ -24,19 +24,19 @@ fn noon(date: &str) -> i64 {
 }
 
 /// A person with a token of their own, linked to their employee record.
-struct Person {
-    number: u64,
-    token: String,
+pub(crate) struct Person {
+    pub number: u64,
+    pub token: String,
 }
 
-struct Office {
-    s: TestServer,
+pub(crate) struct Office {
+    pub s: TestServer,
 }
 
 impl Office {
     /// HR on a server whose clock stands at noon on `today`, with the leave types and the
     /// Easter holidays of 2026 set up, and members holding `hr.leave`.
-    async fn open(today: &str) -> Office {
+    pub async fn open(today: &str) -> Office {
         let at = noon(today);
         let s = TestServer::start_with(|c| c.frozen_clock_at = Some(at)).await;
         s.install("bundled/hr").await.expect(201);
@@ -64,7 +64,12 @@ impl Office {
     }
 
     /// Hires someone with a token of their own (role `member`) linked as their user.
-    async fn hire(&self, name: &str, manager: Option<u64>) -> Person {
+    pub async fn hire(&self, name: &str, manager: Option<u64>) -> Person {
+        self.hire_on(name, manager, "2020-01-06").await
+    }
+
+    /// Hires someone starting on `date`, with a token of their own linked as their user.
+    pub async fn hire_on(&self, name: &str, manager: Option<u64>, date: &str) -> Person {
         let reply =
             self.s.post("/v1/tenants/default/tokens", json!({ "name": name, "role": "member" })).await.expect(201).body;
         let (user, token) = (reply["id"].as_str().unwrap(), reply["token"].as_str().unwrap().to_owned());
@@ -74,7 +79,7 @@ impl Office {
             .post(
                 &format!("{HR}/employees"),
                 json!({ "legal_name": name, "email": email, "title": "Engineer", "department": "eng",
-                        "manager": manager, "hire_date": "2020-01-06", "user": user }),
+                        "manager": manager, "hire_date": date, "user": user }),
             )
             .await
             .expect(201)
@@ -82,7 +87,7 @@ impl Office {
         Person { number: hired["number"].as_u64().unwrap(), token }
     }
 
-    async fn call(&self, who: &Person, method: Method, path: &str, body: Option<Value>) -> Reply {
+    pub async fn call(&self, who: &Person, method: Method, path: &str, body: Option<Value>) -> Reply {
         self.s.as_token(Some(&who.token), method, &format!("{HR}{path}"), body).await
     }
 

@@ -11,6 +11,7 @@ mod indexes;
 mod jobs;
 mod leases;
 mod leave;
+mod onboarding;
 mod python;
 mod restart;
 mod serializable;

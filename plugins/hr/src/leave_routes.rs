@@ -110,7 +110,7 @@ fn not_linked() -> Error {
 }
 
 /// Whether the caller may see `employee`'s leave: HR, the employee, or their manager.
-fn may_see(req: &Request, employee: &Employee) -> Result<(), Error> {
+pub(crate) fn may_see(req: &Request, employee: &Employee) -> Result<(), Error> {
     if is_hr() {
         return Ok(());
     }

@@ -6,6 +6,7 @@
 //! a date is the last entry effective on or before it. The `employees` collection holds the
 //! latest entry of each, for lookups by email, department and manager.
 
+mod checklists;
 pub mod custom;
 pub mod employee;
 mod import;
@@ -60,6 +61,11 @@ impl Plugin for Hr {
             .get("/org-chart", org_chart)
             .get("/headcount", headcount)
             .get("/me", me)
+            .put("/checklist-templates/{id}", checklists::put_template)
+            .get("/checklist-templates", checklists::list_templates)
+            .get("/employees/{number}/checklists", checklists::for_employee)
+            .get("/checklists/overdue", checklists::overdue)
+            .put("/checklists/{id}/items/{index}", checklists::tick)
             .put("/custom-fields/{name}", put_custom_field)
             .get("/custom-fields", list_custom_fields)
             .put("/leave-types/{id}", leave_routes::put_type)
@@ -396,6 +402,7 @@ fn hire(req: &Request) -> Result<Response, Error> {
     record.number = EMPLOYEE_NUMBERS.next()?;
     EMPLOYEES.insert(&key(record.number), &record)?;
     record_change("hire", record.hire_date, &req.caller.user_id, &record, &req.request_id)?;
+    checklists::start(&record, checklists::Occasion::Hire, record.hire_date)?;
     let shown = view(&record, today());
     publish(HIRED, &json!({ "employee": event_view(&record, today())?, "rehire": false }))?;
     Response::json(201, &shown)
@@ -584,6 +591,7 @@ fn terminate(req: &Request) -> Result<Response, Error> {
     employee::check(&record).map_err(invalid)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("terminate", input.last_day, &req.caller.user_id, &record, &req.request_id)?;
+    checklists::start(&record, checklists::Occasion::Termination, input.last_day)?;
     let shown = view(&record, today());
     publish(
         TERMINATED,
@@ -629,6 +637,7 @@ fn rehire(req: &Request) -> Result<Response, Error> {
     check_relations(&record, Some(&stored.value), input.hire_date)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("rehire", input.hire_date, &req.caller.user_id, &record, &req.request_id)?;
+    checklists::start(&record, checklists::Occasion::Hire, input.hire_date)?;
     let shown = view(&record, today());
     publish(HIRED, &json!({ "employee": event_view(&record, today())?, "rehire": true }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
@@ -777,6 +786,10 @@ fn list_custom_fields(_req: &Request) -> Result<Response, Error> {
     let items: Vec<Value> =
         custom_fields()?.into_iter().map(|(name, def)| json!({ "name": name, "field": def })).collect();
     Response::json(200, &json!({ "items": items }))
+}
+
+pub(crate) fn department_exists(id: &str) -> Result<bool, Error> {
+    Ok(DEPARTMENTS.get(id)?.is_some())
 }
 
 /// The head of department `id`, if it has one.
