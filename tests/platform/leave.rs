@@ -541,3 +541,112 @@ async fn the_directory_tells_payroll_who_worked_in_a_period_their_working_time_a
         .await
         .expect_problem(404, "employee-not-found");
 }
+
+/// The HR guide's "first day", step by step: a new tenant switches HR on, imports its 20
+/// staff from a spreadsheet, sets up leave, links two people's sign-ins, and one asks for
+/// Easter off, which her manager approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_first_day_as_the_guide_tells_it() {
+    let at = noon("2026-03-02");
+    let s = TestServer::start_with(|c| c.frozen_clock_at = Some(at)).await;
+    s.install("bundled/hr").await.expect(201);
+    let acme = s.tenant_with_token("acme", "tenant-admin").await;
+    let as_acme = |method: Method, path: &str, body: Option<Value>| {
+        let path = if path.starts_with("/v1/") { path.to_owned() } else { format!("{HR}{path}") };
+        let (s, acme) = (&s, acme.clone());
+        async move { s.as_token(Some(&acme), method, &path, body).await }
+    };
+    as_acme(Method::POST, "/v1/tenants/acme/plugins/hr/enable", None).await.expect(204);
+    as_acme(Method::PUT, "/departments/eng", Some(json!({ "name": "Engineering" }))).await.expect(200);
+
+    let mut csv = String::from("legal_name,email,title,department,manager_email,location,hire_date\n");
+    csv += "Grace Hopper,grace@acme.example,Head of Engineering,eng,,london,2019-04-01\n";
+    csv += "Ada Lovelace,ada@acme.example,Engineer,eng,grace@acme.example,london,2024-01-08\n";
+    for i in 3..=20 {
+        csv += &format!(
+            "Person {i},person{i}@acme.example,Engineer,eng,grace@acme.example,london,2025-0{}-01\n",
+            1 + i % 9
+        );
+    }
+    let request = s
+        .http
+        .post(format!("{}/v1/imports/hr/employees", s.base))
+        .header("authorization", format!("Bearer {acme}"))
+        .header("content-type", "text/csv")
+        .body(csv);
+    let imported = s.send(request).await.expect(200).body;
+    assert_eq!((imported["rows"].as_u64(), imported["committed"].as_bool()), (Some(20), Some(true)), "{imported}");
+
+    as_acme(
+        Method::PUT,
+        "/leave-types/annual",
+        Some(json!({ "name": "Annual leave", "unit": "days", "allowance": 25, "carry_over_cap": 5 })),
+    )
+    .await
+    .expect(200);
+    as_acme(
+        Method::PUT,
+        "/holiday-calendars/london",
+        Some(json!({ "name": "England", "holidays": [
+            { "date": "2026-04-03", "name": "Good Friday" }, { "date": "2026-04-06", "name": "Easter Monday" } ] })),
+    )
+    .await
+    .expect(200);
+    as_acme(
+        Method::PUT,
+        "/v1/tenants/acme/roles/member/permissions",
+        Some(json!({ "permissions": ["hr.leave", "hr.directory"] })),
+    )
+    .await
+    .expect(200);
+    let password = "correct horse battery staple";
+    let mut tokens = Vec::new();
+    for (username, number) in [("ada", 2), ("grace", 1)] {
+        let user = as_acme(
+            Method::POST,
+            "/v1/tenants/acme/users",
+            Some(json!({ "username": username, "display_name": username, "password": password, "role": "member" })),
+        )
+        .await
+        .expect(201)
+        .body;
+        as_acme(Method::PATCH, &format!("/employees/{number}"), Some(json!({ "user": user["id"] }))).await.expect(200);
+        let session = s
+            .as_token(
+                None,
+                Method::POST,
+                "/v1/auth/login",
+                Some(json!({ "tenant": "acme", "username": username, "password": password })),
+            )
+            .await
+            .expect(200)
+            .body;
+        tokens.push(session["token"].as_str().unwrap().to_owned());
+    }
+    let (ada, grace) = (&tokens[0], &tokens[1]);
+
+    let asked = s
+        .as_token(
+            Some(ada),
+            Method::POST,
+            &format!("{HR}/leave-requests"),
+            Some(json!({ "type": "annual", "from": "2026-04-01", "from_half": "afternoon",
+                         "to": "2026-04-08", "to_half": "morning" })),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!((asked["amount"].as_f64(), asked["approver"].as_u64()), (Some(3.0), Some(1)), "{asked}");
+    let queue =
+        s.as_token(Some(grace), Method::GET, &format!("{HR}/leave-requests?awaiting=me"), None).await.expect(200).body;
+    assert_eq!(queue["items"][0]["id"], asked["id"]);
+    s.as_token(Some(grace), Method::POST, &format!("{HR}/leave-requests/{}/approve", asked["id"]), None)
+        .await
+        .expect(200);
+    let balances =
+        s.as_token(Some(ada), Method::GET, &format!("{HR}/employees/2/balances"), None).await.expect(200).body;
+    let annual = &balances["items"][0];
+    assert_eq!((annual["booked"].as_f64(), annual["remaining"].as_f64()), (Some(3.0), Some(22.0)), "{balances}");
+    // The default tenant has HR installed too, and sees none of Acme's people.
+    s.get(&format!("{HR}/employees/2")).await.expect_problem(404, "employee-not-found");
+}
