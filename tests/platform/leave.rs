@@ -212,6 +212,15 @@ async fn leave_across_easter_is_counted_to_the_half_day_decided_by_the_manager_a
         .expect(201)
         .body;
     assert_eq!((toil["amount"].as_f64(), toil["days"][0]["part"].as_str()), (Some(2.0), Some("hours")));
+    // Hours add up across requests: 2 + 3 + 3 fill the 8-hour day, one more does not fit.
+    for hours in [3, 3] {
+        o.ask(&alice, json!({ "type": "toil", "from": "2026-05-04", "to": "2026-05-04", "hours": hours }))
+            .await
+            .expect(201);
+    }
+    o.ask(&alice, json!({ "type": "toil", "from": "2026-05-04", "to": "2026-05-04", "hours": 0.5 }))
+        .await
+        .expect_problem(409, "leave-overlap");
     let sick =
         o.ask(&alice, json!({ "type": "sick", "from": "2026-05-05", "to": "2026-05-05" })).await.expect(201).body;
     assert_eq!(sick["state"], "approved");
@@ -221,7 +230,7 @@ async fn leave_across_easter_is_counted_to_the_half_day_decided_by_the_manager_a
     // The manager's queue and team calendar; a colleague sees neither.
     let queue = o.call(&bob, Method::GET, "/leave-requests?awaiting=me", None).await.expect(200).body;
     let waiting: Vec<&str> = queue["items"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
-    assert_eq!(waiting, ["annual", "toil", "unpaid"], "{queue}");
+    assert_eq!(waiting, ["annual", "toil", "toil", "toil", "unpaid"], "{queue}");
     let calendar = format!("/leave-calendar?manager={}&from=2026-04-06&to=2026-04-10", bob.number);
     let team = o.call(&bob, Method::GET, &calendar, None).await.expect(200).body;
     let away: Vec<(&str, &str)> = team["people"][0]["days"]
@@ -317,6 +326,13 @@ async fn employees_managers_hr_and_other_tenants_see_only_what_is_theirs() {
     .await
     .expect(201);
     assert_eq!(o.s.get(&format!("{HR}/employees/{}", bob.number)).await.expect(200).body["status"], "active");
+    o.s.post(
+        &format!("{HR}/leave-requests"),
+        json!({ "employee": bob.number, "type": "sick", "from": "2026-03-02", "to": "2026-03-02", "to_half": "afternoon" }),
+    )
+    .await
+    .expect(201);
+    assert_eq!(o.s.get(&format!("{HR}/employees/{}", bob.number)).await.expect(200).body["status"], "on-leave");
     // Without a linked record there is no "own" leave.
     let stranger =
         o.s.post("/v1/tenants/default/tokens", json!({ "name": "x", "role": "member" })).await.expect(201).body;
@@ -348,25 +364,43 @@ async fn employees_managers_hr_and_other_tenants_see_only_what_is_theirs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_two_concurrent_requests_that_each_fit_only_alone_exactly_one_is_granted() {
+async fn of_concurrent_requests_that_each_fit_only_alone_exactly_one_is_granted() {
+    // Three requests at once, round after round; whichever commits first wins and the
+    // others are run again and refused. (The platform's own suite forces the interleaving
+    // deterministically: `serializable::`; this shows HR relies on it correctly.)
     let o = Office::open("2026-03-02").await;
     let alice = o.hire("Alice Engineer", None).await;
-    // Three days this year: two requests of two days cannot both fit.
+    // Three days this year: no two requests of two days both fit.
     o.s.put(&format!("{HR}/employees/{}/allocations/annual/2026", alice.number), json!({ "amount": 3 }))
         .await
         .expect(200);
     for round in 0..8u32 {
-        // Two different weeks of June, so only the balance can stop one of them.
-        let week = |monday: u32| json!({ "type": "annual", "from": format!("2026-06-{monday:02}"), "to": format!("2026-06-{:02}", monday + 1) });
-        let (a, b) = tokio::join!(o.ask(&alice, week(1 + (round % 2) * 7)), o.ask(&alice, week(15 + (round % 2) * 7)));
-        let mut statuses = [a.status, b.status];
-        statuses.sort();
-        assert_eq!(statuses, [201, 409], "round {round}: {} / {}", a.body, b.body);
-        let (granted, refused) = if a.status == 201 { (a, b) } else { (b, a) };
-        assert_eq!(refused.code(), "insufficient-balance", "round {round}: {}", refused.body);
+        // Three different weeks, so only the balance can stop them.
+        // A Monday and Tuesday in June, July and September.
+        let week = |month: u32, mondays: [u32; 4]| {
+            let monday = mondays[(round % 4) as usize];
+            json!({ "type": "annual", "from": format!("2026-{month:02}-{monday:02}"),
+                    "to": format!("2026-{month:02}-{:02}", monday + 1) })
+        };
+        let (a, b, c) = tokio::join!(
+            o.ask(&alice, week(6, [1, 8, 15, 22])),
+            o.ask(&alice, week(7, [6, 13, 20, 27])),
+            o.ask(&alice, week(9, [7, 14, 21, 28]))
+        );
+        let replies = [a, b, c];
+        let granted: Vec<&keel_tests::Reply> = replies.iter().filter(|r| r.status == 201).collect();
+        assert_eq!(granted.len(), 1, "round {round}: {:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+        for refused in replies.iter().filter(|r| r.status != 201) {
+            assert_eq!(
+                (refused.status, refused.code()),
+                (409, "insufficient-balance"),
+                "round {round}: {}",
+                refused.body
+            );
+        }
         // The balance never went below zero; give the days back for the next round.
         assert_eq!(o.balance(alice.number, "annual", "2026-03-02").await["remaining"].as_f64(), Some(1.0));
-        let id = granted.body["id"].as_u64().unwrap();
+        let id = granted[0].body["id"].as_u64().unwrap();
         o.call(&alice, Method::POST, &format!("/leave-requests/{id}/cancel"), None).await.expect(200);
     }
 }
@@ -410,8 +444,26 @@ async fn accruals_and_carry_over_at_year_end_are_capped_in_hours_and_in_days() {
         Some(0.0),
         "no month ended yet"
     );
-    // Last year stays as it was on its last day.
-    assert_eq!(amounts(&o.balance(alice.number, "annual", "2026-12-31").await), [25.0, 25.0, 0.0, 5.0, 0.0, 0.0, 20.0]);
+    // The task stored what it worked out: changing the type now does not rewrite this year.
+    o.s.put(
+        &format!("{HR}/leave-types/annual"),
+        json!({ "name": "Annual leave", "unit": "days", "allowance": 10, "carry_over_cap": 1 }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(amounts(&o.balance(alice.number, "annual", "2027-01-02").await)[..3], [25.0, 25.0, 5.0]);
+    // Last year, closed: 20 days were left, 5 of them moved on, so a late-recorded absence
+    // in December may use the other 15 but not the 5 now in 2027.
+    let closed = o.balance(alice.number, "annual", "2026-12-31").await;
+    assert_eq!(amounts(&closed), [25.0, 25.0, 0.0, 5.0, 0.0, 0.0, 15.0], "{closed}");
+    assert_eq!(closed["carried_forward"].as_f64(), Some(5.0));
+    let late = o
+        .ask(&alice, json!({ "type": "annual", "from": "2026-11-02", "to": "2026-11-27" }))
+        .await
+        .expect_problem(409, "insufficient-balance")
+        .body;
+    assert!(late["detail"].as_str().unwrap().contains("carried forward to 2027 5"), "{late}");
+    o.ask(&alice, json!({ "type": "annual", "from": "2026-11-02", "to": "2026-11-20" })).await.expect(201);
 
     // A month later January has accrued; HR's own allocation for a person replaces the
     // allowance but keeps what was carried over.
@@ -649,4 +701,72 @@ async fn a_business_first_day_as_the_guide_tells_it() {
     assert_eq!((annual["booked"].as_f64(), annual["remaining"].as_f64()), (Some(3.0), Some(22.0)), "{balances}");
     // The default tenant has HR installed too, and sees none of Acme's people.
     s.get(&format!("{HR}/employees/2")).await.expect_problem(404, "employee-not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_follows_the_person_through_a_new_manager_a_new_pattern_and_their_last_day() {
+    let o = Office::open("2026-03-02").await;
+    let bob = o.hire("Bob Manager", None).await;
+    let carol = o.hire("Carol Manager", None).await;
+    let alice = o.hire("Alice Engineer", Some(bob.number)).await;
+    let ask = |from: &str, to: &str| json!({ "type": "annual", "from": from, "to": to });
+    let may = o.ask(&alice, ask("2026-05-04", "2026-05-05")).await.expect(201).body["id"].as_u64().unwrap();
+
+    // Alice moves to Carol's team: her pending leave goes with her to Carol's queue.
+    o.s.patch(&format!("{HR}/employees/{}", alice.number), json!({ "manager": carol.number })).await.expect(200);
+    let queue = |who| o.call(who, Method::GET, "/leave-requests?awaiting=me", None);
+    assert_eq!(queue(&carol).await.expect(200).body["items"][0]["id"].as_u64(), Some(may));
+    assert_eq!(queue(&bob).await.expect(200).body["items"], json!([]));
+    o.call(&bob, Method::POST, &format!("/leave-requests/{may}/approve"), None)
+        .await
+        .expect_problem(403, "not-approver");
+    o.call(&carol, Method::POST, &format!("/leave-requests/{may}/approve"), None).await.expect(200);
+
+    // Bob works Monday to Wednesday from 9 March: a fortnight's request counts each day
+    // with the pattern in force on it (5 + 3 days).
+    o.s.patch(
+        &format!("{HR}/employees/{}", bob.number),
+        json!({ "effective": "2026-03-09", "pattern": { "days": ["mon", "tue", "wed"], "hours_per_day": 8 } }),
+    )
+    .await
+    .expect(200);
+    let fortnight =
+        o.s.post(
+            &format!("{HR}/leave-requests"),
+            json!({ "employee": bob.number, "type": "unpaid", "from": "2026-03-02", "to": "2026-03-13" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(fortnight["amount"].as_f64(), Some(8.0), "{fortnight}");
+
+    // Alice's last day is 22 April: leave after it is cancelled or cut short, and her
+    // up-front allowance is prorated to the days employed (112 of 365: 7.67, so 7.5 days).
+    let april = o.ask(&alice, ask("2026-04-20", "2026-04-24")).await.expect(201).body["id"].as_u64().unwrap();
+    let june = o.ask(&alice, ask("2026-06-01", "2026-06-05")).await.expect(201).body["id"].as_u64().unwrap();
+    o.s.post(
+        &format!("{HR}/employees/{}/terminate", alice.number),
+        json!({ "last_day": "2026-04-22", "reason": "moved away" }),
+    )
+    .await
+    .expect(200);
+    let cut = o.s.get(&format!("{HR}/leave-requests/{april}")).await.expect(200).body;
+    assert_eq!(
+        (cut["state"].as_str(), cut["to"].as_str(), cut["amount"].as_f64()),
+        (Some("pending"), Some("2026-04-22"), Some(3.0))
+    );
+    for id in [may, june] {
+        assert_eq!(o.s.get(&format!("{HR}/leave-requests/{id}")).await.expect(200).body["state"], "cancelled");
+    }
+    let events = o.s.get("/v1/tenants/default/events?topic=hr.leave.cancelled").await.expect(200).body;
+    assert_eq!(events["items"].as_array().unwrap().len(), 3, "{events}");
+    let annual = o.balance(alice.number, "annual", "2026-04-22").await;
+    assert_eq!(annual["allocated"].as_f64(), Some(7.5), "{annual}");
+    // Nobody asks for leave after their last day.
+    o.s.post(
+        &format!("{HR}/leave-requests"),
+        json!({ "employee": alice.number, "type": "annual", "from": "2026-04-22", "to": "2026-04-23" }),
+    )
+    .await
+    .expect_problem(422, "not-employed");
 }

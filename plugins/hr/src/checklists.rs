@@ -117,7 +117,7 @@ pub fn put_template(req: &Request) -> Result<Response, Error> {
     for (i, item) in input.items.into_iter().enumerate() {
         let title = crate::employee::text("title", &item.title, crate::employee::NAME_MAX)
             .map_err(|e| Error::invalid(e.code, e.reason).at_field(format!("items[{i}].title")))?;
-        if item.due_days.abs() > MAX_OFFSET_DAYS {
+        if !(-MAX_OFFSET_DAYS..=MAX_OFFSET_DAYS).contains(&item.due_days) {
             return Err(Error::invalid("invalid-due-days", format!("items fall due within {MAX_OFFSET_DAYS} days"))
                 .at_field(format!("items[{i}].due_days")));
         }
@@ -170,7 +170,12 @@ pub(crate) fn start(employee: &Employee, occasion: Occasion, from: Date) -> Resu
             .map(|i| Item {
                 title: i.title.clone(),
                 owner: i.owner,
-                due: Date::from_epoch_days(from.days_from_epoch() + i64::from(i.due_days)),
+                // Not before 1900, the earliest date the platform stores.
+                due: Date::from_epoch_days(from.days_from_epoch() + i64::from(i.due_days)).max(Date {
+                    year: 1900,
+                    month: 1,
+                    day: 1,
+                }),
                 done_by: None,
                 done_at: None,
             })

@@ -188,13 +188,27 @@ pub struct Day {
 
 impl Day {
     /// Minutes of the working day this takes.
-    fn minutes(&self) -> u32 {
+    pub fn minutes(&self) -> u32 {
         match self.part {
             Part::Full => self.day_minutes,
             Part::Morning => self.day_minutes / 2,
             Part::Afternoon => self.day_minutes - self.day_minutes / 2,
             Part::Minutes(m) => m,
         }
+    }
+
+    /// Whether this day cannot be taken beside `others` already taken on the same date:
+    /// the same half twice, a full day with anything, or more minutes in all than the
+    /// working day has.
+    pub fn clashes_with_all<'a>(&self, others: impl IntoIterator<Item = &'a Day>) -> bool {
+        let mut minutes = self.minutes();
+        for other in others.into_iter().filter(|o| o.date == self.date) {
+            if self.clashes(other) {
+                return true;
+            }
+            minutes += other.minutes();
+        }
+        minutes > self.day_minutes
     }
 
     /// Whether two requests' days cannot both be taken: the same half twice, a full day
@@ -243,6 +257,17 @@ pub const MAX_REQUEST_DAYS: i64 = 366;
 /// and the calendar's holidays. Half days: a request may begin at midday (`from_half:
 /// afternoon`) and end at midday (`to_half: morning`); a one-day request may be either half.
 pub fn request_days(unit: Unit, pattern: &WorkingPattern, calendar: &Calendar, ask: &Ask) -> Result<Vec<Day>, Refusal> {
+    request_days_with(unit, ask, |_| Some((pattern, calendar)))
+}
+
+/// As [`request_days`], with the pattern and calendar of each day from `on` (the employee's
+/// record in force that day); `None` for a day they were not employed, which refuses the
+/// request naming it.
+pub fn request_days_with<'a>(
+    unit: Unit,
+    ask: &Ask,
+    on: impl Fn(Date) -> Option<(&'a WorkingPattern, &'a Calendar)>,
+) -> Result<Vec<Day>, Refusal> {
     if ask.to < ask.from {
         return Err(refuse(
             "invalid-period",
@@ -300,13 +325,19 @@ pub fn request_days(unit: Unit, pattern: &WorkingPattern, calendar: &Calendar, a
             return Err(refuse("invalid-hours", "hours", "hours are asked for one day, without a half"));
         }
     }
-    let works = weekdays(pattern);
-    let day_minutes = pattern.minutes_per_day;
     let mut days = Vec::new();
     let (start, end) = (ask.from.days_from_epoch(), ask.to.days_from_epoch());
     for n in start..=end {
         let date = Date::from_epoch_days(n);
-        if !works[date.weekday() as usize] || calendar.is_holiday(date) {
+        let Some((pattern, calendar)) = on(date) else {
+            return Err(refuse(
+                "not-employed",
+                if n == start { "from" } else { "to" },
+                format!("not employed on {date}"),
+            ));
+        };
+        let day_minutes = pattern.minutes_per_day;
+        if !pattern.works_on(date) || calendar.is_holiday(date) {
             continue;
         }
         let part = match (ask.minutes, single_half) {
@@ -460,8 +491,20 @@ pub struct Balance {
     pub booked: i64,
     /// Awaiting approval.
     pub pending: i64,
-    /// accrued + carried over − taken − booked − pending.
+    /// Moved on to next year when this year was closed.
+    pub carried_forward: i64,
+    /// accrued + carried over − taken − booked − pending − carried forward.
     pub remaining: i64,
+}
+
+impl Balance {
+    /// The balance of a year whose remainder (`ticks`) moved on to the next: those days
+    /// cannot also be taken in this year.
+    pub fn with_carried_forward(mut self, ticks: i64) -> Balance {
+        self.carried_forward = ticks;
+        self.remaining -= ticks;
+        self
+    }
 }
 
 /// The balance of `allocation` on `on`, counting the requests (of the same employee, type
@@ -589,6 +632,13 @@ mod tests {
         assert!(day(Part::Minutes(300)).clashes(&day(Part::Afternoon)));
         let other_day = Day { date: d("2026-04-09"), ..day(Part::Full) };
         assert!(!other_day.clashes(&day(Part::Full)));
+        // Pairwise each fits; together they overbook the day.
+        let three = [day(Part::Minutes(180)), day(Part::Minutes(180))];
+        assert!(!day(Part::Minutes(120)).clashes_with_all(&three));
+        assert!(day(Part::Minutes(180)).clashes_with_all(&three), "9 hours on an 8-hour day");
+        let halves = [day(Part::Morning), day(Part::Afternoon)];
+        assert!(day(Part::Minutes(60)).clashes_with_all(&halves), "both halves are taken already");
+        assert!(!day(Part::Minutes(60)).clashes_with_all(&[other_day]));
         // Stored and read back the same, whatever the part.
         for part in [Part::Full, Part::Morning, Part::Afternoon, Part::Minutes(90)] {
             let text = serde_json::to_string(&day(part)).unwrap();
@@ -671,6 +721,7 @@ mod tests {
                 taken: 2_000,
                 booked: 1_000,
                 pending: 2_000,
+                carried_forward: 0,
                 remaining: 3 * 2083 + 3_000 - 5_000
             }
         );

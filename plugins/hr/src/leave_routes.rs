@@ -192,6 +192,11 @@ fn balance_of(allocation: Option<&Allocation>, requests: &[LeaveRequest], on: Da
     leave::balance(allocation, requests.iter().map(|r| (r.state, &r.days[..])), on)
 }
 
+/// What of `year` moved on to the next year when it was closed (0 while it is open).
+fn carried_forward(employee: u64, kind: &str, year: i32) -> Result<i64, Error> {
+    Ok(ALLOCATIONS.get(&allocation_key(employee, kind, year + 1))?.and_then(|a| a.value.carried_over).unwrap_or(0))
+}
+
 /// `employee`'s allocation of `kind` for `year`, brought up to `through`: created from the
 /// type's allowance if HR set none, last year's remainder carried in (capped) once, and the
 /// months ended by `through` accrued. `None` for a type without a balance, or a year the
@@ -203,6 +208,19 @@ fn allocation_through(
     year: i32,
     through: Date,
 ) -> Result<Option<(Allocation, Option<u64>, bool)>, Error> {
+    allocation_at(employee, kind_id, kind, year, through, true)
+}
+
+/// `allocation_through`; without `whole`, only a stored allocation, with its months posted
+/// (what the year before looks like when its remainder is carried over).
+fn allocation_at(
+    employee: &Employee,
+    kind_id: &str,
+    kind: &LeaveType,
+    year: i32,
+    through: Date,
+    whole: bool,
+) -> Result<Option<(Allocation, Option<u64>, bool)>, Error> {
     let Some(allowance) = kind.allowance else { return Ok(None) };
     let stored = ALLOCATIONS.get(&allocation_key(employee.number, kind_id, year))?;
     let (first, last) = year_bounds(year);
@@ -210,7 +228,7 @@ fn allocation_through(
     let worked_this_year = employee.hire_date <= last.min(through) && left.is_none_or(|l| l >= first);
     let (mut allocation, version) = match stored {
         Some(s) => (s.value, Some(s.version)),
-        None if !worked_this_year => return Ok(None),
+        None if !whole || !worked_this_year => return Ok(None),
         None => {
             let amount = match kind.accrual {
                 Accrual::UpFront => leave::up_front(kind, allowance, year, employee.hire_date, left),
@@ -232,13 +250,16 @@ fn allocation_through(
         }
     };
     let before = allocation.clone();
-    // Carried over from a year Keel kept (a year before it did is set by HR, if at all).
-    if allocation.carried_over.is_none() && through >= first {
-        let previous = ALLOCATIONS.get(&allocation_key(employee.number, kind_id, year - 1))?;
+    // Carried over from a year Keel kept (a year before it did is set by HR, if at all),
+    // with that year's months all posted, once; from then on those days count as used in
+    // the year before (`carried_forward`).
+    if whole && allocation.carried_over.is_none() && through >= first {
+        let year_end = year_bounds(year - 1).1;
+        let previous = allocation_at(employee, kind_id, kind, year - 1, year_end, false)?;
         let carried = match previous {
-            Some(p) if kind.carry_over_cap > 0 && p.value.unit == kind.unit => {
+            Some((p, _, _)) if kind.carry_over_cap > 0 && p.unit == kind.unit => {
                 let requests = requests_of_year(employee.number, kind_id, year - 1)?;
-                leave::carry_over(kind, &balance_of(Some(&p.value), &requests, year_bounds(year - 1).1))
+                leave::carry_over(kind, &balance_of(Some(&p), &requests, year_end))
             }
             _ => 0,
         };
@@ -299,6 +320,7 @@ fn balance_view(kind_id: &str, kind: &LeaveType, b: &leave::Balance, on: Date) -
         "allocated": amount(unit, b.allocated), "accrued": amount(unit, b.accrued),
         "carried_over": amount(unit, b.carried_over), "taken": amount(unit, b.taken),
         "booked": amount(unit, b.booked), "pending": amount(unit, b.pending),
+        "carried_forward": amount(unit, b.carried_forward),
         "remaining": if limited { amount(unit, b.remaining) } else { Value::Null },
     })
 }
@@ -502,12 +524,13 @@ pub fn balances(req: &Request) -> Result<Response, Error> {
     may_see(req, &employee)?;
     let mut items = Vec::new();
     for (kind_id, kind) in all_types()? {
-        // As the accrual job has it (or will have it tonight) through the date, or through
-        // today for a date to come: nothing is written by looking.
-        let through = on.min(today());
-        let allocation = allocation_through(&employee, &kind_id, &kind, on.year, through)?.map(|(a, _, _)| a);
+        // As the accrual job will have it through the date (a date to come counts the
+        // months that will have ended by then): nothing is written by looking.
+        let allocation = allocation_through(&employee, &kind_id, &kind, on.year, on)?.map(|(a, _, _)| a);
         let requests = requests_of_year(number, &kind_id, on.year)?;
-        items.push(balance_view(&kind_id, &kind, &balance_of(allocation.as_ref(), &requests, on), on));
+        let b = balance_of(allocation.as_ref(), &requests, on)
+            .with_carried_forward(carried_forward(number, &kind_id, on.year)?);
+        items.push(balance_view(&kind_id, &kind, &b, on));
     }
     Response::json(200, &json!({ "employee": number, "as_of": on, "items": items }))
 }
@@ -544,28 +567,36 @@ pub fn request_leave(req: &Request) -> Result<Response, Error> {
         (None, None) => return Err(not_linked()),
     };
     let kind = type_of(&input.kind)?;
-    let record = record_on(number, input.from)?;
-    for date in [input.from, input.to] {
-        if !record_on(number, date)?.is_active_on(date) {
-            return Err(Error::invalid("not-employed", format!("employee {number} is not employed on {date}"))
-                .at_field(if date == input.from { "from" } else { "to" }));
-        }
-    }
     let minutes = input
         .hours
         .map(|h| parse_amount(Unit::Hours, h, "hours").map(|m| u32::try_from(m).unwrap_or(u32::MAX)))
         .transpose()?;
     let ask = Ask { from: input.from, to: input.to, from_half: input.from_half, to_half: input.to_half, minutes };
-    let days = leave::request_days(kind.unit, &record.pattern, &calendar_for(&record)?, &ask).map_err(refusal)?;
+    // Each day is counted with the record in force on it (a new pattern or location from
+    // the day it applies), and only while employed.
+    let spans = crate::spans(number, input.from, input.to.max(input.from))?;
+    let calendars = spans.iter().map(|s| calendar_for(&s.record)).collect::<Result<Vec<_>, _>>()?;
+    let days = leave::request_days_with(kind.unit, &ask, |date| {
+        let i = spans.iter().position(|s| s.employed().is_some_and(|(lo, hi)| lo <= date && date <= hi))?;
+        Some((&spans[i].record.pattern, &calendars[i]))
+    })
+    .map_err(|r| match r.code {
+        "not-employed" => Error::invalid(r.code, format!("employee {number} is {}", r.reason)).at_field(r.field),
+        _ => refusal(r),
+    })?;
     let reason = input.reason.map(|r| crate::employee::text("reason", &r, 1000)).transpose().map_err(invalid)?;
 
-    // Overlap with any live request of the employee, of any type.
+    // Overlap with the live requests of the employee, of any type: a day may not hold more
+    // than it has.
     let reach_back = Date::from_epoch_days(input.from.days_from_epoch() - leave::MAX_REQUEST_DAYS);
-    for (id, other) in requests_starting(number, reach_back, input.to)? {
-        if !other.state.is_live() || other.to < input.from {
-            continue;
-        }
-        if let Some(day) = other.days.iter().find(|o| days.iter().any(|d| d.clashes(o))) {
+    let others: Vec<(u64, LeaveRequest)> = requests_starting(number, reach_back, input.to)?
+        .into_iter()
+        .filter(|(_, o)| o.state.is_live() && o.to >= input.from)
+        .collect();
+    for day in &days {
+        let taken = others.iter().flat_map(|(_, o)| o.days.iter());
+        if day.clashes_with_all(taken) {
+            let (id, other) = others.iter().find(|(_, o)| o.days.iter().any(|d| d.date == day.date)).expect("a clash");
             return Err(Error::conflict(
                 "leave-overlap",
                 format!(
@@ -580,6 +611,7 @@ pub fn request_leave(req: &Request) -> Result<Response, Error> {
         }
     }
 
+    let manager_now = record_on(number, today())?.manager;
     let mut request = LeaveRequest {
         employee: number,
         leave_type: input.kind.clone(),
@@ -592,7 +624,7 @@ pub fn request_leave(req: &Request) -> Result<Response, Error> {
         paid: kind.paid,
         days,
         state: State::Pending,
-        approver: record.manager,
+        approver: manager_now,
         reason,
         requested_by: req.caller.user_id.clone(),
         requested_at: keel_sdk::services::now_ms(),
@@ -601,24 +633,29 @@ pub fn request_leave(req: &Request) -> Result<Response, Error> {
         note: None,
     };
 
-    // The balance, with this request counted as pending, as of its last day. Reading the
-    // year's requests makes two concurrent requests serialize: the second is run again and
-    // sees the first.
+    // The balance, with this request counted as pending, as of its last day, with the
+    // months that will have accrued by then. Reading the year's requests makes two
+    // concurrent requests serialize: the second is run again and sees the first.
     if kind.allowance.is_some() {
         let latest = current(number)?.value;
-        let found = allocation_through(&latest, &input.kind, &kind, request.year, today())?;
-        if let Some(found) = &found {
-            store_allocation(found)?;
+        if let Some(found) = allocation_through(&latest, &input.kind, &kind, request.year, today())? {
+            store_allocation(&found)?;
         }
+        let projected = allocation_through(&latest, &input.kind, &kind, request.year, request.to)?;
         let mut requests = requests_of_year(number, &input.kind, request.year)?;
         requests.push(request.clone());
-        let b = balance_of(found.as_ref().map(|f| &f.0), &requests, request.to);
+        let b = balance_of(projected.as_ref().map(|f| &f.0), &requests, request.to)
+            .with_carried_forward(carried_forward(number, &input.kind, request.year)?);
         if b.remaining < 0 {
             let unit = kind.unit;
+            let forward = match b.carried_forward {
+                0 => String::new(),
+                ticks => format!(", carried forward to {} {}", request.year + 1, unit.show(ticks)),
+            };
             return Err(Error::conflict(
                 "insufficient-balance",
                 format!(
-                    "{} {} of {} asked; {} remain on {} (accrued {}, carried over {}, taken {}, booked {}, pending {})",
+                    "{} {} of {} asked; {} remain on {} (accrued {}, carried over {}, taken {}, booked {}, pending {}{forward})",
                     unit.show(request.total()),
                     unit.name(),
                     kind.name,
@@ -712,7 +749,7 @@ fn may_decide(req: &Request, request: &LeaveRequest) -> Result<(), Error> {
         return Ok(());
     }
     let Some(m) = own else { return Err(not_linked()) };
-    let manager_now = current(request.employee)?.value.manager;
+    let manager_now = record_on(request.employee, today())?.manager;
     if request.approver == Some(m.number) || manager_now == Some(m.number) {
         return Ok(());
     }
@@ -895,10 +932,16 @@ pub fn run_job(job: &Job) -> Result<(), Error> {
         ACCRUE => {
             let chunk: AccrualChunk = job.payload()?;
             let types = all_types()?;
+            let year = chunk.through.year;
             keel_sdk::task::walk(job, EMPLOYEES.query().limit(ACCRUAL_CHUNK), |e| {
                 for (kind_id, kind) in &types {
-                    if let Some(found) = allocation_through(&e.value, kind_id, kind, chunk.through.year, chunk.through)?
-                    {
+                    // Last year's months all posted first (a missed 31 December run), then
+                    // this year's, with last year's remainder carried over.
+                    let year_end = year_bounds(year - 1).1;
+                    if let Some(previous) = allocation_at(&e.value, kind_id, kind, year - 1, year_end, false)? {
+                        store_allocation(&previous)?;
+                    }
+                    if let Some(found) = allocation_through(&e.value, kind_id, kind, year, chunk.through)? {
                         store_allocation(&found)?;
                     }
                 }
@@ -960,7 +1003,8 @@ pub(crate) fn working_time(number: u64, spans: &[crate::Span], from: Date, to: D
             continue;
         }
         let entry = by_type.entry(r.leave_type.clone()).or_insert((r.unit, r.paid, 0, 0, 0));
-        for d in r.days.iter().filter(|d| d.date >= from && d.date <= to) {
+        let employed = |date: Date| spans.iter().any(|s| s.employed().is_some_and(|(lo, hi)| lo <= date && date <= hi));
+        for d in r.days.iter().filter(|d| d.date >= from && d.date <= to && employed(d.date)) {
             let day_minutes = i64::from(d.day_minutes.max(1));
             let (thousandths, minutes) = match r.unit {
                 Unit::Days => (d.ticks, d.ticks * day_minutes / 1000),
@@ -992,7 +1036,77 @@ pub(crate) fn working_time(number: u64, spans: &[crate::Span], from: Date, to: D
 /// Whether `number` is away on approved leave for the whole of `on`.
 pub(crate) fn away_on(number: u64, on: Date) -> Result<bool, Error> {
     let reach_back = Date::from_epoch_days(on.days_from_epoch() - leave::MAX_REQUEST_DAYS);
-    Ok(requests_starting(number, reach_back, on)?.iter().any(|(_, r)| {
-        r.state == State::Approved && r.to >= on && r.days.iter().any(|d| d.date == on && d.part == leave::Part::Full)
-    }))
+    let mut minutes = 0;
+    let mut day_minutes = u32::MAX;
+    for (_, r) in requests_starting(number, reach_back, on)? {
+        if r.state != State::Approved || r.to < on {
+            continue;
+        }
+        for d in r.days.iter().filter(|d| d.date == on) {
+            minutes += d.minutes();
+            day_minutes = day_minutes.min(d.day_minutes);
+        }
+    }
+    Ok(minutes >= day_minutes)
+}
+
+/// Pending requests of `employee` follow a change of manager: the new manager decides them
+/// (and sees them in their queue).
+pub(crate) fn repoint_pending(employee: u64, manager: Option<u64>) -> Result<(), Error> {
+    let page = REQUESTS.query().eq("employee", employee).eq("state", State::Pending.name()).limit(1000).fetch()?;
+    for r in page.items {
+        if r.value.approver != manager {
+            let mut request = r.value;
+            request.approver = manager;
+            REQUESTS.update(&r.key, &request, r.version)?;
+        }
+    }
+    Ok(())
+}
+
+/// When someone leaves: the up-front allowance of their last year is prorated to the last
+/// day (unless HR set it by hand), and leave after the last day is cancelled, or cut to end
+/// on it, each with `hr.leave.cancelled`.
+pub(crate) fn on_termination(employee: &Employee, last_day: Date, by: &str) -> Result<(), Error> {
+    let year = last_day.year;
+    for (kind_id, kind) in all_types()? {
+        let Some(allowance) = kind.allowance else { continue };
+        let key = allocation_key(employee.number, &kind_id, year);
+        if let Some(stored) = ALLOCATIONS.get(&key)?
+            && stored.value.set_by == BY_ALLOWANCE
+            && stored.value.accrual == Accrual::UpFront
+        {
+            let prorated = leave::up_front(&kind, allowance, year, employee.hire_date, Some(last_day));
+            if prorated < stored.value.amount {
+                let mut allocation = stored.value;
+                allocation.amount = prorated;
+                ALLOCATIONS.update(&key, &allocation, stored.version)?;
+            }
+        }
+    }
+    let reach_back = Date::from_epoch_days(last_day.days_from_epoch() - leave::MAX_REQUEST_DAYS);
+    let far = Date { year: 9999, month: 12, day: 31 };
+    for (id, _) in requests_starting(employee.number, reach_back, far)? {
+        let key = request_key(id);
+        let Some(stored) = REQUESTS.get(&key)? else { continue };
+        let mut request = stored.value;
+        if !request.state.is_live() || request.to <= last_day {
+            continue;
+        }
+        let was = request.state;
+        request.days.retain(|d| d.date <= last_day);
+        if request.days.is_empty() {
+            request.state = State::Cancelled;
+            request.decided_by = Some(by.to_owned());
+            request.decided_at = Some(keel_sdk::services::now_ms());
+        } else {
+            request.to = last_day;
+            request.to_half = None;
+        }
+        request.note = Some(format!("employment ended on {last_day}"));
+        REQUESTS.update(&key, &request, stored.version)?;
+        let shown = request_view(id, &request, type_name(&request.leave_type).as_deref());
+        publish(CANCELLED, &json!({ "request": shown, "was": was, "reason": "employment-ended" }))?;
+    }
+    Ok(())
 }

@@ -561,6 +561,10 @@ fn update_employee(req: &Request) -> Result<Response, Error> {
     check_relations(&record, Some(&stored.value), effective)?;
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("update", effective, &req.caller.user_id, &record, &req.request_id)?;
+    // A new manager in force today decides the pending leave from now on.
+    if record.manager != stored.value.manager && effective <= today() {
+        leave_routes::repoint_pending(number, record.manager)?;
+    }
     let shown = view(&record, effective);
     publish(UPDATED, &json!({ "employee": event_view(&record, effective)?, "effective": effective }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
@@ -592,6 +596,7 @@ fn terminate(req: &Request) -> Result<Response, Error> {
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("terminate", input.last_day, &req.caller.user_id, &record, &req.request_id)?;
     checklists::start(&record, checklists::Occasion::Termination, input.last_day)?;
+    leave_routes::on_termination(&record, input.last_day, &req.caller.user_id)?;
     let shown = view(&record, today());
     publish(
         TERMINATED,
@@ -638,6 +643,7 @@ fn rehire(req: &Request) -> Result<Response, Error> {
     let version = EMPLOYEES.update(&key(number), &record, stored.version)?;
     record_change("rehire", input.hire_date, &req.caller.user_id, &record, &req.request_id)?;
     checklists::start(&record, checklists::Occasion::Hire, input.hire_date)?;
+    leave_routes::repoint_pending(number, record.manager)?;
     let shown = view(&record, today());
     publish(HIRED, &json!({ "employee": event_view(&record, today())?, "rehire": true }))?;
     Ok(Response::json(200, &shown)?.with_version(version))
@@ -1029,7 +1035,7 @@ impl Span {
 
 /// The records of `number` in force from `from` to `to`, in order, each with the days it
 /// covered. Days before the first record (before the hire) are in no span.
-fn spans(number: u64, from: Date, to: Date) -> Result<Vec<Span>, Error> {
+pub(crate) fn spans(number: u64, from: Date, to: Date) -> Result<Vec<Span>, Error> {
     let mut starts: Vec<(Date, Employee)> = Vec::new();
     if let Some(c) = as_of(number, from)? {
         starts.push((from, c.record));
