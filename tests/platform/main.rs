@@ -12,6 +12,7 @@ mod jobs;
 mod leases;
 mod leave;
 mod onboarding;
+mod payroll;
 mod python;
 mod restart;
 mod serializable;

@@ -1,0 +1,447 @@
+//! The payroll department: salary components with exact formulas, income tax from brackets,
+//! effective-dated compensation per employee, and payslips worked out from HR's working time
+//! and leave (`keel:hr/directory@0.2.1`). Written against the public SDK and the `keel-hr`
+//! contract only.
+//!
+//! This first slice calculates one employee's payslip for a month (a preview of what a pay
+//! run will store); pay runs, approval and payment build on the same calculation.
+
+pub mod calc;
+pub mod formula;
+pub mod money;
+pub mod tax;
+
+use calc::{Amount, Assigned, Component, Kind, OneOff, Pay};
+use keel_hr::directory;
+use keel_sdk::{Collection, Error, Plugin, Request, Response, Router, export_plugin};
+use money::{Decimal, Money, currency_exponent};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use tax::TaxTable;
+
+const COMPONENTS: Collection<Component> = Collection::new("components");
+const SETTINGS: Collection<TaxTable> = Collection::new("settings");
+const COMPENSATION: Collection<Compensation> = Collection::new("compensation");
+const INPUTS: Collection<PeriodInputs> = Collection::new("inputs");
+
+const TAX: &str = "tax";
+const MAX_COMPONENTS: u32 = 100;
+
+struct Payroll;
+
+impl Plugin for Payroll {
+    fn router() -> Router {
+        Router::new()
+            .put("/components/{code}", put_component)
+            .get("/components", list_components)
+            .put("/tax", put_tax)
+            .get("/tax", get_tax)
+            .put("/employees/{id}/compensation", put_compensation)
+            .get("/employees/{id}/compensation", get_compensation)
+            .put("/employees/{id}/inputs/{period}", put_inputs)
+            .get("/employees/{id}/payslip-preview", preview)
+    }
+}
+
+export_plugin!(Payroll);
+
+/// How often someone is paid. Monthly for now; semi-monthly and bi-weekly schedules build
+/// their periods the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    Monthly,
+}
+
+impl Schedule {
+    fn periods_per_year(self) -> u32 {
+        match self {
+            Schedule::Monthly => 12,
+        }
+    }
+}
+
+/// An employee's pay from a date on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compensation {
+    pub employee: String,
+    /// `YYYY-MM-DD`: applies from this day.
+    pub effective: String,
+    pub pay: Pay,
+    pub currency: String,
+    pub schedule: Schedule,
+    pub components: Vec<Assigned>,
+    pub set_by: String,
+}
+
+/// What an employee's period needs beyond their compensation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodInputs {
+    /// Hours worked (hourly pay).
+    pub hours: Option<Decimal>,
+    #[serde(default)]
+    pub one_offs: Vec<OneOff>,
+}
+
+/// A month, `YYYY-MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Month {
+    year: i32,
+    month: u8,
+}
+
+fn leap(year: i32) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in(year: i32, month: u8) -> u8 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if leap(year) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+impl Month {
+    fn parse(text: &str) -> Option<Month> {
+        let (y, m) = text.split_once('-')?;
+        if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (year, month) = (y.parse().ok()?, m.parse().ok()?);
+        ((1900..=9999).contains(&year) && (1..=12).contains(&month)).then_some(Month { year, month })
+    }
+
+    fn first(self) -> String {
+        format!("{:04}-{:02}-01", self.year, self.month)
+    }
+
+    fn last(self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, days_in(self.year, self.month))
+    }
+}
+
+/// `YYYY-MM-DD` with a day the month has.
+fn valid_date(text: &str) -> bool {
+    text.len() == 10
+        && text.as_bytes()[7] == b'-'
+        && Month::parse(&text[..7]).is_some_and(|m| {
+            text[8..].bytes().all(|b| b.is_ascii_digit())
+                && text[8..].parse::<u8>().is_ok_and(|d| d >= 1 && d <= days_in(m.year, m.month))
+        })
+}
+
+/// Codes of components and ids of employees: 1-64 of a-z, 0-9, `_` and `-`.
+fn valid_code(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn all_components() -> Result<BTreeMap<String, Component>, Error> {
+    let page = COMPONENTS.query().limit(MAX_COMPONENTS).fetch()?;
+    Ok(page.items.into_iter().map(|c| (c.key, c.value)).collect())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentInput {
+    name: String,
+    kind: Kind,
+    #[serde(default)]
+    pre_tax: bool,
+    /// A fixed amount, or...
+    amount: Option<Decimal>,
+    /// ...a formula.
+    formula: Option<String>,
+    #[serde(default)]
+    prorated: bool,
+    #[serde(default)]
+    unpaid_leave: bool,
+}
+
+fn component_view(code: &str, c: &Component) -> Value {
+    let (amount, formula) = match &c.amount {
+        Amount::Fixed(n) => (Some(n.to_string()), None),
+        Amount::Formula(f) => (None, Some(f.clone())),
+    };
+    json!({ "code": code, "name": c.name, "kind": c.kind, "pre_tax": c.pre_tax, "amount": amount,
+            "formula": formula, "prorated": c.prorated, "unpaid_leave": c.unpaid_leave })
+}
+
+/// Defines or changes a component. The whole set is checked with it: a formula that does
+/// not parse, reads an unknown name, or closes a loop of components is refused, pointing at
+/// the position.
+fn put_component(req: &Request) -> Result<Response, Error> {
+    let code = req.param("code")?.to_owned();
+    if !valid_code(&code) || code.contains('-') {
+        return Err(Error::invalid("invalid-code", "component codes are 1-64 of a-z, 0-9 and '_'").at_field("code"));
+    }
+    let input: ComponentInput = req.json()?;
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::invalid("invalid-name", "a name is 1-200 characters").at_field("name"));
+    }
+    let amount = match (input.amount, input.formula) {
+        (Some(n), None) if !n.is_negative() => Amount::Fixed(n),
+        (Some(_), None) => return Err(Error::invalid("negative-amount", "an amount is 0 or more").at_field("amount")),
+        (None, Some(f)) => Amount::Formula(f),
+        _ => {
+            return Err(Error::invalid("amount-or-formula", "give either `amount` or `formula`").at_field("amount"));
+        }
+    };
+    if input.pre_tax && input.kind != Kind::Deduction {
+        return Err(
+            Error::invalid("pre-tax-deductions-only", "only a deduction is taken before tax").at_field("pre_tax")
+        );
+    }
+    let component = Component {
+        name: name.to_owned(),
+        kind: input.kind,
+        pre_tax: input.pre_tax,
+        amount,
+        prorated: input.prorated,
+        unpaid_leave: input.unpaid_leave,
+    };
+    let mut set = all_components()?;
+    let existing = COMPONENTS.get(&code)?;
+    if existing.is_none() && set.len() as u32 >= MAX_COMPONENTS {
+        return Err(Error::conflict(
+            "too-many-components",
+            format!("a tenant has at most {MAX_COMPONENTS} components"),
+        ));
+    }
+    set.insert(code.clone(), component.clone());
+    if let Err(e) = calc::check(&set) {
+        let field = if e.code == "reserved-name" { "code" } else { "formula" };
+        let mut problem = Error::invalid(e.code, format!("`{}`: {}", e.component, e.detail)).at_field(field);
+        if e.component != code {
+            problem =
+                Error::invalid(e.code, format!("with this change, `{}`: {}", e.component, e.detail)).at_field(field);
+        }
+        return Err(problem);
+    }
+    match existing {
+        Some(old) => COMPONENTS.update(&code, &component, old.version)?,
+        None => COMPONENTS.insert(&code, &component)?,
+    };
+    Response::json(200, &component_view(&code, &component))
+}
+
+fn list_components(_req: &Request) -> Result<Response, Error> {
+    let items: Vec<Value> = all_components()?.iter().map(|(code, c)| component_view(code, c)).collect();
+    Response::json(200, &json!({ "items": items }))
+}
+
+fn put_tax(req: &Request) -> Result<Response, Error> {
+    let table: TaxTable = req.json()?;
+    table.check().map_err(|e| Error::invalid("invalid-tax-table", e).at_field("brackets"))?;
+    SETTINGS.upsert(TAX, &table)?;
+    Response::json(200, &table)
+}
+
+fn get_tax(_req: &Request) -> Result<Response, Error> {
+    Response::json(200, &SETTINGS.get(TAX)?.map(|t| t.value).unwrap_or_default())
+}
+
+fn employee_param(req: &Request) -> Result<String, Error> {
+    let id = req.param("id")?;
+    if !valid_code(id) {
+        return Err(Error::not_found("employee-not-found", format!("no employee `{id}`")));
+    }
+    Ok(id.to_owned())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompensationInput {
+    effective: String,
+    pay: Pay,
+    currency: String,
+    #[serde(default = "monthly")]
+    schedule: Schedule,
+    #[serde(default)]
+    components: Vec<Assigned>,
+}
+
+fn monthly() -> Schedule {
+    Schedule::Monthly
+}
+
+fn compensation_key(employee: &str, effective: &str) -> String {
+    format!("{employee}/{effective}")
+}
+
+fn compensation_view(c: &Compensation) -> Value {
+    json!({ "employee": c.employee, "effective": c.effective, "pay": c.pay, "currency": c.currency,
+            "schedule": c.schedule, "components": c.components, "set_by": c.set_by })
+}
+
+/// Records an employee's pay from a date on (a raise is a new entry; history stays).
+fn put_compensation(req: &Request) -> Result<Response, Error> {
+    let employee = employee_param(req)?;
+    let input: CompensationInput = req.json()?;
+    if !valid_date(&input.effective) {
+        return Err(Error::invalid("invalid-date", "`effective` is YYYY-MM-DD").at_field("effective"));
+    }
+    if currency_exponent(&input.currency).is_none() {
+        return Err(
+            Error::invalid("invalid-currency", "`currency` is an ISO 4217 code such as EUR").at_field("currency")
+        );
+    }
+    let (Pay::Salary(amount) | Pay::Hourly(amount)) = input.pay;
+    if amount.is_negative() || amount == Decimal::ZERO {
+        return Err(Error::invalid("invalid-pay", "pay is more than 0").at_field("pay"));
+    }
+    // The person must be HR's (and HR reachable): pay is never recorded for nobody.
+    directory::get_employee(&employee)?;
+    let components = all_components()?;
+    for (i, a) in input.components.iter().enumerate() {
+        if !components.contains_key(&a.code) {
+            return Err(Error::invalid("unknown-component", format!("no component `{}`", a.code))
+                .at_field(format!("components[{i}].code")));
+        }
+        if input.components[..i].iter().any(|b| b.code == a.code) {
+            return Err(Error::invalid("duplicate-component", format!("`{}` is listed twice", a.code))
+                .at_field(format!("components[{i}].code")));
+        }
+        if a.amount.is_some_and(Decimal::is_negative) {
+            return Err(
+                Error::invalid("negative-amount", "an amount is 0 or more").at_field(format!("components[{i}].amount"))
+            );
+        }
+    }
+    let compensation = Compensation {
+        employee: employee.clone(),
+        effective: input.effective.clone(),
+        pay: input.pay,
+        currency: input.currency,
+        schedule: input.schedule,
+        components: input.components,
+        set_by: req.caller.user_id.clone(),
+    };
+    COMPENSATION.upsert(&compensation_key(&employee, &input.effective), &compensation)?;
+    Response::json(200, &compensation_view(&compensation))
+}
+
+/// The compensation in force on `date` (the latest effective on or before it).
+fn compensation_on(employee: &str, date: &str) -> Result<Option<Compensation>, Error> {
+    let page = COMPENSATION
+        .query()
+        .eq("employee", employee)
+        .le("effective", date)
+        .order_by("effective")
+        .descending()
+        .limit(1)
+        .fetch()?;
+    Ok(page.items.into_iter().next().map(|c| c.value))
+}
+
+fn get_compensation(req: &Request) -> Result<Response, Error> {
+    let employee = employee_param(req)?;
+    let on = match req.query("as_of") {
+        Some(d) if valid_date(d) => d.to_owned(),
+        Some(_) => return Err(Error::invalid("invalid-date", "`as_of` is YYYY-MM-DD").at_field("as_of")),
+        None => "9999-12-31".to_owned(),
+    };
+    let c = compensation_on(&employee, &on)?.ok_or_else(|| {
+        Error::not_found("no-compensation", format!("employee `{employee}` has no pay recorded by {on}"))
+    })?;
+    Response::json(200, &compensation_view(&c))
+}
+
+fn month_param(req: &Request, name: &'static str) -> Result<Month, Error> {
+    let text = req.param(name).ok().or_else(|| req.query(name)).unwrap_or_default();
+    Month::parse(text)
+        .ok_or_else(|| Error::invalid("invalid-period", format!("`{name}` is a month, YYYY-MM")).at_field(name))
+}
+
+fn put_inputs(req: &Request) -> Result<Response, Error> {
+    let employee = employee_param(req)?;
+    let month = month_param(req, "period")?;
+    let inputs: PeriodInputs = req.json()?;
+    if inputs.hours.is_some_and(|h| h.is_negative()) {
+        return Err(Error::invalid("invalid-hours", "hours are 0 or more").at_field("hours"));
+    }
+    for (i, o) in inputs.one_offs.iter().enumerate() {
+        if o.amount.is_negative() {
+            return Err(
+                Error::invalid("negative-amount", "an amount is 0 or more").at_field(format!("one_offs[{i}].amount"))
+            );
+        }
+        if o.name.trim().is_empty() || o.name.chars().count() > 200 {
+            return Err(
+                Error::invalid("invalid-name", "a name is 1-200 characters").at_field(format!("one_offs[{i}].name"))
+            );
+        }
+    }
+    let key = format!("{employee}/{}", &month.first()[..7]);
+    INPUTS.upsert(&key, &inputs)?;
+    Response::json(200, &inputs)
+}
+
+fn money(minor: i64, exponent: u32) -> String {
+    Money { minor, exponent }.to_string()
+}
+
+/// What employee `id`'s payslip for `period` (a month) comes to now: the calculation a pay
+/// run stores, shown without storing anything.
+fn preview(req: &Request) -> Result<Response, Error> {
+    let employee = employee_param(req)?;
+    let month = month_param(req, "period")?;
+    let (first, last) = (month.first(), month.last());
+    let who = directory::get_employee(&employee)?;
+    let compensation = compensation_on(&employee, &last)?.ok_or_else(|| {
+        Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {last}"))
+    })?;
+    let time = directory::get_working_time(&employee, &first, &last)?;
+    if time.employed_days == 0 {
+        return Err(Error::conflict(
+            "not-employed-in-period",
+            format!("employee `{employee}` was not employed from {first} to {last}"),
+        ));
+    }
+    let unpaid: u64 = time.leave.iter().filter(|l| !l.paid).map(|l| l.day_thousandths).sum();
+    let inputs = INPUTS.get(&format!("{employee}/{}", &first[..7]))?.map(|i| i.value).unwrap_or_default();
+    let components = all_components()?;
+    let tax = SETTINGS.get(TAX)?.map(|t| t.value).unwrap_or_default();
+    let exponent = currency_exponent(&compensation.currency).unwrap_or(2);
+    let slip = calc::calculate(&calc::Input {
+        pay: compensation.pay,
+        exponent,
+        periods_per_year: compensation.schedule.periods_per_year(),
+        components: &components,
+        assigned: &compensation.components,
+        time: calc::Time {
+            period_days: time.period_days,
+            employed_days: time.employed_days,
+            period_working_days: time.period_working_days,
+            working_days: time.working_days,
+            unpaid_day_thousandths: unpaid,
+        },
+        hours: inputs.hours,
+        one_offs: &inputs.one_offs,
+        tax: &tax,
+    })
+    .map_err(|e| Error::conflict(e.code, e.detail))?;
+    let lines: Vec<Value> = slip
+        .lines
+        .iter()
+        .map(|l| json!({ "code": l.code, "name": l.name, "kind": l.kind, "amount": money(l.amount, exponent), "basis": l.basis }))
+        .collect();
+    let t = &slip.totals;
+    Response::json(
+        200,
+        &json!({
+            "employee": employee, "name": who.name, "period": &first[..7], "from": first, "to": last,
+            "currency": compensation.currency, "compensation_effective": compensation.effective,
+            "working_days": time.working_days, "period_working_days": time.period_working_days,
+            "unpaid_days": Decimal::from_minor(unpaid as i64, 3),
+            "lines": lines,
+            "gross": money(t.gross, exponent), "taxable": money(t.taxable, exponent),
+            "deductions": money(t.deductions, exponent), "tax": money(t.tax, exponent),
+            "net": money(t.net, exponent), "employer_cost": money(t.gross + t.employer, exponent),
+        }),
+    )
+}
