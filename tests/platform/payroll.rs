@@ -125,6 +125,18 @@ async fn a_month_of_payslips_from_hrs_working_days_and_unpaid_leave_to_the_cent(
         .expect_problem(409, "not-employed-in-period");
     let eve = o.hire("Eve Unpaid", None).await;
     slip(eve.number).await.expect_problem(409, "no-compensation");
+    // HR's number written with zeros is the same person, with one history.
+    let padded = format!("{PAYROLL}/employees/00{}/compensation", eve.number);
+    let eve_pay = json!({ "effective": "2026-01-01", "pay": { "salary": "36000" }, "currency": "EUR" });
+    assert_eq!(o.s.put(&padded, eve_pay.clone()).await.expect(200).body["employee"], eve.number.to_string());
+    // 3,000.00 a month; (36,000 − 12,000) × 20 % / 12 = 400.00 tax.
+    assert_eq!(slip(eve.number).await.expect(200).body["net"], "2600.00");
+    // A second entry for the same day is refused, not written over the first.
+    o.s.put(&padded, eve_pay).await.expect_problem(409, "compensation-exists");
+    // An hourly worker without hours recorded is not paid zero.
+    let harry = o.hire("Harry Hourly", None).await;
+    pay(&o, harry.number, json!({ "hourly": "20" }), &[]).await;
+    slip(harry.number).await.expect_problem(409, "missing-hours");
     o.s.get(&format!("{PAYROLL}/employees/{}/payslip-preview?period=2026-13", alice.number))
         .await
         .expect_problem(422, "invalid-period");
@@ -154,11 +166,15 @@ async fn formulas_are_checked_when_saved_and_refusals_point_at_the_fault() {
         .body;
     assert_eq!(syntax["field"], "formula");
     assert!(syntax["detail"].as_str().unwrap().contains("at character 8"), "{syntax}");
-    let unknown = put("bonus", json!({ "name": "Bonus", "kind": "earning", "formula": "bsae * 0.1" }))
+    let unknown = put("bonus", json!({ "name": "Bonus", "kind": "earning", "formula": "0.1 * bsae" }))
         .await
         .expect_problem(422, "unknown-name")
         .body;
-    assert!(unknown["detail"].as_str().unwrap().starts_with("`bonus`: `bsae` is not a component"), "{unknown}");
+    let detail = unknown["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("`bonus`: `bsae` is not a component") && detail.ends_with("(at character 7)"),
+        "{unknown}"
+    );
     // An earning that reads gross pay is part of what gross pay adds up.
     let cycle = put("bonus", json!({ "name": "Bonus", "kind": "earning", "formula": "gross * 0.1" }))
         .await
@@ -166,8 +182,19 @@ async fn formulas_are_checked_when_saved_and_refusals_point_at_the_fault() {
         .body;
     assert!(cycle["detail"].as_str().unwrap().contains("bonus → gross → bonus"), "{cycle}");
     assert_eq!(cycle["field"], "formula");
-    // A change to one component can break another: pension reads base, base is reserved.
+    // A change to one component can break another, which the refusal names.
+    put("half_meal", json!({ "name": "Half meal", "kind": "earning", "formula": "meal * 0.5" })).await.expect(200);
+    let loop_ = put("meal", json!({ "name": "Meal", "kind": "earning", "formula": "half_meal * 2" }))
+        .await
+        .expect_problem(422, "formula-cycle")
+        .body;
+    assert!(loop_["detail"].as_str().unwrap().starts_with("with this change, `half_meal`:"), "{loop_}");
     put("base", json!({ "name": "x", "kind": "earning", "amount": "1" })).await.expect_problem(422, "reserved-name");
+    let float = put("loan", json!({ "name": "Loan", "kind": "deduction", "amount": 0.05 }))
+        .await
+        .expect_problem(400, "malformed-json")
+        .body;
+    assert!(float["detail"].as_str().unwrap().contains("write amounts with decimals as text"), "{float}");
     put("loan", json!({ "name": "Loan", "kind": "earning", "pre_tax": true, "amount": "1" }))
         .await
         .expect_problem(422, "pre-tax-deductions-only");
@@ -183,7 +210,7 @@ async fn formulas_are_checked_when_saved_and_refusals_point_at_the_fault() {
     // Nothing refused was saved.
     let listed = o.s.get(&format!("{PAYROLL}/components")).await.expect(200).body;
     let codes: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["employer_pension", "meal", "pension"]);
+    assert_eq!(codes, ["employer_pension", "half_meal", "meal", "pension"]);
     // Only payroll admins see pay.
     let member = o.hire("Mallory Member", None).await;
     o.s.as_token(Some(&member.token), Method::GET, &format!("{PAYROLL}/components"), None)

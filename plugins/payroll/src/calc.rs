@@ -87,12 +87,18 @@ pub struct Time {
 
 /// A one-off for this period (a bonus, a reimbursement, an advance recovered).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OneOff {
     pub name: String,
     pub kind: Kind,
     pub amount: Decimal,
-    /// Earnings: taxed (a bonus) or not (a reimbursement of expenses).
+    /// Earnings: taxed (a bonus, the default) or not (a reimbursement of expenses).
+    #[serde(default = "taxed")]
     pub taxable: bool,
+}
+
+fn taxed() -> bool {
+    true
 }
 
 /// A component assigned to an employee, optionally with their own fixed amount.
@@ -230,7 +236,12 @@ pub fn check(components: &BTreeMap<String, Component>) -> Result<Vec<String>, In
         GraphError::Unknown { name, unknown, position } => Invalid {
             component: name,
             code: "unknown-name",
-            detail: format!("`{unknown}` is not a component, nor one of {}, {}", INPUTS.join(", "), TOTALS.join(", ")),
+            detail: format!(
+                "`{unknown}` is not a component, nor one of {}, {} (at character {})",
+                INPUTS.join(", "),
+                TOTALS.join(", "),
+                position + 1
+            ),
             position: Some(position),
         },
         GraphError::Cycle(cycle) => Invalid {
@@ -242,21 +253,54 @@ pub fn check(components: &BTreeMap<String, Component>) -> Result<Vec<String>, In
     })
 }
 
+/// The largest line: a trillion in major units. Far above any pay, and small enough that no
+/// sum of lines can overflow.
+pub const MAX_LINE: i64 = 1_000_000_000_000;
+
+/// Running totals in minor units, every addition checked.
+#[derive(Default)]
+struct Sums {
+    gross: i64,
+    pre_tax: i64,
+    not_taxed: i64,
+    deductions: i64,
+    employer: i64,
+}
+
+fn add(total: &mut i64, amount: i64) -> Result<(), CalcError> {
+    *total =
+        total.checked_add(amount).ok_or_else(|| fail("calculation-failed", "the payslip's totals are too large"))?;
+    Ok(())
+}
+
 /// Works out one payslip.
 pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
     let order = check(input.components).map_err(|e| fail(e.code, format!("`{}`: {}", e.component, e.detail)))?;
+    if let Some(a) = input.assigned.iter().find(|a| !input.components.contains_key(&a.code)) {
+        return Err(fail(
+            "unknown-component",
+            format!("the compensation names `{}`, which is not a component", a.code),
+        ));
+    }
     let t = input.time;
+    let exponent = input.exponent;
     let periods = Decimal::from_int(i64::from(input.periods_per_year));
     let (salary, rate) = match input.pay {
         Pay::Salary(s) => (s, Decimal::ZERO),
         Pay::Hourly(r) => (Decimal::ZERO, r),
+    };
+    let hours = match (input.pay, input.hours) {
+        (Pay::Hourly(_), None) => {
+            return Err(fail("missing-hours", "an hourly employee's hours for the period are not recorded"));
+        }
+        (_, h) => h.unwrap_or_default(),
     };
     let unpaid_days = Decimal::from_minor(t.unpaid_day_thousandths as i64, 3);
     let int = |n: u32| Decimal::from_int(i64::from(n));
     let mut values: BTreeMap<String, Decimal> = BTreeMap::from([
         ("salary".to_owned(), salary),
         ("rate".to_owned(), rate),
-        ("hours".to_owned(), input.hours.unwrap_or_default()),
+        ("hours".to_owned(), hours),
         ("period_salary".to_owned(), salary.div(periods).map_err(math("period salary"))?),
         ("working_days".to_owned(), int(t.working_days)),
         ("period_working_days".to_owned(), int(t.period_working_days)),
@@ -264,78 +308,90 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
         ("employed_days".to_owned(), int(t.employed_days)),
         ("period_days".to_owned(), int(t.period_days)),
     ]);
-    // The share of the period a component pays for.
-    let share = |prorated: bool, unpaid: bool| -> Result<(Decimal, String), CalcError> {
-        if t.period_working_days == 0 {
-            return Ok((Decimal::ONE, String::new()));
+    // The share of the period a component pays for, as days paid over working days (both in
+    // thousandths of a day), so a prorated line is one division, rounded once.
+    let period_days = i128::from(t.period_working_days) * 1000;
+    let share = |prorated: bool, unpaid: bool| -> (i128, i128, String) {
+        if period_days == 0 {
+            return (1, 1, String::new());
         }
-        let mut days = if prorated { int(t.working_days) } else { int(t.period_working_days) };
+        let mut days = if prorated { i128::from(t.working_days) * 1000 } else { period_days };
         if unpaid {
-            days = days.sub(unpaid_days).map_err(math("unpaid leave"))?.max(Decimal::ZERO);
+            days = (days - i128::from(t.unpaid_day_thousandths)).max(0);
         }
-        if days == int(t.period_working_days) {
-            return Ok((Decimal::ONE, String::new()));
+        if days == period_days {
+            return (1, 1, String::new());
         }
-        let factor = days.div(int(t.period_working_days)).map_err(math("proration"))?;
-        Ok((factor, format!(" × {days}/{} working days", t.period_working_days)))
+        let shown = Decimal::from_minor(days as i64, 3);
+        (days, period_days, format!(" × {shown}/{} working days", t.period_working_days))
     };
+    let line_amount = |code: &str, exact: Decimal, num: i128, den: i128| -> Result<i64, CalcError> {
+        let amount = exact.scaled_to_minor(num, den, exponent).map_err(math(code))?;
+        if amount.abs() > MAX_LINE.saturating_mul(10i64.pow(exponent)) {
+            return Err(fail("calculation-failed", format!("`{code}` comes to more than {MAX_LINE}")));
+        }
+        Ok(amount)
+    };
+    let as_decimal = |minor: i64| Decimal::from_minor(minor, exponent);
     let assigned: BTreeMap<&str, &Assigned> = input.assigned.iter().map(|a| (a.code.as_str(), a)).collect();
-    if let Some(a) = input.assigned.iter().find(|a| !input.components.contains_key(&a.code)) {
-        return Err(fail(
-            "unknown-component",
-            format!("the compensation names `{}`, which is not a component", a.code),
-        ));
-    }
-    let round = |d: Decimal| d.to_minor(input.exponent);
-    let as_decimal = |minor: i64| Decimal::from_minor(minor, input.exponent);
     let mut lines = Vec::new();
-    let mut gross = 0i64;
-    let mut pre_tax = 0i64;
-    let mut not_taxed = 0i64;
-    let mut deductions = 0i64;
-    let mut employer = 0i64;
+    let mut sums = Sums::default();
     let mut tax = 0i64;
     // One-off earnings count towards gross before anything reads it.
-    for o in input.one_offs.iter().filter(|o| o.kind == Kind::Earning) {
-        let amount = round(o.amount);
-        gross += amount;
-        if !o.taxable {
-            not_taxed += amount;
-        }
+    let mut one_off_lines = Vec::new();
+    for (i, o) in input.one_offs.iter().enumerate() {
+        let code = format!("one-off-{}", i + 1);
+        let amount = line_amount(&code, o.amount, 1, 1)?;
+        let kind = match o.kind {
+            Kind::Earning => {
+                add(&mut sums.gross, amount)?;
+                if !o.taxable {
+                    add(&mut sums.not_taxed, amount)?;
+                }
+                LineKind::Earning
+            }
+            Kind::Deduction => {
+                add(&mut sums.deductions, amount)?;
+                LineKind::Deduction
+            }
+            Kind::Employer => {
+                add(&mut sums.employer, amount)?;
+                LineKind::Employer
+            }
+        };
+        let basis = if o.kind == Kind::Earning && !o.taxable { "one-off, not taxed" } else { "one-off" };
+        one_off_lines.push(Line { code, name: o.name.clone(), kind, amount, basis: basis.into() });
     }
+    let taxable = |sums: &Sums| sums.gross - sums.pre_tax - sums.not_taxed;
     for name in order {
         match name.as_str() {
             BASE => {
-                let (exact, basis) = match input.pay {
+                let (exact, num, den, basis, label) = match input.pay {
                     Pay::Salary(s) => {
-                        let period = s.div(periods).map_err(math("base"))?;
-                        let (factor, why) = share(true, true)?;
-                        (period.mul(factor).map_err(math("base"))?, format!("{s} / {}{why}", input.periods_per_year))
+                        let (num, den, why) = share(true, true);
+                        // salary × days / (periods × working days): one division.
+                        let den = den * i128::from(input.periods_per_year);
+                        (s, num, den, format!("{s} / {}{why}", input.periods_per_year), "Salary")
                     }
                     Pay::Hourly(r) => {
-                        let hours = input.hours.unwrap_or_default();
-                        (r.mul(hours).map_err(math("base"))?, format!("{hours} h × {r}"))
+                        (r.mul(hours).map_err(math("base"))?, 1, 1, format!("{hours} h × {r}"), "Hours worked")
                     }
                 };
-                let amount = round(exact);
-                let label = match input.pay {
-                    Pay::Salary(_) => "Salary",
-                    Pay::Hourly(_) => "Hours worked",
-                };
-                gross += amount;
+                let amount = line_amount(BASE, exact, num, den)?;
+                add(&mut sums.gross, amount)?;
                 values.insert(BASE.to_owned(), as_decimal(amount));
                 lines.push(Line { code: BASE.into(), name: label.into(), kind: LineKind::Earning, amount, basis });
             }
             "gross" => {
-                values.insert(name.clone(), as_decimal(gross));
+                values.insert(name.clone(), as_decimal(sums.gross));
             }
             "taxable" => {
-                values.insert(name.clone(), as_decimal(gross - pre_tax - not_taxed));
+                values.insert(name.clone(), as_decimal(taxable(&sums)));
             }
             "tax" => {
-                let taxable = as_decimal(gross - pre_tax - not_taxed);
-                let exact = input.tax.period(taxable, input.periods_per_year).map_err(math("tax"))?;
-                tax = round(exact.max(Decimal::ZERO));
+                let exact =
+                    input.tax.period(as_decimal(taxable(&sums)), input.periods_per_year).map_err(math("tax"))?;
+                tax = line_amount("tax", exact.max(Decimal::ZERO), 1, 1)?;
                 values.insert(name.clone(), as_decimal(tax));
             }
             code => {
@@ -354,9 +410,9 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
                         (v, text.clone())
                     }
                 };
-                let (factor, why) = share(c.prorated, c.unpaid_leave)?;
+                let (num, den, why) = share(c.prorated, c.unpaid_leave);
                 basis.push_str(&why);
-                let amount = round(exact.mul(factor).map_err(math(code))?);
+                let amount = line_amount(code, exact, num, den)?;
                 if amount < 0 {
                     return Err(fail(
                         "negative-amount",
@@ -365,18 +421,18 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
                 }
                 let kind = match c.kind {
                     Kind::Earning => {
-                        gross += amount;
+                        add(&mut sums.gross, amount)?;
                         LineKind::Earning
                     }
                     Kind::Deduction => {
-                        deductions += amount;
+                        add(&mut sums.deductions, amount)?;
                         if c.pre_tax {
-                            pre_tax += amount;
+                            add(&mut sums.pre_tax, amount)?;
                         }
                         LineKind::Deduction
                     }
                     Kind::Employer => {
-                        employer += amount;
+                        add(&mut sums.employer, amount)?;
                         LineKind::Employer
                     }
                 };
@@ -385,38 +441,14 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
             }
         }
     }
-    for (i, o) in input.one_offs.iter().enumerate() {
-        let amount = round(o.amount);
-        let kind = match o.kind {
-            Kind::Earning => LineKind::Earning,
-            Kind::Deduction => {
-                deductions += amount;
-                LineKind::Deduction
-            }
-            Kind::Employer => {
-                employer += amount;
-                LineKind::Employer
-            }
-        };
-        let basis = if o.kind == Kind::Earning && !o.taxable { "one-off, not taxed" } else { "one-off" };
-        lines.push(Line {
-            code: format!("one-off-{}", i + 1),
-            name: o.name.clone(),
-            kind,
-            amount,
-            basis: basis.into(),
-        });
-    }
+    lines.extend(one_off_lines);
+    let yearly = as_decimal(taxable(&sums)).mul(periods).map_err(math("tax"))?;
     lines.push(Line {
         code: "tax".into(),
         name: "Income tax".into(),
         kind: LineKind::Tax,
         amount: tax,
-        basis: format!(
-            "{} a year through the brackets, / {}",
-            as_decimal(gross - pre_tax - not_taxed).mul(periods).map_err(math("tax"))?,
-            input.periods_per_year
-        ),
+        basis: format!("{yearly} a year through the brackets, / {}", input.periods_per_year),
     });
     // Shown in payslip order: earnings, deductions, tax, then what the business adds.
     lines.sort_by_key(|l| match l.kind {
@@ -425,10 +457,17 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
         LineKind::Tax => 2,
         LineKind::Employer => 3,
     });
-    let net = gross - deductions - tax;
+    let net = sums.gross - sums.deductions - tax;
     Ok(Payslip {
         lines,
-        totals: Totals { gross, taxable: gross - pre_tax - not_taxed, deductions, tax, net, employer },
+        totals: Totals {
+            gross: sums.gross,
+            taxable: taxable(&sums),
+            deductions: sums.deductions,
+            tax,
+            net,
+            employer: sums.employer,
+        },
     })
 }
 
@@ -620,7 +659,17 @@ mod tests {
             assert_eq!(sum(LineKind::Earning), p.totals.gross, "case {case}");
             assert_eq!(sum(LineKind::Deduction), p.totals.deductions, "case {case}");
             assert_eq!(sum(LineKind::Tax), p.totals.tax, "case {case}");
-            assert_eq!(p.totals.gross - p.totals.deductions - p.totals.tax, p.totals.net, "case {case}");
+            // The lines, as printed, add up to the net.
+            let signed: i64 = p
+                .lines
+                .iter()
+                .map(|l| match l.kind {
+                    LineKind::Earning => l.amount,
+                    LineKind::Deduction | LineKind::Tax => -l.amount,
+                    LineKind::Employer => 0,
+                })
+                .sum();
+            assert_eq!(signed, p.totals.net, "case {case}");
             let full = slip(
                 Pay::Salary(salary),
                 Time { working_days: period_working, unpaid_day_thousandths: 0, ..time },

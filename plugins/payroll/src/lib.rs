@@ -27,6 +27,7 @@ const INPUTS: Collection<PeriodInputs> = Collection::new("inputs");
 
 const TAX: &str = "tax";
 const MAX_COMPONENTS: u32 = 100;
+const MAX_ONE_OFFS: usize = 50;
 
 struct Payroll;
 
@@ -77,6 +78,7 @@ pub struct Compensation {
 
 /// What an employee's period needs beyond their compensation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PeriodInputs {
     /// Hours worked (hourly pay).
     pub hours: Option<Decimal>,
@@ -245,12 +247,21 @@ fn get_tax(_req: &Request) -> Result<Response, Error> {
     Response::json(200, &SETTINGS.get(TAX)?.map(|t| t.value).unwrap_or_default())
 }
 
-fn employee_param(req: &Request) -> Result<String, Error> {
+/// The employee named in the path, as HR knows them: HR's own id (`7` for `007`), so one
+/// person never has two histories. Needs HR to answer.
+fn employee_param(req: &Request) -> Result<(String, directory::Employee), Error> {
     let id = req.param("id")?;
     if !valid_code(id) {
         return Err(Error::not_found("employee-not-found", format!("no employee `{id}`")));
     }
-    Ok(id.to_owned())
+    let employee = directory::get_employee(id)?;
+    if !valid_code(&employee.id) {
+        return Err(Error::unavailable(
+            "invalid-directory-id",
+            format!("HR's id `{}` cannot key pay records", employee.id),
+        ));
+    }
+    Ok((employee.id.clone(), employee))
 }
 
 #[derive(Deserialize)]
@@ -280,7 +291,7 @@ fn compensation_view(c: &Compensation) -> Value {
 
 /// Records an employee's pay from a date on (a raise is a new entry; history stays).
 fn put_compensation(req: &Request) -> Result<Response, Error> {
-    let employee = employee_param(req)?;
+    let (employee, _) = employee_param(req)?;
     let input: CompensationInput = req.json()?;
     if !valid_date(&input.effective) {
         return Err(Error::invalid("invalid-date", "`effective` is YYYY-MM-DD").at_field("effective"));
@@ -294,8 +305,6 @@ fn put_compensation(req: &Request) -> Result<Response, Error> {
     if amount.is_negative() || amount == Decimal::ZERO {
         return Err(Error::invalid("invalid-pay", "pay is more than 0").at_field("pay"));
     }
-    // The person must be HR's (and HR reachable): pay is never recorded for nobody.
-    directory::get_employee(&employee)?;
     let components = all_components()?;
     for (i, a) in input.components.iter().enumerate() {
         if !components.contains_key(&a.code) {
@@ -321,7 +330,19 @@ fn put_compensation(req: &Request) -> Result<Response, Error> {
         components: input.components,
         set_by: req.caller.user_id.clone(),
     };
-    COMPENSATION.upsert(&compensation_key(&employee, &input.effective), &compensation)?;
+    // History is kept: a second entry for the same day is refused, not overwritten.
+    let key = compensation_key(&employee, &input.effective);
+    if COMPENSATION.get(&key)?.is_some() {
+        return Err(Error::conflict(
+            "compensation-exists",
+            format!(
+                "employee `{employee}` already has pay recorded from {}; record a change from another day",
+                input.effective
+            ),
+        )
+        .at_field("effective"));
+    }
+    COMPENSATION.insert(&key, &compensation)?;
     Response::json(200, &compensation_view(&compensation))
 }
 
@@ -339,7 +360,7 @@ fn compensation_on(employee: &str, date: &str) -> Result<Option<Compensation>, E
 }
 
 fn get_compensation(req: &Request) -> Result<Response, Error> {
-    let employee = employee_param(req)?;
+    let (employee, _) = employee_param(req)?;
     let on = match req.query("as_of") {
         Some(d) if valid_date(d) => d.to_owned(),
         Some(_) => return Err(Error::invalid("invalid-date", "`as_of` is YYYY-MM-DD").at_field("as_of")),
@@ -358,9 +379,13 @@ fn month_param(req: &Request, name: &'static str) -> Result<Month, Error> {
 }
 
 fn put_inputs(req: &Request) -> Result<Response, Error> {
-    let employee = employee_param(req)?;
+    let (employee, _) = employee_param(req)?;
     let month = month_param(req, "period")?;
     let inputs: PeriodInputs = req.json()?;
+    if inputs.one_offs.len() > MAX_ONE_OFFS {
+        return Err(Error::invalid("too-many-one-offs", format!("a period has at most {MAX_ONE_OFFS} one-offs"))
+            .at_field("one_offs"));
+    }
     if inputs.hours.is_some_and(|h| h.is_negative()) {
         return Err(Error::invalid("invalid-hours", "hours are 0 or more").at_field("hours"));
     }
@@ -388,10 +413,9 @@ fn money(minor: i64, exponent: u32) -> String {
 /// What employee `id`'s payslip for `period` (a month) comes to now: the calculation a pay
 /// run stores, shown without storing anything.
 fn preview(req: &Request) -> Result<Response, Error> {
-    let employee = employee_param(req)?;
+    let (employee, who) = employee_param(req)?;
     let month = month_param(req, "period")?;
     let (first, last) = (month.first(), month.last());
-    let who = directory::get_employee(&employee)?;
     let compensation = compensation_on(&employee, &last)?.ok_or_else(|| {
         Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {last}"))
     })?;

@@ -133,6 +133,19 @@ impl Decimal {
         Decimal(div_half_away(self.0, step) * step)
     }
 
+    /// `self × num / den` in whole minor units of a currency with `exponent` decimals,
+    /// rounded once, half away from zero (`den` > 0): a prorated amount without an
+    /// intermediate rounding.
+    pub fn scaled_to_minor(self, num: i128, den: i128, exponent: u32) -> Result<i64, MathError> {
+        let n = self
+            .0
+            .checked_mul(num)
+            .and_then(|n| n.checked_mul(10i128.pow(exponent.min(PLACES))))
+            .ok_or(MathError::Overflow)?;
+        let d = den.checked_mul(SCALE).ok_or(MathError::Overflow)?;
+        i64::try_from(div_half_away(n, d)).map_err(|_| MathError::Overflow)
+    }
+
     /// Whole minor units of a currency with `exponent` decimals, rounding half away from zero.
     pub fn to_minor(self, exponent: u32) -> i64 {
         let step = 10i128.pow(PLACES - exponent.min(PLACES));
@@ -180,18 +193,41 @@ impl fmt::Display for Money {
     }
 }
 
-/// The decimal places of an ISO 4217 currency code: 0 for the few without minor units, 3
-/// for the dinars, 2 for the rest.
+/// ISO 4217 codes with no minor unit.
+const ZERO_DECIMALS: [&str; 17] = [
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF",
+    "XPF",
+];
+/// ISO 4217 codes with three decimals.
+const THREE_DECIMALS: [&str; 7] = ["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+/// ISO 4217 codes with four decimals.
+const FOUR_DECIMALS: [&str; 2] = ["CLF", "UYW"];
+/// ISO 4217 codes with two decimals.
+const TWO_DECIMALS: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BMD", "BND",
+    "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CNY", "COP", "CRC", "CUP", "CVE", "CZK",
+    "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GTQ", "GYD",
+    "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IRR", "JMD", "KES", "KGS", "KHR", "KPW", "KYD", "KZT", "LAK",
+    "LBP", "LKR", "LRD", "LSL", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN",
+    "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "QAR", "RON",
+    "RSD", "RUB", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
+    "SZL", "THB", "TJS", "TMT", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "USD", "UYU", "UZS", "VES", "WST", "XCD",
+    "YER", "ZAR", "ZMW", "ZWG",
+];
+
+/// The decimal places of an ISO 4217 currency code, or `None` for a code that is not one.
 pub fn currency_exponent(code: &str) -> Option<u32> {
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-        return None;
+    if ZERO_DECIMALS.contains(&code) {
+        Some(0)
+    } else if THREE_DECIMALS.contains(&code) {
+        Some(3)
+    } else if FOUR_DECIMALS.contains(&code) {
+        Some(4)
+    } else if TWO_DECIMALS.contains(&code) {
+        Some(2)
+    } else {
+        None
     }
-    Some(match code {
-        "JPY" | "KRW" | "ISK" | "CLP" | "VND" | "UGX" | "PYG" | "XAF" | "XOF" | "XPF" | "RWF" | "KMF" | "GNF"
-        | "DJF" | "VUV" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
-    })
 }
 
 #[cfg(test)]
@@ -242,6 +278,11 @@ mod tests {
             (Some(2), Some(0), Some(3))
         );
         assert_eq!(currency_exponent("eur"), None);
+        assert_eq!((currency_exponent("ZZZ"), currency_exponent("BIF")), (None, Some(0)));
+        // 180,000,000 IDR a year, 19 of 23 working days: exactly 12,391,304.3478..., once rounded.
+        let year = d("180000000");
+        assert_eq!(year.scaled_to_minor(19_000, 23_000 * 12, 2), Ok(1_239_130_435));
+        assert_eq!(d("-1").scaled_to_minor(1, 8, 2), Ok(-13), "-0.125 → -0.13");
     }
 }
 
@@ -253,15 +294,18 @@ impl serde::Serialize for Decimal {
 }
 
 impl<'de> serde::Deserialize<'de> for Decimal {
-    /// From text (`"0.05"`) or a JSON number as written (`0.05`).
+    /// From text (`"0.05"`), or a whole JSON number (`1000`). A JSON number with decimals is
+    /// refused: most readers hold it as a float, which cannot keep `0.1` exact.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
         let text = match &value {
             serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return Err(serde::de::Error::custom("an amount is a decimal number, e.g. \"1234.50\"")),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            serde_json::Value::Number(n) => {
+                return Err(serde::de::Error::custom(format!("write amounts with decimals as text: \"{n}\", not {n}")));
+            }
+            _ => return Err(serde::de::Error::custom("an amount is a decimal number as text, e.g. \"1234.50\"")),
         };
-        let text = text.strip_suffix(".0").unwrap_or(&text).to_owned();
         Decimal::parse(&text).ok_or_else(|| {
             serde::de::Error::custom(format!(
                 "`{text}` is not a decimal amount (digits, one point, 9 decimals at most)"
