@@ -217,3 +217,112 @@ async fn formulas_are_checked_when_saved_and_refusals_point_at_the_fault() {
         .await
         .expect_problem(403, "forbidden");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_run_is_calculated_in_chunks_approved_paid_once_and_then_never_changes() {
+    let o = setup().await;
+    // 30 staff from a spreadsheet (HR numbers 1-30) on 36,000 a year, and Eve, with no pay yet.
+    let mut csv = String::from("legal_name,email,title,hire_date\n");
+    for i in 1..=30 {
+        csv += &format!("Person {i},person{i}@example.com,Engineer,2024-01-01\n");
+    }
+    o.s.post_raw("/v1/imports/hr/employees", Some("text/csv"), csv.into_bytes()).await.expect(200);
+    for n in 1..=30 {
+        pay(&o, n, json!({ "salary": "36000" }), &["pension"]).await;
+    }
+    let eve = o.hire("Eve Unpaid", None).await;
+
+    let started = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect(202).body;
+    assert_eq!(started["state"], "calculating");
+    let id = started["id"].as_u64().unwrap();
+    let run_path = format!("{PAYROLL}/runs/{id}");
+    let wait = |task: String| {
+        let s = &o.s;
+        async move { s.eventually(&format!("/v1/tenants/default/tasks/{task}"), "the run", |t| t["status"] == "done").await }
+    };
+    let task = wait(started["task"].as_str().unwrap().to_owned()).await;
+    assert!(task["chunks"].as_u64().unwrap() >= 2, "31 people in chunks of 25: {task}");
+    assert_eq!(task["done"].as_u64(), Some(31));
+    let run = o.s.get(&run_path).await.expect(200).body;
+    assert_eq!(
+        (run["state"].as_str(), run["calculated"].as_u64(), run["failed"].as_u64()),
+        (Some("calculated"), Some(30), Some(1)),
+        "{run}"
+    );
+    // 3,000.00 each; pension 150.00; tax (2,850 × 12 − 12,000) × 20 % / 12 = 370.00; net 2,480.00.
+    assert_eq!(run["totals"]["EUR"]["net"], "74400.00", "{run}");
+    assert_eq!(run["totals"]["EUR"]["gross"], "90000.00");
+    let problems = o.s.get(&format!("{run_path}/problems")).await.expect(200).body;
+    assert_eq!(
+        problems["items"],
+        json!([{ "employee": eve.number.to_string(), "code": "no-compensation",
+        "detail": format!("employee `{}` has no pay recorded by 2026-04-30", eve.number) }])
+    );
+    o.s.post(&format!("{run_path}/approve"), json!({})).await.expect_problem(409, "run-has-problems");
+
+    // Eve's pay recorded, the draft is recalculated: a new generation replaces the payslips.
+    pay(&o, eve.number, json!({ "salary": "36000" }), &["pension"]).await;
+    let again = o.s.post(&format!("{run_path}/recalculate"), json!({})).await.expect(202).body;
+    assert_eq!(again["generation"], 2);
+    wait(again["task"].as_str().unwrap().to_owned()).await;
+    let run = o.s.get(&run_path).await.expect(200).body;
+    assert_eq!((run["calculated"].as_u64(), run["failed"].as_u64()), (Some(31), Some(0)), "{run}");
+    assert_eq!(run["totals"]["EUR"]["net"], "76880.00");
+    // The stored payslips are what the preview says, and add up to the run's totals.
+    let mut nets = 0.0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{run_path}/payslips?limit=10&cursor={c}"),
+            None => format!("{run_path}/payslips?limit=10"),
+        };
+        let page = o.s.get(&path).await.expect(200).body;
+        for slip in page["items"].as_array().unwrap() {
+            nets += slip["net"].as_str().unwrap().parse::<f64>().unwrap();
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(format!("{nets:.2}"), "76880.00");
+    let stored = o.s.get(&format!("{run_path}/payslips/{}", eve.number)).await.expect(200).body;
+    let preview =
+        o.s.get(&format!("{PAYROLL}/employees/{}/payslip-preview?period=2026-04", eve.number)).await.expect(200).body;
+    assert_eq!(stored["lines"], preview["lines"]);
+
+    // Approved and paid: immutable, and the month is paid once.
+    o.s.post(&format!("{run_path}/pay"), json!({})).await.expect_problem(409, "not-approved");
+    let approved = o.s.post(&format!("{run_path}/approve"), json!({})).await.expect(200).body;
+    assert!(approved["approved_by"].is_string());
+    o.s.post(&format!("{run_path}/recalculate"), json!({})).await.expect_problem(409, "not-a-draft");
+    o.s.post(&format!("{run_path}/cancel"), json!({})).await.expect_problem(409, "not-cancellable");
+    o.s.post(&format!("{run_path}/pay"), json!({})).await.expect(200);
+    o.s.post(&format!("{run_path}/pay"), json!({})).await.expect_problem(409, "not-approved");
+    o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect_problem(409, "period-paid");
+
+    // Without HR a run cannot know whom to pay: the draft says so and can be run again.
+    let may = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-05" })).await.expect(202).body;
+    o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-05" })).await.expect_problem(409, "run-exists");
+    let may_path = format!("{PAYROLL}/runs/{}", may["id"]);
+    o.s.post(&format!("{may_path}/cancel"), json!({})).await.expect(200);
+    o.s.post_empty("/v1/tenants/default/plugins/hr/disable").await.expect(204);
+    let blind = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-05" })).await.expect(202).body;
+    wait(blind["task"].as_str().unwrap().to_owned()).await;
+    let blind_path = format!("{PAYROLL}/runs/{}", blind["id"]);
+    let run = o.s.get(&blind_path).await.expect(200).body;
+    assert_eq!(
+        (run["state"].as_str(), run["failed"].as_u64(), run["calculated"].as_u64()),
+        (Some("calculated"), Some(1), Some(0))
+    );
+    let why = o.s.get(&format!("{blind_path}/problems")).await.expect(200).body;
+    assert_eq!(
+        (why["items"][0]["employee"].as_str(), why["items"][0]["code"].as_str()),
+        (Some("*"), Some("department-unavailable"))
+    );
+    o.s.post(&format!("{blind_path}/approve"), json!({})).await.expect_problem(409, "run-has-problems");
+    o.s.post_empty("/v1/tenants/default/plugins/hr/enable").await.expect(204);
+    let again = o.s.post(&format!("{blind_path}/recalculate"), json!({})).await.expect(202).body;
+    wait(again["task"].as_str().unwrap().to_owned()).await;
+    assert_eq!(o.s.get(&blind_path).await.expect(200).body["calculated"].as_u64(), Some(31));
+}

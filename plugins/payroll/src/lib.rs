@@ -3,17 +3,18 @@
 //! and leave (`keel:hr/directory@0.2.1`). Written against the public SDK and the `keel-hr`
 //! contract only.
 //!
-//! This first slice calculates one employee's payslip for a month (a preview of what a pay
-//! run will store); pay runs, approval and payment build on the same calculation.
+//! One employee's payslip for a month can be previewed; a pay run works out everyone's as a
+//! chunked task (`runs.rs`), then is approved and paid.
 
 pub mod calc;
 pub mod formula;
 pub mod money;
+mod runs;
 pub mod tax;
 
 use calc::{Amount, Assigned, Component, Kind, OneOff, Pay};
 use keel_hr::directory;
-use keel_sdk::{Collection, Error, Plugin, Request, Response, Router, export_plugin};
+use keel_sdk::{Collection, Error, Job, Plugin, Request, Response, Router, export_plugin};
 use money::{Decimal, Money, currency_exponent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -42,6 +43,23 @@ impl Plugin for Payroll {
             .get("/employees/{id}/compensation", get_compensation)
             .put("/employees/{id}/inputs/{period}", put_inputs)
             .get("/employees/{id}/payslip-preview", preview)
+            .post("/runs", runs::create)
+            .get("/runs", runs::list)
+            .get("/runs/{id}", runs::get)
+            .post("/runs/{id}/recalculate", runs::recalculate)
+            .post("/runs/{id}/cancel", runs::cancel)
+            .post("/runs/{id}/approve", runs::approve)
+            .post("/runs/{id}/pay", runs::pay)
+            .get("/runs/{id}/payslips", runs::payslips)
+            .get("/runs/{id}/payslips/{employee}", runs::payslip)
+            .get("/runs/{id}/problems", runs::problems)
+    }
+
+    fn run_job(job: &Job) -> Result<(), Error> {
+        match job.name.as_str() {
+            runs::CALCULATE => runs::run_chunk(job),
+            other => Err(Error::invalid("unknown-job", format!("payroll runs no job `{other}`"))),
+        }
     }
 }
 
@@ -88,7 +106,7 @@ pub struct PeriodInputs {
 
 /// A month, `YYYY-MM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Month {
+pub(crate) struct Month {
     year: i32,
     month: u8,
 }
@@ -107,13 +125,17 @@ fn days_in(year: i32, month: u8) -> u8 {
 }
 
 impl Month {
-    fn parse(text: &str) -> Option<Month> {
+    pub(crate) fn parse(text: &str) -> Option<Month> {
         let (y, m) = text.split_once('-')?;
         if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
             return None;
         }
         let (year, month) = (y.parse().ok()?, m.parse().ok()?);
         ((1900..=9999).contains(&year) && (1..=12).contains(&month)).then_some(Month { year, month })
+    }
+
+    pub(crate) fn label(self) -> String {
+        format!("{:04}-{:02}", self.year, self.month)
     }
 
     fn first(self) -> String {
@@ -401,7 +423,7 @@ fn put_inputs(req: &Request) -> Result<Response, Error> {
             );
         }
     }
-    let key = format!("{employee}/{}", &month.first()[..7]);
+    let key = format!("{employee}/{}", month.label());
     INPUTS.upsert(&key, &inputs)?;
     Response::json(200, &inputs)
 }
@@ -410,16 +432,41 @@ fn money(minor: i64, exponent: u32) -> String {
     Money { minor, exponent }.to_string()
 }
 
-/// What employee `id`'s payslip for `period` (a month) comes to now: the calculation a pay
-/// run stores, shown without storing anything.
-fn preview(req: &Request) -> Result<Response, Error> {
-    let (employee, who) = employee_param(req)?;
-    let month = month_param(req, "period")?;
+/// The tenant's components and tax, loaded once for many payslips.
+pub(crate) struct Rules {
+    components: BTreeMap<String, Component>,
+    tax: TaxTable,
+}
+
+pub(crate) fn rules() -> Result<Rules, Error> {
+    Ok(Rules { components: all_components()?, tax: SETTINGS.get(TAX)?.map(|t| t.value).unwrap_or_default() })
+}
+
+/// A payslip worked out, with what it was worked out from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worked {
+    pub employee: String,
+    pub name: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    pub currency: String,
+    pub exponent: u32,
+    pub compensation_effective: String,
+    pub working_days: u32,
+    pub period_working_days: u32,
+    pub unpaid_day_thousandths: u64,
+    pub slip: calc::Payslip,
+}
+
+/// Works out `employee`'s payslip for `month`: their compensation in force at its end, HR's
+/// working time and unpaid leave, the month's inputs. HR's errors pass through as they are
+/// (`department-unavailable` when it cannot answer).
+pub(crate) fn work_out(employee: &str, name: &str, month: Month, rules: &Rules) -> Result<Worked, Error> {
     let (first, last) = (month.first(), month.last());
-    let compensation = compensation_on(&employee, &last)?.ok_or_else(|| {
+    let compensation = compensation_on(employee, &last)?.ok_or_else(|| {
         Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {last}"))
     })?;
-    let time = directory::get_working_time(&employee, &first, &last)?;
+    let time = directory::get_working_time(employee, &first, &last)?;
     if time.employed_days == 0 {
         return Err(Error::conflict(
             "not-employed-in-period",
@@ -427,15 +474,13 @@ fn preview(req: &Request) -> Result<Response, Error> {
         ));
     }
     let unpaid: u64 = time.leave.iter().filter(|l| !l.paid).map(|l| l.day_thousandths).sum();
-    let inputs = INPUTS.get(&format!("{employee}/{}", &first[..7]))?.map(|i| i.value).unwrap_or_default();
-    let components = all_components()?;
-    let tax = SETTINGS.get(TAX)?.map(|t| t.value).unwrap_or_default();
+    let inputs = INPUTS.get(&format!("{employee}/{}", month.label()))?.map(|i| i.value).unwrap_or_default();
     let exponent = currency_exponent(&compensation.currency).unwrap_or(2);
     let slip = calc::calculate(&calc::Input {
         pay: compensation.pay,
         exponent,
         periods_per_year: compensation.schedule.periods_per_year(),
-        components: &components,
+        components: &rules.components,
         assigned: &compensation.components,
         time: calc::Time {
             period_days: time.period_days,
@@ -446,26 +491,53 @@ fn preview(req: &Request) -> Result<Response, Error> {
         },
         hours: inputs.hours,
         one_offs: &inputs.one_offs,
-        tax: &tax,
+        tax: &rules.tax,
     })
     .map_err(|e| Error::conflict(e.code, e.detail))?;
-    let lines: Vec<Value> = slip
+    Ok(Worked {
+        employee: employee.to_owned(),
+        name: name.to_owned(),
+        period: month.label(),
+        currency: compensation.currency,
+        exponent,
+        compensation_effective: compensation.effective,
+        working_days: time.working_days,
+        period_working_days: time.period_working_days,
+        unpaid_day_thousandths: unpaid,
+        slip,
+    })
+}
+
+/// A payslip as the API shows it: amounts as text in the currency's minor unit.
+pub(crate) fn worked_view(w: &Worked) -> Value {
+    let e = w.exponent;
+    let lines: Vec<Value> = w
+        .slip
         .lines
         .iter()
-        .map(|l| json!({ "code": l.code, "name": l.name, "kind": l.kind, "amount": money(l.amount, exponent), "basis": l.basis }))
+        .map(|l| json!({ "code": l.code, "name": l.name, "kind": l.kind, "amount": money(l.amount, e), "basis": l.basis }))
         .collect();
-    let t = &slip.totals;
-    Response::json(
-        200,
-        &json!({
-            "employee": employee, "name": who.name, "period": &first[..7], "from": first, "to": last,
-            "currency": compensation.currency, "compensation_effective": compensation.effective,
-            "working_days": time.working_days, "period_working_days": time.period_working_days,
-            "unpaid_days": Decimal::from_minor(unpaid as i64, 3),
-            "lines": lines,
-            "gross": money(t.gross, exponent), "taxable": money(t.taxable, exponent),
-            "deductions": money(t.deductions, exponent), "tax": money(t.tax, exponent),
-            "net": money(t.net, exponent), "employer_cost": money(t.gross + t.employer, exponent),
-        }),
-    )
+    let t = &w.slip.totals;
+    json!({
+        "employee": w.employee, "name": w.name, "period": w.period,
+        "currency": w.currency, "compensation_effective": w.compensation_effective,
+        "working_days": w.working_days, "period_working_days": w.period_working_days,
+        "unpaid_days": Decimal::from_minor(w.unpaid_day_thousandths as i64, 3),
+        "lines": lines,
+        "gross": money(t.gross, e), "taxable": money(t.taxable, e),
+        "deductions": money(t.deductions, e), "tax": money(t.tax, e),
+        "net": money(t.net, e), "employer_cost": money(t.gross + t.employer, e),
+    })
+}
+
+/// What employee `id`'s payslip for `period` (a month) comes to now: the calculation a pay
+/// run stores, shown without storing anything.
+fn preview(req: &Request) -> Result<Response, Error> {
+    let (employee, who) = employee_param(req)?;
+    let month = month_param(req, "period")?;
+    let worked = work_out(&employee, &who.name, month, &rules()?)?;
+    let mut shown = worked_view(&worked);
+    shown["from"] = json!(month.first());
+    shown["to"] = json!(month.last());
+    Response::json(200, &shown)
 }

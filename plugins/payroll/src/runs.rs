@@ -1,0 +1,432 @@
+//! Pay runs: a month's payslips for everyone HR says was employed, worked out as chunked
+//! background work (resumable after a crash, each employee calculated once per calculation),
+//! then approved and paid. An approved or paid run never changes; a month is paid once.
+//!
+//! States: `calculating` → `calculated` (a draft, recalculable) → `approved` → `paid`; a
+//! run being calculated may be `cancelled`.
+
+use crate::{Month, Worked, rules, work_out, worked_view};
+use keel_hr::directory;
+use keel_sdk::services::now_ms;
+use keel_sdk::{Collection, Error, Job, Request, Response, Sequence, TaskSpec, Versioned};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const RUNS: Collection<Run> = Collection::new("runs");
+const PAYSLIPS: Collection<Payslip> = Collection::new("payslips");
+const PROBLEMS: Collection<Problem> = Collection::new("run_problems");
+/// One per month paid, keyed by the month: a second payment of it cannot be written.
+const PAID: Collection<Paid> = Collection::new("paid_periods");
+const RUN_NUMBERS: Sequence = Sequence::new("run");
+
+/// The job each chunk of a calculation runs as.
+pub const CALCULATE: &str = "calculate-run";
+/// Employees per chunk: each is a call to HR and a handful of reads and writes.
+const CHUNK: u32 = 25;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Calculating,
+    Calculated,
+    Approved,
+    Paid,
+    Cancelled,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Calculating => "calculating",
+            State::Calculated => "calculated",
+            State::Approved => "approved",
+            State::Paid => "paid",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Totals of one currency, in its minor units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sums {
+    pub exponent: u32,
+    pub employees: u64,
+    pub gross: i64,
+    pub deductions: i64,
+    pub tax: i64,
+    pub net: i64,
+    pub employer: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// `YYYY-MM`.
+    pub period: String,
+    pub state: State,
+    /// Each calculation is a new generation; payslips of older ones are not the run's.
+    pub generation: u32,
+    pub task: Option<String>,
+    pub calculated: u64,
+    pub failed: u64,
+    /// Per currency.
+    pub totals: BTreeMap<String, Sums>,
+    pub created_by: String,
+    pub created_at: u64,
+    pub calculated_at: Option<u64>,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<u64>,
+    pub paid_by: Option<String>,
+    pub paid_at: Option<u64>,
+}
+
+/// A stored payslip: one employee, one calculation of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payslip {
+    pub run: u64,
+    /// `{run}/{generation}`: the index a run's payslips are listed by.
+    pub slot: String,
+    pub employee: String,
+    pub worked: Worked,
+}
+
+/// An employee whose payslip could not be worked out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub run: u64,
+    pub slot: String,
+    /// `*` when the run could not even list who to pay.
+    pub employee: String,
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paid {
+    pub run: u64,
+}
+
+fn run_key(id: u64) -> String {
+    format!("{id:010}")
+}
+
+fn slot(id: u64, generation: u32) -> String {
+    format!("{id:010}/{generation:04}")
+}
+
+fn money(minor: i64, exponent: u32) -> String {
+    crate::money::Money { minor, exponent }.to_string()
+}
+
+fn run_view(id: u64, r: &Run) -> Value {
+    let totals: BTreeMap<&String, Value> = r
+        .totals
+        .iter()
+        .map(|(currency, s)| {
+            let e = s.exponent;
+            (
+                currency,
+                json!({ "employees": s.employees, "gross": money(s.gross, e), "deductions": money(s.deductions, e),
+                        "tax": money(s.tax, e), "net": money(s.net, e), "employer": money(s.employer, e),
+                        "employer_cost": money(s.gross + s.employer, e) }),
+            )
+        })
+        .collect();
+    json!({
+        "id": id, "period": r.period, "state": r.state, "generation": r.generation, "task": r.task,
+        "calculated": r.calculated, "failed": r.failed, "totals": totals,
+        "created_by": r.created_by, "created_at": r.created_at, "calculated_at": r.calculated_at,
+        "approved_by": r.approved_by, "approved_at": r.approved_at, "paid_by": r.paid_by, "paid_at": r.paid_at,
+    })
+}
+
+fn load(req: &Request) -> Result<(u64, Versioned<Run>), Error> {
+    let text = req.param("id")?;
+    let not_found = || Error::not_found("run-not-found", format!("no pay run `{text}`"));
+    let id: u64 = text.parse().map_err(|_| not_found())?;
+    Ok((id, RUNS.get(&run_key(id))?.ok_or_else(not_found)?))
+}
+
+fn start_calculation(id: u64, run: &Run) -> Result<String, Error> {
+    TaskSpec::new(
+        CALCULATE,
+        &format!("Pay run {id} for {}", run.period),
+        &json!({ "run": id, "generation": run.generation, "cursor": null }),
+    )?
+    .start()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRun {
+    period: String,
+}
+
+/// Starts a month's pay run: its calculation is queued as a task.
+pub fn create(req: &Request) -> Result<Response, Error> {
+    let input: NewRun = req.json()?;
+    let month = Month::parse(&input.period)
+        .ok_or_else(|| Error::invalid("invalid-period", "`period` is a month, YYYY-MM").at_field("period"))?;
+    let period = month.label();
+    if let Some(paid) = PAID.get(&period)? {
+        return Err(Error::conflict("period-paid", format!("{period} was paid by run {}", paid.value.run)));
+    }
+    let existing = RUNS.query().eq("period", &period).limit(100).fetch()?;
+    if let Some(other) = existing.items.iter().find(|r| r.value.state != State::Cancelled) {
+        return Err(Error::conflict(
+            "run-exists",
+            format!(
+                "run {} for {period} is {}; recalculate it instead",
+                other.key.trim_start_matches('0'),
+                other.value.state.name()
+            ),
+        ));
+    }
+    let id = RUN_NUMBERS.next()?;
+    let mut run = Run {
+        period,
+        state: State::Calculating,
+        generation: 1,
+        task: None,
+        calculated: 0,
+        failed: 0,
+        totals: BTreeMap::new(),
+        created_by: req.caller.user_id.clone(),
+        created_at: now_ms(),
+        calculated_at: None,
+        approved_by: None,
+        approved_at: None,
+        paid_by: None,
+        paid_at: None,
+    };
+    run.task = Some(start_calculation(id, &run)?);
+    RUNS.insert(&run_key(id), &run)?;
+    Response::json(202, &run_view(id, &run))
+}
+
+pub fn list(req: &Request) -> Result<Response, Error> {
+    let paging = req.paging(50, 200)?;
+    let page = RUNS.query().cursor(paging.cursor.as_deref()).limit(paging.limit).descending().fetch()?;
+    let items: Vec<Value> = page.items.iter().map(|r| run_view(r.key.parse().unwrap_or(0), &r.value)).collect();
+    Response::page(&items, page.next.as_deref())
+}
+
+pub fn get(req: &Request) -> Result<Response, Error> {
+    let (id, run) = load(req)?;
+    Response::json(200, &run_view(id, &run.value))
+}
+
+/// Replaces a draft's payslips with a new calculation (after fixing compensation, inputs or
+/// HR records).
+pub fn recalculate(req: &Request) -> Result<Response, Error> {
+    let (id, stored) = load(req)?;
+    let mut run = stored.value;
+    if run.state != State::Calculated {
+        return Err(Error::conflict(
+            "not-a-draft",
+            format!("run {id} is {}; only a calculated draft is recalculated", run.state.name()),
+        ));
+    }
+    run.generation += 1;
+    run.state = State::Calculating;
+    run.calculated = 0;
+    run.failed = 0;
+    run.totals.clear();
+    run.calculated_at = None;
+    run.task = Some(start_calculation(id, &run)?);
+    RUNS.update(&run_key(id), &run, stored.version)?;
+    Response::json(202, &run_view(id, &run))
+}
+
+/// Stops a calculation: chunks still queued see the run cancelled and end the task.
+pub fn cancel(req: &Request) -> Result<Response, Error> {
+    let (id, stored) = load(req)?;
+    let mut run = stored.value;
+    if run.state != State::Calculating && run.state != State::Calculated {
+        return Err(Error::conflict("not-cancellable", format!("run {id} is {}", run.state.name())));
+    }
+    run.state = State::Cancelled;
+    RUNS.update(&run_key(id), &run, stored.version)?;
+    Response::json(200, &run_view(id, &run))
+}
+
+pub fn approve(req: &Request) -> Result<Response, Error> {
+    let (id, stored) = load(req)?;
+    let mut run = stored.value;
+    if run.state != State::Calculated {
+        return Err(Error::conflict(
+            "not-a-draft",
+            format!("run {id} is {}; only a calculated run is approved", run.state.name()),
+        ));
+    }
+    if run.failed > 0 {
+        return Err(Error::conflict(
+            "run-has-problems",
+            format!(
+                "{} employee(s) could not be calculated (see /runs/{id}/problems); fix and recalculate",
+                run.failed
+            ),
+        ));
+    }
+    run.state = State::Approved;
+    run.approved_by = Some(req.caller.user_id.clone());
+    run.approved_at = Some(now_ms());
+    RUNS.update(&run_key(id), &run, stored.version)?;
+    Response::json(200, &run_view(id, &run))
+}
+
+/// Marks an approved run paid: its month is then paid, once.
+pub fn pay(req: &Request) -> Result<Response, Error> {
+    let (id, stored) = load(req)?;
+    let mut run = stored.value;
+    if run.state != State::Approved {
+        return Err(Error::conflict(
+            "not-approved",
+            format!("run {id} is {}; a run is approved before it is paid", run.state.name()),
+        ));
+    }
+    if let Some(paid) = PAID.get(&run.period)? {
+        return Err(Error::conflict("period-paid", format!("{} was paid by run {}", run.period, paid.value.run)));
+    }
+    PAID.insert(&run.period, &Paid { run: id })?;
+    run.state = State::Paid;
+    run.paid_by = Some(req.caller.user_id.clone());
+    run.paid_at = Some(now_ms());
+    RUNS.update(&run_key(id), &run, stored.version)?;
+    Response::json(200, &run_view(id, &run))
+}
+
+pub fn payslips(req: &Request) -> Result<Response, Error> {
+    let (id, run) = load(req)?;
+    let paging = req.paging(50, 200)?;
+    let page = PAYSLIPS
+        .query()
+        .eq("slot", slot(id, run.value.generation))
+        .cursor(paging.cursor.as_deref())
+        .limit(paging.limit)
+        .fetch()?;
+    let items: Vec<Value> = page.items.iter().map(|p| worked_view(&p.value.worked)).collect();
+    Response::page(&items, page.next.as_deref())
+}
+
+pub fn payslip(req: &Request) -> Result<Response, Error> {
+    let (id, run) = load(req)?;
+    let employee = req.param("employee")?;
+    let found = PAYSLIPS
+        .get(&format!("{}/{employee}", slot(id, run.value.generation)))?
+        .ok_or_else(|| Error::not_found("payslip-not-found", format!("run {id} has no payslip for `{employee}`")))?;
+    Response::json(200, &worked_view(&found.value.worked))
+}
+
+pub fn problems(req: &Request) -> Result<Response, Error> {
+    let (id, run) = load(req)?;
+    let paging = req.paging(50, 200)?;
+    let page = PROBLEMS
+        .query()
+        .eq("slot", slot(id, run.value.generation))
+        .cursor(paging.cursor.as_deref())
+        .limit(paging.limit)
+        .fetch()?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|p| json!({ "employee": p.value.employee, "code": p.value.code, "detail": p.value.detail }))
+        .collect();
+    Response::page(&items, page.next.as_deref())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Chunk {
+    run: u64,
+    generation: u32,
+    cursor: Option<String>,
+}
+
+/// One chunk of a calculation: the next page of people HR says were employed in the month,
+/// each worked out and stored (or their problem recorded), the run's totals and the task's
+/// progress moved on, all in one unit of work. A chunk that fails is run again from the same
+/// cursor; a chunk of an older calculation, or of a cancelled run, ends the task.
+pub fn run_chunk(job: &Job) -> Result<(), Error> {
+    let chunk: Chunk = job.payload()?;
+    let key = run_key(chunk.run);
+    let Some(stored) = RUNS.get(&key)? else { return keel_sdk::task::advance::<()>(0, None) };
+    let mut run = stored.value;
+    if run.generation != chunk.generation || run.state != State::Calculating {
+        return keel_sdk::task::advance::<()>(0, None);
+    }
+    let month = Month::parse(&run.period).ok_or_else(|| Error::internal("bad-period", run.period.clone()))?;
+    let here = slot(chunk.run, chunk.generation);
+    let page = match directory::employees_active(&month.first(), &month.last(), chunk.cursor.as_deref(), CHUNK) {
+        Ok(page) => page,
+        // Without HR nobody can be paid: the draft says so, and nothing else is written.
+        Err(e) => {
+            let e = Error::from(e);
+            PROBLEMS.upsert(
+                &format!("{here}/*"),
+                &Problem {
+                    run: chunk.run,
+                    slot: here.clone(),
+                    employee: "*".into(),
+                    code: e.code().into(),
+                    detail: e.detail().into(),
+                },
+            )?;
+            run.failed += 1;
+            run.state = State::Calculated;
+            run.calculated_at = Some(now_ms());
+            RUNS.update(&key, &run, stored.version)?;
+            return keel_sdk::task::advance::<()>(0, None);
+        }
+    };
+    let rules = rules()?;
+    let done = page.employees.len() as u64;
+    for employee in page.employees {
+        match work_out(&employee.id, &employee.name, month, &rules) {
+            Ok(worked) => {
+                let sums = run.totals.entry(worked.currency.clone()).or_default();
+                let t = &worked.slip.totals;
+                sums.exponent = worked.exponent;
+                sums.employees += 1;
+                let add = |a: i64, b: i64| {
+                    a.checked_add(b)
+                        .ok_or_else(|| Error::internal("run-totals-overflow", "the run's totals are too large"))
+                };
+                sums.gross = add(sums.gross, t.gross)?;
+                sums.deductions = add(sums.deductions, t.deductions)?;
+                sums.tax = add(sums.tax, t.tax)?;
+                sums.net = add(sums.net, t.net)?;
+                sums.employer = add(sums.employer, t.employer)?;
+                run.calculated += 1;
+                PAYSLIPS.upsert(
+                    &format!("{here}/{}", employee.id),
+                    &Payslip { run: chunk.run, slot: here.clone(), employee: employee.id.clone(), worked },
+                )?;
+            }
+            Err(e) => {
+                run.failed += 1;
+                PROBLEMS.upsert(
+                    &format!("{here}/{}", employee.id),
+                    &Problem {
+                        run: chunk.run,
+                        slot: here.clone(),
+                        employee: employee.id.clone(),
+                        code: e.code().into(),
+                        detail: e.detail().into(),
+                    },
+                )?;
+            }
+        }
+    }
+    match page.next {
+        Some(next) => {
+            RUNS.update(&key, &run, stored.version)?;
+            keel_sdk::task::advance(done, Some(&Chunk { cursor: Some(next), ..chunk }))
+        }
+        None => {
+            run.state = State::Calculated;
+            run.calculated_at = Some(now_ms());
+            RUNS.update(&key, &run, stored.version)?;
+            keel_sdk::task::advance::<()>(done, None)
+        }
+    }
+}
