@@ -432,7 +432,9 @@ fn money(minor: i64, exponent: u32) -> String {
     Money { minor, exponent }.to_string()
 }
 
-/// The tenant's components and tax, loaded once for many payslips.
+/// The tenant's components and tax, loaded once for many payslips (and kept with a run, so
+/// every chunk of one calculation uses the same rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Rules {
     components: BTreeMap<String, Component>,
     tax: TaxTable,

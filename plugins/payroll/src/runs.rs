@@ -3,12 +3,12 @@
 //! then approved and paid. An approved or paid run never changes; a month is paid once.
 //!
 //! States: `calculating` → `calculated` (a draft, recalculable) → `approved` → `paid`; a
-//! run being calculated may be `cancelled`.
+//! run being calculated, or a draft, may be `cancelled`.
 
-use crate::{Month, Worked, rules, work_out, worked_view};
+use crate::{Month, Rules, Worked, rules, work_out, worked_view};
 use keel_hr::directory;
 use keel_sdk::services::now_ms;
-use keel_sdk::{Collection, Error, Job, Request, Response, Sequence, TaskSpec, Versioned};
+use keel_sdk::{Collection, Error, ErrorKind, Job, Request, Response, Sequence, TaskSpec, Versioned};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -24,6 +24,14 @@ const RUN_NUMBERS: Sequence = Sequence::new("run");
 pub const CALCULATE: &str = "calculate-run";
 /// Employees per chunk: each is a call to HR and a handful of reads and writes.
 const CHUNK: u32 = 25;
+/// Attempts of a chunk before a passing failure (HR or the store unavailable) is recorded as
+/// a problem rather than retried.
+const ATTEMPTS_BEFORE_RECORDING: u32 = 3;
+
+/// A failure that may pass (HR busy or off, the store busy), worth running the chunk again.
+fn passing(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -71,6 +79,9 @@ pub struct Run {
     pub failed: u64,
     /// Per currency.
     pub totals: BTreeMap<String, Sums>,
+    /// The components and tax this calculation uses, taken when it started.
+    #[serde(default)]
+    pub rules: Rules,
     pub created_by: String,
     pub created_at: u64,
     pub calculated_at: Option<u64>,
@@ -191,6 +202,7 @@ pub fn create(req: &Request) -> Result<Response, Error> {
         calculated: 0,
         failed: 0,
         totals: BTreeMap::new(),
+        rules: rules()?,
         created_by: req.caller.user_id.clone(),
         created_at: now_ms(),
         calculated_at: None,
@@ -216,17 +228,20 @@ pub fn get(req: &Request) -> Result<Response, Error> {
     Response::json(200, &run_view(id, &run.value))
 }
 
-/// Replaces a draft's payslips with a new calculation (after fixing compensation, inputs or
-/// HR records).
+/// Starts a new calculation of a draft (after fixing compensation, inputs, rules or HR
+/// records), or of a run whose calculation stopped (a chunk dead-lettered, the task
+/// cancelled by an admin): its payslips supersede the earlier ones, whose chunks still queued
+/// end without writing.
 pub fn recalculate(req: &Request) -> Result<Response, Error> {
     let (id, stored) = load(req)?;
     let mut run = stored.value;
-    if run.state != State::Calculated {
+    if run.state != State::Calculated && run.state != State::Calculating {
         return Err(Error::conflict(
             "not-a-draft",
-            format!("run {id} is {}; only a calculated draft is recalculated", run.state.name()),
+            format!("run {id} is {}; only a draft or a calculation is run again", run.state.name()),
         ));
     }
+    run.rules = rules()?;
     run.generation += 1;
     run.state = State::Calculating;
     run.calculated = 0;
@@ -358,9 +373,13 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
     let here = slot(chunk.run, chunk.generation);
     let page = match directory::employees_active(&month.first(), &month.last(), chunk.cursor.as_deref(), CHUNK) {
         Ok(page) => page,
-        // Without HR nobody can be paid: the draft says so, and nothing else is written.
+        // Without HR nobody can be paid: tried again a few times, then the draft says so
+        // (with what earlier chunks calculated) and cannot be approved.
         Err(e) => {
             let e = Error::from(e);
+            if job.attempt < ATTEMPTS_BEFORE_RECORDING {
+                return Err(e);
+            }
             PROBLEMS.upsert(
                 &format!("{here}/*"),
                 &Problem {
@@ -378,10 +397,14 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
             return keel_sdk::task::advance::<()>(0, None);
         }
     };
-    let rules = rules()?;
     let done = page.employees.len() as u64;
     for employee in page.employees {
-        match work_out(&employee.id, &employee.name, month, &rules) {
+        let key = format!("{here}/{}", employee.id);
+        // Once per calculation, even if a directory listed someone twice.
+        if PAYSLIPS.get(&key)?.is_some() || PROBLEMS.get(&key)?.is_some() {
+            continue;
+        }
+        match work_out(&employee.id, &employee.name, month, &run.rules) {
             Ok(worked) => {
                 let sums = run.totals.entry(worked.currency.clone()).or_default();
                 let t = &worked.slip.totals;
@@ -397,15 +420,17 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
                 sums.net = add(sums.net, t.net)?;
                 sums.employer = add(sums.employer, t.employer)?;
                 run.calculated += 1;
-                PAYSLIPS.upsert(
-                    &format!("{here}/{}", employee.id),
+                PAYSLIPS.insert(
+                    &key,
                     &Payslip { run: chunk.run, slot: here.clone(), employee: employee.id.clone(), worked },
                 )?;
             }
+            // A passing failure runs the chunk again (from its start: nothing is kept).
+            Err(e) if passing(&e) && job.attempt < ATTEMPTS_BEFORE_RECORDING => return Err(e),
             Err(e) => {
                 run.failed += 1;
-                PROBLEMS.upsert(
-                    &format!("{here}/{}", employee.id),
+                PROBLEMS.insert(
+                    &key,
                     &Problem {
                         run: chunk.run,
                         slot: here.clone(),
