@@ -279,3 +279,114 @@ fn batch_summary_offline(data: &Path) -> (u64, u64, u64, u64) {
     };
     (count(">= 0"), count("= 1"), count("= 0"), count("> 1"))
 }
+
+/// A pay run for 1,000 employees (HR and payroll, the bundled plugins) is killed with SIGKILL
+/// part way; after a restart the run finishes and every employee was calculated exactly
+/// once: one payslip each in the calculation, and the run's totals count each of them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_run_killed_part_way_finishes_after_restart_with_each_employee_calculated_once() {
+    const PEOPLE: u64 = 1_000;
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/bundled");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    // No per-token rate limit: the set-up records a thousand salaries as fast as it can.
+    std::fs::write(
+        &config,
+        "allow-clock-control = true\n[limits]\nrate-limit-per-second = 0\n[jobs]\npoll-interval-ms = 20\nconcurrency = 4\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    let mut first = start(&data, &config);
+    let api =
+        Api { http: reqwest::Client::new(), base: first.base.clone(), token: first.token.clone().expect("token") };
+    for plugin in ["hr", "payroll"] {
+        let bytes = std::fs::read(bundled.join(format!("{plugin}.wasm")))
+            .unwrap_or_else(|e| panic!("missing {plugin} ({e}); run `cargo xtask build-plugins`"));
+        api.install(bytes).await;
+    }
+    let mut csv = String::from("legal_name,email,title,hire_date\n");
+    for i in 1..=PEOPLE {
+        csv += &format!("Person {i},person{i}@example.com,Engineer,2020-01-01\n");
+    }
+    let imported = api
+        .http
+        .post(format!("{}/v1/imports/hr/employees", api.base))
+        .bearer_auth(&api.token)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status().as_u16(), 200);
+    let put = |path: String, body: Value| {
+        let api = &api;
+        async move {
+            let (status, reply) = api.send(reqwest::Method::PUT, &path, Some(body)).await;
+            assert_eq!(status, 200, "{path}: {reply}");
+        }
+    };
+    put(
+        "/v1/plugins/payroll/components/pension".into(),
+        json!({ "name": "Pension", "kind": "deduction", "pre_tax": true, "formula": "base * 0.05" }),
+    )
+    .await;
+    for n in 1..=PEOPLE {
+        put(
+            format!("/v1/plugins/payroll/employees/{n}/compensation"),
+            json!({ "effective": "2020-01-01", "pay": { "salary": format!("{}", 24_000 + n) }, "currency": "EUR",
+                    "components": [{ "code": "pension" }] }),
+        )
+        .await;
+    }
+
+    let run = api.post("/v1/plugins/payroll/runs", json!({ "period": "2021-01" }), 202).await;
+    let (id, task_id) = (run["id"].as_u64().unwrap(), run["task"].as_str().unwrap().to_owned());
+    api.wait_for("the run to be part way", async |api| task(api, &task_id).await["done"].as_u64() >= Some(200)).await;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().unwrap();
+    let at_crash = task_done_offline(&data, &task_id);
+    assert!((200..PEOPLE).contains(&at_crash), "the crash must come part way: {at_crash}");
+
+    let mut second = start(&data, &config);
+    let api = Api { base: second.base.clone(), ..api };
+    // The killed process's lease on the chunk it was running expires; the chunk runs again.
+    api.post("/v1/admin/clock/advance", json!({ "ms": 70_000 }), 200).await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let finished = loop {
+        let r = api.get(&format!("/v1/plugins/payroll/runs/{id}")).await;
+        if r["state"] == "calculated" {
+            break r;
+        }
+        assert_eq!(r["state"], "calculating", "{r}");
+        assert!(Instant::now() < deadline, "the run did not finish: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((finished["calculated"].as_u64(), finished["failed"].as_u64()), (Some(PEOPLE), Some(0)), "{finished}");
+    assert_eq!(finished["totals"]["EUR"]["employees"].as_u64(), Some(PEOPLE), "each counted once: {finished}");
+    // Gross is the sum of 1,000 distinct monthly salaries: (24,000 + n) / 12 each, to the cent.
+    let gross: i64 = (1..=PEOPLE as i64).map(|n| ((24_000 + n) * 100 * 2 + 12) / 24).sum();
+    let shown = finished["totals"]["EUR"]["gross"].as_str().unwrap().replace('.', "").parse::<i64>().unwrap();
+    assert_eq!(shown, gross, "{finished}");
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    assert_eq!(payslips_offline(&data, &format!("{id:010}/0001")), PEOPLE, "one payslip per employee");
+}
+
+/// How far a task had got, read from the database file of a stopped server.
+fn task_done_offline(data: &Path, task: &str) -> u64 {
+    let db = rusqlite::Connection::open(data.join("keel.db")).expect("the database");
+    db.query_row("SELECT done FROM tasks WHERE id = ?1", [task], |r| r.get::<_, i64>(0)).expect("the task") as u64
+}
+
+/// The payslips stored for one calculation of a run, from the database file.
+fn payslips_offline(data: &Path, slot: &str) -> u64 {
+    let db = rusqlite::Connection::open(data.join("keel.db")).expect("the database");
+    db.query_row(
+        "SELECT COUNT(*) FROM documents WHERE plugin_id = 'payroll' AND collection = 'payslips' \
+         AND json_extract(body, '$.slot') = ?1",
+        [slot],
+        |r| r.get::<_, i64>(0),
+    )
+    .expect("count") as u64
+}
