@@ -409,6 +409,19 @@ async fn of_concurrent_requests_that_each_fit_only_alone_exactly_one_is_granted(
 async fn accruals_and_carry_over_at_year_end_are_capped_in_hours_and_in_days() {
     let o = Office::open("2026-12-30").await;
     let alice = o.hire("Alice Engineer", None).await;
+    // Three types carry days over, and 40 colleagues: closing the year reads each person's
+    // requests once per type, so the accrual task must size its chunks to the types.
+    o.s.put(
+        &format!("{HR}/leave-types/monthly"),
+        json!({ "name": "Accruing leave", "unit": "days", "allowance": 12, "accrual": "monthly", "carry_over_cap": 2 }),
+    )
+    .await
+    .expect(200);
+    let mut csv = String::from("legal_name,email,title,hire_date\n");
+    for i in 1..=40 {
+        csv += &format!("Colleague {i},colleague{i}@example.com,Engineer,2024-01-01\n");
+    }
+    o.s.post_raw("/v1/imports/hr/employees", Some("text/csv"), csv.into_bytes()).await.expect(200);
     // 5 days of annual leave in December: 20 of 25 left, of which 5 (the cap) move on.
     let days =
         o.ask(&alice, json!({ "type": "annual", "from": "2026-12-07", "to": "2026-12-11" })).await.expect(201).body;
@@ -420,6 +433,10 @@ async fn accruals_and_carry_over_at_year_end_are_capped_in_hours_and_in_days() {
     for r in [&days, &hours] {
         o.s.post(&format!("{HR}/leave-requests/{}/approve", r["id"]), json!({})).await.expect(200);
     }
+    // The nightly task has kept everyone's 2026 allocations (run here by hand).
+    let nightly = o.s.post(&format!("{HR}/leave-accruals"), json!({})).await.expect(202).body;
+    let nightly = nightly["task"].as_str().unwrap().to_owned();
+    o.s.eventually(&format!("/v1/tenants/default/tasks/{nightly}"), "accruals", |t| t["status"] == "done").await;
     // The monthly type has accrued a twelfth for each month ended: 11 of 12 days.
     assert_eq!(
         amounts(&o.balance(alice.number, "monthly", "2026-12-30").await),
@@ -434,7 +451,11 @@ async fn accruals_and_carry_over_at_year_end_are_capped_in_hours_and_in_days() {
     let task = started["task"].as_str().unwrap();
     let done =
         o.s.eventually(&format!("/v1/tenants/default/tasks/{task}"), "accruals", |t| t["status"] == "done").await;
-    assert_eq!(done["done"].as_u64(), Some(1), "{done}");
+    // Three types keep a balance, so a chunk closes at most 30 people's years (each reads
+    // their requests once per type, within a call's 100 re-checked queries).
+    assert_eq!((done["done"].as_u64(), done["chunks"].as_u64()), (Some(41), Some(2)), "{done}");
+    let colleague = o.balance(alice.number + 1, "annual", "2027-01-02").await;
+    assert_eq!(amounts(&colleague)[..3], [25.0, 25.0, 5.0], "a full year unused carries the cap: {colleague}");
     let annual = o.balance(alice.number, "annual", "2027-01-02").await;
     assert_eq!(amounts(&annual), [25.0, 25.0, 5.0, 0.0, 0.0, 0.0, 30.0], "{annual}");
     let toil = o.balance(alice.number, "toil", "2027-01-02").await;

@@ -35,6 +35,9 @@ const DEFAULT_CALENDAR: &str = "default";
 const MAX_CALENDAR_DAYS: i64 = 93;
 /// Employees per chunk of the accrual task (each writes at most one allocation per type).
 const ACCRUAL_CHUNK: u32 = 40;
+/// Query pages a chunk may read: a call that writes may re-check at most 100 at commit, and
+/// carrying a year over reads each employee's requests once per type with an allowance.
+const ACCRUAL_QUERIES: u32 = 90;
 const MAX_TYPES: u32 = 20;
 const MAX_HOLIDAYS: usize = 1000;
 /// What the accrual job records as having set an allowance.
@@ -933,7 +936,9 @@ pub fn run_job(job: &Job) -> Result<(), Error> {
             let chunk: AccrualChunk = job.payload()?;
             let types = all_types()?;
             let year = chunk.through.year;
-            keel_sdk::task::walk(job, EMPLOYEES.query().limit(ACCRUAL_CHUNK), |e| {
+            let kept = types.iter().filter(|(_, t)| t.allowance.is_some()).count().max(1) as u32;
+            let chunk_size = (ACCRUAL_QUERIES / kept).clamp(1, ACCRUAL_CHUNK);
+            keel_sdk::task::walk(job, EMPLOYEES.query().limit(chunk_size), |e| {
                 for (kind_id, kind) in &types {
                     // Last year's months all posted first (a missed 31 December run), then
                     // this year's, with last year's remainder carried over.
