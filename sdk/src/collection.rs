@@ -80,6 +80,24 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         }
     }
 
+    /// Reads the documents of several keys in one round trip, in the order of `keys` (`None`
+    /// where there is none). At most 1000 keys; a `400` (`invalid`) if the documents found
+    /// together pass one read's byte budget (4 MiB by default). Needs a host serving
+    /// `keel:platform@0.1.5`.
+    ///
+    /// ```no_run
+    /// # use keel_sdk::{Collection, Error};
+    /// # const RATES: Collection<u32> = Collection::new("rates");
+    /// # fn main() -> Result<(), Error> {
+    /// let keys = ["alice", "bob"];
+    /// let [alice, bob] = <[_; 2]>::try_from(RATES.get_many(&keys)?).expect("one per key");
+    /// # let _ = (alice, bob); Ok(()) }
+    /// ```
+    pub fn get_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<Versioned<T>>>, Error> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        storage::get_many(self.name, &keys)?.into_iter().map(|d| d.map(decode).transpose()).collect()
+    }
+
     /// Creates a document; a `409 version-conflict` if the key exists. Returns the version (1).
     pub fn insert(&self, key: &str, value: &T) -> Result<u64, Error> {
         self.write(key, value, WriteCondition::Absent)

@@ -161,6 +161,18 @@ impl storage::Host for HostState {
         Ok(doc.map(|d| storage::Document { key: d.key, version: d.version, body: d.body }))
     }
 
+    async fn get_many(
+        &mut self,
+        collection: String,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<storage::Document>>, types::Error> {
+        let docs = self.uow.get_many(&collection, &keys).await.map_err(to_wit)?;
+        Ok(docs
+            .into_iter()
+            .map(|d| d.map(|d| storage::Document { key: d.key, version: d.version, body: d.body }))
+            .collect())
+    }
+
     async fn put(
         &mut self,
         collection: String,

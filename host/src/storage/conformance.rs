@@ -58,6 +58,7 @@ pub async fn run_all(store: &dyn DocumentStore) {
     scans_filter_order_and_page(store).await;
     index_ranges_drive_scans_in_entry_order(store).await;
     tenants_and_plugins_are_isolated(store).await;
+    get_many_reads_a_set_of_keys_of_one_scope(store).await;
     deletes_remove_documents_and_index_rows(store).await;
     purge_removes_only_that_plugin(store).await;
     sequences_count_per_tenant_and_plugin_and_move_past_imports(store).await;
@@ -224,6 +225,29 @@ async fn tenants_and_plugins_are_isolated(store: &dyn DocumentStore) {
         );
     }
     assert_eq!(store.get(&a, "c", "shared-key").await.unwrap().unwrap().body, r#"{"owner":"a"}"#);
+}
+
+async fn get_many_reads_a_set_of_keys_of_one_scope(store: &dyn DocumentStore) {
+    let s = scope("many", "p1");
+    let writes: Vec<Write> = (0..600)
+        .map(|i| put("m", &format!("k{i:03}"), &format!(r#"{{"i":{i}}}"#), Condition::Absent, 1, &[]))
+        .collect();
+    store.commit(&s, &writes, 1, &audit()).await.unwrap();
+    store
+        .commit(&scope("many", "p2"), &[put("m", "other", "{}", Condition::Absent, 1, &[])], 1, &audit())
+        .await
+        .unwrap();
+    // More keys than one statement binds, some absent, one of another plugin.
+    let mut keys: Vec<String> = (0..600).step_by(2).map(|i| format!("k{i:03}")).collect();
+    keys.extend(["nope".to_string(), "other".to_string()]);
+    keys.extend((600..900).map(|i| format!("k{i:03}")));
+    let mut found = store.get_many(&s, "m", &keys).await.unwrap();
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(found.len(), 300);
+    assert_eq!(found[1].key, "k002");
+    assert_eq!(found[1].body, r#"{"i":2}"#);
+    assert_eq!(found[1].version, 1);
+    assert!(store.get_many(&s, "m", &[]).await.unwrap().is_empty());
 }
 
 async fn deletes_remove_documents_and_index_rows(store: &dyn DocumentStore) {

@@ -321,6 +321,23 @@ pub struct Usage {
 pub trait DocumentStore: Send + Sync + 'static {
     async fn get(&self, scope: &Scope, collection: &str, key: &str) -> Result<Option<StoredDocument>, StoreError>;
 
+    /// The documents of `keys` that exist, in any order (each at most once). A backend that
+    /// can read a set of keys at once should; this default asks for each in turn.
+    async fn get_many(
+        &self,
+        scope: &Scope,
+        collection: &str,
+        keys: &[String],
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        let mut found = Vec::new();
+        for key in keys {
+            if let Some(d) = self.get(scope, collection, key).await? {
+                found.push(d);
+            }
+        }
+        Ok(found)
+    }
+
     /// Up to `range.limit` documents after `range.after`, in the driving index's order (then
     /// key order), each with its position.
     async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError>;

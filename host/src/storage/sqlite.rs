@@ -458,6 +458,33 @@ impl DocumentStore for SqliteDocumentStore {
         Ok(row.map(|r| StoredDocument { key: key.to_owned(), version: to_u64(r.get(0)), body: r.get(1) }))
     }
 
+    async fn get_many(
+        &self,
+        scope: &Scope,
+        collection: &str,
+        keys: &[String],
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
+            let rows = of_keys(
+                "SELECT key, version, body FROM documents",
+                scope,
+                collection,
+                chunk.iter().map(String::as_str),
+            )
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+            found.extend(rows.into_iter().map(|r| StoredDocument {
+                key: r.get(0),
+                version: to_u64(r.get(1)),
+                body: r.get(2),
+            }));
+        }
+        Ok(found)
+    }
+
     async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError> {
         use std::sync::atomic::AtomicBool;
         if range.deadline.is_some_and(|d| std::time::Instant::now() >= d) {

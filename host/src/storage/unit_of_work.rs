@@ -305,6 +305,65 @@ impl UnitOfWork {
         self.visible(collection, key).await
     }
 
+    /// Several documents of one collection as this call sees them, in the order of `keys`:
+    /// one read of committed data for all the keys the call has not written itself. At most
+    /// `max_page` keys; what comes back together stays within one read's byte budget.
+    pub async fn get_many(
+        &self,
+        collection: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoredDocument>>, UnitOfWorkError> {
+        self.indexes(collection)?;
+        if keys.len() > self.limits.max_page as usize {
+            return Err(UnitOfWorkError::InvalidQuery(format!(
+                "{} keys; one read takes at most {}",
+                keys.len(),
+                self.limits.max_page
+            )));
+        }
+        for key in keys {
+            self.check_key(key)?;
+        }
+        self.slow_database().await;
+        let mut unwritten: Vec<String> = keys
+            .iter()
+            .filter(|k| !self.pending.contains_key(&(collection.to_owned(), (*k).clone())))
+            .cloned()
+            .collect();
+        unwritten.sort();
+        unwritten.dedup();
+        let mut committed: BTreeMap<String, StoredDocument> = BTreeMap::new();
+        if !unwritten.is_empty() {
+            let found = self.store.get_many(&self.scope, collection, &unwritten).await?;
+            let bytes: usize = found.iter().map(|d| d.key.len() + d.body.len()).sum();
+            if bytes > self.limits.max_read_bytes {
+                return Err(UnitOfWorkError::InvalidQuery(format!(
+                    "the {} documents come to {bytes} bytes; one read returns at most {}: ask for fewer keys",
+                    found.len(),
+                    self.limits.max_read_bytes
+                )));
+            }
+            committed = found.into_iter().map(|d| (d.key.clone(), d)).collect();
+            let mut reads = self.reads.lock().expect("read set lock");
+            for key in &unwritten {
+                reads.document(collection, key, committed.get(key).map(|d| d.version));
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(match self.pending.get(&(collection.to_owned(), key.clone())) {
+                Some(p) => match &p.op {
+                    WriteOp::Put { body, .. } => {
+                        Some(StoredDocument { key: key.clone(), version: p.version, body: body.clone() })
+                    }
+                    WriteOp::Delete => None,
+                },
+                None => committed.get(key).cloned(),
+            });
+        }
+        Ok(out)
+    }
+
     async fn visible(&self, collection: &str, key: &str) -> Result<Option<StoredDocument>, UnitOfWorkError> {
         match self.pending.get(&(collection.to_owned(), key.to_owned())) {
             Some(p) => Ok(match &p.op {
@@ -932,6 +991,52 @@ mod tests {
         writer.put("notes", "alice", "{}", Condition::Any).await.unwrap();
         writer.commit(6, &test_audit()).await.unwrap();
         assert_eq!(reader.commit(7, &test_audit()).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn get_many_answers_in_the_order_asked_with_the_calls_own_writes_and_records_each_read() {
+        let (store, _dir) = setup().await;
+        let mut seed = uow(&store);
+        for key in ["a", "b", "c"] {
+            seed.put("notes", key, &format!(r#"{{"n":"{key}"}}"#), Condition::Absent).await.unwrap();
+        }
+        seed.commit(1, &test_audit()).await.unwrap();
+
+        let mut call = uow(&store);
+        call.put("notes", "b", r#"{"n":"mine"}"#, Condition::Any).await.unwrap();
+        call.delete("notes", "c", Condition::Any).await.unwrap();
+        let asked: Vec<String> = ["c", "x", "b", "a", "a"].iter().map(|k| k.to_string()).collect();
+        let got = call.get_many("notes", &asked).await.unwrap();
+        let bodies: Vec<Option<&str>> = got.iter().map(|d| d.as_ref().map(|d| d.body.as_str())).collect();
+        assert_eq!(bodies, [None, None, Some(r#"{"n":"mine"}"#), Some(r#"{"n":"a"}"#), Some(r#"{"n":"a"}"#)]);
+        assert_eq!(got[3].as_ref().unwrap().version, 1);
+
+        // Each committed document read (present or absent) is checked at commit.
+        let mut other = uow(&store);
+        other.put("notes", "x", "{}", Condition::Absent).await.unwrap();
+        other.commit(2, &test_audit()).await.unwrap();
+        assert!(is_read_conflict(&call.commit(3, &test_audit()).await), "`x` was read as absent");
+
+        // Bounded: keys per read, valid keys, declared collections, one read's bytes.
+        let call = uow(&store);
+        let many: Vec<String> = (0..1001).map(|i| i.to_string()).collect();
+        assert!(matches!(call.get_many("notes", &many).await, Err(UnitOfWorkError::InvalidQuery(_))));
+        assert!(matches!(call.get_many("notes", &[String::new()]).await, Err(UnitOfWorkError::InvalidKey(_))));
+        assert!(matches!(
+            call.get_many("secrets", &["a".to_string()]).await,
+            Err(UnitOfWorkError::UndeclaredCollection(_))
+        ));
+        let mut big = uow(&store);
+        let body = format!(r#"{{"s":"{}"}}"#, "x".repeat(900_000));
+        for key in ["b1", "b2", "b3", "b4", "b5"] {
+            big.put("notes", key, &body, Condition::Absent).await.unwrap();
+            big.commit(4, &test_audit()).await.unwrap();
+            big = uow(&store);
+        }
+        let five: Vec<String> = (1..=5).map(|i| format!("b{i}")).collect();
+        let refused = big.get_many("notes", &five).await.unwrap_err();
+        assert!(refused.to_string().contains("ask for fewer keys"), "{refused}");
+        assert_eq!(big.get_many("notes", &five[..4]).await.unwrap().iter().flatten().count(), 4);
     }
 
     #[tokio::test]
