@@ -340,6 +340,15 @@ async fn a_pay_run_killed_part_way_finishes_after_restart_with_each_employee_cal
         .await;
     }
 
+    // Twenty chunks of 50, so the kill lands between two of them.
+    let (status, reply) = api
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/tenants/default/plugins/payroll/settings",
+            Some(json!({ "values": { "run-chunk": 50 } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
     let run = api.post("/v1/plugins/payroll/runs", json!({ "period": "2021-01" }), 202).await;
     let (id, task_id) = (run["id"].as_u64().unwrap(), run["task"].as_str().unwrap().to_owned());
     api.wait_for("the run to be part way", async |api| task(api, &task_id).await["done"].as_u64() >= Some(200)).await;

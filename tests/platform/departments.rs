@@ -55,7 +55,7 @@ async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs
         unavailable["detail"]
             .as_str()
             .unwrap()
-            .contains("no plugin enabled for tenant `default` provides keel:hr/directory@0.2.1"),
+            .contains("no plugin enabled for tenant `default` provides keel:hr/directory@0.2.2"),
         "{unavailable}"
     );
 
@@ -94,16 +94,16 @@ async fn a_cycle_between_plugins_is_stopped_by_the_depth_limit_without_a_trap() 
 async fn uploads_must_declare_what_they_require_and_export_what_they_provide() {
     let s = TestServer::start().await;
     let roster = manifest_source("fixtures/roster");
-    let undeclared = roster.replace("requires = [\"keel:hr/directory@0.2.1\"]\n", "");
+    let undeclared = roster.replace("requires = [\"keel:hr/directory@0.2.2\"]\n", "");
     assert_ne!(roster, undeclared, "test setup: the roster manifest changed shape");
     let reply = s
         .upload(embed_manifest(&raw_component("keel-plugin-roster"), &undeclared).unwrap())
         .await
         .expect_problem(422, "undeclared-requirement");
-    assert!(reply.body["detail"].as_str().unwrap().contains("keel:hr/directory@0.2.1"), "{}", reply.body);
+    assert!(reply.body["detail"].as_str().unwrap().contains("keel:hr/directory@0.2.2"), "{}", reply.body);
 
     let directory = manifest_source("fixtures/directory");
-    let wrong = directory.replace("keel:hr/directory@0.2.1", "keel:hr/directory@0.3.0");
+    let wrong = directory.replace("keel:hr/directory@0.2.2", "keel:hr/directory@0.3.0");
     s.upload(embed_manifest(&raw_component("keel-plugin-directory"), &wrong).unwrap())
         .await
         .expect_problem(422, "missing-provided-export");
@@ -112,7 +112,7 @@ async fn uploads_must_declare_what_they_require_and_export_what_they_provide() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_compatible_provider_wins_and_its_writes_commit_only_when_it_returns_ok() {
-    // `directory` provides 0.2.1 and sorts first by id; `directory-next` provides 0.2.2.
+    // `directory` provides 0.2.2 and sorts first by id; `directory-next` provides 0.2.3.
     let s = with_directory().await;
     s.install("fixtures/directory-next").await.expect(201);
     assert_eq!(s.get(&format!("{ROSTER}/e1")).await.expect(200).body["name"], "Ada Next");

@@ -600,6 +600,34 @@ async fn the_directory_tells_payroll_who_worked_in_a_period_their_working_time_a
     let carol_time = o.s.get(&time(carol.number)).await.expect(200).body;
     assert_eq!((carol_time["employed_days"].as_u64(), carol_time["working_days"].as_u64()), (Some(10), Some(7)));
 
+    // The batch (0.2.2) answers a page of people at once, exactly as one at a time: the
+    // same people as `employees-active`, the same records, the same working time.
+    for (from, to) in [("2026-02-01", "2026-02-28"), ("2026-03-01", "2026-03-31"), ("2026-02-10", "2026-02-16")] {
+        let batch = o.s.get(&format!("{roster}/working-times?from={from}&to={to}")).await.expect(200).body;
+        let active = o.s.get(&format!("{roster}/active?from={from}&to={to}")).await.expect(200).body;
+        let items = batch["items"].as_array().unwrap();
+        let people: Vec<Value> = items.iter().map(|i| i["employee"].clone()).collect();
+        assert_eq!(Value::from(people), active["items"], "{from}..{to}");
+        for item in items {
+            let id = item["employee"]["id"].as_str().unwrap();
+            let one =
+                o.s.get(&format!("{roster}/employees/{id}/working-time?from={from}&to={to}")).await.expect(200).body;
+            assert_eq!(item["time"], one, "employee {id}, {from}..{to}");
+        }
+    }
+    assert_eq!(
+        o.s.get(&format!("{roster}/working-times?from=2026-02-01&to=2026-02-28")).await.expect(200).body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["employee"]["id"] == alice.number.to_string())
+            .unwrap()["time"],
+        alice_time
+    );
+    o.s.get(&format!("{roster}/working-times?from=2026-03-01&to=2026-02-01"))
+        .await
+        .expect_problem(422, "invalid-period");
+
     // Bad arguments keep HR's codes across the call.
     let bad =
         o.s.get(&format!("{roster}/employees/{}/working-time?from=2026-02-30&to=2026-03-01", alice.number))

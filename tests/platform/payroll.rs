@@ -231,6 +231,10 @@ async fn a_pay_run_is_calculated_in_chunks_approved_paid_once_and_then_never_cha
         pay(&o, n, json!({ "salary": "36000" }), &["pension"]).await;
     }
     let eve = o.hire("Eve Unpaid", None).await;
+    // Chunks of 25 rather than 500, to show the run going in steps.
+    o.s.patch("/v1/tenants/default/plugins/payroll/settings", json!({ "values": { "run-chunk": 25 } }))
+        .await
+        .expect(200);
 
     let started = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect(202).body;
     assert_eq!(started["state"], "calculating");

@@ -2,11 +2,11 @@
 //! that call it or provide it. Errors on both sides are the SDK's [`keel_sdk::Error`], with
 //! the provider's code kept.
 //!
-//! This crate's 0.3 carries `keel:hr@0.2.1`. A caller built with it needs a provider of 0.2.1
-//! or later; a provider built with it also serves callers of 0.2.0.
+//! This crate's 0.4 carries `keel:hr@0.2.2`. A caller built with it needs a provider of 0.2.2
+//! or later; a provider built with it also serves callers of 0.2.0 and 0.2.1.
 //!
 //! Calling the directory from a handler (the manifest says
-//! `requires = ["keel:hr/directory@0.2.1"]`):
+//! `requires = ["keel:hr/directory@0.2.2"]`):
 //!
 //! ```no_run
 //! use keel_sdk::{Error, Request, Response};
@@ -18,12 +18,12 @@
 //! }
 //! ```
 //!
-//! Providing it (`provides = ["keel:hr/directory@0.2.1"]`): implement
+//! Providing it (`provides = ["keel:hr/directory@0.2.2"]`): implement
 //! [`provide::directory::Guest`], returning SDK errors with `?` or `.into()`, and export it
 //! beside the plugin:
 //!
 //! ```no_run
-//! use keel_hr::provide::directory::{Employee, EmployeePage, Error, Guest, WorkingTime};
+//! use keel_hr::provide::directory::{Employee, EmployeePage, EmployeeTimePage, Error, Guest, WorkingTime};
 //!
 //! struct Directory;
 //!
@@ -46,6 +46,9 @@
 //!     }
 //!     fn get_working_time(id: String, _: String, _: String) -> Result<WorkingTime, Error> {
 //!         Err(not_found(&id))
+//!     }
+//!     fn working_times(_: String, _: String, _: Option<String>, _: u32) -> Result<EmployeeTimePage, Error> {
+//!         Ok(EmployeeTimePage { items: Vec::new(), next: None })
 //!     }
 //! }
 //!

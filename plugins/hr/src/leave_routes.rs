@@ -978,9 +978,79 @@ pub struct LeaveTaken {
     pub minutes: u64,
 }
 
+/// Holiday calendars and leave type names, each read once however many employees use them.
+#[derive(Default)]
+pub(crate) struct Lookups {
+    /// By lowercased location (`""`: none).
+    calendars: BTreeMap<String, Calendar>,
+    names: BTreeMap<String, Option<String>>,
+}
+
+impl Lookups {
+    fn calendar(&mut self, employee: &Employee) -> Result<&Calendar, Error> {
+        let location = employee.location.as_deref().unwrap_or_default().to_lowercase();
+        if !self.calendars.contains_key(&location) {
+            let calendar = calendar_for(employee)?;
+            self.calendars.insert(location.clone(), calendar);
+        }
+        Ok(&self.calendars[&location])
+    }
+
+    fn type_name(&mut self, id: &str) -> Option<String> {
+        self.names.entry(id.to_owned()).or_insert_with(|| type_name(id)).clone()
+    }
+}
+
+/// The approved requests of employees `lo` to `hi` that may reach into `from`..`to`, by
+/// employee: one query for a page of employees instead of one each.
+pub(crate) fn approved_between(
+    lo: u64,
+    hi: u64,
+    from: Date,
+    to: Date,
+) -> Result<BTreeMap<u64, Vec<LeaveRequest>>, Error> {
+    let reach_back = Date::from_epoch_days(from.days_from_epoch() - leave::MAX_REQUEST_DAYS);
+    let mut found: BTreeMap<u64, Vec<LeaveRequest>> = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = REQUESTS
+            .query()
+            .ge("employee", lo)
+            .le("employee", hi)
+            .eq("state", State::Approved.name())
+            .ge("from", reach_back)
+            .le("from", to)
+            .order_by("employee")
+            .cursor(cursor.as_deref())
+            .limit(1000)
+            .fetch()?;
+        for r in page.items {
+            found.entry(r.value.employee).or_default().push(r.value);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(found),
+        }
+    }
+}
+
 /// Counts the working days of `spans` (the employee's records through the period) and the
 /// approved leave on the period's days.
 pub(crate) fn working_time(number: u64, spans: &[crate::Span], from: Date, to: Date) -> Result<WorkingTime, Error> {
+    let reach_back = Date::from_epoch_days(from.days_from_epoch() - leave::MAX_REQUEST_DAYS);
+    let requests: Vec<LeaveRequest> = requests_starting(number, reach_back, to)?.into_iter().map(|(_, r)| r).collect();
+    working_time_with(spans, &requests, from, to, &mut Lookups::default())
+}
+
+/// [`working_time`] from the employee's requests already read (any that may reach into the
+/// period; others are ignored).
+pub(crate) fn working_time_with(
+    spans: &[crate::Span],
+    requests: &[LeaveRequest],
+    from: Date,
+    to: Date,
+    lookups: &mut Lookups,
+) -> Result<WorkingTime, Error> {
     let mut t = WorkingTime {
         period_days: (to.days_from_epoch() - from.days_from_epoch() + 1) as u32,
         employed_days: 0,
@@ -990,21 +1060,20 @@ pub(crate) fn working_time(number: u64, spans: &[crate::Span], from: Date, to: D
         leave: Vec::new(),
     };
     for (i, span) in spans.iter().enumerate() {
-        let calendar = calendar_for(&span.record)?;
+        let calendar = lookups.calendar(&span.record)?;
         // Days before the first record (before the hire) follow the first record's pattern.
         let start = if i == 0 { from } else { span.start };
-        t.period_working_days += leave::working_days(&span.record.pattern, &calendar, start, span.end);
+        t.period_working_days += leave::working_days(&span.record.pattern, calendar, start, span.end);
         if let Some((lo, hi)) = span.employed() {
-            let days = leave::working_days(&span.record.pattern, &calendar, lo, hi);
+            let days = leave::working_days(&span.record.pattern, calendar, lo, hi);
             t.employed_days += (hi.days_from_epoch() - lo.days_from_epoch() + 1) as u32;
             t.working_days += days;
             t.working_minutes += u64::from(days) * u64::from(span.record.pattern.minutes_per_day);
         }
     }
     let mut by_type: BTreeMap<String, (Unit, bool, i64, u64, u64)> = BTreeMap::new();
-    let reach_back = Date::from_epoch_days(from.days_from_epoch() - leave::MAX_REQUEST_DAYS);
-    for (_, r) in requests_starting(number, reach_back, to)? {
-        if r.state != State::Approved || r.to < from {
+    for r in requests {
+        if r.state != State::Approved || r.to < from || r.from > to {
             continue;
         }
         let entry = by_type.entry(r.leave_type.clone()).or_insert((r.unit, r.paid, 0, 0, 0));
@@ -1024,7 +1093,7 @@ pub(crate) fn working_time(number: u64, spans: &[crate::Span], from: Date, to: D
         if ticks == 0 {
             continue;
         }
-        let name = type_name(&kind).unwrap_or_else(|| kind.clone());
+        let name = lookups.type_name(&kind).unwrap_or_else(|| kind.clone());
         t.leave.push(LeaveTaken {
             leave_type: kind,
             name,

@@ -946,8 +946,12 @@ impl Guest for Hr {
             .limit(if limit == 0 { 100 } else { limit.min(1000) })
             .fetch()?;
         let mut employees = Vec::new();
+        let history = match (page.items.first(), page.items.last()) {
+            (Some(lo), Some(hi)) => changes_between(lo.value.number, hi.value.number)?,
+            _ => BTreeMap::new(),
+        };
         for e in &page.items {
-            let spans = spans(e.value.number, from, to)?;
+            let spans = spans_of(history.get(&e.value.number).map_or(&[], Vec::as_slice), from, to);
             if spans.iter().any(|s| s.employed().is_some()) {
                 // As the record stands at the period's end (or when they left).
                 let last = spans.last().map_or_else(|| e.value.clone(), |s| s.record.clone());
@@ -974,29 +978,69 @@ impl Guest for Hr {
         current(number)?;
         let (from, to) = period(&from, &to)?;
         let t = leave_routes::working_time(number, &spans(number, from, to)?, from, to)?;
-        Ok(provide::WorkingTime {
-            period_days: t.period_days,
-            employed_days: t.employed_days,
-            period_working_days: t.period_working_days,
-            working_days: t.working_days,
-            working_minutes: t.working_minutes,
-            leave: t
-                .leave
-                .into_iter()
-                .map(|l| provide::LeaveTaken {
-                    leave_type: l.leave_type,
-                    name: l.name,
-                    paid: l.paid,
-                    unit: match l.unit {
-                        leave::Unit::Days => provide::LeaveUnit::Days,
-                        leave::Unit::Hours => provide::LeaveUnit::Hours,
-                    },
-                    amount: l.amount,
-                    day_thousandths: l.day_thousandths,
-                    minutes: l.minutes,
-                })
-                .collect(),
-        })
+        Ok(working_time_entry(t))
+    }
+
+    fn working_times(
+        from: String,
+        to: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<provide::EmployeeTimePage, provide::Error> {
+        let (from, to) = period(&from, &to)?;
+        let page = EMPLOYEES
+            .query()
+            .cursor(cursor.as_deref())
+            .limit(if limit == 0 { 100 } else { limit.min(1000) })
+            .fetch()?;
+        let (Some(lo), Some(hi)) = (page.items.first(), page.items.last()) else {
+            return Ok(provide::EmployeeTimePage { items: Vec::new(), next: page.next });
+        };
+        // The page's employees are every number from `lo` to `hi` (keys are the numbers):
+        // their history and leave are read with one range each.
+        let (lo, hi) = (lo.value.number, hi.value.number);
+        let history = changes_between(lo, hi)?;
+        let requests = leave_routes::approved_between(lo, hi, from, to)?;
+        let mut lookups = leave_routes::Lookups::default();
+        let mut items = Vec::new();
+        for e in &page.items {
+            let number = e.value.number;
+            let spans = spans_of(history.get(&number).map_or(&[], Vec::as_slice), from, to);
+            if !spans.iter().any(|s| s.employed().is_some()) {
+                continue;
+            }
+            let last = spans.last().map_or_else(|| e.value.clone(), |s| s.record.clone());
+            let taken = requests.get(&number).map_or(&[][..], Vec::as_slice);
+            let t = leave_routes::working_time_with(&spans, taken, from, to, &mut lookups)?;
+            items.push(provide::EmployeeTime { employee: directory_entry(&last, to), time: working_time_entry(t) });
+        }
+        Ok(provide::EmployeeTimePage { items, next: page.next })
+    }
+}
+
+fn working_time_entry(t: leave_routes::WorkingTime) -> provide::WorkingTime {
+    provide::WorkingTime {
+        period_days: t.period_days,
+        employed_days: t.employed_days,
+        period_working_days: t.period_working_days,
+        working_days: t.working_days,
+        working_minutes: t.working_minutes,
+        leave: t
+            .leave
+            .into_iter()
+            .map(|l| provide::LeaveTaken {
+                leave_type: l.leave_type,
+                name: l.name,
+                paid: l.paid,
+                unit: match l.unit {
+                    leave::Unit::Days => provide::LeaveUnit::Days,
+                    leave::Unit::Hours => provide::LeaveUnit::Hours,
+                },
+                amount: l.amount,
+                day_thousandths: l.day_thousandths,
+                minutes: l.minutes,
+            })
+            .collect(),
     }
 }
 
@@ -1052,24 +1096,69 @@ pub(crate) fn spans(number: u64, from: Date, to: Date) -> Result<Vec<Span>, Erro
             .limit(500)
             .fetch()?;
         for c in page.items {
-            // Of several changes on one day, the last recorded is the one in force.
-            match starts.last_mut() {
-                Some(last) if last.0 == c.value.effective => last.1 = c.value.record,
-                _ => starts.push((c.value.effective, c.value.record)),
-            }
+            start_at(&mut starts, c.value.effective, c.value.record);
         }
         match page.next {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
+    Ok(spans_from(starts, to))
+}
+
+/// [`spans`] from the employee's changes already read, in key order (by date, then as
+/// recorded).
+pub(crate) fn spans_of(changes: &[Change], from: Date, to: Date) -> Vec<Span> {
+    let mut starts: Vec<(Date, Employee)> = Vec::new();
+    if let Some(c) = changes.iter().filter(|c| c.effective <= from).last() {
+        starts.push((from, c.record.clone()));
+    }
+    for c in changes.iter().filter(|c| c.effective > from && c.effective <= to) {
+        start_at(&mut starts, c.effective, c.record.clone());
+    }
+    spans_from(starts, to)
+}
+
+fn start_at(starts: &mut Vec<(Date, Employee)>, effective: Date, record: Employee) {
+    // Of several changes on one day, the last recorded is the one in force.
+    match starts.last_mut() {
+        Some(last) if last.0 == effective => last.1 = record,
+        _ => starts.push((effective, record)),
+    }
+}
+
+fn spans_from(starts: Vec<(Date, Employee)>, to: Date) -> Vec<Span> {
     let ends: Vec<Date> = starts
         .iter()
         .skip(1)
         .map(|(start, _)| Date::from_epoch_days(start.days_from_epoch() - 1))
         .chain(std::iter::once(to))
         .collect();
-    Ok(starts.into_iter().zip(ends).map(|((start, record), end)| Span { start, end, record }).collect())
+    starts.into_iter().zip(ends).map(|((start, record), end)| Span { start, end, record }).collect()
+}
+
+/// Every change of employees `lo` to `hi`, by employee, each list in key order: one query
+/// for a page of employees instead of two each.
+fn changes_between(lo: u64, hi: u64) -> Result<BTreeMap<u64, Vec<Change>>, Error> {
+    let mut found: BTreeMap<u64, Vec<Change>> = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = HISTORY
+            .query()
+            .ge("employee", lo)
+            .le("employee", hi)
+            .order_by("employee")
+            .cursor(cursor.as_deref())
+            .limit(1000)
+            .fetch()?;
+        for c in page.items {
+            found.entry(c.value.employee).or_default().push(c.value);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(found),
+        }
+    }
 }
 
 fn directory_entry(e: &Employee, on: Date) -> provide::Employee {

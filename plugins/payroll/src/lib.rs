@@ -23,12 +23,16 @@ use tax::TaxTable;
 
 const COMPONENTS: Collection<Component> = Collection::new("components");
 const SETTINGS: Collection<TaxTable> = Collection::new("settings");
-const COMPENSATION: Collection<Compensation> = Collection::new("compensation");
+/// One document per employee holding their whole pay history, so a page of employees'
+/// pay is one read.
+const COMPENSATION: Collection<PayHistory> = Collection::new("compensation");
 const INPUTS: Collection<PeriodInputs> = Collection::new("inputs");
 
 const TAX: &str = "tax";
 const MAX_COMPONENTS: u32 = 100;
 const MAX_ONE_OFFS: usize = 50;
+/// Entries of one employee's pay history.
+const MAX_PAY_CHANGES: usize = 500;
 
 struct Payroll;
 
@@ -92,6 +96,19 @@ pub struct Compensation {
     pub schedule: Schedule,
     pub components: Vec<Assigned>,
     pub set_by: String,
+}
+
+/// An employee's compensation entries, in order of the day each applies from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayHistory {
+    pub entries: Vec<Compensation>,
+}
+
+impl PayHistory {
+    /// The entry in force on `date` (`YYYY-MM-DD`): the latest effective on or before it.
+    pub fn on(&self, date: &str) -> Option<&Compensation> {
+        self.entries.iter().rev().find(|c| c.effective.as_str() <= date)
+    }
 }
 
 /// What an employee's period needs beyond their compensation.
@@ -302,10 +319,6 @@ fn monthly() -> Schedule {
     Schedule::Monthly
 }
 
-fn compensation_key(employee: &str, effective: &str) -> String {
-    format!("{employee}/{effective}")
-}
-
 fn compensation_view(c: &Compensation) -> Value {
     json!({ "employee": c.employee, "effective": c.effective, "pay": c.pay, "currency": c.currency,
             "schedule": c.schedule, "components": c.components, "set_by": c.set_by })
@@ -352,9 +365,10 @@ fn put_compensation(req: &Request) -> Result<Response, Error> {
         components: input.components,
         set_by: req.caller.user_id.clone(),
     };
+    let stored = COMPENSATION.get(&employee)?;
+    let mut history = stored.as_ref().map(|s| s.value.clone()).unwrap_or_default();
     // History is kept: a second entry for the same day is refused, not overwritten.
-    let key = compensation_key(&employee, &input.effective);
-    if COMPENSATION.get(&key)?.is_some() {
+    if history.entries.iter().any(|c| c.effective == input.effective) {
         return Err(Error::conflict(
             "compensation-exists",
             format!(
@@ -364,21 +378,24 @@ fn put_compensation(req: &Request) -> Result<Response, Error> {
         )
         .at_field("effective"));
     }
-    COMPENSATION.insert(&key, &compensation)?;
+    if history.entries.len() >= MAX_PAY_CHANGES {
+        return Err(Error::conflict(
+            "too-many-pay-changes",
+            format!("an employee's pay history holds at most {MAX_PAY_CHANGES} entries"),
+        ));
+    }
+    let at = history.entries.partition_point(|c| c.effective < input.effective);
+    history.entries.insert(at, compensation.clone());
+    match stored {
+        Some(s) => COMPENSATION.update(&employee, &history, s.version)?,
+        None => COMPENSATION.insert(&employee, &history)?,
+    };
     Response::json(200, &compensation_view(&compensation))
 }
 
 /// The compensation in force on `date` (the latest effective on or before it).
 fn compensation_on(employee: &str, date: &str) -> Result<Option<Compensation>, Error> {
-    let page = COMPENSATION
-        .query()
-        .eq("employee", employee)
-        .le("effective", date)
-        .order_by("effective")
-        .descending()
-        .limit(1)
-        .fetch()?;
-    Ok(page.items.into_iter().next().map(|c| c.value))
+    Ok(COMPENSATION.get(employee)?.and_then(|h| h.value.on(date).cloned()))
 }
 
 fn get_compensation(req: &Request) -> Result<Response, Error> {
@@ -423,8 +440,7 @@ fn put_inputs(req: &Request) -> Result<Response, Error> {
             );
         }
     }
-    let key = format!("{employee}/{}", month.label());
-    INPUTS.upsert(&key, &inputs)?;
+    INPUTS.upsert(&inputs_key(&employee, month), &inputs)?;
     Response::json(200, &inputs)
 }
 
@@ -464,11 +480,35 @@ pub struct Worked {
 /// working time and unpaid leave, the month's inputs. HR's errors pass through as they are
 /// (`department-unavailable` when it cannot answer).
 pub(crate) fn work_out(employee: &str, name: &str, month: Month, rules: &Rules) -> Result<Worked, Error> {
+    let history = COMPENSATION.get(employee)?.map(|h| h.value).unwrap_or_default();
+    // Without pay recorded, HR need not be asked.
+    history.on(&month.last()).ok_or_else(|| no_compensation(employee, month))?;
+    let time = directory::get_working_time(employee, &month.first(), &month.last())?;
+    let inputs = INPUTS.get(&inputs_key(employee, month))?.map(|i| i.value).unwrap_or_default();
+    work_out_with(employee, name, month, rules, &history, &time, &inputs)
+}
+
+fn no_compensation(employee: &str, month: Month) -> Error {
+    Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {}", month.last()))
+}
+
+pub(crate) fn inputs_key(employee: &str, month: Month) -> String {
+    format!("{employee}/{}", month.label())
+}
+
+/// [`work_out`] from what was read already: the employee's pay history, HR's working time
+/// for the month and the month's inputs.
+pub(crate) fn work_out_with(
+    employee: &str,
+    name: &str,
+    month: Month,
+    rules: &Rules,
+    history: &PayHistory,
+    time: &directory::WorkingTime,
+    inputs: &PeriodInputs,
+) -> Result<Worked, Error> {
     let (first, last) = (month.first(), month.last());
-    let compensation = compensation_on(employee, &last)?.ok_or_else(|| {
-        Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {last}"))
-    })?;
-    let time = directory::get_working_time(employee, &first, &last)?;
+    let compensation = history.on(&last).ok_or_else(|| no_compensation(employee, month))?.clone();
     if time.employed_days == 0 {
         return Err(Error::conflict(
             "not-employed-in-period",
@@ -476,7 +516,6 @@ pub(crate) fn work_out(employee: &str, name: &str, month: Month, rules: &Rules) 
         ));
     }
     let unpaid: u64 = time.leave.iter().filter(|l| !l.paid).map(|l| l.day_thousandths).sum();
-    let inputs = INPUTS.get(&format!("{employee}/{}", month.label()))?.map(|i| i.value).unwrap_or_default();
     let exponent = currency_exponent(&compensation.currency).unwrap_or(2);
     let slip = calc::calculate(&calc::Input {
         pay: compensation.pay,

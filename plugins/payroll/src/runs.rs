@@ -5,7 +5,7 @@
 //! States: `calculating` → `calculated` (a draft, recalculable) → `approved` → `paid`; a
 //! run being calculated, or a draft, may be `cancelled`.
 
-use crate::{Month, Rules, Worked, rules, work_out, worked_view};
+use crate::{COMPENSATION, INPUTS, Month, Rules, Worked, inputs_key, rules, valid_code, work_out_with, worked_view};
 use keel_hr::directory;
 use keel_sdk::services::now_ms;
 use keel_sdk::{Collection, Error, ErrorKind, Job, Request, Response, Sequence, TaskSpec, Versioned};
@@ -22,8 +22,14 @@ const RUN_NUMBERS: Sequence = Sequence::new("run");
 
 /// The job each chunk of a calculation runs as.
 pub const CALCULATE: &str = "calculate-run";
-/// Employees per chunk: each is a call to HR and a handful of reads and writes.
-const CHUNK: u32 = 25;
+/// Employees per chunk at most: one call to HR for all of them, four batched reads, a
+/// payslip each written (a call writes at most 1,000 documents). The tenant's `run-chunk`
+/// setting may choose fewer.
+const MAX_CHUNK: u32 = 500;
+
+fn chunk_size() -> u32 {
+    keel_sdk::services::config("run-chunk").and_then(|n| n.parse().ok()).unwrap_or(MAX_CHUNK).clamp(1, MAX_CHUNK)
+}
 /// Attempts of a chunk before a passing failure (HR or the store unavailable) is recorded as
 /// a problem rather than retried.
 const ATTEMPTS_BEFORE_RECORDING: u32 = 3;
@@ -371,12 +377,22 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
     }
     let month = Month::parse(&run.period).ok_or_else(|| Error::internal("bad-period", run.period.clone()))?;
     let here = slot(chunk.run, chunk.generation);
-    let page = match directory::employees_active(&month.first(), &month.last(), chunk.cursor.as_deref(), CHUNK) {
+    let size = chunk_size();
+    let page = match directory::working_times(&month.first(), &month.last(), chunk.cursor.as_deref(), size)
+        .map_err(Error::from)
+        .and_then(|page| {
+            if page.items.len() > size as usize {
+                return Err(Error::unavailable(
+                    "directory-page-too-large",
+                    format!("the directory answered {} people when asked for {size}", page.items.len()),
+                ));
+            }
+            Ok(page)
+        }) {
         Ok(page) => page,
         // Without HR nobody can be paid: tried again a few times, then the draft says so
         // (with what earlier chunks calculated) and cannot be approved.
         Err(e) => {
-            let e = Error::from(e);
             if job.attempt < ATTEMPTS_BEFORE_RECORDING {
                 return Err(e);
             }
@@ -397,14 +413,52 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
             return keel_sdk::task::advance::<()>(0, None);
         }
     };
-    let done = page.employees.len() as u64;
-    for employee in page.employees {
-        let key = format!("{here}/{}", employee.id);
-        // Once per calculation, even if a directory listed someone twice.
-        if PAYSLIPS.get(&key)?.is_some() || PROBLEMS.get(&key)?.is_some() {
+    let done = page.items.len() as u64;
+    // Once per calculation, even if a directory listed someone twice (on this page or an
+    // earlier one); an id that cannot key a payslip is a problem of its own.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut people = Vec::new();
+    for item in page.items {
+        if !seen.insert(item.employee.id.clone()) {
             continue;
         }
-        match work_out(&employee.id, &employee.name, month, &run.rules) {
+        if !valid_code(&item.employee.id) {
+            let shown: String = item.employee.id.chars().take(64).collect();
+            let tag: String = item.employee.id.bytes().take(48).map(|b| format!("{b:02x}")).collect();
+            let key = format!("{here}/!{tag}");
+            if PROBLEMS.get(&key)?.is_some() {
+                continue;
+            }
+            run.failed += 1;
+            PROBLEMS.insert(
+                &key,
+                &Problem {
+                    run: chunk.run,
+                    slot: here.clone(),
+                    employee: shown.clone(),
+                    code: "invalid-directory-id".into(),
+                    detail: format!("the directory's id `{shown}` cannot key pay records"),
+                },
+            )?;
+            continue;
+        }
+        people.push(item);
+    }
+    let keys: Vec<String> = people.iter().map(|p| format!("{here}/{}", p.employee.id)).collect();
+    let ids: Vec<&str> = people.iter().map(|p| p.employee.id.as_str()).collect();
+    let slips = PAYSLIPS.get_many(&keys)?;
+    let problems = PROBLEMS.get_many(&keys)?;
+    let pay = COMPENSATION.get_many(&ids)?;
+    let inputs = INPUTS.get_many(&ids.iter().map(|id| inputs_key(id, month)).collect::<Vec<_>>())?;
+    let none = Default::default();
+    for (i, item) in people.iter().enumerate() {
+        if slips[i].is_some() || problems[i].is_some() {
+            continue;
+        }
+        let (employee, key) = (&item.employee, &keys[i]);
+        let history = pay[i].as_ref().map_or(&none, |h| &h.value);
+        let input = inputs[i].as_ref().map(|v| v.value.clone()).unwrap_or_default();
+        match work_out_with(&employee.id, &employee.name, month, &run.rules, history, &item.time, &input) {
             Ok(worked) => {
                 let sums = run.totals.entry(worked.currency.clone()).or_default();
                 let t = &worked.slip.totals;
@@ -421,7 +475,7 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
                 sums.employer = add(sums.employer, t.employer)?;
                 run.calculated += 1;
                 PAYSLIPS.insert(
-                    &key,
+                    key,
                     &Payslip { run: chunk.run, slot: here.clone(), employee: employee.id.clone(), worked },
                 )?;
             }
@@ -430,7 +484,7 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
             Err(e) => {
                 run.failed += 1;
                 PROBLEMS.insert(
-                    &key,
+                    key,
                     &Problem {
                         run: chunk.run,
                         slot: here.clone(),
