@@ -241,13 +241,18 @@ async fn get_many_reads_a_set_of_keys_of_one_scope(store: &dyn DocumentStore) {
     let mut keys: Vec<String> = (0..600).step_by(2).map(|i| format!("k{i:03}")).collect();
     keys.extend(["nope".to_string(), "other".to_string()]);
     keys.extend((600..900).map(|i| format!("k{i:03}")));
-    let mut found = store.get_many(&s, "m", &keys).await.unwrap();
+    let mut found = store.get_many(&s, "m", &keys, usize::MAX, None).await.unwrap();
     found.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(found.len(), 300);
     assert_eq!(found[1].key, "k002");
     assert_eq!(found[1].body, r#"{"i":2}"#);
     assert_eq!(found[1].version, 1);
-    assert!(store.get_many(&s, "m", &[]).await.unwrap().is_empty());
+    assert!(store.get_many(&s, "m", &[], usize::MAX, None).await.unwrap().is_empty());
+    // It stops after the document that reaches the byte budget (each is 4 + 7 or 8 bytes).
+    let stopped = store.get_many(&s, "m", &keys, 30, None).await.unwrap();
+    assert_eq!(stopped.len(), 3, "{stopped:?}");
+    let past = std::time::Instant::now() - std::time::Duration::from_millis(1);
+    assert!(matches!(store.get_many(&s, "m", &keys, usize::MAX, Some(past)).await, Err(StoreError::Interrupted)));
 }
 
 async fn deletes_remove_documents_and_index_rows(store: &dyn DocumentStore) {

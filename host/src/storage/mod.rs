@@ -321,18 +321,31 @@ pub struct Usage {
 pub trait DocumentStore: Send + Sync + 'static {
     async fn get(&self, scope: &Scope, collection: &str, key: &str) -> Result<Option<StoredDocument>, StoreError>;
 
-    /// The documents of `keys` that exist, in any order (each at most once). A backend that
-    /// can read a set of keys at once should; this default asks for each in turn.
+    /// The documents of `keys` (distinct) that exist, in any order, read until their keys
+    /// and bodies reach `max_bytes`: then it stops after that document, so what a caller
+    /// holds is bounded (a caller that gets `max_bytes` or more back must not take the
+    /// missing keys for absent). Stopped with [`StoreError::Interrupted`] at `deadline`. A
+    /// backend that can read a set of keys at once should; this default asks for each in turn.
     async fn get_many(
         &self,
         scope: &Scope,
         collection: &str,
         keys: &[String],
+        max_bytes: usize,
+        deadline: Option<std::time::Instant>,
     ) -> Result<Vec<StoredDocument>, StoreError> {
         let mut found = Vec::new();
+        let mut bytes = 0usize;
         for key in keys {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(StoreError::Interrupted);
+            }
             if let Some(d) = self.get(scope, collection, key).await? {
+                bytes += d.key.len() + d.body.len();
                 found.push(d);
+                if bytes >= max_bytes {
+                    break;
+                }
             }
         }
         Ok(found)

@@ -91,6 +91,10 @@ struct PointReaders {
 
 const POINT_READ: &str =
     "SELECT version, body FROM documents WHERE tenant_id = ?1 AND plugin_id = ?2 AND collection = ?3 AND key = ?4";
+/// The documents of a JSON array of keys (`?4`): the array is the outer loop, each key one
+/// seek of the primary key.
+const GET_MANY: &str = "SELECT d.key, d.version, d.body FROM json_each(?4) j CROSS JOIN documents d \
+     WHERE d.tenant_id = ?1 AND d.plugin_id = ?2 AND d.collection = ?3 AND d.key = j.value";
 /// Connections kept idle; more may be open while many reads run at once.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -143,6 +147,43 @@ impl PointReaders {
         }
     }
 
+    /// Reads the documents of `keys` (a JSON array) on this thread until their bytes reach
+    /// `max_bytes`, stopped as a scan is. `None`: no reader could be opened.
+    fn get_many(
+        &self,
+        scope: &Scope,
+        collection: &str,
+        keys: &str,
+        max_bytes: usize,
+        deadline: Option<std::time::Instant>,
+        stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<Result<Vec<StoredDocument>, StoreError>> {
+        let connection = self.idle.lock().ok()?.pop().or_else(|| self.open())?;
+        let stop = move || {
+            stopped.load(std::sync::atomic::Ordering::Relaxed)
+                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        };
+        if connection.progress_handler(1000, Some(stop)).is_err() {
+            return None;
+        }
+        let result = (|| {
+            let mut statement = connection.prepare_cached(GET_MANY)?;
+            let mut rows = statement.query(rusqlite::params![scope.tenant, scope.plugin, collection, keys])?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                let doc = StoredDocument { key: row.get(0)?, version: to_u64(row.get(1)?), body: row.get(2)? };
+                bytes += doc.key.len() + doc.body.len();
+                out.push(doc);
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok::<_, rusqlite::Error>(out)
+        })();
+        Some(self.finish(connection, result))
+    }
+
     /// Runs a scan on this thread, stopped when `stopped` is set or the range's deadline
     /// passes. `None`: no reader could be opened (the caller then asks the pool).
     fn scan(
@@ -177,6 +218,11 @@ impl PointReaders {
             }
             Ok::<_, rusqlite::Error>(out)
         })();
+        Some(self.finish(connection, result))
+    }
+
+    /// Clears the connection's stop, gives it back, and says what an error means.
+    fn finish<T>(&self, connection: rusqlite::Connection, result: rusqlite::Result<T>) -> Result<T, StoreError> {
         let _ = connection.progress_handler(0, None::<fn() -> bool>);
         let result = result.map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted => {
@@ -190,7 +236,7 @@ impl PointReaders {
             other => StoreError::Internal(other.to_string()),
         });
         self.give_back(connection);
-        Some(result)
+        result
     }
 }
 
@@ -463,24 +509,42 @@ impl DocumentStore for SqliteDocumentStore {
         scope: &Scope,
         collection: &str,
         keys: &[String],
+        max_bytes: usize,
+        deadline: Option<std::time::Instant>,
     ) -> Result<Vec<StoredDocument>, StoreError> {
-        let mut found = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
-            let rows = of_keys(
-                "SELECT key, version, body FROM documents",
-                scope,
-                collection,
-                chunk.iter().map(String::as_str),
-            )
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-            found.extend(rows.into_iter().map(|r| StoredDocument {
-                key: r.get(0),
-                version: to_u64(r.get(1)),
-                body: r.get(2),
-            }));
+        use std::sync::atomic::AtomicBool;
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(StoreError::Interrupted);
+        }
+        // The keys go in as one JSON array: one cached statement whatever their number.
+        let list = serde_json::to_string(keys).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let stopped = std::sync::Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stopped.clone());
+        let (readers, scope_owned, collection_owned, list_owned) =
+            (self.readers.clone(), scope.clone(), collection.to_owned(), list.clone());
+        let on_reader = tokio::task::spawn_blocking(move || {
+            readers.get_many(&scope_owned, &collection_owned, &list_owned, max_bytes, deadline, stopped)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read thread: {e}")))?;
+        if let Some(result) = on_reader {
+            return result;
+        }
+        // Only databases the readers cannot open (in memory) get here: tests, not servers.
+        use futures_util::TryStreamExt as _;
+        let mut rows = sqlx::query(GET_MANY)
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .bind(collection)
+            .bind(&list)
+            .fetch(&self.pool);
+        let mut found = Vec::new();
+        let mut bytes = 0usize;
+        while bytes < max_bytes {
+            let Some(r) = rows.try_next().await.map_err(db_error)? else { break };
+            let doc = StoredDocument { key: r.get(0), version: to_u64(r.get(1)), body: r.get(2) };
+            bytes += doc.key.len() + doc.body.len();
+            found.push(doc);
         }
         Ok(found)
     }

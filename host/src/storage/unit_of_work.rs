@@ -325,6 +325,13 @@ impl UnitOfWork {
             self.check_key(key)?;
         }
         self.slow_database().await;
+        let max = self.limits.max_read_bytes;
+        let too_large = |bytes: usize| {
+            UnitOfWorkError::InvalidQuery(format!(
+                "the documents of {} keys come to {bytes} bytes or more; one read returns at most {max}: ask for fewer keys",
+                keys.len()
+            ))
+        };
         let mut unwritten: Vec<String> = keys
             .iter()
             .filter(|k| !self.pending.contains_key(&(collection.to_owned(), (*k).clone())))
@@ -334,19 +341,29 @@ impl UnitOfWork {
         unwritten.dedup();
         let mut committed: BTreeMap<String, StoredDocument> = BTreeMap::new();
         if !unwritten.is_empty() {
-            let found = self.store.get_many(&self.scope, collection, &unwritten).await?;
+            let _lane = self.scan_lane().await?;
+            let found = self.store.get_many(&self.scope, collection, &unwritten, max, self.deadline).await?;
+            // The store stops once it holds `max` bytes: past that some keys went unread.
             let bytes: usize = found.iter().map(|d| d.key.len() + d.body.len()).sum();
-            if bytes > self.limits.max_read_bytes {
-                return Err(UnitOfWorkError::InvalidQuery(format!(
-                    "the {} documents come to {bytes} bytes; one read returns at most {}: ask for fewer keys",
-                    found.len(),
-                    self.limits.max_read_bytes
-                )));
+            if bytes >= max {
+                return Err(too_large(bytes));
             }
             committed = found.into_iter().map(|d| (d.key.clone(), d)).collect();
             let mut reads = self.reads.lock().expect("read set lock");
             for key in &unwritten {
                 reads.document(collection, key, committed.get(key).map(|d| d.version));
+            }
+        }
+        // What the answer holds: a key asked twice counted twice, the call's own writes too.
+        let mut bytes = 0usize;
+        for key in keys {
+            bytes += match self.pending.get(&(collection.to_owned(), key.clone())) {
+                Some(Pending { op: WriteOp::Put { body, .. }, .. }) => key.len() + body.len(),
+                Some(_) => 0,
+                None => committed.get(key).map_or(0, |d| key.len() + d.body.len()),
+            };
+            if bytes > max {
+                return Err(too_large(bytes));
             }
         }
         let mut out = Vec::with_capacity(keys.len());
@@ -362,6 +379,20 @@ impl UnitOfWork {
             });
         }
         Ok(out)
+    }
+
+    /// One of the tenant's scan lanes, held while a read of many documents runs.
+    async fn scan_lane(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, UnitOfWorkError> {
+        let Some(gate) = &self.scan_gate else { return Ok(None) };
+        let wait = gate.clone().acquire_owned();
+        let permit = match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), wait).await.ok(),
+            None => Some(wait.await),
+        };
+        match permit {
+            Some(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(StoreError::Interrupted.into()),
+        }
     }
 
     async fn visible(&self, collection: &str, key: &str) -> Result<Option<StoredDocument>, UnitOfWorkError> {
@@ -585,20 +616,7 @@ impl UnitOfWork {
             Some(a) => position > a,
         };
 
-        let _lane = match &self.scan_gate {
-            None => None,
-            Some(gate) => {
-                let wait = gate.acquire();
-                let permit = match self.deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline.into(), wait).await.ok(),
-                    None => Some(wait.await),
-                };
-                match permit {
-                    Some(Ok(permit)) => Some(permit),
-                    _ => return Err(StoreError::Interrupted.into()),
-                }
-            }
-        };
+        let _lane = self.scan_lane().await?;
         let in_collection =
             || self.pending.range((collection.to_owned(), String::new())..).take_while(|((c, _), _)| c == collection);
         // The call's own writes that may join the page: with a driving index, those whose
@@ -1037,6 +1055,16 @@ mod tests {
         let refused = big.get_many("notes", &five).await.unwrap_err();
         assert!(refused.to_string().contains("ask for fewer keys"), "{refused}");
         assert_eq!(big.get_many("notes", &five[..4]).await.unwrap().iter().flatten().count(), 4);
+        // What the answer would hold counts: one document asked five times, or the call's own
+        // large writes, cannot pass the budget either.
+        let again = vec!["b1".to_string(); 5];
+        assert!(big.get_many("notes", &again).await.unwrap_err().to_string().contains("ask for fewer keys"));
+        let mut own = uow(&store);
+        for key in ["o1", "o2", "o3", "o4", "o5"] {
+            own.put("notes", key, &body, Condition::Absent).await.unwrap();
+        }
+        let mine: Vec<String> = (1..=5).map(|i| format!("o{i}")).collect();
+        assert!(own.get_many("notes", &mine).await.unwrap_err().to_string().contains("ask for fewer keys"));
     }
 
     #[tokio::test]
