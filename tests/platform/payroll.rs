@@ -346,3 +346,191 @@ async fn a_pay_run_is_calculated_in_chunks_approved_paid_once_and_then_never_cha
         "{run}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hires_are_enrolled_leavers_get_a_final_pay_and_employees_see_their_payslips_only_once_approved() {
+    let o = setup().await;
+    o.s.put("/v1/tenants/default/roles/member/permissions", json!({ "permissions": ["hr.leave", "payroll.self"] }))
+        .await
+        .expect(200);
+    o.s.get(&format!("{PAYROLL}/structure")).await.expect_problem(404, "no-structure");
+    o.s.put(&format!("{PAYROLL}/structure"), json!({ "currency": "EUR", "components": [{ "code": "nope" }] }))
+        .await
+        .expect_problem(422, "unknown-component");
+    // A structure with a default salary: a hire is paid from their first day, untouched.
+    o.s.put(
+        &format!("{PAYROLL}/structure"),
+        json!({ "currency": "EUR", "pay": { "salary": "36000" }, "components": [{ "code": "pension" }] }),
+    )
+    .await
+    .expect(200);
+    let alice = o.hire_on("Alice Auto", None, "2026-04-01").await;
+    let enrolled = |n: u64, state: &'static str| {
+        let s = &o.s;
+        async move {
+            s.eventually(&format!("{PAYROLL}/enrolments"), "the enrolment", |b| {
+                b["items"].as_array().unwrap().iter().any(|e| e["employee"] == n.to_string() && e["state"] == state)
+            })
+            .await
+        }
+    };
+    enrolled(alice.number, "enrolled").await;
+    let pay = o.s.get(&format!("{PAYROLL}/employees/{}/compensation", alice.number)).await.expect(200).body;
+    assert_eq!(
+        (pay["effective"].as_str(), pay["pay"]["salary"].as_str(), pay["set_by"].as_str()),
+        (Some("2026-04-01"), Some("36000"), Some("event hr.employee.hired"))
+    );
+
+    // Without a default salary a hire waits, listed, until their pay is recorded.
+    o.s.put(&format!("{PAYROLL}/structure"), json!({ "currency": "EUR" })).await.expect(200);
+    let bob = o.hire_on("Bob Waiting", None, "2026-04-01").await;
+    enrolled(bob.number, "needs-pay").await;
+    let waiting = o.s.get(&format!("{PAYROLL}/enrolments?state=needs-pay")).await.expect(200).body;
+    assert_eq!(waiting["items"].as_array().unwrap().len(), 1, "{waiting}");
+    o.s.get(&format!("{PAYROLL}/enrolments?state=gone")).await.expect_problem(422, "invalid-state");
+    o.s.put(
+        &format!("{PAYROLL}/employees/{}/compensation", bob.number),
+        json!({ "effective": "2026-04-01", "pay": { "salary": "48000" }, "currency": "EUR" }),
+    )
+    .await
+    .expect(200);
+    enrolled(bob.number, "enrolled").await;
+
+    // Bob leaves on 20 April: April is his final pay, prorated by HR's working days (12 of
+    // April's 20: 1 to 20 April less Good Friday and Easter Monday).
+    o.s.post(
+        &format!("{HR}/employees/{}/terminate", bob.number),
+        json!({ "last_day": "2026-04-20", "reason": "moved" }),
+    )
+    .await
+    .expect(200);
+    let left = enrolled(bob.number, "left").await;
+    let entry = left["items"].as_array().unwrap().iter().find(|e| e["employee"] == bob.number.to_string()).unwrap();
+    assert_eq!(entry["final_day"], "2026-04-20");
+    let preview = |n: u64| format!("{PAYROLL}/employees/{n}/payslip-preview?period=2026-04");
+    let bobs = o.s.get(&preview(bob.number)).await.expect(200).body;
+    assert_eq!((bobs["final_pay"].as_bool(), bobs["working_days"].as_u64()), (Some(true), Some(12)), "{bobs}");
+    assert_eq!(bobs["lines"][0]["amount"], "2400.00", "4,000.00 × 12/20: {bobs}");
+    assert_eq!(o.s.get(&preview(alice.number)).await.expect(200).body["final_pay"], false);
+
+    // The run for April: while it is a draft nobody but payroll sees it.
+    let run = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect(202).body;
+    let id = run["id"].as_u64().unwrap();
+    let run_path = format!("{PAYROLL}/runs/{id}");
+    o.s.eventually(&run_path, "the run", |r| r["state"] == "calculated").await;
+    let as_alice = |path: String| {
+        let (s, token) = (&o.s, alice.token.clone());
+        async move { s.as_token(Some(&token), Method::GET, &path, None).await }
+    };
+    assert_eq!(as_alice(format!("{PAYROLL}/me/payslips")).await.expect(200).body["items"], json!([]));
+    as_alice(format!("{PAYROLL}/me/payslips/{id}")).await.expect_problem(404, "payslip-not-found");
+    as_alice(format!("{PAYROLL}/runs")).await.expect(403);
+    as_alice(format!("{run_path}/payslips/{}", bob.number)).await.expect(403);
+
+    // Approved: Alice sees hers, the same as payroll's copy, and nobody else's.
+    o.s.post(&format!("{run_path}/approve"), json!({})).await.expect(200);
+    let payroll_copy = o.s.get(&format!("{run_path}/payslips/{}", alice.number)).await.expect(200).body;
+    let mine = as_alice(format!("{PAYROLL}/me/payslips/{id}")).await.expect(200).body;
+    assert_eq!((mine["name"].as_str(), mine["lines"].clone()), (Some("Alice Auto"), payroll_copy["lines"].clone()));
+    assert_eq!(mine["net"], payroll_copy["net"]);
+    let list = as_alice(format!("{PAYROLL}/me/payslips")).await.expect(200).body;
+    assert_eq!(
+        list["items"],
+        json!([{ "run": id, "period": "2026-04", "state": "approved", "currency": "EUR",
+                                       "gross": payroll_copy["gross"], "net": payroll_copy["net"] }])
+    );
+    // A member with no employee record, and one whose payslip is not in the run.
+    let stranger =
+        o.s.post("/v1/tenants/default/tokens", json!({ "name": "stranger", "role": "member" })).await.expect(201).body;
+    let stranger = stranger["token"].as_str().unwrap();
+    o.s.as_token(Some(stranger), Method::GET, &format!("{PAYROLL}/me/payslips"), None)
+        .await
+        .expect_problem(404, "no-employee-record");
+    let carol = o.hire_on("Carol Later", None, "2026-05-01").await;
+    o.s.as_token(Some(&carol.token), Method::GET, &format!("{PAYROLL}/me/payslips/{id}"), None)
+        .await
+        .expect_problem(404, "payslip-not-found");
+    o.s.as_token(Some(&carol.token), Method::GET, &format!("{PAYROLL}/me/payslips/abc"), None)
+        .await
+        .expect_problem(404, "payslip-not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_recorded_by_payroll_0_1_is_folded_into_histories_before_anything_reads_it() {
+    use keel_host::storage::{Condition, Scope, Write, WriteAudit, WriteOp};
+    let o = setup().await;
+    let alice = o.hire("Alice Legacy", None).await;
+    // Two raises as payroll 0.1 stored them: a document per entry, its fields indexed.
+    let state = &o.s.server().state;
+    let indexes = state.registry.get("payroll").unwrap().record.manifest.collection_indexes()["compensation"].clone();
+    let writes: Vec<Write> = [("2025-01-01", "30000"), ("2026-01-01", "36000")]
+        .iter()
+        .map(|(effective, salary)| {
+            let body = json!({ "employee": alice.number.to_string(), "effective": effective,
+                               "pay": { "salary": salary }, "currency": "EUR", "schedule": "monthly",
+                               "components": [], "set_by": "usr_hr" });
+            Write {
+                collection: "compensation".into(),
+                key: format!("{}/{effective}", alice.number),
+                condition: Condition::Absent,
+                version: 1,
+                op: WriteOp::Put { body: body.to_string(), index: indexes.entries(&body).unwrap() },
+            }
+        })
+        .collect();
+    let scope = Scope { tenant: "default".into(), plugin: "payroll".into() };
+    let audit = WriteAudit { actor: "test".into(), actor_name: "test".into(), request_id: "test".into() };
+    state.store.commit(&scope, &writes, 1, &audit).await.unwrap();
+
+    // Read without them Alice would look unpaid: everything that reads pay waits.
+    let compensation = format!("{PAYROLL}/employees/{}/compensation", alice.number);
+    o.s.get(&compensation).await.expect_problem(409, "compensation-not-migrated");
+    o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" }))
+        .await
+        .expect_problem(409, "compensation-not-migrated");
+    let moved = o.s.post(&format!("{PAYROLL}/compensation/migrate"), json!({})).await.expect(200).body;
+    assert_eq!(moved, json!({ "migrated": 2, "done": true }));
+    assert_eq!(o.s.get(&format!("{compensation}?as_of=2025-06-30")).await.expect(200).body["pay"]["salary"], "30000");
+    assert_eq!(o.s.get(&compensation).await.expect(200).body["pay"]["salary"], "36000");
+    let again = o.s.post(&format!("{PAYROLL}/compensation/migrate"), json!({})).await.expect(200).body;
+    assert_eq!(again, json!({ "migrated": 0, "done": true }));
+    // 3,000.00 a month from the 2026 raise.
+    let slip = o.s.get(&format!("{PAYROLL}/employees/{}/payslip-preview?period=2026-04", alice.number)).await;
+    assert_eq!(slip.expect(200).body["gross"], "3000.00");
+    o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect(202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_page_with_a_broken_person_a_repeat_and_an_odd_id_costs_only_those_people() {
+    // Payroll on another directory (0.2.3), whose page lists Ada, someone whose time HR
+    // cannot work out, Ada again, and an id that cannot key a record.
+    let s = keel_tests::TestServer::start().await;
+    s.install("bundled/payroll").await.expect(201);
+    s.install("fixtures/directory-next").await.expect(201);
+    s.put(
+        &format!("{PAYROLL}/employees/e1/compensation"),
+        json!({ "effective": "2026-01-01", "pay": { "salary": "24000" }, "currency": "EUR" }),
+    )
+    .await
+    .expect(200);
+    let run = s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect(202).body;
+    let path = format!("{PAYROLL}/runs/{}", run["id"]);
+    let done = s.eventually(&path, "the run", |r| r["state"] == "calculated").await;
+    assert_eq!((done["calculated"].as_u64(), done["failed"].as_u64()), (Some(1), Some(2)), "{done}");
+    assert_eq!(done["totals"]["EUR"]["employees"], 1, "Ada is paid once: {done}");
+    assert_eq!(done["totals"]["EUR"]["gross"], "2000.00");
+    let problems = s.get(&format!("{path}/problems")).await.expect(200).body;
+    let mut found: Vec<(String, String)> = problems["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["employee"].as_str().unwrap().to_owned(), p["code"].as_str().unwrap().to_owned()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [("Odd/Id".to_owned(), "invalid-directory-id".to_owned()), ("e2".to_owned(), "record-unreadable".to_owned())]
+    );
+    let task = s.get(&format!("/v1/tenants/default/tasks/{}", run["task"].as_str().unwrap())).await.expect(200).body;
+    assert_eq!(task["done"], 4, "every listing counted once: {task}");
+}

@@ -50,6 +50,9 @@
 //!     fn working_times(_: String, _: String, _: Option<String>, _: u32) -> Result<EmployeeTimePage, Error> {
 //!         Ok(EmployeeTimePage { items: Vec::new(), next: None })
 //!     }
+//!     fn employee_for_user(_: String) -> Result<Option<Employee>, Error> {
+//!         Ok(None)
+//!     }
 //! }
 //!
 //! keel_hr::export_directory!(Directory);

@@ -31,6 +31,8 @@ pub const CANCELLED: &str = "hr.leave.cancelled";
 
 /// The calendar of employees with no location, or whose location has none of its own.
 const DEFAULT_CALENDAR: &str = "default";
+/// The longest key the store takes, in bytes.
+const MAX_CALENDAR_KEY: usize = 256;
 /// The longest team calendar one call returns.
 const MAX_CALENDAR_DAYS: i64 = 93;
 /// Employees per chunk of the accrual task (each writes at most one allocation per type).
@@ -140,8 +142,10 @@ fn all_types() -> Result<Vec<(String, LeaveType)>, Error> {
 
 /// The holidays that apply to `employee`: their location's calendar, else the default one.
 fn calendar_for(employee: &Employee) -> Result<Calendar, Error> {
-    if let Some(location) = &employee.location
-        && let Some(c) = CALENDARS.get(&location.to_lowercase())?
+    // A location longer than a key can be has no calendar of its own.
+    if let Some(location) = employee.location.as_ref().map(|l| l.to_lowercase())
+        && location.len() <= MAX_CALENDAR_KEY
+        && let Some(c) = CALENDARS.get(&location)?
     {
         return Ok(c.value);
     }
@@ -1029,9 +1033,15 @@ pub(crate) fn approved_between(
         }
         match page.next {
             Some(next) => cursor = Some(next),
-            None => return Ok(found),
+            None => break,
         }
     }
+    // In the order one employee's are read alone (by first day, then as made), so the first
+    // of a type (whose `paid` the answer shows) is the same either way.
+    for list in found.values_mut() {
+        list.sort_by_key(|r| r.from);
+    }
+    Ok(found)
 }
 
 /// Counts the working days of `spans` (the employee's records through the period) and the

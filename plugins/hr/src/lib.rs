@@ -947,7 +947,7 @@ impl Guest for Hr {
             .fetch()?;
         let mut employees = Vec::new();
         let history = match (page.items.first(), page.items.last()) {
-            (Some(lo), Some(hi)) => changes_between(lo.value.number, hi.value.number)?,
+            (Some(lo), Some(hi)) => changes_between(lo.value.number, hi.value.number, from, to)?,
             _ => BTreeMap::new(),
         };
         for e in &page.items {
@@ -999,7 +999,7 @@ impl Guest for Hr {
         // The page's employees are every number from `lo` to `hi` (keys are the numbers):
         // their history and leave are read with one range each.
         let (lo, hi) = (lo.value.number, hi.value.number);
-        let history = changes_between(lo, hi)?;
+        let history = changes_between(lo, hi, from, to)?;
         let requests = leave_routes::approved_between(lo, hi, from, to)?;
         let mut lookups = leave_routes::Lookups::default();
         let mut items = Vec::new();
@@ -1011,10 +1011,24 @@ impl Guest for Hr {
             }
             let last = spans.last().map_or_else(|| e.value.clone(), |s| s.record.clone());
             let taken = requests.get(&number).map_or(&[][..], Vec::as_slice);
-            let t = leave_routes::working_time_with(&spans, taken, from, to, &mut lookups)?;
-            items.push(provide::EmployeeTime { employee: directory_entry(&last, to), time: working_time_entry(t) });
+            // One person's trouble is theirs: the page goes on.
+            let time = leave_routes::working_time_with(&spans, taken, from, to, &mut lookups)
+                .map(working_time_entry)
+                .map_err(provide::Error::from);
+            items.push(provide::EmployeeTime { employee: directory_entry(&last, to), time });
         }
         Ok(provide::EmployeeTimePage { items, next: page.next })
+    }
+
+    fn employee_for_user(user_id: String) -> Result<Option<provide::Employee>, provide::Error> {
+        if user_id.is_empty() {
+            return Ok(None);
+        }
+        let page = EMPLOYEES.query().eq("user", &user_id).limit(1).fetch()?;
+        let Some(found) = page.items.into_iter().next() else { return Ok(None) };
+        let on = today();
+        let record = as_of(found.value.number, on)?.map_or(found.value, |c| c.record);
+        Ok(Some(directory_entry(&record, on)))
     }
 }
 
@@ -1137,9 +1151,11 @@ fn spans_from(starts: Vec<(Date, Employee)>, to: Date) -> Vec<Span> {
     starts.into_iter().zip(ends).map(|((start, record), end)| Span { start, end, record }).collect()
 }
 
-/// Every change of employees `lo` to `hi`, by employee, each list in key order: one query
-/// for a page of employees instead of two each.
-fn changes_between(lo: u64, hi: u64) -> Result<BTreeMap<u64, Vec<Change>>, Error> {
+/// The changes of employees `lo` to `hi` that matter from `from` to `to`, by employee, each
+/// list in key order: the one in force on `from` and those within the period. One walk of
+/// the page's history (older changes are read and dropped, so memory stays that of the
+/// period) instead of two queries each.
+fn changes_between(lo: u64, hi: u64, from: Date, to: Date) -> Result<BTreeMap<u64, Vec<Change>>, Error> {
     let mut found: BTreeMap<u64, Vec<Change>> = BTreeMap::new();
     let mut cursor = None;
     loop {
@@ -1152,7 +1168,15 @@ fn changes_between(lo: u64, hi: u64) -> Result<BTreeMap<u64, Vec<Change>>, Error
             .limit(1000)
             .fetch()?;
         for c in page.items {
-            found.entry(c.value.employee).or_default().push(c.value);
+            if c.value.effective > to {
+                continue;
+            }
+            let list = found.entry(c.value.employee).or_default();
+            // Of the changes up to `from`, only the last (in key order) is in force on it.
+            if c.value.effective <= from && list.last().is_some_and(|l| l.effective <= from) {
+                list.pop();
+            }
+            list.push(c.value);
         }
         match page.next {
             Some(next) => cursor = Some(next),

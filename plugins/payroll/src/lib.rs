@@ -7,6 +7,7 @@
 //! chunked task (`runs.rs`), then is approved and paid.
 
 pub mod calc;
+mod enrolment;
 pub mod formula;
 pub mod money;
 mod runs;
@@ -26,6 +27,12 @@ const SETTINGS: Collection<TaxTable> = Collection::new("settings");
 /// One document per employee holding their whole pay history, so a page of employees'
 /// pay is one read.
 const COMPENSATION: Collection<PayHistory> = Collection::new("compensation");
+/// The same collection as payroll 0.1 wrote it: one document per entry, `{employee}/{date}`,
+/// with `employee` and `effective` indexed (a history has neither field at its top).
+const COMPENSATION_V1: Collection<Compensation> = Collection::new("compensation");
+/// Entries of 0.1 folded into histories per call of `POST /compensation/migrate` (each is a
+/// delete, plus a write per employee: within a call's 1,000 writes).
+const MIGRATE_BATCH: u32 = 400;
 const INPUTS: Collection<PeriodInputs> = Collection::new("inputs");
 
 const TAX: &str = "tax";
@@ -44,6 +51,7 @@ impl Plugin for Payroll {
             .put("/tax", put_tax)
             .get("/tax", get_tax)
             .put("/employees/{id}/compensation", put_compensation)
+            .post("/compensation/migrate", migrate_compensation)
             .get("/employees/{id}/compensation", get_compensation)
             .put("/employees/{id}/inputs/{period}", put_inputs)
             .get("/employees/{id}/payslip-preview", preview)
@@ -57,6 +65,15 @@ impl Plugin for Payroll {
             .get("/runs/{id}/payslips", runs::payslips)
             .get("/runs/{id}/payslips/{employee}", runs::payslip)
             .get("/runs/{id}/problems", runs::problems)
+            .put("/structure", enrolment::put_structure)
+            .get("/structure", enrolment::get_structure)
+            .get("/enrolments", enrolment::list)
+            .get("/me/payslips", runs::my_payslips)
+            .get("/me/payslips/{id}", runs::my_payslip)
+    }
+
+    fn on_event(event: &keel_sdk::Event) -> Result<(), Error> {
+        enrolment::on_event(event)
     }
 
     fn run_job(job: &Job) -> Result<(), Error> {
@@ -102,6 +119,10 @@ pub struct Compensation {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayHistory {
     pub entries: Vec<Compensation>,
+    /// The last day of employment HR reported (`hr.employee.terminated`): the period holding
+    /// it is the final pay. A rehire clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_day: Option<String>,
 }
 
 impl PayHistory {
@@ -326,36 +347,13 @@ fn compensation_view(c: &Compensation) -> Value {
 
 /// Records an employee's pay from a date on (a raise is a new entry; history stays).
 fn put_compensation(req: &Request) -> Result<Response, Error> {
+    migrated()?;
     let (employee, _) = employee_param(req)?;
     let input: CompensationInput = req.json()?;
     if !valid_date(&input.effective) {
         return Err(Error::invalid("invalid-date", "`effective` is YYYY-MM-DD").at_field("effective"));
     }
-    if currency_exponent(&input.currency).is_none() {
-        return Err(
-            Error::invalid("invalid-currency", "`currency` is an ISO 4217 code such as EUR").at_field("currency")
-        );
-    }
-    let (Pay::Salary(amount) | Pay::Hourly(amount)) = input.pay;
-    if amount.is_negative() || amount == Decimal::ZERO {
-        return Err(Error::invalid("invalid-pay", "pay is more than 0").at_field("pay"));
-    }
-    let components = all_components()?;
-    for (i, a) in input.components.iter().enumerate() {
-        if !components.contains_key(&a.code) {
-            return Err(Error::invalid("unknown-component", format!("no component `{}`", a.code))
-                .at_field(format!("components[{i}].code")));
-        }
-        if input.components[..i].iter().any(|b| b.code == a.code) {
-            return Err(Error::invalid("duplicate-component", format!("`{}` is listed twice", a.code))
-                .at_field(format!("components[{i}].code")));
-        }
-        if a.amount.is_some_and(Decimal::is_negative) {
-            return Err(
-                Error::invalid("negative-amount", "an amount is 0 or more").at_field(format!("components[{i}].amount"))
-            );
-        }
-    }
+    check_pay(&input.currency, Some(input.pay), &input.components)?;
     let compensation = Compensation {
         employee: employee.clone(),
         effective: input.effective.clone(),
@@ -365,15 +363,53 @@ fn put_compensation(req: &Request) -> Result<Response, Error> {
         components: input.components,
         set_by: req.caller.user_id.clone(),
     };
+    record_compensation(compensation.clone())?;
+    Response::json(200, &compensation_view(&compensation))
+}
+
+/// Checks a currency, a pay and components assigned to someone.
+fn check_pay(currency: &str, pay: Option<Pay>, assigned: &[Assigned]) -> Result<(), Error> {
+    if currency_exponent(currency).is_none() {
+        return Err(
+            Error::invalid("invalid-currency", "`currency` is an ISO 4217 code such as EUR").at_field("currency")
+        );
+    }
+    if let Some(Pay::Salary(amount) | Pay::Hourly(amount)) = pay
+        && (amount.is_negative() || amount == Decimal::ZERO)
+    {
+        return Err(Error::invalid("invalid-pay", "pay is more than 0").at_field("pay"));
+    }
+    let components = all_components()?;
+    for (i, a) in assigned.iter().enumerate() {
+        if !components.contains_key(&a.code) {
+            return Err(Error::invalid("unknown-component", format!("no component `{}`", a.code))
+                .at_field(format!("components[{i}].code")));
+        }
+        if assigned[..i].iter().any(|b| b.code == a.code) {
+            return Err(Error::invalid("duplicate-component", format!("`{}` is listed twice", a.code))
+                .at_field(format!("components[{i}].code")));
+        }
+        if a.amount.is_some_and(Decimal::is_negative) {
+            return Err(
+                Error::invalid("negative-amount", "an amount is 0 or more").at_field(format!("components[{i}].amount"))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Adds an entry to its employee's pay history.
+fn record_compensation(compensation: Compensation) -> Result<(), Error> {
+    let employee = compensation.employee.clone();
     let stored = COMPENSATION.get(&employee)?;
     let mut history = stored.as_ref().map(|s| s.value.clone()).unwrap_or_default();
     // History is kept: a second entry for the same day is refused, not overwritten.
-    if history.entries.iter().any(|c| c.effective == input.effective) {
+    if history.entries.iter().any(|c| c.effective == compensation.effective) {
         return Err(Error::conflict(
             "compensation-exists",
             format!(
                 "employee `{employee}` already has pay recorded from {}; record a change from another day",
-                input.effective
+                compensation.effective
             ),
         )
         .at_field("effective"));
@@ -384,13 +420,56 @@ fn put_compensation(req: &Request) -> Result<Response, Error> {
             format!("an employee's pay history holds at most {MAX_PAY_CHANGES} entries"),
         ));
     }
-    let at = history.entries.partition_point(|c| c.effective < input.effective);
+    let at = history.entries.partition_point(|c| c.effective < compensation.effective);
     history.entries.insert(at, compensation.clone());
     match stored {
         Some(s) => COMPENSATION.update(&employee, &history, s.version)?,
         None => COMPENSATION.insert(&employee, &history)?,
     };
-    Response::json(200, &compensation_view(&compensation))
+    Ok(())
+}
+
+/// Refuses while pay recorded by payroll 0.1 is not folded into the histories yet: read
+/// without it, those people would look unpaid.
+pub(crate) fn migrated() -> Result<(), Error> {
+    let left = COMPENSATION_V1.query().order_by("employee").limit(1).fetch()?;
+    if !left.items.is_empty() {
+        return Err(Error::conflict(
+            "compensation-not-migrated",
+            "pay recorded by payroll 0.1 is not in the new histories yet: POST /compensation/migrate until it says `done`",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /compensation/migrate`: folds up to 400 entries written by payroll 0.1 into their
+/// employees' histories, deleting them; answers how many and whether any are left. Safe to
+/// repeat: an entry already in a history is not added twice.
+fn migrate_compensation(_req: &Request) -> Result<Response, Error> {
+    let page = COMPENSATION_V1.query().order_by("employee").limit(MIGRATE_BATCH).fetch()?;
+    let mut by_employee: BTreeMap<String, Vec<(String, Compensation)>> = BTreeMap::new();
+    for entry in page.items {
+        by_employee.entry(entry.value.employee.clone()).or_default().push((entry.key, entry.value));
+    }
+    let mut moved = 0;
+    for (employee, entries) in by_employee {
+        let stored = COMPENSATION.get(&employee)?;
+        let mut history = stored.as_ref().map(|s| s.value.clone()).unwrap_or_default();
+        for (key, entry) in entries {
+            if !history.entries.iter().any(|c| c.effective == entry.effective) {
+                let at = history.entries.partition_point(|c| c.effective < entry.effective);
+                history.entries.insert(at, entry);
+            }
+            COMPENSATION_V1.delete(&key, None)?;
+            moved += 1;
+        }
+        match stored {
+            Some(s) => COMPENSATION.update(&employee, &history, s.version)?,
+            None => COMPENSATION.insert(&employee, &history)?,
+        };
+    }
+    let done = page.next.is_none();
+    Response::json(200, &json!({ "migrated": moved, "done": done }))
 }
 
 /// The compensation in force on `date` (the latest effective on or before it).
@@ -399,6 +478,7 @@ fn compensation_on(employee: &str, date: &str) -> Result<Option<Compensation>, E
 }
 
 fn get_compensation(req: &Request) -> Result<Response, Error> {
+    migrated()?;
     let (employee, _) = employee_param(req)?;
     let on = match req.query("as_of") {
         Some(d) if valid_date(d) => d.to_owned(),
@@ -473,6 +553,9 @@ pub struct Worked {
     pub working_days: u32,
     pub period_working_days: u32,
     pub unpaid_day_thousandths: u64,
+    /// The month holds the employee's last day: their final pay.
+    #[serde(default)]
+    pub final_pay: bool,
     pub slip: calc::Payslip,
 }
 
@@ -545,6 +628,7 @@ pub(crate) fn work_out_with(
         working_days: time.working_days,
         period_working_days: time.period_working_days,
         unpaid_day_thousandths: unpaid,
+        final_pay: history.final_day.as_deref().is_some_and(|d| first.as_str() <= d && d <= last.as_str()),
         slip,
     })
 }
@@ -564,6 +648,7 @@ pub(crate) fn worked_view(w: &Worked) -> Value {
         "currency": w.currency, "compensation_effective": w.compensation_effective,
         "working_days": w.working_days, "period_working_days": w.period_working_days,
         "unpaid_days": Decimal::from_minor(w.unpaid_day_thousandths as i64, 3),
+        "final_pay": w.final_pay,
         "lines": lines,
         "gross": money(t.gross, e), "taxable": money(t.taxable, e),
         "deductions": money(t.deductions, e), "tax": money(t.tax, e),
@@ -574,6 +659,7 @@ pub(crate) fn worked_view(w: &Worked) -> Value {
 /// What employee `id`'s payslip for `period` (a month) comes to now: the calculation a pay
 /// run stores, shown without storing anything.
 fn preview(req: &Request) -> Result<Response, Error> {
+    migrated()?;
     let (employee, who) = employee_param(req)?;
     let month = month_param(req, "period")?;
     let worked = work_out(&employee, &who.name, month, &rules()?)?;

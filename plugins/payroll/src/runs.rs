@@ -181,6 +181,7 @@ struct NewRun {
 
 /// Starts a month's pay run: its calculation is queued as a task.
 pub fn create(req: &Request) -> Result<Response, Error> {
+    crate::migrated()?;
     let input: NewRun = req.json()?;
     let month = Month::parse(&input.period)
         .ok_or_else(|| Error::invalid("invalid-period", "`period` is a month, YYYY-MM").at_field("period"))?;
@@ -239,6 +240,7 @@ pub fn get(req: &Request) -> Result<Response, Error> {
 /// cancelled by an admin): its payslips supersede the earlier ones, whose chunks still queued
 /// end without writing.
 pub fn recalculate(req: &Request) -> Result<Response, Error> {
+    crate::migrated()?;
     let (id, stored) = load(req)?;
     let mut run = stored.value;
     if run.state != State::Calculated && run.state != State::Calculating {
@@ -339,6 +341,69 @@ pub fn payslip(req: &Request) -> Result<Response, Error> {
     Response::json(200, &worked_view(&found.value.worked))
 }
 
+/// HR's id of the calling user's employee record.
+fn me(req: &Request) -> Result<String, Error> {
+    let found = directory::employee_for_user(&req.caller.user_id)?;
+    found.map(|e| e.id).ok_or_else(|| {
+        Error::not_found("no-employee-record", "your user is not linked to an employee record; ask HR to link it")
+    })
+}
+
+/// Whether employees may see the payslips of a run in `state`: only once it is approved.
+fn published(state: State) -> bool {
+    matches!(state, State::Approved | State::Paid)
+}
+
+/// `GET /me/payslips`: the caller's payslips of approved and paid runs, newest run first.
+/// A draft's payslips are not shown, nor older calculations of a run.
+pub fn my_payslips(req: &Request) -> Result<Response, Error> {
+    let employee = me(req)?;
+    let mut mine = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = PAYSLIPS.query().eq("employee", &employee).cursor(cursor.as_deref()).limit(500).fetch()?;
+        mine.extend(page.items.into_iter().map(|p| p.value));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut runs: Vec<u64> = mine.iter().map(|p| p.run).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    let mut items = Vec::new();
+    for batch in runs.chunks(500) {
+        let keys: Vec<String> = batch.iter().map(|id| run_key(*id)).collect();
+        for (id, run) in batch.iter().zip(RUNS.get_many(&keys)?) {
+            let Some(run) = run.filter(|r| published(r.value.state)) else { continue };
+            let current = slot(*id, run.value.generation);
+            for p in mine.iter().filter(|p| p.run == *id && p.slot == current) {
+                let t = &p.worked.slip.totals;
+                let e = p.worked.exponent;
+                items.push(json!({ "run": id, "period": p.worked.period, "state": run.value.state,
+                                   "currency": p.worked.currency, "gross": money(t.gross, e), "net": money(t.net, e) }));
+            }
+        }
+    }
+    items.reverse();
+    Response::json(200, &json!({ "items": items }))
+}
+
+/// `GET /me/payslips/{run}`: the caller's payslip of an approved or paid run. A draft's is
+/// not found, as if it did not exist.
+pub fn my_payslip(req: &Request) -> Result<Response, Error> {
+    let employee = me(req)?;
+    let text = req.param("id")?;
+    let not_found = || Error::not_found("payslip-not-found", format!("you have no payslip in pay run `{text}`"));
+    let id: u64 = text.parse().map_err(|_| not_found())?;
+    let run = RUNS.get(&run_key(id))?.filter(|r| published(r.value.state)).ok_or_else(not_found)?;
+    let found = PAYSLIPS.get(&format!("{}/{employee}", slot(id, run.value.generation)))?.ok_or_else(not_found)?;
+    let mut shown = worked_view(&found.value.worked);
+    shown["run"] = json!(id);
+    shown["state"] = json!(run.value.state);
+    Response::json(200, &shown)
+}
+
 pub fn problems(req: &Request) -> Result<Response, Error> {
     let (id, run) = load(req)?;
     let paging = req.paging(50, 200)?;
@@ -361,6 +426,40 @@ struct Chunk {
     run: u64,
     generation: u32,
     cursor: Option<String>,
+}
+
+/// Keys per batched read: 100 documents of a kind fit one read's budget unless they are
+/// very large (then they are read one at a time).
+const READ_BATCH: usize = 100;
+/// Payslip bytes one chunk writes at most before it hands the rest of its page to the next
+/// (a commit takes 8 MiB by default).
+const WRITE_BUDGET: usize = 4 << 20;
+
+fn read_all<T: Serialize + serde::de::DeserializeOwned>(
+    collection: &Collection<T>,
+    keys: &[String],
+) -> Result<Vec<Option<Versioned<T>>>, Error> {
+    let mut out = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(READ_BATCH) {
+        match collection.get_many(batch) {
+            Ok(found) => out.extend(found),
+            // Larger than one read holds together: one at a time.
+            Err(e) if e.kind() == ErrorKind::Invalid => {
+                for key in batch {
+                    out.push(collection.get(key)?);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// A stable key for a directory id that cannot key a record itself.
+fn odd_id_key(slot: &str, id: &str) -> String {
+    // FNV-1a over the whole id, with its length: distinct ids get distinct keys.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{slot}/!{hash:016x}-{}", id.len())
 }
 
 /// One chunk of a calculation: the next page of people HR says were employed in the month,
@@ -413,23 +512,27 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
             return keel_sdk::task::advance::<()>(0, None);
         }
     };
-    let done = page.items.len() as u64;
     // Once per calculation, even if a directory listed someone twice (on this page or an
     // earlier one); an id that cannot key a payslip is a problem of its own.
+    // A chunk whose payslips filled its share of a commit leaves the rest of its page to
+    // the next chunk, which asks for the same page: who is stored already is skipped then.
+    let items = page.items;
+    // People worked out (or found a problem) by this chunk: the task's progress.
+    let mut handled = 0u64;
     let mut seen = std::collections::BTreeSet::new();
     let mut people = Vec::new();
-    for item in page.items {
+    for item in &items {
         if !seen.insert(item.employee.id.clone()) {
             continue;
         }
         if !valid_code(&item.employee.id) {
             let shown: String = item.employee.id.chars().take(64).collect();
-            let tag: String = item.employee.id.bytes().take(48).map(|b| format!("{b:02x}")).collect();
-            let key = format!("{here}/!{tag}");
+            let key = odd_id_key(&here, &item.employee.id);
             if PROBLEMS.get(&key)?.is_some() {
                 continue;
             }
             run.failed += 1;
+            handled += 1;
             PROBLEMS.insert(
                 &key,
                 &Problem {
@@ -445,20 +548,32 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
         people.push(item);
     }
     let keys: Vec<String> = people.iter().map(|p| format!("{here}/{}", p.employee.id)).collect();
-    let ids: Vec<&str> = people.iter().map(|p| p.employee.id.as_str()).collect();
-    let slips = PAYSLIPS.get_many(&keys)?;
-    let problems = PROBLEMS.get_many(&keys)?;
-    let pay = COMPENSATION.get_many(&ids)?;
-    let inputs = INPUTS.get_many(&ids.iter().map(|id| inputs_key(id, month)).collect::<Vec<_>>())?;
+    let ids: Vec<String> = people.iter().map(|p| p.employee.id.clone()).collect();
+    let slips = read_all(&PAYSLIPS, &keys)?;
+    let problems = read_all(&PROBLEMS, &keys)?;
+    let pay = read_all(&COMPENSATION, &ids)?;
+    let inputs = read_all(&INPUTS, &ids.iter().map(|id| inputs_key(id, month)).collect::<Vec<_>>())?;
     let none = Default::default();
+    let mut written = 0usize;
+    let mut full = false;
     for (i, item) in people.iter().enumerate() {
         if slips[i].is_some() || problems[i].is_some() {
             continue;
         }
+        if written >= WRITE_BUDGET {
+            full = true;
+            break;
+        }
+        handled += 1;
         let (employee, key) = (&item.employee, &keys[i]);
         let history = pay[i].as_ref().map_or(&none, |h| &h.value);
         let input = inputs[i].as_ref().map(|v| v.value.clone()).unwrap_or_default();
-        match work_out_with(&employee.id, &employee.name, month, &run.rules, history, &item.time, &input) {
+        // HR may fail for one person only: that is their problem, not the page's.
+        let worked =
+            item.time.clone().map_err(Error::from).and_then(|time| {
+                work_out_with(&employee.id, &employee.name, month, &run.rules, history, &time, &input)
+            });
+        match worked {
             Ok(worked) => {
                 let sums = run.totals.entry(worked.currency.clone()).or_default();
                 let t = &worked.slip.totals;
@@ -474,10 +589,9 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
                 sums.net = add(sums.net, t.net)?;
                 sums.employer = add(sums.employer, t.employer)?;
                 run.calculated += 1;
-                PAYSLIPS.insert(
-                    key,
-                    &Payslip { run: chunk.run, slot: here.clone(), employee: employee.id.clone(), worked },
-                )?;
+                let slip = Payslip { run: chunk.run, slot: here.clone(), employee: employee.id.clone(), worked };
+                written += key.len() + serde_json::to_string(&slip)?.len();
+                PAYSLIPS.insert(key, &slip)?;
             }
             // A passing failure runs the chunk again (from its start: nothing is kept).
             Err(e) if passing(&e) && job.attempt < ATTEMPTS_BEFORE_RECORDING => return Err(e),
@@ -496,6 +610,12 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
             }
         }
     }
+    if full {
+        RUNS.update(&key, &run, stored.version)?;
+        return keel_sdk::task::advance(handled, Some(&chunk));
+    }
+    // Listed twice on this page: counted once, as the directory's count of people.
+    let done = handled + (items.len() - seen.len()) as u64;
     match page.next {
         Some(next) => {
             RUNS.update(&key, &run, stored.version)?;
