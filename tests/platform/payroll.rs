@@ -534,3 +534,88 @@ async fn a_directory_page_with_a_broken_person_a_repeat_and_an_odd_id_costs_only
     let task = s.get(&format!("/v1/tenants/default/tasks/{}", run["task"].as_str().unwrap())).await.expect(200).body;
     assert_eq!(task["done"], 4, "every listing counted once: {task}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_back_dated_into_a_paid_month_is_paid_as_arrears_in_the_next_run_once() {
+    let o = setup().await;
+    let alice = o.hire("Alice Salaried", None).await;
+    let dave = o.hire_on("Dave Joiner", None, "2026-04-16").await;
+    pay(&o, alice.number, json!({ "salary": "60000" }), &["pension", "employer_pension", "meal"]).await;
+    pay(&o, dave.number, json!({ "salary": "48000" }), &["pension", "meal"]).await;
+    let unpaid =
+        o.s.post(
+            &format!("{HR}/leave-requests"),
+            json!({ "employee": alice.number, "type": "unpaid", "from": "2026-04-02", "to": "2026-04-07" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    o.s.post(&format!("{HR}/leave-requests/{}/approve", unpaid["id"]), json!({})).await.expect(200);
+    let run_month = |period: &'static str| {
+        let s = &o.s;
+        async move {
+            let run = s.post(&format!("{PAYROLL}/runs"), json!({ "period": period })).await.expect(202).body;
+            let path = format!("{PAYROLL}/runs/{}", run["id"]);
+            let done = s.eventually(&path, "the run", |r| r["state"] == "calculated").await;
+            assert_eq!(done["failed"], 0, "{done}");
+            path
+        }
+    };
+    // April, as the worked example says: Alice 4,500.00 for 18 of 20 days. Approved, paid.
+    let april = run_month("2026-04").await;
+    let april_alice = format!("{april}/payslips/{}", alice.number);
+    let before = o.s.get(&april_alice).await.expect(200).body;
+    assert_eq!(lines(&before)[0], ("base".to_owned(), "4500.00".to_owned()));
+    o.s.post(&format!("{april}/approve"), json!({})).await.expect(200);
+    o.s.post(&format!("{april}/pay"), json!({})).await.expect(200);
+
+    // A day later: Alice's raise to 72,000 is agreed, back to 1 April.
+    o.s.advance_clock(86_400_000).await;
+    o.s.put(
+        &format!("{PAYROLL}/employees/{}/compensation", alice.number),
+        json!({ "effective": "2026-04-01", "pay": { "salary": "72000" }, "currency": "EUR",
+                "components": [{ "code": "pension" }, { "code": "employer_pension" }, { "code": "meal" }] }),
+    )
+    .await
+    .expect(200);
+    o.s.advance_clock(86_400_000).await;
+    let may = run_month("2026-05").await;
+    let slip = o.s.get(&format!("{may}/payslips/{}", alice.number)).await.expect(200).body;
+    // May (21 working days, none unpaid): 6,000.00, meal 100.00, pension 300.00, employer
+    // 180.00. April again at 72,000 for 18 of 20 days: 5,400.00, so 900.00 more; meal 90.00
+    // as paid; pension 270.00, 45.00 more (before tax, as pension is); employer 162.00, 27.00
+    // more. Taxable 6,000 + 100 + 900 − 300 − 45 = 6,655.00 → 79,860 a year − 12,000 =
+    // 67,860: 50,000 at 20 % + 17,860 at 40 % = 17,144 → 1,428.67 a month.
+    assert_eq!(
+        lines(&slip),
+        pairs(&[
+            ("base", "6000.00"),
+            ("meal", "100.00"),
+            ("arrears-2026-04-base", "900.00"),
+            ("pension", "300.00"),
+            ("arrears-2026-04-pension", "45.00"),
+            ("tax", "1428.67"),
+            ("employer_pension", "180.00"),
+            ("arrears-2026-04-employer_pension", "27.00"),
+        ]),
+        "{slip}"
+    );
+    assert_eq!(
+        (slip["gross"].as_str(), slip["deductions"].as_str(), slip["net"].as_str(), slip["employer_cost"].as_str()),
+        (Some("7000.00"), Some("345.00"), Some("5226.33"), Some("7207.00"))
+    );
+    let arrears = slip["lines"].as_array().unwrap().iter().find(|l| l["code"] == "arrears-2026-04-base").unwrap();
+    assert_eq!(arrears["name"], "Salary, arrears for 2026-04");
+    assert_eq!(arrears["basis"], "5400.00 due − 4500.00 paid for 2026-04");
+    // Dave's pay did not change: no arrears for him. The paid April run is as it was.
+    let daves = o.s.get(&format!("{may}/payslips/{}", dave.number)).await.expect(200).body;
+    assert!(lines(&daves).iter().all(|(code, _)| !code.starts_with("arrears-")), "{daves}");
+    assert_eq!(o.s.get(&april_alice).await.expect(200).body, before);
+
+    // Once May is approved, June owes nothing more for April.
+    o.s.post(&format!("{may}/approve"), json!({})).await.expect(200);
+    let june =
+        o.s.get(&format!("{PAYROLL}/employees/{}/payslip-preview?period=2026-06", alice.number)).await.expect(200).body;
+    assert!(lines(&june).iter().all(|(code, _)| !code.starts_with("arrears-")), "{june}");
+    assert_eq!(lines(&june)[0], ("base".to_owned(), "6000.00".to_owned()));
+}

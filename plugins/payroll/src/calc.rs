@@ -118,7 +118,18 @@ pub struct Input<'a> {
     pub time: Time,
     pub hours: Option<Decimal>,
     pub one_offs: &'a [OneOff],
+    /// Differences owed for earlier, settled periods (see `retro.rs`), already rounded.
+    pub arrears: &'a [Arrear],
     pub tax: &'a TaxTable,
+}
+
+/// A line owed for an earlier period: what a recalculation of it with today's pay says,
+/// less what was paid for it. Negative when pay was cut back to a date already paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrear {
+    pub line: Line,
+    /// A deduction taken before tax (as the component it is the arrears of).
+    pub pre_tax: bool,
 }
 
 /// What a line of a payslip is.
@@ -362,6 +373,23 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
         let basis = if o.kind == Kind::Earning && !o.taxable { "one-off, not taxed" } else { "one-off" };
         one_off_lines.push(Line { code, name: o.name.clone(), kind, amount, basis: basis.into() });
     }
+    // Arrears count like one-offs: before anything reads gross. Earnings are taxed in this
+    // period, as pay is when it is paid.
+    for a in input.arrears {
+        let amount = a.line.amount;
+        match a.line.kind {
+            LineKind::Earning => add(&mut sums.gross, amount)?,
+            LineKind::Deduction => {
+                add(&mut sums.deductions, amount)?;
+                if a.pre_tax {
+                    add(&mut sums.pre_tax, amount)?;
+                }
+            }
+            LineKind::Employer => add(&mut sums.employer, amount)?,
+            LineKind::Tax => return Err(fail("calculation-failed", "tax is never carried as arrears")),
+        }
+        one_off_lines.push(a.line.clone());
+    }
     let taxable = |sums: &Sums| sums.gross - sums.pre_tax - sums.not_taxed;
     for name in order {
         match name.as_str() {
@@ -528,6 +556,7 @@ mod tests {
             time,
             hours: hours.map(d),
             one_offs,
+            arrears: &[],
             tax: &tax,
         })
         .unwrap()

@@ -199,6 +199,7 @@ pub fn on_event(event: &Event) -> Result<(), Error> {
             schedule: structure.schedule,
             components: structure.components,
             set_by: format!("event {HIRED}"),
+            recorded_at: now,
         })?;
     }
     let e = Enrolment {

@@ -10,6 +10,7 @@ pub mod calc;
 mod enrolment;
 pub mod formula;
 pub mod money;
+pub mod retro;
 mod runs;
 pub mod tax;
 
@@ -113,6 +114,10 @@ pub struct Compensation {
     pub schedule: Schedule,
     pub components: Vec<Assigned>,
     pub set_by: String,
+    /// When it was recorded (ms): a change recorded after a period was settled, effective
+    /// in it, is owed as arrears (0: recorded before this was kept).
+    #[serde(default)]
+    pub recorded_at: u64,
 }
 
 /// An employee's compensation entries, in order of the day each applies from.
@@ -143,7 +148,7 @@ pub struct PeriodInputs {
 }
 
 /// A month, `YYYY-MM`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Month {
     year: i32,
     month: u8,
@@ -170,6 +175,12 @@ impl Month {
         }
         let (year, month) = (y.parse().ok()?, m.parse().ok()?);
         ((1900..=9999).contains(&year) && (1..=12).contains(&month)).then_some(Month { year, month })
+    }
+
+    /// The month `n` months earlier.
+    pub(crate) fn back(self, n: u32) -> Month {
+        let index = self.year * 12 + i32::from(self.month) - 1 - n as i32;
+        Month { year: index.div_euclid(12), month: (index.rem_euclid(12) + 1) as u8 }
     }
 
     pub(crate) fn label(self) -> String {
@@ -362,6 +373,7 @@ fn put_compensation(req: &Request) -> Result<Response, Error> {
         schedule: input.schedule,
         components: input.components,
         set_by: req.caller.user_id.clone(),
+        recorded_at: keel_sdk::services::now_ms(),
     };
     record_compensation(compensation.clone())?;
     Response::json(200, &compensation_view(&compensation))
@@ -556,7 +568,61 @@ pub struct Worked {
     /// The month holds the employee's last day: their final pay.
     #[serde(default)]
     pub final_pay: bool,
+    /// What else the payslip was worked out from, so the period can be worked out again
+    /// with other pay (retro pay): calendar days, days employed, hours, one-offs, arrears.
+    #[serde(default)]
+    pub period_days: u32,
+    #[serde(default)]
+    pub employed_days: u32,
+    #[serde(default)]
+    pub hours: Option<Decimal>,
+    #[serde(default)]
+    pub one_offs: Vec<OneOff>,
+    #[serde(default)]
+    pub arrears: Vec<calc::Arrear>,
     pub slip: calc::Payslip,
+}
+
+/// Settled period `month` worked out again with `history` as it stands, from what its
+/// payslip `paid` was worked out from and with its run's `rules`.
+pub(crate) fn work_out_again(
+    history: &PayHistory,
+    month: Month,
+    rules: &Rules,
+    paid: &Worked,
+) -> Result<calc::Payslip, Error> {
+    let c = history.on(&month.last()).ok_or_else(|| no_compensation(&paid.employee, month))?;
+    if c.currency != paid.currency {
+        return Err(Error::conflict(
+            "retro-currency-changed",
+            format!(
+                "employee `{}` was paid {} for {} and is now paid {}: settle the difference by hand",
+                paid.employee,
+                paid.currency,
+                month.label(),
+                c.currency
+            ),
+        ));
+    }
+    calc::calculate(&calc::Input {
+        pay: c.pay,
+        exponent: paid.exponent,
+        periods_per_year: c.schedule.periods_per_year(),
+        components: &rules.components,
+        assigned: &c.components,
+        time: calc::Time {
+            period_days: paid.period_days,
+            employed_days: paid.employed_days,
+            period_working_days: paid.period_working_days,
+            working_days: paid.working_days,
+            unpaid_day_thousandths: paid.unpaid_day_thousandths,
+        },
+        hours: paid.hours,
+        one_offs: &paid.one_offs,
+        arrears: &paid.arrears,
+        tax: &rules.tax,
+    })
+    .map_err(|e| Error::conflict(e.code, e.detail))
 }
 
 /// Works out `employee`'s payslip for `month`: their compensation in force at its end, HR's
@@ -568,7 +634,9 @@ pub(crate) fn work_out(employee: &str, name: &str, month: Month, rules: &Rules) 
     history.on(&month.last()).ok_or_else(|| no_compensation(employee, month))?;
     let time = directory::get_working_time(employee, &month.first(), &month.last())?;
     let inputs = INPUTS.get(&inputs_key(employee, month))?.map(|i| i.value).unwrap_or_default();
-    work_out_with(employee, name, month, rules, &history, &time, &inputs)
+    let settled = runs::settled_runs(month, None)?;
+    let arrears = runs::arrears_owed(employee, &history, month, &settled)?;
+    work_out_with(employee, name, month, rules, &history, &time, &inputs, &arrears)
 }
 
 fn no_compensation(employee: &str, month: Month) -> Error {
@@ -589,6 +657,7 @@ pub(crate) fn work_out_with(
     history: &PayHistory,
     time: &directory::WorkingTime,
     inputs: &PeriodInputs,
+    arrears: &[calc::Arrear],
 ) -> Result<Worked, Error> {
     let (first, last) = (month.first(), month.last());
     let compensation = history.on(&last).ok_or_else(|| no_compensation(employee, month))?.clone();
@@ -615,6 +684,7 @@ pub(crate) fn work_out_with(
         },
         hours: inputs.hours,
         one_offs: &inputs.one_offs,
+        arrears,
         tax: &rules.tax,
     })
     .map_err(|e| Error::conflict(e.code, e.detail))?;
@@ -629,6 +699,11 @@ pub(crate) fn work_out_with(
         period_working_days: time.period_working_days,
         unpaid_day_thousandths: unpaid,
         final_pay: history.final_day.as_deref().is_some_and(|d| first.as_str() <= d && d <= last.as_str()),
+        period_days: time.period_days,
+        employed_days: time.employed_days,
+        hours: inputs.hours,
+        one_offs: inputs.one_offs.clone(),
+        arrears: arrears.to_vec(),
         slip,
     })
 }

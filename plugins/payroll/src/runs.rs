@@ -5,7 +5,11 @@
 //! States: `calculating` → `calculated` (a draft, recalculable) → `approved` → `paid`; a
 //! run being calculated, or a draft, may be `cancelled`.
 
-use crate::{COMPENSATION, INPUTS, Month, Rules, Worked, inputs_key, rules, valid_code, work_out_with, worked_view};
+use crate::calc::{Arrear, Line};
+use crate::{
+    COMPENSATION, INPUTS, Month, PayHistory, Rules, Worked, inputs_key, retro, rules, valid_code, work_out_again,
+    work_out_with, worked_view,
+};
 use keel_hr::directory;
 use keel_sdk::services::now_ms;
 use keel_sdk::{Collection, Error, ErrorKind, Job, Request, Response, Sequence, TaskSpec, Versioned};
@@ -90,6 +94,9 @@ pub struct Run {
     pub rules: Rules,
     pub created_by: String,
     pub created_at: u64,
+    /// When the current calculation started: pay recorded since may not be in it.
+    #[serde(default)]
+    pub started_at: u64,
     pub calculated_at: Option<u64>,
     pub approved_by: Option<String>,
     pub approved_at: Option<u64>,
@@ -212,6 +219,7 @@ pub fn create(req: &Request) -> Result<Response, Error> {
         rules: rules()?,
         created_by: req.caller.user_id.clone(),
         created_at: now_ms(),
+        started_at: now_ms(),
         calculated_at: None,
         approved_by: None,
         approved_at: None,
@@ -250,6 +258,7 @@ pub fn recalculate(req: &Request) -> Result<Response, Error> {
         ));
     }
     run.rules = rules()?;
+    run.started_at = now_ms();
     run.generation += 1;
     run.state = State::Calculating;
     run.calculated = 0;
@@ -421,6 +430,98 @@ pub fn problems(req: &Request) -> Result<Response, Error> {
     Response::page(&items, page.next.as_deref())
 }
 
+/// How far back a change of pay is owed: settled periods of the last twelve months.
+const RETRO_MONTHS: u32 = 12;
+
+/// A settled (approved or paid) run: immutable, its payslips what was paid.
+pub(crate) struct Settled {
+    id: u64,
+    month: Month,
+    run: Run,
+}
+
+/// The settled runs from twelve months before `month` on (later ones too: arrears paid in
+/// them count as paid), but `except`.
+pub(crate) fn settled_runs(month: Month, except: Option<u64>) -> Result<Vec<Settled>, Error> {
+    let from = month.back(RETRO_MONTHS);
+    let mut out = Vec::new();
+    for state in [State::Approved, State::Paid] {
+        let mut cursor = None;
+        loop {
+            let page = RUNS.query().eq("state", state.name()).cursor(cursor.as_deref()).limit(500).fetch()?;
+            for r in page.items {
+                let (Ok(id), Some(m)) = (r.key.parse::<u64>(), Month::parse(&r.value.period)) else { continue };
+                if m >= from && Some(id) != except {
+                    out.push(Settled { id, month: m, run: r.value });
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    out.sort_by_key(|s| (s.month, s.id));
+    Ok(out)
+}
+
+/// Settled periods before `month` that a change of `history` recorded since their
+/// calculation reaches back into: the ones to work out again.
+fn reaches_back<'a>(history: &PayHistory, month: Month, settled: &'a [Settled]) -> Vec<&'a Settled> {
+    settled
+        .iter()
+        .filter(|s| {
+            s.month < month
+                && history
+                    .entries
+                    .iter()
+                    .any(|e| e.recorded_at > 0 && e.recorded_at >= s.run.started_at && e.effective <= s.month.last())
+        })
+        .collect()
+}
+
+/// The arrears owed in `month` from the employee's settled payslips (by run).
+fn arrears_from(
+    history: &PayHistory,
+    month: Month,
+    settled: &[Settled],
+    slips: &BTreeMap<u64, Worked>,
+) -> Result<Vec<Arrear>, Error> {
+    let mut out = Vec::new();
+    for s in reaches_back(history, month, settled) {
+        // Not paid in that run (not employed then, or a problem): nothing to compare with.
+        let Some(paid) = slips.get(&s.id) else { continue };
+        let due = work_out_again(history, s.month, &s.run.rules, paid)?;
+        let period = s.month.label();
+        let prefix = retro::code(&period, "");
+        let since: Vec<&Line> = slips
+            .iter()
+            .filter(|(id, _)| **id != s.id)
+            .flat_map(|(_, w)| w.slip.lines.iter())
+            .filter(|l| l.code.starts_with(&prefix))
+            .collect();
+        let pre_tax = |code: &str| s.run.rules.components.get(code).is_some_and(|c| c.pre_tax);
+        out.extend(retro::arrears(&period, paid.exponent, &due, &paid.slip, &since, pre_tax));
+    }
+    Ok(out)
+}
+
+/// The arrears `employee` is owed in `month` (for a preview: reads their settled payslips).
+pub(crate) fn arrears_owed(
+    employee: &str,
+    history: &PayHistory,
+    month: Month,
+    settled: &[Settled],
+) -> Result<Vec<Arrear>, Error> {
+    if reaches_back(history, month, settled).is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = settled.iter().map(|s| format!("{}/{employee}", slot(s.id, s.run.generation))).collect();
+    let slips =
+        settled.iter().zip(read_all(&PAYSLIPS, &keys)?).filter_map(|(s, p)| Some((s.id, p?.value.worked))).collect();
+    arrears_from(history, month, settled, &slips)
+}
+
 #[derive(Serialize, Deserialize)]
 struct Chunk {
     run: u64,
@@ -431,6 +532,9 @@ struct Chunk {
 /// Keys per batched read: 100 documents of a kind fit one read's budget unless they are
 /// very large (then they are read one at a time).
 const READ_BATCH: usize = 100;
+/// Settled payslips one chunk reads for retro pay at most (with the page's own reads, within
+/// the 10,000 documents a call that writes may have read).
+const RETRO_READS: usize = 6_000;
 /// Payslip bytes one chunk writes at most before it hands the rest of its page to the next
 /// (a commit takes 8 MiB by default).
 const WRITE_BUDGET: usize = 4 << 20;
@@ -554,9 +658,34 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
     let pay = read_all(&COMPENSATION, &ids)?;
     let inputs = read_all(&INPUTS, &ids.iter().map(|id| inputs_key(id, month)).collect::<Vec<_>>())?;
     let none = Default::default();
-    let mut written = 0usize;
+    // Retro pay: the settled payslips of those whose pay changed back into settled periods.
+    // Each such person costs a read per settled run; a chunk takes as many of them as keep
+    // its reads within what a call may check again at commit.
+    let settled = settled_runs(month, Some(chunk.run))?;
     let mut full = false;
-    for (i, item) in people.iter().enumerate() {
+    let mut retro_keys: Vec<String> = Vec::new();
+    let mut retro_of: BTreeMap<usize, std::ops::Range<usize>> = BTreeMap::new();
+    let mut take = people.len();
+    for (i, _) in people.iter().enumerate() {
+        if slips[i].is_some() || problems[i].is_some() {
+            continue;
+        }
+        let history = pay[i].as_ref().map_or(&none, |h| &h.value);
+        if reaches_back(history, month, &settled).is_empty() {
+            continue;
+        }
+        if retro_keys.len() + settled.len() > RETRO_READS && !retro_keys.is_empty() {
+            take = i;
+            full = true;
+            break;
+        }
+        let start = retro_keys.len();
+        retro_keys.extend(settled.iter().map(|s| format!("{}/{}", slot(s.id, s.run.generation), ids[i])));
+        retro_of.insert(i, start..retro_keys.len());
+    }
+    let retro_slips = read_all(&PAYSLIPS, &retro_keys)?;
+    let mut written = 0usize;
+    for (i, item) in people.iter().enumerate().take(take) {
         if slips[i].is_some() || problems[i].is_some() {
             continue;
         }
@@ -569,10 +698,20 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
         let history = pay[i].as_ref().map_or(&none, |h| &h.value);
         let input = inputs[i].as_ref().map(|v| v.value.clone()).unwrap_or_default();
         // HR may fail for one person only: that is their problem, not the page's.
-        let worked =
-            item.time.clone().map_err(Error::from).and_then(|time| {
-                work_out_with(&employee.id, &employee.name, month, &run.rules, history, &time, &input)
-            });
+        let worked = item.time.clone().map_err(Error::from).and_then(|time| {
+            let arrears = match retro_of.get(&i) {
+                None => Vec::new(),
+                Some(range) => {
+                    let mine: BTreeMap<u64, Worked> = settled
+                        .iter()
+                        .zip(&retro_slips[range.clone()])
+                        .filter_map(|(s, p)| Some((s.id, p.as_ref()?.value.worked.clone())))
+                        .collect();
+                    arrears_from(history, month, &settled, &mine)?
+                }
+            };
+            work_out_with(&employee.id, &employee.name, month, &run.rules, history, &time, &input, &arrears)
+        });
         match worked {
             Ok(worked) => {
                 let sums = run.totals.entry(worked.currency.clone()).or_default();
