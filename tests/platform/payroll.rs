@@ -268,6 +268,9 @@ async fn a_pay_run_is_calculated_in_chunks_approved_paid_once_and_then_never_cha
     pay(&o, eve.number, json!({ "salary": "36000" }), &["pension"]).await;
     let again = o.s.post(&format!("{run_path}/recalculate"), json!({})).await.expect(202).body;
     assert_eq!(again["generation"], 2);
+    // The progress bar fills against the people the last calculation went through.
+    let progress = o.s.get(&format!("/v1/tenants/default/tasks/{}", again["task"].as_str().unwrap())).await;
+    assert_eq!(progress.expect(200).body["total"], 31);
     wait(again["task"].as_str().unwrap().to_owned()).await;
     let run = o.s.get(&run_path).await.expect(200).body;
     assert_eq!((run["calculated"].as_u64(), run["failed"].as_u64()), (Some(31), Some(0)), "{run}");
@@ -424,6 +427,7 @@ async fn hires_are_enrolled_leavers_get_a_final_pay_and_employees_see_their_pays
     };
     assert_eq!(as_alice(format!("{PAYROLL}/me/payslips")).await.expect(200).body["items"], json!([]));
     as_alice(format!("{PAYROLL}/me/payslips/{id}")).await.expect_problem(404, "payslip-not-found");
+    as_alice(format!("{PAYROLL}/me/payslips/{id}/pdf")).await.expect_problem(404, "payslip-not-found");
     as_alice(format!("{PAYROLL}/runs")).await.expect(403);
     as_alice(format!("{run_path}/payslips/{}", bob.number)).await.expect(403);
 
@@ -439,6 +443,27 @@ async fn hires_are_enrolled_leavers_get_a_final_pay_and_employees_see_their_pays
         json!([{ "run": id, "period": "2026-04", "state": "approved", "currency": "EUR",
                                        "gross": payroll_copy["gross"], "net": payroll_copy["net"] }])
     );
+    // The PDF, read back: her name, the net, the lines, the year to date.
+    let pdf_text = |path: String, token: String| {
+        let s = &o.s;
+        async move {
+            let reply = s.http.get(format!("{}{path}", s.base)).bearer_auth(token).send().await.unwrap();
+            assert_eq!(reply.status(), 200);
+            assert_eq!(reply.headers()["content-type"], "application/pdf");
+            let bytes = reply.bytes().await.unwrap();
+            assert!(bytes.starts_with(b"%PDF-"));
+            let doc = lopdf::Document::load_mem(&bytes).expect("a PDF");
+            let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+            doc.extract_text(&pages).expect("its text")
+        }
+    };
+    let text = pdf_text(format!("{PAYROLL}/me/payslips/{id}/pdf"), alice.token.clone()).await;
+    let net = format!("EUR {}", payroll_copy["net"].as_str().unwrap());
+    for expected in ["Payslip 2026-04", "Alice Auto", "Net pay", &net, "Salary", "Pension", "Year to date 2026"] {
+        assert!(text.contains(expected), "{expected:?} not in {text:?}");
+    }
+    let bobs = pdf_text(format!("{run_path}/payslips/{}/pdf", bob.number), o.s.token.clone()).await;
+    assert!(bobs.contains("Bob Waiting") && bobs.contains("Final pay"), "{bobs:?}");
     // A member with no employee record, and one whose payslip is not in the run.
     let stranger =
         o.s.post("/v1/tenants/default/tokens", json!({ "name": "stranger", "role": "member" })).await.expect(201).body;
@@ -460,6 +485,11 @@ async fn pay_recorded_by_payroll_0_1_is_folded_into_histories_before_anything_re
     use keel_host::storage::{Condition, Scope, Write, WriteAudit, WriteOp};
     let o = setup().await;
     let alice = o.hire("Alice Legacy", None).await;
+    // (Her hire reaches payroll first: an HR event would fold her old pay in by itself.)
+    o.s.eventually(&format!("{PAYROLL}/enrolments"), "the hire", |b| {
+        b["items"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
     // Two raises as payroll 0.1 stored them: a document per entry, its fields indexed.
     let state = &o.s.server().state;
     let indexes = state.registry.get("payroll").unwrap().record.manifest.collection_indexes()["compensation"].clone();
@@ -566,8 +596,51 @@ async fn a_raise_back_dated_into_a_paid_month_is_paid_as_arrears_in_the_next_run
     let april_alice = format!("{april}/payslips/{}", alice.number);
     let before = o.s.get(&april_alice).await.expect(200).body;
     assert_eq!(lines(&before)[0], ("base".to_owned(), "4500.00".to_owned()));
+    o.s.get(&format!("{april}/bank-file")).await.expect_problem(409, "not-paid");
     o.s.post(&format!("{april}/approve"), json!({})).await.expect(200);
     o.s.post(&format!("{april}/pay"), json!({})).await.expect(200);
+
+    // April's bank file: a SEPA credit transfer whose count and sum are the register's.
+    o.s.get(&format!("{april}/bank-file")).await.expect_problem(409, "missing-bank-details");
+    let account = |n: u64| format!("{PAYROLL}/employees/{n}/bank");
+    o.s.put(&account(alice.number), json!({ "iban": "DE89 3704 0044 0532 0130 01" }))
+        .await
+        .expect_problem(422, "invalid-iban");
+    o.s.put(&account(alice.number), json!({ "iban": "DE89 3704 0044 0532 0130 00", "holder": "Zoë Alice Salaried" }))
+        .await
+        .expect(200);
+    o.s.put(&account(dave.number), json!({ "iban": "FR1420041010050500013M02606", "bic": "BNPAFRPP" }))
+        .await
+        .expect(200);
+    o.s.get(&format!("{april}/bank-file")).await.expect_problem(409, "no-bank-account");
+    o.s.put(&format!("{PAYROLL}/bank"), json!({ "name": "Keel Demo GmbH", "iban": "GB82 WEST 1234 5698 7654 32" }))
+        .await
+        .expect(200);
+    let file = o.s.http.get(format!("{}{april}/bank-file?date=2026-04-30", o.s.base)).bearer_auth(&o.s.token).send();
+    let file = file.await.unwrap();
+    assert_eq!(file.headers()["content-type"], "application/xml");
+    let xml = file.text().await.unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let texts = |tag: &str| -> Vec<String> {
+        doc.descendants().filter(|n| n.has_tag_name(tag)).map(|n| n.text().unwrap_or_default().to_owned()).collect()
+    };
+    let register = o.s.get(&format!("{april}/register")).await.expect(200).body;
+    let net = register["currencies"]["EUR"]["net"].as_str().unwrap().to_owned();
+    assert_eq!(texts("NbOfTxs"), ["2", "2"]);
+    assert_eq!(texts("CtrlSum"), [net.clone(), net.clone()]);
+    let cents = |t: &str| t.replace('.', "").parse::<i64>().unwrap();
+    assert_eq!(texts("InstdAmt").iter().map(|a| cents(a)).sum::<i64>(), cents(&net));
+    assert_eq!(texts("ReqdExctnDt"), ["2026-04-30"]);
+    assert_eq!(texts("IBAN"), ["GB82WEST12345698765432", "DE89370400440532013000", "FR1420041010050500013M02606"]);
+    assert_eq!(texts("Cd"), ["SEPA", "SALA"]);
+    assert!(texts("Nm").contains(&"Zoe Alice Salaried".to_owned()), "{xml}");
+    assert_eq!(doc.root_element().tag_name().namespace(), Some("urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"));
+    let csv = o.s.http.get(format!("{}{april}/bank-file?format=csv", o.s.base)).bearer_auth(&o.s.token).send();
+    let csv = csv.await.unwrap().text().await.unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert_eq!(rows[0], "employee,name,iban,bic,currency,amount,reference");
+    o.s.get(&format!("{april}/bank-file?format=mt940")).await.expect_problem(422, "invalid-format");
 
     // A day later: Alice's raise to 72,000 is agreed, back to 1 April.
     o.s.advance_clock(86_400_000).await;
@@ -610,10 +683,37 @@ async fn a_raise_back_dated_into_a_paid_month_is_paid_as_arrears_in_the_next_run
     // Dave's pay did not change: no arrears for him. The paid April run is as it was.
     let daves = o.s.get(&format!("{may}/payslips/{}", dave.number)).await.expect(200).body;
     assert!(lines(&daves).iter().all(|(code, _)| !code.starts_with("arrears-")), "{daves}");
-    assert_eq!(o.s.get(&april_alice).await.expect(200).body, before);
+    let after = o.s.get(&april_alice).await.expect(200).body;
+    assert_eq!((&after["lines"], &after["net"], &after["state"]), (&before["lines"], &before["net"], &json!("paid")));
 
-    // Once May is approved, June owes nothing more for April.
+    // A June draft worked out while May was still a draft owes April's arrears too: once May
+    // is approved, June must be worked out again before it can be.
+    let june_run = run_month("2026-06").await;
+    o.s.advance_clock(1_000).await;
     o.s.post(&format!("{may}/approve"), json!({})).await.expect(200);
+    o.s.post(&format!("{june_run}/approve"), json!({})).await.expect_problem(409, "stale-calculation");
+    o.s.post(&format!("{june_run}/recalculate"), json!({})).await.expect(202);
+    o.s.eventually(&june_run, "the recalculation", |r| r["state"] == "calculated").await;
+    let junes = o.s.get(&format!("{june_run}/payslips/{}", alice.number)).await.expect(200).body;
+    assert!(lines(&junes).iter().all(|(code, _)| !code.starts_with("arrears-")), "{junes}");
+    o.s.post(&format!("{june_run}/cancel"), json!({})).await.expect(200);
+    // Once May is approved, June owes nothing more for April.
+    // The register adds up each line over the run; the year to date adds April and May.
+    let register = o.s.get(&format!("{may}/register")).await.expect(200).body;
+    let eur = &register["currencies"]["EUR"];
+    let line = |code: &str| eur["lines"].as_array().unwrap().iter().find(|l| l["code"] == code).cloned().unwrap();
+    assert_eq!((line("base")["employees"].as_u64(), line("base")["amount"].as_str()), (Some(2), Some("10000.00")));
+    assert_eq!(line("arrears-2026-04-base")["amount"], "900.00");
+    assert_eq!(eur["net"], o.s.get(&may).await.expect(200).body["totals"]["EUR"]["net"]);
+    let ytd = &o.s.get(&format!("{may}/payslips/{}", alice.number)).await.expect(200).body["year_to_date"]["EUR"];
+    assert_eq!((ytd["payslips"].as_u64(), ytd["gross"].as_str()), (Some(2), Some("11590.00")), "{ytd}");
+    let year = o.s.get(&format!("{PAYROLL}/employees/{}/year-to-date?year=2026", alice.number)).await.expect(200).body;
+    assert_eq!(year["year_to_date"]["EUR"]["net"], json!(format!("{:.2}", 3692.00 + 5226.33)));
+    let last_year = format!("{PAYROLL}/employees/{}/year-to-date?year=2025", alice.number);
+    assert_eq!(o.s.get(&last_year).await.expect(200).body["year_to_date"], json!({}));
+    o.s.get(&format!("{PAYROLL}/employees/{}/year-to-date?year=20x6", alice.number))
+        .await
+        .expect_problem(422, "invalid-year");
     let june =
         o.s.get(&format!("{PAYROLL}/employees/{}/payslip-preview?period=2026-06", alice.number)).await.expect(200).body;
     assert!(lines(&june).iter().all(|(code, _)| !code.starts_with("arrears-")), "{june}");

@@ -1028,6 +1028,10 @@ impl Guest for Hr {
         let Some(found) = page.items.into_iter().next() else { return Ok(None) };
         let on = today();
         let record = as_of(found.value.number, on)?.map_or(found.value, |c| c.record);
+        // A link that takes effect later is not theirs yet.
+        if record.user.as_deref() != Some(user_id.as_str()) {
+            return Ok(None);
+        }
         Ok(Some(directory_entry(&record, on)))
     }
 }

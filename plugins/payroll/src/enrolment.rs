@@ -150,15 +150,23 @@ pub fn on_event(event: &Event) -> Result<(), Error> {
     let payload: Value = event.payload()?;
     let who = person(&payload)?;
     let stored = ENROLMENTS.get(&who.id)?;
+    // Pay recorded by payroll 0.1 and not migrated yet is this person's history too.
+    crate::fold_legacy(&who.id)?;
     let history = COMPENSATION.get(&who.id)?;
     let now = now_ms();
     if event.topic == TERMINATED {
         let last_day = date(&payload, "last_day")?;
-        if let Some(h) = history {
-            let mut pay = h.value;
-            pay.final_day = Some(last_day.clone());
-            COMPENSATION.update(&who.id, &pay, h.version)?;
+        // Delivered after a rehire (deliveries keep no order): that leaving is over.
+        if stored.as_ref().is_some_and(|s| s.value.state == EnrolState::Joined && s.value.hire_date > last_day) {
+            return Ok(());
         }
+        // Kept even before any pay is recorded: pay recorded later still ends then.
+        let mut pay = history.as_ref().map(|h| h.value.clone()).unwrap_or_default();
+        pay.final_day = Some(last_day.clone());
+        match &history {
+            Some(h) => COMPENSATION.update(&who.id, &pay, h.version)?,
+            None => COMPENSATION.insert(&who.id, &pay)?,
+        };
         let mut e = stored.as_ref().map(|s| s.value.clone()).unwrap_or(Enrolment {
             employee: who.id.clone(),
             name: who.name.clone(),

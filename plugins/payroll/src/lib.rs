@@ -1,15 +1,17 @@
 //! The payroll department: salary components with exact formulas, income tax from brackets,
 //! effective-dated compensation per employee, and payslips worked out from HR's working time
-//! and leave (`keel:hr/directory@0.2.1`). Written against the public SDK and the `keel-hr`
+//! and leave (`keel:hr/directory@0.2.2`). Written against the public SDK and the `keel-hr`
 //! contract only.
 //!
 //! One employee's payslip for a month can be previewed; a pay run works out everyone's as a
 //! chunked task (`runs.rs`), then is approved and paid.
 
+mod bank;
 pub mod calc;
 mod enrolment;
 pub mod formula;
 pub mod money;
+mod pdf;
 pub mod retro;
 mod runs;
 pub mod tax;
@@ -66,6 +68,15 @@ impl Plugin for Payroll {
             .get("/runs/{id}/payslips", runs::payslips)
             .get("/runs/{id}/payslips/{employee}", runs::payslip)
             .get("/runs/{id}/problems", runs::problems)
+            .get("/runs/{id}/register", runs::register)
+            .get("/runs/{id}/bank-file", bank::bank_file)
+            .put("/bank", bank::put_debtor)
+            .get("/bank", bank::get_debtor)
+            .put("/employees/{id}/bank", bank::put_account)
+            .get("/employees/{id}/bank", bank::get_account)
+            .get("/runs/{id}/payslips/{employee}/pdf", runs::payslip_pdf)
+            .get("/me/payslips/{id}/pdf", runs::my_payslip_pdf)
+            .get("/employees/{id}/year-to-date", runs::employee_year_to_date)
             .put("/structure", enrolment::put_structure)
             .get("/structure", enrolment::get_structure)
             .get("/enrolments", enrolment::list)
@@ -194,6 +205,27 @@ impl Month {
     fn last(self) -> String {
         format!("{:04}-{:02}-{:02}", self.year, self.month, days_in(self.year, self.month))
     }
+}
+
+/// This month, `YYYY-MM`, by the host's clock.
+pub(crate) fn today_month() -> String {
+    today()[..7].to_owned()
+}
+
+/// Today, `YYYY-MM-DD`, by the host's clock.
+pub(crate) fn today() -> String {
+    let days = (keel_sdk::services::now_ms() / 86_400_000) as i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// `YYYY-MM-DD` with a day the month has.
@@ -454,6 +486,28 @@ pub(crate) fn migrated() -> Result<(), Error> {
     Ok(())
 }
 
+/// Folds the entries payroll 0.1 wrote for one employee into their history (one query).
+pub(crate) fn fold_legacy(employee: &str) -> Result<(), Error> {
+    let page = COMPENSATION_V1.query().eq("employee", employee).limit(MAX_PAY_CHANGES as u32).fetch()?;
+    if page.items.is_empty() {
+        return Ok(());
+    }
+    let stored = COMPENSATION.get(employee)?;
+    let mut history = stored.as_ref().map(|s| s.value.clone()).unwrap_or_default();
+    for entry in page.items {
+        if !history.entries.iter().any(|c| c.effective == entry.value.effective) {
+            let at = history.entries.partition_point(|c| c.effective < entry.value.effective);
+            history.entries.insert(at, entry.value);
+        }
+        COMPENSATION_V1.delete(&entry.key, None)?;
+    }
+    match stored {
+        Some(s) => COMPENSATION.update(employee, &history, s.version)?,
+        None => COMPENSATION.insert(employee, &history)?,
+    };
+    Ok(())
+}
+
 /// `POST /compensation/migrate`: folds up to 400 entries written by payroll 0.1 into their
 /// employees' histories, deleting them; answers how many and whether any are left. Safe to
 /// repeat: an entry already in a history is not added twice.
@@ -580,6 +634,9 @@ pub struct Worked {
     pub one_offs: Vec<OneOff>,
     #[serde(default)]
     pub arrears: Vec<calc::Arrear>,
+    /// What payroll should look at by hand (a settled month retro pay could not redo).
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub slip: calc::Payslip,
 }
 
@@ -635,8 +692,8 @@ pub(crate) fn work_out(employee: &str, name: &str, month: Month, rules: &Rules) 
     let time = directory::get_working_time(employee, &month.first(), &month.last())?;
     let inputs = INPUTS.get(&inputs_key(employee, month))?.map(|i| i.value).unwrap_or_default();
     let settled = runs::settled_runs(month, None)?;
-    let arrears = runs::arrears_owed(employee, &history, month, &settled)?;
-    work_out_with(employee, name, month, rules, &history, &time, &inputs, &arrears)
+    let owed = runs::arrears_owed(employee, &history, month, &settled)?;
+    work_out_with(employee, name, month, rules, &history, &time, &inputs, &owed)
 }
 
 fn no_compensation(employee: &str, month: Month) -> Error {
@@ -657,8 +714,9 @@ pub(crate) fn work_out_with(
     history: &PayHistory,
     time: &directory::WorkingTime,
     inputs: &PeriodInputs,
-    arrears: &[calc::Arrear],
+    owed: &runs::Owed,
 ) -> Result<Worked, Error> {
+    let arrears = owed.arrears.as_slice();
     let (first, last) = (month.first(), month.last());
     let compensation = history.on(&last).ok_or_else(|| no_compensation(employee, month))?.clone();
     if time.employed_days == 0 {
@@ -704,6 +762,7 @@ pub(crate) fn work_out_with(
         hours: inputs.hours,
         one_offs: inputs.one_offs.clone(),
         arrears: arrears.to_vec(),
+        notes: owed.notes.clone(),
         slip,
     })
 }
@@ -724,6 +783,7 @@ pub(crate) fn worked_view(w: &Worked) -> Value {
         "working_days": w.working_days, "period_working_days": w.period_working_days,
         "unpaid_days": Decimal::from_minor(w.unpaid_day_thousandths as i64, 3),
         "final_pay": w.final_pay,
+        "notes": w.notes,
         "lines": lines,
         "gross": money(t.gross, e), "taxable": money(t.taxable, e),
         "deductions": money(t.deductions, e), "tax": money(t.tax, e),

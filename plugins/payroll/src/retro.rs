@@ -35,10 +35,21 @@ pub fn arrears(
     since: &[&Line],
     pre_tax: impl Fn(&str) -> bool,
 ) -> Vec<Arrear> {
-    let mut codes: Vec<&Line> = due.lines.iter().filter(|l| recurring(l)).collect();
+    let mut codes: Vec<Line> = due.lines.iter().filter(|l| recurring(l)).cloned().collect();
     for l in paid.lines.iter().filter(|l| recurring(l)) {
         if !codes.iter().any(|c| c.code == l.code) {
-            codes.push(l);
+            codes.push(l.clone());
+        }
+    }
+    // A line owed earlier whose component has gone again since: what was paid for it is
+    // taken back.
+    let prefix = code(period, "");
+    let suffix = format!(", arrears for {period}");
+    for l in since {
+        let Some(original) = l.code.strip_prefix(&prefix) else { continue };
+        if !codes.iter().any(|c| c.code == original) {
+            let name = l.name.strip_suffix(&suffix).unwrap_or(&l.name).to_owned();
+            codes.push(Line { code: original.to_owned(), name, kind: l.kind, amount: 0, basis: String::new() });
         }
     }
     let amount = |slip: &Payslip, code: &str| -> i64 {
@@ -46,7 +57,7 @@ pub fn arrears(
     };
     let show = |minor: i64| Money { minor, exponent }.to_string();
     let mut out = Vec::new();
-    for line in codes {
+    for line in &codes {
         let owed_code = code(period, &line.code);
         let was =
             amount(paid, &line.code) + since.iter().filter(|l| l.code == owed_code).map(|l| l.amount).sum::<i64>();
@@ -174,6 +185,30 @@ mod tests {
         assert_eq!(owed[0].line.name, "Salary, arrears for 2026-03");
         let since: Vec<&Line> = owed.iter().map(|a| &a.line).collect();
         assert!(arrears("2026-03", 2, &due, &paid, &since, pre_tax).is_empty(), "owed once");
+
+        // Then the raise is undone: what its arrears paid is taken back, line by line, even
+        // for a line the month no longer has at all.
+        let extra = Line {
+            code: code("2026-03", "bonus_scheme"),
+            name: "Bonus scheme, arrears for 2026-03".into(),
+            kind: LineKind::Earning,
+            amount: 5_000,
+            basis: String::new(),
+        };
+        let mut since = since;
+        since.push(&extra);
+        let back = arrears("2026-03", 2, &paid, &paid, &since, pre_tax);
+        let shown: Vec<(&str, i64)> = back.iter().map(|a| (a.line.code.as_str(), a.line.amount)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("arrears-2026-03-base", -90_000),
+                ("arrears-2026-03-pension", -4_500),
+                ("arrears-2026-03-employer", -2_700),
+                ("arrears-2026-03-bonus_scheme", -5_000),
+            ]
+        );
+        assert_eq!(back[3].line.name, "Bonus scheme, arrears for 2026-03");
     }
 
     #[test]

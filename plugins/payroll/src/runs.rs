@@ -75,6 +75,18 @@ pub struct Sums {
     pub tax: i64,
     pub net: i64,
     pub employer: i64,
+    /// Per line code (components, tax, one-offs by name, arrears): the register.
+    #[serde(default)]
+    pub lines: BTreeMap<String, LineSum>,
+}
+
+/// One line of the register: a code's total over the run's payslips.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineSum {
+    pub name: String,
+    pub kind: Option<crate::calc::LineKind>,
+    pub employees: u64,
+    pub amount: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,13 +183,33 @@ fn load(req: &Request) -> Result<(u64, Versioned<Run>), Error> {
     Ok((id, RUNS.get(&run_key(id))?.ok_or_else(not_found)?))
 }
 
-fn start_calculation(id: u64, run: &Run) -> Result<String, Error> {
-    TaskSpec::new(
+fn start_calculation(id: u64, run: &Run, previous: u64) -> Result<String, Error> {
+    let spec = TaskSpec::new(
         CALCULATE,
         &format!("Pay run {id} for {}", run.period),
         &json!({ "run": id, "generation": run.generation, "cursor": null }),
-    )?
-    .start()
+    )?;
+    // How many people the run will go through is HR's to say as it goes; the last run's
+    // count is the estimate the progress bar fills against.
+    match estimated_people(id, previous)? {
+        Some(total) => spec.total(total).start(),
+        None => spec.start(),
+    }
+}
+
+/// The people this run's earlier calculation (`previous`), or else the latest other run,
+/// went through.
+fn estimated_people(id: u64, previous: u64) -> Result<Option<u64>, Error> {
+    if previous > 0 {
+        return Ok(Some(previous));
+    }
+    let latest = RUNS.query().descending().limit(20).fetch()?;
+    Ok(latest
+        .items
+        .iter()
+        .filter(|r| r.key != run_key(id) && r.value.state != State::Calculating)
+        .map(|r| r.value.calculated + r.value.failed)
+        .find(|n| *n > 0))
 }
 
 #[derive(Deserialize)]
@@ -226,7 +258,7 @@ pub fn create(req: &Request) -> Result<Response, Error> {
         paid_by: None,
         paid_at: None,
     };
-    run.task = Some(start_calculation(id, &run)?);
+    run.task = Some(start_calculation(id, &run, 0)?);
     RUNS.insert(&run_key(id), &run)?;
     Response::json(202, &run_view(id, &run))
 }
@@ -259,13 +291,14 @@ pub fn recalculate(req: &Request) -> Result<Response, Error> {
     }
     run.rules = rules()?;
     run.started_at = now_ms();
+    let previous = run.calculated + run.failed;
     run.generation += 1;
     run.state = State::Calculating;
     run.calculated = 0;
     run.failed = 0;
     run.totals.clear();
     run.calculated_at = None;
-    run.task = Some(start_calculation(id, &run)?);
+    run.task = Some(start_calculation(id, &run, previous)?);
     RUNS.update(&run_key(id), &run, stored.version)?;
     Response::json(202, &run_view(id, &run))
 }
@@ -280,6 +313,33 @@ pub fn cancel(req: &Request) -> Result<Response, Error> {
     run.state = State::Cancelled;
     RUNS.update(&run_key(id), &run, stored.version)?;
     Response::json(200, &run_view(id, &run))
+}
+
+/// The run named in the path, which must be paid (its bank file is of money paid).
+pub(crate) fn paid_run(req: &Request) -> Result<(u64, Run), Error> {
+    let (id, stored) = load(req)?;
+    if stored.value.state != State::Paid {
+        return Err(Error::conflict(
+            "not-paid",
+            format!("run {id} is {}; a bank file is made for a paid run", stored.value.state.name()),
+        ));
+    }
+    Ok((id, stored.value))
+}
+
+/// Every payslip of the run's current calculation.
+pub(crate) fn payslips_of(id: u64, run: &Run) -> Result<Vec<Payslip>, Error> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page =
+            PAYSLIPS.query().eq("slot", slot(id, run.generation)).cursor(cursor.as_deref()).limit(500).fetch()?;
+        out.extend(page.items.into_iter().map(|p| p.value));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(out),
+        }
+    }
 }
 
 pub fn approve(req: &Request) -> Result<Response, Error> {
@@ -299,6 +359,19 @@ pub fn approve(req: &Request) -> Result<Response, Error> {
                 run.failed
             ),
         ));
+    }
+    if run.calculated == 0 {
+        return Err(Error::conflict("empty-run", format!("run {id} pays nobody")));
+    }
+    // A run settled after this calculation started may have paid what this one pays again
+    // (arrears, above all): the draft is worked out again first.
+    for other in settled_runs(Month { year: 1900, month: 1 }, Some(id))? {
+        if other.run.approved_at.is_some_and(|at| at > run.started_at) {
+            return Err(Error::conflict(
+                "stale-calculation",
+                format!("run {} was approved after this calculation started; recalculate run {id} first", other.id),
+            ));
+        }
     }
     run.state = State::Approved;
     run.approved_by = Some(req.caller.user_id.clone());
@@ -347,7 +420,194 @@ pub fn payslip(req: &Request) -> Result<Response, Error> {
     let found = PAYSLIPS
         .get(&format!("{}/{employee}", slot(id, run.value.generation)))?
         .ok_or_else(|| Error::not_found("payslip-not-found", format!("run {id} has no payslip for `{employee}`")))?;
-    Response::json(200, &worked_view(&found.value.worked))
+    Response::json(200, &payslip_view(id, &run.value, &found.value.worked)?)
+}
+
+/// `GET /runs/{id}/payslips/{employee}/pdf`.
+pub fn payslip_pdf(req: &Request) -> Result<Response, Error> {
+    let (id, run) = load(req)?;
+    let employee = req.param("employee")?;
+    let found = PAYSLIPS
+        .get(&format!("{}/{employee}", slot(id, run.value.generation)))?
+        .ok_or_else(|| Error::not_found("payslip-not-found", format!("run {id} has no payslip for `{employee}`")))?;
+    pdf_response(id, &run.value, &found.value.worked)
+}
+
+/// `GET /me/payslips/{run}/pdf`: the caller's own, once the run is approved.
+pub fn my_payslip_pdf(req: &Request) -> Result<Response, Error> {
+    let employee = me(req)?;
+    let text = req.param("id")?;
+    let not_found = || Error::not_found("payslip-not-found", format!("you have no payslip in pay run `{text}`"));
+    let id: u64 = text.parse().map_err(|_| not_found())?;
+    let run = RUNS.get(&run_key(id))?.filter(|r| published(r.value.state)).ok_or_else(not_found)?;
+    let found = PAYSLIPS.get(&format!("{}/{employee}", slot(id, run.value.generation)))?.ok_or_else(not_found)?;
+    pdf_response(id, &run.value, &found.value.worked)
+}
+
+fn pdf_response(id: u64, run: &Run, w: &Worked) -> Result<Response, Error> {
+    let month = Month::parse(&w.period).ok_or_else(|| Error::internal("bad-period", w.period.clone()))?;
+    let ytd = year_to_date(&w.employee, month, Some((id, w)))?;
+    let e = w.exponent;
+    let t = &w.slip.totals;
+    let with_currency = |minor: i64| format!("{} {}", w.currency, money(minor, e));
+    let mut footer = Vec::new();
+    if let Some(years) = ytd.as_object() {
+        for (currency, y) in years {
+            footer.push(format!(
+                "Year to date {} through {} ({} payslips), {currency}: gross {}, deductions {}, tax {}, net {}",
+                y["year"],
+                y["through"].as_str().unwrap_or_default(),
+                y["payslips"],
+                y["gross"].as_str().unwrap_or_default(),
+                y["deductions"].as_str().unwrap_or_default(),
+                y["tax"].as_str().unwrap_or_default(),
+                y["net"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    if w.final_pay {
+        footer.push("Final pay: the employee's last day falls in this period.".into());
+    }
+    let unpaid = crate::money::Decimal::from_minor(w.unpaid_day_thousandths as i64, 3);
+    let sheet = crate::pdf::Sheet {
+        title: format!("Payslip {}", w.period),
+        heading: vec![
+            format!("{} (employee {})", w.name, w.employee),
+            format!("Period {} to {}, pay run {id} ({})", month.first(), month.last(), run.state.name()),
+            format!("Working days {} of {}, unpaid leave {unpaid} days", w.working_days, w.period_working_days),
+        ],
+        lines: w.slip.lines.iter().map(|l| (l.kind, l.name.as_str(), l.basis.as_str(), money(l.amount, e))).collect(),
+        totals: vec![
+            ("Gross pay", with_currency(t.gross)),
+            ("Deductions", with_currency(t.deductions)),
+            ("Income tax", with_currency(t.tax)),
+            ("Net pay", with_currency(t.net)),
+            ("Cost to the employer", with_currency(t.gross + t.employer)),
+        ],
+        footer,
+    };
+    let file = format!("payslip-{}-{}.pdf", w.period, w.employee);
+    Ok(Response::raw(200, "application/pdf", crate::pdf::payslip(&sheet))
+        .with_header("content-disposition", &format!("attachment; filename=\"{file}\"")))
+}
+
+/// A stored payslip with its run and the employee's year to date through it.
+fn payslip_view(id: u64, run: &Run, worked: &Worked) -> Result<Value, Error> {
+    let mut shown = worked_view(worked);
+    shown["run"] = json!(id);
+    shown["state"] = json!(run.state);
+    let month = Month::parse(&worked.period).ok_or_else(|| Error::internal("bad-period", worked.period.clone()))?;
+    shown["year_to_date"] = year_to_date(&worked.employee, month, Some((id, worked)))?;
+    Ok(shown)
+}
+
+/// `employee`'s totals for `month`'s calendar year through it, per currency: their payslips
+/// of settled runs, plus `this` (the payslip shown, settled or not) instead of its run's.
+fn year_to_date(employee: &str, month: Month, this: Option<(u64, &Worked)>) -> Result<Value, Error> {
+    let mut slips = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = PAYSLIPS.query().eq("employee", employee).cursor(cursor.as_deref()).limit(500).fetch()?;
+        slips.extend(page.items.into_iter().map(|p| p.value));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut ids: Vec<u64> = slips.iter().map(|p| p.run).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let keys: Vec<String> = ids.iter().map(|id| run_key(*id)).collect();
+    let runs: BTreeMap<u64, Run> =
+        ids.iter().zip(read_all(&RUNS, &keys)?).filter_map(|(id, r)| Some((*id, r?.value))).collect();
+    let counted = slips.iter().filter(|p| {
+        let Some(run) = runs.get(&p.run) else { return false };
+        let m = Month::parse(&p.worked.period);
+        published(run.state)
+            && p.slot == slot(p.run, run.generation)
+            && Some(p.run) != this.map(|(id, _)| id)
+            && m.is_some_and(|m| m.year == month.year && m <= month)
+    });
+    let mut totals: BTreeMap<String, (u32, [i64; 6], u32)> = BTreeMap::new();
+    for w in counted.map(|p| &p.worked).chain(this.map(|(_, w)| w)) {
+        let t = &w.slip.totals;
+        let entry = totals.entry(w.currency.clone()).or_insert((w.exponent, [0; 6], 0));
+        for (sum, v) in entry.1.iter_mut().zip([t.gross, t.taxable, t.deductions, t.tax, t.net, t.employer]) {
+            *sum = sum.checked_add(v).ok_or_else(|| Error::internal("totals-overflow", "year to date too large"))?;
+        }
+        entry.2 += 1;
+    }
+    let shown: BTreeMap<String, Value> = totals
+        .into_iter()
+        .map(|(currency, (e, [gross, taxable, deductions, tax, net, employer], payslips))| {
+            (
+                currency,
+                json!({ "year": month.year, "through": month.label(), "payslips": payslips,
+                        "gross": money(gross, e), "taxable": money(taxable, e), "deductions": money(deductions, e),
+                        "tax": money(tax, e), "net": money(net, e), "employer": money(employer, e) }),
+            )
+        })
+        .collect();
+    Ok(json!(shown))
+}
+
+/// `GET /employees/{id}/year-to-date?year=2026`: an employee's settled pay of a year.
+pub fn employee_year_to_date(req: &Request) -> Result<Response, Error> {
+    let employee = req.param("id")?;
+    if !valid_code(employee) {
+        return Err(Error::not_found("employee-not-found", format!("no employee `{employee}`")));
+    }
+    let year: i32 = match req.query("year") {
+        Some(y) => y
+            .parse()
+            .ok()
+            .filter(|y| (1900..=9999).contains(y))
+            .ok_or_else(|| Error::invalid("invalid-year", "`year` is a year, such as 2026").at_field("year"))?,
+        None => Month::parse(&crate::today_month())
+            .map(|m| m.year)
+            .ok_or_else(|| Error::internal("bad-clock", "the clock gives no month"))?,
+    };
+    let december = Month::parse(&format!("{year:04}-12")).expect("a valid month");
+    Response::json(200, &json!({ "employee": employee, "year_to_date": year_to_date(employee, december, None)? }))
+}
+
+/// `GET /runs/{id}/register`: the run's totals per currency and per line code.
+pub fn register(req: &Request) -> Result<Response, Error> {
+    let (id, run) = load(req)?;
+    let run = run.value;
+    let currencies: BTreeMap<&String, Value> = run
+        .totals
+        .iter()
+        .map(|(currency, s)| {
+            let e = s.exponent;
+            let mut lines: Vec<(&String, &LineSum)> = s.lines.iter().collect();
+            lines.sort_by_key(|(code, l)| (l.kind.map(kind_order), (*code).clone()));
+            let lines: Vec<Value> = lines
+                .into_iter()
+                .map(|(code, l)| json!({ "code": code, "name": l.name, "kind": l.kind, "employees": l.employees, "amount": money(l.amount, e) }))
+                .collect();
+            (
+                currency,
+                json!({ "employees": s.employees, "gross": money(s.gross, e), "deductions": money(s.deductions, e),
+                        "tax": money(s.tax, e), "net": money(s.net, e), "employer": money(s.employer, e),
+                        "employer_cost": money(s.gross + s.employer, e), "lines": lines }),
+            )
+        })
+        .collect();
+    Response::json(
+        200,
+        &json!({ "run": id, "period": run.period, "state": run.state, "generation": run.generation, "currencies": currencies }),
+    )
+}
+
+fn kind_order(kind: crate::calc::LineKind) -> u8 {
+    use crate::calc::LineKind;
+    match kind {
+        LineKind::Earning => 0,
+        LineKind::Deduction => 1,
+        LineKind::Tax => 2,
+        LineKind::Employer => 3,
+    }
 }
 
 /// HR's id of the calling user's employee record.
@@ -383,7 +643,7 @@ pub fn my_payslips(req: &Request) -> Result<Response, Error> {
     let mut items = Vec::new();
     for batch in runs.chunks(500) {
         let keys: Vec<String> = batch.iter().map(|id| run_key(*id)).collect();
-        for (id, run) in batch.iter().zip(RUNS.get_many(&keys)?) {
+        for (id, run) in batch.iter().zip(read_all(&RUNS, &keys)?) {
             let Some(run) = run.filter(|r| published(r.value.state)) else { continue };
             let current = slot(*id, run.value.generation);
             for p in mine.iter().filter(|p| p.run == *id && p.slot == current) {
@@ -407,10 +667,7 @@ pub fn my_payslip(req: &Request) -> Result<Response, Error> {
     let id: u64 = text.parse().map_err(|_| not_found())?;
     let run = RUNS.get(&run_key(id))?.filter(|r| published(r.value.state)).ok_or_else(not_found)?;
     let found = PAYSLIPS.get(&format!("{}/{employee}", slot(id, run.value.generation)))?.ok_or_else(not_found)?;
-    let mut shown = worked_view(&found.value.worked);
-    shown["run"] = json!(id);
-    shown["state"] = json!(run.value.state);
-    Response::json(200, &shown)
+    Response::json(200, &payslip_view(id, &run.value, &found.value.worked)?)
 }
 
 pub fn problems(req: &Request) -> Result<Response, Error> {
@@ -462,6 +719,8 @@ pub(crate) fn settled_runs(month: Month, except: Option<u64>) -> Result<Vec<Sett
         }
     }
     out.sort_by_key(|s| (s.month, s.id));
+    // A run paid between the two queries is listed by both.
+    out.dedup_by_key(|s| s.id);
     Ok(out)
 }
 
@@ -480,19 +739,36 @@ fn reaches_back<'a>(history: &PayHistory, month: Month, settled: &'a [Settled]) 
         .collect()
 }
 
+/// What retro pay found for one person: the arrears lines, and the settled months it could
+/// not work out again (for payroll to settle by hand; they never block a run).
+#[derive(Debug, Default)]
+pub(crate) struct Owed {
+    pub arrears: Vec<Arrear>,
+    pub notes: Vec<String>,
+}
+
 /// The arrears owed in `month` from the employee's settled payslips (by run).
-fn arrears_from(
-    history: &PayHistory,
-    month: Month,
-    settled: &[Settled],
-    slips: &BTreeMap<u64, Worked>,
-) -> Result<Vec<Arrear>, Error> {
-    let mut out = Vec::new();
+fn arrears_from(history: &PayHistory, month: Month, settled: &[Settled], slips: &BTreeMap<u64, Worked>) -> Owed {
+    let mut out = Owed::default();
     for s in reaches_back(history, month, settled) {
         // Not paid in that run (not employed then, or a problem): nothing to compare with.
         let Some(paid) = slips.get(&s.id) else { continue };
-        let due = work_out_again(history, s.month, &s.run.rules, paid)?;
         let period = s.month.label();
+        // Worked out by a version that did not keep its inputs: it cannot be done again.
+        if paid.period_days == 0 {
+            out.notes.push(format!(
+                "{period} (run {}) was worked out before payroll kept what it needs to redo it: check it by hand",
+                s.id
+            ));
+            continue;
+        }
+        let due = match work_out_again(history, s.month, &s.run.rules, paid) {
+            Ok(due) => due,
+            Err(e) => {
+                out.notes.push(format!("{period} (run {}) cannot be worked out again: {}", s.id, e.detail()));
+                continue;
+            }
+        };
         let prefix = retro::code(&period, "");
         let since: Vec<&Line> = slips
             .iter()
@@ -501,9 +777,9 @@ fn arrears_from(
             .filter(|l| l.code.starts_with(&prefix))
             .collect();
         let pre_tax = |code: &str| s.run.rules.components.get(code).is_some_and(|c| c.pre_tax);
-        out.extend(retro::arrears(&period, paid.exponent, &due, &paid.slip, &since, pre_tax));
+        out.arrears.extend(retro::arrears(&period, paid.exponent, &due, &paid.slip, &since, pre_tax));
     }
-    Ok(out)
+    out
 }
 
 /// The arrears `employee` is owed in `month` (for a preview: reads their settled payslips).
@@ -512,14 +788,14 @@ pub(crate) fn arrears_owed(
     history: &PayHistory,
     month: Month,
     settled: &[Settled],
-) -> Result<Vec<Arrear>, Error> {
+) -> Result<Owed, Error> {
     if reaches_back(history, month, settled).is_empty() {
-        return Ok(Vec::new());
+        return Ok(Owed::default());
     }
     let keys: Vec<String> = settled.iter().map(|s| format!("{}/{employee}", slot(s.id, s.run.generation))).collect();
     let slips =
         settled.iter().zip(read_all(&PAYSLIPS, &keys)?).filter_map(|(s, p)| Some((s.id, p?.value.worked))).collect();
-    arrears_from(history, month, settled, &slips)
+    Ok(arrears_from(history, month, settled, &slips))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -532,9 +808,9 @@ struct Chunk {
 /// Keys per batched read: 100 documents of a kind fit one read's budget unless they are
 /// very large (then they are read one at a time).
 const READ_BATCH: usize = 100;
-/// Settled payslips one chunk reads for retro pay at most (with the page's own reads, within
-/// the 10,000 documents a call that writes may have read).
-const RETRO_READS: usize = 6_000;
+/// Settled payslips one chunk reads for retro pay at most: within the 10,000 documents a
+/// call that writes may have read, and what its memory holds with payslips of many lines.
+const RETRO_READS: usize = 1_000;
 /// Payslip bytes one chunk writes at most before it hands the rest of its page to the next
 /// (a commit takes 8 MiB by default).
 const WRITE_BUDGET: usize = 4 << 20;
@@ -699,18 +975,18 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
         let input = inputs[i].as_ref().map(|v| v.value.clone()).unwrap_or_default();
         // HR may fail for one person only: that is their problem, not the page's.
         let worked = item.time.clone().map_err(Error::from).and_then(|time| {
-            let arrears = match retro_of.get(&i) {
-                None => Vec::new(),
+            let owed = match retro_of.get(&i) {
+                None => Owed::default(),
                 Some(range) => {
                     let mine: BTreeMap<u64, Worked> = settled
                         .iter()
                         .zip(&retro_slips[range.clone()])
                         .filter_map(|(s, p)| Some((s.id, p.as_ref()?.value.worked.clone())))
                         .collect();
-                    arrears_from(history, month, &settled, &mine)?
+                    arrears_from(history, month, &settled, &mine)
                 }
             };
-            work_out_with(&employee.id, &employee.name, month, &run.rules, history, &time, &input, &arrears)
+            work_out_with(&employee.id, &employee.name, month, &run.rules, history, &time, &input, &owed)
         });
         match worked {
             Ok(worked) => {
@@ -727,6 +1003,20 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
                 sums.tax = add(sums.tax, t.tax)?;
                 sums.net = add(sums.net, t.net)?;
                 sums.employer = add(sums.employer, t.employer)?;
+                for line in &worked.slip.lines {
+                    // One-offs are numbered per payslip: the register groups them by name.
+                    let code = match line.code.starts_with("one-off-") {
+                        true => format!("one-off:{}", line.name),
+                        false => line.code.clone(),
+                    };
+                    let entry = sums.lines.entry(code).or_default();
+                    if entry.kind.is_none() {
+                        entry.name = line.name.clone();
+                        entry.kind = Some(line.kind);
+                    }
+                    entry.employees += 1;
+                    entry.amount = add(entry.amount, line.amount)?;
+                }
                 run.calculated += 1;
                 let slip = Payslip { run: chunk.run, slot: here.clone(), employee: employee.id.clone(), worked };
                 written += key.len() + serde_json::to_string(&slip)?.len();
