@@ -719,3 +719,80 @@ async fn a_raise_back_dated_into_a_paid_month_is_paid_as_arrears_in_the_next_run
     assert!(lines(&june).iter().all(|(code, _)| !code.starts_with("arrears-")), "{june}");
     assert_eq!(lines(&june)[0], ("base".to_owned(), "6000.00".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_schedule_pays_its_own_periods_and_the_next_run_starts_itself_near_the_period_end() {
+    let o = setup().await;
+    let (sam, bea, mo) =
+        (o.hire("Sam Semi", None).await, o.hire("Bea Biweekly", None).await, o.hire("Mo Monthly", None).await);
+    for (who, salary, schedule) in
+        [(&sam, "48000", "semi-monthly"), (&bea, "52000", "bi-weekly"), (&mo, "60000", "monthly")]
+    {
+        o.s.put(
+            &format!("{PAYROLL}/employees/{}/compensation", who.number),
+            json!({ "effective": "2020-01-01", "pay": { "salary": salary }, "currency": "EUR", "schedule": schedule }),
+        )
+        .await
+        .expect(200);
+    }
+    let run = |period: &'static str| {
+        let s = &o.s;
+        async move {
+            let run = s.post(&format!("{PAYROLL}/runs"), json!({ "period": period })).await.expect(202).body;
+            let path = format!("{PAYROLL}/runs/{}", run["id"]);
+            s.eventually(&path, "the run", |r| r["state"] == "calculated").await;
+            path
+        }
+    };
+    let only = |path: String, n: u64| {
+        let s = &o.s;
+        async move {
+            let run = s.get(&path).await.expect(200).body;
+            assert_eq!((run["calculated"].as_u64(), run["failed"].as_u64()), (Some(1), Some(0)), "{run}");
+            s.get(&format!("{path}/payslips/{n}")).await.expect(200).body
+        }
+    };
+    // 1 to 15 April, Sam's half month: 9 working days of 9 (Good Friday and Easter Monday
+    // off), 48,000 / 24 = 2,000.00; tax (2,000 × 24 − 12,000) × 20 % / 24 = 300.00.
+    let h1 = only(run("2026-04-H1").await, sam.number).await;
+    assert_eq!(lines(&h1), pairs(&[("base", "2000.00"), ("tax", "300.00")]), "{h1}");
+    assert_eq!((h1["period_working_days"].as_u64(), h1["period"].as_str()), (Some(9), Some("2026-04-H1")));
+    // Bea's two weeks from Monday 6 April (every 14th day from 2024-01-01 starts one):
+    // 52,000 / 26 = 2,000.00; tax (52,000 − 12,000) × 20 % / 26 = 307.69.
+    let weeks = only(run("2026-04-06").await, bea.number).await;
+    assert_eq!(lines(&weeks), pairs(&[("base", "2000.00"), ("tax", "307.69")]), "{weeks}");
+    o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04-07" })).await.expect_problem(422, "invalid-period");
+    o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04-H3" })).await.expect_problem(422, "invalid-period");
+    // The month pays Mo alone; Sam's preview for a month is refused, naming his schedule.
+    only(run("2026-04").await, mo.number).await;
+    let other = o.s.get(&format!("{PAYROLL}/employees/{}/payslip-preview?period=2026-04", sam.number)).await;
+    assert!(other.expect_problem(409, "other-schedule").body["detail"].as_str().unwrap().contains("semi-monthly"));
+
+    // The next monthly run starts itself 3 days before the month's end, once.
+    o.s.patch("/v1/tenants/default/plugins/payroll/settings", json!({ "values": { "auto-calculate": "monthly" } }))
+        .await
+        .expect(200);
+    let fire = || {
+        let s = &o.s;
+        async move {
+            let job =
+                s.post_empty("/v1/tenants/default/plugins/payroll/schedules/next-pay-run/run").await.expect(202).body;
+            s.job_reaches(job["job_id"].as_str().unwrap(), "done").await;
+        }
+    };
+    let mays = || {
+        let s = &o.s;
+        async move {
+            let runs = s.get(&format!("{PAYROLL}/runs")).await.expect(200).body;
+            runs["items"].as_array().unwrap().iter().filter(|r| r["period"] == "2026-05").cloned().collect::<Vec<_>>()
+        }
+    };
+    fire().await; // 4 May: too early.
+    assert!(mays().await.is_empty());
+    o.s.advance_clock(24 * 86_400_000).await; // 28 May.
+    fire().await;
+    fire().await;
+    let started = mays().await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0]["created_by"], "schedule next-pay-run");
+}

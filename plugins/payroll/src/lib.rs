@@ -12,6 +12,7 @@ mod enrolment;
 pub mod formula;
 pub mod money;
 mod pdf;
+pub mod period;
 pub mod retro;
 mod runs;
 pub mod tax;
@@ -39,6 +40,8 @@ const MIGRATE_BATCH: u32 = 400;
 const INPUTS: Collection<PeriodInputs> = Collection::new("inputs");
 
 const TAX: &str = "tax";
+/// Someone paid on another schedule than the period's: not on this run.
+pub(crate) const OTHER_SCHEDULE: &str = "other-schedule";
 const MAX_COMPONENTS: u32 = 100;
 const MAX_ONE_OFFS: usize = 50;
 /// Entries of one employee's pay history.
@@ -91,6 +94,7 @@ impl Plugin for Payroll {
     fn run_job(job: &Job) -> Result<(), Error> {
         match job.name.as_str() {
             runs::CALCULATE => runs::run_chunk(job),
+            runs::NEXT_RUN if job.scheduled => runs::next_run(),
             other => Err(Error::invalid("unknown-job", format!("payroll runs no job `{other}`"))),
         }
     }
@@ -98,18 +102,31 @@ impl Plugin for Payroll {
 
 export_plugin!(Payroll);
 
-/// How often someone is paid. Monthly for now; semi-monthly and bi-weekly schedules build
-/// their periods the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How often someone is paid: the periods a run covers (see `period.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Schedule {
     Monthly,
+    /// The 1st to the 15th, and the 16th to the month's end.
+    SemiMonthly,
+    /// Every 14 days from the tenant's anchor date.
+    BiWeekly,
 }
 
 impl Schedule {
     fn periods_per_year(self) -> u32 {
         match self {
             Schedule::Monthly => 12,
+            Schedule::SemiMonthly => 24,
+            Schedule::BiWeekly => 26,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Schedule::Monthly => "monthly",
+            Schedule::SemiMonthly => "semi-monthly",
+            Schedule::BiWeekly => "bi-weekly",
         }
     }
 }
@@ -158,84 +175,30 @@ pub struct PeriodInputs {
     pub one_offs: Vec<OneOff>,
 }
 
-/// A month, `YYYY-MM`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Month {
-    year: i32,
-    month: u8,
+pub(crate) use period::Period;
+
+/// Today, as days since 1970-01-01 by the host's clock.
+pub(crate) fn today_days() -> i64 {
+    (keel_sdk::services::now_ms() / 86_400_000) as i64
 }
 
-fn leap(year: i32) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in(year: i32, month: u8) -> u8 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if leap(year) => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-impl Month {
-    pub(crate) fn parse(text: &str) -> Option<Month> {
-        let (y, m) = text.split_once('-')?;
-        if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let (year, month) = (y.parse().ok()?, m.parse().ok()?);
-        ((1900..=9999).contains(&year) && (1..=12).contains(&month)).then_some(Month { year, month })
-    }
-
-    /// The month `n` months earlier.
-    pub(crate) fn back(self, n: u32) -> Month {
-        let index = self.year * 12 + i32::from(self.month) - 1 - n as i32;
-        Month { year: index.div_euclid(12), month: (index.rem_euclid(12) + 1) as u8 }
-    }
-
-    pub(crate) fn label(self) -> String {
-        format!("{:04}-{:02}", self.year, self.month)
-    }
-
-    fn first(self) -> String {
-        format!("{:04}-{:02}-01", self.year, self.month)
-    }
-
-    fn last(self) -> String {
-        format!("{:04}-{:02}-{:02}", self.year, self.month, days_in(self.year, self.month))
-    }
-}
-
-/// This month, `YYYY-MM`, by the host's clock.
-pub(crate) fn today_month() -> String {
-    today()[..7].to_owned()
+/// The first day of a bi-weekly period (the `biweekly-anchor` setting): every 14th day
+/// from it starts one.
+pub(crate) fn biweekly_anchor() -> Result<i64, Error> {
+    let text = keel_sdk::services::config("biweekly-anchor").unwrap_or_else(|| "2024-01-01".into());
+    period::parse_date(&text).ok_or_else(|| {
+        Error::conflict("invalid-setting", format!("the `biweekly-anchor` setting `{text}` is not a date, YYYY-MM-DD"))
+    })
 }
 
 /// Today, `YYYY-MM-DD`, by the host's clock.
 pub(crate) fn today() -> String {
-    let days = (keel_sdk::services::now_ms() / 86_400_000) as i64;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    period::date_text(today_days())
 }
 
 /// `YYYY-MM-DD` with a day the month has.
 fn valid_date(text: &str) -> bool {
-    text.len() == 10
-        && text.as_bytes()[7] == b'-'
-        && Month::parse(&text[..7]).is_some_and(|m| {
-            text[8..].bytes().all(|b| b.is_ascii_digit())
-                && text[8..].parse::<u8>().is_ok_and(|d| d >= 1 && d <= days_in(m.year, m.month))
-        })
+    period::parse_date(text).is_some()
 }
 
 /// Codes of components and ids of employees: 1-64 of a-z, 0-9, `_` and `-`.
@@ -557,15 +520,25 @@ fn get_compensation(req: &Request) -> Result<Response, Error> {
     Response::json(200, &compensation_view(&c))
 }
 
-fn month_param(req: &Request, name: &'static str) -> Result<Month, Error> {
+fn period_param(req: &Request, name: &'static str) -> Result<Period, Error> {
     let text = req.param(name).ok().or_else(|| req.query(name)).unwrap_or_default();
-    Month::parse(text)
-        .ok_or_else(|| Error::invalid("invalid-period", format!("`{name}` is a month, YYYY-MM")).at_field(name))
+    Period::parse(text).ok_or_else(|| invalid_period(name))
+}
+
+pub(crate) fn invalid_period(name: &str) -> Error {
+    Error::invalid(
+        "invalid-period",
+        format!("`{name}` is a pay period: a month (2026-04), a half month (2026-04-H1, 2026-04-H2) or a bi-weekly period's first day (2026-04-06)"),
+    )
+    .at_field(name)
 }
 
 fn put_inputs(req: &Request) -> Result<Response, Error> {
     let (employee, _) = employee_param(req)?;
-    let month = month_param(req, "period")?;
+    let period = period_param(req, "period")?;
+    if !period.aligned(biweekly_anchor()?) {
+        return Err(invalid_period("period"));
+    }
     let inputs: PeriodInputs = req.json()?;
     if inputs.one_offs.len() > MAX_ONE_OFFS {
         return Err(Error::invalid("too-many-one-offs", format!("a period has at most {MAX_ONE_OFFS} one-offs"))
@@ -586,7 +559,7 @@ fn put_inputs(req: &Request) -> Result<Response, Error> {
             );
         }
     }
-    INPUTS.upsert(&inputs_key(&employee, month), &inputs)?;
+    INPUTS.upsert(&inputs_key(&employee, period), &inputs)?;
     Response::json(200, &inputs)
 }
 
@@ -644,11 +617,11 @@ pub struct Worked {
 /// payslip `paid` was worked out from and with its run's `rules`.
 pub(crate) fn work_out_again(
     history: &PayHistory,
-    month: Month,
+    period: Period,
     rules: &Rules,
     paid: &Worked,
 ) -> Result<calc::Payslip, Error> {
-    let c = history.on(&month.last()).ok_or_else(|| no_compensation(&paid.employee, month))?;
+    let c = history.on(&period.last()).ok_or_else(|| no_compensation(&paid.employee, period))?;
     if c.currency != paid.currency {
         return Err(Error::conflict(
             "retro-currency-changed",
@@ -656,7 +629,7 @@ pub(crate) fn work_out_again(
                 "employee `{}` was paid {} for {} and is now paid {}: settle the difference by hand",
                 paid.employee,
                 paid.currency,
-                month.label(),
+                period.label(),
                 c.currency
             ),
         ));
@@ -685,23 +658,23 @@ pub(crate) fn work_out_again(
 /// Works out `employee`'s payslip for `month`: their compensation in force at its end, HR's
 /// working time and unpaid leave, the month's inputs. HR's errors pass through as they are
 /// (`department-unavailable` when it cannot answer).
-pub(crate) fn work_out(employee: &str, name: &str, month: Month, rules: &Rules) -> Result<Worked, Error> {
+pub(crate) fn work_out(employee: &str, name: &str, period: Period, rules: &Rules) -> Result<Worked, Error> {
     let history = COMPENSATION.get(employee)?.map(|h| h.value).unwrap_or_default();
     // Without pay recorded, HR need not be asked.
-    history.on(&month.last()).ok_or_else(|| no_compensation(employee, month))?;
-    let time = directory::get_working_time(employee, &month.first(), &month.last())?;
-    let inputs = INPUTS.get(&inputs_key(employee, month))?.map(|i| i.value).unwrap_or_default();
-    let settled = runs::settled_runs(month, None)?;
-    let owed = runs::arrears_owed(employee, &history, month, &settled)?;
-    work_out_with(employee, name, month, rules, &history, &time, &inputs, &owed)
+    history.on(&period.last()).ok_or_else(|| no_compensation(employee, period))?;
+    let time = directory::get_working_time(employee, &period.first(), &period.last())?;
+    let inputs = INPUTS.get(&inputs_key(employee, period))?.map(|i| i.value).unwrap_or_default();
+    let settled = runs::settled_runs(Some(period), None)?;
+    let owed = runs::arrears_owed(employee, &history, period, &settled)?;
+    work_out_with(employee, name, period, rules, &history, &time, &inputs, &owed)
 }
 
-fn no_compensation(employee: &str, month: Month) -> Error {
-    Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {}", month.last()))
+fn no_compensation(employee: &str, period: Period) -> Error {
+    Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {}", period.last()))
 }
 
-pub(crate) fn inputs_key(employee: &str, month: Month) -> String {
-    format!("{employee}/{}", month.label())
+pub(crate) fn inputs_key(employee: &str, period: Period) -> String {
+    format!("{employee}/{}", period.label())
 }
 
 /// [`work_out`] from what was read already: the employee's pay history, HR's working time
@@ -709,7 +682,7 @@ pub(crate) fn inputs_key(employee: &str, month: Month) -> String {
 pub(crate) fn work_out_with(
     employee: &str,
     name: &str,
-    month: Month,
+    period: Period,
     rules: &Rules,
     history: &PayHistory,
     time: &directory::WorkingTime,
@@ -717,8 +690,19 @@ pub(crate) fn work_out_with(
     owed: &runs::Owed,
 ) -> Result<Worked, Error> {
     let arrears = owed.arrears.as_slice();
-    let (first, last) = (month.first(), month.last());
-    let compensation = history.on(&last).ok_or_else(|| no_compensation(employee, month))?.clone();
+    let (first, last) = (period.first(), period.last());
+    let compensation = history.on(&last).ok_or_else(|| no_compensation(employee, period))?.clone();
+    if compensation.schedule != period.schedule() {
+        return Err(Error::conflict(
+            OTHER_SCHEDULE,
+            format!(
+                "employee `{employee}` is paid {}; {} is a {} period",
+                compensation.schedule.name(),
+                period.label(),
+                period.schedule().name()
+            ),
+        ));
+    }
     if time.employed_days == 0 {
         return Err(Error::conflict(
             "not-employed-in-period",
@@ -749,7 +733,7 @@ pub(crate) fn work_out_with(
     Ok(Worked {
         employee: employee.to_owned(),
         name: name.to_owned(),
-        period: month.label(),
+        period: period.label(),
         currency: compensation.currency,
         exponent,
         compensation_effective: compensation.effective,
@@ -796,10 +780,10 @@ pub(crate) fn worked_view(w: &Worked) -> Value {
 fn preview(req: &Request) -> Result<Response, Error> {
     migrated()?;
     let (employee, who) = employee_param(req)?;
-    let month = month_param(req, "period")?;
-    let worked = work_out(&employee, &who.name, month, &rules()?)?;
+    let period = period_param(req, "period")?;
+    let worked = work_out(&employee, &who.name, period, &rules()?)?;
     let mut shown = worked_view(&worked);
-    shown["from"] = json!(month.first());
-    shown["to"] = json!(month.last());
+    shown["from"] = json!(period.first());
+    shown["to"] = json!(period.last());
     Response::json(200, &shown)
 }

@@ -7,7 +7,7 @@
 
 use crate::calc::{Arrear, Line};
 use crate::{
-    COMPENSATION, INPUTS, Month, PayHistory, Rules, Worked, inputs_key, retro, rules, valid_code, work_out_again,
+    COMPENSATION, INPUTS, PayHistory, Period, Rules, Worked, inputs_key, retro, rules, valid_code, work_out_again,
     work_out_with, worked_view,
 };
 use keel_hr::directory;
@@ -23,6 +23,34 @@ const PROBLEMS: Collection<Problem> = Collection::new("run_problems");
 /// One per month paid, keyed by the month: a second payment of it cannot be written.
 const PAID: Collection<Paid> = Collection::new("paid_periods");
 const RUN_NUMBERS: Sequence = Sequence::new("run");
+
+/// The schedule that starts the next run by itself (the `auto-calculate` setting).
+pub const NEXT_RUN: &str = "next-pay-run";
+
+/// Starts the run of the current period of the `auto-calculate` schedule once the period is
+/// within `auto-calculate-days-before` days of its end (or over), unless it has one or is
+/// paid.
+pub fn next_run() -> Result<(), Error> {
+    let schedule = match keel_sdk::services::config("auto-calculate").as_deref() {
+        Some("monthly") => crate::Schedule::Monthly,
+        Some("semi-monthly") => crate::Schedule::SemiMonthly,
+        Some("bi-weekly") => crate::Schedule::BiWeekly,
+        _ => return Ok(()),
+    };
+    let before: i64 =
+        keel_sdk::services::config("auto-calculate-days-before").and_then(|d| d.parse().ok()).unwrap_or(3);
+    let today = crate::today_days();
+    let period = Period::containing(schedule, today, crate::biweekly_anchor()?);
+    if today + before < period.end() {
+        return Ok(());
+    }
+    match start_run(period, &format!("schedule {NEXT_RUN}")) {
+        Ok(_) => Ok(()),
+        // Started by someone already, or paid: nothing to do.
+        Err(e) if matches!(e.code(), "run-exists" | "period-paid") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 /// The job each chunk of a calculation runs as.
 pub const CALCULATE: &str = "calculate-run";
@@ -218,22 +246,39 @@ struct NewRun {
     period: String,
 }
 
-/// Starts a month's pay run: its calculation is queued as a task.
+/// Starts a period's pay run: its calculation is queued as a task.
 pub fn create(req: &Request) -> Result<Response, Error> {
     crate::migrated()?;
     let input: NewRun = req.json()?;
-    let month = Month::parse(&input.period)
-        .ok_or_else(|| Error::invalid("invalid-period", "`period` is a month, YYYY-MM").at_field("period"))?;
-    let period = month.label();
-    if let Some(paid) = PAID.get(&period)? {
-        return Err(Error::conflict("period-paid", format!("{period} was paid by run {}", paid.value.run)));
+    let period = Period::parse(&input.period).ok_or_else(|| crate::invalid_period("period"))?;
+    let anchor = crate::biweekly_anchor()?;
+    if !period.aligned(anchor) {
+        return Err(Error::invalid(
+            "invalid-period",
+            format!(
+                "{} does not start a bi-weekly period: they start every 14 days from {} (the `biweekly-anchor` setting)",
+                period.label(),
+                crate::period::date_text(anchor)
+            ),
+        )
+        .at_field("period"));
     }
-    let existing = RUNS.query().eq("period", &period).limit(100).fetch()?;
+    let (id, run) = start_run(period, &req.caller.user_id)?;
+    Response::json(202, &run_view(id, &run))
+}
+
+/// Starts the run of `period`, unless the period is paid or has a run already.
+pub(crate) fn start_run(period: Period, by: &str) -> Result<(u64, Run), Error> {
+    let label = period.label();
+    if let Some(paid) = PAID.get(&label)? {
+        return Err(Error::conflict("period-paid", format!("{label} was paid by run {}", paid.value.run)));
+    }
+    let existing = RUNS.query().eq("period", &label).limit(100).fetch()?;
     if let Some(other) = existing.items.iter().find(|r| r.value.state != State::Cancelled) {
         return Err(Error::conflict(
             "run-exists",
             format!(
-                "run {} for {period} is {}; recalculate it instead",
+                "run {} for {label} is {}; recalculate it instead",
                 other.key.trim_start_matches('0'),
                 other.value.state.name()
             ),
@@ -241,7 +286,7 @@ pub fn create(req: &Request) -> Result<Response, Error> {
     }
     let id = RUN_NUMBERS.next()?;
     let mut run = Run {
-        period,
+        period: label,
         state: State::Calculating,
         generation: 1,
         task: None,
@@ -249,7 +294,7 @@ pub fn create(req: &Request) -> Result<Response, Error> {
         failed: 0,
         totals: BTreeMap::new(),
         rules: rules()?,
-        created_by: req.caller.user_id.clone(),
+        created_by: by.to_owned(),
         created_at: now_ms(),
         started_at: now_ms(),
         calculated_at: None,
@@ -260,7 +305,7 @@ pub fn create(req: &Request) -> Result<Response, Error> {
     };
     run.task = Some(start_calculation(id, &run, 0)?);
     RUNS.insert(&run_key(id), &run)?;
-    Response::json(202, &run_view(id, &run))
+    Ok((id, run))
 }
 
 pub fn list(req: &Request) -> Result<Response, Error> {
@@ -365,7 +410,7 @@ pub fn approve(req: &Request) -> Result<Response, Error> {
     }
     // A run settled after this calculation started may have paid what this one pays again
     // (arrears, above all): the draft is worked out again first.
-    for other in settled_runs(Month { year: 1900, month: 1 }, Some(id))? {
+    for other in settled_runs(None, Some(id))? {
         if other.run.approved_at.is_some_and(|at| at > run.started_at) {
             return Err(Error::conflict(
                 "stale-calculation",
@@ -445,7 +490,7 @@ pub fn my_payslip_pdf(req: &Request) -> Result<Response, Error> {
 }
 
 fn pdf_response(id: u64, run: &Run, w: &Worked) -> Result<Response, Error> {
-    let month = Month::parse(&w.period).ok_or_else(|| Error::internal("bad-period", w.period.clone()))?;
+    let month = Period::parse(&w.period).ok_or_else(|| Error::internal("bad-period", w.period.clone()))?;
     let ytd = year_to_date(&w.employee, month, Some((id, w)))?;
     let e = w.exponent;
     let t = &w.slip.totals;
@@ -496,14 +541,14 @@ fn payslip_view(id: u64, run: &Run, worked: &Worked) -> Result<Value, Error> {
     let mut shown = worked_view(worked);
     shown["run"] = json!(id);
     shown["state"] = json!(run.state);
-    let month = Month::parse(&worked.period).ok_or_else(|| Error::internal("bad-period", worked.period.clone()))?;
+    let month = Period::parse(&worked.period).ok_or_else(|| Error::internal("bad-period", worked.period.clone()))?;
     shown["year_to_date"] = year_to_date(&worked.employee, month, Some((id, worked)))?;
     Ok(shown)
 }
 
 /// `employee`'s totals for `month`'s calendar year through it, per currency: their payslips
 /// of settled runs, plus `this` (the payslip shown, settled or not) instead of its run's.
-fn year_to_date(employee: &str, month: Month, this: Option<(u64, &Worked)>) -> Result<Value, Error> {
+fn year_to_date(employee: &str, month: Period, this: Option<(u64, &Worked)>) -> Result<Value, Error> {
     let mut slips = Vec::new();
     let mut cursor = None;
     loop {
@@ -522,11 +567,11 @@ fn year_to_date(employee: &str, month: Month, this: Option<(u64, &Worked)>) -> R
         ids.iter().zip(read_all(&RUNS, &keys)?).filter_map(|(id, r)| Some((*id, r?.value))).collect();
     let counted = slips.iter().filter(|p| {
         let Some(run) = runs.get(&p.run) else { return false };
-        let m = Month::parse(&p.worked.period);
+        let m = Period::parse(&p.worked.period);
         published(run.state)
             && p.slot == slot(p.run, run.generation)
             && Some(p.run) != this.map(|(id, _)| id)
-            && m.is_some_and(|m| m.year == month.year && m <= month)
+            && m.is_some_and(|m| m.year() == month.year() && m.end() <= month.end())
     });
     let mut totals: BTreeMap<String, (u32, [i64; 6], u32)> = BTreeMap::new();
     for w in counted.map(|p| &p.worked).chain(this.map(|(_, w)| w)) {
@@ -542,7 +587,7 @@ fn year_to_date(employee: &str, month: Month, this: Option<(u64, &Worked)>) -> R
         .map(|(currency, (e, [gross, taxable, deductions, tax, net, employer], payslips))| {
             (
                 currency,
-                json!({ "year": month.year, "through": month.label(), "payslips": payslips,
+                json!({ "year": month.year(), "through": month.last(), "payslips": payslips,
                         "gross": money(gross, e), "taxable": money(taxable, e), "deductions": money(deductions, e),
                         "tax": money(tax, e), "net": money(net, e), "employer": money(employer, e) }),
             )
@@ -563,11 +608,9 @@ pub fn employee_year_to_date(req: &Request) -> Result<Response, Error> {
             .ok()
             .filter(|y| (1900..=9999).contains(y))
             .ok_or_else(|| Error::invalid("invalid-year", "`year` is a year, such as 2026").at_field("year"))?,
-        None => Month::parse(&crate::today_month())
-            .map(|m| m.year)
-            .ok_or_else(|| Error::internal("bad-clock", "the clock gives no month"))?,
+        None => crate::period::civil_from_days(crate::today_days()).0 as i32,
     };
-    let december = Month::parse(&format!("{year:04}-12")).expect("a valid month");
+    let december = Period::parse(&format!("{year:04}-12")).expect("a valid month");
     Response::json(200, &json!({ "employee": employee, "year_to_date": year_to_date(employee, december, None)? }))
 }
 
@@ -687,28 +730,28 @@ pub fn problems(req: &Request) -> Result<Response, Error> {
     Response::page(&items, page.next.as_deref())
 }
 
-/// How far back a change of pay is owed: settled periods of the last twelve months.
-const RETRO_MONTHS: u32 = 12;
+/// How far back a change of pay is owed: settled periods that started in the last 366 days.
+const RETRO_DAYS: i64 = 366;
 
 /// A settled (approved or paid) run: immutable, its payslips what was paid.
 pub(crate) struct Settled {
     id: u64,
-    month: Month,
+    month: Period,
     run: Run,
 }
 
-/// The settled runs from twelve months before `month` on (later ones too: arrears paid in
-/// them count as paid), but `except`.
-pub(crate) fn settled_runs(month: Month, except: Option<u64>) -> Result<Vec<Settled>, Error> {
-    let from = month.back(RETRO_MONTHS);
+/// The settled runs from a year before `period` on (later ones too: arrears paid in them
+/// count as paid), or all with no period, but `except`.
+pub(crate) fn settled_runs(period: Option<Period>, except: Option<u64>) -> Result<Vec<Settled>, Error> {
+    let from = period.map_or(i64::MIN, |p| p.start() - RETRO_DAYS);
     let mut out = Vec::new();
     for state in [State::Approved, State::Paid] {
         let mut cursor = None;
         loop {
             let page = RUNS.query().eq("state", state.name()).cursor(cursor.as_deref()).limit(500).fetch()?;
             for r in page.items {
-                let (Ok(id), Some(m)) = (r.key.parse::<u64>(), Month::parse(&r.value.period)) else { continue };
-                if m >= from && Some(id) != except {
+                let (Ok(id), Some(m)) = (r.key.parse::<u64>(), Period::parse(&r.value.period)) else { continue };
+                if m.start() >= from && Some(id) != except {
                     out.push(Settled { id, month: m, run: r.value });
                 }
             }
@@ -726,11 +769,11 @@ pub(crate) fn settled_runs(month: Month, except: Option<u64>) -> Result<Vec<Sett
 
 /// Settled periods before `month` that a change of `history` recorded since their
 /// calculation reaches back into: the ones to work out again.
-fn reaches_back<'a>(history: &PayHistory, month: Month, settled: &'a [Settled]) -> Vec<&'a Settled> {
+fn reaches_back<'a>(history: &PayHistory, month: Period, settled: &'a [Settled]) -> Vec<&'a Settled> {
     settled
         .iter()
         .filter(|s| {
-            s.month < month
+            s.month.end() < month.start()
                 && history
                     .entries
                     .iter()
@@ -748,7 +791,7 @@ pub(crate) struct Owed {
 }
 
 /// The arrears owed in `month` from the employee's settled payslips (by run).
-fn arrears_from(history: &PayHistory, month: Month, settled: &[Settled], slips: &BTreeMap<u64, Worked>) -> Owed {
+fn arrears_from(history: &PayHistory, month: Period, settled: &[Settled], slips: &BTreeMap<u64, Worked>) -> Owed {
     let mut out = Owed::default();
     for s in reaches_back(history, month, settled) {
         // Not paid in that run (not employed then, or a problem): nothing to compare with.
@@ -786,7 +829,7 @@ fn arrears_from(history: &PayHistory, month: Month, settled: &[Settled], slips: 
 pub(crate) fn arrears_owed(
     employee: &str,
     history: &PayHistory,
-    month: Month,
+    month: Period,
     settled: &[Settled],
 ) -> Result<Owed, Error> {
     if reaches_back(history, month, settled).is_empty() {
@@ -854,7 +897,7 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
     if run.generation != chunk.generation || run.state != State::Calculating {
         return keel_sdk::task::advance::<()>(0, None);
     }
-    let month = Month::parse(&run.period).ok_or_else(|| Error::internal("bad-period", run.period.clone()))?;
+    let month = Period::parse(&run.period).ok_or_else(|| Error::internal("bad-period", run.period.clone()))?;
     let here = slot(chunk.run, chunk.generation);
     let size = chunk_size();
     let page = match directory::working_times(&month.first(), &month.last(), chunk.cursor.as_deref(), size)
@@ -937,7 +980,7 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
     // Retro pay: the settled payslips of those whose pay changed back into settled periods.
     // Each such person costs a read per settled run; a chunk takes as many of them as keep
     // its reads within what a call may check again at commit.
-    let settled = settled_runs(month, Some(chunk.run))?;
+    let settled = settled_runs(Some(month), Some(chunk.run))?;
     let mut full = false;
     let mut retro_keys: Vec<String> = Vec::new();
     let mut retro_of: BTreeMap<usize, std::ops::Range<usize>> = BTreeMap::new();
@@ -1022,6 +1065,8 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
                 written += key.len() + serde_json::to_string(&slip)?.len();
                 PAYSLIPS.insert(key, &slip)?;
             }
+            // Paid on another schedule: another run's.
+            Err(e) if e.code() == crate::OTHER_SCHEDULE => {}
             // A passing failure runs the chunk again (from its start: nothing is kept).
             Err(e) if passing(&e) && job.attempt < ATTEMPTS_BEFORE_RECORDING => return Err(e),
             Err(e) => {
