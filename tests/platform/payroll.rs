@@ -791,8 +791,60 @@ async fn each_schedule_pays_its_own_periods_and_the_next_run_starts_itself_near_
     assert!(mays().await.is_empty());
     o.s.advance_clock(24 * 86_400_000).await; // 28 May.
     fire().await;
+    let first = mays().await;
+    let may = format!("{PAYROLL}/runs/{}", first[0]["id"]);
+    o.s.eventually(&may, "May's run", |r| r["state"] == "calculated").await;
     fire().await;
     let started = mays().await;
     assert_eq!(started.len(), 1, "{started:?}");
     assert_eq!(started[0]["created_by"], "schedule next-pay-run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_off_cycle_bonus_is_paid_beside_the_month_and_taxed_at_the_marginal_rate() {
+    let o = setup().await;
+    let alice = o.hire("Alice Salaried", None).await;
+    let carol = o.hire("Carol Hourly", None).await;
+    pay(&o, alice.number, json!({ "salary": "60000" }), &["pension"]).await;
+    pay(&o, carol.number, json!({ "hourly": "25" }), &["pension"]).await;
+    let payment = |who: String, name: &str, amount: &str| json!({ "employee": who, "name": name, "kind": "earning", "amount": amount });
+    let mut travel = payment(carol.number.to_string(), "Train tickets", "80.50");
+    travel["taxable"] = json!(false);
+    let bonus = json!({ "period": "2026-04", "off_cycle": { "name": "Q1 bonus", "payments": [
+        // HR's number with zeros is the same person.
+        payment(format!("00{}", alice.number), "Bonus", "10000"),
+        payment(carol.number.to_string(), "Bonus", "500"),
+        travel,
+    ] } });
+    let run = o.s.post(&format!("{PAYROLL}/runs"), bonus).await.expect(202).body;
+    assert_eq!(run["off_cycle"], json!({ "name": "Q1 bonus", "people": 2 }));
+    let path = format!("{PAYROLL}/runs/{}", run["id"]);
+    let done = o.s.eventually(&path, "the run", |r| r["state"] == "calculated").await;
+    assert_eq!((done["calculated"].as_u64(), done["failed"].as_u64()), (Some(2), Some(0)), "{done}");
+    // Alice earns 60,000 a year, 48,000 of it taxable after the allowance: the bonus takes
+    // her to 58,000, 2,000 at 20 % and 8,000 at 40 %: 3,600.00. No salary, no pension.
+    let a = o.s.get(&format!("{path}/payslips/{}", alice.number)).await.expect(200).body;
+    assert_eq!(lines(&a), pairs(&[("one-off-1", "10000.00"), ("tax", "3600.00")]), "{a}");
+    assert_eq!(a["net"], "6400.00");
+    // Carol is paid by the hour, so her bonus is taxed from the bottom: under the allowance.
+    let c = o.s.get(&format!("{path}/payslips/{}", carol.number)).await.expect(200).body;
+    assert_eq!(lines(&c), pairs(&[("one-off-1", "500.00"), ("one-off-2", "80.50"), ("tax", "0.00")]));
+    assert_eq!(c["net"], "580.50");
+    // Paid beside April's regular run, which still starts and is paid once.
+    o.s.post(&format!("{path}/approve"), json!({})).await.expect(200);
+    o.s.post(&format!("{path}/pay"), json!({})).await.expect(200);
+    let april = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect(202).body;
+    let april = format!("{PAYROLL}/runs/{}", april["id"]);
+    o.s.eventually(&april, "April", |r| r["state"] == "calculated").await;
+    // The year to date counts the bonus.
+    let ytd = &o.s.get(&format!("{april}/payslips/{}", alice.number)).await.expect(200).body["year_to_date"]["EUR"];
+    assert_eq!(ytd["payslips"], 2, "{ytd}");
+    // Bad input never starts a run.
+    let off = |payments: Value| json!({ "period": "2026-04", "off_cycle": { "name": "x", "payments": payments } });
+    o.s.post(&format!("{PAYROLL}/runs"), off(json!([]))).await.expect_problem(422, "invalid-payments");
+    let zero = off(json!([payment(alice.number.to_string(), "Bonus", "0")]));
+    let refused = o.s.post(&format!("{PAYROLL}/runs"), zero).await.expect_problem(422, "invalid-amount").body;
+    assert_eq!(refused["field"], "off_cycle.payments[0].amount");
+    let stranger = off(json!([payment("999".into(), "Bonus", "10")]));
+    o.s.post(&format!("{PAYROLL}/runs"), stranger).await.expect_problem(404, "employee-not-found");
 }

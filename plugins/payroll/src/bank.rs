@@ -242,7 +242,10 @@ pub fn bank_file(req: &Request) -> Result<Response, Error> {
             exponent: p.worked.exponent,
         })
         .collect();
-    let reference = format!("Salary {}", run.period);
+    let reference = match &run.off_cycle {
+        Some(off) => format!("{} {}", off.name, run.period),
+        None => format!("Salary {}", run.period),
+    };
     if format == "csv" {
         let mut out = String::from("employee,name,iban,bic,currency,amount,reference\n");
         for t in &transfers {

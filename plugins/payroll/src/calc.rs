@@ -499,6 +499,70 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
     })
 }
 
+/// A payslip of an off-cycle run: the one-offs only (a bonus, a correction), no salary or
+/// components. Its tax is what the one-offs add to a year's tax on top of the regular pay
+/// (`regular`, a year's taxable income): tax(regular + taxable one-offs) − tax(regular),
+/// rounded once, so a bonus is taxed at the employee's marginal rate, not as if it were
+/// their pay every period.
+pub fn off_cycle(one_offs: &[OneOff], regular: Decimal, tax: &TaxTable, exponent: u32) -> Result<Payslip, CalcError> {
+    let math = |what: &'static str| move |e: MathError| fail("calculation-failed", format!("{what}: {e:?}"));
+    let mut sums = Sums::default();
+    let mut lines = Vec::new();
+    for (i, o) in one_offs.iter().enumerate() {
+        let code = format!("one-off-{}", i + 1);
+        let amount = o.amount.scaled_to_minor(1, 1, exponent).map_err(math("one-off"))?;
+        let kind = match o.kind {
+            Kind::Earning => {
+                add(&mut sums.gross, amount)?;
+                if !o.taxable {
+                    add(&mut sums.not_taxed, amount)?;
+                }
+                LineKind::Earning
+            }
+            Kind::Deduction => {
+                add(&mut sums.deductions, amount)?;
+                LineKind::Deduction
+            }
+            Kind::Employer => {
+                add(&mut sums.employer, amount)?;
+                LineKind::Employer
+            }
+        };
+        let basis = if o.kind == Kind::Earning && !o.taxable { "off-cycle, not taxed" } else { "off-cycle" };
+        lines.push(Line { code, name: o.name.clone(), kind, amount, basis: basis.into() });
+    }
+    let taxable = sums.gross - sums.not_taxed;
+    let extra = Decimal::from_minor(taxable, exponent);
+    let with = tax.annual(regular.add(extra).map_err(math("tax"))?).map_err(math("tax"))?;
+    let without = tax.annual(regular).map_err(math("tax"))?;
+    let owed = with.sub(without).map_err(math("tax"))?.max(Decimal::ZERO);
+    let tax_amount = owed.scaled_to_minor(1, 1, exponent).map_err(math("tax"))?;
+    lines.push(Line {
+        code: "tax".into(),
+        name: "Income tax".into(),
+        kind: LineKind::Tax,
+        amount: tax_amount,
+        basis: format!("tax on {} a year less tax on {regular}", regular.add(extra).map_err(math("tax"))?),
+    });
+    lines.sort_by_key(|l| match l.kind {
+        LineKind::Earning => 0,
+        LineKind::Deduction => 1,
+        LineKind::Tax => 2,
+        LineKind::Employer => 3,
+    });
+    Ok(Payslip {
+        lines,
+        totals: Totals {
+            gross: sums.gross,
+            taxable,
+            deductions: sums.deductions,
+            tax: tax_amount,
+            net: sums.gross - sums.deductions - tax_amount,
+            employer: sums.employer,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,6 +694,24 @@ mod tests {
                 ("tax", 47_000)
             ]
         );
+    }
+
+    #[test]
+    fn an_off_cycle_bonus_is_taxed_at_the_marginal_rate_on_top_of_the_year() {
+        // 45,000 a year, 33,000 of it taxable at 20 % after the allowance: a 10,000 bonus
+        // takes the year to 55,000, 43,000 taxable: still 20 %, so 2,000.00. On 60,000 a year
+        // (48,000 taxable) it crosses into the 40 % band: 2,000 at 20 % and 8,000 at 40 %,
+        // 3,600.00.
+        let bonus = OneOff { name: "Q1 bonus".into(), kind: Kind::Earning, amount: d("10000"), taxable: true };
+        let expenses = OneOff { name: "Travel".into(), kind: Kind::Earning, amount: d("120.40"), taxable: false };
+        let low = off_cycle(&[bonus.clone(), expenses.clone()], d("45000"), &tax(), 2).unwrap();
+        assert_eq!(lines(&low), [("one-off-1", 1_000_000), ("one-off-2", 12_040), ("tax", 200_000)]);
+        assert_eq!(low.totals.net, 1_000_000 + 12_040 - 200_000);
+        let high = off_cycle(&[bonus], d("60000"), &tax(), 2).unwrap();
+        assert_eq!(high.totals.tax, 360_000);
+        // Straddling the band: 5,000 more on 59,000 (47,000 taxable): 3,000 at 20 %, 2,000 at 40 %.
+        let split = OneOff { name: "Bonus".into(), kind: Kind::Earning, amount: d("5000"), taxable: true };
+        assert_eq!(off_cycle(&[split], d("59000"), &tax(), 2).unwrap().totals.tax, 60_000 + 80_000);
     }
 
     #[test]

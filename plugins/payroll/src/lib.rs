@@ -43,7 +43,7 @@ const TAX: &str = "tax";
 /// Someone paid on another schedule than the period's: not on this run.
 pub(crate) const OTHER_SCHEDULE: &str = "other-schedule";
 const MAX_COMPONENTS: u32 = 100;
-const MAX_ONE_OFFS: usize = 50;
+pub(crate) const MAX_ONE_OFFS: usize = 50;
 /// Entries of one employee's pay history.
 const MAX_PAY_CHANGES: usize = 500;
 
@@ -669,7 +669,7 @@ pub(crate) fn work_out(employee: &str, name: &str, period: Period, rules: &Rules
     work_out_with(employee, name, period, rules, &history, &time, &inputs, &owed)
 }
 
-fn no_compensation(employee: &str, period: Period) -> Error {
+pub(crate) fn no_compensation(employee: &str, period: Period) -> Error {
     Error::conflict("no-compensation", format!("employee `{employee}` has no pay recorded by {}", period.last()))
 }
 

@@ -44,7 +44,7 @@ pub fn next_run() -> Result<(), Error> {
     if today + before < period.end() {
         return Ok(());
     }
-    match start_run(period, &format!("schedule {NEXT_RUN}")) {
+    match start_run(period, &format!("schedule {NEXT_RUN}"), None) {
         Ok(_) => Ok(()),
         // Started by someone already, or paid: nothing to do.
         Err(e) if matches!(e.code(), "run-exists" | "period-paid") => Ok(()),
@@ -137,6 +137,9 @@ pub struct Run {
     /// When the current calculation started: pay recorded since may not be in it.
     #[serde(default)]
     pub started_at: u64,
+    /// An off-cycle run pays these one-offs only, beside the period's regular run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_cycle: Option<OffCycle>,
     pub calculated_at: Option<u64>,
     pub approved_by: Option<String>,
     pub approved_at: Option<u64>,
@@ -198,6 +201,7 @@ fn run_view(id: u64, r: &Run) -> Value {
         .collect();
     json!({
         "id": id, "period": r.period, "state": r.state, "generation": r.generation, "task": r.task,
+        "off_cycle": r.off_cycle.as_ref().map(|o| json!({ "name": o.name, "people": o.people.len() })),
         "calculated": r.calculated, "failed": r.failed, "totals": totals,
         "created_by": r.created_by, "created_at": r.created_at, "calculated_at": r.calculated_at,
         "approved_by": r.approved_by, "approved_at": r.approved_at, "paid_by": r.paid_by, "paid_at": r.paid_at,
@@ -244,6 +248,109 @@ fn estimated_people(id: u64, previous: u64) -> Result<Option<u64>, Error> {
 #[serde(deny_unknown_fields)]
 struct NewRun {
     period: String,
+    #[serde(default)]
+    off_cycle: Option<OffCycleInput>,
+}
+
+/// An off-cycle run: a bonus or a correction paid on its own, for the people named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffCycle {
+    pub name: String,
+    /// By employee (HR's id, and name when the run was made), in order: what each is paid.
+    pub people: Vec<(String, String, Vec<crate::calc::OneOff>)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OffCycleInput {
+    name: String,
+    payments: Vec<PaymentInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentInput {
+    employee: String,
+    name: String,
+    kind: crate::calc::Kind,
+    amount: crate::money::Decimal,
+    /// Earnings: taxed unless `false` (a reimbursement).
+    #[serde(default)]
+    taxable: Option<bool>,
+}
+
+const MAX_PAYMENTS: usize = 1000;
+
+struct Payment {
+    employee: String,
+    one_off: crate::calc::OneOff,
+}
+
+fn off_cycle(input: OffCycleInput) -> Result<OffCycle, Error> {
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::invalid("invalid-name", "a name is 1-200 characters").at_field("off_cycle.name"));
+    }
+    if input.payments.is_empty() || input.payments.len() > MAX_PAYMENTS {
+        return Err(Error::invalid("invalid-payments", format!("an off-cycle run pays 1 to {MAX_PAYMENTS} amounts"))
+            .at_field("off_cycle.payments"));
+    }
+    let mut people: BTreeMap<String, Vec<crate::calc::OneOff>> = BTreeMap::new();
+    for (i, p) in input.payments.into_iter().enumerate() {
+        let at = |f: &str| format!("off_cycle.payments[{i}].{f}");
+        let p = Payment {
+            one_off: crate::calc::OneOff {
+                name: p.name,
+                kind: p.kind,
+                amount: p.amount,
+                taxable: p.taxable.unwrap_or(true),
+            },
+            employee: p.employee,
+        };
+        if !valid_code(&p.employee) {
+            return Err(Error::invalid("invalid-employee", "an employee id is 1-64 of a-z, 0-9, '_' and '-'")
+                .at_field(at("employee")));
+        }
+        if p.one_off.amount.is_negative() || p.one_off.amount == crate::money::Decimal::ZERO {
+            return Err(Error::invalid("invalid-amount", "an amount is more than 0").at_field(at("amount")));
+        }
+        if p.one_off.name.trim().is_empty() || p.one_off.name.chars().count() > 200 {
+            return Err(Error::invalid("invalid-name", "a name is 1-200 characters").at_field(at("name")));
+        }
+        let list = people.entry(p.employee).or_default();
+        if list.len() >= crate::MAX_ONE_OFFS {
+            return Err(Error::invalid(
+                "too-many-one-offs",
+                format!("one person gets at most {} amounts", crate::MAX_ONE_OFFS),
+            )
+            .at_field(at("employee")));
+        }
+        list.push(p.one_off);
+    }
+    // HR's own ids (`007` is `7`) and names; someone HR does not know is refused now.
+    let mut known: BTreeMap<String, (String, Vec<crate::calc::OneOff>)> = BTreeMap::new();
+    for (given, one_offs) in people {
+        let who = directory::get_employee(&given)?;
+        if !valid_code(&who.id) {
+            return Err(Error::unavailable(
+                "invalid-directory-id",
+                format!("HR's id `{}` cannot key pay records", who.id),
+            ));
+        }
+        let entry = known.entry(who.id).or_insert((who.name, Vec::new()));
+        entry.1.extend(one_offs);
+        if entry.1.len() > crate::MAX_ONE_OFFS {
+            return Err(Error::invalid(
+                "too-many-one-offs",
+                format!("one person gets at most {} amounts", crate::MAX_ONE_OFFS),
+            )
+            .at_field("off_cycle.payments"));
+        }
+    }
+    Ok(OffCycle {
+        name: name.to_owned(),
+        people: known.into_iter().map(|(id, (name, one_offs))| (id, name, one_offs)).collect(),
+    })
 }
 
 /// Starts a period's pay run: its calculation is queued as a task.
@@ -263,18 +370,25 @@ pub fn create(req: &Request) -> Result<Response, Error> {
         )
         .at_field("period"));
     }
-    let (id, run) = start_run(period, &req.caller.user_id)?;
+    let extra = input.off_cycle.map(off_cycle).transpose()?;
+    let (id, run) = start_run(period, &req.caller.user_id, extra)?;
     Response::json(202, &run_view(id, &run))
 }
 
-/// Starts the run of `period`, unless the period is paid or has a run already.
-pub(crate) fn start_run(period: Period, by: &str) -> Result<(u64, Run), Error> {
+/// Starts the run of `period`, unless the period is paid or has a run already (an off-cycle
+/// run goes beside those).
+pub(crate) fn start_run(period: Period, by: &str, off_cycle: Option<OffCycle>) -> Result<(u64, Run), Error> {
     let label = period.label();
+    if off_cycle.is_some() {
+        return insert_run(label, by, off_cycle);
+    }
     if let Some(paid) = PAID.get(&label)? {
         return Err(Error::conflict("period-paid", format!("{label} was paid by run {}", paid.value.run)));
     }
-    let existing = RUNS.query().eq("period", &label).limit(100).fetch()?;
-    if let Some(other) = existing.items.iter().find(|r| r.value.state != State::Cancelled) {
+    let existing = RUNS.query().eq("period", &label).limit(1000).fetch()?;
+    if let Some(other) =
+        existing.items.iter().find(|r| r.value.state != State::Cancelled && r.value.off_cycle.is_none())
+    {
         return Err(Error::conflict(
             "run-exists",
             format!(
@@ -284,8 +398,13 @@ pub(crate) fn start_run(period: Period, by: &str) -> Result<(u64, Run), Error> {
             ),
         ));
     }
+    insert_run(label, by, None)
+}
+
+fn insert_run(label: String, by: &str, off_cycle: Option<OffCycle>) -> Result<(u64, Run), Error> {
     let id = RUN_NUMBERS.next()?;
     let mut run = Run {
+        off_cycle,
         period: label,
         state: State::Calculating,
         generation: 1,
@@ -435,10 +554,13 @@ pub fn pay(req: &Request) -> Result<Response, Error> {
             format!("run {id} is {}; a run is approved before it is paid", run.state.name()),
         ));
     }
-    if let Some(paid) = PAID.get(&run.period)? {
-        return Err(Error::conflict("period-paid", format!("{} was paid by run {}", run.period, paid.value.run)));
+    // A period's regular pay is paid once; off-cycle runs go beside it.
+    if run.off_cycle.is_none() {
+        if let Some(paid) = PAID.get(&run.period)? {
+            return Err(Error::conflict("period-paid", format!("{} was paid by run {}", run.period, paid.value.run)));
+        }
+        PAID.insert(&run.period, &Paid { run: id })?;
     }
-    PAID.insert(&run.period, &Paid { run: id })?;
     run.state = State::Paid;
     run.paid_by = Some(req.caller.user_id.clone());
     run.paid_at = Some(now_ms());
@@ -774,6 +896,7 @@ fn reaches_back<'a>(history: &PayHistory, month: Period, settled: &'a [Settled])
         .iter()
         .filter(|s| {
             s.month.end() < month.start()
+                && s.run.off_cycle.is_none()
                 && history
                     .entries
                     .iter()
@@ -885,6 +1008,127 @@ fn odd_id_key(slot: &str, id: &str) -> String {
     format!("{slot}/!{hash:016x}-{}", id.len())
 }
 
+/// Adds a payslip to its run's totals and register.
+fn count_in(run: &mut Run, worked: &Worked) -> Result<(), Error> {
+    let add = |a: i64, b: i64| {
+        a.checked_add(b).ok_or_else(|| Error::internal("run-totals-overflow", "the run's totals are too large"))
+    };
+    let sums = run.totals.entry(worked.currency.clone()).or_default();
+    let t = &worked.slip.totals;
+    sums.exponent = worked.exponent;
+    sums.employees += 1;
+    sums.gross = add(sums.gross, t.gross)?;
+    sums.deductions = add(sums.deductions, t.deductions)?;
+    sums.tax = add(sums.tax, t.tax)?;
+    sums.net = add(sums.net, t.net)?;
+    sums.employer = add(sums.employer, t.employer)?;
+    for line in &worked.slip.lines {
+        // One-offs are numbered per payslip: the register groups them by name.
+        let code = match line.code.starts_with("one-off-") {
+            true => format!("one-off:{}", line.name),
+            false => line.code.clone(),
+        };
+        let entry = sums.lines.entry(code).or_default();
+        if entry.kind.is_none() {
+            entry.name = line.name.clone();
+            entry.kind = Some(line.kind);
+        }
+        entry.employees += 1;
+        entry.amount = add(entry.amount, line.amount)?;
+    }
+    run.calculated += 1;
+    Ok(())
+}
+
+/// A chunk of an off-cycle run: the next people it names (from `cursor`, an index), each
+/// paid their one-offs, taxed on top of their regular pay (`calc::off_cycle`). HR is not
+/// asked: nobody's working time matters, and names were taken when the run was made.
+fn off_cycle_chunk(job: &Job, chunk: &Chunk, version: u64, mut run: Run, period: Period) -> Result<(), Error> {
+    let key = run_key(chunk.run);
+    let here = slot(chunk.run, chunk.generation);
+    let off = run.off_cycle.clone().expect("an off-cycle run");
+    let start: usize = chunk.cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0).min(off.people.len());
+    let end = (start + chunk_size() as usize).min(off.people.len());
+    let people = &off.people[start..end];
+    let keys: Vec<String> = people.iter().map(|(id, _, _)| format!("{here}/{id}")).collect();
+    let ids: Vec<String> = people.iter().map(|(id, _, _)| id.clone()).collect();
+    let (slips, problems, pay) =
+        (read_all(&PAYSLIPS, &keys)?, read_all(&PROBLEMS, &keys)?, read_all(&COMPENSATION, &ids)?);
+    for (i, (employee, name, one_offs)) in people.iter().enumerate() {
+        if slips[i].is_some() || problems[i].is_some() {
+            continue;
+        }
+        let worked = (|| {
+            let history = pay[i].as_ref().map(|h| &h.value);
+            let c =
+                history.and_then(|h| h.on(&period.last())).ok_or_else(|| crate::no_compensation(employee, period))?;
+            let exponent = crate::money::currency_exponent(&c.currency).unwrap_or(2);
+            // A year of regular pay to add the one-offs to: the salary (hourly pay has none
+            // fixed, so the one-offs are taxed from the bottom of the brackets).
+            let regular = match c.pay {
+                crate::calc::Pay::Salary(s) => s,
+                crate::calc::Pay::Hourly(_) => crate::money::Decimal::ZERO,
+            };
+            let slip = crate::calc::off_cycle(one_offs, regular, &run.rules.tax, exponent)
+                .map_err(|e| Error::conflict(e.code, e.detail))?;
+            Ok(Worked {
+                employee: employee.clone(),
+                name: name.clone(),
+                period: period.label(),
+                currency: c.currency.clone(),
+                exponent,
+                compensation_effective: c.effective.clone(),
+                working_days: 0,
+                period_working_days: 0,
+                unpaid_day_thousandths: 0,
+                final_pay: false,
+                period_days: 0,
+                employed_days: 0,
+                hours: None,
+                one_offs: one_offs.clone(),
+                arrears: Vec::new(),
+                notes: vec![format!("off-cycle: {}", off.name)],
+                slip,
+            })
+        })();
+        match worked {
+            Ok(worked) => {
+                count_in(&mut run, &worked)?;
+                PAYSLIPS.insert(
+                    &keys[i],
+                    &Payslip { run: chunk.run, slot: here.clone(), employee: employee.clone(), worked },
+                )?;
+            }
+            Err(e) if passing(&e) && job.attempt < ATTEMPTS_BEFORE_RECORDING => return Err(e),
+            Err(e) => {
+                run.failed += 1;
+                PROBLEMS.insert(
+                    &keys[i],
+                    &Problem {
+                        run: chunk.run,
+                        slot: here.clone(),
+                        employee: employee.clone(),
+                        code: e.code().into(),
+                        detail: e.detail().into(),
+                    },
+                )?;
+            }
+        }
+    }
+    let done = people.len() as u64;
+    if end < off.people.len() {
+        RUNS.update(&key, &run, version)?;
+        return keel_sdk::task::advance(
+            done,
+            Some(&Chunk { cursor: Some(end.to_string()), run: chunk.run, generation: chunk.generation }),
+        );
+    }
+    run.state = State::Calculated;
+    run.calculated_at = Some(now_ms());
+    RUNS.update(&key, &run, version)?;
+    keel_sdk::task::advance::<()>(done, None)
+}
+
 /// One chunk of a calculation: the next page of people HR says were employed in the month,
 /// each worked out and stored (or their problem recorded), the run's totals and the task's
 /// progress moved on, all in one unit of work. A chunk that fails is run again from the same
@@ -899,6 +1143,9 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
     }
     let month = Period::parse(&run.period).ok_or_else(|| Error::internal("bad-period", run.period.clone()))?;
     let here = slot(chunk.run, chunk.generation);
+    if run.off_cycle.is_some() {
+        return off_cycle_chunk(job, &chunk, stored.version, run, month);
+    }
     let size = chunk_size();
     let page = match directory::working_times(&month.first(), &month.last(), chunk.cursor.as_deref(), size)
         .map_err(Error::from)
@@ -1033,34 +1280,7 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
         });
         match worked {
             Ok(worked) => {
-                let sums = run.totals.entry(worked.currency.clone()).or_default();
-                let t = &worked.slip.totals;
-                sums.exponent = worked.exponent;
-                sums.employees += 1;
-                let add = |a: i64, b: i64| {
-                    a.checked_add(b)
-                        .ok_or_else(|| Error::internal("run-totals-overflow", "the run's totals are too large"))
-                };
-                sums.gross = add(sums.gross, t.gross)?;
-                sums.deductions = add(sums.deductions, t.deductions)?;
-                sums.tax = add(sums.tax, t.tax)?;
-                sums.net = add(sums.net, t.net)?;
-                sums.employer = add(sums.employer, t.employer)?;
-                for line in &worked.slip.lines {
-                    // One-offs are numbered per payslip: the register groups them by name.
-                    let code = match line.code.starts_with("one-off-") {
-                        true => format!("one-off:{}", line.name),
-                        false => line.code.clone(),
-                    };
-                    let entry = sums.lines.entry(code).or_default();
-                    if entry.kind.is_none() {
-                        entry.name = line.name.clone();
-                        entry.kind = Some(line.kind);
-                    }
-                    entry.employees += 1;
-                    entry.amount = add(entry.amount, line.amount)?;
-                }
-                run.calculated += 1;
+                count_in(&mut run, &worked)?;
                 let slip = Payslip { run: chunk.run, slot: here.clone(), employee: employee.id.clone(), worked };
                 written += key.len() + serde_json::to_string(&slip)?.len();
                 PAYSLIPS.insert(key, &slip)?;
