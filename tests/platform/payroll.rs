@@ -735,6 +735,13 @@ async fn each_schedule_pays_its_own_periods_and_the_next_run_starts_itself_near_
         .await
         .expect(200);
     }
+    // Mo moves to semi-monthly pay from 16 April.
+    o.s.put(
+        &format!("{PAYROLL}/employees/{}/compensation", mo.number),
+        json!({ "effective": "2026-04-16", "pay": { "salary": "60000" }, "currency": "EUR", "schedule": "semi-monthly" }),
+    )
+    .await
+    .expect(200);
     let run = |period: &'static str| {
         let s = &o.s;
         async move {
@@ -763,8 +770,34 @@ async fn each_schedule_pays_its_own_periods_and_the_next_run_starts_itself_near_
     assert_eq!(lines(&weeks), pairs(&[("base", "2000.00"), ("tax", "307.69")]), "{weeks}");
     o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04-07" })).await.expect_problem(422, "invalid-period");
     o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04-H3" })).await.expect_problem(422, "invalid-period");
-    // The month pays Mo alone; Sam's preview for a month is refused, naming his schedule.
-    only(run("2026-04").await, mo.number).await;
+    // The month pays Mo alone, and only to the 15th: 9 of April's 20 working days of
+    // 5,000.00 = 2,250.00. The second half pays him as semi-monthly staff: 11 of 11 days of
+    // 60,000 / 24 = 2,500.00. Each day once.
+    let month = only(run("2026-04").await, mo.number).await;
+    assert_eq!(lines(&month)[0], ("base".to_owned(), "2250.00".to_owned()), "{month}");
+    assert!(month["notes"][0].as_str().unwrap().contains("from 2026-04-01 to 2026-04-15 only"), "{month}");
+    let h2 = run("2026-04-H2").await;
+    let mos = o.s.get(&format!("{h2}/payslips/{}", mo.number)).await.expect(200).body;
+    assert_eq!(lines(&mos)[0], ("base".to_owned(), "2500.00".to_owned()), "{mos}");
+    assert_eq!(o.s.get(&h2).await.expect(200).body["calculated"], 2);
+    // Paid bi-weekly days stay paid when the anchor moves: an overlapping period is refused.
+    let weeks_run = format!(
+        "{PAYROLL}/runs/{}",
+        o.s.get(&format!("{PAYROLL}/runs")).await.expect(200).body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["period"] == "2026-04-06")
+            .unwrap()["id"]
+    );
+    o.s.post(&format!("{weeks_run}/approve"), json!({})).await.expect(200);
+    o.s.post(&format!("{weeks_run}/pay"), json!({})).await.expect(200);
+    o.s.patch("/v1/tenants/default/plugins/payroll/settings", json!({ "values": { "biweekly-anchor": "2024-01-08" } }))
+        .await
+        .expect(200);
+    let overlap = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04-13" })).await;
+    assert!(overlap.expect_problem(409, "period-paid").body["detail"].as_str().unwrap().contains("overlaps"));
+    // Sam's preview for a month is refused, naming his schedule.
     let other = o.s.get(&format!("{PAYROLL}/employees/{}/payslip-preview?period=2026-04", sam.number)).await;
     assert!(other.expect_problem(409, "other-schedule").body["detail"].as_str().unwrap().contains("semi-monthly"));
 
@@ -798,6 +831,11 @@ async fn each_schedule_pays_its_own_periods_and_the_next_run_starts_itself_near_
     let started = mays().await;
     assert_eq!(started.len(), 1, "{started:?}");
     assert_eq!(started[0]["created_by"], "schedule next-pay-run");
+    // Cancelled by payroll, it stays cancelled: the next night does not start it again.
+    o.s.post(&format!("{may}/cancel"), json!({})).await.expect(200);
+    fire().await;
+    let after = mays().await;
+    assert_eq!((after.len(), after[0]["state"].as_str()), (1, Some("cancelled")), "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -821,11 +859,12 @@ async fn an_off_cycle_bonus_is_paid_beside_the_month_and_taxed_at_the_marginal_r
     let path = format!("{PAYROLL}/runs/{}", run["id"]);
     let done = o.s.eventually(&path, "the run", |r| r["state"] == "calculated").await;
     assert_eq!((done["calculated"].as_u64(), done["failed"].as_u64()), (Some(2), Some(0)), "{done}");
-    // Alice earns 60,000 a year, 48,000 of it taxable after the allowance: the bonus takes
-    // her to 58,000, 2,000 at 20 % and 8,000 at 40 %: 3,600.00. No salary, no pension.
+    // Alice earns 60,000 a year less her 5 % pension before tax: 57,000 taxable, 45,000
+    // after the allowance. The bonus takes that to 55,000: 5,000 at 20 % and 5,000 at 40 %,
+    // 3,000.00. No salary, no pension on the payslip itself.
     let a = o.s.get(&format!("{path}/payslips/{}", alice.number)).await.expect(200).body;
-    assert_eq!(lines(&a), pairs(&[("one-off-1", "10000.00"), ("tax", "3600.00")]), "{a}");
-    assert_eq!(a["net"], "6400.00");
+    assert_eq!(lines(&a), pairs(&[("one-off-1", "10000.00"), ("tax", "3000.00")]), "{a}");
+    assert_eq!(a["net"], "7000.00");
     // Carol is paid by the hour, so her bonus is taxed from the bottom: under the allowance.
     let c = o.s.get(&format!("{path}/payslips/{}", carol.number)).await.expect(200).body;
     assert_eq!(lines(&c), pairs(&[("one-off-1", "500.00"), ("one-off-2", "80.50"), ("tax", "0.00")]));

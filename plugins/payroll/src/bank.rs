@@ -149,10 +149,64 @@ fn sepa_text(text: &str, max: usize) -> String {
             'ý' | 'ÿ' => 'y',
             'Ý' => 'Y',
             'ß' => 's',
+            // Latin Extended-A letters common in names.
+            'ą' | 'ă' | 'ā' => 'a',
+            'Ą' | 'Ă' | 'Ā' => 'A',
+            'ć' | 'č' | 'ĉ' => 'c',
+            'Ć' | 'Č' | 'Ĉ' => 'C',
+            'ď' | 'đ' => 'd',
+            'Ď' | 'Đ' => 'D',
+            'ę' | 'ě' | 'ē' | 'ė' => 'e',
+            'Ę' | 'Ě' | 'Ē' | 'Ė' => 'E',
+            'ğ' | 'ģ' => 'g',
+            'Ğ' | 'Ģ' => 'G',
+            'ı' | 'ī' | 'į' => 'i',
+            'İ' | 'Ī' | 'Į' => 'I',
+            'ķ' => 'k',
+            'Ķ' => 'K',
+            'ł' | 'ľ' | 'ĺ' | 'ļ' => 'l',
+            'Ł' | 'Ľ' | 'Ĺ' | 'Ļ' => 'L',
+            'ń' | 'ň' | 'ņ' => 'n',
+            'Ń' | 'Ň' | 'Ņ' => 'N',
+            'ő' | 'ō' => 'o',
+            'Ő' | 'Ō' => 'O',
+            'ř' | 'ŕ' => 'r',
+            'Ř' | 'Ŕ' => 'R',
+            'ś' | 'š' | 'ş' | 'ș' => 's',
+            'Ś' | 'Š' | 'Ş' | 'Ș' => 'S',
+            'ť' | 'ţ' | 'ț' => 't',
+            'Ť' | 'Ţ' | 'Ț' => 'T',
+            'ů' | 'ű' | 'ū' | 'ų' => 'u',
+            'Ů' | 'Ű' | 'Ū' | 'Ų' => 'U',
+            'ź' | 'ż' | 'ž' => 'z',
+            'Ź' | 'Ż' | 'Ž' => 'Z',
             _ => '.',
         }
     };
     text.chars().map(plain).take(max).collect()
+}
+
+/// A creditor's name as SEPA can carry it; a name in another script (which would be dots)
+/// or none is `Employee <id>`, which the bank shows the payroll team to check.
+fn sepa_name(name: &str, employee: &str) -> String {
+    let plain = sepa_text(name, 70);
+    let letters = plain.chars().filter(char::is_ascii_alphanumeric).count();
+    if letters == 0 || letters * 2 < name.chars().filter(|c| c.is_alphanumeric()).count() {
+        return sepa_text(&format!("Employee {employee}"), 70);
+    }
+    plain
+}
+
+/// A transfer's end-to-end id: `PAYRUN-<run>-<employee>`, or with the employee hashed when
+/// that would pass SEPA's 35 characters (ids cut short could collide).
+fn end_to_end(run: u64, employee: &str) -> String {
+    let plain = format!("PAYRUN-{run}-{employee}");
+    if plain.len() <= 35 && sepa_text(&plain, 35) == plain {
+        return plain;
+    }
+    let hash =
+        employee.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("PAYRUN-{run}-{hash:016x}")
 }
 
 fn csv_field(text: &str) -> String {
@@ -213,6 +267,9 @@ pub fn bank_file(req: &Request) -> Result<Response, Error> {
         ));
     }
     let paid: Vec<&Payslip> = slips.iter().filter(|p| p.worked.slip.totals.net > 0).collect();
+    if paid.is_empty() {
+        return Err(Error::conflict("nothing-to-pay", format!("no net pay to transfer in run {id} ({format})")));
+    }
     let keys: Vec<String> = paid.iter().map(|p| p.employee.clone()).collect();
     let mut accounts = Vec::with_capacity(keys.len());
     for batch in keys.chunks(100) {
@@ -295,7 +352,8 @@ fn sepa(
         .ok_or_else(|| Error::internal("totals-overflow", "the file's sum is too large"))?;
     let control = Money { minor: sum, exponent: 2 };
     let created = format!("{}T00:00:00", crate::today());
-    let message = format!("KEEL-PAYRUN-{id}-{}", keel_sdk::services::now_ms() % 1_000_000_000);
+    // The same for every download of the run: a bank refuses a file it has taken already.
+    let message = format!("KEEL-PAYRUN-{id}");
     let agent = |bic: Option<&str>| match bic {
         Some(b) => format!("<FinInstnId><BIC>{b}</BIC></FinInstnId>"),
         None => "<FinInstnId><Othr><Id>NOTPROVIDED</Id></Othr></FinInstnId>".to_owned(),
@@ -318,13 +376,13 @@ fn sepa(
         agent(debtor.bic.as_deref())
     ));
     for t in transfers {
-        let holder = t.account.holder.as_deref().unwrap_or(&t.name);
+        let holder = sepa_name(t.account.holder.as_deref().unwrap_or(&t.name), &t.employee);
         x.push_str(&format!(
             "<CdtTrfTxInf><PmtId><EndToEndId>{}</EndToEndId></PmtId><Amt><InstdAmt Ccy=\"EUR\">{}</InstdAmt></Amt>{}<Cdtr><Nm>{}</Nm></Cdtr><CdtrAcct><Id><IBAN>{}</IBAN></Id></CdtrAcct><RmtInf><Ustrd>{}</Ustrd></RmtInf></CdtTrfTxInf>\n",
-            sepa_text(&format!("PAYRUN-{id}-{}", t.employee), 35),
+            end_to_end(id, &t.employee),
             Money { minor: t.minor, exponent: t.exponent },
             t.account.bic.as_deref().map(|b| format!("<CdtrAgt>{}</CdtrAgt>", agent(Some(b)))).unwrap_or_default(),
-            sepa_text(holder, 70),
+            holder,
             t.account.iban,
             sepa_text(reference, 140)
         ));
@@ -355,6 +413,13 @@ mod tests {
     fn names_keep_to_sepas_characters_and_csv_cells_never_run_as_formulas() {
         assert_eq!(sepa_text("Zoë Ñúñez & <Co> €", 70), "Zoe Nunez . .Co. .");
         assert_eq!(sepa_text("abcdef", 3), "abc");
+        assert_eq!(sepa_text("Łucja Świątek, Ağa Çelik", 70), "Lucja Swiatek, Aga Celik");
+        assert_eq!(sepa_name("Иван Петров", "7"), "Employee 7");
+        assert_eq!(sepa_name("", "7"), "Employee 7");
+        assert_eq!(sepa_name("Zoë Ñúñez", "7"), "Zoe Nunez");
+        assert_eq!(end_to_end(12, "7"), "PAYRUN-12-7");
+        let long = end_to_end(12, "a-very-long-employee-id-from-elsewhere-1");
+        assert!(long.len() <= 35 && long != end_to_end(12, "a-very-long-employee-id-from-elsewhere-2"), "{long}");
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("Ann \"Bee\""), "\"Ann \"\"Bee\"\"\"");
     }

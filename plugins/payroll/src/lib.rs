@@ -536,7 +536,7 @@ pub(crate) fn invalid_period(name: &str) -> Error {
 fn put_inputs(req: &Request) -> Result<Response, Error> {
     let (employee, _) = employee_param(req)?;
     let period = period_param(req, "period")?;
-    if !period.aligned(biweekly_anchor()?) {
+    if period.schedule() == Schedule::BiWeekly && !period.aligned(biweekly_anchor()?) {
         return Err(invalid_period("period"));
     }
     let inputs: PeriodInputs = req.json()?;
@@ -613,6 +613,30 @@ pub struct Worked {
     pub slip: calc::Payslip,
 }
 
+/// The first and last day of `period` on which `history` pays on the period's schedule (the
+/// span from the first such day to the last), or none.
+fn schedule_days(history: &PayHistory, period: Period) -> Option<(i64, i64)> {
+    let mut starts = vec![period.start()];
+    starts.extend(
+        history
+            .entries
+            .iter()
+            .filter_map(|e| period::parse_date(&e.effective))
+            .filter(|d| *d > period.start() && *d <= period.end()),
+    );
+    starts.sort_unstable();
+    starts.dedup();
+    let mut span: Option<(i64, i64)> = None;
+    for (i, start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(period.end(), |next| next - 1);
+        let on = history.on(&period::date_text(*start)).is_some_and(|c| c.schedule == period.schedule());
+        if on {
+            span = Some(span.map_or((*start, end), |(from, _)| (from, end)));
+        }
+    }
+    span
+}
+
 /// Settled period `month` worked out again with `history` as it stands, from what its
 /// payslip `paid` was worked out from and with its run's `rules`.
 pub(crate) fn work_out_again(
@@ -622,6 +646,18 @@ pub(crate) fn work_out_again(
     paid: &Worked,
 ) -> Result<calc::Payslip, Error> {
     let c = history.on(&period.last()).ok_or_else(|| no_compensation(&paid.employee, period))?;
+    if c.schedule != period.schedule() {
+        return Err(Error::conflict(
+            "retro-schedule-changed",
+            format!(
+                "employee `{}` is now paid {}, and {} is a {} period: settle the difference by hand",
+                paid.employee,
+                c.schedule.name(),
+                period.label(),
+                period.schedule().name()
+            ),
+        ));
+    }
     if c.currency != paid.currency {
         return Err(Error::conflict(
             "retro-currency-changed",
@@ -666,7 +702,8 @@ pub(crate) fn work_out(employee: &str, name: &str, period: Period, rules: &Rules
     let inputs = INPUTS.get(&inputs_key(employee, period))?.map(|i| i.value).unwrap_or_default();
     let settled = runs::settled_runs(Some(period), None)?;
     let owed = runs::arrears_owed(employee, &history, period, &settled)?;
-    work_out_with(employee, name, period, rules, &history, &time, &inputs, &owed)
+    let between = |from: &str, to: &str| directory::get_working_time(employee, from, to).map_err(Error::from);
+    work_out_with(employee, name, period, rules, &history, &time, &inputs, &owed, &between)
 }
 
 pub(crate) fn no_compensation(employee: &str, period: Period) -> Error {
@@ -688,28 +725,46 @@ pub(crate) fn work_out_with(
     time: &directory::WorkingTime,
     inputs: &PeriodInputs,
     owed: &runs::Owed,
+    time_between: &dyn Fn(&str, &str) -> Result<directory::WorkingTime, Error>,
 ) -> Result<Worked, Error> {
     let arrears = owed.arrears.as_slice();
     let (first, last) = (period.first(), period.last());
-    let compensation = history.on(&last).ok_or_else(|| no_compensation(employee, period))?.clone();
-    if compensation.schedule != period.schedule() {
+    // Only the days the person is paid on this period's schedule: someone who moves from
+    // monthly to bi-weekly on the 16th is paid the 1st to the 15th by the month's run and
+    // the rest by the bi-weekly runs, each day once.
+    let Some((from, to)) = schedule_days(history, period) else {
+        let now = history.on(&last).ok_or_else(|| no_compensation(employee, period))?;
         return Err(Error::conflict(
             OTHER_SCHEDULE,
             format!(
                 "employee `{employee}` is paid {}; {} is a {} period",
-                compensation.schedule.name(),
+                now.schedule.name(),
                 period.label(),
                 period.schedule().name()
             ),
         ));
-    }
-    if time.employed_days == 0 {
+    };
+    let (from, to) = (period::date_text(from), period::date_text(to));
+    let compensation = history.on(&to).ok_or_else(|| no_compensation(employee, period))?.clone();
+    let mut notes = owed.notes.clone();
+    let part;
+    let days: &directory::WorkingTime = if from == first && to == last {
+        time
+    } else {
+        notes.push(format!(
+            "paid {} from {from} to {to} only: the schedule changes within this period",
+            compensation.schedule.name()
+        ));
+        part = time_between(&from, &to)?;
+        &part
+    };
+    if days.employed_days == 0 {
         return Err(Error::conflict(
             "not-employed-in-period",
-            format!("employee `{employee}` was not employed from {first} to {last}"),
+            format!("employee `{employee}` was not employed from {from} to {to}"),
         ));
     }
-    let unpaid: u64 = time.leave.iter().filter(|l| !l.paid).map(|l| l.day_thousandths).sum();
+    let unpaid: u64 = days.leave.iter().filter(|l| !l.paid).map(|l| l.day_thousandths).sum();
     let exponent = currency_exponent(&compensation.currency).unwrap_or(2);
     let slip = calc::calculate(&calc::Input {
         pay: compensation.pay,
@@ -719,9 +774,9 @@ pub(crate) fn work_out_with(
         assigned: &compensation.components,
         time: calc::Time {
             period_days: time.period_days,
-            employed_days: time.employed_days,
+            employed_days: days.employed_days,
             period_working_days: time.period_working_days,
-            working_days: time.working_days,
+            working_days: days.working_days,
             unpaid_day_thousandths: unpaid,
         },
         hours: inputs.hours,
@@ -737,16 +792,16 @@ pub(crate) fn work_out_with(
         currency: compensation.currency,
         exponent,
         compensation_effective: compensation.effective,
-        working_days: time.working_days,
+        working_days: days.working_days,
         period_working_days: time.period_working_days,
         unpaid_day_thousandths: unpaid,
         final_pay: history.final_day.as_deref().is_some_and(|d| first.as_str() <= d && d <= last.as_str()),
         period_days: time.period_days,
-        employed_days: time.employed_days,
+        employed_days: days.employed_days,
         hours: inputs.hours,
         one_offs: inputs.one_offs.clone(),
         arrears: arrears.to_vec(),
-        notes: owed.notes.clone(),
+        notes,
         slip,
     })
 }
@@ -781,6 +836,9 @@ fn preview(req: &Request) -> Result<Response, Error> {
     migrated()?;
     let (employee, who) = employee_param(req)?;
     let period = period_param(req, "period")?;
+    if period.schedule() == Schedule::BiWeekly && !period.aligned(biweekly_anchor()?) {
+        return Err(invalid_period("period"));
+    }
     let worked = work_out(&employee, &who.name, period, &rules()?)?;
     let mut shown = worked_view(&worked);
     shown["from"] = json!(period.first());

@@ -46,7 +46,8 @@ pub fn arrears(
     let prefix = code(period, "");
     let suffix = format!(", arrears for {period}");
     for l in since {
-        let Some(original) = l.code.strip_prefix(&prefix) else { continue };
+        // Component codes have no `-`: `arrears-2026-04-H1-base` is another period's.
+        let Some(original) = l.code.strip_prefix(&prefix).filter(|rest| !rest.contains('-')) else { continue };
         if !codes.iter().any(|c| c.code == original) {
             let name = l.name.strip_suffix(&suffix).unwrap_or(&l.name).to_owned();
             codes.push(Line { code: original.to_owned(), name, kind: l.kind, amount: 0, basis: String::new() });

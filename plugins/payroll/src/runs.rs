@@ -40,16 +40,28 @@ pub fn next_run() -> Result<(), Error> {
     let before: i64 =
         keel_sdk::services::config("auto-calculate-days-before").and_then(|d| d.parse().ok()).unwrap_or(3);
     let today = crate::today_days();
-    let period = Period::containing(schedule, today, crate::biweekly_anchor()?);
-    if today + before < period.end() {
-        return Ok(());
+    let anchor = match schedule {
+        crate::Schedule::BiWeekly => crate::biweekly_anchor()?,
+        _ => 0,
+    };
+    let current = Period::containing(schedule, today, anchor);
+    // The period before too, in case the firing near its end was missed.
+    let previous = Period::containing(schedule, current.start() - 1, anchor);
+    for period in [previous, current] {
+        if today + before < period.end() {
+            continue;
+        }
+        // A run payroll started, or cancelled, is theirs: it is not started again.
+        if !RUNS.query().eq("period", period.label()).limit(1).fetch()?.items.is_empty() {
+            continue;
+        }
+        match start_run(period, &format!("schedule {NEXT_RUN}"), None) {
+            Ok(_) => {}
+            Err(e) if matches!(e.code(), "run-exists" | "period-paid") => {}
+            Err(e) => return Err(e),
+        }
     }
-    match start_run(period, &format!("schedule {NEXT_RUN}"), None) {
-        Ok(_) => Ok(()),
-        // Started by someone already, or paid: nothing to do.
-        Err(e) if matches!(e.code(), "run-exists" | "period-paid") => Ok(()),
-        Err(e) => Err(e),
-    }
+    Ok(())
 }
 
 /// The job each chunk of a calculation runs as.
@@ -223,7 +235,8 @@ fn start_calculation(id: u64, run: &Run, previous: u64) -> Result<String, Error>
     )?;
     // How many people the run will go through is HR's to say as it goes; the last run's
     // count is the estimate the progress bar fills against.
-    match estimated_people(id, previous)? {
+    let known = run.off_cycle.as_ref().map(|o| o.people.len() as u64);
+    match known.map_or_else(|| estimated_people(id, previous), |n| Ok(Some(n)))? {
         Some(total) => spec.total(total).start(),
         None => spec.start(),
     }
@@ -239,7 +252,7 @@ fn estimated_people(id: u64, previous: u64) -> Result<Option<u64>, Error> {
     Ok(latest
         .items
         .iter()
-        .filter(|r| r.key != run_key(id) && r.value.state != State::Calculating)
+        .filter(|r| r.key != run_key(id) && r.value.state != State::Calculating && r.value.off_cycle.is_none())
         .map(|r| r.value.calculated + r.value.failed)
         .find(|n| *n > 0))
 }
@@ -279,7 +292,9 @@ struct PaymentInput {
     taxable: Option<bool>,
 }
 
-const MAX_PAYMENTS: usize = 1000;
+const MAX_PAYMENTS: usize = 500;
+/// One-off names the register keeps apart; the rest are added up as `one-off:(others)`.
+const MAX_REGISTER_ONE_OFFS: usize = 100;
 
 struct Payment {
     employee: String,
@@ -314,8 +329,8 @@ fn off_cycle(input: OffCycleInput) -> Result<OffCycle, Error> {
         if p.one_off.amount.is_negative() || p.one_off.amount == crate::money::Decimal::ZERO {
             return Err(Error::invalid("invalid-amount", "an amount is more than 0").at_field(at("amount")));
         }
-        if p.one_off.name.trim().is_empty() || p.one_off.name.chars().count() > 200 {
-            return Err(Error::invalid("invalid-name", "a name is 1-200 characters").at_field(at("name")));
+        if p.one_off.name.trim().is_empty() || p.one_off.name.chars().count() > 100 {
+            return Err(Error::invalid("invalid-name", "a name is 1-100 characters").at_field(at("name")));
         }
         let list = people.entry(p.employee).or_default();
         if list.len() >= crate::MAX_ONE_OFFS {
@@ -358,7 +373,10 @@ pub fn create(req: &Request) -> Result<Response, Error> {
     crate::migrated()?;
     let input: NewRun = req.json()?;
     let period = Period::parse(&input.period).ok_or_else(|| crate::invalid_period("period"))?;
-    let anchor = crate::biweekly_anchor()?;
+    let anchor = match period.schedule() {
+        crate::Schedule::BiWeekly => crate::biweekly_anchor()?,
+        _ => 0,
+    };
     if !period.aligned(anchor) {
         return Err(Error::invalid(
             "invalid-period",
@@ -375,6 +393,11 @@ pub fn create(req: &Request) -> Result<Response, Error> {
     Response::json(202, &run_view(id, &run))
 }
 
+/// The `paid_periods` keys of a bi-weekly period's days.
+fn paid_days(period: Period) -> Vec<String> {
+    (period.start()..=period.end()).map(|d| format!("biweekly-day:{}", crate::period::date_text(d))).collect()
+}
+
 /// Starts the run of `period`, unless the period is paid or has a run already (an off-cycle
 /// run goes beside those).
 pub(crate) fn start_run(period: Period, by: &str, off_cycle: Option<OffCycle>) -> Result<(u64, Run), Error> {
@@ -384,6 +407,14 @@ pub(crate) fn start_run(period: Period, by: &str, off_cycle: Option<OffCycle>) -
     }
     if let Some(paid) = PAID.get(&label)? {
         return Err(Error::conflict("period-paid", format!("{label} was paid by run {}", paid.value.run)));
+    }
+    if period.schedule() == crate::Schedule::BiWeekly
+        && let Some(Some(paid)) = read_all(&PAID, &paid_days(period))?.into_iter().find(Option::is_some)
+    {
+        return Err(Error::conflict(
+            "period-paid",
+            format!("{label} overlaps bi-weekly days paid by run {} (was the anchor moved?)", paid.value.run),
+        ));
     }
     let existing = RUNS.query().eq("period", &label).limit(1000).fetch()?;
     if let Some(other) =
@@ -530,7 +561,11 @@ pub fn approve(req: &Request) -> Result<Response, Error> {
     // A run settled after this calculation started may have paid what this one pays again
     // (arrears, above all): the draft is worked out again first.
     for other in settled_runs(None, Some(id))? {
-        if other.run.approved_at.is_some_and(|at| at > run.started_at) {
+        // Only regular runs pay arrears; an off-cycle run's one-offs are its own.
+        if run.off_cycle.is_none()
+            && other.run.off_cycle.is_none()
+            && other.run.approved_at.is_some_and(|at| at > run.started_at)
+        {
             return Err(Error::conflict(
                 "stale-calculation",
                 format!("run {} was approved after this calculation started; recalculate run {id} first", other.id),
@@ -560,6 +595,19 @@ pub fn pay(req: &Request) -> Result<Response, Error> {
             return Err(Error::conflict("period-paid", format!("{} was paid by run {}", run.period, paid.value.run)));
         }
         PAID.insert(&run.period, &Paid { run: id })?;
+        // Bi-weekly periods are also paid day by day: a moved anchor cannot pay a day twice.
+        if let Some(period) = Period::parse(&run.period).filter(|p| p.schedule() == crate::Schedule::BiWeekly) {
+            let days = paid_days(period);
+            if let Some(Some(paid)) = read_all(&PAID, &days)?.into_iter().find(Option::is_some) {
+                return Err(Error::conflict(
+                    "period-paid",
+                    format!("{} overlaps bi-weekly days paid by run {}", run.period, paid.value.run),
+                ));
+            }
+            for day in days {
+                PAID.insert(&day, &Paid { run: id })?;
+            }
+        }
     }
     run.state = State::Paid;
     run.paid_by = Some(req.caller.user_id.clone());
@@ -720,10 +768,12 @@ fn year_to_date(employee: &str, month: Period, this: Option<(u64, &Worked)>) -> 
 
 /// `GET /employees/{id}/year-to-date?year=2026`: an employee's settled pay of a year.
 pub fn employee_year_to_date(req: &Request) -> Result<Response, Error> {
-    let employee = req.param("id")?;
-    if !valid_code(employee) {
-        return Err(Error::not_found("employee-not-found", format!("no employee `{employee}`")));
+    let given = req.param("id")?;
+    if !valid_code(given) {
+        return Err(Error::not_found("employee-not-found", format!("no employee `{given}`")));
     }
+    // HR's own id: `007` is `7`.
+    let employee = &directory::get_employee(given)?.id;
     let year: i32 = match req.query("year") {
         Some(y) => y
             .parse()
@@ -940,7 +990,8 @@ fn arrears_from(history: &PayHistory, month: Period, settled: &[Settled], slips:
             .iter()
             .filter(|(id, _)| **id != s.id)
             .flat_map(|(_, w)| w.slip.lines.iter())
-            .filter(|l| l.code.starts_with(&prefix))
+            // `arrears-2026-04-base`, not `arrears-2026-04-H1-base` (component codes have no `-`).
+            .filter(|l| l.code.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('-')))
             .collect();
         let pre_tax = |code: &str| s.run.rules.components.get(code).is_some_and(|c| c.pre_tax);
         out.arrears.extend(retro::arrears(&period, paid.exponent, &due, &paid.slip, &since, pre_tax));
@@ -1024,10 +1075,15 @@ fn count_in(run: &mut Run, worked: &Worked) -> Result<(), Error> {
     sums.employer = add(sums.employer, t.employer)?;
     for line in &worked.slip.lines {
         // One-offs are numbered per payslip: the register groups them by name.
-        let code = match line.code.starts_with("one-off-") {
+        let mut code = match line.code.starts_with("one-off-") {
             true => format!("one-off:{}", line.name),
             false => line.code.clone(),
         };
+        // The run document stays small however many one-off names there are.
+        let named = sums.lines.keys().filter(|k| k.starts_with("one-off:")).count();
+        if code.starts_with("one-off:") && !sums.lines.contains_key(&code) && named >= MAX_REGISTER_ONE_OFFS {
+            code = "one-off:(others)".into();
+        }
         let entry = sums.lines.entry(code).or_default();
         if entry.kind.is_none() {
             entry.name = line.name.clone();
@@ -1063,12 +1119,31 @@ fn off_cycle_chunk(job: &Job, chunk: &Chunk, version: u64, mut run: Run, period:
             let c =
                 history.and_then(|h| h.on(&period.last())).ok_or_else(|| crate::no_compensation(employee, period))?;
             let exponent = crate::money::currency_exponent(&c.currency).unwrap_or(2);
-            // A year of regular pay to add the one-offs to: the salary (hourly pay has none
-            // fixed, so the one-offs are taxed from the bottom of the brackets).
-            let regular = match c.pay {
-                crate::calc::Pay::Salary(s) => s,
-                crate::calc::Pay::Hourly(_) => crate::money::Decimal::ZERO,
-            };
+            // A year of regular taxable pay to add the one-offs to: a full period of their pay
+            // and components (pre-tax deductions taken off) times the periods a year. Hourly
+            // pay has no fixed hours, so only their fixed components count.
+            let full = crate::calc::calculate(&crate::calc::Input {
+                pay: c.pay,
+                exponent,
+                periods_per_year: c.schedule.periods_per_year(),
+                components: &run.rules.components,
+                assigned: &c.components,
+                time: crate::calc::Time {
+                    period_days: 30,
+                    employed_days: 30,
+                    period_working_days: 20,
+                    working_days: 20,
+                    unpaid_day_thousandths: 0,
+                },
+                hours: Some(crate::money::Decimal::ZERO),
+                one_offs: &[],
+                arrears: &[],
+                tax: &run.rules.tax,
+            })
+            .map_err(|e| Error::conflict(e.code, e.detail))?;
+            let regular = crate::money::Decimal::from_minor(full.totals.taxable, exponent)
+                .mul(crate::money::Decimal::from_int(i64::from(c.schedule.periods_per_year())))
+                .map_err(|_| Error::conflict("calculation-failed", "a year of pay is too large"))?;
             let slip = crate::calc::off_cycle(one_offs, regular, &run.rules.tax, exponent)
                 .map_err(|e| Error::conflict(e.code, e.detail))?;
             Ok(Worked {
@@ -1276,7 +1351,9 @@ pub fn run_chunk(job: &Job) -> Result<(), Error> {
                     arrears_from(history, month, &settled, &mine)
                 }
             };
-            work_out_with(&employee.id, &employee.name, month, &run.rules, history, &time, &input, &owed)
+            let between =
+                |from: &str, to: &str| directory::get_working_time(&employee.id, from, to).map_err(Error::from);
+            work_out_with(&employee.id, &employee.name, month, &run.rules, history, &time, &input, &owed, &between)
         });
         match worked {
             Ok(worked) => {
