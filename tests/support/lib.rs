@@ -26,7 +26,7 @@ pub fn artifact(name: &str) -> Vec<u8> {
 /// The raw component (no manifest) the wasm build produced for a plugin crate.
 pub fn raw_component(crate_name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../target/wasm32-wasip2/wasm/{}.wasm", crate_name.replace('-', "_")));
+        .join(format!("../target/keel-plugins/raw/{}.wasm", crate_name.replace('-', "_")));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("missing component {} ({e}); run `cargo xtask build-plugins`", path.display()))
 }

@@ -81,10 +81,11 @@ fn main() -> Result<()> {
         Some("bench") => {
             build_plugins(&root)?;
             run(cargo().args(["build", "--quiet", "--release", "--package", "keel-host", "--bin", "keel"]))?;
+            let bin = keel_host::devkit::target_dir(&root)?.join("release/keel");
             run(cargo()
                 .args(["run", "--quiet", "--release", "--package", "keel-bench", "--"])
                 .args(&args[1..])
-                .env("KEEL_BIN", root.join("target/release/keel")))
+                .env("KEEL_BIN", bin))
         }
         _ => {
             eprintln!("usage: cargo xtask <build-plugins | package | serve | test | bench>");
@@ -132,19 +133,26 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
         build.args(["--package", package]);
     }
     run(&mut build)?;
+    // Artifacts always go to `target/keel-plugins` in the workspace, where the tests and the
+    // server look; cargo's own output may be elsewhere (`CARGO_TARGET_DIR`).
     let out_root = root.join("target/keel-plugins");
+    let cargo_target = keel_host::devkit::target_dir(root)?;
     let mut written = Vec::new();
     let component_of = |crate_name: &str| {
-        root.join(format!("target/{WASM_TARGET}/{WASM_PROFILE}/{}.wasm", crate_name.replace('-', "_")))
+        cargo_target.join(format!("{WASM_TARGET}/{WASM_PROFILE}/{}.wasm", crate_name.replace('-', "_")))
     };
     let packages = PLUGINS
         .iter()
         .map(|(crate_name, dir, bundled)| (*crate_name, root.join(dir).join("plugin.toml"), *bundled))
         .chain(REPACKAGED_FIXTURES.iter().map(|(crate_name, manifest)| (*crate_name, root.join(manifest), false)));
+    std::fs::create_dir_all(out_root.join("raw"))?;
     for (crate_name, manifest_path, bundled) in packages {
         let id = manifest_id(&manifest_path)?;
         let out = out_root.join(if bundled { "bundled" } else { "fixtures" }).join(format!("{id}.wasm"));
         package(&component_of(crate_name), &manifest_path, &out)?;
+        // The bare components too, for tests that package them differently.
+        let raw = out_root.join("raw").join(format!("{}.wasm", crate_name.replace('-', "_")));
+        std::fs::copy(component_of(crate_name), &raw).with_context(|| format!("copying {}", raw.display()))?;
         written.push(out);
     }
     for (dir, world_file, world) in PYTHON_PLUGINS {

@@ -125,7 +125,9 @@ pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
 
 /// Where cargo puts the plugin's build output: its workspace's target directory (a plugin
 /// may be a member of a larger workspace), as `cargo metadata` says.
-fn target_dir(dir: &Path) -> Result<PathBuf, BuildError> {
+/// Where cargo puts what it builds for the workspace of `dir` (`CARGO_TARGET_DIR` or the
+/// build config when set, else `target/`).
+pub fn target_dir(dir: &Path) -> Result<PathBuf, BuildError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(dir).args(["metadata", "--format-version", "1", "--no-deps"]);
