@@ -17,6 +17,20 @@ fn lines(slip: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Posts a change of a run's state as a client should: a calculation chunk may commit to
+/// the same run at that moment, and the platform then answers `409 write-conflict`, "retry
+/// the request".
+async fn change_run(s: &keel_tests::TestServer, path: &str) -> keel_tests::Reply {
+    for _ in 0..20 {
+        let reply = s.post(path, json!({})).await;
+        if reply.status != 409 || reply.body["code"] != "write-conflict" {
+            return reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{path} lost every race")
+}
+
 fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
     expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
@@ -312,7 +326,7 @@ async fn a_pay_run_is_calculated_in_chunks_approved_paid_once_and_then_never_cha
     let may = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-05" })).await.expect(202).body;
     o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-05" })).await.expect_problem(409, "run-exists");
     let may_path = format!("{PAYROLL}/runs/{}", may["id"]);
-    o.s.post(&format!("{may_path}/cancel"), json!({})).await.expect(200);
+    change_run(&o.s, &format!("{may_path}/cancel")).await.expect(200);
     o.s.post_empty("/v1/tenants/default/plugins/hr/disable").await.expect(204);
     let blind = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-05" })).await.expect(202).body;
     let blind_path = format!("{PAYROLL}/runs/{}", blind["id"]);
@@ -338,8 +352,8 @@ async fn a_pay_run_is_calculated_in_chunks_approved_paid_once_and_then_never_cha
     o.s.post(&format!("{blind_path}/approve"), json!({})).await.expect_problem(409, "run-has-problems");
     o.s.post_empty("/v1/tenants/default/plugins/hr/enable").await.expect(204);
     // A calculation can be started again at once: the first one's chunks end unwritten.
-    let first = o.s.post(&format!("{blind_path}/recalculate"), json!({})).await.expect(202).body;
-    let second = o.s.post(&format!("{blind_path}/recalculate"), json!({})).await.expect(202).body;
+    let first = change_run(&o.s, &format!("{blind_path}/recalculate")).await.expect(202).body;
+    let second = change_run(&o.s, &format!("{blind_path}/recalculate")).await.expect(202).body;
     assert_eq!((first["generation"].as_u64(), second["generation"].as_u64()), (Some(2), Some(3)));
     wait(second["task"].as_str().unwrap().to_owned()).await;
     let run = o.s.get(&blind_path).await.expect(200).body;
@@ -696,7 +710,7 @@ async fn a_raise_back_dated_into_a_paid_month_is_paid_as_arrears_in_the_next_run
     o.s.eventually(&june_run, "the recalculation", |r| r["state"] == "calculated").await;
     let junes = o.s.get(&format!("{june_run}/payslips/{}", alice.number)).await.expect(200).body;
     assert!(lines(&junes).iter().all(|(code, _)| !code.starts_with("arrears-")), "{junes}");
-    o.s.post(&format!("{june_run}/cancel"), json!({})).await.expect(200);
+    change_run(&o.s, &format!("{june_run}/cancel")).await.expect(200);
     // Once May is approved, June owes nothing more for April.
     // The register adds up each line over the run; the year to date adds April and May.
     let register = o.s.get(&format!("{may}/register")).await.expect(200).body;
@@ -805,12 +819,23 @@ async fn each_schedule_pays_its_own_periods_and_the_next_run_starts_itself_near_
     o.s.patch("/v1/tenants/default/plugins/payroll/settings", json!({ "values": { "auto-calculate": "monthly" } }))
         .await
         .expect(200);
+    // The schedule may also fire by itself when the clock jumps past 02:00; a firing that
+    // loses the race to it is retried after a backoff on the host clock, so the clock moves
+    // a little while this waits.
     let fire = || {
         let s = &o.s;
         async move {
             let job =
                 s.post_empty("/v1/tenants/default/plugins/payroll/schedules/next-pay-run/run").await.expect(202).body;
-            s.job_reaches(job["job_id"].as_str().unwrap(), "done").await;
+            let path = format!("/v1/tenants/default/jobs/{}", job["job_id"].as_str().unwrap());
+            for _ in 0..200 {
+                if s.get(&path).await.expect(200).body["job"]["status"] == "done" {
+                    return;
+                }
+                s.advance_clock(2_000).await;
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("the schedule's job did not finish: {}", s.get(&path).await.body);
         }
     };
     let mays = || {
@@ -832,7 +857,7 @@ async fn each_schedule_pays_its_own_periods_and_the_next_run_starts_itself_near_
     assert_eq!(started.len(), 1, "{started:?}");
     assert_eq!(started[0]["created_by"], "schedule next-pay-run");
     // Cancelled by payroll, it stays cancelled: the next night does not start it again.
-    o.s.post(&format!("{may}/cancel"), json!({})).await.expect(200);
+    change_run(&o.s, &format!("{may}/cancel")).await.expect(200);
     fire().await;
     let after = mays().await;
     assert_eq!((after.len(), after[0]["state"].as_str()), (1, Some("cancelled")), "{after:?}");
@@ -886,4 +911,36 @@ async fn an_off_cycle_bonus_is_paid_beside_the_month_and_taxed_at_the_marginal_r
     assert_eq!(refused["field"], "off_cycle.payments[0].amount");
     let stranger = off(json!([payment("999".into(), "Bonus", "10")]));
     o.s.post(&format!("{PAYROLL}/runs"), stranger).await.expect_problem(404, "employee-not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payslips_too_large_for_one_commit_are_spread_over_chunks_of_the_same_page() {
+    let o = setup().await;
+    // 150 people, each with 50 one-offs whose names are 200 three-byte characters: a payslip
+    // of about 65 kB, so a page of 150 is more than one chunk may write (4 MiB).
+    const PEOPLE: u64 = 150;
+    let mut csv = String::from("legal_name,email,title,hire_date\n");
+    for i in 1..=PEOPLE {
+        csv += &format!("Person {i},person{i}@example.com,Engineer,2024-01-01\n");
+    }
+    o.s.post_raw("/v1/imports/hr/employees", Some("text/csv"), csv.into_bytes()).await.expect(200);
+    let one_offs: Vec<Value> = (0..50)
+        .map(|k| json!({ "name": format!("{k:02}{}", "€".repeat(198)), "kind": "earning", "amount": "1" }))
+        .collect();
+    for n in 1..=PEOPLE {
+        pay(&o, n, json!({ "salary": "36000" }), &[]).await;
+        o.s.put(&format!("{PAYROLL}/employees/{n}/inputs/2026-04"), json!({ "one_offs": one_offs })).await.expect(200);
+    }
+    let run = o.s.post(&format!("{PAYROLL}/runs"), json!({ "period": "2026-04" })).await.expect(202).body;
+    let path = format!("{PAYROLL}/runs/{}", run["id"]);
+    let done = o.s.eventually(&path, "the run", |r| r["state"] == "calculated").await;
+    assert_eq!((done["calculated"].as_u64(), done["failed"].as_u64()), (Some(PEOPLE), Some(0)), "{done}");
+    assert_eq!(done["totals"]["EUR"]["employees"].as_u64(), Some(PEOPLE), "each once: {done}");
+    // 3,000.00 + 50 × 1.00 each.
+    assert_eq!(done["totals"]["EUR"]["gross"], format!("{}.00", PEOPLE * 3050));
+    let task = o.s.get(&format!("/v1/tenants/default/tasks/{}", run["task"].as_str().unwrap())).await.expect(200).body;
+    assert!(task["chunks"].as_u64().unwrap() >= 3, "one page of 150 in several chunks: {task}");
+    assert_eq!(task["done"].as_u64(), Some(PEOPLE), "{task}");
+    let slip = o.s.get(&format!("{path}/payslips/{PEOPLE}")).await.expect(200).body;
+    assert_eq!(slip["lines"].as_array().unwrap().len(), 52, "salary, 50 one-offs, tax");
 }
