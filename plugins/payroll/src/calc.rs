@@ -353,25 +353,7 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
     for (i, o) in input.one_offs.iter().enumerate() {
         let code = format!("one-off-{}", i + 1);
         let amount = line_amount(&code, o.amount, 1, 1)?;
-        let kind = match o.kind {
-            Kind::Earning => {
-                add(&mut sums.gross, amount)?;
-                if !o.taxable {
-                    add(&mut sums.not_taxed, amount)?;
-                }
-                LineKind::Earning
-            }
-            Kind::Deduction => {
-                add(&mut sums.deductions, amount)?;
-                LineKind::Deduction
-            }
-            Kind::Employer => {
-                add(&mut sums.employer, amount)?;
-                LineKind::Employer
-            }
-        };
-        let basis = if o.kind == Kind::Earning && !o.taxable { "one-off, not taxed" } else { "one-off" };
-        one_off_lines.push(Line { code, name: o.name.clone(), kind, amount, basis: basis.into() });
+        one_off_lines.push(one_off_line(&mut sums, code, o, amount, "one-off")?);
     }
     // Arrears count like one-offs: before anything reads gross. Earnings are taxed in this
     // period, as pay is when it is paid.
@@ -499,6 +481,30 @@ pub fn calculate(input: &Input<'_>) -> Result<Payslip, CalcError> {
     })
 }
 
+/// A one-off's line, counted in the payslip's sums: earnings in gross (and, when not taxed,
+/// out of taxable pay), deductions after tax, employer amounts beside.
+fn one_off_line(sums: &mut Sums, code: String, o: &OneOff, amount: i64, label: &str) -> Result<Line, CalcError> {
+    let kind = match o.kind {
+        Kind::Earning => {
+            add(&mut sums.gross, amount)?;
+            if !o.taxable {
+                add(&mut sums.not_taxed, amount)?;
+            }
+            LineKind::Earning
+        }
+        Kind::Deduction => {
+            add(&mut sums.deductions, amount)?;
+            LineKind::Deduction
+        }
+        Kind::Employer => {
+            add(&mut sums.employer, amount)?;
+            LineKind::Employer
+        }
+    };
+    let basis = if o.kind == Kind::Earning && !o.taxable { format!("{label}, not taxed") } else { label.to_owned() };
+    Ok(Line { code, name: o.name.clone(), kind, amount, basis })
+}
+
 /// A payslip of an off-cycle run: the one-offs only (a bonus, a correction), no salary or
 /// components. Its tax is what the one-offs add to a year's tax on top of the regular pay
 /// (`regular`, a year's taxable income): tax(regular + taxable one-offs) − tax(regular),
@@ -511,25 +517,7 @@ pub fn off_cycle(one_offs: &[OneOff], regular: Decimal, tax: &TaxTable, exponent
     for (i, o) in one_offs.iter().enumerate() {
         let code = format!("one-off-{}", i + 1);
         let amount = o.amount.scaled_to_minor(1, 1, exponent).map_err(math("one-off"))?;
-        let kind = match o.kind {
-            Kind::Earning => {
-                add(&mut sums.gross, amount)?;
-                if !o.taxable {
-                    add(&mut sums.not_taxed, amount)?;
-                }
-                LineKind::Earning
-            }
-            Kind::Deduction => {
-                add(&mut sums.deductions, amount)?;
-                LineKind::Deduction
-            }
-            Kind::Employer => {
-                add(&mut sums.employer, amount)?;
-                LineKind::Employer
-            }
-        };
-        let basis = if o.kind == Kind::Earning && !o.taxable { "off-cycle, not taxed" } else { "off-cycle" };
-        lines.push(Line { code, name: o.name.clone(), kind, amount, basis: basis.into() });
+        lines.push(one_off_line(&mut sums, code, o, amount, "off-cycle")?);
     }
     let taxable = sums.gross - sums.not_taxed;
     let extra = Decimal::from_minor(taxable, exponent);
