@@ -8,6 +8,7 @@ mod hostile;
 mod hr;
 mod imports;
 mod indexes;
+mod inventory;
 mod jobs;
 mod leases;
 mod leave;

@@ -20,6 +20,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-helpdesk", "plugins/helpdesk", true),
     ("keel-plugin-hr", "plugins/hr", true),
     ("keel-plugin-payroll", "plugins/payroll", true),
+    ("keel-plugin-inventory", "plugins/inventory", true),
     ("keel-plugin-hostile", "plugins/fixtures/hostile", false),
     ("keel-plugin-off-world", "plugins/fixtures/off-world", false),
     ("keel-plugin-relay", "plugins/fixtures/relay", false),
