@@ -213,6 +213,12 @@ async fn bad_movements_get_typed_errors_and_change_nothing() {
     assert!(detail.contains("1 of `BOLT` short at `A1`"), "{detail}");
     assert_eq!(over.body["field"], "lines[1].qty");
     assert_eq!(stock_at(&s, "BOLT", "A1").await.0, "10");
+    // A movement too big for one call is refused whole, before anything is written.
+    let lines: Vec<Value> =
+        (0..160).map(|_| json!({ "item": "BOLT", "qty": "0.001", "location": "A1", "to": "A2" })).collect();
+    let big = movement(&s, json!({ "kind": "transfer", "lines": lines })).await;
+    assert_eq!((big.status, big.code()), (422, "movement-too-large"), "{}", big.body);
+    assert_eq!(stock_at(&s, "BOLT", "A1").await.0, "10");
     // Changing what stock depends on is refused once it moved.
     let changed = s.put(&format!("{INV}/items/BOLT"), json!({ "name": "Bolt", "base_uom": "kg" })).await;
     assert_eq!((changed.status, changed.code()), (409, "item-has-stock-history"));
@@ -468,6 +474,9 @@ async fn a_long_tail_is_revalued_by_a_task_that_survives_a_restart() {
     // 5,000 more at 12.00 on 01-Mar afternoon: the average from then on is 11.00.
     let back = receive(&s, "PAPER", &format!("{DAY}01T15:00:00Z"), "5000", "12", "A1").await;
     assert_eq!(back["revaluation_pending"], json!(["PAPER"]));
+    // Meanwhile the quantity is exact, the value provisional and said to be.
+    let meanwhile = s.get(&format!("{INV}/items/PAPER/valuation")).await.expect(200).body;
+    assert_eq!(meanwhile["qty"], "7600");
     let s = s.restart().await;
     let done = s
         .eventually(&format!("{INV}/items/PAPER/valuation"), "the revaluation to finish", |b| {

@@ -3,7 +3,9 @@
 //! line and field; one bad row saves nothing.
 
 use crate::master::{ItemInput, ReorderInput, build_item, save_item};
-use crate::stock::{LineInput, MOVEMENTS, Movement, MovementKind, Posting, movement_key, open_movement, post_line};
+use crate::stock::{
+    Budget, LineInput, MOVEMENTS, Movement, MovementKind, Posting, movement_key, open_movement, post_line,
+};
 use keel_sdk::{Error, ImportBatch, ImportRow, RowProblem};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -127,7 +129,7 @@ const IMPORT_LINES: usize = 500;
 /// `opening-stock` (receipts) and `movements` (any kind): each row a line; consecutive rows
 /// with the same kind, time, reference and reason make one movement.
 pub fn movements(batch: &ImportBatch, opening: bool) -> Result<Vec<RowProblem>, Error> {
-    let mut posting = Posting::new();
+    let mut posting = Posting::with_budget(Budget::IMPORT);
     let mut problems = Vec::new();
     let mut done: Vec<Movement> = Vec::new();
     let mut open: Option<(Vec<Option<String>>, Movement)> = None;

@@ -18,7 +18,7 @@ use crate::num::{Money, Qty};
 use keel_sdk::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry as Slot;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// `(effective time in ms, seq)`: an entry's place in its item's journal.
 pub type Key = (i64, u64);
@@ -26,6 +26,10 @@ pub type Key = (i64, u64);
 /// Entries a chunk is filled to before appends start a new one; one grown past twice this
 /// by back-dated inserts is split in two.
 pub const CHUNK: usize = 400;
+/// FIFO layers kept per item. Receipts at the same unit cost share a layer; past this many
+/// distinct costs in stock, the two oldest layers are merged (valued at their average), so an
+/// item's valuation stays a bounded document.
+pub const MAX_LAYERS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
@@ -116,8 +120,8 @@ pub struct Valuation {
     pub qty: Qty,
     pub value: Money,
     /// FIFO only: the receipts still in stock, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub layers: Vec<Layer>,
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub layers: VecDeque<Layer>,
     /// The last unit cost known: what an inflow without a cost is valued at when nothing is
     /// in stock to take an average from.
     #[serde(default)]
@@ -128,6 +132,23 @@ impl Valuation {
     /// The value of what is in stock per unit (the last known one when nothing is).
     pub fn unit_cost(&self) -> Money {
         if self.qty.0 > 0 { self.value.per(self.qty) } else { self.rate }
+    }
+
+    fn push_layer(&mut self, layer: Layer) {
+        if let Some(last) = self.layers.back_mut()
+            && i128::from(last.v.0) * i128::from(layer.q.0) == i128::from(layer.v.0) * i128::from(last.q.0)
+        {
+            last.q += layer.q;
+            last.v += layer.v;
+            return;
+        }
+        self.layers.push_back(layer);
+        if self.layers.len() > MAX_LAYERS {
+            let oldest = self.layers.pop_front().expect("more than the cap");
+            let next = self.layers.front_mut().expect("more than the cap");
+            next.q += oldest.q;
+            next.v += oldest.v;
+        }
     }
 
     /// Applies one entry; returns its cost (the change in value).
@@ -142,7 +163,7 @@ impl Valuation {
                 None => self.rate.of(entry.q),
             };
             if method == Method::Fifo {
-                self.layers.push(Layer { q: entry.q, v: cost });
+                self.push_layer(Layer { q: entry.q, v: cost });
             }
             cost
         } else {
@@ -159,13 +180,13 @@ impl Valuation {
                 Method::Fifo => {
                     let (mut left, mut cost) = (out, Money::ZERO);
                     while left.0 > 0 {
-                        let layer = self.layers.first_mut().ok_or_else(|| {
+                        let layer = self.layers.front_mut().ok_or_else(|| {
                             Error::internal("valuation-underflow", format!("entry {} outruns its layers", entry.s))
                         })?;
                         if layer.q <= left {
                             left -= layer.q;
                             cost = cost - layer.v;
-                            self.layers.remove(0);
+                            self.layers.pop_front();
                         } else {
                             let take = layer.v.share(left, layer.q);
                             layer.q -= left;
@@ -218,9 +239,9 @@ pub struct Head {
     /// The earliest entry whose cost may be stale; a revaluation is due from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dirty_from: Option<Key>,
-    /// A revaluation task is queued for this item.
-    #[serde(default)]
-    pub revaluing: bool,
+    /// When a revaluation task for this item last started or made progress (host ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revaluing_since: Option<u64>,
 }
 
 impl Head {
@@ -232,7 +253,7 @@ impl Head {
             chunks: Vec::new(),
             end: Valuation::default(),
             dirty_from: None,
-            revaluing: false,
+            revaluing_since: None,
         }
     }
 
@@ -335,9 +356,13 @@ impl Journal {
         }
         let from = self.head.chunk_index(key);
         let ids: Vec<u32> = self.head.chunks[from..].iter().filter(|c| c.last > key).map(|c| c.id).collect();
+        let wanted = |e: &&Entry| e.key() > key && e.in_bucket(location, lot);
         for id in ids {
-            let chunk = self.chunk(id, load)?;
-            later.extend(chunk.entries.iter().filter(|e| e.key() > key && e.in_bucket(location, lot)).cloned());
+            // Scanned, not kept: a long tail would not fit in memory twice.
+            match self.chunks.get(&id) {
+                Some(chunk) => later.extend(chunk.entries.iter().filter(wanted).cloned()),
+                None => later.extend(load(id)?.entries.iter().filter(wanted).cloned()),
+            }
         }
         Ok(later)
     }
@@ -404,11 +429,16 @@ impl Journal {
         let id = self.head.chunks[index].id;
         let new_id = self.head.next_chunk;
         self.head.next_chunk += 1;
+        // When a revaluation is due from before this chunk, its start is stale too: the
+        // right half gets a placeholder the revaluation replaces on its way through.
+        let stale = self.head.dirty_from.is_some_and(|d| self.head.chunk_index(d) < index);
         let chunk = self.chunks.get_mut(&id).expect("loaded to insert");
         let right = chunk.entries.split_off(chunk.entries.len() / 2);
         let mut start = chunk.start.clone();
-        for entry in &chunk.entries {
-            start.apply(method, entry)?;
+        if !stale {
+            for entry in &chunk.entries {
+                start.apply(method, entry)?;
+            }
         }
         let (left_last, left_n) = (chunk.entries.last().expect("half of a full chunk").key(), chunk.entries.len());
         let right_ref =
@@ -497,11 +527,32 @@ impl Journal {
     }
 
     /// The valuation just after `key` (everything at or before it), from the chunk holding it.
+    ///
+    /// While a revaluation is due from before `key`, chunk starts there may be stale: the
+    /// quantity is then worked out from the end (always exact) less what came after, and the
+    /// value is that quantity at the end's unit cost, provisional until the revaluation ends.
     pub fn valuation_at(&mut self, key: Key, load: &mut Loader<'_>) -> Result<Valuation, Error> {
         let method = self.head.method;
         let Some(first) = self.head.chunks.first() else { return Ok(Valuation::default()) };
         if key < first.first {
             return Ok(Valuation::default());
+        }
+        if self.head.last_key().is_some_and(|last| key >= last) {
+            return Ok(self.head.end.clone());
+        }
+        if self.head.dirty_from.is_some_and(|d| d <= key) {
+            let end = self.head.end.clone();
+            let ids: Vec<u32> = self.head.chunks.iter().filter(|c| c.last > key).map(|c| c.id).collect();
+            let mut qty = end.qty;
+            for id in ids {
+                let after = match self.chunks.get(&id) {
+                    Some(chunk) => later_valued(chunk, key),
+                    None => later_valued(&load(id)?, key),
+                };
+                qty -= after;
+            }
+            let value = if qty == end.qty { end.value } else { end.unit_cost().of(qty) };
+            return Ok(Valuation { qty, value, layers: VecDeque::new(), rate: end.rate });
         }
         let id = self.head.chunks[self.head.chunk_index(key)].id;
         let chunk = self.chunk(id, load)?;
@@ -511,4 +562,9 @@ impl Journal {
         }
         Ok(state)
     }
+}
+
+/// The quantity a chunk's valued entries after `key` add up to.
+fn later_valued(chunk: &Chunk, key: Key) -> Qty {
+    chunk.entries.iter().filter(|e| e.key() > key && e.k.valued()).fold(Qty::ZERO, |sum, e| sum + e.q)
 }

@@ -46,6 +46,7 @@ impl Plugin for Inventory {
             .get("/items/{sku}/stock", stock::item_stock)
             .get("/items/{sku}/valuation", stock::item_valuation)
             .get("/items/{sku}/movements", stock::item_history)
+            .post("/items/{sku}/revalue", stock::revalue_now)
             .put("/locations/{id}", master::put_location)
             .get("/locations/{id}", master::get_location)
             .get("/locations", master::list_locations)
@@ -112,10 +113,8 @@ fn revalue(job: &Job) -> Result<(), Error> {
         (Some(from), Some(to)) => journal.head.entries_after(from).saturating_sub(journal.head.entries_after(to)),
         _ => 0,
     };
-    if done {
-        journal.head.revaluing = false;
-        journal.mark_head();
-    }
+    journal.head.revaluing_since = if done { None } else { Some(now_ms()) };
+    journal.mark_head();
     stock::write_journal(sku, &journal)?;
     if !done {
         keel_sdk::task::advance(valued, Some(&serde_json::json!({ "item": sku })))?;

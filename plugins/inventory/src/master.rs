@@ -242,7 +242,8 @@ pub fn save_item(item: &Item, if_match: Option<u64>) -> Result<(bool, u64), Erro
             ("base_uom", old.base_uom != item.base_uom),
             ("tracking", old.tracking != item.tracking),
             ("valuation", old.valuation != item.valuation),
-            ("units", old.units.iter().any(|(u, f)| item.units.get(u).is_some_and(|g| g != f))),
+            // A unit once used keeps its factor: dropping it and adding it back is a change.
+            ("units", old.units.iter().any(|(u, f)| item.units.get(u) != Some(f))),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
             return Err(Error::conflict(

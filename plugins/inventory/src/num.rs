@@ -20,9 +20,14 @@ pub struct Money(pub i64);
 pub const QTY_PLACES: u32 = 3;
 pub const MONEY_PLACES: u32 = 4;
 const QTY_SCALE: i128 = 1_000;
-/// No quantity or amount beyond ±10^12 units: far past any stock, far inside `i64` after
-/// scaling and `i128` for every product taken.
+/// No quantity or amount parsed beyond ±10^12 units: far past any stock, far inside `i64`
+/// after scaling and `i128` for every product taken.
 const LIMIT: i128 = 1_000_000_000_000;
+/// The most a line may move: 10^9 units, or be worth: 10^12 currency units. Sums of many
+/// such lines stay inside `i64`; past that, arithmetic traps (the call fails, nothing is
+/// saved) rather than wrap.
+pub const MAX_LINE_QTY: Qty = Qty(1_000_000_000_000);
+pub const MAX_LINE_VALUE: Money = Money(10_000_000_000_000_000);
 
 /// `n / d` rounded half away from zero (`d` > 0).
 pub fn div_round(n: i128, d: i128) -> i128 {
@@ -97,17 +102,25 @@ impl Qty {
     }
 }
 
+fn add(a: i64, b: i64) -> i64 {
+    a.checked_add(b).expect("stock quantities and values stay inside i64")
+}
+
+fn sub(a: i64, b: i64) -> i64 {
+    a.checked_sub(b).expect("stock quantities and values stay inside i64")
+}
+
 impl std::ops::Add for Qty {
     type Output = Qty;
     fn add(self, other: Qty) -> Qty {
-        Qty(self.0 + other.0)
+        Qty(add(self.0, other.0))
     }
 }
 
 impl std::ops::Sub for Qty {
     type Output = Qty;
     fn sub(self, other: Qty) -> Qty {
-        Qty(self.0 - other.0)
+        Qty(sub(self.0, other.0))
     }
 }
 
@@ -120,13 +133,13 @@ impl std::ops::Neg for Qty {
 
 impl std::ops::AddAssign for Qty {
     fn add_assign(&mut self, other: Qty) {
-        self.0 += other.0;
+        self.0 = add(self.0, other.0);
     }
 }
 
 impl std::ops::SubAssign for Qty {
     fn sub_assign(&mut self, other: Qty) {
-        self.0 -= other.0;
+        self.0 = sub(self.0, other.0);
     }
 }
 
@@ -145,32 +158,36 @@ impl Money {
 
     /// The value of `qty` at this unit cost, rounded to a ten-thousandth.
     pub fn of(self, qty: Qty) -> Money {
-        Money(div_round(i128::from(self.0) * i128::from(qty.0), QTY_SCALE) as i64)
+        Money(narrow(div_round(i128::from(self.0) * i128::from(qty.0), QTY_SCALE)))
     }
 
     /// `self × part / whole` rounded (`whole` > 0): the share of a value that part of a
     /// quantity carries.
     pub fn share(self, part: Qty, whole: Qty) -> Money {
-        Money(div_round(i128::from(self.0) * i128::from(part.0), i128::from(whole.0)) as i64)
+        Money(narrow(div_round(i128::from(self.0) * i128::from(part.0), i128::from(whole.0))))
     }
 
     /// The unit cost of `qty` worth this much (`qty` > 0).
     pub fn per(self, qty: Qty) -> Money {
-        Money(div_round(i128::from(self.0) * QTY_SCALE, i128::from(qty.0)) as i64)
+        Money(narrow(div_round(i128::from(self.0) * QTY_SCALE, i128::from(qty.0))))
     }
+}
+
+fn narrow(raw: i128) -> i64 {
+    i64::try_from(raw).expect("stock values stay inside i64")
 }
 
 impl std::ops::Add for Money {
     type Output = Money;
     fn add(self, other: Money) -> Money {
-        Money(self.0 + other.0)
+        Money(add(self.0, other.0))
     }
 }
 
 impl std::ops::Sub for Money {
     type Output = Money;
     fn sub(self, other: Money) -> Money {
-        Money(self.0 - other.0)
+        Money(sub(self.0, other.0))
     }
 }
 
@@ -183,7 +200,7 @@ impl std::ops::Neg for Money {
 
 impl std::ops::AddAssign for Money {
     fn add_assign(&mut self, other: Money) {
-        self.0 += other.0;
+        self.0 = add(self.0, other.0);
     }
 }
 

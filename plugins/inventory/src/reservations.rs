@@ -18,8 +18,8 @@ pub const RESERVATIONS: Collection<Reservation> = Collection::new("reservations"
 const RESERVATION_NUMBERS: Sequence = Sequence::new("reservation");
 /// The longest a reservation may hold stock: a year.
 const MAX_HOLD_MS: i64 = 366 * 86_400_000;
-/// Expired reservations released in one call.
-const SWEEP: u32 = 200;
+/// Expired reservations released in one call (each frees its lots' balances: a few writes).
+const SWEEP: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -97,7 +97,11 @@ pub fn create(req: &Request) -> Result<Response, Error> {
     let input: ReserveInput = req.json()?;
     let mut posting = Posting::new();
     let now = posting.now;
-    let item = posting.item(&input.item).map_err(|e| Error::invalid(e.code(), e.detail()).at_field("item"))?.clone();
+    let item = match posting.item(&input.item) {
+        Ok(item) => item.clone(),
+        Err(e) if e.code() == "unknown-item" => return Err(Error::invalid("unknown-item", e.detail()).at_field("item")),
+        Err(e) => return Err(e),
+    };
     if !item.active {
         return Err(Error::invalid("inactive-item", format!("`{}` is not active", item.sku)).at_field("item"));
     }
@@ -106,9 +110,15 @@ pub fn create(req: &Request) -> Result<Response, Error> {
     let factor = item
         .factor(&uom)
         .ok_or_else(|| Error::invalid("unknown-unit", format!("`{}` has no unit `{uom}`", item.sku)).at_field("uom"))?;
-    let qty = Qty::parse(&input.qty).and_then(|q| q.times_factor(factor)).filter(|q| q.0 > 0).ok_or_else(|| {
-        Error::invalid("invalid-qty", "a quantity is a number more than zero, 3 decimals at most").at_field("qty")
-    })?;
+    let qty = Qty::parse(&input.qty)
+        .and_then(|q| q.times_factor(factor))
+        .filter(|q| q.0 > 0 && *q <= crate::num::MAX_LINE_QTY)
+        .ok_or_else(|| {
+            Error::invalid("invalid-qty", "a quantity is a number more than zero, 3 decimals at most").at_field("qty")
+        })?;
+    if item.tracking == Tracking::Serial && !qty.is_whole() {
+        return Err(Error::invalid("invalid-qty", "serial numbers are reserved in whole units").at_field("qty"));
+    }
     let reference = input.reference.trim();
     if reference.is_empty() || reference.chars().count() > 200 || reference.chars().any(char::is_control) {
         return Err(Error::invalid("invalid-reference", "a reference is 1-200 characters").at_field("reference"));

@@ -23,6 +23,9 @@ pub const MOVEMENTS: Collection<Movement> = Collection::new("movements");
 pub const JOURNAL: Collection<Chunk> = Collection::new("journal");
 const MOVEMENT_NUMBERS: Sequence = Sequence::new("movement");
 
+/// Journal chunks one page of an item's history reads at most.
+const HISTORY_SCAN_CHUNKS: usize = 50;
+
 /// Lines one movement may carry.
 pub const MAX_LINES: usize = 200;
 /// A back-dated movement with at most this many later entries of its item is revalued in
@@ -191,6 +194,33 @@ pub struct Posting {
     lots: BTreeMap<String, Option<Lot>>,
     touched_lots: BTreeSet<String>,
     reservations: BTreeMap<u64, Reservation>,
+    budget: Budget,
+}
+
+/// What one call may spend, kept well inside the platform's limits on a writing call (100
+/// re-checked query pages, 1,000 writes, 8 MiB): a movement past it is refused whole with
+/// `movement-too-large` (split it, or name the lots), never half done. An import's unit of
+/// work is larger.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Query pages (lot picks).
+    pub queries: u32,
+    /// Journal entries posted (a picked lot is one; a transfer's two sides are two).
+    pub entries: u32,
+    /// Later entries revalued inline, over all the call's items; past it, a task does it.
+    pub revalue: u64,
+}
+
+impl Budget {
+    pub const CALL: Budget = Budget { queries: 80, entries: 300, revalue: INLINE_REVALUE };
+    pub const IMPORT: Budget = Budget { queries: 50_000, entries: 100_000, revalue: 20_000 };
+}
+
+fn too_large(what: &str) -> Error {
+    Error::invalid(
+        "movement-too-large",
+        format!("this movement needs more {what} than one call may take: split it (or name the lots)"),
+    )
 }
 
 pub fn chunk_key(item: &str, id: u32) -> String {
@@ -212,7 +242,12 @@ fn line_field(index: usize, field: &str) -> String {
 
 impl Posting {
     pub fn new() -> Posting {
+        Posting::with_budget(Budget::CALL)
+    }
+
+    pub fn with_budget(budget: Budget) -> Posting {
         Posting {
+            budget,
             now: now_ms() as i64,
             items: BTreeMap::new(),
             journals: BTreeMap::new(),
@@ -222,6 +257,11 @@ impl Posting {
             touched_lots: BTreeSet::new(),
             reservations: BTreeMap::new(),
         }
+    }
+
+    fn spend_query(&mut self) -> Result<(), Error> {
+        self.budget.queries = self.budget.queries.checked_sub(1).ok_or_else(|| too_large("lot lookups"))?;
+        Ok(())
     }
 
     pub fn item(&mut self, sku: &str) -> Result<&Item, Error> {
@@ -301,8 +341,24 @@ impl Posting {
 
     /// Places of `item` at `location` with stock free to take, in the item's removal order:
     /// FEFO by expiry then receipt, FIFO by receipt. Expired lots are not picked (name them
-    /// to move them).
+    /// to move them). Stock held by reservations that have expired is freed first if what is
+    /// free is not enough.
     pub fn pick(
+        &mut self,
+        sku: &str,
+        location: &str,
+        want: Qty,
+        on_day: i64,
+    ) -> Result<Vec<(Option<String>, Qty)>, Error> {
+        match self.pick_once(sku, location, want, on_day) {
+            Err(e) if e.code() == "insufficient-stock" && reservations::release_expired(self, sku)? => {
+                self.pick_once(sku, location, want, on_day)
+            }
+            other => other,
+        }
+    }
+
+    fn pick_once(
         &mut self,
         sku: &str,
         location: &str,
@@ -314,58 +370,52 @@ impl Posting {
             return Ok(vec![(None, want)]);
         }
         let today = time::format_date(on_day);
-        let mut candidates: Vec<Balance> = Vec::new();
         let orders: &[&str] = match item.removal {
             Removal::Fefo => &["expiry", "in_at"],
             Removal::Fifo => &["in_at"],
         };
+        let mut picks = Vec::new();
+        let mut left = want;
         let mut seen = BTreeSet::new();
-        for order in orders {
+        'orders: for order in orders {
             let mut cursor: Option<String> = None;
             loop {
-                let page = BALANCES
-                    .query()
-                    .eq("item", sku)
-                    .eq("location", location)
-                    .gt("on_hand", 0)
-                    .order_by(order)
-                    .limit(200)
-                    .cursor(cursor.as_deref())
-                    .fetch()?;
-                for b in page.items {
+                self.spend_query()?;
+                let mut query = BALANCES.query().eq("item", sku).eq("location", location).gt("on_hand", 0);
+                if *order == "expiry" {
+                    query = query.ge("expiry", today.as_str());
+                }
+                let page = query.order_by(order).limit(100).cursor(cursor.as_deref()).fetch()?;
+                for found in page.items {
+                    let candidate = found.value;
                     // FEFO's second pass (by receipt) is for the lots without an expiry.
-                    if *order == "in_at" && item.removal == Removal::Fefo && b.value.expiry.is_some() {
+                    if *order == "in_at" && item.removal == Removal::Fefo && candidate.expiry.is_some() {
                         continue;
                     }
-                    if seen.insert(b.key.clone()) {
-                        candidates.push(b.value);
+                    if candidate.expiry.as_deref().is_some_and(|e| e < today.as_str())
+                        || !seen.insert(found.key.clone())
+                    {
+                        continue;
+                    }
+                    // This call may have changed the place already: its own copy counts.
+                    let lot = candidate.lot.clone();
+                    self.balances.entry(found.key).or_insert(candidate);
+                    let free = self.balance(sku, location, lot.as_deref())?.available();
+                    if free.0 <= 0 {
+                        continue;
+                    }
+                    let take = free.min(left);
+                    picks.push((lot, take));
+                    left -= take;
+                    if left.0 == 0 {
+                        break 'orders;
                     }
                 }
                 cursor = page.next;
-                let enough = candidates.iter().map(|b| b.available().0.max(0)).sum::<i64>() >= want.0 * 2;
-                if cursor.is_none() || enough {
+                if cursor.is_none() {
                     break;
                 }
             }
-        }
-        let mut picks = Vec::new();
-        let mut left = want;
-        for candidate in candidates {
-            if left.0 <= 0 {
-                break;
-            }
-            if candidate.expiry.as_deref().is_some_and(|e| e < today.as_str()) {
-                continue;
-            }
-            // This call may have changed the place already.
-            let current = self.balance(sku, location, candidate.lot.as_deref())?;
-            let free = current.available();
-            if free.0 <= 0 {
-                continue;
-            }
-            let take = free.min(left);
-            picks.push((candidate.lot.clone(), take));
-            left -= take;
         }
         if left.0 > 0 {
             let free = want - left;
@@ -399,6 +449,7 @@ impl Posting {
         releases: Qty,
     ) -> Result<u64, Error> {
         let tracking = self.item(sku)?.tracking;
+        self.budget.entries = self.budget.entries.checked_sub(1).ok_or_else(|| too_large("entries"))?;
         let seq = self.journal(sku)?.next_seq();
         let key = (t, seq);
         if tracking == Tracking::Serial {
@@ -557,19 +608,15 @@ impl Posting {
     /// writes every changed document. Returns the items whose revaluation is queued.
     pub fn finish(mut self) -> Result<Posted, Error> {
         let mut queued = Vec::new();
+        let mut inline = self.budget.revalue;
         for (sku, journal) in &mut self.journals {
             if let Some(from) = journal.head.dirty_from {
-                if journal.head.entries_after(from) <= INLINE_REVALUE {
+                let tail = journal.head.entries_after(from);
+                if tail <= inline {
+                    inline -= tail;
                     journal.revalue(usize::MAX, &mut loader(sku))?;
-                } else if !journal.head.revaluing {
-                    journal.head.revaluing = true;
-                    journal.mark_head();
-                    let total = journal.head.entries_after(from);
-                    TaskSpec::new("revalue", &format!("Revalue {sku}"), &json!({ "item": sku }))?
-                        .total(total)
-                        .start()?;
-                    queued.push(sku.clone());
                 } else {
+                    queue_revaluation(sku, journal, self.now as u64)?;
                     queued.push(sku.clone());
                 }
             }
@@ -594,6 +641,43 @@ impl Default for Posting {
     fn default() -> Self {
         Posting::new()
     }
+}
+
+/// How long a revaluation task may go without progress before a posting that finds its item
+/// still stale starts another (one cancelled or dead-lettered must not leave it stale
+/// forever; two at once only repeat work, each from the head's stale point).
+const REVALUE_STALL_MS: u64 = 10 * 60_000;
+
+/// Queues a revaluation of the item unless one is running.
+pub fn queue_revaluation(sku: &str, journal: &mut Journal, now: u64) -> Result<bool, Error> {
+    let running = journal.head.revaluing_since.is_some_and(|since| now < since + REVALUE_STALL_MS);
+    if running {
+        return Ok(false);
+    }
+    journal.head.revaluing_since = Some(now);
+    journal.mark_head();
+    let total = journal.head.dirty_from.map_or(0, |from| journal.head.entries_after(from));
+    TaskSpec::new("revalue", &format!("Revalue {sku}"), &json!({ "item": sku }))?.total(total).start()?;
+    Ok(true)
+}
+
+/// `POST /items/{sku}/revalue`: starts the item's revaluation now if it is due and none is
+/// running (e.g. after its task was cancelled).
+pub fn revalue_now(req: &Request) -> Result<Response, Error> {
+    let sku = req.param("sku")?;
+    ITEMS.get(sku)?.ok_or_else(|| unknown_item(sku))?;
+    let Some(head) = HEADS.get(sku)? else {
+        return Response::json(200, &json!({ "item": sku, "revaluation_pending": false, "started": false }));
+    };
+    let mut journal = Journal::new(head.value);
+    if journal.head.dirty_from.is_none() {
+        return Response::json(200, &json!({ "item": sku, "revaluation_pending": false, "started": false }));
+    }
+    // Asked for explicitly: whatever ran before is taken as stalled.
+    journal.head.revaluing_since = None;
+    queue_revaluation(sku, &mut journal, now_ms())?;
+    write_journal(sku, &journal)?;
+    Response::json(202, &json!({ "item": sku, "revaluation_pending": true, "started": true }))
 }
 
 pub fn write_journal(sku: &str, journal: &Journal) -> Result<(), Error> {
@@ -743,9 +827,9 @@ pub fn post_line(
     let entered = Qty::parse(&line.qty).ok_or_else(|| {
         Error::invalid("invalid-qty", "a quantity is a number with at most 3 decimals").at_field(field("qty"))
     })?;
-    let base = entered
-        .times_factor(factor)
-        .ok_or_else(|| Error::invalid("invalid-qty", "the quantity is too large").at_field(field("qty")))?;
+    let base = entered.times_factor(factor).filter(|b| b.0.abs() <= crate::num::MAX_LINE_QTY.0).ok_or_else(|| {
+        Error::invalid("invalid-qty", "a line moves at most 1,000,000,000 base units").at_field(field("qty"))
+    })?;
     let signed_ok = match kind {
         MovementKind::Adjustment => base.0 != 0,
         _ => base.0 > 0,
@@ -774,6 +858,14 @@ pub fn post_line(
     let inflow = kind == MovementKind::Receipt || (kind == MovementKind::Adjustment && base.0 > 0);
     if kind == MovementKind::Receipt && unit_cost.is_none() {
         return Err(Error::invalid("cost-required", "a receipt gives the unit cost").at_field(field("unit_cost")));
+    }
+    if unit_cost.is_some_and(|cost| {
+        let value = i128::from(cost.0) * i128::from(entered.0.abs()) / 1000;
+        value > i128::from(crate::num::MAX_LINE_VALUE.0)
+    }) {
+        return Err(
+            Error::invalid("invalid-cost", "a line is worth at most 1,000,000,000,000").at_field(field("unit_cost"))
+        );
     }
     if !inflow && unit_cost.is_some() {
         return Err(
@@ -1135,19 +1227,25 @@ pub fn item_history(req: &Request) -> Result<Response, Error> {
         }
     };
     let Some(head) = HEADS.get(sku)?.map(|h| h.value) else { return Response::page::<Value>(&[], None) };
-    let mut journal = Journal::new(head);
+    let journal = Journal::new(head);
     let from = after.map_or(0, |key| journal.head.chunk_index(key));
     let ids: Vec<u32> = journal.head.chunks.iter().skip(from).map(|c| c.id).collect();
     let mut items = Vec::new();
     let mut next = None;
+    // The last entry looked at: a filter that matches rarely ends a page after a bounded
+    // scan, with a cursor from there (a short page with `next`, as lists may answer).
     let mut last = None;
-    'chunks: for id in ids {
-        let chunk = journal.chunk(id, &mut loader(sku))?;
+    let scan = ids.len();
+    'chunks: for (scanned, id) in ids.into_iter().enumerate() {
+        if scanned == HISTORY_SCAN_CHUNKS && scanned < scan {
+            if let Some((t, s)) = last {
+                next = Some(format!("{t}.{s}.{}.{}", qty.0, value.0));
+            }
+            break;
+        }
+        let chunk = loader(sku)(id)?;
         for e in &chunk.entries {
             if after.is_some_and(|a| e.key() <= a) {
-                continue;
-            }
-            if location.is_some_and(|l| l != e.l) || lot.is_some_and(|l| Some(l) != e.o.as_deref()) {
                 continue;
             }
             if items.len() == paging.limit as usize {
@@ -1155,9 +1253,12 @@ pub fn item_history(req: &Request) -> Result<Response, Error> {
                 next = Some(format!("{t}.{s}.{}.{}", qty.0, value.0));
                 break 'chunks;
             }
+            last = Some(e.key());
+            if location.is_some_and(|l| l != e.l) || lot.is_some_and(|l| Some(l) != e.o.as_deref()) {
+                continue;
+            }
             qty += e.q;
             value += e.c;
-            last = Some(e.key());
             items.push(json!({
                 "movement": e.m,
                 "seq": e.s,

@@ -60,7 +60,7 @@ pub fn format_date(days: i64) -> String {
 /// RFC 3339 with an offset (`2026-03-10T09:30:00Z`, `...+02:00`, fractions to the
 /// millisecond) as milliseconds since the epoch.
 pub fn parse(text: &str) -> Option<i64> {
-    if text.len() < 20 || !text.is_char_boundary(10) {
+    if text.len() < 20 || !text.is_ascii() {
         return None;
     }
     let day = parse_date(&text[..10])?;
@@ -141,6 +141,8 @@ mod tests {
         assert_eq!(parse("2026-03-10T24:00:00Z"), None);
         assert_eq!(parse("2026-03-10T09:30:00"), None);
         assert_eq!(parse("2026-03-10"), None);
+        assert_eq!(parse("2026-03-10T09:30:0é"), None);
+        assert_eq!(parse("2026-03-10T09:é0:00Z"), None);
         assert_eq!(parse_date("2024-02-29").map(format_date).as_deref(), Some("2024-02-29"));
         assert_eq!(format(0), "1970-01-01T00:00:00Z");
     }

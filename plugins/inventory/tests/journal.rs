@@ -91,7 +91,11 @@ impl Ledger {
     }
 
     fn valuation_at(&mut self, t: i64) -> Valuation {
-        self.call(|journal, load| journal.valuation_at((t, u64::MAX), load).unwrap())
+        self.valuation_at_key((t, u64::MAX))
+    }
+
+    fn valuation_at_key(&mut self, key: Key) -> Valuation {
+        self.call(|journal, load| journal.valuation_at(key, load).unwrap())
     }
 }
 
@@ -228,6 +232,30 @@ fn random_ledgers_never_go_negative_and_value_as_a_recomputation_does() {
             assert!(entries.windows(2).all(|w| w[0].key() < w[1].key()), "seed {seed}: out of order");
             let total: u64 = ledger.head.chunks.iter().map(|c| u64::from(c.n)).sum();
             assert_eq!(total as usize, entries.len());
+            for c in &ledger.head.chunks {
+                let stored = &ledger.store[&c.id].entries;
+                assert_eq!(stored.len(), c.n as usize, "seed {seed}: chunk {} count", c.id);
+                assert_eq!(
+                    (stored[0].key(), stored[stored.len() - 1].key()),
+                    (c.first, c.last),
+                    "seed {seed}: chunk {} keys",
+                    c.id
+                );
+            }
+            // The quantity as of any point is exact even while costs are stale (values are
+            // then provisional).
+            if !entries.is_empty() {
+                let probe = entries[rng.below(entries.len() as u64) as usize].key();
+                let expected = entries
+                    .iter()
+                    .filter(|e| e.key() <= probe && !matches!(e.k, Kind::TransferIn | Kind::TransferOut))
+                    .fold(Qty::ZERO, |s, e| s + e.q);
+                assert_eq!(
+                    ledger.valuation_at_key(probe).qty,
+                    expected,
+                    "seed {seed} step {step}: qty as of {probe:?}"
+                );
+            }
             // The end's quantity is exact at all times.
             let on_hand = entries
                 .iter()
