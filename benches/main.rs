@@ -6,7 +6,9 @@
 //! (c) time from process start to ready with the bundled plugins, cold and warm;
 //! (d) background work and cross-plugin calls (see `background.rs`);
 //! (e) noisy neighbours and the cost of admission control (see `neighbours.rs`);
-//! (f) the request path piece by piece (see `path.rs`).
+//! (f) the request path piece by piece (see `path.rs`);
+//! (g) queries over a million documents, (h) bulk imports, (i) HR and payroll at 10,000
+//!     employees, (j) inventory at a million movements (see their files).
 //!
 //! Machines are shared and noisy: compare ratios measured in one run, not absolute numbers
 //! across runs. `--check` exits non-zero when a row whose target is a ratio (measured against
@@ -15,6 +17,7 @@
 mod background;
 mod departments;
 mod imports;
+mod inventory;
 mod neighbours;
 mod path;
 mod pinned;
@@ -53,7 +56,7 @@ fn main() -> Result<()> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let check = args.iter().any(|a| a == "--check");
-    // `--only a|b|c|d|e|f|g|h|i` runs one section (for tuning); the default runs them all.
+    // `--only a|b|c|d|e|f|g|h|i|j` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -83,6 +86,9 @@ fn main() -> Result<()> {
         }
         if wants("i") {
             rows.extend(departments::departments(&root, quick).await?);
+        }
+        if wants("j") {
+            rows.extend(inventory::inventory(&root, quick).await?);
         }
         anyhow::Ok(())
     })?;

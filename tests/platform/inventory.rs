@@ -621,7 +621,8 @@ async fn items_and_opening_stock_import_from_csv_all_or_nothing() {
                NUT,Nut M6,pcs,box=100,,fifo,WH1=200/1000\n\
                OIL,Engine oil,l,,lot,,\n\
                BAD SKU,Broken,pcs,,,,\n\
-               WIRE,Wire,m,roll=,,,\n";
+               WIRE,Wire,m,roll=,,,\n\
+               CABLE,Cable,m,,,lifo,\n";
     let refused = s
         .post_raw("/v1/imports/inventory/items", Some("text/csv"), csv.into())
         .await
@@ -632,10 +633,13 @@ async fn items_and_opening_stock_import_from_csv_all_or_nothing() {
         .iter()
         .map(|p| (p["line"].as_u64().unwrap(), p["field"].as_str().unwrap_or("")))
         .collect();
-    assert_eq!(problems, [(4, "sku"), (5, "units")]);
+    assert_eq!(problems, [(4, "sku"), (5, "units"), (6, "valuation")]);
     assert_eq!(s.get(&format!("{INV}/items/NUT")).await.status, 404, "nothing saved");
-    let good: String =
-        csv.lines().filter(|l| !l.starts_with("BAD") && !l.starts_with("WIRE")).map(|l| format!("{l}\n")).collect();
+    let good: String = csv
+        .lines()
+        .filter(|l| !l.starts_with("BAD") && !l.starts_with("WIRE") && !l.starts_with("CABLE"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     s.post_raw("/v1/imports/inventory/items", Some("text/csv"), good.into_bytes()).await.expect(200);
     let nut = s.get(&format!("{INV}/items/NUT")).await.expect(200).body;
     assert_eq!(
@@ -672,6 +676,11 @@ async fn items_and_opening_stock_import_from_csv_all_or_nothing() {
 async fn stock_value_per_warehouse_and_location_as_of_any_time() {
     let s = store().await;
     s.put(&format!("{INV}/locations/WH2"), json!({ "name": "Second warehouse" })).await.expect(201);
+    // A zone whose id starts like zone WH1-A's: never counted as inside it.
+    s.put(&format!("{INV}/locations/WH1-AB"), json!({ "name": "Zone AB", "parent": "WH1", "kind": "zone" }))
+        .await
+        .expect(201);
+    s.put(&format!("{INV}/locations/AB1"), json!({ "name": "AB1", "parent": "WH1-AB" })).await.expect(201);
     item(&s, "DESK", json!({})).await;
     // 01-Mar: 10 @100 into A1; 05-Mar: 10 @200 into WH2 (average 150); 10-Mar: 4 from A1 to A2.
     receive(&s, "DESK", &format!("{DAY}01T09:00:00Z"), "10", "100", "A1").await;
@@ -696,4 +705,227 @@ async fn stock_value_per_warehouse_and_location_as_of_any_time() {
     assert_eq!(report(format!("at={DAY}03T00:00:00Z&warehouse=WH2")).await, ("-".into(), "-".into()));
     assert_eq!(report(format!("at={DAY}07T00:00:00Z&location=WH1-A")).await, ("10".into(), "1500.00".into()));
     assert_eq!(report(format!("at={DAY}07T00:00:00Z&location=A2")).await, ("-".into(), "-".into()));
+    // 2 desks in AB1 now: in WH1, not in zone WH1-A (6 in A1, 4 in A2).
+    movement(
+        &s,
+        json!({ "kind": "transfer", "lines": [{ "item": "DESK", "qty": "2", "location": "WH2", "to": "AB1" }] }),
+    )
+    .await
+    .expect(201);
+    assert_eq!(report("location=WH1-A".into()).await.0, "10");
+    assert_eq!(report("location=WH1-AB".into()).await.0, "2");
+    assert_eq!(report("warehouse=WH1".into()).await.0, "12");
+}
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// What the test expects of a place's ledger: entries `(time, order posted, qty)`.
+#[derive(Default)]
+struct Model {
+    places: std::collections::BTreeMap<&'static str, Vec<(i64, usize, i64)>>,
+}
+
+impl Model {
+    /// Whether taking `q` from `place` at `t` (posted as number `n`) keeps every balance from
+    /// then on, and now, at or above zero.
+    fn allows(&self, place: &str, t: i64, n: usize, q: i64) -> bool {
+        let mut entries = self.places.get(place).cloned().unwrap_or_default();
+        entries.push((t, n, -q));
+        entries.sort();
+        let mut running = 0;
+        entries.iter().all(|e| {
+            running += e.2;
+            running >= 0
+        })
+    }
+
+    fn add(&mut self, place: &'static str, t: i64, n: usize, q: i64) {
+        self.places.entry(place).or_default().push((t, n, q));
+    }
+
+    fn on_hand(&self, place: &str) -> i64 {
+        self.places.get(place).map_or(0, |e| e.iter().map(|e| e.2).sum())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_ledgers_over_http_match_a_model_and_a_replay_from_nothing() {
+    use keel_plugin_inventory::journal::{Entry, Kind, Method, Valuation};
+    use keel_plugin_inventory::num::{Money, Qty};
+    let s = store().await;
+    let places = ["A1", "A2", "WH1"];
+    for (sku, valuation, seed) in [("RAND-AVG", "average", 7u64), ("RAND-FIFO", "fifo", 11)] {
+        item(&s, sku, json!({ "valuation": valuation })).await;
+        let method = if valuation == "fifo" { Method::Fifo } else { Method::Average };
+        let mut rng = Rng(seed);
+        let mut model = Model::default();
+        // What was accepted, for the replay: (time, order, entry kind, qty, value in).
+        let mut accepted: Vec<(i64, usize, Kind, i64, Option<Money>, Option<u64>)> = Vec::new();
+        let start = 1_772_323_200_000i64; // 2026-03-01T00:00:00Z
+        let now = 1_774_958_400_000i64;
+        let mut n = 0;
+        for step in 0..90 {
+            // Any time in March up to now: most movements are back-dated against others.
+            let t = start + (rng.below(((now - start) / 60_000) as u64) as i64) * 60_000;
+            let at = keel_plugin_inventory::time::format(t);
+            let place = places[rng.below(3) as usize];
+            let qty = 1 + rng.below(12) as i64;
+            match rng.below(3) {
+                0 => {
+                    let cost = format!("{}.{:02}", 1 + rng.below(90), rng.below(100));
+                    let posted = receive(&s, sku, &at, &qty.to_string(), &cost, place).await;
+                    model.add(place, t, n, qty);
+                    let value = Money::parse(&cost).unwrap().of(Qty::units(qty));
+                    accepted.push((t, n, Kind::Receipt, qty, Some(value), posted["number"].as_u64()));
+                    n += 1;
+                }
+                1 => {
+                    let reply = issue(&s, sku, &at, &qty.to_string(), place).await;
+                    let allowed = model.allows(place, t, n, qty);
+                    assert_eq!(
+                        reply.status == 201,
+                        allowed,
+                        "{sku} step {step}: issue {qty} at {place} {at}: {}",
+                        reply.body
+                    );
+                    if allowed {
+                        model.add(place, t, n, -qty);
+                        accepted.push((t, n, Kind::Issue, -qty, None, reply.body["number"].as_u64()));
+                        n += 1;
+                    } else {
+                        assert_eq!(reply.code(), "insufficient-stock");
+                    }
+                }
+                _ => {
+                    let to = places[(places.iter().position(|p| *p == place).unwrap() + 1) % 3];
+                    let body = json!({ "kind": "transfer", "at": at, "lines": [{ "item": sku, "qty": qty.to_string(), "location": place, "to": to }] });
+                    let reply = movement(&s, body).await;
+                    let allowed = model.allows(place, t, n, qty);
+                    assert_eq!(
+                        reply.status == 201,
+                        allowed,
+                        "{sku} step {step}: transfer {qty} {place}→{to} {at}: {}",
+                        reply.body
+                    );
+                    if allowed {
+                        model.add(place, t, n, -qty);
+                        model.add(to, t, n, qty);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        // On hand per place is the ledger's sum, never negative; the history's running
+        // balance per place ends there.
+        for place in places {
+            let expected = model.on_hand(place);
+            assert!(expected >= 0);
+            let (on_hand, _) = stock_at(&s, sku, place).await;
+            assert_eq!(on_hand, expected.to_string(), "{sku} at {place}");
+            let history =
+                s.get(&format!("{INV}/items/{sku}/movements?location={place}&limit=1000")).await.expect(200).body;
+            let last = history["items"]
+                .as_array()
+                .unwrap()
+                .last()
+                .map_or("0".to_owned(), |e| e["balance"].as_str().unwrap().to_owned());
+            assert_eq!(last, expected.to_string(), "{sku} history at {place}");
+        }
+        // The valuation and every issue's cost are what a replay from nothing gives.
+        accepted.sort_by_key(|a| (a.0, a.1));
+        let mut state = Valuation::default();
+        for (seq, (t, _, kind, qty, value, number)) in accepted.iter().enumerate() {
+            let entry = Entry {
+                s: seq as u64,
+                t: *t,
+                m: 0,
+                k: *kind,
+                l: String::new(),
+                o: None,
+                q: Qty::units(*qty),
+                u: *value,
+                c: Money::ZERO,
+            };
+            let cost = state.apply(method, &entry).unwrap();
+            if *kind == Kind::Issue {
+                let shown = s.get(&format!("{INV}/movements/{}", number.unwrap())).await.expect(200).body;
+                assert_eq!(
+                    shown["lines"][0]["cost"].as_str(),
+                    Some((-cost).to_string().as_str()),
+                    "{sku}: issue {number:?}"
+                );
+            }
+        }
+        let now_value = s.get(&format!("{INV}/items/{sku}/valuation")).await.expect(200).body;
+        assert_eq!(now_value["revaluation_pending"], false);
+        assert_eq!(
+            (now_value["qty"].as_str().unwrap(), now_value["value"].as_str().unwrap()),
+            (state.qty.to_string().as_str(), state.value.to_string().as_str()),
+            "{sku}"
+        );
+        assert!(
+            accepted.iter().filter(|a| a.2 == Kind::Issue).count() > 10,
+            "{sku}: too few issues landed to prove much"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postings_and_readers_at_once_never_see_a_half_merged_journal() {
+    let s = store().await;
+    item(&s, "BUSY", json!({ "valuation": "fifo" })).await;
+    receive(&s, "BUSY", "2026-03-01T09:00:00Z", "1000", "1", "A1").await;
+    // 12 writers post 25 issues each (300 entries: the tail is merged back every 40), while
+    // 4 readers page the history and the valuation: nobody gets a 500.
+    let writers = (0..12).map(|w| {
+        let s = &s;
+        async move {
+            for n in 0..25 {
+                let reply = issue(s, "BUSY", "2026-03-31T11:00:00Z", "1", "A1").await;
+                assert!(
+                    reply.status == 201 || reply.code() == "write-conflict",
+                    "writer {w} issue {n}: {} {}",
+                    reply.status,
+                    reply.body
+                );
+            }
+        }
+    });
+    let readers = (0..4).map(|r| {
+        let s = &s;
+        async move {
+            for n in 0..40 {
+                for path in [format!("{INV}/items/BUSY/movements?limit=1000"), format!("{INV}/items/BUSY/valuation")] {
+                    let reply = s.get(&path).await;
+                    assert!(
+                        reply.status == 200 || reply.code() == "write-conflict",
+                        "reader {r} read {n}: {} {}",
+                        reply.status,
+                        reply.body
+                    );
+                }
+            }
+        }
+    });
+    futures::future::join(join_all(writers), join_all(readers)).await;
+    let history = s.get(&format!("{INV}/items/BUSY/movements?limit=1000")).await.expect(200).body;
+    let entries = history["items"].as_array().unwrap();
+    let issued = entries.len() - 1;
+    assert!(issued > 250, "most issues landed: {issued}");
+    assert_eq!(entries.last().unwrap()["balance"].as_str().unwrap(), (1000 - issued).to_string());
+    let seqs: std::collections::BTreeSet<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), entries.len(), "no entry twice");
+    let value = s.get(&format!("{INV}/items/BUSY/valuation")).await.expect(200).body;
+    assert_eq!(value["value"].as_str().unwrap(), format!("{}.00", 1000 - issued));
 }

@@ -205,7 +205,19 @@ async fn attempt_call(
         (ApiError::new(StatusCode::BAD_GATEWAY, "plugin-bad-response", detail), "bad_response")
     })?;
     // Only a successful answer commits: an error response, like a trap, discards the writes.
-    if response.status().is_success() || response.status().is_redirection() {
+    // An error answered on data that changed while the call ran is a lost race too: run
+    // again, it answers from what is there now.
+    let succeeded = response.status().is_success() || response.status().is_redirection();
+    if !succeeded && !outcome.uow.reads_current().await.unwrap_or(true) {
+        return Err((
+            ApiError::conflict(
+                "write-conflict",
+                "the call answered an error on data that changed while it ran; nothing was saved, retry the request",
+            ),
+            "conflict",
+        ));
+    }
+    if succeeded {
         let audit = WriteAudit {
             actor: principal.token_id.clone(),
             actor_name: principal.name.clone(),

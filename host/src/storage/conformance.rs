@@ -2,8 +2,8 @@
 //! [`run_all`] on a fresh, empty store; a PostgreSQL backend passes the same suite.
 
 use super::{
-    Comparison, Condition, DocumentStore, Drive, KeyRange, Position, Predicate, Scope, StoreError, Write, WriteAudit,
-    WriteOp,
+    Comparison, Condition, DocumentStore, Drive, KeyRange, Position, Predicate, Read, Scope, StoreError, Write,
+    WriteAudit, WriteOp,
 };
 
 fn audit() -> WriteAudit {
@@ -62,6 +62,27 @@ pub async fn run_all(store: &dyn DocumentStore) {
     deletes_remove_documents_and_index_rows(store).await;
     purge_removes_only_that_plugin(store).await;
     sequences_count_per_tenant_and_plugin_and_move_past_imports(store).await;
+    reads_current_says_whether_what_was_read_still_holds(store).await;
+}
+
+async fn reads_current_says_whether_what_was_read_still_holds(store: &dyn DocumentStore) {
+    let s = scope("t1", "p1");
+    store.commit(&s, &[put("current", "k", "{}", Condition::Absent, 1, &[])], 1, &audit()).await.unwrap();
+    let seen =
+        |version: Option<u64>, key: &str| Read::Document { collection: "current".into(), key: key.into(), version };
+    async fn check(store: &dyn DocumentStore, s: &Scope, reads: &[Read]) -> bool {
+        store.reads_current(s, reads).await.unwrap()
+    }
+    assert!(check(store, &s, &[]).await, "nothing read: current");
+    assert!(check(store, &s, &[seen(Some(1), "k"), seen(None, "absent")]).await, "as read");
+    assert!(!check(store, &s, &[seen(Some(1), "k"), seen(Some(3), "k")]).await, "a version never seen");
+    // A write moves the version: what was read before no longer holds.
+    store.commit(&s, &[put("current", "k", "{}", Condition::Version(1), 2, &[])], 1, &audit()).await.unwrap();
+    assert!(!check(store, &s, &[seen(Some(1), "k")]).await, "the document moved on");
+    store.commit(&s, &[put("current", "absent", "{}", Condition::Absent, 1, &[])], 1, &audit()).await.unwrap();
+    assert!(!check(store, &s, &[seen(None, "absent")]).await, "a document read as absent appeared");
+    // The scope is the reader's: another tenant's document of the same key is not it.
+    assert!(store.reads_current(&scope("t2", "p1"), &[seen(None, "k")]).await.unwrap());
 }
 
 async fn put_then_get_round_trips(store: &dyn DocumentStore) {

@@ -387,6 +387,11 @@ pub trait DocumentStore: Send + Sync + 'static {
         audit: &WriteAudit,
     ) -> Result<Vec<u64>, StoreError>;
 
+    /// Whether every one of `reads` still holds (the check of
+    /// [`commit_with`](Self::commit_with), on one consistent view, without writing): a call
+    /// that answers an error after reading data that has changed since is run again.
+    async fn reads_current(&self, scope: &Scope, reads: &[Read]) -> Result<bool, StoreError>;
+
     /// Removes every document a plugin stored, in every tenant, and its sequences. Returns
     /// how many documents.
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError>;
@@ -430,6 +435,9 @@ impl DocumentStore for NoStorage {
         _: i64,
         _: &WriteAudit,
     ) -> Result<Vec<u64>, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn reads_current(&self, _: &Scope, _: &[Read]) -> Result<bool, StoreError> {
         Err(NoStorage::refused())
     }
     async fn purge_plugin(&self, _: &str) -> Result<u64, StoreError> {

@@ -579,6 +579,19 @@ impl DocumentStore for SqliteDocumentStore {
         Ok(out)
     }
 
+    async fn reads_current(&self, scope: &Scope, reads: &[Read]) -> Result<bool, StoreError> {
+        if reads.is_empty() {
+            return Ok(true);
+        }
+        // A deferred transaction: its first read fixes the view every check then sees.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        match check_reads(&mut tx, scope, reads).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ReadConflict { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
     async fn commit_with(
         &self,
         scope: &Scope,

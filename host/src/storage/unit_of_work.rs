@@ -245,6 +245,29 @@ impl UnitOfWork {
         }
     }
 
+    /// Whether everything this call read is still as it saw it. An error answer given on data
+    /// that changed while the call ran (a refusal computed from a balance and a ledger read a
+    /// moment apart) is worth running again, as a lost commit is. A read set too large to
+    /// record is taken as current: such an answer stands.
+    pub async fn reads_current(&self) -> Result<bool, UnitOfWorkError> {
+        let reads: Vec<Read> = {
+            let set = self.reads.lock().expect("read set lock");
+            if set.overflowed {
+                return Ok(true);
+            }
+            let documents = set.documents.iter().map(|((collection, key), version)| Read::Document {
+                collection: collection.clone(),
+                key: key.clone(),
+                version: *version,
+            });
+            documents.chain(set.scans.iter().cloned()).collect()
+        };
+        if reads.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.store.reads_current(&self.scope, &reads).await?)
+    }
+
     /// The most host memory this call's storage may hold at once: its buffered writes plus
     /// one read. Reserved by admission control before the call starts.
     pub fn host_bytes_budget(&self) -> usize {

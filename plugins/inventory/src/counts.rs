@@ -51,6 +51,9 @@ pub struct CountLine {
     pub lot: Option<String>,
     pub counted: Qty,
     pub counted_at: u64,
+    /// The place's move count when it was counted (see `Balance::moves`).
+    #[serde(default)]
+    pub moves: u64,
     pub counted_by: String,
 }
 
@@ -169,6 +172,8 @@ pub fn record(req: &Request) -> Result<Response, Error> {
             );
         }
         let key = line_key(count.number, &item.sku, &location.id, line.lot.as_deref());
+        let moves =
+            BALANCES.get(&balance_key(&item.sku, &location.id, line.lot.as_deref()))?.map_or(0, |b| b.value.moves);
         let existed = COUNT_LINES.get(&key)?.is_some();
         if !existed {
             if count.lines as usize >= MAX_COUNT_LINES {
@@ -187,6 +192,7 @@ pub fn record(req: &Request) -> Result<Response, Error> {
             lot: line.lot,
             counted,
             counted_at: now,
+            moves,
             counted_by: req.caller.user_id.clone(),
         };
         COUNT_LINES.upsert(&key, &counted_line)?;
@@ -221,7 +227,7 @@ fn show(count: &Count) -> Result<Response, Error> {
         .iter()
         .zip(balances)
         .map(|(line, balance)| {
-            let (book, moved_at) = balance.map_or((Qty::ZERO, 0), |b| (b.value.on_hand, b.value.moved_at));
+            let (book, moves) = balance.map_or((Qty::ZERO, 0), |b| (b.value.on_hand, b.value.moves));
             json!({
                 "item": line.item,
                 "location": line.location,
@@ -230,7 +236,7 @@ fn show(count: &Count) -> Result<Response, Error> {
                 "book": book.to_string(),
                 "difference": (line.counted - book).to_string(),
                 "counted_at": time::format(line.counted_at as i64),
-                "moved_since_counted": moved_at > line.counted_at,
+                "moved_since_counted": moves != line.moves,
             })
         })
         .collect();
@@ -258,8 +264,8 @@ pub fn post(req: &Request) -> Result<Response, Error> {
     let mut moved = Vec::new();
     let mut adjust = Vec::new();
     for (line, balance) in lines.iter().zip(&balances) {
-        let (book, moved_at) = balance.as_ref().map_or((Qty::ZERO, 0), |b| (b.value.on_hand, b.value.moved_at));
-        if moved_at > line.counted_at {
+        let (book, moves) = balance.as_ref().map_or((Qty::ZERO, 0), |b| (b.value.on_hand, b.value.moves));
+        if moves != line.moves {
             moved.push(format!(
                 "`{}` at `{}`{}",
                 line.item,
@@ -300,7 +306,10 @@ pub fn post(req: &Request) -> Result<Response, Error> {
             reason: Some("stock count".into()),
             lines: adjust,
         };
-        let movement = stock::record(&mut posting, input, &req.caller.user_id, &req.caller.display_name)?;
+        // An error names the place in its detail; the adjustment's line numbers mean nothing
+        // to whoever posts the count.
+        let movement = stock::record(&mut posting, input, &req.caller.user_id, &req.caller.display_name)
+            .map_err(|e| Error::new(e.kind(), e.code(), e.detail()))?;
         posting.finish()?;
         MOVEMENTS.insert(&movement_key(movement.number), &movement)?;
         Some(movement.number)

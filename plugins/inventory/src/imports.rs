@@ -2,7 +2,8 @@
 //! stock movements (opening stock is a file of receipts). Every bad row is reported with its
 //! line and field; one bad row saves nothing.
 
-use crate::master::{ItemInput, ReorderInput, build_item, save_item};
+use crate::journal::Method;
+use crate::master::{ItemInput, Removal, ReorderInput, Tracking, build_item, save_item};
 use crate::stock::{
     Budget, LineInput, MOVEMENTS, Movement, MovementKind, Posting, movement_key, open_movement, post_line,
 };
@@ -68,36 +69,39 @@ fn item_row(row: &ImportRow) -> Result<(), RowProblem> {
             .ok_or_else(|| row.problem(Some("reorder"), format!("`{level}` is not point/quantity")))?;
         reorder.insert(warehouse, ReorderInput { point: point.to_owned(), qty: qty.to_owned() });
     }
-    let parse_enum = |name: &str| -> Result<Option<Value>, RowProblem> { Ok(text(&map, name).map(Value::String)) };
-    let tracking = parse_enum("tracking")?;
-    let valuation = parse_enum("valuation")?;
-    let removal = parse_enum("removal")?;
-    let mut object = serde_json::json!({
-        "name": required(row, &map, "name")?,
-        "base_uom": required(row, &map, "base_uom")?,
-        "category": text(&map, "category"),
-        "removal": removal,
-    });
-    if let Some(tracking) = tracking {
-        object["tracking"] = tracking;
+    // Each choice is checked on its own, so a bad one is reported under its own column.
+    fn choice<T: serde::de::DeserializeOwned>(
+        row: &ImportRow,
+        map: &Map<String, Value>,
+        name: &str,
+        allowed: &str,
+    ) -> Result<Option<T>, RowProblem> {
+        text(map, name)
+            .map(|v| {
+                serde_json::from_value(Value::String(v.clone()))
+                    .map_err(|_| row.problem(Some(name), format!("`{v}` is not one of {allowed}")))
+            })
+            .transpose()
     }
-    if let Some(valuation) = valuation {
-        object["valuation"] = valuation;
-    }
-    if let Some(active) = text(&map, "active") {
-        object["active"] = match active.as_str() {
-            "true" | "yes" | "1" => Value::Bool(true),
-            "false" | "no" | "0" => Value::Bool(false),
-            _ => return Err(row.problem(Some("active"), "true or false")),
-        };
-    }
-    let mut input: ItemInput = serde_json::from_value(object).map_err(|e| {
-        let message = e.to_string();
-        let field = ["tracking", "valuation", "removal"]
-            .into_iter()
-            .find(|f| message.contains(&format!("`{f}`")) || message.contains("variant"));
-        row.problem(field, message.split(" at line ").next().unwrap_or(&message).to_owned())
-    })?;
+    let tracking = choice::<Tracking>(row, &map, "tracking", "none, lot, serial")?;
+    let valuation = choice::<Method>(row, &map, "valuation", "average, fifo")?;
+    let removal = choice::<Removal>(row, &map, "removal", "fifo, fefo")?;
+    let active = match text(&map, "active").as_deref() {
+        None | Some("true" | "yes" | "1") => true,
+        Some("false" | "no" | "0") => false,
+        Some(_) => return Err(row.problem(Some("active"), "true or false")),
+    };
+    let mut input = ItemInput {
+        name: required(row, &map, "name")?,
+        category: text(&map, "category"),
+        base_uom: required(row, &map, "base_uom")?,
+        units: BTreeMap::new(),
+        tracking: tracking.unwrap_or(Tracking::None),
+        valuation: valuation.unwrap_or(Method::Average),
+        removal,
+        active,
+        reorder: BTreeMap::new(),
+    };
     input.units = units;
     input.reorder = reorder;
     let item = build_item(&sku, input).map_err(|e| problem(row, &e))?;
@@ -201,11 +205,13 @@ pub fn movements(batch: &ImportBatch, opening: bool) -> Result<Vec<RowProblem>, 
     if let Some((_, movement)) = open.take() {
         done.push(movement);
     }
+    // Written even when a row has a problem (the import then saves nothing): the next batch
+    // checks its rows against this one's, so a good receipt here is not reported missing there.
+    let finished = posting.finish();
     if !problems.is_empty() {
-        // Nothing is saved when any row has a problem: the rest need not be written.
         return Ok(problems);
     }
-    posting.finish()?;
+    finished?;
     for movement in done.iter().filter(|m| !m.lines.is_empty()) {
         MOVEMENTS.insert(&movement_key(movement.number), movement)?;
     }

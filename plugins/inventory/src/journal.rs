@@ -23,9 +23,18 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// `(effective time in ms, seq)`: an entry's place in its item's journal.
 pub type Key = (i64, u64);
 
-/// Entries a chunk is filled to before appends start a new one; one grown past twice this
-/// by back-dated inserts is split in two.
+/// Entries a chunk holds at most when filled by appends; one grown past twice this by
+/// back-dated inserts is split in two.
 pub const CHUNK: usize = 400;
+/// A FIFO start with more layers than this is stored in full only every [`CHECKPOINT_EVERY`]
+/// chunks; the others keep quantity and value and work their layers out from the last full
+/// one (so an item with thousands of layers does not copy them into every chunk).
+pub const CHECKPOINT_LAYERS: usize = 64;
+pub const CHECKPOINT_EVERY: usize = 8;
+/// Appends go to a small last chunk (the tail) of up to this many entries; a full tail is
+/// merged into the chunk before it while that has room. A posting then rewrites a few
+/// entries, and a full chunk only once every [`TAIL`] postings, not 400 entries each time.
+pub const TAIL: usize = 40;
 /// FIFO layers kept per item. Receipts at the same unit cost share a layer; past this many
 /// distinct costs in stock, the two oldest layers are merged (valued at their average), so an
 /// item's valuation stays a bounded document.
@@ -224,6 +233,10 @@ pub struct ChunkRef {
     pub first: Key,
     pub last: Key,
     pub n: u32,
+    /// Its start was stored without its FIFO layers (many of them): they are worked out from
+    /// the nearest chunk before it that has them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bare: bool,
 }
 
 /// An item's journal: its chunks in order and the valuation at its end.
@@ -307,20 +320,35 @@ pub struct Journal {
     pub head: Head,
     /// Entries a chunk is filled to ([`CHUNK`]; smaller in tests, to make many chunks).
     pub chunk_size: usize,
+    /// Entries of the tail before it is merged ([`TAIL`]).
+    pub tail_size: usize,
+    /// FIFO layers a chunk start keeps in every chunk ([`CHECKPOINT_LAYERS`]).
+    pub checkpoint_layers: usize,
     chunks: BTreeMap<u32, Chunk>,
     changed: BTreeSet<u32>,
+    /// Chunks merged into the one before them: to delete.
+    removed: BTreeSet<u32>,
     head_changed: bool,
 }
 
 impl Journal {
     pub fn new(head: Head) -> Journal {
-        Journal { head, chunk_size: CHUNK, chunks: BTreeMap::new(), changed: BTreeSet::new(), head_changed: false }
+        Journal {
+            head,
+            chunk_size: CHUNK,
+            tail_size: TAIL,
+            checkpoint_layers: CHECKPOINT_LAYERS,
+            chunks: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            head_changed: false,
+        }
     }
 
     pub fn chunk(&mut self, id: u32, load: &mut Loader<'_>) -> Result<&mut Chunk, Error> {
         Ok(match self.chunks.entry(id) {
             Slot::Occupied(slot) => slot.into_mut(),
-            Slot::Vacant(slot) => slot.insert(load(id)?),
+            Slot::Vacant(slot) => slot.insert(checked(&self.head, id, load)?),
         })
     }
 
@@ -328,6 +356,68 @@ impl Journal {
     pub fn changes(&self) -> (Option<&Head>, Vec<(u32, &Chunk)>) {
         let chunks = self.changed.iter().map(|id| (*id, &self.chunks[id])).collect();
         (self.head_changed.then_some(&self.head), chunks)
+    }
+
+    /// What to store as the start of the chunk at `index`: the valuation, without its layers
+    /// when they are many and a chunk shortly before keeps them (that chunk's ref says so).
+    fn stored_start(&mut self, index: usize, mut state: Valuation) -> Valuation {
+        let near = index.saturating_sub(CHECKPOINT_EVERY - 1);
+        let bare = self.head.method == Method::Fifo
+            && state.layers.len() > self.checkpoint_layers
+            && self.head.chunks[near..index].iter().any(|c| !c.bare);
+        self.head.chunks[index].bare = bare;
+        if bare {
+            state.layers.clear();
+        }
+        state
+    }
+
+    /// The full valuation at the start of the chunk at `index` (its layers worked out from
+    /// the nearest full start before it when it is bare). Only for chunks a revaluation has
+    /// passed: the chunks it replays must be clean.
+    fn full_start(&mut self, index: usize, load: &mut Loader<'_>) -> Result<Valuation, Error> {
+        let method = self.head.method;
+        let mut from = index;
+        while self.head.chunks[from].bare && from > 0 {
+            from -= 1;
+        }
+        let ids: Vec<u32> = self.head.chunks[from..index].iter().map(|c| c.id).collect();
+        let id = self.head.chunks[from].id;
+        let mut state = self.chunk(id, load)?.start.clone();
+        for id in ids {
+            for entry in &self.chunk(id, load)?.entries {
+                state.apply(method, entry)?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Chunks to delete (merged into the one before them).
+    pub fn removed(&self) -> Vec<u32> {
+        self.removed.iter().copied().collect()
+    }
+
+    /// Merges the tail into the chunk before it, if that has room for it.
+    fn merge_tail(&mut self, load: &mut Loader<'_>) -> Result<(), Error> {
+        let n = self.head.chunks.len();
+        if n < 2 {
+            return Ok(());
+        }
+        let (before, tail) = (self.head.chunks[n - 2].clone(), self.head.chunks[n - 1].clone());
+        if (before.n + tail.n) as usize > self.chunk_size {
+            return Ok(());
+        }
+        let moved = std::mem::take(&mut self.chunk(tail.id, load)?.entries);
+        self.chunk(before.id, load)?.entries.extend(moved);
+        self.changed.insert(before.id);
+        self.changed.remove(&tail.id);
+        self.chunks.remove(&tail.id);
+        self.removed.insert(tail.id);
+        let r = &mut self.head.chunks[n - 2];
+        r.last = tail.last;
+        r.n += tail.n;
+        self.head.chunks.pop();
+        Ok(())
     }
 
     pub fn mark_head(&mut self) {
@@ -361,7 +451,7 @@ impl Journal {
             // Scanned, not kept: a long tail would not fit in memory twice.
             match self.chunks.get(&id) {
                 Some(chunk) => later.extend(chunk.entries.iter().filter(wanted).cloned()),
-                None => later.extend(load(id)?.entries.iter().filter(wanted).cloned()),
+                None => later.extend(checked(&self.head, id, load)?.entries.iter().filter(wanted).cloned()),
             }
         }
         Ok(later)
@@ -375,7 +465,9 @@ impl Journal {
         let key = entry.key();
         let method = self.head.method;
         let at_end = self.head.last_key().is_none_or(|last| key > last);
-        let new_chunk = at_end && self.head.chunks.last().is_none_or(|c| c.n as usize >= self.chunk_size);
+        // A full tail is sealed (merged back, or kept as it is) and a new one started.
+        let seal = at_end && self.head.chunks.last().is_some_and(|c| c.n as usize >= self.tail_size);
+        let new_chunk = at_end && (self.head.chunks.is_empty() || seal);
         // A new chunk starts from the end before this entry; while a revaluation is due,
         // that is provisional and the revaluation sets it.
         let start = new_chunk.then(|| self.head.end.clone());
@@ -387,11 +479,15 @@ impl Journal {
         }
         entry.c = cost;
         if at_end {
+            if seal {
+                self.merge_tail(load)?;
+            }
             if let Some(start) = start {
                 let id = self.head.next_chunk;
                 self.head.next_chunk += 1;
+                self.head.chunks.push(ChunkRef { id, first: key, last: key, n: 0, bare: false });
+                let start = self.stored_start(self.head.chunks.len() - 1, start);
                 self.chunks.insert(id, Chunk { start, entries: Vec::new() });
-                self.head.chunks.push(ChunkRef { id, first: key, last: key, n: 0 });
             }
             let index = self.head.chunks.len() - 1;
             let id = self.head.chunks[index].id;
@@ -432,23 +528,31 @@ impl Journal {
         // When a revaluation is due from before this chunk, its start is stale too: the
         // right half gets a placeholder the revaluation replaces on its way through.
         let stale = self.head.dirty_from.is_some_and(|d| self.head.chunk_index(d) < index);
+        let mut start =
+            if stale { self.chunks[&id].start.clone() } else { self.full_start(index, &mut |_| unreachable_load())? };
         let chunk = self.chunks.get_mut(&id).expect("loaded to insert");
         let right = chunk.entries.split_off(chunk.entries.len() / 2);
-        let mut start = chunk.start.clone();
         if !stale {
             for entry in &chunk.entries {
                 start.apply(method, entry)?;
             }
         }
         let (left_last, left_n) = (chunk.entries.last().expect("half of a full chunk").key(), chunk.entries.len());
-        let right_ref =
-            ChunkRef { id: new_id, first: right[0].key(), last: right[right.len() - 1].key(), n: right.len() as u32 };
-        self.chunks.insert(new_id, Chunk { start, entries: right });
-        self.changed.insert(new_id);
+        let right_ref = ChunkRef {
+            id: new_id,
+            first: right[0].key(),
+            last: right[right.len() - 1].key(),
+            n: right.len() as u32,
+            bare: false,
+        };
         let r = &mut self.head.chunks[index];
         r.last = left_last;
         r.n = left_n as u32;
         self.head.chunks.insert(index + 1, right_ref);
+        // A stale placeholder is never replayed from (the revaluation sets it first).
+        let start = if stale { start } else { self.stored_start(index + 1, start) };
+        self.chunks.insert(new_id, Chunk { start, entries: right });
+        self.changed.insert(new_id);
         Ok(())
     }
 
@@ -475,16 +579,14 @@ impl Journal {
         self.head_changed = true;
         let method = self.head.method;
         let mut index = self.head.chunk_index(from);
-        let mut state = {
-            let id = self.head.chunks[index].id;
-            self.chunk(id, load)?.start.clone()
-        };
+        let mut state = self.full_start(index, load)?;
         let mut done = 0;
         loop {
             let id = self.head.chunks[index].id;
+            let stored = self.stored_start(index, state.clone());
             let chunk = self.chunk(id, load)?;
-            let mut changed = chunk.start != state;
-            chunk.start = state.clone();
+            let mut changed = chunk.start != stored;
+            chunk.start = stored;
             for entry in &mut chunk.entries {
                 let cost = state.apply(method, entry)?;
                 if entry.c != cost {
@@ -505,9 +607,10 @@ impl Journal {
             if done >= budget {
                 // The next chunk starts where this one ended: the next run starts from there.
                 let next = self.head.chunks[index].id;
+                let stored = self.stored_start(index, state);
                 let chunk = self.chunk(next, load)?;
-                if chunk.start != state {
-                    chunk.start = state;
+                if chunk.start != stored {
+                    chunk.start = stored;
                     self.changed.insert(next);
                 }
                 self.head.dirty_from = Some(self.head.chunks[index].first);
@@ -547,21 +650,42 @@ impl Journal {
             for id in ids {
                 let after = match self.chunks.get(&id) {
                     Some(chunk) => later_valued(chunk, key),
-                    None => later_valued(&load(id)?, key),
+                    None => later_valued(&checked(&self.head, id, load)?, key),
                 };
                 qty -= after;
             }
             let value = if qty == end.qty { end.value } else { end.unit_cost().of(qty) };
             return Ok(Valuation { qty, value, layers: VecDeque::new(), rate: end.rate });
         }
-        let id = self.head.chunks[self.head.chunk_index(key)].id;
-        let chunk = self.chunk(id, load)?;
-        let mut state = chunk.start.clone();
-        for entry in chunk.entries.iter().take_while(|e| e.key() <= key) {
+        let index = self.head.chunk_index(key);
+        let mut state = self.full_start(index, load)?;
+        let id = self.head.chunks[index].id;
+        for entry in self.chunk(id, load)?.entries.iter().take_while(|e| e.key() <= key) {
             state.apply(method, entry)?;
         }
         Ok(state)
     }
+}
+
+/// Loads a chunk and checks it is the one `head` describes. Reads are not a snapshot: another
+/// call may have merged or grown the chunk since this call read the head. Such a call answers
+/// `409 journal-moved`, and the platform runs it again on the new data (an error answered on
+/// data that changed is a lost race).
+pub fn checked(head: &Head, id: u32, load: &mut Loader<'_>) -> Result<Chunk, Error> {
+    let chunk = load(id)?;
+    match head.chunks.iter().find(|c| c.id == id) {
+        Some(r) if r.n as usize != chunk.entries.len() => Err(moved(id)),
+        _ => Ok(chunk),
+    }
+}
+
+pub fn moved(id: u32) -> Error {
+    Error::conflict("journal-moved", format!("journal chunk {id} changed while this call read it: retry"))
+}
+
+/// A split works only on chunks this call has loaded already.
+fn unreachable_load() -> Result<Chunk, Error> {
+    Err(Error::internal("journal-unloaded", "a split reached a chunk it had not loaded"))
 }
 
 /// The quantity a chunk's valued entries after `key` add up to.

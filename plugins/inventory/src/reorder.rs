@@ -19,8 +19,9 @@ pub const LEVELS: Collection<Level> = Collection::new("levels");
 /// `{sku}|{warehouse}|{crossing}`: what a crossing suggested.
 pub const SUGGESTIONS: Collection<Suggestion> = Collection::new("suggestions");
 pub const CHECK: &str = "reorder-check";
-/// Items checked per chunk of the check.
-const ITEMS_PER_CHUNK: u32 = 100;
+/// Items checked per chunk of the check: each reads a page of its places, and a chunk may
+/// re-check at most 100 query pages at commit.
+const ITEMS_PER_CHUNK: u32 = 40;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Level {
@@ -74,32 +75,28 @@ pub fn suggest(available: Qty, level: &Reorder) -> Qty {
     Qty(lots.max(1) * level.qty.0)
 }
 
-/// Available stock of an item in a warehouse.
-fn available_in(sku: &str, warehouse: &str) -> Result<Qty, Error> {
-    let mut total = Qty::ZERO;
+/// Available stock of an item per warehouse: one page for most items (a page holds 1,000
+/// places).
+fn available_by_warehouse(sku: &str) -> Result<std::collections::BTreeMap<String, Qty>, Error> {
+    let mut totals = std::collections::BTreeMap::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = BALANCES
-            .query()
-            .eq("item", sku)
-            .eq("warehouse", warehouse)
-            .limit(1000)
-            .cursor(cursor.as_deref())
-            .fetch()?;
+        let page = BALANCES.query().eq("item", sku).limit(1000).cursor(cursor.as_deref()).fetch()?;
         for b in &page.items {
-            total += b.value.available();
+            *totals.entry(b.value.warehouse.clone()).or_insert(Qty::ZERO) += b.value.available();
         }
         cursor = page.next;
         if cursor.is_none() {
-            return Ok(total);
+            return Ok(totals);
         }
     }
 }
 
 /// Checks one item in each warehouse it has a reorder point for.
 fn check_item(item: &Item) -> Result<(), Error> {
+    let totals = available_by_warehouse(&item.sku)?;
     for (warehouse, level) in &item.reorder {
-        let available = available_in(&item.sku, warehouse)?;
+        let available = totals.get(warehouse).copied().unwrap_or(Qty::ZERO);
         let key = format!("{}|{warehouse}", item.sku);
         let stored = LEVELS.get(&key)?;
         let mut state = stored.as_ref().map(|l| l.value.clone()).unwrap_or_default();

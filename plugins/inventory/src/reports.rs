@@ -108,7 +108,8 @@ fn scoped_qty(journal: &mut Journal, sku: &str, field: &str, value: &str, at: i6
     if at != i64::MAX && !places.is_empty() {
         let ids: Vec<u32> = journal.head.chunks.iter().filter(|c| c.last.0 > at).map(|c| c.id).collect();
         for id in ids {
-            let chunk = journal.chunk(id, &mut loader(sku))?;
+            // Scanned, not kept: the tail after an early date can be long.
+            let chunk = crate::journal::checked(&journal.head, id, &mut loader(sku))?;
             for e in chunk.entries.iter().filter(|e| e.t > at && places.contains(&e.l)) {
                 qty -= e.q;
             }

@@ -247,6 +247,7 @@ fn end(posting: &mut Posting, number: u64, state: State) -> Result<(), Error> {
 /// Releases the item's reservations that have expired; whether there were any.
 pub fn release_expired(posting: &mut Posting, sku: &str) -> Result<bool, Error> {
     let now = time::format(posting.now);
+    posting.spend_query()?;
     let page = RESERVATIONS.query().eq("item", sku).eq("state", "active").le("expires", now).limit(SWEEP).fetch()?;
     let mut any = false;
     for found in page.items {

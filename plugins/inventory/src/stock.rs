@@ -60,8 +60,12 @@ pub struct Balance {
     /// The latest effective time of any entry here: a movement dated earlier has later
     /// entries to respect.
     pub last_at: i64,
-    /// When this place last changed (host clock, ms): a count started before it is stale.
+    /// When this place last changed (host clock, ms).
     pub moved_at: u64,
+    /// How many entries have changed it: a count line remembers it, and one that no longer
+    /// matches was counted before stock moved.
+    #[serde(default)]
+    pub moves: u64,
 }
 
 impl Balance {
@@ -209,11 +213,13 @@ pub struct Budget {
     pub entries: u32,
     /// Later entries revalued inline, over all the call's items; past it, a task does it.
     pub revalue: u64,
+    /// Later entries read to check back-dated outflows (a long tail is read once per line).
+    pub scan: u64,
 }
 
 impl Budget {
-    pub const CALL: Budget = Budget { queries: 80, entries: 300, revalue: INLINE_REVALUE };
-    pub const IMPORT: Budget = Budget { queries: 50_000, entries: 100_000, revalue: 20_000 };
+    pub const CALL: Budget = Budget { queries: 80, entries: 300, revalue: INLINE_REVALUE, scan: 400_000 };
+    pub const IMPORT: Budget = Budget { queries: 50_000, entries: 100_000, revalue: 20_000, scan: 2_000_000 };
 }
 
 fn too_large(what: &str) -> Error {
@@ -228,12 +234,7 @@ pub fn chunk_key(item: &str, id: u32) -> String {
 }
 
 pub fn loader(item: &str) -> impl FnMut(u32) -> Result<Chunk, Error> + '_ {
-    move |id| {
-        JOURNAL
-            .get(&chunk_key(item, id))?
-            .map(|c| c.value)
-            .ok_or_else(|| Error::internal("journal-missing", format!("chunk {id} of `{item}` is missing")))
-    }
+    move |id| JOURNAL.get(&chunk_key(item, id))?.map(|c| c.value).ok_or_else(|| crate::journal::moved(id))
 }
 
 fn line_field(index: usize, field: &str) -> String {
@@ -259,7 +260,7 @@ impl Posting {
         }
     }
 
-    fn spend_query(&mut self) -> Result<(), Error> {
+    pub(crate) fn spend_query(&mut self) -> Result<(), Error> {
         self.budget.queries = self.budget.queries.checked_sub(1).ok_or_else(|| too_large("lot lookups"))?;
         Ok(())
     }
@@ -304,6 +305,7 @@ impl Posting {
                         reserved: Qty::ZERO,
                         last_at: i64::MIN,
                         moved_at: 0,
+                        moves: 0,
                     }
                 }
             };
@@ -495,6 +497,7 @@ impl Posting {
         balance.reserved -= releases;
         balance.last_at = balance.last_at.max(t);
         balance.moved_at = now;
+        balance.moves += 1;
         self.touched.insert(balance_key(sku, location, lot));
         Ok(seq)
     }
@@ -510,6 +513,9 @@ impl Posting {
         q: Qty,
         on_hand: Qty,
     ) -> Result<(), Error> {
+        let tail = self.journal(sku)?.head.entries_after(key);
+        self.budget.scan =
+            self.budget.scan.checked_sub(tail).ok_or_else(|| too_large("history to check (it is dated far back)"))?;
         let later = self.journal(sku)?.later_in_bucket(key, location, lot, &mut loader(sku))?;
         let worst = crate::journal::shortfall(on_hand, &later, q);
         if let Some((short, at)) = worst {
@@ -684,6 +690,9 @@ pub fn write_journal(sku: &str, journal: &Journal) -> Result<(), Error> {
     let (head, chunks) = journal.changes();
     for (id, chunk) in chunks {
         JOURNAL.upsert(&chunk_key(sku, id), chunk)?;
+    }
+    for id in journal.removed() {
+        JOURNAL.delete(&chunk_key(sku, id), None)?;
     }
     if let Some(head) = head {
         HEADS.upsert(sku, head)?;
@@ -1243,7 +1252,7 @@ pub fn item_history(req: &Request) -> Result<Response, Error> {
             }
             break;
         }
-        let chunk = loader(sku)(id)?;
+        let chunk = crate::journal::checked(&journal.head, id, &mut loader(sku))?;
         for e in &chunk.entries {
             if after.is_some_and(|a| e.key() <= a) {
                 continue;

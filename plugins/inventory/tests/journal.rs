@@ -14,23 +14,28 @@ struct Ledger {
     store: HashMap<u32, Chunk>,
     head: Head,
     chunk_size: usize,
+    tail_size: usize,
 }
 
 impl Ledger {
     fn new(method: Method, chunk_size: usize) -> Ledger {
-        Ledger { store: HashMap::new(), head: Head::new(method), chunk_size }
+        Ledger { store: HashMap::new(), head: Head::new(method), chunk_size, tail_size: (chunk_size / 10).max(1) }
     }
 
     /// One call: opens the journal, runs `work`, writes back what changed.
     fn call<R>(&mut self, work: impl FnOnce(&mut Journal, &mut dyn FnMut(u32) -> Result<Chunk, Error>) -> R) -> R {
         let mut journal = Journal::new(self.head.clone());
         journal.chunk_size = self.chunk_size;
+        journal.tail_size = self.tail_size;
         let store = self.store.clone();
         let mut load = move |id: u32| store.get(&id).cloned().ok_or_else(|| Error::internal("missing", "chunk"));
         let result = work(&mut journal, &mut load);
         let (head, chunks) = journal.changes();
         for (id, chunk) in chunks {
             self.store.insert(id, chunk.clone());
+        }
+        for id in journal.removed() {
+            self.store.remove(&id);
         }
         if let Some(head) = head {
             self.head = head.clone();
@@ -188,6 +193,7 @@ fn random_ledgers_never_go_negative_and_value_as_a_recomputation_does() {
         let method = if seed % 2 == 0 { Method::Average } else { Method::Fifo };
         // Chunks of 3 to 8 entries, so a few hundred entries make many chunks and splits.
         let mut ledger = Ledger::new(method, 3 + (seed % 6) as usize);
+        ledger.tail_size = 1 + (seed % 3) as usize;
         let places = ["A", "B", "C"];
         let mut latest = 100 * DAY;
         let mut accepted = 0;
@@ -232,6 +238,7 @@ fn random_ledgers_never_go_negative_and_value_as_a_recomputation_does() {
             assert!(entries.windows(2).all(|w| w[0].key() < w[1].key()), "seed {seed}: out of order");
             let total: u64 = ledger.head.chunks.iter().map(|c| u64::from(c.n)).sum();
             assert_eq!(total as usize, entries.len());
+            assert_eq!(ledger.store.len(), ledger.head.chunks.len(), "seed {seed}: merged tails are deleted");
             for c in &ledger.head.chunks {
                 let stored = &ledger.store[&c.id].entries;
                 assert_eq!(stored.len(), c.n as usize, "seed {seed}: chunk {} count", c.id);
