@@ -455,7 +455,7 @@ async fn a_serial_number_is_in_one_place_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_tail_is_revalued_by_a_task_that_survives_a_restart() {
     let s = store().await;
-    s.patch("/v1/tenants/default/plugins/inventory/settings", json!({ "values": { "revalue-chunk": 400 } }))
+    s.patch("/v1/tenants/default/plugins/inventory/settings", json!({ "values": { "revalue-chunk": 100 } }))
         .await
         .expect(200);
     item(&s, "PAPER", json!({})).await;
@@ -474,9 +474,10 @@ async fn a_long_tail_is_revalued_by_a_task_that_survives_a_restart() {
     // 5,000 more at 12.00 on 01-Mar afternoon: the average from then on is 11.00.
     let back = receive(&s, "PAPER", &format!("{DAY}01T15:00:00Z"), "5000", "12", "A1").await;
     assert_eq!(back["revaluation_pending"], json!(["PAPER"]));
-    // Meanwhile the quantity is exact, the value provisional and said to be.
+    // Meanwhile the quantity is exact, the value provisional and said to be; the server is
+    // stopped in the middle of the task (a chunk of the journal a step).
     let meanwhile = s.get(&format!("{INV}/items/PAPER/valuation")).await.expect(200).body;
-    assert_eq!(meanwhile["qty"], "7600");
+    assert_eq!((meanwhile["qty"].as_str(), meanwhile["revaluation_pending"].as_bool()), (Some("7600"), Some(true)));
     let s = s.restart().await;
     let done = s
         .eventually(&format!("{INV}/items/PAPER/valuation"), "the revaluation to finish", |b| {
@@ -491,7 +492,7 @@ async fn a_long_tail_is_revalued_by_a_task_that_survives_a_restart() {
     let task =
         tasks["items"].as_array().unwrap().iter().find(|t| t["title"] == "Revalue PAPER").expect("the task").clone();
     assert_eq!(task["status"], "done");
-    assert!(task["chunks"].as_u64().unwrap() >= 6, "{task}");
+    assert!(task["chunks"].as_u64().unwrap() >= 5, "{task}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

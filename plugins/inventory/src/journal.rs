@@ -512,7 +512,7 @@ impl Journal {
             r.first = r.first.min(key);
             r.last = r.last.max(key);
             if len > 2 * self.chunk_size {
-                self.split(index)?;
+                self.split(index, load)?;
             }
         }
         Ok(cost)
@@ -520,7 +520,7 @@ impl Journal {
 
     /// Splits an overfull chunk in two halves. The right half's start is worked out from the
     /// left's (a revaluation is due from an entry in this chunk anyway).
-    fn split(&mut self, index: usize) -> Result<(), Error> {
+    fn split(&mut self, index: usize, load: &mut Loader<'_>) -> Result<(), Error> {
         let method = self.head.method;
         let id = self.head.chunks[index].id;
         let new_id = self.head.next_chunk;
@@ -528,8 +528,7 @@ impl Journal {
         // When a revaluation is due from before this chunk, its start is stale too: the
         // right half gets a placeholder the revaluation replaces on its way through.
         let stale = self.head.dirty_from.is_some_and(|d| self.head.chunk_index(d) < index);
-        let mut start =
-            if stale { self.chunks[&id].start.clone() } else { self.full_start(index, &mut |_| unreachable_load())? };
+        let mut start = if stale { self.chunks[&id].start.clone() } else { self.full_start(index, load)? };
         let chunk = self.chunks.get_mut(&id).expect("loaded to insert");
         let right = chunk.entries.split_off(chunk.entries.len() / 2);
         if !stale {
@@ -681,11 +680,6 @@ pub fn checked(head: &Head, id: u32, load: &mut Loader<'_>) -> Result<Chunk, Err
 
 pub fn moved(id: u32) -> Error {
     Error::conflict("journal-moved", format!("journal chunk {id} changed while this call read it: retry"))
-}
-
-/// A split works only on chunks this call has loaded already.
-fn unreachable_load() -> Result<Chunk, Error> {
-    Err(Error::internal("journal-unloaded", "a split reached a chunk it had not loaded"))
 }
 
 /// The quantity a chunk's valued entries after `key` add up to.
