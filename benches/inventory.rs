@@ -1,5 +1,6 @@
 //! (j) Inventory at scale: 10,000 items imported, then 1,000,000 movements over them through
-//! the bulk path (twenty `movements` imports of 50,000 lines, a day's receipts and issues each),
+//! the bulk path (twenty `movements` imports of 50,000 lines, a day's receipts and issues of
+//! half the items each, the halves in turn),
 //! then single-line movements posted over HTTP by 8 clients on top of that ledger; on-hand
 //! lookups after it; and a receipt back-dated before 100,000 later movements of one item,
 //! timed from the request to its revaluation finished, against the same revaluation done
@@ -34,19 +35,21 @@ fn items_csv() -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Day `day` of 2025-01: 30,000 receipt lines (3 of each item, 10 pieces at a cost that
-/// varies) in the morning, then 20,000 issue lines (2 of each, 5 pieces) in the afternoon.
+/// Day `day` of 2025-01, for the even or odd items by turn: 30,000 receipt lines (6 of each
+/// item, 10 pieces at a cost that varies) in the morning, then 20,000 issue lines (4 of each,
+/// 5 pieces) in the afternoon.
 fn day_csv(day: usize) -> Vec<u8> {
     let mut out = String::from("kind,at,reference,item,qty,location,unit_cost\n");
-    for round in 0..3 {
-        for i in 0..ITEMS {
+    let half = || (day % 2..ITEMS).step_by(2);
+    for round in 0..6 {
+        for i in half() {
             let cost = 1 + (i + round + day) % 50;
             writeln!(out, "receipt,2025-01-{:02}T08:00:00Z,PO-{day},I{i:05},10,B{},{cost}.25", day + 1, i % BINS)
                 .unwrap();
         }
     }
-    for _ in 0..2 {
-        for i in 0..ITEMS {
+    for _ in 0..4 {
+        for i in half() {
             writeln!(out, "issue,2025-01-{:02}T17:00:00Z,SO-{day},I{i:05},5,B{},", day + 1, i % BINS).unwrap();
         }
     }
@@ -172,7 +175,7 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let bulk_rate = (files * ROWS) as f64 / bulk.as_secs_f64();
     import("movements", hot_csv()).await?;
 
-    // Single calls: 8 clients, each posting one-line receipts and issues of its own items.
+    // Single calls: 8 clients posting one-line receipts and issues, each call on another item.
     let singles = if quick { 2_000 } else { 20_000 };
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -185,7 +188,8 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
                 if n >= singles {
                     return anyhow::Ok(());
                 }
-                let i = (n / 2 * 7919) % ITEMS;
+                // Each call on another item (the ledger has stock of every one to issue).
+                let i = (n * 7919) % ITEMS;
                 let line = if n % 2 == 0 {
                     serde_json::json!({ "item": format!("I{i:05}"), "qty": "1", "location": format!("B{}", i % BINS), "unit_cost": "3.10" })
                 } else {

@@ -29,8 +29,8 @@ pub const CHUNK: usize = 400;
 /// A FIFO start with more layers than this is stored in full only every [`CHECKPOINT_EVERY`]
 /// chunks; the others keep quantity and value and work their layers out from the last full
 /// one (so an item with thousands of layers does not copy them into every chunk).
-pub const CHECKPOINT_LAYERS: usize = 64;
-pub const CHECKPOINT_EVERY: usize = 8;
+pub const CHECKPOINT_LAYERS: usize = 16;
+pub const CHECKPOINT_EVERY: usize = 16;
 /// Appends go to a small last chunk (the tail) of up to this many entries; a full tail is
 /// merged into the chunk before it while that has room. A posting then rewrites a few
 /// entries, and a full chunk only once every [`TAIL`] postings, not 400 entries each time.
@@ -71,8 +71,10 @@ impl Kind {
     }
 }
 
-/// One line of an item's journal. Short field names: a journal holds many of them.
+/// One line of an item's journal. Stored as a JSON array (a journal holds many of them, and
+/// a revaluation reads and writes them all): `[s, t, m, k, l, o, q, u, c]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "EntryRow", from = "EntryRow")]
 pub struct Entry {
     /// Seq: the item's arrival counter.
     pub s: u64,
@@ -84,17 +86,29 @@ pub struct Entry {
     /// Location.
     pub l: String,
     /// Lot or serial number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub o: Option<String>,
     /// Quantity in the base unit, signed: in is positive.
     pub q: Qty,
     /// The value of what came in, when the movement gave its cost (quantity as entered ×
     /// unit cost as entered: exact in any unit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub u: Option<Money>,
     /// The change in stock value this entry made (negative for what went out): its cost.
-    #[serde(default)]
     pub c: Money,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryRow(u64, i64, u64, Kind, String, Option<String>, Qty, Option<Money>, Money);
+
+impl From<Entry> for EntryRow {
+    fn from(e: Entry) -> EntryRow {
+        EntryRow(e.s, e.t, e.m, e.k, e.l, e.o, e.q, e.u, e.c)
+    }
+}
+
+impl From<EntryRow> for Entry {
+    fn from(r: EntryRow) -> Entry {
+        Entry { s: r.0, t: r.1, m: r.2, k: r.3, l: r.4, o: r.5, q: r.6, u: r.7, c: r.8 }
+    }
 }
 
 impl Entry {
@@ -117,7 +131,9 @@ pub enum Method {
 }
 
 /// A FIFO cost layer: what is left of one receipt.
+/// Stored as `[q, v]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "(Qty, Money)", from = "(Qty, Money)")]
 pub struct Layer {
     pub q: Qty,
     pub v: Money,
@@ -324,6 +340,10 @@ pub struct Journal {
     pub tail_size: usize,
     /// FIFO layers a chunk start keeps in every chunk ([`CHECKPOINT_LAYERS`]).
     pub checkpoint_layers: usize,
+    /// Whether a full tail may be merged into a chunk this call has not written yet. A bulk
+    /// import says no: merging rewrites the whole chunk before, and an import touching many
+    /// items would rewrite all their chunks in one commit. Its tails are kept as they are.
+    pub merge_unwritten: bool,
     chunks: BTreeMap<u32, Chunk>,
     changed: BTreeSet<u32>,
     /// Chunks merged into the one before them: to delete.
@@ -338,6 +358,7 @@ impl Journal {
             chunk_size: CHUNK,
             tail_size: TAIL,
             checkpoint_layers: CHECKPOINT_LAYERS,
+            merge_unwritten: true,
             chunks: BTreeMap::new(),
             changed: BTreeSet::new(),
             removed: BTreeSet::new(),
@@ -404,7 +425,9 @@ impl Journal {
             return Ok(());
         }
         let (before, tail) = (self.head.chunks[n - 2].clone(), self.head.chunks[n - 1].clone());
-        if (before.n + tail.n) as usize > self.chunk_size {
+        if (before.n + tail.n) as usize > self.chunk_size
+            || (!self.merge_unwritten && !self.changed.contains(&before.id))
+        {
             return Ok(());
         }
         let moved = std::mem::take(&mut self.chunk(tail.id, load)?.entries);
@@ -685,4 +708,16 @@ pub fn moved(id: u32) -> Error {
 /// The quantity a chunk's valued entries after `key` add up to.
 fn later_valued(chunk: &Chunk, key: Key) -> Qty {
     chunk.entries.iter().filter(|e| e.key() > key && e.k.valued()).fold(Qty::ZERO, |sum, e| sum + e.q)
+}
+
+impl From<Layer> for (Qty, Money) {
+    fn from(l: Layer) -> (Qty, Money) {
+        (l.q, l.v)
+    }
+}
+
+impl From<(Qty, Money)> for Layer {
+    fn from((q, v): (Qty, Money)) -> Layer {
+        Layer { q, v }
+    }
 }

@@ -215,11 +215,14 @@ pub struct Budget {
     pub revalue: u64,
     /// Later entries read to check back-dated outflows (a long tail is read once per line).
     pub scan: u64,
+    /// A bulk import: journals do not merge tails into chunks written before it.
+    pub bulk: bool,
 }
 
 impl Budget {
-    pub const CALL: Budget = Budget { queries: 80, entries: 300, revalue: INLINE_REVALUE, scan: 400_000 };
-    pub const IMPORT: Budget = Budget { queries: 50_000, entries: 100_000, revalue: 20_000, scan: 2_000_000 };
+    pub const CALL: Budget = Budget { queries: 80, entries: 300, revalue: INLINE_REVALUE, scan: 400_000, bulk: false };
+    pub const IMPORT: Budget =
+        Budget { queries: 50_000, entries: 100_000, revalue: 20_000, scan: 2_000_000, bulk: true };
 }
 
 fn too_large(what: &str) -> Error {
@@ -277,7 +280,9 @@ impl Posting {
         if !self.journals.contains_key(sku) {
             let method = self.item(sku)?.valuation;
             let head = HEADS.get(sku)?.map_or_else(|| Head::new(method), |h| h.value);
-            self.journals.insert(sku.to_owned(), Journal::new(head));
+            let mut journal = Journal::new(head);
+            journal.merge_unwritten = !self.budget.bulk;
+            self.journals.insert(sku.to_owned(), journal);
         }
         Ok(self.journals.get_mut(sku).expect("just loaded"))
     }
