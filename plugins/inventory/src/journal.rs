@@ -405,6 +405,11 @@ impl Journal {
         let ids: Vec<u32> = self.head.chunks[from..index].iter().map(|c| c.id).collect();
         let id = self.head.chunks[from].id;
         let mut state = self.chunk(id, load)?.start.clone();
+        // A full FIFO start's layers add up to its quantity. One that does not was made bare
+        // by a call that committed after this one read the head: the head is stale.
+        if method == Method::Fifo && state.layers.iter().fold(Qty::ZERO, |sum, l| sum + l.q) != state.qty {
+            return Err(moved(id));
+        }
         for id in ids {
             for entry in &self.chunk(id, load)?.entries {
                 state.apply(method, entry)?;
@@ -560,19 +565,21 @@ impl Journal {
             }
         }
         let (left_last, left_n) = (chunk.entries.last().expect("half of a full chunk").key(), chunk.entries.len());
+        // A stale placeholder says it is bare: nothing may take it for a full start.
         let right_ref = ChunkRef {
             id: new_id,
             first: right[0].key(),
             last: right[right.len() - 1].key(),
             n: right.len() as u32,
-            bare: false,
+            bare: stale,
         };
         let r = &mut self.head.chunks[index];
         r.last = left_last;
         r.n = left_n as u32;
         self.head.chunks.insert(index + 1, right_ref);
         // A stale placeholder is never replayed from (the revaluation sets it first).
-        let start = if stale { start } else { self.stored_start(index + 1, start) };
+        let start =
+            if stale { Valuation { layers: VecDeque::new(), ..start } } else { self.stored_start(index + 1, start) };
         self.chunks.insert(new_id, Chunk { start, entries: right });
         self.changed.insert(new_id);
         Ok(())

@@ -156,10 +156,6 @@ impl Money {
         parse_fixed(text, MONEY_PLACES).map(Money)
     }
 
-    pub fn is_zero(&self) -> bool {
-        self.0 == 0
-    }
-
     /// The value of `qty` at this unit cost, rounded to a ten-thousandth.
     pub fn of(self, qty: Qty) -> Money {
         Money(narrow(div_round(i128::from(self.0) * i128::from(qty.0), QTY_SCALE)))

@@ -321,3 +321,30 @@ fn random_ledgers_never_go_negative_and_value_as_a_recomputation_does() {
         assert_eq!(by_key.len(), entries.len());
     }
 }
+
+#[test]
+fn a_reader_holding_an_older_head_is_told_the_journal_moved_rather_than_answered_wrong() {
+    let mut ledger = Ledger::new(Method::Fifo, 2);
+    ledger.tail_size = 2;
+    ledger.checkpoint_layers = 2;
+    assert!(ledger.post(Kind::Receipt, 10, "A", 1, Some("10"), true));
+    assert!(ledger.post(Kind::Receipt, 20, "A", 1, Some("11"), true));
+    // The tail is full: this one starts a second chunk whose start holds 2 layers, in full.
+    assert!(ledger.post(Kind::Receipt, 30, "A", 1, Some("12"), true));
+    assert!(ledger.post(Kind::Receipt, 40, "A", 1, Some("13"), true));
+    assert_eq!(ledger.head.chunks.len(), 2);
+    assert!(!ledger.head.chunks[1].bare);
+    let older = ledger.head.clone();
+    // A receipt back-dated into the first chunk gives the second's start 3 layers: stored bare.
+    assert!(ledger.post(Kind::Receipt, 5, "A", 1, Some("9"), true));
+    assert!(ledger.head.chunks[1].bare);
+    // A reader that read the head before that commit must not take the bare start as full.
+    let mut stale = Journal::new(older);
+    let store = ledger.store.clone();
+    let mut load = move |id: u32| store.get(&id).cloned().ok_or_else(|| Error::internal("missing", "chunk"));
+    let answer = stale.valuation_at((35, u64::MAX), &mut load);
+    assert_eq!(answer.map_err(|e| e.code().to_owned()), Err("journal-moved".to_owned()));
+    // The current head answers exactly: 4 units, 9 + 10 + 11 + 12.
+    let now = ledger.valuation_at(35);
+    assert_eq!((now.qty, now.value.to_string()), (Qty::units(4), "42.00".to_owned()));
+}
