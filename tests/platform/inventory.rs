@@ -930,3 +930,38 @@ async fn postings_and_readers_at_once_never_see_a_half_merged_journal() {
     let value = s.get(&format!("{INV}/items/BUSY/valuation")).await.expect(200).body;
     assert_eq!(value["value"].as_str().unwrap(), format!("{}.00", 1000 - issued));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rare_filter_pages_through_a_long_history_without_losing_its_running_balance() {
+    let s = store().await;
+    item(&s, "CLIP", json!({})).await;
+    // 25,000 receipts of one piece into A1 (dozens of journal chunks), with one into A2 at
+    // the start and one at the end.
+    let mut csv = String::from("kind,at,item,qty,location,unit_cost\n");
+    csv.push_str("receipt,2026-03-01T08:00:00Z,CLIP,5,A2,1\n");
+    for _ in 0..25_000 {
+        csv.push_str("receipt,2026-03-02T08:00:00Z,CLIP,1,A1,1\n");
+    }
+    csv.push_str("receipt,2026-03-03T08:00:00Z,CLIP,7,A2,1\n");
+    s.post_raw("/v1/imports/inventory/movements", Some("text/csv"), csv.into_bytes()).await.expect(200);
+    // A page reads at most 50 chunks: the A2 history comes back over several pages, some of
+    // them empty, and its balance runs on across them.
+    let mut path = format!("{INV}/items/CLIP/movements?location=A2&limit=10");
+    let (mut balances, mut pages, mut empty) = (Vec::new(), 0, 0);
+    loop {
+        let page = s.get(&path).await.expect(200).body;
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        empty += usize::from(items.is_empty());
+        balances.extend(items.iter().map(|e| e["balance"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => path = format!("{INV}/items/CLIP/movements?location=A2&limit=10&cursor={next}"),
+            None => break,
+        }
+        assert!(pages < 100, "the pages never end");
+    }
+    assert_eq!(balances, ["5", "12"]);
+    assert!(empty > 0, "a page stopped at its scan bound ({pages} pages)");
+    let all = s.get(&format!("{INV}/items/CLIP/stock")).await.expect(200).body;
+    assert_eq!(all["on_hand"], "25012");
+}
