@@ -257,16 +257,7 @@ async fn pay_run(
     }
     let took = started.elapsed();
     // Where the time went: the chunks themselves (claim to commit) against the whole.
-    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    let read = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name) && l.contains(r#"plugin="payroll""#))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
-    let (chunks, busy) =
-        (read("keel_background_run_duration_seconds_count"), read("keel_background_run_duration_seconds_sum"));
+    let (chunks, busy) = super::background_runs(http, base, "payroll").await?;
     eprintln!(
         "(i) pay run {people}: {took:?} (compensation setup {setup:?}); {chunks} chunks, {:.0} ms in them ({:.1} ms each)",
         busy * 1000.0,

@@ -68,8 +68,7 @@ fn hot_csv() -> Vec<u8> {
     out.into_bytes()
 }
 
-async fn send(http: &reqwest::Client, request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
-    let _ = http;
+async fn send(request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
     let reply = request.send().await?;
     let status = reply.status();
     let body: serde_json::Value = reply.json().await.unwrap_or_default();
@@ -141,13 +140,12 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr);
     send(
-        &http,
         http.put(format!("{base}{INV}/locations/WH1")).bearer_auth(&token).json(&serde_json::json!({ "name": "Main" })),
     )
     .await?;
     for bin in 0..BINS {
         let body = serde_json::json!({ "name": format!("Bin {bin}"), "parent": "WH1" });
-        send(&http, http.put(format!("{base}{INV}/locations/B{bin}")).bearer_auth(&token).json(&body)).await?;
+        send(http.put(format!("{base}{INV}/locations/B{bin}")).bearer_auth(&token).json(&body)).await?;
     }
     let import = |name: &'static str, body: Vec<u8>| {
         let request = http
@@ -155,7 +153,7 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
             .bearer_auth(&token)
             .header("content-type", "text/csv")
             .body(body);
-        send(&http, request)
+        send(request)
     };
     import("items", items_csv()).await?;
 
@@ -197,7 +195,7 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
                 };
                 let kind = if n % 2 == 0 { "receipt" } else { "issue" };
                 let body = serde_json::json!({ "kind": kind, "reference": "WEB", "lines": [line] });
-                send(&http, http.post(format!("{base}{INV}/movements")).bearer_auth(&token).json(&body)).await?;
+                send(http.post(format!("{base}{INV}/movements")).bearer_auth(&token).json(&body)).await?;
             }
         }));
     }
@@ -214,7 +212,7 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
         let i = (n * 104_729) % ITEMS;
         let url = format!("{base}{INV}/stock?item=I{i:05}&location=B{}", i % BINS);
         let started = Instant::now();
-        let body = send(&http, http.get(url).bearer_auth(&token)).await?;
+        let body = send(http.get(url).bearer_auth(&token)).await?;
         times.push(started.elapsed());
         if body["items"].as_array().is_none_or(|a| a.is_empty()) {
             bail!("no stock for I{i:05}: {body}");
@@ -224,16 +222,16 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
 
     // A receipt back-dated before all of HOT's 100,000 movements, until its costs are redone.
-    let before = background_busy(&http, &base).await?;
+    let before = super::background_runs(&http, &base, "inventory").await?;
     let started = Instant::now();
     let body = serde_json::json!({ "kind": "receipt", "at": "2025-01-31T00:00:00Z", "lines": [{ "item": "HOT", "qty": "10", "location": "B0", "unit_cost": "9" }] });
-    let posted = send(&http, http.post(format!("{base}{INV}/movements")).bearer_auth(&token).json(&body)).await?;
+    let posted = send(http.post(format!("{base}{INV}/movements")).bearer_auth(&token).json(&body)).await?;
     let answered = started.elapsed();
     if posted["revaluation_pending"] != serde_json::json!(["HOT"]) {
         bail!("the back-dated receipt was not queued for revaluation: {posted}");
     }
     loop {
-        let now = send(&http, http.get(format!("{base}{INV}/items/HOT/valuation")).bearer_auth(&token)).await?;
+        let now = send(http.get(format!("{base}{INV}/items/HOT/valuation")).bearer_auth(&token)).await?;
         if now["revaluation_pending"] == false {
             if now["qty"] != "50010" {
                 bail!("HOT holds {} after the revaluation", now["qty"]);
@@ -246,7 +244,7 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let revalued = started.elapsed();
-    let after = background_busy(&http, &base).await?;
+    let after = super::background_runs(&http, &base, "inventory").await?;
     let (chunks, busy) = (after.0 - before.0, after.1 - before.1);
     let native = native_revaluation()?;
     eprintln!(
@@ -300,17 +298,4 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
             pass: None,
         },
     ])
-}
-
-/// Background runs of the inventory plugin so far: (count, seconds).
-async fn background_busy(http: &reqwest::Client, base: &str) -> Result<(f64, f64)> {
-    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    let read = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name) && l.contains(r#"plugin="inventory""#))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    Ok((read("keel_background_run_duration_seconds_count"), read("keel_background_run_duration_seconds_sum")))
 }

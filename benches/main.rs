@@ -125,6 +125,21 @@ fn artifact(root: &Path, name: &str) -> Result<Vec<u8>> {
     std::fs::read(&path).with_context(|| format!("{} missing: run `cargo xtask bench`", path.display()))
 }
 
+/// A plugin's background runs (jobs, task chunks, deliveries) so far, from the host's
+/// metrics: how many, and the seconds spent in them from claim to commit.
+pub(crate) async fn background_runs(http: &reqwest::Client, base: &str, plugin: &str) -> Result<(f64, f64)> {
+    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    let label = format!(r#"plugin="{plugin}""#);
+    let read = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((read("keel_background_run_duration_seconds_count"), read("keel_background_run_duration_seconds_sum")))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

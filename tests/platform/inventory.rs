@@ -6,6 +6,7 @@
 
 use futures::future::join_all;
 use keel_tests::{Reply, TestServer};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 const INV: &str = "/v1/plugins/inventory";
@@ -964,4 +965,43 @@ async fn a_rare_filter_pages_through_a_long_history_without_losing_its_running_b
     assert!(empty > 0, "a page stopped at its scan bound ({pages} pages)");
     let all = s.get(&format!("{INV}/items/CLIP/stock")).await.expect(200).body;
     assert_eq!(all["on_hand"], "25012");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_move_stock_and_whose_stock_it_is() {
+    let s = store().await;
+    item(&s, "PEN", json!({})).await;
+    receive(&s, "PEN", "2026-03-01T09:00:00Z", "10", "1", "A1").await;
+    // A clerk sees stock but cannot move it; a storekeeper can.
+    for (role, permissions) in
+        [("clerk", json!(["inventory.view"])), ("storekeeper", json!(["inventory.view", "inventory.move"]))]
+    {
+        s.put(&format!("/v1/tenants/default/roles/{role}/permissions"), json!({ "permissions": permissions }))
+            .await
+            .expect(200);
+    }
+    let clerk = s.token_for("default", "clerk").await;
+    let keeper = s.token_for("default", "storekeeper").await;
+    let line = json!({ "kind": "issue", "lines": [{ "item": "PEN", "qty": "1", "location": "A1" }] });
+    let stock = format!("{INV}/stock?item=PEN");
+    assert_eq!(s.as_token(Some(&clerk), Method::GET, &stock, None).await.expect(200).body["items"][0]["on_hand"], "10");
+    s.as_token(Some(&clerk), Method::POST, &format!("{INV}/movements"), Some(line.clone()))
+        .await
+        .expect_problem(403, "forbidden");
+    s.as_token(Some(&keeper), Method::POST, &format!("{INV}/movements"), Some(line)).await.expect(201);
+    s.as_token(
+        Some(&keeper),
+        Method::PUT,
+        &format!("{INV}/items/PEN"),
+        Some(json!({ "name": "Pen", "base_uom": "pcs" })),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    // Another tenant with inventory on has its own items and stock: not this one's.
+    let other = s.tenant_with_token("other", "tenant-admin").await;
+    s.post_empty("/v1/tenants/other/plugins/inventory/enable").await.expect(204);
+    s.as_token(Some(&other), Method::GET, &format!("{INV}/items/PEN"), None).await.expect_problem(404, "unknown-item");
+    let theirs = s.as_token(Some(&other), Method::GET, &stock, None).await.expect(200).body;
+    assert!(theirs["items"].as_array().unwrap().is_empty());
+    assert_eq!(s.get(&stock).await.expect(200).body["items"][0]["on_hand"], "9", "this tenant still sees its own");
 }

@@ -487,7 +487,7 @@ impl Journal {
 
     /// Adds an entry (its `s` taken from [`Journal::next_seq`]) and values it. An entry after
     /// every other, on a journal with no revaluation due, is valued at once from the end; any
-    /// other marks the journal stale from it (see [`Journal::settle`]).
+    /// other marks the journal stale from it (see [`Journal::revalue`]).
     pub fn add(&mut self, mut entry: Entry, load: &mut Loader<'_>) -> Result<Money, Error> {
         self.head_changed = true;
         let key = entry.key();
@@ -593,11 +593,6 @@ impl Journal {
             all.extend(self.chunk(id, load)?.entries.iter().cloned());
         }
         Ok(all)
-    }
-
-    /// The chunks as stored now (tests).
-    pub fn loaded(&self, id: u32) -> Option<&Chunk> {
-        self.chunks.get(&id)
     }
 
     /// Works out costs again from `dirty_from`, for at most about `budget` entries (whole

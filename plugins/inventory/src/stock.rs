@@ -60,8 +60,6 @@ pub struct Balance {
     /// The latest effective time of any entry here: a movement dated earlier has later
     /// entries to respect.
     pub last_at: i64,
-    /// When this place last changed (host clock, ms).
-    pub moved_at: u64,
     /// How many entries have changed it: a count line remembers it, and one that no longer
     /// matches was counted before stock moved.
     #[serde(default)]
@@ -309,7 +307,6 @@ impl Posting {
                         on_hand: Qty::ZERO,
                         reserved: Qty::ZERO,
                         last_at: i64::MIN,
-                        moved_at: 0,
                         moves: 0,
                     }
                 }
@@ -460,7 +457,7 @@ impl Posting {
         let seq = self.journal(sku)?.next_seq();
         let key = (t, seq);
         if tracking == Tracking::Serial {
-            self.serial_move(sku, lot.expect("serials are named"), location, kind, q, key)?;
+            self.serial_move(sku, lot.expect("serials are named"), location, q, key)?;
         }
         if q.0 < 0 {
             // Short now: what is on hand after it would not cover what others reserved.
@@ -496,12 +493,10 @@ impl Posting {
         };
         let journal = self.journal(sku)?;
         journal.add(entry, &mut loader(sku))?;
-        let now = self.now as u64;
         let balance = self.balance(sku, location, lot)?;
         balance.on_hand += q;
         balance.reserved -= releases;
         balance.last_at = balance.last_at.max(t);
-        balance.moved_at = now;
         balance.moves += 1;
         self.touched.insert(balance_key(sku, location, lot));
         Ok(seq)
@@ -533,15 +528,7 @@ impl Posting {
         Ok(())
     }
 
-    fn serial_move(
-        &mut self,
-        sku: &str,
-        serial: &str,
-        location: &str,
-        kind: Kind,
-        q: Qty,
-        key: Key,
-    ) -> Result<(), Error> {
+    fn serial_move(&mut self, sku: &str, serial: &str, location: &str, q: Qty, key: Key) -> Result<(), Error> {
         let current = self.lot(sku, serial)?.cloned();
         if let Some(last) = current.as_ref().and_then(|l| l.last)
             && last > key
@@ -580,7 +567,6 @@ impl Posting {
             }
             lot.at = None;
         }
-        let _ = kind;
         lot.last = Some(key);
         self.set_lot(lot);
         Ok(())
