@@ -36,6 +36,8 @@
 #![deny(missing_docs)]
 
 mod background;
+#[cfg(feature = "business-hours")]
+pub mod business_hours;
 mod collection;
 #[doc(hidden)]
 pub mod department;

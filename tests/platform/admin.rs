@@ -31,7 +31,7 @@ async fn an_installed_plugin_shows_version_digest_routes_and_limits() {
     );
     assert_eq!(p["memory_limit_bytes"], 32 * 1024 * 1024);
     assert_eq!(p["timeout_ms"], 2000);
-    assert_eq!(p["manifest"]["routes"].as_array().unwrap().len(), 9);
+    assert_eq!(p["manifest"]["routes"].as_array().unwrap().len(), 12);
     let shown = s.get("/v1/admin/plugins/helpdesk").await.expect(200).body;
     assert_eq!(shown["digest"], p["digest"]);
     s.get("/v1/admin/plugins/nope").await.expect_problem(404, "plugin-not-found");

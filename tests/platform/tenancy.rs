@@ -271,9 +271,9 @@ async fn the_audit_log_records_writes_and_admin_actions_per_tenant_and_cannot_be
     let items = log["items"].as_array().unwrap();
     assert!(items.iter().all(|e| e["tenant"] == "acme"), "a tenant sees only its own entries");
     let puts: Vec<_> = items.iter().filter(|e| e["action"] == "document.put").collect();
-    // Create: the ticket and its two SLA timers (its number comes from a sequence, not a
-    // document); transition: the ticket.
-    assert_eq!(puts.len(), 4, "{log}");
+    // Create: the ticket and its four SLA timers (a warning and a deadline per target; its
+    // number comes from a sequence, not a document); transition: the ticket.
+    assert_eq!(puts.len(), 6, "{log}");
     let created = puts
         .iter()
         .find(|e| e["collection"] == "tickets" && e["request_id"] == request_id.as_str())
@@ -295,7 +295,7 @@ async fn the_audit_log_records_writes_and_admin_actions_per_tenant_and_cannot_be
         .await
         .expect(200)
         .body;
-    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert_eq!(rest["items"].as_array().unwrap().len(), 4, "six puts: two, then the other four");
 
     // Tenant admins cannot read another tenant's log; the platform admin reads all of it.
     s.as_token(Some(&acme), Method::GET, "/v1/tenants/globex/audit", None)

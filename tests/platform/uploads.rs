@@ -62,7 +62,7 @@ async fn a_missing_or_bad_manifest_is_refused() {
             "`settings.default-category.default`: a secret has no default",
         ),
         (
-            source.replace(r#""config", "sequences"]"#, r#""sequences"]"#),
+            source.replace(r#""config", "sequences", "jobs"]"#, r#""sequences", "jobs"]"#),
             "declares settings but not the `config` capability",
         ),
     ];
@@ -79,8 +79,8 @@ async fn a_component_importing_an_undeclared_capability_is_refused() {
     let s = TestServer::start().await;
     let source = manifest_source("helpdesk");
     let without_clock = source.replace(
-        r#"capabilities = ["storage", "log", "clock", "identity", "events", "config", "sequences"]"#,
-        r#"capabilities = ["storage", "log", "identity", "events", "config", "sequences"]"#,
+        r#"capabilities = ["storage", "log", "clock", "identity", "events", "config", "sequences", "jobs"]"#,
+        r#"capabilities = ["storage", "log", "identity", "events", "config", "sequences", "jobs"]"#,
     );
     assert_ne!(source, without_clock, "test setup: the helpdesk manifest changed shape");
     let reply = s.upload(helpdesk_with_manifest(&without_clock)).await.expect_problem(422, "undeclared-capability");

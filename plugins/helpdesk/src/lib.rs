@@ -1,14 +1,16 @@
-//! The helpdesk department: tickets with priorities, categories, assignees, comments and an
-//! enforced status workflow. Written against the public SDK only.
+//! The helpdesk department: tickets with priorities, categories, assignees, comments, an
+//! enforced status workflow and SLAs in the desk's business hours. Written against the public
+//! SDK only.
 
 mod sla;
 mod ticket;
 
+use keel_sdk::business_hours::{Calendar, CalendarSpec};
 use keel_sdk::services::now_ms;
 use keel_sdk::{Collection, Error, Event, Job, Plugin, Request, Response, Router, Sequence, Versioned, export_plugin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sla::{Policy, Sla, Timer};
+use sla::{Kind, Origin, Policy, Rules, Sla, Timer};
 use ticket::{Comment, FieldError, Priority, Status, Ticket};
 
 const TICKETS: Collection<Ticket> = Collection::new("tickets");
@@ -18,10 +20,16 @@ const COUNTERS: Collection<Counter> = Collection::new("counters");
 const TICKET_NUMBERS: Sequence = Sequence::new("ticket");
 const SLA_POLICIES: Collection<Policy> = Collection::new("sla_policies");
 const SLA_TIMERS: Collection<Timer> = Collection::new("sla_timers");
+/// The desk's business hours, under [`DESK_CALENDAR`].
+const CALENDARS: Collection<DeskHours> = Collection::new("calendars");
+const DESK_CALENDAR: &str = "desk";
 
 /// Published when a ticket misses an SLA target; payload: number, target, due_at, breached_at,
 /// priority, title.
 const SLA_BREACHED: &str = "helpdesk.ticket.sla_breached";
+/// Published when a ticket has used the warning share (80 % by default) of an SLA target's
+/// business time; payload: number, target, warn_at, due_at, warned_at, priority, title.
+const SLA_WARNING: &str = "helpdesk.ticket.sla_warning";
 /// Published when a ticket is filed; payload: number, title, priority, category, requester.
 const TICKET_CREATED: &str = "helpdesk.ticket.created";
 /// HR's events the helpdesk turns into onboarding and offboarding tickets.
@@ -29,8 +37,12 @@ const HR_HIRED: &str = "hr.employee.hired";
 const HR_TERMINATED: &str = "hr.employee.terminated";
 /// Events already turned into tickets (their ids).
 const PROCESSED_EVENTS: &str = "processed_events";
-/// Timers the scheduled check handles per run; the rest wait for the next minute.
-const SLA_BATCH: u32 = 200;
+/// Timers the scheduled check handles per run; the rest wait for the next minute. Each may
+/// write the ticket and move its four timers: 80 stay well inside a call's 1,000 writes.
+const SLA_BATCH: u32 = 80;
+/// Tickets a chunk of the re-planning task (after a calendar change) visits (up to nine
+/// writes each).
+const REPLAN_BATCH: u32 = 50;
 
 const DEFAULT_PAGE: u32 = 25;
 const MAX_PAGE: u32 = 100;
@@ -49,11 +61,15 @@ impl Plugin for Helpdesk {
             .get("/tickets/{number}/comments", list_comments)
             .get("/sla-policies", list_policies)
             .put("/sla-policies/{priority}", set_policy)
+            .get("/business-hours", get_business_hours)
+            .put("/business-hours", set_business_hours)
+            .delete("/business-hours", clear_business_hours)
     }
 
     fn run_job(job: &Job) -> Result<(), Error> {
         match job.name.as_str() {
             "sla-check" => check_sla(),
+            "replan-sla" => replan_sla(job),
             other => Err(Error::invalid("unknown-job", format!("the helpdesk has no job `{other}`"))),
         }
     }
@@ -93,10 +109,58 @@ fn policy_for(priority: Priority) -> Result<Policy, Error> {
     Ok(SLA_POLICIES.get(&priority.to_string())?.map_or_else(|| Policy::default_for(priority), |p| p.value))
 }
 
+/// The desk's business hours: `None` is around the clock in UTC. The hours they replaced at
+/// `changed_at` are kept, so clocks running across the change measure the time before it
+/// on those.
+#[derive(Serialize, Deserialize)]
+struct DeskHours {
+    calendar: Option<Calendar>,
+    previous: Option<Calendar>,
+    changed_at: u64,
+}
+
+fn desk_hours() -> Result<DeskHours, Error> {
+    Ok(CALENDARS
+        .get(DESK_CALENDAR)?
+        .map_or(DeskHours { calendar: None, previous: None, changed_at: 0 }, |stored| stored.value))
+}
+
+/// The desk's SLA rules: its business hours (around the clock in UTC until an admin sets
+/// them) and the share of a target at which to warn (the `sla-warning-percent` setting).
+fn rules() -> Result<Rules, Error> {
+    let hours = desk_hours()?;
+    let warn_percent = keel_sdk::services::config("sla-warning-percent")
+        .and_then(|v| v.parse().ok())
+        .filter(|p| (1..=99).contains(p))
+        .unwrap_or(80);
+    Ok(Rules {
+        calendar: hours.calendar.unwrap_or_else(Calendar::always),
+        previous: hours.previous.unwrap_or_else(Calendar::always),
+        changed_at: hours.changed_at,
+        warn_percent,
+    })
+}
+
+/// Where a ticket's clock starts if it has none yet (see [`Origin`]).
+fn origin(ticket: &Ticket) -> Origin {
+    let paused_at = match ticket.status {
+        Status::Pending => Some(ticket.updated_at),
+        Status::Resolved | Status::Closed => {
+            Some(ticket.sla.as_ref().and_then(|s| s.resolved_at).unwrap_or(ticket.updated_at))
+        }
+        Status::New | Status::Open => None,
+    };
+    Origin { created_at: ticket.created_at, paused_at }
+}
+
 /// Brings the stored timers from what `before` watched to what `after` watches.
 fn sync_timers(number: u64, before: Option<&Sla>, after: Option<&Sla>) -> Result<(), Error> {
     let old = before.map(|s| s.timers(number)).unwrap_or_default();
     let new = after.map(|s| s.timers(number)).unwrap_or_default();
+    sync_timer_docs(&old, &new)
+}
+
+fn sync_timer_docs(old: &[Timer], new: &[Timer]) -> Result<(), Error> {
     for t in old.iter().filter(|t| !new.contains(t)) {
         SLA_TIMERS.delete(&t.key(), None)?;
     }
@@ -203,7 +267,7 @@ fn open_ticket(
         updated_at: now,
         sla: None,
     };
-    ticket.sla = Some(Sla::new(policy_for(ticket.priority)?, now));
+    ticket.sla = Some(Sla::new(policy_for(ticket.priority)?, now, &rules()?));
     ticket.number = next_ticket_number()?;
     let version = TICKETS.insert(&ticket::ticket_key(ticket.number), &ticket)?;
     sync_timers(ticket.number, None, ticket.sla.as_ref())?;
@@ -354,6 +418,7 @@ fn update_ticket(req: &Request) -> Result<Response, Error> {
     let mut stored = load_ticket(req)?;
     check_version(&stored, expected_version(req, patch.version)?)?;
     let sla_before = stored.value.sla.clone();
+    let origin = origin(&stored.value);
     let ticket = &mut stored.value;
     let mut changed = false;
     if let Some(title) = patch.title {
@@ -371,7 +436,7 @@ fn update_ticket(req: &Request) -> Result<Response, Error> {
             ticket.priority = priority;
             let policy = policy_for(priority)?;
             if let Some(sla) = ticket.sla.as_mut() {
-                sla.repolicy(policy, ticket.created_at);
+                sla.repolicy(policy, &rules()?, origin);
             }
         }
         changed = true;
@@ -424,16 +489,23 @@ fn transition_ticket(req: &Request) -> Result<Response, Error> {
     check_version(&stored, expected_version(req, input.version)?)?;
     let sla_before = stored.value.sla.clone();
     let responding = responds(req, &stored.value);
+    let origin = origin(&stored.value);
     let ticket = &mut stored.value;
     let from = ticket.status;
     ticket.status = ticket.status.transition(to).map_err(|e| Error::conflict("invalid-transition", e.to_string()))?;
     let now = now_ms();
     ticket.updated_at = now;
     if let Some(sla) = ticket.sla.as_mut() {
+        let rules = rules()?;
+        if responding {
+            sla.responded(now);
+        }
+        // Waiting on the requester pauses the clocks; its end (or a reopening) resumes them.
         match (from, to) {
-            (_, Status::Resolved) => sla.resolved(now),
-            (Status::Resolved, Status::Open) => sla.reopened(),
-            _ if responding => sla.responded(now),
+            (_, Status::Resolved) => sla.resolved(&rules, now, origin),
+            (Status::Resolved, Status::Open) => sla.reopened(&rules, now, origin),
+            (_, Status::Pending) => sla.pause(&rules, now, origin),
+            (Status::Pending, _) => sla.resume(&rules, now, origin),
             _ => {}
         }
     }
@@ -454,6 +526,7 @@ fn add_comment(req: &Request) -> Result<Response, Error> {
     let mut stored = load_ticket(req)?;
     let sla_before = stored.value.sla.clone();
     let responding = responds(req, &stored.value);
+    let origin = origin(&stored.value);
     let ticket = &mut stored.value;
     if ticket.status == Status::Closed {
         return Err(Error::conflict("ticket-closed", format!("ticket {} is closed", ticket.number)));
@@ -461,8 +534,19 @@ fn add_comment(req: &Request) -> Result<Response, Error> {
     let now = now_ms();
     ticket.comment_count += 1;
     ticket.updated_at = now;
-    if responding && let Some(sla) = ticket.sla.as_mut() {
-        sla.responded(now);
+    // The requester answering a ticket that waits on them puts it back in the queue, and its
+    // SLA clocks run again.
+    let answered = !responding && ticket.status == Status::Pending;
+    if answered {
+        ticket.status = Status::Open;
+    }
+    if let Some(sla) = ticket.sla.as_mut() {
+        if responding {
+            sla.responded(now);
+        }
+        if answered {
+            sla.resume(&rules()?, now, origin);
+        }
     }
     let comment = Comment {
         ticket: ticket.number,
@@ -510,6 +594,7 @@ fn set_policy(req: &Request) -> Result<Response, Error> {
     let priority = ticket::priority(req.param("priority")?).map_err(invalid)?;
     let policy: Policy = req.json()?;
     policy.validate().map_err(|e| Error::invalid("invalid-policy", e))?;
+    check_reachable(&rules()?.calendar, Some((priority, policy)))?;
     SLA_POLICIES.upsert(&priority.to_string(), &policy)?;
     Response::json(
         200,
@@ -518,31 +603,174 @@ fn set_policy(req: &Request) -> Result<Response, Error> {
     )
 }
 
-/// The scheduled check: walks timers in deadline order up to now, marks breaches on their
-/// tickets and publishes each breach once.
+/// The scheduled check: walks timers in time order up to now, re-plans each ticket on the
+/// current business hours (an admin may have changed them), records warnings and breaches
+/// that still hold and publishes each once.
 fn check_sla() -> Result<(), Error> {
     let now = now_ms();
+    let rules = rules()?;
     let due = SLA_TIMERS.query().le("due", now).order_by("due").limit(SLA_BATCH).fetch()?;
-    let mut breaches = 0;
+    let (mut warnings, mut breaches) = (0, 0);
     for timer in due.items {
         SLA_TIMERS.delete(&timer.key, Some(timer.version))?;
         let Some(mut stored) = TICKETS.get(&ticket::ticket_key(timer.value.ticket))? else { continue };
+        let (number, origin) = (stored.value.number, origin(&stored.value));
         let Some(sla) = stored.value.sla.as_mut() else { continue };
-        if !sla.breach(timer.value.target, now) {
-            continue;
+        let unchanged = sla.clone();
+        // The fired timer is gone; if it still stands after re-planning it is put back.
+        let before: Vec<Timer> = sla.timers(number).into_iter().filter(|t| t.key() != timer.key).collect();
+        sla.plan(&rules, origin);
+        let target = timer.value.target;
+        let fired = sla.fire(target, timer.value.kind, now);
+        let after = sla.timers(number);
+        let (due_at, warn_at) = (sla.due(target, Kind::Breach), sla.due(target, Kind::Warning));
+        if *sla != unchanged {
+            if !fired.is_empty() {
+                stored.value.updated_at = now;
+            }
+            TICKETS.update(&stored.key, &stored.value, stored.version)?;
         }
-        stored.value.updated_at = now;
-        TICKETS.update(&stored.key, &stored.value, stored.version)?;
-        keel_sdk::publish(
-            SLA_BREACHED,
-            &serde_json::json!({ "number": stored.value.number, "target": timer.value.target,
-                                 "due_at": timer.value.due, "breached_at": now,
-                                 "priority": stored.value.priority, "title": stored.value.title }),
-        )?;
-        breaches += 1;
+        sync_timer_docs(&before, &after)?;
+        let t = &stored.value;
+        for kind in fired {
+            match kind {
+                Kind::Warning => {
+                    keel_sdk::publish(
+                        SLA_WARNING,
+                        &serde_json::json!({ "number": t.number, "target": target, "warn_at": warn_at,
+                                         "due_at": due_at, "warned_at": now, "priority": t.priority,
+                                         "title": t.title }),
+                    )?;
+                    warnings += 1;
+                }
+                Kind::Breach => {
+                    keel_sdk::publish(
+                        SLA_BREACHED,
+                        &serde_json::json!({ "number": t.number, "target": target, "due_at": due_at,
+                                         "breached_at": now, "priority": t.priority, "title": t.title }),
+                    )?;
+                    breaches += 1;
+                }
+            }
+        }
     }
-    if breaches > 0 {
-        keel_sdk::services::log_info(&format!("SLA check: {breaches} breach(es) recorded"));
+    if warnings + breaches > 0 {
+        keel_sdk::services::log_info(&format!("SLA check: {warnings} warning(s), {breaches} breach(es) recorded"));
     }
     Ok(())
+}
+
+/// The desk's business hours as the API shows them: the calendar, and whether an admin set
+/// it (else it is the 24/7 UTC default).
+fn business_hours_view(calendar: &Calendar, custom: bool) -> Result<Response, Error> {
+    let mut body = serde_json::to_value(calendar.spec())?;
+    body["custom"] = Value::Bool(custom);
+    Response::json(200, &body)
+}
+
+fn get_business_hours(_req: &Request) -> Result<Response, Error> {
+    match desk_hours()?.calendar {
+        Some(calendar) => business_hours_view(&calendar, true),
+        None => business_hours_view(&Calendar::always(), false),
+    }
+}
+
+/// Sets the desk's business hours (the body a GET returns is accepted back as it is).
+/// Running clocks keep the time they used until now as measured on the old hours; open
+/// tickets are re-planned on the new ones by a task, and paused ones when they resume.
+fn set_business_hours(req: &Request) -> Result<Response, Error> {
+    let mut body: Value = req.json()?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("custom");
+    }
+    let spec: CalendarSpec =
+        serde_json::from_value(body).map_err(|e| Error::invalid("invalid-calendar", e.to_string()))?;
+    let calendar = Calendar::new(spec)?;
+    check_reachable(&calendar, None)?;
+    change_hours(Some(calendar.clone()))?;
+    business_hours_view(&calendar, true)
+}
+
+/// Back to around the clock in UTC.
+fn clear_business_hours(_req: &Request) -> Result<Response, Error> {
+    if desk_hours()?.calendar.is_some() {
+        change_hours(None)?;
+    }
+    business_hours_view(&Calendar::always(), false)
+}
+
+fn change_hours(calendar: Option<Calendar>) -> Result<(), Error> {
+    let previous = desk_hours()?.calendar;
+    CALENDARS.upsert(DESK_CALENDAR, &DeskHours { calendar, previous, changed_at: now_ms() })?;
+    start_replan()?;
+    Ok(())
+}
+
+/// Refuses hours under which some priority's resolution target (with `policy` in place of
+/// the stored one for its priority) could not be met within ten years: such a ticket would
+/// never have a deadline.
+fn check_reachable(calendar: &Calendar, policy: Option<(Priority, Policy)>) -> Result<(), Error> {
+    let now = now_ms();
+    for priority in [Priority::P1, Priority::P2, Priority::P3, Priority::P4] {
+        let target = match policy {
+            Some((p, policy)) if p == priority => policy,
+            _ => policy_for(priority)?,
+        };
+        if calendar.add(now, target.resolution_minutes * 60_000).is_none() {
+            return Err(Error::invalid(
+                "unreachable-target",
+                format!(
+                    "the business hours leave {priority}'s resolution target of {} minutes unreachable",
+                    target.resolution_minutes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn start_replan() -> Result<String, Error> {
+    keel_sdk::TaskSpec::new("replan-sla", "Re-plan SLA deadlines on new business hours", &ReplanChunk::default())?
+        .start()
+}
+
+/// Where the re-planning task is: the status it walks (new, then open) and the page after
+/// `cursor`.
+#[derive(Serialize, Deserialize)]
+struct ReplanChunk {
+    status: Status,
+    cursor: Option<String>,
+}
+
+impl Default for ReplanChunk {
+    fn default() -> ReplanChunk {
+        ReplanChunk { status: Status::New, cursor: None }
+    }
+}
+
+/// One chunk of the re-planning task: the next page of tickets whose clocks run (paused,
+/// resolved and closed tickets have no deadline to move).
+fn replan_sla(job: &Job) -> Result<(), Error> {
+    let chunk: ReplanChunk = job.payload()?;
+    let rules = rules()?;
+    let page =
+        TICKETS.query().filter("status", chunk.status).limit(REPLAN_BATCH).cursor(chunk.cursor.as_deref()).fetch()?;
+    let done = page.items.len() as u64;
+    for mut stored in page.items {
+        let (number, origin) = (stored.value.number, origin(&stored.value));
+        let Some(sla) = stored.value.sla.as_mut() else { continue };
+        let before = sla.clone();
+        sla.plan(&rules, origin);
+        if *sla != before {
+            let after = sla.clone();
+            TICKETS.update(&stored.key, &stored.value, stored.version)?;
+            sync_timers(number, Some(&before), Some(&after))?;
+        }
+    }
+    let next = match (page.next, chunk.status) {
+        (Some(cursor), status) => Some(ReplanChunk { status, cursor: Some(cursor) }),
+        (None, Status::New) => Some(ReplanChunk { status: Status::Open, cursor: None }),
+        (None, _) => None,
+    };
+    keel_sdk::task::advance(done, next.as_ref())
 }

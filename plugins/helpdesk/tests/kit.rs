@@ -49,15 +49,23 @@ async fn sla_breaches_follow_the_moved_clock() {
     let filed = kit.post(&bo, TICKETS, json!({ "title": "Email down", "priority": "P1" })).await;
     assert_eq!(filed.status, 201);
     let timers = kit.documents("default", "helpdesk", "sla_timers").await.unwrap();
-    assert_eq!(timers.len(), 2, "first response and resolution are watched");
+    assert_eq!(timers.len(), 4, "first response and resolution are watched, each with a warning at 80 %");
 
-    // Fifty-nine minutes: nothing due yet.
-    kit.advance_clock(Duration::from_secs(59 * 60));
+    // Fifty-two minutes: past the first response's warning (48 min), not its deadline. (The
+    // first run registers the minutely check; the second, a minute on, is its firing.)
+    kit.advance_clock(Duration::from_secs(50 * 60));
+    kit.run_due().await.unwrap();
+    kit.advance_clock(Duration::from_secs(2 * 60));
     kit.run_due().await.unwrap();
     assert_eq!(kit.get(&bo, &format!("{TICKETS}/1")).await.body["sla_state"], "on_track");
+    let warnings: Vec<_> =
+        kit.events("default").await.unwrap().into_iter().filter(|e| e.topic == "helpdesk.ticket.sla_warning").collect();
+    assert_eq!(warnings.len(), 1);
+    let payload: keel_testkit::Value = serde_json::from_str(&warnings[0].payload).unwrap();
+    assert_eq!(payload["target"], "first_response");
 
     // Past the hour: the scheduled check marks the first-response breach and publishes it.
-    kit.advance_clock(Duration::from_secs(2 * 60));
+    kit.advance_clock(Duration::from_secs(9 * 60));
     assert!(kit.run_due().await.unwrap() >= 1, "the sla-check schedule ran");
     let ticket = kit.get(&bo, &format!("{TICKETS}/1")).await.body;
     assert_eq!(ticket["sla_state"], "breached", "{ticket}");
@@ -71,7 +79,11 @@ async fn sla_breaches_follow_the_moved_clock() {
     assert_eq!(breaches.len(), 1);
     let payload: keel_testkit::Value = serde_json::from_str(&breaches[0].payload).unwrap();
     assert_eq!((payload["number"].as_u64(), payload["target"].as_str()), (Some(1), Some("first_response")));
-    assert_eq!(kit.documents("default", "helpdesk", "sla_timers").await.unwrap().len(), 1, "one timer left");
+    assert_eq!(
+        kit.documents("default", "helpdesk", "sla_timers").await.unwrap().len(),
+        2,
+        "the resolution's warning and deadline left"
+    );
 
     // Resolving in time meets the resolution target; nothing more is published.
     kit.post(&bo, &format!("{TICKETS}/1/transition"), json!({ "to": "open" })).await;
