@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-hr", "plugins/hr", true),
     ("keel-plugin-payroll", "plugins/payroll", true),
     ("keel-plugin-inventory", "plugins/inventory", true),
+    ("keel-plugin-crm", "plugins/crm", true),
     ("keel-plugin-hostile", "plugins/fixtures/hostile", false),
     ("keel-plugin-off-world", "plugins/fixtures/off-world", false),
     ("keel-plugin-relay", "plugins/fixtures/relay", false),

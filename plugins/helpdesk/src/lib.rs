@@ -612,7 +612,10 @@ fn check_sla() -> Result<(), Error> {
     let due = SLA_TIMERS.query().le("due", now).order_by("due").limit(SLA_BATCH).fetch()?;
     let (mut warnings, mut breaches) = (0, 0);
     for timer in due.items {
-        SLA_TIMERS.delete(&timer.key, Some(timer.version))?;
+        // Handling an earlier timer of the same ticket may have moved this one already.
+        if !SLA_TIMERS.delete(&timer.key, None)? {
+            continue;
+        }
         let Some(mut stored) = TICKETS.get(&ticket::ticket_key(timer.value.ticket))? else { continue };
         let (number, origin) = (stored.value.number, origin(&stored.value));
         let Some(sla) = stored.value.sla.as_mut() else { continue };

@@ -1,0 +1,417 @@
+//! The CRM support desk over HTTP with the compiled plugin: email in (multipart with an
+//! attachment), threading, duplicate deliveries, replies through the outbox, the timeline
+//! with its field changes, and SLAs in a team's business hours that pause while waiting on
+//! the customer, on the moved clock.
+
+use keel_tests::TestServer;
+use serde_json::{Value, json};
+
+const CRM: &str = "/v1/plugins/crm";
+
+fn utc(text: &str) -> i64 {
+    text.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+}
+
+async fn desk_at(at: Option<i64>) -> TestServer {
+    let s = match at {
+        Some(at) => TestServer::start_with(|c| c.frozen_clock_at = Some(at)).await,
+        None => TestServer::start().await,
+    };
+    s.install("bundled/crm").await.expect(201);
+    s
+}
+
+async fn inbound(s: &TestServer, raw: &str) -> keel_tests::Reply {
+    s.post_raw(&format!("{CRM}/inbound/email"), Some("message/rfc822"), raw.as_bytes().to_vec()).await
+}
+
+async fn timeline(s: &TestServer, case: i64) -> Vec<Value> {
+    let page = s.get(&format!("{CRM}/cases/{case}/timeline?limit=100")).await.expect(200).body;
+    page["items"].as_array().unwrap().clone()
+}
+
+async fn published(s: &TestServer, topic: &str) -> Vec<Value> {
+    let log = s.get(&format!("/v1/tenants/default/events?topic={topic}")).await.expect(200).body;
+    log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str(e["payload"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+const FIRST: &str = "From: \"Ana Souza\" <Ana@Example.com>\r\n\
+To: support@acme.test\r\n\
+Subject: =?UTF-8?B?UHJvYmzDqG1lIGRlIGZhY3R1cmU=?=\r\n\
+Message-ID: <abc123@mail.example.com>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"XYZ\"\r\n\
+\r\n\
+--XYZ\r\n\
+Content-Type: text/plain; charset=ISO-8859-1\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+Ma facture est fausse, voir la pi=E8ce jointe.\r\n\
+--XYZ\r\n\
+Content-Type: application/pdf; name=\"invoice-42.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"invoice-42.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK\r\n\
+--XYZ--\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_opens_a_case_replies_thread_onto_it_and_a_second_delivery_is_one_entry() {
+    let s = desk_at(None).await;
+
+    // A multipart message with a PDF opens a case for a new contact.
+    let opened = inbound(&s, FIRST).await.expect(201).body;
+    assert_eq!((opened["case"].as_i64(), opened["threaded"].as_bool()), (Some(1), Some(false)));
+    let case = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
+    assert_eq!(case["subject"], "Problème de facture");
+    assert_eq!((case["channel"].as_str(), case["status"].as_str()), (Some("email"), Some("new")));
+    assert_eq!(case["description"], "Ma facture est fausse, voir la pièce jointe.");
+    let contact = s.get(&format!("{CRM}/contacts/{}", case["contact"])).await.expect(200).body;
+    assert_eq!((contact["name"].as_str(), contact["emails"][0].as_str()), (Some("Ana Souza"), Some("ana@example.com")));
+    let entries = timeline(&s, 1).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["kind"], "message_in");
+    assert_eq!(
+        entries[0]["email"]["attachments"],
+        json!([{ "name": "invoice-42.pdf", "content_type": "application/pdf", "size": 54, "content_id": null }])
+    );
+
+    // The relay delivers it again: the first delivery's case and entry, nothing new.
+    let again = inbound(&s, FIRST).await.expect(200).body;
+    assert_eq!(
+        (again["case"].as_i64(), again["seq"].as_i64(), again["duplicate"].as_bool()),
+        (Some(1), Some(1), Some(true))
+    );
+    assert_eq!(timeline(&s, 1).await.len(), 1);
+
+    // An agent answers and waits on the customer: the answer goes to the outbox, threaded.
+    let reply = s
+        .post(
+            &format!("{CRM}/cases/1/replies"),
+            json!({ "body": "Could you send the order number?",
+                                                             "status": "waiting_on_customer" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let ours = reply["email"]["message_id"].as_str().unwrap().to_owned();
+    // Its id carries 64 random bits: nobody it was not sent to can cite it.
+    let token = ours.strip_prefix("case1.2.").and_then(|t| t.strip_suffix("@desk.invalid")).unwrap();
+    assert!(token.len() == 16 && token.chars().all(|c| c.is_ascii_hexdigit()), "{ours}");
+    assert_eq!(reply["email"]["in_reply_to"], "abc123@mail.example.com");
+    let case = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
+    assert_eq!((case["status"].as_str(), case["sla_state"].as_str()), (Some("waiting_on_customer"), Some("paused")));
+    assert!(case["sla"]["first_response"]["met_at"].is_i64(), "{case}");
+    assert_eq!(case["next_due"], Value::Null, "a paused case has no pending deadline");
+    let outbox = s.get(&format!("{CRM}/outbox")).await.expect(200).body;
+    let out = &outbox["items"][0];
+    assert_eq!(out["subject"], "Re: Problème de facture [#1]");
+    assert_eq!((out["to"][0].as_str(), out["state"].as_str()), (Some("ana@example.com"), Some("pending")));
+    assert_eq!(out["references"], json!(["abc123@mail.example.com"]));
+
+    // Her out-of-office answer is recorded but is not her answering: still waiting.
+    let auto = format!(
+        "From: ana@example.com\r\nSubject: Absent\r\nAuto-Submitted: auto-replied\r\nMessage-ID: <oof1@x>\r\n\
+         In-Reply-To: <{ours}>\r\n\r\nI am away until Monday.\r\n"
+    );
+    let recorded = inbound(&s, &auto).await.expect(201).body;
+    assert_eq!((recorded["case"].as_i64(), recorded["automatic"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(s.get(&format!("{CRM}/cases/1")).await.expect(200).body["status"], "waiting_on_customer");
+    // Automatic mail that answers no case opens none.
+    let list_mail = "From: news@shop.test\r\nPrecedence: bulk\r\nMessage-ID: <n1@shop.test>\r\n\r\nSale!\r\n";
+    assert_eq!(inbound(&s, list_mail).await.expect(202).body["kept"], false);
+
+    // Her real answer cites our message (References only, as some clients send): it threads,
+    // and the case is open again with its clock running.
+    let answer = format!(
+        "From: Ana Souza <ana@example.com>\r\nSubject: Re: Problème de facture [#1]\r\nMessage-ID: <r2@mail.example.com>\r\n\
+         References: <abc123@mail.example.com> <{ours}>\r\n\r\nOrder 5521.\r\n"
+    );
+    let threaded = inbound(&s, &answer).await.expect(201).body;
+    assert_eq!((threaded["case"].as_i64(), threaded["threaded"].as_bool()), (Some(1), Some(true)));
+    let case = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
+    assert_eq!((case["status"].as_str(), case["sla_state"].as_str()), (Some("open"), Some("on_track")));
+    assert!(case["next_due"].is_i64());
+    // A later reply answers her latest message.
+    let second = s.post(&format!("{CRM}/cases/1/replies"), json!({ "body": "Fixed." })).await.expect(201).body;
+    assert_eq!(second["email"]["in_reply_to"], "r2@mail.example.com");
+    assert_eq!(second["email"]["references"].as_array().unwrap().last().unwrap(), "r2@mail.example.com");
+
+    // The case tag threads a message from the same sender with no threading headers; from a
+    // stranger it opens a case of their own.
+    let tagged = "From: ana@example.com\r\nSubject: one more thing [#1]\r\nMessage-ID: <r3@x>\r\n\r\nAlso...\r\n";
+    assert_eq!(inbound(&s, tagged).await.expect(201).body["case"], 1);
+    let entries_before = timeline(&s, 1).await.len();
+    let stranger = "From: eve@elsewhere.test\r\nSubject: Re: [#1]\r\nMessage-ID: <e1@x>\r\n\r\nLet me in\r\n";
+    let theirs = inbound(&s, stranger).await.expect(201).body;
+    assert_eq!((theirs["case"].as_i64(), theirs["threaded"].as_bool()), (Some(2), Some(false)));
+    // Citing her message id does not make a stranger part of her case either.
+    let cited = "From: eve@elsewhere.test\r\nSubject: hi\r\nMessage-ID: <e2@x>\r\nIn-Reply-To: <r2@mail.example.com>\r\n\r\nx\r\n";
+    let theirs = inbound(&s, cited).await.expect(201).body;
+    assert_eq!((theirs["case"].as_i64(), theirs["threaded"].as_bool()), (Some(3), Some(false)));
+    assert_eq!(timeline(&s, 1).await.len(), entries_before, "her case got nothing from the stranger");
+
+    // What is not mail is refused, and nothing is written.
+    let refused = inbound(&s, "%PDF-1.4 \u{1}\u{2} not mail").await.expect_problem(422, "not-an-email");
+    assert!(refused.body["detail"].is_string());
+    inbound(&s, "Subject: hi\r\n\r\nno sender\r\n").await.expect_problem(422, "not-an-email");
+    assert_eq!(s.get(&format!("{CRM}/cases")).await.expect(200).body["items"].as_array().unwrap().len(), 3);
+
+    // The relay acknowledges what it sent.
+    s.post(&format!("{CRM}/outbox/1/sent"), json!({})).await.expect(200);
+    let pending = s.get(&format!("{CRM}/outbox")).await.expect(200).body;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 1, "the second reply is still pending");
+    assert_eq!(s.get(&format!("{CRM}/outbox?state=sent")).await.expect(200).body["items"][0]["id"], 1);
+
+    // Only the mail relay's permission may post mail or read the outbox.
+    let viewer = s.token_for("default", "member").await;
+    s.put("/v1/tenants/default/roles/member/permissions", json!({ "permissions": ["crm.view", "crm.agent"] }))
+        .await
+        .expect(200);
+    s.as_token(Some(&viewer), reqwest::Method::GET, &format!("{CRM}/outbox"), None)
+        .await
+        .expect_problem(403, "forbidden");
+    let forged = s
+        .send(
+            reqwest::Client::new()
+                .post(format!("{}{CRM}/inbound/email", s.base))
+                .bearer_auth(&viewer)
+                .body(FIRST.replace("abc123", "forged")),
+        )
+        .await;
+    forged.expect_problem(403, "forbidden");
+
+    // A closed case is followed up once: later mail about it joins the follow-up.
+    s.patch(&format!("{CRM}/cases/1"), json!({ "status": "resolved" })).await.expect(200);
+    s.patch(&format!("{CRM}/cases/1"), json!({ "status": "closed" })).await.expect(200);
+    let about_closed = |id: &str| {
+        format!(
+            "From: ana@example.com\r\nSubject: Re: again\r\nMessage-ID: <{id}@x>\r\nIn-Reply-To: <{ours}>\r\n\r\nAgain.\r\n"
+        )
+    };
+    let follow_up = inbound(&s, &about_closed("f1")).await.expect(201).body;
+    assert_eq!(follow_up["threaded"], false);
+    let number = follow_up["case"].as_i64().unwrap();
+    assert_eq!(s.get(&format!("{CRM}/cases/{number}")).await.expect(200).body["follow_up_of"], 1);
+    let joined = inbound(&s, &about_closed("f2")).await.expect(201).body;
+    assert_eq!((joined["case"].as_i64(), joined["threaded"].as_bool()), (Some(number), Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_keeps_every_change_in_order_and_followers_hear_of_it() {
+    let s = desk_at(None).await;
+    let acme = s.post(&format!("{CRM}/customers"), json!({ "name": "Acme", "tier": "premium" })).await.expect(201).body;
+    let contact = s
+        .post(
+            &format!("{CRM}/contacts"),
+            json!({ "name": "Bo", "emails": ["bo@acme.test"], "phones": ["+49 30 1234"], "customer": acme["id"] }),
+        )
+        .await
+        .expect(201)
+        .body;
+    // An address belongs to one contact.
+    s.post(&format!("{CRM}/contacts"), json!({ "name": "Bo again", "emails": ["BO@acme.test"] }))
+        .await
+        .expect_problem(409, "email-taken");
+    let found = s.get(&format!("{CRM}/contacts?email=bo@acme.test")).await.expect(200).body;
+    assert_eq!(found["items"][0]["id"], contact["id"]);
+
+    // A phone case for a premium customer: premium high is 2 h / 8 h.
+    let case = s
+        .post(
+            &format!("{CRM}/cases"),
+            json!({ "subject": "Cannot log in", "contact": contact["id"], "priority": "high" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!((case["channel"].as_str(), case["tier"].as_str()), (Some("phone"), Some("premium")));
+    assert_eq!(case["customer"], acme["id"]);
+    let created = case["created_at"].as_i64().unwrap();
+    assert_eq!(case["sla"]["first_response"]["due"].as_i64(), Some(created + 2 * 3_600_000));
+    let n = case["number"].as_i64().unwrap();
+    let path = format!("{CRM}/cases/{n}");
+    // Waiting on the customer takes having asked them something; a subject is one line.
+    s.patch(&path, json!({ "status": "waiting_on_customer" })).await.expect_problem(409, "first-response-pending");
+    s.patch(&path, json!({ "subject": "Login\r\nBcc: eve@x.test" })).await.expect_problem(422, "invalid-field");
+
+    s.put(&format!("{path}/followers/carla"), json!({})).await.expect(200);
+    let changed = s
+        .patch(&path, json!({ "priority": "urgent", "assignee": "dana", "tags": ["Login", "sso"], "version": 2 }))
+        .await
+        .expect(200)
+        .body;
+    // Premium urgent: 30 min first response, re-planned from creation.
+    assert_eq!(changed["sla"]["first_response"]["due"].as_i64(), Some(created + 30 * 60_000));
+    s.post(&format!("{path}/notes"), json!({ "body": "Checked the SSO logs" })).await.expect(201);
+    s.post(&format!("{path}/notes"), json!({ "body": "Called Bo back", "kind": "call" })).await.expect(201);
+    s.post(&format!("{path}/replies"), json!({ "body": "Reset your password, please" })).await.expect(201);
+    // A stale version is refused; an unchanged field writes nothing.
+    s.patch(&path, json!({ "subject": "Other", "version": 1 })).await.expect_problem(409, "version-conflict");
+    let same = s.patch(&path, json!({ "assignee": "dana" })).await.expect(200).body;
+    assert_eq!(same["entries"], 7);
+
+    let entries = timeline(&s, n).await;
+    let kinds: Vec<&str> = entries.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["field_change", "field_change", "field_change", "note", "call", "message_out", "field_change"],
+        "{entries:?}"
+    );
+    let changes: Vec<(&str, Value, Value)> = entries
+        .iter()
+        .filter_map(|e| e.get("change"))
+        .map(|c| (c["field"].as_str().unwrap(), c["from"].clone(), c["to"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("assignee", Value::Null, json!("dana")),
+            ("priority", json!("high"), json!("urgent")),
+            ("tags", json!([]), json!(["login", "sso"])),
+            ("status", json!("new"), json!("open")),
+        ]
+    );
+    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
+    assert!(entries.windows(2).all(|w| w[0]["at"].as_i64() <= w[1]["at"].as_i64()));
+    // Every entry after the follow told the follower.
+    let activity = published(&s, "crm.case.activity").await;
+    assert_eq!(activity.len(), 7);
+    assert!(activity.iter().all(|a| a["followers"] == json!(["carla"])));
+
+    // Bad input is a typed error; a resolved then closed case takes no more changes.
+    s.patch(&path, json!({ "priority": "P1" })).await.expect_problem(422, "invalid-field");
+    s.patch(&path, json!({ "status": "new" })).await.expect_problem(409, "invalid-transition");
+    s.patch(&path, json!({ "team": "nobody" })).await.expect_problem(422, "unknown-team");
+    s.post(&format!("{CRM}/cases"), json!({ "subject": " ", "contact": contact["id"] }))
+        .await
+        .expect_problem(422, "invalid-field");
+    s.patch(&path, json!({ "status": "resolved" })).await.expect(200);
+    let closed = s.patch(&path, json!({ "status": "closed" })).await.expect(200).body;
+    assert_eq!((closed["sla_state"].as_str(), closed["next_due"].clone()), (Some("met"), Value::Null));
+    s.post(&format!("{path}/notes"), json!({ "body": "late" })).await.expect_problem(409, "case-closed");
+    s.get(&format!("{CRM}/cases/99")).await.expect_problem(404, "case-not-found");
+}
+
+/// Waits until the minutely SLA check has run on a clock at or past `at`, and finished.
+async fn move_to(s: &TestServer, at: i64) {
+    let now = s.advance_clock(0).await;
+    s.advance_clock((at - now) as u64).await;
+    let fired = s
+        .eventually("/v1/tenants/default/schedules", "the SLA check to run after the move", |b| {
+            b["items"].as_array().is_some_and(|i| {
+                i.iter().any(|s| {
+                    s["plugin"] == "crm"
+                        && s["name"] == "sla-check"
+                        && s["last_run_at"].as_i64().is_some_and(|t| t >= at)
+                })
+            })
+        })
+        .await;
+    let check = fired["items"].as_array().unwrap().iter().find(|s| s["plugin"] == "crm" && s["name"] == "sla-check");
+    s.job_reaches(check.unwrap()["last_job_id"].as_str().unwrap(), "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cases_sla_runs_in_its_teams_hours_pauses_while_waiting_and_warns_then_breaches_once() {
+    // Friday 2025-12-19 16:30 in Berlin; Monday the 22nd is the team's holiday.
+    let s = desk_at(Some(utc("2025-12-19T15:30:00Z"))).await;
+    let day = json!(["09:00-17:00"]);
+    let calendar = json!({ "time_zone": "Europe/Berlin", "holidays": ["2025-12-22"],
+        "hours": { "mon": day, "tue": day, "wed": day, "thu": day, "fri": day } });
+    let team = s.put(&format!("{CRM}/teams/billing"), json!({ "name": "Billing", "calendar": calendar })).await;
+    assert_eq!(team.expect(201).body["calendar"]["time_zone"], "Europe/Berlin");
+    let bad = json!({ "name": "X", "calendar": { "time_zone": "Mars/Base", "hours": { "mon": day } } });
+    s.put(&format!("{CRM}/teams/x"), bad).await.expect_problem(422, "invalid-calendar");
+
+    // Standard urgent: 1 h / 8 h. 30 minutes on Friday, then from Tuesday 09:00 CET.
+    let case = s
+        .post(
+            &format!("{CRM}/cases"),
+            json!({ "subject": "Double charge", "contact_email": "cy@shop.test", "priority": "urgent",
+                    "team": "billing" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(case["sla"]["first_response"]["due"].as_i64(), Some(utc("2025-12-23T08:30:00Z")));
+    assert_eq!(case["sla"]["resolution"]["due"].as_i64(), Some(utc("2025-12-23T15:30:00Z")));
+    assert_eq!(case["next_due"].as_i64(), Some(utc("2025-12-23T08:30:00Z")));
+    s.eventually("/v1/tenants/default/schedules", "the SLA check to be scheduled", |b| {
+        b["items"].as_array().is_some_and(|i| i.iter().any(|s| s["plugin"] == "crm" && s["name"] == "sla-check"))
+    })
+    .await;
+
+    // The weekend and the holiday pass quietly. Tuesday 09:10 the agent answers and waits.
+    move_to(&s, utc("2025-12-23T08:10:00Z")).await;
+    assert!(published(&s, "crm.case.sla_warning").await.is_empty());
+    s.post(&format!("{CRM}/cases/1/replies"), json!({ "body": "Which card?", "status": "waiting_on_customer" }))
+        .await
+        .expect(201);
+    let by_due = s.get(&format!("{CRM}/cases?sort=next_due")).await.expect(200).body;
+    assert!(by_due["items"].as_array().unwrap().is_empty(), "a paused case has no deadline to sort by");
+
+    // Hours pass while it waits; at 14:00 CET the customer answers by email.
+    move_to(&s, utc("2025-12-23T13:00:00Z")).await;
+    assert!(published(&s, "crm.case.sla_warning").await.is_empty());
+    let answer =
+        "From: cy@shop.test\r\nSubject: Re: Double charge [#1]\r\nMessage-ID: <cy1@shop.test>\r\n\r\nVisa.\r\n";
+    assert_eq!(inbound(&s, answer).await.expect(201).body["threaded"], true);
+    // 40 minutes used, 440 left: 180 on Tuesday and 260 from Wednesday 09:00 (13:20 CET).
+    let resumed = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
+    assert_eq!(resumed["status"], "open");
+    assert_eq!(resumed["sla"]["resolution"]["due"].as_i64(), Some(utc("2025-12-24T12:20:00Z")));
+    assert_eq!(resumed["sla"]["resolution"]["warn_at"].as_i64(), Some(utc("2025-12-24T10:44:00Z")));
+    let by_due = s.get(&format!("{CRM}/cases?sort=next_due&team=billing")).await.expect(200).body;
+    assert_eq!(by_due["items"][0]["number"], 1);
+
+    // The warning at 80 % (11:44 CET), then the breach (13:20 CET): each published once.
+    move_to(&s, utc("2025-12-24T10:45:00Z")).await;
+    let warnings = published(&s, "crm.case.sla_warning").await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!((warnings[0]["case"].as_i64(), warnings[0]["target"].as_str()), (Some(1), Some("resolution")));
+    assert!(published(&s, "crm.case.sla_breached").await.is_empty());
+    move_to(&s, utc("2025-12-24T12:21:00Z")).await;
+    for minute in [2, 4] {
+        move_to(&s, utc("2025-12-24T12:21:00Z") + minute * 60_000).await;
+    }
+    let breaches = published(&s, "crm.case.sla_breached").await;
+    assert_eq!(breaches.len(), 1, "{breaches:?}");
+    assert_eq!(breaches[0]["due_at"].as_i64(), Some(utc("2025-12-24T12:20:00Z")));
+    assert_eq!(published(&s, "crm.case.sla_warning").await.len(), 1);
+    let breached = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
+    assert_eq!((breached["sla_state"].as_str(), breached["next_due"].clone()), (Some("breached"), Value::Null));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_of_the_mail_corpus_is_ingested_and_what_is_not_mail_is_refused() {
+    let s = desk_at(None).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/crm/tests/corpus");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let mut opened = 0;
+    for (name, want) in expected.as_object().unwrap() {
+        let raw = std::fs::read(dir.join(name)).unwrap();
+        let reply = s.post_raw(&format!("{CRM}/inbound/email"), Some("message/rfc822"), raw).await;
+        if want["error"] == true {
+            reply.expect_problem(422, "not-an-email");
+            continue;
+        }
+        // Automatic mail that answers no case is not kept (202); everything else opens or
+        // joins a case.
+        let status = if want["automatic"] == true { 202 } else { 201 };
+        let body = reply.expect(status).body;
+        if status == 201 {
+            opened += 1;
+            let entries = timeline(&s, body["case"].as_i64().unwrap()).await;
+            let entry = entries.iter().find(|e| e["seq"] == body["seq"]).unwrap();
+            assert!(entry["body"].as_str().unwrap().contains(want["text"].as_str().unwrap()), "{name}: {entry}");
+        }
+    }
+    assert!(opened >= 19, "{opened}");
+}
