@@ -86,8 +86,76 @@ impl ImportRow {
         RowProblem { line: self.line, field: field.map(str::to_owned), reason: reason.into() }
     }
 
+    /// The row's cells by column, for rows read cell by cell (CSV's are all text); a column
+    /// not in `columns` is this row's problem, naming it and the columns there are.
+    ///
+    /// ```
+    /// # use keel_sdk::ImportRow;
+    /// let row = ImportRow { line: 2, fields: r#"{"name":" Acme ","tier":""}"#.into() };
+    /// let cells = row.cells(&["name", "tier"]).unwrap();
+    /// assert_eq!(cells.required("name").unwrap(), "Acme");
+    /// assert_eq!(cells.text("tier"), None); // empty is absent
+    /// assert!(row.cells(&["name"]).is_err()); // `tier` is not a column
+    /// ```
+    pub fn cells(&self, columns: &[&str]) -> Result<Cells<'_>, RowProblem> {
+        let map = match serde_json::from_str::<serde_json::Value>(&self.fields) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(self.problem(None, "a row is an object of fields")),
+        };
+        if let Some(unknown) = map.keys().find(|k| !columns.contains(&k.as_str())) {
+            return Err(self.problem(Some(unknown), format!("unknown column; the columns are {}", columns.join(", "))));
+        }
+        Ok(Cells { row: self, map })
+    }
+
     pub(crate) fn from_wit(row: wit::ImportRow) -> ImportRow {
         ImportRow { line: row.line, fields: row.fields }
+    }
+}
+
+/// A row's cells: see [`ImportRow::cells`].
+#[derive(Debug, Clone)]
+pub struct Cells<'a> {
+    row: &'a ImportRow,
+    map: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Cells<'_> {
+    /// The cell as trimmed text; `None` when absent, null or blank. A JSON number or boolean
+    /// is its JSON text.
+    pub fn text(&self, column: &str) -> Option<String> {
+        match self.map.get(column)? {
+            serde_json::Value::String(s) if s.trim().is_empty() => None,
+            serde_json::Value::String(s) => Some(s.trim().to_owned()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// The cell as trimmed text, or the row's problem `required` at that column.
+    pub fn required(&self, column: &str) -> Result<String, RowProblem> {
+        self.text(column).ok_or_else(|| self.row.problem(Some(column), "required"))
+    }
+
+    /// A list cell: `a@x.test; b@y.test` split at `;`, or a JSON Lines array; trimmed,
+    /// blanks dropped.
+    pub fn list(&self, column: &str) -> Vec<String> {
+        let items: Vec<String> = match self.map.get(column) {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+            _ => self.text(column).map(|t| t.split(';').map(str::to_owned).collect()).unwrap_or_default(),
+        };
+        items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// A problem with this row at `column`.
+    pub fn problem(&self, column: &str, reason: impl Into<String>) -> RowProblem {
+        self.row.problem(Some(column), reason)
     }
 }
 

@@ -53,7 +53,7 @@ pub use background::{Event, Job, JobSpec, enqueue, first_time, publish};
 pub use collection::{Collection, Page, Query, Versioned};
 pub use error::{Error, ErrorKind};
 pub use http::{Caller, Paging, Request, Response};
-pub use import::{ImportBatch, ImportRow, RowProblem};
+pub use import::{Cells, ImportBatch, ImportRow, RowProblem};
 pub use router::{Handler, Router};
 pub use sequence::Sequence;
 pub use task::TaskSpec;

@@ -387,6 +387,23 @@ async fn a_cases_sla_runs_in_its_teams_hours_pauses_while_waiting_and_warns_then
     assert_eq!(published(&s, "crm.case.sla_warning").await.len(), 1);
     let breached = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
     assert_eq!((breached["sla_state"].as_str(), breached["next_due"].clone()), (Some("breached"), Value::Null));
+
+    // The report: one first response after 40 business minutes, one resolution missed.
+    let report = s.get(&format!("{CRM}/reports/sla?from=2025-12-19&to=2025-12-31&by=team")).await.expect(200).body;
+    assert_eq!(
+        report["items"],
+        json!([{ "team": "billing", "first_responses": 1, "avg_first_response_minutes": 40.0,
+                 "first_response_breaches": 0, "resolutions": 0, "avg_resolution_minutes": null,
+                 "resolution_breaches": 1 }])
+    );
+    let by_tier = s.get(&format!("{CRM}/reports/sla?from=2025-12-19&to=2025-12-31&by=tier")).await.expect(200).body;
+    assert_eq!(by_tier["items"][0]["tier"], "standard");
+    let before = s.get(&format!("{CRM}/reports/sla?from=2025-12-01&to=2025-12-22&by=team")).await.expect(200).body;
+    assert_eq!(before["items"], json!([]), "nothing was met or missed before Tuesday");
+    s.get(&format!("{CRM}/reports/sla?from=2025-12-31&to=2025-12-01")).await.expect_problem(422, "invalid-period");
+    s.get(&format!("{CRM}/reports/sla?from=2025-12-01&to=2025-12-31&by=moon"))
+        .await
+        .expect_problem(422, "invalid-field");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,4 +431,218 @@ async fn every_message_of_the_mail_corpus_is_ingested_and_what_is_not_mail_is_re
         }
     }
     assert!(opened >= 19, "{opened}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_merge_into_one_keeping_every_case_email_and_timeline_entry() {
+    let s = desk_at(None).await;
+    let acme = s.post(&format!("{CRM}/customers"), json!({ "name": "Acme", "tier": "premium" })).await.expect(201).body;
+    let acme_dup = s.post(&format!("{CRM}/customers"), json!({ "name": "ACME Inc" })).await.expect(201).body;
+    let ana = s
+        .post(&format!("{CRM}/contacts"), json!({ "name": "Ana", "emails": ["ana@acme.test"], "customer": acme["id"] }))
+        .await
+        .expect(201)
+        .body;
+    // The same person wrote from her private address: a second contact with two cases.
+    inbound(&s, "From: Ana S <ana.s@home.test>\r\nSubject: one\r\nMessage-ID: <h1@home.test>\r\n\r\nfirst\r\n")
+        .await
+        .expect(201);
+    inbound(&s, "From: ana.s@home.test\r\nSubject: two\r\nMessage-ID: <h2@home.test>\r\n\r\nsecond\r\n")
+        .await
+        .expect(201);
+    let dup = s.get(&format!("{CRM}/contacts?email=ana.s@home.test")).await.expect(200).body["items"][0].clone();
+    s.patch(&format!("{CRM}/contacts/{}", dup["id"]), json!({ "customer": acme_dup["id"], "phones": ["+1 555 0100"] }))
+        .await
+        .expect(200);
+    let case_of_dup = s.get(&format!("{CRM}/cases?contact={}", dup["id"])).await.expect(200).body;
+    assert_eq!(case_of_dup["items"].as_array().unwrap().len(), 2);
+    let entries_before = timeline(&s, 1).await.len();
+
+    // Merge the contact into Ana: her cases, addresses and phone move; each case says so.
+    let merged =
+        s.post(&format!("{CRM}/contacts/{}/merge", dup["id"]), json!({ "into": ana["id"] })).await.expect(200).body;
+    assert_eq!(merged["cases_moved"], 2);
+    assert_eq!(merged["survivor"]["emails"], json!(["ana@acme.test", "ana.s@home.test"]));
+    assert_eq!(merged["survivor"]["phones"], json!(["+1 555 0100"]));
+    let moved = s.get(&format!("{CRM}/cases?contact={}", ana["id"])).await.expect(200).body;
+    assert_eq!(moved["items"].as_array().unwrap().len(), 2);
+    let entries = timeline(&s, 1).await;
+    assert_eq!(entries.len(), entries_before + 1, "nothing lost, one entry added");
+    assert_eq!(entries.last().unwrap()["change"], json!({ "field": "contact", "from": dup["id"], "to": ana["id"] }));
+    let gone = s.get(&format!("{CRM}/contacts/{}", dup["id"])).await.expect(200).body;
+    assert_eq!((gone["merged_into"].clone(), gone["emails"].clone()), (ana["id"].clone(), json!([])));
+    // Mail from the old address now belongs to Ana, and replies to her old thread thread on.
+    let again = "From: ana.s@home.test\r\nSubject: Re: one\r\nMessage-ID: <h3@home.test>\r\nIn-Reply-To: <h1@home.test>\r\n\r\nx\r\n";
+    assert_eq!(inbound(&s, again).await.expect(201).body["case"], 1);
+    // Merging again, into itself, or into a merged record is refused.
+    s.post(&format!("{CRM}/contacts/{}/merge", dup["id"]), json!({ "into": ana["id"] }))
+        .await
+        .expect_problem(409, "already-merged");
+    s.post(&format!("{CRM}/contacts/{}/merge", ana["id"]), json!({ "into": ana["id"] }))
+        .await
+        .expect_problem(422, "merge-into-itself");
+
+    // Merge the duplicate customer: its cases move to Acme, recorded on their timelines.
+    let merged = s
+        .post(&format!("{CRM}/customers/{}/merge", acme_dup["id"]), json!({ "into": acme["id"] }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(merged["task"], Value::Null, "small merges finish inline");
+    let of_acme = s.get(&format!("{CRM}/cases?customer={}", acme["id"])).await.expect(200).body;
+    assert_eq!(of_acme["items"].as_array().unwrap().len(), 2);
+    assert_eq!(s.get(&format!("{CRM}/cases?customer={}", acme_dup["id"])).await.expect(200).body["items"], json!([]));
+    // Merged records are not used again: a case for the merged contact is the survivor's,
+    // and nobody new can join the merged customer.
+    let case =
+        s.post(&format!("{CRM}/cases"), json!({ "subject": "later", "contact": dup["id"] })).await.expect(201).body;
+    assert_eq!(case["contact"], ana["id"]);
+    s.post(&format!("{CRM}/contacts"), json!({ "name": "Late", "customer": acme_dup["id"] }))
+        .await
+        .expect_problem(409, "customer-merged");
+    s.patch(&format!("{CRM}/contacts/{}", dup["id"]), json!({ "name": "x" }))
+        .await
+        .expect_problem(409, "contact-merged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_and_contacts_import_whole_or_not_at_all_and_views_list_what_they_say() {
+    let s = desk_at(None).await;
+    let customers = "name,tier\nAcme,premium\nGlobex,\nInitech,platinum\n";
+    let refused = s
+        .post_raw("/v1/imports/crm/customers", Some("text/csv"), customers.into())
+        .await
+        .expect_problem(422, "import-rejected");
+    assert_eq!(refused.body["problems"][0]["line"], 4);
+    assert_eq!(refused.body["problems"][0]["field"], "tier");
+    assert_eq!(s.get(&format!("{CRM}/customers")).await.expect(200).body["items"], json!([]), "nothing partial");
+    let fixed = customers.replace("platinum", "enterprise");
+    s.post_raw("/v1/imports/crm/customers", Some("text/csv"), fixed.clone().into()).await.expect(200);
+    assert_eq!(s.get(&format!("{CRM}/customers")).await.expect(200).body["items"].as_array().unwrap().len(), 3);
+    // The same file again adds nothing: every name exists.
+    let again = s.post_raw("/v1/imports/crm/customers", Some("text/csv"), fixed.into()).await;
+    assert_eq!(again.expect_problem(422, "import-rejected").body["problems_total"], 3);
+
+    let contacts = "name,emails,phones,customer\n\
+                    Ana,ana@acme.test; a.souza@acme.test,+49 30 1,acme\n\
+                    Bo,bo@globex.test,,Globex\n\
+                    Cy,ana@acme.test,,\n\
+                    Di,di@x.test,,Umbrella\n\
+                    Ed,not-an-address,,\n";
+    let refused = s
+        .post_raw("/v1/imports/crm/contacts", Some("text/csv"), contacts.into())
+        .await
+        .expect_problem(422, "import-rejected");
+    let problems: Vec<(i64, String)> = refused.body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["line"].as_i64().unwrap(), p["field"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(problems, [(4, "emails".into()), (5, "customer".into()), (6, "emails".into())]);
+    let good =
+        "name,emails,phones,customer\nAna,ana@acme.test; a.souza@acme.test,+49 30 1,acme\nBo,bo@globex.test,,Globex\n";
+    s.post_raw("/v1/imports/crm/contacts", Some("text/csv"), good.into()).await.expect(200);
+    let ana = s.get(&format!("{CRM}/contacts?email=a.souza@acme.test")).await.expect(200).body["items"][0].clone();
+    assert_eq!(ana["emails"], json!(["ana@acme.test", "a.souza@acme.test"]));
+    let acme = s.get(&format!("{CRM}/customers/{}", ana["customer"])).await.expect(200).body;
+    assert_eq!((acme["name"].as_str(), acme["tier"].as_str()), (Some("Acme"), Some("premium")));
+
+    // Views: my open cases, unassigned, a customer's open cases.
+    let me = "one".to_owned();
+    for (subject, assignee) in [("a", Some(&me)), ("b", None), ("c", Some(&me))] {
+        let mut body = json!({ "subject": subject, "contact": ana["id"] });
+        if let Some(a) = assignee {
+            body["assignee"] = json!(a);
+        }
+        s.post(&format!("{CRM}/cases"), body).await.expect(201);
+    }
+    s.patch(&format!("{CRM}/cases/3"), json!({ "status": "resolved" })).await.expect(200);
+    let numbers = |b: Value| -> Vec<i64> {
+        b["items"].as_array().unwrap().iter().map(|c| c["number"].as_i64().unwrap()).collect()
+    };
+    let mine = s.get(&format!("{CRM}/cases?assignee=one&open=true")).await.expect(200).body;
+    assert_eq!(numbers(mine), [1]);
+    assert_eq!(numbers(s.get(&format!("{CRM}/cases?unassigned=true")).await.expect(200).body), [2]);
+    let customers_open = s.get(&format!("{CRM}/cases?customer={}&open=true", acme["id"])).await.expect(200).body;
+    assert_eq!(numbers(customers_open), [2, 1]);
+    s.get(&format!("{CRM}/cases?open=yes")).await.expect_problem(422, "invalid-field");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_macro_replies_and_sets_fields_in_one_step() {
+    let s = desk_at(None).await;
+    inbound(&s, "From: Cy <cy@shop.test>\r\nSubject: Where is my parcel\r\nMessage-ID: <p1@shop.test>\r\n\r\n?\r\n")
+        .await
+        .expect(201);
+    let ask = s
+        .post(
+            &format!("{CRM}/macros"),
+            json!({ "name": "Ask for the order number",
+                    "body": "Hello {{contact.name}}, which order is case {{case.number}} about? {{agent}}",
+                    "status": "waiting_on_customer", "priority": "high", "assignee": "me",
+                    "add_tags": ["needs-info"] }),
+        )
+        .await
+        .expect(201)
+        .body;
+    s.post(&format!("{CRM}/macros"), json!({ "name": "Bad", "body": "Hi {{contact.email}}" }))
+        .await
+        .expect_problem(422, "invalid-field");
+    s.post(&format!("{CRM}/macros"), json!({ "name": "Nothing" })).await.expect_problem(422, "empty-macro");
+
+    let case = s.post(&format!("{CRM}/cases/1/macros/{}", ask["id"]), json!({})).await.expect(200).body;
+    assert_eq!((case["status"].as_str(), case["priority"].as_str()), (Some("waiting_on_customer"), Some("high")));
+    assert_eq!(case["tags"], json!(["needs-info"]));
+    let agent = case["assignee"].as_str().unwrap().to_owned();
+    let entries = timeline(&s, 1).await;
+    let reply = entries.iter().find(|e| e["kind"] == "message_out").unwrap();
+    assert_eq!(reply["body"], format!("Hello Cy, which order is case 1 about? {agent}"));
+    let changed: Vec<&str> =
+        entries.iter().filter_map(|e| e.get("change")).map(|c| c["field"].as_str().unwrap()).collect();
+    assert_eq!(changed, ["status", "assignee", "priority", "tags"]);
+    let outbox = s.get(&format!("{CRM}/outbox")).await.expect(200).body;
+    assert_eq!(outbox["items"][0]["to"], json!(["cy@shop.test"]));
+    s.post(&format!("{CRM}/cases/1/macros/99"), json!({})).await.expect_problem(404, "macro-not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_escalates_into_an_it_ticket_hears_when_it_is_resolved_and_is_untouched_without_a_helpdesk() {
+    let s = desk_at(None).await;
+    s.install("bundled/helpdesk").await.expect(201);
+    inbound(&s, "From: cy@shop.test\r\nSubject: Invoices bounce\r\nMessage-ID: <i1@shop.test>\r\n\r\nYour mail server rejects them.\r\n")
+        .await
+        .expect(201);
+
+    // The helpdesk's own rules apply: a priority it does not know is its 422.
+    s.post(&format!("{CRM}/cases/1/escalate"), json!({ "priority": "P9" })).await.expect_problem(422, "invalid-field");
+    let escalated = s.post(&format!("{CRM}/cases/1/escalate"), json!({ "priority": "P2" })).await.expect(201).body;
+    let it = escalated["ticket"]["number"].as_i64().unwrap();
+    assert_eq!(escalated["ticket"]["link"], "crm:case:1");
+    assert_eq!(s.get(&format!("{CRM}/cases/1")).await.expect(200).body["escalations"], json!([it]));
+    // The link shows on the IT side too.
+    let ticket = s.get(&format!("/v1/plugins/helpdesk/tickets/{it}")).await.expect(200).body;
+    assert_eq!((ticket["link"].as_str(), ticket["priority"].as_str()), (Some("crm:case:1"), Some("P2")));
+    assert_eq!(ticket["title"], "Invoices bounce");
+    assert!(ticket["description"].as_str().unwrap().contains("Your mail server rejects them."));
+
+    // IT resolves it: the case's timeline says so.
+    s.post(&format!("/v1/plugins/helpdesk/tickets/{it}/transition"), json!({ "to": "open" })).await.expect(200);
+    s.post(&format!("/v1/plugins/helpdesk/tickets/{it}/transition"), json!({ "to": "resolved" })).await.expect(200);
+    let entries = s
+        .eventually(&format!("{CRM}/cases/1/timeline"), "the resolution on the case's timeline", |b| {
+            b["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|e| e["body"] == format!("IT ticket #{it} was resolved")))
+        })
+        .await;
+    let kinds: Vec<&str> = entries["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["message_in", "escalation", "escalation"]);
+
+    // With the helpdesk disabled, escalating is a clear 503 and the case is unchanged.
+    s.post_empty("/v1/tenants/default/plugins/helpdesk/disable").await.expect(204);
+    let before = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
+    s.post(&format!("{CRM}/cases/1/escalate"), json!({})).await.expect_problem(503, "department-unavailable");
+    let after = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
+    assert_eq!(after, before);
 }

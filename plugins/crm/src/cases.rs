@@ -65,6 +65,12 @@ pub struct Case {
     /// The earliest pending SLA deadline; absent while paused or when all are met or missed,
     /// so ordering by it lists only the cases whose clocks run.
     pub next_due: Option<u64>,
+    /// Still being worked (new, open or waiting on the customer).
+    #[serde(default)]
+    pub open: bool,
+    /// Open and nobody's.
+    #[serde(default)]
+    pub unassigned: bool,
     /// Timeline entries so far (the last entry's `seq`).
     pub entries: u32,
     pub followers: Vec<String>,
@@ -81,6 +87,18 @@ pub struct Case {
     /// For a closed case: the follow-up that later messages about it thread onto.
     #[serde(default)]
     pub followed_by: Option<u64>,
+    /// IT helpdesk tickets this case was escalated into.
+    #[serde(default)]
+    pub escalations: Vec<u64>,
+}
+
+impl Case {
+    /// Brings the fields lists query by in line with the case.
+    pub fn refresh(&mut self) {
+        self.open = self.status.is_active();
+        self.unassigned = self.open && self.assignee.is_none();
+        self.next_due = self.sla.next_due();
+    }
 }
 
 /// A case as the API shows it.
@@ -162,7 +180,7 @@ pub fn open(opening: Opening) -> Result<Case, Error> {
     let tier = people::tier_of(opening.contact)?;
     let hours = hours_for(team.as_deref())?;
     let sla = CaseSla::start(policy_for(tier, priority)?, opening.at, &hours);
-    let case = Case {
+    let mut case = Case {
         number: CASE_NUMBERS.next()?,
         subject: opening.subject,
         description: opening.description,
@@ -177,7 +195,9 @@ pub fn open(opening: Opening) -> Result<Case, Error> {
         tier,
         created_at: opening.at,
         updated_at: opening.at,
-        next_due: sla.next_due(),
+        next_due: None,
+        open: true,
+        unassigned: true,
         sla,
         entries: 0,
         followers: Vec::new(),
@@ -186,7 +206,9 @@ pub fn open(opening: Opening) -> Result<Case, Error> {
         last_inbound_from: None,
         follow_up_of: opening.follow_up_of,
         followed_by: None,
+        escalations: Vec::new(),
     };
+    case.refresh();
     keel_sdk::publish(
         CASE_OPENED,
         &json!({ "case": case.number, "subject": case.subject, "channel": case.channel,
@@ -313,7 +335,7 @@ pub fn create(req: &Request) -> Result<Response, Error> {
     let subject = model::required_line("subject", &input.subject, model::SUBJECT_MAX).map_err(invalid)?;
     let description = model::optional_text("description", &input.description, model::BODY_MAX).map_err(invalid)?;
     let contact = match (input.contact, input.contact_email) {
-        (Some(id), None) => load_contact(id)?.value,
+        (Some(id), None) => people::live_contact(id)?.value,
         (None, Some(email)) => {
             let email = model::email("contact_email", &email).map_err(invalid)?;
             people::contact_for_email(&email, input.contact_name.as_deref())?.0
@@ -344,9 +366,11 @@ pub fn get(req: &Request) -> Result<Response, Error> {
     view(&stored.value, stored.version)
 }
 
-/// Lists cases: by `status`, `priority`, `assignee`, `team`, `contact` or `customer`; with
-/// `sort=next_due` only cases whose clocks run, earliest deadline first (`due_before` bounds
-/// it: "breaching soon").
+/// Lists cases: by `status`, `priority`, `assignee`, `team`, `contact`, `customer`, `open`
+/// or `unassigned`; with `sort=next_due` only cases whose clocks run, earliest deadline first
+/// (`due_before` bounds it: "breaching soon"). The views: my open cases
+/// (`assignee=me&open=true`), unassigned (`unassigned=true`), breaching soon
+/// (`sort=next_due&due_before=...`), a customer's open cases (`customer=7&open=true`).
 pub fn list(req: &Request) -> Result<Response, Error> {
     let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
     let mut query = CASES.query().limit(paging.limit).cursor(paging.cursor.as_deref());
@@ -362,6 +386,18 @@ pub fn list(req: &Request) -> Result<Response, Error> {
     }
     if let Some(team) = req.query("team") {
         query = query.filter("team", desk::team_slug(team)?);
+    }
+    for field in ["open", "unassigned"] {
+        match req.query(field) {
+            None => {}
+            Some(v @ ("true" | "false")) => query = query.filter(field, v),
+            Some(other) => {
+                return Err(Error::invalid(
+                    "invalid-field",
+                    format!("`{field}` must be true or false (got `{other}`)"),
+                ));
+            }
+        }
     }
     for field in ["contact", "customer"] {
         if let Some(value) = req.query(field) {
@@ -394,19 +430,19 @@ pub fn list(req: &Request) -> Result<Response, Error> {
     Response::page(&items, page.next.as_deref())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct CasePatch {
-    subject: Option<String>,
-    priority: Option<String>,
-    status: Option<String>,
+pub struct CasePatch {
+    pub subject: Option<String>,
+    pub priority: Option<String>,
+    pub status: Option<String>,
     /// Missing: unchanged; `null`: unassign / no team; a string: set.
     #[serde(default, deserialize_with = "crate::present")]
-    assignee: Option<Value>,
+    pub assignee: Option<Value>,
     #[serde(default, deserialize_with = "crate::present")]
-    team: Option<Value>,
-    tags: Option<Vec<String>>,
-    version: Option<u64>,
+    pub team: Option<Value>,
+    pub tags: Option<Vec<String>>,
+    pub version: Option<u64>,
 }
 
 fn optional_string(field: &'static str, value: Value) -> Result<Option<String>, Error> {
@@ -424,14 +460,26 @@ pub fn update(req: &Request) -> Result<Response, Error> {
     let patch: CasePatch = req.json()?;
     let mut stored = load(number_param(req)?)?;
     check_version(req, &stored, patch.version)?;
-    let by = req.caller.user_id.clone();
-    let now = now_ms();
     let sla_before = stored.value.sla.clone();
     let entries_before = stored.value.entries;
     let case = &mut stored.value;
     if case.status == Status::Closed {
         return Err(Error::conflict("case-closed", format!("case {} is closed", case.number)));
     }
+    apply(case, patch, &req.caller.user_id, now_ms())?;
+    if case.entries == entries_before {
+        // Every field already had the value asked for: nothing to write.
+        return view(&stored.value, stored.version);
+    }
+    desk::settle(case, &sla_before)?;
+    let version = CASES.update(&stored.key, case, stored.version)?;
+    view(case, version)
+}
+
+/// Applies `patch` to `case` as `by`: each change a timeline entry, SLAs re-planned. The
+/// caller settles and writes the case.
+pub fn apply(case: &mut Case, patch: CasePatch, by: &str, now: u64) -> Result<(), Error> {
+    let by = by.to_owned();
     let mut hours = hours_for(case.team.as_deref())?;
     if let Some(subject) = patch.subject {
         let subject = model::required_line("subject", &subject, model::SUBJECT_MAX).map_err(invalid)?;
@@ -485,13 +533,7 @@ pub fn update(req: &Request) -> Result<Response, Error> {
         }
         change_status(case, to, &by, now, &hours)?;
     }
-    if case.entries == entries_before {
-        // Every field already had the value asked for: nothing to write.
-        return view(&stored.value, stored.version);
-    }
-    desk::settle_sla(case, &sla_before)?;
-    let version = CASES.update(&stored.key, case, stored.version)?;
-    view(case, version)
+    Ok(())
 }
 
 pub fn timeline(req: &Request) -> Result<Response, Error> {
@@ -532,6 +574,15 @@ pub fn reply(req: &Request) -> Result<Response, Error> {
     if case.status == Status::Closed {
         return Err(Error::conflict("case-closed", format!("case {} is closed", case.number)));
     }
+    let entry = send_reply(case, body, status, &req.caller.user_id, now_ms())?;
+    desk::settle(case, &sla_before)?;
+    CASES.update(&stored.key, &stored.value, stored.version)?;
+    Response::json(201, &entry)
+}
+
+/// Answers the customer on `case` as `by`, moving it to `status` (a new case to `open`).
+/// The caller settles and writes the case.
+pub fn send_reply(case: &mut Case, body: String, status: Option<Status>, by: &str, now: u64) -> Result<Entry, Error> {
     // The address the customer last wrote from, else their first.
     let to = match case.last_inbound_from.clone() {
         Some(address) => address,
@@ -542,8 +593,7 @@ pub fn reply(req: &Request) -> Result<Response, Error> {
             })?
         }
     };
-    let now = now_ms();
-    let by = req.caller.user_id.clone();
+    let by = by.to_owned();
     let hours = hours_for(case.team.as_deref())?;
     let (from, domain) = desk_address();
     let seq = case.entries + 1;
@@ -580,15 +630,13 @@ pub fn reply(req: &Request) -> Result<Response, Error> {
         sent_at: None,
     };
     OUTBOX.insert(&model::record_key(outgoing.id), &outgoing)?;
-    case.sla.responded(now);
+    case.sla.responded(now, &hours);
     case.sla.plan(&hours);
     let to_status = status.or((case.status == Status::New).then_some(Status::Open));
     if let Some(to) = to_status {
         change_status(case, to, &by, now, &hours)?;
     }
-    desk::settle_sla(case, &sla_before)?;
-    CASES.update(&stored.key, &stored.value, stored.version)?;
-    Response::json(201, &entry)
+    Ok(entry)
 }
 
 #[derive(Deserialize)]
@@ -620,9 +668,10 @@ pub fn note(req: &Request) -> Result<Response, Error> {
     let now = now_ms();
     let entry = append(case, kind, &req.caller.user_id, body, None, None, now)?;
     if kind == EntryKind::Call {
-        case.sla.responded(now);
-        case.sla.plan(&hours_for(case.team.as_deref())?);
-        desk::settle_sla(case, &sla_before)?;
+        let hours = hours_for(case.team.as_deref())?;
+        case.sla.responded(now, &hours);
+        case.sla.plan(&hours);
+        desk::settle(case, &sla_before)?;
     }
     CASES.update(&stored.key, &stored.value, stored.version)?;
     Response::json(201, &entry)

@@ -223,7 +223,8 @@ pub fn check_sla() -> Result<(), Error> {
         case.sla.plan(&hours);
         let fired = case.sla.fire(timer.value.target, timer.value.alarm, now);
         if case.sla != unchanged {
-            case.next_due = case.sla.next_due();
+            case.refresh();
+            crate::reports::record(case, &unchanged, now)?;
             CASES.update(&stored.key, case, stored.version)?;
         }
         sync_timer_docs(&before, &case.sla.timers(case.number))?;
@@ -281,7 +282,7 @@ pub fn replan_sla(job: &Job) -> Result<(), Error> {
         let before = case.sla.clone();
         case.sla.plan(&hours);
         if case.sla != before {
-            case.next_due = case.sla.next_due();
+            case.refresh();
             CASES.update(&stored.key, case, stored.version)?;
             sync_timer_docs(&before.timers(case.number), &case.sla.timers(case.number))?;
         }
@@ -290,8 +291,10 @@ pub fn replan_sla(job: &Job) -> Result<(), Error> {
     keel_sdk::task::advance(done, next.as_ref())
 }
 
-/// After a change of `case`'s SLA (from `before`): its sortable next deadline and its timers.
-pub fn settle_sla(case: &mut Case, before: &crate::sla::CaseSla) -> Result<(), Error> {
-    case.next_due = case.sla.next_due();
+/// After a change of `case` (its SLA was `before`): the fields lists query by, the report
+/// counters, and its timers.
+pub fn settle(case: &mut Case, before: &crate::sla::CaseSla) -> Result<(), Error> {
+    case.refresh();
+    crate::reports::record(case, before, now_ms())?;
     sync_timer_docs(&before.timers(case.number), &case.sla.timers(case.number))
 }

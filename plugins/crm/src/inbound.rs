@@ -81,7 +81,7 @@ pub fn email(req: &Request) -> Result<Response, Error> {
         }
     }
     if threaded {
-        desk::settle_sla(case, &sla_before)?;
+        desk::settle(case, &sla_before)?;
         CASES.update(&stored.key, &stored.value, stored.version)?;
     } else {
         cases::insert(&stored.value)?;

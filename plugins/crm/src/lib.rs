@@ -10,17 +10,23 @@
 //! - `people.rs`: customers and contacts;
 //! - `cases.rs`: cases, the timeline, replies, notes, followers and the outbox;
 //! - `inbound.rs`: email in;
-//! - `desk.rs`: teams and their hours, SLA policies, the SLA check.
+//! - `macros.rs`: canned replies that may also set fields;
+//! - `escalation.rs`: cases escalated into the IT helpdesk (`keel:helpdesk/tickets`);
+//! - `desk.rs`: teams and their hours, SLA policies, the SLA check;
+//! - `reports.rs`: first-response and resolution times per team, agent and tier.
 
 pub mod cases;
 pub mod desk;
+pub mod escalation;
 pub mod inbound;
+pub mod macros;
 pub mod mail;
 pub mod model;
 pub mod people;
+pub mod reports;
 pub mod sla;
 
-use keel_sdk::{Error, Job, Plugin, Router, export_plugin};
+use keel_sdk::{Error, Event, ImportBatch, Job, Plugin, Router, RowProblem, export_plugin};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -50,10 +56,12 @@ impl Plugin for Crm {
             .get("/customers", people::list_customers)
             .get("/customers/{id}", people::get_customer)
             .patch("/customers/{id}", people::update_customer)
+            .post("/customers/{id}/merge", people::merge_customer)
             .post("/contacts", people::create_contact)
             .get("/contacts", people::list_contacts)
             .get("/contacts/{id}", people::get_contact)
             .patch("/contacts/{id}", people::update_contact)
+            .post("/contacts/{id}/merge", people::merge_contact)
             .post("/cases", cases::create)
             .get("/cases", cases::list)
             .get("/cases/{number}", cases::get)
@@ -61,6 +69,11 @@ impl Plugin for Crm {
             .get("/cases/{number}/timeline", cases::timeline)
             .post("/cases/{number}/replies", cases::reply)
             .post("/cases/{number}/notes", cases::note)
+            .post("/cases/{number}/escalate", escalation::escalate)
+            .post("/cases/{number}/macros/{id}", macros::apply)
+            .get("/macros", macros::list)
+            .post("/macros", macros::create)
+            .delete("/macros/{id}", macros::delete)
             .put("/cases/{number}/followers/{user}", cases::follow)
             .delete("/cases/{number}/followers/{user}", cases::unfollow)
             .post("/inbound/email", inbound::email)
@@ -70,13 +83,30 @@ impl Plugin for Crm {
             .put("/teams/{slug}", desk::put_team)
             .get("/sla-policies", desk::list_policies)
             .put("/sla-policies/{tier}/{priority}", desk::put_policy)
+            .get("/reports/sla", reports::sla)
     }
 
     fn run_job(job: &Job) -> Result<(), Error> {
         match job.name.as_str() {
             "sla-check" => desk::check_sla(),
             "replan-sla" => desk::replan_sla(job),
+            "merge" => people::merge_task(job),
             other => Err(Error::invalid("unknown-job", format!("the CRM has no job `{other}`"))),
+        }
+    }
+
+    fn on_event(event: &Event) -> Result<(), Error> {
+        match event.topic.as_str() {
+            "helpdesk.ticket.resolved" => escalation::ticket_resolved(event),
+            other => Err(Error::invalid("unknown-event", format!("the CRM does not handle `{other}`"))),
+        }
+    }
+
+    fn import_rows(batch: &ImportBatch) -> Result<Vec<RowProblem>, Error> {
+        match batch.name.as_str() {
+            "customers" => people::import_customers(batch),
+            "contacts" => people::import_contacts(batch),
+            other => Err(Error::invalid("unknown-import", format!("the CRM has no import `{other}`"))),
         }
     }
 }

@@ -161,6 +161,9 @@ impl fmt::Display for TransitionError {
 pub struct Customer {
     pub id: u64,
     pub name: String,
+    /// The name lower-cased: what imports find a customer by.
+    #[serde(default)]
+    pub name_key: String,
     pub tier: Tier,
     pub created_at: u64,
     /// Set when merged into another customer: this one only points there.
@@ -204,6 +207,8 @@ pub enum EntryKind {
     Call,
     /// A field changed.
     FieldChange,
+    /// Escalated into the IT helpdesk, or what became of that ticket.
+    Escalation,
 }
 
 /// An attachment of a message, kept as metadata only.

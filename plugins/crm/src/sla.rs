@@ -92,6 +92,12 @@ pub struct CaseSla {
     pub clock: BusinessClock,
     pub first_response: Deadline,
     pub resolution: Deadline,
+    /// Business time used when the first response came, and when the case was (last)
+    /// resolved: what the reports average.
+    #[serde(default)]
+    pub first_response_ms: Option<u64>,
+    #[serde(default)]
+    pub resolution_ms: Option<u64>,
 }
 
 /// What a client sees.
@@ -133,6 +139,8 @@ impl CaseSla {
             clock: BusinessClock::started(at),
             first_response: Deadline::new(policy.first_response_minutes * MINUTE_MS),
             resolution: Deadline::new(policy.resolution_minutes * MINUTE_MS),
+            first_response_ms: None,
+            resolution_ms: None,
         };
         sla.plan(hours);
         sla
@@ -177,8 +185,12 @@ impl CaseSla {
         self.plan(hours);
     }
 
-    /// The first reply to the customer.
-    pub fn responded(&mut self, at: u64) {
+    /// The first reply to the customer (or call): records the business time it took.
+    pub fn responded(&mut self, at: u64, hours: &Hours) {
+        if self.first_response.met_at.is_none() && self.first_response_ms.is_none() {
+            self.clock.rebase(&hours.previous, hours.changed_at);
+            self.first_response_ms = Some(self.clock.elapsed(&hours.calendar, at));
+        }
         self.first_response.meet(at);
     }
 
@@ -198,9 +210,10 @@ impl CaseSla {
     /// Resolving meets the resolution target (and the first response, if still pending) and
     /// stops the clock.
     pub fn resolved(&mut self, at: u64, hours: &Hours) {
-        self.first_response.meet(at);
+        self.responded(at, hours);
         self.resolution.meet(at);
         self.pause(at, hours);
+        self.resolution_ms = Some(self.clock.consumed_ms);
     }
 
     /// Reopened: the resolution target is pending again unless it was breached; the clock
@@ -293,7 +306,8 @@ mod tests {
         assert_eq!(sla.first_response.due, Some(tue + 90 * MINUTE_MS));
         assert_eq!(sla.next_due(), sla.first_response.due);
         // Answered at Tue 09:30 and set waiting: the resolution clock stops at 1 h used.
-        sla.responded(tue + 30 * MINUTE_MS);
+        sla.responded(tue + 30 * MINUTE_MS, &h);
+        assert_eq!(sla.first_response_ms, Some(60 * MINUTE_MS), "30 min Friday, 30 Tuesday");
         sla.pause(tue + 30 * MINUTE_MS, &h);
         assert_eq!((sla.state(), sla.next_due()), (State::Paused, None));
         assert!(sla.timers(7).is_empty());
@@ -312,6 +326,7 @@ mod tests {
         let mut sla = CaseSla::start(Policy::default_for(Tier::Standard, Priority::Urgent), 0, &h);
         sla.resolved(2 * H, &h);
         assert_eq!((sla.state(), sla.next_due()), (State::Met, None));
+        assert_eq!((sla.first_response_ms, sla.resolution_ms), (Some(2 * H), Some(2 * H)));
         assert_eq!(sla.first_response.met_at, Some(2 * H), "resolving answers too");
         sla.reopened(10 * H, &h);
         assert_eq!(sla.resolution.due, Some(16 * H), "2 h used, 6 h left from the reopening");
@@ -324,7 +339,7 @@ mod tests {
     fn a_new_priority_re_plans_pending_targets_from_creation() {
         let h = hours(Calendar::always());
         let mut sla = CaseSla::start(Policy::default_for(Tier::Standard, Priority::Low), 0, &h);
-        sla.responded(H);
+        sla.responded(H, &h);
         sla.repolicy(Policy::default_for(Tier::Standard, Priority::Urgent), &h);
         assert_eq!(sla.first_response.target_ms, 16 * H, "a met target keeps its target");
         assert_eq!(sla.resolution.due, Some(8 * H));

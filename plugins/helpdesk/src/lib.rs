@@ -30,6 +30,9 @@ const SLA_BREACHED: &str = "helpdesk.ticket.sla_breached";
 /// Published when a ticket has used the warning share (80 % by default) of an SLA target's
 /// business time; payload: number, target, warn_at, due_at, warned_at, priority, title.
 const SLA_WARNING: &str = "helpdesk.ticket.sla_warning";
+/// Published when a ticket is resolved; payload: number, title, link, requester,
+/// resolved_at. Departments that filed a ticket (`link`) follow it by this.
+const TICKET_RESOLVED: &str = "helpdesk.ticket.resolved";
 /// Published when a ticket is filed; payload: number, title, priority, category, requester.
 const TICKET_CREATED: &str = "helpdesk.ticket.created";
 /// HR's events the helpdesk turns into onboarding and offboarding tickets.
@@ -226,12 +229,15 @@ fn create_ticket(req: &Request) -> Result<Response, Error> {
         None => None,
     };
     let (ticket, version) = open_ticket(
-        &input.title,
-        &input.description,
-        requester,
-        input.priority.as_deref(),
-        input.category.as_deref(),
-        assignee,
+        Filing {
+            title: &input.title,
+            description: &input.description,
+            requester,
+            priority: input.priority.as_deref(),
+            category: input.category.as_deref(),
+            assignee,
+            link: None,
+        },
         now,
     )?;
     Response::json(201, &view(&ticket, version))
@@ -240,15 +246,20 @@ fn create_ticket(req: &Request) -> Result<Response, Error> {
 
 /// Files a ticket: checks its fields, applies the tenant's defaults, numbers it, starts its
 /// SLA clock and publishes `helpdesk.ticket.created`.
-fn open_ticket(
-    title: &str,
-    description: &str,
+/// A ticket as it is filed, before the desk's checks and defaults.
+struct Filing<'a> {
+    title: &'a str,
+    description: &'a str,
     requester: String,
-    priority: Option<&str>,
-    category: Option<&str>,
+    priority: Option<&'a str>,
+    category: Option<&'a str>,
     assignee: Option<String>,
-    now: u64,
-) -> Result<(Ticket, u64), Error> {
+    /// What another department filed it for.
+    link: Option<String>,
+}
+
+fn open_ticket(filing: Filing, now: u64) -> Result<(Ticket, u64), Error> {
+    let Filing { title, description, requester, priority, category, assignee, link } = filing;
     // The tenant's choices (manifest `[[settings]]`), with the manifest's defaults.
     let default_priority = keel_sdk::services::config("default-priority").unwrap_or_else(|| "P3".into());
     let default_category = keel_sdk::services::config("default-category").unwrap_or_else(|| "general".into());
@@ -266,6 +277,7 @@ fn open_ticket(
         created_at: now,
         updated_at: now,
         sla: None,
+        link,
     };
     ticket.sla = Some(Sla::new(policy_for(ticket.priority)?, now, &rules()?));
     ticket.number = next_ticket_number()?;
@@ -316,7 +328,16 @@ fn people_ticket(event: &Event) -> Result<(), Error> {
             "offboarding",
         ),
     };
-    open_ticket(&title, &description, "hr".into(), None, Some(category), None, now_ms())?;
+    let filing = Filing {
+        title: &title,
+        description: &description,
+        requester: "hr".into(),
+        priority: None,
+        category: Some(category),
+        assignee: None,
+        link: None,
+    };
+    open_ticket(filing, now_ms())?;
     Ok(())
 }
 
@@ -511,8 +532,59 @@ fn transition_ticket(req: &Request) -> Result<Response, Error> {
     }
     let version = TICKETS.update(&stored.key, ticket, stored.version)?;
     sync_timers(ticket.number, sla_before.as_ref(), ticket.sla.as_ref())?;
+    if to == Status::Resolved {
+        keel_sdk::publish(
+            TICKET_RESOLVED,
+            &serde_json::json!({ "number": ticket.number, "title": ticket.title, "link": ticket.link,
+                                 "requester": ticket.requester, "resolved_at": now }),
+        )?;
+    }
     Ok(Response::json(200, &view(ticket, version))?.with_version(version))
 }
+
+/// `keel:helpdesk/tickets`: other departments file IT tickets and follow them.
+impl keel_helpdesk::provide::tickets::Guest for Helpdesk {
+    fn open_ticket(
+        t: keel_helpdesk::provide::tickets::NewTicket,
+    ) -> Result<keel_helpdesk::provide::tickets::Ticket, keel_helpdesk::provide::tickets::Error> {
+        let link = ticket::required_text("link", &t.link, ticket::NAME_MAX * 2).map_err(invalid)?;
+        let requester = ticket::required_text("requester", &t.requester, ticket::NAME_MAX).map_err(invalid)?;
+        let filing = Filing {
+            title: &t.title,
+            description: &t.description,
+            requester,
+            priority: t.priority.as_deref(),
+            category: t.category.as_deref(),
+            assignee: None,
+            link: Some(link),
+        };
+        let (ticket, _) = open_ticket(filing, now_ms())?;
+        Ok(contract_ticket(&ticket))
+    }
+
+    fn get_ticket(
+        number: u64,
+    ) -> Result<keel_helpdesk::provide::tickets::Ticket, keel_helpdesk::provide::tickets::Error> {
+        TICKETS
+            .get(&ticket::ticket_key(number))?
+            .filter(|t| t.value.link.is_some())
+            .map(|t| contract_ticket(&t.value))
+            .ok_or_else(|| Error::not_found("ticket-not-found", format!("there is no ticket {number}")).into())
+    }
+}
+
+fn contract_ticket(t: &Ticket) -> keel_helpdesk::provide::tickets::Ticket {
+    keel_helpdesk::provide::tickets::Ticket {
+        number: t.number,
+        title: t.title.clone(),
+        status: t.status.to_string(),
+        priority: t.priority.to_string(),
+        requester: t.requester.clone(),
+        link: t.link.clone(),
+    }
+}
+
+keel_helpdesk::export_tickets!(Helpdesk);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -110,6 +110,9 @@ pub struct Ticket {
     /// Deadlines and their state; absent on tickets filed before SLAs existed.
     #[serde(default)]
     pub sla: Option<crate::sla::Sla>,
+    /// What another department filed it for (`crm:case:12`), through `keel:helpdesk/tickets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// A comment on a ticket, stored in its own collection keyed `<ticket key>/<seq>`.
