@@ -111,6 +111,10 @@ pub struct HttpConfig {
     /// Plugins whose own CORS headers (`access-control-*`) are passed on; every other
     /// plugin's are dropped, so no plugin can open the platform's origin to other sites.
     pub cors_plugins: Vec<String>,
+    /// Reverse proxies in front of the server: for a connection from one of them, the
+    /// client address of a public route is the last `X-Forwarded-For` address that is not
+    /// one of them (from anyone else the header is ignored, since clients can forge it).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +160,16 @@ pub struct LimitsConfig {
     pub rate_limit_per_second: u32,
     /// Requests a token may make in a burst above that rate.
     pub rate_limit_burst: u32,
+    /// Requests per minute one client address (an IPv6 /64) may make to one tenant's public
+    /// routes (web forms; 0: no limit), and in a burst above that.
+    pub public_rate_per_minute: u32,
+    pub public_rate_burst: u32,
+    /// Requests per minute all clients together may make to one tenant's public routes, and
+    /// in a burst: a flood from many addresses stays within what the tenant can absorb.
+    pub public_tenant_rate_per_minute: u32,
+    pub public_tenant_rate_burst: u32,
+    /// Largest request body of a public route.
+    pub max_public_body_bytes: usize,
     /// Longest time any request may take end to end (ms).
     pub request_timeout_ms: u64,
     /// Largest file a bulk import may upload (bytes).
@@ -209,6 +223,11 @@ impl Default for LimitsConfig {
             max_response_header_bytes: 64 << 10,
             rate_limit_per_second: 50,
             rate_limit_burst: 200,
+            public_rate_per_minute: 10,
+            public_rate_burst: 5,
+            public_tenant_rate_per_minute: 600,
+            public_tenant_rate_burst: 100,
+            max_public_body_bytes: 64 << 10,
             request_timeout_ms: 60_000,
             max_call_depth: 4,
         }
@@ -246,6 +265,13 @@ impl Config {
         if l.rate_limit_per_second > 0 && l.rate_limit_burst == 0 {
             return Err(ConfigError::Invalid(
                 "limits.rate-limit-burst must be at least 1 when rate limiting is on".into(),
+            ));
+        }
+        if (l.public_rate_per_minute > 0 && l.public_rate_burst == 0)
+            || (l.public_tenant_rate_per_minute > 0 && l.public_tenant_rate_burst == 0)
+        {
+            return Err(ConfigError::Invalid(
+                "limits.public-rate-burst and public-tenant-rate-burst must be at least 1 when their rate is on".into(),
             ));
         }
         if u64::from(l.max_timeout_ms) >= l.request_timeout_ms {

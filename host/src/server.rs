@@ -173,11 +173,23 @@ impl Server {
                 limits.rate_limit_burst,
                 clock.clone(),
             )),
+            public_limiter: Arc::new(crate::api::rate_limit::RateLimiter::per_minute(
+                limits.public_rate_per_minute,
+                limits.public_rate_burst,
+                clock.clone(),
+            )),
+            public_tenant_limiter: Arc::new(crate::api::rate_limit::RateLimiter::per_minute(
+                limits.public_tenant_rate_per_minute,
+                limits.public_tenant_rate_burst,
+                clock.clone(),
+            )),
+            trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
             pool,
             clock,
             limits: ApiLimits {
                 request_timeout: Duration::from_millis(limits.request_timeout_ms),
                 max_body_bytes: limits.max_body_bytes,
+                max_public_body_bytes: limits.max_public_body_bytes,
                 max_artifact_bytes: limits.max_artifact_bytes,
                 max_import_bytes: limits.max_import_bytes,
                 max_import_rows: limits.max_import_rows,
@@ -204,7 +216,8 @@ impl Server {
         let (shutdown, signal) = oneshot::channel::<()>();
         let app = api::router(state.clone());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
+            // The client's address keys the rate limit of public routes.
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async {
                     let _ = signal.await;
                 })

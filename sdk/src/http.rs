@@ -36,6 +36,12 @@ impl Caller {
     pub fn has_permission(&self, permission: &str) -> bool {
         self.permissions.iter().any(|p| p == permission || p == "*")
     }
+
+    /// Whether this is someone without a token on a `public` route (a customer filling in a
+    /// web form): user id `public`, no permissions. Treat everything they send as untrusted.
+    pub fn is_public(&self) -> bool {
+        self.user_id == "public" && self.permissions.is_empty()
+    }
 }
 
 /// An incoming request, routed by the host.

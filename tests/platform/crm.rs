@@ -646,3 +646,109 @@ async fn a_case_escalates_into_an_it_ticket_hears_when_it_is_resolved_and_is_unt
     let after = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
     assert_eq!(after, before);
 }
+
+/// POSTs `body` with no token at all.
+async fn public_post(s: &TestServer, path: &str, body: Value) -> keel_tests::Reply {
+    s.send(reqwest::Client::new().post(format!("{}{path}", s.base)).json(&body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_open_cases_by_the_public_web_form_rate_limited_and_rate_resolved_cases_once() {
+    let s = desk_at(None).await;
+    let form = "/v1/public/default/crm/forms/case";
+    let filled = json!({ "email": "Dee@Example.org", "name": "Dee", "subject": "Cannot pay", "message": "The card form hangs." });
+    let opened = public_post(&s, form, filled.clone()).await.expect(201).body;
+    assert_eq!(opened, json!({ "received": true }), "no case number: it would tell the desk's volume");
+    let number = 1;
+    let case = s.get(&format!("{CRM}/cases/{number}")).await.expect(200).body;
+    assert_eq!((case["channel"].as_str(), case["subject"].as_str()), (Some("web"), Some("Cannot pay")));
+    let entries = timeline(&s, number).await;
+    assert_eq!((entries[0]["kind"].as_str(), entries[0]["by"].as_str()), (Some("message_in"), Some("dee@example.org")));
+    // An HTML form's urlencoded body works too.
+    let html = s
+        .send(
+            reqwest::Client::new()
+                .post(format!("{}{form}", s.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("email=dee%40example.org&subject=Again&message=Still+hangs"),
+        )
+        .await;
+    assert_eq!(html.expect(201).body["received"], true);
+    // Validated: a bad address, a subject with a line break. A bot's honeypot keeps nothing.
+    let mut bad = filled.clone();
+    bad["email"] = json!("dee at example");
+    public_post(&s, form, bad).await.expect_problem(422, "invalid-field");
+    let mut bot = filled.clone();
+    bot["website"] = json!("http://spam.test");
+    // Five requests a minute per address and tenant (a burst of 5, then one each 6 s).
+    assert_eq!(public_post(&s, form, bot).await.expect(201).body, json!({ "received": true }));
+    public_post(&s, form, filled.clone()).await.expect(201);
+    let limited = public_post(&s, form, filled.clone()).await.expect_problem(429, "rate-limited");
+    assert_eq!(limited.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("6"));
+    assert_eq!(s.get(&format!("{CRM}/cases")).await.expect(200).body["items"].as_array().unwrap().len(), 3);
+    s.advance_clock(6_000).await;
+    public_post(&s, form, filled.clone()).await.expect(201);
+
+    // Only public routes are reachable this way, and only of tenants that enabled the plugin.
+    s.advance_clock(6_000).await;
+    public_post(&s, "/v1/public/default/crm/cases", json!({ "subject": "x", "contact": 1 }))
+        .await
+        .expect_problem(404, "route-not-found");
+    public_post(&s, "/v1/public/nowhere/crm/forms/case", filled.clone()).await.expect_problem(404, "route-not-found");
+    s.tenant_with_token("acme", "tenant-admin").await;
+    public_post(&s, "/v1/public/acme/crm/forms/case", filled.clone()).await.expect_problem(404, "route-not-found");
+
+    // The resolving reply carries a rating link; the case keeps only the token's hash.
+    s.post(&format!("{CRM}/cases/{number}/replies"), json!({ "body": "Fixed", "status": "resolved" }))
+        .await
+        .expect(201);
+    let outbox = s.get(&format!("{CRM}/outbox")).await.expect(200).body;
+    let mail = outbox["items"].as_array().unwrap().last().unwrap()["body"].as_str().unwrap().to_owned();
+    let link = mail.split("Rate this case: ").nth(1).unwrap().trim().to_owned();
+    let token = link.rsplit('/').next().unwrap().to_owned();
+    assert_eq!((token.len(), link.as_str()), (32, format!("/v1/public/default/crm/ratings/{token}").as_str()));
+    let resolved = s.get(&format!("{CRM}/cases/{number}")).await.expect(200).body;
+    assert!(!resolved.to_string().contains(&token), "the token is only in the mail");
+    // Web-form cases are served at the standard tier and tagged.
+    assert_eq!((resolved["tier"].as_str(), resolved["tags"][0].as_str()), (Some("standard"), Some("web-form")));
+    s.advance_clock(60_000).await;
+    let shown = s.send(reqwest::Client::new().get(format!("{}{link}", s.base))).await.expect(200).body;
+    assert_eq!((shown["subject"].as_str(), shown["score"].clone()), (Some("Cannot pay"), Value::Null));
+    public_post(&s, &link, json!({ "score": 9 })).await.expect_problem(422, "invalid-field");
+    public_post(&s, &link, json!({ "score": 4, "comment": "Quick, thanks" })).await.expect(200);
+    s.advance_clock(60_000).await;
+    public_post(&s, &link, json!({ "score": 1 })).await.expect_problem(409, "already-rated");
+    let rated = s.get(&format!("{CRM}/cases/{number}")).await.expect(200).body;
+    assert_eq!(
+        (rated["satisfaction"]["score"].as_i64(), rated["satisfaction"]["comment"].as_str()),
+        (Some(4), Some("Quick, thanks"))
+    );
+    assert_eq!(timeline(&s, number).await.last().unwrap()["body"], "Rated 4/5: Quick, thanks");
+    public_post(&s, "/v1/public/default/crm/ratings/00000000000000000000000000000000", json!({ "score": 3 }))
+        .await
+        .expect_problem(404, "rating-not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_delivered_concurrently_makes_one_case_and_one_entry() {
+    let s = desk_at(None).await;
+    let raw = "From: Flo <flo@racing.test>\r\nSubject: Twice\r\nMessage-ID: <race1@racing.test>\r\n\r\nOnce.\r\n";
+    let replies = futures::future::join_all((0..8).map(|_| inbound(&s, raw))).await;
+    let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    statuses.sort();
+    // The losers of the race are run again by the host and find the first delivery (the
+    // desk calls another department only when escalating, so its deliveries repeat).
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 200, 201],
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    // (Runs that lost took case numbers of their own: a sequence gives none back.)
+    let number = replies[0].body["case"].as_i64().unwrap();
+    assert!(replies.iter().all(|r| r.body["case"] == number));
+    assert_eq!(s.get(&format!("{CRM}/cases")).await.expect(200).body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(timeline(&s, number).await.len(), 1);
+    let contacts = s.get(&format!("{CRM}/contacts")).await.expect(200).body;
+    assert_eq!(contacts["items"].as_array().unwrap().len(), 1, "one contact for the new sender");
+}

@@ -1,5 +1,7 @@
 //! Plugin routes: `/v1/plugins/{plugin}/...` → route match → permission check → one call in
-//! a fresh instance → commit its unit of work → the plugin's response.
+//! a fresh instance → commit its unit of work → the plugin's response. Public routes (a web
+//! form) are also served without a token under `/v1/public/{tenant}/{plugin}/...`, rate
+//! limited per tenant and client address, to a caller with no permissions.
 
 use super::AppState;
 use super::problem::{ApiError, read_body};
@@ -41,7 +43,105 @@ pub async fn dispatch(
         Some((id, path)) => (id, format!("/{path}")),
         None => (rest, "/".to_owned()),
     };
-    let err = |e: ApiError| e.with_plugin(plugin_id).with_request_id(&request_id);
+    serve(&state, &request_id, &principal, plugin_id, path, &method, &uri, &headers, body, false).await
+}
+
+/// The user id a plugin sees on a public route's call without a token; it holds no
+/// permissions.
+pub const PUBLIC_USER: &str = "public";
+
+/// `/v1/public/{tenant}/{plugin}/...`: a plugin's `public` routes, without a token. An
+/// unknown or suspended tenant, a plugin it has not enabled and a route that is not public
+/// are all the same 404, so nothing about the tenant shows. Each client address (an IPv6
+/// /64) may call a tenant's public routes `public-rate-per-minute` times a minute, and all
+/// clients together `public-tenant-rate-per-minute`: limits are keyed only by tenants that
+/// exist, so made-up tenants grow nothing.
+pub async fn public_dispatch(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let rest = parts.uri.path().strip_prefix("/v1/public/").unwrap_or_default();
+    let mut segments = rest.splitn(3, '/');
+    let (tenant, plugin_id) = (segments.next().unwrap_or_default(), segments.next().unwrap_or_default());
+    let path = format!("/{}", segments.next().unwrap_or_default());
+    let not_found = || {
+        ApiError::not_found("route-not-found", format!("no public route {path} of `{plugin_id}` here"))
+            .with_request_id(&request_id)
+    };
+    let plugin =
+        state.registry.get(plugin_id).filter(|p| p.record.enabled && state.tenancy.is_enabled(tenant, &p.record.id));
+    let Some(plugin) = plugin else { return Err(not_found()) };
+    match plugin.routes.find(parts.method.as_str(), &path) {
+        Ok(m) if plugin.record.manifest.routes[m.index].public => {}
+        _ => return Err(not_found()),
+    }
+    let client = client_address(&parts, &state.trusted_proxies);
+    let limited = |wait: std::time::Duration| {
+        let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "too many requests; slow down");
+        error.retry_after = Some(wait.as_millis().div_ceil(1000).max(1) as u64);
+        error.with_request_id(&request_id)
+    };
+    state.public_limiter.check(&format!("{tenant}|{client}")).map_err(limited)?;
+    state.public_tenant_limiter.check(tenant).map_err(limited)?;
+    match state.tenancy.get(tenant).await {
+        Ok(t) if t.status == crate::tenancy::TenantStatus::Active => {}
+        _ => return Err(not_found()),
+    }
+    tracing::info!(%tenant, plugin = %plugin_id, %client, "public call");
+    let principal = Principal {
+        token_id: PUBLIC_USER.to_owned(),
+        user_id: Some(PUBLIC_USER.to_owned()),
+        name: "public".to_owned(),
+        role: crate::identity::Role::Member,
+        role_name: String::new(),
+        tenant: tenant.to_owned(),
+    };
+    serve(&state, &request_id, &principal, plugin_id, path, &parts.method, &parts.uri, &parts.headers, body, true).await
+}
+
+/// Who is calling, for the public limiter: the connection's address, or behind a trusted
+/// proxy the last `X-Forwarded-For` hop that is not one; an IPv6 address by its /64 (what
+/// one client usually holds). Without connection info (an in-process server) every caller
+/// shares one bucket.
+fn client_address(parts: &axum::http::request::Parts, trusted: &[std::net::IpAddr]) -> String {
+    use std::net::IpAddr;
+    let Some(peer) = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() else {
+        return "unknown".to_owned();
+    };
+    let mut ip = peer.0.ip().to_canonical();
+    if trusted.contains(&ip) {
+        let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+        let hops: Vec<IpAddr> =
+            forwarded.flat_map(|v| v.split(',')).filter_map(|h| h.trim().parse::<IpAddr>().ok()).collect();
+        if let Some(hop) = hops.iter().rev().map(|h| h.to_canonical()).find(|h| !trusted.contains(h)) {
+            ip = hop;
+        }
+    }
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: &AppState,
+    request_id: &str,
+    principal: &Principal,
+    plugin_id: &str,
+    path: String,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    public: bool,
+) -> Result<Response, ApiError> {
+    let err = |e: ApiError| e.with_plugin(plugin_id).with_request_id(request_id);
     let plugin = state
         .registry
         .get(plugin_id)
@@ -57,17 +157,25 @@ pub async fn dispatch(
             api
         }
     })?;
-    let permission = &plugin.record.manifest.routes[matched.index].permission;
-    if !state.tenancy.allows(&principal, permission) {
+    let route = &plugin.record.manifest.routes[matched.index];
+    if public && !route.public {
+        return Err(err(ApiError::not_found(
+            "route-not-found",
+            format!("no public route {path} of `{plugin_id}` here"),
+        )));
+    }
+    if !route.public && !state.tenancy.allows(principal, &route.permission) {
+        let permission = &route.permission;
         return Err(err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this route needs `{permission}`"))));
     }
-    let body = read_body(body, state.limits.max_body_bytes).await.map_err(err)?;
+    let limit = if public { state.limits.max_public_body_bytes } else { state.limits.max_body_bytes };
+    let body = read_body(body, limit).await.map_err(err)?;
     let query = match uri.query() {
         None => Vec::new(),
         Some(q) => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
     };
     let request = WitRequest {
-        request_id: request_id.clone(),
+        request_id: request_id.to_owned(),
         method: method.as_str().to_owned(),
         path,
         route: matched.pattern,
@@ -80,9 +188,9 @@ pub async fn dispatch(
             .collect(),
         body: body.to_vec(),
     };
-    let caller = caller_of(&state, &plugin, &principal);
+    let caller = caller_of(state, &plugin, principal);
     let started = Instant::now();
-    let result = call(&state, &plugin, &principal, &request_id, caller, request).await;
+    let result = call(state, &plugin, principal, request_id, caller, request).await;
     let outcome = match &result {
         Ok(r) if r.status().is_client_error() => "client_error",
         Ok(r) if r.status().is_server_error() => "server_error",
@@ -148,7 +256,9 @@ async fn call(
     caller: Caller,
     request: WitRequest,
 ) -> Result<Response, (ApiError, &'static str)> {
-    let repeatable = !plugin.record.manifest.calls_departments();
+    // Whether a lost race may run again is decided per run: one that reached another
+    // department answers `conflict_final` (that department's writes are committed).
+    let repeatable = true;
     let id = &plugin.record.id;
     let attempt = |n: u32| {
         let plugin = match n {
@@ -182,8 +292,10 @@ async fn attempt_call(
         depth: 0,
         task: None,
         permissions: Vec::new(),
-        // Only plugins that import department interfaces need the linker.
-        interop: (plugin.record.manifest.calls_departments()).then(|| state.departments.for_caller(Some(principal))),
+        // Only plugins that import department interfaces need the linker; a public call
+        // (nobody signed in) calls no other department: its calls answer `unavailable`.
+        interop: (plugin.record.manifest.calls_departments() && principal.token_id != PUBLIC_USER)
+            .then(|| state.departments.for_caller(Some(principal))),
         limits: None,
     };
     let context = state.calls.context(plan).await.map_err(|e| {
@@ -208,13 +320,14 @@ async fn attempt_call(
     // An error answered on data that changed while the call ran is a lost race too: run
     // again, it answers from what is there now.
     let succeeded = response.status().is_success() || response.status().is_redirection();
+    let lost = if outcome.called_departments { "conflict_final" } else { "conflict" };
     if !succeeded && !outcome.uow.reads_current().await.unwrap_or(true) {
         return Err((
             ApiError::conflict(
                 "write-conflict",
                 "the call answered an error on data that changed while it ran; nothing was saved, retry the request",
             ),
-            "conflict",
+            lost,
         ));
     }
     if succeeded {
@@ -223,11 +336,12 @@ async fn attempt_call(
             actor_name: principal.name.clone(),
             request_id: request_id.to_owned(),
         };
-        state
-            .calls
-            .commit(plugin, outcome.uow, outcome.outbox, Save::new(request_id, 0, audit))
-            .await
-            .map_err(|e| commit_failure(state, &principal.tenant, id, request_id, &e, "request"))?;
+        state.calls.commit(plugin, outcome.uow, outcome.outbox, Save::new(request_id, 0, audit)).await.map_err(
+            |e| match commit_failure(state, &principal.tenant, id, request_id, &e, "request") {
+                (error, "conflict") => (error, lost),
+                other => other,
+            },
+        )?;
     }
     Ok(response)
 }

@@ -50,6 +50,8 @@ use utoipa_axum::router::OpenApiRouter;
 pub struct ApiLimits {
     pub request_timeout: std::time::Duration,
     pub max_body_bytes: usize,
+    /// Of a public route (no token).
+    pub max_public_body_bytes: usize,
     pub max_artifact_bytes: usize,
     /// Largest import file and most rows.
     pub max_import_bytes: usize,
@@ -73,6 +75,10 @@ pub struct AppState {
     pub settings: crate::settings::SettingsStore,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    /// For public routes, per tenant and client address, and per tenant.
+    pub public_limiter: Arc<rate_limit::RateLimiter>,
+    pub public_tenant_limiter: Arc<rate_limit::RateLimiter>,
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
     pub pool: SqlitePool,
     pub clock: Arc<Clock>,
     pub limits: ApiLimits,
@@ -150,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/plugins/{plugin}", any(dispatch::dispatch))
         .route("/v1/plugins/{plugin}/{*path}", any(dispatch::dispatch))
+        .route("/v1/public/{tenant}/{plugin}/{*path}", any(dispatch::public_dispatch))
         .fallback(|| async { ApiError::not_found("not-found", "no such endpoint") })
         // Bodies are read with explicit limits (and a problem response) by the handlers.
         .layer(DefaultBodyLimit::disable())

@@ -135,13 +135,18 @@ impl CollectionSpec {
     }
 }
 
-/// A route the plugin serves under `/v1/plugins/{id}`, and the permission it needs.
+/// A route the plugin serves under `/v1/plugins/{id}`, and the permission it needs. A
+/// `public` route needs none: anyone may call it, also without a token, under
+/// `/v1/public/{tenant}/{id}` (a web form customers fill in).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub method: String,
     pub path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub permission: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
 }
 
 /// A cron schedule: the host runs the plugin's `worker.run-job` with this name, per tenant
@@ -462,11 +467,19 @@ impl Manifest {
             return Err(field("routes", format!("at most {MAX_ROUTES} routes")));
         }
         for r in &self.routes {
-            if !self.permissions.contains_key(&r.permission) {
-                return Err(field(
-                    format!("routes.{} {}", r.method, r.path),
-                    format!("permission `{}` is not declared under [permissions]", r.permission),
-                ));
+            let at = || format!("routes.{} {}", r.method, r.path);
+            match (r.public, r.permission.is_empty()) {
+                (true, false) => {
+                    return Err(field(at(), "a public route takes no permission: anyone may call it"));
+                }
+                (false, true) => return Err(field(at(), "a route needs a `permission` (or `public = true`)")),
+                (false, false) if !self.permissions.contains_key(&r.permission) => {
+                    return Err(field(
+                        at(),
+                        format!("permission `{}` is not declared under [permissions]", r.permission),
+                    ));
+                }
+                _ => {}
             }
         }
         RouteTable::new(&self.routes).map_err(|e| field("routes", e))?;
@@ -681,6 +694,17 @@ mod tests {
         );
         assert_eq!(refused_field(with(r#"path = "/tickets/{id}""#, r#"path = "tickets""#)), "routes");
         assert_eq!(refused_field(with(r#"method = "GET""#, r#"method = "BREW""#)), "routes");
+    }
+
+    #[test]
+    fn a_public_route_takes_no_permission_and_every_other_route_takes_one() {
+        let public = with(r#"permission = "helpdesk.ticket.read""#, "public = true").unwrap();
+        assert!(public.routes[0].public && public.routes[0].permission.is_empty());
+        let both =
+            with(r#"permission = "helpdesk.ticket.read""#, "permission = \"helpdesk.ticket.read\"\npublic = true");
+        assert!(refused_field(both).starts_with("routes."));
+        let neither = with(r#"permission = "helpdesk.ticket.read""#, "public = false");
+        assert!(refused_field(neither).starts_with("routes."));
     }
 
     #[test]

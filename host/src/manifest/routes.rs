@@ -206,7 +206,7 @@ mod tests {
     use super::*;
 
     fn spec(method: &str, path: &str) -> RouteSpec {
-        RouteSpec { method: method.into(), path: path.into(), permission: "p.x".into() }
+        RouteSpec { method: method.into(), path: path.into(), permission: "p.x".into(), public: false }
     }
 
     fn table() -> RouteTable {

@@ -55,6 +55,9 @@ pub struct HostState {
     /// How this call reaches other plugins' department interfaces, and how deep it is.
     pub(crate) interop: Option<std::sync::Arc<dyn super::Interop>>,
     pub(crate) depth: u32,
+    /// Whether this call reached another department (whose writes are its own): such a
+    /// call's answer stands, it is never run again after losing a race.
+    pub(crate) called_departments: bool,
     /// The task the running job is a chunk of (`tasks.current`, `tasks.advance`).
     pub(crate) task: Option<String>,
     pub(crate) stderr: MemoryOutputPipe,
@@ -88,6 +91,7 @@ impl HostState {
             outbox: PendingOutbox::default(),
             interop: None,
             depth: 0,
+            called_departments: false,
             task: None,
             stderr,
             stdout,

@@ -153,11 +153,12 @@ pub(super) fn link_department_imports(
             let function_name = function.to_owned();
             let mut instance_linker =
                 linker.instance(name).map_err(|e| PrepareError::WorldMismatch(format!("{e:#}")))?;
-            let defined = instance_linker.func_new_async(function, move |store, signature, params, results| {
+            let defined = instance_linker.func_new_async(function, move |mut store, signature, params, results| {
                 let interface = interface.clone();
                 let function = function_name.clone();
                 Box::new(async move {
-                    let state = store.data();
+                    let state = store.data_mut();
+                    state.called_departments |= state.interop.is_some();
                     let (interop, labels, depth) = (state.interop.clone(), state.labels.clone(), state.depth);
                     let answer = match interop {
                         None => Err(Unavailable::NoInterop),

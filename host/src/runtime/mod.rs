@@ -223,6 +223,8 @@ pub struct Outcome {
     pub response: Response,
     pub uow: UnitOfWork,
     pub outbox: PendingOutbox,
+    /// The call reached another department: it must not be run again.
+    pub called_departments: bool,
 }
 
 /// Background work handed to a plugin's `worker` export.
@@ -454,7 +456,12 @@ impl Runtime {
         let Invocation { caller, request, context } = invocation;
         let (answer, state) = self.invoke(pre, context, Entry::Request(caller, request)).await?;
         match answer {
-            Answer::Response(response) => Ok(Outcome { response, uow: state.uow, outbox: state.outbox }),
+            Answer::Response(response) => Ok(Outcome {
+                response,
+                uow: state.uow,
+                outbox: state.outbox,
+                called_departments: state.called_departments,
+            }),
             _ => unreachable!("a request is answered with a response"),
         }
     }

@@ -90,6 +90,9 @@ pub struct Case {
     /// IT helpdesk tickets this case was escalated into.
     #[serde(default)]
     pub escalations: Vec<u64>,
+    /// Its rating link (from its first resolution) and the customer's rating.
+    #[serde(default)]
+    pub satisfaction: Option<crate::public::Satisfaction>,
 }
 
 impl Case {
@@ -207,6 +210,7 @@ pub fn open(opening: Opening) -> Result<Case, Error> {
         follow_up_of: opening.follow_up_of,
         followed_by: None,
         escalations: Vec::new(),
+        satisfaction: None,
     };
     case.refresh();
     keel_sdk::publish(
@@ -574,7 +578,7 @@ pub fn reply(req: &Request) -> Result<Response, Error> {
     if case.status == Status::Closed {
         return Err(Error::conflict("case-closed", format!("case {} is closed", case.number)));
     }
-    let entry = send_reply(case, body, status, &req.caller.user_id, now_ms())?;
+    let entry = send_reply(case, body, status, &req.caller.user_id, &req.caller.tenant, now_ms())?;
     desk::settle(case, &sla_before)?;
     CASES.update(&stored.key, &stored.value, stored.version)?;
     Response::json(201, &entry)
@@ -582,7 +586,27 @@ pub fn reply(req: &Request) -> Result<Response, Error> {
 
 /// Answers the customer on `case` as `by`, moving it to `status` (a new case to `open`).
 /// The caller settles and writes the case.
-pub fn send_reply(case: &mut Case, body: String, status: Option<Status>, by: &str, now: u64) -> Result<Entry, Error> {
+/// The first reply that resolves a case carries its satisfaction-rating link (whose token
+/// exists nowhere else: the case keeps only its hash).
+pub fn send_reply(
+    case: &mut Case,
+    body: String,
+    status: Option<Status>,
+    by: &str,
+    tenant: &str,
+    now: u64,
+) -> Result<Entry, Error> {
+    let body = match status {
+        Some(Status::Resolved) => match crate::public::offer_rating(case)? {
+            Some(token) => {
+                let base = setting("public-url", "");
+                let base = base.trim_end_matches('/');
+                format!("{body}\n\nHow did we do? Rate this case: {base}/v1/public/{tenant}/crm/ratings/{token}")
+            }
+            None => body,
+        },
+        _ => body,
+    };
     // The address the customer last wrote from, else their first.
     let to = match case.last_inbound_from.clone() {
         Some(address) => address,

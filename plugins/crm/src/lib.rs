@@ -11,6 +11,7 @@
 //! - `cases.rs`: cases, the timeline, replies, notes, followers and the outbox;
 //! - `inbound.rs`: email in;
 //! - `macros.rs`: canned replies that may also set fields;
+//! - `public.rs`: the web form and satisfaction ratings (no sign-in);
 //! - `escalation.rs`: cases escalated into the IT helpdesk (`keel:helpdesk/tickets`);
 //! - `desk.rs`: teams and their hours, SLA policies, the SLA check;
 //! - `reports.rs`: first-response and resolution times per team, agent and tier.
@@ -23,6 +24,7 @@ pub mod macros;
 pub mod mail;
 pub mod model;
 pub mod people;
+pub mod public;
 pub mod reports;
 pub mod sla;
 
@@ -84,6 +86,9 @@ impl Plugin for Crm {
             .get("/sla-policies", desk::list_policies)
             .put("/sla-policies/{tier}/{priority}", desk::put_policy)
             .get("/reports/sla", reports::sla)
+            .post("/forms/case", public::web_form)
+            .get("/ratings/{token}", public::get_rating)
+            .post("/ratings/{token}", public::rate)
     }
 
     fn run_job(job: &Job) -> Result<(), Error> {

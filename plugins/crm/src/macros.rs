@@ -156,7 +156,7 @@ pub fn apply(req: &Request) -> Result<Response, Error> {
         let contact = people::load_contact(case.contact)?.value;
         let text = render(body, case, &contact.name, &by);
         // The reply carries the macro's status (waiting on the customer is then allowed).
-        cases::send_reply(case, text, status.take(), &by, now)?;
+        cases::send_reply(case, text, status.take(), &by, &req.caller.tenant, now)?;
     }
     let mut tags = case.tags.clone();
     for t in &m.add_tags {

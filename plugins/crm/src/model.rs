@@ -209,6 +209,8 @@ pub enum EntryKind {
     FieldChange,
     /// Escalated into the IT helpdesk, or what became of that ticket.
     Escalation,
+    /// The customer rated the case after its resolution.
+    Rating,
 }
 
 /// An attachment of a message, kept as metadata only.
