@@ -125,6 +125,8 @@ async fn email_opens_a_case_replies_thread_onto_it_and_a_second_delivery_is_one_
     // Automatic mail that answers no case opens none.
     let list_mail = "From: news@shop.test\r\nPrecedence: bulk\r\nMessage-ID: <n1@shop.test>\r\n\r\nSale!\r\n";
     assert_eq!(inbound(&s, list_mail).await.expect(202).body["kept"], false);
+    let nobody = s.get(&format!("{CRM}/contacts?email=news@shop.test")).await.expect(200).body;
+    assert_eq!(nobody["items"], json!([]), "not even a contact is kept");
 
     // Her real answer cites our message (References only, as some clients send): it threads,
     // and the case is open again with its clock running.
@@ -709,6 +711,8 @@ async fn customers_open_cases_by_the_public_web_form_rate_limited_and_rate_resol
     assert_eq!((token.len(), link.as_str()), (32, format!("/v1/public/default/crm/ratings/{token}").as_str()));
     let resolved = s.get(&format!("{CRM}/cases/{number}")).await.expect(200).body;
     assert!(!resolved.to_string().contains(&token), "the token is only in the mail");
+    let entries = s.get(&format!("{CRM}/cases/{number}/timeline")).await.expect(200).body;
+    assert!(!entries.to_string().contains(&token), "not on the timeline either");
     // Web-form cases are served at the standard tier and tagged.
     assert_eq!((resolved["tier"].as_str(), resolved["tags"][0].as_str()), (Some("standard"), Some("web-form")));
     s.advance_clock(60_000).await;

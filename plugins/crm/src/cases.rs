@@ -586,8 +586,9 @@ pub fn reply(req: &Request) -> Result<Response, Error> {
 
 /// Answers the customer on `case` as `by`, moving it to `status` (a new case to `open`).
 /// The caller settles and writes the case.
-/// The first reply that resolves a case carries its satisfaction-rating link (whose token
-/// exists nowhere else: the case keeps only its hash).
+/// The first reply that resolves a case carries its satisfaction-rating link: in the mail
+/// only (the outbox, which only the mail relay reads), not on the timeline, and the case
+/// keeps only the token's hash, so nobody working the case can rate it.
 pub fn send_reply(
     case: &mut Case,
     body: String,
@@ -596,16 +597,16 @@ pub fn send_reply(
     tenant: &str,
     now: u64,
 ) -> Result<Entry, Error> {
-    let body = match status {
+    let mail_body = match status {
         Some(Status::Resolved) => match crate::public::offer_rating(case)? {
             Some(token) => {
                 let base = setting("public-url", "");
                 let base = base.trim_end_matches('/');
                 format!("{body}\n\nHow did we do? Rate this case: {base}/v1/public/{tenant}/crm/ratings/{token}")
             }
-            None => body,
+            None => body.clone(),
         },
-        _ => body,
+        _ => body.clone(),
     };
     // The address the customer last wrote from, else their first.
     let to = match case.last_inbound_from.clone() {
@@ -635,7 +636,7 @@ pub fn send_reply(
         attachments: Vec::new(),
         automatic: false,
     };
-    let entry = append(case, EntryKind::MessageOut, &by, body.clone(), Some(meta), None, now)?;
+    let entry = append(case, EntryKind::MessageOut, &by, body, Some(meta), None, now)?;
     MESSAGE_IDS
         .insert(&mail::id_key(&message_id), &MessageRef { case: case.number, seq: entry.seq, outbound: true })?;
     let outgoing = Outgoing {
@@ -645,7 +646,7 @@ pub fn send_reply(
         from,
         to: vec![to],
         subject,
-        body,
+        body: mail_body,
         message_id,
         in_reply_to,
         references,

@@ -22,13 +22,18 @@ pub fn email(req: &Request) -> Result<Response, Error> {
     if let Some(seen) = MESSAGE_IDS.get(&message.dedupe_key)? {
         return Response::json(200, &json!({ "case": seen.value.case, "seq": seen.value.seq, "duplicate": true }));
     }
-    let (contact, _) = people::contact_for_email(&message.from, message.from_name.as_deref())?;
     let now = now_ms();
-    let target = thread_target(&message, &contact)?;
+    let known = people::existing_contact(&message.from)?;
+    let target = thread_target(&message, known.as_ref())?;
     if message.automatic && target.as_ref().is_none_or(|c| c.value.status == Status::Closed) {
+        // Nothing is written, not even a contact for a mailer daemon.
         keel_sdk::services::log_info(&format!("automatic mail from {} answers no case: not kept", message.from));
         return Response::json(202, &json!({ "case": null, "duplicate": false, "automatic": true, "kept": false }));
     }
+    let contact = match known {
+        Some(contact) => contact,
+        None => people::contact_for_email(&message.from, message.from_name.as_deref())?.0,
+    };
     let (mut stored, threaded) = match target {
         Some(existing) if existing.value.status != Status::Closed => (existing, true),
         // A message about a closed case opens a follow-up, which later messages about it join.
@@ -101,7 +106,7 @@ const MAX_FOLLOW_UPS: usize = 10;
 /// subject; either only if the sender is that case's contact or of its customer (a stranger
 /// citing an id or quoting a number opens a case of their own). A closed case that was
 /// followed up answers with its follow-up.
-fn thread_target(message: &Inbound, sender: &Contact) -> Result<Option<Versioned<cases::Case>>, Error> {
+fn thread_target(message: &Inbound, sender: Option<&Contact>) -> Result<Option<Versioned<cases::Case>>, Error> {
     let (mut found, mut cites_ours) = (None, false);
     for id in message.thread_ids() {
         if let Some(cited) = MESSAGE_IDS.get(&mail::id_key(&id))? {
@@ -119,8 +124,8 @@ fn thread_target(message: &Inbound, sender: &Contact) -> Result<Option<Versioned
     // Bounces and auto-replies come from the mail system, about a message we sent (whose id
     // nobody else can know).
     let belongs = (message.automatic && cites_ours)
-        || case.value.contact == sender.id
-        || (sender.customer.is_some() && sender.customer == case.value.customer);
+        || sender
+            .is_some_and(|s| case.value.contact == s.id || (s.customer.is_some() && s.customer == case.value.customer));
     if !belongs {
         return Ok(None);
     }

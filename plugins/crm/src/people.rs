@@ -306,6 +306,14 @@ pub fn list_contacts(req: &Request) -> Result<Response, Error> {
     Response::page(&items, page.next.as_deref())
 }
 
+/// The contact who owns `email` (its survivor, if merged), if any.
+pub fn existing_contact(email: &str) -> Result<Option<Contact>, Error> {
+    match CONTACT_EMAILS.get(email)? {
+        Some(owner) => Ok(Some(live_contact(owner.value.contact)?.value)),
+        None => Ok(None),
+    }
+}
+
 /// The contact who owns `email`, or a new one named `name` (else the address's local part).
 /// Returns it and whether it was created.
 pub fn contact_for_email(email: &str, name: Option<&str>) -> Result<(Contact, bool), Error> {

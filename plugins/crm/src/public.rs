@@ -66,7 +66,9 @@ struct FormInput {
 /// The web form's fields from JSON, or from `application/x-www-form-urlencoded` (what an
 /// HTML form posts).
 fn form_input(req: &Request) -> Result<FormInput, Error> {
-    let urlencoded = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    // `curl -d '{...}'` says urlencoded for a JSON body: the body's first byte decides then.
+    let urlencoded = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+        && req.body.first() != Some(&b'{');
     if !urlencoded {
         return req.json();
     }
