@@ -444,3 +444,39 @@ fn to_http(response: WitResponse, policy: &ResponsePolicy, plugin: &str) -> Resu
     }
     Ok(http)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+    use axum::extract::ConnectInfo;
+    use std::net::{IpAddr, SocketAddr};
+
+    fn parts(peer: &str, forwarded: &[&str]) -> axum::http::request::Parts {
+        let mut request = axum::http::Request::builder().uri("/v1/public/t/p/x");
+        for f in forwarded {
+            request = request.header("x-forwarded-for", *f);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts.extensions.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        parts
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_and_ipv6_counts_by_its_64() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        // From anyone else the header is forged as easily as written: ignored.
+        assert_eq!(client_address(&parts("203.0.113.9:5000", &["198.51.100.7"]), &[proxy]), "203.0.113.9");
+        // Behind the proxy: the last hop that is not a trusted proxy (the first ones are the
+        // client's to write).
+        let behind = parts("10.0.0.1:443", &["1.2.3.4, 198.51.100.7", "10.0.0.1"]);
+        assert_eq!(client_address(&behind, &[proxy]), "198.51.100.7");
+        assert_eq!(client_address(&parts("10.0.0.1:443", &[]), &[proxy]), "10.0.0.1");
+        // One client usually holds a whole IPv6 /64; an IPv4-mapped address is IPv4.
+        assert_eq!(client_address(&parts("[2001:db8:1:2:aaaa::1]:80", &[]), &[]), "2001:db8:1:2::/64");
+        assert_eq!(client_address(&parts("[2001:db8:1:2:bbbb::9]:80", &[]), &[]), "2001:db8:1:2::/64");
+        assert_eq!(client_address(&parts("[::ffff:192.0.2.1]:80", &[]), &[]), "192.0.2.1");
+        // No connection info (an in-process server): one shared bucket.
+        let (bare, ()) = axum::http::Request::builder().body(()).unwrap().into_parts();
+        assert_eq!(client_address(&bare, &[]), "unknown");
+    }
+}
