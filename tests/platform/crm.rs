@@ -30,16 +30,6 @@ async fn timeline(s: &TestServer, case: i64) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
-async fn published(s: &TestServer, topic: &str) -> Vec<Value> {
-    let log = s.get(&format!("/v1/tenants/default/events?topic={topic}")).await.expect(200).body;
-    log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_str(e["payload"].as_str().unwrap()).unwrap())
-        .collect()
-}
-
 const FIRST: &str = "From: \"Ana Souza\" <Ana@Example.com>\r\n\
 To: support@acme.test\r\n\
 Subject: =?UTF-8?B?UHJvYmzDqG1lIGRlIGZhY3R1cmU=?=\r\n\
@@ -283,7 +273,7 @@ async fn the_timeline_keeps_every_change_in_order_and_followers_hear_of_it() {
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
     assert!(entries.windows(2).all(|w| w[0]["at"].as_i64() <= w[1]["at"].as_i64()));
     // Every entry after the follow told the follower.
-    let activity = published(&s, "crm.case.activity").await;
+    let activity = s.published("crm.case.activity").await;
     assert_eq!(activity.len(), 7);
     assert!(activity.iter().all(|a| a["followers"] == json!(["carla"])));
 
@@ -301,23 +291,9 @@ async fn the_timeline_keeps_every_change_in_order_and_followers_hear_of_it() {
     s.get(&format!("{CRM}/cases/99")).await.expect_problem(404, "case-not-found");
 }
 
-/// Waits until the minutely SLA check has run on a clock at or past `at`, and finished.
+/// Moves the clock to `at` and waits for the desk's SLA check to run there.
 async fn move_to(s: &TestServer, at: i64) {
-    let now = s.advance_clock(0).await;
-    s.advance_clock((at - now) as u64).await;
-    let fired = s
-        .eventually("/v1/tenants/default/schedules", "the SLA check to run after the move", |b| {
-            b["items"].as_array().is_some_and(|i| {
-                i.iter().any(|s| {
-                    s["plugin"] == "crm"
-                        && s["name"] == "sla-check"
-                        && s["last_run_at"].as_i64().is_some_and(|t| t >= at)
-                })
-            })
-        })
-        .await;
-    let check = fired["items"].as_array().unwrap().iter().find(|s| s["plugin"] == "crm" && s["name"] == "sla-check");
-    s.job_reaches(check.unwrap()["last_job_id"].as_str().unwrap(), "done").await;
+    s.move_clock_to_and_run(at, "crm", "sla-check").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +328,7 @@ async fn a_cases_sla_runs_in_its_teams_hours_pauses_while_waiting_and_warns_then
 
     // The weekend and the holiday pass quietly. Tuesday 09:10 the agent answers and waits.
     move_to(&s, utc("2025-12-23T08:10:00Z")).await;
-    assert!(published(&s, "crm.case.sla_warning").await.is_empty());
+    assert!(s.published("crm.case.sla_warning").await.is_empty());
     s.post(&format!("{CRM}/cases/1/replies"), json!({ "body": "Which card?", "status": "waiting_on_customer" }))
         .await
         .expect(201);
@@ -361,7 +337,7 @@ async fn a_cases_sla_runs_in_its_teams_hours_pauses_while_waiting_and_warns_then
 
     // Hours pass while it waits; at 14:00 CET the customer answers by email.
     move_to(&s, utc("2025-12-23T13:00:00Z")).await;
-    assert!(published(&s, "crm.case.sla_warning").await.is_empty());
+    assert!(s.published("crm.case.sla_warning").await.is_empty());
     let answer =
         "From: cy@shop.test\r\nSubject: Re: Double charge [#1]\r\nMessage-ID: <cy1@shop.test>\r\n\r\nVisa.\r\n";
     assert_eq!(inbound(&s, answer).await.expect(201).body["threaded"], true);
@@ -375,18 +351,18 @@ async fn a_cases_sla_runs_in_its_teams_hours_pauses_while_waiting_and_warns_then
 
     // The warning at 80 % (11:44 CET), then the breach (13:20 CET): each published once.
     move_to(&s, utc("2025-12-24T10:45:00Z")).await;
-    let warnings = published(&s, "crm.case.sla_warning").await;
+    let warnings = s.published("crm.case.sla_warning").await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!((warnings[0]["case"].as_i64(), warnings[0]["target"].as_str()), (Some(1), Some("resolution")));
-    assert!(published(&s, "crm.case.sla_breached").await.is_empty());
+    assert!(s.published("crm.case.sla_breached").await.is_empty());
     move_to(&s, utc("2025-12-24T12:21:00Z")).await;
     for minute in [2, 4] {
         move_to(&s, utc("2025-12-24T12:21:00Z") + minute * 60_000).await;
     }
-    let breaches = published(&s, "crm.case.sla_breached").await;
+    let breaches = s.published("crm.case.sla_breached").await;
     assert_eq!(breaches.len(), 1, "{breaches:?}");
     assert_eq!(breaches[0]["due_at"].as_i64(), Some(utc("2025-12-24T12:20:00Z")));
-    assert_eq!(published(&s, "crm.case.sla_warning").await.len(), 1);
+    assert_eq!(s.published("crm.case.sla_warning").await.len(), 1);
     let breached = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
     assert_eq!((breached["sla_state"].as_str(), breached["next_due"].clone()), (Some("breached"), Value::Null));
 

@@ -9,13 +9,7 @@ const T: &str = "/v1/plugins/helpdesk/tickets";
 const HOUR: i64 = 3_600_000;
 
 async fn breaches(s: &TestServer) -> Vec<Value> {
-    let log = s.get("/v1/tenants/default/events?topic=helpdesk.ticket.sla_breached").await.expect(200).body;
-    log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_str(e["payload"].as_str().unwrap()).unwrap())
-        .collect()
+    s.published("helpdesk.ticket.sla_breached").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,35 +115,9 @@ async fn tenants_set_their_own_policies_and_bad_ones_are_refused() {
     .expect_problem(403, "forbidden");
 }
 
-/// Waits until the minutely SLA check has run on a clock at or past `moved` and finished.
-async fn check_ran_after(s: &TestServer, moved: i64) {
-    let fired = s
-        .eventually("/v1/tenants/default/schedules", "the SLA check to run after the move", |b| {
-            b["items"].as_array().is_some_and(|i| {
-                i.iter().any(|s| s["name"] == "sla-check" && s["last_run_at"].as_i64().is_some_and(|t| t >= moved))
-            })
-        })
-        .await;
-    let check = fired["items"].as_array().unwrap().iter().find(|s| s["name"] == "sla-check").unwrap();
-    s.job_reaches(check["last_job_id"].as_str().unwrap(), "done").await;
-}
-
-/// Moves the clock to `at` (ms) and waits for the SLA check to run there.
+/// Moves the clock to `at` and waits for the helpdesk's SLA check to run there.
 async fn move_to(s: &TestServer, at: i64) {
-    let now = s.advance_clock(0).await;
-    assert!(at >= now, "the clock only moves forward");
-    s.advance_clock((at - now) as u64).await;
-    check_ran_after(s, at).await;
-}
-
-async fn published(s: &TestServer, topic: &str) -> Vec<Value> {
-    let log = s.get(&format!("/v1/tenants/default/events?topic={topic}")).await.expect(200).body;
-    log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_str(e["payload"].as_str().unwrap()).unwrap())
-        .collect()
+    s.move_clock_to_and_run(at, "helpdesk", "sla-check").await;
 }
 
 fn utc(text: &str) -> i64 {
@@ -207,7 +175,7 @@ async fn sla_clocks_run_in_business_hours_skip_a_holiday_and_pause_while_waiting
     // The weekend and the holiday pass without a warning. Tuesday 09:10 an agent answers and
     // sets the ticket waiting on the requester: the clocks stop.
     move_to(&s, utc("2025-12-23T08:10:00Z")).await;
-    assert!(published(&s, "helpdesk.ticket.sla_warning").await.is_empty());
+    assert!(s.published("helpdesk.ticket.sla_warning").await.is_empty());
     s.post(&format!("{ticket}/transition"), json!({ "to": "open" })).await.expect(200);
     let waiting = s.post(&format!("{ticket}/transition"), json!({ "to": "pending" })).await.expect(200).body;
     assert_eq!(waiting["sla_state"], "paused");
@@ -216,7 +184,7 @@ async fn sla_clocks_run_in_business_hours_skip_a_holiday_and_pause_while_waiting
 
     // Hours pass while it waits (its 80 % mark would have been 10:42 CET): nothing fires.
     move_to(&s, utc("2025-12-23T13:00:00Z")).await;
-    assert!(published(&s, "helpdesk.ticket.sla_warning").await.is_empty());
+    assert!(s.published("helpdesk.ticket.sla_warning").await.is_empty());
     // The requester answers at 14:00: the ticket is open again and its clocks run on. 40
     // minutes are used; 200 are left: 180 on Tuesday and 20 from Wednesday 09:00.
     s.as_token(
@@ -234,19 +202,19 @@ async fn sla_clocks_run_in_business_hours_skip_a_holiday_and_pause_while_waiting
 
     // The warning at 16:32 CET, then the breach on Wednesday 09:20: each published once.
     move_to(&s, utc("2025-12-23T15:33:00Z")).await;
-    let warnings = published(&s, "helpdesk.ticket.sla_warning").await;
+    let warnings = s.published("helpdesk.ticket.sla_warning").await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!((warnings[0]["target"].as_str(), warnings[0]["number"].as_i64()), (Some("resolution"), Some(number)));
     assert_eq!(warnings[0]["due_at"].as_i64(), Some(utc("2025-12-24T08:20:00Z")));
-    assert!(published(&s, "helpdesk.ticket.sla_breached").await.is_empty());
+    assert!(s.published("helpdesk.ticket.sla_breached").await.is_empty());
     move_to(&s, utc("2025-12-24T08:21:00Z")).await;
     for minute in [3, 5] {
         move_to(&s, utc("2025-12-24T08:21:00Z") + minute * 60_000).await;
     }
-    let breaches = published(&s, "helpdesk.ticket.sla_breached").await;
+    let breaches = s.published("helpdesk.ticket.sla_breached").await;
     assert_eq!(breaches.len(), 1, "{breaches:?}");
     assert_eq!(breaches[0]["target"], "resolution");
-    assert_eq!(published(&s, "helpdesk.ticket.sla_warning").await.len(), 1, "no second warning");
+    assert_eq!(s.published("helpdesk.ticket.sla_warning").await.len(), 1, "no second warning");
     assert_eq!(s.get(&ticket).await.expect(200).body["sla_state"], "breached");
 }
 

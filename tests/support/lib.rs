@@ -266,6 +266,33 @@ impl TestServer {
         }
     }
 
+    /// Moves the clock to `at` (ms; forward only), then waits until `plugin`'s schedule
+    /// `name` has fired on a clock at or past `at` in the default tenant and its job is done.
+    pub async fn move_clock_to_and_run(&self, at: i64, plugin: &str, name: &str) {
+        let now = self.advance_clock(0).await;
+        assert!(at >= now, "the clock only moves forward");
+        self.advance_clock((at - now) as u64).await;
+        let fired = self
+            .eventually("/v1/tenants/default/schedules", &format!("{plugin}'s {name} to run after the move"), |b| {
+                b["items"].as_array().is_some_and(|i| {
+                    i.iter().any(|s| {
+                        s["plugin"] == plugin && s["name"] == name && s["last_run_at"].as_i64().is_some_and(|t| t >= at)
+                    })
+                })
+            })
+            .await;
+        let items = fired["items"].as_array().expect("schedules");
+        let schedule = items.iter().find(|s| s["plugin"] == plugin && s["name"] == name).expect("the schedule");
+        self.job_reaches(schedule["last_job_id"].as_str().expect("its job"), "done").await;
+    }
+
+    /// The payloads of the default tenant's events of `topic`.
+    pub async fn published(&self, topic: &str) -> Vec<Value> {
+        let log = self.get(&format!("/v1/tenants/default/events?topic={topic}")).await.expect(200).body;
+        let items = log["items"].as_array().expect("events");
+        items.iter().map(|e| serde_json::from_str(e["payload"].as_str().expect("payload")).expect("JSON")).collect()
+    }
+
     /// Waits for a job of the default tenant to reach `status`; returns `{job, runs}`.
     pub async fn job_reaches(&self, id: &str, status: &str) -> Value {
         self.eventually(&format!("/v1/tenants/default/jobs/{id}"), &format!("job {id} to be {status}"), |b| {
