@@ -80,7 +80,7 @@ async fn native_jobs_per_second(n: usize) -> Result<f64> {
                         key: c.lease.job_id.clone(),
                         condition: Condition::Absent,
                         version: 1,
-                        op: WriteOp::Put { body, index: vec![] },
+                        op: WriteOp::Put { body, index: vec![], search: None },
                     };
                     let writes = [put("processed", "{}".into()), put("applied", c.payload.clone())];
                     let background = Background { finishes: Some(c.lease.clone()), ..Background::default() };

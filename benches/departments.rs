@@ -91,7 +91,7 @@ pub async fn departments(root: &Path, quick: bool) -> Result<Vec<Row>> {
             key: format!("{i:010}"),
             condition: Condition::Absent,
             version: 1,
-            op: WriteOp::Put { body: body.into(), index: Vec::new() },
+            op: WriteOp::Put { body: body.into(), index: Vec::new(), search: None },
         })
         .collect();
     let started = Instant::now();

@@ -63,7 +63,7 @@ pub async fn imports(root: &Path, quick: bool) -> Result<Vec<Row>> {
                 key: format!("r{run}-{i:07}"),
                 condition: Condition::Absent,
                 version: 1,
-                op: WriteOp::Put { body: "{\"touched\":0}".into(), index: Vec::new() },
+                op: WriteOp::Put { body: "{\"touched\":0}".into(), index: Vec::new(), search: None },
             })
             .collect();
         let started = Instant::now();

@@ -76,7 +76,7 @@ async fn largest_commits() -> Result<Vec<Row>> {
                     key: format!("k{i:06}"),
                     condition: Condition::Absent,
                     version: 1,
-                    op: WriteOp::Put { body: body.clone(), index: vec![] },
+                    op: WriteOp::Put { body: body.clone(), index: vec![], search: None },
                 })
                 .collect();
             let started = Instant::now();

@@ -27,6 +27,7 @@ fn movements() -> CollectionIndexes {
             ("status".to_string(), IndexType::Text),
         ]),
         compound: vec![vec!["item".to_string(), "at".to_string()]],
+        search: None,
     }
 }
 

@@ -17,6 +17,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "sequences", include_str!("../../migrations/sqlite/0008_sequences.sql")),
     (9, "tasks", include_str!("../../migrations/sqlite/0009_tasks.sql")),
     (10, "index signatures", include_str!("../../migrations/sqlite/0010_index_signatures.sql")),
+    (11, "full-text search", include_str!("../../migrations/sqlite/0011_search.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.

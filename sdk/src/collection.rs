@@ -1,6 +1,6 @@
 //! Typed collections over the host's document storage.
 
-use crate::bindings::keel::platform::storage::{self, Comparison, FindSpec, Predicate, WriteCondition};
+use crate::bindings::keel::platform::storage::{self, Comparison, FindSpec, Predicate, SearchSpec, WriteCondition};
 use crate::error::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -125,6 +125,25 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         Query { collection: self, conditions: Vec::new(), order_by: None, cursor: None, limit: 0, descending: false }
     }
 
+    /// Starts a full-text search over the fields this collection declares under `search` in
+    /// `plugin.toml`: best match first, committed data only. `text` is words (all must occur),
+    /// `"quoted phrases"` and prefixes (`refu*`, three letters or more); nothing else is
+    /// syntax, so a user's text can be passed as it is. Read-only: a call that has written
+    /// gets a `400` (`invalid`), and one that searched may not write. Needs a host serving
+    /// `keel:platform@0.1.6`.
+    ///
+    /// ```no_run
+    /// # use keel_sdk::{Collection, Error};
+    /// # const CASES: Collection<serde_json::Value> = Collection::new("cases");
+    /// # fn main() -> Result<(), Error> {
+    /// // Open cases about a jammed printer, 20 a page (`open` is an indexed field).
+    /// let page = CASES.search("printer jam*").eq("open", true).limit(20).fetch()?;
+    /// # let _ = page; Ok(()) }
+    /// ```
+    pub fn search(&self, text: &str) -> Search<'_, T> {
+        Search { collection: self, text: text.to_owned(), conditions: Vec::new(), cursor: None, limit: 0 }
+    }
+
     fn write(&self, key: &str, value: &T, condition: WriteCondition) -> Result<u64, Error> {
         let body = serde_json::to_string(value)?;
         Ok(storage::put(self.name, key, &body, condition)?)
@@ -174,42 +193,49 @@ pub struct Query<'a, T> {
     descending: bool,
 }
 
+/// The conditions on indexed fields that queries and searches share.
+macro_rules! conditions {
+    () => {
+        fn condition(mut self, field: &str, op: Comparison, value: impl ToString) -> Self {
+            self.conditions.push(Predicate { field: field.into(), op, value: value.to_string() });
+            self
+        }
+        /// `field` equals `value`.
+        pub fn eq(self, field: &str, value: impl ToString) -> Self {
+            self.condition(field, Comparison::Eq, value)
+        }
+        /// `field` differs from `value`, or the document lacks it.
+        pub fn ne(self, field: &str, value: impl ToString) -> Self {
+            self.condition(field, Comparison::Ne, value)
+        }
+        /// `field` is less than `value`.
+        pub fn lt(self, field: &str, value: impl ToString) -> Self {
+            self.condition(field, Comparison::Lt, value)
+        }
+        /// `field` is at most `value`.
+        pub fn le(self, field: &str, value: impl ToString) -> Self {
+            self.condition(field, Comparison::Le, value)
+        }
+        /// `field` is greater than `value`.
+        pub fn gt(self, field: &str, value: impl ToString) -> Self {
+            self.condition(field, Comparison::Gt, value)
+        }
+        /// `field` is at least `value`.
+        pub fn ge(self, field: &str, value: impl ToString) -> Self {
+            self.condition(field, Comparison::Ge, value)
+        }
+        /// `field` (of type `text` or `string`) begins with `value`.
+        pub fn prefix(self, field: &str, value: impl ToString) -> Self {
+            self.condition(field, Comparison::Prefix, value)
+        }
+    };
+}
+
 impl<T: Serialize + DeserializeOwned> Query<'_, T> {
-    fn condition(mut self, field: &str, op: Comparison, value: impl ToString) -> Self {
-        self.conditions.push(Predicate { field: field.into(), op, value: value.to_string() });
-        self
-    }
+    conditions!();
     /// Keeps documents whose indexed `field` equals `value` (the same as [`Query::eq`]).
     pub fn filter(self, field: &str, value: impl ToString) -> Self {
         self.eq(field, value)
-    }
-    /// `field` equals `value`.
-    pub fn eq(self, field: &str, value: impl ToString) -> Self {
-        self.condition(field, Comparison::Eq, value)
-    }
-    /// `field` differs from `value`, or the document lacks it.
-    pub fn ne(self, field: &str, value: impl ToString) -> Self {
-        self.condition(field, Comparison::Ne, value)
-    }
-    /// `field` is less than `value`.
-    pub fn lt(self, field: &str, value: impl ToString) -> Self {
-        self.condition(field, Comparison::Lt, value)
-    }
-    /// `field` is at most `value`.
-    pub fn le(self, field: &str, value: impl ToString) -> Self {
-        self.condition(field, Comparison::Le, value)
-    }
-    /// `field` is greater than `value`.
-    pub fn gt(self, field: &str, value: impl ToString) -> Self {
-        self.condition(field, Comparison::Gt, value)
-    }
-    /// `field` is at least `value`.
-    pub fn ge(self, field: &str, value: impl ToString) -> Self {
-        self.condition(field, Comparison::Ge, value)
-    }
-    /// `field` (of type `text` or `string`) begins with `value`.
-    pub fn prefix(self, field: &str, value: impl ToString) -> Self {
-        self.condition(field, Comparison::Prefix, value)
     }
     /// Orders by the indexed `field`, then key; documents without the field are left out.
     pub fn order_by(mut self, field: &str) -> Self {
@@ -240,6 +266,43 @@ impl<T: Serialize + DeserializeOwned> Query<'_, T> {
             cursor: self.cursor,
             limit: self.limit,
             descending: self.descending,
+        })?;
+        let items = page.documents.into_iter().map(decode).collect::<Result<_, _>>()?;
+        Ok(Page { items, next: page.next })
+    }
+}
+
+/// A full-text search being built (see [`Collection::search`]); run it with [`Search::fetch`].
+/// Conditions narrow it as they do a [`Query`]; the order is always best match first.
+pub struct Search<'a, T> {
+    collection: &'a Collection<T>,
+    text: String,
+    conditions: Vec<Predicate>,
+    cursor: Option<String>,
+    limit: u32,
+}
+
+impl<T: Serialize + DeserializeOwned> Search<'_, T> {
+    conditions!();
+    /// Continues after a previous page of the same search (the ranking is as it is now, so
+    /// a document may move between pages while others are written).
+    pub fn cursor(mut self, cursor: Option<&str>) -> Self {
+        self.cursor = cursor.map(str::to_owned);
+        self
+    }
+    /// At most `limit` documents (the host caps it at 100; 0 means 20).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+    /// Runs the search.
+    pub fn fetch(self) -> Result<Page<T>, Error> {
+        let page = storage::search(&SearchSpec {
+            collection: self.collection.name.into(),
+            query: self.text,
+            conditions: self.conditions,
+            cursor: self.cursor,
+            limit: self.limit,
         })?;
         let items = page.documents.into_iter().map(decode).collect::<Result<_, _>>()?;
         Ok(Page { items, next: page.next })

@@ -50,7 +50,7 @@ pub mod services;
 pub mod task;
 
 pub use background::{Event, Job, JobSpec, enqueue, first_time, publish};
-pub use collection::{Collection, Page, Query, Versioned};
+pub use collection::{Collection, Page, Query, Search, Versioned};
 pub use error::{Error, ErrorKind};
 pub use http::{Caller, Paging, Request, Response};
 pub use import::{Cells, ImportBatch, ImportRow, RowProblem};

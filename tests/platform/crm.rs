@@ -732,3 +732,148 @@ async fn the_same_message_delivered_concurrently_makes_one_case_and_one_entry() 
     let contacts = s.get(&format!("{CRM}/contacts")).await.expect(200).body;
     assert_eq!(contacts["items"].as_array().unwrap().len(), 1, "one contact for the new sender");
 }
+
+/// A search as the default tenant's admin, or as the holder of `token`.
+async fn search(s: &TestServer, token: Option<&str>, path: &str) -> Value {
+    match token {
+        Some(token) => s.as_token(Some(token), reqwest::Method::GET, &format!("{CRM}{path}"), None).await,
+        None => s.get(&format!("{CRM}{path}")).await,
+    }
+    .expect(200)
+    .body
+}
+
+fn numbers(hits: &Value) -> Vec<i64> {
+    hits.as_array().unwrap().iter().map(|h| h["number"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_cases_by_their_messages_and_notes_and_people_by_name_in_the_tenant_only() {
+    let s = desk_at(None).await;
+    let acme = s.post(&format!("{CRM}/customers"), json!({ "name": "Zentralwerk GmbH" })).await.expect(201).body;
+    s.post(
+        &format!("{CRM}/contacts"),
+        json!({ "name": "Jürgen Brandt", "emails": ["j.brandt@zentralwerk.test"], "customer": acme["id"] }),
+    )
+    .await
+    .expect(201);
+    // Case 1: the words are in a later message only. Case 2: in its subject. Case 3: in a note.
+    inbound(&s, "From: j.brandt@zentralwerk.test\r\nSubject: Hello\r\nMessage-ID: <z1@zw.test>\r\n\r\nOur machine is broken.\r\n")
+        .await
+        .expect(201);
+    let reply = "From: j.brandt@zentralwerk.test\r\nSubject: Re: Hello\r\nMessage-ID: <z1b@zw.test>\r\n\
+                 In-Reply-To: <z1@zw.test>\r\n\r\nMore precisely: our flux capacitor overheats since Monday.\r\n";
+    assert_eq!(inbound(&s, reply).await.expect(201).body["case"], 1);
+    inbound(
+        &s,
+        "From: other@customer.test\r\nSubject: Flux capacitor recall\r\nMessage-ID: <z2@zw.test>\r\n\r\nAny news?\r\n",
+    )
+    .await
+    .expect(201);
+    s.post(&format!("{CRM}/cases"), json!({ "subject": "Billing", "contact": 1 })).await.expect(201);
+    s.post(&format!("{CRM}/cases/3/notes"), json!({ "body": "Customer mentioned the capacitor on the phone" }))
+        .await
+        .expect(201);
+
+    // The search box: the case whose subject matches first, then those whose timeline does.
+    // (bm25 ranks the two timeline matches by their length: which comes first is its call.)
+    let found = search(&s, None, "/search?q=capacitor").await;
+    let order = numbers(&found["cases"]);
+    assert_eq!(order[0], 2, "{found}");
+    assert_eq!(found["cases"][0]["matched_in"], "case");
+    let hit = |number: i64| found["cases"].as_array().unwrap().iter().find(|c| c["number"] == number).unwrap().clone();
+    assert_eq!(
+        (hit(1)["matched_in"].as_str(), hit(1)["entry"]["kind"].as_str()),
+        (Some("timeline"), Some("message_in"))
+    );
+    assert!(hit(1)["entry"]["excerpt"].as_str().unwrap().contains("flux capacitor overheats"));
+    assert_eq!(hit(3)["entry"]["kind"], "note");
+    assert_eq!(order.len(), 3);
+    // People by name, accents folded, and by a part of an address; customers by name.
+    let people = search(&s, None, "/search?q=jurgen").await;
+    assert_eq!(people["contacts"][0]["name"], "Jürgen Brandt");
+    assert_eq!(search(&s, None, "/contacts?q=zentralwerk").await["items"][0]["name"], "Jürgen Brandt");
+    assert_eq!(search(&s, None, "/customers?q=zentral*").await["items"][0]["name"], "Zentralwerk GmbH");
+    // Words must all occur; a phrase keeps its order; list filters still apply.
+    assert_eq!(numbers(&search(&s, None, "/search?q=flux%20monday").await["cases"]), [1]);
+    assert!(search(&s, None, "/search?q=%22capacitor%20flux%22").await["cases"].as_array().unwrap().is_empty());
+    assert_eq!(numbers(&search(&s, None, "/cases?q=capacitor").await["items"]), [2]);
+    assert!(search(&s, None, "/cases?q=capacitor&status=closed").await["items"].as_array().unwrap().is_empty());
+    let entries = search(&s, None, "/search/messages?q=capacitor&case=3").await;
+    assert_eq!(entries["items"].as_array().unwrap().len(), 1);
+    assert_eq!(entries["items"][0]["case"], 3);
+
+    // A changed subject is found by its new words, no longer by the old.
+    s.patch(&format!("{CRM}/cases/2"), json!({ "subject": "Warranty question" })).await.expect(200);
+    assert_eq!(numbers(&search(&s, None, "/cases?q=warranty").await["items"]), [2]);
+    assert!(search(&s, None, "/cases?q=recall").await["items"].as_array().unwrap().is_empty());
+
+    // Another tenant with the same plugin and the same words sees only its own case; the
+    // first tenant's search is unchanged (a positive control for the isolation).
+    let globex = s.tenant_with_token("globex", "tenant-admin").await;
+    s.as_token(Some(&globex), reqwest::Method::POST, "/v1/tenants/globex/plugins/crm/enable", None).await.expect(204);
+    let theirs = s
+        .as_token(
+            Some(&globex),
+            reqwest::Method::POST,
+            &format!("{CRM}/contacts"),
+            Some(json!({ "name": "Gina", "emails": ["gina@globex.test"] })),
+        )
+        .await
+        .expect(201)
+        .body;
+    s.as_token(
+        Some(&globex),
+        reqwest::Method::POST,
+        &format!("{CRM}/cases"),
+        Some(json!({ "subject": "Capacitor for Globex", "contact": theirs["id"] })),
+    )
+    .await
+    .expect(201);
+    let seen_by_globex = search(&s, Some(&globex), "/search?q=capacitor").await;
+    assert_eq!(numbers(&seen_by_globex["cases"]), [1]);
+    assert_eq!(seen_by_globex["cases"][0]["subject"], "Capacitor for Globex");
+    assert!(search(&s, Some(&globex), "/search?q=jurgen").await["contacts"].as_array().unwrap().is_empty());
+    // (Case 2's subject changed, but its first message still says "Flux capacitor recall".)
+    let ours = search(&s, None, "/search?q=capacitor").await["cases"].clone();
+    let mut ours_numbers = numbers(&ours);
+    ours_numbers.sort();
+    assert_eq!(ours_numbers, [1, 2, 3]);
+    assert!(ours.as_array().unwrap().iter().all(|c| c["subject"] != "Capacitor for Globex"), "{ours}");
+
+    // What is not a search is a clear 422 on `q`, never a server error; no `q` is a 400.
+    for bad in ["%22%22", "ab*", "%2A%2A%2A"] {
+        let problem = s.get(&format!("{CRM}/search?q={bad}")).await.expect_problem(422, "invalid-search").body;
+        assert_eq!(problem["field"], "q", "{bad}: {problem}");
+    }
+    s.get(&format!("{CRM}/search?q={}", "w%20".repeat(17))).await.expect_problem(422, "invalid-search");
+    s.get(&format!("{CRM}/search")).await.expect_problem(400, "missing-q");
+    // FTS5's own syntax, control characters and oversized text are words or refusals.
+    for hostile in [
+        "NEAR(capacitor flux)",
+        "capacitor OR 1=1",
+        "c0:capacitor",
+        "{scope}:x",
+        "^capacitor",
+        "-capacitor",
+        "\"\"\"",
+        "capacitor\u{0}flux",
+        "capacitor*)(",
+        "' OR ''='",
+        &"x".repeat(300),
+        &"é".repeat(70),
+        "🦀 capacitor",
+    ] {
+        let url = reqwest::Url::parse_with_params("http://x/search", &[("q", hostile)]).unwrap();
+        let reply = s.get(&format!("{CRM}/search?{}", url.query().unwrap())).await;
+        assert!(
+            reply.status == 200 || reply.code() == "invalid-search",
+            "{hostile:?}: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
+    assert_eq!(numbers(&search(&s, None, "/search?q=%F0%9F%A6%80%20capacitor").await["cases"]).len(), 3);
+    s.get(&format!("{CRM}/cases?q=x&sort=next_due")).await.expect_problem(422, "invalid-field");
+    s.get(&format!("{CRM}/cases?q=capacitor&cursor=k1.abc")).await.expect_problem(422, "invalid-cursor");
+}

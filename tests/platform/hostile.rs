@@ -164,9 +164,16 @@ async fn failed_calls_leave_earlier_data_intact_and_no_partial_writes() {
         .expect_problem(422, "refused-after-write");
     s.put(&format!("{H}/notes/b/then-trap"), json!({ "text": "new" })).await.expect_problem(500, "plugin-trapped");
 
+    // A full-text search is read-only: writing after one, or searching after a write, is
+    // refused and the call saves nothing.
+    let refused = s.put(&format!("{H}/notes/a/after-search"), json!({ "text": "after" })).await;
+    assert!(refused.expect_problem(422, "invalid").body["detail"].as_str().unwrap().contains("search or write"));
+    s.put(&format!("{H}/notes/c/then-search"), json!({ "text": "note" })).await.expect_problem(422, "invalid");
+
     let a = s.get(&format!("{H}/notes/a")).await.expect(200).body;
     assert_eq!((a["text"].as_str(), a["version"].as_u64()), (Some("original"), Some(1)));
     s.get(&format!("{H}/notes/b")).await.expect_problem(404, "note-not-found");
+    s.get(&format!("{H}/notes/c")).await.expect_problem(404, "note-not-found");
 }
 
 #[tokio::test]

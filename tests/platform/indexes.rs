@@ -70,3 +70,34 @@ async fn an_upgrade_whose_new_index_type_does_not_fit_the_stored_data_is_refused
     let listed = s.get(&format!("{T}?priority=P1")).await.expect(200).body;
     assert_eq!(listed["items"].as_array().unwrap().len(), 0, "{listed}");
 }
+
+/// The CRM's manifest without its `search` lines, at `version`.
+fn crm_without_search(version: &str) -> Vec<u8> {
+    let source = manifest_source("crm");
+    let plain: String = source.lines().filter(|l| !l.starts_with("search = ")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(plain, source, "test setup: the CRM declares search");
+    embed_manifest(&raw_component("keel-plugin-crm"), &with_version(&plain, version)).unwrap()
+}
+
+/// Declaring `search` on an upgrade indexes what was stored before it, in every tenant; a
+/// version that drops it takes the rows out and its searches are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_declares_search_indexes_stored_documents_and_one_that_drops_it_removes_them() {
+    const CRM: &str = "/v1/plugins/crm";
+    let s = TestServer::start().await;
+    s.upload(crm_without_search("0.1.0")).await.expect(201);
+    let ana = s.post(&format!("{CRM}/contacts"), json!({ "name": "Ana Souza" })).await.expect(201).body;
+    s.post(&format!("{CRM}/cases"), json!({ "subject": "Invoice disputed", "contact": ana["id"] })).await.expect(201);
+    // Before: the collection declares no search, so the plugin's search is refused.
+    s.get(&format!("{CRM}/cases?q=invoice")).await.expect_problem(403, "forbidden");
+
+    assert_eq!(s.install("bundled/crm").await.expect(201).body["outcome"], "upgraded");
+    let found = s.get(&format!("{CRM}/cases?q=invoice")).await.expect(200).body;
+    assert_eq!(found["items"][0]["subject"], "Invoice disputed", "{found}");
+    assert_eq!(s.get(&format!("{CRM}/contacts?q=souza")).await.expect(200).body["items"][0]["name"], "Ana Souza");
+
+    s.upload(crm_without_search("99.0.0")).await.expect(201);
+    s.get(&format!("{CRM}/cases?q=invoice")).await.expect_problem(403, "forbidden");
+    // The cases themselves are untouched.
+    assert_eq!(s.get(&format!("{CRM}/cases/1")).await.expect(200).body["subject"], "Invoice disputed");
+}

@@ -518,7 +518,7 @@ async fn pay_recorded_by_payroll_0_1_is_folded_into_histories_before_anything_re
                 key: format!("{}/{effective}", alice.number),
                 condition: Condition::Absent,
                 version: 1,
-                op: WriteOp::Put { body: body.to_string(), index: indexes.entries(&body).unwrap() },
+                op: WriteOp::Put { body: body.to_string(), index: indexes.entries(&body).unwrap(), search: None },
             }
         })
         .collect();

@@ -363,6 +363,9 @@ pub(super) fn commit_failure(
         UnitOfWorkError::ReadSetTooLarge { .. } => {
             (ApiError::unprocessable("read-set-too-large", format!("{e}; nothing was saved")), "invalid_call")
         }
+        UnitOfWorkError::SearchAndWrite => {
+            (ApiError::unprocessable("searched-then-wrote", format!("{e}; nothing was saved")), "invalid_call")
+        }
         UnitOfWorkError::Store(StoreError::Unavailable(_)) => {
             (ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"), "commit_failed")
         }

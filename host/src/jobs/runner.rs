@@ -532,6 +532,9 @@ impl JobRunner {
                 }
                 let mut failure = retryable(format!("committing the run failed: {e}"));
                 failure.lost_race = e.is_lost_race();
+                // The same code does the same again: retrying a search followed by work only
+                // burns the attempts.
+                failure.terminal = matches!(e, UnitOfWorkError::SearchAndWrite);
                 Err(failure)
             }
         }

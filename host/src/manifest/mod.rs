@@ -8,6 +8,7 @@ mod routes;
 pub mod settings;
 
 use crate::storage::index::{CollectionIndexes, IndexType};
+use crate::storage::search::{MAX_SEARCH_FIELDS, SearchField, SearchFields};
 pub use routes::{RouteError, RouteMatch, RouteMismatch, RoutePattern, RouteTable};
 use serde::{Deserialize, Serialize};
 pub use settings::{SettingSpec, SettingType, SettingValue};
@@ -89,6 +90,44 @@ pub struct CollectionSpec {
     /// and ordered by the last (`[["item", "at"]]`: movements of one item in time order).
     #[serde(default)]
     pub compound_indexes: Vec<Vec<String>>,
+    /// Fields indexed for full-text search (at most four, in order of importance): a dotted
+    /// path (`"email.subject"`) or `{ field, weight }`. An array field indexes each string.
+    #[serde(default)]
+    pub search: Vec<SearchSpec>,
+}
+
+/// One field of a collection's full-text index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SearchSpec {
+    /// A field of weight 1.
+    Field(String),
+    Weighted(WeightedSearchSpec),
+}
+
+/// A searchable field with the weight of a match in it (1-100; a larger weight ranks
+/// documents matching there first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedSearchSpec {
+    pub field: String,
+    pub weight: u8,
+}
+
+impl SearchSpec {
+    pub fn field(&self) -> &str {
+        match self {
+            SearchSpec::Field(f) => f,
+            SearchSpec::Weighted(w) => &w.field,
+        }
+    }
+
+    pub fn weight(&self) -> u8 {
+        match self {
+            SearchSpec::Field(_) => 1,
+            SearchSpec::Weighted(w) => w.weight,
+        }
+    }
 }
 
 /// One indexed field.
@@ -131,6 +170,14 @@ impl CollectionSpec {
         CollectionIndexes {
             fields: self.indexes.iter().map(|i| (i.field().to_owned(), i.ty())).collect(),
             compound: self.compound_indexes.clone(),
+            search: (!self.search.is_empty()).then(|| {
+                SearchFields(
+                    self.search
+                        .iter()
+                        .map(|s| SearchField { path: s.field().to_owned(), weight: s.weight() })
+                        .collect(),
+                )
+            }),
         }
     }
 }
@@ -454,6 +501,23 @@ impl Manifest {
                 }
                 if !compounds.insert(parts) {
                     return Err(field(at(), format!("[{}] is declared twice", parts.join(", "))));
+                }
+            }
+            let at = || format!("collections.{}.search", c.name);
+            if c.search.len() > MAX_SEARCH_FIELDS {
+                return Err(field(at(), format!("at most {MAX_SEARCH_FIELDS} searchable fields")));
+            }
+            for (n, s) in c.search.iter().enumerate() {
+                let path = s.field();
+                let parts: Vec<&str> = path.split('.').collect();
+                if parts.len() > 4 || !parts.iter().all(|p| is_identifier(p, 64)) {
+                    return Err(field(at(), format!("`{path}` is not a field name or a dotted path of up to 4 names")));
+                }
+                if c.search[..n].iter().any(|other| other.field() == path) {
+                    return Err(field(at(), format!("`{path}` is declared twice")));
+                }
+                if !(1..=100).contains(&s.weight()) {
+                    return Err(field(at(), format!("the weight of `{path}` must be 1 to 100")));
                 }
             }
         }

@@ -311,7 +311,16 @@ impl PluginRegistry {
         // Index entries follow the active version's definitions: an upgrade that adds,
         // retypes or removes an index rewrites them with the switch, or not at all.
         let before = active.as_ref().map(|a| a.record.manifest.collection_indexes()).unwrap_or_default();
-        for (collection, indexes) in manifest.collection_indexes() {
+        let after = manifest.collection_indexes();
+        // A collection the new version no longer declares keeps its documents (a later version
+        // may declare it again) but not its full-text rows, which a search could not reach.
+        for (collection, old) in before.iter().filter(|(c, old)| !after.contains_key(*c) && old.search.is_some()) {
+            let (drop, rebuild) = old.changes_to(&Default::default());
+            crate::storage::sqlite::reindex(&mut tx, &manifest.id, collection, &Default::default(), &drop, &rebuild)
+                .await
+                .map_err(InstallError::Reindex)?;
+        }
+        for (collection, indexes) in after {
             let (drop, rebuild) = before.get(&collection).cloned().unwrap_or_default().changes_to(&indexes);
             let entries =
                 crate::storage::sqlite::reindex(&mut tx, &manifest.id, &collection, &indexes, &drop, &rebuild)

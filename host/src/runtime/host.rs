@@ -6,7 +6,7 @@ use super::limits::MemoryLimiter;
 use crate::clock::Clock;
 use crate::jobs::{PendingEvent, PendingJob, PendingOutbox};
 use crate::storage::index::Condition as FieldCondition;
-use crate::storage::{Comparison, Condition, Filter, Find, StoredDocument, UnitOfWork, UnitOfWorkError};
+use crate::storage::{Comparison, Condition, Filter, Find, Search, StoredDocument, UnitOfWork, UnitOfWorkError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -110,9 +110,9 @@ impl types::Host for HostState {}
 fn to_wit(error: UnitOfWorkError) -> types::Error {
     use crate::storage::StoreError;
     match error {
-        UnitOfWorkError::UndeclaredCollection(_) | UnitOfWorkError::UndeclaredIndex { .. } => {
-            types::Error::Forbidden(error.to_string())
-        }
+        UnitOfWorkError::UndeclaredCollection(_)
+        | UnitOfWorkError::UndeclaredIndex { .. }
+        | UnitOfWorkError::UndeclaredSearch(_) => types::Error::Forbidden(error.to_string()),
         UnitOfWorkError::InvalidKey(_)
         | UnitOfWorkError::InvalidBody(_)
         | UnitOfWorkError::DocumentTooLarge { .. }
@@ -121,7 +121,8 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         | UnitOfWorkError::CommitTooLarge { .. }
         | UnitOfWorkError::InvalidQuery(_)
         | UnitOfWorkError::InvalidValue { .. }
-        | UnitOfWorkError::InvalidCursor => types::Error::Invalid(error.to_string()),
+        | UnitOfWorkError::InvalidCursor
+        | UnitOfWorkError::SearchAndWrite => types::Error::Invalid(error.to_string()),
         UnitOfWorkError::Conflict(m) => types::Error::Conflict(m),
         UnitOfWorkError::ReadSetTooLarge { .. } => types::Error::Invalid(error.to_string()),
         UnitOfWorkError::Store(StoreError::ReadConflict { .. }) => types::Error::Conflict(error.to_string()),
@@ -220,6 +221,22 @@ impl storage::Host for HostState {
             descending: spec.descending,
         };
         let (docs, next) = self.uow.find(&find).await.map_err(to_wit)?;
+        Ok(page(docs, next))
+    }
+
+    async fn search(&mut self, spec: storage::SearchSpec) -> Result<storage::Page, types::Error> {
+        let search = Search {
+            collection: spec.collection,
+            query: spec.query,
+            conditions: spec
+                .conditions
+                .into_iter()
+                .map(|p| FieldCondition { field: p.field, op: comparison(p.op), value: p.value })
+                .collect(),
+            cursor: spec.cursor,
+            limit: spec.limit,
+        };
+        let (docs, next) = self.uow.search(&search).await.map_err(to_wit)?;
         Ok(page(docs, next))
     }
 }

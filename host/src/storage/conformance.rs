@@ -1,9 +1,10 @@
 //! The behaviour every [`DocumentStore`] backend must have. Each backend's tests call
 //! [`run_all`] on a fresh, empty store; a PostgreSQL backend passes the same suite.
 
+use super::search::{QueryLimits, SearchField, SearchFields, parse_query};
 use super::{
-    Comparison, Condition, DocumentStore, Drive, KeyRange, Position, Predicate, Read, Scope, StoreError, Write,
-    WriteAudit, WriteOp,
+    Comparison, Condition, DocumentStore, Drive, KeyRange, Position, Predicate, Read, Scope, SearchRange, StoreError,
+    Write, WriteAudit, WriteOp,
 };
 
 fn audit() -> WriteAudit {
@@ -27,6 +28,7 @@ fn put(collection: &str, key: &str, body: &str, condition: Condition, version: u
         op: WriteOp::Put {
             body: body.into(),
             index: index.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect(),
+            search: None,
         },
     }
 }
@@ -63,6 +65,164 @@ pub async fn run_all(store: &dyn DocumentStore) {
     purge_removes_only_that_plugin(store).await;
     sequences_count_per_tenant_and_plugin_and_move_past_imports(store).await;
     reads_current_says_whether_what_was_read_still_holds(store).await;
+    search_finds_ranks_and_pages_within_its_scope(store).await;
+    search_follows_updates_deletes_and_purges(store).await;
+}
+
+fn fields() -> SearchFields {
+    SearchFields(vec![
+        SearchField { path: "subject".into(), weight: 4 },
+        SearchField { path: "body".into(), weight: 1 },
+    ])
+}
+
+/// A put into a searchable collection, with its text as the unit of work extracts it.
+fn put_text(collection: &str, key: &str, body: serde_json::Value, index: &[(&str, &str)]) -> Write {
+    let mut w = put(collection, key, &body.to_string(), Condition::Any, 1, index);
+    if let WriteOp::Put { search, .. } = &mut w.op {
+        *search = Some(fields().extract(&body));
+    }
+    w
+}
+
+fn search_for(collection: &str, query: &str, residual: Vec<Predicate>, limit: u32) -> SearchRange {
+    SearchRange {
+        collection: collection.into(),
+        terms: parse_query(query, QueryLimits::default()).unwrap(),
+        fields: fields(),
+        residual,
+        offset: 0,
+        limit,
+        max_bytes: usize::MAX,
+        deadline: None,
+    }
+}
+
+async fn found(store: &dyn DocumentStore, s: &Scope, range: &SearchRange) -> Vec<String> {
+    store.search(s, range).await.unwrap().rows.into_iter().flatten().map(|d| d.key).collect()
+}
+
+async fn search_finds_ranks_and_pages_within_its_scope(store: &dyn DocumentStore) {
+    use serde_json::json;
+    let s = scope("search-a", "crm");
+    let mut writes = vec![
+        put_text(
+            "cases",
+            "body-only",
+            json!({ "subject": "Order", "body": "the printer is jammed" }),
+            &[("open", "true")],
+        ),
+        put_text(
+            "cases",
+            "in-subject",
+            json!({ "subject": "Printer jammed", "body": "see above" }),
+            &[("open", "false")],
+        ),
+        put_text("cases", "unrelated", json!({ "subject": "Invoice", "body": "wrong amount" }), &[("open", "true")]),
+        put_text("cases", "accents", json!({ "subject": "Crème brûlée", "body": "jane.doe@acme.com wrote" }), &[]),
+    ];
+    for i in 0..7 {
+        writes.push(put_text("cases", &format!("bulk-{i}"), json!({ "subject": "toner", "body": "toner low" }), &[]));
+    }
+    store.commit(&s, &writes, 1, &audit()).await.unwrap();
+    // The same words in another tenant, plugin and collection: never found from here.
+    let same = |c: &str, k: &str| put_text(c, k, json!({ "subject": "Printer jammed", "body": "printer" }), &[]);
+    store.commit(&scope("search-b", "crm"), &[same("cases", "theirs")], 1, &audit()).await.unwrap();
+    store.commit(&scope("search-a", "other"), &[same("cases", "other-plugin")], 1, &audit()).await.unwrap();
+    store.commit(&s, &[same("notes", "other-collection")], 1, &audit()).await.unwrap();
+
+    let printer = search_for("cases", "printer jammed", vec![], 10);
+    assert_eq!(found(store, &s, &printer).await, ["in-subject", "body-only"], "search: weighted field first");
+    assert_eq!(found(store, &scope("search-b", "crm"), &printer).await, ["theirs"], "search: tenant isolation");
+    assert_eq!(found(store, &scope("search-a", "other"), &printer).await, ["other-plugin"], "search: plugin isolation");
+    assert_eq!(found(store, &s, &search_for("notes", "printer", vec![], 10)).await, ["other-collection"]);
+    assert!(found(store, &scope("search-c", "crm"), &printer).await.is_empty(), "search: a tenant with nothing");
+    // Diacritics, prefixes, phrases and addresses.
+    assert_eq!(found(store, &s, &search_for("cases", "creme brulee", vec![], 10)).await, ["accents"]);
+    assert_eq!(found(store, &s, &search_for("cases", "jam*", vec![], 10)).await.len(), 2, "search: prefix");
+    assert_eq!(found(store, &s, &search_for("cases", "jane.doe@acme.com", vec![], 10)).await, ["accents"]);
+    assert!(found(store, &s, &search_for("cases", "\"jammed printer\"", vec![], 10)).await.is_empty(), "phrase order");
+    // Conditions narrow, as in `find`.
+    let open = Predicate { index: "open".into(), op: Comparison::Eq, value: "true".into() };
+    assert_eq!(found(store, &s, &search_for("cases", "printer", vec![open.clone()], 10)).await, ["body-only"]);
+    let not_open = Predicate { op: Comparison::Ne, ..open };
+    assert_eq!(found(store, &s, &search_for("cases", "printer", vec![not_open], 10)).await, ["in-subject"]);
+    // Pages chained by position give the one big page, in order, each key once.
+    let all = found(store, &s, &search_for("cases", "toner", vec![], 100)).await;
+    assert_eq!(all.len(), 7);
+    let mut chained = Vec::new();
+    let mut range = search_for("cases", "toner", vec![], 3);
+    loop {
+        let page = store.search(&s, &range).await.unwrap();
+        let taken = page.rows.len() as u32;
+        chained.extend(page.rows.into_iter().flatten().map(|d| d.key));
+        if taken < 3 {
+            break;
+        }
+        range.offset += taken;
+    }
+    assert_eq!(chained, all, "search: pages chain");
+    // A byte budget ends a page early, after the document that reaches it.
+    let mut small = search_for("cases", "toner", vec![], 100);
+    small.max_bytes = 1;
+    let page = store.search(&s, &small).await.unwrap();
+    assert_eq!((page.rows.len(), page.truncated), (1, true));
+
+    // The order of a tenant's matches depends on its own documents only: equal statistics
+    // in tenant r (both words in both documents) give a tie, broken the same way however
+    // common one of the words becomes in another tenant.
+    let r = scope("search-r", "crm");
+    store
+        .commit(
+            &r,
+            &[
+                put_text("cases", "more-apples", json!({ "subject": "", "body": "apple apple banana" }), &[]),
+                put_text("cases", "more-bananas", json!({ "subject": "", "body": "apple banana banana" }), &[]),
+            ],
+            1,
+            &audit(),
+        )
+        .await
+        .unwrap();
+    let fruit = search_for("cases", "apple banana", vec![], 10);
+    let before = found(store, &r, &fruit).await;
+    // (Were statistics shared, apples everywhere would make `banana` the rarer word and put
+    // the document with more bananas first.)
+    let apples: Vec<Write> = (0..50)
+        .map(|i| put_text("cases", &format!("a{i}"), json!({ "subject": "apple", "body": "apple pie" }), &[]))
+        .collect();
+    store.commit(&scope("search-other", "crm"), &apples, 1, &audit()).await.unwrap();
+    store.commit(&scope("search-r", "other-plugin"), &apples, 1, &audit()).await.unwrap();
+    assert_eq!(before, ["more-apples", "more-bananas"], "a tie is broken by the older document");
+    assert_eq!(found(store, &r, &fruit).await, before, "search: another scope's words moved the ranking");
+}
+
+async fn search_follows_updates_deletes_and_purges(store: &dyn DocumentStore) {
+    use serde_json::json;
+    let s = scope("search-u", "crm");
+    let doc = |subject: &str| put_text("cases", "c1", json!({ "subject": subject, "body": "" }), &[]);
+    store.commit(&s, &[doc("kettle broken")], 1, &audit()).await.unwrap();
+    let kettle = search_for("cases", "kettle", vec![], 10);
+    assert_eq!(found(store, &s, &kettle).await, ["c1"]);
+    // A rewrite with the same text (a status change) is still found; a new text replaces the old.
+    store.commit(&s, &[doc("kettle broken")], 2, &audit()).await.unwrap();
+    assert_eq!(found(store, &s, &kettle).await, ["c1"], "search: unchanged rewrite");
+    store.commit(&s, &[doc("toaster broken")], 3, &audit()).await.unwrap();
+    assert!(found(store, &s, &kettle).await.is_empty(), "search: old text gone");
+    assert_eq!(found(store, &s, &search_for("cases", "toaster", vec![], 10)).await, ["c1"]);
+    // A document whose fields are all empty is not found, and a delete takes it out.
+    store.commit(&s, &[doc("")], 4, &audit()).await.unwrap();
+    assert!(found(store, &s, &search_for("cases", "toaster", vec![], 10)).await.is_empty());
+    store.commit(&s, &[doc("toaster again")], 5, &audit()).await.unwrap();
+    let w = Write { op: WriteOp::Delete, ..doc("") };
+    store.commit(&s, &[w], 6, &audit()).await.unwrap();
+    assert!(found(store, &s, &search_for("cases", "toaster", vec![], 10)).await.is_empty(), "search: deleted");
+    // A purge takes the plugin's rows out of every tenant; a new document is found again.
+    store.commit(&s, &[doc("blender")], 7, &audit()).await.unwrap();
+    store.purge_plugin("crm").await.unwrap();
+    assert!(found(store, &s, &search_for("cases", "blender", vec![], 10)).await.is_empty(), "search: purged");
+    assert!(found(store, &scope("search-a", "crm"), &search_for("cases", "printer", vec![], 10)).await.is_empty());
+    assert_eq!(found(store, &scope("search-a", "other"), &search_for("cases", "printer", vec![], 10)).await.len(), 1);
 }
 
 async fn reads_current_says_whether_what_was_read_still_holds(store: &dyn DocumentStore) {

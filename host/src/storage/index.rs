@@ -7,6 +7,7 @@
 //! name fields, never index rows: [`CollectionIndexes::plan`] turns their conditions into one
 //! driving range over an index plus checks of the rest, which is what the stores execute.
 
+use super::search::SearchFields;
 use super::{Comparison, Drive, Predicate};
 use std::collections::BTreeMap;
 
@@ -245,7 +246,13 @@ pub struct CollectionIndexes {
     pub fields: BTreeMap<String, IndexType>,
     /// Compound indexes, each a list of two or more indexed fields.
     pub compound: Vec<Vec<String>>,
+    /// The fields of its full-text index, if it has one.
+    pub search: Option<SearchFields>,
 }
+
+/// The name under which the full-text index appears among a collection's indexes when an
+/// upgrade compares them (`$` never occurs in a field name).
+pub const SEARCH_INDEX: &str = "$search";
 
 /// A condition of a query, as a plugin gives it: a field, a comparison, the value as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,11 +297,15 @@ impl CollectionIndexes {
     /// The definitions as one text, equal for equal definitions: what a commit checks its
     /// entries were computed from.
     pub fn signature(&self) -> String {
-        let definitions: BTreeMap<String, Vec<&str>> = self
+        let mut definitions: BTreeMap<String, Vec<&str>> = self
             .definitions()
             .into_iter()
             .map(|(name, types)| (name, types.iter().map(|t| t.name()).collect()))
             .collect();
+        // Paths only: weights act when a search runs, not on what is stored.
+        if let Some(search) = &self.search {
+            definitions.insert(SEARCH_INDEX.to_owned(), search.paths());
+        }
         serde_json::to_string(&definitions).unwrap_or_default()
     }
 
@@ -302,9 +313,18 @@ impl CollectionIndexes {
     /// build anew (added, or retyped).
     pub fn changes_to(&self, next: &CollectionIndexes) -> (Vec<String>, std::collections::BTreeSet<String>) {
         let (old, new) = (self.definitions(), next.definitions());
-        let drop = old.keys().filter(|name| !new.contains_key(*name)).cloned().collect();
-        let rebuild =
+        let drop: Vec<String> = old.keys().filter(|name| !new.contains_key(*name)).cloned().collect();
+        let mut drop = drop;
+        let mut rebuild: std::collections::BTreeSet<String> =
             new.iter().filter(|(name, def)| old.get(*name) != Some(def)).map(|(name, _)| name.clone()).collect();
+        let paths = |s: &Option<SearchFields>| s.as_ref().map(|s| s.paths().join("\n"));
+        match (paths(&self.search), paths(&next.search)) {
+            (Some(_), None) => drop.push(SEARCH_INDEX.to_owned()),
+            (old, Some(new)) if old.as_ref() != Some(&new) => {
+                rebuild.insert(SEARCH_INDEX.to_owned());
+            }
+            _ => {}
+        }
         (drop, rebuild)
     }
 
@@ -350,19 +370,7 @@ impl CollectionIndexes {
                 .copied()
                 .ok_or_else(|| PlanError::NotIndexed { collection: collection.to_owned(), field: field.to_owned() })
         };
-        let mut encoded = Vec::with_capacity(conditions.len());
-        for c in conditions {
-            let t = ty(&c.field)?;
-            if c.op == Comparison::Prefix && !matches!(t, IndexType::Text | IndexType::String) {
-                return Err(PlanError::BadValue {
-                    field: c.field.clone(),
-                    reason: format!("is declared `{}`; only text and string fields take a prefix", t.name()),
-                });
-            }
-            let value =
-                t.encode_text(&c.value).map_err(|reason| PlanError::BadValue { field: c.field.clone(), reason })?;
-            encoded.push(Predicate { index: c.field.clone(), op: c.op, value });
-        }
+        let encoded = self.predicates(collection, conditions)?;
         if let Some(order) = order_by {
             ty(order)?;
         }
@@ -419,6 +427,28 @@ impl CollectionIndexes {
         };
         let residual = encoded.into_iter().zip(covered).filter_map(|(p, covered)| (!covered).then_some(p)).collect();
         Ok(Plan { drive, residual })
+    }
+
+    /// The conditions with their values in index text, each checked against its field's type.
+    pub fn predicates(&self, collection: &str, conditions: &[Condition]) -> Result<Vec<Predicate>, PlanError> {
+        let mut encoded = Vec::with_capacity(conditions.len());
+        for c in conditions {
+            let t = self
+                .fields
+                .get(&c.field)
+                .copied()
+                .ok_or_else(|| PlanError::NotIndexed { collection: collection.to_owned(), field: c.field.clone() })?;
+            if c.op == Comparison::Prefix && !matches!(t, IndexType::Text | IndexType::String) {
+                return Err(PlanError::BadValue {
+                    field: c.field.clone(),
+                    reason: format!("is declared `{}`; only text and string fields take a prefix", t.name()),
+                });
+            }
+            let value =
+                t.encode_text(&c.value).map_err(|reason| PlanError::BadValue { field: c.field.clone(), reason })?;
+            encoded.push(Predicate { index: c.field.clone(), op: c.op, value });
+        }
+        Ok(encoded)
     }
 }
 
@@ -522,6 +552,7 @@ mod tests {
                 ("status".into(), IndexType::Text),
             ]),
             compound: vec![vec!["item".into(), "at".into()]],
+            search: None,
         }
     }
 

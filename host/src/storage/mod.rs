@@ -11,10 +11,11 @@
 
 pub mod conformance;
 pub mod index;
+pub mod search;
 pub mod sqlite;
 mod unit_of_work;
 
-pub use unit_of_work::{Find, StorageLimits, UnitOfWork, UnitOfWorkError};
+pub use unit_of_work::{Find, Search, StorageLimits, UnitOfWork, UnitOfWorkError};
 
 pub use crate::audit::WriteAudit;
 pub use crate::jobs::Background;
@@ -202,6 +203,33 @@ pub struct KeyRange {
     pub deadline: Option<std::time::Instant>,
 }
 
+/// A full-text search against committed data: the documents of `collection` matching every
+/// term, best first, that pass every `residual` condition.
+#[derive(Debug, Clone)]
+pub struct SearchRange {
+    pub collection: String,
+    pub terms: Vec<search::Term>,
+    /// The collection's searchable fields (their weights rank the matches).
+    pub fields: search::SearchFields,
+    pub residual: Vec<Predicate>,
+    /// Matches to skip (those of earlier pages).
+    pub offset: u32,
+    pub limit: u32,
+    /// As for [`KeyRange::max_bytes`].
+    pub max_bytes: usize,
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// A page of ranked matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchHits {
+    /// One per match taken, best first; `None` for an index row whose document is not the
+    /// scope's (it must never happen; it is skipped and logged, but still takes its rank).
+    pub rows: Vec<Option<StoredDocument>>,
+    /// The page stopped early at the byte budget: more matches may follow.
+    pub truncated: bool,
+}
+
 /// What a committed write does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
@@ -209,6 +237,8 @@ pub enum WriteOp {
     Put {
         body: String,
         index: Vec<(String, String)>,
+        /// The text of its full-text index (`None`: the collection has none).
+        search: Option<search::SearchText>,
     },
     Delete,
 }
@@ -354,6 +384,15 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Up to `range.limit` documents after `range.after`, in the driving index's order (then
     /// key order), each with its position.
     async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError>;
+
+    /// Up to `range.limit` matches of `range`'s terms after the first `range.offset`, best
+    /// first, ranked on `scope`'s own data only (no other tenant's or plugin's documents may
+    /// change the order). Every document returned is of `scope` and `range.collection`,
+    /// whatever the index holds.
+    async fn search(&self, scope: &Scope, range: &SearchRange) -> Result<SearchHits, StoreError> {
+        let _ = (scope, range);
+        Err(StoreError::Unavailable("this storage backend has no full-text search".into()))
+    }
 
     /// Applies all writes atomically, checking each condition against committed state;
     /// returns the new version of each write (0 for deletes). Nothing is applied if any

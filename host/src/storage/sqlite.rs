@@ -22,6 +22,8 @@ pub struct SqliteDocumentStore {
     quotas: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Quotas, std::time::Instant)>>>,
 }
 
+/// A search slower than this is logged.
+const SLOW_SEARCH: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long a cached quota is trusted.
 const QUOTA_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Sequences one plugin may keep in one tenant.
@@ -147,8 +149,30 @@ impl PointReaders {
         }
     }
 
-    /// Reads the documents of `keys` (a JSON array) on this thread until their bytes reach
-    /// `max_bytes`, stopped as a scan is. `None`: no reader could be opened.
+    /// Runs `work` on this thread with a reader whose statements stop (`Interrupted`) when
+    /// `stopped` is set or `deadline` passes. `None`: no reader could be opened (the caller
+    /// then asks the pool).
+    fn stoppable<T>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Option<Result<T, StoreError>> {
+        let connection = self.idle.lock().ok()?.pop().or_else(|| self.open())?;
+        // Checked every thousand virtual-machine steps (microseconds apart).
+        let stop = move || {
+            stopped.load(std::sync::atomic::Ordering::Relaxed)
+                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        };
+        if connection.progress_handler(1000, Some(stop)).is_err() {
+            return None;
+        }
+        let result = work(&connection);
+        Some(self.finish(connection, result))
+    }
+
+    /// Reads the documents of `keys` (a JSON array) until their bytes reach `max_bytes`,
+    /// stopped as a scan is.
     fn get_many(
         &self,
         scope: &Scope,
@@ -158,15 +182,7 @@ impl PointReaders {
         deadline: Option<std::time::Instant>,
         stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Option<Result<Vec<StoredDocument>, StoreError>> {
-        let connection = self.idle.lock().ok()?.pop().or_else(|| self.open())?;
-        let stop = move || {
-            stopped.load(std::sync::atomic::Ordering::Relaxed)
-                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
-        };
-        if connection.progress_handler(1000, Some(stop)).is_err() {
-            return None;
-        }
-        let result = (|| {
+        self.stoppable(deadline, stopped, |connection| {
             let mut statement = connection.prepare_cached(GET_MANY)?;
             let mut rows = statement.query(rusqlite::params![scope.tenant, scope.plugin, collection, keys])?;
             let mut out = Vec::new();
@@ -179,31 +195,19 @@ impl PointReaders {
                     break;
                 }
             }
-            Ok::<_, rusqlite::Error>(out)
-        })();
-        Some(self.finish(connection, result))
+            Ok(out)
+        })
     }
 
-    /// Runs a scan on this thread, stopped when `stopped` is set or the range's deadline
-    /// passes. `None`: no reader could be opened (the caller then asks the pool).
+    /// Runs a scan, stopped when `stopped` is set or the range's deadline passes.
     fn scan(
         &self,
         scope: &Scope,
         range: &KeyRange,
         stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Option<Result<Vec<(Position, StoredDocument)>, StoreError>> {
-        let connection = self.idle.lock().ok()?.pop().or_else(|| self.open())?;
         let (sql, params) = scan_sql(scope, range);
-        let deadline = range.deadline;
-        // Checked every thousand virtual-machine steps (microseconds apart).
-        let stop = move || {
-            stopped.load(std::sync::atomic::Ordering::Relaxed)
-                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
-        };
-        if connection.progress_handler(1000, Some(stop)).is_err() {
-            return None;
-        }
-        let result = (|| {
+        self.stoppable(range.deadline, stopped, |connection| {
             let mut statement = connection.prepare_cached(&sql)?;
             let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
             let mut out = Vec::new();
@@ -216,9 +220,31 @@ impl PointReaders {
                     break;
                 }
             }
-            Ok::<_, rusqlite::Error>(out)
-        })();
-        Some(self.finish(connection, result))
+            Ok(out)
+        })
+    }
+
+    /// Runs a search, stopped as a scan is.
+    fn search(
+        &self,
+        scope: &Scope,
+        range: &super::SearchRange,
+        stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<Result<super::SearchHits, StoreError>> {
+        let (sql, params) = search_sql(scope, range);
+        self.stoppable(range.deadline, stopped, |connection| {
+            let exists = connection
+                .prepare_cached(SEARCH_TABLE_EXISTS)?
+                .exists(rusqlite::params![scope.tenant, scope.plugin])?;
+            if !exists {
+                return Ok(super::SearchHits::default());
+            }
+            let mut statement = connection.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0), r.get(2)?))
+            })?;
+            search_rows(rows, range.max_bytes, scope)
+        })
     }
 
     /// Clears the connection's stop, gives it back, and says what an error means.
@@ -301,6 +327,30 @@ fn scan_sql(scope: &Scope, range: &KeyRange) -> (String, Vec<rusqlite::types::Va
         }
     }
     for p in &range.residual {
+        let test = residual_sql(p, owner, [&tenant, &plugin, &collection], &mut bind);
+        sql.push_str(&test);
+    }
+    match &range.drive {
+        Some(_) => sql.push_str(&format!(" ORDER BY x.value {direction}, x.key {direction}")),
+        None => sql.push_str(&format!(" ORDER BY d.key {direction}")),
+    }
+    let limit = bind(Value::Integer(i64::from(range.limit)));
+    sql.push_str(&format!(" LIMIT {limit}"));
+    (sql, params)
+}
+
+/// ` AND [NOT] EXISTS (...)`: the check of one condition on the entry of the document whose
+/// key is `{owner}.key`, by a lookup of that key (`scope` = the tenant, plugin and collection
+/// parameters).
+fn residual_sql(
+    p: &super::Predicate,
+    owner: &str,
+    scope: [&str; 3],
+    bind: &mut impl FnMut(rusqlite::types::Value) -> String,
+) -> String {
+    use rusqlite::types::Value;
+    let [tenant, plugin, collection] = scope;
+    {
         let field = bind(Value::Text(p.index.clone()));
         let test = match p.op {
             Comparison::Prefix => {
@@ -323,18 +373,91 @@ fn scan_sql(scope: &Scope, range: &KeyRange) -> (String, Vec<rusqlite::types::Va
             }
         };
         let exists = if p.op == Comparison::Ne { "NOT EXISTS" } else { "EXISTS" };
-        sql.push_str(&format!(
+        format!(
             " AND {exists} (SELECT 1 FROM document_index r WHERE r.tenant_id = {tenant} AND r.plugin_id = {plugin} \
              AND r.collection = {collection} AND r.key = {owner}.key AND r.field = {field} AND {test})"
-        ));
+        )
     }
-    match &range.drive {
-        Some(_) => sql.push_str(&format!(" ORDER BY x.value {direction}, x.key {direction}")),
-        None => sql.push_str(&format!(" ORDER BY d.key {direction}")),
+}
+
+/// The search statement with its parameters, numbered. FTS5 finds the scope's matches (the
+/// scope token is one of the terms, so another scope's rows are never even ranked) and ranks
+/// them; only the page's ids and scores are sorted, then their documents are read by id, and
+/// the scope is checked again on every one: a stale or colliding index row can never bring
+/// back another scope's document.
+fn search_sql(scope: &Scope, range: &super::SearchRange) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut params: Vec<Value> = Vec::new();
+    let mut bind = |v: Value| {
+        params.push(v);
+        format!("?{}", params.len())
+    };
+    let table = super::search::table_name(&scope.tenant, &scope.plugin);
+    let token = super::search::scope_token(&scope.tenant, &scope.plugin, &range.collection);
+    let expression = bind(Value::Text(super::search::render_fts5(&token, &range.terms)));
+    let tenant = bind(Value::Text(scope.tenant.clone()));
+    let plugin = bind(Value::Text(scope.plugin.clone()));
+    let collection = bind(Value::Text(range.collection.clone()));
+    // The table name is hex from a hash and the weights manifest integers, formatted by the
+    // host: no plugin text is ever part of the statement.
+    let rank = range.fields.rank_sql(&table);
+    let mut page = String::from("SELECT h.id, h.score FROM hits h");
+    if !range.residual.is_empty() {
+        page.push_str(&format!(
+            " CROSS JOIN documents d1 ON d1.id = h.id \
+             WHERE d1.tenant_id = {tenant} AND d1.plugin_id = {plugin} AND d1.collection = {collection}"
+        ));
+        for p in &range.residual {
+            let test = residual_sql(p, "d1", [&tenant, &plugin, &collection], &mut bind);
+            page.push_str(&test);
+        }
     }
     let limit = bind(Value::Integer(i64::from(range.limit)));
-    sql.push_str(&format!(" LIMIT {limit}"));
+    let offset = bind(Value::Integer(i64::from(range.offset)));
+    // The page's rows come back whether or not their document is the scope's (then `key` is
+    // NULL): such a row is skipped, but it still counts toward the page, so paging goes on.
+    let sql = format!(
+        "WITH hits AS MATERIALIZED (SELECT rowid AS id, {rank} AS score FROM {table} \
+         WHERE {table} MATCH {expression}), \
+         page AS MATERIALIZED ({page} ORDER BY h.score, h.id LIMIT {limit} OFFSET {offset}) \
+         SELECT d.key, d.version, d.body FROM page LEFT JOIN documents d ON d.id = page.id \
+         AND d.tenant_id = {tenant} AND d.plugin_id = {plugin} AND d.collection = {collection} \
+         ORDER BY page.score, page.id"
+    );
     (sql, params)
+}
+
+/// Whether `scope` has a full-text table yet.
+const SEARCH_TABLE_EXISTS: &str = "SELECT 1 FROM search_tables WHERE tenant_id = ?1 AND plugin_id = ?2";
+
+/// Reads a search's rows: each a document or `None` (a row of the index whose document is not
+/// the scope's), until their bytes reach `max_bytes`. Returns them and whether it stopped there.
+fn search_rows<E>(
+    rows: impl Iterator<Item = Result<(Option<String>, i64, Option<String>), E>>,
+    max_bytes: usize,
+    scope: &Scope,
+) -> Result<super::SearchHits, E> {
+    let mut hits = super::SearchHits::default();
+    let mut bytes = 0usize;
+    for row in rows {
+        let (key, version, body) = row?;
+        match (key, body) {
+            (Some(key), Some(body)) => {
+                bytes += key.len() + body.len();
+                hits.rows.push(Some(StoredDocument { key, version: to_u64(version), body }));
+                if bytes >= max_bytes {
+                    hits.truncated = true;
+                    break;
+                }
+            }
+            _ => {
+                tracing::error!(tenant = %scope.tenant, plugin = %scope.plugin,
+                    "a full-text row names no document of its scope; skipped");
+                hits.rows.push(None);
+            }
+        }
+    }
+    Ok(hits)
 }
 
 /// Why a plugin's stored documents cannot take its new index definitions.
@@ -360,7 +483,29 @@ pub async fn reindex(
     drop: &[String],
     rebuild: &std::collections::BTreeSet<String>,
 ) -> Result<u64, ReindexError> {
-    for name in drop.iter().chain(rebuild) {
+    let search_index = super::index::SEARCH_INDEX;
+    if drop.iter().chain(rebuild).any(|name| name == search_index) {
+        let tables: Vec<(String, String)> =
+            sqlx::query_as("SELECT tenant_id, name FROM search_tables WHERE plugin_id = ?")
+                .bind(plugin)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        for (tenant, table) in tables {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE rowid IN \
+                 (SELECT id FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ?)"
+            )))
+            .bind(&tenant)
+            .bind(plugin)
+            .bind(collection)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        }
+    }
+    let search = rebuild.contains(search_index).then_some(indexes.search.as_ref()).flatten();
+    for name in drop.iter().chain(rebuild).filter(|name| *name != search_index) {
         sqlx::query("DELETE FROM document_index WHERE plugin_id = ? AND collection = ? AND field = ?")
             .bind(plugin)
             .bind(collection)
@@ -393,8 +538,8 @@ pub async fn reindex(
     for tenant in tenants {
         let mut after = String::new();
         loop {
-            let batch: Vec<(String, String)> = sqlx::query_as(
-                "SELECT key, body FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key > ? \
+            let batch: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT key, body, id FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND key > ? \
                  ORDER BY key LIMIT 500",
             )
             .bind(&tenant)
@@ -404,9 +549,10 @@ pub async fn reindex(
             .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
-            let Some((last, _)) = batch.last() else { break };
+            let Some((last, ..)) = batch.last() else { break };
             after = last.clone();
-            for (key, body) in batch {
+            let token = super::search::scope_token(&tenant, plugin, collection);
+            for (key, body, id) in batch {
                 let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
                     StoreError::Internal(format!("stored document {collection}/{key} is not JSON: {e}"))
                 })?;
@@ -435,6 +581,14 @@ pub async fn reindex(
                     .map_err(db_error)?;
                     entries += 1;
                 }
+                if let Some(fields) = search {
+                    let text = fields.extract(&value);
+                    if text.iter().any(|t| !t.is_empty()) {
+                        let table = ensure_search_table(&mut *conn, &tenant, plugin).await?;
+                        insert_search_rows(&mut *conn, &table, &[(id, token.as_str(), &text)]).await?;
+                        entries += 1;
+                    }
+                }
             }
         }
     }
@@ -452,8 +606,9 @@ fn bound(
         q = match p {
             rusqlite::types::Value::Integer(i) => q.bind(i),
             rusqlite::types::Value::Text(t) => q.bind(t),
-            rusqlite::types::Value::Null | rusqlite::types::Value::Real(_) | rusqlite::types::Value::Blob(_) => {
-                unreachable!("scan_sql binds only integers and text")
+            rusqlite::types::Value::Real(r) => q.bind(r),
+            rusqlite::types::Value::Null | rusqlite::types::Value::Blob(_) => {
+                unreachable!("scan_sql and search_sql bind only numbers and text")
             }
         };
     }
@@ -579,6 +734,49 @@ impl DocumentStore for SqliteDocumentStore {
         Ok(out)
     }
 
+    async fn search(&self, scope: &Scope, range: &super::SearchRange) -> Result<super::SearchHits, StoreError> {
+        use std::sync::atomic::AtomicBool;
+        if range.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(StoreError::Interrupted);
+        }
+        let started = std::time::Instant::now();
+        let stopped = std::sync::Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stopped.clone());
+        let (readers, scope_owned, range_owned) = (self.readers.clone(), scope.clone(), range.clone());
+        let on_reader = tokio::task::spawn_blocking(move || readers.search(&scope_owned, &range_owned, stopped))
+            .await
+            .map_err(|e| StoreError::Internal(format!("search thread: {e}")))?;
+        let result = match on_reader {
+            Some(result) => result,
+            None => {
+                // Only databases the readers cannot open (in memory) get here: tests, not servers.
+                let exists = sqlx::query(SEARCH_TABLE_EXISTS)
+                    .bind(&scope.tenant)
+                    .bind(&scope.plugin)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_error)?
+                    .is_some();
+                if !exists {
+                    return Ok(super::SearchHits::default());
+                }
+                let (sql, params) = search_sql(scope, range);
+                let rows = bound(sql, params).fetch_all(&self.pool).await.map_err(db_error)?;
+                let rows = rows
+                    .into_iter()
+                    .map(|r| Ok::<_, StoreError>((r.get(0), r.get::<Option<i64>, _>(1).unwrap_or(0), r.get(2))));
+                search_rows(rows, range.max_bytes, scope)
+            }
+        };
+        let took = started.elapsed();
+        if took > SLOW_SEARCH {
+            // Never the query text: it is the tenant's data.
+            tracing::warn!(tenant = %scope.tenant, plugin = %scope.plugin, collection = %range.collection,
+                terms = range.terms.len(), ms = took.as_millis() as u64, "slow full-text search");
+        }
+        result
+    }
+
     async fn reads_current(&self, scope: &Scope, reads: &[Read]) -> Result<bool, StoreError> {
         if reads.is_empty() {
             return Ok(true);
@@ -701,6 +899,22 @@ impl DocumentStore for SqliteDocumentStore {
 
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM search_tables WHERE plugin_id = ?")
+            .bind(plugin)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        for table in tables {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        sqlx::query("DELETE FROM search_tables WHERE plugin_id = ?")
+            .bind(plugin)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         sqlx::query("DELETE FROM document_index WHERE plugin_id = ?")
             .bind(plugin)
             .execute(&mut *tx)
@@ -1156,6 +1370,63 @@ fn of_keys<'a>(
     q
 }
 
+/// The full-text table of (tenant, plugin), if it has one yet.
+async fn search_table(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    plugin: &str,
+) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar("SELECT name FROM search_tables WHERE tenant_id = ? AND plugin_id = ?")
+        .bind(tenant)
+        .bind(plugin)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)
+}
+
+/// The full-text table of (tenant, plugin), created (in the caller's transaction) if needed.
+async fn ensure_search_table(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    plugin: &str,
+) -> Result<String, StoreError> {
+    if let Some(table) = search_table(&mut *conn, tenant, plugin).await? {
+        return Ok(table);
+    }
+    let table = super::search::table_name(tenant, plugin);
+    sqlx::query(sqlx::AssertSqlSafe(super::search::create_table_sql(&table)))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    sqlx::query("INSERT INTO search_tables (tenant_id, plugin_id, name) VALUES (?, ?, ?)")
+        .bind(tenant)
+        .bind(plugin)
+        .bind(&table)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(table)
+}
+
+/// Adds full-text rows to `table`: (document id, scope token, text).
+async fn insert_search_rows(
+    conn: &mut sqlx::SqliteConnection,
+    table: &str,
+    rows: &[(i64, &str, &super::search::SearchText)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {table} (rowid, scope, c0, c1, c2, c3) "));
+        q.push_values(chunk, |mut row, (id, token, text)| {
+            row.push_bind(*id).push_bind(*token);
+            for field in text.iter() {
+                row.push_bind(field.as_str());
+            }
+        });
+        q.build().execute(&mut *conn).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
 /// Rows per multi-row statement: few enough to stay far below SQLite's limit on bound
 /// parameters, many enough that a large commit is a few hundred statements, not one per row
 /// (each statement is a round trip to the connection's thread).
@@ -1176,13 +1447,14 @@ async fn apply(
     for w in writes {
         by_collection.entry(&w.collection).or_default().push(&w.key);
     }
-    // What is stored now: (version, size) per (collection, key).
-    let mut stored: HashMap<(String, String), (i64, i64)> = HashMap::with_capacity(writes.len());
+    // What is stored now: (version, size, id) per (collection, key).
+    let mut stored: HashMap<(String, String), (i64, i64, i64)> = HashMap::with_capacity(writes.len());
     for (collection, keys) in &by_collection {
         for chunk in keys.chunks(ROWS_PER_STATEMENT * 5) {
-            let mut q = of_keys("SELECT key, version, size FROM documents", scope, collection, chunk.iter().copied());
+            let mut q =
+                of_keys("SELECT key, version, size, id FROM documents", scope, collection, chunk.iter().copied());
             for row in q.build().fetch_all(&mut *conn).await.map_err(db_error)? {
-                stored.insert(((*collection).to_owned(), row.get(0)), (row.get(1), row.get(2)));
+                stored.insert(((*collection).to_owned(), row.get(0)), (row.get(1), row.get(2), row.get(3)));
             }
         }
     }
@@ -1192,7 +1464,7 @@ async fn apply(
     let mut sizes = Vec::with_capacity(writes.len());
     for w in writes {
         let found = stored.get(&(w.collection.clone(), w.key.clone())).copied();
-        let current = found.map(|(version, _)| to_u64(version));
+        let current = found.map(|(version, ..)| to_u64(version));
         let holds = match w.condition {
             Condition::Any => true,
             Condition::Absent => current.is_none(),
@@ -1210,7 +1482,7 @@ async fn apply(
                 found: current.map_or("absent".into(), |v| format!("version {v}")),
             });
         }
-        let old_size = found.map(|(_, size)| size);
+        let old_size = found.map(|(_, size, _)| size);
         match &w.op {
             WriteOp::Delete => {
                 if let Some(size) = old_size {
@@ -1239,6 +1511,66 @@ async fn apply(
             }
         }
     }
+
+    // Full-text rows: a put whose text is unchanged keeps its row (a status change reindexes
+    // nothing); any other write of a stored document takes its row out (a changed text, a
+    // delete, a collection that no longer declares `search`). Plugins without a table skip it.
+    let id_of = |w: &Write| stored.get(&(w.collection.clone(), w.key.clone())).map(|s| s.2);
+    let stored_ids: Vec<i64> = writes.iter().filter_map(id_of).collect();
+    let has_text = writes.iter().any(|w| matches!(w.op, WriteOp::Put { search: Some(_), .. }));
+    let mut table = if stored_ids.is_empty() && !has_text {
+        None
+    } else {
+        search_table(&mut *conn, &scope.tenant, &scope.plugin).await?
+    };
+    let mut indexed: HashMap<i64, super::search::SearchText> = HashMap::new();
+    for chunk in stored_ids.chunks(ROWS_PER_STATEMENT * 5) {
+        let Some(table) = &table else { break };
+        let mut q = sqlx::QueryBuilder::new(format!("SELECT rowid, c0, c1, c2, c3 FROM {table} WHERE rowid IN ("));
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *conn).await.map_err(db_error)? {
+            indexed.insert(row.get(0), [row.get(1), row.get(2), row.get(3), row.get(4)]);
+        }
+    }
+    let mut unindex: Vec<i64> = Vec::new();
+    // Puts whose text goes into the index: (collection, key, text), with the id if stored.
+    let mut to_index: Vec<(&Write, Option<i64>, &super::search::SearchText)> = Vec::new();
+    for w in writes {
+        let id = id_of(w);
+        let old = id.and_then(|id| indexed.get(&id));
+        let text = match &w.op {
+            WriteOp::Put { search: Some(text), .. } => Some(text),
+            _ => None,
+        };
+        if old.is_some() && old == text {
+            continue;
+        }
+        if let (Some(id), Some(_)) = (id, old) {
+            unindex.push(id);
+        }
+        if let Some(text) = text.filter(|t| t.iter().any(|f| !f.is_empty())) {
+            to_index.push((w, id, text));
+        }
+    }
+    for chunk in unindex.chunks(ROWS_PER_STATEMENT * 5) {
+        let Some(table) = &table else { break };
+        let mut q = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE rowid IN ("));
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await.map_err(db_error)?;
+    }
+    let new_indexed: std::collections::HashSet<(&str, &str)> = to_index
+        .iter()
+        .filter(|(_, id, _)| id.is_none())
+        .map(|(w, ..)| (w.collection.as_str(), w.key.as_str()))
+        .collect();
 
     // Old index entries of every written key go; deleted documents go.
     for (collection, keys) in &by_collection {
@@ -1270,6 +1602,7 @@ async fn apply(
             WriteOp::Delete => None,
         })
         .collect();
+    let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
     for chunk in puts.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::new(
             "INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at, size) ",
@@ -1289,7 +1622,37 @@ async fn apply(
             " ON CONFLICT (tenant_id, plugin_id, collection, key) DO UPDATE SET version = excluded.version, \
              body = excluded.body, updated_at = excluded.updated_at, size = excluded.size",
         );
-        q.build().execute(&mut *conn).await.map_err(db_error)?;
+        // New documents with text to index need their ids.
+        if chunk.iter().any(|(w, ..)| new_indexed.contains(&(w.collection.as_str(), w.key.as_str()))) {
+            q.push(" RETURNING id, collection, key");
+            for row in q.build().fetch_all(&mut *conn).await.map_err(db_error)? {
+                new_ids.insert((row.get(1), row.get(2)), row.get(0));
+            }
+        } else {
+            q.build().execute(&mut *conn).await.map_err(db_error)?;
+        }
+    }
+    let mut tokens: HashMap<&str, String> = HashMap::new();
+    for (w, ..) in &to_index {
+        tokens
+            .entry(w.collection.as_str())
+            .or_insert_with(|| super::search::scope_token(&scope.tenant, &scope.plugin, &w.collection));
+    }
+    let mut rows: Vec<(i64, &str, &super::search::SearchText)> = Vec::with_capacity(to_index.len());
+    for (w, id, text) in &to_index {
+        let id = match id {
+            Some(id) => *id,
+            None => *new_ids
+                .get(&(w.collection.clone(), w.key.clone()))
+                .ok_or_else(|| StoreError::Internal(format!("no id came back for {}/{}", w.collection, w.key)))?,
+        };
+        rows.push((id, tokens[w.collection.as_str()].as_str(), text));
+    }
+    if !rows.is_empty() {
+        if table.is_none() {
+            table = Some(ensure_search_table(&mut *conn, &scope.tenant, &scope.plugin).await?);
+        }
+        insert_search_rows(&mut *conn, table.as_deref().unwrap_or_default(), &rows).await?;
     }
     let entries: Vec<(&Write, &str, &str)> = puts
         .iter()
@@ -1473,6 +1836,7 @@ mod tests {
         let v1 = CollectionIndexes {
             fields: std::collections::BTreeMap::from([("qty".to_string(), IndexType::Text)]),
             compound: vec![],
+            search: None,
         };
         let mut v2 = v1.clone();
         v2.fields.insert("qty".into(), IndexType::Integer);
@@ -1512,6 +1876,170 @@ mod tests {
         current.put("items", "c", r#"{"qty":7}"#, Condition::Any).await.unwrap();
         current.commit(4, &audit).await.unwrap();
         assert_ne!(v1.signature(), v2.signature());
+    }
+
+    fn searchable(paths: &[&str]) -> crate::storage::index::CollectionIndexes {
+        use crate::storage::search::{SearchField, SearchFields};
+        crate::storage::index::CollectionIndexes {
+            search: (!paths.is_empty())
+                .then(|| SearchFields(paths.iter().map(|p| SearchField { path: (*p).into(), weight: 1 }).collect())),
+            ..Default::default()
+        }
+    }
+
+    fn words(
+        query: &str,
+        collection: &str,
+        indexes: &crate::storage::index::CollectionIndexes,
+    ) -> crate::storage::SearchRange {
+        crate::storage::SearchRange {
+            collection: collection.into(),
+            terms: crate::storage::search::parse_query(query, Default::default()).unwrap(),
+            fields: indexes.search.clone().unwrap_or_default(),
+            residual: vec![],
+            offset: 0,
+            limit: 100,
+            max_bytes: usize::MAX,
+            deadline: None,
+        }
+    }
+
+    async fn commit_texts(
+        store: &SqliteDocumentStore,
+        s: &Scope,
+        indexes: &crate::storage::index::CollectionIndexes,
+        docs: &[(&str, &str)],
+    ) {
+        let writes: Vec<Write> = docs
+            .iter()
+            .map(|(key, subject)| {
+                let body = serde_json::json!({ "subject": subject });
+                Write {
+                    collection: "cases".into(),
+                    key: (*key).into(),
+                    condition: Condition::Any,
+                    version: 1,
+                    op: WriteOp::Put {
+                        body: body.to_string(),
+                        index: vec![],
+                        search: indexes.search.as_ref().map(|f| f.extract(&body)),
+                    },
+                }
+            })
+            .collect();
+        let audit = WriteAudit { actor: "a".into(), actor_name: "a".into(), request_id: "r".into() };
+        for chunk in writes.chunks(1000) {
+            store.commit(s, chunk, 1, &audit).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stray_index_row_never_brings_back_another_scopes_document() {
+        let (store, _dir) = temp_store().await;
+        let indexes = searchable(&["subject"]);
+        let theirs = Scope { tenant: "b".into(), plugin: "crm".into() };
+        commit_texts(&store, &theirs, &indexes, &[("secret", "merger plans")]).await;
+        let mine = Scope { tenant: "a".into(), plugin: "crm".into() };
+        // Each (tenant, plugin) has a table of its own, made with its first row.
+        assert!(store.search(&mine, &words("merger", "cases", &indexes)).await.unwrap().rows.is_empty());
+        commit_texts(&store, &mine, &indexes, &[("ours", "merger talk, much longer than the others")]).await;
+        let (a_table, b_table) =
+            (crate::storage::search::table_name("a", "crm"), crate::storage::search::table_name("b", "crm"));
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM search_tables ORDER BY name").fetch_all(&store.pool).await.unwrap();
+        let mut expected = vec![a_table.clone(), b_table];
+        expected.sort();
+        assert_eq!(tables, expected);
+        // Rows in a's table that name b's document and no document (what a bug could leave):
+        // the join back to documents drops them, and they still count toward the page.
+        let id: i64 =
+            sqlx::query_scalar("SELECT id FROM documents WHERE key = 'secret'").fetch_one(&store.pool).await.unwrap();
+        for stray in [id, id + 1_000] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {a_table} (rowid, scope, c0) VALUES (?, ?, 'merger plans')"
+            )))
+            .bind(stray)
+            .bind(crate::storage::search::scope_token("a", "crm", "cases"))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let hits = store.search(&mine, &words("merger", "cases", &indexes)).await.unwrap();
+        assert_eq!(hits.rows.len(), 3);
+        let found: Vec<String> = hits.rows.into_iter().flatten().map(|d| d.key).collect();
+        assert_eq!(found, ["ours"]);
+        // The plan: the FTS5 index finds the matches, documents are read by id.
+        let (sql, params) = search_sql(&mine, &words("merger", "cases", &indexes));
+        let plan = query_plan_of(&store, &format!("EXPLAIN QUERY PLAN {sql}"), params).await;
+        assert!(plan.iter().any(|l| l.contains("VIRTUAL TABLE INDEX")), "{plan:?}");
+        assert!(plan.iter().any(|l| l.contains("INTEGER PRIMARY KEY")), "{plan:?}");
+    }
+
+    async fn query_plan_of(store: &SqliteDocumentStore, sql: &str, params: Vec<rusqlite::types::Value>) -> Vec<String> {
+        bound(sql.to_owned(), params)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(3))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_that_adds_or_drops_search_rebuilds_or_removes_the_rows() {
+        let (store, _dir) = temp_store().await;
+        let (v1, v2, v3) = (searchable(&[]), searchable(&["subject"]), searchable(&[]));
+        for tenant in ["a", "b"] {
+            let s = Scope { tenant: tenant.into(), plugin: "crm".into() };
+            commit_texts(&store, &s, &v1, &[("c1", "kettle"), ("c2", "toaster")]).await;
+        }
+        let rows = || async {
+            let tables: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM search_tables").fetch_all(&store.pool).await.unwrap();
+            let mut total = 0;
+            for table in tables {
+                total += sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            }
+            total
+        };
+        assert_eq!(rows().await, 0);
+        let upgrade = |from: crate::storage::index::CollectionIndexes, to: crate::storage::index::CollectionIndexes| {
+            let pool = store.pool.clone();
+            async move {
+                let (drop, rebuild) = from.changes_to(&to);
+                let mut tx = pool.begin().await.unwrap();
+                reindex(&mut tx, "crm", "cases", &to, &drop, &rebuild).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
+        upgrade(v1.clone(), v2.clone()).await;
+        assert_eq!(rows().await, 4);
+        for tenant in ["a", "b"] {
+            let s = Scope { tenant: tenant.into(), plugin: "crm".into() };
+            let hits = store.search(&s, &words("kettle", "cases", &v2)).await.unwrap();
+            assert_eq!(hits.rows.iter().flatten().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["c1"]);
+        }
+        upgrade(v2, v3).await;
+        assert_eq!(rows().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_search_is_interrupted_at_its_deadline_and_the_reader_serves_again() {
+        let (store, _dir) = temp_store().await;
+        let indexes = searchable(&["subject"]);
+        let s = Scope { tenant: "t".into(), plugin: "crm".into() };
+        let docs: Vec<(String, String)> =
+            (0..20_000).map(|i| (format!("c{i:05}"), format!("common word number {i} and more text"))).collect();
+        let refs: Vec<(&str, &str)> = docs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        commit_texts(&store, &s, &indexes, &refs).await;
+        let mut range = words("common", "cases", &indexes);
+        range.deadline = Some(std::time::Instant::now() + std::time::Duration::from_micros(200));
+        assert_eq!(store.search(&s, &range).await.unwrap_err(), StoreError::Interrupted);
+        range.deadline = None;
+        assert_eq!(store.search(&s, &range).await.unwrap().rows.len(), 100);
     }
 
     #[tokio::test]

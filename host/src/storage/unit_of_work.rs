@@ -38,6 +38,12 @@ pub struct StorageLimits {
     /// Zero except in tests: every read first waits this long, standing in for a slow or
     /// busy database, to show that a call's deadline reaches into its host calls.
     pub read_delay: std::time::Duration,
+    /// Bounds on full-text search text.
+    pub search_query: super::search::QueryLimits,
+    pub max_search_page: u32,
+    pub default_search_page: u32,
+    /// How long one search may run (within the call's own deadline).
+    pub search_timeout: std::time::Duration,
 }
 
 impl Default for StorageLimits {
@@ -54,6 +60,10 @@ impl Default for StorageLimits {
             max_checked_documents: 10_000,
             max_checked_queries: 100,
             read_delay: std::time::Duration::ZERO,
+            search_query: super::search::QueryLimits::default(),
+            max_search_page: 100,
+            default_search_page: 20,
+            search_timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -63,6 +73,12 @@ impl Default for StorageLimits {
 pub enum UnitOfWorkError {
     #[error("collection `{0}` is not declared in the plugin manifest")]
     UndeclaredCollection(String),
+    #[error("collection `{0}` declares no searchable fields in the plugin manifest")]
+    UndeclaredSearch(String),
+    #[error(
+        "a call may search or write, not both: search results are ranked over data that moves, so they cannot be checked again at commit; search in a call that only reads, then write by key in another"
+    )]
+    SearchAndWrite,
     #[error("field `{field}` is not an indexed field of collection `{collection}`")]
     UndeclaredIndex { collection: String, field: String },
     #[error("field `{field}` of collection `{collection}` {reason}")]
@@ -177,6 +193,8 @@ pub struct UnitOfWork {
     sequence_takes: usize,
     /// What the call read of committed data, checked again at commit.
     reads: std::sync::Mutex<ReadSet>,
+    /// Whether the call has searched: then it may not write.
+    searched: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +260,7 @@ impl UnitOfWork {
             scan_gate: None,
             sequence_takes: 0,
             reads: std::sync::Mutex::new(reads),
+            searched: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -472,10 +491,14 @@ impl UnitOfWork {
         self.check_room(collection, key, key.len() + body.len())?;
         let value: serde_json::Value =
             serde_json::from_str(body).map_err(|e| UnitOfWorkError::InvalidBody(e.to_string()))?;
-        let index = self.indexes(collection)?.entries(&value).map_err(|(field, reason)| {
-            UnitOfWorkError::InvalidValue { collection: collection.to_owned(), field, reason }
+        let indexes = self.indexes(collection)?;
+        let index = indexes.entries(&value).map_err(|(field, reason)| UnitOfWorkError::InvalidValue {
+            collection: collection.to_owned(),
+            field,
+            reason,
         })?;
-        let op = WriteOp::Put { body: body.to_owned(), index };
+        let search = indexes.search.as_ref().map(|fields| fields.extract(&value));
+        let op = WriteOp::Put { body: body.to_owned(), index, search };
         self.record(collection, key, condition, op).await
     }
 
@@ -510,6 +533,9 @@ impl UnitOfWork {
         condition: Condition,
         op: WriteOp,
     ) -> Result<u64, UnitOfWorkError> {
+        if self.has_searched() {
+            return Err(UnitOfWorkError::SearchAndWrite);
+        }
         let id = (collection.to_owned(), key.to_owned());
         let existing = self.pending.get(&id).cloned();
         if existing.is_none() && self.pending.len() >= self.limits.max_writes_per_call {
@@ -699,7 +725,7 @@ impl UnitOfWork {
             .map(|(position, d)| (position, PageRow::Stored(d)))
             .collect();
         for ((_, key), p) in ours {
-            let WriteOp::Put { body, index } = &p.op else { continue };
+            let WriteOp::Put { body, index, .. } = &p.op else { continue };
             let entry = |name: &str| index.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
             let position = match &plan.drive {
                 None => Position { entry: String::new(), key: key.clone() },
@@ -743,6 +769,77 @@ impl UnitOfWork {
         Ok((merged.into_iter().map(|(_, d)| d.into_document()).collect(), next))
     }
 
+    fn has_searched(&self) -> bool {
+        self.searched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A page of full-text matches in committed data, best first. Read-only: a call that has
+    /// written may not search, and one that searched may not write (see
+    /// [`UnitOfWorkError::SearchAndWrite`]).
+    pub async fn search(&self, spec: &Search) -> Result<(Vec<StoredDocument>, Option<String>), UnitOfWorkError> {
+        use super::search;
+        self.slow_database().await;
+        let collection = spec.collection.as_str();
+        let indexes = self.indexes(collection)?;
+        let Some(fields) = &indexes.search else {
+            return Err(UnitOfWorkError::UndeclaredSearch(collection.to_owned()));
+        };
+        if !self.pending.is_empty() {
+            return Err(UnitOfWorkError::SearchAndWrite);
+        }
+        if spec.conditions.len() > self.limits.max_filters {
+            return Err(UnitOfWorkError::InvalidQuery(format!(
+                "{} conditions; a search may combine at most {}",
+                spec.conditions.len(),
+                self.limits.max_filters
+            )));
+        }
+        let terms =
+            search::parse_query(&spec.query, self.limits.search_query).map_err(UnitOfWorkError::InvalidQuery)?;
+        let residual = indexes.predicates(collection, &spec.conditions).map_err(|e| match e {
+            PlanError::NotIndexed { collection, field } => UnitOfWorkError::UndeclaredIndex { collection, field },
+            PlanError::BadValue { field, reason } => {
+                UnitOfWorkError::InvalidValue { collection: collection.to_owned(), field, reason }
+            }
+            PlanError::Invalid(reason) => UnitOfWorkError::InvalidQuery(reason),
+        })?;
+        let fingerprint = search::fingerprint(&[
+            collection,
+            &format!("{terms:?}"),
+            &format!("{:?}", fields.0),
+            &format!("{residual:?}"),
+        ]);
+        let offset = match spec.cursor.as_deref() {
+            None => 0,
+            Some(c) => search::decode_cursor(c, fingerprint).ok_or(UnitOfWorkError::InvalidCursor)?,
+        };
+        let limit =
+            if spec.limit == 0 { self.limits.default_search_page } else { spec.limit.min(self.limits.max_search_page) }
+                as usize;
+        let own_deadline = std::time::Instant::now() + self.limits.search_timeout;
+        let deadline = Some(self.deadline.map_or(own_deadline, |d| d.min(own_deadline)));
+        let _lane = self.scan_lane().await?;
+        // From here on the call may not write, whatever the search answers.
+        self.searched.store(true, std::sync::atomic::Ordering::Relaxed);
+        let range = super::SearchRange {
+            collection: collection.to_owned(),
+            terms,
+            fields: fields.clone(),
+            residual,
+            offset,
+            limit: limit as u32 + 1,
+            max_bytes: self.limits.max_read_bytes,
+            deadline,
+        };
+        let mut hits = self.store.search(&self.scope, &range).await?;
+        // One match more than the page was asked for says whether another page follows.
+        let more = hits.rows.len() > limit || hits.truncated;
+        hits.rows.truncate(limit);
+        let next_offset = offset + hits.rows.len() as u32;
+        let next = (more && next_offset <= search::MAX_OFFSET).then(|| search::encode_cursor(fingerprint, next_offset));
+        Ok((hits.rows.into_iter().flatten().collect(), next))
+    }
+
     /// Commits the buffered writes in one transaction. Returns how many documents changed.
     pub async fn commit(self, now_ms: i64, audit: &super::WriteAudit) -> Result<usize, UnitOfWorkError> {
         self.commit_with(&super::Background::default(), now_ms, audit).await
@@ -757,6 +854,11 @@ impl UnitOfWork {
     ) -> Result<usize, UnitOfWorkError> {
         if self.pending.is_empty() && background.is_empty() {
             return Ok(0);
+        }
+        // A job that searched still finishes (or moves its task on); it may not start work.
+        let starts_work = !background.events.is_empty() || !background.jobs.is_empty() || !background.tasks.is_empty();
+        if self.has_searched() && (!self.pending.is_empty() || starts_work) {
+            return Err(UnitOfWorkError::SearchAndWrite);
         }
         let reads = self.reads.into_inner().expect("read set lock");
         if reads.overflowed {
@@ -808,6 +910,16 @@ pub struct Find {
     pub cursor: Option<String>,
     pub limit: u32,
     pub descending: bool,
+}
+
+/// A full-text search as a plugin asks it (see `keel:platform/storage.search`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    pub collection: String,
+    pub query: String,
+    pub conditions: Vec<FieldCondition>,
+    pub cursor: Option<String>,
+    pub limit: u32,
 }
 
 /// A cursor of a scan in key order (the collection drives it, or an equality whose entry is
@@ -873,6 +985,7 @@ mod tests {
         let indexes = CollectionIndexes {
             fields: BTreeMap::from([("tag".to_string(), super::super::index::IndexType::Text)]),
             compound: vec![],
+            search: None,
         };
         let collections = BTreeMap::from([("notes".to_string(), indexes)]);
         UnitOfWork::new(
@@ -1152,6 +1265,7 @@ mod tests {
                 ("salary".to_string(), IndexType::Decimal),
             ]),
             compound: vec![vec!["dept".to_string(), "hired".to_string()]],
+            search: None,
         };
         UnitOfWork::new(
             store.clone(),
@@ -1329,5 +1443,111 @@ mod tests {
             call.put("notes", "one-too-many", "{}", Condition::Any).await,
             Err(UnitOfWorkError::TooManyWrites(20))
         ));
+    }
+
+    fn cases(store: &Arc<dyn DocumentStore>, limits: StorageLimits) -> UnitOfWork {
+        use super::super::search::{SearchField, SearchFields};
+        let searchable = CollectionIndexes {
+            fields: BTreeMap::from([("open".to_string(), super::super::index::IndexType::Boolean)]),
+            compound: vec![],
+            search: Some(SearchFields(vec![SearchField { path: "subject".into(), weight: 1 }])),
+        };
+        let collections =
+            BTreeMap::from([("cases".to_string(), searchable), ("plain".to_string(), Default::default())]);
+        UnitOfWork::new(store.clone(), Scope { tenant: "t".into(), plugin: "p".into() }, Arc::new(collections), limits)
+    }
+
+    fn search(query: &str, conditions: &[(&str, &str)], cursor: Option<String>, limit: u32) -> Search {
+        Search {
+            collection: "cases".into(),
+            query: query.into(),
+            conditions: conditions
+                .iter()
+                .map(|(f, v)| FieldCondition { field: f.to_string(), op: Comparison::Eq, value: v.to_string() })
+                .collect(),
+            cursor,
+            limit,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_search_sees_committed_text_pages_by_cursor_and_keeps_its_call_read_only() {
+        let (store, _dir) = setup().await;
+        let mut call = cases(&store, StorageLimits::default());
+        for i in 0..25 {
+            let body = format!(r#"{{"subject":"printer {i}","open":{}}}"#, i % 2 == 0);
+            call.put("cases", &format!("c{i:02}"), &body, Condition::Absent).await.unwrap();
+        }
+        // A call that has written may not search (its own writes are not in the index).
+        assert_eq!(call.search(&search("printer", &[], None, 0)).await, Err(UnitOfWorkError::SearchAndWrite));
+        call.commit(1, &test_audit()).await.unwrap();
+
+        let call = cases(&store, StorageLimits::default());
+        // 0 means the default page of 20; the cursor gives the rest, each document once.
+        let (first, next) = call.search(&search("printer", &[], None, 0)).await.unwrap();
+        assert_eq!(first.len(), 20);
+        let (rest, last) = call.search(&search("printer", &[], next.clone(), 0)).await.unwrap();
+        assert_eq!(rest.len(), 5);
+        assert_eq!(last, None);
+        let mut keys: Vec<String> = first.iter().chain(&rest).map(|d| d.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 25);
+        // A cursor belongs to its search: another query or other conditions refuse it.
+        assert_eq!(
+            call.search(&search("printers", &[], next.clone(), 0)).await.unwrap_err(),
+            UnitOfWorkError::InvalidCursor
+        );
+        assert_eq!(
+            call.search(&search("printer", &[("open", "true")], next, 0)).await.unwrap_err(),
+            UnitOfWorkError::InvalidCursor
+        );
+        let (open, _) = call.search(&search("printer", &[("open", "true")], None, 100)).await.unwrap();
+        assert_eq!(open.len(), 13);
+        // Past the page cap the host gives 100 at most.
+        let (capped, _) = call.search(&search("printer", &[], None, 5_000)).await.unwrap();
+        assert_eq!(capped.len(), 25);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_searched_may_not_write_or_start_work_but_a_job_still_finishes() {
+        let (store, _dir) = setup().await;
+        let mut call = cases(&store, StorageLimits::default());
+        call.search(&search("anything", &[], None, 0)).await.unwrap();
+        assert_eq!(call.put("cases", "k", "{}", Condition::Any).await, Err(UnitOfWorkError::SearchAndWrite));
+        assert_eq!(call.put("plain", "k", "{}", Condition::Any).await, Err(UnitOfWorkError::SearchAndWrite));
+        let event = crate::jobs::NewEvent {
+            id: "e1".into(),
+            topic: "t.x".into(),
+            payload: "{}".into(),
+            request_id: "r".into(),
+            deliveries: vec![],
+        };
+        let background = super::super::Background { events: vec![event], ..Default::default() };
+        assert_eq!(call.commit_with(&background, 1, &test_audit()).await.unwrap_err(), UnitOfWorkError::SearchAndWrite);
+        // Nothing to commit: a read-only search call ends cleanly.
+        let call = cases(&store, StorageLimits::default());
+        call.search(&search("anything", &[], None, 0)).await.unwrap();
+        assert_eq!(call.commit(1, &test_audit()).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn searches_are_refused_where_undeclared_or_malformed() {
+        let (store, _dir) = setup().await;
+        let call = cases(&store, StorageLimits::default());
+        let on = |collection: &str| Search { collection: collection.into(), ..search("x y z", &[], None, 0) };
+        assert_eq!(call.search(&on("plain")).await, Err(UnitOfWorkError::UndeclaredSearch("plain".into())));
+        assert_eq!(call.search(&on("nope")).await, Err(UnitOfWorkError::UndeclaredCollection("nope".into())));
+        assert!(matches!(call.search(&search("\"*()", &[], None, 0)).await, Err(UnitOfWorkError::InvalidQuery(_))));
+        assert!(matches!(call.search(&search("ab*", &[], None, 0)).await, Err(UnitOfWorkError::InvalidQuery(_))));
+        assert!(matches!(
+            call.search(&search("x", &[("subject", "y")], None, 0)).await,
+            Err(UnitOfWorkError::UndeclaredIndex { .. })
+        ));
+        assert!(matches!(
+            call.search(&search("x", &[("open", "maybe")], None, 0)).await,
+            Err(UnitOfWorkError::InvalidValue { .. })
+        ));
+        assert_eq!(call.search(&search("x", &[], Some("k1.abc".into()), 0)).await, Err(UnitOfWorkError::InvalidCursor));
     }
 }

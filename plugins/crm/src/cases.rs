@@ -375,26 +375,28 @@ pub fn get(req: &Request) -> Result<Response, Error> {
 /// (`due_before` bounds it: "breaching soon"). The views: my open cases
 /// (`assignee=me&open=true`), unassigned (`unassigned=true`), breaching soon
 /// (`sort=next_due&due_before=...`), a customer's open cases (`customer=7&open=true`).
+/// `GET /cases`: filtered by the query's fields; with `q`, the cases whose subject,
+/// description or tags match, best first.
 pub fn list(req: &Request) -> Result<Response, Error> {
     let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
-    let mut query = CASES.query().limit(paging.limit).cursor(paging.cursor.as_deref());
+    let mut filters: Vec<(&'static str, String)> = Vec::new();
     if let Some(status) = req.query("status") {
-        query = query.filter("status", Status::parse(status).map_err(invalid)?.as_str());
+        filters.push(("status", Status::parse(status).map_err(invalid)?.as_str().to_owned()));
     }
     if let Some(priority) = req.query("priority") {
-        query = query.filter("priority", Priority::parse(priority).map_err(invalid)?.as_str());
+        filters.push(("priority", Priority::parse(priority).map_err(invalid)?.as_str().to_owned()));
     }
     if let Some(who) = req.query("assignee") {
         let who = if who == "me" { req.caller.user_id.as_str() } else { who };
-        query = query.filter("assignee", who);
+        filters.push(("assignee", who.to_owned()));
     }
     if let Some(team) = req.query("team") {
-        query = query.filter("team", desk::team_slug(team)?);
+        filters.push(("team", desk::team_slug(team)?));
     }
     for field in ["open", "unassigned"] {
         match req.query(field) {
             None => {}
-            Some(v @ ("true" | "false")) => query = query.filter(field, v),
+            Some(v @ ("true" | "false")) => filters.push((field, v.to_owned())),
             Some(other) => {
                 return Err(Error::invalid(
                     "invalid-field",
@@ -407,8 +409,23 @@ pub fn list(req: &Request) -> Result<Response, Error> {
         if let Some(value) = req.query(field) {
             let id = model::parse_number(value)
                 .ok_or_else(|| Error::invalid("invalid-field", format!("`{field}` `{value}` is not an id")))?;
-            query = query.filter(field, id);
+            filters.push((field, id.to_string()));
         }
+    }
+    if let Some(q) = crate::search::text(req) {
+        if req.query("sort").is_some() {
+            return Err(Error::invalid("invalid-field", "`sort` cannot be combined with `q`: matches come best first")
+                .at_field("sort"));
+        }
+        let mut search = CASES.search(q).limit(paging.limit).cursor(paging.cursor.as_deref());
+        for (field, value) in &filters {
+            search = search.eq(field, value);
+        }
+        return list_page(crate::search::fetch(search)?);
+    }
+    let mut query = CASES.query().limit(paging.limit).cursor(paging.cursor.as_deref());
+    for (field, value) in &filters {
+        query = query.filter(field, value);
     }
     match req.query("sort") {
         None => query = query.descending(),
@@ -425,7 +442,10 @@ pub fn list(req: &Request) -> Result<Response, Error> {
             return Err(Error::invalid("invalid-field", format!("`sort` must be `next_due` (got `{other}`)")));
         }
     }
-    let page = query.fetch()?;
+    list_page(query.fetch()?)
+}
+
+fn list_page(page: keel_sdk::Page<Case>) -> Result<Response, Error> {
     let items: Vec<_> = page
         .items
         .iter()

@@ -26,6 +26,7 @@ pub mod model;
 pub mod people;
 pub mod public;
 pub mod reports;
+pub mod search;
 pub mod sla;
 
 use keel_sdk::{Error, Event, ImportBatch, Job, Plugin, Router, RowProblem, export_plugin};
@@ -86,6 +87,8 @@ impl Plugin for Crm {
             .get("/sla-policies", desk::list_policies)
             .put("/sla-policies/{tier}/{priority}", desk::put_policy)
             .get("/reports/sla", reports::sla)
+            .get("/search", search::search)
+            .get("/search/messages", search::messages)
             .post("/forms/case", public::web_form)
             .get("/ratings/{token}", public::get_rating)
             .post("/ratings/{token}", public::rate)

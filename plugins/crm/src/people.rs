@@ -137,9 +137,19 @@ pub fn update_customer(req: &Request) -> Result<Response, Error> {
 
 pub fn list_customers(req: &Request) -> Result<Response, Error> {
     let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
+    let tier = req.query("tier").map(Tier::parse).transpose().map_err(invalid)?;
+    if let Some(q) = crate::search::text(req) {
+        let mut search = CUSTOMERS.search(q).limit(paging.limit).cursor(paging.cursor.as_deref());
+        if let Some(tier) = tier {
+            search = search.eq("tier", tier.as_str());
+        }
+        let page = crate::search::fetch(search)?;
+        let items = crate::search::live(page.items, |c: &Customer| c.merged_into.is_none());
+        return Response::page(&items, page.next.as_deref());
+    }
     let mut query = CUSTOMERS.query().limit(paging.limit).cursor(paging.cursor.as_deref());
-    if let Some(tier) = req.query("tier") {
-        query = query.filter("tier", Tier::parse(tier).map_err(invalid)?.as_str());
+    if let Some(tier) = tier {
+        query = query.filter("tier", tier.as_str());
     }
     let page = query.fetch()?;
     let items: Vec<_> = page.items.into_iter().map(|c| c.value).collect();
@@ -295,10 +305,24 @@ pub fn list_contacts(req: &Request) -> Result<Response, Error> {
         return Response::page(&found, None);
     }
     let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
+    let customer = match req.query("customer") {
+        Some(customer) => Some(
+            model::parse_number(customer)
+                .ok_or_else(|| Error::invalid("invalid-field", format!("`customer` `{customer}` is not an id")))?,
+        ),
+        None => None,
+    };
+    if let Some(q) = crate::search::text(req) {
+        let mut search = CONTACTS.search(q).limit(paging.limit).cursor(paging.cursor.as_deref());
+        if let Some(id) = customer {
+            search = search.eq("customer", id);
+        }
+        let page = crate::search::fetch(search)?;
+        let items = crate::search::live(page.items, |c: &Contact| c.merged_into.is_none());
+        return Response::page(&items, page.next.as_deref());
+    }
     let mut query = CONTACTS.query().limit(paging.limit).cursor(paging.cursor.as_deref());
-    if let Some(customer) = req.query("customer") {
-        let id = model::parse_number(customer)
-            .ok_or_else(|| Error::invalid("invalid-field", format!("`customer` `{customer}` is not an id")))?;
+    if let Some(id) = customer {
         query = query.filter("customer", id);
     }
     let page = query.fetch()?;
