@@ -22,17 +22,18 @@ SELECT rowid, tenant_id, plugin_id, collection, key, version, body, created_at, 
 DROP TABLE documents;
 ALTER TABLE documents_by_id RENAME TO documents;
 
--- The full-text index is one FTS5 table per (tenant, plugin), created with its first row:
--- BM25 ranks with statistics of its whole table (how many rows hold a word, their lengths),
--- so a table shared between tenants would let one tenant learn, from the order of its own
--- results, which words another tenant's documents contain. Each row is one document of a
--- collection that declares `search` (rowid = documents.id); `scope` holds a token per
--- collection, which every search requires; c0..c3 are the collection's searchable fields in
--- manifest order. Not contentless: deleting a row of a regular FTS5 table also takes its
--- words out of the statistics. This table says which tables exist.
+-- The full-text index is one FTS5 table per (tenant, plugin, collection), created with its
+-- first row. BM25 ranks with statistics of its whole table (how many rows hold a word, their
+-- lengths), so a table shared between tenants would let one tenant learn, from the order of
+-- its own results, which words another tenant's documents contain; and a search of one
+-- collection never walks another's rows. Each row is one document of a collection that
+-- declares `search` (rowid = documents.id); c0..c3 are its searchable fields in manifest
+-- order. Not contentless: deleting a row of a regular FTS5 table also takes its words out of
+-- the statistics. This table says which tables exist.
 CREATE TABLE search_tables (
     tenant_id   TEXT NOT NULL,
     plugin_id   TEXT NOT NULL,
+    collection  TEXT NOT NULL,
     name        TEXT NOT NULL UNIQUE,
-    PRIMARY KEY (tenant_id, plugin_id)
+    PRIMARY KEY (tenant_id, plugin_id, collection)
 ) WITHOUT ROWID;

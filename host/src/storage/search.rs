@@ -2,12 +2,12 @@
 //! how a plugin's query text becomes an FTS5 expression that can only ever be words, and the
 //! cursor of a ranked page.
 //!
-//! Each (tenant, plugin) has an FTS5 table of its own ([`table_name`], rowid = the document's
-//! stable id): the ranking's statistics (how many documents hold a word, their lengths) are
-//! then that plugin's data in that tenant only, so the order of one tenant's results says
-//! nothing about another's documents. Each row carries a scope token, a hash of (tenant,
-//! plugin, collection), and the text of up to four fields; every search ANDs the token, and
-//! the join back to `documents` checks the scope again on every row returned.
+//! Each (tenant, plugin, collection) has an FTS5 table of its own ([`table_name`], rowid = the
+//! document's stable id, one column per searchable field): the ranking's statistics (how many
+//! documents hold a word, their lengths) are then that collection's data in that tenant
+//! only, so the order of one tenant's results says nothing about another's documents, and a
+//! rare word is found without walking anyone else's rows. The join back to `documents` checks
+//! the scope again on every row returned.
 
 use base64::Engine as _;
 use sha2::Digest as _;
@@ -75,9 +75,9 @@ impl SearchFields {
         self.0.iter().map(|f| f.path.as_str()).collect()
     }
 
-    /// The FTS5 ranking call for these fields on `table`: the scope column weighs nothing.
+    /// The FTS5 ranking call for these fields on `table`.
     pub fn rank_sql(&self, table: &str) -> String {
-        let mut weights = vec!["0.0".to_owned()];
+        let mut weights = Vec::new();
         for i in 0..MAX_SEARCH_FIELDS {
             weights.push(self.0.get(i).map_or("0.0".to_owned(), |f| format!("{}.0", f.weight)));
         }
@@ -107,35 +107,24 @@ fn clean(text: &str, cap: usize) -> String {
     out
 }
 
-/// The FTS5 table of one (tenant, plugin): `search_` and hex digits only, so it can be
-/// written into SQL.
-pub fn table_name(tenant: &str, plugin: &str) -> String {
+/// The FTS5 table of one (tenant, plugin, collection): `search_` and hex digits only, so it
+/// can be written into SQL.
+pub fn table_name(tenant: &str, plugin: &str, collection: &str) -> String {
     let mut hash = sha2::Sha256::new();
-    for part in [tenant, plugin] {
+    for part in [tenant, plugin, collection] {
         hash.update(part.as_bytes());
         hash.update([0u8]);
     }
     format!("search_{}", &hex::encode(hash.finalize())[..32])
 }
 
-/// The statement that creates a (tenant, plugin)'s table: case and accents folded, no
-/// stemming (tenants write in many languages), 3-character prefixes indexed.
+/// The statement that creates a collection's table: case and accents folded, no stemming
+/// (tenants write in many languages), 3-character prefixes indexed.
 pub fn create_table_sql(table: &str) -> String {
     format!(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(scope, c0, c1, c2, c3, \
+        "CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(c0, c1, c2, c3, \
          tokenize = 'unicode61 remove_diacritics 2', prefix = '3')"
     )
-}
-
-/// The token every row of one (tenant, plugin, collection) carries in the `scope` column:
-/// letters and digits only, so the tokenizer keeps it whole.
-pub fn scope_token(tenant: &str, plugin: &str, collection: &str) -> String {
-    let mut hash = sha2::Sha256::new();
-    for part in [tenant, plugin, collection] {
-        hash.update(part.as_bytes());
-        hash.update([0u8]);
-    }
-    format!("k{}", &hex::encode(hash.finalize())[..30])
 }
 
 /// Bounds on query text.
@@ -225,9 +214,9 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || ('\u{E000}'..='\u{F8FF}').contains(&c) || c >= '\u{F0000}'
 }
 
-/// The FTS5 expression of a search in one scope: the scope token AND every term, each a
-/// double-quoted string (so it is only ever text) limited to the field columns.
-pub fn render_fts5(token: &str, terms: &[Term]) -> String {
+/// The FTS5 expression of a search: every term ANDed, each a double-quoted string (so it is
+/// only ever text).
+pub fn render_fts5(terms: &[Term]) -> String {
     let quoted: Vec<String> = terms
         .iter()
         .map(|t| {
@@ -235,7 +224,7 @@ pub fn render_fts5(token: &str, terms: &[Term]) -> String {
             if t.prefix { format!("{q} *") } else { q }
         })
         .collect();
-    format!("scope : \"{token}\" AND {{c0 c1 c2 c3}} : ({})", quoted.join(" AND "))
+    quoted.join(" AND ")
 }
 
 /// The cursor of a ranked page: which query it belongs to, and how many matches came before.
@@ -323,20 +312,14 @@ mod tests {
     #[test]
     fn every_term_is_quoted_and_kept_to_the_field_columns() {
         let terms = parse_query("refund \"jane doe\" prin* say\"\"", QueryLimits::default()).unwrap();
-        assert_eq!(
-            render_fts5("kabc", &terms),
-            "scope : \"kabc\" AND {c0 c1 c2 c3} : (\"refund\" AND \"jane doe\" AND \"prin\" * AND \"say\")"
-        );
+        assert_eq!(render_fts5(&terms), "\"refund\" AND \"jane doe\" AND \"prin\" * AND \"say\"");
     }
 
     #[test]
     fn hostile_queries_are_valid_fts5_or_refused_never_an_error_of_the_engine() {
         let db = rusqlite::Connection::open_in_memory().unwrap();
         db.execute_batch(&create_table_sql("document_search")).unwrap();
-        db.execute_batch(
-            "INSERT INTO document_search (rowid, scope, c0) VALUES (1, 'kabc', 'near and or not refund');",
-        )
-        .unwrap();
+        db.execute_batch("INSERT INTO document_search (rowid, c0) VALUES (1, 'near and or not refund');").unwrap();
         let mut inputs: Vec<String> = [
             "\"",
             "\"\"\"\"",
@@ -375,7 +358,7 @@ mod tests {
         let mut ran = 0;
         for input in &inputs {
             let Ok(terms) = parse_query(input, QueryLimits::default()) else { continue };
-            let expr = render_fts5("kabc", &terms);
+            let expr = render_fts5(&terms);
             let result: rusqlite::Result<Vec<i64>> = db
                 .prepare("SELECT rowid FROM document_search WHERE document_search MATCH ?1")
                 .and_then(|mut s| s.query_map([&expr], |r| r.get(0))?.collect());
@@ -388,20 +371,11 @@ mod tests {
         let found: i64 = db
             .query_row(
                 "SELECT count(*) FROM document_search WHERE document_search MATCH ?1",
-                [render_fts5("kabc", &terms)],
+                [render_fts5(&terms)],
                 |r| r.get(0),
             )
             .unwrap();
         assert_eq!(found, 1);
-        // And another scope's token finds nothing.
-        let found: i64 = db
-            .query_row(
-                "SELECT count(*) FROM document_search WHERE document_search MATCH ?1",
-                [render_fts5("kother", &terms)],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(found, 0);
     }
 
     #[test]
@@ -439,12 +413,12 @@ mod tests {
     }
 
     #[test]
-    fn scope_tokens_differ_per_scope_and_are_one_word() {
-        let a = scope_token("acme", "crm", "cases");
-        assert_eq!(a.len(), 31);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, scope_token("acme", "crm", "contacts"));
-        assert_ne!(a, scope_token("acm", "ecrm", "cases"));
-        assert_ne!(a, scope_token("globex", "crm", "cases"));
+    fn table_names_differ_per_scope_and_are_identifiers() {
+        let a = table_name("acme", "crm", "cases");
+        assert_eq!(a.len(), "search_".len() + 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        assert_ne!(a, table_name("acme", "crm", "contacts"));
+        assert_ne!(a, table_name("acm", "ecrm", "cases"));
+        assert_ne!(a, table_name("globex", "crm", "cases"));
     }
 }

@@ -233,9 +233,11 @@ impl PointReaders {
     ) -> Option<Result<super::SearchHits, StoreError>> {
         let (sql, params) = search_sql(scope, range);
         self.stoppable(range.deadline, stopped, |connection| {
-            let exists = connection
-                .prepare_cached(SEARCH_TABLE_EXISTS)?
-                .exists(rusqlite::params![scope.tenant, scope.plugin])?;
+            let exists = connection.prepare_cached(SEARCH_TABLE_EXISTS)?.exists(rusqlite::params![
+                scope.tenant,
+                scope.plugin,
+                range.collection
+            ])?;
             if !exists {
                 return Ok(super::SearchHits::default());
             }
@@ -392,9 +394,8 @@ fn search_sql(scope: &Scope, range: &super::SearchRange) -> (String, Vec<rusqlit
         params.push(v);
         format!("?{}", params.len())
     };
-    let table = super::search::table_name(&scope.tenant, &scope.plugin);
-    let token = super::search::scope_token(&scope.tenant, &scope.plugin, &range.collection);
-    let expression = bind(Value::Text(super::search::render_fts5(&token, &range.terms)));
+    let table = super::search::table_name(&scope.tenant, &scope.plugin, &range.collection);
+    let expression = bind(Value::Text(super::search::render_fts5(&range.terms)));
     let tenant = bind(Value::Text(scope.tenant.clone()));
     let plugin = bind(Value::Text(scope.plugin.clone()));
     let collection = bind(Value::Text(range.collection.clone()));
@@ -427,8 +428,9 @@ fn search_sql(scope: &Scope, range: &super::SearchRange) -> (String, Vec<rusqlit
     (sql, params)
 }
 
-/// Whether `scope` has a full-text table yet.
-const SEARCH_TABLE_EXISTS: &str = "SELECT 1 FROM search_tables WHERE tenant_id = ?1 AND plugin_id = ?2";
+/// Whether a collection of `scope` has a full-text table yet.
+const SEARCH_TABLE_EXISTS: &str =
+    "SELECT 1 FROM search_tables WHERE tenant_id = ?1 AND plugin_id = ?2 AND collection = ?3";
 
 /// Reads a search's rows: each a document or `None` (a row of the index whose document is not
 /// the scope's), until their bytes reach `max_bytes`. Returns them and whether it stopped there.
@@ -485,24 +487,7 @@ pub async fn reindex(
 ) -> Result<u64, ReindexError> {
     let search_index = super::index::SEARCH_INDEX;
     if drop.iter().chain(rebuild).any(|name| name == search_index) {
-        let tables: Vec<(String, String)> =
-            sqlx::query_as("SELECT tenant_id, name FROM search_tables WHERE plugin_id = ?")
-                .bind(plugin)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        for (tenant, table) in tables {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE rowid IN \
-                 (SELECT id FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ?)"
-            )))
-            .bind(&tenant)
-            .bind(plugin)
-            .bind(collection)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        }
+        drop_search_tables(&mut *conn, plugin, Some(collection)).await?;
     }
     let search = rebuild.contains(search_index).then_some(indexes.search.as_ref()).flatten();
     for name in drop.iter().chain(rebuild).filter(|name| *name != search_index) {
@@ -551,7 +536,6 @@ pub async fn reindex(
             .map_err(db_error)?;
             let Some((last, ..)) = batch.last() else { break };
             after = last.clone();
-            let token = super::search::scope_token(&tenant, plugin, collection);
             for (key, body, id) in batch {
                 let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
                     StoreError::Internal(format!("stored document {collection}/{key} is not JSON: {e}"))
@@ -584,8 +568,8 @@ pub async fn reindex(
                 if let Some(fields) = search {
                     let text = fields.extract(&value);
                     if text.iter().any(|t| !t.is_empty()) {
-                        let table = ensure_search_table(&mut *conn, &tenant, plugin).await?;
-                        insert_search_rows(&mut *conn, &table, &[(id, token.as_str(), &text)]).await?;
+                        let table = ensure_search_table(&mut *conn, &tenant, plugin, collection).await?;
+                        insert_search_rows(&mut *conn, &table, &[(id, &text)]).await?;
                         entries += 1;
                     }
                 }
@@ -753,6 +737,7 @@ impl DocumentStore for SqliteDocumentStore {
                 let exists = sqlx::query(SEARCH_TABLE_EXISTS)
                     .bind(&scope.tenant)
                     .bind(&scope.plugin)
+                    .bind(&range.collection)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(db_error)?
@@ -899,22 +884,7 @@ impl DocumentStore for SqliteDocumentStore {
 
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM search_tables WHERE plugin_id = ?")
-            .bind(plugin)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        for table in tables {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
-        sqlx::query("DELETE FROM search_tables WHERE plugin_id = ?")
-            .bind(plugin)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        drop_search_tables(&mut tx, plugin, None).await?;
         sqlx::query("DELETE FROM document_index WHERE plugin_id = ?")
             .bind(plugin)
             .execute(&mut *tx)
@@ -1370,37 +1340,42 @@ fn of_keys<'a>(
     q
 }
 
-/// The full-text table of (tenant, plugin), if it has one yet.
+/// The full-text table of a collection of (tenant, plugin), if it has one yet.
 async fn search_table(
     conn: &mut sqlx::SqliteConnection,
     tenant: &str,
     plugin: &str,
+    collection: &str,
 ) -> Result<Option<String>, StoreError> {
-    sqlx::query_scalar("SELECT name FROM search_tables WHERE tenant_id = ? AND plugin_id = ?")
+    sqlx::query_scalar("SELECT name FROM search_tables WHERE tenant_id = ? AND plugin_id = ? AND collection = ?")
         .bind(tenant)
         .bind(plugin)
+        .bind(collection)
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)
 }
 
-/// The full-text table of (tenant, plugin), created (in the caller's transaction) if needed.
+/// The full-text table of a collection of (tenant, plugin), created (in the caller's
+/// transaction) if needed.
 async fn ensure_search_table(
     conn: &mut sqlx::SqliteConnection,
     tenant: &str,
     plugin: &str,
+    collection: &str,
 ) -> Result<String, StoreError> {
-    if let Some(table) = search_table(&mut *conn, tenant, plugin).await? {
+    if let Some(table) = search_table(&mut *conn, tenant, plugin, collection).await? {
         return Ok(table);
     }
-    let table = super::search::table_name(tenant, plugin);
+    let table = super::search::table_name(tenant, plugin, collection);
     sqlx::query(sqlx::AssertSqlSafe(super::search::create_table_sql(&table)))
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    sqlx::query("INSERT INTO search_tables (tenant_id, plugin_id, name) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO search_tables (tenant_id, plugin_id, collection, name) VALUES (?, ?, ?, ?)")
         .bind(tenant)
         .bind(plugin)
+        .bind(collection)
         .bind(&table)
         .execute(&mut *conn)
         .await
@@ -1408,16 +1383,47 @@ async fn ensure_search_table(
     Ok(table)
 }
 
-/// Adds full-text rows to `table`: (document id, scope token, text).
+/// Drops the full-text tables of a plugin's collection (all of its collections: `None`) in
+/// every tenant.
+async fn drop_search_tables(
+    conn: &mut sqlx::SqliteConnection,
+    plugin: &str,
+    collection: Option<&str>,
+) -> Result<(), StoreError> {
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM search_tables WHERE plugin_id = ? AND (? IS NULL OR collection = ?)")
+            .bind(plugin)
+            .bind(collection)
+            .bind(collection)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    for table in &tables {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    sqlx::query("DELETE FROM search_tables WHERE plugin_id = ? AND (? IS NULL OR collection = ?)")
+        .bind(plugin)
+        .bind(collection)
+        .bind(collection)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Adds full-text rows to `table`: (document id, text).
 async fn insert_search_rows(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
-    rows: &[(i64, &str, &super::search::SearchText)],
+    rows: &[(i64, &super::search::SearchText)],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {table} (rowid, scope, c0, c1, c2, c3) "));
-        q.push_values(chunk, |mut row, (id, token, text)| {
-            row.push_bind(*id).push_bind(*token);
+        let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {table} (rowid, c0, c1, c2, c3) "));
+        q.push_values(chunk, |mut row, (id, text)| {
+            row.push_bind(*id);
             for field in text.iter() {
                 row.push_bind(field.as_str());
             }
@@ -1512,36 +1518,42 @@ async fn apply(
         }
     }
 
-    // Full-text rows: a put whose text is unchanged keeps its row (a status change reindexes
-    // nothing); any other write of a stored document takes its row out (a changed text, a
-    // delete, a collection that no longer declares `search`). Plugins without a table skip it.
+    // Full-text rows, per collection (each has its own table): a put whose text is unchanged
+    // keeps its row (a status change reindexes nothing); any other write of a stored document
+    // takes its row out (a changed text, a delete, a collection that no longer declares
+    // `search`). Collections without a table skip all of it.
     let id_of = |w: &Write| stored.get(&(w.collection.clone(), w.key.clone())).map(|s| s.2);
-    let stored_ids: Vec<i64> = writes.iter().filter_map(id_of).collect();
-    let has_text = writes.iter().any(|w| matches!(w.op, WriteOp::Put { search: Some(_), .. }));
-    let mut table = if stored_ids.is_empty() && !has_text {
-        None
-    } else {
-        search_table(&mut *conn, &scope.tenant, &scope.plugin).await?
-    };
-    let mut indexed: HashMap<i64, super::search::SearchText> = HashMap::new();
-    for chunk in stored_ids.chunks(ROWS_PER_STATEMENT * 5) {
-        let Some(table) = &table else { break };
-        let mut q = sqlx::QueryBuilder::new(format!("SELECT rowid, c0, c1, c2, c3 FROM {table} WHERE rowid IN ("));
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *conn).await.map_err(db_error)? {
-            indexed.insert(row.get(0), [row.get(1), row.get(2), row.get(3), row.get(4)]);
+    let mut tables: HashMap<&str, Option<String>> = HashMap::new();
+    for (collection, _) in &by_collection {
+        let touches = writes.iter().any(|w| {
+            w.collection == *collection && (id_of(w).is_some() || matches!(w.op, WriteOp::Put { search: Some(_), .. }))
+        });
+        let table =
+            if touches { search_table(&mut *conn, &scope.tenant, &scope.plugin, collection).await? } else { None };
+        tables.insert(collection, table);
+    }
+    let mut indexed: HashMap<(&str, i64), super::search::SearchText> = HashMap::new();
+    let mut unindex: HashMap<&str, Vec<i64>> = HashMap::new();
+    for (collection, table) in &tables {
+        let Some(table) = table else { continue };
+        let ids: Vec<i64> = writes.iter().filter(|w| w.collection == *collection).filter_map(id_of).collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT * 5) {
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT rowid, c0, c1, c2, c3 FROM {table} WHERE rowid IN ("));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *conn).await.map_err(db_error)? {
+                indexed.insert((collection, row.get(0)), [row.get(1), row.get(2), row.get(3), row.get(4)]);
+            }
         }
     }
-    let mut unindex: Vec<i64> = Vec::new();
-    // Puts whose text goes into the index: (collection, key, text), with the id if stored.
+    // Puts whose text goes into the index, with the id if stored.
     let mut to_index: Vec<(&Write, Option<i64>, &super::search::SearchText)> = Vec::new();
     for w in writes {
         let id = id_of(w);
-        let old = id.and_then(|id| indexed.get(&id));
+        let old = id.and_then(|id| indexed.get(&(w.collection.as_str(), id)));
         let text = match &w.op {
             WriteOp::Put { search: Some(text), .. } => Some(text),
             _ => None,
@@ -1550,21 +1562,23 @@ async fn apply(
             continue;
         }
         if let (Some(id), Some(_)) = (id, old) {
-            unindex.push(id);
+            unindex.entry(w.collection.as_str()).or_default().push(id);
         }
         if let Some(text) = text.filter(|t| t.iter().any(|f| !f.is_empty())) {
             to_index.push((w, id, text));
         }
     }
-    for chunk in unindex.chunks(ROWS_PER_STATEMENT * 5) {
-        let Some(table) = &table else { break };
-        let mut q = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE rowid IN ("));
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
+    for (collection, ids) in &unindex {
+        let Some(Some(table)) = tables.get(collection) else { continue };
+        for chunk in ids.chunks(ROWS_PER_STATEMENT * 5) {
+            let mut q = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE rowid IN ("));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *conn).await.map_err(db_error)?;
         }
-        q.push(")");
-        q.build().execute(&mut *conn).await.map_err(db_error)?;
     }
     let new_indexed: std::collections::HashSet<(&str, &str)> = to_index
         .iter()
@@ -1632,13 +1646,7 @@ async fn apply(
             q.build().execute(&mut *conn).await.map_err(db_error)?;
         }
     }
-    let mut tokens: HashMap<&str, String> = HashMap::new();
-    for (w, ..) in &to_index {
-        tokens
-            .entry(w.collection.as_str())
-            .or_insert_with(|| super::search::scope_token(&scope.tenant, &scope.plugin, &w.collection));
-    }
-    let mut rows: Vec<(i64, &str, &super::search::SearchText)> = Vec::with_capacity(to_index.len());
+    let mut rows: BTreeMap<&str, Vec<(i64, &super::search::SearchText)>> = BTreeMap::new();
     for (w, id, text) in &to_index {
         let id = match id {
             Some(id) => *id,
@@ -1646,13 +1654,14 @@ async fn apply(
                 .get(&(w.collection.clone(), w.key.clone()))
                 .ok_or_else(|| StoreError::Internal(format!("no id came back for {}/{}", w.collection, w.key)))?,
         };
-        rows.push((id, tokens[w.collection.as_str()].as_str(), text));
+        rows.entry(w.collection.as_str()).or_default().push((id, text));
     }
-    if !rows.is_empty() {
-        if table.is_none() {
-            table = Some(ensure_search_table(&mut *conn, &scope.tenant, &scope.plugin).await?);
-        }
-        insert_search_rows(&mut *conn, table.as_deref().unwrap_or_default(), &rows).await?;
+    for (collection, rows) in rows {
+        let table = match tables.get(collection) {
+            Some(Some(table)) => table.clone(),
+            _ => ensure_search_table(&mut *conn, &scope.tenant, &scope.plugin, collection).await?,
+        };
+        insert_search_rows(&mut *conn, &table, &rows).await?;
     }
     let entries: Vec<(&Write, &str, &str)> = puts
         .iter()
@@ -1940,11 +1949,13 @@ mod tests {
         let theirs = Scope { tenant: "b".into(), plugin: "crm".into() };
         commit_texts(&store, &theirs, &indexes, &[("secret", "merger plans")]).await;
         let mine = Scope { tenant: "a".into(), plugin: "crm".into() };
-        // Each (tenant, plugin) has a table of its own, made with its first row.
+        // Each (tenant, plugin, collection) has a table of its own, made with its first row.
         assert!(store.search(&mine, &words("merger", "cases", &indexes)).await.unwrap().rows.is_empty());
         commit_texts(&store, &mine, &indexes, &[("ours", "merger talk, much longer than the others")]).await;
-        let (a_table, b_table) =
-            (crate::storage::search::table_name("a", "crm"), crate::storage::search::table_name("b", "crm"));
+        let (a_table, b_table) = (
+            crate::storage::search::table_name("a", "crm", "cases"),
+            crate::storage::search::table_name("b", "crm", "cases"),
+        );
         let tables: Vec<String> =
             sqlx::query_scalar("SELECT name FROM search_tables ORDER BY name").fetch_all(&store.pool).await.unwrap();
         let mut expected = vec![a_table.clone(), b_table];
@@ -1955,14 +1966,11 @@ mod tests {
         let id: i64 =
             sqlx::query_scalar("SELECT id FROM documents WHERE key = 'secret'").fetch_one(&store.pool).await.unwrap();
         for stray in [id, id + 1_000] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO {a_table} (rowid, scope, c0) VALUES (?, ?, 'merger plans')"
-            )))
-            .bind(stray)
-            .bind(crate::storage::search::scope_token("a", "crm", "cases"))
-            .execute(&store.pool)
-            .await
-            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {a_table} (rowid, c0) VALUES (?, 'merger plans')")))
+                .bind(stray)
+                .execute(&store.pool)
+                .await
+                .unwrap();
         }
         let hits = store.search(&mine, &words("merger", "cases", &indexes)).await.unwrap();
         assert_eq!(hits.rows.len(), 3);
