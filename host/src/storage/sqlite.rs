@@ -233,7 +233,10 @@ impl PointReaders {
     ) -> Option<Result<super::SearchHits, StoreError>> {
         let (sql, params) = search_sql(scope, range);
         self.stoppable(range.deadline, stopped, |connection| {
-            let exists = connection.prepare_cached(SEARCH_TABLE_EXISTS)?.exists(rusqlite::params![
+            // One read transaction: an upgrade or purge that drops the table after the check
+            // cannot take it away from the search (both see the same snapshot).
+            let snapshot = connection.unchecked_transaction()?;
+            let exists = snapshot.prepare_cached(SEARCH_TABLE_EXISTS)?.exists(rusqlite::params![
                 scope.tenant,
                 scope.plugin,
                 range.collection
@@ -241,7 +244,7 @@ impl PointReaders {
             if !exists {
                 return Ok(super::SearchHits::default());
             }
-            let mut statement = connection.prepare_cached(&sql)?;
+            let mut statement = snapshot.prepare_cached(&sql)?;
             let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), |r| {
                 Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0), r.get(2)?))
             })?;
@@ -382,11 +385,10 @@ fn residual_sql(
     }
 }
 
-/// The search statement with its parameters, numbered. FTS5 finds the scope's matches (the
-/// scope token is one of the terms, so another scope's rows are never even ranked) and ranks
-/// them; only the page's ids and scores are sorted, then their documents are read by id, and
-/// the scope is checked again on every one: a stale or colliding index row can never bring
-/// back another scope's document.
+/// The search statement with its parameters, numbered. FTS5 finds the matches in the scope's
+/// own table (so another scope's rows are never even ranked) and ranks them; only the page's
+/// ids and scores are sorted, then their documents are read by id, and the scope is checked
+/// again on every one: a stale index row can never bring back another scope's document.
 fn search_sql(scope: &Scope, range: &super::SearchRange) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut params: Vec<Value> = Vec::new();
@@ -402,11 +404,16 @@ fn search_sql(scope: &Scope, range: &super::SearchRange) -> (String, Vec<rusqlit
     // The table name is hex from a hash and the weights manifest integers, formatted by the
     // host: no plugin text is ever part of the statement.
     let rank = range.fields.rank_sql(&table);
-    let mut page = String::from("SELECT h.id, h.score FROM hits h");
+    // The matches ranked by one top-N sort over (id, score) pairs: no bodies are read, and
+    // without conditions nothing but the index either.
+    let mut page = format!("SELECT {table}.rowid AS id, {rank} AS score FROM {table}");
+    if !range.residual.is_empty() {
+        page.push_str(&format!(" CROSS JOIN documents d1 ON d1.id = {table}.rowid"));
+    }
+    page.push_str(&format!(" WHERE {table} MATCH {expression}"));
     if !range.residual.is_empty() {
         page.push_str(&format!(
-            " CROSS JOIN documents d1 ON d1.id = h.id \
-             WHERE d1.tenant_id = {tenant} AND d1.plugin_id = {plugin} AND d1.collection = {collection}"
+            " AND d1.tenant_id = {tenant} AND d1.plugin_id = {plugin} AND d1.collection = {collection}"
         ));
         for p in &range.residual {
             let test = residual_sql(p, "d1", [&tenant, &plugin, &collection], &mut bind);
@@ -418,9 +425,7 @@ fn search_sql(scope: &Scope, range: &super::SearchRange) -> (String, Vec<rusqlit
     // The page's rows come back whether or not their document is the scope's (then `key` is
     // NULL): such a row is skipped, but it still counts toward the page, so paging goes on.
     let sql = format!(
-        "WITH hits AS MATERIALIZED (SELECT rowid AS id, {rank} AS score FROM {table} \
-         WHERE {table} MATCH {expression}), \
-         page AS MATERIALIZED ({page} ORDER BY h.score, h.id LIMIT {limit} OFFSET {offset}) \
+        "WITH page AS MATERIALIZED ({page} ORDER BY score, id LIMIT {limit} OFFSET {offset}) \
          SELECT d.key, d.version, d.body FROM page LEFT JOIN documents d ON d.id = page.id \
          AND d.tenant_id = {tenant} AND d.plugin_id = {plugin} AND d.collection = {collection} \
          ORDER BY page.score, page.id"
@@ -734,11 +739,12 @@ impl DocumentStore for SqliteDocumentStore {
             Some(result) => result,
             None => {
                 // Only databases the readers cannot open (in memory) get here: tests, not servers.
+                let mut snapshot = self.pool.begin().await.map_err(db_error)?;
                 let exists = sqlx::query(SEARCH_TABLE_EXISTS)
                     .bind(&scope.tenant)
                     .bind(&scope.plugin)
                     .bind(&range.collection)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *snapshot)
                     .await
                     .map_err(db_error)?
                     .is_some();
@@ -746,7 +752,7 @@ impl DocumentStore for SqliteDocumentStore {
                     return Ok(super::SearchHits::default());
                 }
                 let (sql, params) = search_sql(scope, range);
-                let rows = bound(sql, params).fetch_all(&self.pool).await.map_err(db_error)?;
+                let rows = bound(sql, params).fetch_all(&mut *snapshot).await.map_err(db_error)?;
                 let rows = rows
                     .into_iter()
                     .map(|r| Ok::<_, StoreError>((r.get(0), r.get::<Option<i64>, _>(1).unwrap_or(0), r.get(2))));
@@ -1390,27 +1396,23 @@ async fn drop_search_tables(
     plugin: &str,
     collection: Option<&str>,
 ) -> Result<(), StoreError> {
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM search_tables WHERE plugin_id = ? AND (? IS NULL OR collection = ?)")
-            .bind(plugin)
-            .bind(collection)
-            .bind(collection)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
+    // A write first: a deferred transaction that has read cannot take the write lock once
+    // another commit has landed since (SQLITE_BUSY_SNAPSHOT).
+    let tables: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM search_tables WHERE plugin_id = ? AND (? IS NULL OR collection = ?) RETURNING name",
+    )
+    .bind(plugin)
+    .bind(collection)
+    .bind(collection)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
     for table in &tables {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
     }
-    sqlx::query("DELETE FROM search_tables WHERE plugin_id = ? AND (? IS NULL OR collection = ?)")
-        .bind(plugin)
-        .bind(collection)
-        .bind(collection)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
     Ok(())
 }
 
