@@ -68,7 +68,7 @@ fn hot_csv() -> Vec<u8> {
     out.into_bytes()
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
     let reply = request.send().await?;
     let status = reply.status();
     let body: serde_json::Value = reply.json().await.unwrap_or_default();

@@ -8,7 +8,8 @@
 //! (e) noisy neighbours and the cost of admission control (see `neighbours.rs`);
 //! (f) the request path piece by piece (see `path.rs`);
 //! (g) queries over a million documents, (h) bulk imports, (i) HR and payroll at 10,000
-//!     employees, (j) inventory at a million movements (see their files).
+//!     employees, (j) inventory at a million movements, (k) full-text search at 100,000
+//!     cases of five emails each (see their files).
 //!
 //! Machines are shared and noisy: compare ratios measured in one run, not absolute numbers
 //! across runs. `--check` exits non-zero when a row whose target is a ratio (measured against
@@ -22,6 +23,7 @@ mod neighbours;
 mod path;
 mod pinned;
 mod queries;
+mod search;
 
 use anyhow::{Context, Result, bail};
 use keel_host::runtime::bindings::exports::keel::platform::handler::Request;
@@ -56,7 +58,7 @@ fn main() -> Result<()> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let check = args.iter().any(|a| a == "--check");
-    // `--only a|b|c|d|e|f|g|h|i|j` runs one section (for tuning); the default runs them all.
+    // `--only a|b|c|d|e|f|g|h|i|j|k` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -89,6 +91,9 @@ fn main() -> Result<()> {
         }
         if wants("j") {
             rows.extend(inventory::inventory(&root, quick).await?);
+        }
+        if wants("k") {
+            rows.extend(search::search(&root, quick).await?);
         }
         anyhow::Ok(())
     })?;
