@@ -491,7 +491,9 @@ pub async fn reindex(
     rebuild: &std::collections::BTreeSet<String>,
 ) -> Result<u64, ReindexError> {
     let search_index = super::index::SEARCH_INDEX;
-    if drop.iter().chain(rebuild).any(|name| name == search_index) {
+    // A collection without `search` has no table, also when it had one before an uninstall
+    // (a fresh install compares with nothing): then a commit never needs to look for one.
+    if indexes.search.is_none() || drop.iter().chain(rebuild).any(|name| name == search_index) {
         drop_search_tables(&mut *conn, plugin, Some(collection)).await?;
     }
     let search = rebuild.contains(search_index).then_some(indexes.search.as_ref()).flatten();
@@ -1527,8 +1529,15 @@ async fn apply(
     let id_of = |w: &Write| stored.get(&(w.collection.clone(), w.key.clone())).map(|s| s.2);
     let mut tables: HashMap<&str, Option<String>> = HashMap::new();
     for (collection, _) in &by_collection {
+        // Puts of the active version carry text exactly when the collection declares `search`
+        // (the index signature check holds old versions off), and a collection without it has
+        // no table (installs drop them): only those puts, and deletes, need the lookup.
         let touches = writes.iter().any(|w| {
-            w.collection == *collection && (id_of(w).is_some() || matches!(w.op, WriteOp::Put { search: Some(_), .. }))
+            w.collection == *collection
+                && match &w.op {
+                    WriteOp::Put { search, .. } => search.is_some(),
+                    WriteOp::Delete => id_of(w).is_some(),
+                }
         });
         let table =
             if touches { search_table(&mut *conn, &scope.tenant, &scope.plugin, collection).await? } else { None };
@@ -1731,13 +1740,7 @@ mod tests {
     async fn query_plan(store: &SqliteDocumentStore, range: &KeyRange) -> Vec<String> {
         let scope = Scope { tenant: "t".into(), plugin: "p".into() };
         let (sql, params) = scan_sql(&scope, range);
-        bound(format!("EXPLAIN QUERY PLAN {sql}"), params)
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>(3))
-            .collect()
+        query_plan_of(store, &sql, params).await
     }
 
     #[tokio::test]
@@ -1980,13 +1983,14 @@ mod tests {
         assert_eq!(found, ["ours"]);
         // The plan: the FTS5 index finds the matches, documents are read by id.
         let (sql, params) = search_sql(&mine, &words("merger", "cases", &indexes));
-        let plan = query_plan_of(&store, &format!("EXPLAIN QUERY PLAN {sql}"), params).await;
+        let plan = query_plan_of(&store, &sql, params).await;
         assert!(plan.iter().any(|l| l.contains("VIRTUAL TABLE INDEX")), "{plan:?}");
         assert!(plan.iter().any(|l| l.contains("INTEGER PRIMARY KEY")), "{plan:?}");
     }
 
+    /// The `detail` lines of a statement's query plan.
     async fn query_plan_of(store: &SqliteDocumentStore, sql: &str, params: Vec<rusqlite::types::Value>) -> Vec<String> {
-        bound(sql.to_owned(), params)
+        bound(format!("EXPLAIN QUERY PLAN {sql}"), params)
             .fetch_all(&store.pool)
             .await
             .unwrap()
@@ -2032,8 +2036,16 @@ mod tests {
             let hits = store.search(&s, &words("kettle", "cases", &v2)).await.unwrap();
             assert_eq!(hits.rows.iter().flatten().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["c1"]);
         }
-        upgrade(v2, v3).await;
+        upgrade(v2.clone(), v3).await;
         assert_eq!(rows().await, 0);
+        // Uninstalled with its rows, then installed afresh without `search` (compared with
+        // nothing): the old tables go, so commits need never look for them.
+        upgrade(Default::default(), v2.clone()).await;
+        assert_eq!(rows().await, 4);
+        upgrade(Default::default(), v1).await;
+        assert_eq!(rows().await, 0);
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM search_tables").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(left, 0);
     }
 
     #[tokio::test]

@@ -27,6 +27,11 @@ pub fn text(req: &Request) -> Option<&str> {
     req.query("q").map(str::trim).filter(|q| !q.is_empty())
 }
 
+/// The search text of a route that is nothing but a search.
+fn required_text(req: &Request) -> Result<&str, Error> {
+    text(req).ok_or_else(|| Error::bad_request("missing-q", "`q` (the words to search for) is required").at_field("q"))
+}
+
 /// Runs a search, saying which parameter a refusal is about.
 pub fn fetch<T: Serialize + DeserializeOwned>(search: Search<'_, T>) -> Result<Page<T>, Error> {
     search.fetch().map_err(|e| match e.kind() {
@@ -133,8 +138,7 @@ pub fn excerpt(body: &str, words: &[String]) -> String {
 
 /// `GET /search?q=&limit=`: the search box.
 pub fn search(req: &Request) -> Result<Response, Error> {
-    let q = text(req)
-        .ok_or_else(|| Error::bad_request("missing-q", "`q` (the words to search for) is required").at_field("q"))?;
+    let q = required_text(req)?;
     let limit = req.paging(OMNIBOX_DEFAULT, OMNIBOX_MAX)?.limit;
     let words = words(q);
 
@@ -173,8 +177,7 @@ pub fn live<T>(items: Vec<keel_sdk::Versioned<T>>, keep: impl Fn(&T) -> bool) ->
 /// `GET /search/messages?q=`: timeline entries (messages, notes, calls) best first, a page
 /// at a time; `case=` keeps one case's.
 pub fn messages(req: &Request) -> Result<Response, Error> {
-    let q = text(req)
-        .ok_or_else(|| Error::bad_request("missing-q", "`q` (the words to search for) is required").at_field("q"))?;
+    let q = required_text(req)?;
     let paging = req.paging(crate::DEFAULT_PAGE, crate::MAX_PAGE)?;
     let mut search = TIMELINE.search(q).limit(paging.limit).cursor(paging.cursor.as_deref());
     if let Some(case) = req.query("case") {
