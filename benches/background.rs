@@ -9,10 +9,10 @@
 
 use super::{Row, artifact, percentile};
 use anyhow::{Context, Result, bail};
+use keel_host::backend::sqlite::SqliteDocumentStore;
 use keel_host::jobs::JobStatus;
 use keel_host::jobs::store::{ClaimPolicy, JobStore};
 use keel_host::jobs::{Background, JobKind, NewJob};
-use keel_host::storage::sqlite::SqliteDocumentStore;
 use keel_host::storage::{Condition, DocumentStore, Scope, Write, WriteAudit, WriteOp};
 use keel_host::{Config, Server};
 use serde_json::json;
@@ -55,8 +55,8 @@ async fn wait_done(jobs: &JobStore, n: i64) -> Result<()> {
 /// The queue alone: claim, write the same two documents, complete; no plugin.
 async fn native_jobs_per_second(n: usize) -> Result<f64> {
     let dir = tempfile::tempdir()?;
-    let pool = keel_host::db::open_sqlite(&dir.path().join("native.db")).await?;
-    let jobs = JobStore::new(pool.clone());
+    let pool = keel_host::backend::sqlite::open_pool(&dir.path().join("native.db")).await?;
+    let jobs: JobStore = Arc::new(keel_host::backend::sqlite::SqliteJobQueue::new(pool.clone()));
     let store: Arc<dyn DocumentStore> = Arc::new(SqliteDocumentStore::new(pool));
     for i in 0..n {
         jobs.enqueue("default", &job(i, 0), 0).await?;
@@ -154,6 +154,8 @@ pub async fn background(root: &Path, quick: bool) -> Result<Vec<Row>> {
     // slot kept for other tenants by default.
     config.jobs.tenant_concurrency = Some(CONCURRENCY);
     let server = Server::start(config).await?;
+    // The bench reads outcomes from the database file itself, beside the server.
+    let db = keel_host::backend::sqlite::open_pool(&dir.path().join("keel.db")).await?;
     let keel = Keel {
         base: format!("http://{}", server.addr),
         token: server.bootstrap_token.clone().context("token")?,
@@ -203,7 +205,7 @@ pub async fn background(root: &Path, quick: bool) -> Result<Vec<Row>> {
                  WHERE j.event_id = ? AND j.status = 'done'",
             )
             .bind(&event_id)
-            .fetch_one(&keel.server.state.pool)
+            .fetch_one(&db)
             .await?;
             if done == 2 {
                 let ms = finished.unwrap_or(published_at).saturating_sub(published_at);

@@ -7,7 +7,7 @@
 
 use super::{Row, artifact};
 use anyhow::{Context, Result, bail};
-use keel_host::storage::sqlite::SqliteDocumentStore;
+use keel_host::backend::sqlite::SqliteDocumentStore;
 use keel_host::storage::{Condition, DocumentStore, Scope, Write, WriteAudit, WriteOp};
 use keel_host::{Config, Server};
 use std::path::Path;
@@ -80,7 +80,7 @@ pub async fn departments(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let (server, token, base, import) = staffed(root, dir.path(), PEOPLE).await?;
 
     // Native: the same number of documents (employee + history entry each), one transaction.
-    let pool = keel_host::db::open_sqlite(&dir.path().join("native.db")).await?;
+    let pool = keel_host::backend::sqlite::open_pool(&dir.path().join("native.db")).await?;
     let store = SqliteDocumentStore::new(pool);
     let audit = WriteAudit { actor: "bench".into(), actor_name: "bench".into(), request_id: "bench".into() };
     let scope = Scope { tenant: "default".into(), plugin: "hr".into() };

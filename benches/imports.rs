@@ -5,7 +5,7 @@
 
 use super::{Row, artifact};
 use anyhow::{Context, Result, bail};
-use keel_host::storage::sqlite::SqliteDocumentStore;
+use keel_host::backend::sqlite::SqliteDocumentStore;
 use keel_host::storage::{Condition, DocumentStore, Scope, Write, WriteAudit, WriteOp};
 use keel_host::{Config, Server};
 use std::path::Path;
@@ -33,7 +33,7 @@ pub async fn imports(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/imports/batch/items", server.addr);
 
-    let pool = keel_host::db::open_sqlite(&dir.path().join("native.db")).await?;
+    let pool = keel_host::backend::sqlite::open_pool(&dir.path().join("native.db")).await?;
     let store = SqliteDocumentStore::new(pool);
     let audit = WriteAudit { actor: "bench".into(), actor_name: "bench".into(), request_id: "bench".into() };
     let scope = Scope { tenant: "default".into(), plugin: "batch".into() };

@@ -26,10 +26,10 @@ mod queries;
 mod search;
 
 use anyhow::{Context, Result, bail};
+use keel_host::backend::sqlite::SqliteDocumentStore;
 use keel_host::runtime::bindings::exports::keel::platform::handler::Request;
 use keel_host::runtime::bindings::keel::platform::types::Caller;
 use keel_host::runtime::{CallContext, CallLabels, Invocation, Runtime, RuntimeSettings};
-use keel_host::storage::sqlite::SqliteDocumentStore;
 use keel_host::storage::{DocumentStore, Scope, StorageLimits, UnitOfWork};
 use keel_host::{Config, Server};
 use std::collections::BTreeMap;
@@ -177,7 +177,7 @@ const POLICY: keel_host::manifest::LimitPolicy = keel_host::manifest::LimitPolic
 impl Bench {
     async fn new() -> Result<Bench> {
         let dir = tempfile::tempdir()?;
-        let pool = keel_host::db::open_sqlite(&dir.path().join("bench.db")).await?;
+        let pool = keel_host::backend::sqlite::open_pool(&dir.path().join("bench.db")).await?;
         let runtime =
             Runtime::new(&RuntimeSettings::new(16, 256 << 20, None, 0), Arc::new(keel_host::clock::Clock::default()))?;
         Ok(Bench { runtime, store: Arc::new(SqliteDocumentStore::new(pool)), _dir: dir })
@@ -500,8 +500,8 @@ async fn http_throughput(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let base = format!("http://{}", server.addr);
     seed_helpdesk(root, &base, &token).await?;
 
-    // The native baseline: the same read of the same document on the same pool.
-    let pool = server.state.pool.clone();
+    // The native baseline: the same read of the same document in the same database file.
+    let pool = keel_host::backend::sqlite::open_pool(&dir.path().join("keel.db")).await?;
     let native = native_router(pool);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let native_url = format!("http://{}/tickets/1", listener.local_addr()?);

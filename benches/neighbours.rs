@@ -58,10 +58,10 @@ pub async fn neighbours(quick: bool) -> Result<Vec<Row>> {
 /// commit budget (8 MiB) as eight 1 MiB documents, and as a thousand 8 KiB documents (the
 /// most writes a call may make), each with its audit rows, on a fresh database.
 async fn largest_commits() -> Result<Vec<Row>> {
-    use keel_host::storage::sqlite::SqliteDocumentStore;
+    use keel_host::backend::sqlite::SqliteDocumentStore;
     use keel_host::storage::{Condition, DocumentStore, Scope, Write, WriteAudit, WriteOp};
     let dir = tempfile::tempdir()?;
-    let pool = keel_host::db::open_sqlite(&dir.path().join("commits.db")).await?;
+    let pool = keel_host::backend::sqlite::open_pool(&dir.path().join("commits.db")).await?;
     let store = SqliteDocumentStore::new(pool);
     let audit = WriteAudit { actor: "bench".into(), actor_name: "bench".into(), request_id: "bench".into() };
     let mut rows = Vec::new();

@@ -6,8 +6,8 @@
 
 use super::{Row, percentile, us};
 use anyhow::{Result, bail};
+use keel_host::backend::sqlite::SqliteDocumentStore;
 use keel_host::storage::index::{CollectionIndexes, Condition, IndexType};
-use keel_host::storage::sqlite::SqliteDocumentStore;
 use keel_host::storage::{Comparison, DocumentStore, Find, Scope, StorageLimits, UnitOfWork};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -121,7 +121,7 @@ const SHAPES: [(&str, &str, Shape, bool); 3] = [
 async fn measure(n: u64, queries: usize) -> Result<Vec<(Duration, Duration)>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("queries.db");
-    let pool = keel_host::db::open_sqlite(&path).await?;
+    let pool = keel_host::backend::sqlite::open_pool(&path).await?;
     let scope = Scope { tenant: "bench".into(), plugin: "inventory".into() };
     let started = Instant::now();
     let (filled, scope) = (path.clone(), scope.clone());

@@ -18,11 +18,11 @@
 use super::inventory::send;
 use super::{Row, artifact, percentile};
 use anyhow::{Context, Result, bail};
+use keel_host::backend::sqlite::SqliteDocumentStore;
 use keel_host::storage::index::CollectionIndexes;
 use keel_host::storage::search::{
     QueryLimits, SearchField, SearchFields, create_table_sql, parse_query, render_fts5, table_name,
 };
-use keel_host::storage::sqlite::SqliteDocumentStore;
 use keel_host::storage::{DocumentStore, Scope, Search, StorageLimits, UnitOfWork};
 use keel_host::{Config, Server};
 use std::collections::BTreeMap;
@@ -385,7 +385,7 @@ pub async fn search(root: &Path, quick: bool) -> Result<Vec<Row>> {
     // 100,000 cases and 500,000 entries written directly; searches through the storage path.
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("search.db");
-    let pool = keel_host::db::open_sqlite(&db).await?;
+    let pool = keel_host::backend::sqlite::open_pool(&db).await?;
     let ours = Scope { tenant: "acme".into(), plugin: "crm".into() };
     let started = Instant::now();
     let (path, scope) = (db.clone(), ours.clone());

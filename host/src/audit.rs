@@ -5,10 +5,10 @@
 //! writes themselves, so there is never a write without its entry. Admin actions are recorded
 //! after they succeed.
 
+use crate::backend::BackendError;
 use crate::clock::Clock;
 use crate::identity::Principal;
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -37,6 +37,7 @@ pub struct AuditEntry {
 }
 
 /// An admin action to record.
+#[derive(Debug, Clone)]
 pub struct AdminAction<'a> {
     pub tenant: Option<&'a str>,
     pub action: &'a str,
@@ -44,15 +45,40 @@ pub struct AdminAction<'a> {
     pub detail: serde_json::Value,
 }
 
+/// An entry to append.
+#[derive(Debug, Clone)]
+pub struct NewAuditEntry<'a> {
+    pub at: i64,
+    pub actor: &'a str,
+    pub actor_name: &'a str,
+    pub request_id: &'a str,
+    pub action: &'a AdminAction<'a>,
+}
+
+/// The audit log in the backend. Entries cannot be changed or removed once appended: the
+/// backend refuses it, whatever SQL reaches it.
+#[async_trait::async_trait]
+pub trait AuditRows: Send + Sync + 'static {
+    async fn append(&self, entry: &NewAuditEntry<'_>) -> Result<(), BackendError>;
+    /// Entries after `after` (an entry id), oldest first; `tenant: None` means every tenant.
+    async fn entries(
+        &self,
+        tenant: Option<&str>,
+        action: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BackendError>;
+}
+
 #[derive(Clone)]
 pub struct AuditLog {
-    pool: SqlitePool,
+    rows: Arc<dyn AuditRows>,
     clock: Arc<Clock>,
 }
 
 impl AuditLog {
-    pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
-        AuditLog { pool, clock }
+    pub fn new(rows: Arc<dyn AuditRows>, clock: Arc<Clock>) -> Self {
+        AuditLog { rows, clock }
     }
 
     /// Records an admin action by `actor`.
@@ -62,20 +88,8 @@ impl AuditLog {
 
     /// Records an action whose actor is known only by token id and name (e.g. failures).
     pub async fn append(&self, actor: &str, actor_name: &str, request_id: &str, action: AdminAction<'_>) {
-        let result = sqlx::query(
-            "INSERT INTO audit_log (at, tenant_id, actor, actor_name, action, plugin_id, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(self.clock.now_ms())
-        .bind(action.tenant)
-        .bind(actor)
-        .bind(actor_name)
-        .bind(action.action)
-        .bind(action.plugin)
-        .bind(request_id)
-        .bind(action.detail.to_string())
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = result {
+        let entry = NewAuditEntry { at: self.clock.now_ms(), actor, actor_name, request_id, action: &action };
+        if let Err(e) = self.rows.append(&entry).await {
             // The action already happened; losing its record is an operational alarm.
             tracing::error!(error = %e, action = action.action, "could not append to the audit log");
         }
@@ -88,58 +102,7 @@ impl AuditLog {
         action: Option<&str>,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<AuditEntry>, sqlx::Error> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, at, tenant_id, actor, actor_name, action, plugin_id, collection, key, request_id, detail FROM audit_log WHERE id > ",
-        );
-        q.push_bind(after);
-        if let Some(t) = tenant {
-            q.push(" AND tenant_id = ").push_bind(t);
-        }
-        if let Some(a) = action {
-            q.push(" AND action = ").push_bind(a);
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                id: r.get(0),
-                at: r.get(1),
-                tenant: r.get(2),
-                actor: r.get(3),
-                actor_name: r.get(4),
-                action: r.get(5),
-                plugin: r.get(6),
-                collection: r.get(7),
-                key: r.get(8),
-                request_id: r.get(9),
-                detail: r.get::<Option<String>, _>(10).and_then(|d| serde_json::from_str(&d).ok()),
-            })
-            .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_database_refuses_to_change_or_remove_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::open_sqlite(&dir.path().join("audit.db")).await.unwrap();
-        let log = AuditLog::new(pool.clone(), Arc::default());
-        log.append(
-            "tok_x",
-            "x",
-            "req_1",
-            AdminAction { tenant: Some("t"), action: "tenant.create", plugin: None, detail: serde_json::json!({}) },
-        )
-        .await;
-        assert_eq!(log.query(Some("t"), None, 0, 10).await.unwrap().len(), 1);
-        assert!(sqlx::query("UPDATE audit_log SET actor = 'someone else'").execute(&pool).await.is_err());
-        assert!(sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err());
-        let entries = log.query(None, None, 0, 10).await.unwrap();
-        assert_eq!((entries.len(), entries[0].actor.as_str()), (1, "tok_x"));
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        self.rows.entries(tenant, action, after, limit).await
     }
 }

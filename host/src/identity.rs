@@ -8,10 +8,10 @@
 //! display, the whole token only as a sha-256 hash (tokens carry 256 random bits, so a slow
 //! password hash adds nothing).
 
+use crate::backend::BackendError;
 use crate::clock::Clock;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqlitePool};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -141,9 +141,59 @@ struct CachedPrincipal {
     verified_at: Instant,
 }
 
+/// A stored token as authentication needs it, with its user's and tenant's state.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: String,
+    /// sha-256 of the whole token, hex.
+    pub secret_hash: String,
+    pub name: String,
+    pub role: String,
+    pub tenant: Option<String>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub user_id: Option<String>,
+    /// The signed-in user's display name, for tokens of a user.
+    pub user_display_name: Option<String>,
+    /// Whether the token's tenant is active (a token of no tenant row counts as active).
+    pub tenant_active: bool,
+}
+
+/// A token to store.
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub prefix: &'a str,
+    pub secret_hash: &'a str,
+    pub name: &'a str,
+    pub role: &'a str,
+    pub tenant: &'a str,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub user_id: Option<&'a str>,
+}
+
+/// Token rows in the backend; [`TokenStore`] verifies and caches above it.
+#[async_trait::async_trait]
+pub trait TokenRows: Send + Sync + 'static {
+    /// A tenant's tokens, newest first, without secrets.
+    async fn tokens(&self, tenant: &str) -> Result<Vec<TokenInfo>, BackendError>;
+    /// Marks a tenant's token revoked at `now` (kept if it already was); `false` if the
+    /// tenant has no such token.
+    async fn revoke(&self, tenant: &str, token_id: &str, now: i64) -> Result<bool, BackendError>;
+    async fn insert(&self, token: &NewToken<'_>) -> Result<(), BackendError>;
+    /// How many tokens exist at all.
+    async fn count(&self) -> Result<u64, BackendError>;
+    /// The token whose public prefix is `prefix`.
+    async fn by_prefix(&self, prefix: &str) -> Result<Option<TokenRow>, BackendError>;
+    /// Records a use at `now`.
+    async fn touch(&self, token_id: &str, now: i64) -> Result<(), BackendError>;
+}
+
 #[derive(Clone)]
 pub struct TokenStore {
-    pool: SqlitePool,
+    rows: Arc<dyn TokenRows>,
     /// Expiry, revocation and last use read the platform clock, so tests can move it.
     clock: Arc<Clock>,
     /// Verified tokens by the sha-256 of the whole token: a request must present the token
@@ -167,8 +217,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl TokenStore {
-    pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
-        TokenStore { pool, clock, verified: Arc::new(Mutex::new(HashMap::new())) }
+    pub fn new(rows: Arc<dyn TokenRows>, clock: Arc<Clock>) -> Self {
+        TokenStore { rows, clock, verified: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Forgets cached verifications of a token (on revocation).
@@ -182,41 +232,15 @@ impl TokenStore {
     }
 
     /// A tenant's tokens, newest first, without secrets.
-    pub async fn list(&self, tenant: &str) -> Result<Vec<TokenInfo>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT id, prefix, name, role, created_at, expires_at, last_used_at, revoked_at FROM api_tokens \
-             WHERE tenant_id = ? ORDER BY created_at DESC, id",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| TokenInfo {
-                id: r.get("id"),
-                prefix: r.get("prefix"),
-                name: r.get("name"),
-                role: r.get("role"),
-                created_at: r.get("created_at"),
-                expires_at: r.get("expires_at"),
-                last_used_at: r.get("last_used_at"),
-                revoked_at: r.get("revoked_at"),
-            })
-            .collect())
+    pub async fn list(&self, tenant: &str) -> Result<Vec<TokenInfo>, BackendError> {
+        self.rows.tokens(tenant).await
     }
 
     /// Revokes a tenant's token. Returns false if the tenant has no such token.
-    pub async fn revoke(&self, tenant: &str, token_id: &str) -> Result<bool, sqlx::Error> {
-        let done =
-            sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND tenant_id = ?")
-                .bind(self.clock.now_ms())
-                .bind(token_id)
-                .bind(tenant)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+    pub async fn revoke(&self, tenant: &str, token_id: &str) -> Result<bool, BackendError> {
+        let done = self.rows.revoke(tenant, token_id, self.clock.now_ms()).await?;
         self.forget(token_id);
-        Ok(done > 0)
+        Ok(done)
     }
 
     /// Creates a service token for the role named `role` in `tenant`.
@@ -226,7 +250,7 @@ impl TokenStore {
         role: &str,
         tenant: &str,
         expires_at: Option<i64>,
-    ) -> Result<IssuedToken, sqlx::Error> {
+    ) -> Result<IssuedToken, BackendError> {
         self.issue_for(name, role, tenant, expires_at, None).await
     }
 
@@ -238,41 +262,46 @@ impl TokenStore {
         tenant: &str,
         expires_at: Option<i64>,
         user_id: Option<&str>,
-    ) -> Result<IssuedToken, sqlx::Error> {
+    ) -> Result<IssuedToken, BackendError> {
         let prefix = hex::encode(random_bytes::<5>());
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let token = format!("keel_{prefix}_{secret}");
         let id = format!("tok_{}", hex::encode(random_bytes::<8>()));
         let created_at = self.clock.now_ms();
-        sqlx::query(
-            "INSERT INTO api_tokens (id, prefix, secret_hash, name, role, tenant_id, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&prefix)
-        .bind(sha256_hex(&token))
-        .bind(name)
-        .bind(role)
-        .bind(tenant)
-        .bind(created_at)
-        .bind(expires_at)
-        .bind(user_id)
-            .execute(&self.pool)
+        let secret_hash = sha256_hex(&token);
+        self.rows
+            .insert(&NewToken {
+                id: &id,
+                prefix: &prefix,
+                secret_hash: &secret_hash,
+                name,
+                role,
+                tenant,
+                created_at,
+                expires_at,
+                user_id,
+            })
             .await?;
         Ok(IssuedToken { id, prefix, token, created_at })
     }
 
     /// At first start (no tokens at all), creates the bootstrap platform-admin token and
     /// returns it so it can be shown once.
-    pub async fn ensure_bootstrap(&self) -> Result<Option<IssuedToken>, sqlx::Error> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens").fetch_one(&self.pool).await?;
-        if count > 0 {
+    pub async fn ensure_bootstrap(
+        &self,
+        tenancy: &dyn crate::tenancy::TenancyRows,
+    ) -> Result<Option<IssuedToken>, BackendError> {
+        if self.rows.count().await? > 0 {
             return Ok(None);
         }
-        sqlx::query("INSERT INTO tenants (id, name, status, created_at) VALUES (?, 'Default tenant', 'active', ?) ON CONFLICT (id) DO NOTHING")
-            .bind(DEFAULT_TENANT)
-            .bind(self.clock.now_ms())
-            .execute(&self.pool)
-            .await?;
+        let default = crate::tenancy::Tenant {
+            id: DEFAULT_TENANT.to_owned(),
+            name: "Default tenant".to_owned(),
+            status: crate::tenancy::TenantStatus::Active,
+            created_at: self.clock.now_ms(),
+        };
+        // Already there when a start failed after making it: nothing to do then.
+        tenancy.insert_tenant(&default).await?;
         self.issue("bootstrap admin", Role::PlatformAdmin.as_str(), DEFAULT_TENANT, None).await.map(Some)
     }
 
@@ -298,49 +327,36 @@ impl TokenStore {
         {
             return Ok(cached.principal.clone());
         }
-        let row = sqlx::query(
-            "SELECT t.id, t.secret_hash, t.name, t.role, t.tenant_id, t.expires_at, t.revoked_at, t.last_used_at, \
-             t.user_id, u.display_name, COALESCE(n.status, 'active') AS tenant_status \
-             FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id LEFT JOIN users u ON u.id = t.user_id \
-             WHERE t.prefix = ?",
-        )
-        .bind(prefix)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| AuthError::Unavailable(e.to_string()))?
-        .ok_or(AuthError::Rejected)?;
-        let stored_hash: String = row.get("secret_hash");
-        if !constant_time_eq(stored_hash.as_bytes(), hash.as_bytes()) {
+        let row = self
+            .rows
+            .by_prefix(prefix)
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?
+            .ok_or(AuthError::Rejected)?;
+        if !constant_time_eq(row.secret_hash.as_bytes(), hash.as_bytes()) {
             return Err(AuthError::Rejected);
         }
-        let expires_at = row.get::<Option<i64>, _>("expires_at");
+        let expires_at = row.expires_at;
         let expired = expires_at.is_some_and(|t| t <= now);
-        let revoked = row.get::<Option<i64>, _>("revoked_at").is_some();
-        let role_name: String = row.get("role");
-        let role = Role::of(&role_name);
+        let revoked = row.revoked_at.is_some();
+        let role = Role::of(&row.role);
         let (Some(role), false, false) = (role, expired, revoked) else {
             return Err(AuthError::Rejected);
         };
-        if row.get::<&str, _>("tenant_status") != crate::tenancy::TenantStatus::Active.as_str() {
+        if !row.tenant_active {
             return Err(AuthError::Suspended);
         }
-        let id: String = row.get("id");
         // Record use at most once a minute per token, so reads do not become writes.
-        if row.get::<Option<i64>, _>("last_used_at").is_none_or(|t| now - t > 60_000) {
-            let _ = sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
-                .bind(now)
-                .bind(&id)
-                .execute(&self.pool)
-                .await;
+        if row.last_used_at.is_none_or(|t| now - t > 60_000) {
+            let _ = self.rows.touch(&row.id, now).await;
         }
-        let display: Option<String> = row.get("display_name");
         let principal = Principal {
-            token_id: id,
-            user_id: row.get("user_id"),
-            name: display.unwrap_or_else(|| row.get("name")),
+            token_id: row.id,
+            user_id: row.user_id,
+            name: row.user_display_name.unwrap_or(row.name),
             role,
-            role_name,
-            tenant: row.get::<Option<String>, _>("tenant_id").unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+            role_name: row.role,
+            tenant: row.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
         };
         let mut cache = self.verified.lock().expect("token cache lock");
         if cache.len() >= TOKEN_CACHE_MAX {

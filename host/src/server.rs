@@ -6,13 +6,11 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::identity::TokenStore;
 use crate::jobs::runner::{JobRunner, RunnerSettings};
-use crate::jobs::store::JobStore;
 use crate::manifest::LimitPolicy;
 use crate::metrics::Metrics;
 use crate::plugins::{InstallError, InstallOutcome, PluginRegistry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError, RuntimeSettings};
 use crate::storage::StorageLimits;
-use crate::storage::sqlite::SqliteDocumentStore;
 use crate::tenancy::TenantStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +26,7 @@ pub enum StartError {
     #[error("cannot create data directory `{path}`: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Database(#[from] crate::db::DbError),
+    Database(#[from] crate::backend::OpenError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("loading installed plugins: {0}")]
@@ -38,7 +36,7 @@ pub enum StartError {
     #[error("cannot read bundled plugins directory `{path}`: {source}")]
     BundledDir { path: PathBuf, source: std::io::Error },
     #[error("cannot create the bootstrap token: {0}")]
-    Token(sqlx::Error),
+    Token(crate::backend::BackendError),
     #[error("tenancy: {0}")]
     Tenancy(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -74,7 +72,17 @@ impl Server {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
-        let pool = crate::db::open_sqlite(&config.data_dir.join("keel.db")).await?;
+        let quotas = &config.quotas;
+        let store_settings = crate::storage::StoreSettings {
+            default_quotas: crate::storage::Quotas {
+                tenant_documents: quotas.tenant_documents,
+                tenant_bytes: quotas.tenant_mb << 20,
+                plugin_documents: quotas.plugin_documents,
+                plugin_bytes: quotas.plugin_mb << 20,
+            },
+            max_queued_per_plugin: config.jobs.max_queued_per_plugin,
+        };
+        let backend = crate::backend::sqlite::open(&config.data_dir.join("keel.db"), store_settings).await?;
         let limits = &config.limits;
         let clock = Arc::new(config.frozen_clock_at.map_or_else(Clock::default, Clock::frozen));
         let runtime = Arc::new(Runtime::new(
@@ -92,31 +100,20 @@ impl Server {
             default_memory_mb: limits.default_memory_mb,
             default_timeout_ms: limits.default_timeout_ms,
         };
-        let registry = Arc::new(PluginRegistry::new(pool.clone(), runtime.clone(), policy, clock.clone()));
+        let registry = Arc::new(PluginRegistry::new(backend.catalog.clone(), runtime.clone(), policy, clock.clone()));
         let stats = registry.load_all().await?;
 
-        let tokens = TokenStore::new(pool.clone(), clock.clone());
-        let bootstrap = tokens.ensure_bootstrap().await.map_err(StartError::Token)?;
-        let tenancy = Arc::new(TenantStore::load(pool.clone(), clock.clone()).await.map_err(StartError::Token)?);
+        let tokens = TokenStore::new(backend.tokens.clone(), clock.clone());
+        let bootstrap = tokens.ensure_bootstrap(backend.tenancy.as_ref()).await.map_err(StartError::Token)?;
+        let tenancy =
+            Arc::new(TenantStore::load(backend.tenancy.clone(), clock.clone()).await.map_err(StartError::Token)?);
 
         let mut bundled_installed = 0;
         if let Some(dir) = &config.plugins_dir {
             bundled_installed = install_bundled(&registry, &tenancy, dir).await?;
         }
 
-        let quotas = &config.quotas;
-        let store: Arc<dyn crate::storage::DocumentStore> = Arc::new(SqliteDocumentStore::with_settings(
-            pool.clone(),
-            crate::storage::sqlite::StoreSettings {
-                default_quotas: crate::storage::Quotas {
-                    tenant_documents: quotas.tenant_documents,
-                    tenant_bytes: quotas.tenant_mb << 20,
-                    plugin_documents: quotas.plugin_documents,
-                    plugin_bytes: quotas.plugin_mb << 20,
-                },
-                max_queued_per_plugin: config.jobs.max_queued_per_plugin,
-            },
-        ));
+        let store = backend.documents.clone();
         let metrics = Arc::new(Metrics::default());
         let storage_limits = StorageLimits {
             max_document_bytes: limits.max_document_bytes,
@@ -125,9 +122,9 @@ impl Server {
             read_delay: Duration::from_millis(config.storage_read_delay_ms),
             ..StorageLimits::default()
         };
-        let jobs = JobStore::new(pool.clone());
+        let jobs = backend.jobs.clone();
         let jobs_wake = Arc::new(tokio::sync::Notify::new());
-        let settings = crate::settings::SettingsStore::new(pool.clone(), clock.clone());
+        let settings = crate::settings::SettingsStore::new(backend.settings.clone(), clock.clone());
         let calls = Arc::new(crate::calls::Calls {
             registry: registry.clone(),
             tenancy: tenancy.clone(),
@@ -164,8 +161,8 @@ impl Server {
             store,
             tokens,
             tenancy,
-            audit: crate::audit::AuditLog::new(pool.clone(), clock.clone()),
-            users: crate::users::UserStore::new(pool.clone(), clock.clone()),
+            audit: crate::audit::AuditLog::new(backend.audit.clone(), clock.clone()),
+            users: crate::users::UserStore::new(backend.users.clone(), clock.clone()),
             settings,
             metrics,
             rate_limiter: Arc::new(crate::api::rate_limit::RateLimiter::new(
@@ -184,7 +181,7 @@ impl Server {
                 clock.clone(),
             )),
             trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
-            pool,
+            database: backend.database.clone(),
             clock,
             limits: ApiLimits {
                 request_timeout: Duration::from_millis(limits.request_timeout_ms),
@@ -262,7 +259,7 @@ impl Server {
         if let Some(worker) = self.worker.take() {
             let _ = worker.await;
         }
-        self.state.pool.close().await;
+        self.state.database.close().await;
     }
 
     /// Serves until the process gets Ctrl-C or SIGTERM, then shuts down gracefully.

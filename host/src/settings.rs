@@ -5,9 +5,9 @@
 //! declares settings needs them, and they change rarely. The host that writes forgets its
 //! entry at once; another replica sees the change within the cache's lifetime.
 
+use crate::backend::BackendError;
 use crate::clock::Clock;
 use crate::manifest::{Manifest, SettingSpec, SettingValue};
-use sqlx::{Row, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +29,8 @@ pub enum SettingsError {
     Unknown(String),
     #[error("setting `{name}` {reason}")]
     Invalid { name: String, reason: String },
-    #[error("settings store unavailable: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] BackendError),
 }
 
 type Stored = Arc<BTreeMap<String, StoredSetting>>;
@@ -44,9 +44,25 @@ struct Cached {
     effective: Option<(semver::Version, Effective)>,
 }
 
+/// Setting rows in the backend; [`SettingsStore`] checks and caches above it.
+#[async_trait::async_trait]
+pub trait SettingRows: Send + Sync + 'static {
+    /// What `tenant` set for `plugin`, by setting name.
+    async fn stored(&self, tenant: &str, plugin: &str) -> Result<BTreeMap<String, StoredSetting>, BackendError>;
+    /// Sets (`Some`) or removes (`None`) each named value, all in one transaction.
+    async fn apply(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        changes: &[(&str, Option<String>)],
+        now: i64,
+        actor: &str,
+    ) -> Result<(), BackendError>;
+}
+
 #[derive(Clone)]
 pub struct SettingsStore {
-    pool: SqlitePool,
+    rows: Arc<dyn SettingRows>,
     clock: Arc<Clock>,
     cache: Arc<Mutex<HashMap<(String, String), Cached>>>,
     /// Bumped by every change this host makes: a read that began before a change must not
@@ -55,8 +71,8 @@ pub struct SettingsStore {
 }
 
 impl SettingsStore {
-    pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
-        SettingsStore { pool, clock, cache: Arc::default(), generation: Arc::default() }
+    pub fn new(rows: Arc<dyn SettingRows>, clock: Arc<Clock>) -> Self {
+        SettingsStore { rows, clock, cache: Arc::default(), generation: Arc::default() }
     }
 
     /// What `tenant` set for `plugin`, by setting name (including values a newer version
@@ -69,18 +85,7 @@ impl SettingsStore {
             return Ok(cached.stored.clone());
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        let rows = sqlx::query(
-            "SELECT name, value, updated_at, updated_by FROM plugin_settings WHERE tenant_id = ? AND plugin_id = ?",
-        )
-        .bind(tenant)
-        .bind(plugin)
-        .fetch_all(&self.pool)
-        .await?;
-        let stored: Stored = Arc::new(
-            rows.into_iter()
-                .map(|r| (r.get(0), StoredSetting { value: r.get(1), updated_at: r.get(2), updated_by: r.get(3) }))
-                .collect(),
-        );
+        let stored: Stored = Arc::new(self.rows.stored(tenant, plugin).await?);
         let mut cache = self.cache.lock().expect("settings cache lock");
         if self.generation.load(std::sync::atomic::Ordering::Acquire) != generation {
             // A change landed while we read: what we read may predate it; do not keep it.
@@ -153,36 +158,7 @@ impl SettingsStore {
             };
             checked.push((name, text));
         }
-        let now = self.clock.now_ms();
-        let mut tx = self.pool.begin().await?;
-        for (name, text) in checked {
-            match text {
-                Some(value) => {
-                    sqlx::query(
-                        "INSERT INTO plugin_settings (tenant_id, plugin_id, name, value, updated_at, updated_by) \
-                         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, plugin_id, name) DO UPDATE SET \
-                         value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                    )
-                    .bind(tenant)
-                    .bind(&manifest.id)
-                    .bind(name)
-                    .bind(value)
-                    .bind(now)
-                    .bind(actor)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM plugin_settings WHERE tenant_id = ? AND plugin_id = ? AND name = ?")
-                        .bind(tenant)
-                        .bind(&manifest.id)
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
+        self.rows.apply(tenant, &manifest.id, &checked, self.clock.now_ms(), actor).await?;
         let mut cache = self.cache.lock().expect("settings cache lock");
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         cache.remove(&(tenant.to_owned(), manifest.id.clone()));
@@ -231,8 +207,8 @@ mod tests {
     #[tokio::test]
     async fn the_effective_map_follows_updates_and_the_plugins_current_declarations() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::open_sqlite(&dir.path().join("settings.db")).await.unwrap();
-        let store = SettingsStore::new(pool, Arc::default());
+        let backend = crate::backend::sqlite::open(&dir.path().join("settings.db"), Default::default()).await.unwrap();
+        let store = SettingsStore::new(backend.settings.clone(), Arc::default());
         let v1 = manifest("1.0.0", 10);
         assert_eq!(store.effective("t", &v1).await.unwrap().get("retries").map(String::as_str), Some("1"));
         let change = BTreeMap::from([("retries".to_owned(), Some(SettingValue::Integer(7)))]);

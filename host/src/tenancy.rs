@@ -7,10 +7,10 @@
 //! here, from memory kept in step with the database on every write, so the request path does
 //! not query for them.
 
+use crate::backend::BackendError;
 use crate::clock::Clock;
 use crate::identity::{Principal, Role};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -33,11 +33,6 @@ pub struct Tenant {
     pub created_at: i64,
 }
 
-/// The column's CHECK constraint admits only the two names.
-fn tenant_status(text: &str) -> TenantStatus {
-    TenantStatus::parse(text).unwrap_or(TenantStatus::Suspended)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TenancyError {
     #[error("tenant ids are 2-32 characters of a-z, 0-9 and '-', starting with a letter")]
@@ -48,12 +43,12 @@ pub enum TenancyError {
     Exists(String),
     #[error("no tenant `{0}`")]
     NotFound(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] BackendError),
 }
 
 pub struct TenantStore {
-    pool: SqlitePool,
+    rows: Arc<dyn TenancyRows>,
     clock: Arc<Clock>,
     /// (tenant, plugin) pairs switched on.
     enabled: RwLock<HashSet<(String, String)>>,
@@ -71,21 +66,43 @@ fn valid_id(id: &str) -> bool {
         && !id.ends_with('-')
 }
 
+/// Tenant rows in the backend; [`TenantStore`] keeps enablement and grants in memory above it.
+#[async_trait::async_trait]
+pub trait TenancyRows: Send + Sync + 'static {
+    /// Every (tenant, plugin) switched on.
+    async fn enabled_plugins(&self) -> Result<Vec<(String, String)>, BackendError>;
+    /// Every (tenant, role, permission) granted.
+    async fn grants(&self) -> Result<Vec<(String, String, String)>, BackendError>;
+    /// Adds a tenant; `false` if its id is taken (nothing changed).
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<bool, BackendError>;
+    /// Every tenant, by id.
+    async fn tenants(&self) -> Result<Vec<Tenant>, BackendError>;
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>, BackendError>;
+    /// `false` if there is no such tenant.
+    async fn set_status(&self, id: &str, status: TenantStatus) -> Result<bool, BackendError>;
+    async fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool, now: i64) -> Result<(), BackendError>;
+    /// Forgets every tenant's enablement of `plugin`.
+    async fn forget_plugin(&self, plugin: &str) -> Result<(), BackendError>;
+    /// Replaces what `tenant` grants to `role`, in one transaction.
+    async fn replace_grants(
+        &self,
+        tenant: &str,
+        role: &str,
+        permissions: &BTreeSet<String>,
+        now: i64,
+    ) -> Result<(), BackendError>;
+}
+
 impl TenantStore {
     /// Loads enablement and grants into memory.
-    pub async fn load(pool: SqlitePool, clock: Arc<Clock>) -> Result<TenantStore, sqlx::Error> {
-        let enabled = sqlx::query("SELECT tenant_id, plugin_id FROM tenant_plugins WHERE enabled = 1")
-            .fetch_all(&pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+    pub async fn load(rows: Arc<dyn TenancyRows>, clock: Arc<Clock>) -> Result<TenantStore, BackendError> {
+        let enabled = rows.enabled_plugins().await?.into_iter().collect();
         let mut grants: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
-        for r in sqlx::query("SELECT tenant_id, role, permission FROM role_grants").fetch_all(&pool).await? {
-            grants.entry((r.get(0), r.get(1))).or_default().insert(r.get(2));
+        for (tenant, role, permission) in rows.grants().await? {
+            grants.entry((tenant, role)).or_default().insert(permission);
         }
         Ok(TenantStore {
-            pool,
+            rows,
             clock,
             enabled: RwLock::new(enabled),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -101,46 +118,30 @@ impl TenantStore {
         if name.is_empty() || name.len() > 100 {
             return Err(TenancyError::InvalidName);
         }
-        let now = self.clock.now_ms();
-        let inserted = sqlx::query(
-            "INSERT INTO tenants (id, name, status, created_at) VALUES (?, ?, 'active', ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        let tenant = Tenant {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            status: TenantStatus::Active,
+            created_at: self.clock.now_ms(),
+        };
+        if !self.rows.insert_tenant(&tenant).await? {
             return Err(TenancyError::Exists(id.to_owned()));
         }
-        Ok(Tenant { id: id.to_owned(), name: name.to_owned(), status: TenantStatus::Active, created_at: now })
+        Ok(tenant)
     }
 
     pub async fn list(&self) -> Result<Vec<Tenant>, TenancyError> {
-        let rows =
-            sqlx::query("SELECT id, name, status, created_at FROM tenants ORDER BY id").fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Tenant { id: r.get(0), name: r.get(1), status: tenant_status(r.get(2)), created_at: r.get(3) })
-            .collect())
+        Ok(self.rows.tenants().await?)
     }
 
     pub async fn get(&self, id: &str) -> Result<Tenant, TenancyError> {
-        let row = sqlx::query("SELECT id, name, status, created_at FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Tenant { id: r.get(0), name: r.get(1), status: tenant_status(r.get(2)), created_at: r.get(3) })
-            .ok_or_else(|| TenancyError::NotFound(id.to_owned()))
+        self.rows.tenant(id).await?.ok_or_else(|| TenancyError::NotFound(id.to_owned()))
     }
 
     /// Suspends or resumes a tenant. Its data is kept either way.
     pub async fn set_status(&self, id: &str, active: bool) -> Result<Tenant, TenancyError> {
-        let status = if active { TenantStatus::Active } else { TenantStatus::Suspended }.as_str();
-        let done =
-            sqlx::query("UPDATE tenants SET status = ? WHERE id = ?").bind(status).bind(id).execute(&self.pool).await?;
-        if done.rows_affected() == 0 {
+        let status = if active { TenantStatus::Active } else { TenantStatus::Suspended };
+        if !self.rows.set_status(id, status).await? {
             return Err(TenancyError::NotFound(id.to_owned()));
         }
         self.get(id).await
@@ -171,16 +172,7 @@ impl TenantStore {
     }
 
     pub async fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<(), TenancyError> {
-        sqlx::query(
-            "INSERT INTO tenant_plugins (tenant_id, plugin_id, enabled, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
-        )
-        .bind(tenant)
-        .bind(plugin)
-        .bind(i64::from(enabled))
-        .bind(self.clock.now_ms())
-        .execute(&self.pool)
-        .await?;
+        self.rows.set_enabled(tenant, plugin, enabled, self.clock.now_ms()).await?;
         let key = (tenant.to_owned(), plugin.to_owned());
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         let mut set = self.enabled.write().expect("tenancy lock");
@@ -194,7 +186,7 @@ impl TenantStore {
 
     /// Forgets every tenant's enablement of an uninstalled plugin.
     pub async fn forget_plugin(&self, plugin: &str) -> Result<(), TenancyError> {
-        sqlx::query("DELETE FROM tenant_plugins WHERE plugin_id = ?").bind(plugin).execute(&self.pool).await?;
+        self.rows.forget_plugin(plugin).await?;
         self.enabled.write().expect("tenancy lock").retain(|(_, p)| p != plugin);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
@@ -231,23 +223,7 @@ impl TenantStore {
         role: &str,
         permissions: BTreeSet<String>,
     ) -> Result<(), TenancyError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM role_grants WHERE tenant_id = ? AND role = ?")
-            .bind(tenant)
-            .bind(role)
-            .execute(&mut *tx)
-            .await?;
-        let now = self.clock.now_ms();
-        for p in &permissions {
-            sqlx::query("INSERT INTO role_grants (tenant_id, role, permission, granted_at) VALUES (?, ?, ?, ?)")
-                .bind(tenant)
-                .bind(role)
-                .bind(p)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        self.rows.replace_grants(tenant, role, &permissions, self.clock.now_ms()).await?;
         self.grants.write().expect("tenancy lock").insert((tenant.to_owned(), role.to_owned()), permissions);
         Ok(())
     }

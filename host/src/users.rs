@@ -1,12 +1,12 @@
 //! People who sign in: users of a tenant with argon2id password hashes, and the throttle that
 //! locks a (tenant, username) after repeated failed sign-ins.
 
+use crate::backend::BackendError;
 use crate::clock::Clock;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -38,8 +38,8 @@ pub enum UserError {
     Exists(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] BackendError),
 }
 
 /// Why a sign-in failed. Unknown users and wrong passwords are the same failure.
@@ -49,13 +49,38 @@ pub enum LoginError {
     InvalidCredentials,
     #[error("too many failed sign-ins; try again later")]
     Locked { retry_after_ms: i64 },
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] BackendError),
+}
+
+/// User rows in the backend; [`UserStore`] validates, hashes and throttles above it.
+#[async_trait::async_trait]
+pub trait UserRows: Send + Sync + 'static {
+    /// Adds a user; `false` if the tenant has one of that username (nothing changed).
+    async fn insert(&self, user: &User, password_hash: &str) -> Result<bool, BackendError>;
+    /// A tenant's users, by username.
+    async fn users(&self, tenant: &str) -> Result<Vec<User>, BackendError>;
+    /// Until when sign-ins as (tenant, username) are refused, if a lockout was recorded.
+    async fn locked_until(&self, tenant: &str, username: &str) -> Result<Option<i64>, BackendError>;
+    /// The user and password hash, if the user exists and its tenant is active.
+    async fn credentials(&self, tenant: &str, username: &str) -> Result<Option<(User, String)>, BackendError>;
+    /// Forgets failed sign-ins (after a good one).
+    async fn clear_failures(&self, tenant: &str, username: &str) -> Result<(), BackendError>;
+    /// Counts a failed sign-in at `now`: a lockout that has ended starts the count again, and
+    /// the `max_failures`th failure locks until `now + lockout_ms`.
+    async fn record_failure(
+        &self,
+        tenant: &str,
+        username: &str,
+        now: i64,
+        max_failures: i64,
+        lockout_ms: i64,
+    ) -> Result<(), BackendError>;
 }
 
 #[derive(Clone)]
 pub struct UserStore {
-    pool: SqlitePool,
+    rows: std::sync::Arc<dyn UserRows>,
     /// The lockout reads the platform clock, so tests can move it.
     clock: Arc<Clock>,
     /// Verified against when the user does not exist, so both failures cost the same time.
@@ -75,8 +100,8 @@ fn hash(password: &str) -> Result<String, UserError> {
 }
 
 impl UserStore {
-    pub fn new(pool: SqlitePool, clock: Arc<Clock>) -> Self {
-        UserStore { pool, clock, decoy_hash: Default::default() }
+    pub fn new(rows: Arc<dyn UserRows>, clock: Arc<Clock>) -> Self {
+        UserStore { rows, clock, decoy_hash: Default::default() }
     }
 
     pub async fn create(
@@ -111,66 +136,23 @@ impl UserStore {
             role: role.to_owned(),
             created_at: self.clock.now_ms(),
         };
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, tenant_id, username, display_name, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (tenant_id, username) DO NOTHING",
-        )
-        .bind(&user.id)
-        .bind(tenant)
-        .bind(username)
-        .bind(&user.display_name)
-        .bind(hashed)
-        .bind(role)
-        .bind(user.created_at)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        if !self.rows.insert(&user, &hashed).await? {
             return Err(UserError::Exists(username.to_owned()));
         }
         Ok(user)
     }
 
-    pub async fn list(&self, tenant: &str) -> Result<Vec<User>, sqlx::Error> {
-        let rows = sqlx::query("SELECT id, tenant_id, username, display_name, role, created_at FROM users WHERE tenant_id = ? ORDER BY username")
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| User {
-                id: r.get(0),
-                tenant: r.get(1),
-                username: r.get(2),
-                display_name: r.get(3),
-                role: r.get(4),
-                created_at: r.get(5),
-            })
-            .collect())
+    pub async fn list(&self, tenant: &str) -> Result<Vec<User>, BackendError> {
+        self.rows.users(tenant).await
     }
 
     /// Checks a password, applying the lockout. Returns the user on success.
     pub async fn verify(&self, tenant: &str, username: &str, password: &str) -> Result<User, LoginError> {
         let now = self.clock.now_ms();
-        let locked_until: Option<i64> =
-            sqlx::query_scalar("SELECT locked_until FROM login_attempts WHERE tenant_id = ? AND username = ?")
-                .bind(tenant)
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?
-                .flatten();
-        if let Some(until) = locked_until.filter(|u| *u > now) {
+        if let Some(until) = self.rows.locked_until(tenant, username).await?.filter(|u| *u > now) {
             return Err(LoginError::Locked { retry_after_ms: until - now });
         }
-        let row = sqlx::query(
-            "SELECT u.id, u.display_name, u.role, u.created_at, u.password_hash FROM users u JOIN tenants t ON t.id = u.tenant_id \
-             WHERE u.tenant_id = ? AND u.username = ? AND t.status = 'active'",
-        )
-        .bind(tenant)
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await?;
-        let stored = row.as_ref().map(|r| r.get::<String, _>(4));
+        let (user, stored) = self.rows.credentials(tenant, username).await?.unzip();
         let decoy = self.decoy_hash.clone();
         let attempt = password.to_owned();
         let matches = tokio::task::spawn_blocking(move || {
@@ -182,37 +164,13 @@ impl UserStore {
         })
         .await
         .unwrap_or(false);
-        match row {
-            Some(r) if matches => {
-                sqlx::query("DELETE FROM login_attempts WHERE tenant_id = ? AND username = ?")
-                    .bind(tenant)
-                    .bind(username)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(User {
-                    id: r.get(0),
-                    tenant: tenant.to_owned(),
-                    username: username.to_owned(),
-                    display_name: r.get(1),
-                    role: r.get(2),
-                    created_at: r.get(3),
-                })
+        match user {
+            Some(user) if matches => {
+                self.rows.clear_failures(tenant, username).await?;
+                Ok(user)
             }
             _ => {
-                sqlx::query(
-                    "INSERT INTO login_attempts (tenant_id, username, failures, locked_until) VALUES (?, ?, 1, NULL) \
-                     ON CONFLICT (tenant_id, username) DO UPDATE SET \
-                     failures = CASE WHEN locked_until IS NOT NULL AND locked_until <= ? THEN 1 ELSE failures + 1 END, \
-                     locked_until = CASE WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= ? THEN 1 ELSE failures + 1 END) >= ? THEN ? ELSE NULL END",
-                )
-                .bind(tenant)
-                .bind(username)
-                .bind(now)
-                .bind(now)
-                .bind(MAX_FAILURES)
-                .bind(now + LOCKOUT_MS)
-                .execute(&self.pool)
-                .await?;
+                self.rows.record_failure(tenant, username, now, MAX_FAILURES, LOCKOUT_MS).await?;
                 Err(LoginError::InvalidCredentials)
             }
         }

@@ -32,7 +32,6 @@ pub use keel_host::jobs::store::JobRecord;
 use keel_host::jobs::store::{EventRecord, JobFilter};
 use keel_host::{Config, Server};
 pub use serde_json::{Value, json};
-use sqlx::Row;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -67,7 +66,7 @@ pub enum KitError {
     },
     /// Reading the database failed.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] keel_host::storage::StoreError),
 }
 
 fn setup(what: impl Into<String>) -> impl FnOnce(String) -> KitError {
@@ -314,22 +313,32 @@ impl TestKit {
 
     /// The documents a plugin stored in one collection of one tenant, by key.
     pub async fn documents(&self, tenant: &str, plugin: &str, collection: &str) -> Result<Vec<Document>, KitError> {
-        let rows = sqlx::query(
-            "SELECT key, version, body FROM documents WHERE tenant_id = ? AND plugin_id = ? AND collection = ? ORDER BY key",
-        )
-        .bind(tenant)
-        .bind(plugin)
-        .bind(collection)
-        .fetch_all(&self.server().state.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Document {
-                key: r.get(0),
-                version: u64::try_from(r.get::<i64, _>(1)).unwrap_or(0),
-                body: serde_json::from_str(r.get::<&str, _>(2)).unwrap_or(Value::Null),
-            })
-            .collect())
+        use keel_host::storage::{KeyRange, Scope};
+        let scope = Scope { tenant: tenant.to_owned(), plugin: plugin.to_owned() };
+        let store = &self.server().state.store;
+        let mut documents = Vec::new();
+        let mut after = None;
+        loop {
+            let range = KeyRange {
+                collection: collection.to_owned(),
+                drive: None,
+                residual: Vec::new(),
+                after: after.take(),
+                limit: 500,
+                descending: false,
+                max_bytes: 16 << 20,
+                deadline: None,
+            };
+            let page = store.scan(&scope, &range).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            documents.extend(page.into_iter().map(|(_, d)| Document {
+                key: d.key,
+                version: d.version,
+                body: serde_json::from_str(&d.body).unwrap_or(Value::Null),
+            }));
+        }
+        Ok(documents)
     }
 
     /// A tenant's event log, oldest first.

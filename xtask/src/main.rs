@@ -76,7 +76,17 @@ fn main() -> Result<()> {
         Some("test") => {
             build_plugins(&root)?;
             let started = Instant::now();
-            run(cargo().args(["test", "--workspace"]).args(&args[1..]))?;
+            // The PostgreSQL backend's tests need a server: a throwaway one for this run,
+            // unless the caller points at one (KEEL_TEST_PG_URL).
+            if std::env::var_os("KEEL_TEST_PG_URL").is_some() {
+                run(cargo().args(["test", "--workspace"]).args(&args[1..]))?;
+            } else {
+                run(Command::new(root.join("scripts/throwaway-postgres"))
+                    .args(["run", "--"])
+                    .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .args(["test", "--workspace"])
+                    .args(&args[1..]))?;
+            }
             eprintln!("xtask: tests took {:.1?}", started.elapsed());
             Ok(())
         }

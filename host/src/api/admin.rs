@@ -75,10 +75,10 @@ impl From<InstallError> for ApiError {
             }
             InstallError::DigestMismatch { .. } => ApiError::conflict("version-digest-conflict", detail),
             InstallError::Downgrade { .. } => ApiError::conflict("downgrade-refused", detail),
-            InstallError::Reindex(crate::storage::sqlite::ReindexError::Mismatch { .. }) => {
+            InstallError::Reindex(crate::storage::ReindexError::Mismatch { .. }) => {
                 ApiError::conflict("index-data-mismatch", detail)
             }
-            InstallError::Reindex(crate::storage::sqlite::ReindexError::Store(e)) => match e {
+            InstallError::Reindex(crate::storage::ReindexError::Store(e)) => match e {
                 crate::storage::StoreError::Unavailable(_) => ApiError::unavailable("database-unavailable", detail),
                 _ => ApiError::internal(detail),
             },
@@ -91,6 +91,7 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::NotFound(_) => ApiError::not_found("plugin-not-found", e.to_string()),
+            RegistryError::Database(d) => d.into(),
             other => {
                 tracing::error!(error = %other, "plugin registry failure");
                 ApiError::internal(other.to_string())

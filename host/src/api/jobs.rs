@@ -38,7 +38,11 @@ impl From<JobStoreError> for ApiError {
             JobStoreError::NotFound(_) => ApiError::not_found("job-not-found", e.to_string()),
             JobStoreError::TaskNotFound(_) => ApiError::not_found("task-not-found", e.to_string()),
             JobStoreError::WrongState { .. } => ApiError::conflict("job-state-conflict", e.to_string()),
-            JobStoreError::Database(_) | JobStoreError::Store(_) => {
+            JobStoreError::Database(d) => d.into(),
+            JobStoreError::Store(crate::storage::StoreError::Unavailable(m)) => {
+                crate::backend::BackendError::Unavailable(m).into()
+            }
+            JobStoreError::Store(_) => {
                 tracing::error!(error = %e, "job store failure");
                 ApiError::internal("job store failure")
             }

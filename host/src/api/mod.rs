@@ -38,7 +38,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use problem::ApiError;
-use sqlx::SqlitePool;
 use std::sync::Arc;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -79,7 +78,8 @@ pub struct AppState {
     pub public_limiter: Arc<rate_limit::RateLimiter>,
     pub public_tenant_limiter: Arc<rate_limit::RateLimiter>,
     pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
-    pub pool: SqlitePool,
+    /// The database as a whole (readiness, shutdown).
+    pub database: Arc<dyn crate::backend::Database>,
     pub clock: Arc<Clock>,
     pub limits: ApiLimits,
     pub jobs: crate::jobs::store::JobStore,

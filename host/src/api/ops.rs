@@ -30,10 +30,11 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
-        .await
-        .map_err(|e| ApiError::unavailable("database-unavailable", format!("the database does not answer: {e}")))?;
+    state.database.ping().await.map_err(|e| {
+        let mut e = ApiError::unavailable("database-unavailable", format!("the database does not answer: {e}"));
+        e.retry_after = Some(1);
+        e
+    })?;
     Ok(Json(Health { status: "ready" }))
 }
 

@@ -80,6 +80,26 @@ impl ApiError {
     }
 }
 
+/// The one answer to a database failure: 503 with Retry-After while the database is away
+/// (the request changed nothing and may be sent again), 500 otherwise.
+impl From<crate::backend::BackendError> for ApiError {
+    fn from(e: crate::backend::BackendError) -> Self {
+        match e {
+            crate::backend::BackendError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                let mut e =
+                    ApiError::unavailable("database-unavailable", "the database is not answering; try again shortly");
+                e.retry_after = Some(1);
+                e
+            }
+            crate::backend::BackendError::Internal(reason) => {
+                tracing::error!(%reason, "database failure");
+                ApiError::internal("database failure")
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Problem {

@@ -72,9 +72,12 @@ fn settings_error(e: SettingsError) -> ApiError {
     match e {
         SettingsError::Unknown(_) => ApiError::unprocessable("unknown-setting", e.to_string()),
         SettingsError::Invalid { .. } => ApiError::unprocessable("invalid-setting", e.to_string()),
+        // The same code a plugin call gets when its settings cannot be read.
         SettingsError::Database(inner) => {
             tracing::error!(error = %inner, "settings store failure");
-            ApiError::unavailable("settings-unavailable", "settings cannot be read or saved now")
+            let mut e = ApiError::unavailable("settings-unavailable", "settings cannot be read or saved now");
+            e.retry_after = Some(1);
+            e
         }
     }
 }

@@ -47,17 +47,13 @@ impl From<TenancyError> for ApiError {
             }
             TenancyError::Exists(_) => ApiError::conflict("tenant-exists", e.to_string()),
             TenancyError::NotFound(_) => ApiError::not_found("tenant-not-found", e.to_string()),
-            TenancyError::Database(d) => {
-                tracing::error!(error = %d, "tenancy store failure");
-                ApiError::internal("tenancy store failure")
-            }
+            TenancyError::Database(d) => d.into(),
         }
     }
 }
 
-fn db(e: sqlx::Error) -> ApiError {
-    tracing::error!(error = %e, "token store failure");
-    ApiError::internal("token store failure")
+fn db(e: crate::backend::BackendError) -> ApiError {
+    e.into()
 }
 
 /// The tenant, if `principal` may administer it; otherwise it does not exist for them.

@@ -29,7 +29,8 @@ impl From<UserError> for ApiError {
                 ApiError::unprocessable("invalid-field", e.to_string())
             }
             UserError::Exists(_) => ApiError::conflict("user-exists", e.to_string()),
-            UserError::Hash(_) | UserError::Database(_) => {
+            UserError::Database(d) => d.into(),
+            UserError::Hash(_) => {
                 tracing::error!(error = %e, "user store failure");
                 ApiError::internal("user store failure")
             }
@@ -136,10 +137,7 @@ async fn login(
                     Some(&user.id),
                 )
                 .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "token store failure");
-                    ApiError::internal("token store failure")
-                })?;
+                .map_err(ApiError::from)?;
             audit("auth.login", json!({ "user": user.id, "token": issued.id })).await;
             Ok(Json(Session { token: issued.token, expires_at, user }))
         }

@@ -6,11 +6,12 @@
 //! a refused upload leaves nothing behind.
 
 use crate::artifact::{self, ArtifactError};
+use crate::backend::BackendError;
 use crate::clock::Clock;
 use crate::manifest::{LimitPolicy, Manifest, ManifestError, RouteTable};
 use crate::runtime::{HostState, PluginPre, PrepareError, Runtime};
+use crate::storage::ReindexError;
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -72,7 +73,7 @@ pub enum InstallError {
     #[error(transparent)]
     Routes(#[from] crate::runtime::RouteCheckError),
     #[error("the stored data does not fit the new indexes: {0}")]
-    Reindex(crate::storage::sqlite::ReindexError),
+    Reindex(crate::storage::ReindexError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -81,8 +82,8 @@ pub enum InstallError {
 pub enum RegistryError {
     #[error("no plugin `{0}` is installed")]
     NotFound(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] BackendError),
     #[error("stored plugin `{id}` cannot be loaded: {reason}")]
     Corrupt { id: String, reason: String },
     #[error("purging plugin data failed: {0}")]
@@ -97,8 +98,62 @@ pub struct LoadStats {
     pub compiled: usize,
 }
 
+/// An installed plugin's active version as stored.
+#[derive(Debug, Clone)]
+pub struct StoredPlugin {
+    pub id: String,
+    pub enabled: bool,
+    pub installed_at: i64,
+    pub updated_at: i64,
+    pub version: String,
+    pub digest: String,
+    /// The manifest's TOML text.
+    pub manifest: String,
+    /// The artifact.
+    pub bytes: Vec<u8>,
+}
+
+/// A version to record as the plugin's active one.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub id: &'a str,
+    pub version: &'a str,
+    pub digest: &'a str,
+    pub manifest: &'a str,
+    pub bytes: &'a [u8],
+    pub now: i64,
+}
+
+/// Index entries one collection's documents need rewritten when a version becomes active:
+/// those named `drop` removed, those named `rebuild` computed again from `indexes`.
+#[derive(Debug, Clone)]
+pub struct Reindex {
+    pub collection: String,
+    pub indexes: crate::storage::index::CollectionIndexes,
+    pub drop: Vec<String>,
+    pub rebuild: std::collections::BTreeSet<String>,
+}
+
+/// Installed plugins, their versions and artifacts in the backend. Artifacts live in the
+/// database, so every host on it can load every plugin.
+#[async_trait::async_trait]
+pub trait PluginCatalog: Send + Sync + 'static {
+    /// Every installed plugin's active version, by id.
+    async fn active(&self) -> Result<Vec<StoredPlugin>, BackendError>;
+    /// The digest recorded for `id` at `version`, if that version was ever installed.
+    async fn digest_of(&self, id: &str, version: &str) -> Result<Option<String>, BackendError>;
+    /// Records `version` (artifact, version row) and makes it the active one (a new plugin
+    /// is enabled), rewriting index entries as `reindex` says, all in one transaction: on
+    /// any error nothing is recorded. Returns the entries written per step.
+    async fn activate(&self, version: &NewVersion<'_>, reindex: &[Reindex]) -> Result<Vec<u64>, ReindexError>;
+    async fn set_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<(), BackendError>;
+    /// Removes the plugin and its versions, its artifacts no other version uses, and its
+    /// settings: all of them when `purge`, else only those named in `secrets`.
+    async fn remove(&self, id: &str, purge: bool, secrets: &[String]) -> Result<(), BackendError>;
+}
+
 pub struct PluginRegistry {
-    pool: SqlitePool,
+    catalog: Arc<dyn PluginCatalog>,
     clock: Arc<Clock>,
     runtime: Arc<Runtime>,
     policy: LimitPolicy,
@@ -110,9 +165,9 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    pub fn new(pool: SqlitePool, runtime: Arc<Runtime>, policy: LimitPolicy, clock: Arc<Clock>) -> Self {
+    pub fn new(catalog: Arc<dyn PluginCatalog>, runtime: Arc<Runtime>, policy: LimitPolicy, clock: Arc<Clock>) -> Self {
         PluginRegistry {
-            pool,
+            catalog,
             clock,
             runtime,
             policy,
@@ -164,23 +219,12 @@ impl PluginRegistry {
 
     /// Loads every installed plugin's active version (at start).
     pub async fn load_all(&self) -> Result<LoadStats, RegistryError> {
-        let rows = sqlx::query(
-            "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, a.bytes \
-             FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
-             JOIN plugin_artifacts a ON a.digest = v.digest ORDER BY p.id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
         let mut stats = LoadStats::default();
-        for row in rows {
-            let id: String = row.get("id");
-            let bytes: Vec<u8> = row.get("bytes");
-            let digest: String = row.get("digest");
+        for row in self.catalog.active().await? {
+            let StoredPlugin { id, enabled, installed_at, updated_at, digest, manifest, bytes, .. } = row;
             let corrupt = |reason: String| RegistryError::Corrupt { id: id.clone(), reason };
-            let manifest =
-                Manifest::parse(&row.get::<String, _>("manifest"), &self.policy).map_err(|e| corrupt(e.to_string()))?;
-            let record_times = (row.get::<i64, _>("installed_at"), row.get::<i64, _>("updated_at"));
-            let enabled = row.get::<i64, _>("enabled") != 0;
+            let manifest = Manifest::parse(&manifest, &self.policy).map_err(|e| corrupt(e.to_string()))?;
+            let record_times = (installed_at, updated_at);
             let runtime = self.runtime.clone();
             let (m, d) = (manifest.clone(), digest.clone());
             let bytes_len = bytes.len() as u64;
@@ -241,13 +285,8 @@ impl PluginRegistry {
     /// exact artifact is already the active version (nothing to do), an error when the version
     /// exists with another digest or is older than the active one.
     async fn admit_version(&self, manifest: &Manifest, digest: &str) -> Result<Option<PluginRecord>, InstallError> {
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT digest FROM plugin_versions WHERE plugin_id = ? AND version = ?")
-                .bind(&manifest.id)
-                .bind(manifest.version.to_string())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(RegistryError::from)?;
+        let existing =
+            self.catalog.digest_of(&manifest.id, &manifest.version.to_string()).await.map_err(RegistryError::from)?;
         let active = self.get(&manifest.id);
         if let Some(existing) = existing {
             if existing != digest {
@@ -307,61 +346,47 @@ impl PluginRegistry {
         let active = self.get(&manifest.id);
 
         let now = self.clock.now_ms();
-        let mut tx = self.pool.begin().await.map_err(RegistryError::from)?;
         // Index entries follow the active version's definitions: an upgrade that adds,
         // retypes or removes an index rewrites them with the switch, or not at all.
         let before = active.as_ref().map(|a| a.record.manifest.collection_indexes()).unwrap_or_default();
         let after = manifest.collection_indexes();
+        let mut reindex = Vec::new();
         // A collection the new version no longer declares keeps its documents (a later version
         // may declare it again) but not its full-text rows, which a search could not reach.
         for (collection, old) in before.iter().filter(|(c, old)| !after.contains_key(*c) && old.search.is_some()) {
             let (drop, rebuild) = old.changes_to(&Default::default());
-            crate::storage::sqlite::reindex(&mut tx, &manifest.id, collection, &Default::default(), &drop, &rebuild)
-                .await
-                .map_err(InstallError::Reindex)?;
+            reindex.push(Reindex { collection: collection.clone(), indexes: Default::default(), drop, rebuild });
         }
         for (collection, indexes) in after {
             let (drop, rebuild) = before.get(&collection).cloned().unwrap_or_default().changes_to(&indexes);
-            let entries =
-                crate::storage::sqlite::reindex(&mut tx, &manifest.id, &collection, &indexes, &drop, &rebuild)
-                    .await
-                    .map_err(InstallError::Reindex)?;
-            if !drop.is_empty() || !rebuild.is_empty() {
+            reindex.push(Reindex { collection, indexes, drop, rebuild });
+        }
+        let version = manifest.version.to_string();
+        let manifest_text = artifact::manifest_text(&bytes)?;
+        let new = NewVersion {
+            id: &manifest.id,
+            version: &version,
+            digest: &digest,
+            manifest: &manifest_text,
+            bytes: &bytes,
+            now,
+        };
+        let entries = self.catalog.activate(&new, &reindex).await.map_err(|e| match e {
+            ReindexError::Mismatch { .. } => InstallError::Reindex(e),
+            // Whatever else failed in the transaction: the database's failure, not the data's.
+            ReindexError::Store(crate::storage::StoreError::Unavailable(m)) => {
+                InstallError::Registry(RegistryError::Database(BackendError::Unavailable(m)))
+            }
+            ReindexError::Store(other) => {
+                InstallError::Registry(RegistryError::Database(BackendError::Internal(other.to_string())))
+            }
+        })?;
+        for (step, entries) in reindex.iter().zip(entries) {
+            if !step.drop.is_empty() || !step.rebuild.is_empty() {
+                let Reindex { collection, drop, rebuild, .. } = step;
                 tracing::info!(plugin = %manifest.id, %collection, ?drop, ?rebuild, entries, "index entries rewritten for the new version");
             }
         }
-        sqlx::query("INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING")
-            .bind(&digest)
-            .bind(&bytes)
-            .bind(bytes.len() as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(RegistryError::from)?;
-        sqlx::query(
-            "INSERT INTO plugin_versions (plugin_id, version, digest, manifest, installed_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (plugin_id, version) DO NOTHING",
-        )
-        .bind(&manifest.id)
-        .bind(manifest.version.to_string())
-        .bind(&digest)
-        .bind(artifact::manifest_text(&bytes)?)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(RegistryError::from)?;
-        sqlx::query(
-            "INSERT INTO plugins (id, active_version, enabled, installed_at, updated_at) VALUES (?, ?, 1, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET active_version = excluded.active_version, updated_at = excluded.updated_at",
-        )
-        .bind(&manifest.id)
-        .bind(manifest.version.to_string())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(RegistryError::from)?;
-        tx.commit().await.map_err(RegistryError::from)?;
 
         let outcome = if active.is_some() { InstallOutcome::Upgraded } else { InstallOutcome::Installed };
         let (enabled, installed_at) =
@@ -379,12 +404,7 @@ impl PluginRegistry {
         let _guard = self.changes.lock().await;
         let current = self.get(id).ok_or_else(|| RegistryError::NotFound(id.to_owned()))?;
         let now = self.clock.now_ms();
-        sqlx::query("UPDATE plugins SET enabled = ?, updated_at = ? WHERE id = ?")
-            .bind(i64::from(enabled))
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.catalog.set_enabled(id, enabled, now).await?;
         let mut record = current.record.clone();
         record.enabled = enabled;
         record.updated_at = now;
@@ -411,27 +431,11 @@ impl PluginRegistry {
         let Some(current) = self.get(id) else {
             return Err(RegistryError::NotFound(id.to_owned()));
         };
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM plugins WHERE id = ?").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM plugin_versions WHERE plugin_id = ?").bind(id).execute(&mut *tx).await?;
-        if purge.is_some() {
-            // Settings are the tenants' data, like documents: kept unless purged.
-            sqlx::query("DELETE FROM plugin_settings WHERE plugin_id = ?").bind(id).execute(&mut *tx).await?;
-        } else {
-            // Except secrets: another plugin installed later under the same id must not
-            // read this one's credentials.
-            for spec in current.record.manifest.settings.iter().filter(|s| s.secret) {
-                sqlx::query("DELETE FROM plugin_settings WHERE plugin_id = ? AND name = ?")
-                    .bind(id)
-                    .bind(&spec.name)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        sqlx::query("DELETE FROM plugin_artifacts WHERE digest NOT IN (SELECT digest FROM plugin_versions)")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // Settings are the tenants' data, like documents: kept unless purged. Except secrets:
+        // another plugin installed later under the same id must not read this one's credentials.
+        let secrets: Vec<String> =
+            current.record.manifest.settings.iter().filter(|s| s.secret).map(|s| s.name.clone()).collect();
+        self.catalog.remove(id, purge.is_some(), &secrets).await?;
         self.loaded.write().expect("plugin map lock").remove(id);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         match purge {

@@ -1,6 +1,6 @@
 //! The document store: JSON documents by key in collections, scoped by (tenant, plugin).
 //!
-//! [`DocumentStore`] is the backend seam: SQLite ([`sqlite::SqliteDocumentStore`]) is the
+//! [`DocumentStore`] is the backend seam: SQLite ([`crate::backend::sqlite::SqliteDocumentStore`]) is the
 //! embedded default and a PostgreSQL backend is a second implementation that must pass the
 //! same [`conformance`] suite. Plugins never talk to a store directly: every plugin call
 //! gets a [`UnitOfWork`] that buffers its writes, shows them to the call's own reads, and
@@ -12,7 +12,6 @@
 pub mod conformance;
 pub mod index;
 pub mod search;
-pub mod sqlite;
 mod unit_of_work;
 
 pub use unit_of_work::{Find, Search, StorageLimits, UnitOfWork, UnitOfWorkError};
@@ -344,6 +343,41 @@ pub struct Quotas {
 pub struct Usage {
     pub documents: u64,
     pub bytes: u64,
+}
+
+/// What the store enforces at commit.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Quotas of tenants without their own.
+    pub default_quotas: Quotas,
+    /// Jobs one plugin may have queued in one tenant.
+    pub max_queued_per_plugin: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        let q = crate::config::QuotasConfig::default();
+        StoreSettings {
+            default_quotas: Quotas {
+                tenant_documents: q.tenant_documents,
+                tenant_bytes: q.tenant_mb << 20,
+                plugin_documents: q.plugin_documents,
+                plugin_bytes: q.plugin_mb << 20,
+            },
+            max_queued_per_plugin: crate::config::JobsConfig::default().max_queued_per_plugin,
+        }
+    }
+}
+
+/// Why a plugin's stored documents cannot take its new index definitions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReindexError {
+    #[error(
+        "document `{collection}/{key}` of tenant `{tenant}`: field `{field}` {reason}; migrate the data before this index can be declared"
+    )]
+    Mismatch { tenant: String, collection: String, key: String, field: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A backend for documents. Implementations must pass [`conformance::run_all`].

@@ -214,6 +214,14 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || ('\u{E000}'..='\u{F8FF}').contains(&c) || c >= '\u{F0000}'
 }
 
+/// `text` with every character that is not part of a word (by the query parser's rule)
+/// turned into a space: what a backend whose own tokenizer splits words differently (e.g.
+/// PostgreSQL's parser, which keeps `e-mail` or `a.b@c.d` whole) indexes, so that documents
+/// and queries are cut into the same words.
+pub fn words_only(text: &str) -> String {
+    text.chars().map(|c| if is_word_char(c) { c } else { ' ' }).collect()
+}
+
 /// The FTS5 expression of a search: every term ANDed, each a double-quoted string (so it is
 /// only ever text).
 pub fn render_fts5(terms: &[Term]) -> String {

@@ -965,7 +965,7 @@ fn decode_cursor(cursor: &str, drive: Option<&super::Drive>) -> Result<Position,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sqlite::SqliteDocumentStore;
+    use crate::backend::sqlite::SqliteDocumentStore;
 
     fn test_audit() -> crate::storage::WriteAudit {
         crate::storage::WriteAudit {
@@ -977,7 +977,7 @@ mod tests {
 
     async fn setup() -> (Arc<dyn DocumentStore>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::open_sqlite(&dir.path().join("uow.db")).await.unwrap();
+        let pool = crate::backend::sqlite::open_pool(&dir.path().join("uow.db")).await.unwrap();
         (Arc::new(SqliteDocumentStore::new(pool)), dir)
     }
 

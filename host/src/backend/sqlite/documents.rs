@@ -1,10 +1,10 @@
 //! The embedded SQLite document store (WAL mode).
 
-use super::{
-    Background, Comparison, Condition, DocumentStore, KeyRange, Position, QuotaExceeded, QuotaResource, QuotaScope,
-    Quotas, Read, Scope, StoreError, StoredDocument, Usage, Write, WriteAudit, WriteOp,
-};
 use crate::jobs::NewJob;
+use crate::storage::{
+    Background, Comparison, Condition, DocumentStore, KeyRange, Position, QuotaExceeded, QuotaResource, QuotaScope,
+    Quotas, Read, ReindexError, Scope, StoreError, StoreSettings, StoredDocument, Usage, Write, WriteAudit, WriteOp,
+};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
@@ -13,7 +13,7 @@ use sqlx::sqlite::SqlitePool;
 #[derive(Clone)]
 pub struct SqliteDocumentStore {
     pool: SqlitePool,
-    writes: std::sync::Arc<crate::db::WriteGate>,
+    writes: std::sync::Arc<super::WriteGate>,
     readers: std::sync::Arc<PointReaders>,
     settings: StoreSettings,
     /// Tenants' quotas as last read, with when: a commit checks against these rather than
@@ -31,37 +31,13 @@ const MAX_SEQUENCES: u32 = 1000;
 /// The largest number a sequence hands out (SQLite integers are signed 64-bit).
 const SEQUENCE_MAX: i64 = i64::MAX;
 
-/// What the store enforces at commit.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// Quotas of tenants without their own.
-    pub default_quotas: Quotas,
-    /// Jobs one plugin may have queued in one tenant.
-    pub max_queued_per_plugin: u32,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        let q = crate::config::QuotasConfig::default();
-        StoreSettings {
-            default_quotas: Quotas {
-                tenant_documents: q.tenant_documents,
-                tenant_bytes: q.tenant_mb << 20,
-                plugin_documents: q.plugin_documents,
-                plugin_bytes: q.plugin_mb << 20,
-            },
-            max_queued_per_plugin: crate::config::JobsConfig::default().max_queued_per_plugin,
-        }
-    }
-}
-
 impl SqliteDocumentStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self::with_settings(pool, StoreSettings::default())
     }
 
     pub fn with_settings(pool: SqlitePool, settings: StoreSettings) -> Self {
-        let writes = crate::db::write_gate(&pool);
+        let writes = super::write_gate(&pool);
         let file = pool.connect_options().get_filename().to_path_buf();
         SqliteDocumentStore {
             pool,
@@ -228,9 +204,9 @@ impl PointReaders {
     fn search(
         &self,
         scope: &Scope,
-        range: &super::SearchRange,
+        range: &crate::storage::SearchRange,
         stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> Option<Result<super::SearchHits, StoreError>> {
+    ) -> Option<Result<crate::storage::SearchHits, StoreError>> {
         let (sql, params) = search_sql(scope, range);
         self.stoppable(range.deadline, stopped, |connection| {
             // One read transaction: an upgrade or purge that drops the table after the check
@@ -242,7 +218,7 @@ impl PointReaders {
                 range.collection
             ])?;
             if !exists {
-                return Ok(super::SearchHits::default());
+                return Ok(crate::storage::SearchHits::default());
             }
             let mut statement = snapshot.prepare_cached(&sql)?;
             let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), |r| {
@@ -348,7 +324,7 @@ fn scan_sql(scope: &Scope, range: &KeyRange) -> (String, Vec<rusqlite::types::Va
 /// key is `{owner}.key`, by a lookup of that key (`scope` = the tenant, plugin and collection
 /// parameters).
 fn residual_sql(
-    p: &super::Predicate,
+    p: &crate::storage::Predicate,
     owner: &str,
     scope: [&str; 3],
     bind: &mut impl FnMut(rusqlite::types::Value) -> String,
@@ -360,7 +336,7 @@ fn residual_sql(
         let test = match p.op {
             Comparison::Prefix => {
                 let mut test = format!("r.value >= {}", bind(Value::Text(p.value.clone())));
-                if let Some(end) = super::index::prefix_end(&p.value) {
+                if let Some(end) = crate::storage::index::prefix_end(&p.value) {
                     test.push_str(&format!(" AND r.value < {}", bind(Value::Text(end))));
                 }
                 test
@@ -389,15 +365,15 @@ fn residual_sql(
 /// own table (so another scope's rows are never even ranked) and ranks them; only the page's
 /// ids and scores are sorted, then their documents are read by id, and the scope is checked
 /// again on every one: a stale index row can never bring back another scope's document.
-fn search_sql(scope: &Scope, range: &super::SearchRange) -> (String, Vec<rusqlite::types::Value>) {
+fn search_sql(scope: &Scope, range: &crate::storage::SearchRange) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut params: Vec<Value> = Vec::new();
     let mut bind = |v: Value| {
         params.push(v);
         format!("?{}", params.len())
     };
-    let table = super::search::table_name(&scope.tenant, &scope.plugin, &range.collection);
-    let expression = bind(Value::Text(super::search::render_fts5(&range.terms)));
+    let table = crate::storage::search::table_name(&scope.tenant, &scope.plugin, &range.collection);
+    let expression = bind(Value::Text(crate::storage::search::render_fts5(&range.terms)));
     let tenant = bind(Value::Text(scope.tenant.clone()));
     let plugin = bind(Value::Text(scope.plugin.clone()));
     let collection = bind(Value::Text(range.collection.clone()));
@@ -443,8 +419,8 @@ fn search_rows<E>(
     rows: impl Iterator<Item = Result<(Option<String>, i64, Option<String>), E>>,
     max_bytes: usize,
     scope: &Scope,
-) -> Result<super::SearchHits, E> {
-    let mut hits = super::SearchHits::default();
+) -> Result<crate::storage::SearchHits, E> {
+    let mut hits = crate::storage::SearchHits::default();
     let mut bytes = 0usize;
     for row in rows {
         let (key, version, body) = row?;
@@ -467,30 +443,19 @@ fn search_rows<E>(
     Ok(hits)
 }
 
-/// Why a plugin's stored documents cannot take its new index definitions.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReindexError {
-    #[error(
-        "document `{collection}/{key}` of tenant `{tenant}`: field `{field}` {reason}; migrate the data before this index can be declared"
-    )]
-    Mismatch { tenant: String, collection: String, key: String, field: String, reason: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Rewrites the index entries named `rebuild` of every document a plugin stores in
 /// `collection` (in every tenant) from `indexes`, after dropping the entries named `drop`:
 /// what an upgrade that adds, retypes or removes an index needs, in the caller's
 /// transaction. A document whose field does not fit its new type fails it, named.
-pub async fn reindex(
+pub(super) async fn reindex(
     conn: &mut sqlx::SqliteConnection,
     plugin: &str,
     collection: &str,
-    indexes: &super::index::CollectionIndexes,
+    indexes: &crate::storage::index::CollectionIndexes,
     drop: &[String],
     rebuild: &std::collections::BTreeSet<String>,
 ) -> Result<u64, ReindexError> {
-    let search_index = super::index::SEARCH_INDEX;
+    let search_index = crate::storage::index::SEARCH_INDEX;
     // A collection without `search` has no table, also when it had one before an uninstall
     // (a fresh install compares with nothing): then a commit never needs to look for one.
     if indexes.search.is_none() || drop.iter().chain(rebuild).any(|name| name == search_index) {
@@ -616,15 +581,7 @@ impl Drop for StopOnDrop {
 }
 
 fn db_error(e: sqlx::Error) -> StoreError {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        sqlx::Error::Database(ref d) if d.message().contains("locked") || d.message().contains("busy") => {
-            StoreError::Unavailable(e.to_string())
-        }
-        other => StoreError::Internal(other.to_string()),
-    }
+    crate::backend::BackendError::from(e).into()
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -725,7 +682,11 @@ impl DocumentStore for SqliteDocumentStore {
         Ok(out)
     }
 
-    async fn search(&self, scope: &Scope, range: &super::SearchRange) -> Result<super::SearchHits, StoreError> {
+    async fn search(
+        &self,
+        scope: &Scope,
+        range: &crate::storage::SearchRange,
+    ) -> Result<crate::storage::SearchHits, StoreError> {
         use std::sync::atomic::AtomicBool;
         if range.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             return Err(StoreError::Interrupted);
@@ -751,7 +712,7 @@ impl DocumentStore for SqliteDocumentStore {
                     .map_err(db_error)?
                     .is_some();
                 if !exists {
-                    return Ok(super::SearchHits::default());
+                    return Ok(crate::storage::SearchHits::default());
                 }
                 let (sql, params) = search_sql(scope, range);
                 let rows = bound(sql, params).fetch_all(&mut *snapshot).await.map_err(db_error)?;
@@ -1375,8 +1336,8 @@ async fn ensure_search_table(
     if let Some(table) = search_table(&mut *conn, tenant, plugin, collection).await? {
         return Ok(table);
     }
-    let table = super::search::table_name(tenant, plugin, collection);
-    sqlx::query(sqlx::AssertSqlSafe(super::search::create_table_sql(&table)))
+    let table = crate::storage::search::table_name(tenant, plugin, collection);
+    sqlx::query(sqlx::AssertSqlSafe(crate::storage::search::create_table_sql(&table)))
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -1422,7 +1383,7 @@ async fn drop_search_tables(
 async fn insert_search_rows(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
-    rows: &[(i64, &super::search::SearchText)],
+    rows: &[(i64, &crate::storage::search::SearchText)],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {table} (rowid, c0, c1, c2, c3) "));
@@ -1543,7 +1504,7 @@ async fn apply(
             if touches { search_table(&mut *conn, &scope.tenant, &scope.plugin, collection).await? } else { None };
         tables.insert(collection, table);
     }
-    let mut indexed: HashMap<(&str, i64), super::search::SearchText> = HashMap::new();
+    let mut indexed: HashMap<(&str, i64), crate::storage::search::SearchText> = HashMap::new();
     let mut unindex: HashMap<&str, Vec<i64>> = HashMap::new();
     for (collection, table) in &tables {
         let Some(table) = table else { continue };
@@ -1561,7 +1522,7 @@ async fn apply(
         }
     }
     // Puts whose text goes into the index, with the id if stored.
-    let mut to_index: Vec<(&Write, Option<i64>, &super::search::SearchText)> = Vec::new();
+    let mut to_index: Vec<(&Write, Option<i64>, &crate::storage::search::SearchText)> = Vec::new();
     for w in writes {
         let id = id_of(w);
         let old = id.and_then(|id| indexed.get(&(w.collection.as_str(), id)));
@@ -1657,7 +1618,7 @@ async fn apply(
             q.build().execute(&mut *conn).await.map_err(db_error)?;
         }
     }
-    let mut rows: BTreeMap<&str, Vec<(i64, &super::search::SearchText)>> = BTreeMap::new();
+    let mut rows: BTreeMap<&str, Vec<(i64, &crate::storage::search::SearchText)>> = BTreeMap::new();
     for (w, id, text) in &to_index {
         let id = match id {
             Some(id) => *id,
@@ -1706,7 +1667,7 @@ mod tests {
 
     pub(crate) async fn temp_store() -> (SqliteDocumentStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::open_sqlite(&dir.path().join("test.db")).await.unwrap();
+        let pool = crate::backend::sqlite::open_pool(&dir.path().join("test.db")).await.unwrap();
         (SqliteDocumentStore::new(pool), dir)
     }
 
@@ -2062,12 +2023,6 @@ mod tests {
         assert_eq!(store.search(&s, &range).await.unwrap_err(), StoreError::Interrupted);
         range.deadline = None;
         assert_eq!(store.search(&s, &range).await.unwrap().rows.len(), 100);
-    }
-
-    #[tokio::test]
-    async fn sqlite_passes_the_document_store_conformance_suite() {
-        let (store, _dir) = temp_store().await;
-        crate::storage::conformance::run_all(&store).await;
     }
 
     /// 30,000 documents where each of the fields a-d is `x` on about half of them and no

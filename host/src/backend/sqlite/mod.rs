@@ -1,23 +1,40 @@
-//! Opening the database and applying the schema migrations in `migrations/`.
+//! The embedded SQLite backend (WAL mode): one database file holds everything.
+//!
+//! Opening applies the schema migrations in `migrations/sqlite/`. Writers of this process
+//! queue on a [`WriteGate`] before taking SQLite's one write lock.
 
+mod audit;
+mod catalog;
+mod directory;
+pub mod documents;
+mod jobs;
+mod settings;
+
+pub use documents::SqliteDocumentStore;
+pub use jobs::SqliteJobQueue;
+
+use super::{Backend, BackendError, Database, OpenError};
+use crate::storage::StoreSettings;
+use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Migrations, in order. Each is applied once, in a transaction, and recorded.
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
-    (2, "tenancy", include_str!("../../migrations/sqlite/0002_tenancy.sql")),
-    (3, "audit", include_str!("../../migrations/sqlite/0003_audit.sql")),
-    (4, "users", include_str!("../../migrations/sqlite/0004_users.sql")),
-    (5, "jobs", include_str!("../../migrations/sqlite/0005_jobs.sql")),
-    (6, "fair share", include_str!("../../migrations/sqlite/0006_fair_share.sql")),
-    (7, "plugin settings", include_str!("../../migrations/sqlite/0007_plugin_settings.sql")),
-    (8, "sequences", include_str!("../../migrations/sqlite/0008_sequences.sql")),
-    (9, "tasks", include_str!("../../migrations/sqlite/0009_tasks.sql")),
-    (10, "index signatures", include_str!("../../migrations/sqlite/0010_index_signatures.sql")),
-    (11, "full-text search", include_str!("../../migrations/sqlite/0011_search.sql")),
+    (1, "foundation", include_str!("../../../../migrations/sqlite/0001_foundation.sql")),
+    (2, "tenancy", include_str!("../../../../migrations/sqlite/0002_tenancy.sql")),
+    (3, "audit", include_str!("../../../../migrations/sqlite/0003_audit.sql")),
+    (4, "users", include_str!("../../../../migrations/sqlite/0004_users.sql")),
+    (5, "jobs", include_str!("../../../../migrations/sqlite/0005_jobs.sql")),
+    (6, "fair share", include_str!("../../../../migrations/sqlite/0006_fair_share.sql")),
+    (7, "plugin settings", include_str!("../../../../migrations/sqlite/0007_plugin_settings.sql")),
+    (8, "sequences", include_str!("../../../../migrations/sqlite/0008_sequences.sql")),
+    (9, "tasks", include_str!("../../../../migrations/sqlite/0009_tasks.sql")),
+    (10, "index signatures", include_str!("../../../../migrations/sqlite/0010_index_signatures.sql")),
+    (11, "full-text search", include_str!("../../../../migrations/sqlite/0011_search.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.
@@ -126,6 +143,28 @@ impl WriteGate {
 }
 
 #[cfg(test)]
+mod conformance_tests {
+    #[tokio::test]
+    async fn sqlite_passes_the_backend_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = super::open(&dir.path().join("conformance.db"), Default::default()).await.unwrap();
+        crate::backend::conformance::run_all(&backend).await;
+    }
+
+    #[tokio::test]
+    async fn only_sqlite_urls_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("by-url.db").display());
+        let backend = crate::backend::Backend::open(&url, Default::default()).await.unwrap();
+        assert_eq!(backend.database.kind(), "sqlite");
+        for url in ["postgres://localhost/keel", "mysql://x", "sqlite://", "keel.db"] {
+            let refused = crate::backend::Backend::open(url, Default::default()).await;
+            assert!(matches!(refused, Err(crate::backend::OpenError::UnsupportedUrl(_))), "{url}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod migration_tests {
     use super::SQLITE_MIGRATIONS;
 
@@ -200,23 +239,46 @@ mod write_gate_tests {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("cannot open database `{url}`: {source}")]
-    Open { url: String, source: sqlx::Error },
-    #[error("migration {version} ({name}) failed: {source}")]
-    Migration { version: i64, name: &'static str, source: sqlx::Error },
-    #[error("the database has migration {0}, newer than this build knows; upgrade keel")]
-    TooNew(i64),
-    #[error(transparent)]
-    Sql(#[from] sqlx::Error),
+/// Every concern on the SQLite file at `path` (created and migrated if needed).
+pub async fn open(path: &Path, settings: StoreSettings) -> Result<Backend, OpenError> {
+    let pool = open_pool(path).await?;
+    Ok(Backend {
+        database: Arc::new(SqliteDatabase(pool.clone())),
+        documents: Arc::new(SqliteDocumentStore::with_settings(pool.clone(), settings)),
+        jobs: Arc::new(SqliteJobQueue::new(pool.clone())),
+        catalog: Arc::new(catalog::SqliteCatalog(pool.clone())),
+        tenancy: Arc::new(directory::SqliteDirectory(pool.clone())),
+        tokens: Arc::new(directory::SqliteDirectory(pool.clone())),
+        users: Arc::new(directory::SqliteDirectory(pool.clone())),
+        audit: Arc::new(audit::SqliteAudit(pool.clone())),
+        settings: Arc::new(settings::SqliteSettings(pool)),
+    })
 }
 
-/// Opens (creating if needed) a SQLite database file in WAL mode and migrates it.
-pub async fn open_sqlite(path: &Path) -> Result<SqlitePool, DbError> {
+struct SqliteDatabase(SqlitePool);
+
+#[async_trait]
+impl Database for SqliteDatabase {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        sqlx::query("SELECT 1").execute(&self.0).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.0.close().await;
+    }
+}
+
+/// Opens (creating if needed) a SQLite database file in WAL mode and migrates it: the pool
+/// itself, for the backend's stores and for benchmarks' native baselines.
+pub async fn open_pool(path: &Path) -> Result<SqlitePool, OpenError> {
     let url = format!("sqlite://{}", path.display());
     let options = SqliteConnectOptions::from_str(&url)
-        .map_err(|source| DbError::Open { url: url.clone(), source })?
+        .map_err(|e| OpenError::Open { url: url.clone(), reason: e.to_string() })?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -227,26 +289,30 @@ pub async fn open_sqlite(path: &Path) -> Result<SqlitePool, DbError> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
-        .map_err(|source| DbError::Open { url, source })?;
+        .map_err(|e| OpenError::Open { url, reason: e.to_string() })?;
     migrate(&pool).await?;
     Ok(pool)
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), DbError> {
+async fn migrate(pool: &SqlitePool) -> Result<(), OpenError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS keel_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )
     .execute(pool)
-    .await?;
-    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM keel_migrations").fetch_one(pool).await?;
+    .await
+    .map_err(BackendError::from)?;
+    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM keel_migrations")
+        .fetch_one(pool)
+        .await
+        .map_err(BackendError::from)?;
     let applied = applied.unwrap_or(0);
     let newest = SQLITE_MIGRATIONS.last().map_or(0, |m| m.0);
     if applied > newest {
-        return Err(DbError::TooNew(applied));
+        return Err(OpenError::TooNew(applied));
     }
     for &(version, name, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 > applied) {
-        let wrap = |source| DbError::Migration { version, name, source };
-        let mut tx = pool.begin().await?;
+        let wrap = |e: sqlx::Error| OpenError::Migration { version, name, reason: e.to_string() };
+        let mut tx = pool.begin().await.map_err(wrap)?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(wrap)?;
         sqlx::query("INSERT INTO keel_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)

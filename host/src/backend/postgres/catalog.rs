@@ -1,0 +1,125 @@
+//! Installed plugins, versions and artifacts on PostgreSQL.
+
+use crate::backend::BackendError;
+use crate::plugins::{NewVersion, PluginCatalog, Reindex, StoredPlugin};
+use crate::storage::ReindexError;
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+
+/// Installed plugins, versions and artifacts in PostgreSQL.
+pub struct PgCatalog(pub PgPool);
+
+fn failed(e: sqlx::Error) -> ReindexError {
+    ReindexError::Store(BackendError::from(e).into())
+}
+
+#[async_trait]
+impl PluginCatalog for PgCatalog {
+    async fn active(&self) -> Result<Vec<StoredPlugin>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, a.bytes \
+             FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
+             JOIN plugin_artifacts a ON a.digest = v.digest ORDER BY p.id",
+        )
+        .fetch_all(&self.0)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredPlugin {
+                id: r.get("id"),
+                enabled: r.get("enabled"),
+                installed_at: r.get("installed_at"),
+                updated_at: r.get("updated_at"),
+                version: r.get("version"),
+                digest: r.get("digest"),
+                manifest: r.get("manifest"),
+                bytes: r.get("bytes"),
+            })
+            .collect())
+    }
+
+    async fn digest_of(&self, id: &str, version: &str) -> Result<Option<String>, BackendError> {
+        Ok(sqlx::query_scalar("SELECT digest FROM plugin_versions WHERE plugin_id = $1 AND version = $2")
+            .bind(id)
+            .bind(version)
+            .fetch_optional(&self.0)
+            .await?)
+    }
+
+    async fn activate(&self, v: &NewVersion<'_>, reindex: &[Reindex]) -> Result<Vec<u64>, ReindexError> {
+        let mut tx = self.0.begin().await.map_err(failed)?;
+        let mut entries = Vec::with_capacity(reindex.len());
+        for step in reindex {
+            let Reindex { collection, indexes, drop, rebuild } = step;
+            entries.push(super::documents::reindex(&mut tx, v.id, collection, indexes, drop, rebuild).await?);
+        }
+        sqlx::query(
+            "INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(v.digest)
+        .bind(v.bytes)
+        .bind(v.bytes.len() as i64)
+        .bind(v.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        sqlx::query(
+            "INSERT INTO plugin_versions (plugin_id, version, digest, manifest, installed_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (plugin_id, version) DO NOTHING",
+        )
+        .bind(v.id)
+        .bind(v.version)
+        .bind(v.digest)
+        .bind(v.manifest)
+        .bind(v.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        sqlx::query(
+            "INSERT INTO plugins (id, active_version, enabled, installed_at, updated_at) VALUES ($1, $2, TRUE, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET active_version = excluded.active_version, updated_at = excluded.updated_at",
+        )
+        .bind(v.id)
+        .bind(v.version)
+        .bind(v.now)
+        .bind(v.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        Ok(entries)
+    }
+
+    async fn set_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<(), BackendError> {
+        sqlx::query("UPDATE plugins SET enabled = $1, updated_at = $2 WHERE id = $3")
+            .bind(enabled)
+            .bind(now)
+            .bind(id)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str, purge: bool, secrets: &[String]) -> Result<(), BackendError> {
+        let mut tx = self.0.begin().await?;
+        sqlx::query("DELETE FROM plugins WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM plugin_versions WHERE plugin_id = $1").bind(id).execute(&mut *tx).await?;
+        if purge {
+            sqlx::query("DELETE FROM plugin_settings WHERE plugin_id = $1").bind(id).execute(&mut *tx).await?;
+        } else {
+            for name in secrets {
+                sqlx::query("DELETE FROM plugin_settings WHERE plugin_id = $1 AND name = $2")
+                    .bind(id)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query("DELETE FROM plugin_artifacts WHERE digest NOT IN (SELECT digest FROM plugin_versions)")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
