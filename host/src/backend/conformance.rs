@@ -10,7 +10,7 @@
 use super::Backend;
 use crate::audit::{AdminAction, AuditRows, NewAuditEntry};
 use crate::identity::{NewToken, TokenRows};
-use crate::jobs::store::{ClaimPolicy, JobFilter, JobStoreError};
+use crate::jobs::store::{ClaimPolicy, JobFilter, JobQueue, JobStoreError};
 use crate::jobs::{Background, JobKind, JobStatus, NewEvent, NewJob};
 use crate::plugins::{NewVersion, PluginCatalog, Reindex};
 use crate::settings::SettingRows;
@@ -27,9 +27,9 @@ pub async fn run_all(backend: &Backend) {
     the_audit_log_filters_and_pages(backend.audit.as_ref()).await;
     settings_change_all_or_nothing(backend.settings.as_ref()).await;
     plugin_versions_activate_and_remove(backend.catalog.as_ref(), backend.settings.as_ref()).await;
-    jobs_are_claimed_once_and_fenced_by_their_lease(backend).await;
-    schedules_fire_once_per_tick(backend).await;
+    queue(backend.jobs.as_ref()).await;
     a_commit_lands_documents_events_jobs_and_audit_together(backend).await;
+    a_commit_with_a_lost_lease_applies_nothing(backend).await;
 }
 
 /// Tenants, enablement, grants, tokens and users.
@@ -281,8 +281,14 @@ fn job(id: &str, tenant_plugin: &str, run_at: i64) -> NewJob {
     }
 }
 
-async fn jobs_are_claimed_once_and_fenced_by_their_lease(b: &Backend) {
-    let jobs = &b.jobs;
+/// Claims, leases, failures, retries and schedules.
+pub async fn queue(jobs: &dyn JobQueue) {
+    jobs_are_claimed_once_and_taken_over_when_their_lease_ends(jobs).await;
+    concurrent_claimers_take_disjoint_jobs(jobs).await;
+    schedules_fire_once_per_tick(jobs).await;
+}
+
+async fn jobs_are_claimed_once_and_taken_over_when_their_lease_ends(jobs: &dyn JobQueue) {
     let t = "cf-jobs";
     assert!(jobs.enqueue(t, &job("job_cf1", "p", 10), 1).await.unwrap());
     assert!(!jobs.enqueue(t, &job("job_cf1", "p", 10), 1).await.unwrap(), "jobs: an id is queued once");
@@ -297,21 +303,26 @@ async fn jobs_are_claimed_once_and_fenced_by_their_lease(b: &Backend) {
     let taken = jobs.claim("w2", 1_200, 1_000, &policy).await.unwrap();
     assert_eq!((taken.len(), taken[0].lease.attempt, taken[0].lease.owner.as_str()), (1, 2, "w2"));
     assert_eq!(jobs.fail(&claimed[0].lease, 1_300, "late", 1_400, false).await.unwrap(), None, "jobs: a lost lease");
-    let s = Scope { tenant: t.into(), plugin: "p".into() };
-    let finishes = Background { finishes: Some(claimed[0].lease.clone()), ..Background::default() };
-    let stale = b.documents.commit_with(&s, &[put("k", "{}")], &[], &finishes, 1_300, &audit()).await;
-    assert!(matches!(stale, Err(StoreError::LeaseLost(_))), "jobs: commit with a lost lease: {stale:?}");
-    assert!(b.documents.get(&s, "notes", "k").await.unwrap().is_none(), "jobs: nothing of it was applied");
-    let current = Background { finishes: Some(taken[0].lease.clone()), ..Background::default() };
-    b.documents.commit_with(&s, &[put("k", "{}")], &[], &current, 1_300, &audit()).await.unwrap();
+    assert!(!jobs.defer(&claimed[0].lease, 1_300, "late", 1_400).await.unwrap());
+    // Deferred without using an attempt, then failed for good.
+    assert!(jobs.defer(&taken[0].lease, 1_300, "no room", 1_400).await.unwrap());
+    let again = jobs.claim("w1", 1_400, 1_000, &policy).await.unwrap();
+    assert_eq!(
+        (again[0].lease.job_id.as_str(), again[0].lease.attempt),
+        ("job_cf1", 2),
+        "jobs: a deferral is no attempt"
+    );
+    assert_eq!(jobs.fail(&again[0].lease, 1_401, "fatal", 1_500, true).await.unwrap(), Some(JobStatus::Dead));
     let (record, runs) = jobs.get(t, "job_cf1").await.unwrap();
-    assert_eq!(record.status, JobStatus::Done, "jobs: the holder's commit finishes it");
-    assert_eq!(runs.len(), 2, "jobs: one run per attempt");
+    assert_eq!((record.status, record.last_error.as_deref()), (JobStatus::Dead, Some("fatal")));
+    let outcomes: Vec<_> = runs.iter().map(|r| r.outcome.map(|o| o.as_str())).collect();
+    assert_eq!(outcomes, [Some("lost"), Some("deferred"), Some("failed")], "jobs: one run per attempt");
 
     // A failure with attempts left goes back to the queue; the last one is dead; retry revives.
-    let again = jobs.claim("w1", 5_000, 1_000, &policy).await.unwrap();
-    assert_eq!(again[0].lease.job_id, "job_cf2");
-    assert_eq!(jobs.fail(&again[0].lease, 5_001, "boom", 5_100, false).await.unwrap(), Some(JobStatus::Queued));
+    let first = jobs.claim("w1", 5_000, 1_000, &policy).await.unwrap();
+    assert_eq!(first[0].lease.job_id, "job_cf2");
+    assert_eq!(jobs.fail(&first[0].lease, 5_001, "boom", 5_100, false).await.unwrap(), Some(JobStatus::Queued));
+    assert!(jobs.claim("w1", 5_050, 1_000, &policy).await.unwrap().is_empty(), "jobs: not before its retry time");
     let last = jobs.claim("w1", 5_100, 1_000, &policy).await.unwrap();
     assert_eq!(jobs.fail(&last[0].lease, 5_101, "boom", 5_200, false).await.unwrap(), Some(JobStatus::Dead));
     assert!(matches!(jobs.cancel(t, "job_cf2", 5_102).await, Err(JobStoreError::WrongState { .. })));
@@ -320,10 +331,33 @@ async fn jobs_are_claimed_once_and_fenced_by_their_lease(b: &Backend) {
     let filter = JobFilter { status: Some(JobStatus::Queued), limit: 10, ..JobFilter::default() };
     assert_eq!(jobs.list(t, &filter).await.unwrap().len(), 1);
     assert_eq!(jobs.cancel(t, "job_cf2", 5_104).await.unwrap().status, JobStatus::Cancelled);
+    assert!(jobs.count(JobStatus::Cancelled).await.unwrap() >= 1);
 }
 
-async fn schedules_fire_once_per_tick(b: &Backend) {
-    let jobs = &b.jobs;
+async fn concurrent_claimers_take_disjoint_jobs(jobs: &dyn JobQueue) {
+    for i in 0..40 {
+        jobs.enqueue("cf-race", &job(&format!("job_cf_race{i:02}"), "p", 0), 0).await.unwrap();
+    }
+    let policy = ClaimPolicy { limit: 8, tenant_room: 8, ..ClaimPolicy::default() };
+    let mut seen = BTreeSet::new();
+    loop {
+        let (a, b, c) = tokio::join!(
+            jobs.claim("wa", 10, 60_000, &policy),
+            jobs.claim("wb", 10, 60_000, &policy),
+            jobs.claim("wc", 10, 60_000, &policy)
+        );
+        let batch: Vec<_> = [a.unwrap(), b.unwrap(), c.unwrap()].into_iter().flatten().collect();
+        if batch.is_empty() {
+            break;
+        }
+        for claimed in batch.into_iter().filter(|j| j.tenant == "cf-race") {
+            assert!(seen.insert(claimed.lease.job_id.clone()), "claims: {} was claimed twice", claimed.lease.job_id);
+        }
+    }
+    assert_eq!(seen.len(), 40, "claims: every job once");
+}
+
+async fn schedules_fire_once_per_tick(jobs: &dyn JobQueue) {
     jobs.upsert_schedule("cf-sch", "p", "nightly", "0 2 * * * UTC", 1_000).await.unwrap();
     let due = jobs.due_schedules(1_000).await.unwrap();
     let mine: Vec<_> = due.into_iter().filter(|s| s.tenant == "cf-sch").collect();
@@ -405,4 +439,23 @@ async fn a_commit_lands_documents_events_jobs_and_audit_together(b: &Backend) {
         (entries[0].action.as_str(), entries[0].key.as_deref(), entries[0].request_id.as_deref()),
         ("document.put", Some("a"), Some("req_cf_commit"))
     );
+}
+
+async fn a_commit_with_a_lost_lease_applies_nothing(b: &Backend) {
+    let t = "cf-fence";
+    let s = Scope { tenant: t.into(), plugin: "p".into() };
+    b.jobs.enqueue(t, &job("job_cf_fence", "p", 0), 0).await.unwrap();
+    // Room for this tenant only: other checks leave work of their own queued.
+    let policy = ClaimPolicy { limit: 1, tenant_room: 0, room: [(t.to_owned(), 1)].into(), ..ClaimPolicy::default() };
+    let first = b.jobs.claim("w1", 100, 1_000, &policy).await.unwrap();
+    let second = b.jobs.claim("w2", 1_200, 1_000, &policy).await.unwrap();
+    assert_eq!((first[0].lease.job_id.as_str(), second[0].lease.attempt), ("job_cf_fence", 2));
+    let stale = Background { finishes: Some(first[0].lease.clone()), ..Background::default() };
+    let refused = b.documents.commit_with(&s, &[put("k", "{}")], &[], &stale, 1_300, &audit()).await;
+    assert!(matches!(refused, Err(StoreError::LeaseLost(_))), "fence: {refused:?}");
+    assert!(b.documents.get(&s, "notes", "k").await.unwrap().is_none(), "fence: nothing of it was applied");
+    let current = Background { finishes: Some(second[0].lease.clone()), ..Background::default() };
+    b.documents.commit_with(&s, &[put("k", "{}")], &[], &current, 1_300, &audit()).await.unwrap();
+    assert_eq!(b.jobs.get(t, "job_cf_fence").await.unwrap().0.status, JobStatus::Done, "fence: the holder finishes it");
+    assert!(b.documents.get(&s, "notes", "k").await.unwrap().is_some());
 }

@@ -80,6 +80,12 @@ impl From<sqlx::Error> for BackendError {
     }
 }
 
+impl From<sqlx::Error> for crate::jobs::store::JobStoreError {
+    fn from(e: sqlx::Error) -> Self {
+        crate::jobs::store::JobStoreError::Database(e.into())
+    }
+}
+
 /// The database as a whole.
 #[async_trait]
 pub trait Database: Send + Sync + 'static {

@@ -3,18 +3,20 @@
 //! Opening applies the migrations in `migrations/postgres/` under an advisory lock, so
 //! replicas starting together migrate once. Every connection runs with a statement timeout.
 //! Implemented so far: the directory (tenants, enablement, grants, tokens, users), the audit
-//! log, plugin settings and the plugin catalog; each passes its part of
-//! [`crate::backend::conformance`]. Documents and the job queue follow.
+//! log, plugin settings, the plugin catalog and the job queue; each passes its part of
+//! [`crate::backend::conformance`]. The document store follows.
 
 mod audit;
 mod catalog;
 mod directory;
 mod documents;
+mod jobs;
 mod settings;
 
 pub use audit::PgAudit;
 pub use catalog::PgCatalog;
 pub use directory::PgDirectory;
+pub use jobs::PgJobQueue;
 pub use settings::PgSettings;
 
 use super::{BackendError, OpenError};
@@ -237,6 +239,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((text.as_str(), found), ("Café e mail", true));
+    }
+
+    #[tokio::test]
+    async fn postgres_passes_the_queue_conformance() {
+        let pool = fresh_pool("queue").await;
+        crate::backend::conformance::queue(&super::PgJobQueue::new(pool)).await;
     }
 
     #[tokio::test]

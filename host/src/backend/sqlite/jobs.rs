@@ -10,12 +10,6 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
-impl From<sqlx::Error> for JobStoreError {
-    fn from(e: sqlx::Error) -> Self {
-        JobStoreError::Database(e.into())
-    }
-}
-
 /// Closes the run record of the attempt `lease` names.
 async fn finish_run(
     conn: &mut sqlx::SqliteConnection,
