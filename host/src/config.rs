@@ -15,6 +15,7 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// Plugin artifacts (`*.wasm`) installed (or upgraded) at start.
     pub plugins_dir: Option<PathBuf>,
+    pub database: DatabaseConfig,
     pub limits: LimitsConfig,
     pub jobs: JobsConfig,
     pub quotas: QuotasConfig,
@@ -104,6 +105,23 @@ impl Default for QuotasConfig {
     }
 }
 
+/// Where state lives: the embedded SQLite file by default, or a PostgreSQL server that
+/// several hosts share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://<path>` or `postgres://user:password@host:port/database`; defaults to
+    /// `sqlite://<data-dir>/keel.db`.
+    pub url: Option<String>,
+    /// PostgreSQL: connections this host keeps at most.
+    pub max_connections: u32,
+    /// PostgreSQL: how long a request waits for a free connection before it is answered 503.
+    pub acquire_timeout_ms: u64,
+    /// PostgreSQL: the longest a single statement may run (plugin queries stop earlier, at
+    /// the calling plugin's deadline).
+    pub statement_timeout_ms: u64,
+}
+
 /// How plugin responses meet browsers.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -188,6 +206,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cache_dir: None,
             plugins_dir: None,
+            database: DatabaseConfig::default(),
             limits: LimitsConfig::default(),
             jobs: JobsConfig::default(),
             quotas: QuotasConfig::default(),
@@ -195,6 +214,35 @@ impl Default for Config {
             allow_clock_control: false,
             frozen_clock_at: None,
             storage_read_delay_ms: 0,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let pool = crate::backend::postgres::PoolSettings::default();
+        DatabaseConfig {
+            url: None,
+            max_connections: pool.max_connections,
+            acquire_timeout_ms: pool.acquire_timeout.as_millis() as u64,
+            statement_timeout_ms: pool.statement_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl Config {
+    /// The database URL this host opens.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("keel.db").display()))
+    }
+
+    /// The PostgreSQL pool's sizing and limits.
+    pub fn pool_settings(&self) -> crate::backend::postgres::PoolSettings {
+        crate::backend::postgres::PoolSettings {
+            max_connections: self.database.max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.database.acquire_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.database.statement_timeout_ms),
+            connect_tries: None,
         }
     }
 }
@@ -253,6 +301,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        let d = &self.database;
+        if d.max_connections == 0 || d.acquire_timeout_ms == 0 || d.statement_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "database.max-connections, acquire-timeout-ms and statement-timeout-ms must be at least 1".into(),
+            ));
+        }
         if self.frozen_clock_at.is_some() && !self.allow_clock_control {
             return Err(ConfigError::Invalid("a frozen clock needs allow-clock-control".into()));
         }

@@ -78,6 +78,9 @@ struct ServeArgs {
     /// Directory of plugin artifacts (*.wasm) to install at start.
     #[arg(long, env = "KEEL_PLUGINS_DIR")]
     plugins_dir: Option<PathBuf>,
+    /// Database: sqlite://<path> or postgres://... [default: sqlite://<data-dir>/keel.db]
+    #[arg(long, env = "KEEL_DATABASE_URL")]
+    database_url: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "KEEL_LOG_JSON")]
     log_json: bool,
@@ -129,6 +132,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(url) = args.database_url {
+        config.database.url = Some(url);
     }
     if let Some(dir) = args.plugins_dir {
         config.plugins_dir = Some(dir);

@@ -82,7 +82,9 @@ impl Server {
             },
             max_queued_per_plugin: config.jobs.max_queued_per_plugin,
         };
-        let backend = crate::backend::sqlite::open(&config.data_dir.join("keel.db"), store_settings).await?;
+        let backend =
+            crate::backend::Backend::open(&config.database_url(), store_settings, &config.pool_settings()).await?;
+        tracing::info!(backend = backend.database.kind(), "database open");
         let limits = &config.limits;
         let clock = Arc::new(config.frozen_clock_at.map_or_else(Clock::default, Clock::frozen));
         let runtime = Arc::new(Runtime::new(

@@ -321,7 +321,35 @@ pub fn config(dir: &Path) -> Config {
     // Many servers share two cores here: let calls wait for a free instance of their
     // share rather than be refused (the noisy-neighbour suite tests refusals).
     config.limits.admission_wait_ms = 5_000;
+    config.database.url = test_database_url(dir);
     config
+}
+
+/// With `KEEL_TEST_DATABASE=postgres`, every data directory gets a database of its own on the
+/// server at `KEEL_TEST_PG_URL` (which `cargo xtask test` starts): hosts started on one
+/// directory (a restart, a second replica) share it, as they share the SQLite file otherwise.
+pub fn test_database_url(dir: &Path) -> Option<String> {
+    match std::env::var("KEEL_TEST_DATABASE").as_deref() {
+        Ok("postgres") => {
+            let server = std::env::var("KEEL_TEST_PG_URL")
+                .expect("KEEL_TEST_DATABASE=postgres needs KEEL_TEST_PG_URL (cargo xtask test sets both)");
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            dir.hash(&mut hasher);
+            let name = format!("keel_test_{:016x}", hasher.finish());
+            // Its own thread and runtime: this is called from sync and async code alike.
+            let url = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(keel_host::backend::postgres::create_database(&server, &name))
+            })
+            .join()
+            .expect("database thread")
+            .expect("create a test database");
+            Some(url)
+        }
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("KEEL_TEST_DATABASE is `{other}`: use sqlite or postgres"),
+    }
 }
 
 /// Reads a whole `connection: close` response: its status and JSON body.

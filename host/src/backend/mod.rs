@@ -114,7 +114,7 @@ pub struct Backend {
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("`{0}` is not a database URL this build supports (use sqlite://<path>)")]
+    #[error("`{0}` is not a database URL this build supports (use sqlite://<path> or postgres://...)")]
     UnsupportedUrl(String),
     #[error("cannot open database `{url}`: {reason}")]
     Open { url: String, reason: String },
@@ -127,8 +127,12 @@ pub enum OpenError {
 }
 
 impl Backend {
-    /// Opens (creating and migrating if needed) the database at `url`: `sqlite://<path>`.
-    pub async fn open(url: &str, settings: StoreSettings) -> Result<Backend, OpenError> {
+    /// Opens (creating and migrating if needed) the database at `url`: `sqlite://<path>`, or
+    /// `postgres://` / `postgresql://` (a server; `pool` sizes the connections).
+    pub async fn open(url: &str, settings: StoreSettings, pool: &postgres::PoolSettings) -> Result<Backend, OpenError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return postgres::open(url, settings, pool).await;
+        }
         match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             Some(path) if !path.is_empty() => sqlite::open(std::path::Path::new(path), settings).await,
             _ => Err(OpenError::UnsupportedUrl(url.to_owned())),

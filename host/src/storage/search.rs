@@ -222,6 +222,29 @@ pub fn words_only(text: &str) -> String {
     text.chars().map(|c| if is_word_char(c) { c } else { ' ' }).collect()
 }
 
+/// The PostgreSQL `to_tsquery` text of a search: every term ANDed, a phrase's words joined by
+/// `<->`, each word single-quoted (quotes and backslashes escaped, though the parser leaves
+/// only word characters), `:*` on a prefix. Read with the `keel_simple` configuration, which
+/// folds each word as the documents' words were.
+pub fn render_tsquery(terms: &[Term]) -> String {
+    let quote = |w: &str| format!("'{}'", w.replace('\\', "\\\\").replace('\'', "''"));
+    terms
+        .iter()
+        .map(|t| {
+            let words: Vec<&str> = t.text.split_whitespace().collect();
+            let mut rendered: Vec<String> = words.iter().map(|w| quote(w)).collect();
+            if t.prefix
+                && let Some(last) = rendered.last_mut()
+            {
+                last.push_str(":*");
+            }
+            let phrase = rendered.join(" <-> ");
+            if words.len() > 1 { format!("({phrase})") } else { phrase }
+        })
+        .collect::<Vec<_>>()
+        .join(" & ")
+}
+
 /// The FTS5 expression of a search: every term ANDed, each a double-quoted string (so it is
 /// only ever text).
 pub fn render_fts5(terms: &[Term]) -> String {

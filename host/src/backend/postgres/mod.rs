@@ -2,9 +2,7 @@
 //!
 //! Opening applies the migrations in `migrations/postgres/` under an advisory lock, so
 //! replicas starting together migrate once. Every connection runs with a statement timeout.
-//! Implemented so far: the directory (tenants, enablement, grants, tokens, users), the audit
-//! log, plugin settings, the plugin catalog and the job queue; each passes its part of
-//! [`crate::backend::conformance`]. The document store follows.
+//! Every concern is implemented and passes [`crate::backend::conformance`] as SQLite does.
 
 mod audit;
 mod catalog;
@@ -16,12 +14,16 @@ mod settings;
 pub use audit::PgAudit;
 pub use catalog::PgCatalog;
 pub use directory::PgDirectory;
+pub use documents::PgDocumentStore;
 pub use jobs::PgJobQueue;
 pub use settings::PgSettings;
 
-use super::{BackendError, OpenError};
+use super::{Backend, BackendError, Database, OpenError};
+use crate::storage::StoreSettings;
+use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Migrations, in order. Each is applied once, in a transaction, and recorded.
@@ -37,6 +39,9 @@ pub struct PoolSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+    /// How many times to try reaching a database that does not answer at start (`None`:
+    /// until it does).
+    pub connect_tries: Option<u32>,
 }
 
 impl Default for PoolSettings {
@@ -45,7 +50,47 @@ impl Default for PoolSettings {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            connect_tries: None,
         }
+    }
+}
+
+/// Every concern on the PostgreSQL database at `url` (migrated if needed).
+pub async fn open(url: &str, settings: StoreSettings, pool: &PoolSettings) -> Result<Backend, OpenError> {
+    let pool = open_pool(url, pool).await?;
+    Ok(from_pool(pool, settings))
+}
+
+/// Every concern on an open, migrated pool.
+pub fn from_pool(pool: PgPool, settings: StoreSettings) -> Backend {
+    Backend {
+        database: Arc::new(PgDatabase(pool.clone())),
+        documents: Arc::new(PgDocumentStore::new(pool.clone(), settings)),
+        jobs: Arc::new(PgJobQueue::new(pool.clone())),
+        catalog: Arc::new(PgCatalog(pool.clone())),
+        tenancy: Arc::new(PgDirectory(pool.clone())),
+        tokens: Arc::new(PgDirectory(pool.clone())),
+        users: Arc::new(PgDirectory(pool.clone())),
+        audit: Arc::new(PgAudit(pool.clone())),
+        settings: Arc::new(PgSettings(pool)),
+    }
+}
+
+struct PgDatabase(PgPool);
+
+#[async_trait]
+impl Database for PgDatabase {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        sqlx::query("SELECT 1").execute(&self.0).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.0.close().await;
     }
 }
 
@@ -57,13 +102,61 @@ pub async fn open_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, Ope
         .application_name("keel")
         .options([("statement_timeout", format!("{}ms", settings.statement_timeout.as_millis()))]);
     let pool = PgPoolOptions::new()
+        // No ping before every use: it doubles a point read's round trips. A connection the
+        // server dropped fails its next statement (answered 503) and leaves the pool.
+        .test_before_acquire(false)
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
-        .connect_with(options)
-        .await
-        .map_err(|e| OpenError::Open { url: shown, reason: e.to_string() })?;
-    migrate(&pool).await?;
-    Ok(pool)
+        .connect_lazy_with(options);
+    // A database that is not up yet (starting, restarting, not reachable) is waited for, with
+    // the reason logged at every try; one that refuses us for good (a wrong password, no such
+    // database) ends the start with its reason.
+    let mut pause = Duration::from_millis(250);
+    let mut tries = 0u32;
+    loop {
+        match migrate(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(OpenError::Backend(BackendError::Unavailable(reason)))
+                if settings.connect_tries.is_none_or(|max| tries + 1 < max) =>
+            {
+                tries += 1;
+                tracing::warn!(url = %shown, %reason, retry_in_ms = pause.as_millis() as u64,
+                    "the database is not answering; waiting for it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(OpenError::Backend(e)) => return Err(OpenError::Open { url: shown, reason: e.to_string() }),
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// Creates the database `name` (letters, digits and `_`) on the server at `server_url`
+/// (whose user may create databases) unless it exists, and returns its URL: for tests and
+/// local demos, never for production, whose database an operator makes. UTF-8 with a UTF-8
+/// ctype, as the text search needs.
+pub async fn create_database(server_url: &str, name: &str) -> Result<String, OpenError> {
+    let failed = |e: sqlx::Error| OpenError::Open { url: redacted(server_url), reason: e.to_string() };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(OpenError::Open { url: redacted(server_url), reason: format!("`{name}` is not a database name") });
+    }
+    let admin = PgPool::connect(server_url).await.map_err(failed)?;
+    let create =
+        format!("CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C.UTF-8'");
+    match sqlx::query(sqlx::AssertSqlSafe(create)).execute(&admin).await {
+        Ok(_) => {}
+        // duplicate_database: made before (a restarted test host, a second replica).
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P04") => {}
+        Err(e) => return Err(failed(e)),
+    }
+    admin.close().await;
+    let database = name;
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server_url, String::new()),
+    };
+    let (server, _) = base.rsplit_once('/').ok_or_else(|| OpenError::UnsupportedUrl(redacted(server_url)))?;
+    Ok(format!("{server}/{database}{query}"))
 }
 
 /// The URL without its password or parameters, for messages.
@@ -136,17 +229,8 @@ pub(crate) mod testing {
 
     /// A new, empty, migrated database; dropped by nobody (the throwaway server goes away).
     pub async fn fresh_pool(name: &str) -> PgPool {
-        let server = server_url();
-        let admin = PgPool::connect(&server).await.expect("connect to the test PostgreSQL");
         let database = format!("keel_{name}_{}", crate::jobs::random_id("db").trim_start_matches("db_"));
-        // A UTF-8 ctype, as production needs for the text search's case folding.
-        let create = format!(
-            "CREATE DATABASE \"{database}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C.UTF-8'"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(create)).execute(&admin).await.expect("create a test database");
-        admin.close().await;
-        let (base, _) = server.rsplit_once('/').expect("a database URL ends in /<database>");
-        let url = format!("{base}/{database}");
+        let url = super::create_database(&server_url(), &database).await.expect("create a test database");
         super::open_pool(&url, &Default::default()).await.expect("open and migrate the test database")
     }
 }
@@ -155,6 +239,26 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::fresh_pool;
     use std::sync::Arc;
+
+    /// A server that refuses connections is waited for (tries counted), then named with the
+    /// reason; nothing panics.
+    #[tokio::test]
+    async fn a_database_that_refuses_connections_is_waited_for_and_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("postgres://keel:secret@127.0.0.1:{port}/keel");
+        let settings = super::PoolSettings { connect_tries: Some(3), ..Default::default() };
+        let started = std::time::Instant::now();
+        let err = super::open_pool(&url, &settings).await.unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("127.0.0.1") && !message.contains("secret"), "{message}");
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(700),
+            "waited between tries: {:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn passwords_never_reach_messages() {
@@ -173,15 +277,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn postgres_passes_the_directory_audit_settings_and_catalog_conformance() {
-        let pool = fresh_pool("conformance").await;
-        let directory = super::PgDirectory(pool.clone());
-        crate::backend::conformance::directory(&directory, &directory, &directory).await;
-        crate::backend::conformance::the_audit_log_filters_and_pages(&super::PgAudit(pool.clone())).await;
-        let settings = super::PgSettings(pool.clone());
-        crate::backend::conformance::settings_change_all_or_nothing(&settings).await;
-        crate::backend::conformance::plugin_versions_activate_and_remove(&super::PgCatalog(pool.clone()), &settings)
-            .await;
+    async fn postgres_passes_the_backend_conformance_suite() {
+        let backend = super::from_pool(fresh_pool("conformance").await, Default::default());
+        assert_eq!(backend.database.kind(), "postgres");
+        crate::backend::conformance::run_all(&backend).await;
     }
 
     /// An upgrade whose index the stored data does not fit records nothing; one it fits
@@ -239,12 +338,6 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((text.as_str(), found), ("Café e mail", true));
-    }
-
-    #[tokio::test]
-    async fn postgres_passes_the_queue_conformance() {
-        let pool = fresh_pool("queue").await;
-        crate::backend::conformance::queue(&super::PgJobQueue::new(pool)).await;
     }
 
     #[tokio::test]
