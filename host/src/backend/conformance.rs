@@ -413,8 +413,17 @@ async fn a_commit_lands_documents_events_jobs_and_audit_together(b: &Backend) {
 
     b.documents.commit_with(&s, &[put("a", "{}")], &[], &background, 10, &audit()).await.unwrap();
     assert!(b.documents.get(&s, "notes", "a").await.unwrap().is_some());
-    let events = b.jobs.list_events(t, None, 0, 10).await.unwrap();
-    assert_eq!((events.len(), events[0].id.as_str(), events[0].topic.as_str()), (1, "evt_cf1", "p.noted"));
+    // Like the audit log's, event pages may wait for older transactions (see above).
+    let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let page = b.jobs.list_events(t, None, 0, 10).await.unwrap();
+        if !page.is_empty() || std::time::Instant::now() > settled {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(events.len(), 1, "commit: one event");
+    assert_eq!((events[0].id.as_str(), events[0].topic.as_str()), ("evt_cf1", "p.noted"));
     assert_eq!(b.jobs.event("evt_cf1").await.unwrap().unwrap().payload, "{\"k\":1}");
     let mut queued: Vec<String> = b
         .jobs

@@ -34,10 +34,15 @@ fn db_error(e: sqlx::Error) -> StoreError {
     crate::backend::BackendError::from(e).into()
 }
 
-/// A statement stopped by its `statement_timeout` means the caller's deadline passed.
-fn deadline_error(e: sqlx::Error) -> StoreError {
+/// A statement cancelled (57014) once the caller's deadline has passed was stopped by it;
+/// otherwise (the server's own statement timeout, an operator) it is the database's failure.
+fn deadline_error(e: sqlx::Error, deadline: Option<std::time::Instant>) -> StoreError {
     match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => StoreError::Interrupted,
+        sqlx::Error::Database(d)
+            if d.code().as_deref() == Some("57014") && deadline.is_some_and(|d| std::time::Instant::now() >= d) =>
+        {
+            StoreError::Interrupted
+        }
         _ => db_error(e),
     }
 }
@@ -54,7 +59,8 @@ const QUOTA_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 const MAX_SEQUENCES: u32 = 1000;
 const SEQUENCE_MAX: i64 = i64::MAX;
 /// Advisory lock classes (the second key of `hashtextextended`), so locks of different
-/// kinds never collide.
+/// kinds do not share hashes (a collision of two names within a class, about 2^-64 a pair,
+/// only makes one wait for the other).
 const PLUGIN_LOCK: i64 = 11;
 const SCOPE_LOCK: i64 = 12;
 const SEQUENCE_LOCK: i64 = 13;
@@ -292,8 +298,10 @@ async fn fetch_by(
     .execute(&mut *tx)
     .await
     .map_err(db_error)?;
-    let rows =
-        sqlx::query_with(sqlx::AssertSqlSafe(st.sql), st.args).fetch_all(&mut *tx).await.map_err(deadline_error)?;
+    let rows = sqlx::query_with(sqlx::AssertSqlSafe(st.sql), st.args)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| deadline_error(e, deadline))?;
     tx.commit().await.map_err(db_error)?;
     Ok(rows)
 }
@@ -420,7 +428,6 @@ impl DocumentStore for PgDocumentStore {
         }
         check_reads(&mut tx, scope, reads).await?;
         let (versions, delta) = apply(&mut tx, scope, writes, now_ms).await?;
-        self.account(&mut tx, scope, delta).await?;
         let audited: Vec<(&Write, &u64)> = writes.iter().zip(&versions).collect();
         for chunk in audited.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::<Postgres>::new(
@@ -443,6 +450,9 @@ impl DocumentStore for PgDocumentStore {
         }
         apply_background(&mut tx, scope, background, now_ms).await?;
         self.check_queues(&mut tx, scope, background).await?;
+        // Last: its upsert locks the tenant's totals row, which every commit of the tenant's
+        // plugins updates, until COMMIT; taken here, they overlap everything before it.
+        self.account(&mut tx, scope, delta).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(versions)
     }
@@ -1140,7 +1150,7 @@ async fn apply(
     }
     for (collection, rows) in rows {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            insert_search_rows(&mut *conn, &scope.plugin, collection, chunk, false).await?;
+            insert_search_rows(&mut *conn, &scope.plugin, collection, chunk).await?;
         }
     }
     let entries: Vec<(&Write, &str, &str)> = puts
@@ -1214,21 +1224,33 @@ pub(super) async fn reindex(
         return Ok(0);
     }
     let mut entries = 0;
-    let mut after: (String, String) = (String::new(), String::new());
-    loop {
+    // Tenant by tenant, each batch a seek of the documents' key (a cursor over (tenant, key)
+    // would rescan each tenant's rows before it for every batch).
+    let tenants: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT tenant_id FROM documents WHERE plugin_id = $1 AND collection = $2 ORDER BY tenant_id",
+    )
+    .bind(plugin)
+    .bind(collection)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let mut cursor: Option<(usize, String)> = tenants.first().map(|_| (0, String::new()));
+    while let Some((at, after)) = cursor.take() {
         let batch: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT tenant_id, key, body, id FROM documents WHERE plugin_id = $1 AND collection = $2 \
-             AND (tenant_id, key) > ($3, $4) ORDER BY tenant_id, key LIMIT 500",
+            "SELECT tenant_id, key, body, id FROM documents WHERE tenant_id = $1 AND plugin_id = $2 AND collection = $3 \
+             AND key > $4 ORDER BY key LIMIT 500",
         )
+        .bind(&tenants[at])
         .bind(plugin)
         .bind(collection)
-        .bind(&after.0)
-        .bind(&after.1)
+        .bind(&after)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-        let Some((tenant, key, ..)) = batch.last() else { break };
-        after = (tenant.clone(), key.clone());
+        cursor = match batch.last() {
+            Some((_, key, ..)) => Some((at, key.clone())),
+            None => (at + 1 < tenants.len()).then(|| (at + 1, String::new())),
+        };
         let mut index_rows: Vec<(&str, String, String, &str)> = Vec::new();
         let mut search_rows: Vec<(i64, &str, SearchText)> = Vec::new();
         for (tenant, key, body, id) in &batch {
@@ -1247,8 +1269,9 @@ pub(super) async fn reindex(
                 }
             }
             if let Some(fields) = search {
-                let text = fields.extract(&value);
-                if text.iter().any(|t| !t.is_empty()) {
+                // The same rule as a commit's: prepared text, kept when any field has a word.
+                let text = fields.extract(&value).map(|f| crate::storage::search::words_only(&f));
+                if text.iter().any(|t| !t.trim().is_empty()) {
                     search_rows.push((*id, tenant, text));
                 }
             }
@@ -1269,21 +1292,20 @@ pub(super) async fn reindex(
             entries += chunk.len() as u64;
         }
         for chunk in search_rows.chunks(ROWS_PER_STATEMENT) {
-            insert_search_rows(&mut *conn, plugin, collection, chunk, true).await?;
+            insert_search_rows(&mut *conn, plugin, collection, chunk).await?;
             entries += chunk.len() as u64;
         }
     }
     Ok(entries)
 }
 
-/// Adds full-text rows: (document id, tenant, text). The text is stored as the query parser
-/// cuts words (`words_only`; `raw`: not done yet), so PostgreSQL's parser finds the same words.
+/// Adds full-text rows: (document id, tenant, text prepared by `words_only`, so PostgreSQL's
+/// parser finds the words the query parser does).
 async fn insert_search_rows(
     conn: &mut PgConnection,
     plugin: &str,
     collection: &str,
     rows: &[(i64, &str, SearchText)],
-    raw: bool,
 ) -> Result<(), StoreError> {
     let mut q = sqlx::QueryBuilder::new(
         "INSERT INTO search_rows (document_id, tenant_id, plugin_id, collection, c0, c1, c2, c3) ",
@@ -1291,7 +1313,7 @@ async fn insert_search_rows(
     q.push_values(rows, |mut row, (id, tenant, text)| {
         row.push_bind(*id).push_bind(*tenant).push_bind(plugin).push_bind(collection);
         for field in text.iter() {
-            row.push_bind(if raw { crate::storage::search::words_only(field) } else { field.clone() });
+            row.push_bind(field.clone());
         }
     });
     q.build().execute(&mut *conn).await.map_err(db_error)?;

@@ -220,26 +220,34 @@ impl JobQueue for PgJobQueue {
         let mut tx = self.pool.begin().await?;
         if expired {
             // Replicas sweeping at once: the second waits for the first's row locks, then
-            // finds the rows no longer running and changes nothing.
-            let expired_runs = "UPDATE job_runs SET finished_at = $1, outcome = 'lost', \
-                 error = 'the worker stopped before finishing (lease expired)' \
-                 WHERE finished_at IS NULL AND job_id IN \
-                 (SELECT id FROM jobs WHERE status = 'running' AND lease_until <= $1)";
-            sqlx::query(expired_runs).bind(now).execute(&mut *tx).await?;
-            sqlx::query(
+            // finds the rows no longer running and changes nothing. Jobs first, then their
+            // runs: the order a finishing worker's commit takes them, so the two never deadlock.
+            let dead: Vec<(String, i64)> = sqlx::query_as(
                 "UPDATE jobs SET status = 'dead', lease_owner = NULL, lease_until = NULL, finished_at = $1, updated_at = $1, \
                  last_error = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)' \
-                 WHERE status = 'running' AND lease_until <= $1 AND attempts >= max_attempts",
+                 WHERE status = 'running' AND lease_until <= $1 AND attempts >= max_attempts RETURNING id, attempts",
             )
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
             // Back in the queue at their old time: first in line among their owner's work.
-            sqlx::query(
+            let requeued: Vec<(String, i64)> = sqlx::query_as(
                 "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 \
-                 WHERE status = 'running' AND lease_until <= $1",
+                 WHERE status = 'running' AND lease_until <= $1 RETURNING id, attempts",
             )
             .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            let (ids, attempts): (Vec<String>, Vec<i64>) = dead.into_iter().chain(requeued).unzip();
+            sqlx::query(
+                "UPDATE job_runs r SET finished_at = $1, outcome = 'lost', \
+                 error = 'the worker stopped before finishing (lease expired)' \
+                 FROM unnest($2::text[], $3::bigint[]) AS l(job_id, attempt) \
+                 WHERE r.job_id = l.job_id AND r.attempt = l.attempt AND r.finished_at IS NULL",
+            )
+            .bind(now)
+            .bind(&ids)
+            .bind(&attempts)
             .execute(&mut *tx)
             .await?;
             owners = due_owners(&mut tx, now).await?;
