@@ -76,18 +76,29 @@ fn main() -> Result<()> {
         Some("test") => {
             build_plugins(&root)?;
             let started = Instant::now();
-            // The PostgreSQL backend's tests need a server: a throwaway one for this run,
+            // The PostgreSQL backend's tests need a server: a throwaway one for each pass,
             // unless the caller points at one (KEEL_TEST_PG_URL).
-            if std::env::var_os("KEEL_TEST_PG_URL").is_some() {
-                run(cargo().args(["test", "--workspace"]).args(&args[1..]))?;
-            } else {
-                run(Command::new(root.join("scripts/throwaway-postgres"))
-                    .args(["run", "--"])
-                    .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                    .args(["test", "--workspace"])
-                    .args(&args[1..]))?;
-            }
-            eprintln!("xtask: tests took {:.1?}", started.elapsed());
+            let with_postgres = |test_args: &[&str], env: &[(&str, &str)]| {
+                let mut command = if std::env::var_os("KEEL_TEST_PG_URL").is_some() {
+                    cargo()
+                } else {
+                    let mut c = Command::new(root.join("scripts/throwaway-postgres"));
+                    c.args(["run", "--"]).arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                    c
+                };
+                run(command.arg("test").args(test_args).args(&args[1..]).envs(env.iter().copied()))
+            };
+            // Every test, with the integration suite on the embedded SQLite default...
+            with_postgres(&["--workspace"], &[])?;
+            let sqlite = started.elapsed();
+            // ...then the integration suite again, each test server on its own PostgreSQL
+            // database.
+            with_postgres(&["--package", "keel-tests"], &[("KEEL_TEST_DATABASE", "postgres")])?;
+            eprintln!(
+                "xtask: tests took {:.1?} (workspace on SQLite {sqlite:.1?}, integration suite on PostgreSQL {:.1?})",
+                started.elapsed(),
+                started.elapsed() - sqlite
+            );
             Ok(())
         }
         Some("bench") => {

@@ -61,6 +61,7 @@ pub async fn run_all(store: &dyn DocumentStore) {
     index_ranges_drive_scans_in_entry_order(store).await;
     tenants_and_plugins_are_isolated(store).await;
     get_many_reads_a_set_of_keys_of_one_scope(store).await;
+    versions_from_pages_keys_in_byte_order(store).await;
     deletes_remove_documents_and_index_rows(store).await;
     purge_removes_only_that_plugin(store).await;
     sequences_count_per_tenant_and_plugin_and_move_past_imports(store).await;
@@ -434,6 +435,27 @@ async fn get_many_reads_a_set_of_keys_of_one_scope(store: &dyn DocumentStore) {
     assert_eq!(stopped.len(), 3, "{stopped:?}");
     let past = std::time::Instant::now() - std::time::Duration::from_millis(1);
     assert!(matches!(store.get_many(&s, "m", &keys, usize::MAX, Some(past)).await, Err(StoreError::Interrupted)));
+}
+
+async fn versions_from_pages_keys_in_byte_order(store: &dyn DocumentStore) {
+    let s = scope("ahead", "p1");
+    // Byte order: upper case before lower, and "b" before "b-2" before "bb".
+    let writes: Vec<Write> =
+        ["a", "b", "b-2", "bb", "B", "c"].iter().map(|k| put("v", k, "{}", Condition::Absent, 1, &[])).collect();
+    store.commit(&s, &writes, 1, &audit()).await.unwrap();
+    store.commit(&s, &[put("v", "b", "{}", Condition::Version(1), 2, &[])], 1, &audit()).await.unwrap();
+    store
+        .commit(&scope("ahead", "p2"), &[put("v", "b-1", "{}", Condition::Absent, 1, &[])], 1, &audit())
+        .await
+        .unwrap();
+    let Some(page) = store.versions_from(&s, "v", "b", 3).await.unwrap() else {
+        return; // This backend reads one key at a time.
+    };
+    assert_eq!(page, [("b".to_owned(), 2), ("b-2".to_owned(), 1), ("bb".to_owned(), 1)]);
+    let rest = store.versions_from(&s, "v", "b-0", 10).await.unwrap().unwrap();
+    assert_eq!(rest.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["b-2", "bb", "c"]);
+    assert!(store.versions_from(&s, "v", "d", 10).await.unwrap().unwrap().is_empty());
+    assert!(store.versions_from(&s, "other", "", 10).await.unwrap().unwrap().is_empty());
 }
 
 async fn deletes_remove_documents_and_index_rows(store: &dyn DocumentStore) {

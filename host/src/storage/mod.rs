@@ -415,6 +415,22 @@ pub trait DocumentStore: Send + Sync + 'static {
         Ok(found)
     }
 
+    /// The versions of up to `limit` documents of `collection` whose keys are `from` or after,
+    /// in key (byte) order; fewer than `limit` means none follow. `None`: the backend does not
+    /// read ahead, because a point read costs it no more than this would (an embedded
+    /// database). A backend a round trip away implements it, so that a call writing many keys
+    /// it never read (an import, a seeding job) learns their versions a page at a time rather
+    /// than one round trip per write.
+    async fn versions_from(
+        &self,
+        _scope: &Scope,
+        _collection: &str,
+        _from: &str,
+        _limit: u32,
+    ) -> Result<Option<Vec<(String, u64)>>, StoreError> {
+        Ok(None)
+    }
+
     /// Up to `range.limit` documents after `range.after`, in the driving index's order (then
     /// key order), each with its position.
     async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError>;

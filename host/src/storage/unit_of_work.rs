@@ -195,6 +195,43 @@ pub struct UnitOfWork {
     reads: std::sync::Mutex<ReadSet>,
     /// Whether the call has searched: then it may not write.
     searched: std::sync::atomic::AtomicBool,
+    /// Versions of committed documents learnt a page at a time, for writes to keys the call
+    /// never read (see [`DocumentStore::versions_from`]).
+    read_ahead: BTreeMap<String, ReadAhead>,
+}
+
+/// What one collection's read-ahead has learnt: spans of keys whose versions are all known
+/// (a key in a span and not in `versions` was absent when the span was read).
+#[derive(Debug, Default)]
+struct ReadAhead {
+    /// First key → last key (inclusive; `None`: to the end of the collection).
+    spans: BTreeMap<String, Option<String>>,
+    versions: std::collections::HashMap<String, u64>,
+}
+
+impl ReadAhead {
+    /// How many keys one read-ahead asks for: a round trip costs about the same for one
+    /// row or for this many small ones.
+    const PAGE: u32 = 64;
+    /// Versions held per collection before the call goes back to reading one key at a time.
+    const MAX_KNOWN: usize = 1 << 17;
+
+    /// `Some(version)` when `key` lies in a span read ahead.
+    fn lookup(&self, key: &str) -> Option<Option<u64>> {
+        let (_, last) =
+            self.spans.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key))).next_back()?;
+
+        match last {
+            Some(last) if key > last.as_str() => None,
+            _ => Some(self.versions.get(key).copied()),
+        }
+    }
+
+    fn learn(&mut self, from: &str, page: Vec<(String, u64)>) {
+        let last = (page.len() >= Self::PAGE as usize).then(|| page.last().map(|(k, _)| k.clone())).flatten();
+        self.spans.insert(from.to_owned(), last);
+        self.versions.extend(page);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -261,7 +298,27 @@ impl UnitOfWork {
             sequence_takes: 0,
             reads: std::sync::Mutex::new(reads),
             searched: std::sync::atomic::AtomicBool::new(false),
+            read_ahead: BTreeMap::new(),
         }
+    }
+
+    /// The committed version of a key the call has not read, for a write to it: from what
+    /// was read ahead, reading the next page of keys when the backend reads ahead, else from
+    /// the key itself. Like a read of the key, it may be a moment old by commit; a write
+    /// whose condition depends on it is checked again there.
+    async fn committed_version(&mut self, collection: &str, key: &str) -> Result<Option<u64>, UnitOfWorkError> {
+        let known = self.read_ahead.entry(collection.to_owned()).or_default();
+        if let Some(version) = known.lookup(key) {
+            return Ok(version);
+        }
+        if known.versions.len() < ReadAhead::MAX_KNOWN {
+            if let Some(page) = self.store.versions_from(&self.scope, collection, key, ReadAhead::PAGE).await? {
+                let known = self.read_ahead.entry(collection.to_owned()).or_default();
+                known.learn(key, page);
+                return Ok(known.lookup(key).flatten());
+            }
+        }
+        Ok(self.store.get(&self.scope, collection, key).await?.map(|d| d.version))
     }
 
     /// Whether everything this call read is still as it saw it. An error answer given on data
@@ -550,7 +607,7 @@ impl UnitOfWork {
                 let seen = self.reads.lock().expect("read set lock").documents.get(&id).copied();
                 let committed = match seen {
                     Some(version) => version,
-                    None => self.store.get(&self.scope, collection, key).await?.map(|d| d.version),
+                    None => self.committed_version(collection, key).await?,
                 };
                 (committed, committed)
             }
@@ -1032,6 +1089,27 @@ mod tests {
         call.commit(1, &test_audit()).await.unwrap();
         let committed = uow(&store).get("notes", "a").await.unwrap().unwrap();
         assert_eq!((committed.version, committed.body.as_str()), (2, r#"{"tag":"y"}"#));
+    }
+
+    #[test]
+    fn read_ahead_knows_the_keys_of_its_spans_and_nothing_past_them() {
+        let mut known = ReadAhead::default();
+        assert_eq!(known.lookup("a"), None);
+        // A short page: everything from "b" on is known; "b" and "c" are absent.
+        known.learn("b", vec![("bb".into(), 3), ("d".into(), 1)]);
+        assert_eq!(known.lookup("a"), None, "before the span");
+        assert_eq!(known.lookup("b"), Some(None));
+        assert_eq!(known.lookup("bb"), Some(Some(3)));
+        assert_eq!(known.lookup("zzz"), Some(None), "a short page reaches the end");
+        // A full page covers up to its last key only.
+        let mut known = ReadAhead::default();
+        let page: Vec<(String, u64)> = (0..ReadAhead::PAGE).map(|i| (format!("k{i:03}"), 1)).collect();
+        let last = page.last().unwrap().0.clone();
+        known.learn("k", page);
+        assert_eq!(known.lookup("k000"), Some(Some(1)));
+        assert_eq!(known.lookup("k0005"), Some(None), "between two keys of the page");
+        assert_eq!(known.lookup(&last), Some(Some(1)));
+        assert_eq!(known.lookup(&format!("{last}0")), None, "past the page's last key");
     }
 
     #[tokio::test]

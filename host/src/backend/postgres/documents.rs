@@ -353,6 +353,28 @@ impl DocumentStore for PgDocumentStore {
         Ok(found)
     }
 
+    async fn versions_from(
+        &self,
+        scope: &Scope,
+        collection: &str,
+        from: &str,
+        limit: u32,
+    ) -> Result<Option<Vec<(String, u64)>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, version FROM documents WHERE tenant_id = $1 AND plugin_id = $2 AND collection = $3 \
+             AND key >= $4 ORDER BY key LIMIT $5",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .bind(collection)
+        .bind(from)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Some(rows.into_iter().map(|r| (r.get(0), to_u64(r.get(1)))).collect()))
+    }
+
     async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError> {
         let rows = fetch_by(&self.pool, scan_statement(scope, range), range.deadline).await?;
         let mut out = Vec::new();
