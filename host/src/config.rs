@@ -120,6 +120,9 @@ pub struct DatabaseConfig {
     /// PostgreSQL: the longest a single statement may run (plugin queries stop earlier, at
     /// the calling plugin's deadline).
     pub statement_timeout_ms: u64,
+    /// PostgreSQL: the longest a host goes without looking whether another host changed
+    /// plugins, enablement, grants, tokens or settings (it is normally woken at once).
+    pub change_poll_ms: u64,
 }
 
 /// How plugin responses meet browsers.
@@ -226,6 +229,7 @@ impl Default for DatabaseConfig {
             max_connections: pool.max_connections,
             acquire_timeout_ms: pool.acquire_timeout.as_millis() as u64,
             statement_timeout_ms: pool.statement_timeout.as_millis() as u64,
+            change_poll_ms: 1_000,
         }
     }
 }
@@ -302,9 +306,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let d = &self.database;
-        if d.max_connections == 0 || d.acquire_timeout_ms == 0 || d.statement_timeout_ms == 0 {
+        if d.max_connections == 0 || d.acquire_timeout_ms == 0 || d.statement_timeout_ms == 0 || d.change_poll_ms == 0 {
             return Err(ConfigError::Invalid(
-                "database.max-connections, acquire-timeout-ms and statement-timeout-ms must be at least 1".into(),
+                "database.max-connections, acquire-timeout-ms, statement-timeout-ms and change-poll-ms must be at least 1"
+                    .into(),
             ));
         }
         if self.frozen_clock_at.is_some() && !self.allow_clock_control {

@@ -226,6 +226,11 @@ impl TokenStore {
         self.verified.lock().expect("token cache lock").retain(|_, c| c.principal.token_id != token_id);
     }
 
+    /// Forgets every cached verification (another host revoked a token or suspended a tenant).
+    pub fn forget_all(&self) {
+        self.verified.lock().expect("token cache lock").clear();
+    }
+
     /// Forgets cached verifications of every token of a tenant (on suspension).
     pub fn forget_tenant(&self, tenant: &str) {
         self.verified.lock().expect("token cache lock").retain(|_, c| c.principal.tenant != tenant);

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod calls;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod departments;
 pub mod devkit;

@@ -64,6 +64,7 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     stop_worker: tokio::sync::watch::Sender<bool>,
     worker: Option<JoinHandle<()>>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -208,6 +209,21 @@ impl Server {
         };
         let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
         let worker = config.jobs.enabled.then(|| runner.spawn(worker_stop));
+        // Hosts sharing the database follow each other's changes.
+        let watcher = backend.changes.clone().map(|feed| {
+            crate::cluster::Watcher {
+                feed,
+                followers: crate::cluster::Followers {
+                    tenancy: state.tenancy.clone(),
+                    registry: state.registry.clone(),
+                    tokens: state.tokens.clone(),
+                    settings: state.settings.clone(),
+                },
+                poll: Duration::from_millis(config.database.change_poll_ms),
+                resync: Duration::from_secs(60),
+            }
+            .spawn(stop_worker.subscribe())
+        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -247,6 +263,7 @@ impl Server {
             task,
             stop_worker,
             worker,
+            watcher,
         })
     }
 
@@ -260,6 +277,9 @@ impl Server {
         let _ = self.stop_worker.send(true);
         if let Some(worker) = self.worker.take() {
             let _ = worker.await;
+        }
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.await;
         }
         self.state.database.close().await;
     }

@@ -166,6 +166,13 @@ impl SettingsStore {
     }
 
     /// Drops cached values of a plugin whose settings were purged with it.
+    /// Forgets everything cached (another host changed settings).
+    pub fn forget_all(&self) {
+        let mut cache = self.cache.lock().expect("settings cache lock");
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.clear();
+    }
+
     pub fn forget_plugin(&self, plugin: &str) {
         let mut cache = self.cache.lock().expect("settings cache lock");
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);

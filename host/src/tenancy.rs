@@ -56,6 +56,9 @@ pub struct TenantStore {
     generation: std::sync::atomic::AtomicU64,
     /// (tenant, role) → granted plugin permissions.
     grants: RwLock<HashMap<(String, String), BTreeSet<String>>>,
+    /// Held by this host's changes and by a reload, so a reload never puts back what a
+    /// change made while it read.
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -96,18 +99,44 @@ pub trait TenancyRows: Send + Sync + 'static {
 impl TenantStore {
     /// Loads enablement and grants into memory.
     pub async fn load(rows: Arc<dyn TenancyRows>, clock: Arc<Clock>) -> Result<TenantStore, BackendError> {
-        let enabled = rows.enabled_plugins().await?.into_iter().collect();
-        let mut grants: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
-        for (tenant, role, permission) in rows.grants().await? {
-            grants.entry((tenant, role)).or_default().insert(permission);
-        }
+        let (enabled, grants) = Self::read(rows.as_ref()).await?;
         Ok(TenantStore {
             rows,
             clock,
             enabled: RwLock::new(enabled),
             generation: std::sync::atomic::AtomicU64::new(0),
             grants: RwLock::new(grants),
+            writing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn read(
+        rows: &dyn TenancyRows,
+    ) -> Result<(HashSet<(String, String)>, HashMap<(String, String), BTreeSet<String>>), BackendError> {
+        let enabled = rows.enabled_plugins().await?.into_iter().collect();
+        let mut grants: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        for (tenant, role, permission) in rows.grants().await? {
+            grants.entry((tenant, role)).or_default().insert(permission);
+        }
+        Ok((enabled, grants))
+    }
+
+    /// Reads enablement and grants again (another host changed them).
+    pub async fn reload(&self) -> Result<(), BackendError> {
+        let _writing = self.writing.lock().await;
+        let (enabled, grants) = Self::read(self.rows.as_ref()).await?;
+        let moved = {
+            let mut current = self.enabled.write().expect("tenancy lock");
+            let moved = *current != enabled;
+            *current = enabled;
+            moved
+        };
+        if moved {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+        *self.grants.write().expect("tenancy lock") = grants;
+        Ok(())
     }
 
     pub async fn create(&self, id: &str, name: &str) -> Result<Tenant, TenancyError> {
@@ -172,6 +201,7 @@ impl TenantStore {
     }
 
     pub async fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<(), TenancyError> {
+        let _writing = self.writing.lock().await;
         self.rows.set_enabled(tenant, plugin, enabled, self.clock.now_ms()).await?;
         let key = (tenant.to_owned(), plugin.to_owned());
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -186,6 +216,7 @@ impl TenantStore {
 
     /// Forgets every tenant's enablement of an uninstalled plugin.
     pub async fn forget_plugin(&self, plugin: &str) -> Result<(), TenancyError> {
+        let _writing = self.writing.lock().await;
         self.rows.forget_plugin(plugin).await?;
         self.enabled.write().expect("tenancy lock").retain(|(_, p)| p != plugin);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -223,6 +254,7 @@ impl TenantStore {
         role: &str,
         permissions: BTreeSet<String>,
     ) -> Result<(), TenancyError> {
+        let _writing = self.writing.lock().await;
         self.rows.replace_grants(tenant, role, &permissions, self.clock.now_ms()).await?;
         self.grants.write().expect("tenancy lock").insert((tenant.to_owned(), role.to_owned()), permissions);
         Ok(())

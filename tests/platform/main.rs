@@ -16,6 +16,7 @@ mod leave;
 mod onboarding;
 mod payroll;
 mod python;
+mod replicas;
 mod restart;
 mod serializable;
 mod settings;

@@ -352,6 +352,29 @@ pub fn test_database_url(dir: &Path) -> Option<String> {
     }
 }
 
+/// A new database on the PostgreSQL server at `KEEL_TEST_PG_URL`, whichever backend the
+/// suite runs on: for tests of what only a shared database does (several hosts following
+/// each other). Without the server it fails, never skips.
+pub fn postgres_database(purpose: &str) -> String {
+    let server = std::env::var("KEEL_TEST_PG_URL")
+        .expect("this test needs PostgreSQL: run it with cargo xtask test, or set KEEL_TEST_PG_URL");
+    let name = format!("keel_{purpose}_{}", std::process::id()) + &format!("_{:08x}", rand_suffix());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(keel_host::backend::postgres::create_database(&server, &name))
+    })
+    .join()
+    .expect("database thread")
+    .expect("create a test database")
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish() as u32
+}
+
 /// Reads a whole `connection: close` response: its status and JSON body.
 pub async fn read_response(mut stream: tokio::net::TcpStream) -> (u16, Value) {
     use tokio::io::AsyncReadExt;

@@ -109,6 +109,9 @@ pub struct Backend {
     pub users: Arc<dyn UserRows>,
     pub audit: Arc<dyn AuditRows>,
     pub settings: Arc<dyn SettingRows>,
+    /// How hosts sharing the database learn of each other's changes; `None` when only one
+    /// host can use it.
+    pub changes: Option<Arc<dyn crate::cluster::ChangeFeed>>,
 }
 
 /// Why a database could not be opened.

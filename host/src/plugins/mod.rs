@@ -113,6 +113,26 @@ pub struct StoredPlugin {
     pub bytes: Vec<u8>,
 }
 
+/// What says whether a host's copy of a plugin is current: its active version's digest
+/// and the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginHead {
+    pub id: String,
+    pub digest: String,
+    pub enabled: bool,
+    pub updated_at: i64,
+}
+
+/// What [`PluginRegistry::sync`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Plugins loaded or replaced by another version.
+    pub loaded: Vec<String>,
+    /// Plugins switched on or off.
+    pub switched: Vec<String>,
+    pub removed: Vec<String>,
+}
+
 /// A version to record as the plugin's active one.
 #[derive(Debug, Clone)]
 pub struct NewVersion<'a> {
@@ -140,6 +160,10 @@ pub struct Reindex {
 pub trait PluginCatalog: Send + Sync + 'static {
     /// Every installed plugin's active version, by id.
     async fn active(&self) -> Result<Vec<StoredPlugin>, BackendError>;
+    /// `id`'s active version, if installed.
+    async fn active_of(&self, id: &str) -> Result<Option<StoredPlugin>, BackendError>;
+    /// Every installed plugin's active digest and switch, by id (no artifacts).
+    async fn heads(&self) -> Result<Vec<PluginHead>, BackendError>;
     /// The digest recorded for `id` at `version`, if that version was ever installed.
     async fn digest_of(&self, id: &str, version: &str) -> Result<Option<String>, BackendError>;
     /// Records `version` (artifact, version row) and makes it the active one (a new plugin
@@ -221,28 +245,81 @@ impl PluginRegistry {
     pub async fn load_all(&self) -> Result<LoadStats, RegistryError> {
         let mut stats = LoadStats::default();
         for row in self.catalog.active().await? {
-            let StoredPlugin { id, enabled, installed_at, updated_at, digest, manifest, bytes, .. } = row;
-            let corrupt = |reason: String| RegistryError::Corrupt { id: id.clone(), reason };
-            let manifest = Manifest::parse(&manifest, &self.policy).map_err(|e| corrupt(e.to_string()))?;
-            let record_times = (installed_at, updated_at);
-            let runtime = self.runtime.clone();
-            let (m, d) = (manifest.clone(), digest.clone());
-            let bytes_len = bytes.len() as u64;
-            let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&d, &bytes, &m))
-                .await
-                .map_err(|e| corrupt(e.to_string()))?
-                .map_err(|e| corrupt(e.to_string()))?;
-            if prepared.from_cache {
-                stats.from_cache += 1;
-            } else {
-                stats.compiled += 1;
-            }
-            let plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre);
-            self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
-            self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
-            stats.loaded += 1;
+            self.load(row, &mut stats).await?;
         }
         Ok(stats)
+    }
+
+    /// Compiles (or takes from the compile cache) a stored version and serves it.
+    async fn load(&self, row: StoredPlugin, stats: &mut LoadStats) -> Result<(), RegistryError> {
+        let StoredPlugin { id, enabled, installed_at, updated_at, digest, manifest, bytes, .. } = row;
+        let corrupt = |reason: String| RegistryError::Corrupt { id: id.clone(), reason };
+        let manifest = Manifest::parse(&manifest, &self.policy).map_err(|e| corrupt(e.to_string()))?;
+        let record_times = (installed_at, updated_at);
+        let runtime = self.runtime.clone();
+        let (m, d) = (manifest.clone(), digest.clone());
+        let bytes_len = bytes.len() as u64;
+        let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&d, &bytes, &m))
+            .await
+            .map_err(|e| corrupt(e.to_string()))?
+            .map_err(|e| corrupt(e.to_string()))?;
+        if prepared.from_cache {
+            stats.from_cache += 1;
+        } else {
+            stats.compiled += 1;
+        }
+        let plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre);
+        self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+        stats.loaded += 1;
+        Ok(())
+    }
+
+    /// Brings this host's plugins in line with the catalog (another host installed, upgraded,
+    /// switched or removed one): only versions whose digest changed are loaded, from the
+    /// compile cache when this host compiled them before.
+    pub async fn sync(&self) -> Result<SyncReport, RegistryError> {
+        let _guard = self.changes.lock().await;
+        let heads = self.catalog.heads().await?;
+        let mut report = SyncReport::default();
+        let current: HashMap<String, Arc<LoadedPlugin>> = self.loaded.read().expect("plugin map lock").clone();
+        for gone in current.keys().filter(|id| !heads.iter().any(|h| &h.id == *id)) {
+            self.loaded.write().expect("plugin map lock").remove(gone);
+            report.removed.push(gone.clone());
+        }
+        for head in heads {
+            match current.get(&head.id) {
+                Some(p) if p.record.digest == head.digest => {
+                    if p.record.enabled != head.enabled {
+                        let mut record = p.record.clone();
+                        record.enabled = head.enabled;
+                        record.updated_at = head.updated_at;
+                        let switched = LoadedPlugin {
+                            record,
+                            routes: p.routes.clone(),
+                            pre: p.pre.clone(),
+                            collections: p.collections.clone(),
+                            memory_cap: p.memory_cap,
+                            timeout: p.timeout,
+                        };
+                        self.loaded.write().expect("plugin map lock").insert(head.id.clone(), Arc::new(switched));
+                        report.switched.push(head.id);
+                    }
+                }
+                _ => {
+                    // Removed again since the heads were read: the next sync sees it gone.
+                    let Some(row) = self.catalog.active_of(&head.id).await? else { continue };
+                    self.load(row, &mut LoadStats::default()).await?;
+                    report.loaded.push(head.id);
+                }
+            }
+        }
+        if report != SyncReport::default() {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+            tracing::info!(loaded = ?report.loaded, switched = ?report.switched, removed = ?report.removed,
+                "plugins changed by another host");
+        }
+        Ok(report)
     }
 
     #[allow(clippy::too_many_arguments)]

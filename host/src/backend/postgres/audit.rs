@@ -37,12 +37,14 @@ impl AuditRows for PgAudit {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BackendError> {
-        // Only rows of transactions older than every one still running: an entry committing
-        // later under a smaller id shows up before any page passes it (see the schema).
+        // Only rows below the settled horizon: an entry committing later under a smaller id
+        // shows up before any page passes it (see the schema).
+        let horizon = super::settled_horizon(&self.0).await?;
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
             "SELECT id, at, tenant_id, actor, actor_name, action, plugin_id, collection, key, request_id, detail \
-             FROM audit_log WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) AND id > ",
+             FROM audit_log WHERE xid < ",
         );
+        q.push_bind(horizon.to_string()).push("::xid8 AND id > ");
         q.push_bind(after);
         if let Some(t) = tenant {
             q.push(" AND tenant_id = ").push_bind(t);

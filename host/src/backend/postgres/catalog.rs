@@ -1,7 +1,9 @@
 //! Installed plugins, versions and artifacts on PostgreSQL.
 
+use super::changes::announce;
 use crate::backend::BackendError;
-use crate::plugins::{NewVersion, PluginCatalog, Reindex, StoredPlugin};
+use crate::cluster::Topic;
+use crate::plugins::{NewVersion, PluginCatalog, PluginHead, Reindex, StoredPlugin};
 use crate::storage::ReindexError;
 use async_trait::async_trait;
 use sqlx::Row;
@@ -17,24 +19,27 @@ fn failed(e: sqlx::Error) -> ReindexError {
 #[async_trait]
 impl PluginCatalog for PgCatalog {
     async fn active(&self) -> Result<Vec<StoredPlugin>, BackendError> {
+        stored(&self.0, None).await
+    }
+
+    async fn active_of(&self, id: &str) -> Result<Option<StoredPlugin>, BackendError> {
+        Ok(stored(&self.0, Some(id)).await?.pop())
+    }
+
+    async fn heads(&self) -> Result<Vec<PluginHead>, BackendError> {
         let rows = sqlx::query(
-            "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, a.bytes \
-             FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
-             JOIN plugin_artifacts a ON a.digest = v.digest ORDER BY p.id",
+            "SELECT p.id, v.digest, p.enabled, p.updated_at FROM plugins p \
+             JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version ORDER BY p.id",
         )
         .fetch_all(&self.0)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| StoredPlugin {
+            .map(|r| PluginHead {
                 id: r.get("id"),
-                enabled: r.get("enabled"),
-                installed_at: r.get("installed_at"),
-                updated_at: r.get("updated_at"),
-                version: r.get("version"),
                 digest: r.get("digest"),
-                manifest: r.get("manifest"),
-                bytes: r.get("bytes"),
+                enabled: r.get("enabled"),
+                updated_at: r.get("updated_at"),
             })
             .collect())
     }
@@ -87,17 +92,21 @@ impl PluginCatalog for PgCatalog {
         .execute(&mut *tx)
         .await
         .map_err(failed)?;
+        announce(&mut tx, Topic::Plugins).await.map_err(failed)?;
         tx.commit().await.map_err(failed)?;
         Ok(entries)
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<(), BackendError> {
+        let mut tx = self.0.begin().await?;
         sqlx::query("UPDATE plugins SET enabled = $1, updated_at = $2 WHERE id = $3")
             .bind(enabled)
             .bind(now)
             .bind(id)
-            .execute(&self.0)
+            .execute(&mut *tx)
             .await?;
+        announce(&mut tx, Topic::Plugins).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -119,7 +128,34 @@ impl PluginCatalog for PgCatalog {
         sqlx::query("DELETE FROM plugin_artifacts WHERE digest NOT IN (SELECT digest FROM plugin_versions)")
             .execute(&mut *tx)
             .await?;
+        announce(&mut tx, Topic::Plugins).await?;
+        announce(&mut tx, Topic::Settings).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The active versions of every plugin, or of `id`, with their artifacts.
+async fn stored(pool: &PgPool, id: Option<&str>) -> Result<Vec<StoredPlugin>, BackendError> {
+    let rows = sqlx::query(
+        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, a.bytes \
+         FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
+         JOIN plugin_artifacts a ON a.digest = v.digest WHERE $1 IS NULL OR p.id = $1 ORDER BY p.id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredPlugin {
+            id: r.get("id"),
+            enabled: r.get("enabled"),
+            installed_at: r.get("installed_at"),
+            updated_at: r.get("updated_at"),
+            version: r.get("version"),
+            digest: r.get("digest"),
+            manifest: r.get("manifest"),
+            bytes: r.get("bytes"),
+        })
+        .collect())
 }

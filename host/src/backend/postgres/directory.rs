@@ -1,6 +1,8 @@
 //! Tenants, enablement, role grants, API tokens and users on PostgreSQL.
 
+use super::changes::announce;
 use crate::backend::BackendError;
+use crate::cluster::Topic;
 use crate::identity::{NewToken, TokenInfo, TokenRow, TokenRows};
 use crate::tenancy::{TenancyRows, Tenant, TenantStatus};
 use crate::users::{User, UserRows};
@@ -62,16 +64,21 @@ impl TenancyRows for PgDirectory {
     }
 
     async fn set_status(&self, id: &str, status: TenantStatus) -> Result<bool, BackendError> {
+        let mut tx = self.0.begin().await?;
         let done = sqlx::query("UPDATE tenants SET status = $1 WHERE id = $2")
             .bind(status.as_str())
             .bind(id)
-            .execute(&self.0)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        // A suspended tenant's tokens stop working on every host.
+        announce(&mut tx, Topic::Tokens).await?;
+        tx.commit().await?;
         Ok(done > 0)
     }
 
     async fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool, now: i64) -> Result<(), BackendError> {
+        let mut tx = self.0.begin().await?;
         sqlx::query(
             "INSERT INTO tenant_plugins (tenant_id, plugin_id, enabled, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
@@ -80,13 +87,18 @@ impl TenancyRows for PgDirectory {
         .bind(plugin)
         .bind(enabled)
         .bind(now)
-        .execute(&self.0)
+        .execute(&mut *tx)
         .await?;
+        announce(&mut tx, Topic::Tenancy).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn forget_plugin(&self, plugin: &str) -> Result<(), BackendError> {
-        sqlx::query("DELETE FROM tenant_plugins WHERE plugin_id = $1").bind(plugin).execute(&self.0).await?;
+        let mut tx = self.0.begin().await?;
+        sqlx::query("DELETE FROM tenant_plugins WHERE plugin_id = $1").bind(plugin).execute(&mut *tx).await?;
+        announce(&mut tx, Topic::Tenancy).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -119,6 +131,7 @@ impl TenancyRows for PgDirectory {
                 .execute(&mut *tx)
                 .await?;
         }
+        announce(&mut tx, Topic::Tenancy).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -150,14 +163,17 @@ impl TokenRows for PgDirectory {
     }
 
     async fn revoke(&self, tenant: &str, token_id: &str, now: i64) -> Result<bool, BackendError> {
+        let mut tx = self.0.begin().await?;
         let done =
             sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3")
                 .bind(now)
                 .bind(token_id)
                 .bind(tenant)
-                .execute(&self.0)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        announce(&mut tx, Topic::Tokens).await?;
+        tx.commit().await?;
         Ok(done > 0)
     }
 

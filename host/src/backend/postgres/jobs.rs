@@ -638,11 +638,11 @@ impl JobQueue for PgJobQueue {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, JobStoreError> {
-        // Only events of transactions older than every one still running: one committing
-        // later under a smaller seq is never paged past (see the schema's `events.xid`).
-        let mut q = sqlx::QueryBuilder::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) AND tenant_id = "
-        ));
+        // Only events below the settled horizon: one committing later under a smaller seq is
+        // never paged past (see the schema's `events.xid`).
+        let horizon = super::settled_horizon(&self.pool).await?;
+        let mut q = sqlx::QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE xid < "));
+        q.push_bind(horizon.to_string()).push("::xid8 AND tenant_id = ");
         q.push_bind(tenant).push(" AND seq > ").push_bind(after_seq);
         if let Some(topic) = topic {
             q.push(" AND topic = ").push_bind(topic);

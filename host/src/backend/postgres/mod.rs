@@ -6,6 +6,7 @@
 
 mod audit;
 mod catalog;
+mod changes;
 mod directory;
 mod documents;
 mod jobs;
@@ -13,6 +14,7 @@ mod settings;
 
 pub use audit::PgAudit;
 pub use catalog::PgCatalog;
+pub use changes::PgChangeFeed;
 pub use directory::PgDirectory;
 pub use documents::PgDocumentStore;
 pub use jobs::PgJobQueue;
@@ -27,8 +29,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Migrations, in order. Each is applied once, in a transaction, and recorded.
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "schema", include_str!("../../../../migrations/postgres/0001_schema.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "schema", include_str!("../../../../migrations/postgres/0001_schema.sql")),
+    (2, "change feed", include_str!("../../../../migrations/postgres/0002_change_feed.sql")),
+];
+
+/// The horizon for reading an append-only log (events, the audit log) in id order: rows of
+/// transactions below it are all committed or gone, so a page never passes an id that a
+/// later commit could still fill. Every transaction that had started when the read began is
+/// waited for, up to `SETTLE_WAIT`, so a reader sees what committed before it asked (its
+/// own writes included); past that wait (a long transaction anywhere on the server) the
+/// horizon is the oldest one still running, and what it holds appears on a later read.
+pub(super) async fn settled_horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let asked: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetch_one(pool).await?;
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let oldest: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetch_one(pool).await?;
+        if oldest >= asked || started.elapsed() >= SETTLE_WAIT {
+            return Ok(oldest.min(asked));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
 
 /// Taken (per transaction) while migrating: replicas starting at once migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x6b65_656c_6d69_67; // "keelmig"
@@ -72,7 +99,8 @@ pub fn from_pool(pool: PgPool, settings: StoreSettings) -> Backend {
         tokens: Arc::new(PgDirectory(pool.clone())),
         users: Arc::new(PgDirectory(pool.clone())),
         audit: Arc::new(PgAudit(pool.clone())),
-        settings: Arc::new(PgSettings(pool)),
+        settings: Arc::new(PgSettings(pool.clone())),
+        changes: Some(Arc::new(PgChangeFeed::new(pool))),
     }
 }
 
@@ -273,7 +301,7 @@ mod tests {
         super::migrate(&pool).await.unwrap();
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM keel_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
     }
 
     #[tokio::test]
@@ -281,6 +309,55 @@ mod tests {
         let backend = super::from_pool(fresh_pool("conformance").await, Default::default());
         assert_eq!(backend.database.kind(), "postgres");
         crate::backend::conformance::run_all(&backend).await;
+    }
+
+    /// Writes to keys a call never read take their versions from pages read ahead: right for
+    /// keys that exist, keys that do not, and keys past a page; a condition still holds.
+    #[tokio::test]
+    async fn a_call_writing_keys_it_never_read_learns_their_versions_a_page_at_a_time() {
+        use crate::storage::{Condition, DocumentStore, Scope, StorageLimits, WriteAudit};
+        use crate::storage::{UnitOfWork, UnitOfWorkError};
+        let store: Arc<dyn DocumentStore> =
+            Arc::new(super::PgDocumentStore::new(fresh_pool("ahead").await, Default::default()));
+        let call = || {
+            let collections = std::collections::BTreeMap::from([("items".to_owned(), Default::default())]);
+            let limits = StorageLimits { max_writes_per_call: 1000, ..StorageLimits::default() };
+            UnitOfWork::new(
+                store.clone(),
+                Scope { tenant: "t".into(), plugin: "p".into() },
+                Arc::new(collections),
+                limits,
+            )
+        };
+        let audit = WriteAudit { actor: "tok_test".into(), actor_name: "test".into(), request_id: "req".into() };
+        // Every third key of 300 exists; k003 twice written.
+        let mut seed = call();
+        for i in (0..300).step_by(3) {
+            seed.put("items", &format!("k{i:03}"), "{}", Condition::Absent).await.unwrap();
+        }
+        seed.put("items", "k003", "{}", Condition::Version(1)).await.unwrap();
+        seed.commit(1, &audit).await.unwrap();
+
+        let mut write = call();
+        for i in 0..300 {
+            let key = format!("k{i:03}");
+            let existing = match i {
+                3 => 2,
+                _ if i % 3 == 0 => 1,
+                _ => 0,
+            };
+            assert_eq!(write.put("items", &key, "{}", Condition::Any).await.unwrap(), existing + 1, "{key}");
+        }
+        assert!(matches!(write.put("items", "k999", "{}", Condition::Absent).await, Ok(1)));
+        let mut refused = call();
+        refused.put("items", "k001", "{}", Condition::Absent).await.unwrap();
+        assert!(matches!(
+            refused.put("items", "k000", "{}", Condition::Absent).await,
+            Err(UnitOfWorkError::Conflict(_))
+        ));
+        write.commit(2, &audit).await.unwrap();
+        let k003 = store.get(&Scope { tenant: "t".into(), plugin: "p".into() }, "items", "k003").await.unwrap();
+        assert_eq!(k003.unwrap().version, 3);
     }
 
     /// An upgrade whose index the stored data does not fit records nothing; one it fits

@@ -62,6 +62,7 @@ impl SettingRows for PgSettings {
                 }
             }
         }
+        super::changes::announce(&mut tx, crate::cluster::Topic::Settings).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Installed plugins, versions and artifacts on SQLite.
 
 use crate::backend::BackendError;
-use crate::plugins::{NewVersion, PluginCatalog, Reindex, StoredPlugin};
+use crate::plugins::{NewVersion, PluginCatalog, PluginHead, Reindex, StoredPlugin};
 use crate::storage::ReindexError;
 use async_trait::async_trait;
 use sqlx::{Row, SqlitePool};
@@ -15,24 +15,27 @@ fn failed(e: sqlx::Error) -> ReindexError {
 #[async_trait]
 impl PluginCatalog for SqliteCatalog {
     async fn active(&self) -> Result<Vec<StoredPlugin>, BackendError> {
+        stored(&self.0, None).await
+    }
+
+    async fn active_of(&self, id: &str) -> Result<Option<StoredPlugin>, BackendError> {
+        Ok(stored(&self.0, Some(id)).await?.pop())
+    }
+
+    async fn heads(&self) -> Result<Vec<PluginHead>, BackendError> {
         let rows = sqlx::query(
-            "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, a.bytes \
-             FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
-             JOIN plugin_artifacts a ON a.digest = v.digest ORDER BY p.id",
+            "SELECT p.id, v.digest, p.enabled, p.updated_at FROM plugins p \
+             JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version ORDER BY p.id",
         )
         .fetch_all(&self.0)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| StoredPlugin {
+            .map(|r| PluginHead {
                 id: r.get("id"),
-                enabled: r.get::<i64, _>("enabled") != 0,
-                installed_at: r.get("installed_at"),
-                updated_at: r.get("updated_at"),
-                version: r.get("version"),
                 digest: r.get("digest"),
-                manifest: r.get("manifest"),
-                bytes: r.get("bytes"),
+                enabled: r.get::<i64, _>("enabled") != 0,
+                updated_at: r.get("updated_at"),
             })
             .collect())
     }
@@ -120,4 +123,29 @@ impl PluginCatalog for SqliteCatalog {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The active versions of every plugin, or of `id`, with their artifacts.
+async fn stored(pool: &SqlitePool, id: Option<&str>) -> Result<Vec<StoredPlugin>, BackendError> {
+    let rows = sqlx::query(
+        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, a.bytes \
+         FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
+         JOIN plugin_artifacts a ON a.digest = v.digest WHERE ?1 IS NULL OR p.id = ?1 ORDER BY p.id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredPlugin {
+            id: r.get("id"),
+            enabled: r.get::<i64, _>("enabled") != 0,
+            installed_at: r.get("installed_at"),
+            updated_at: r.get("updated_at"),
+            version: r.get("version"),
+            digest: r.get("digest"),
+            manifest: r.get("manifest"),
+            bytes: r.get("bytes"),
+        })
+        .collect())
 }

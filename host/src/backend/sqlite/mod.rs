@@ -252,6 +252,8 @@ pub async fn open(path: &Path, settings: StoreSettings) -> Result<Backend, OpenE
         users: Arc::new(directory::SqliteDirectory(pool.clone())),
         audit: Arc::new(audit::SqliteAudit(pool.clone())),
         settings: Arc::new(settings::SqliteSettings(pool)),
+        // One host per database file: nobody else changes what this one holds.
+        changes: None,
     })
 }
 
