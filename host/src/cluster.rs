@@ -84,14 +84,10 @@ pub struct Watcher {
 impl Watcher {
     pub fn spawn(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut seen = match self.feed.generations().await {
-                Ok(seen) => seen,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the change feed; reloading everything at the next look");
-                    BTreeMap::new()
-                }
-            };
-            let mut synced = Instant::now();
+            // Nothing seen yet: the first look reloads everything, so a change another host
+            // made while this one was starting (after it loaded) is not missed.
+            let mut seen: BTreeMap<Topic, i64> = BTreeMap::new();
+            let mut synced: Option<Instant> = None;
             loop {
                 tokio::select! {
                     _ = self.feed.wait(self.poll) => {}
@@ -107,19 +103,21 @@ impl Watcher {
                         continue;
                     }
                 };
-                let everything = synced.elapsed() >= self.resync;
+                let everything = synced.is_none_or(|at| at.elapsed() >= self.resync);
+                let mut all_reloaded = true;
                 for topic in Topic::ALL {
-                    if (everything || now.get(&topic) != seen.get(&topic)) && self.reload(topic).await.is_err() {
+                    let moved = now.get(&topic) != seen.get(&topic);
+                    if (everything || moved) && self.reload(topic).await.is_err() {
                         // Not marked seen: the next look tries again.
+                        all_reloaded = false;
                         continue;
                     }
-                    match now.get(&topic) {
-                        Some(generation) => seen.insert(topic, *generation),
-                        None => seen.remove(&topic),
-                    };
+                    if let Some(generation) = now.get(&topic) {
+                        seen.insert(topic, *generation);
+                    }
                 }
-                if everything {
-                    synced = Instant::now();
+                if everything && all_reloaded {
+                    synced = Some(Instant::now());
                 }
             }
         })

@@ -115,7 +115,9 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// PostgreSQL: connections this host keeps at most.
     pub max_connections: u32,
-    /// PostgreSQL: how long a request waits for a free connection before it is answered 503.
+    /// PostgreSQL: how long a request waits for a free connection, or for a database that is
+    /// away to come back, before it is answered 503 (default 3 s, under the default plugin
+    /// timeout).
     pub acquire_timeout_ms: u64,
     /// PostgreSQL: the longest a single statement may run (plugin queries stop earlier, at
     /// the calling plugin's deadline).

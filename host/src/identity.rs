@@ -199,6 +199,9 @@ pub struct TokenStore {
     /// Verified tokens by the sha-256 of the whole token: a request must present the token
     /// itself to hit an entry.
     verified: Arc<Mutex<HashMap<String, CachedPrincipal>>>,
+    /// Bumped by every forgetting: a verification that read the token's row before a
+    /// revocation must not cache what it read after the cache was cleared.
+    forgotten: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -218,22 +221,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl TokenStore {
     pub fn new(rows: Arc<dyn TokenRows>, clock: Arc<Clock>) -> Self {
-        TokenStore { rows, clock, verified: Arc::new(Mutex::new(HashMap::new())) }
+        TokenStore { rows, clock, verified: Arc::new(Mutex::new(HashMap::new())), forgotten: Arc::default() }
     }
 
     /// Forgets cached verifications of a token (on revocation).
     pub fn forget(&self, token_id: &str) {
-        self.verified.lock().expect("token cache lock").retain(|_, c| c.principal.token_id != token_id);
+        let mut cache = self.verified.lock().expect("token cache lock");
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.retain(|_, c| c.principal.token_id != token_id);
     }
 
     /// Forgets every cached verification (another host revoked a token or suspended a tenant).
     pub fn forget_all(&self) {
-        self.verified.lock().expect("token cache lock").clear();
+        let mut cache = self.verified.lock().expect("token cache lock");
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.clear();
     }
 
     /// Forgets cached verifications of every token of a tenant (on suspension).
     pub fn forget_tenant(&self, tenant: &str) {
-        self.verified.lock().expect("token cache lock").retain(|_, c| c.principal.tenant != tenant);
+        let mut cache = self.verified.lock().expect("token cache lock");
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.retain(|_, c| c.principal.tenant != tenant);
     }
 
     /// A tenant's tokens, newest first, without secrets.
@@ -332,6 +341,7 @@ impl TokenStore {
         {
             return Ok(cached.principal.clone());
         }
+        let forgotten = self.forgotten.load(std::sync::atomic::Ordering::Acquire);
         let row = self
             .rows
             .by_prefix(prefix)
@@ -364,6 +374,10 @@ impl TokenStore {
             tenant: row.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
         };
         let mut cache = self.verified.lock().expect("token cache lock");
+        if self.forgotten.load(std::sync::atomic::Ordering::Acquire) != forgotten {
+            // Something was forgotten while the row was read: it may predate a revocation.
+            return Ok(principal);
+        }
         if cache.len() >= TOKEN_CACHE_MAX {
             cache.clear();
         }

@@ -220,6 +220,11 @@ pub(super) fn caller_of(state: &AppState, plugin: &LoadedPlugin, principal: &Pri
     }
 }
 
+/// Whether the database answers at once (a quarter of a second).
+async fn database_answers(state: &AppState) -> bool {
+    matches!(tokio::time::timeout(std::time::Duration::from_millis(250), state.database.ping()).await, Ok(Ok(())))
+}
+
 /// The answer to a plugin call that did not complete.
 pub(super) fn call_failure(e: &CallError) -> ApiError {
     match e {
@@ -305,13 +310,25 @@ async fn attempt_call(
             "settings_unavailable",
         )
     })?;
-    let outcome = state.runtime.call(&plugin.pre, Invocation { caller, request, context }).await.map_err(|e| {
-        tracing::warn!(plugin = %id, %request_id, error = %e, "plugin call failed");
-        if let CallError::Refused(refusal) = &e {
-            state.metrics.record_refusal(id, refusal.reason());
+    let outcome = match state.runtime.call(&plugin.pre, Invocation { caller, request, context }).await {
+        Ok(outcome) => outcome,
+        // A call that ran out of time while the database was away waited for the database,
+        // not on its own work: that is the platform's 503, to be retried.
+        Err(e @ CallError::Timeout(_)) if !database_answers(state).await => {
+            tracing::warn!(plugin = %id, %request_id, error = %e, "plugin call timed out while the database was away");
+            return Err((
+                ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"),
+                "commit_failed",
+            ));
         }
-        (call_failure(&e), e.kind())
-    })?;
+        Err(e) => {
+            tracing::warn!(plugin = %id, %request_id, error = %e, "plugin call failed");
+            if let CallError::Refused(refusal) = &e {
+                state.metrics.record_refusal(id, refusal.reason());
+            }
+            return Err((call_failure(&e), e.kind()));
+        }
+    };
     let response = to_http(outcome.response, &state.limits.plugin_responses, id).map_err(|detail| {
         tracing::warn!(plugin = %id, %request_id, %detail, "plugin returned a malformed response");
         (ApiError::new(StatusCode::BAD_GATEWAY, "plugin-bad-response", detail), "bad_response")
@@ -320,6 +337,15 @@ async fn attempt_call(
     // An error answered on data that changed while the call ran is a lost race too: run
     // again, it answers from what is there now.
     let succeeded = response.status().is_success() || response.status().is_redirection();
+    // An error the plugin answered because the database was away (whatever it made of
+    // that) is the platform's 503, to be retried.
+    if !succeeded && let Some(reason) = outcome.uow.storage_unavailable() {
+        tracing::warn!(plugin = %id, %request_id, %reason, "storage unavailable during the call");
+        return Err((
+            ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"),
+            "commit_failed",
+        ));
+    }
     let lost = if outcome.called_departments { "conflict_final" } else { "conflict" };
     if !succeeded && !outcome.uow.reads_current().await.unwrap_or(true) {
         return Err((

@@ -30,11 +30,17 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.database.ping().await.map_err(|e| {
-        let mut e = ApiError::unavailable("database-unavailable", format!("the database does not answer: {e}"));
-        e.retry_after = Some(1);
-        e
-    })?;
+    // Bounded: a database that is away makes new connections wait for it (the pool's
+    // acquire timeout); readiness says so sooner.
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(1), state.database.ping()).await;
+    let failure = match ping {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 1 s".to_owned()),
+    };
+    if let Some(reason) = failure {
+        return Err(ApiError::unavailable("database-unavailable", format!("the database does not answer: {reason}")));
+    }
     Ok(Json(Health { status: "ready" }))
 }
 

@@ -67,8 +67,11 @@ impl ApiError {
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
     }
+    /// A 503: worth asking again shortly (`Retry-After: 1` unless the caller sets another).
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail);
+        e.retry_after = Some(1);
+        e
     }
     pub fn with_plugin(mut self, plugin: &str) -> Self {
         self.plugin = Some(plugin.to_owned());

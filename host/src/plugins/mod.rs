@@ -131,6 +131,8 @@ pub struct SyncReport {
     /// Plugins switched on or off.
     pub switched: Vec<String>,
     pub removed: Vec<String>,
+    /// Plugins whose new version this host could not load (it keeps the one it had).
+    pub failed: Vec<String>,
 }
 
 /// A version to record as the plugin's active one.
@@ -186,6 +188,8 @@ pub struct PluginRegistry {
     generation: std::sync::atomic::AtomicU64,
     /// One install/uninstall at a time: they compare and replace versions.
     changes: tokio::sync::Mutex<()>,
+    /// id → the digest of a version another host installed that this one could not load.
+    unloadable: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl PluginRegistry {
@@ -198,6 +202,7 @@ impl PluginRegistry {
             loaded: RwLock::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::Mutex::new(()),
+            unloadable: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -280,6 +285,11 @@ impl PluginRegistry {
     /// compile cache when this host compiled them before.
     pub async fn sync(&self) -> Result<SyncReport, RegistryError> {
         let _guard = self.changes.lock().await;
+        self.sync_locked().await
+    }
+
+    /// [`Self::sync`], with `changes` held by the caller.
+    async fn sync_locked(&self) -> Result<SyncReport, RegistryError> {
         let heads = self.catalog.heads().await?;
         let mut report = SyncReport::default();
         let current: HashMap<String, Arc<LoadedPlugin>> = self.loaded.read().expect("plugin map lock").clone();
@@ -307,10 +317,26 @@ impl PluginRegistry {
                     }
                 }
                 _ => {
+                    // A version this host could not load is not tried again until another
+                    // replaces it; meanwhile the version it had (if any) keeps serving.
+                    let tried = self.unloadable.lock().expect("unloadable lock").get(&head.id) == Some(&head.digest);
+                    if tried {
+                        continue;
+                    }
                     // Removed again since the heads were read: the next sync sees it gone.
                     let Some(row) = self.catalog.active_of(&head.id).await? else { continue };
-                    self.load(row, &mut LoadStats::default()).await?;
-                    report.loaded.push(head.id);
+                    match self.load(row, &mut LoadStats::default()).await {
+                        Ok(()) => {
+                            self.unloadable.lock().expect("unloadable lock").remove(&head.id);
+                            report.loaded.push(head.id);
+                        }
+                        Err(e) => {
+                            tracing::error!(plugin = %head.id, digest = %head.digest, error = %e,
+                                "cannot load the version another host installed; keeping what this host serves");
+                            self.unloadable.lock().expect("unloadable lock").insert(head.id.clone(), head.digest);
+                            report.failed.push(head.id);
+                        }
+                    }
                 }
             }
         }
@@ -416,6 +442,9 @@ impl PluginRegistry {
             .await?;
 
         let _guard = self.changes.lock().await;
+        // Decided against what the database holds, not what this host last loaded: another
+        // host may have installed, upgraded or removed it meanwhile.
+        self.sync_locked().await?;
         // Again under the lock: another upload may have landed meanwhile.
         if let Some(unchanged) = self.admit_version(&manifest, &digest).await? {
             return Ok((unchanged, InstallOutcome::Unchanged));
@@ -479,6 +508,7 @@ impl PluginRegistry {
     /// Turns a plugin on or off for everyone; a disabled plugin's routes answer 404.
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<PluginRecord, RegistryError> {
         let _guard = self.changes.lock().await;
+        self.sync_locked().await?;
         let current = self.get(id).ok_or_else(|| RegistryError::NotFound(id.to_owned()))?;
         let now = self.clock.now_ms();
         self.catalog.set_enabled(id, enabled, now).await?;
@@ -505,6 +535,7 @@ impl PluginRegistry {
         purge: Option<&dyn crate::storage::DocumentStore>,
     ) -> Result<u64, RegistryError> {
         let _guard = self.changes.lock().await;
+        self.sync_locked().await?;
         let Some(current) = self.get(id) else {
             return Err(RegistryError::NotFound(id.to_owned()));
         };

@@ -197,7 +197,10 @@ pub struct UnitOfWork {
     searched: std::sync::atomic::AtomicBool,
     /// Versions of committed documents learnt a page at a time, for writes to keys the call
     /// never read (see [`DocumentStore::versions_from`]).
-    read_ahead: BTreeMap<String, ReadAhead>,
+    read_ahead: std::sync::Mutex<BTreeMap<String, ReadAhead>>,
+    /// Set when the database was found away: the call's later storage work fails at once
+    /// rather than each waiting for a connection, so the call ends (503) before its deadline.
+    unavailable: std::sync::OnceLock<String>,
 }
 
 /// What one collection's read-ahead has learnt: spans of keys whose versions are all known
@@ -207,6 +210,9 @@ struct ReadAhead {
     /// First key → last key (inclusive; `None`: to the end of the collection).
     spans: BTreeMap<String, Option<String>>,
     versions: std::collections::HashMap<String, u64>,
+    /// Pages read, and writes answered from them without a read of their own.
+    pages: u32,
+    hits: u32,
 }
 
 impl ReadAhead {
@@ -214,7 +220,14 @@ impl ReadAhead {
     /// row or for this many small ones.
     const PAGE: u32 = 64;
     /// Versions held per collection before the call goes back to reading one key at a time.
-    const MAX_KNOWN: usize = 1 << 17;
+    const MAX_KNOWN: usize = 1 << 15;
+
+    /// Whether another page is worth a round trip: while pages answer more than the key
+    /// they were read for (keys written in order), not for keys written in random order,
+    /// where a page is read per key and almost none of it is used.
+    fn worth_reading(&self) -> bool {
+        self.versions.len() < Self::MAX_KNOWN && (self.pages < 4 || self.hits >= self.pages)
+    }
 
     /// `Some(version)` when `key` lies in a span read ahead.
     fn lookup(&self, key: &str) -> Option<Option<u64>> {
@@ -228,6 +241,7 @@ impl ReadAhead {
     }
 
     fn learn(&mut self, from: &str, page: Vec<(String, u64)>) {
+        self.pages += 1;
         let last = (page.len() >= Self::PAGE as usize).then(|| page.last().map(|(k, _)| k.clone())).flatten();
         self.spans.insert(from.to_owned(), last);
         self.versions.extend(page);
@@ -298,27 +312,71 @@ impl UnitOfWork {
             sequence_takes: 0,
             reads: std::sync::Mutex::new(reads),
             searched: std::sync::atomic::AtomicBool::new(false),
-            read_ahead: BTreeMap::new(),
+            read_ahead: std::sync::Mutex::new(BTreeMap::new()),
+            unavailable: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Runs one storage operation of the call, unless the database was already found away.
+    async fn guarded<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if let Some(reason) = self.unavailable.get() {
+            return Err(StoreError::Unavailable(reason.clone()));
+        }
+        let result = operation.await;
+        if let Err(StoreError::Unavailable(reason)) = &result {
+            let _ = self.unavailable.set(reason.clone());
+        }
+        result
+    }
+
+    /// Why the database was away for this call, if it was.
+    pub fn storage_unavailable(&self) -> Option<&str> {
+        self.unavailable.get().map(String::as_str)
     }
 
     /// The committed version of a key the call has not read, for a write to it: from what
     /// was read ahead, reading the next page of keys when the backend reads ahead, else from
     /// the key itself. Like a read of the key, it may be a moment old by commit; a write
     /// whose condition depends on it is checked again there.
-    async fn committed_version(&mut self, collection: &str, key: &str) -> Result<Option<u64>, UnitOfWorkError> {
-        let known = self.read_ahead.entry(collection.to_owned()).or_default();
-        if let Some(version) = known.lookup(key) {
-            return Ok(version);
-        }
-        if known.versions.len() < ReadAhead::MAX_KNOWN {
-            if let Some(page) = self.store.versions_from(&self.scope, collection, key, ReadAhead::PAGE).await? {
-                let known = self.read_ahead.entry(collection.to_owned()).or_default();
+    /// Also says whether the version came from a page read ahead (maybe older than a read
+    /// of the key now would be).
+    async fn committed_version(&self, collection: &str, key: &str) -> Result<Option<u64>, UnitOfWorkError> {
+        let worth_reading = {
+            let mut all = self.read_ahead.lock().expect("read-ahead lock");
+            let known = all.entry(collection.to_owned()).or_default();
+            if let Some(version) = known.lookup(key) {
+                known.hits += 1;
+                return Ok(version);
+            }
+            known.worth_reading()
+        };
+        if worth_reading {
+            let page = self.guarded(self.store.versions_from(&self.scope, collection, key, ReadAhead::PAGE)).await?;
+            if let Some(page) = page {
+                let mut all = self.read_ahead.lock().expect("read-ahead lock");
+                let known = all.entry(collection.to_owned()).or_default();
                 known.learn(key, page);
                 return Ok(known.lookup(key).flatten());
             }
         }
-        Ok(self.store.get(&self.scope, collection, key).await?.map(|d| d.version))
+        Ok(self.guarded(self.store.get(&self.scope, collection, key)).await?.map(|d| d.version))
+    }
+
+    /// Documents the call read through a query are as new as anything it knows of them: a
+    /// page read ahead earlier takes their versions, so a later write to one is judged by
+    /// what the call saw, not by an older page.
+    fn refresh_read_ahead(&self, collection: &str, documents: &[(String, u64)]) {
+        let mut all = self.read_ahead.lock().expect("read-ahead lock");
+        if let Some(known) = all.get_mut(collection) {
+            for (key, version) in documents {
+                if known.lookup(key).is_some() {
+                    known.versions.insert(key.clone(), *version);
+                }
+            }
+        }
     }
 
     /// Whether everything this call read is still as it saw it. An error answer given on data
@@ -341,7 +399,7 @@ impl UnitOfWork {
         if reads.is_empty() {
             return Ok(true);
         }
-        Ok(self.store.reads_current(&self.scope, &reads).await?)
+        Ok(self.guarded(self.store.reads_current(&self.scope, &reads)).await?)
     }
 
     /// The most host memory this call's storage may hold at once: its buffered writes plus
@@ -441,7 +499,8 @@ impl UnitOfWork {
         let mut committed: BTreeMap<String, StoredDocument> = BTreeMap::new();
         if !unwritten.is_empty() {
             let _lane = self.scan_lane().await?;
-            let found = self.store.get_many(&self.scope, collection, &unwritten, max, self.deadline).await?;
+            let found =
+                self.guarded(self.store.get_many(&self.scope, collection, &unwritten, max, self.deadline)).await?;
             // The store stops once it holds `max` bytes: past that some keys went unread.
             let bytes: usize = found.iter().map(|d| d.key.len() + d.body.len()).sum();
             if bytes >= max {
@@ -503,7 +562,7 @@ impl UnitOfWork {
                 WriteOp::Delete => None,
             }),
             None => {
-                let found = self.store.get(&self.scope, collection, key).await?;
+                let found = self.guarded(self.store.get(&self.scope, collection, key)).await?;
                 self.reads.lock().expect("read set lock").document(collection, key, found.as_ref().map(|d| d.version));
                 Ok(found)
             }
@@ -647,7 +706,7 @@ impl UnitOfWork {
             )));
         }
         self.sequence_takes += 1;
-        Ok(self.store.next_in_sequence(&self.scope, name, after).await?)
+        Ok(self.guarded(self.store.next_in_sequence(&self.scope, name, after)).await?)
     }
 
     async fn slow_database(&self) {
@@ -765,9 +824,10 @@ impl UnitOfWork {
             max_bytes: self.limits.max_read_bytes,
             deadline: self.deadline,
         };
-        let committed = self.store.scan(&self.scope, &range).await?;
+        let committed = self.guarded(self.store.scan(&self.scope, &range)).await?;
         range.deadline = None;
-        let seen = committed.iter().map(|(_, d)| (d.key.clone(), d.version)).collect();
+        let seen: Vec<(String, u64)> = committed.iter().map(|(_, d)| (d.key.clone(), d.version)).collect();
+        self.refresh_read_ahead(collection, &seen);
         self.reads.lock().expect("read set lock").scan(range, seen);
         // The store stops early when the page's bytes reach the read budget; the rest is for
         // the next page.
@@ -888,7 +948,7 @@ impl UnitOfWork {
             max_bytes: self.limits.max_read_bytes,
             deadline,
         };
-        let mut hits = self.store.search(&self.scope, &range).await?;
+        let mut hits = self.guarded(self.store.search(&self.scope, &range)).await?;
         // One match more than the page was asked for says whether another page follows.
         let more = hits.rows.len() > limit || hits.truncated;
         hits.rows.truncate(limit);
@@ -953,6 +1013,9 @@ impl UnitOfWork {
                 op: p.op,
             })
             .collect();
+        if let Some(reason) = self.unavailable.get() {
+            return Err(StoreError::Unavailable(reason.clone()).into());
+        }
         self.store.commit_with(&self.scope, &writes, &reads, background, now_ms, audit).await?;
         Ok(writes.len())
     }

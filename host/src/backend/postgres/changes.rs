@@ -4,9 +4,10 @@
 use crate::backend::BackendError;
 use crate::cluster::{ChangeFeed, Topic};
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 const CHANNEL: &str = "keel_changes";
@@ -28,14 +29,55 @@ pub(super) async fn announce(conn: &mut PgConnection, topic: Topic) -> Result<()
 
 pub struct PgChangeFeed {
     pool: PgPool,
-    /// The connection that listens (one of the pool's, held while it lives); opened again
-    /// after it fails.
-    listener: tokio::sync::Mutex<Option<PgListener>>,
+    /// Woken by the listening task on each notification.
+    woken: Arc<tokio::sync::Notify>,
+    /// The listening task, started on the first wait (it needs a runtime).
+    listening: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 impl PgChangeFeed {
     pub fn new(pool: PgPool) -> Self {
-        PgChangeFeed { pool, listener: tokio::sync::Mutex::new(None) }
+        PgChangeFeed { pool, woken: Arc::default(), listening: std::sync::OnceLock::new() }
+    }
+
+    /// Listens on a connection of its own (not one of the pool's, which would shrink it by
+    /// one for good), in a task of its own (so no wait ever cancels it halfway through
+    /// reconnecting), and wakes the watcher on every notification.
+    fn listen(&self) -> tokio::task::JoinHandle<()> {
+        let options = self.pool.connect_options().as_ref().clone();
+        let woken = self.woken.clone();
+        tokio::spawn(async move {
+            let own = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+            loop {
+                let mut listener = match PgListener::connect_with(&own).await {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot listen for changes; polling");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::debug!(error = %e, "cannot listen for changes; polling");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                // A notification may have been missed while not listening: look now.
+                woken.notify_one();
+                while listener.recv().await.is_ok() {
+                    woken.notify_one();
+                }
+                tracing::debug!("the change listener lost its connection; listening again");
+            }
+        })
+    }
+}
+
+impl Drop for PgChangeFeed {
+    fn drop(&mut self) {
+        if let Some(task) = self.listening.get() {
+            task.abort();
+        }
     }
 }
 
@@ -47,28 +89,7 @@ impl ChangeFeed for PgChangeFeed {
     }
 
     async fn wait(&self, timeout: Duration) {
-        let mut guard = self.listener.lock().await;
-        if guard.is_none() {
-            match PgListener::connect_with(&self.pool).await {
-                Ok(mut listener) => match listener.listen(CHANNEL).await {
-                    Ok(()) => *guard = Some(listener),
-                    Err(e) => tracing::debug!(error = %e, "cannot listen for changes; polling"),
-                },
-                Err(e) => tracing::debug!(error = %e, "cannot listen for changes; polling"),
-            }
-        }
-        let Some(listener) = guard.as_mut() else {
-            drop(guard);
-            tokio::time::sleep(timeout).await;
-            return;
-        };
-        match tokio::time::timeout(timeout, listener.recv()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "the change listener failed; opening another");
-                *guard = None;
-            }
-            Err(_) => {}
-        }
+        self.listening.get_or_init(|| self.listen());
+        let _ = tokio::time::timeout(timeout, self.woken.notified()).await;
     }
 }

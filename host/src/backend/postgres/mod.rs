@@ -36,25 +36,30 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// The horizon for reading an append-only log (events, the audit log) in id order: rows of
 /// transactions below it are all committed or gone, so a page never passes an id that a
-/// later commit could still fill. Every transaction that had started when the read began is
-/// waited for, up to `SETTLE_WAIT`, so a reader sees what committed before it asked (its
-/// own writes included); past that wait (a long transaction anywhere on the server) the
+/// later commit could still fill. Only this database's transactions can write its rows, so
+/// only they hold the horizon back (not a long transaction in another database on the same
+/// server). Those running when the read began are waited for, up to `SETTLE_WAIT`, so a
+/// reader sees what committed before it asked, its own writes included; past that wait the
 /// horizon is the oldest one still running, and what it holds appears on a later read.
 pub(super) async fn settled_horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
     const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-    let asked: i64 =
-        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetch_one(pool).await?;
+    // The oldest transaction id still running in this database, else the next to be given:
+    // one not yet given an id gets one at or past `xmax` when it first writes.
+    const HORIZON: &str = "SELECT COALESCE(( \
+            SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x \
+            WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity \
+                             WHERE datname = current_database() AND backend_xid IS NOT NULL) \
+        ), pg_snapshot_xmax(s)::text::bigint), pg_snapshot_xmax(s)::text::bigint \
+        FROM pg_current_snapshot() AS s";
+    let (mut horizon, asked): (i64, i64) = sqlx::query_as(HORIZON).fetch_one(pool).await?;
     let started = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        let oldest: i64 =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetch_one(pool).await?;
-        if oldest >= asked || started.elapsed() >= SETTLE_WAIT {
-            return Ok(oldest.min(asked));
-        }
+    while horizon < asked && started.elapsed() < SETTLE_WAIT {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        horizon = sqlx::query_as::<_, (i64, i64)>(HORIZON).fetch_one(pool).await?.0;
     }
+    Ok(horizon.min(asked))
 }
 
 /// Taken (per transaction) while migrating: replicas starting at once migrate one at a time.
@@ -75,7 +80,9 @@ impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
             max_connections: 16,
-            acquire_timeout: Duration::from_secs(5),
+            // Below the default plugin timeout (5 s), so a call that waits for a database
+            // that is away ends with 503, not the plugin's timeout.
+            acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(30),
             connect_tries: None,
         }
