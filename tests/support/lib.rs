@@ -1,6 +1,7 @@
 //! Test support: start the real Keel server on an ephemeral port with a temporary data
 //! directory, load the real compiled plugin artifacts, and talk to it over HTTP.
 
+pub mod cluster;
 pub mod neighbours;
 
 use keel_host::client::Client;

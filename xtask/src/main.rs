@@ -76,6 +76,9 @@ fn main() -> Result<()> {
         Some("test") => {
             build_plugins(&root)?;
             let started = Instant::now();
+            // The cluster tests run whole `keel` processes.
+            run(cargo().args(["build", "--quiet", "--package", "keel-host", "--bin", "keel"]))?;
+            let keel_bin = keel_host::devkit::target_dir(&root)?.join("debug/keel");
             // The PostgreSQL backend's tests need a server: a throwaway one for each pass,
             // unless the caller points at one (KEEL_TEST_PG_URL).
             let with_postgres = |test_args: &[&str], env: &[(&str, &str)]| {
@@ -86,14 +89,22 @@ fn main() -> Result<()> {
                     c.args(["run", "--"]).arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
                     c
                 };
-                run(command.arg("test").args(test_args).args(&args[1..]).envs(env.iter().copied()))
+                run(command
+                    .arg("test")
+                    .args(test_args)
+                    .args(&args[1..])
+                    .envs(env.iter().copied())
+                    .env("KEEL_BIN", &keel_bin))
             };
             // Every test, with the integration suite on the embedded SQLite default...
             with_postgres(&["--workspace"], &[])?;
             let sqlite = started.elapsed();
             // ...then the integration suite again, each test server on its own PostgreSQL
-            // database.
-            with_postgres(&["--package", "keel-tests"], &[("KEEL_TEST_DATABASE", "postgres")])?;
+            // database (the cluster tests run on PostgreSQL in the first pass already).
+            with_postgres(
+                &["--package", "keel-tests", "--test", "platform", "--test", "noisy", "--test", "secrets"],
+                &[("KEEL_TEST_DATABASE", "postgres")],
+            )?;
             eprintln!(
                 "xtask: tests took {:.1?} (workspace on SQLite {sqlite:.1?}, integration suite on PostgreSQL {:.1?})",
                 started.elapsed(),
