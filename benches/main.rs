@@ -23,6 +23,7 @@ mod neighbours;
 mod path;
 mod pinned;
 mod queries;
+mod scaleout;
 mod search;
 
 use anyhow::{Context, Result, bail};
@@ -56,9 +57,15 @@ fn main() -> Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return runtime.block_on(pinned::native_server(&db));
     }
+    if let Some(i) = args.iter().position(|a| a == "--native-pg-server") {
+        // A child process of section (l).
+        let url = args.get(i + 1).context("--native-pg-server <url>")?.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return runtime.block_on(scaleout::native_pg_server(&url));
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let check = args.iter().any(|a| a == "--check");
-    // `--only a|b|c|d|e|f|g|h|i|j|k` runs one section (for tuning); the default runs them all.
+    // `--only a|b|c|d|e|f|g|h|i|j|k|l` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -94,6 +101,9 @@ fn main() -> Result<()> {
         }
         if wants("k") {
             rows.extend(search::search(&root, quick).await?);
+        }
+        if wants("l") {
+            rows.extend(scaleout::scale_out(&root, quick).await?);
         }
         anyhow::Ok(())
     })?;

@@ -97,17 +97,26 @@ impl KeelProcess {
     /// Starts `keel serve` with `config` (TOML, without `data-dir` and `listen`, which are
     /// set here) and waits until it listens.
     pub fn start(config: &str) -> KeelProcess {
+        KeelProcess::start_logging(config, "info,sqlx=warn,wasmtime=warn,cranelift=warn")
+    }
+
+    /// [`KeelProcess::start`], logging only warnings (a line per request costs a benchmark).
+    pub fn start_quiet(config: &str) -> KeelProcess {
+        KeelProcess::start_logging(config, "warn")
+    }
+
+    fn start_logging(config: &str, log: &str) -> KeelProcess {
         let data = tempfile::tempdir().expect("temp dir");
         let file = data.path().join("keel.toml");
         let config = format!("data-dir = {:?}\nlisten = \"127.0.0.1:0\"\n{config}", data.path().join("state"));
         std::fs::write(&file, config).expect("write config");
-        let log = std::fs::File::create(data.path().join("keel.log")).expect("log file");
+        let log_file = std::fs::File::create(data.path().join("keel.log")).expect("log file");
         let mut child = Command::new(keel_binary())
             .args(["serve", "--config"])
             .arg(&file)
-            .env("KEEL_LOG", "info,sqlx=warn,wasmtime=warn,cranelift=warn")
+            .env("KEEL_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(log)
+            .stderr(log_file)
             .spawn()
             .expect("start keel");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

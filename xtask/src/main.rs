@@ -65,6 +65,18 @@ fn main() -> Result<()> {
             };
             package(Path::new(component), Path::new(manifest), Path::new(out))
         }
+        Some("serve") if args.get(1).map(String::as_str) == Some("--postgres") => {
+            // Two replicas on a throwaway PostgreSQL: the first installs the bundled plugins,
+            // the second loads them from the database; both follow each other's changes.
+            // Ctrl-C stops both, and the database is removed.
+            build_plugins(&root)?;
+            run(cargo().args(["build", "--quiet", "--package", "keel-host", "--bin", "keel"]))?;
+            let bin = keel_host::devkit::target_dir(&root)?.join("debug/keel");
+            run(Command::new(root.join("scripts/throwaway-postgres"))
+                .args(["run", "--", "bash", "-c", REPLICA_PAIR])
+                .env("KEEL_BIN", bin)
+                .env("KEEL_BUNDLED", root.join("target/keel-plugins/bundled")))
+        }
         Some("serve") => {
             build_plugins(&root)?;
             let bundled = root.join("target/keel-plugins/bundled");
@@ -122,11 +134,27 @@ fn main() -> Result<()> {
                 .env("KEEL_BIN", bin))
         }
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins | package | serve | test | bench>");
+            eprintln!("usage: cargo xtask <build-plugins | package | serve [--postgres] | test | bench>");
             std::process::exit(2);
         }
     }
 }
+
+/// The pair `cargo xtask serve --postgres` runs, with `KEEL_TEST_PG_URL` set by
+/// `scripts/throwaway-postgres run`.
+const REPLICA_PAIR: &str = r#"
+set -u
+"$KEEL_BIN" serve --listen 127.0.0.1:8080 --data-dir .keel/replica-1 --plugins-dir "$KEEL_BUNDLED" \
+    --database-url "$KEEL_TEST_PG_URL" &
+# The second starts once the first answers (it has migrated the database by then).
+for _ in $(seq 1 600); do
+    (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+    sleep 0.1
+done
+"$KEEL_BIN" serve --listen 127.0.0.1:8081 --data-dir .keel/replica-2 --database-url "$KEEL_TEST_PG_URL" &
+echo "xtask: two replicas on $KEEL_TEST_PG_URL: http://127.0.0.1:8080 and http://127.0.0.1:8081 (Ctrl-C stops them)"
+wait
+"#;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
