@@ -185,34 +185,48 @@ async fn measure(admin: &Admin, hosts: &[String], n: usize, read_for: Duration) 
     let _ = load(&urls, Some(&admin.token), Duration::from_millis(300)).await?;
     let reads = load(&urls, Some(&admin.token), read_for).await?;
 
-    // Jobs: enqueue them an hour ahead, then move every host's clock past it and time the
+    // Jobs: enqueue them an hour past the latest host clock, then move every host's clock
+    // to that moment (each host's clock has moved by its own earlier runs) and time the
     // drain, so enqueueing is not measured.
-    let now = admin
-        .send(reqwest::Method::POST, format!("{}/v1/admin/clock/advance", hosts[0]), Some(json!({ "ms": 0 })))
-        .await?["now_ms"]
-        .as_u64()
-        .context("clock")?;
-    let before = admin.runs(hosts).await?;
-    for i in 0..n {
-        let body = json!({ "name": "count", "run_at": now + 3_600_000 });
-        admin
-            .send(reqwest::Method::POST, format!("{}/v1/plugins/relay/jobs", hosts[i % hosts.len()]), Some(body))
-            .await?;
-    }
+    let mut clocks = Vec::new();
     for host in hosts {
-        admin
-            .send(reqwest::Method::POST, format!("{host}/v1/admin/clock/advance"), Some(json!({ "ms": 3_600_000 })))
-            .await?;
+        let url = format!("{host}/v1/admin/clock/advance");
+        let now = admin.send(reqwest::Method::POST, url, Some(json!({ "ms": 0 }))).await?;
+        clocks.push(now["now_ms"].as_u64().context("clock")?);
+    }
+    let due = clocks.iter().max().context("hosts")? + 3_600_000;
+    let mut before = Vec::new();
+    for host in hosts {
+        before.push(admin.runs(std::slice::from_ref(host)).await?);
+    }
+    for i in 0..n {
+        let body = json!({ "name": "count", "run_at": due });
+        let url = format!("{}/v1/plugins/relay/jobs", hosts[i % hosts.len()]);
+        admin.send(reqwest::Method::POST, url, Some(body)).await?;
+    }
+    for (host, now) in hosts.iter().zip(&clocks) {
+        let url = format!("{host}/v1/admin/clock/advance");
+        admin.send(reqwest::Method::POST, url, Some(json!({ "ms": due - now }))).await?;
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
-    while admin.runs(hosts).await? < before + n as f64 {
+    // Polled every 50 ms: scraping metrics costs the hosts some of the cores they drain with.
+    while admin.runs(hosts).await? < before.iter().sum::<f64>() + n as f64 {
         if Instant::now() > deadline {
             bail!("the jobs did not finish in time");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Measured { reads, jobs_per_second: n as f64 / started.elapsed().as_secs_f64() })
+    let elapsed = started.elapsed();
+    let mut shares = Vec::new();
+    for (host, before) in hosts.iter().zip(&before) {
+        shares.push(admin.runs(std::slice::from_ref(host)).await? - before);
+    }
+    if shares.iter().any(|s| *s == 0.0) {
+        bail!("a host ran none of the jobs: {shares:?}");
+    }
+    eprintln!("(l) {n} jobs over {} host(s), runs per host {shares:?}", hosts.len());
+    Ok(Measured { reads, jobs_per_second: n as f64 / elapsed.as_secs_f64() })
 }
 
 /// The queue alone on PostgreSQL: claim, write the job's document, complete; no plugin.

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 const POLL_MS: u64 = 500;
 const LEASE_MS: u64 = 12_000;
 
+/// One test at a time: each runs several hosts and a database on the machine's cores, and
+/// their bounds assume they have them.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn host_config(database: &str) -> String {
     format!(
         r#"allow-clock-control = true
@@ -91,6 +95,7 @@ async fn relay_jobs(admin: &Caller, host: &str, status: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_share_plugins_grants_jobs_and_ticks_and_a_killed_one_loses_nothing() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let postgres = Postgres::start();
     let config = host_config(&postgres.database("keel"));
     let one = KeelProcess::start(&config);
@@ -112,10 +117,13 @@ async fn three_hosts_share_plugins_grants_jobs_and_ticks_and_a_killed_one_loses_
         .await
         .unwrap();
     assert_eq!(installed.status(), 201, "{}", installed.text().await.unwrap());
-    let mut waits = Vec::new();
+    // An install is in force once the other hosts have compiled it (about a second each).
     for host in &hosts[1..] {
-        waits.push(admin.until(format!("{host}/v1/plugins/relay/tally"), "the install", |s, _| s == 200).await);
+        let took = admin.until(format!("{host}/v1/plugins/relay/tally"), "the install", |s, _| s == 200).await;
+        eprintln!("cluster: the install served by {host} after {took:?}");
+        assert!(took < Duration::from_secs(20), "the install reached {host} after {took:?}");
     }
+    let mut waits = Vec::new();
 
     // A grant revoked through two stops working on three.
     let (status, made) = admin
@@ -151,7 +159,7 @@ async fn three_hosts_share_plugins_grants_jobs_and_ticks_and_a_killed_one_loses_
     }
     // Time for a second firing of the last tick, had any host made one.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let fired = admin.get(format!("{}/v1/tenants/default/jobs?kind=schedule", hosts[0])).await.1;
+    let fired = admin.get(ticks.clone()).await.1;
     let mut marks: Vec<i64> =
         fired["items"].as_array().unwrap().iter().map(|j| j["run_at"].as_i64().unwrap()).collect();
     marks.sort();
@@ -162,20 +170,37 @@ async fn three_hosts_share_plugins_grants_jobs_and_ticks_and_a_killed_one_loses_
     let (_, applied) = admin.get(format!("{}/v1/plugins/relay/applied", hosts[0])).await;
     assert_eq!(applied["counts"]["job"].as_u64(), Some(firings as u64), "each firing applied: {applied}");
 
-    // 2,000 jobs enqueued across the three hosts, run by all three; three is killed while
-    // they run. Each job counts the runs of it that committed.
+    // 2,000 jobs enqueued across the three hosts for an hour from now, then every host's
+    // clock moved past it: all three drain them, and three is killed a tenth of the way in,
+    // while it holds leases. Each job counts the runs of it that committed.
     const JOBS: usize = 2_000;
-    let started = Instant::now();
-    let enqueued: Vec<(u16, Value)> = futures::stream::iter((0..JOBS).map(|i| {
-        let (admin, host) = (admin.clone(), hosts[i % 3].clone());
-        async move { admin.post(format!("{host}/v1/plugins/relay/jobs"), json!({ "name": "count" })).await }
-    }))
-    .buffer_unordered(12)
-    .collect()
-    .await;
+    let mut clocks = Vec::new();
+    for host in &hosts {
+        let (status, body) = admin.post(format!("{host}/v1/admin/clock/advance"), json!({ "ms": 0 })).await;
+        assert_eq!(status, 200, "{body}");
+        clocks.push(body["now_ms"].as_u64().unwrap());
+    }
+    let due = clocks.iter().max().unwrap() + 3_600_000;
+    let enqueued: Vec<(u16, Value)> =
+        futures::stream::iter((0..JOBS).map(|i| {
+            let (admin, host) = (admin.clone(), hosts[i % 3].clone());
+            async move {
+                admin.post(format!("{host}/v1/plugins/relay/jobs"), json!({ "name": "count", "run_at": due })).await
+            }
+        }))
+        .buffer_unordered(12)
+        .collect()
+        .await;
     assert!(enqueued.iter().all(|(s, _)| *s == 202), "{:?}", enqueued.iter().find(|(s, _)| *s != 202));
-    let before_kill = admin.get(format!("{}/v1/plugins/relay/counts", hosts[0])).await.1["jobs"].as_u64().unwrap();
+    let started = Instant::now();
+    for (host, now) in hosts.iter().zip(&clocks) {
+        let (status, body) = admin.post(format!("{host}/v1/admin/clock/advance"), json!({ "ms": due - now })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let counts_url = format!("{}/v1/plugins/relay/counts", hosts[0]);
+    admin.until(counts_url.clone(), "the jobs to start", |_, b| b["jobs"].as_u64().unwrap_or(0) >= 200).await;
     three.kill();
+    let before_kill = admin.get(counts_url).await.1["jobs"].as_u64().unwrap();
     assert!(before_kill < JOBS as u64, "the jobs were all done before the kill: nothing was mid-work");
 
     // The two left finish everything, taking over three's jobs once their leases end.
@@ -251,6 +276,7 @@ async fn file_tickets(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_load_fails_requests_cleanly_and_loses_no_acknowledged_write() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let postgres = Postgres::start();
     let host = KeelProcess::start(&host_config(&postgres.database("keel")));
     let admin = Caller { http: reqwest::Client::new(), token: host.bootstrap_token.clone().expect("admin token") };

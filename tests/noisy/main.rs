@@ -29,11 +29,14 @@ const MEMORY_CEILING: u64 = 1 << 30;
 
 /// Runs `attack` and checks every bound but the schedule's; returns the attacker's outcomes.
 ///
-/// The latency bound is measured up to twice, on a fresh host each time: a machine shared
-/// with other work has the odd pause that lands in one run's p99, while an attack that
-/// starves `calm` does so every time (both runs must then exceed the bound to fail).
+/// The latency bound is measured up to three times, on a fresh host each time: a machine
+/// shared with other work has the odd pause that lands in one run's p99 (on two cores the
+/// slow-call attack's calm p99 is 35-48 ms against the 50 ms floor, with the odd 60-70 ms),
+/// while an attack that starves `calm` does so every time (every run must then exceed the
+/// bound to fail).
 async fn survives(attack: Attack) -> (Neighbours, keel_tests::neighbours::Outcomes) {
-    for attempt in 1..=2 {
+    const RUNS: u32 = 3;
+    for attempt in 1..=RUNS {
         let n = Neighbours::start().await;
         n.prepare(attack).await;
         n.probe(50).await; // warm-up
@@ -67,7 +70,7 @@ async fn survives(attack: Attack) -> (Neighbours, keel_tests::neighbours::Outcom
         if during_p99 <= bound {
             return (n, outcomes);
         }
-        assert!(attempt < 2, "{}: calm p99 {during_p99:?} exceeds {bound:?} in two runs", attack.name());
+        assert!(attempt < RUNS, "{}: calm p99 {during_p99:?} exceeds {bound:?} in {RUNS} runs", attack.name());
         n.stop().await;
     }
     unreachable!("the second run returns or fails")
