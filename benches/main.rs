@@ -397,8 +397,8 @@ async fn python_cost(root: &Path, quick: bool) -> Result<Vec<Row>> {
 }
 
 pub(crate) struct Load {
-    rps: f64,
-    p99: Duration,
+    pub(crate) rps: f64,
+    pub(crate) p99: Duration,
 }
 
 /// Closed-loop load: `clients` tasks each send one request at a time for `duration`.
@@ -414,11 +414,22 @@ pub(crate) async fn load_expecting(
     duration: Duration,
     status: u16,
 ) -> Result<Load> {
+    load_across(&[url.to_owned()], token, clients, duration, status).await
+}
+
+/// [`load_expecting`] over several hosts: client `i` asks `urls[i % urls.len()]`.
+pub(crate) async fn load_across(
+    urls: &[String],
+    token: Option<&str>,
+    clients: usize,
+    duration: Duration,
+    status: u16,
+) -> Result<Load> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (http, url, token) = (http.clone(), url.to_owned(), token.map(str::to_owned));
+    for i in 0..clients {
+        let (http, url, token) = (http.clone(), urls[i % urls.len()].clone(), token.map(str::to_owned));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {

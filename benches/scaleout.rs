@@ -10,7 +10,7 @@
 //! Every host and the native server is a process of its own (release build), and they all
 //! share this machine's cores with the load generator: read the ratios, not the rates.
 
-use super::{Row, percentile};
+use super::{Load, Row};
 use anyhow::{Context, Result, bail};
 use keel_host::jobs::store::{ClaimPolicy, JobStore};
 use keel_host::jobs::{Background, JobKind, JobStatus, NewJob};
@@ -89,43 +89,9 @@ fn start_native(url: &str) -> Result<(Native, String)> {
     Ok((Native(child), format!("http://{address}")))
 }
 
-struct Load {
-    rps: f64,
-    p99: Duration,
-}
-
 /// Closed-loop load over several hosts: client `i` asks `urls[i % urls.len()]`.
 async fn load(urls: &[String], token: Option<&str>, duration: Duration) -> Result<Load> {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for i in 0..CLIENTS {
-        let (http, url, token) = (http.clone(), urls[i % urls.len()].clone(), token.map(str::to_owned));
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let mut request = http.get(&url);
-                if let Some(t) = &token {
-                    request = request.bearer_auth(t);
-                }
-                let started = Instant::now();
-                let response = request.send().await?;
-                let ok = response.status() == 200;
-                let _ = response.bytes().await?;
-                if !ok {
-                    bail!("{url} failed");
-                }
-                latencies.push(started.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    all.sort();
-    Ok(Load { rps: all.len() as f64 / duration.as_secs_f64(), p99: percentile(&all, 0.99) })
+    super::load_across(urls, token, CLIENTS, duration, 200).await
 }
 
 struct Admin {
