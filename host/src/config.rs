@@ -113,7 +113,8 @@ pub struct DatabaseConfig {
     /// `sqlite://<path>` or `postgres://user:password@host:port/database`; defaults to
     /// `sqlite://<data-dir>/keel.db`.
     pub url: Option<String>,
-    /// PostgreSQL: connections this host keeps at most.
+    /// PostgreSQL: connections this host keeps at most. One tenant's storage work holds at
+    /// most half of them, less two kept for the platform's own work (7 of the default 16).
     pub max_connections: u32,
     /// PostgreSQL: how long a request waits for a free connection, or for a database that is
     /// away to come back, before it is answered 503 (default 3 s, under the default plugin

@@ -1,6 +1,6 @@
 //! The noisy-neighbour suite: while tenant `noisy` attacks shared capacity with a plugin used
 //! within its manifest (slow calls, self-enqueueing jobs, large writes and reads, heavy
-//! queries, huge headers), tenant `calm`'s helpdesk keeps answering, fast, and its scheduled
+//! queries, huge headers, contended writes), tenant `calm`'s helpdesk keeps answering, fast, and its scheduled
 //! work starts on time; the host's memory stays under its ceiling.
 //!
 //! The bounds, stated once:
@@ -160,4 +160,36 @@ async fn huge_headers_are_refused_and_cost_only_the_attacker() {
     let (_n, outcomes) = survives(Attack::HugeHeaders).await;
     assert!(outcomes.codes.get("plugin-bad-response").is_some_and(|n| *n > 0), "{outcomes:?}");
     assert_eq!(outcomes.statuses.keys().copied().collect::<Vec<_>>(), [502], "{outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contended_writes_do_not_take_the_database_connections_from_another_tenant() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (n, outcomes) = survives(Attack::ContendedWrites).await;
+    // The attacker's writes land (its commits take turns; none is lost or fails).
+    assert!(outcomes.statuses.get(&200).is_some_and(|n| *n > 0), "{outcomes:?}");
+    // calm's own writes get a connection too, while noisy's commits queue for theirs.
+    let (created, _) = n
+        .under(Attack::ContendedWrites, async {
+            let mut took = Vec::new();
+            for i in 0..50 {
+                let started = std::time::Instant::now();
+                n.server
+                    .as_token(
+                        Some(&n.calm),
+                        reqwest::Method::POST,
+                        "/v1/plugins/helpdesk/tickets",
+                        Some(serde_json::json!({ "title": format!("during {i}") })),
+                    )
+                    .await
+                    .expect(201);
+                took.push(started.elapsed());
+            }
+            took
+        })
+        .await;
+    let mut created = created;
+    let p99 = quantile(&mut created, 0.99);
+    eprintln!("contended writes: calm ticket creation p99 {p99:?}");
+    assert!(p99 <= Duration::from_millis(250), "calm's writes waited {p99:?}");
 }

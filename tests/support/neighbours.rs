@@ -25,11 +25,21 @@ pub enum Attack {
     HeavyQueries,
     /// Calls answering megabytes of headers: the network path.
     HugeHeaders,
+    /// Concurrent calls each committing 50 documents to the same plugin's data, whose
+    /// commits take turns: the database's connections (on PostgreSQL a commit waiting its
+    /// turn at the scope's lock would hold one).
+    ContendedWrites,
 }
 
 impl Attack {
-    pub const ALL: [Attack; 5] =
-        [Attack::SlowCalls, Attack::JobFlood, Attack::LargeWrites, Attack::HeavyQueries, Attack::HugeHeaders];
+    pub const ALL: [Attack; 6] = [
+        Attack::SlowCalls,
+        Attack::JobFlood,
+        Attack::LargeWrites,
+        Attack::HeavyQueries,
+        Attack::HugeHeaders,
+        Attack::ContendedWrites,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +48,7 @@ impl Attack {
             Attack::LargeWrites => "large writes and reads",
             Attack::HeavyQueries => "heavy queries",
             Attack::HugeHeaders => "huge response headers",
+            Attack::ContendedWrites => "contended writes",
         }
     }
 }
@@ -64,6 +75,9 @@ pub fn configure(config: &mut keel_host::Config) {
     config.limits.rate_limit_per_second = 0;
     config.limits.instance_memory_mb = 1024;
     config.limits.admission_wait_ms = 250;
+    // On PostgreSQL, fewer connections than the attacker's share of instances (14): its
+    // calls could otherwise take every one.
+    config.database.max_connections = 8;
 }
 
 impl Neighbours {
@@ -167,6 +181,9 @@ impl Neighbours {
                 Some(json!({ "filters": [["a", "x"], ["b", "x"], ["c", "x"], ["d", "x"]] })),
             ),
             Attack::HugeHeaders => (16, Method::GET, "/headers?kib=1024", None),
+            Attack::ContendedWrites => {
+                (32, Method::POST, "/blobs", Some(json!({ "count": 50, "size": 64, "tag": "x" })))
+            }
         };
         let mut tasks = Vec::new();
         for i in 0..clients {
@@ -185,7 +202,7 @@ impl Neighbours {
                         continue;
                     }
                     first = false;
-                    let body = if attack == Attack::LargeWrites {
+                    let body = if matches!(attack, Attack::LargeWrites | Attack::ContendedWrites) {
                         body.clone().map(|mut b| {
                             b["prefix"] = json!(format!("w{i}-"));
                             b

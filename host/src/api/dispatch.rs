@@ -407,6 +407,12 @@ pub(super) fn commit_failure(
                 "quota_exceeded",
             )
         }
+        UnitOfWorkError::Store(StoreError::Busy { .. }) => {
+            let mut api =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "storage-busy", format!("{e}; nothing was saved"));
+            api.retry_after = Some(1);
+            (api, "storage_busy")
+        }
         UnitOfWorkError::Store(StoreError::TooManyJobs { .. }) => {
             let mut api =
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-jobs", format!("{e}; nothing was saved"));

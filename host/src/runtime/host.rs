@@ -131,6 +131,7 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         UnitOfWorkError::Store(StoreError::Unavailable(m)) => types::Error::Unavailable(m),
         UnitOfWorkError::Store(
             ref e @ (StoreError::Interrupted
+            | StoreError::Busy { .. }
             | StoreError::QuotaExceeded(_)
             | StoreError::TooManyJobs { .. }
             | StoreError::TooManySequences { .. }),

@@ -285,6 +285,8 @@ pub enum StoreError {
     TooManyJobs { plugin: String, limit: u32 },
     #[error("the storage request ran past the call's deadline and was stopped")]
     Interrupted,
+    #[error("this tenant's calls already hold {limit} database connections, its share; try again shortly")]
+    Busy { limit: u32 },
     #[error("this plugin already has {limit} sequences in this tenant; no new one is started")]
     TooManySequences { limit: u32 },
     #[error("sequence `{name}` cannot go past {max}")]

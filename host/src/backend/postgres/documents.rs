@@ -17,6 +17,7 @@
 //! plan for a range scan reads the whole range and sorts it. Point reads keep the cached
 //! generic plan, which planning each time would only slow down.
 
+use super::shares::ConnectionShares;
 use crate::jobs::NewJob;
 use crate::storage::index::CollectionIndexes;
 use crate::storage::search::SearchText;
@@ -72,11 +73,20 @@ pub struct PgDocumentStore {
     settings: StoreSettings,
     /// Tenants' quotas as last read, with when (as SQLite's store keeps them).
     quotas: std::sync::Arc<std::sync::Mutex<HashMap<String, (Quotas, std::time::Instant)>>>,
+    /// Every operation for a tenant takes a connection's worth of its share first.
+    shares: std::sync::Arc<ConnectionShares>,
 }
 
 impl PgDocumentStore {
     pub fn new(pool: PgPool, settings: StoreSettings) -> Self {
-        PgDocumentStore { pool, settings, quotas: Default::default() }
+        let options = pool.options();
+        let shares = ConnectionShares::new(options.get_max_connections(), options.get_acquire_timeout());
+        PgDocumentStore { pool, settings, quotas: Default::default(), shares }
+    }
+
+    /// The tenants' shares of this store's connections.
+    pub fn shares(&self) -> &std::sync::Arc<ConnectionShares> {
+        &self.shares
     }
 }
 
@@ -309,6 +319,7 @@ async fn fetch_by(
 #[async_trait]
 impl DocumentStore for PgDocumentStore {
     async fn get(&self, scope: &Scope, collection: &str, key: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let _share = self.shares.enter(&scope.tenant).await?;
         let row = sqlx::query(
             "SELECT version, body FROM documents WHERE tenant_id = $1 AND plugin_id = $2 AND collection = $3 AND key = $4",
         )
@@ -342,6 +353,7 @@ impl DocumentStore for PgDocumentStore {
         );
         let mut found = Vec::new();
         let mut bytes = 0usize;
+        let _share = self.shares.enter(&scope.tenant).await?;
         for r in fetch_by(&self.pool, st, deadline).await? {
             if bytes >= max_bytes {
                 break;
@@ -360,6 +372,7 @@ impl DocumentStore for PgDocumentStore {
         from: &str,
         limit: u32,
     ) -> Result<Option<Vec<(String, u64)>>, StoreError> {
+        let _share = self.shares.enter(&scope.tenant).await?;
         let rows = sqlx::query(
             "SELECT key, version FROM documents WHERE tenant_id = $1 AND plugin_id = $2 AND collection = $3 \
              AND key >= $4 ORDER BY key LIMIT $5",
@@ -376,6 +389,7 @@ impl DocumentStore for PgDocumentStore {
     }
 
     async fn scan(&self, scope: &Scope, range: &KeyRange) -> Result<Vec<(Position, StoredDocument)>, StoreError> {
+        let _share = self.shares.enter(&scope.tenant).await?;
         let rows = fetch_by(&self.pool, scan_statement(scope, range), range.deadline).await?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -391,6 +405,7 @@ impl DocumentStore for PgDocumentStore {
     }
 
     async fn search(&self, scope: &Scope, range: &SearchRange) -> Result<SearchHits, StoreError> {
+        let _share = self.shares.enter(&scope.tenant).await?;
         let rows = fetch_by(&self.pool, search_statement(scope, range), range.deadline).await?;
         let mut hits = SearchHits::default();
         let mut bytes = 0usize;
@@ -420,6 +435,7 @@ impl DocumentStore for PgDocumentStore {
             return Ok(true);
         }
         // One consistent view for every check.
+        let _share = self.shares.enter(&scope.tenant).await?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -442,6 +458,10 @@ impl DocumentStore for PgDocumentStore {
         now_ms: i64,
         audit: &WriteAudit,
     ) -> Result<Vec<u64>, StoreError> {
+        // The scope's commits take turns here first, so one waiting for the advisory lock
+        // holds no connection and no share.
+        let _turn = self.shares.turn(scope, SCOPE_LOCK).await;
+        let _share = self.shares.enter(&scope.tenant).await?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         lock_plugin(&mut tx, &scope.plugin, false).await?;
         lock_scope(&mut tx, scope, SCOPE_LOCK).await?;
@@ -485,6 +505,8 @@ impl DocumentStore for PgDocumentStore {
             Some(Ok(a)) if a < SEQUENCE_MAX => Some(a),
             Some(_) => return Err(StoreError::SequenceExhausted { name: name.to_owned(), max: SEQUENCE_MAX as u64 }),
         };
+        let _turn = self.shares.turn(scope, SEQUENCE_LOCK).await;
+        let _share = self.shares.enter(&scope.tenant).await?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // Takers of one scope's sequences wait for each other instead of conflicting.
         lock_scope(&mut tx, scope, SEQUENCE_LOCK).await?;
@@ -576,6 +598,7 @@ impl DocumentStore for PgDocumentStore {
     }
 
     async fn usage(&self, tenant: &str) -> Result<Vec<(String, Usage)>, StoreError> {
+        let _share = self.shares.enter(tenant).await?;
         let rows = sqlx::query(
             "SELECT plugin_id, documents, bytes FROM storage_usage \
              WHERE tenant_id = $1 AND plugin_id <> '' AND documents > 0 ORDER BY plugin_id",
@@ -605,6 +628,7 @@ impl DocumentStore for PgDocumentStore {
     }
 
     async fn quotas(&self, tenant: &str) -> Result<Quotas, StoreError> {
+        let _share = self.shares.enter(tenant).await?;
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         self.quotas_on(&mut conn, tenant).await
     }

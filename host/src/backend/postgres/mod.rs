@@ -11,6 +11,7 @@ mod directory;
 mod documents;
 mod jobs;
 mod settings;
+mod shares;
 
 pub use audit::PgAudit;
 pub use catalog::PgCatalog;
@@ -19,6 +20,7 @@ pub use directory::PgDirectory;
 pub use documents::PgDocumentStore;
 pub use jobs::PgJobQueue;
 pub use settings::PgSettings;
+pub use shares::ConnectionShares;
 
 use super::{Backend, BackendError, Database, OpenError};
 use crate::storage::StoreSettings;
