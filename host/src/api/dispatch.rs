@@ -220,9 +220,10 @@ pub(super) fn caller_of(state: &AppState, plugin: &LoadedPlugin, principal: &Pri
     }
 }
 
-/// Whether the database answers at once (a quarter of a second). An embedded database
-/// (SQLite) is part of this process and cannot be away: it is not asked, so a plugin's own
-/// timeout never waits on a ping behind other calls' reads.
+/// Whether the database answers at once (a quarter of a second; PostgreSQL is asked over
+/// connections of its own, so a pool that calls hold does not count as away). An embedded
+/// database (SQLite) is part of this process and cannot be away: it is not asked, so a
+/// plugin's own timeout never waits on a ping behind other calls' reads.
 async fn database_answers(state: &AppState) -> bool {
     if state.database.kind() != "postgres" {
         return true;

@@ -209,6 +209,12 @@ async fn import(
                 tracing::warn!(plugin = %plugin_id, %request_id, error = %e, "import batch failed");
                 err(super::dispatch::call_failure(&e))
             })?;
+        // A batch that found the database away (whatever the plugin made of it, rows reported
+        // as problems included) ends the import with the platform's 503: nothing is saved.
+        if let Some(reason) = outcome.uow.storage_unavailable() {
+            tracing::warn!(plugin = %plugin_id, %request_id, %reason, "storage unavailable during an import");
+            return Err(err(ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved")));
+        }
         uow = Some(outcome.uow);
         outbox.events.extend(outcome.outbox.events);
         outbox.jobs.extend(outcome.outbox.jobs);

@@ -47,7 +47,10 @@ impl PgChangeFeed {
         let options = self.pool.connect_options().as_ref().clone();
         let woken = self.woken.clone();
         tokio::spawn(async move {
-            let own = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+            let own = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options);
             loop {
                 let mut listener = match PgListener::connect_with(&own).await {
                     Ok(listener) => listener,
@@ -64,10 +67,17 @@ impl PgChangeFeed {
                 }
                 // A notification may have been missed while not listening: look now.
                 woken.notify_one();
-                while listener.recv().await.is_ok() {
-                    woken.notify_one();
+                // `Ok(None)`: the connection was lost and opened again (listening anew), and
+                // what was sent meanwhile is lost: look now as well.
+                loop {
+                    match listener.try_recv().await {
+                        Ok(_) => woken.notify_one(),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the change listener failed; listening again");
+                            break;
+                        }
+                    }
                 }
-                tracing::debug!("the change listener lost its connection; listening again");
             }
         })
     }

@@ -35,13 +35,13 @@ fn db_error(e: sqlx::Error) -> StoreError {
     crate::backend::BackendError::from(e).into()
 }
 
-/// A statement cancelled (57014) once the caller's deadline has passed was stopped by it;
-/// otherwise (the server's own statement timeout, an operator) it is the database's failure.
+/// A statement cancelled (57014) that ran with the caller's deadline as its timeout was
+/// stopped by that deadline (the server counts whole milliseconds from a moment earlier, so
+/// it may fire a little before the host's clock reaches it): the call ran out of time, not
+/// the database. Without a deadline, it is the database's failure.
 fn deadline_error(e: sqlx::Error, deadline: Option<std::time::Instant>) -> StoreError {
     match &e {
-        sqlx::Error::Database(d)
-            if d.code().as_deref() == Some("57014") && deadline.is_some_and(|d| std::time::Instant::now() >= d) =>
-        {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") && deadline.is_some() => {
             StoreError::Interrupted
         }
         _ => db_error(e),

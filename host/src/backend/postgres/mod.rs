@@ -100,7 +100,7 @@ pub async fn open(url: &str, settings: StoreSettings, pool: &PoolSettings) -> Re
 /// Every concern on an open, migrated pool.
 pub fn from_pool(pool: PgPool, settings: StoreSettings) -> Backend {
     Backend {
-        database: Arc::new(PgDatabase(pool.clone())),
+        database: Arc::new(PgDatabase::new(&pool)),
         documents: Arc::new(PgDocumentStore::new(pool.clone(), settings)),
         jobs: Arc::new(PgJobQueue::new(pool.clone())),
         catalog: Arc::new(PgCatalog(pool.clone())),
@@ -113,7 +113,26 @@ pub fn from_pool(pool: PgPool, settings: StoreSettings) -> Backend {
     }
 }
 
-struct PgDatabase(PgPool);
+/// The database as a whole. Pings go over connections of their own: a ping asks whether the
+/// server answers, and must not wait behind the calls that hold the pool (a pool saturated by
+/// slow calls is not a database that is away).
+struct PgDatabase {
+    pool: PgPool,
+    probe: PgPool,
+}
+
+impl PgDatabase {
+    fn new(pool: &PgPool) -> Self {
+        let probe = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(1))
+            // A connection the server dropped (a restart) is found before use, so the first
+            // ping after the database is back answers yes.
+            .test_before_acquire(true)
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
+        PgDatabase { pool: pool.clone(), probe }
+    }
+}
 
 #[async_trait]
 impl Database for PgDatabase {
@@ -122,12 +141,13 @@ impl Database for PgDatabase {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
-        sqlx::query("SELECT 1").execute(&self.0).await?;
+        sqlx::query("SELECT 1").execute(&self.probe).await?;
         Ok(())
     }
 
     async fn close(&self) {
-        self.0.close().await;
+        self.probe.close().await;
+        self.pool.close().await;
     }
 }
 
@@ -311,6 +331,27 @@ mod tests {
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM keel_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
         assert_eq!(versions, [1, 2]);
+    }
+
+    /// Calls holding every connection of the pool do not make the database look away: the
+    /// ping has connections of its own.
+    #[tokio::test]
+    async fn a_ping_answers_while_calls_hold_the_whole_pool() {
+        let pool = fresh_pool("probe").await;
+        let backend = super::from_pool(pool.clone(), Default::default());
+        let held: Vec<_> =
+            futures_util::future::join_all((0..pool.options().get_max_connections()).map(|_| pool.acquire()))
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(100), pool.acquire()).await.is_err(),
+            "the pool is exhausted"
+        );
+        let ping = tokio::time::timeout(std::time::Duration::from_millis(500), backend.database.ping()).await;
+        assert!(matches!(ping, Ok(Ok(()))), "{ping:?}");
+        drop(held);
     }
 
     #[tokio::test]
