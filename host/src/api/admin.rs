@@ -78,6 +78,9 @@ impl From<InstallError> for ApiError {
             InstallError::Reindex(crate::storage::ReindexError::Mismatch { .. }) => {
                 ApiError::conflict("index-data-mismatch", detail)
             }
+            InstallError::Reindex(crate::storage::ReindexError::Superseded { .. }) => {
+                ApiError::conflict("install-conflict", detail)
+            }
             InstallError::Reindex(crate::storage::ReindexError::Store(e)) => match e {
                 crate::storage::StoreError::Unavailable(_) => ApiError::unavailable("database-unavailable", detail),
                 _ => ApiError::internal(detail),

@@ -14,7 +14,7 @@ use crate::jobs::store::{ClaimPolicy, JobFilter, JobQueue, JobStoreError};
 use crate::jobs::{Background, JobKind, JobStatus, NewEvent, NewJob};
 use crate::plugins::{NewVersion, PluginCatalog, Reindex};
 use crate::settings::SettingRows;
-use crate::storage::{Condition, Scope, StoreError, Write, WriteAudit, WriteOp};
+use crate::storage::{Condition, ReindexError, Scope, StoreError, Write, WriteAudit, WriteOp};
 use crate::tenancy::{TenancyRows, Tenant, TenantStatus};
 use crate::users::{User, UserRows};
 use std::collections::BTreeSet;
@@ -224,6 +224,7 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
         manifest: "id = \"cf-plugin\"",
         bytes,
         now: 100,
+        replaces: None,
     };
     let no_reindex: &[Reindex] = &[];
     catalog.activate(&version("1.0.0", "d1", b"\0asm one"), no_reindex).await.unwrap();
@@ -235,7 +236,26 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
         ("1.0.0", "d1", &b"\0asm one"[..])
     );
     catalog.set_enabled("cf-plugin", false, 150).await.unwrap();
-    catalog.activate(&NewVersion { now: 200, ..version("1.1.0", "d2", b"\0asm two") }, no_reindex).await.unwrap();
+    catalog
+        .activate(&NewVersion { now: 200, replaces: Some("1.0.0"), ..version("1.1.0", "d2", b"\0asm two") }, no_reindex)
+        .await
+        .unwrap();
+    // Installs decided against a version that is no longer active (another host's install
+    // landed first) record nothing.
+    for stale in [None, Some("1.0.0")] {
+        let lost = catalog
+            .activate(&NewVersion { now: 250, replaces: stale, ..version("1.2.0", "d3", b"\0asm three") }, no_reindex)
+            .await;
+        assert!(
+            matches!(&lost, Err(ReindexError::Superseded { found: Some(f), .. }) if f == "1.1.0"),
+            "catalog: an install over {stale:?} is superseded: {lost:?}"
+        );
+    }
+    assert_eq!(
+        catalog.digest_of("cf-plugin", "1.2.0").await.unwrap(),
+        None,
+        "catalog: a superseded install records nothing"
+    );
     let active = catalog.active().await.unwrap();
     let mine = active.iter().find(|p| p.id == "cf-plugin").unwrap();
     assert_eq!((mine.version.as_str(), mine.digest.as_str()), ("1.1.0", "d2"), "catalog: the upgrade is active");

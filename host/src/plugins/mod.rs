@@ -144,6 +144,10 @@ pub struct NewVersion<'a> {
     pub manifest: &'a str,
     pub bytes: &'a [u8],
     pub now: i64,
+    /// The active version the install was decided against (`None`: a new plugin). The
+    /// switch happens only if it is still the active one, so two hosts installing at once
+    /// cannot both win, nor downgrade each other.
+    pub replaces: Option<&'a str>,
 }
 
 /// Index entries one collection's documents need rewritten when a version becomes active:
@@ -170,7 +174,8 @@ pub trait PluginCatalog: Send + Sync + 'static {
     async fn digest_of(&self, id: &str, version: &str) -> Result<Option<String>, BackendError>;
     /// Records `version` (artifact, version row) and makes it the active one (a new plugin
     /// is enabled), rewriting index entries as `reindex` says, all in one transaction: on
-    /// any error nothing is recorded. Returns the entries written per step.
+    /// any error nothing is recorded. Refused with [`ReindexError::Superseded`] unless the
+    /// active version is still `version.replaces`. Returns the entries written per step.
     async fn activate(&self, version: &NewVersion<'_>, reindex: &[Reindex]) -> Result<Vec<u64>, ReindexError>;
     async fn set_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<(), BackendError>;
     /// Removes the plugin and its versions, its artifacts no other version uses, and its
@@ -476,9 +481,10 @@ impl PluginRegistry {
             manifest: &manifest_text,
             bytes: &bytes,
             now,
+            replaces: active.as_ref().map(|a| a.record.version.as_str()),
         };
         let entries = self.catalog.activate(&new, &reindex).await.map_err(|e| match e {
-            ReindexError::Mismatch { .. } => InstallError::Reindex(e),
+            ReindexError::Mismatch { .. } | ReindexError::Superseded { .. } => InstallError::Reindex(e),
             // Whatever else failed in the transaction: the database's failure, not the data's.
             ReindexError::Store(crate::storage::StoreError::Unavailable(m)) => {
                 InstallError::Registry(RegistryError::Database(BackendError::Unavailable(m)))

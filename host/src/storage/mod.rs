@@ -378,6 +378,10 @@ pub enum ReindexError {
         "document `{collection}/{key}` of tenant `{tenant}`: field `{field}` {reason}; migrate the data before this index can be declared"
     )]
     Mismatch { tenant: String, collection: String, key: String, field: String, reason: String },
+    /// The plugin's active version is no longer the one the install was decided against
+    /// (another host installed or removed it meanwhile); nothing was recorded.
+    #[error("plugin `{plugin}` was changed by another install meanwhile (active now: {}); try again", found.as_deref().unwrap_or("none"))]
+    Superseded { plugin: String, found: Option<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -81,17 +81,35 @@ impl PluginCatalog for PgCatalog {
         .execute(&mut *tx)
         .await
         .map_err(failed)?;
-        sqlx::query(
-            "INSERT INTO plugins (id, active_version, enabled, installed_at, updated_at) VALUES ($1, $2, TRUE, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET active_version = excluded.active_version, updated_at = excluded.updated_at",
-        )
-        .bind(v.id)
-        .bind(v.version)
-        .bind(v.now)
-        .bind(v.now)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed)?;
+        // Only over the version the install was decided against (see `NewVersion::replaces`).
+        let switched = match v.replaces {
+            Some(replaced) => sqlx::query("UPDATE plugins SET active_version = $1, updated_at = $2 WHERE id = $3 AND active_version = $4")
+                .bind(v.version)
+                .bind(v.now)
+                .bind(v.id)
+                .bind(replaced)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?,
+            None => sqlx::query(
+                "INSERT INTO plugins (id, active_version, enabled, installed_at, updated_at) VALUES ($1, $2, TRUE, $3, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(v.id)
+            .bind(v.version)
+            .bind(v.now)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?,
+        };
+        if switched.rows_affected() != 1 {
+            let found: Option<String> = sqlx::query_scalar("SELECT active_version FROM plugins WHERE id = $1")
+                .bind(v.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(failed)?;
+            return Err(ReindexError::Superseded { plugin: v.id.to_owned(), found });
+        }
         announce(&mut tx, Topic::Plugins).await.map_err(failed)?;
         tx.commit().await.map_err(failed)?;
         Ok(entries)

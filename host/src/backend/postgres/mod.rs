@@ -431,7 +431,8 @@ mod tests {
             .unwrap();
         }
         let catalog = super::PgCatalog(pool.clone());
-        let version = NewVersion { id: "p", version: "2.0.0", digest: "d2", manifest: "", bytes: b"x", now: 1 };
+        let version =
+            NewVersion { id: "p", version: "2.0.0", digest: "d2", manifest: "", bytes: b"x", now: 1, replaces: None };
         let typed = |t| CollectionIndexes { fields: [("n".to_owned(), t)].into(), ..Default::default() };
         let step = |indexes: CollectionIndexes, rebuild: &[&str]| Reindex {
             collection: "notes".into(),
