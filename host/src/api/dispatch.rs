@@ -347,10 +347,14 @@ async fn attempt_call(
     // that) is the platform's 503, to be retried.
     if !succeeded && let Some(reason) = outcome.uow.storage_unavailable() {
         tracing::warn!(plugin = %id, %request_id, %reason, "storage unavailable during the call");
-        return Err((
-            ApiError::unavailable("storage-unavailable", "storage is unavailable; nothing was saved"),
-            "commit_failed",
-        ));
+        // Departments it called committed their own work when they returned: say so, so a
+        // client does not take the retry as free of effects.
+        let detail = if outcome.called_departments {
+            "storage is unavailable; this call's writes were not saved, but departments it called may have saved theirs"
+        } else {
+            "storage is unavailable; nothing was saved"
+        };
+        return Err((ApiError::unavailable("storage-unavailable", detail), "commit_failed"));
     }
     let lost = if outcome.called_departments { "conflict_final" } else { "conflict" };
     if !succeeded && !outcome.uow.reads_current().await.unwrap_or(true) {
@@ -408,6 +412,13 @@ pub(super) fn commit_failure(
                 "quota_exceeded",
             )
         }
+        UnitOfWorkError::Store(StoreError::OutcomeUnknown(_)) => (
+            ApiError::unavailable(
+                "commit-outcome-unknown",
+                format!("{e}; check whether they were before repeating the {what}"),
+            ),
+            "commit_failed",
+        ),
         UnitOfWorkError::Store(StoreError::Busy { .. }) => {
             let mut api =
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "storage-busy", format!("{e}; nothing was saved"));

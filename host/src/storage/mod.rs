@@ -287,6 +287,10 @@ pub enum StoreError {
     Interrupted,
     #[error("this tenant's calls already hold {limit} database connections, its share; try again shortly")]
     Busy { limit: u32 },
+    /// The connection broke while the database was confirming a commit: it may have been
+    /// applied or not.
+    #[error("the database went away while confirming the commit ({0}); its writes may have been saved")]
+    OutcomeUnknown(String),
     #[error("this plugin already has {limit} sequences in this tenant; no new one is started")]
     TooManySequences { limit: u32 },
     #[error("sequence `{name}` cannot go past {max}")]

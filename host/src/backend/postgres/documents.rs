@@ -48,6 +48,16 @@ fn deadline_error(e: sqlx::Error, deadline: Option<std::time::Instant>) -> Store
     }
 }
 
+/// A `COMMIT` whose reply never came (the connection broke) may have been applied.
+fn commit_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => {
+            StoreError::OutcomeUnknown(e.to_string())
+        }
+        other => db_error(other),
+    }
+}
+
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -495,7 +505,7 @@ impl DocumentStore for PgDocumentStore {
         // Last: its upsert locks the tenant's totals row, which every commit of the tenant's
         // plugins updates, until COMMIT; taken here, they overlap everything before it.
         self.account(&mut tx, scope, delta).await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await.map_err(commit_error)?;
         Ok(versions)
     }
 
@@ -1364,4 +1374,17 @@ async fn insert_search_rows(
     });
     q.build().execute(&mut *conn).await.map_err(db_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_whose_reply_was_lost_is_unknown_and_one_refused_is_not() {
+        let broken = sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+        assert!(matches!(commit_error(broken), StoreError::OutcomeUnknown(_)));
+        // No connection to send COMMIT on: certainly not applied.
+        assert!(matches!(commit_error(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
+    }
 }
