@@ -419,6 +419,9 @@ pub(super) fn commit_failure(
             ),
             "commit_failed",
         ),
+        UnitOfWorkError::Store(StoreError::Saturated { .. }) => {
+            (ApiError::unavailable("capacity-exhausted", format!("{e}; nothing was saved")), "storage_busy")
+        }
         UnitOfWorkError::Store(StoreError::Busy { .. }) => {
             let mut api =
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "storage-busy", format!("{e}; nothing was saved"));

@@ -532,6 +532,10 @@ impl JobRunner {
                 }
                 let mut failure = retryable(format!("committing the run failed: {e}"));
                 failure.lost_race = e.is_lost_race();
+                // The tenant's or the host's database capacity was in use: like a call not
+                // admitted, the run is put off without using an attempt.
+                failure.deferred =
+                    matches!(e, UnitOfWorkError::Store(StoreError::Busy { .. } | StoreError::Saturated { .. }));
                 // The same code does the same again: retrying a search followed by work only
                 // burns the attempts.
                 failure.terminal = matches!(e, UnitOfWorkError::SearchAndWrite);

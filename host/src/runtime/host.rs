@@ -132,6 +132,7 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         UnitOfWorkError::Store(
             ref e @ (StoreError::Interrupted
             | StoreError::Busy { .. }
+            | StoreError::Saturated { .. }
             | StoreError::OutcomeUnknown(_)
             | StoreError::QuotaExceeded(_)
             | StoreError::TooManyJobs { .. }

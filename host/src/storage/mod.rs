@@ -287,6 +287,8 @@ pub enum StoreError {
     Interrupted,
     #[error("this tenant's calls already hold {limit} database connections, its share; try again shortly")]
     Busy { limit: u32 },
+    #[error("every database connection this host gives tenants was in use for {waited_ms} ms; try again shortly")]
+    Saturated { waited_ms: u64 },
     /// The connection broke while the database was confirming a commit: it may have been
     /// applied or not.
     #[error("the database went away while confirming the commit ({0}); its writes may have been saved")]

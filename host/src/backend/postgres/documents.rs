@@ -470,7 +470,7 @@ impl DocumentStore for PgDocumentStore {
     ) -> Result<Vec<u64>, StoreError> {
         // The scope's commits take turns here first, so one waiting for the advisory lock
         // holds no connection and no share.
-        let _turn = self.shares.turn(scope, SCOPE_LOCK).await;
+        let _turn = self.shares.turn(scope, SCOPE_LOCK).await?;
         let _share = self.shares.enter(&scope.tenant).await?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         lock_plugin(&mut tx, &scope.plugin, false).await?;
@@ -515,7 +515,7 @@ impl DocumentStore for PgDocumentStore {
             Some(Ok(a)) if a < SEQUENCE_MAX => Some(a),
             Some(_) => return Err(StoreError::SequenceExhausted { name: name.to_owned(), max: SEQUENCE_MAX as u64 }),
         };
-        let _turn = self.shares.turn(scope, SEQUENCE_LOCK).await;
+        let _turn = self.shares.turn(scope, SEQUENCE_LOCK).await?;
         let _share = self.shares.enter(&scope.tenant).await?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // Takers of one scope's sequences wait for each other instead of conflicting.
@@ -608,7 +608,6 @@ impl DocumentStore for PgDocumentStore {
     }
 
     async fn usage(&self, tenant: &str) -> Result<Vec<(String, Usage)>, StoreError> {
-        let _share = self.shares.enter(tenant).await?;
         let rows = sqlx::query(
             "SELECT plugin_id, documents, bytes FROM storage_usage \
              WHERE tenant_id = $1 AND plugin_id <> '' AND documents > 0 ORDER BY plugin_id",
@@ -638,7 +637,6 @@ impl DocumentStore for PgDocumentStore {
     }
 
     async fn quotas(&self, tenant: &str) -> Result<Quotas, StoreError> {
-        let _share = self.shares.enter(tenant).await?;
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         self.quotas_on(&mut conn, tenant).await
     }

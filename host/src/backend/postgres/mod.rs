@@ -116,21 +116,30 @@ pub fn from_pool(pool: PgPool, settings: StoreSettings) -> Backend {
 /// The database as a whole. Pings go over connections of their own: a ping asks whether the
 /// server answers, and must not wait behind the calls that hold the pool (a pool saturated by
 /// slow calls is not a database that is away).
+///
+/// One ping runs at a time and its answer serves every caller for [`PING_REUSE`]: a burst
+/// of timed-out calls asking at once does not queue pings until they look slow.
 struct PgDatabase {
     pool: PgPool,
     probe: PgPool,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
+
+/// How long a ping's answer is reused.
+const PING_REUSE: Duration = Duration::from_millis(250);
 
 impl PgDatabase {
     fn new(pool: &PgPool) -> Self {
         let probe = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(1)
+            // Kept open, so a ping after a quiet hour does not have to connect first.
+            .min_connections(1)
             .acquire_timeout(Duration::from_secs(1))
-            // A connection the server dropped (a restart) is found before use, so the first
-            // ping after the database is back answers yes.
+            // (sqlx's default, relied on:) a connection the server dropped (a restart) is
+            // found before use, so the first ping after the database is back answers yes.
             .test_before_acquire(true)
             .connect_lazy_with(pool.connect_options().as_ref().clone());
-        PgDatabase { pool: pool.clone(), probe }
+        PgDatabase { pool: pool.clone(), probe, last: tokio::sync::Mutex::new(None) }
     }
 }
 
@@ -141,8 +150,22 @@ impl Database for PgDatabase {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
-        sqlx::query("SELECT 1").execute(&self.probe).await?;
-        Ok(())
+        // Callers arriving while a ping runs wait for its answer instead of sending their own.
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < PING_REUSE
+        {
+            return answer.clone().map_err(BackendError::Unavailable);
+        }
+        let answer = match sqlx::query("SELECT 1").execute(&self.probe).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match BackendError::from(e) {
+                BackendError::Unavailable(reason) => reason,
+                other => other.to_string(),
+            }),
+        };
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer.map_err(BackendError::Unavailable)
     }
 
     async fn close(&self) {

@@ -18,8 +18,10 @@
 //!   connection per host.
 //!
 //! A tenant whose own share stays full for the acquire timeout is refused with
-//! [`StoreError::Busy`] (its own load, answered 429), not with the "database unavailable" a
-//! pool that cannot connect gets.
+//! [`StoreError::Busy`] (its own load, answered 429); one that waited while other tenants,
+//! each within its share, held every connection with [`StoreError::Saturated`] (503 with
+//! `Retry-After`). Neither is the "database unavailable" a pool that cannot connect gets,
+//! which marks the rest of the call as failing.
 
 use crate::storage::{Scope, StoreError};
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +31,9 @@ use tokio::sync::oneshot;
 
 /// Connections kept for the platform's own work when the pool has room for them.
 const PLATFORM_RESERVE: u32 = 2;
+/// Commits of one scope that may wait for its turn in one host; more are refused at once
+/// (each waiting one keeps its unit of work in memory).
+pub const MAX_WAITING_TURNS: usize = 64;
 
 #[derive(Default)]
 struct State {
@@ -79,12 +84,7 @@ pub struct Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         drop(self.guard.take());
-        // Forget the scope's lock once nobody holds or awaits it (the map's is the only
-        // reference left): the map stays as small as the scopes committing now.
-        let mut turns = self.shares.turns.lock().expect("turns lock");
-        if turns.get(&self.key).is_some_and(|lock| Arc::strong_count(lock) == 1) {
-            turns.remove(&self.key);
-        }
+        self.shares.forget_turn(&self.key);
     }
 }
 
@@ -116,18 +116,20 @@ impl ConnectionShares {
     /// Waits for a connection's worth of `tenant`'s share.
     pub async fn enter(self: &Arc<Self>, tenant: &str) -> Result<Share, StoreError> {
         let tenant: Arc<str> = Arc::from(tenant);
-        let (id, mut granted) = {
+        let (id, mut granted, own) = {
             let mut s = self.state.lock().expect("shares lock");
             // Waiting tenants go first: a newcomer may not overtake them.
             if s.waiters.is_empty() && self.fits(&s, &tenant) {
                 take(&mut s, &tenant);
                 return Ok(Share { shares: self.clone(), tenant });
             }
+            // Whose capacity it waits for, decided now: its own share, or the host's.
+            let own = s.held.get(&tenant).copied().unwrap_or(0) >= self.per_tenant;
             let (tx, rx) = oneshot::channel();
             let id = s.next_waiter;
             s.next_waiter += 1;
             s.waiters.push_back(Waiter { id, tenant: tenant.clone(), grant: tx });
-            (id, rx)
+            (id, rx, own)
         };
         // It may fit already, only queued behind waiters that do not.
         self.grant_waiting();
@@ -135,29 +137,57 @@ impl ConnectionShares {
         if let Ok(Ok(share)) = tokio::time::timeout(self.wait, &mut granted).await {
             return Ok(share);
         }
-        drop(cancel);
-        // Out of the queue now; a grant may have landed just before.
-        if let Ok(share) = granted.try_recv() {
+        std::mem::forget(cancel);
+        // Still queued: leave. Already taken out of the queue: it was granted, and the share
+        // is on its way (sent just after the queue's lock was let go).
+        let queued = {
+            let mut s = self.state.lock().expect("shares lock");
+            let before = s.waiters.len();
+            s.waiters.retain(|w| w.id != id);
+            s.waiters.len() != before
+        };
+        if !queued && let Ok(share) = granted.await {
             return Ok(share);
         }
-        let own = self.held(&tenant) >= self.per_tenant;
+        let waited_ms = self.wait.as_millis() as u64;
         if own {
             Err(StoreError::Busy { limit: self.per_tenant })
         } else {
-            // Other tenants hold every connection tenants may use, each within its share.
-            Err(StoreError::Unavailable(format!(
-                "every database connection this host has was busy for {} ms",
-                self.wait.as_millis()
-            )))
+            // Other tenants hold every connection tenants may use, each within its share: the
+            // host is saturated, the database is not away.
+            Err(StoreError::Saturated { waited_ms })
         }
     }
 
-    /// Waits for `scope`'s turn at the advisory lock of `class`.
-    pub async fn turn(self: &Arc<Self>, scope: &Scope, class: i64) -> Turn {
+    /// Waits for `scope`'s turn at the advisory lock of `class`, as long as a connection
+    /// is waited for; refused at once when [`MAX_WAITING_TURNS`] already wait for it.
+    pub async fn turn(self: &Arc<Self>, scope: &Scope, class: i64) -> Result<Turn, StoreError> {
         let key: TurnKey = (Arc::from(scope.tenant.as_str()), Arc::from(scope.plugin.as_str()), class);
         let lock = self.turns.lock().expect("turns lock").entry(key.clone()).or_default().clone();
-        let guard = lock.lock_owned().await;
-        Turn { shares: self.clone(), key, guard: Some(guard) }
+        // Every holder of the Arc but the map's is one commit holding or awaiting the turn.
+        let busy = || StoreError::Busy { limit: self.per_tenant };
+        if Arc::strong_count(&lock) > MAX_WAITING_TURNS + 2 {
+            drop(lock);
+            self.forget_turn(&key);
+            return Err(busy());
+        }
+        // The wait holds the only reference this commit has (so each waiting commit counts once).
+        match tokio::time::timeout(self.wait, lock.lock_owned()).await {
+            Ok(guard) => Ok(Turn { shares: self.clone(), key, guard: Some(guard) }),
+            Err(_) => {
+                self.forget_turn(&key);
+                Err(busy())
+            }
+        }
+    }
+
+    /// Forgets `key`'s lock once nobody holds or awaits it (the map's is the only reference
+    /// left): the map stays as small as the scopes committing now.
+    fn forget_turn(&self, key: &TurnKey) {
+        let mut turns = self.turns.lock().expect("turns lock");
+        if turns.get(key).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            turns.remove(key);
+        }
     }
 
     fn fits(&self, s: &State, tenant: &str) -> bool {
@@ -183,8 +213,9 @@ impl ConnectionShares {
     fn grant_waiting(self: &Arc<Self>) {
         let mut grants = Vec::new();
         let mut s = self.state.lock().expect("shares lock");
+        // Drop waiters whose callers went away.
+        s.waiters.retain(|w| !w.grant.is_closed());
         loop {
-            s.waiters.retain(|w| !w.grant.is_closed());
             let best = s
                 .waiters
                 .iter()
@@ -255,7 +286,7 @@ mod tests {
         let b: Vec<_> = futures_util::future::join_all((0..3).map(|_| shares.enter("b"))).await;
         assert!(a.iter().chain(&b).all(Result::is_ok));
         // Nobody is over their share: this is the platform's capacity, not c's fault.
-        assert!(matches!(shares.enter("c").await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(shares.enter("c").await, Err(StoreError::Saturated { .. })));
         let waiting = tokio::spawn({
             let shares = shares.clone();
             async move { shares.enter("c").await.map(|_| ()) }
@@ -318,16 +349,42 @@ mod tests {
     async fn commits_of_one_scope_take_turns_and_other_scopes_do_not_wait() {
         let shares = ConnectionShares::new(16, WAIT);
         let scope = |tenant: &str, plugin: &str| Scope { tenant: tenant.into(), plugin: plugin.into() };
-        let turn = shares.turn(&scope("t", "crm"), 12).await;
+        let turn = shares.turn(&scope("t", "crm"), 12).await.unwrap();
         let same = tokio::time::timeout(Duration::from_millis(20), shares.turn(&scope("t", "crm"), 12)).await;
         assert!(same.is_err(), "the scope's next commit waits for its turn");
         let other = tokio::time::timeout(Duration::from_millis(20), shares.turn(&scope("t", "hr"), 12)).await;
-        assert!(other.is_ok(), "another plugin's commits do not");
+        assert!(matches!(other, Ok(Ok(_))), "another plugin's commits do not");
         let class = tokio::time::timeout(Duration::from_millis(20), shares.turn(&scope("t", "crm"), 13)).await;
-        assert!(class.is_ok(), "nor the scope's sequence takers");
+        assert!(matches!(class, Ok(Ok(_))), "nor the scope's sequence takers");
         drop((other, class));
+        // Waited for as long as a connection would be, then refused as the tenant's load.
+        let started = std::time::Instant::now();
+        assert_eq!(shares.turn(&scope("t", "crm"), 12).await.err(), Some(StoreError::Busy { limit: 7 }));
+        assert!(started.elapsed() >= WAIT);
         drop(turn);
         assert!(shares.turns.lock().unwrap().is_empty(), "turns nobody waits for are forgotten");
-        let _next = shares.turn(&scope("t", "crm"), 12).await;
+        let _next = shares.turn(&scope("t", "crm"), 12).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn past_so_many_commits_waiting_for_a_scope_the_next_is_refused_at_once() {
+        let shares = ConnectionShares::new(16, Duration::from_secs(5));
+        let scope = Scope { tenant: "t".into(), plugin: "crm".into() };
+        let holder = shares.turn(&scope, 12).await.unwrap();
+        let waiting: Vec<_> = (0..MAX_WAITING_TURNS)
+            .map(|_| {
+                let (shares, scope) = (shares.clone(), scope.clone());
+                tokio::spawn(async move { shares.turn(&scope, 12).await.map(drop) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        assert_eq!(shares.turn(&scope, 12).await.err(), Some(StoreError::Busy { limit: 7 }));
+        assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+        drop(holder);
+        for w in waiting {
+            assert!(w.await.unwrap().is_ok(), "those waiting get their turns");
+        }
+        assert!(shares.turns.lock().unwrap().is_empty());
     }
 }
