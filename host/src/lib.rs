@@ -19,6 +19,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod departments;
+pub mod dependencies;
 pub mod devkit;
 pub mod identity;
 pub mod imports;

@@ -618,7 +618,7 @@ async fn a_case_escalates_into_an_it_ticket_hears_when_it_is_resolved_and_is_unt
     assert_eq!(kinds, ["message_in", "escalation", "escalation"]);
 
     // With the helpdesk disabled, escalating is a clear 503 and the case is unchanged.
-    s.post_empty("/v1/tenants/default/plugins/helpdesk/disable").await.expect(204);
+    s.post_empty("/v1/tenants/default/plugins/helpdesk/disable?force=true").await.expect(200);
     let before = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
     s.post(&format!("{CRM}/cases/1/escalate"), json!({})).await.expect_problem(503, "department-unavailable");
     let after = s.get(&format!("{CRM}/cases/1")).await.expect(200).body;
@@ -811,7 +811,7 @@ async fn search_finds_cases_by_their_messages_and_notes_and_people_by_name_in_th
     // Another tenant with the same plugin and the same words sees only its own case; the
     // first tenant's search is unchanged (a positive control for the isolation).
     let globex = s.tenant_with_token("globex", "tenant-admin").await;
-    s.as_token(Some(&globex), reqwest::Method::POST, "/v1/tenants/globex/plugins/crm/enable", None).await.expect(204);
+    s.as_token(Some(&globex), reqwest::Method::POST, "/v1/tenants/globex/plugins/crm/enable", None).await.expect(200);
     let theirs = s
         .as_token(
             Some(&globex),

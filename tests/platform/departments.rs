@@ -49,7 +49,21 @@ async fn a_plugin_calls_another_through_a_wit_interface_and_gets_typed_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs_no_restart() {
     let s = with_directory().await;
-    s.post_empty("/v1/tenants/default/plugins/directory/disable").await.expect(204);
+    // The roster requires what only the directory provides here: switching it off is
+    // refused, naming who would lose what, unless forced.
+    let refused = s
+        .post_empty("/v1/tenants/default/plugins/directory/disable")
+        .await
+        .expect_problem(409, "provider-required")
+        .body;
+    assert_eq!(
+        refused["dependents"],
+        json!([{ "plugin": "roster", "interfaces": ["keel:hr/directory@0.2.2"] }]),
+        "{refused}"
+    );
+    assert_eq!(s.get(&format!("{ROSTER}/e7")).await.expect(200).body["name"], "Ada Lovelace", "still on");
+    let forced = s.post_empty("/v1/tenants/default/plugins/directory/disable?force=true").await.expect(200).body;
+    assert_eq!(forced["dependents"][0]["plugin"], "roster", "{forced}");
     let unavailable = s.get(&format!("{ROSTER}/e7")).await.expect_problem(503, "department-unavailable").body;
     assert!(
         unavailable["detail"]
@@ -66,15 +80,32 @@ async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs
     s.get(&format!("{ROSTER}/e7")).await.expect_problem(404, "employee-not-found");
 
     // With both enabled the newest compatible version wins, then the first plugin id: the
-    // stored directory, with its data intact. Switching it off again goes back to alt.
-    s.post_empty("/v1/tenants/default/plugins/directory/enable").await.expect(204);
+    // stored directory, with its data intact. Switching it off again goes back to alt, and
+    // needs no force: another provider remains.
+    s.post_empty("/v1/tenants/default/plugins/directory/enable").await.expect(200);
     assert_eq!(s.get(&format!("{ROSTER}/e7")).await.expect(200).body["name"], "Ada Lovelace");
-    s.post_empty("/v1/tenants/default/plugins/directory/disable").await.expect(204);
+    let off = s.post_empty("/v1/tenants/default/plugins/directory/disable").await.expect(200).body;
+    assert_eq!(off["dependents"], json!([]), "{off}");
     assert_eq!(s.get(&format!("{ROSTER}/e2")).await.expect(200).body["name"], "Grace Static");
 
-    // Providers are per tenant: one that has only the roster gets unavailable.
+    // Providers are per tenant: one that has only the roster may switch it on (the answer
+    // says what is missing) and gets unavailable.
     let acme = s.tenant_with_token("acme", "tenant-admin").await;
-    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/roster/enable", None).await.expect(204);
+    let on =
+        s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/roster/enable", None).await.expect(200).body;
+    assert_eq!((on["enabled"].as_bool(), &on["missing"]), (Some(true), &json!(["keel:hr/directory@0.2.2"])), "{on}");
+    let listed = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
+    let roster = listed["items"].as_array().unwrap().iter().find(|p| p["id"] == "roster").cloned().unwrap();
+    assert_eq!(roster["missing"], json!(["keel:hr/directory@0.2.2"]), "{roster}");
+    assert_eq!(roster["requires"], json!(["keel:hr/directory@0.2.2"]), "{roster}");
+    // Once a provider is on there, nothing is missing.
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/directory/enable", None).await.expect(200);
+    let listed = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
+    let roster = listed["items"].as_array().unwrap().iter().find(|p| p["id"] == "roster").cloned().unwrap();
+    assert_eq!(roster["missing"], json!([]), "{roster}");
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/directory/disable?force=true", None)
+        .await
+        .expect(200);
     s.as_token(Some(&acme), Method::GET, &format!("{ROSTER}/e7"), None)
         .await
         .expect_problem(503, "department-unavailable");
@@ -126,7 +157,7 @@ async fn the_newest_compatible_provider_wins_and_its_writes_commit_only_when_it_
     let lookups = s.get("/v1/plugins/directory-next/lookups").await.expect(200).body;
     assert_eq!(lookups["ids"], json!(["e1"]), "{lookups}");
     // Without the newer provider, the older one serves again, its data intact.
-    s.post_empty("/v1/tenants/default/plugins/directory-next/disable").await.expect(204);
+    s.post_empty("/v1/tenants/default/plugins/directory-next/disable").await.expect(200);
     assert_eq!(s.get(&format!("{ROSTER}/e7")).await.expect(200).body["name"], "Ada Lovelace");
 }
 

@@ -116,7 +116,7 @@ async fn no_state_survives_between_calls_across_tenants_traps_timeouts_and_concu
         let token = s.tenant_with_token(tenant, "tenant-admin").await;
         s.as_token(Some(&token), Method::POST, &format!("/v1/tenants/{tenant}/plugins/hostile/enable"), None)
             .await
-            .expect(204);
+            .expect(200);
         callers.push(token);
     }
     let residue = |i: usize| {

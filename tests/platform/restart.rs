@@ -66,10 +66,10 @@ async fn a_plugins_dir_installs_at_start_upgrades_keeps_newer_versions_and_refus
     s.post("/v1/plugins/helpdesk/tickets", json!({ "title": "from the bundle" })).await.expect(201);
 
     // The same file again changes nothing: an admin's choice to switch it off stands.
-    s.post_empty("/v1/tenants/default/plugins/helpdesk/disable").await.expect(204);
+    s.post_empty("/v1/tenants/default/plugins/helpdesk/disable").await.expect(200);
     let s = s.restart_with(|c| c.plugins_dir = Some(dir.clone())).await;
     s.get("/v1/plugins/helpdesk/tickets").await.expect_problem(404, "plugin-not-found");
-    s.post_empty("/v1/tenants/default/plugins/helpdesk/enable").await.expect(204);
+    s.post_empty("/v1/tenants/default/plugins/helpdesk/enable").await.expect(200);
 
     // A newer file upgrades in place, data kept.
     std::fs::write(bundle.path().join("helpdesk.wasm"), helpdesk("0.5.0")).unwrap();

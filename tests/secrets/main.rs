@@ -48,7 +48,7 @@ async fn tokens_are_not_stored_or_logged_in_clear() {
 
     let s = TestServer::with_plugins(&["bundled/helpdesk", "fixtures/hostile"]).await;
     let admin = s.tenant_with_token("acme", "tenant-admin").await;
-    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(204);
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(200);
     let member = s.token_for("acme", "member").await;
     let password = "a very secret passphrase 42";
     let user = json!({ "username": "ana", "display_name": "Ana", "password": password, "role": "member" });

@@ -91,7 +91,7 @@ impl Neighbours {
             server
                 .as_token(Some(token), Method::POST, &format!("/v1/tenants/{tenant}/plugins/{plugin}/enable"), None)
                 .await
-                .expect(204);
+                .expect(200);
         }
         server
             .as_token(Some(&calm), Method::POST, "/v1/plugins/helpdesk/tickets", Some(json!({ "title": "calm" })))

@@ -11,16 +11,17 @@ use super::auth::TenantAdmin;
 use super::problem::{ApiError, Problem};
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
+use crate::dependencies::{self, Dependent, Enabled};
 use crate::identity::{Principal, Role, TokenInfo};
 use crate::tenancy::{TenancyError, Tenant};
 use axum::Json;
 use axum::extract::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeSet;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -185,6 +186,13 @@ pub struct TenantPlugin {
     pub name: String,
     /// Switched on for this tenant (and on for the platform).
     pub enabled: bool,
+    /// Department interfaces it requires (`name@version`).
+    pub requires: Vec<String>,
+    /// Department interfaces it provides (`name@version`).
+    pub provides: Vec<String>,
+    /// Switched on: what it requires that no plugin switched on here provides (its calls
+    /// there fail with `department-unavailable` until one is).
+    pub missing: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -200,50 +208,139 @@ async fn tenant_plugins(
     _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<TenantPluginList>, ApiError> {
+    let loaded = switched_on(&state, &tenant);
+    let enabled: Vec<Enabled<'_>> = loaded.iter().map(|p| enabled_of(p)).collect();
     let items = state
         .registry
         .list()
         .into_iter()
-        .map(|p| TenantPlugin {
-            enabled: p.enabled && state.tenancy.is_enabled(&tenant, &p.id),
-            id: p.id,
-            version: p.version,
-            name: p.name,
+        .map(|p| {
+            let on = loaded.iter().find(|l| l.record.id == p.id);
+            let names = |refs: &[crate::manifest::InterfaceRef]| refs.iter().map(ToString::to_string).collect();
+            TenantPlugin {
+                enabled: on.is_some(),
+                requires: names(p.manifest.required()),
+                provides: names(p.manifest.provided()),
+                missing: on
+                    .map(|l| dependencies::missing(l.record.manifest.required(), &[], &enabled))
+                    .unwrap_or_default(),
+                id: p.id,
+                version: p.version,
+                name: p.name,
+            }
         })
         .collect();
     Ok(Json(TenantPluginList { items }))
 }
 
-async fn switch(state: &AppState, admin: &TenantAdmin, plugin: &str, on: bool) -> Result<StatusCode, ApiError> {
-    if state.registry.get(plugin).is_none() {
+/// The plugins switched on in `tenant` (on for the platform and for the tenant), by id.
+fn switched_on(state: &AppState, tenant: &str) -> Vec<std::sync::Arc<crate::plugins::LoadedPlugin>> {
+    let mut on: Vec<_> = state
+        .registry
+        .loaded()
+        .into_iter()
+        .filter(|p| p.record.enabled && state.tenancy.is_enabled(tenant, &p.record.id))
+        .collect();
+    on.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+    on
+}
+
+fn enabled_of(p: &crate::plugins::LoadedPlugin) -> Enabled<'_> {
+    Enabled { id: &p.record.id, provides: p.record.manifest.provided(), requires: p.record.manifest.required() }
+}
+
+/// A plugin switched on or off for a tenant, and what that leaves unserved.
+#[derive(Serialize, ToSchema)]
+pub struct PluginSwitch {
+    pub plugin: String,
+    pub enabled: bool,
+    /// Switched on: what it requires that no plugin switched on here provides; its calls
+    /// there fail with `department-unavailable` until one is.
+    pub missing: Vec<String>,
+    /// Switched off by force: the plugins left without a provider of what they require.
+    pub dependents: Vec<Dependent>,
+}
+
+#[derive(Deserialize, IntoParams)]
+struct DisableParams {
+    /// Switch it off even though plugins switched on here require what only it provides.
+    #[serde(default)]
+    force: bool,
+}
+
+async fn switch(
+    state: &AppState,
+    admin: &TenantAdmin,
+    plugin: &str,
+    on: bool,
+    force: bool,
+) -> Result<Json<PluginSwitch>, ApiError> {
+    let Some(target) = state.registry.get(plugin) else {
         return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
+    };
+    let loaded = switched_on(state, admin.id());
+    let enabled: Vec<Enabled<'_>> = loaded.iter().map(|p| enabled_of(p)).collect();
+    let (missing, dependents) = if on {
+        let manifest = &target.record.manifest;
+        (dependencies::missing(manifest.required(), manifest.provided(), &enabled), Vec::new())
+    } else {
+        (Vec::new(), dependencies::dependents(plugin, &enabled))
+    };
+    if !on && !force && !dependents.is_empty() {
+        let listed: Vec<String> =
+            dependents.iter().map(|d| format!("{} ({})", d.plugin, d.interfaces.join(", "))).collect();
+        let mut refusal = ApiError::conflict(
+            "provider-required",
+            format!(
+                "`{plugin}` is the only provider here of what {} require{}; switch on another provider first, or force it",
+                listed.join(" and "),
+                if dependents.len() == 1 { "s" } else { "" }
+            ),
+        );
+        let mut members = serde_json::Map::new();
+        members.insert("dependents".into(), serde_json::to_value(&dependents).unwrap_or_default());
+        refusal.extensions = Some(members);
+        return Err(refusal);
     }
     state.tenancy.set_enabled(admin.id(), plugin, on).await?;
     let action = if on { "tenant.plugin.enable" } else { "tenant.plugin.disable" };
-    admin.record(state, action, Some(plugin), json!({})).await;
-    Ok(StatusCode::NO_CONTENT)
+    let detail = if on { json!({ "missing": missing }) } else { json!({ "forced": force, "dependents": dependents }) };
+    admin.record(state, action, Some(plugin), detail).await;
+    Ok(Json(PluginSwitch { plugin: plugin.to_owned(), enabled: on, missing, dependents }))
 }
 
-/// Switch an installed plugin on for this tenant.
+/// Switch an installed plugin on for this tenant. Always allowed: what it requires that no
+/// plugin switched on here provides is listed in `missing`.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/enable", tag = "tenants",
-    params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+    params(("tenant" = String, Path), ("plugin" = String, Path)),
+    responses((status = 200, body = PluginSwitch), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 async fn enable_for_tenant(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path((_tenant, plugin)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    switch(&state, &admin, &plugin, true).await
+) -> Result<Json<PluginSwitch>, ApiError> {
+    switch(&state, &admin, &plugin, true, false).await
 }
 
 /// Switch a plugin off for this tenant: its routes answer 404 here; the data is kept.
+/// Refused (409 `provider-required`, listing the dependents) while it is the only provider
+/// of what other plugins switched on here require, unless `force=true`.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/disable", tag = "tenants",
-    params(("tenant" = String, Path), ("plugin" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+    params(("tenant" = String, Path), ("plugin" = String, Path), DisableParams),
+    responses(
+        (status = 200, body = PluginSwitch),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Other plugins here require what only it provides", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 async fn disable_for_tenant(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path((_tenant, plugin)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    switch(&state, &admin, &plugin, false).await
+    Query(params): Query<DisableParams>,
+) -> Result<Json<PluginSwitch>, ApiError> {
+    switch(&state, &admin, &plugin, false, params.force).await
 }
 
 #[derive(Deserialize, ToSchema)]
