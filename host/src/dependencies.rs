@@ -104,4 +104,28 @@ mod tests {
         // A plugin that provides what it requires loses nothing by another's going.
         assert!(dependents("hr", &[hr, alt]).is_empty());
     }
+
+    #[test]
+    fn what_remains_must_serve_the_version_required_and_every_loss_is_listed() {
+        let newer = [r("keel:hr/directory@0.2.3"), r("keel:helpdesk/tickets@0.1.0")];
+        let older = [r("keel:hr/directory@0.2.1")];
+        let needs_both = [r("keel:hr/directory@0.2.2"), r("keel:helpdesk/tickets@0.1.0")];
+        let suite = Enabled { id: "suite", provides: &newer, requires: &[] };
+        let legacy = Enabled { id: "legacy", provides: &older, requires: &[] };
+        let caller = Enabled { id: "caller", provides: &[], requires: &needs_both };
+        assert_eq!(
+            dependents("suite", &[suite, legacy, caller]),
+            [Dependent {
+                plugin: "caller".into(),
+                interfaces: vec!["keel:hr/directory@0.2.2".into(), "keel:helpdesk/tickets@0.1.0".into()]
+            }],
+            "0.2.1 is too old for a caller of 0.2.2; both interfaces are lost"
+        );
+        // The newer provider going while a compatible older one stays loses nothing.
+        let old_enough = [r("keel:hr/directory@0.2.2")];
+        let kept = Enabled { id: "kept", provides: &old_enough, requires: &[] };
+        let directory_only = [r("keel:hr/directory@0.2.2")];
+        let reader = Enabled { id: "reader", provides: &[], requires: &directory_only };
+        assert!(dependents("suite", &[suite, kept, reader]).is_empty());
+    }
 }

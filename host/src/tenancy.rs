@@ -59,6 +59,9 @@ pub struct TenantStore {
     /// Held by this host's changes and by a reload, so a reload never puts back what a
     /// change made while it read.
     writing: tokio::sync::Mutex<()>,
+    /// Held by a tenant admin's switch from its dependency check to its change, so two
+    /// switches on this host cannot both pass a check the other would fail.
+    switching: tokio::sync::Mutex<()>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -107,6 +110,7 @@ impl TenantStore {
             generation: std::sync::atomic::AtomicU64::new(0),
             grants: RwLock::new(grants),
             writing: tokio::sync::Mutex::new(()),
+            switching: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -198,6 +202,12 @@ impl TenantStore {
             .collect();
         out.sort();
         out
+    }
+
+    /// Taken by a switch that checks what the tenant's plugins require of each other before
+    /// it changes them (`api::tenants`), for the check and the change.
+    pub async fn checked_switch(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.switching.lock().await
     }
 
     pub async fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<(), TenancyError> {

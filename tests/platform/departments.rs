@@ -64,6 +64,10 @@ async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs
     assert_eq!(s.get(&format!("{ROSTER}/e7")).await.expect(200).body["name"], "Ada Lovelace", "still on");
     let forced = s.post_empty("/v1/tenants/default/plugins/directory/disable?force=true").await.expect(200).body;
     assert_eq!(forced["dependents"][0]["plugin"], "roster", "{forced}");
+    let audit = s.get("/v1/tenants/default/audit?action=tenant.plugin.disable").await.expect(200).body;
+    assert_eq!(audit["items"][0]["detail"]["forced"], true, "{audit}");
+    assert_eq!(audit["items"][0]["detail"]["dependents"][0]["plugin"], "roster", "{audit}");
+    s.post_empty("/v1/tenants/default/plugins/directory/disable?force=maybe").await.expect_problem(400, "bad-request");
     let unavailable = s.get(&format!("{ROSTER}/e7")).await.expect_problem(503, "department-unavailable").body;
     assert!(
         unavailable["detail"]
@@ -100,9 +104,15 @@ async fn without_a_provider_the_caller_gets_unavailable_and_a_new_provider_needs
     assert_eq!(roster["requires"], json!(["keel:hr/directory@0.2.2"]), "{roster}");
     // Once a provider is on there, nothing is missing.
     s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/directory/enable", None).await.expect(200);
-    let listed = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
-    let roster = listed["items"].as_array().unwrap().iter().find(|p| p["id"] == "roster").cloned().unwrap();
-    assert_eq!(roster["missing"], json!([]), "{roster}");
+    let roster_missing = || async {
+        let listed = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
+        listed["items"].as_array().unwrap().iter().find(|p| p["id"] == "roster").unwrap()["missing"].clone()
+    };
+    assert_eq!(roster_missing().await, json!([]));
+    // A provider switched off for the whole platform provides nothing anywhere.
+    s.post_empty("/v1/admin/plugins/directory/disable").await.expect(200);
+    assert_eq!(roster_missing().await, json!(["keel:hr/directory@0.2.2"]));
+    s.post_empty("/v1/admin/plugins/directory/enable").await.expect(200);
     s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/directory/disable?force=true", None)
         .await
         .expect(200);

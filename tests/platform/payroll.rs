@@ -162,6 +162,10 @@ async fn a_month_of_payslips_from_hrs_working_days_and_unpaid_leave_to_the_cent(
     .await
     .expect_problem(404, "employee-not-found");
     // Without HR, payroll says so rather than guessing.
+    // Payroll requires the directory only HR provides here: switching HR off takes force.
+    let refused =
+        o.s.post_empty("/v1/tenants/default/plugins/hr/disable").await.expect_problem(409, "provider-required").body;
+    assert_eq!(refused["dependents"][0]["plugin"], "payroll", "{refused}");
     o.s.post_empty("/v1/tenants/default/plugins/hr/disable?force=true").await.expect(200);
     slip(alice.number).await.expect_problem(503, "department-unavailable");
 }

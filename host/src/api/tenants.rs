@@ -190,8 +190,8 @@ pub struct TenantPlugin {
     pub requires: Vec<String>,
     /// Department interfaces it provides (`name@version`).
     pub provides: Vec<String>,
-    /// Switched on: what it requires that no plugin switched on here provides (its calls
-    /// there fail with `department-unavailable` until one is).
+    /// What it requires that no plugin switched on here provides: its calls there fail
+    /// with `department-unavailable` (or would, once it is switched on) until one is.
     pub missing: Vec<String>,
 }
 
@@ -208,25 +208,24 @@ async fn tenant_plugins(
     _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<TenantPluginList>, ApiError> {
-    let loaded = switched_on(&state, &tenant);
-    let enabled: Vec<Enabled<'_>> = loaded.iter().map(|p| enabled_of(p)).collect();
-    let items = state
-        .registry
-        .list()
-        .into_iter()
+    // One snapshot of the registry for the switches and the listing.
+    let mut all = state.registry.loaded();
+    all.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+    let is_on = |p: &crate::plugins::LoadedPlugin| p.record.enabled && state.tenancy.is_enabled(&tenant, &p.record.id);
+    let enabled: Vec<Enabled<'_>> = all.iter().filter(|p| is_on(p)).map(|p| enabled_of(p)).collect();
+    let names = |refs: &[crate::manifest::InterfaceRef]| refs.iter().map(ToString::to_string).collect();
+    let items = all
+        .iter()
         .map(|p| {
-            let on = loaded.iter().find(|l| l.record.id == p.id);
-            let names = |refs: &[crate::manifest::InterfaceRef]| refs.iter().map(ToString::to_string).collect();
+            let manifest = &p.record.manifest;
             TenantPlugin {
-                enabled: on.is_some(),
-                requires: names(p.manifest.required()),
-                provides: names(p.manifest.provided()),
-                missing: on
-                    .map(|l| dependencies::missing(l.record.manifest.required(), &[], &enabled))
-                    .unwrap_or_default(),
-                id: p.id,
-                version: p.version,
-                name: p.name,
+                id: p.record.id.clone(),
+                version: p.record.version.clone(),
+                name: p.record.name.clone(),
+                enabled: is_on(p),
+                requires: names(manifest.required()),
+                provides: names(manifest.provided()),
+                missing: dependencies::missing(manifest.required(), manifest.provided(), &enabled),
             }
         })
         .collect();
@@ -253,6 +252,7 @@ fn enabled_of(p: &crate::plugins::LoadedPlugin) -> Enabled<'_> {
 #[derive(Serialize, ToSchema)]
 pub struct PluginSwitch {
     pub plugin: String,
+    /// Whether it now runs here: switched on for the tenant and on for the platform.
     pub enabled: bool,
     /// Switched on: what it requires that no plugin switched on here provides; its calls
     /// there fail with `department-unavailable` until one is.
@@ -278,6 +278,7 @@ async fn switch(
     let Some(target) = state.registry.get(plugin) else {
         return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
     };
+    let _checked = state.tenancy.checked_switch().await;
     let loaded = switched_on(state, admin.id());
     let enabled: Vec<Enabled<'_>> = loaded.iter().map(|p| enabled_of(p)).collect();
     let (missing, dependents) = if on {
@@ -304,9 +305,14 @@ async fn switch(
     }
     state.tenancy.set_enabled(admin.id(), plugin, on).await?;
     let action = if on { "tenant.plugin.enable" } else { "tenant.plugin.disable" };
-    let detail = if on { json!({ "missing": missing }) } else { json!({ "forced": force, "dependents": dependents }) };
+    let detail = if on {
+        json!({ "missing": missing })
+    } else {
+        json!({ "forced": !dependents.is_empty(), "dependents": dependents })
+    };
     admin.record(state, action, Some(plugin), detail).await;
-    Ok(Json(PluginSwitch { plugin: plugin.to_owned(), enabled: on, missing, dependents }))
+    let enabled = on && target.record.enabled;
+    Ok(Json(PluginSwitch { plugin: plugin.to_owned(), enabled, missing, dependents }))
 }
 
 /// Switch an installed plugin on for this tenant. Always allowed: what it requires that no
@@ -330,8 +336,9 @@ async fn enable_for_tenant(
     params(("tenant" = String, Path), ("plugin" = String, Path), DisableParams),
     responses(
         (status = 200, body = PluginSwitch),
+        (status = 400, description = "`force` is not `true` or `false`", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Other plugins here require what only it provides", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`provider-required`: other plugins here require what only it provides; the problem's `dependents` lists each plugin and interface", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 async fn disable_for_tenant(
