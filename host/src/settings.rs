@@ -165,7 +165,20 @@ impl SettingsStore {
         Ok(())
     }
 
-    /// Drops cached values of a plugin whose settings were purged with it.
+    /// Removes every value `tenant` set for `plugin` (secrets included), in one transaction;
+    /// returns how many.
+    pub async fn purge(&self, tenant: &str, plugin: &str, actor: &str) -> Result<usize, SettingsError> {
+        let stored = self.rows.stored(tenant, plugin).await?;
+        let removals: Vec<(&str, Option<String>)> = stored.keys().map(|name| (name.as_str(), None)).collect();
+        if !removals.is_empty() {
+            self.rows.apply(tenant, plugin, &removals, self.clock.now_ms(), actor).await?;
+        }
+        let mut cache = self.cache.lock().expect("settings cache lock");
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.remove(&(tenant.to_owned(), plugin.to_owned()));
+        Ok(removals.len())
+    }
+
     /// Forgets everything cached (another host changed settings).
     pub fn forget_all(&self) {
         let mut cache = self.cache.lock().expect("settings cache lock");
@@ -173,6 +186,7 @@ impl SettingsStore {
         cache.clear();
     }
 
+    /// Drops cached values of a plugin whose settings were purged with it.
     pub fn forget_plugin(&self, plugin: &str) {
         let mut cache = self.cache.lock().expect("settings cache lock");
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);

@@ -373,3 +373,62 @@ async fn every_tenant_route_refuses_other_tenants_and_members() {
     assert_eq!(by("member of acme", "acme"), 0, "{audit}");
     assert_eq!(by("tenant-admin of globex", "acme"), 0, "{audit}");
 }
+
+/// A tenant deletes what it stored with one plugin: documents, numbering and settings go,
+/// the other tenant's and the audit log stay; it must switch the plugin off and name it.
+#[tokio::test]
+async fn a_tenant_purges_one_plugins_data_and_nothing_else() {
+    let (s, acme, globex) = two_tenants().await;
+    for title in ["Printer", "VPN"] {
+        s.as_token(Some(&acme), Method::POST, T, Some(json!({ "title": title }))).await.expect(201);
+    }
+    let settings = "/v1/tenants/acme/plugins/helpdesk/settings";
+    s.as_token(Some(&acme), Method::PATCH, settings, Some(json!({ "values": { "default-priority": "P1" } })))
+        .await
+        .expect(200);
+    let theirs = s.as_token(Some(&globex), Method::POST, T, Some(json!({ "title": "Mail" }))).await.expect(201).body;
+
+    let purge = "/v1/tenants/acme/plugins/helpdesk/purge";
+    let confirmed = json!({ "confirm": "helpdesk" });
+    s.as_token(Some(&acme), Method::POST, purge, Some(confirmed.clone())).await.expect_problem(409, "plugin-enabled");
+    s.as_token(Some(&acme), Method::GET, &format!("{T}/1"), None).await.expect(200);
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/helpdesk/disable", None).await.expect(200);
+    s.as_token(Some(&acme), Method::POST, purge, Some(json!({ "confirm": "crm" })))
+        .await
+        .expect_problem(422, "confirmation-mismatch");
+    let member = s.token_for("acme", "member").await;
+    s.as_token(Some(&member), Method::POST, purge, Some(confirmed.clone())).await.expect_problem(403, "forbidden");
+    // Another tenant's admin cannot even see it.
+    s.as_token(Some(&globex), Method::POST, purge, Some(confirmed.clone()))
+        .await
+        .expect_problem(404, "tenant-not-found");
+
+    let stored = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/quotas", None).await.expect(200).body["usage"]
+        ["documents"]
+        .as_u64()
+        .unwrap();
+    assert!(stored >= 2, "two tickets at least");
+    let report = s.as_token(Some(&acme), Method::POST, purge, Some(confirmed)).await.expect(200).body;
+    assert_eq!((report["documents"].as_u64(), report["settings"].as_u64()), (Some(stored), Some(1)), "{report}");
+    let quotas = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/quotas", None).await.expect(200).body;
+    assert_eq!(quotas["usage"]["documents"], 0, "{quotas}");
+
+    // Switched on again it starts empty: no tickets, numbering from 1, default settings.
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(200);
+    assert_eq!(s.as_token(Some(&acme), Method::GET, T, None).await.expect(200).body["items"], json!([]));
+    let fresh = s.as_token(Some(&acme), Method::POST, T, Some(json!({ "title": "Again" }))).await.expect(201).body;
+    assert_eq!((fresh["number"].as_u64(), fresh["priority"].as_str()), (Some(1), Some("P3")), "{fresh}");
+    // Globex's ticket is untouched.
+    let kept = s.as_token(Some(&globex), Method::GET, &format!("{T}/1"), None).await.expect(200).body;
+    assert_eq!(kept["title"], theirs["title"]);
+    // The purge is audited; the documents' own audit entries are kept.
+    let audit = s
+        .as_token(Some(&acme), Method::GET, "/v1/tenants/acme/audit?action=tenant.plugin.purge", None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(audit["items"][0]["detail"], json!({ "documents": stored, "settings": 1 }), "{audit}");
+    let puts =
+        s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/audit?action=document.put", None).await.expect(200).body;
+    assert!(puts["items"].as_array().unwrap().len() >= 3, "{puts}");
+}

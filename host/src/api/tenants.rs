@@ -34,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tenant_plugins))
         .routes(routes!(enable_for_tenant))
         .routes(routes!(disable_for_tenant))
+        .routes(routes!(purge_for_tenant))
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
         .routes(routes!(list_roles))
@@ -348,6 +349,79 @@ async fn disable_for_tenant(
     Query(params): Query<DisableParams>,
 ) -> Result<Json<PluginSwitch>, ApiError> {
     switch(&state, &admin, &plugin, false, params.force).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// The plugin's id again: a purge cannot be undone.
+    pub confirm: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PurgeReport {
+    pub plugin: String,
+    /// Documents deleted (with their index entries and full-text rows).
+    pub documents: u64,
+    /// Setting values deleted (secrets included).
+    pub settings: usize,
+}
+
+/// Delete everything this tenant stored with a plugin: its documents (with their index
+/// entries and full-text rows), sequences and settings. Other tenants' data, the plugin
+/// itself, and the audit log are untouched; jobs already queued stay and fail while the
+/// plugin is off. The plugin must be switched off here first, and the request must name it
+/// again in `confirm`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/purge", tag = "tenants",
+    params(("tenant" = String, Path), ("plugin" = String, Path)),
+    request_body = PurgeRequest,
+    responses(
+        (status = 200, body = PurgeReport),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`plugin-enabled`: switch it off here first", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`confirmation-mismatch`: `confirm` is not the plugin's id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn purge_for_tenant(
+    State(state): State<AppState>,
+    admin: TenantAdmin,
+    Path((_tenant, plugin)): Path<(String, String)>,
+    Json(request): Json<PurgeRequest>,
+) -> Result<Json<PurgeReport>, ApiError> {
+    if state.registry.get(&plugin).is_none() {
+        return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
+    }
+    if request.confirm != plugin {
+        return Err(ApiError::unprocessable(
+            "confirmation-mismatch",
+            format!("`confirm` must be `{plugin}`, the plugin whose data is deleted"),
+        ));
+    }
+    // No switch on while the data goes: it would run on half of it.
+    let _checked = state.tenancy.checked_switch().await;
+    if state.tenancy.is_enabled(admin.id(), &plugin) {
+        return Err(ApiError::conflict(
+            "plugin-enabled",
+            format!("`{plugin}` is switched on for this tenant; switch it off first, then purge"),
+        ));
+    }
+    let scope = crate::storage::Scope { tenant: admin.id().to_owned(), plugin: plugin.clone() };
+    let documents = state.store.purge_scope(&scope).await.map_err(|e| match e {
+        crate::storage::StoreError::Unavailable(m) => ApiError::unavailable("storage-unavailable", m),
+        other => {
+            tracing::error!(error = %other, %plugin, "purging a tenant's plugin data failed");
+            ApiError::internal("purging the plugin's data failed; nothing was deleted")
+        }
+    })?;
+    let settings = state.settings.purge(admin.id(), &plugin, &admin.principal.name).await.map_err(|e| {
+        tracing::error!(error = %e, %plugin, "purging a tenant's plugin settings failed");
+        ApiError::internal("the plugin's documents were deleted but its settings were not; purge again")
+    })?;
+    admin
+        .record(&state, "tenant.plugin.purge", Some(&plugin), json!({ "documents": documents, "settings": settings }))
+        .await;
+    Ok(Json(PurgeReport { plugin, documents, settings }))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -64,6 +64,7 @@ pub async fn run_all(store: &dyn DocumentStore) {
     versions_from_pages_keys_in_byte_order(store).await;
     deletes_remove_documents_and_index_rows(store).await;
     purge_removes_only_that_plugin(store).await;
+    a_scope_purge_removes_only_that_tenants_data_of_that_plugin(store).await;
     sequences_count_per_tenant_and_plugin_and_move_past_imports(store).await;
     reads_current_says_whether_what_was_read_still_holds(store).await;
     search_finds_ranks_and_pages_within_its_scope(store).await;
@@ -481,6 +482,45 @@ async fn purge_removes_only_that_plugin(store: &dyn DocumentStore) {
     assert_eq!(store.purge_plugin("goner").await.unwrap(), 1);
     assert!(store.get(&gone, "c", "k").await.unwrap().is_none());
     assert!(store.get(&keep, "c", "k").await.unwrap().is_some());
+}
+
+async fn a_scope_purge_removes_only_that_tenants_data_of_that_plugin(store: &dyn DocumentStore) {
+    use serde_json::json;
+    let gone = scope("purge-a", "crm");
+    let other_tenant = scope("purge-b", "crm");
+    let other_plugin = scope("purge-a", "hr");
+    for s in [&gone, &other_tenant, &other_plugin] {
+        let writes = [
+            put("c", "k1", "{}", Condition::Absent, 1, &[("f", "v")]),
+            put("c", "k2", "{}", Condition::Absent, 1, &[("f", "v")]),
+            put_text("cases", "c1", json!({ "subject": "kettle", "body": "" }), &[]),
+        ];
+        store.commit(s, &writes, 1, &audit()).await.unwrap();
+        assert_eq!(store.next_in_sequence(s, "ticket", None).await.unwrap(), 1);
+    }
+    let before: Vec<_> = store.usage("purge-a").await.unwrap();
+    assert_eq!(store.purge_scope(&gone).await.unwrap(), 3, "purge_scope: counts the documents");
+    assert!(store.get(&gone, "c", "k1").await.unwrap().is_none(), "purge_scope: documents gone");
+    assert!(store.scan(&gone, &range("c", &[("f", "v")], None, 10, false)).await.unwrap().is_empty(), "index gone");
+    let kettle = search_for("cases", "kettle", vec![], 10);
+    assert!(found(store, &gone, &kettle).await.is_empty(), "purge_scope: full-text rows gone");
+    assert_eq!(store.next_in_sequence(&gone, "ticket", None).await.unwrap(), 1, "purge_scope: sequences restart");
+    // Nothing of another tenant or plugin moved.
+    for s in [&other_tenant, &other_plugin] {
+        assert_eq!(store.scan(s, &range("c", &[("f", "v")], None, 10, false)).await.unwrap().len(), 2, "{s:?}");
+        assert_eq!(found(store, s, &kettle).await, ["c1"], "{s:?}");
+        assert_eq!(store.next_in_sequence(s, "ticket", None).await.unwrap(), 2, "{s:?}");
+    }
+    let after = store.usage("purge-a").await.unwrap();
+    assert!(after.iter().all(|(plugin, _)| plugin != "crm"), "purge_scope: its usage goes: {after:?}");
+    assert_eq!(
+        after.iter().find(|(plugin, _)| plugin == "hr").map(|(_, u)| u.documents),
+        before.iter().find(|(plugin, _)| plugin == "hr").map(|(_, u)| u.documents),
+        "purge_scope: the other plugin's usage is kept"
+    );
+    // And the store works on for the purged scope.
+    store.commit(&gone, &[put("c", "k1", "{}", Condition::Absent, 1, &[])], 2, &audit()).await.unwrap();
+    assert!(store.get(&gone, "c", "k1").await.unwrap().is_some());
 }
 
 async fn sequences_count_per_tenant_and_plugin_and_move_past_imports(store: &dyn DocumentStore) {

@@ -497,6 +497,12 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// how many documents.
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError>;
 
+    /// Removes everything one plugin stored in one tenant (documents, their index entries
+    /// and full-text rows, sequences, usage), in one transaction taken in turn with the
+    /// scope's commits; nothing of another tenant or plugin is touched. Returns how many
+    /// documents.
+    async fn purge_scope(&self, scope: &Scope) -> Result<u64, StoreError>;
+
     /// The next value of `scope`'s sequence `name` (1 for a new one), moved past `after`
     /// first if given, in a transaction of its own (not the caller's commit): no value is
     /// handed out twice, and concurrent callers wait for each other instead of conflicting.
@@ -539,6 +545,9 @@ impl DocumentStore for NoStorage {
         Err(NoStorage::refused())
     }
     async fn reads_current(&self, _: &Scope, _: &[Read]) -> Result<bool, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn purge_scope(&self, _: &Scope) -> Result<u64, StoreError> {
         Err(NoStorage::refused())
     }
     async fn purge_plugin(&self, _: &str) -> Result<u64, StoreError> {

@@ -573,6 +573,45 @@ impl DocumentStore for PgDocumentStore {
         Ok(value as u64)
     }
 
+    async fn purge_scope(&self, scope: &Scope) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // In turn with the scope's commits and sequence takers, in every replica.
+        lock_plugin(&mut tx, &scope.plugin, false).await?;
+        lock_scope(&mut tx, scope, SCOPE_LOCK).await?;
+        lock_scope(&mut tx, scope, SEQUENCE_LOCK).await?;
+        let mut documents = 0;
+        for statement in [
+            "DELETE FROM search_rows WHERE tenant_id = $1 AND plugin_id = $2",
+            "DELETE FROM document_index WHERE tenant_id = $1 AND plugin_id = $2",
+            "DELETE FROM documents WHERE tenant_id = $1 AND plugin_id = $2",
+        ] {
+            documents = sqlx::query(statement)
+                .bind(&scope.tenant)
+                .bind(&scope.plugin)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+        }
+        sqlx::query(
+            "UPDATE storage_usage AS t SET documents = t.documents - p.documents, bytes = t.bytes - p.bytes \
+             FROM storage_usage AS p WHERE t.tenant_id = $1 AND t.plugin_id = '' AND p.tenant_id = $1 AND p.plugin_id = $2",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for statement in [
+            "DELETE FROM sequences WHERE tenant_id = $1 AND plugin_id = $2",
+            "DELETE FROM storage_usage WHERE tenant_id = $1 AND plugin_id = $2",
+        ] {
+            sqlx::query(statement).bind(&scope.tenant).bind(&scope.plugin).execute(&mut *tx).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(documents)
+    }
+
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         lock_plugin(&mut tx, plugin, true).await?;

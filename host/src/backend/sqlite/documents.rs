@@ -851,6 +851,57 @@ impl DocumentStore for SqliteDocumentStore {
         Ok(value as u64)
     }
 
+    async fn purge_scope(&self, scope: &Scope) -> Result<u64, StoreError> {
+        let _turn = self.writes.turn(&scope.tenant).await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let (tenant, plugin) = (scope.tenant.as_str(), scope.plugin.as_str());
+        // Full-text tables are per (tenant, plugin, collection): this scope's go whole.
+        let tables: Vec<String> =
+            sqlx::query_scalar("DELETE FROM search_tables WHERE tenant_id = ? AND plugin_id = ? RETURNING name")
+                .bind(tenant)
+                .bind(plugin)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        for table in &tables {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let mut documents = 0;
+        for statement in [
+            "DELETE FROM document_index WHERE tenant_id = ? AND plugin_id = ?",
+            "DELETE FROM documents WHERE tenant_id = ? AND plugin_id = ?",
+        ] {
+            documents = sqlx::query(statement)
+                .bind(tenant)
+                .bind(plugin)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+        }
+        // The tenant's totals lose what the plugin stored there, then the plugin's row goes.
+        sqlx::query(
+            "UPDATE storage_usage AS t SET documents = t.documents - p.documents, bytes = t.bytes - p.bytes \
+             FROM storage_usage AS p WHERE t.tenant_id = ?1 AND t.plugin_id = '' AND p.tenant_id = ?1 AND p.plugin_id = ?2",
+        )
+        .bind(tenant)
+        .bind(plugin)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for statement in [
+            "DELETE FROM sequences WHERE tenant_id = ? AND plugin_id = ?",
+            "DELETE FROM storage_usage WHERE tenant_id = ? AND plugin_id = ?",
+        ] {
+            sqlx::query(statement).bind(tenant).bind(plugin).execute(&mut *tx).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(documents)
+    }
+
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         drop_search_tables(&mut tx, plugin, None).await?;
