@@ -427,7 +427,12 @@ async fn a_tenant_purges_one_plugins_data_and_nothing_else() {
         .await
         .expect(200)
         .body;
-    assert_eq!(audit["items"][0]["detail"], json!({ "documents": stored, "settings": 1 }), "{audit}");
+    let cancelled = report["jobs_cancelled"].as_u64().expect("a count of cancelled jobs");
+    assert_eq!(
+        audit["items"][0]["detail"],
+        json!({ "documents": stored, "settings": 1, "jobs_cancelled": cancelled }),
+        "{audit}"
+    );
     let puts =
         s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/audit?action=document.put", None).await.expect(200).body;
     assert!(puts["items"].as_array().unwrap().len() >= 3, "{puts}");

@@ -365,13 +365,14 @@ pub struct PurgeReport {
     pub documents: u64,
     /// Setting values deleted (secrets included).
     pub settings: usize,
+    /// Jobs of the plugin in this tenant that had not started, cancelled.
+    pub jobs_cancelled: u64,
 }
 
 /// Delete everything this tenant stored with a plugin: its documents (with their index
-/// entries and full-text rows), sequences and settings. Other tenants' data, the plugin
-/// itself, and the audit log are untouched; jobs already queued stay and fail while the
-/// plugin is off. The plugin must be switched off here first, and the request must name it
-/// again in `confirm`.
+/// entries and full-text rows), sequences and settings, and cancel its queued jobs here.
+/// Other tenants' data, the plugin itself, and the audit log are untouched. The plugin must
+/// be switched off here first, and the request must name it again in `confirm`.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/purge", tag = "tenants",
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     request_body = PurgeRequest,
@@ -418,10 +419,14 @@ async fn purge_for_tenant(
         tracing::error!(error = %e, %plugin, "purging a tenant's plugin settings failed");
         ApiError::internal("the plugin's documents were deleted but its settings were not; purge again")
     })?;
-    admin
-        .record(&state, "tenant.plugin.purge", Some(&plugin), json!({ "documents": documents, "settings": settings }))
-        .await;
-    Ok(Json(PurgeReport { plugin, documents, settings }))
+    // Work queued for data that is gone would run on nothing once switched on again.
+    let jobs = state.jobs.cancel_queued_of(admin.id(), &plugin, state.clock.now_ms()).await.map_err(|e| {
+        tracing::error!(error = %e, %plugin, "cancelling a purged plugin's queued jobs failed");
+        ApiError::internal("the plugin's data was deleted but its queued jobs were not cancelled; purge again")
+    })?;
+    let detail = json!({ "documents": documents, "settings": settings, "jobs_cancelled": jobs });
+    admin.record(&state, "tenant.plugin.purge", Some(&plugin), detail).await;
+    Ok(Json(PurgeReport { plugin, documents, settings, jobs_cancelled: jobs }))
 }
 
 #[derive(Deserialize, ToSchema)]

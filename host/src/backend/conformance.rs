@@ -306,6 +306,29 @@ pub async fn queue(jobs: &dyn JobQueue) {
     jobs_are_claimed_once_and_taken_over_when_their_lease_ends(jobs).await;
     concurrent_claimers_take_disjoint_jobs(jobs).await;
     schedules_fire_once_per_tick(jobs).await;
+    a_purge_cancels_only_its_scopes_queued_jobs(jobs).await;
+}
+
+async fn a_purge_cancels_only_its_scopes_queued_jobs(jobs: &dyn JobQueue) {
+    // Due far in the future: no other check's claim takes them.
+    let far = 1 << 50;
+    for (tenant, id, plugin) in [
+        ("cf-purge", "job_cfp1", "p"),
+        ("cf-purge", "job_cfp2", "p"),
+        ("cf-purge", "job_cfp3", "q"),
+        ("cf-keep", "job_cfp4", "p"),
+    ] {
+        assert!(jobs.enqueue(tenant, &job(id, plugin, far), 1).await.unwrap());
+    }
+    assert_eq!(jobs.cancel_queued_of("cf-purge", "p", 2).await.unwrap(), 2, "jobs: the scope's queued jobs");
+    for (tenant, id, status) in [
+        ("cf-purge", "job_cfp1", JobStatus::Cancelled),
+        ("cf-purge", "job_cfp3", JobStatus::Queued),
+        ("cf-keep", "job_cfp4", JobStatus::Queued),
+    ] {
+        assert_eq!(jobs.get(tenant, id).await.unwrap().0.status, status, "jobs: {tenant}/{id}");
+    }
+    assert_eq!(jobs.cancel_queued_of("cf-purge", "p", 3).await.unwrap(), 0, "jobs: nothing left to cancel");
 }
 
 async fn jobs_are_claimed_once_and_taken_over_when_their_lease_ends(jobs: &dyn JobQueue) {

@@ -254,6 +254,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Cancels a job that has not started (or is waiting for a retry).
     async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<JobRecord, JobStoreError>;
 
+    /// Cancels every job of `plugin` in `tenant` that has not started (a purge of its data);
+    /// returns how many.
+    async fn cancel_queued_of(&self, tenant: &str, plugin: &str, now: i64) -> Result<u64, JobStoreError>;
+
     /// A tenant's tasks, newest first: up to `limit` older than `before` (the previous page's
     /// last (created_at, id)), of `plugin` and in `status` if given.
     async fn tasks(

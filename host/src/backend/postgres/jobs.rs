@@ -443,6 +443,20 @@ impl JobQueue for PgJobQueue {
         self.change_state(tenant, id, now, update, "only queued jobs can be cancelled").await
     }
 
+    async fn cancel_queued_of(&self, tenant: &str, plugin: &str, now: i64) -> Result<u64, JobStoreError> {
+        let cancelled = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $1 \
+             WHERE tenant_id = $2 AND plugin_id = $3 AND status = 'queued'",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(plugin)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(cancelled)
+    }
+
     /// A tenant's tasks, newest first: up to `limit` older than `before` (the previous page's
     /// last (created_at, id)), of `plugin` and in `status` if given.
     async fn tasks(
