@@ -225,6 +225,42 @@ async fn the_cli_shows_sets_and_resets_plugin_settings_with_secrets_from_stdin()
 }
 
 /// `keel tenant quota set acme ...` with the four quotas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_switches_a_tenants_plugins_and_purges_one() {
+    let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/bundled/helpdesk.wasm");
+    assert!(artifact.exists(), "missing {}; run `cargo xtask build-plugins`", artifact.display());
+    let (_dir, server, url, token) = server().await;
+    let run = |args: Vec<String>| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            cli(&url, &token, &args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        })
+    };
+    let args = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let (ok, out) = run(vec!["plugin".into(), "install".into(), artifact.to_str().unwrap().into()]).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(args("tenant create acme --name Acme")).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(args("tenant plugin list acme")).await.unwrap();
+    assert!(ok && out.lines().any(|l| l.starts_with("helpdesk") && l.contains(" no ")), "{out}");
+    let (ok, out) = run(args("tenant plugin enable acme helpdesk")).await.unwrap();
+    assert!(ok && out.contains("helpdesk is on for acme"), "{out}");
+    assert!(server.state.tenancy.is_enabled("acme", "helpdesk"));
+    let (ok, out) = run(args("tenant plugin list acme")).await.unwrap();
+    assert!(ok && out.lines().any(|l| l.starts_with("helpdesk") && l.contains(" yes ")), "{out}");
+    // A purge needs the plugin off, and its name again.
+    let (ok, out) = run(args("tenant plugin purge acme helpdesk --confirm helpdesk")).await.unwrap();
+    assert!(!ok && out.contains("plugin-enabled"), "{out}");
+    let (ok, out) = run(args("tenant plugin disable acme helpdesk")).await.unwrap();
+    assert!(ok && out.contains("helpdesk is off for acme"), "{out}");
+    assert!(!server.state.tenancy.is_enabled("acme", "helpdesk"));
+    let (ok, out) = run(args("tenant plugin purge acme helpdesk --confirm crm")).await.unwrap();
+    assert!(!ok && out.contains("confirmation-mismatch"), "{out}");
+    let (ok, out) = run(args("tenant plugin purge acme helpdesk --confirm helpdesk")).await.unwrap();
+    assert!(ok && out.contains("purged helpdesk for acme: 0 documents"), "{out}");
+    server.shutdown().await;
+}
+
 fn quota_set<'a>(documents: &'a str, mb: &'a str, plugin_documents: &'a str, plugin_mb: &'a str) -> [&'a str; 12] {
     #[rustfmt::skip]
     let args = ["tenant", "quota", "set", "acme", "--documents", documents, "--mb", mb,

@@ -1,4 +1,4 @@
-//! `keel tenant`: tenants and their quotas (platform admins).
+//! `keel tenant`: tenants, their quotas (platform admins) and the plugins each has on.
 
 use super::ClientArgs;
 use anyhow::Result;
@@ -26,6 +26,48 @@ pub enum TenantCommand {
     Quota {
         #[command(subcommand)]
         command: QuotaCommand,
+    },
+    /// The plugins a tenant has on: list, switch on or off, purge what it stored with one.
+    Plugin {
+        #[command(subcommand)]
+        command: TenantPluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TenantPluginCommand {
+    /// The installed plugins, whether each is on for the tenant, and what each is missing.
+    List {
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Switch a plugin on for the tenant (what no plugin on there provides is listed).
+    Enable {
+        tenant: String,
+        plugin: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Switch a plugin off for the tenant; its data is kept.
+    Disable {
+        tenant: String,
+        plugin: String,
+        /// Even though plugins on there require what only it provides.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete everything the tenant stored with a plugin that is off there. Cannot be undone.
+    Purge {
+        tenant: String,
+        plugin: String,
+        /// The plugin's id again.
+        #[arg(long)]
+        confirm: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -77,6 +119,62 @@ pub async fn run(command: TenantCommand) -> Result<()> {
             }
         }
         TenantCommand::Quota { command } => quota(command).await?,
+        TenantCommand::Plugin { command } => plugins(command).await?,
+    }
+    Ok(())
+}
+
+async fn plugins(command: TenantPluginCommand) -> Result<()> {
+    let path = |tenant: &str, plugin: &str, action: &str| -> Result<String> {
+        Ok(format!("/v1/tenants/{}/plugins/{}/{action}", segment(tenant)?, segment(plugin)?))
+    };
+    let names = |v: &Value| {
+        let listed: Vec<&str> = v.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        listed.join(", ")
+    };
+    match command {
+        TenantPluginCommand::List { tenant, client } => {
+            let body: Value =
+                client.client()?.get(&format!("/v1/tenants/{}/plugins", segment(&tenant)?)).await?.json()?;
+            println!("{:<20} {:<10} {:<4} MISSING", "ID", "VERSION", "ON");
+            for p in body["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<10} {:<4} {}",
+                    p["id"].as_str().unwrap_or("?"),
+                    p["version"].as_str().unwrap_or("?"),
+                    if p["enabled"].as_bool() == Some(true) { "yes" } else { "no" },
+                    names(&p["missing"])
+                );
+            }
+        }
+        TenantPluginCommand::Enable { tenant, plugin, client } => {
+            let body: Value =
+                client.client()?.send_empty(Method::POST, &path(&tenant, &plugin, "enable")?).await?.json()?;
+            println!("{plugin} is on for {tenant}");
+            if body["missing"].as_array().is_some_and(|m| !m.is_empty()) {
+                println!("no plugin on there provides {}: its calls there fail until one is", names(&body["missing"]));
+            }
+        }
+        TenantPluginCommand::Disable { tenant, plugin, force, client } => {
+            let action = if force { "disable?force=true" } else { "disable" };
+            let body: Value =
+                client.client()?.send_empty(Method::POST, &path(&tenant, &plugin, action)?).await?.json()?;
+            println!("{plugin} is off for {tenant}");
+            for d in body["dependents"].as_array().into_iter().flatten() {
+                println!("{} lost its provider of {}", d["plugin"].as_str().unwrap_or("?"), names(&d["interfaces"]));
+            }
+        }
+        TenantPluginCommand::Purge { tenant, plugin, confirm, client } => {
+            let body: Value = client
+                .client()?
+                .send_json(Method::POST, &path(&tenant, &plugin, "purge")?, &json!({ "confirm": confirm }))
+                .await?
+                .json()?;
+            println!(
+                "purged {plugin} for {tenant}: {} documents, {} settings, {} queued jobs cancelled",
+                body["documents"], body["settings"], body["jobs_cancelled"]
+            );
+        }
     }
     Ok(())
 }
