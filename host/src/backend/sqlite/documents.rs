@@ -459,7 +459,7 @@ pub(super) async fn reindex(
     // A collection without `search` has no table, also when it had one before an uninstall
     // (a fresh install compares with nothing): then a commit never needs to look for one.
     if indexes.search.is_none() || drop.iter().chain(rebuild).any(|name| name == search_index) {
-        drop_search_tables(&mut *conn, plugin, Some(collection)).await?;
+        drop_search_tables(&mut *conn, plugin, Some(collection), None).await?;
     }
     let search = rebuild.contains(search_index).then_some(indexes.search.as_ref()).flatten();
     for name in drop.iter().chain(rebuild).filter(|name| *name != search_index) {
@@ -856,19 +856,7 @@ impl DocumentStore for SqliteDocumentStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let (tenant, plugin) = (scope.tenant.as_str(), scope.plugin.as_str());
         // Full-text tables are per (tenant, plugin, collection): this scope's go whole.
-        let tables: Vec<String> =
-            sqlx::query_scalar("DELETE FROM search_tables WHERE tenant_id = ? AND plugin_id = ? RETURNING name")
-                .bind(tenant)
-                .bind(plugin)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        for table in &tables {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
+        drop_search_tables(&mut tx, plugin, None, Some(tenant)).await?;
         let mut documents = 0;
         for statement in [
             "DELETE FROM document_index WHERE tenant_id = ? AND plugin_id = ?",
@@ -904,7 +892,7 @@ impl DocumentStore for SqliteDocumentStore {
 
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        drop_search_tables(&mut tx, plugin, None).await?;
+        drop_search_tables(&mut tx, plugin, None, None).await?;
         sqlx::query("DELETE FROM document_index WHERE plugin_id = ?")
             .bind(plugin)
             .execute(&mut *tx)
@@ -1404,20 +1392,22 @@ async fn ensure_search_table(
 }
 
 /// Drops the full-text tables of a plugin's collection (all of its collections: `None`) in
-/// every tenant.
+/// one tenant (every tenant: `None`).
 async fn drop_search_tables(
     conn: &mut sqlx::SqliteConnection,
     plugin: &str,
     collection: Option<&str>,
+    tenant: Option<&str>,
 ) -> Result<(), StoreError> {
     // A write first: a deferred transaction that has read cannot take the write lock once
     // another commit has landed since (SQLITE_BUSY_SNAPSHOT).
     let tables: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM search_tables WHERE plugin_id = ? AND (? IS NULL OR collection = ?) RETURNING name",
+        "DELETE FROM search_tables WHERE plugin_id = ?1 AND (?2 IS NULL OR collection = ?2) \
+         AND (?3 IS NULL OR tenant_id = ?3) RETURNING name",
     )
     .bind(plugin)
     .bind(collection)
-    .bind(collection)
+    .bind(tenant)
     .fetch_all(&mut *conn)
     .await
     .map_err(db_error)?;
