@@ -166,6 +166,24 @@ impl Client {
         self.send(self.request(method, path).json(body)).await
     }
 
+    /// `GET path`, a 2xx body written to `out` as it arrives rather than held in memory;
+    /// returns the bytes written. Another status is its problem, and nothing is written.
+    pub async fn download(&self, path: &str, out: &mut impl std::io::Write) -> Result<u64, ClientError> {
+        let unreachable = |source| ClientError::Unreachable { base: self.base.clone(), source };
+        let mut response = self.request(Method::GET, path).send().await.map_err(unreachable)?;
+        if !response.status().is_success() {
+            let (status, headers) = (response.status().as_u16(), response.headers().clone());
+            let bytes = response.bytes().await.map_err(unreachable)?;
+            return Reply::from_parts(status, headers, &bytes).success().map(|_| 0);
+        }
+        let mut written = 0;
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            out.write_all(&chunk).map_err(|e| ClientError::Decode(format!("writing the answer failed: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     /// `method path` without a body.
     pub async fn send_empty(&self, method: Method, path: &str) -> Result<Reply, ClientError> {
         self.send(self.request(method, path)).await

@@ -27,6 +27,7 @@ pub mod jobs;
 pub mod manifest;
 pub mod metrics;
 pub mod plugins;
+pub mod portability;
 pub mod runtime;
 pub mod server;
 pub mod settings;

@@ -165,6 +165,37 @@ impl SettingsStore {
         Ok(())
     }
 
+    /// Sets values read from an export (their stored text), all or none: each must be a
+    /// declared, non-secret setting of `manifest` that accepts it.
+    pub async fn restore(
+        &self,
+        tenant: &str,
+        manifest: &Manifest,
+        values: &[(String, String)],
+        actor: &str,
+    ) -> Result<(), SettingsError> {
+        let mut checked: Vec<(&str, Option<String>)> = Vec::with_capacity(values.len());
+        for (name, text) in values {
+            let spec = manifest
+                .settings
+                .iter()
+                .find(|s| &s.name == name && !s.secret)
+                .ok_or_else(|| SettingsError::Unknown(name.clone()))?;
+            if !spec.accepts_text(text) {
+                return Err(SettingsError::Invalid { name: name.clone(), reason: "is not a value it accepts".into() });
+            }
+            checked.push((name, Some(text.clone())));
+        }
+        if checked.is_empty() {
+            return Ok(());
+        }
+        self.rows.apply(tenant, &manifest.id, &checked, self.clock.now_ms(), actor).await?;
+        let mut cache = self.cache.lock().expect("settings cache lock");
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.remove(&(tenant.to_owned(), manifest.id.clone()));
+        Ok(())
+    }
+
     /// Removes every value `tenant` set for `plugin` (secrets included), in one transaction;
     /// returns how many.
     pub async fn purge(&self, tenant: &str, plugin: &str, actor: &str) -> Result<usize, SettingsError> {

@@ -254,6 +254,26 @@ async fn the_cli_switches_a_tenants_plugins_and_purges_one() {
     let (ok, out) = run(args("tenant plugin disable acme helpdesk")).await.unwrap();
     assert!(ok && out.contains("helpdesk is off for acme"), "{out}");
     assert!(!server.state.tenancy.is_enabled("acme", "helpdesk"));
+    // Export to a file, import into another tenant; a failed export leaves no file.
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("acme-helpdesk.jsonl");
+    let file_arg = file.to_str().unwrap().to_owned();
+    let (ok, out) = run(args(&format!("tenant plugin export acme helpdesk -o {file_arg}"))).await.unwrap();
+    assert!(ok && out.contains("0 documents"), "{out}");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.starts_with("{\"format\":\"keel-plugin-data\""), "{written}");
+    assert!(
+        written.trim_end().ends_with("{\"kind\":\"end\",\"documents\":0,\"settings\":0,\"sequences\":0}"),
+        "{written}"
+    );
+    let (ok, out) = run(args("tenant create globex --name Globex")).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(args(&format!("tenant plugin import globex helpdesk {file_arg}"))).await.unwrap();
+    assert!(ok && out.contains("imported into helpdesk for globex (from acme"), "{out}");
+    let missing = files.path().join("nope.jsonl");
+    let (ok, out) = run(args(&format!("tenant plugin export acme crm -o {}", missing.display()))).await.unwrap();
+    assert!(!ok && out.contains("plugin-not-found"), "{out}");
+    assert!(std::fs::read_dir(files.path()).unwrap().count() == 1, "only the first export's file");
     let (ok, out) = run(args("tenant plugin purge acme helpdesk --confirm crm")).await.unwrap();
     assert!(!ok && out.contains("confirmation-mismatch"), "{out}");
     let (ok, out) = run(args("tenant plugin purge acme helpdesk --confirm helpdesk")).await.unwrap();

@@ -15,6 +15,7 @@ mod leases;
 mod leave;
 mod onboarding;
 mod payroll;
+mod portability;
 mod python;
 mod replicas;
 mod restart;

@@ -165,6 +165,14 @@ async fn a_secret_setting_reaches_the_plugin_and_is_never_read_back() {
     // secrets do not (a plugin installed later under the same id must not read them).
     let change = json!({ "values": { "api-key": secret, "greeting": "kept" } });
     s.as_token(Some(&acme), Method::PATCH, path, Some(change)).await.expect(200);
+    // An export of the tenant's data carries the ordinary setting, names the secret as left
+    // out, and never holds its value.
+    let export = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/plugins/hostile/export", None).await;
+    let text = export.expect(200).body.as_str().unwrap().to_owned();
+    assert!(!text.contains(secret), "the secret is in the export: {text}");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["secrets-omitted"], json!(["api-key"]), "{text}");
+    assert!(lines.contains(&json!({ "kind": "setting", "name": "greeting", "value": "kept" })), "{text}");
     s.delete("/v1/admin/plugins/hostile").await.expect(204);
     s.install("fixtures/hostile").await.expect(201);
     s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/hostile/enable", None).await.expect(200);

@@ -100,6 +100,11 @@ impl TenantAdmin {
         &self.tenant.id
     }
 
+    /// The request's id, for audit entries.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
     /// Logs and audits a change this admin made in the tenant. `detail` is recorded as given:
     /// never put a secret in it.
     pub async fn record(

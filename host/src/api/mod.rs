@@ -12,6 +12,7 @@ pub mod dispatch;
 mod imports;
 mod jobs;
 mod ops;
+mod portability;
 pub mod problem;
 mod quotas;
 pub mod rate_limit;
@@ -138,6 +139,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::routes())
         .merge(tasks::routes())
         .merge(imports::routes())
+        .merge(portability::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

@@ -1,7 +1,7 @@
 //! `keel tenant`: tenants, their quotas (platform admins) and the plugins each has on.
 
 use super::ClientArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use keel_host::client::segment;
 use reqwest::Method;
@@ -27,7 +27,8 @@ pub enum TenantCommand {
         #[command(subcommand)]
         command: QuotaCommand,
     },
-    /// The plugins a tenant has on: list, switch on or off, purge what it stored with one.
+    /// The plugins a tenant has on: list, switch on or off, export, import or purge what it
+    /// stored with one.
     Plugin {
         #[command(subcommand)]
         command: TenantPluginCommand,
@@ -56,6 +57,25 @@ pub enum TenantPluginCommand {
         /// Even though plugins on there require what only it provides.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write everything the tenant stored with a plugin to a JSON Lines file (secret
+    /// settings left out).
+    Export {
+        tenant: String,
+        plugin: String,
+        /// The file to write (`-`: standard output). Written whole or not at all.
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Read a file from `export` into the tenant, where the plugin is off and holds nothing.
+    Import {
+        tenant: String,
+        plugin: String,
+        file: std::path::PathBuf,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -164,6 +184,29 @@ async fn plugins(command: TenantPluginCommand) -> Result<()> {
                 println!("{} lost its provider of {}", d["plugin"].as_str().unwrap_or("?"), names(&d["interfaces"]));
             }
         }
+        TenantPluginCommand::Export { tenant, plugin, output, client } => {
+            export(client.client()?, &path(&tenant, &plugin, "export")?, &output).await?;
+        }
+        TenantPluginCommand::Import { tenant, plugin, file, client } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let client = client.client()?;
+            let request = client
+                .request(Method::POST, &path(&tenant, &plugin, "import")?)
+                .header("content-type", "application/x-ndjson")
+                .body(bytes);
+            let body: Value = client.send(request).await?.json()?;
+            println!(
+                "imported into {plugin} for {tenant} (from {} at version {}): {} documents, {} settings, {} sequences",
+                body["from_tenant"].as_str().unwrap_or("?"),
+                body["from_version"].as_str().unwrap_or("?"),
+                body["documents"],
+                body["settings"],
+                body["sequences"]
+            );
+            if body["secrets_omitted"].as_array().is_some_and(|s| !s.is_empty()) {
+                println!("secret settings are not in exports; set them again: {}", names(&body["secrets_omitted"]));
+            }
+        }
         TenantPluginCommand::Purge { tenant, plugin, confirm, client } => {
             let body: Value = client
                 .client()?
@@ -176,6 +219,69 @@ async fn plugins(command: TenantPluginCommand) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Streams an export to `output` (a file, written beside it and renamed once whole, or `-`
+/// for standard output), and refuses a stream that ends without its `end` line.
+async fn export(client: keel_host::client::Client, path: &str, output: &std::path::Path) -> Result<()> {
+    /// Keeps the last bytes written: the file's last line says whether it is whole.
+    struct Tail<W> {
+        out: W,
+        tail: Vec<u8>,
+    }
+    impl<W: std::io::Write> std::io::Write for Tail<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.tail.extend_from_slice(&buf[..n]);
+            let excess = self.tail.len().saturating_sub(4096);
+            self.tail.drain(..excess);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    let whole = |tail: &[u8]| {
+        let text = String::from_utf8_lossy(tail);
+        let last = text.trim_end().rsplit('\n').next().unwrap_or_default().to_owned();
+        serde_json::from_str::<Value>(&last).ok().filter(|v| v["kind"] == "end")
+    };
+    if output.as_os_str() == "-" {
+        let mut out = Tail { out: std::io::stdout().lock(), tail: Vec::new() };
+        client.download(path, &mut out).await?;
+        std::io::Write::flush(&mut out)?;
+        whole(&out.tail).context("the export was cut short: its last line is not `end`")?;
+        return Ok(());
+    }
+    let partial = output.with_extension("partial");
+    let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut out = Tail { out: std::io::BufWriter::new(file), tail: Vec::new() };
+    let result = client.download(path, &mut out).await;
+    let flushed = std::io::Write::flush(&mut out);
+    let end = match (result, flushed) {
+        (Ok(_), Ok(())) => whole(&out.tail),
+        (Err(e), _) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+        (_, Err(e)) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    };
+    let Some(end) = end else {
+        let _ = std::fs::remove_file(&partial);
+        anyhow::bail!("the export was cut short (its last line is not `end`); nothing was written");
+    };
+    std::fs::rename(&partial, output).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "exported to {}: {} documents, {} settings, {} sequences",
+        output.display(),
+        end["documents"],
+        end["settings"],
+        end["sequences"]
+    );
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 
 use super::search::{QueryLimits, SearchField, SearchFields, parse_query};
 use super::{
-    Comparison, Condition, DocumentStore, Drive, KeyRange, Position, Predicate, Read, Scope, SearchRange, StoreError,
-    Write, WriteAudit, WriteOp,
+    Comparison, Condition, DocumentStore, Drive, KeyRange, Position, Predicate, Read, Scope, ScopeContents,
+    SearchRange, StoreError, Write, WriteAudit, WriteOp,
 };
 
 fn audit() -> WriteAudit {
@@ -65,6 +65,7 @@ pub async fn run_all(store: &dyn DocumentStore) {
     deletes_remove_documents_and_index_rows(store).await;
     purge_removes_only_that_plugin(store).await;
     a_scope_purge_removes_only_that_tenants_data_of_that_plugin(store).await;
+    scope_contents_lists_collections_and_sequences_of_one_scope(store).await;
     sequences_count_per_tenant_and_plugin_and_move_past_imports(store).await;
     reads_current_says_whether_what_was_read_still_holds(store).await;
     search_finds_ranks_and_pages_within_its_scope(store).await;
@@ -482,6 +483,43 @@ async fn purge_removes_only_that_plugin(store: &dyn DocumentStore) {
     assert_eq!(store.purge_plugin("goner").await.unwrap(), 1);
     assert!(store.get(&gone, "c", "k").await.unwrap().is_none());
     assert!(store.get(&keep, "c", "k").await.unwrap().is_some());
+}
+
+async fn scope_contents_lists_collections_and_sequences_of_one_scope(store: &dyn DocumentStore) {
+    let mine = scope("contents-a", "crm");
+    assert_eq!(store.scope_contents(&mine).await.unwrap(), ScopeContents::default(), "an empty scope");
+    // Collections in byte order whatever order they were written in, each once however
+    // many documents it holds; another tenant's and plugin's are not listed.
+    let writes = [
+        put("zeta", "k1", "{}", Condition::Absent, 1, &[]),
+        put("Alpha", "k1", "{}", Condition::Absent, 1, &[]),
+        put("alpha", "k1", "{}", Condition::Absent, 1, &[]),
+        put("alpha", "k2", "{}", Condition::Absent, 1, &[]),
+    ];
+    store.commit(&mine, &writes, 1, &audit()).await.unwrap();
+    for other in [scope("contents-b", "crm"), scope("contents-a", "hr")] {
+        store.commit(&other, &[put("other", "k", "{}", Condition::Absent, 1, &[])], 1, &audit()).await.unwrap();
+        store.next_in_sequence(&other, "other", None).await.unwrap();
+    }
+    store.next_in_sequence(&mine, "ticket", Some(41)).await.unwrap();
+    store.next_in_sequence(&mine, "invoice", None).await.unwrap();
+    let contents = store.scope_contents(&mine).await.unwrap();
+    assert_eq!(contents.collections, ["Alpha", "alpha", "zeta"], "scope_contents: collections");
+    assert_eq!(
+        contents.sequences,
+        [("invoice".to_owned(), 1), ("ticket".to_owned(), 42)],
+        "scope_contents: sequences with their last values"
+    );
+    // A collection whose last document is deleted is no longer listed.
+    let delete = Write {
+        collection: "zeta".into(),
+        key: "k1".into(),
+        condition: Condition::Any,
+        version: 0,
+        op: WriteOp::Delete,
+    };
+    store.commit(&mine, &[delete], 2, &audit()).await.unwrap();
+    assert_eq!(store.scope_contents(&mine).await.unwrap().collections, ["Alpha", "alpha"]);
 }
 
 async fn a_scope_purge_removes_only_that_tenants_data_of_that_plugin(store: &dyn DocumentStore) {

@@ -177,6 +177,20 @@ impl Drive {
     }
 }
 
+/// See [`DocumentStore::scope_contents`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeContents {
+    pub collections: Vec<String>,
+    /// (name, the last value handed out).
+    pub sequences: Vec<(String, u64)>,
+}
+
+/// Whether `name` may name a sequence: 1-64 characters of a-z, 0-9, '-', '_' and '.'.
+pub fn valid_sequence_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Where a scan stands: the driving index's entry (empty when the collection drives) and key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
@@ -503,6 +517,10 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// documents.
     async fn purge_scope(&self, scope: &Scope) -> Result<u64, StoreError>;
 
+    /// What one plugin stores in one tenant besides its documents' bodies: the collections
+    /// that hold documents and the sequences' last values, each in name order.
+    async fn scope_contents(&self, scope: &Scope) -> Result<ScopeContents, StoreError>;
+
     /// The next value of `scope`'s sequence `name` (1 for a new one), moved past `after`
     /// first if given, in a transaction of its own (not the caller's commit): no value is
     /// handed out twice, and concurrent callers wait for each other instead of conflicting.
@@ -548,6 +566,9 @@ impl DocumentStore for NoStorage {
         Err(NoStorage::refused())
     }
     async fn purge_scope(&self, _: &Scope) -> Result<u64, StoreError> {
+        Err(NoStorage::refused())
+    }
+    async fn scope_contents(&self, _: &Scope) -> Result<ScopeContents, StoreError> {
         Err(NoStorage::refused())
     }
     async fn purge_plugin(&self, _: &str) -> Result<u64, StoreError> {

@@ -698,9 +698,7 @@ impl UnitOfWork {
         if self.sequence_takes >= self.limits.max_writes_per_call {
             return Err(UnitOfWorkError::TooManySequenceNumbers(self.limits.max_writes_per_call));
         }
-        let valid = (1..=64).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid {
+        if !super::valid_sequence_name(name) {
             return Err(UnitOfWorkError::InvalidKey(format!(
                 "sequence names are 1-64 characters of a-z, 0-9, '-', '_' and '.'; got {name:?}"
             )));

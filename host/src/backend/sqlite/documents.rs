@@ -3,7 +3,8 @@
 use crate::jobs::NewJob;
 use crate::storage::{
     Background, Comparison, Condition, DocumentStore, KeyRange, Position, QuotaExceeded, QuotaResource, QuotaScope,
-    Quotas, Read, ReindexError, Scope, StoreError, StoreSettings, StoredDocument, Usage, Write, WriteAudit, WriteOp,
+    Quotas, Read, ReindexError, Scope, ScopeContents, StoreError, StoreSettings, StoredDocument, Usage, Write,
+    WriteAudit, WriteOp,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -888,6 +889,35 @@ impl DocumentStore for SqliteDocumentStore {
         }
         tx.commit().await.map_err(db_error)?;
         Ok(documents)
+    }
+
+    async fn scope_contents(&self, scope: &Scope) -> Result<ScopeContents, StoreError> {
+        // One index probe per collection (a loose index scan), not a pass over the documents.
+        let collections: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE c(name) AS ( \
+               SELECT min(collection) FROM documents WHERE tenant_id = ?1 AND plugin_id = ?2 \
+               UNION ALL \
+               SELECT (SELECT min(collection) FROM documents \
+                       WHERE tenant_id = ?1 AND plugin_id = ?2 AND collection > c.name) \
+               FROM c WHERE c.name IS NOT NULL) \
+             SELECT name FROM c WHERE name IS NOT NULL",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let sequences: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, value FROM sequences WHERE tenant_id = ?1 AND plugin_id = ?2 ORDER BY name")
+                .bind(&scope.tenant)
+                .bind(&scope.plugin)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(ScopeContents {
+            collections,
+            sequences: sequences.into_iter().map(|(name, value)| (name, value as u64)).collect(),
+        })
     }
 
     async fn purge_plugin(&self, plugin: &str) -> Result<u64, StoreError> {
