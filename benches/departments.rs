@@ -38,7 +38,7 @@ async fn staffed(root: &Path, dir: &Path, people: usize) -> Result<(Server, Stri
     config.limits.rate_limit_per_second = 0;
     let server = Server::start(config).await?;
     let token = server.bootstrap_token.clone().context("token")?;
-    let (record, _) = server.state.registry.install(artifact(root, "bundled/hr")?).await?;
+    let (record, _) = server.state.registry.install(artifact(root, "bundled/hr")?, None).await?;
     server.state.tenancy.set_enabled("default", &record.id, true).await?;
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr);
@@ -170,7 +170,7 @@ async fn pay_run(
     token: &str,
     people: usize,
 ) -> Result<(Duration, Duration)> {
-    let (record, _) = server.state.registry.install(artifact(root, "bundled/payroll")?).await?;
+    let (record, _) = server.state.registry.install(artifact(root, "bundled/payroll")?, None).await?;
     server.state.tenancy.set_enabled("default", &record.id, true).await?;
     let (client, bearer) = (http.clone(), token.to_owned());
     let put = move |path: String, body: serde_json::Value| {

@@ -28,7 +28,7 @@ pub async fn imports(root: &Path, quick: bool) -> Result<Vec<Row>> {
     config.limits.rate_limit_per_second = 0;
     let server = Server::start(config).await?;
     let token = server.bootstrap_token.clone().context("token")?;
-    let (record, _) = server.state.registry.install(artifact(root, "fixtures/batch")?).await?;
+    let (record, _) = server.state.registry.install(artifact(root, "fixtures/batch")?, None).await?;
     server.state.tenancy.set_enabled("default", &record.id, true).await?;
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/imports/batch/items", server.addr);

@@ -135,7 +135,7 @@ pub async fn inventory(root: &Path, quick: bool) -> Result<Vec<Row>> {
     config.jobs.poll_interval_ms = 50;
     let server = Server::start(config).await?;
     let token = server.bootstrap_token.clone().context("token")?;
-    let (record, _) = server.state.registry.install(artifact(root, "bundled/inventory")?).await?;
+    let (record, _) = server.state.registry.install(artifact(root, "bundled/inventory")?, None).await?;
     server.state.tenancy.set_enabled("default", &record.id, true).await?;
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr);

@@ -71,7 +71,7 @@ async fn router(root: &Path, quick: bool) -> Result<Vec<Row>> {
     let server = Server::start(config).await?;
     let token = server.bootstrap_token.clone().context("token")?;
     let state = server.state.clone();
-    let (record, _) = state.registry.install(artifact(root, "fixtures/hostile")?).await?;
+    let (record, _) = state.registry.install(artifact(root, "fixtures/hostile")?, None).await?;
     state.tenancy.set_enabled("default", &record.id, true).await?;
     let app = keel_host::api::router(state);
     let duration = if quick { Duration::from_millis(500) } else { Duration::from_secs(3) };

@@ -119,7 +119,7 @@ async fn crm_server(dir: &Path, crm: Vec<u8>) -> Result<(Server, String, String)
     config.limits.rate_limit_per_second = 0;
     let server = Server::start(config).await?;
     let token = server.bootstrap_token.clone().context("token")?;
-    let (record, _) = server.state.registry.install(crm).await?;
+    let (record, _) = server.state.registry.install(crm, None).await?;
     server.state.tenancy.set_enabled("default", &record.id, true).await?;
     let base = format!("http://{}", server.addr);
     Ok((server, base, token))

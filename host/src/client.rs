@@ -192,8 +192,12 @@ impl Client {
     // Platform administration.
 
     /// Uploads a plugin artifact (install or upgrade); the answer says which.
-    pub async fn install(&self, artifact: Vec<u8>) -> Result<Value, ClientError> {
-        let request = self.request(Method::POST, "/v1/admin/plugins").header("content-type", "application/wasm");
+    /// `signature` is the publisher's (the `.sig` file's line), sent as `keel-signature`.
+    pub async fn install(&self, artifact: Vec<u8>, signature: Option<&str>) -> Result<Value, ClientError> {
+        let mut request = self.request(Method::POST, "/v1/admin/plugins").header("content-type", "application/wasm");
+        if let Some(signature) = signature {
+            request = request.header(crate::signing::SIGNATURE_HEADER, signature);
+        }
         self.send(request.body(artifact)).await?.json()
     }
 

@@ -20,6 +20,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub quotas: QuotasConfig,
     pub http: HttpConfig,
+    pub signatures: SignaturesConfig,
     /// Serve `POST /v1/admin/clock/advance`, which moves the host clock forward for every
     /// plugin and schedule. For tests and demos; never on a production host.
     pub allow_clock_control: bool,
@@ -128,6 +129,41 @@ pub struct DatabaseConfig {
     pub change_poll_ms: u64,
 }
 
+/// Publisher signatures on plugin artifacts (see `signing`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// Refuse every install (uploads and bundled plugins) not signed by a trusted key.
+    pub required: bool,
+    /// Publisher keys trusted from this file, by name: `acme = "ed25519:..."`. Platform
+    /// admins trust more over the API; these cannot be removed there.
+    pub trusted_keys: std::collections::BTreeMap<String, String>,
+}
+
+impl SignaturesConfig {
+    /// The policy, with every key parsed; the first bad name or key is the error.
+    pub fn policy(&self) -> Result<crate::signing::SignaturePolicy, ConfigError> {
+        let mut configured = Vec::with_capacity(self.trusted_keys.len());
+        for (name, key) in &self.trusted_keys {
+            if !crate::signing::valid_key_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "signatures.trusted-keys: `{name}` is not a key name (a-z, 0-9, '-', '.', starting with a letter)"
+                )));
+            }
+            let public_key =
+                key.parse().map_err(|e| ConfigError::Invalid(format!("signatures.trusted-keys.{name}: {e}")))?;
+            configured.push(crate::signing::TrustedKey {
+                name: name.clone(),
+                public_key,
+                source: "config",
+                added_at: None,
+                added_by: None,
+            });
+        }
+        Ok(crate::signing::SignaturePolicy { required: self.required, configured })
+    }
+}
+
 /// How plugin responses meet browsers.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -217,6 +253,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             quotas: QuotasConfig::default(),
             http: HttpConfig::default(),
+            signatures: SignaturesConfig::default(),
             allow_clock_control: false,
             frozen_clock_at: None,
             storage_read_delay_ms: 0,
@@ -315,6 +352,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.signatures.policy()?;
         if self.frozen_clock_at.is_some() && !self.allow_clock_control {
             return Err(ConfigError::Invalid("a frozen clock needs allow-clock-control".into()));
         }

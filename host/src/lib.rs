@@ -31,6 +31,7 @@ pub mod portability;
 pub mod runtime;
 pub mod server;
 pub mod settings;
+pub mod signing;
 pub mod storage;
 pub mod tenancy;
 pub mod users;

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cli::events::EventCommand;
 use cli::jobs::JobCommand;
+use cli::keys::KeyCommand;
 use cli::plugins::PluginCommand;
 use cli::schedules::ScheduleCommand;
 use cli::tasks::TaskCommand;
@@ -41,6 +42,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Signing keys: make one (publishers), trust or distrust one (platform admins).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Manage tenants (platform admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -99,6 +103,7 @@ fn main() -> Result<()> {
                     keel_host::devkit::DevOptions { dir, listen, poll: std::time::Duration::from_millis(250) };
                 Ok(keel_host::devkit::dev(options).await?)
             }
+            Command::Key(command) => cli::keys::run(command).await,
             Command::Tenant(command) => cli::tenants::run(command).await,
             Command::Token(command) => cli::tokens::run(command).await,
             Command::User(command) => cli::users::run(command).await,

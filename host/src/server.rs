@@ -103,7 +103,10 @@ impl Server {
             default_memory_mb: limits.default_memory_mb,
             default_timeout_ms: limits.default_timeout_ms,
         };
-        let registry = Arc::new(PluginRegistry::new(backend.catalog.clone(), runtime.clone(), policy, clock.clone()));
+        let registry = Arc::new(
+            PluginRegistry::new(backend.catalog.clone(), runtime.clone(), policy, clock.clone())
+                .with_signatures(config.signatures.policy()?),
+        );
         let stats = registry.load_all().await?;
 
         let tokens = TokenStore::new(backend.tokens.clone(), clock.clone());
@@ -300,7 +303,8 @@ impl Server {
     }
 }
 
-/// Installs every `*.wasm` in `dir` that is new or newer than what is installed.
+/// Installs every `*.wasm` in `dir` that is new or newer than what is installed, with its
+/// publisher's signature from `<name>.wasm.sig` beside it if there is one.
 /// Newly installed bundled plugins are switched on for the default tenant.
 async fn install_bundled(
     registry: &PluginRegistry,
@@ -316,7 +320,13 @@ async fn install_bundled(
     let mut installed = 0;
     for path in paths {
         let bytes = std::fs::read(&path).map_err(|source| StartError::BundledDir { path: path.clone(), source })?;
-        match registry.install(bytes).await {
+        let sig_path = path.with_extension("wasm.sig");
+        let signature = match std::fs::read_to_string(&sig_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(StartError::BundledDir { path: sig_path, source }),
+        };
+        match registry.install(bytes, signature.as_deref()).await {
             Ok((record, InstallOutcome::Unchanged)) => {
                 tracing::debug!(plugin = %record.id, "bundled plugin already installed")
             }

@@ -441,3 +441,67 @@ async fn the_cli_follows_a_task_with_a_progress_bar_and_cancels_one() {
     let (ok, out) = run(args(&["task", "show", "task_nope"])).await.unwrap();
     assert!(!ok && out.contains("task-not-found"), "{out}");
 }
+
+/// `keel key new`, `keel plugin sign|verify`, `keel key trust|list|distrust`, and an
+/// install that sends the `.sig` beside the artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_signs_verifies_and_installs_signed_artifacts() {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins/bundled/helpdesk.wasm");
+    assert!(built.exists(), "missing {}; run `cargo xtask build-plugins`", built.display());
+    let work = tempfile::tempdir().unwrap();
+    let artifact = work.path().join("helpdesk.wasm");
+    std::fs::copy(&built, &artifact).unwrap();
+    let (_dir, server, url, token) = server().await;
+    let run = |args: Vec<String>| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            cli(&url, &token, &args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        })
+    };
+    let args = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let dir = work.path().to_str().unwrap().to_owned();
+    let file = artifact.to_str().unwrap().to_owned();
+
+    let (ok, out) = run(args(&format!("key new acme-tools --dir {dir}"))).await.unwrap();
+    assert!(ok && out.starts_with("ed25519:"), "{out}");
+    let public = out.lines().next().unwrap().to_owned();
+    let (ok, out) = run(args(&format!("key new acme-tools --dir {dir}"))).await.unwrap();
+    assert!(!ok && out.contains("must not exist"), "a key is never overwritten: {out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(work.path().join("acme-tools.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the secret key is its owner's only: {mode:o}");
+    }
+
+    let (ok, out) = run(args(&format!("plugin sign {file} --key {dir}/acme-tools.key"))).await.unwrap();
+    assert!(ok && out.contains(&public), "{out}");
+    let (ok, out) = run(args(&format!("plugin verify {file} --key {dir}/acme-tools.pub"))).await.unwrap();
+    assert!(ok && out.contains("valid signature"), "{out}");
+    let (ok, out) = run(args(&format!("key new other --dir {dir}"))).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(args(&format!("plugin verify {file} --key {dir}/other.pub"))).await.unwrap();
+    assert!(!ok && out.contains("not ed25519:"), "{out}");
+    // One changed byte, and the signature no longer holds.
+    let mut tampered = std::fs::read(&artifact).unwrap();
+    *tampered.last_mut().unwrap() ^= 1;
+    let tampered_path = work.path().join("tampered.wasm");
+    std::fs::write(&tampered_path, tampered).unwrap();
+    let (ok, out) =
+        run(args(&format!("plugin verify {} --signature {file}.sig", tampered_path.display()))).await.unwrap();
+    assert!(!ok && out.contains("does not match"), "{out}");
+
+    let (ok, out) = run(args(&format!("key trust acme-tools {dir}/acme-tools.pub"))).await.unwrap();
+    assert!(ok && out.contains("now trusts acme-tools"), "{out}");
+    let (ok, out) = run(args("key list")).await.unwrap();
+    assert!(ok && out.contains("signatures required: false") && out.contains(&public), "{out}");
+    // The install sends `helpdesk.wasm.sig`; the version records its signer.
+    let (ok, out) = run(args(&format!("plugin install {file}"))).await.unwrap();
+    assert!(ok, "{out}");
+    assert_eq!(server.state.registry.get("helpdesk").unwrap().record.signer.as_deref(), Some("acme-tools"));
+    let (ok, out) = run(args("key distrust acme-tools")).await.unwrap();
+    assert!(ok && out.contains("no longer trusts acme-tools"), "{out}");
+    let (ok, out) = run(args("key distrust acme-tools")).await.unwrap();
+    assert!(!ok && out.contains("key-not-found"), "{out}");
+    server.shutdown().await;
+}

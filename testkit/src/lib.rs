@@ -141,7 +141,7 @@ impl TestKit {
     /// for the `default` tenant. Returns the plugin id.
     pub async fn install(&self, artifact: Vec<u8>) -> Result<String, KitError> {
         let state = &self.server().state;
-        let (record, _) = state.registry.install(artifact).await.map_err(|e| KitError::Install(e.to_string()))?;
+        let (record, _) = state.registry.install(artifact, None).await.map_err(|e| KitError::Install(e.to_string()))?;
         self.enable("default", &record.id).await?;
         Ok(record.id)
     }

@@ -21,6 +21,7 @@ mod replicas;
 mod restart;
 mod serializable;
 mod settings;
+mod signatures;
 mod sla;
 mod tasks;
 mod tenancy;

@@ -2,7 +2,9 @@
 //!
 //! - `build-plugins`: builds every plugin in `plugins/` for `wasm32-wasip2` (installing the
 //!   target if missing), validates its `plugin.toml`, and writes the artifact (component +
-//!   embedded manifest) to `target/keel-plugins/{bundled,fixtures}/<id>.wasm`;
+//!   embedded manifest) to `target/keel-plugins/{bundled,fixtures}/<id>.wasm`, and signs
+//!   the bundled ones (`<id>.wasm.sig`) with the build's key, `target/keel-plugins/
+//!   bundle-signing.key` (made on the first build; its public half in `bundle-signing.pub`);
 //! - `package <component.wasm> <plugin.toml> <out.wasm>`: packages one component;
 //! - `serve [args]`: builds the plugins, then runs `keel serve` with the bundled ones;
 //! - `test [args]`: builds the plugins, then runs the whole test suite;
@@ -212,6 +214,9 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
         let id = manifest_id(&manifest_path)?;
         let out = out_root.join(if bundled { "bundled" } else { "fixtures" }).join(format!("{id}.wasm"));
         package(&component_of(crate_name), &manifest_path, &out)?;
+        if bundled {
+            sign(&out, &bundle_key(&out_root)?)?;
+        }
         // The bare components too, for tests that package them differently.
         let raw = out_root.join("raw").join(format!("{}.wasm", crate_name.replace('-', "_")));
         std::fs::copy(component_of(crate_name), &raw).with_context(|| format!("copying {}", raw.display()))?;
@@ -222,6 +227,30 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
     }
     eprintln!("xtask: built {} plugins in {:.1?} into {}", written.len(), started.elapsed(), out_root.display());
     Ok(written)
+}
+
+/// The key bundled plugins are signed with: made on the first build, kept in `target/`
+/// (a deployment that requires signatures trusts its public half, `bundle-signing.pub`).
+fn bundle_key(out_root: &Path) -> Result<keel_host::signing::SecretKey> {
+    let secret = out_root.join("bundle-signing.key");
+    if let Ok(text) = std::fs::read_to_string(&secret) {
+        return Ok(keel_host::signing::SecretKey::from_file_text(&text)?);
+    }
+    let key = keel_host::signing::SecretKey::generate().map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+    std::fs::create_dir_all(out_root)?;
+    std::fs::write(&secret, key.to_file_text()).with_context(|| format!("writing {}", secret.display()))?;
+    std::fs::write(out_root.join("bundle-signing.pub"), format!("{}\n", key.public()))?;
+    eprintln!("xtask: made the bundle signing key {}", key.public());
+    Ok(key)
+}
+
+/// Writes `<artifact>.sig`, as `keel plugin sign` does.
+fn sign(artifact_path: &Path, key: &keel_host::signing::SecretKey) -> Result<()> {
+    let bytes = std::fs::read(artifact_path).with_context(|| format!("reading {}", artifact_path.display()))?;
+    let mut sig = artifact_path.as_os_str().to_owned();
+    sig.push(".sig");
+    std::fs::write(&sig, format!("{}\n", key.sign(&artifact::digest(&bytes))))
+        .with_context(|| format!("writing {}", PathBuf::from(&sig).display()))
 }
 
 /// componentize-py in a virtual environment under `target/`, installed from PyPI if missing.

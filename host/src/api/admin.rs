@@ -7,6 +7,7 @@ use crate::artifact::ArtifactError;
 use crate::audit::AdminAction;
 use crate::plugins::{InstallError, InstallOutcome, PluginRecord, RegistryError};
 use crate::runtime::{CallError, PrepareError, RouteCheckError};
+use crate::signing::{SIGNATURE_HEADER, TrustError};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::Extension;
@@ -85,6 +86,14 @@ impl From<InstallError> for ApiError {
                 crate::storage::StoreError::Unavailable(_) => ApiError::unavailable("database-unavailable", detail),
                 _ => ApiError::internal(detail),
             },
+            InstallError::Trust(t) => {
+                let code = match t {
+                    TrustError::Invalid(_) => "invalid-signature",
+                    TrustError::Required => "signature-required",
+                    TrustError::Untrusted(_) => "untrusted-signer",
+                };
+                ApiError::unprocessable(code, detail)
+            }
             InstallError::Registry(r) => r.into(),
         }
     }
@@ -108,8 +117,15 @@ impl From<RegistryError> for ApiError {
 /// The artifact is validated (envelope, manifest, compilation, type-check against the
 /// `keel:platform/plugin` world, declared capabilities) before anything is stored. Uploading
 /// the same id, version and digest again is a no-op (200); a newer version upgrades.
+///
+/// The publisher's signature goes in the `keel-signature` header (the line `keel plugin
+/// sign` writes). A signature that does not verify is refused (422 `invalid-signature`);
+/// one by a trusted key records that key's name as the version's `signer`. When the
+/// platform requires signatures, an unsigned artifact is refused (422 `signature-required`)
+/// and so is one signed by a key nobody trusts (422 `untrusted-signer`).
 #[utoipa::path(
     post, path = "/v1/admin/plugins", tag = "plugins",
+    params(("keel-signature" = Option<String>, Header, description = "`keel-signature-v1 ed25519:<key> <signature>`")),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses(
         (status = 201, description = "Installed or upgraded", body = InstallResponse),
@@ -124,16 +140,24 @@ async fn install_plugin(
     State(state): State<AppState>,
     Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<InstallResponse>), ApiError> {
+    let signature = match headers.get(SIGNATURE_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::unprocessable("invalid-signature", format!("the `{SIGNATURE_HEADER}` header is not text"))
+        })?),
+    };
     let bytes = read_body(body, state.limits.max_artifact_bytes).await?;
-    let (plugin, outcome) = state.registry.install(bytes.to_vec()).await?;
+    let (plugin, outcome) = state.registry.install(bytes.to_vec(), signature).await?;
     // A new plugin is switched on where it was installed from; other tenants opt in.
     if outcome == InstallOutcome::Installed {
         state.tenancy.set_enabled(&admin.tenant, &plugin.id, true).await?;
     }
     tracing::info!(actor = %admin.name, plugin = %plugin.id, version = %plugin.version, digest = %plugin.digest, ?outcome, "plugin installed");
-    let detail = json!({ "version": plugin.version, "digest": plugin.digest, "outcome": outcome });
+    let detail =
+        json!({ "version": plugin.version, "digest": plugin.digest, "outcome": outcome, "signer": plugin.signer });
     state
         .audit
         .admin(&admin, &rid, AdminAction { tenant: None, action: "plugin.install", plugin: Some(&plugin.id), detail })

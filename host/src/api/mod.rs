@@ -11,6 +11,7 @@ mod auth;
 pub mod dispatch;
 mod imports;
 mod jobs;
+mod keys;
 mod ops;
 mod portability;
 pub mod problem;
@@ -131,6 +132,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::routes())
+        .merge(keys::routes())
         .merge(tenants::routes())
         .merge(quotas::routes())
         .merge(settings::routes())

@@ -225,6 +225,7 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
         bytes,
         now: 100,
         replaces: None,
+        signer: None,
     };
     let no_reindex: &[Reindex] = &[];
     catalog.activate(&version("1.0.0", "d1", b"\0asm one"), no_reindex).await.unwrap();
@@ -237,7 +238,15 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
     );
     catalog.set_enabled("cf-plugin", false, 150).await.unwrap();
     catalog
-        .activate(&NewVersion { now: 200, replaces: Some("1.0.0"), ..version("1.1.0", "d2", b"\0asm two") }, no_reindex)
+        .activate(
+            &NewVersion {
+                now: 200,
+                replaces: Some("1.0.0"),
+                signer: Some("cf-publisher"),
+                ..version("1.1.0", "d2", b"\0asm two")
+            },
+            no_reindex,
+        )
         .await
         .unwrap();
     // Installs decided against a version that is no longer active (another host's install
@@ -259,6 +268,7 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
     let active = catalog.active().await.unwrap();
     let mine = active.iter().find(|p| p.id == "cf-plugin").unwrap();
     assert_eq!((mine.version.as_str(), mine.digest.as_str()), ("1.1.0", "d2"), "catalog: the upgrade is active");
+    assert_eq!(mine.signer.as_deref(), Some("cf-publisher"), "catalog: the version's signer is kept");
     assert_eq!(
         (mine.enabled, mine.installed_at, mine.updated_at),
         (false, 100, 200),
@@ -283,6 +293,20 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
     catalog.activate(&version("1.0.0", "d1", b"\0asm one"), no_reindex).await.unwrap();
     catalog.remove("cf-plugin", true, &[]).await.unwrap();
     assert!(settings.stored("cf-cat", "cf-plugin").await.unwrap().is_empty(), "catalog: purge removes settings");
+
+    // Trusted keys: a name holds one key and a key one name.
+    assert!(catalog.trust_key("cf-a", "ed25519:AAA", 5, "admin").await.unwrap(), "catalog: a key is trusted");
+    for (name, key) in [("cf-a", "ed25519:AAA"), ("cf-a", "ed25519:BBB"), ("cf-b", "ed25519:AAA")] {
+        assert!(!catalog.trust_key(name, key, 6, "admin").await.unwrap(), "catalog: {name} {key} is taken");
+    }
+    assert!(catalog.trust_key("cf-b", "ed25519:BBB", 7, "ops").await.unwrap());
+    let keys = catalog.trusted_keys().await.unwrap();
+    let names: Vec<_> = keys.iter().map(|k| (k.name.as_str(), k.public_key.as_str(), k.added_at)).collect();
+    assert_eq!(names, [("cf-a", "ed25519:AAA", 5), ("cf-b", "ed25519:BBB", 7)], "catalog: trusted keys by name");
+    assert!(catalog.distrust_key("cf-a").await.unwrap());
+    assert!(!catalog.distrust_key("cf-a").await.unwrap(), "catalog: distrusting twice finds nothing");
+    assert_eq!(catalog.trusted_keys().await.unwrap().len(), 1);
+    catalog.distrust_key("cf-b").await.unwrap();
 }
 
 fn job(id: &str, tenant_plugin: &str, run_at: i64) -> NewJob {

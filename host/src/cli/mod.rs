@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod jobs;
+pub mod keys;
 pub mod plugins;
 pub mod schedules;
 mod table;

@@ -26,11 +26,32 @@ pub enum PluginCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
-    /// Upload and install a plugin artifact.
+    /// Upload and install a plugin artifact, with its signature (`<file>.sig` if it exists).
     Install {
         file: PathBuf,
+        /// The signature file [default: `<file>.sig`, if it exists]
+        #[arg(long)]
+        signature: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Sign an artifact with a publisher's secret key (`keel key new`), writing
+    /// `<file>.sig` beside it.
+    Sign {
+        file: PathBuf,
+        /// The secret key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check an artifact's signature; with `--key`, that it is that key's.
+    Verify {
+        file: PathBuf,
+        /// The signature file [default: `<file>.sig`]
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// The publisher's public key (`ed25519:...`, or a `.pub` file) it must be made with.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// List installed plugins.
     List {
@@ -116,9 +137,16 @@ pub async fn run(command: PluginCommand) -> Result<()> {
             let artifact = tokio::task::spawn_blocking(move || keel_host::devkit::build(&dir)).await??;
             println!("{}", artifact.display());
         }
-        PluginCommand::Install { file, client } => {
+        PluginCommand::Install { file, signature, client } => {
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let body = client.client()?.install(bytes).await?;
+            let signature = match signature {
+                Some(path) => Some(read_signature(&path)?),
+                None => {
+                    let beside = signature_path(&file);
+                    beside.exists().then(|| read_signature(&beside)).transpose()?
+                }
+            };
+            let body = client.client()?.install(bytes, signature.as_deref()).await?;
             let p = &body["plugin"];
             println!(
                 "{} {} {} (digest {})",
@@ -127,6 +155,35 @@ pub async fn run(command: PluginCommand) -> Result<()> {
                 p["version"].as_str().unwrap_or("?"),
                 p["digest"].as_str().unwrap_or("?")
             );
+        }
+        PluginCommand::Sign { file, key } => {
+            let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let secret = keel_host::signing::SecretKey::from_file_text(&text)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let digest = keel_host::artifact::digest(&bytes);
+            let out = signature_path(&file);
+            std::fs::write(&out, format!("{}\n", secret.sign(&digest)))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("signed {} (sha256 {digest}) with {}", file.display(), secret.public());
+            println!("signature: {}", out.display());
+        }
+        PluginCommand::Verify { file, signature, key } => {
+            let path = signature.unwrap_or_else(|| signature_path(&file));
+            let signature: keel_host::signing::Signature = read_signature(&path)?.parse()?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let signer = signature.verify(&keel_host::artifact::digest(&bytes))?;
+            if let Some(expected) = key {
+                let expected = if expected.starts_with("ed25519:") {
+                    expected
+                } else {
+                    std::fs::read_to_string(&expected).with_context(|| format!("cannot read {expected}"))?
+                };
+                let expected: keel_host::signing::PublicKey = expected.parse()?;
+                if expected != signer {
+                    bail!("the signature is valid but made by {signer}, not {expected}");
+                }
+            }
+            println!("valid signature of {} by {signer}", file.display());
         }
         PluginCommand::List { client } => {
             let body = client.client()?.plugins().await?;
@@ -162,6 +219,18 @@ pub async fn run(command: PluginCommand) -> Result<()> {
         PluginCommand::Settings(command) => settings(command).await?,
     }
     Ok(())
+}
+
+/// Where an artifact's signature lives: `<file>.sig`.
+fn signature_path(file: &std::path::Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+fn read_signature(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.trim().to_owned())
 }
 
 /// The settings of `plugin` in `tenant`, as the server lists them.

@@ -70,7 +70,7 @@ async fn reload(server: &Server, dir: &Path, n: u32) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let manifest = dev_manifest(&built.manifest_text, n).map_err(|e| e.to_string())?;
     let packaged = artifact::embed_manifest(&built.component, &manifest).map_err(|e| e.to_string())?;
-    let (record, _) = server.state.registry.install(packaged).await.map_err(|e| e.to_string())?;
+    let (record, _) = server.state.registry.install(packaged, None).await.map_err(|e| e.to_string())?;
     server
         .state
         .tenancy

@@ -33,6 +33,10 @@ pub struct PluginRecord {
     /// Effective limits after the host's caps.
     pub memory_limit_bytes: u64,
     pub timeout_ms: u64,
+    /// The trusted key whose signature this version carried at install (its name); none
+    /// for a version installed unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     pub manifest: Manifest,
 }
 
@@ -75,6 +79,8 @@ pub enum InstallError {
     #[error("the stored data does not fit the new indexes: {0}")]
     Reindex(crate::storage::ReindexError),
     #[error(transparent)]
+    Trust(#[from] crate::signing::TrustError),
+    #[error(transparent)]
     Registry(#[from] RegistryError),
 }
 
@@ -111,6 +117,8 @@ pub struct StoredPlugin {
     pub manifest: String,
     /// The artifact.
     pub bytes: Vec<u8>,
+    /// See [`PluginRecord::signer`].
+    pub signer: Option<String>,
 }
 
 /// What says whether a host's copy of a plugin is current: its active version's digest
@@ -148,6 +156,8 @@ pub struct NewVersion<'a> {
     /// switch happens only if it is still the active one, so two hosts installing at once
     /// cannot both win, nor downgrade each other.
     pub replaces: Option<&'a str>,
+    /// See [`PluginRecord::signer`].
+    pub signer: Option<&'a str>,
 }
 
 /// Index entries one collection's documents need rewritten when a version becomes active:
@@ -181,6 +191,34 @@ pub trait PluginCatalog: Send + Sync + 'static {
     /// Removes the plugin and its versions, its artifacts no other version uses, and its
     /// settings: all of them when `purge`, else only those named in `secrets`.
     async fn remove(&self, id: &str, purge: bool, secrets: &[String]) -> Result<(), BackendError>;
+    /// Keys platform admins trusted over the API, by name.
+    async fn trusted_keys(&self) -> Result<Vec<TrustedKeyRow>, BackendError>;
+    /// Trusts `public_key` under `name`; false (nothing changed) when the name or the key
+    /// is trusted already.
+    async fn trust_key(&self, name: &str, public_key: &str, now: i64, by: &str) -> Result<bool, BackendError>;
+    /// Forgets the key named `name`; false if there was none.
+    async fn distrust_key(&self, name: &str) -> Result<bool, BackendError>;
+}
+
+/// A trusted key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKeyRow {
+    pub name: String,
+    pub public_key: String,
+    pub added_at: i64,
+    pub added_by: String,
+}
+
+/// What [`PluginCatalog::trust_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustOutcome {
+    Added,
+    /// The same key was trusted under the same name already.
+    Unchanged,
+    /// The name is another key's.
+    NameTaken,
+    /// The key is trusted already, under this name.
+    KeyTrustedAs(String),
 }
 
 pub struct PluginRegistry {
@@ -195,6 +233,7 @@ pub struct PluginRegistry {
     changes: tokio::sync::Mutex<()>,
     /// id → the digest of a version another host installed that this one could not load.
     unloadable: std::sync::Mutex<HashMap<String, String>>,
+    signatures: crate::signing::SignaturePolicy,
 }
 
 impl PluginRegistry {
@@ -208,7 +247,71 @@ impl PluginRegistry {
             generation: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::Mutex::new(()),
             unloadable: std::sync::Mutex::new(HashMap::new()),
+            signatures: crate::signing::SignaturePolicy::default(),
         }
+    }
+
+    /// What installs must carry (by default, nothing: signatures are checked when sent).
+    pub fn with_signatures(mut self, signatures: crate::signing::SignaturePolicy) -> Self {
+        self.signatures = signatures;
+        self
+    }
+
+    /// Whether every install must be signed by a trusted key.
+    pub fn signatures_required(&self) -> bool {
+        self.signatures.required
+    }
+
+    /// The keys trusted now: the config's, then those platform admins added, by name.
+    pub async fn trusted_keys(&self) -> Result<Vec<crate::signing::TrustedKey>, RegistryError> {
+        let mut keys = self.signatures.configured.clone();
+        for row in self.catalog.trusted_keys().await? {
+            match row.public_key.parse() {
+                Ok(public_key) => keys.push(crate::signing::TrustedKey {
+                    name: row.name,
+                    public_key,
+                    source: "admin",
+                    added_at: Some(row.added_at),
+                    added_by: Some(row.added_by),
+                }),
+                // Only the API writes these, after parsing; a bad row trusts nothing.
+                Err(e) => tracing::error!(key = %row.name, error = %e, "stored trusted key does not parse; ignored"),
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Trusts `key` under `name` (platform admins): a name holds one key and a key one
+    /// name, the config's included.
+    pub async fn trust_key(
+        &self,
+        name: &str,
+        key: crate::signing::PublicKey,
+        by: &str,
+    ) -> Result<TrustOutcome, RegistryError> {
+        let in_config = self.signatures.configured.iter().any(|k| k.name == name || k.public_key == key);
+        if !in_config && self.catalog.trust_key(name, &key.to_string(), self.clock.now_ms(), by).await? {
+            return Ok(TrustOutcome::Added);
+        }
+        // Taken: by whom decides the answer.
+        let trusted = self.trusted_keys().await?;
+        let taken = trusted.iter().find(|k| k.name == name || k.public_key == key);
+        Ok(match taken {
+            Some(k) if k.name == name && k.public_key == key => TrustOutcome::Unchanged,
+            Some(k) if k.name == name => TrustOutcome::NameTaken,
+            Some(k) => TrustOutcome::KeyTrustedAs(k.name.clone()),
+            // Distrusted between the insert and the look: try once more.
+            None => match self.catalog.trust_key(name, &key.to_string(), self.clock.now_ms(), by).await? {
+                true => TrustOutcome::Added,
+                false => TrustOutcome::NameTaken,
+            },
+        })
+    }
+
+    /// Stops trusting the key platform admins added as `name`; versions it signed stay
+    /// installed. False if there was none.
+    pub async fn distrust_key(&self, name: &str) -> Result<bool, RegistryError> {
+        Ok(self.catalog.distrust_key(name).await?)
     }
 
     pub fn policy(&self) -> &LimitPolicy {
@@ -262,7 +365,7 @@ impl PluginRegistry {
 
     /// Compiles (or takes from the compile cache) a stored version and serves it.
     async fn load(&self, row: StoredPlugin, stats: &mut LoadStats) -> Result<(), RegistryError> {
-        let StoredPlugin { id, enabled, installed_at, updated_at, digest, manifest, bytes, .. } = row;
+        let StoredPlugin { id, enabled, installed_at, updated_at, digest, manifest, bytes, signer, .. } = row;
         let corrupt = |reason: String| RegistryError::Corrupt { id: id.clone(), reason };
         let manifest = Manifest::parse(&manifest, &self.policy).map_err(|e| corrupt(e.to_string()))?;
         let record_times = (installed_at, updated_at);
@@ -278,7 +381,8 @@ impl PluginRegistry {
         } else {
             stats.compiled += 1;
         }
-        let plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre);
+        let mut plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre);
+        plugin.record.signer = signer;
         self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         stats.loaded += 1;
@@ -379,6 +483,7 @@ impl PluginRegistry {
                 updated_at,
                 memory_limit_bytes: memory_cap as u64,
                 timeout_ms: timeout.as_millis() as u64,
+                signer: None,
                 manifest: manifest.clone(),
             },
             routes,
@@ -421,9 +526,21 @@ impl PluginRegistry {
         Ok(None)
     }
 
-    /// Validates, compiles, type-checks and records an uploaded artifact.
-    pub async fn install(&self, bytes: Vec<u8>) -> Result<(PluginRecord, InstallOutcome), InstallError> {
+    /// Validates, compiles, type-checks and records an uploaded artifact, with its
+    /// publisher's `signature` if it came with one (see [`crate::signing`] for the rules).
+    pub async fn install(
+        &self,
+        bytes: Vec<u8>,
+        signature: Option<&str>,
+    ) -> Result<(PluginRecord, InstallOutcome), InstallError> {
         let digest = artifact::digest(&bytes);
+        // Before anything is parsed or compiled: an artifact the platform may not run is
+        // refused at the door.
+        let trusted = if signature.is_some() || self.signatures.required { self.trusted_keys().await? } else { vec![] };
+        let signer = match crate::signing::judge(&digest, signature, self.signatures.required, &trusted)? {
+            crate::signing::Verdict::Signed(name) => Some(name),
+            crate::signing::Verdict::Unsigned => None,
+        };
         let manifest = Manifest::parse(&artifact::manifest_text(&bytes)?, &self.policy)?;
         // Refuse (or answer unchanged) at once when the version decides it, before compiling.
         if let Some(unchanged) = self.admit_version(&manifest, &digest).await? {
@@ -482,6 +599,7 @@ impl PluginRegistry {
             bytes: &bytes,
             now,
             replaces: active.as_ref().map(|a| a.record.version.as_str()),
+            signer: signer.as_deref(),
         };
         let entries = self.catalog.activate(&new, &reindex).await.map_err(|e| match e {
             ReindexError::Mismatch { .. } | ReindexError::Superseded { .. } => InstallError::Reindex(e),
@@ -504,7 +622,9 @@ impl PluginRegistry {
         let (enabled, installed_at) =
             active.as_ref().map_or((true, now), |a| (a.record.enabled, a.record.installed_at));
         let id = manifest.id.clone();
-        let plugin = self.assemble(manifest, digest, bytes.len() as u64, enabled, (installed_at, now), prepared.pre);
+        let mut plugin =
+            self.assemble(manifest, digest, bytes.len() as u64, enabled, (installed_at, now), prepared.pre);
+        plugin.record.signer = signer;
         let record = plugin.record.clone();
         self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);

@@ -34,6 +34,7 @@ use std::time::Duration;
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "schema", include_str!("../../../../migrations/postgres/0001_schema.sql")),
     (2, "change feed", include_str!("../../../../migrations/postgres/0002_change_feed.sql")),
+    (3, "signatures", include_str!("../../../../migrations/postgres/0003_signatures.sql")),
 ];
 
 /// The horizon for reading an append-only log (events, the audit log) in id order: rows of
@@ -353,7 +354,7 @@ mod tests {
         super::migrate(&pool).await.unwrap();
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM keel_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
     }
 
     /// Calls holding every connection of the pool do not make the database look away: the
@@ -454,8 +455,16 @@ mod tests {
             .unwrap();
         }
         let catalog = super::PgCatalog(pool.clone());
-        let version =
-            NewVersion { id: "p", version: "2.0.0", digest: "d2", manifest: "", bytes: b"x", now: 1, replaces: None };
+        let version = NewVersion {
+            id: "p",
+            version: "2.0.0",
+            digest: "d2",
+            manifest: "",
+            bytes: b"x",
+            now: 1,
+            replaces: None,
+            signer: None,
+        };
         let typed = |t| CollectionIndexes { fields: [("n".to_owned(), t)].into(), ..Default::default() };
         let step = |indexes: CollectionIndexes, rebuild: &[&str]| Reindex {
             collection: "notes".into(),

@@ -1,7 +1,7 @@
 //! Installed plugins, versions and artifacts on SQLite.
 
 use crate::backend::BackendError;
-use crate::plugins::{NewVersion, PluginCatalog, PluginHead, Reindex, StoredPlugin};
+use crate::plugins::{NewVersion, PluginCatalog, PluginHead, Reindex, StoredPlugin, TrustedKeyRow};
 use crate::storage::ReindexError;
 use async_trait::async_trait;
 use sqlx::{Row, SqlitePool};
@@ -66,7 +66,7 @@ impl PluginCatalog for SqliteCatalog {
         .await
         .map_err(failed)?;
         sqlx::query(
-            "INSERT INTO plugin_versions (plugin_id, version, digest, manifest, installed_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO plugin_versions (plugin_id, version, digest, manifest, installed_at, signer) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (plugin_id, version) DO NOTHING",
         )
         .bind(v.id)
@@ -74,6 +74,7 @@ impl PluginCatalog for SqliteCatalog {
         .bind(v.digest)
         .bind(v.manifest)
         .bind(v.now)
+        .bind(v.signer)
         .execute(&mut *tx)
         .await
         .map_err(failed)?;
@@ -120,6 +121,36 @@ impl PluginCatalog for SqliteCatalog {
         Ok(())
     }
 
+    async fn trusted_keys(&self) -> Result<Vec<TrustedKeyRow>, BackendError> {
+        let rows: Vec<(String, String, i64, String)> =
+            sqlx::query_as("SELECT name, public_key, added_at, added_by FROM trusted_keys ORDER BY name")
+                .fetch_all(&self.0)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, public_key, added_at, added_by)| TrustedKeyRow { name, public_key, added_at, added_by })
+            .collect())
+    }
+
+    async fn trust_key(&self, name: &str, public_key: &str, now: i64, by: &str) -> Result<bool, BackendError> {
+        let added = sqlx::query(
+            "INSERT INTO trusted_keys (name, public_key, added_at, added_by) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(public_key)
+        .bind(now)
+        .bind(by)
+        .execute(&self.0)
+        .await?;
+        Ok(added.rows_affected() == 1)
+    }
+
+    async fn distrust_key(&self, name: &str) -> Result<bool, BackendError> {
+        let gone = sqlx::query("DELETE FROM trusted_keys WHERE name = ?1").bind(name).execute(&self.0).await?;
+        Ok(gone.rows_affected() == 1)
+    }
+
     async fn remove(&self, id: &str, purge: bool, secrets: &[String]) -> Result<(), BackendError> {
         let mut tx = self.0.begin().await?;
         sqlx::query("DELETE FROM plugins WHERE id = ?").bind(id).execute(&mut *tx).await?;
@@ -146,7 +177,7 @@ impl PluginCatalog for SqliteCatalog {
 /// The active versions of every plugin, or of `id`, with their artifacts.
 async fn stored(pool: &SqlitePool, id: Option<&str>) -> Result<Vec<StoredPlugin>, BackendError> {
     let rows = sqlx::query(
-        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, a.bytes \
+        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, v.signer, a.bytes \
          FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
          JOIN plugin_artifacts a ON a.digest = v.digest WHERE ?1 IS NULL OR p.id = ?1 ORDER BY p.id",
     )
@@ -164,6 +195,7 @@ async fn stored(pool: &SqlitePool, id: Option<&str>) -> Result<Vec<StoredPlugin>
             digest: r.get("digest"),
             manifest: r.get("manifest"),
             bytes: r.get("bytes"),
+            signer: r.get("signer"),
         })
         .collect())
 }

@@ -35,6 +35,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "tasks", include_str!("../../../../migrations/sqlite/0009_tasks.sql")),
     (10, "index signatures", include_str!("../../../../migrations/sqlite/0010_index_signatures.sql")),
     (11, "full-text search", include_str!("../../../../migrations/sqlite/0011_search.sql")),
+    (12, "signatures", include_str!("../../../../migrations/sqlite/0012_signatures.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.
