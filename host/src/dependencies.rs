@@ -15,6 +15,9 @@
 //! linked (`departments`): one that provides and requires an interface calls itself.
 
 use crate::manifest::InterfaceRef;
+use crate::plugins::LoadedPlugin;
+use crate::runtime::compat::{self, Break};
+use std::sync::Arc;
 
 /// One plugin switched on in the tenant (on for the platform and for the tenant).
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +65,38 @@ pub fn dependents(plugin: &str, enabled: &[Enabled<'_>]) -> Vec<Dependent> {
             (!lost.is_empty()).then(|| Dependent { plugin: e.id.to_owned(), interfaces: lost })
         })
         .collect()
+}
+
+/// A plugin switched on in the tenant that a provider about to be switched on would fail:
+/// it imports functions of the interface the provider lacks or types otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Unserved {
+    pub plugin: String,
+    /// As the provider provides it, `name@version`.
+    pub interface: String,
+    pub breaks: Vec<Break>,
+}
+
+/// The plugins of `enabled` (other than `provider`) that require an interface `provider`
+/// provides, under a compatible version, and import a function of it that `provider` lacks
+/// or types otherwise. Switching such a provider on would leave them calling a function
+/// that is not there: the swap of one provider for another is checked here.
+pub fn unserved(engine: &wasmtime::Engine, provider: &LoadedPlugin, enabled: &[Arc<LoadedPlugin>]) -> Vec<Unserved> {
+    let mut found = Vec::new();
+    for provided in provider.record.manifest.provided() {
+        let exports = compat::exported(engine, provider.pre.component(), provided).unwrap_or_default();
+        for caller in enabled.iter().filter(|c| c.record.id != provider.record.id) {
+            if !caller.record.manifest.required().iter().any(|r| provided.satisfies(r)) {
+                continue;
+            }
+            let imports = compat::imported(engine, caller.pre.component(), &provided.name);
+            let breaks = compat::breaks(&imports, &exports);
+            if !breaks.is_empty() {
+                found.push(Unserved { plugin: caller.record.id.clone(), interface: provided.to_string(), breaks });
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -198,3 +198,95 @@ async fn uploads_with_unknown_imports_bad_department_signatures_or_no_worker_are
     assert!(reply.body["detail"].as_str().unwrap().contains("keel:platform/worker"), "{}", reply.body);
     assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]));
 }
+
+/// A new version of a provider that breaks the interface under the same major version is
+/// refused at install, naming each function and the change; the installed version serves on.
+#[tokio::test]
+async fn an_upgrade_that_breaks_a_provided_interface_is_refused_naming_the_change() {
+    let s = TestServer::with_plugins(&["fixtures/directory-next", "fixtures/roster"]).await;
+    // The broken directory's component, offered as directory-next 0.2.0 (it provides
+    // keel:hr/directory@0.2.4, which must serve what 0.2.3 did).
+    let next = manifest_source("fixtures/directory-next");
+    let broken = manifest_source("fixtures/directory-broken")
+        .replace("id = \"directory-broken\"", "id = \"directory-next\"")
+        .replace("version = \"0.1.0\"", "version = \"0.2.0\"")
+        .replace("directory-broken.read", "directory-next.read");
+    assert!(
+        broken.contains("id = \"directory-next\"") && next.contains("0.2.3"),
+        "test setup: manifests changed shape"
+    );
+    let refused = s
+        .upload(embed_manifest(&raw_component("keel-plugin-directory-broken"), &broken).unwrap())
+        .await
+        .expect_problem(409, "interface-incompatible")
+        .body;
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("keel:hr/directory@0.2.4") && detail.contains("keel:hr/directory@0.2.3"), "{detail}");
+    let breaks = refused["breaks"].as_array().unwrap();
+    let change = |function: &str| {
+        breaks.iter().find(|b| b["function"] == function).map(|b| b["change"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(change("working-times").as_deref(), Some("it is gone"), "{refused}");
+    assert_eq!(change("get-working-time").as_deref(), Some("it is gone"), "{refused}");
+    assert_eq!(change("get-employee").as_deref(), Some("the result: ok: field `email` was removed"), "{refused}");
+    assert_eq!(refused["callers"], json!(["roster"]), "{refused}");
+    // Nothing changed: 0.1.0 still serves, and the roster reads through it.
+    assert_eq!(s.get("/v1/admin/plugins/directory-next").await.expect(200).body["version"], "0.1.0");
+    assert_eq!(s.get(&format!("{ROSTER}/e1")).await.expect(200).body["name"], "Ada Next");
+
+    // A version that keeps every function as it was (here: the same component, a patch of
+    // the interface) is accepted.
+    let patch = next.replace("version = \"0.1.0\"", "version = \"0.1.1\"");
+    s.upload(embed_manifest(&raw_component("keel-plugin-directory-next"), &patch).unwrap()).await.expect(201);
+}
+
+/// A tenant swaps the provider of an interface: a provider lacking what the callers switched
+/// on there import is refused, naming them; a compatible one takes over and the callers
+/// keep working with no change on their side.
+#[tokio::test]
+async fn a_tenant_swaps_a_provider_only_for_one_that_serves_its_callers() {
+    let s = TestServer::with_plugins(&[
+        "fixtures/directory",
+        "fixtures/roster",
+        "fixtures/directory-alt",
+        "fixtures/directory-broken",
+    ])
+    .await;
+    let acme = s.tenant_with_token("acme", "tenant-admin").await;
+    let switch = async |plugin: &str, action: &str| {
+        s.as_token(Some(&acme), Method::POST, &format!("/v1/tenants/acme/plugins/{plugin}/{action}"), None).await
+    };
+    switch("directory", "enable").await.expect(200);
+    switch("roster", "enable").await.expect(200);
+    let refused = switch("directory-broken", "enable").await.expect_problem(409, "interface-incompatible").body;
+    let unserved = &refused["unserved"][0];
+    assert_eq!(
+        (unserved["plugin"].as_str(), unserved["interface"].as_str()),
+        (Some("roster"), Some("keel:hr/directory@0.2.4")),
+        "{refused}"
+    );
+    let functions: Vec<&str> =
+        unserved["breaks"].as_array().unwrap().iter().map(|b| b["function"].as_str().unwrap()).collect();
+    assert!(functions.contains(&"get-employee"), "{refused}");
+    let tenant_plugins = s.as_token(Some(&acme), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
+    let broken_on = tenant_plugins["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["id"] == "directory-broken" && p["enabled"] == true);
+    assert!(!broken_on, "the refused provider stayed off: {tenant_plugins}");
+
+    // The compatible replacement: switch it on, then the old one off; the roster now reads
+    // the replacement's data without a change on its side.
+    switch("directory-alt", "enable").await.expect(200);
+    switch("directory", "disable").await.expect(200);
+    let e2 = s.as_token(Some(&acme), Method::GET, &format!("{ROSTER}/e2"), None).await.expect(200).body;
+    assert_eq!(e2["department"], "finance", "served by directory-alt: {e2}");
+    // Without plugins that import the directory switched on (directory-alt imports
+    // `get-employee` too), the broken directory has nobody to fail.
+    switch("roster", "disable").await.expect(200);
+    let alt = switch("directory-broken", "enable").await.expect_problem(409, "interface-incompatible").body;
+    assert_eq!(alt["unserved"][0]["plugin"], "directory-alt", "{alt}");
+    switch("directory-alt", "disable").await.expect(200);
+    switch("directory-broken", "enable").await.expect(200);
+}

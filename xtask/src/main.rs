@@ -32,6 +32,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-roster", "plugins/fixtures/roster", false),
     ("keel-plugin-noisy", "plugins/fixtures/noisy", false),
     ("keel-plugin-directory-next", "plugins/fixtures/directory-next", false),
+    ("keel-plugin-directory-broken", "plugins/fixtures/directory-broken", false),
     ("keel-plugin-directory-skewed", "plugins/fixtures/directory-skewed", false),
     ("keel-plugin-misfit-import", "plugins/fixtures/misfit-import", false),
     ("keel-plugin-misfit-signature", "plugins/fixtures/misfit-signature", false),

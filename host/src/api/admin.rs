@@ -94,6 +94,14 @@ impl From<InstallError> for ApiError {
                 };
                 ApiError::unprocessable(code, detail)
             }
+            InstallError::Incompatible { breaks, callers, .. } => {
+                let mut api = ApiError::conflict("interface-incompatible", detail);
+                let mut members = serde_json::Map::new();
+                members.insert("breaks".into(), serde_json::to_value(&breaks).unwrap_or_default());
+                members.insert("callers".into(), serde_json::to_value(&callers).unwrap_or_default());
+                api.extensions = Some(members);
+                api
+            }
             InstallError::Registry(r) => r.into(),
         }
     }

@@ -288,6 +288,30 @@ async fn switch(
     } else {
         (Vec::new(), dependencies::dependents(plugin, &enabled))
     };
+    if on {
+        let unserved = dependencies::unserved(state.runtime.engine(), &target, &loaded);
+        if !unserved.is_empty() {
+            let listed: Vec<String> = unserved
+                .iter()
+                .map(|u| {
+                    let breaks: Vec<String> = u.breaks.iter().map(ToString::to_string).collect();
+                    format!("{} ({})", u.plugin, breaks.join("; "))
+                })
+                .collect();
+            let mut refusal = ApiError::conflict(
+                "interface-incompatible",
+                format!(
+                    "`{plugin}` does not serve what plugins switched on here import of {}: {}",
+                    unserved[0].interface,
+                    listed.join(", ")
+                ),
+            );
+            let mut members = serde_json::Map::new();
+            members.insert("unserved".into(), serde_json::to_value(&unserved).unwrap_or_default());
+            refusal.extensions = Some(members);
+            return Err(refusal);
+        }
+    }
     if !on && !force && !dependents.is_empty() {
         let listed: Vec<String> =
             dependents.iter().map(|d| format!("{} ({})", d.plugin, d.interfaces.join(", "))).collect();
@@ -316,11 +340,15 @@ async fn switch(
     Ok(Json(PluginSwitch { plugin: plugin.to_owned(), enabled, missing, dependents }))
 }
 
-/// Switch an installed plugin on for this tenant. Always allowed: what it requires that no
-/// plugin switched on here provides is listed in `missing`.
+/// Switch an installed plugin on for this tenant. What it requires that no plugin switched
+/// on here provides is listed in `missing`. A provider is refused (409
+/// `interface-incompatible`, the problem's `unserved` listing each plugin and function)
+/// when plugins switched on here import functions of its interface it lacks or types
+/// otherwise.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/enable", tag = "tenants",
     params(("tenant" = String, Path), ("plugin" = String, Path)),
-    responses((status = 200, body = PluginSwitch), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = PluginSwitch), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`interface-incompatible`", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn enable_for_tenant(
     State(state): State<AppState>,

@@ -9,6 +9,7 @@ use crate::artifact::{self, ArtifactError};
 use crate::backend::BackendError;
 use crate::clock::Clock;
 use crate::manifest::{LimitPolicy, Manifest, ManifestError, RouteTable};
+use crate::runtime::compat;
 use crate::runtime::{HostState, PluginPre, PrepareError, Runtime};
 use crate::storage::ReindexError;
 use serde::Serialize;
@@ -80,6 +81,18 @@ pub enum InstallError {
     Reindex(crate::storage::ReindexError),
     #[error(transparent)]
     Trust(#[from] crate::signing::TrustError),
+    #[error(
+        "this version provides {interface}, which must serve what {replaces} did, but it breaks {}{}",
+        breaks.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        if callers.is_empty() { String::new() } else { format!(" (installed callers: {})", callers.join(", ")) }
+    )]
+    Incompatible {
+        interface: String,
+        replaces: String,
+        breaks: Vec<crate::runtime::compat::Break>,
+        /// Installed plugins that require the interface.
+        callers: Vec<String>,
+    },
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -572,6 +585,9 @@ impl PluginRegistry {
             return Ok((unchanged, InstallOutcome::Unchanged));
         }
         let active = self.get(&manifest.id);
+        if let Some(active) = &active {
+            self.check_compatible(&manifest, &prepared.pre, active)?;
+        }
 
         let now = self.clock.now_ms();
         // Index entries follow the active version's definitions: an upgrade that adds,
@@ -629,6 +645,42 @@ impl PluginRegistry {
         self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok((record, outcome))
+    }
+
+    /// Refuses a version that breaks an interface the version it replaces provided under a
+    /// compatible version: a function removed, or its type changed (see `runtime::compat`).
+    fn check_compatible(
+        &self,
+        manifest: &Manifest,
+        pre: &PluginPre<HostState>,
+        active: &LoadedPlugin,
+    ) -> Result<(), InstallError> {
+        let engine = self.runtime.engine();
+        for provided in manifest.provided() {
+            for old in active.record.manifest.provided().iter().filter(|old| provided.satisfies(old)) {
+                let before = compat::exported(engine, active.pre.component(), old).unwrap_or_default();
+                let after = compat::exported(engine, pre.component(), provided).unwrap_or_default();
+                let breaks = compat::breaks(&before, &after);
+                if breaks.is_empty() {
+                    continue;
+                }
+                let mut callers: Vec<String> = self
+                    .loaded()
+                    .iter()
+                    .filter(|p| p.record.id != manifest.id)
+                    .filter(|p| p.record.manifest.required().iter().any(|r| r.name == provided.name))
+                    .map(|p| p.record.id.clone())
+                    .collect();
+                callers.sort();
+                return Err(InstallError::Incompatible {
+                    interface: provided.to_string(),
+                    replaces: old.to_string(),
+                    breaks,
+                    callers,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Turns a plugin on or off for everyone; a disabled plugin's routes answer 404.

@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod bindings;
 mod cache;
+pub mod compat;
 mod host;
 pub mod interop;
 mod limits;
@@ -161,6 +162,13 @@ pub struct PluginPre<T: 'static> {
     routes: Option<routes::GuestIndices>,
     /// Department interfaces the plugin provides, with their export names.
     exports: Vec<(InterfaceRef, String)>,
+}
+
+impl<T: 'static> PluginPre<T> {
+    /// The compiled component (its types: what it imports and exports).
+    pub fn component(&self) -> &Component {
+        self.instance_pre.component()
+    }
 }
 
 impl<T: 'static> Clone for PluginPre<T> {
