@@ -2,11 +2,15 @@
 //! interfaces one imports (`requires`) and another exports (`provides`).
 //!
 //! The rules, checked when a tenant admin switches a plugin on or off:
-//! - switching a plugin on is always allowed; what it requires that no plugin switched on in
-//!   the tenant provides is listed in the answer (`missing`), and its calls there fail with
+//! - switching a plugin on is allowed whatever it is missing; what it requires that no
+//!   plugin switched on in the tenant provides is listed in the answer (`missing`), and its
+//!   calls there fail with
 //!   `department-unavailable` until a provider is switched on. Setup can go in any order,
 //!   and a department that uses another for part of its work (the CRM escalating to the
 //!   helpdesk) runs without it;
+//! - switching a provider on is refused while plugins switched on there import functions of
+//!   its interface it lacks or types otherwise ([`unserved`]): a swap of providers goes
+//!   through only to one that serves every caller as it is;
 //! - switching a plugin off is refused while it is the last provider of an interface another
 //!   plugin switched on in the tenant requires: the refusal names each dependent and what it
 //!   would lose. Forcing it goes ahead (the dependents then get `department-unavailable`).
