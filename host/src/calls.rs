@@ -209,9 +209,8 @@ impl Calls {
             .map(|e| {
                 let deliveries = self
                     .registry
-                    .subscribers(&e.topic)
+                    .subscribers(&self.tenancy, &scope.tenant, &e.topic)
                     .into_iter()
-                    .filter(|s| self.tenancy.is_enabled(&scope.tenant, &s.record.id))
                     .map(|s| NewJob {
                         id: crate::jobs::random_id("job"),
                         plugin: s.record.id.clone(),

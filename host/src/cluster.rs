@@ -36,7 +36,9 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 4] = [Topic::Tenancy, Topic::Plugins, Topic::Tokens, Topic::Settings];
+    /// In the order a follower reloads them: plugins before tenancy, so a version another
+    /// host moved a tenant to is loaded here before this host routes the tenant to it.
+    pub const ALL: [Topic; 4] = [Topic::Plugins, Topic::Tenancy, Topic::Tokens, Topic::Settings];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -64,16 +64,16 @@ impl Interop for DepartmentCalls {
                 interface: interface.to_owned(),
             });
         }
-        let caller = calls.registry.get(&from.plugin).ok_or(Unavailable::CallerGone)?;
+        let caller =
+            calls.registry.for_tenant(&calls.tenancy, &from.tenant, &from.plugin).ok_or(Unavailable::CallerGone)?;
         let required =
             caller.record.manifest.required().into_iter().find(|r| r.name == interface).ok_or_else(|| {
                 Unavailable::NotRequired { caller: from.plugin.clone(), interface: interface.to_owned() }
             })?;
         let (provided, provider) = calls
             .registry
-            .loaded()
+            .serving_tenant(&calls.tenancy, &from.tenant)
             .into_iter()
-            .filter(|p| p.record.enabled && calls.tenancy.is_enabled(&from.tenant, &p.record.id))
             .filter_map(|p| {
                 let provided = p.record.manifest.provided().iter().find(|x| x.satisfies(required))?.clone();
                 Some((provided, p))

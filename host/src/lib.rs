@@ -24,6 +24,7 @@ pub mod devkit;
 pub mod identity;
 pub mod imports;
 pub mod jobs;
+pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;
 pub mod plugins;

@@ -305,7 +305,9 @@ impl Server {
 
 /// Installs every `*.wasm` in `dir` that is new or newer than what is installed, with its
 /// publisher's signature from `<name>.wasm.sig` beside it if there is one.
-/// Newly installed bundled plugins are switched on for the default tenant.
+/// Newly installed bundled plugins are switched on for the default tenant; a newer bundled
+/// version is rolled out to every tenant running an older one (the operator shipped it),
+/// stopping at a tenant it cannot move, which keeps its version (logged).
 async fn install_bundled(
     registry: &PluginRegistry,
     tenancy: &TenantStore,
@@ -332,11 +334,22 @@ async fn install_bundled(
             }
             Ok((record, outcome)) => {
                 installed += 1;
-                if outcome == InstallOutcome::Installed {
-                    tenancy
-                        .set_enabled(crate::identity::DEFAULT_TENANT, &record.id, true)
-                        .await
-                        .map_err(|e| StartError::Tenancy(e.to_string()))?;
+                match outcome {
+                    InstallOutcome::Installed => {
+                        crate::lifecycle::switch_on(registry, tenancy, crate::identity::DEFAULT_TENANT, &record.id)
+                            .await
+                            .map_err(|e| StartError::Tenancy(e.to_string()))?;
+                    }
+                    _ => {
+                        let report = crate::lifecycle::rollout(registry, tenancy, &record.id, &record.version, None)
+                            .await
+                            .map_err(|e| StartError::Tenancy(e.to_string()))?;
+                        if let Some(failed) = &report.failed {
+                            tracing::warn!(plugin = %record.id, version = %record.version, tenant = %failed.tenant,
+                                code = %failed.code, detail = %failed.detail, remaining = ?report.remaining,
+                                "bundled version not rolled out to every tenant");
+                        }
+                    }
                 }
                 tracing::info!(plugin = %record.id, version = %record.version, ?outcome, "bundled plugin installed");
             }

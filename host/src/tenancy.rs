@@ -47,11 +47,23 @@ pub enum TenancyError {
     Database(#[from] BackendError),
 }
 
+/// A tenant's row for one plugin: whether it is on, and the version it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPluginRow {
+    pub tenant: String,
+    pub plugin: String,
+    pub enabled: bool,
+    /// None: never switched on (a switch-off recorded first).
+    pub version: Option<String>,
+}
+
 pub struct TenantStore {
     rows: Arc<dyn TenancyRows>,
     clock: Arc<Clock>,
     /// (tenant, plugin) pairs switched on.
     enabled: RwLock<HashSet<(String, String)>>,
+    /// (tenant, plugin) → the version the tenant runs, kept while the plugin is off for it.
+    versions: RwLock<HashMap<(String, String), String>>,
     /// Bumped on every enablement change, so watchers (the scheduler) notice cheaply.
     generation: std::sync::atomic::AtomicU64,
     /// (tenant, role) → granted plugin permissions.
@@ -75,8 +87,8 @@ fn valid_id(id: &str) -> bool {
 /// Tenant rows in the backend; [`TenantStore`] keeps enablement and grants in memory above it.
 #[async_trait::async_trait]
 pub trait TenancyRows: Send + Sync + 'static {
-    /// Every (tenant, plugin) switched on.
-    async fn enabled_plugins(&self) -> Result<Vec<(String, String)>, BackendError>;
+    /// Every tenant's row for every plugin.
+    async fn plugin_rows(&self) -> Result<Vec<TenantPluginRow>, BackendError>;
     /// Every (tenant, role, permission) granted.
     async fn grants(&self) -> Result<Vec<(String, String, String)>, BackendError>;
     /// Adds a tenant; `false` if its id is taken (nothing changed).
@@ -86,6 +98,8 @@ pub trait TenancyRows: Send + Sync + 'static {
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>, BackendError>;
     /// `false` if there is no such tenant.
     async fn set_status(&self, id: &str, status: TenantStatus) -> Result<bool, BackendError>;
+    /// Switches `plugin` on or off for `tenant`, keeping the version its row records (a
+    /// first switch-on records one with `PluginCatalog::switch_tenant`).
     async fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool, now: i64) -> Result<(), BackendError>;
     /// Forgets every tenant's enablement of `plugin`.
     async fn forget_plugin(&self, plugin: &str) -> Result<(), BackendError>;
@@ -102,11 +116,12 @@ pub trait TenancyRows: Send + Sync + 'static {
 impl TenantStore {
     /// Loads enablement and grants into memory.
     pub async fn load(rows: Arc<dyn TenancyRows>, clock: Arc<Clock>) -> Result<TenantStore, BackendError> {
-        let (enabled, grants) = Self::read(rows.as_ref()).await?;
+        let (enabled, versions, grants) = Self::read(rows.as_ref()).await?;
         Ok(TenantStore {
             rows,
             clock,
             enabled: RwLock::new(enabled),
+            versions: RwLock::new(versions),
             generation: std::sync::atomic::AtomicU64::new(0),
             grants: RwLock::new(grants),
             writing: tokio::sync::Mutex::new(()),
@@ -117,23 +132,38 @@ impl TenantStore {
     #[allow(clippy::type_complexity)]
     async fn read(
         rows: &dyn TenancyRows,
-    ) -> Result<(HashSet<(String, String)>, HashMap<(String, String), BTreeSet<String>>), BackendError> {
-        let enabled = rows.enabled_plugins().await?.into_iter().collect();
+    ) -> Result<
+        (HashSet<(String, String)>, HashMap<(String, String), String>, HashMap<(String, String), BTreeSet<String>>),
+        BackendError,
+    > {
+        let mut enabled = HashSet::new();
+        let mut versions = HashMap::new();
+        for row in rows.plugin_rows().await? {
+            let key = (row.tenant, row.plugin);
+            if row.enabled {
+                enabled.insert(key.clone());
+            }
+            if let Some(version) = row.version {
+                versions.insert(key, version);
+            }
+        }
         let mut grants: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
         for (tenant, role, permission) in rows.grants().await? {
             grants.entry((tenant, role)).or_default().insert(permission);
         }
-        Ok((enabled, grants))
+        Ok((enabled, versions, grants))
     }
 
     /// Reads enablement and grants again (another host changed them).
     pub async fn reload(&self) -> Result<(), BackendError> {
         let _writing = self.writing.lock().await;
-        let (enabled, grants) = Self::read(self.rows.as_ref()).await?;
+        let (enabled, versions, grants) = Self::read(self.rows.as_ref()).await?;
         let moved = {
             let mut current = self.enabled.write().expect("tenancy lock");
-            let moved = *current != enabled;
+            let mut current_versions = self.versions.write().expect("tenancy lock");
+            let moved = *current != enabled || *current_versions != versions;
             *current = enabled;
+            *current_versions = versions;
             moved
         };
         if moved {
@@ -185,7 +215,45 @@ impl TenantStore {
         self.enabled.read().expect("tenancy lock").contains(&(tenant.to_owned(), plugin.to_owned()))
     }
 
-    /// Changes whenever a tenant switches a plugin on or off.
+    /// The version of `plugin` `tenant` runs (also while it is off there); None: the tenant
+    /// never switched it on.
+    pub fn version_of(&self, tenant: &str, plugin: &str) -> Option<String> {
+        self.versions.read().expect("tenancy lock").get(&(tenant.to_owned(), plugin.to_owned())).cloned()
+    }
+
+    /// The tenants that recorded a version of `plugin` (on or off), with it, by tenant.
+    pub fn versions_of(&self, plugin: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .versions
+            .read()
+            .expect("tenancy lock")
+            .iter()
+            .filter(|((_, p), _)| p == plugin)
+            .map(|((t, _), v)| (t.clone(), v.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Records in memory what `PluginCatalog::switch_tenant` committed: `tenant` runs
+    /// `version` of `plugin`, and is on or off for it when `enabled` says.
+    pub async fn switched(&self, tenant: &str, plugin: &str, version: &str, enabled: Option<bool>) {
+        let _writing = self.writing.lock().await;
+        let key = (tenant.to_owned(), plugin.to_owned());
+        self.versions.write().expect("tenancy lock").insert(key.clone(), version.to_owned());
+        match enabled {
+            Some(true) => {
+                self.enabled.write().expect("tenancy lock").insert(key);
+            }
+            Some(false) => {
+                self.enabled.write().expect("tenancy lock").remove(&key);
+            }
+            None => {}
+        }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes whenever a tenant switches a plugin on or off or to another version.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -229,6 +297,7 @@ impl TenantStore {
         let _writing = self.writing.lock().await;
         self.rows.forget_plugin(plugin).await?;
         self.enabled.write().expect("tenancy lock").retain(|(_, p)| p != plugin);
+        self.versions.write().expect("tenancy lock").retain(|(_, p), _| p != plugin);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
     }

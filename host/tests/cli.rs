@@ -505,3 +505,76 @@ async fn the_cli_signs_verifies_and_installs_signed_artifacts() {
     assert!(!ok && out.contains("key-not-found"), "{out}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_versions_moves_a_tenant_and_rolls_out_the_rest() {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/keel-plugins");
+    let raw = std::fs::read(plugins.join("raw/keel_plugin_helpdesk.wasm")).expect("run `cargo xtask build-plugins`");
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/helpdesk/plugin.toml")).unwrap();
+    let version_line = manifest.lines().find(|l| l.starts_with("version = ")).unwrap().to_owned();
+    let files = tempfile::tempdir().unwrap();
+    for version in ["1.0.0", "2.0.0"] {
+        let text = manifest.replacen(&version_line, &format!("version = \"{version}\""), 1);
+        let artifact = keel_host::artifact::embed_manifest(&raw, &text).unwrap();
+        std::fs::write(files.path().join(format!("helpdesk-{version}.wasm")), artifact).unwrap();
+    }
+    let (_dir, server, url, token) = server().await;
+    let run = |args: String| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || cli(&url, &token, &args.split_whitespace().collect::<Vec<_>>(), None))
+    };
+    let file = |version: &str| files.path().join(format!("helpdesk-{version}.wasm")).display().to_string();
+    let (ok, out) = run(format!("plugin install {}", file("1.0.0"))).await.unwrap();
+    assert!(ok, "{out}");
+    for tenant in ["acme", "globex"] {
+        let (ok, out) = run(format!("tenant create {tenant} --name {tenant}")).await.unwrap();
+        assert!(ok, "{out}");
+        let (ok, out) = run(format!("tenant plugin enable {tenant} helpdesk")).await.unwrap();
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = run(format!("plugin install {}", file("2.0.0"))).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run("tenant plugin list acme".into()).await.unwrap();
+    assert!(
+        ok && out.lines().any(|l| l.starts_with("helpdesk") && l.contains("1.0.0") && l.contains("2.0.0")),
+        "{out}"
+    );
+
+    let (ok, out) = run("tenant plugin upgrade acme helpdesk".into()).await.unwrap();
+    assert!(ok && out.contains("acme runs helpdesk 2.0.0 (was 1.0.0"), "{out}");
+    let (ok, out) = run("tenant plugin upgrade acme helpdesk --version 3.0.0".into()).await.unwrap();
+    assert!(!ok && out.contains("version-not-found"), "{out}");
+    let (ok, out) = run("plugin versions helpdesk".into()).await.unwrap();
+    let line = |v: &str| out.lines().find(|l| l.starts_with(v)).unwrap_or_default().to_owned();
+    assert!(ok && line("1.0.0").ends_with("default, globex") && line("2.0.0").ends_with("acme"), "{out}");
+    assert!(line("2.0.0").contains("yes"), "the active version is marked: {out}");
+
+    let (ok, out) = run("plugin rollout helpdesk --tenant globex".into()).await.unwrap();
+    assert!(ok && out.contains("moved globex from 1.0.0 to 2.0.0"), "{out}");
+    assert_eq!(server.state.tenancy.version_of("globex", "helpdesk").as_deref(), Some("2.0.0"));
+    assert_eq!(server.state.tenancy.version_of("default", "helpdesk").as_deref(), Some("1.0.0"));
+    let (ok, out) = run("plugin rollout helpdesk --tenant nobody".into()).await.unwrap();
+    assert!(!ok && out.contains("stopped at nobody (not-switched-on)"), "{out}");
+    let (ok, out) = run("plugin rollout helpdesk".into()).await.unwrap();
+    assert!(ok && out.contains("moved default from 1.0.0") && out.contains("every tenant asked for runs"), "{out}");
+
+    // 3.0.0 asks for a permission 2.0.0 did not: the tenant admin sees it and approves it.
+    let text = manifest.replacen(&version_line, "version = \"3.0.0\"", 1).replacen(
+        "[permissions]\n",
+        "[permissions]\n\"helpdesk.export\" = \"Export tickets\"\n",
+        1,
+    );
+    let artifact = keel_host::artifact::embed_manifest(&raw, &text).unwrap();
+    std::fs::write(files.path().join("helpdesk-3.0.0.wasm"), artifact).unwrap();
+    let (ok, out) = run(format!("plugin install {}", file("3.0.0"))).await.unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run("tenant plugin upgrade acme helpdesk --dry-run".into()).await.unwrap();
+    assert!(ok && out.contains("from 2.0.0 to 3.0.0") && out.contains("permission:helpdesk.export"), "{out}");
+    let (ok, out) = run("tenant plugin upgrade acme helpdesk".into()).await.unwrap();
+    assert!(!ok && out.contains("approval-required"), "{out}");
+    let (ok, out) =
+        run("tenant plugin upgrade acme helpdesk --approve permission:helpdesk.export".into()).await.unwrap();
+    assert!(ok && out.contains("acme runs helpdesk 3.0.0"), "{out}");
+    server.shutdown().await;
+}

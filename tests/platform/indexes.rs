@@ -1,7 +1,12 @@
-//! Index definitions follow the active version: an upgrade that adds or retypes an index
-//! rewrites the entries of the documents already stored, in the same transaction as the
-//! switch, or, when some stored value does not fit the new type, refuses the upgrade naming
-//! the document and field and changes nothing.
+//! Index definitions follow the version a tenant runs: moving a tenant to a version that
+//! adds or retypes an index rewrites the entries of that tenant's documents, in the same
+//! transaction as the move, or, when some stored value does not fit the new type, refuses
+//! the move naming the document and field and changes nothing.
+
+/// Moves the default tenant to the plugin's active version.
+async fn upgrade_default(s: &TestServer, plugin: &str) -> keel_tests::Reply {
+    s.post(&format!("/v1/tenants/default/plugins/{plugin}/upgrade"), json!({})).await
+}
 
 use keel_host::artifact::embed_manifest;
 use keel_tests::{TestServer, manifest_source, raw_component, with_version};
@@ -26,6 +31,8 @@ async fn an_upgrade_indexes_the_documents_stored_before_it() {
 
     let upgraded = s.install("bundled/helpdesk").await.expect(201).body;
     assert_eq!(upgraded["outcome"], "upgraded");
+    let moved = upgrade_default(&s, "helpdesk").await.expect(200).body;
+    assert_eq!((moved["from"].as_str(), &moved["to"]), (Some("0.3.0"), &upgraded["plugin"]["version"]));
     s.eventually("/v1/tenants/default/schedules", "the SLA check to be scheduled", |b| {
         b["items"].as_array().is_some_and(|i| i.iter().any(|s| s["name"] == "sla-check"))
     })
@@ -42,7 +49,7 @@ async fn an_upgrade_indexes_the_documents_stored_before_it() {
 }
 
 #[tokio::test]
-async fn an_upgrade_whose_new_index_type_does_not_fit_the_stored_data_is_refused_and_changes_nothing() {
+async fn a_move_to_a_version_whose_new_index_type_does_not_fit_the_stored_data_is_refused_and_changes_nothing() {
     let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
     let version = keel_tests::manifest_version("helpdesk");
     s.post(T, json!({ "title": "Screen flickers", "priority": "P2" })).await.expect(201);
@@ -52,19 +59,23 @@ async fn an_upgrade_whose_new_index_type_does_not_fit_the_stored_data_is_refused
     let retyped = source.replacen(r#""priority","#, r#"{ field = "priority", type = "integer" },"#, 1);
     assert_ne!(retyped, source, "test setup: the tickets index list changed shape");
     let artifact = embed_manifest(&raw_component("keel-plugin-helpdesk"), &with_version(&retyped, "99.0.0")).unwrap();
-    let refused = s.upload(artifact).await.expect_problem(409, "index-data-mismatch");
+    s.upload(artifact).await.expect(201);
+    let refused = upgrade_default(&s, "helpdesk").await.expect_problem(409, "index-data-mismatch");
     let detail = refused.body["detail"].as_str().unwrap();
     assert!(detail.contains("`priority`") && detail.contains("tickets/") && detail.contains("integer"), "{detail}");
 
-    // The old version stays active and its index still answers.
-    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], version.as_str());
+    // The tenant stays on its version and its index still answers.
+    let tenant = s.get("/v1/tenants/default/plugins").await.expect(200).body;
+    let row = tenant["items"].as_array().unwrap().iter().find(|p| p["id"] == "helpdesk").unwrap().clone();
+    assert_eq!(row["version"].as_str(), Some(version.as_str()), "{row}");
     let listed = s.get(&format!("{T}?priority=P2")).await.expect(200).body;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
 
-    // Declaring it a string fits: the upgrade goes through and the index still answers.
+    // Declaring it a string fits: the move goes through and the index still answers.
     let typed = source.replacen(r#""priority","#, r#"{ field = "priority", type = "string" },"#, 1);
-    let artifact = embed_manifest(&raw_component("keel-plugin-helpdesk"), &with_version(&typed, "99.0.0")).unwrap();
+    let artifact = embed_manifest(&raw_component("keel-plugin-helpdesk"), &with_version(&typed, "99.0.1")).unwrap();
     s.upload(artifact).await.expect(201);
+    upgrade_default(&s, "helpdesk").await.expect(200);
     let listed = s.get(&format!("{T}?priority=P2")).await.expect(200).body;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
     let listed = s.get(&format!("{T}?priority=P1")).await.expect(200).body;
@@ -79,7 +90,7 @@ fn crm_without_search(version: &str) -> Vec<u8> {
     embed_manifest(&raw_component("keel-plugin-crm"), &with_version(&plain, version)).unwrap()
 }
 
-/// Declaring `search` on an upgrade indexes what was stored before it, in every tenant; a
+/// Declaring `search` in a version indexes what the tenant stored before it moved there; a
 /// version that drops it takes the rows out and its searches are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_that_declares_search_indexes_stored_documents_and_one_that_drops_it_removes_them() {
@@ -92,11 +103,13 @@ async fn an_upgrade_that_declares_search_indexes_stored_documents_and_one_that_d
     s.get(&format!("{CRM}/cases?q=invoice")).await.expect_problem(403, "forbidden");
 
     assert_eq!(s.install("bundled/crm").await.expect(201).body["outcome"], "upgraded");
+    upgrade_default(&s, "crm").await.expect(200);
     let found = s.get(&format!("{CRM}/cases?q=invoice")).await.expect(200).body;
     assert_eq!(found["items"][0]["subject"], "Invoice disputed", "{found}");
     assert_eq!(s.get(&format!("{CRM}/contacts?q=souza")).await.expect(200).body["items"][0]["name"], "Ana Souza");
 
     s.upload(crm_without_search("99.0.0")).await.expect(201);
+    upgrade_default(&s, "crm").await.expect(200);
     s.get(&format!("{CRM}/cases?q=invoice")).await.expect_problem(403, "forbidden");
     // The cases themselves are untouched.
     assert_eq!(s.get(&format!("{CRM}/cases/1")).await.expect(200).body["subject"], "Invoice disputed");

@@ -27,3 +27,4 @@ mod tasks;
 mod tenancy;
 mod uploads;
 mod users;
+mod versions;

@@ -1,7 +1,7 @@
 //! Several hosts on one PostgreSQL database follow each other's changes: a plugin installed,
-//! switched off or removed, a role's grants replaced, a token revoked or a tenant suspended
-//! through one host is in force on the others within the change feed's bound
-//! (`database.change-poll-ms`; normally at once, woken by NOTIFY).
+//! switched off or removed, a tenant moved to another version, a role's grants replaced, a
+//! token revoked or a tenant suspended through one host is in force on the others within the
+//! change feed's bound (`database.change-poll-ms`; normally at once, woken by NOTIFY).
 
 use keel_tests::{TestServer, postgres_database};
 use serde_json::json;
@@ -73,6 +73,22 @@ async fn changes_made_through_one_host_are_in_force_on_another_within_the_bound(
     waits.push(until_status(&http, &b_base, &admin, "/v1/plugins/helpdesk/tickets/1", 404).await);
     a.post_empty("/v1/tenants/default/plugins/helpdesk/enable").await.expect(200);
     waits.push(until_status(&http, &b_base, &admin, "/v1/plugins/helpdesk/tickets/1", 200).await);
+
+    // The tenant moved through A to a version B never loaded (one without the `category`
+    // index): B serves it that version, then the first one again when A moves it back.
+    let source = keel_tests::manifest_source("helpdesk");
+    let narrower = source.replace(r#""requester", "category"]"#, r#""requester"]"#);
+    assert_ne!(narrower, source, "test setup: the tickets index list changed shape");
+    let narrower = keel_tests::with_version(&narrower, "99.0.0");
+    let artifact = keel_host::artifact::embed_manifest(&keel_tests::raw_component("keel-plugin-helpdesk"), &narrower);
+    a.upload(artifact.unwrap()).await.expect(201);
+    let by_category = "/v1/plugins/helpdesk/tickets?category=general";
+    until_status(&http, &b_base, &admin, by_category, 200).await;
+    a.post("/v1/tenants/default/plugins/helpdesk/upgrade", json!({})).await.expect(200);
+    waits.push(until_status(&http, &b_base, &admin, by_category, 403).await);
+    let first = keel_tests::manifest_version("helpdesk");
+    a.post("/v1/tenants/default/plugins/helpdesk/upgrade", json!({ "version": first })).await.expect(200);
+    waits.push(until_status(&http, &b_base, &admin, by_category, 200).await);
 
     // A token revoked through B stops working on A (whose cache had just verified it).
     let reader = a.token_for("default", "tenant-admin").await;

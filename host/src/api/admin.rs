@@ -25,6 +25,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show_plugin, uninstall_plugin))
         .routes(routes!(enable_plugin))
         .routes(routes!(disable_plugin))
+        .routes(routes!(plugin_versions))
+        .routes(routes!(rollout_plugin))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -124,7 +126,9 @@ impl From<RegistryError> for ApiError {
 ///
 /// The artifact is validated (envelope, manifest, compilation, type-check against the
 /// `keel:platform/plugin` world, declared capabilities) before anything is stored. Uploading
-/// the same id, version and digest again is a no-op (200); a newer version upgrades.
+/// the same id, version and digest again is a no-op (200); a newer version becomes the active
+/// one, which tenants switching the plugin on get; tenants running an older one keep it until
+/// their admin upgrades or a rollout moves them (`/v1/admin/plugins/{id}/rollout`).
 ///
 /// The publisher's signature goes in the `keel-signature` header (the line `keel plugin
 /// sign` writes). A signature that does not verify is refused (422 `invalid-signature`);
@@ -161,7 +165,7 @@ async fn install_plugin(
     let (plugin, outcome) = state.registry.install(bytes.to_vec(), signature).await?;
     // A new plugin is switched on where it was installed from; other tenants opt in.
     if outcome == InstallOutcome::Installed {
-        state.tenancy.set_enabled(&admin.tenant, &plugin.id, true).await?;
+        crate::lifecycle::switch_on(&state.registry, &state.tenancy, &admin.tenant, &plugin.id).await?;
     }
     tracing::info!(actor = %admin.name, plugin = %plugin.id, version = %plugin.version, digest = %plugin.digest, ?outcome, "plugin installed");
     let detail =
@@ -172,6 +176,112 @@ async fn install_plugin(
         .await;
     let status = if outcome == InstallOutcome::Unchanged { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(InstallResponse { outcome, plugin })))
+}
+
+/// One installed version of a plugin, and the tenants running it.
+#[derive(Serialize, ToSchema)]
+pub struct PluginVersion {
+    pub version: String,
+    /// sha-256 of the artifact, hex.
+    pub digest: String,
+    pub size_bytes: u64,
+    pub installed_at: i64,
+    /// The trusted key whose signature it carried at install.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The version tenants switching the plugin on get.
+    pub active: bool,
+    /// Tenants that run it (switched on or off there), by id.
+    pub tenants: Vec<String>,
+    /// The manifest as uploaded (TOML).
+    pub manifest: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PluginVersionList {
+    pub plugin: String,
+    pub active_version: String,
+    /// Oldest first.
+    pub items: Vec<PluginVersion>,
+}
+
+/// The installed versions of a plugin, oldest first, each with its digest, signer, manifest
+/// and the tenants that run it.
+#[utoipa::path(get, path = "/v1/admin/plugins/{id}/versions", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")),
+    responses((status = 200, body = PluginVersionList), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn plugin_versions(
+    State(state): State<AppState>,
+    _admin: AdminPrincipal,
+    Path(id): Path<String>,
+) -> Result<Json<PluginVersionList>, ApiError> {
+    let active = state
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no plugin `{id}` is installed")))?;
+    let running = state.tenancy.versions_of(&id);
+    let items = state
+        .registry
+        .versions(&id)
+        .await?
+        .into_iter()
+        .map(|v| PluginVersion {
+            active: v.version == active.record.version,
+            tenants: running.iter().filter(|(_, r)| *r == v.version).map(|(t, _)| t.clone()).collect(),
+            version: v.version,
+            digest: v.digest,
+            size_bytes: v.size,
+            installed_at: v.installed_at,
+            signer: v.signer,
+            manifest: v.manifest,
+        })
+        .collect();
+    Ok(Json(PluginVersionList { plugin: id, active_version: active.record.version.clone(), items }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// The installed version to move tenants to; the plugin's active version when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The tenants to move, in this order; every tenant running another version (by id)
+    /// when absent.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+}
+
+/// Move tenants to a version of a plugin, one after the other, with the checks of a tenant
+/// admin's upgrade (no force), stopping at the first tenant that fails. The report lists
+/// the tenants moved, the one it stopped at (with a stable code and why), and those not
+/// reached; `complete` says whether every tenant is on the version.
+#[utoipa::path(post, path = "/v1/admin/plugins/{id}/rollout", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")),
+    request_body = RolloutRequest,
+    responses((status = 200, body = crate::lifecycle::RolloutReport),
+        (status = 404, description = "`plugin-not-found`, `version-not-found`", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn rollout_plugin(
+    State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(id): Path<String>,
+    Json(request): Json<RolloutRequest>,
+) -> Result<Json<crate::lifecycle::RolloutReport>, ApiError> {
+    let active = state
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no plugin `{id}` is installed")))?;
+    let version = request.version.unwrap_or_else(|| active.record.version.clone());
+    let report = crate::lifecycle::rollout(&state.registry, &state.tenancy, &id, &version, request.tenants).await?;
+    tracing::info!(actor = %admin.name, plugin = %id, %version, moved = report.moved.len(), complete = report.complete, "rollout");
+    let detail = serde_json::to_value(&report).unwrap_or_default();
+    state
+        .audit
+        .admin(&admin, &rid, AdminAction { tenant: None, action: "plugin.rollout", plugin: Some(&id), detail })
+        .await;
+    Ok(Json(report))
 }
 
 /// List installed plugins.

@@ -70,8 +70,10 @@ pub async fn public_dispatch(
         ApiError::not_found("route-not-found", format!("no public route {path} of `{plugin_id}` here"))
             .with_request_id(&request_id)
     };
-    let plugin =
-        state.registry.get(plugin_id).filter(|p| p.record.enabled && state.tenancy.is_enabled(tenant, &p.record.id));
+    let plugin = state
+        .registry
+        .for_tenant(&state.tenancy, tenant, plugin_id)
+        .filter(|p| p.record.enabled && state.tenancy.is_enabled(tenant, &p.record.id));
     let Some(plugin) = plugin else { return Err(not_found()) };
     match plugin.routes.find(parts.method.as_str(), &path) {
         Ok(m) if plugin.record.manifest.routes[m.index].public => {}
@@ -144,7 +146,7 @@ async fn serve(
     let err = |e: ApiError| e.with_plugin(plugin_id).with_request_id(request_id);
     let plugin = state
         .registry
-        .get(plugin_id)
+        .for_tenant(&state.tenancy, &principal.tenant, plugin_id)
         .filter(|p| p.record.enabled && state.tenancy.is_enabled(&principal.tenant, &p.record.id))
         .ok_or_else(|| err(ApiError::not_found("plugin-not-found", format!("no enabled plugin `{plugin_id}`"))))?;
     let matched = plugin.routes.find(method.as_str(), &path).map_err(|e| match e {
@@ -257,8 +259,8 @@ pub(super) fn call_failure(e: &CallError) -> ApiError {
 }
 
 /// Runs the call, again from the start when its commit loses a race (see
-/// [`Calls::repeating`](crate::calls::Calls::repeating)); a repeat runs the version active
-/// then, since the race may have been with an upgrade.
+/// [`Calls::repeating`](crate::calls::Calls::repeating)); a repeat runs the version the
+/// tenant runs then, since the race may have been with its upgrade.
 async fn call(
     state: &AppState,
     plugin: &Arc<LoadedPlugin>,
@@ -274,7 +276,11 @@ async fn call(
     let attempt = |n: u32| {
         let plugin = match n {
             1 => plugin.clone(),
-            _ => state.registry.get(id).filter(|p| p.record.enabled).unwrap_or_else(|| plugin.clone()),
+            _ => state
+                .registry
+                .for_tenant(&state.tenancy, &principal.tenant, id)
+                .filter(|p| p.record.enabled)
+                .unwrap_or_else(|| plugin.clone()),
         };
         let (caller, request) = (caller.clone(), request.clone());
         async move { attempt_call(state, &plugin, principal, request_id, caller, request).await }

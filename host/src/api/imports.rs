@@ -83,7 +83,7 @@ async fn import(
     let err = |e: ApiError| e.with_plugin(&plugin_id).with_request_id(&request_id);
     let plugin = state
         .registry
-        .get(&plugin_id)
+        .for_tenant(&state.tenancy, &principal.tenant, &plugin_id)
         .filter(|p| p.record.enabled && state.tenancy.is_enabled(&principal.tenant, &p.record.id))
         .ok_or_else(|| err(ApiError::not_found("plugin-not-found", format!("no enabled plugin `{plugin_id}`"))))?;
     let spec = plugin.record.manifest.imports.iter().find(|i| i.name == name).ok_or_else(|| {

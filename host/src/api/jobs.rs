@@ -201,7 +201,13 @@ async fn list_schedules(
         .list_schedules(&tenant)
         .await?
         .into_iter()
-        .filter(|s| state.tenancy.is_enabled(&tenant, &s.plugin) && state.registry.get(&s.plugin).is_some())
+        .filter(|s| state.tenancy.is_enabled(&tenant, &s.plugin))
+        .filter(|s| {
+            // Only what the tenant's version declares (a schedule an earlier version had stays
+            // stored, but is not run).
+            let plugin = state.registry.for_tenant(&state.tenancy, &tenant, &s.plugin);
+            plugin.is_some_and(|p| p.record.manifest.schedules.iter().any(|d| d.name == s.name))
+        })
         .collect();
     Ok(Json(ScheduleList { items }))
 }
@@ -221,10 +227,13 @@ async fn run_schedule(
     admin: TenantAdmin,
     Path((tenant, plugin_id, name)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<QueuedJob>), ApiError> {
-    let plugin =
-        state.registry.get(&plugin_id).filter(|p| state.tenancy.is_enabled(&tenant, &p.record.id)).ok_or_else(
-            || ApiError::not_found("plugin-not-found", format!("no plugin `{plugin_id}` enabled for `{tenant}`")),
-        )?;
+    let plugin = state
+        .registry
+        .for_tenant(&state.tenancy, &tenant, &plugin_id)
+        .filter(|p| state.tenancy.is_enabled(&tenant, &p.record.id))
+        .ok_or_else(|| {
+            ApiError::not_found("plugin-not-found", format!("no plugin `{plugin_id}` enabled for `{tenant}`"))
+        })?;
     if !plugin.record.manifest.schedules.iter().any(|s| s.name == name) {
         return Err(ApiError::not_found(
             "schedule-not-found",

@@ -57,11 +57,16 @@ fn store_problem(e: StoreError, done: &str) -> ApiError {
     }
 }
 
-/// The installed plugin `id`, or 404.
-fn installed(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::plugins::LoadedPlugin>, ApiError> {
+/// The installed plugin `id` at the version `tenant` runs (the active one if it never
+/// switched it on), or 404.
+fn installed(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<std::sync::Arc<crate::plugins::LoadedPlugin>, ApiError> {
     state
         .registry
-        .get(id)
+        .for_tenant(&state.tenancy, tenant, id)
         .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no plugin `{id}` is installed")))
 }
 
@@ -82,7 +87,7 @@ async fn export(
     admin: TenantAdmin,
     Path((_tenant, plugin_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let plugin = installed(&state, &plugin_id)?;
+    let plugin = installed(&state, admin.id(), &plugin_id)?;
     let manifest = &plugin.record.manifest;
     let scope = Scope { tenant: admin.id().to_owned(), plugin: plugin_id.clone() };
     let nothing = "nothing was exported";
@@ -227,7 +232,7 @@ async fn import(
     Path((_tenant, plugin_id)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<DataImport>, ApiError> {
-    let plugin = installed(&state, &plugin_id)?;
+    let plugin = installed(&state, admin.id(), &plugin_id)?;
     let scope = Scope { tenant: admin.id().to_owned(), plugin: plugin_id.clone() };
     // One import at a time per tenant: each holds a batch of writes.
     let Some(_lane) = state.import_lanes.try_enter(admin.id(), "") else {

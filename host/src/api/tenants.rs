@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enable_for_tenant))
         .routes(routes!(disable_for_tenant))
         .routes(routes!(purge_for_tenant))
+        .routes(routes!(preview_upgrade, upgrade_for_tenant))
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
         .routes(routes!(list_roles))
@@ -183,7 +184,13 @@ async fn resume_tenant(
 #[derive(Serialize, ToSchema)]
 pub struct TenantPlugin {
     pub id: String,
+    /// The version this tenant runs (keeps while it is off here); for a plugin never
+    /// switched on here, the version it would get.
     pub version: String,
+    /// The plugin's active version, when it is not the one this tenant runs: what an
+    /// upgrade without a version moves it to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_version: Option<String>,
     pub name: String,
     /// Switched on for this tenant (and on for the platform).
     pub enabled: bool,
@@ -209,19 +216,30 @@ async fn tenant_plugins(
     _admin: TenantAdmin,
     Path(tenant): Path<String>,
 ) -> Result<Json<TenantPluginList>, ApiError> {
-    // One snapshot of the registry for the switches and the listing.
-    let mut all = state.registry.loaded();
-    all.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+    // One snapshot of the registry for the switches and the listing, each plugin at the
+    // version this tenant runs.
+    let mut all: Vec<(std::sync::Arc<crate::plugins::LoadedPlugin>, String)> = state
+        .registry
+        .loaded()
+        .into_iter()
+        .map(|active| {
+            let mine = state.registry.for_tenant(&state.tenancy, &tenant, &active.record.id);
+            let active_version = active.record.version.clone();
+            (mine.unwrap_or(active), active_version)
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.record.id.cmp(&b.0.record.id));
     let is_on = |p: &crate::plugins::LoadedPlugin| p.record.enabled && state.tenancy.is_enabled(&tenant, &p.record.id);
-    let enabled: Vec<Enabled<'_>> = all.iter().filter(|p| is_on(p)).map(|p| enabled_of(p)).collect();
+    let enabled: Vec<Enabled<'_>> = all.iter().filter(|(p, _)| is_on(p)).map(|(p, _)| enabled_of(p)).collect();
     let names = |refs: &[crate::manifest::InterfaceRef]| refs.iter().map(ToString::to_string).collect();
     let items = all
         .iter()
-        .map(|p| {
+        .map(|(p, active)| {
             let manifest = &p.record.manifest;
             TenantPlugin {
                 id: p.record.id.clone(),
                 version: p.record.version.clone(),
+                active_version: (*active != p.record.version).then(|| active.clone()),
                 name: p.record.name.clone(),
                 enabled: is_on(p),
                 requires: names(manifest.required()),
@@ -235,14 +253,7 @@ async fn tenant_plugins(
 
 /// The plugins switched on in `tenant` (on for the platform and for the tenant), by id.
 fn switched_on(state: &AppState, tenant: &str) -> Vec<std::sync::Arc<crate::plugins::LoadedPlugin>> {
-    let mut on: Vec<_> = state
-        .registry
-        .loaded()
-        .into_iter()
-        .filter(|p| p.record.enabled && state.tenancy.is_enabled(tenant, &p.record.id))
-        .collect();
-    on.sort_by(|a, b| a.record.id.cmp(&b.record.id));
-    on
+    state.registry.serving_tenant(&state.tenancy, tenant)
 }
 
 fn enabled_of(p: &crate::plugins::LoadedPlugin) -> Enabled<'_> {
@@ -276,10 +287,18 @@ async fn switch(
     on: bool,
     force: bool,
 ) -> Result<Json<PluginSwitch>, ApiError> {
-    let Some(target) = state.registry.get(plugin) else {
+    if state.registry.get(plugin).is_none() {
         return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
-    };
+    }
     let _checked = state.tenancy.checked_switch().await;
+    // The version the tenant would run: the one it ran before, or the active one.
+    let target = match state.tenancy.version_of(admin.id(), plugin) {
+        Some(version) => state.registry.ensure_version(plugin, &version).await.map_err(ApiError::from)?,
+        None => state
+            .registry
+            .get(plugin)
+            .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")))?,
+    };
     let loaded = switched_on(state, admin.id());
     let enabled: Vec<Enabled<'_>> = loaded.iter().map(|p| enabled_of(p)).collect();
     let (missing, dependents) = if on {
@@ -288,47 +307,17 @@ async fn switch(
     } else {
         (Vec::new(), dependencies::dependents(plugin, &enabled))
     };
-    if on {
-        let unserved = dependencies::unserved(state.runtime.engine(), &target, &loaded);
-        if !unserved.is_empty() {
-            let listed: Vec<String> = unserved
-                .iter()
-                .map(|u| {
-                    let breaks: Vec<String> = u.breaks.iter().map(ToString::to_string).collect();
-                    format!("{} ({})", u.plugin, breaks.join("; "))
-                })
-                .collect();
-            let mut refusal = ApiError::conflict(
-                "interface-incompatible",
-                format!(
-                    "`{plugin}` does not serve what plugins switched on here import of {}: {}",
-                    unserved[0].interface,
-                    listed.join(", ")
-                ),
-            );
-            let mut members = serde_json::Map::new();
-            members.insert("unserved".into(), serde_json::to_value(&unserved).unwrap_or_default());
-            refusal.extensions = Some(members);
-            return Err(refusal);
-        }
-    }
-    if !on && !force && !dependents.is_empty() {
-        let listed: Vec<String> =
-            dependents.iter().map(|d| format!("{} ({})", d.plugin, d.interfaces.join(", "))).collect();
-        let mut refusal = ApiError::conflict(
-            "provider-required",
-            format!(
-                "`{plugin}` is the only provider here of what {} require{}; switch on another provider first, or force it",
-                listed.join(" and "),
-                if dependents.len() == 1 { "s" } else { "" }
-            ),
-        );
-        let mut members = serde_json::Map::new();
-        members.insert("dependents".into(), serde_json::to_value(&dependents).unwrap_or_default());
-        refusal.extensions = Some(members);
+    if let Some(refusal) = on.then(|| unserved_refusal(state, plugin, &target, &loaded)).flatten() {
         return Err(refusal);
     }
-    state.tenancy.set_enabled(admin.id(), plugin, on).await?;
+    if !on && !force && !dependents.is_empty() {
+        return Err(provider_required(&format!("`{plugin}` is the only provider here of"), &dependents));
+    }
+    if on {
+        crate::lifecycle::switch_on(&state.registry, &state.tenancy, admin.id(), plugin).await?;
+    } else {
+        state.tenancy.set_enabled(admin.id(), plugin, false).await?;
+    }
     let action = if on { "tenant.plugin.enable" } else { "tenant.plugin.disable" };
     let detail = if on {
         json!({ "missing": missing })
@@ -338,6 +327,259 @@ async fn switch(
     admin.record(state, action, Some(plugin), detail).await;
     let enabled = on && target.record.enabled;
     Ok(Json(PluginSwitch { plugin: plugin.to_owned(), enabled, missing, dependents }))
+}
+
+/// Refuses (409 `interface-incompatible`) a provider version that does not serve what the
+/// plugins switched on here import of its interfaces.
+fn unserved_refusal(
+    state: &AppState,
+    plugin: &str,
+    target: &crate::plugins::LoadedPlugin,
+    loaded: &[std::sync::Arc<crate::plugins::LoadedPlugin>],
+) -> Option<ApiError> {
+    let unserved = dependencies::unserved(state.runtime.engine(), target, loaded);
+    (!unserved.is_empty()).then(|| unserved_problem(plugin, &target.record.version, unserved))
+}
+
+/// 409 `provider-required`, its `dependents` member listing each plugin and interface:
+/// `{lead} what <dependents> require`.
+fn provider_required(lead: &str, dependents: &[Dependent]) -> ApiError {
+    let listed: Vec<String> =
+        dependents.iter().map(|d| format!("{} ({})", d.plugin, d.interfaces.join(", "))).collect();
+    let mut refusal = ApiError::conflict(
+        "provider-required",
+        format!(
+            "{lead} what {} require{}; switch on another provider first, or force it",
+            listed.join(" and "),
+            if dependents.len() == 1 { "s" } else { "" }
+        ),
+    );
+    let mut members = serde_json::Map::new();
+    members.insert("dependents".into(), serde_json::to_value(dependents).unwrap_or_default());
+    refusal.extensions = Some(members);
+    refusal
+}
+
+/// 409 `interface-incompatible`, its `unserved` member listing each plugin and function.
+fn unserved_problem(plugin: &str, version: &str, unserved: Vec<dependencies::Unserved>) -> ApiError {
+    let listed: Vec<String> = unserved
+        .iter()
+        .map(|u| {
+            let breaks: Vec<String> = u.breaks.iter().map(ToString::to_string).collect();
+            format!("{} ({})", u.plugin, breaks.join("; "))
+        })
+        .collect();
+    let mut refusal = ApiError::conflict(
+        "interface-incompatible",
+        format!(
+            "`{plugin}` {version} does not serve what plugins switched on here import of {}: {}",
+            unserved[0].interface,
+            listed.join(", ")
+        ),
+    );
+    let mut members = serde_json::Map::new();
+    members.insert("unserved".into(), serde_json::to_value(&unserved).unwrap_or_default());
+    refusal.extensions = Some(members);
+    refusal
+}
+
+impl From<crate::plugins::MoveError> for ApiError {
+    fn from(e: crate::plugins::MoveError) -> Self {
+        use crate::plugins::MoveError;
+        let code = crate::lifecycle::move_code(&e);
+        match e {
+            MoveError::NotFound(_) | MoveError::VersionNotFound { .. } => ApiError::not_found(code, e.to_string()),
+            MoveError::Reindex(_) => ApiError::conflict(code, e.to_string()),
+            MoveError::Superseded { .. } => ApiError::conflict(code, e.to_string()),
+            MoveError::Registry(r) => r.into(),
+        }
+    }
+}
+
+impl From<crate::lifecycle::LifecycleError> for ApiError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        match e {
+            crate::lifecycle::LifecycleError::Move(m) => m.into(),
+            crate::lifecycle::LifecycleError::Tenancy(t) => t.into(),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    /// The installed version to move to (older is a rollback); the plugin's active version
+    /// when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Move even though plugins switched on here would be left without a provider of an
+    /// interface only the current version provides.
+    #[serde(default)]
+    pub force: bool,
+    /// What the version asks for that the one this tenant runs does not, exactly as the
+    /// preview (`GET` on this path) or a refusal lists it: the tenant admin's approval.
+    #[serde(default)]
+    pub approve: Vec<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+struct PreviewParams {
+    /// The installed version to preview a move to; the plugin's active version when absent.
+    version: Option<String>,
+}
+
+/// What moving this tenant to a version would mean, before it is asked for.
+#[derive(Serialize, ToSchema)]
+pub struct UpgradePreview {
+    pub plugin: String,
+    pub from: String,
+    pub to: String,
+    /// What the version asks for that the one this tenant runs does not (capabilities,
+    /// collections, permissions, department interfaces it calls, event topics it receives,
+    /// each `kind:name`): the upgrade must approve exactly this list.
+    pub approval_required: Vec<String>,
+    /// What it requires that no plugin switched on here provides.
+    pub missing: Vec<String>,
+    /// Plugins the move would leave without a provider (the upgrade needs `force`).
+    pub dependents: Vec<Dependent>,
+    /// Why the move would be refused however it is asked (`interface-incompatible`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// Preview moving this tenant to another installed version of a plugin: what it would have
+/// to approve, what would be missing, and who would lose a provider. Changes nothing.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/plugins/{plugin}/upgrade", tag = "tenants",
+    params(("tenant" = String, Path), ("plugin" = String, Path), PreviewParams),
+    responses(
+        (status = 200, body = UpgradePreview),
+        (status = 404, description = "`plugin-not-found`, `version-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-switched-on`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn preview_upgrade(
+    State(state): State<AppState>,
+    admin: TenantAdmin,
+    Path((_tenant, plugin)): Path<(String, String)>,
+    Query(params): Query<PreviewParams>,
+) -> Result<Json<UpgradePreview>, ApiError> {
+    let (current, target) = move_ends(&state, admin.id(), &plugin, params.version).await?;
+    let mut preview = UpgradePreview {
+        plugin: plugin.clone(),
+        from: current.record.version.clone(),
+        to: target.record.version.clone(),
+        approval_required: crate::lifecycle::new_asks(&current.record.manifest, &target.record.manifest),
+        missing: vec![],
+        dependents: vec![],
+        refused: None,
+    };
+    match crate::lifecycle::check_move(&state.registry, &state.tenancy, state.runtime.engine(), admin.id(), &target) {
+        Ok(checked) => preview.missing = checked.missing,
+        Err(crate::lifecycle::Refusal::ProviderRequired(dependents)) => preview.dependents = dependents,
+        Err(crate::lifecycle::Refusal::Unserved(unserved)) => {
+            preview.refused = Some(unserved_problem(&plugin, &preview.to, unserved).detail)
+        }
+    }
+    Ok(Json(preview))
+}
+
+/// The version `tenant` runs of `plugin` and the one it would move to (`version`, or the
+/// active one).
+async fn move_ends(
+    state: &AppState,
+    tenant: &str,
+    plugin: &str,
+    version: Option<String>,
+) -> Result<(std::sync::Arc<crate::plugins::LoadedPlugin>, std::sync::Arc<crate::plugins::LoadedPlugin>), ApiError> {
+    let Some(active) = state.registry.get(plugin) else {
+        return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
+    };
+    let version = version.unwrap_or_else(|| active.record.version.clone());
+    let Some(from) = state.tenancy.version_of(tenant, plugin) else {
+        return Err(ApiError::conflict(
+            "not-switched-on",
+            format!("this tenant never switched `{plugin}` on; switching it on gives it {}", active.record.version),
+        ));
+    };
+    let current = state.registry.ensure_version(plugin, &from).await?;
+    let target = state.registry.ensure_version(plugin, &version).await?;
+    Ok((current, target))
+}
+
+/// What moving this tenant to another version did.
+#[derive(Serialize, ToSchema)]
+pub struct TenantUpgrade {
+    #[serde(flatten)]
+    pub moved: crate::plugins::Moved,
+    /// What the new version requires that no plugin switched on here provides.
+    pub missing: Vec<String>,
+    /// Moved by force: the plugins left without a provider of what they require.
+    pub dependents: Vec<Dependent>,
+}
+
+/// Move this tenant to another installed version of a plugin (the active one by default;
+/// an older one rolls back). The tenant's index entries are rewritten for the version and
+/// its switch moves in one transaction; until it commits, requests go to the version it
+/// ran, and those in flight finish there. Refused with 409 `interface-incompatible` when
+/// the version does not serve what plugins switched on here import of it, with 409
+/// `provider-required` when it stops providing what they require (unless `force`), and with
+/// 409 `approval-required` (its `requested` member listing them) when it asks for more than
+/// the version this tenant runs and `approve` does not list exactly that.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/upgrade", tag = "tenants",
+    params(("tenant" = String, Path), ("plugin" = String, Path)),
+    request_body = UpgradeRequest,
+    responses(
+        (status = 200, body = TenantUpgrade),
+        (status = 404, description = "`plugin-not-found`, `version-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-switched-on`, `approval-required`, `interface-incompatible`, `provider-required`, `move-conflict`, `index-data-mismatch` (a document does not fit the version's indexes; named)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: the body is not an upgrade request", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn upgrade_for_tenant(
+    State(state): State<AppState>,
+    admin: TenantAdmin,
+    Path((_tenant, plugin)): Path<(String, String)>,
+    Json(request): Json<UpgradeRequest>,
+) -> Result<Json<TenantUpgrade>, ApiError> {
+    let _checked = state.tenancy.checked_switch().await;
+    let (current, target) = move_ends(&state, admin.id(), &plugin, request.version.clone()).await?;
+    let (from, version) = (current.record.version.clone(), target.record.version.clone());
+    if let Some(requested) = crate::lifecycle::approval_needed(&current, &target, &request.approve) {
+        let mut refusal = ApiError::conflict(
+            "approval-required",
+            format!(
+                "`{plugin}` {version} asks for what {from} did not: {}; approve exactly that list to move",
+                requested.join(", ")
+            ),
+        );
+        let mut members = serde_json::Map::new();
+        members.insert("requested".into(), serde_json::to_value(&requested).unwrap_or_default());
+        refusal.extensions = Some(members);
+        return Err(refusal);
+    }
+    let checked =
+        crate::lifecycle::check_move(&state.registry, &state.tenancy, state.runtime.engine(), admin.id(), &target);
+    let (missing, dependents) = match checked {
+        Ok(checked) => (checked.missing, checked.dependents),
+        Err(crate::lifecycle::Refusal::Unserved(unserved)) => {
+            return Err(unserved_problem(&plugin, &target.record.version, unserved));
+        }
+        Err(crate::lifecycle::Refusal::ProviderRequired(dependents)) if request.force => (vec![], dependents),
+        Err(crate::lifecycle::Refusal::ProviderRequired(dependents)) => {
+            return Err(provider_required(&format!("`{plugin}` {version} stops providing"), &dependents));
+        }
+    };
+    let moved = state.registry.move_tenant(&state.tenancy, admin.id(), &plugin, &version, None).await?;
+    let detail = json!({
+        "from": from,
+        "to": version,
+        "entries_rewritten": moved.entries_rewritten,
+        "forced": !dependents.is_empty(),
+        "dependents": dependents,
+        "approved": request.approve,
+    });
+    admin.record(&state, "tenant.plugin.upgrade", Some(&plugin), detail).await;
+    Ok(Json(TenantUpgrade { moved, missing, dependents }))
 }
 
 /// Switch an installed plugin on for this tenant. What it requires that no plugin switched

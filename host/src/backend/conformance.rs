@@ -12,7 +12,7 @@ use crate::audit::{AdminAction, AuditRows, NewAuditEntry};
 use crate::identity::{NewToken, TokenRows};
 use crate::jobs::store::{ClaimPolicy, JobFilter, JobQueue, JobStoreError};
 use crate::jobs::{Background, JobKind, JobStatus, NewEvent, NewJob};
-use crate::plugins::{NewVersion, PluginCatalog, Reindex};
+use crate::plugins::{NewVersion, PluginCatalog};
 use crate::settings::SettingRows;
 use crate::storage::{Condition, ReindexError, Scope, StoreError, Write, WriteAudit, WriteOp};
 use crate::tenancy::{TenancyRows, Tenant, TenantStatus};
@@ -61,15 +61,27 @@ async fn tenants_enablement_and_grants(rows: &dyn TenancyRows) {
     rows.set_enabled("cf-a", "hr", true, 1).await.unwrap();
     rows.set_enabled("cf-b", "crm", true, 1).await.unwrap();
     rows.set_enabled("cf-a", "hr", false, 2).await.unwrap();
-    let mut enabled = rows.enabled_plugins().await.unwrap();
-    enabled.sort();
+    let enabled = || async {
+        let mut on: Vec<(String, String)> = rows
+            .plugin_rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.enabled && r.tenant.starts_with("cf-"))
+            .map(|r| (r.tenant, r.plugin))
+            .collect();
+        on.sort();
+        on
+    };
     assert_eq!(
-        enabled,
+        enabled().await,
         [("cf-a".into(), "crm".into()), ("cf-b".into(), "crm".into())],
-        "enablement: switched off is gone"
+        "enablement: switched off is off"
     );
+    let off = rows.plugin_rows().await.unwrap().into_iter().find(|r| r.tenant == "cf-a" && r.plugin == "hr");
+    assert_eq!(off.map(|r| (r.enabled, r.version)), Some((false, None)), "enablement: a switch records no version");
     rows.forget_plugin("crm").await.unwrap();
-    assert!(rows.enabled_plugins().await.unwrap().is_empty(), "enablement: forgetting a plugin forgets every tenant's");
+    assert!(enabled().await.is_empty(), "enablement: forgetting a plugin forgets every tenant's");
 
     let perms = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     rows.replace_grants("cf-a", "agent", &perms(&["crm.read", "crm.write"]), 1).await.unwrap();
@@ -227,8 +239,7 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
         replaces: None,
         signer: None,
     };
-    let no_reindex: &[Reindex] = &[];
-    catalog.activate(&version("1.0.0", "d1", b"\0asm one"), no_reindex).await.unwrap();
+    catalog.activate(&version("1.0.0", "d1", b"\0asm one")).await.unwrap();
     let active = catalog.active().await.unwrap();
     let mine = active.iter().find(|p| p.id == "cf-plugin").expect("catalog: installed");
     assert!(mine.enabled, "catalog: a new plugin is enabled");
@@ -238,23 +249,19 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
     );
     catalog.set_enabled("cf-plugin", false, 150).await.unwrap();
     catalog
-        .activate(
-            &NewVersion {
-                now: 200,
-                replaces: Some("1.0.0"),
-                signer: Some("cf-publisher"),
-                ..version("1.1.0", "d2", b"\0asm two")
-            },
-            no_reindex,
-        )
+        .activate(&NewVersion {
+            now: 200,
+            replaces: Some("1.0.0"),
+            signer: Some("cf-publisher"),
+            ..version("1.1.0", "d2", b"\0asm two")
+        })
         .await
         .unwrap();
     // Installs decided against a version that is no longer active (another host's install
     // landed first) record nothing.
     for stale in [None, Some("1.0.0")] {
-        let lost = catalog
-            .activate(&NewVersion { now: 250, replaces: stale, ..version("1.2.0", "d3", b"\0asm three") }, no_reindex)
-            .await;
+        let lost =
+            catalog.activate(&NewVersion { now: 250, replaces: stale, ..version("1.2.0", "d3", b"\0asm three") }).await;
         assert!(
             matches!(&lost, Err(ReindexError::Superseded { found: Some(f), .. }) if f == "1.1.0"),
             "catalog: an install over {stale:?} is superseded: {lost:?}"
@@ -280,6 +287,24 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
         "catalog: versions are kept"
     );
     assert_eq!(catalog.digest_of("cf-plugin", "2.0.0").await.unwrap(), None);
+    let listed: Vec<_> = catalog
+        .versions("cf-plugin")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version, v.digest, v.size, v.installed_at, v.signer))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("1.0.0".into(), "d1".into(), 8, 100, None),
+            ("1.1.0".into(), "d2".into(), 8, 200, Some("cf-publisher".into()))
+        ],
+        "catalog: every version, oldest first"
+    );
+    let old = catalog.stored_version("cf-plugin", "1.0.0").await.unwrap().expect("catalog: an older version is kept");
+    assert_eq!((old.version.as_str(), old.bytes.as_slice()), ("1.0.0", &b"\0asm one"[..]));
+    assert!(catalog.stored_version("cf-plugin", "9.0.0").await.unwrap().is_none());
 
     settings
         .apply("cf-cat", "cf-plugin", &[("key", Some("secret".into())), ("n", Some("1".into()))], 1, "t")
@@ -290,7 +315,7 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
     assert_eq!(catalog.digest_of("cf-plugin", "1.0.0").await.unwrap(), None, "catalog: with its versions");
     let left = settings.stored("cf-cat", "cf-plugin").await.unwrap();
     assert_eq!(left.keys().collect::<Vec<_>>(), ["n"], "catalog: secrets go, other settings stay unless purged");
-    catalog.activate(&version("1.0.0", "d1", b"\0asm one"), no_reindex).await.unwrap();
+    catalog.activate(&version("1.0.0", "d1", b"\0asm one")).await.unwrap();
     catalog.remove("cf-plugin", true, &[]).await.unwrap();
     assert!(settings.stored("cf-cat", "cf-plugin").await.unwrap().is_empty(), "catalog: purge removes settings");
 

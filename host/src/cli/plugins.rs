@@ -76,6 +76,25 @@ pub enum PluginCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The installed versions of a plugin and the tenants running each.
+    Versions {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move tenants to a version (the active one unless `--version`), one after the other,
+    /// stopping at the first that fails.
+    Rollout {
+        id: String,
+        #[arg(long)]
+        version: Option<String>,
+        /// A tenant to move (repeat for several, moved in order); every tenant running
+        /// another version when none is given.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Remove a plugin.
     Uninstall {
         id: String,
@@ -211,6 +230,55 @@ pub async fn run(command: PluginCommand) -> Result<()> {
         PluginCommand::Disable { id, client } => {
             client.client()?.set_plugin_enabled(&id, false).await?;
             println!("disabled {id}");
+        }
+        PluginCommand::Versions { id, client } => {
+            let body: Value =
+                client.client()?.get(&format!("/v1/admin/plugins/{}/versions", segment(&id)?)).await?.json()?;
+            println!("{:<10} {:<7} {:<14} {:<14} TENANTS", "VERSION", "ACTIVE", "SIGNER", "DIGEST");
+            for v in body["items"].as_array().into_iter().flatten() {
+                let digest = v["digest"].as_str().unwrap_or("?");
+                let tenants: Vec<&str> =
+                    v["tenants"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                println!(
+                    "{:<10} {:<7} {:<14} {:<14} {}",
+                    v["version"].as_str().unwrap_or("?"),
+                    if v["active"].as_bool() == Some(true) { "yes" } else { "" },
+                    v["signer"].as_str().unwrap_or("-"),
+                    digest.get(..12).unwrap_or(digest),
+                    tenants.join(", ")
+                );
+            }
+        }
+        PluginCommand::Rollout { id, version, tenants, client } => {
+            let request = serde_json::json!({
+                "version": version,
+                "tenants": if tenants.is_empty() { None } else { Some(tenants) },
+            });
+            let body: Value = client
+                .client()?
+                .send_json(Method::POST, &format!("/v1/admin/plugins/{}/rollout", segment(&id)?), &request)
+                .await?
+                .json()?;
+            let version = body["version"].as_str().unwrap_or("?");
+            for step in body["moved"].as_array().into_iter().flatten() {
+                println!(
+                    "moved {} from {} to {version}",
+                    step["tenant"].as_str().unwrap_or("?"),
+                    step["from"].as_str().unwrap_or("?")
+                );
+            }
+            if let Some(failed) = body.get("failed") {
+                let remaining: Vec<&str> =
+                    body["remaining"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                bail!(
+                    "stopped at {} ({}): {}; not reached: {}",
+                    failed["tenant"].as_str().unwrap_or("?"),
+                    failed["code"].as_str().unwrap_or("?"),
+                    failed["detail"].as_str().unwrap_or("?"),
+                    if remaining.is_empty() { "none".to_owned() } else { remaining.join(", ") }
+                );
+            }
+            println!("every tenant asked for runs {id} {version}");
         }
         PluginCommand::Uninstall { id, purge, client } => {
             client.client()?.uninstall(&id, purge).await?;

@@ -50,6 +50,26 @@ pub enum TenantPluginCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Move the tenant to another installed version of a plugin (the active one unless
+    /// `--version`; an older one rolls back).
+    Upgrade {
+        tenant: String,
+        plugin: String,
+        #[arg(long)]
+        version: Option<String>,
+        /// Even though plugins on there require what only the current version provides.
+        #[arg(long)]
+        force: bool,
+        /// Approve what the version asks for that the tenant's does not (repeat; exactly
+        /// the list `--dry-run` shows).
+        #[arg(long = "approve")]
+        approve: Vec<String>,
+        /// Show what the move would ask for and change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Switch a plugin off for the tenant; its data is kept.
     Disable {
         tenant: String,
@@ -156,12 +176,13 @@ async fn plugins(command: TenantPluginCommand) -> Result<()> {
         TenantPluginCommand::List { tenant, client } => {
             let body: Value =
                 client.client()?.get(&format!("/v1/tenants/{}/plugins", segment(&tenant)?)).await?.json()?;
-            println!("{:<20} {:<10} {:<4} MISSING", "ID", "VERSION", "ON");
+            println!("{:<20} {:<10} {:<10} {:<4} MISSING", "ID", "VERSION", "ACTIVE", "ON");
             for p in body["items"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<20} {:<10} {:<4} {}",
+                    "{:<20} {:<10} {:<10} {:<4} {}",
                     p["id"].as_str().unwrap_or("?"),
                     p["version"].as_str().unwrap_or("?"),
+                    p["active_version"].as_str().or(p["version"].as_str()).unwrap_or("?"),
                     if p["enabled"].as_bool() == Some(true) { "yes" } else { "no" },
                     names(&p["missing"])
                 );
@@ -173,6 +194,55 @@ async fn plugins(command: TenantPluginCommand) -> Result<()> {
             println!("{plugin} is on for {tenant}");
             if body["missing"].as_array().is_some_and(|m| !m.is_empty()) {
                 println!("no plugin on there provides {}: its calls there fail until one is", names(&body["missing"]));
+            }
+        }
+        TenantPluginCommand::Upgrade { tenant, plugin, version, force, approve, dry_run, client } => {
+            if dry_run {
+                let mut at = path(&tenant, &plugin, "upgrade")?;
+                if let Some(v) = &version {
+                    at = format!("{at}?version={}", segment(v)?);
+                }
+                let body: Value = client.client()?.get(&at).await?.json()?;
+                println!(
+                    "{tenant} would move {plugin} from {} to {}",
+                    body["from"].as_str().unwrap_or("?"),
+                    body["to"].as_str().unwrap_or("?")
+                );
+                let asks: Vec<&str> =
+                    body["approval_required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                match asks.is_empty() {
+                    true => println!("it asks for nothing new"),
+                    false => println!("it asks for what needs approval: {}", asks.join(" ")),
+                }
+                if let Some(refused) = body["refused"].as_str() {
+                    println!("refused: {refused}");
+                }
+                for d in body["dependents"].as_array().into_iter().flatten() {
+                    println!(
+                        "{} would lose its provider of {} (needs --force)",
+                        d["plugin"].as_str().unwrap_or("?"),
+                        names(&d["interfaces"])
+                    );
+                }
+                return Ok(());
+            }
+            let request = json!({ "version": version, "force": force, "approve": approve });
+            let body: Value = client
+                .client()?
+                .send_json(Method::POST, &path(&tenant, &plugin, "upgrade")?, &request)
+                .await?
+                .json()?;
+            println!(
+                "{tenant} runs {plugin} {} (was {}; {} index entries rewritten)",
+                body["to"].as_str().unwrap_or("?"),
+                body["from"].as_str().unwrap_or("?"),
+                body["entries_rewritten"]
+            );
+            if body["missing"].as_array().is_some_and(|m| !m.is_empty()) {
+                println!("no plugin on there provides {}: its calls there fail until one is", names(&body["missing"]));
+            }
+            for d in body["dependents"].as_array().into_iter().flatten() {
+                println!("{} lost its provider of {}", d["plugin"].as_str().unwrap_or("?"), names(&d["interfaces"]));
             }
         }
         TenantPluginCommand::Disable { tenant, plugin, force, client } => {

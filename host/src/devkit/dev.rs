@@ -71,12 +71,21 @@ async fn reload(server: &Server, dir: &Path, n: u32) -> Result<String, String> {
     let manifest = dev_manifest(&built.manifest_text, n).map_err(|e| e.to_string())?;
     let packaged = artifact::embed_manifest(&built.component, &manifest).map_err(|e| e.to_string())?;
     let (record, _) = server.state.registry.install(packaged, None).await.map_err(|e| e.to_string())?;
-    server
-        .state
-        .tenancy
-        .set_enabled(crate::identity::DEFAULT_TENANT, &record.id, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    // The default tenant runs each build as it lands.
+    let (registry, tenancy) = (&server.state.registry, &server.state.tenancy);
+    let tenant = crate::identity::DEFAULT_TENANT;
+    match tenancy.version_of(tenant, &record.id) {
+        None => crate::lifecycle::switch_on(registry, tenancy, tenant, &record.id).await.map(|_| ()),
+        Some(_) => {
+            tenancy.set_enabled(tenant, &record.id, true).await.map_err(|e| e.to_string())?;
+            registry
+                .move_tenant(tenancy, tenant, &record.id, &record.version, None)
+                .await
+                .map(|_| ())
+                .map_err(Into::into)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     Ok(format!("{} {}", record.id, record.version))
 }
 

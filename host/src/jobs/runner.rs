@@ -316,7 +316,10 @@ impl JobRunner {
                 }
             }
             Err(failure) => {
-                let plugin_base = self.registry.get(&job.plugin).map_or(1_000, |p| p.record.manifest.retry.backoff_ms);
+                let plugin_base = self
+                    .registry
+                    .for_tenant(&self.tenancy, &job.tenant, &job.plugin)
+                    .map_or(1_000, |p| p.record.manifest.retry.backoff_ms);
                 let now = self.clock.now_ms();
                 let retry_at = now + super::backoff_ms(plugin_base, job.lease.attempt);
                 tracing::warn!(job = %job.lease.job_id, plugin = %job.plugin, tenant = %job.tenant,
@@ -342,11 +345,21 @@ impl JobRunner {
     /// Calls the plugin; on success commits its writes, its own background work and the job's
     /// completion together. `Ok(false)`: the lease was lost and the run discarded.
     async fn execute(&self, job: &ClaimedJob) -> Result<bool, Failure> {
-        let plugin = self.registry.get(&job.plugin).ok_or_else(|| Failure {
-            message: format!("plugin `{}` is not installed", job.plugin),
-            terminal: true,
-            deferred: false,
-            lost_race: false,
+        // Jobs follow the tenant's version: one enqueued before the tenant moved runs on the
+        // version it runs now.
+        let plugin = self.registry.for_tenant(&self.tenancy, &job.tenant, &job.plugin).ok_or_else(|| {
+            // Installed, but the tenant's version is not loaded here yet (another host moved
+            // the tenant a moment ago): a later attempt finds it.
+            let installed = self.registry.get(&job.plugin).is_some();
+            Failure {
+                message: match installed {
+                    true => format!("the version of `{}` this tenant runs is not loaded on this host yet", job.plugin),
+                    false => format!("plugin `{}` is not installed", job.plugin),
+                },
+                terminal: !installed,
+                deferred: false,
+                lost_race: false,
+            }
         })?;
         if !plugin.record.enabled || !self.tenancy.is_enabled(&job.tenant, &job.plugin) {
             return Err(retryable(format!("plugin `{}` is not enabled for tenant `{}`", job.plugin, job.tenant)));
@@ -555,11 +568,15 @@ impl JobRunner {
             Some(k) => k,
             None => self.jobs.schedule_specs().await?.into_iter().collect(),
         };
-        for plugin in self.registry.loaded() {
-            if !plugin.record.enabled || plugin.record.manifest.schedules.is_empty() {
-                continue;
-            }
-            for tenant in self.tenancy.tenants_enabling(&plugin.record.id) {
+        // Each tenant's schedules are those of the version it runs.
+        for active in self.registry.loaded() {
+            for tenant in self.tenancy.tenants_enabling(&active.record.id) {
+                let Some(plugin) = self.registry.for_tenant(&self.tenancy, &tenant, &active.record.id) else {
+                    continue;
+                };
+                if !plugin.record.enabled {
+                    continue;
+                }
                 for schedule in &plugin.record.manifest.schedules {
                     let spec = format!("{} {}", schedule.cron, schedule.timezone);
                     let key = (tenant.clone(), plugin.record.id.clone(), schedule.name.clone());
@@ -575,7 +592,7 @@ impl JobRunner {
         *self.known_schedules.lock().expect("schedule cache lock") = Some(known);
 
         for due in self.jobs.due_schedules(now).await? {
-            let plugin = self.registry.get(&due.plugin);
+            let plugin = self.registry.for_tenant(&self.tenancy, &due.tenant, &due.plugin);
             let declared = plugin.as_ref().and_then(|p| {
                 p.record
                     .manifest

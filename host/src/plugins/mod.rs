@@ -12,6 +12,7 @@ use crate::manifest::{LimitPolicy, Manifest, ManifestError, RouteTable};
 use crate::runtime::compat;
 use crate::runtime::{HostState, PluginPre, PrepareError, Runtime};
 use crate::storage::ReindexError;
+use crate::storage::index::CollectionIndexes;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -57,7 +58,8 @@ pub struct LoadedPlugin {
 pub enum InstallOutcome {
     /// A plugin id not installed before.
     Installed,
-    /// A newer version of an installed plugin; it is now the active one.
+    /// A newer version of an installed plugin; it is now the active one (what tenants
+    /// switching the plugin on get). Tenants running an older one keep it until moved.
     Upgraded,
     /// The same id, version and digest were already installed: nothing changed.
     Unchanged,
@@ -173,14 +175,43 @@ pub struct NewVersion<'a> {
     pub signer: Option<&'a str>,
 }
 
-/// Index entries one collection's documents need rewritten when a version becomes active:
-/// those named `drop` removed, those named `rebuild` computed again from `indexes`.
+/// An installed version as listed (no artifact).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    pub version: String,
+    pub digest: String,
+    pub size: u64,
+    pub installed_at: i64,
+    pub signer: Option<String>,
+    /// The manifest's TOML text.
+    pub manifest: String,
+}
+
+/// One tenant's move to another version of a plugin.
+#[derive(Debug, Clone)]
+pub struct TenantSwitch<'a> {
+    pub tenant: &'a str,
+    pub plugin: &'a str,
+    /// The version the tenant ran when the move was decided; None: its first switch-on.
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+    /// Also switches the plugin on or off for the tenant.
+    pub enabled: Option<bool>,
+    pub now: i64,
+}
+
+/// Index entries one collection's documents in a tenant need rewritten when the tenant moves
+/// to another version: those named `drop` removed (every entry when `clear`), those named
+/// `rebuild` computed again from `indexes`.
 #[derive(Debug, Clone)]
 pub struct Reindex {
     pub collection: String,
     pub indexes: crate::storage::index::CollectionIndexes,
     pub drop: Vec<String>,
     pub rebuild: std::collections::BTreeSet<String>,
+    /// The entries' definitions are unknown (a first switch-on over data kept from an
+    /// uninstalled plugin): every entry of the collection goes before the rebuild.
+    pub clear: bool,
 }
 
 /// Installed plugins, their versions and artifacts in the backend. Artifacts live in the
@@ -195,11 +226,22 @@ pub trait PluginCatalog: Send + Sync + 'static {
     async fn heads(&self) -> Result<Vec<PluginHead>, BackendError>;
     /// The digest recorded for `id` at `version`, if that version was ever installed.
     async fn digest_of(&self, id: &str, version: &str) -> Result<Option<String>, BackendError>;
-    /// Records `version` (artifact, version row) and makes it the active one (a new plugin
-    /// is enabled), rewriting index entries as `reindex` says, all in one transaction: on
-    /// any error nothing is recorded. Refused with [`ReindexError::Superseded`] unless the
-    /// active version is still `version.replaces`. Returns the entries written per step.
-    async fn activate(&self, version: &NewVersion<'_>, reindex: &[Reindex]) -> Result<Vec<u64>, ReindexError>;
+    /// Records `version` (artifact, version row) and makes it the active one, the version
+    /// tenants switching the plugin on get (a new plugin is enabled), in one transaction.
+    /// Tenants running another version keep it. Refused with [`ReindexError::Superseded`]
+    /// unless the active version is still `version.replaces`.
+    async fn activate(&self, version: &NewVersion<'_>) -> Result<(), ReindexError>;
+    /// `id` at `version`, if installed.
+    async fn stored_version(&self, id: &str, version: &str) -> Result<Option<StoredPlugin>, BackendError>;
+    /// Every installed version of `id`, oldest first (no artifacts).
+    async fn versions(&self, id: &str) -> Result<Vec<VersionRow>, BackendError>;
+    /// Every (plugin, version) some tenant runs.
+    async fn versions_in_use(&self) -> Result<Vec<(String, String)>, BackendError>;
+    /// Moves one tenant to another version of a plugin, rewriting that tenant's index
+    /// entries as `reindex` says, in one transaction: on any error nothing changes. Refused
+    /// with [`ReindexError::Superseded`] unless the tenant still runs `switch.from`.
+    /// Returns the entries written per step.
+    async fn switch_tenant(&self, switch: &TenantSwitch<'_>, reindex: &[Reindex]) -> Result<Vec<u64>, ReindexError>;
     async fn set_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<(), BackendError>;
     /// Removes the plugin and its versions, its artifacts no other version uses, and its
     /// settings: all of them when `purge`, else only those named in `secrets`.
@@ -234,12 +276,79 @@ pub enum TrustOutcome {
     KeyTrustedAs(String),
 }
 
+/// The versions of one plugin a host has loaded.
+#[derive(Clone)]
+struct Installed {
+    /// The active version: the one tenants switching the plugin on get.
+    active: Arc<LoadedPlugin>,
+    /// Every loaded version, the active one included.
+    versions: BTreeMap<String, Arc<LoadedPlugin>>,
+}
+
+impl Installed {
+    fn new(active: Arc<LoadedPlugin>) -> Self {
+        Installed { versions: BTreeMap::from([(active.record.version.clone(), active.clone())]), active }
+    }
+
+    /// Every version with the platform's switch at `enabled`.
+    fn switched(&self, enabled: bool, updated_at: i64) -> Installed {
+        let switch = |p: &Arc<LoadedPlugin>| Arc::new(p.switched(enabled, updated_at));
+        Installed {
+            active: switch(&self.active),
+            versions: self.versions.iter().map(|(v, p)| (v.clone(), switch(p))).collect(),
+        }
+    }
+}
+
+impl LoadedPlugin {
+    /// This version with the platform's switch at `enabled`.
+    fn switched(&self, enabled: bool, updated_at: i64) -> LoadedPlugin {
+        let mut record = self.record.clone();
+        record.enabled = enabled;
+        record.updated_at = updated_at;
+        LoadedPlugin {
+            record,
+            routes: self.routes.clone(),
+            pre: self.pre.clone(),
+            collections: self.collections.clone(),
+            memory_cap: self.memory_cap,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Why a tenant could not be moved to a version.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error("no plugin `{0}` is installed")]
+    NotFound(String),
+    #[error("{plugin} {version} is not installed")]
+    VersionNotFound { plugin: String, version: String },
+    #[error("the tenant's data does not fit the version's indexes: {0}")]
+    Reindex(ReindexError),
+    #[error("the tenant was moved to {found} meanwhile; try again", found = found.as_deref().unwrap_or("no version"))]
+    Superseded { found: Option<String> },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What moving a tenant did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Moved {
+    pub plugin: String,
+    /// The version it ran (none: its first switch-on).
+    pub from: Option<String>,
+    pub to: String,
+    /// Index and full-text entries rewritten in the tenant's data.
+    pub entries_rewritten: u64,
+}
+
 pub struct PluginRegistry {
     catalog: Arc<dyn PluginCatalog>,
     clock: Arc<Clock>,
     runtime: Arc<Runtime>,
     policy: LimitPolicy,
-    loaded: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    loaded: RwLock<HashMap<String, Installed>>,
     /// Bumped on every change to `loaded`, so watchers (the scheduler) notice cheaply.
     generation: std::sync::atomic::AtomicU64,
     /// One install/uninstall at a time: they compare and replace versions.
@@ -327,13 +436,141 @@ impl PluginRegistry {
         Ok(self.catalog.distrust_key(name).await?)
     }
 
+    /// The engine the plugins are compiled for (to read their components' types).
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.runtime.engine()
+    }
+
     pub fn policy(&self) -> &LimitPolicy {
         &self.policy
     }
 
-    /// The plugin serving `id`, if installed.
+    /// The active version of `id` (what tenants switching it on get), if installed.
     pub fn get(&self, id: &str) -> Option<Arc<LoadedPlugin>> {
-        self.loaded.read().expect("plugin map lock").get(id).cloned()
+        self.loaded.read().expect("plugin map lock").get(id).map(|i| i.active.clone())
+    }
+
+    /// `id` at `version`, if this host has it loaded.
+    pub fn version(&self, id: &str, version: &str) -> Option<Arc<LoadedPlugin>> {
+        self.loaded.read().expect("plugin map lock").get(id).and_then(|i| i.versions.get(version).cloned())
+    }
+
+    /// The version of `id` that serves `tenant`: the one it runs, or for a tenant that never
+    /// switched it on, the active one. None when not installed, or when that version is not
+    /// loaded here yet (another host moved the tenant a moment ago; see `cluster::Topic`).
+    pub fn for_tenant(
+        &self,
+        tenancy: &crate::tenancy::TenantStore,
+        tenant: &str,
+        id: &str,
+    ) -> Option<Arc<LoadedPlugin>> {
+        match tenancy.version_of(tenant, id) {
+            Some(version) => self.version(id, &version),
+            None => self.get(id),
+        }
+    }
+
+    /// Loads `id` at `version` if this host has not yet.
+    pub async fn ensure_version(&self, id: &str, version: &str) -> Result<Arc<LoadedPlugin>, MoveError> {
+        if let Some(loaded) = self.version(id, version) {
+            return Ok(loaded);
+        }
+        if self.get(id).is_none() {
+            return Err(MoveError::NotFound(id.to_owned()));
+        }
+        let Some(row) = self.catalog.stored_version(id, version).await.map_err(RegistryError::from)? else {
+            return Err(MoveError::VersionNotFound { plugin: id.to_owned(), version: version.to_owned() });
+        };
+        self.load(row, false, &mut LoadStats::default()).await?;
+        self.version(id, version)
+            .ok_or_else(|| MoveError::VersionNotFound { plugin: id.to_owned(), version: version.to_owned() })
+    }
+
+    /// Every installed version of `id`, oldest first.
+    pub async fn versions(&self, id: &str) -> Result<Vec<VersionRow>, RegistryError> {
+        Ok(self.catalog.versions(id).await?)
+    }
+
+    /// Moves `tenant` to `to` of `plugin` (switching it on or off with it when `enabled`
+    /// says): the tenant's index entries are rewritten for the version's definitions and
+    /// its row changes in one transaction, then this host routes it there. Requests already
+    /// running finish on the version they started on; a commit of theirs computed from the
+    /// old definitions fails its check and runs again on the new version.
+    pub async fn move_tenant(
+        &self,
+        tenancy: &crate::tenancy::TenantStore,
+        tenant: &str,
+        plugin: &str,
+        to: &str,
+        enabled: Option<bool>,
+    ) -> Result<Moved, MoveError> {
+        let target = self.ensure_version(plugin, to).await?;
+        let from = tenancy.version_of(tenant, plugin);
+        let before = match &from {
+            Some(v) => Some(self.ensure_version(plugin, v).await?.record.manifest.collection_indexes()),
+            None => None,
+        };
+        let after = target.record.manifest.collection_indexes();
+        let mut reindex = Vec::new();
+        match &before {
+            Some(before) => {
+                // A collection the new version no longer declares keeps its documents (a later
+                // version may declare it again) but not its full-text rows.
+                for (collection, old) in
+                    before.iter().filter(|(c, old)| !after.contains_key(*c) && old.search.is_some())
+                {
+                    let (drop, rebuild) = old.changes_to(&Default::default());
+                    reindex.push(Reindex {
+                        collection: collection.clone(),
+                        indexes: Default::default(),
+                        drop,
+                        rebuild,
+                        clear: false,
+                    });
+                }
+                for (collection, indexes) in &after {
+                    let (drop, rebuild) = before.get(collection).cloned().unwrap_or_default().changes_to(indexes);
+                    reindex.push(Reindex {
+                        collection: collection.clone(),
+                        indexes: indexes.clone(),
+                        drop,
+                        rebuild,
+                        clear: false,
+                    });
+                }
+            }
+            // A first switch-on: whatever entries the tenant's data has (kept from a plugin
+            // uninstalled since) follow unknown definitions, so all are built again.
+            None => {
+                for (collection, indexes) in &after {
+                    let (drop, rebuild) = CollectionIndexes::default().changes_to(indexes);
+                    reindex.push(Reindex {
+                        collection: collection.clone(),
+                        indexes: indexes.clone(),
+                        drop,
+                        rebuild,
+                        clear: true,
+                    });
+                }
+            }
+        }
+        let switch = TenantSwitch { tenant, plugin, from: from.as_deref(), to, enabled, now: self.clock.now_ms() };
+        let entries = self.catalog.switch_tenant(&switch, &reindex).await.map_err(|e| match e {
+            ReindexError::Superseded { found, .. } => MoveError::Superseded { found },
+            ReindexError::Mismatch { .. } => MoveError::Reindex(e),
+            ReindexError::Store(crate::storage::StoreError::Unavailable(m)) => {
+                MoveError::Registry(RegistryError::Database(BackendError::Unavailable(m)))
+            }
+            ReindexError::Store(other) => {
+                MoveError::Registry(RegistryError::Database(BackendError::Internal(other.to_string())))
+            }
+        })?;
+        tenancy.switched(tenant, plugin, to, enabled).await;
+        let entries_rewritten = entries.iter().sum();
+        if from.as_deref() != Some(to) {
+            tracing::info!(%tenant, %plugin, from = ?from, %to, entries_rewritten, "tenant moved to another version");
+        }
+        Ok(Moved { plugin: plugin.to_owned(), from, to: to.to_owned(), entries_rewritten })
     }
 
     /// Changes whenever a plugin is installed, upgraded, switched or removed.
@@ -341,43 +578,74 @@ impl PluginRegistry {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Every installed plugin, ready to run.
+    /// Every installed plugin's active version, ready to run.
     pub fn loaded(&self) -> Vec<Arc<LoadedPlugin>> {
-        self.loaded.read().expect("plugin map lock").values().cloned().collect()
+        self.loaded.read().expect("plugin map lock").values().map(|i| i.active.clone()).collect()
     }
 
-    /// Enabled plugins subscribed to `topic`.
-    pub fn subscribers(&self, topic: &str) -> Vec<Arc<LoadedPlugin>> {
-        let mut out: Vec<_> = self
-            .loaded
-            .read()
-            .expect("plugin map lock")
-            .values()
-            .filter(|p| p.record.enabled && p.record.manifest.subscriptions.iter().any(|s| s.topic == topic))
-            .cloned()
+    /// The plugins switched on in `tenant`, each at the version the tenant runs, by id.
+    pub fn serving_tenant(&self, tenancy: &crate::tenancy::TenantStore, tenant: &str) -> Vec<Arc<LoadedPlugin>> {
+        let ids: Vec<String> = self.loaded.read().expect("plugin map lock").keys().cloned().collect();
+        let mut out: Vec<_> = ids
+            .iter()
+            .filter(|id| tenancy.is_enabled(tenant, id))
+            .filter_map(|id| self.for_tenant(tenancy, tenant, id))
+            .filter(|p| p.record.enabled)
             .collect();
         out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
         out
     }
 
-    /// All installed plugins, by id.
+    /// The plugins switched on in `tenant` whose version there subscribes to `topic`.
+    pub fn subscribers(
+        &self,
+        tenancy: &crate::tenancy::TenantStore,
+        tenant: &str,
+        topic: &str,
+    ) -> Vec<Arc<LoadedPlugin>> {
+        self.serving_tenant(tenancy, tenant)
+            .into_iter()
+            .filter(|p| p.record.manifest.subscriptions.iter().any(|s| s.topic == topic))
+            .collect()
+    }
+
+    /// All installed plugins' active versions, by id.
     pub fn list(&self) -> Vec<PluginRecord> {
-        let mut out: Vec<_> = self.loaded.read().expect("plugin map lock").values().map(|p| p.record.clone()).collect();
+        let mut out: Vec<_> =
+            self.loaded.read().expect("plugin map lock").values().map(|i| i.active.record.clone()).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
-    /// Loads every installed plugin's active version (at start).
+    /// Loads every installed plugin's active version and every version a tenant runs (at
+    /// start).
     pub async fn load_all(&self) -> Result<LoadStats, RegistryError> {
         let mut stats = LoadStats::default();
         for row in self.catalog.active().await? {
-            self.load(row, &mut stats).await?;
+            self.load(row, true, &mut stats).await?;
         }
+        self.load_in_use(&mut stats).await?;
         Ok(stats)
     }
 
-    /// Compiles (or takes from the compile cache) a stored version and serves it.
-    async fn load(&self, row: StoredPlugin, stats: &mut LoadStats) -> Result<(), RegistryError> {
+    /// Loads the versions tenants run that this host has not loaded.
+    async fn load_in_use(&self, stats: &mut LoadStats) -> Result<Vec<String>, RegistryError> {
+        let mut loaded = Vec::new();
+        for (id, version) in self.catalog.versions_in_use().await? {
+            if self.get(&id).is_none() || self.version(&id, &version).is_some() {
+                continue;
+            }
+            // Removed meanwhile: the next sync sees it gone.
+            let Some(row) = self.catalog.stored_version(&id, &version).await? else { continue };
+            self.load(row, false, stats).await?;
+            loaded.push(format!("{id} {version}"));
+        }
+        Ok(loaded)
+    }
+
+    /// Compiles (or takes from the compile cache) a stored version and serves it, as the
+    /// plugin's active version when `active`.
+    async fn load(&self, row: StoredPlugin, active: bool, stats: &mut LoadStats) -> Result<(), RegistryError> {
         let StoredPlugin { id, enabled, installed_at, updated_at, digest, manifest, bytes, signer, .. } = row;
         let corrupt = |reason: String| RegistryError::Corrupt { id: id.clone(), reason };
         let manifest = Manifest::parse(&manifest, &self.policy).map_err(|e| corrupt(e.to_string()))?;
@@ -396,7 +664,23 @@ impl PluginRegistry {
         }
         let mut plugin = self.assemble(manifest, digest, bytes_len, enabled, record_times, prepared.pre);
         plugin.record.signer = signer;
-        self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
+        let plugin = Arc::new(plugin);
+        {
+            let mut map = self.loaded.write().expect("plugin map lock");
+            match map.get_mut(&id) {
+                Some(installed) => {
+                    installed.versions.insert(plugin.record.version.clone(), plugin.clone());
+                    if active {
+                        installed.active = plugin;
+                    }
+                }
+                None if active => {
+                    map.insert(id, Installed::new(plugin));
+                }
+                // A version of a plugin removed meanwhile.
+                None => {}
+            }
+        }
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         stats.loaded += 1;
         Ok(())
@@ -414,7 +698,8 @@ impl PluginRegistry {
     async fn sync_locked(&self) -> Result<SyncReport, RegistryError> {
         let heads = self.catalog.heads().await?;
         let mut report = SyncReport::default();
-        let current: HashMap<String, Arc<LoadedPlugin>> = self.loaded.read().expect("plugin map lock").clone();
+        let current: HashMap<String, Arc<LoadedPlugin>> =
+            self.loaded.read().expect("plugin map lock").iter().map(|(id, i)| (id.clone(), i.active.clone())).collect();
         for gone in current.keys().filter(|id| !heads.iter().any(|h| &h.id == *id)) {
             self.loaded.write().expect("plugin map lock").remove(gone);
             report.removed.push(gone.clone());
@@ -423,18 +708,10 @@ impl PluginRegistry {
             match current.get(&head.id) {
                 Some(p) if p.record.digest == head.digest => {
                     if p.record.enabled != head.enabled {
-                        let mut record = p.record.clone();
-                        record.enabled = head.enabled;
-                        record.updated_at = head.updated_at;
-                        let switched = LoadedPlugin {
-                            record,
-                            routes: p.routes.clone(),
-                            pre: p.pre.clone(),
-                            collections: p.collections.clone(),
-                            memory_cap: p.memory_cap,
-                            timeout: p.timeout,
-                        };
-                        self.loaded.write().expect("plugin map lock").insert(head.id.clone(), Arc::new(switched));
+                        let mut map = self.loaded.write().expect("plugin map lock");
+                        if let Some(installed) = map.get_mut(&head.id) {
+                            *installed = installed.switched(head.enabled, head.updated_at);
+                        }
                         report.switched.push(head.id);
                     }
                 }
@@ -447,7 +724,7 @@ impl PluginRegistry {
                     }
                     // Removed again since the heads were read: the next sync sees it gone.
                     let Some(row) = self.catalog.active_of(&head.id).await? else { continue };
-                    match self.load(row, &mut LoadStats::default()).await {
+                    match self.load(row, true, &mut LoadStats::default()).await {
                         Ok(()) => {
                             self.unloadable.lock().expect("unloadable lock").remove(&head.id);
                             report.loaded.push(head.id);
@@ -461,6 +738,10 @@ impl PluginRegistry {
                     }
                 }
             }
+        }
+        match self.load_in_use(&mut LoadStats::default()).await {
+            Ok(versions) => report.loaded.extend(versions),
+            Err(e) => tracing::error!(error = %e, "cannot load a version a tenant runs; its requests wait for it"),
         }
         if report != SyncReport::default() {
             self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -590,21 +871,8 @@ impl PluginRegistry {
         }
 
         let now = self.clock.now_ms();
-        // Index entries follow the active version's definitions: an upgrade that adds,
-        // retypes or removes an index rewrites them with the switch, or not at all.
-        let before = active.as_ref().map(|a| a.record.manifest.collection_indexes()).unwrap_or_default();
-        let after = manifest.collection_indexes();
-        let mut reindex = Vec::new();
-        // A collection the new version no longer declares keeps its documents (a later version
-        // may declare it again) but not its full-text rows, which a search could not reach.
-        for (collection, old) in before.iter().filter(|(c, old)| !after.contains_key(*c) && old.search.is_some()) {
-            let (drop, rebuild) = old.changes_to(&Default::default());
-            reindex.push(Reindex { collection: collection.clone(), indexes: Default::default(), drop, rebuild });
-        }
-        for (collection, indexes) in after {
-            let (drop, rebuild) = before.get(&collection).cloned().unwrap_or_default().changes_to(&indexes);
-            reindex.push(Reindex { collection, indexes, drop, rebuild });
-        }
+        // Tenants running the plugin keep their version (and their index entries) until they
+        // are moved (`move_tenant`); this only makes the version the one new tenants get.
         let version = manifest.version.to_string();
         let manifest_text = artifact::manifest_text(&bytes)?;
         let new = NewVersion {
@@ -617,7 +885,7 @@ impl PluginRegistry {
             replaces: active.as_ref().map(|a| a.record.version.as_str()),
             signer: signer.as_deref(),
         };
-        let entries = self.catalog.activate(&new, &reindex).await.map_err(|e| match e {
+        self.catalog.activate(&new).await.map_err(|e| match e {
             ReindexError::Mismatch { .. } | ReindexError::Superseded { .. } => InstallError::Reindex(e),
             // Whatever else failed in the transaction: the database's failure, not the data's.
             ReindexError::Store(crate::storage::StoreError::Unavailable(m)) => {
@@ -627,13 +895,6 @@ impl PluginRegistry {
                 InstallError::Registry(RegistryError::Database(BackendError::Internal(other.to_string())))
             }
         })?;
-        for (step, entries) in reindex.iter().zip(entries) {
-            if !step.drop.is_empty() || !step.rebuild.is_empty() {
-                let Reindex { collection, drop, rebuild, .. } = step;
-                tracing::info!(plugin = %manifest.id, %collection, ?drop, ?rebuild, entries, "index entries rewritten for the new version");
-            }
-        }
-
         let outcome = if active.is_some() { InstallOutcome::Upgraded } else { InstallOutcome::Installed };
         let (enabled, installed_at) =
             active.as_ref().map_or((true, now), |a| (a.record.enabled, a.record.installed_at));
@@ -642,7 +903,19 @@ impl PluginRegistry {
             self.assemble(manifest, digest, bytes.len() as u64, enabled, (installed_at, now), prepared.pre);
         plugin.record.signer = signer;
         let record = plugin.record.clone();
-        self.loaded.write().expect("plugin map lock").insert(id, Arc::new(plugin));
+        let plugin = Arc::new(plugin);
+        {
+            let mut map = self.loaded.write().expect("plugin map lock");
+            match map.get_mut(&id) {
+                Some(installed) => {
+                    installed.versions.insert(record.version.clone(), plugin.clone());
+                    installed.active = plugin;
+                }
+                None => {
+                    map.insert(id, Installed::new(plugin));
+                }
+            }
+        }
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok((record, outcome))
     }
@@ -687,21 +960,15 @@ impl PluginRegistry {
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<PluginRecord, RegistryError> {
         let _guard = self.changes.lock().await;
         self.sync_locked().await?;
-        let current = self.get(id).ok_or_else(|| RegistryError::NotFound(id.to_owned()))?;
+        self.get(id).ok_or_else(|| RegistryError::NotFound(id.to_owned()))?;
         let now = self.clock.now_ms();
         self.catalog.set_enabled(id, enabled, now).await?;
-        let mut record = current.record.clone();
-        record.enabled = enabled;
-        record.updated_at = now;
-        let updated = LoadedPlugin {
-            record: record.clone(),
-            routes: current.routes.clone(),
-            pre: current.pre.clone(),
-            collections: current.collections.clone(),
-            memory_cap: current.memory_cap,
-            timeout: current.timeout,
+        let record = {
+            let mut map = self.loaded.write().expect("plugin map lock");
+            let installed = map.get_mut(id).ok_or_else(|| RegistryError::NotFound(id.to_owned()))?;
+            *installed = installed.switched(enabled, now);
+            installed.active.record.clone()
         };
-        self.loaded.write().expect("plugin map lock").insert(id.to_owned(), Arc::new(updated));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(record)
     }

@@ -4,7 +4,7 @@ use super::changes::announce;
 use crate::backend::BackendError;
 use crate::cluster::Topic;
 use crate::identity::{NewToken, TokenInfo, TokenRow, TokenRows};
-use crate::tenancy::{TenancyRows, Tenant, TenantStatus};
+use crate::tenancy::{TenancyRows, Tenant, TenantPluginRow, TenantStatus};
 use crate::users::{User, UserRows};
 use async_trait::async_trait;
 use sqlx::{Row, postgres::PgPool};
@@ -24,10 +24,13 @@ fn tenant(r: &sqlx::postgres::PgRow) -> Tenant {
 
 #[async_trait]
 impl TenancyRows for PgDirectory {
-    async fn enabled_plugins(&self) -> Result<Vec<(String, String)>, BackendError> {
+    async fn plugin_rows(&self) -> Result<Vec<TenantPluginRow>, BackendError> {
         let rows =
-            sqlx::query("SELECT tenant_id, plugin_id FROM tenant_plugins WHERE enabled").fetch_all(&self.0).await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            sqlx::query("SELECT tenant_id, plugin_id, enabled, version FROM tenant_plugins").fetch_all(&self.0).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TenantPluginRow { tenant: r.get(0), plugin: r.get(1), enabled: r.get(2), version: r.get(3) })
+            .collect())
     }
 
     async fn grants(&self) -> Result<Vec<(String, String, String)>, BackendError> {

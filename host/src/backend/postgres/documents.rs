@@ -19,7 +19,6 @@
 
 use super::shares::ConnectionShares;
 use crate::jobs::NewJob;
-use crate::storage::index::CollectionIndexes;
 use crate::storage::search::SearchText;
 use crate::storage::{
     Background, Comparison, Condition, DocumentStore, KeyRange, Position, Predicate, QuotaExceeded, QuotaResource,
@@ -29,7 +28,7 @@ use crate::storage::{
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgPool};
 use sqlx::{Arguments, PgConnection, Postgres, Row};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 fn db_error(e: sqlx::Error) -> StoreError {
     crate::backend::BackendError::from(e).into()
@@ -605,6 +604,7 @@ impl DocumentStore for PgDocumentStore {
         for statement in [
             "DELETE FROM sequences WHERE tenant_id = $1 AND plugin_id = $2",
             "DELETE FROM storage_usage WHERE tenant_id = $1 AND plugin_id = $2",
+            "DELETE FROM index_signatures WHERE tenant_id = $1 AND plugin_id = $2",
         ] {
             sqlx::query(statement).bind(&scope.tenant).bind(&scope.plugin).execute(&mut *tx).await.map_err(db_error)?;
         }
@@ -1002,13 +1002,15 @@ async fn check_reads(conn: &mut PgConnection, scope: &Scope, reads: &[Read]) -> 
     }
     for read in reads {
         let Read::Indexes { collection, signature } = read else { continue };
-        let active: Option<String> =
-            sqlx::query_scalar("SELECT signature FROM index_signatures WHERE plugin_id = $1 AND collection = $2")
-                .bind(&scope.plugin)
-                .bind(collection)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_error)?;
+        let active: Option<String> = sqlx::query_scalar(
+            "SELECT signature FROM index_signatures WHERE tenant_id = $3 AND plugin_id = $1 AND collection = $2",
+        )
+        .bind(&scope.plugin)
+        .bind(collection)
+        .bind(&scope.tenant)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
         if active.is_some_and(|active| active != *signature) {
             return Err(StoreError::ReadConflict {
                 collection: collection.clone(),
@@ -1300,23 +1302,37 @@ async fn apply(
 }
 
 /// Rewrites the index entries named `rebuild` of every document a plugin stores in
-/// `collection` (in every tenant) from `indexes`, after dropping the entries named `drop`, in
-/// the caller's transaction; the same rule as SQLite's. A document whose field does not fit
-/// its new type fails it, named.
+/// `collection` in `tenant` from `indexes`, after dropping the entries named `drop`, in the
+/// caller's transaction; the same rule as SQLite's. A document whose field does not fit its
+/// new type fails it, named.
 pub(super) async fn reindex(
     conn: &mut PgConnection,
+    tenant: &str,
     plugin: &str,
-    collection: &str,
-    indexes: &CollectionIndexes,
-    drop: &[String],
-    rebuild: &BTreeSet<String>,
+    step: &crate::plugins::Reindex,
 ) -> Result<u64, ReindexError> {
-    lock_plugin(&mut *conn, plugin, true).await?;
+    let crate::plugins::Reindex { collection, indexes, drop, rebuild, clear } = step;
+    let (collection, clear) = (collection.as_str(), *clear);
+    // In turn with the scope's commits, in every replica: a commit checks the signature
+    // written here under the same lock.
+    let scope = Scope { tenant: tenant.to_owned(), plugin: plugin.to_owned() };
+    lock_plugin(&mut *conn, plugin, false).await?;
+    lock_scope(&mut *conn, &scope, SCOPE_LOCK).await?;
     let search_index = crate::storage::index::SEARCH_INDEX;
-    if indexes.search.is_none() || drop.iter().chain(rebuild).any(|name| name == search_index) {
-        sqlx::query("DELETE FROM search_rows WHERE plugin_id = $1 AND collection = $2")
+    if clear {
+        sqlx::query("DELETE FROM document_index WHERE tenant_id = $1 AND plugin_id = $2 AND collection = $3")
+            .bind(tenant)
             .bind(plugin)
             .bind(collection)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    if clear || indexes.search.is_none() || drop.iter().chain(rebuild).any(|name| name == search_index) {
+        sqlx::query("DELETE FROM search_rows WHERE tenant_id = $3 AND plugin_id = $1 AND collection = $2")
+            .bind(plugin)
+            .bind(collection)
+            .bind(tenant)
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
@@ -1324,21 +1340,25 @@ pub(super) async fn reindex(
     let search = rebuild.contains(search_index).then_some(indexes.search.as_ref()).flatten();
     let names: Vec<&str> = drop.iter().chain(rebuild).filter(|n| *n != search_index).map(String::as_str).collect();
     if !names.is_empty() {
-        sqlx::query("DELETE FROM document_index WHERE plugin_id = $1 AND collection = $2 AND field = ANY($3)")
-            .bind(plugin)
-            .bind(collection)
-            .bind(&names)
+        sqlx::query(
+            "DELETE FROM document_index WHERE tenant_id = $4 AND plugin_id = $1 AND collection = $2 AND field = ANY($3)",
+        )
+        .bind(plugin)
+        .bind(collection)
+        .bind(&names)
+        .bind(tenant)
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
     }
     sqlx::query(
-        "INSERT INTO index_signatures (plugin_id, collection, signature) VALUES ($1, $2, $3) \
-         ON CONFLICT (plugin_id, collection) DO UPDATE SET signature = excluded.signature",
+        "INSERT INTO index_signatures (tenant_id, plugin_id, collection, signature) VALUES ($4, $1, $2, $3) \
+         ON CONFLICT (tenant_id, plugin_id, collection) DO UPDATE SET signature = excluded.signature",
     )
     .bind(plugin)
     .bind(collection)
     .bind(indexes.signature())
+    .bind(tenant)
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
@@ -1346,16 +1366,8 @@ pub(super) async fn reindex(
         return Ok(0);
     }
     let mut entries = 0;
-    // Tenant by tenant, each batch a seek of the documents' key (a cursor over (tenant, key)
-    // would rescan each tenant's rows before it for every batch).
-    let tenants: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT tenant_id FROM documents WHERE plugin_id = $1 AND collection = $2 ORDER BY tenant_id",
-    )
-    .bind(plugin)
-    .bind(collection)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    // Each batch a seek of the documents' key.
+    let tenants = [tenant.to_owned()];
     let mut cursor: Option<(usize, String)> = tenants.first().map(|_| (0, String::new()));
     while let Some((at, after)) = cursor.take() {
         let batch: Vec<(String, String, String, i64)> = sqlx::query_as(

@@ -35,6 +35,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "schema", include_str!("../../../../migrations/postgres/0001_schema.sql")),
     (2, "change feed", include_str!("../../../../migrations/postgres/0002_change_feed.sql")),
     (3, "signatures", include_str!("../../../../migrations/postgres/0003_signatures.sql")),
+    (4, "tenant versions", include_str!("../../../../migrations/postgres/0004_tenant_versions.sql")),
 ];
 
 /// The horizon for reading an append-only log (events, the audit log) in id order: rows of
@@ -354,7 +355,7 @@ mod tests {
         super::migrate(&pool).await.unwrap();
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM keel_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
     }
 
     /// Calls holding every connection of the pool do not make the database look away: the
@@ -434,14 +435,22 @@ mod tests {
         assert_eq!(k003.unwrap().version, 3);
     }
 
-    /// An upgrade whose index the stored data does not fit records nothing; one it fits
-    /// writes the entries and full-text rows with the version.
+    /// A tenant's move to a version whose index its data does not fit records nothing; one
+    /// it fits writes that tenant's entries and full-text rows with its new version, and
+    /// leaves other tenants' alone.
     #[tokio::test]
-    async fn activating_a_version_reindexes_in_its_transaction_or_not_at_all() {
-        use crate::plugins::{NewVersion, PluginCatalog, Reindex};
+    async fn moving_a_tenant_reindexes_its_data_in_the_transaction_or_not_at_all() {
+        use crate::plugins::{PluginCatalog, Reindex, TenantSwitch};
         use crate::storage::index::{CollectionIndexes, IndexType};
         use crate::storage::search::{SearchField, SearchFields};
         let pool = fresh_pool("reindex").await;
+        for tenant in ["a", "b"] {
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, 0)")
+                .bind(tenant)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
         for (tenant, key, body) in [("a", "k1", r#"{"n":"seven","note":"Café e-mail"}"#), ("b", "k2", r#"{"n":7}"#)] {
             sqlx::query(
                 "INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at, size) \
@@ -455,41 +464,45 @@ mod tests {
             .unwrap();
         }
         let catalog = super::PgCatalog(pool.clone());
-        let version = NewVersion {
-            id: "p",
-            version: "2.0.0",
-            digest: "d2",
-            manifest: "",
-            bytes: b"x",
-            now: 1,
-            replaces: None,
-            signer: None,
-        };
+        let switch = TenantSwitch { tenant: "a", plugin: "p", from: None, to: "2.0.0", enabled: Some(true), now: 1 };
         let typed = |t| CollectionIndexes { fields: [("n".to_owned(), t)].into(), ..Default::default() };
         let step = |indexes: CollectionIndexes, rebuild: &[&str]| Reindex {
             collection: "notes".into(),
             indexes,
             drop: vec![],
             rebuild: rebuild.iter().map(|s| s.to_string()).collect(),
+            clear: true,
         };
-        let refused = catalog.activate(&version, &[step(typed(IndexType::Integer), &["n"])]).await;
+        let refused = catalog.switch_tenant(&switch, &[step(typed(IndexType::Integer), &["n"])]).await;
         assert!(
             matches!(refused, Err(crate::storage::ReindexError::Mismatch { ref key, .. }) if key == "k1"),
             "{refused:?}"
         );
-        assert_eq!(catalog.digest_of("p", "2.0.0").await.unwrap(), None, "nothing recorded");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_plugins").fetch_one(&pool).await.unwrap();
+        assert_eq!(rows, 0, "nothing recorded");
         let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM document_index").fetch_one(&pool).await.unwrap();
         assert_eq!(entries, 0);
 
         let mut fits = typed(IndexType::Text);
         fits.search = Some(SearchFields(vec![SearchField { path: "note".into(), weight: 1 }]));
         let written =
-            catalog.activate(&version, &[step(fits, &["n", crate::storage::index::SEARCH_INDEX])]).await.unwrap();
-        assert_eq!(written, [3], "two entries and one full-text row");
-        assert_eq!(catalog.digest_of("p", "2.0.0").await.unwrap().as_deref(), Some("d2"));
+            catalog.switch_tenant(&switch, &[step(fits, &["n", crate::storage::index::SEARCH_INDEX])]).await.unwrap();
+        assert_eq!(written, [2], "one entry and one full-text row, tenant a's only");
+        let version: String = sqlx::query_scalar("SELECT version FROM tenant_plugins WHERE tenant_id = 'a'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(version, "2.0.0");
         let values: Vec<String> =
             sqlx::query_scalar("SELECT value FROM document_index ORDER BY value").fetch_all(&pool).await.unwrap();
-        assert_eq!(values, ["7", "seven"]);
+        assert_eq!(values, ["seven"]);
+        // Decided against a version the tenant no longer runs: superseded, nothing changes.
+        let stale = TenantSwitch { from: Some("1.0.0"), to: "3.0.0", ..switch };
+        let lost = catalog.switch_tenant(&stale, &[]).await;
+        assert!(
+            matches!(&lost, Err(crate::storage::ReindexError::Superseded { found: Some(f), .. }) if f == "2.0.0"),
+            "{lost:?}"
+        );
         // Stored as the query parser cuts words, and folded by the database.
         let (text, found): (String, bool) = sqlx::query_as(
             "SELECT c0, doc @@ to_tsquery('keel_simple', 'cafe & mail') FROM search_rows WHERE tenant_id = 'a'",

@@ -1,7 +1,9 @@
 //! Installed plugins, versions and artifacts on SQLite.
 
 use crate::backend::BackendError;
-use crate::plugins::{NewVersion, PluginCatalog, PluginHead, Reindex, StoredPlugin, TrustedKeyRow};
+use crate::plugins::{
+    NewVersion, PluginCatalog, PluginHead, Reindex, StoredPlugin, TenantSwitch, TrustedKeyRow, VersionRow,
+};
 use crate::storage::ReindexError;
 use async_trait::async_trait;
 use sqlx::{Row, SqlitePool};
@@ -15,11 +17,97 @@ fn failed(e: sqlx::Error) -> ReindexError {
 #[async_trait]
 impl PluginCatalog for SqliteCatalog {
     async fn active(&self) -> Result<Vec<StoredPlugin>, BackendError> {
-        stored(&self.0, None).await
+        stored(&self.0, None, None).await
     }
 
     async fn active_of(&self, id: &str) -> Result<Option<StoredPlugin>, BackendError> {
-        Ok(stored(&self.0, Some(id)).await?.pop())
+        Ok(stored(&self.0, Some(id), None).await?.pop())
+    }
+
+    async fn stored_version(&self, id: &str, version: &str) -> Result<Option<StoredPlugin>, BackendError> {
+        Ok(stored(&self.0, Some(id), Some(version)).await?.pop())
+    }
+
+    async fn versions(&self, id: &str) -> Result<Vec<VersionRow>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT v.version, v.digest, a.size, v.installed_at, v.signer, v.manifest FROM plugin_versions v \
+             JOIN plugin_artifacts a ON a.digest = v.digest WHERE v.plugin_id = ? ORDER BY v.installed_at, v.version",
+        )
+        .bind(id)
+        .fetch_all(&self.0)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| VersionRow {
+                version: r.get(0),
+                digest: r.get(1),
+                size: r.get::<i64, _>(2) as u64,
+                installed_at: r.get(3),
+                signer: r.get(4),
+                manifest: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn versions_in_use(&self) -> Result<Vec<(String, String)>, BackendError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT plugin_id, version FROM tenant_plugins WHERE version IS NOT NULL ORDER BY plugin_id, version",
+        )
+        .fetch_all(&self.0)
+        .await?)
+    }
+
+    async fn switch_tenant(&self, s: &TenantSwitch<'_>, reindex: &[Reindex]) -> Result<Vec<u64>, ReindexError> {
+        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(failed)?;
+        let mut entries = Vec::with_capacity(reindex.len());
+        for step in reindex {
+            entries.push(super::documents::reindex(&mut tx, s.tenant, s.plugin, step).await?);
+        }
+        let enabled = s.enabled.map(i64::from);
+        // Only over the version the move was decided against.
+        let moved = match s.from {
+            Some(from) => sqlx::query(
+                "UPDATE tenant_plugins SET version = ?1, enabled = COALESCE(?2, enabled), updated_at = ?3 \
+                 WHERE tenant_id = ?4 AND plugin_id = ?5 AND version = ?6",
+            )
+            .bind(s.to)
+            .bind(enabled)
+            .bind(s.now)
+            .bind(s.tenant)
+            .bind(s.plugin)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?,
+            None => sqlx::query(
+                "INSERT INTO tenant_plugins (tenant_id, plugin_id, enabled, updated_at, version) \
+                 VALUES (?1, ?2, COALESCE(?3, 0), ?4, ?5) \
+                 ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET version = excluded.version, \
+                 enabled = COALESCE(?3, tenant_plugins.enabled), updated_at = excluded.updated_at \
+                 WHERE tenant_plugins.version IS NULL",
+            )
+            .bind(s.tenant)
+            .bind(s.plugin)
+            .bind(enabled)
+            .bind(s.now)
+            .bind(s.to)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?,
+        };
+        if moved.rows_affected() != 1 {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT version FROM tenant_plugins WHERE tenant_id = ? AND plugin_id = ?")
+                    .bind(s.tenant)
+                    .bind(s.plugin)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(failed)?
+                    .flatten();
+            return Err(ReindexError::Superseded { plugin: s.plugin.to_owned(), found });
+        }
+        tx.commit().await.map_err(failed)?;
+        Ok(entries)
     }
 
     async fn heads(&self) -> Result<Vec<PluginHead>, BackendError> {
@@ -48,13 +136,8 @@ impl PluginCatalog for SqliteCatalog {
             .await?)
     }
 
-    async fn activate(&self, v: &NewVersion<'_>, reindex: &[Reindex]) -> Result<Vec<u64>, ReindexError> {
+    async fn activate(&self, v: &NewVersion<'_>) -> Result<(), ReindexError> {
         let mut tx = self.0.begin().await.map_err(failed)?;
-        let mut entries = Vec::with_capacity(reindex.len());
-        for step in reindex {
-            let Reindex { collection, indexes, drop, rebuild } = step;
-            entries.push(super::documents::reindex(&mut tx, v.id, collection, indexes, drop, rebuild).await?);
-        }
         sqlx::query(
             "INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
         )
@@ -108,7 +191,7 @@ impl PluginCatalog for SqliteCatalog {
             return Err(ReindexError::Superseded { plugin: v.id.to_owned(), found });
         }
         tx.commit().await.map_err(failed)?;
-        Ok(entries)
+        Ok(())
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<(), BackendError> {
@@ -174,14 +257,16 @@ impl PluginCatalog for SqliteCatalog {
     }
 }
 
-/// The active versions of every plugin, or of `id`, with their artifacts.
-async fn stored(pool: &SqlitePool, id: Option<&str>) -> Result<Vec<StoredPlugin>, BackendError> {
+/// The active versions of every plugin, or of `id`, or `id` at `version`, with their
+/// artifacts.
+async fn stored(pool: &SqlitePool, id: Option<&str>, version: Option<&str>) -> Result<Vec<StoredPlugin>, BackendError> {
     let rows = sqlx::query(
         "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, v.signer, a.bytes \
-         FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
+         FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = COALESCE(?2, p.active_version) \
          JOIN plugin_artifacts a ON a.digest = v.digest WHERE ?1 IS NULL OR p.id = ?1 ORDER BY p.id",
     )
     .bind(id)
+    .bind(version)
     .fetch_all(pool)
     .await?;
     Ok(rows

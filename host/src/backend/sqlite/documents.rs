@@ -445,37 +445,50 @@ fn search_rows<E>(
 }
 
 /// Rewrites the index entries named `rebuild` of every document a plugin stores in
-/// `collection` (in every tenant) from `indexes`, after dropping the entries named `drop`:
-/// what an upgrade that adds, retypes or removes an index needs, in the caller's
-/// transaction. A document whose field does not fit its new type fails it, named.
+/// `collection` in `tenant` from `indexes`, after dropping the entries named `drop`: what a
+/// tenant's switch to a version that adds, retypes or removes an index needs, in the
+/// caller's transaction. A document whose field does not fit its new type fails it, named.
 pub(super) async fn reindex(
     conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
     plugin: &str,
-    collection: &str,
-    indexes: &crate::storage::index::CollectionIndexes,
-    drop: &[String],
-    rebuild: &std::collections::BTreeSet<String>,
+    step: &crate::plugins::Reindex,
 ) -> Result<u64, ReindexError> {
+    let crate::plugins::Reindex { collection, indexes, drop, rebuild, clear } = step;
+    let (collection, clear) = (collection.as_str(), *clear);
     let search_index = crate::storage::index::SEARCH_INDEX;
-    // A collection without `search` has no table, also when it had one before an uninstall
-    // (a fresh install compares with nothing): then a commit never needs to look for one.
-    if indexes.search.is_none() || drop.iter().chain(rebuild).any(|name| name == search_index) {
-        drop_search_tables(&mut *conn, plugin, Some(collection), None).await?;
-    }
-    let search = rebuild.contains(search_index).then_some(indexes.search.as_ref()).flatten();
-    for name in drop.iter().chain(rebuild).filter(|name| *name != search_index) {
-        sqlx::query("DELETE FROM document_index WHERE plugin_id = ? AND collection = ? AND field = ?")
+    if clear {
+        sqlx::query("DELETE FROM document_index WHERE tenant_id = ? AND plugin_id = ? AND collection = ?")
+            .bind(tenant)
             .bind(plugin)
             .bind(collection)
-            .bind(name)
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
     }
+    // A collection without `search` has no table, also when it had one before an uninstall
+    // (a fresh install compares with nothing): then a commit never needs to look for one.
+    if clear || indexes.search.is_none() || drop.iter().chain(rebuild).any(|name| name == search_index) {
+        drop_search_tables(&mut *conn, plugin, Some(collection), Some(tenant)).await?;
+    }
+    let search = rebuild.contains(search_index).then_some(indexes.search.as_ref()).flatten();
+    for name in drop.iter().chain(rebuild).filter(|name| *name != search_index) {
+        sqlx::query(
+            "DELETE FROM document_index WHERE tenant_id = ? AND plugin_id = ? AND collection = ? AND field = ?",
+        )
+        .bind(tenant)
+        .bind(plugin)
+        .bind(collection)
+        .bind(name)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
     sqlx::query(
-        "INSERT INTO index_signatures (plugin_id, collection, signature) VALUES (?, ?, ?) \
-         ON CONFLICT (plugin_id, collection) DO UPDATE SET signature = excluded.signature",
+        "INSERT INTO index_signatures (tenant_id, plugin_id, collection, signature) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (tenant_id, plugin_id, collection) DO UPDATE SET signature = excluded.signature",
     )
+    .bind(tenant)
     .bind(plugin)
     .bind(collection)
     .bind(indexes.signature())
@@ -485,15 +498,9 @@ pub(super) async fn reindex(
     if rebuild.is_empty() {
         return Ok(0);
     }
-    let tenants: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT tenant_id FROM documents WHERE plugin_id = ? AND collection = ?")
-            .bind(plugin)
-            .bind(collection)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
     let mut entries = 0;
-    for tenant in tenants {
+    {
+        let tenant = tenant.to_owned();
         let mut after = String::new();
         loop {
             let batch: Vec<(String, String, i64)> = sqlx::query_as(
@@ -884,6 +891,7 @@ impl DocumentStore for SqliteDocumentStore {
         for statement in [
             "DELETE FROM sequences WHERE tenant_id = ? AND plugin_id = ?",
             "DELETE FROM storage_usage WHERE tenant_id = ? AND plugin_id = ?",
+            "DELETE FROM index_signatures WHERE tenant_id = ? AND plugin_id = ?",
         ] {
             sqlx::query(statement).bind(tenant).bind(plugin).execute(&mut *tx).await.map_err(db_error)?;
         }
@@ -1317,13 +1325,15 @@ async fn check_reads(conn: &mut sqlx::SqliteConnection, scope: &Scope, reads: &[
     }
     for read in reads {
         let Read::Indexes { collection, signature } = read else { continue };
-        let active: Option<String> =
-            sqlx::query_scalar("SELECT signature FROM index_signatures WHERE plugin_id = ? AND collection = ?")
-                .bind(&scope.plugin)
-                .bind(collection)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_error)?;
+        let active: Option<String> = sqlx::query_scalar(
+            "SELECT signature FROM index_signatures WHERE tenant_id = ? AND plugin_id = ? AND collection = ?",
+        )
+        .bind(&scope.tenant)
+        .bind(&scope.plugin)
+        .bind(collection)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
         if active.is_some_and(|active| active != *signature) {
             return Err(StoreError::ReadConflict {
                 collection: collection.clone(),
@@ -1897,7 +1907,7 @@ mod tests {
         let set = |signature: String| {
             let pool = pool.clone();
             async move {
-                sqlx::query("INSERT INTO index_signatures VALUES ('p', 'items', ?) ON CONFLICT DO UPDATE SET signature = excluded.signature")
+                sqlx::query("INSERT INTO index_signatures VALUES ('t', 'p', 'items', ?) ON CONFLICT DO UPDATE SET signature = excluded.signature")
                     .bind(signature)
                     .execute(&pool)
                     .await
@@ -2052,16 +2062,28 @@ mod tests {
             total
         };
         assert_eq!(rows().await, 0);
-        let upgrade = |from: crate::storage::index::CollectionIndexes, to: crate::storage::index::CollectionIndexes| {
+        let move_tenants = |tenants: &'static [&'static str],
+                            from: crate::storage::index::CollectionIndexes,
+                            to: crate::storage::index::CollectionIndexes| {
             let pool = store.pool.clone();
             async move {
                 let (drop, rebuild) = from.changes_to(&to);
+                let step =
+                    crate::plugins::Reindex { collection: "cases".into(), indexes: to, drop, rebuild, clear: false };
                 let mut tx = pool.begin().await.unwrap();
-                reindex(&mut tx, "crm", "cases", &to, &drop, &rebuild).await.unwrap();
+                for tenant in tenants {
+                    reindex(&mut tx, tenant, "crm", &step).await.unwrap();
+                }
                 tx.commit().await.unwrap();
             }
         };
-        upgrade(v1.clone(), v2.clone()).await;
+        let upgrade = |from, to| move_tenants(&["a", "b"], from, to);
+        // One tenant moved: only its rows are written.
+        move_tenants(&["a"], v1.clone(), v2.clone()).await;
+        assert_eq!(rows().await, 2);
+        let b = Scope { tenant: "b".into(), plugin: "crm".into() };
+        assert!(store.search(&b, &words("kettle", "cases", &v2)).await.unwrap().rows.is_empty());
+        move_tenants(&["b"], v1.clone(), v2.clone()).await;
         assert_eq!(rows().await, 4);
         for tenant in ["a", "b"] {
             let s = Scope { tenant: tenant.into(), plugin: "crm".into() };

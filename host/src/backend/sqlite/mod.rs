@@ -36,6 +36,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "index signatures", include_str!("../../../../migrations/sqlite/0010_index_signatures.sql")),
     (11, "full-text search", include_str!("../../../../migrations/sqlite/0011_search.sql")),
     (12, "signatures", include_str!("../../../../migrations/sqlite/0012_signatures.sql")),
+    (13, "tenant versions", include_str!("../../../../migrations/sqlite/0013_tenant_versions.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.
@@ -186,6 +187,45 @@ mod migration_tests {
             assert!(name.starts_with(&format!("{:04}_", version)), "{name} is not migration {version}");
             assert_eq!(text, sql, "{name} is not the text registered as migration {version}");
         }
+    }
+
+    /// Tenants switched on before versions per tenant run the version that was active, and
+    /// keep the index signature their entries were written with; a tenant holding data
+    /// without a switch keeps its signature too.
+    #[tokio::test]
+    async fn tenants_from_before_versions_per_tenant_run_the_active_version() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
+        for (_, _, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 < 13) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', 0), ('globex', 'Globex', 0); \
+             INSERT INTO plugin_artifacts (digest, bytes, size, uploaded_at) VALUES ('d', x'00', 1, 0); \
+             INSERT INTO plugin_versions (plugin_id, version, digest, manifest, installed_at) VALUES ('crm', '1.2.0', 'd', '', 0); \
+             INSERT INTO plugins (id, active_version, enabled, installed_at, updated_at) VALUES ('crm', '1.2.0', 1, 0, 0); \
+             INSERT INTO tenant_plugins (tenant_id, plugin_id, enabled, updated_at) VALUES ('acme', 'crm', 1, 0); \
+             INSERT INTO documents (tenant_id, plugin_id, collection, key, version, body, created_at, updated_at, size) \
+                VALUES ('globex', 'crm', 'cases', 'c1', 1, '{}', 0, 0, 2); \
+             INSERT INTO index_signatures (plugin_id, collection, signature) VALUES ('crm', 'cases', 'sig');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let (_, _, sql) = SQLITE_MIGRATIONS.iter().find(|m| m.0 == 13).unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&pool).await.unwrap();
+        let version: Option<String> = sqlx::query_scalar("SELECT version FROM tenant_plugins WHERE tenant_id = 'acme'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(version.as_deref(), Some("1.2.0"));
+        let signatures: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT tenant_id, plugin_id, collection, signature FROM index_signatures ORDER BY tenant_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let expected = |t: &str| (t.to_owned(), "crm".to_owned(), "cases".to_owned(), "sig".to_owned());
+        assert_eq!(signatures, [expected("acme"), expected("globex")]);
     }
 }
 
