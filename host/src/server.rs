@@ -340,7 +340,9 @@ async fn install_bundled(
                             .await
                             .map_err(|e| StartError::Tenancy(e.to_string()))?;
                     }
-                    _ => {
+                    // A platform admin pinned another version: tenants stay where they are.
+                    InstallOutcome::Added | InstallOutcome::Unchanged => {}
+                    InstallOutcome::Upgraded => {
                         let report = crate::lifecycle::rollout(registry, tenancy, &record.id, &record.version, None)
                             .await
                             .map_err(|e| StartError::Tenancy(e.to_string()))?;

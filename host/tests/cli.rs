@@ -576,5 +576,11 @@ async fn the_cli_lists_versions_moves_a_tenant_and_rolls_out_the_rest() {
     let (ok, out) =
         run("tenant plugin upgrade acme helpdesk --approve permission:helpdesk.export".into()).await.unwrap();
     assert!(ok && out.contains("acme runs helpdesk 3.0.0"), "{out}");
+    // Pinned, new tenants get 2.0.0; unpinned, the newest again.
+    let (ok, out) = run("plugin pin helpdesk 2.0.0".into()).await.unwrap();
+    assert!(ok && out.contains("get 2.0.0 (pinned)"), "{out}");
+    assert_eq!(server.state.registry.get("helpdesk").unwrap().record.version, "2.0.0");
+    let (ok, out) = run("plugin unpin helpdesk".into()).await.unwrap();
+    assert!(ok && out.contains("get 3.0.0, the newest"), "{out}");
     server.shutdown().await;
 }

@@ -21,3 +21,7 @@ JOIN (SELECT tenant_id, plugin_id FROM tenant_plugins
       UNION SELECT DISTINCT tenant_id, plugin_id FROM documents) s ON s.plugin_id = i.plugin_id;
 DROP TABLE index_signatures;
 ALTER TABLE scope_index_signatures RENAME TO index_signatures;
+
+-- A platform admin may pin the active version (what tenants switching the plugin on get);
+-- then installing a newer one does not move it.
+ALTER TABLE plugins ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;

@@ -348,3 +348,36 @@ async fn a_version_asking_for_more_waits_for_a_tenant_admin_to_approve_exactly_w
     assert_eq!(back["approval_required"], json!([]), "{back}");
     s.post(upgrade, json!({ "version": "2.0.0" })).await.expect(200);
 }
+
+#[tokio::test]
+async fn a_pinned_version_is_what_new_tenants_get_until_it_is_unpinned() {
+    let s = TestServer::start().await;
+    s.upload(helpdesk_1()).await.expect(201);
+    s.upload(helpdesk_2()).await.expect(201);
+    let pinned = s.put("/v1/admin/plugins/helpdesk/pin", json!({ "version": "1.0.0" })).await.expect(200).body;
+    assert_eq!(pinned["version"], "1.0.0");
+    let versions = s.get("/v1/admin/plugins/helpdesk/versions").await.expect(200).body;
+    assert_eq!((versions["active_version"].as_str(), versions["pinned"].as_bool()), (Some("1.0.0"), Some(true)));
+
+    // A newer install is added beside the pinned version, which stays active.
+    let added = s.upload(helpdesk_3()).await.expect(201).body;
+    assert_eq!(added["outcome"], "added", "{added}");
+    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], "1.0.0");
+    let acme = s.tenant_with_token("acme", "tenant-admin").await;
+    as_admin_of(&s, &acme, Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(200);
+    assert_eq!(listed(&s, "acme").await["version"], "1.0.0");
+
+    s.put("/v1/admin/plugins/helpdesk/pin", json!({ "version": "4.0.0" }))
+        .await
+        .expect_problem(404, "version-not-found");
+    s.put("/v1/admin/plugins/nothing/pin", json!({ "version": "1.0.0" })).await.expect_problem(404, "plugin-not-found");
+    s.put("/v1/admin/plugins/helpdesk/pin", json!({})).await.expect_problem(422, "invalid-request");
+
+    // Unpinned: the newest is active again; acme keeps what it runs.
+    let unpinned = s.delete("/v1/admin/plugins/helpdesk/pin").await.expect(200).body;
+    assert_eq!(unpinned["version"], "3.0.0");
+    let globex = s.tenant_with_token("globex", "tenant-admin").await;
+    as_admin_of(&s, &globex, Method::POST, "/v1/tenants/globex/plugins/helpdesk/enable", None).await.expect(200);
+    assert_eq!(listed(&s, "globex").await["version"], "3.0.0");
+    assert_eq!(listed(&s, "acme").await["version"], "1.0.0");
+}

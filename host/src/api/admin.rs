@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_plugin))
         .routes(routes!(plugin_versions))
         .routes(routes!(rollout_plugin))
+        .routes(routes!(pin_plugin, unpin_plugin))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -201,6 +202,8 @@ pub struct PluginVersion {
 pub struct PluginVersionList {
     pub plugin: String,
     pub active_version: String,
+    /// A platform admin pinned the active version: installs do not move it.
+    pub pinned: bool,
     /// Oldest first.
     pub items: Vec<PluginVersion>,
 }
@@ -221,10 +224,8 @@ async fn plugin_versions(
         .get(&id)
         .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no plugin `{id}` is installed")))?;
     let running = state.tenancy.versions_of(&id);
-    let items = state
-        .registry
-        .versions(&id)
-        .await?
+    let (versions, pinned) = state.registry.versions(&id).await?;
+    let items = versions
         .into_iter()
         .map(|v| PluginVersion {
             active: v.version == active.record.version,
@@ -237,7 +238,59 @@ async fn plugin_versions(
             manifest: v.manifest,
         })
         .collect();
-    Ok(Json(PluginVersionList { plugin: id, active_version: active.record.version.clone(), items }))
+    Ok(Json(PluginVersionList { plugin: id, active_version: active.record.version.clone(), pinned, items }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinRequest {
+    /// An installed version.
+    pub version: String,
+}
+
+/// Pin the version tenants switching the plugin on get: installing a newer one then adds it
+/// beside (outcome `added`) without making it active. No tenant moves.
+#[utoipa::path(put, path = "/v1/admin/plugins/{id}/pin", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")),
+    request_body = PinRequest,
+    responses((status = 200, body = PluginRecord),
+        (status = 404, description = "`plugin-not-found`, `version-not-found`", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn pin_plugin(
+    State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(id): Path<String>,
+    Json(request): Json<PinRequest>,
+) -> Result<Json<PluginRecord>, ApiError> {
+    let record = state.registry.pin(&id, Some(&request.version)).await?;
+    let detail = json!({ "version": record.version });
+    state
+        .audit
+        .admin(&admin, &rid, AdminAction { tenant: None, action: "plugin.pin", plugin: Some(&id), detail })
+        .await;
+    Ok(Json(record))
+}
+
+/// Unpin: the newest installed version becomes the one tenants switching the plugin on get.
+/// No tenant moves.
+#[utoipa::path(delete, path = "/v1/admin/plugins/{id}/pin", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")),
+    responses((status = 200, body = PluginRecord), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn unpin_plugin(
+    State(state): State<AppState>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    AdminPrincipal(admin): AdminPrincipal,
+    Path(id): Path<String>,
+) -> Result<Json<PluginRecord>, ApiError> {
+    let record = state.registry.pin(&id, None).await?;
+    let detail = json!({ "version": record.version });
+    state
+        .audit
+        .admin(&admin, &rid, AdminAction { tenant: None, action: "plugin.unpin", plugin: Some(&id), detail })
+        .await;
+    Ok(Json(record))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -306,6 +306,20 @@ pub async fn plugin_versions_activate_and_remove(catalog: &dyn PluginCatalog, se
     assert_eq!((old.version.as_str(), old.bytes.as_slice()), ("1.0.0", &b"\0asm one"[..]));
     assert!(catalog.stored_version("cf-plugin", "9.0.0").await.unwrap().is_none());
 
+    // A pinned active version stays active through a newer install, which is recorded.
+    assert!(catalog.set_active("cf-plugin", "1.0.0", true, 300).await.unwrap(), "catalog: pinned");
+    assert!(!catalog.set_active("cf-plugin", "9.0.0", true, 300).await.unwrap(), "catalog: not installed");
+    catalog
+        .activate(&NewVersion { now: 310, replaces: Some("1.0.0"), ..version("1.2.0", "d3", b"\0asm three") })
+        .await
+        .unwrap();
+    let head = catalog.heads().await.unwrap().into_iter().find(|h| h.id == "cf-plugin").unwrap();
+    assert_eq!((head.digest.as_str(), head.pinned), ("d1", true), "catalog: the pin holds");
+    assert_eq!(catalog.digest_of("cf-plugin", "1.2.0").await.unwrap().as_deref(), Some("d3"));
+    assert!(catalog.set_active("cf-plugin", "1.2.0", false, 320).await.unwrap(), "catalog: unpinned");
+    let mine = catalog.active_of("cf-plugin").await.unwrap().unwrap();
+    assert_eq!((mine.version.as_str(), mine.pinned), ("1.2.0", false));
+
     settings
         .apply("cf-cat", "cf-plugin", &[("key", Some("secret".into())), ("n", Some("1".into()))], 1, "t")
         .await

@@ -95,6 +95,19 @@ pub enum PluginCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Pin the version tenants switching the plugin on get (installs then do not move it).
+    Pin {
+        id: String,
+        version: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Unpin: the newest installed version is what tenants switching the plugin on get.
+    Unpin {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Remove a plugin.
     Uninstall {
         id: String,
@@ -279,6 +292,20 @@ pub async fn run(command: PluginCommand) -> Result<()> {
                 );
             }
             println!("every tenant asked for runs {id} {version}");
+        }
+        PluginCommand::Pin { id, version, client } => {
+            let path = format!("/v1/admin/plugins/{}/pin", segment(&id)?);
+            let body: Value = client
+                .client()?
+                .send_json(Method::PUT, &path, &serde_json::json!({ "version": version }))
+                .await?
+                .json()?;
+            println!("tenants switching {id} on get {} (pinned)", body["version"].as_str().unwrap_or("?"));
+        }
+        PluginCommand::Unpin { id, client } => {
+            let path = format!("/v1/admin/plugins/{}/pin", segment(&id)?);
+            let body: Value = client.client()?.send_empty(Method::DELETE, &path).await?.json()?;
+            println!("tenants switching {id} on get {}, the newest", body["version"].as_str().unwrap_or("?"));
         }
         PluginCommand::Uninstall { id, purge, client } => {
             client.client()?.uninstall(&id, purge).await?;

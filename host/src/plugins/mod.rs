@@ -63,6 +63,9 @@ pub enum InstallOutcome {
     Upgraded,
     /// The same id, version and digest were already installed: nothing changed.
     Unchanged,
+    /// A newer version, installed beside the active one a platform admin pinned, which
+    /// stays what tenants switching the plugin on get.
+    Added,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +137,8 @@ pub struct StoredPlugin {
     pub bytes: Vec<u8>,
     /// See [`PluginRecord::signer`].
     pub signer: Option<String>,
+    /// A platform admin pinned the active version: installs do not move it.
+    pub pinned: bool,
 }
 
 /// What says whether a host's copy of a plugin is current: its active version's digest
@@ -144,6 +149,8 @@ pub struct PluginHead {
     pub digest: String,
     pub enabled: bool,
     pub updated_at: i64,
+    /// See [`StoredPlugin::pinned`].
+    pub pinned: bool,
 }
 
 /// What [`PluginRegistry::sync`] changed.
@@ -227,14 +234,18 @@ pub trait PluginCatalog: Send + Sync + 'static {
     /// The digest recorded for `id` at `version`, if that version was ever installed.
     async fn digest_of(&self, id: &str, version: &str) -> Result<Option<String>, BackendError>;
     /// Records `version` (artifact, version row) and makes it the active one, the version
-    /// tenants switching the plugin on get (a new plugin is enabled), in one transaction.
-    /// Tenants running another version keep it. Refused with [`ReindexError::Superseded`]
+    /// tenants switching the plugin on get (a new plugin is enabled), in one transaction;
+    /// unless the active version is pinned, which stays. Tenants running another version
+    /// keep it. Refused with [`ReindexError::Superseded`]
     /// unless the active version is still `version.replaces`.
     async fn activate(&self, version: &NewVersion<'_>) -> Result<(), ReindexError>;
     /// `id` at `version`, if installed.
     async fn stored_version(&self, id: &str, version: &str) -> Result<Option<StoredPlugin>, BackendError>;
     /// Every installed version of `id`, oldest first (no artifacts).
     async fn versions(&self, id: &str) -> Result<Vec<VersionRow>, BackendError>;
+    /// Makes `version` (installed) the active one, pinned or not; false when `id` or the
+    /// version is not installed.
+    async fn set_active(&self, id: &str, version: &str, pinned: bool, now: i64) -> Result<bool, BackendError>;
     /// Every (plugin, version) some tenant runs.
     async fn versions_in_use(&self) -> Result<Vec<(String, String)>, BackendError>;
     /// Moves one tenant to another version of a plugin, rewriting that tenant's index
@@ -486,9 +497,42 @@ impl PluginRegistry {
             .ok_or_else(|| MoveError::VersionNotFound { plugin: id.to_owned(), version: version.to_owned() })
     }
 
-    /// Every installed version of `id`, oldest first.
-    pub async fn versions(&self, id: &str) -> Result<Vec<VersionRow>, RegistryError> {
-        Ok(self.catalog.versions(id).await?)
+    /// Every installed version of `id`, oldest first, and whether a platform admin pinned
+    /// the active one.
+    pub async fn versions(&self, id: &str) -> Result<(Vec<VersionRow>, bool), RegistryError> {
+        let pinned = self.catalog.heads().await?.iter().any(|h| h.id == id && h.pinned);
+        Ok((self.catalog.versions(id).await?, pinned))
+    }
+
+    /// Pins `version` as the active version of `id` (what tenants switching it on get, which
+    /// later installs do not move), or with None unpins it: the newest installed version
+    /// becomes active again. No tenant moves.
+    pub async fn pin(&self, id: &str, version: Option<&str>) -> Result<PluginRecord, MoveError> {
+        let _guard = self.changes.lock().await;
+        self.sync_locked().await?;
+        let target = match version {
+            Some(v) => v.to_owned(),
+            None => {
+                let newest = self
+                    .catalog
+                    .versions(id)
+                    .await
+                    .map_err(RegistryError::from)?
+                    .into_iter()
+                    .filter_map(|v| semver::Version::parse(&v.version).ok().map(|parsed| (parsed, v.version)));
+                newest.max().map(|(_, v)| v).ok_or_else(|| MoveError::NotFound(id.to_owned()))?
+            }
+        };
+        let loaded = self.ensure_version(id, &target).await?;
+        let set = self.catalog.set_active(id, &target, version.is_some(), self.clock.now_ms()).await;
+        if !set.map_err(RegistryError::from)? {
+            return Err(MoveError::VersionNotFound { plugin: id.to_owned(), version: target });
+        }
+        if let Some(installed) = self.loaded.write().expect("plugin map lock").get_mut(id) {
+            installed.active = loaded.clone();
+        }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+        Ok(loaded.record.clone())
     }
 
     /// Moves `tenant` to `to` of `plugin` (switching it on or off with it when `enabled`
@@ -869,6 +913,8 @@ impl PluginRegistry {
         if let Some(active) = &active {
             self.check_compatible(&manifest, &prepared.pre, active)?;
         }
+        let pinned =
+            self.catalog.heads().await.map_err(RegistryError::from)?.iter().any(|h| h.id == manifest.id && h.pinned);
 
         let now = self.clock.now_ms();
         // Tenants running the plugin keep their version (and their index entries) until they
@@ -895,7 +941,11 @@ impl PluginRegistry {
                 InstallError::Registry(RegistryError::Database(BackendError::Internal(other.to_string())))
             }
         })?;
-        let outcome = if active.is_some() { InstallOutcome::Upgraded } else { InstallOutcome::Installed };
+        let outcome = match (&active, pinned) {
+            (None, _) => InstallOutcome::Installed,
+            (Some(_), false) => InstallOutcome::Upgraded,
+            (Some(_), true) => InstallOutcome::Added,
+        };
         let (enabled, installed_at) =
             active.as_ref().map_or((true, now), |a| (a.record.enabled, a.record.installed_at));
         let id = manifest.id.clone();
@@ -909,7 +959,9 @@ impl PluginRegistry {
             match map.get_mut(&id) {
                 Some(installed) => {
                     installed.versions.insert(record.version.clone(), plugin.clone());
-                    installed.active = plugin;
+                    if !pinned {
+                        installed.active = plugin;
+                    }
                 }
                 None => {
                     map.insert(id, Installed::new(plugin));

@@ -53,6 +53,23 @@ impl PluginCatalog for PgCatalog {
             .collect())
     }
 
+    async fn set_active(&self, id: &str, version: &str, pinned: bool, now: i64) -> Result<bool, BackendError> {
+        let mut tx = self.0.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE plugins SET active_version = $1, pinned = $2, updated_at = $3 WHERE id = $4 \
+             AND EXISTS (SELECT 1 FROM plugin_versions WHERE plugin_id = $4 AND version = $1)",
+        )
+        .bind(version)
+        .bind(pinned)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        announce(&mut tx, Topic::Plugins).await?;
+        tx.commit().await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
     async fn versions_in_use(&self) -> Result<Vec<(String, String)>, BackendError> {
         Ok(sqlx::query_as(
             "SELECT DISTINCT plugin_id, version FROM tenant_plugins WHERE version IS NOT NULL ORDER BY plugin_id, version",
@@ -118,7 +135,7 @@ impl PluginCatalog for PgCatalog {
 
     async fn heads(&self) -> Result<Vec<PluginHead>, BackendError> {
         let rows = sqlx::query(
-            "SELECT p.id, v.digest, p.enabled, p.updated_at FROM plugins p \
+            "SELECT p.id, v.digest, p.enabled, p.updated_at, p.pinned FROM plugins p \
              JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version ORDER BY p.id",
         )
         .fetch_all(&self.0)
@@ -130,6 +147,7 @@ impl PluginCatalog for PgCatalog {
                 digest: r.get("digest"),
                 enabled: r.get("enabled"),
                 updated_at: r.get("updated_at"),
+                pinned: r.get("pinned"),
             })
             .collect())
     }
@@ -169,7 +187,10 @@ impl PluginCatalog for PgCatalog {
         .map_err(failed)?;
         // Only over the version the install was decided against (see `NewVersion::replaces`).
         let switched = match v.replaces {
-            Some(replaced) => sqlx::query("UPDATE plugins SET active_version = $1, updated_at = $2 WHERE id = $3 AND active_version = $4")
+            Some(replaced) => sqlx::query(
+                "UPDATE plugins SET active_version = CASE WHEN pinned THEN active_version ELSE $1 END, updated_at = $2 \
+                 WHERE id = $3 AND active_version = $4",
+            )
                 .bind(v.version)
                 .bind(v.now)
                 .bind(v.id)
@@ -273,7 +294,7 @@ impl PluginCatalog for PgCatalog {
 /// artifacts.
 async fn stored(pool: &PgPool, id: Option<&str>, version: Option<&str>) -> Result<Vec<StoredPlugin>, BackendError> {
     let rows = sqlx::query(
-        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, v.signer, a.bytes \
+        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, p.pinned, v.version, v.digest, v.manifest, v.signer, a.bytes \
          FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = COALESCE($2, p.active_version) \
          JOIN plugin_artifacts a ON a.digest = v.digest WHERE $1::text IS NULL OR p.id = $1 ORDER BY p.id",
     )
@@ -293,6 +314,7 @@ async fn stored(pool: &PgPool, id: Option<&str>, version: Option<&str>) -> Resul
             manifest: r.get("manifest"),
             bytes: r.get("bytes"),
             signer: r.get("signer"),
+            pinned: r.get("pinned"),
         })
         .collect())
 }

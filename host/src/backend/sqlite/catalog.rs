@@ -49,6 +49,22 @@ impl PluginCatalog for SqliteCatalog {
             .collect())
     }
 
+    async fn set_active(&self, id: &str, version: &str, pinned: bool, now: i64) -> Result<bool, BackendError> {
+        let mut tx = self.0.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE plugins SET active_version = ?1, pinned = ?2, updated_at = ?3 WHERE id = ?4 \
+             AND EXISTS (SELECT 1 FROM plugin_versions WHERE plugin_id = ?4 AND version = ?1)",
+        )
+        .bind(version)
+        .bind(i64::from(pinned))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
     async fn versions_in_use(&self) -> Result<Vec<(String, String)>, BackendError> {
         Ok(sqlx::query_as(
             "SELECT DISTINCT plugin_id, version FROM tenant_plugins WHERE version IS NOT NULL ORDER BY plugin_id, version",
@@ -112,7 +128,7 @@ impl PluginCatalog for SqliteCatalog {
 
     async fn heads(&self) -> Result<Vec<PluginHead>, BackendError> {
         let rows = sqlx::query(
-            "SELECT p.id, v.digest, p.enabled, p.updated_at FROM plugins p \
+            "SELECT p.id, v.digest, p.enabled, p.updated_at, p.pinned FROM plugins p \
              JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version ORDER BY p.id",
         )
         .fetch_all(&self.0)
@@ -124,6 +140,7 @@ impl PluginCatalog for SqliteCatalog {
                 digest: r.get("digest"),
                 enabled: r.get::<i64, _>("enabled") != 0,
                 updated_at: r.get("updated_at"),
+                pinned: r.get::<i64, _>("pinned") != 0,
             })
             .collect())
     }
@@ -163,7 +180,10 @@ impl PluginCatalog for SqliteCatalog {
         .map_err(failed)?;
         // Only over the version the install was decided against (see `NewVersion::replaces`).
         let switched = match v.replaces {
-            Some(replaced) => sqlx::query("UPDATE plugins SET active_version = ?, updated_at = ? WHERE id = ? AND active_version = ?")
+            Some(replaced) => sqlx::query(
+                "UPDATE plugins SET active_version = CASE WHEN pinned = 1 THEN active_version ELSE ?1 END, updated_at = ?2 \
+                 WHERE id = ?3 AND active_version = ?4",
+            )
                 .bind(v.version)
                 .bind(v.now)
                 .bind(v.id)
@@ -261,7 +281,7 @@ impl PluginCatalog for SqliteCatalog {
 /// artifacts.
 async fn stored(pool: &SqlitePool, id: Option<&str>, version: Option<&str>) -> Result<Vec<StoredPlugin>, BackendError> {
     let rows = sqlx::query(
-        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, v.version, v.digest, v.manifest, v.signer, a.bytes \
+        "SELECT p.id, p.enabled, p.installed_at, p.updated_at, p.pinned, v.version, v.digest, v.manifest, v.signer, a.bytes \
          FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = COALESCE(?2, p.active_version) \
          JOIN plugin_artifacts a ON a.digest = v.digest WHERE ?1 IS NULL OR p.id = ?1 ORDER BY p.id",
     )
@@ -281,6 +301,7 @@ async fn stored(pool: &SqlitePool, id: Option<&str>, version: Option<&str>) -> R
             manifest: r.get("manifest"),
             bytes: r.get("bytes"),
             signer: r.get("signer"),
+            pinned: r.get::<i64, _>("pinned") != 0,
         })
         .collect())
 }
