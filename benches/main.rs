@@ -19,6 +19,7 @@ mod background;
 mod departments;
 mod imports;
 mod inventory;
+mod migrations;
 mod neighbours;
 mod path;
 mod pinned;
@@ -65,7 +66,7 @@ fn main() -> Result<()> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let check = args.iter().any(|a| a == "--check");
-    // `--only a|b|c|d|e|f|g|h|i|j|k|l` runs one section (for tuning); the default runs them all.
+    // `--only a|b|c|d|e|f|g|h|i|j|k|l|m` runs one section (for tuning); the default runs them all.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -104,6 +105,9 @@ fn main() -> Result<()> {
         }
         if wants("l") {
             rows.extend(scaleout::scale_out(&root, quick).await?);
+        }
+        if wants("m") {
+            rows.extend(migrations::migrations(&root, quick).await?);
         }
         anyhow::Ok(())
     })?;

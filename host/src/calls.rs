@@ -79,12 +79,14 @@ pub struct Save {
     pub finishes: Option<Lease>,
     /// A chunk of a task: how the task moves on.
     pub advances: Option<TaskAdvance>,
+    /// A migration: the tenant's move its writes commit with.
+    pub moves: Option<crate::jobs::TenantMove>,
 }
 
 impl Save {
     /// A save with no job to finish.
     pub fn new(request_id: &str, chain: u32, audit: WriteAudit) -> Save {
-        Save { request_id: request_id.to_owned(), chain, audit, finishes: None, advances: None }
+        Save { request_id: request_id.to_owned(), chain, audit, finishes: None, advances: None, moves: None }
     }
 }
 
@@ -134,6 +136,7 @@ impl Calls {
         let mut background = self.background(plugin, uow.scope(), outbox, &save.request_id, now, save.chain);
         background.finishes = save.finishes;
         background.advances = save.advances;
+        background.moves = save.moves;
         uow.commit_with(&background, now, &save.audit).await?;
         if background.adds_work() {
             self.jobs_wake.notify_one();
@@ -257,7 +260,7 @@ impl Calls {
                 first_job: t.first_job,
             })
             .collect();
-        Background { events, jobs, tasks, finishes: None, advances: None }
+        Background { events, jobs, tasks, finishes: None, advances: None, moves: None }
     }
 }
 

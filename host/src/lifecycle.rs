@@ -8,9 +8,13 @@
 //! in one transaction (`PluginRegistry::move_tenant`); requests in flight finish on the
 //! version they started on, and background work enqueued before runs on the new one.
 
+use crate::calls::{CallPlan, Calls, Save};
 use crate::dependencies::{self, Dependent, Enabled, Unserved};
+use crate::jobs::PendingOutbox;
 use crate::manifest::Manifest;
-use crate::plugins::{LoadedPlugin, MoveError, Moved, PluginRegistry};
+use crate::plugins::{LoadedPlugin, MigrationReport, MoveError, Moved, PluginRegistry};
+use crate::runtime::{CallContext, Lane};
+use crate::storage::{Scope, StoreError, UnitOfWork, UnitOfWorkError, WriteAudit};
 use crate::tenancy::{TenancyError, TenantStore};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -104,6 +108,10 @@ pub fn move_code(e: &MoveError) -> &'static str {
         MoveError::VersionNotFound { .. } => "version-not-found",
         MoveError::Reindex(_) => "index-data-mismatch",
         MoveError::Superseded { .. } => "move-conflict",
+        MoveError::MigrationFailed { .. } => "migration-failed",
+        MoveError::MigrationIrreversible { .. } => "migration-irreversible",
+        MoveError::MigrationSkipped { .. } => "migration-skipped",
+        MoveError::MigrationConflict { .. } => "migration-conflict",
         MoveError::Registry(_) => "unavailable",
     }
 }
@@ -111,12 +119,12 @@ pub fn move_code(e: &MoveError) -> &'static str {
 /// Moves `tenants` (every tenant that runs another version of the plugin, when None) to
 /// `version`, one after the other, stopping at the first that fails.
 pub async fn rollout(
-    registry: &PluginRegistry,
-    tenancy: &TenantStore,
+    calls: &Calls,
     plugin: &str,
     version: &str,
     tenants: Option<Vec<String>>,
 ) -> Result<RolloutReport, MoveError> {
+    let (registry, tenancy) = (calls.registry.as_ref(), calls.tenancy.as_ref());
     let engine = registry.engine();
     let target = registry.ensure_version(plugin, version).await?;
     let running = tenancy.versions_of(plugin);
@@ -191,7 +199,7 @@ pub async fn rollout(
             report.failed = Some(RolloutFailure { tenant, from, code: code.into(), detail });
             break;
         }
-        match registry.move_tenant(tenancy, &tenant, plugin, version, None).await {
+        match move_tenant(calls, &tenant, plugin, version).await {
             Ok(moved) => report.moved.push(RolloutStep { tenant, from, entries_rewritten: moved.entries_rewritten }),
             Err(e) => {
                 tracing::warn!(%tenant, %plugin, %version, error = %e, "rollout stopped");
@@ -295,4 +303,268 @@ pub fn new_asks(from: &Manifest, to: &Manifest) -> Vec<String> {
     }
     let before = asks(from);
     asks(to).into_iter().filter(|a| !before.contains(a)).collect()
+}
+
+/// Documents one migration may rewrite (its chunks share one unit of work).
+const MIGRATION_MAX_DOCUMENTS: usize = 100_000;
+/// Bytes one migration may write.
+const MIGRATION_MAX_BYTES: usize = 64 << 20;
+/// Chunks one migration may take.
+const MIGRATION_MAX_CHUNKS: u32 = 10_000;
+/// Runs of a migration whose commit found the data changed under it.
+const MIGRATION_ATTEMPTS: u32 = 3;
+
+/// Which migration a move runs: the hook of `runner`, `direction`, with `other` the version
+/// on the other side.
+struct MigrationPlan {
+    runner: std::sync::Arc<LoadedPlugin>,
+    direction: crate::runtime::Direction,
+    other: String,
+}
+
+/// Moves `tenant` (which runs the plugin) to `to` of `plugin`, running a migration when the versions declare one (see `keel:platform/migrator`):
+/// - up, to a version whose `[[migrations]]` covers the version the tenant runs: its hook
+///   runs `up`;
+/// - back, from a version whose migration covers the target: its hook runs `down` if it
+///   declares `down`, else the move is refused (`migration-irreversible`);
+/// - a move past an installed version that migrates from the tenant's (up) or to the
+///   target (back) without the target doing so is refused (`migration-skipped`).
+///
+/// The migration's chunks share one unit of work over the tenant's data; it commits with
+/// the move (index entries rewritten, the row moved) in one transaction, so until then the
+/// tenant keeps running its version, and a failure leaves its data exactly as it was.
+pub async fn move_tenant(calls: &Calls, tenant: &str, plugin: &str, to: &str) -> Result<Moved, MoveError> {
+    let registry = &calls.registry;
+    let target = registry.ensure_version(plugin, to).await?;
+    let Some(from) = calls.tenancy.version_of(tenant, plugin) else {
+        return registry.move_tenant(&calls.tenancy, tenant, plugin, to, None).await;
+    };
+    let current = registry.ensure_version(plugin, &from).await?;
+    let Some(plan) = plan_migration(registry, &current, &target).await? else {
+        return registry.move_tenant(&calls.tenancy, tenant, plugin, to, None).await;
+    };
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match migrate_once(calls, tenant, &current, &target, &plan).await {
+            Ok((chunks, documents)) => {
+                calls.tenancy.switched(tenant, plugin, to, None).await;
+                let report = MigrationReport {
+                    direction: match plan.direction {
+                        crate::runtime::Direction::Up => "up".into(),
+                        crate::runtime::Direction::Down => "down".into(),
+                    },
+                    version: plan.runner.record.version.clone(),
+                    chunks,
+                    documents,
+                    attempts,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                };
+                tracing::info!(%tenant, %plugin, %from, %to, chunks, documents, attempts,
+                    elapsed_ms = report.elapsed_ms, "tenant migrated to another version");
+                return Ok(Moved {
+                    plugin: plugin.to_owned(),
+                    from: Some(from),
+                    to: to.to_owned(),
+                    entries_rewritten: 0,
+                    migration: Some(report),
+                });
+            }
+            Err(Attempt::Lost) if attempts < MIGRATION_ATTEMPTS => {
+                tracing::info!(%tenant, %plugin, attempts, "the data changed under the migration; running it again");
+            }
+            Err(Attempt::Lost) => return Err(MoveError::MigrationConflict { attempts }),
+            Err(Attempt::Failed(e)) => {
+                tracing::warn!(%tenant, %plugin, %from, %to, error = %e, "migration failed; the tenant stays");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Why one run of a migration did not commit.
+enum Attempt {
+    /// Its commit found the data changed under it: run it again.
+    Lost,
+    Failed(MoveError),
+}
+
+/// The migration a move from `current` to `target` runs, if any (see [`move_tenant`]).
+async fn plan_migration(
+    registry: &PluginRegistry,
+    current: &std::sync::Arc<LoadedPlugin>,
+    target: &std::sync::Arc<LoadedPlugin>,
+) -> Result<Option<MigrationPlan>, MoveError> {
+    let (from, to) = (&current.record.manifest.version, &target.record.manifest.version);
+    if from == to {
+        return Ok(None);
+    }
+    let up = to > from;
+    // The versions installed strictly between the two, with their manifests.
+    let (low, high) = if up { (from, to) } else { (to, from) };
+    let (rows, _) = registry.versions(&target.record.id).await?;
+    let between: Vec<Manifest> = rows
+        .iter()
+        .filter_map(|row| Manifest::parse(&row.manifest, registry.policy()).ok())
+        .filter(|m| &m.version > low && &m.version < high)
+        .collect();
+    let plan = if up {
+        let own = target.record.manifest.migrations.iter().any(|m| m.covers(from));
+        if !own && let Some(skipped) = between.iter().find(|m| m.migrations.iter().any(|x| x.covers(from))) {
+            return Err(MoveError::MigrationSkipped {
+                version: skipped.version.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            });
+        }
+        own.then(|| MigrationPlan {
+            runner: target.clone(),
+            direction: crate::runtime::Direction::Up,
+            other: from.to_string(),
+        })
+    } else {
+        // Back past a version that migrated data up from the target: its hook must bring it back.
+        if let Some(skipped) = between.iter().find(|m| m.migrations.iter().any(|x| x.covers(to))) {
+            return Err(MoveError::MigrationSkipped {
+                version: skipped.version.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            });
+        }
+        match current.record.manifest.migrations.iter().find(|m| m.covers(to)) {
+            None => None,
+            Some(m) if !m.down => {
+                return Err(MoveError::MigrationIrreversible {
+                    version: from.to_string(),
+                    from: m.from.to_string(),
+                    to: to.to_string(),
+                });
+            }
+            Some(_) => Some(MigrationPlan {
+                runner: current.clone(),
+                direction: crate::runtime::Direction::Down,
+                other: to.to_string(),
+            }),
+        }
+    };
+    Ok(plan)
+}
+
+/// Runs the migration's chunks over one unit of work and commits it with the move.
+/// Returns (chunks, documents the hook rewrote).
+async fn migrate_once(
+    calls: &Calls,
+    tenant: &str,
+    current: &LoadedPlugin,
+    target: &LoadedPlugin,
+    plan: &MigrationPlan,
+) -> Result<(u32, u64), Attempt> {
+    let runner = &plan.runner;
+    let failed = |reason: String| {
+        Attempt::Failed(MoveError::MigrationFailed {
+            plugin: runner.record.id.clone(),
+            version: runner.record.version.clone(),
+            reason,
+        })
+    };
+    let request_id = format!("migrate-{}-{}", target.record.id, crate::jobs::random_id("m"));
+    // The chunks read and write through the definitions the tenant's entries follow now
+    // (the target's for collections only it declares); the commit rewrites the entries for
+    // the target's after the writes.
+    let mut collections = (*current.collections).clone();
+    for (name, indexes) in target.collections.iter() {
+        collections.entry(name.clone()).or_insert_with(|| indexes.clone());
+    }
+    let limits = crate::storage::StorageLimits {
+        max_writes_per_call: MIGRATION_MAX_DOCUMENTS,
+        max_commit_bytes: MIGRATION_MAX_BYTES.max(calls.storage_limits.max_commit_bytes),
+        max_checked_documents: MIGRATION_MAX_DOCUMENTS * 2,
+        max_checked_queries: MIGRATION_MAX_DOCUMENTS,
+        ..calls.storage_limits.clone()
+    };
+    let plan_call = CallPlan {
+        plugin: runner,
+        tenant,
+        request_id: &request_id,
+        lane: Lane::Request,
+        chain: 0,
+        depth: 0,
+        task: None,
+        permissions: Vec::new(),
+        interop: None,
+        limits: Some(limits.clone()),
+    };
+    let first = calls.context(plan_call).await.map_err(|e| failed(format!("its settings cannot be read: {e}")))?;
+    let scope = Scope { tenant: tenant.to_owned(), plugin: runner.record.id.clone() };
+    let mut uow = UnitOfWork::new(calls.store.clone(), scope, std::sync::Arc::new(collections), limits);
+    let (labels, config) = (first.labels.clone(), first.config.clone());
+    let mut outbox = PendingOutbox::default();
+    let (mut chunks, mut documents, mut cursor) = (0u32, 0u64, None::<String>);
+    loop {
+        if chunks >= MIGRATION_MAX_CHUNKS {
+            return Err(failed(format!("it did not finish in {MIGRATION_MAX_CHUNKS} chunks")));
+        }
+        let context = CallContext {
+            uow,
+            labels: labels.clone(),
+            config: config.clone(),
+            memory_cap: runner.memory_cap,
+            timeout: runner.timeout,
+            interop: None,
+            depth: 0,
+            task: None,
+        };
+        chunks += 1;
+        let outcome = calls
+            .runtime
+            .run_migration(&runner.pre, plan.direction, &plan.other, cursor.clone(), context)
+            .await
+            .map_err(|e| failed(format!("chunk {chunks}: {e}")))?;
+        if let Some(reason) = outcome.uow.storage_unavailable() {
+            return Err(Attempt::Failed(MoveError::Registry(crate::plugins::RegistryError::Database(
+                crate::backend::BackendError::Unavailable(reason.to_owned()),
+            ))));
+        }
+        uow = outcome.uow;
+        outbox.events.extend(outcome.outbox.events);
+        outbox.jobs.extend(outcome.outbox.jobs);
+        outbox.tasks.extend(outcome.outbox.tasks);
+        let step = outcome.result.map_err(|e| failed(format!("chunk {chunks} answered {e:?}")))?;
+        documents += u64::from(step.migrated);
+        match step.next {
+            None => break,
+            Some(next) if Some(&next) == cursor.as_ref() => {
+                return Err(failed(format!("chunk {chunks} answered the cursor it was given: it would never finish")));
+            }
+            next => cursor = next,
+        }
+    }
+    let tenant_move = crate::jobs::TenantMove {
+        from: current.record.version.clone(),
+        to: target.record.version.clone(),
+        reindex: crate::plugins::reindex_steps(
+            Some(&current.record.manifest.collection_indexes()),
+            &target.record.manifest.collection_indexes(),
+        ),
+    };
+    let audit = WriteAudit {
+        actor: "system:migration".into(),
+        actor_name: format!("migration of {} {}", runner.record.id, runner.record.version),
+        request_id: request_id.clone(),
+    };
+    let save = Save { moves: Some(tenant_move), ..Save::new(&request_id, 0, audit) };
+    match calls.commit(runner, uow, outbox, save).await {
+        Ok(()) => Ok((chunks, documents)),
+        Err(UnitOfWorkError::Store(StoreError::ReadConflict { .. } | StoreError::Conflict { .. })) => {
+            Err(Attempt::Lost)
+        }
+        Err(UnitOfWorkError::Store(StoreError::MoveSuperseded { found })) => {
+            Err(Attempt::Failed(MoveError::Superseded { found }))
+        }
+        Err(UnitOfWorkError::Store(StoreError::IndexDataMismatch(what))) => {
+            Err(failed(format!("its data does not fit {}'s indexes: {what}", target.record.version)))
+        }
+        Err(e) => Err(failed(format!("its commit failed: {e}"))),
+    }
 }

@@ -114,11 +114,6 @@ impl Server {
         let tenancy =
             Arc::new(TenantStore::load(backend.tenancy.clone(), clock.clone()).await.map_err(StartError::Token)?);
 
-        let mut bundled_installed = 0;
-        if let Some(dir) = &config.plugins_dir {
-            bundled_installed = install_bundled(&registry, &tenancy, dir).await?;
-        }
-
         let store = backend.documents.clone();
         let metrics = Arc::new(Metrics::default());
         let storage_limits = StorageLimits {
@@ -143,6 +138,10 @@ impl Server {
             jobs_wake: jobs_wake.clone(),
             retry_lanes: Default::default(),
         });
+        let mut bundled_installed = 0;
+        if let Some(dir) = &config.plugins_dir {
+            bundled_installed = install_bundled(&calls, dir).await?;
+        }
         let departments = Arc::new(crate::departments::Departments {
             calls: calls.clone(),
             max_depth: limits.max_call_depth,
@@ -308,11 +307,8 @@ impl Server {
 /// Newly installed bundled plugins are switched on for the default tenant; a newer bundled
 /// version is rolled out to every tenant running an older one (the operator shipped it),
 /// stopping at a tenant it cannot move, which keeps its version (logged).
-async fn install_bundled(
-    registry: &PluginRegistry,
-    tenancy: &TenantStore,
-    dir: &std::path::Path,
-) -> Result<usize, StartError> {
+async fn install_bundled(calls: &crate::calls::Calls, dir: &std::path::Path) -> Result<usize, StartError> {
+    let (registry, tenancy) = (calls.registry.as_ref(), calls.tenancy.as_ref());
     let entries = std::fs::read_dir(dir).map_err(|source| StartError::BundledDir { path: dir.into(), source })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -343,9 +339,13 @@ async fn install_bundled(
                     // A platform admin pinned another version: tenants stay where they are.
                     InstallOutcome::Added | InstallOutcome::Unchanged => {}
                     InstallOutcome::Upgraded => {
-                        let report = crate::lifecycle::rollout(registry, tenancy, &record.id, &record.version, None)
+                        let report = crate::lifecycle::rollout(calls, &record.id, &record.version, None)
                             .await
                             .map_err(|e| StartError::Tenancy(e.to_string()))?;
+                        for waiting in &report.awaiting_approval {
+                            tracing::warn!(plugin = %record.id, version = %record.version, tenant = %waiting.tenant,
+                                requested = ?waiting.requested, "bundled version waits for the tenant admin's approval");
+                        }
                         if let Some(failed) = &report.failed {
                             tracing::warn!(plugin = %record.id, version = %record.version, tenant = %failed.tenant,
                                 code = %failed.code, detail = %failed.detail, remaining = ?report.remaining,

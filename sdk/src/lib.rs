@@ -44,6 +44,7 @@ pub mod department;
 mod error;
 mod http;
 mod import;
+mod migrate;
 mod router;
 mod sequence;
 pub mod services;
@@ -54,6 +55,7 @@ pub use collection::{Collection, Page, Query, Search, Versioned};
 pub use error::{Error, ErrorKind};
 pub use http::{Caller, Paging, Request, Response};
 pub use import::{Cells, ImportBatch, ImportRow, RowProblem};
+pub use migrate::{Direction, Migration, MigrationStep};
 pub use router::{Handler, Router};
 pub use sequence::Sequence;
 pub use task::TaskSpec;
@@ -95,6 +97,13 @@ pub trait Plugin {
     /// stops the whole import.
     fn import_rows(batch: &ImportBatch) -> Result<Vec<RowProblem>, Error> {
         Err(Error::invalid("no-importer", format!("this plugin does not import `{}`", batch.name)))
+    }
+
+    /// Migrates one chunk of the tenant's documents to this version's shape (or back, for a
+    /// rollback), for the versions the manifest's `[[migrations]]` name (see [`Migration`]).
+    /// An error leaves the tenant on its version with its data exactly as before.
+    fn migrate(migration: &Migration) -> Result<MigrationStep, Error> {
+        Err(Error::internal("no-migration", format!("this plugin does not migrate data from {}", migration.other)))
     }
 }
 
@@ -152,6 +161,15 @@ pub fn __import_rows<P: Plugin>(
 }
 
 #[doc(hidden)]
+pub fn __migrate<P: Plugin>(
+    direction: bindings::exports::keel::platform::migrator::Direction,
+    other: String,
+    cursor: Option<String>,
+) -> Result<bindings::exports::keel::platform::migrator::MigrateStep, bindings::keel::platform::types::Error> {
+    P::migrate(&Migration::from_wit(direction, other, cursor)).map(MigrationStep::into_wit).map_err(Error::into_wit)
+}
+
+#[doc(hidden)]
 pub fn __on_event<P: Plugin>(
     caller: bindings::keel::platform::types::Caller,
     event: bindings::exports::keel::platform::worker::Event,
@@ -203,6 +221,19 @@ macro_rules! export_plugin {
                 $crate::bindings::keel::platform::types::Error,
             > {
                 $crate::__import_rows::<$plugin>(caller, name, rows)
+            }
+        }
+
+        impl $crate::bindings::exports::keel::platform::migrator::Guest for __KeelPluginExport {
+            fn migrate(
+                direction: $crate::bindings::exports::keel::platform::migrator::Direction,
+                other: String,
+                cursor: Option<String>,
+            ) -> Result<
+                $crate::bindings::exports::keel::platform::migrator::MigrateStep,
+                $crate::bindings::keel::platform::types::Error,
+            > {
+                $crate::__migrate::<$plugin>(direction, other, cursor)
             }
         }
 

@@ -254,7 +254,14 @@ async fn a_plugin_built_for_platform_0_1_0_runs_unchanged_and_its_numbering_surv
         (upgraded["outcome"].as_str(), upgraded["plugin"]["version"].as_str()),
         (Some("upgraded"), Some(keel_tests::manifest_version("helpdesk").as_str()))
     );
-    s.post("/v1/tenants/default/plugins/helpdesk/upgrade", json!({})).await.expect(200);
+    // The current release asks for more than 0.3.0 (sequences, jobs, ...): approved, then
+    // its migration gives the old tickets their references.
+    let upgrade = "/v1/tenants/default/plugins/helpdesk/upgrade";
+    let asks = s.get(upgrade).await.expect(200).body["approval_required"].clone();
+    assert!(asks.as_array().unwrap().contains(&json!("capability:sequences")), "{asks}");
+    let moved = s.post(upgrade, json!({ "approve": asks })).await.expect(200).body;
+    assert_eq!(moved["migration"]["documents"], 3, "{moved}");
+    assert_eq!(s.get(&format!("{T}/2")).await.expect(200).body["reference"], "HD-000002");
     assert_eq!(file(&s, "new", "P2").await["number"], 4, "numbering goes on from the old counter");
     assert_eq!(file(&s, "newer", "P2").await["number"], 5);
     assert_eq!(s.get(&format!("{T}/1")).await.expect(200).body["title"], "old 1");

@@ -31,7 +31,10 @@ async fn an_upgrade_indexes_the_documents_stored_before_it() {
 
     let upgraded = s.install("bundled/helpdesk").await.expect(201).body;
     assert_eq!(upgraded["outcome"], "upgraded");
-    let moved = upgrade_default(&s, "helpdesk").await.expect(200).body;
+    let asks =
+        s.get("/v1/tenants/default/plugins/helpdesk/upgrade").await.expect(200).body["approval_required"].clone();
+    let moved =
+        s.post("/v1/tenants/default/plugins/helpdesk/upgrade", json!({ "approve": asks })).await.expect(200).body;
     assert_eq!((moved["from"].as_str(), &moved["to"]), (Some("0.3.0"), &upgraded["plugin"]["version"]));
     s.eventually("/v1/tenants/default/schedules", "the SLA check to be scheduled", |b| {
         b["items"].as_array().is_some_and(|i| i.iter().any(|s| s["name"] == "sla-check"))

@@ -13,6 +13,7 @@ mod inventory;
 mod jobs;
 mod leases;
 mod leave;
+mod migrations;
 mod onboarding;
 mod payroll;
 mod portability;

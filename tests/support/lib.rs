@@ -44,6 +44,29 @@ pub fn with_version(manifest: &str, version: &str) -> String {
     manifest.replacen(line, &format!("version = \"{version}\""), 1)
 }
 
+/// `manifest` without its `[[migrations]]` tables (and the comment lines just above them),
+/// for a test that packages a plugin under an older version than its migrations name.
+pub fn without_migrations(manifest: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut skipping = false;
+    for line in manifest.lines() {
+        if line.trim() == "[[migrations]]" {
+            skipping = true;
+            while out.last().is_some_and(|l| l.starts_with('#')) {
+                out.pop();
+            }
+            continue;
+        }
+        if skipping && (line.starts_with('[') || line.trim().is_empty()) {
+            skipping = false;
+        }
+        if !skipping {
+            out.push(line);
+        }
+    }
+    out.join("\n") + "\n"
+}
+
 /// The version a plugin's `plugin.toml` declares.
 pub fn manifest_version(dir: &str) -> String {
     let source = manifest_source(dir);

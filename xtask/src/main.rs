@@ -8,7 +8,7 @@
 //! - `package <component.wasm> <plugin.toml> <out.wasm>`: packages one component;
 //! - `serve [args]`: builds the plugins, then runs `keel serve` with the bundled ones;
 //! - `test [args]`: builds the plugins, then runs the whole test suite;
-//! - `bench [--quick] [--only a..i] [--check]`: builds the plugins, then runs the benchmark
+//! - `bench [--quick] [--only a..m] [--check]`: builds the plugins, then runs the benchmark
 //!   table (release); `--check` exits non-zero when a ratio target is missed.
 
 use anyhow::{Context, Result, bail};
@@ -38,6 +38,7 @@ const PLUGINS: &[(&str, &str, bool)] = &[
     ("keel-plugin-misfit-signature", "plugins/fixtures/misfit-signature", false),
     ("keel-plugin-ledger", "plugins/fixtures/ledger", false),
     ("keel-plugin-batch", "plugins/fixtures/batch", false),
+    ("keel-plugin-notebook", "plugins/fixtures/notebook", false),
 ];
 
 /// Plugins in Python, built with componentize-py: (source dir, world file, world name).

@@ -64,6 +64,7 @@ impl From<InstallError> for ApiError {
                     PrepareError::UnknownImport(_) => "unknown-import",
                     PrepareError::MissingWorker(_) => "missing-worker-export",
                     PrepareError::MissingImporter(_) => "missing-importer-export",
+                    PrepareError::MissingMigrator(_) => "missing-migrator-export",
                     PrepareError::UndeclaredRequirement { .. } => "undeclared-requirement",
                     PrepareError::DepartmentSignature { .. } => "department-signature",
                     PrepareError::MissingProvidedExport(_) => "missing-provided-export",
@@ -327,7 +328,7 @@ async fn rollout_plugin(
         .get(&id)
         .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no plugin `{id}` is installed")))?;
     let version = request.version.unwrap_or_else(|| active.record.version.clone());
-    let report = crate::lifecycle::rollout(&state.registry, &state.tenancy, &id, &version, request.tenants).await?;
+    let report = crate::lifecycle::rollout(&state.calls, &id, &version, request.tenants).await?;
     tracing::info!(actor = %admin.name, plugin = %id, %version, moved = report.moved.len(), complete = report.complete, "rollout");
     let detail = serde_json::to_value(&report).unwrap_or_default();
     state

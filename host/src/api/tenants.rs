@@ -390,7 +390,11 @@ impl From<crate::plugins::MoveError> for ApiError {
         match e {
             MoveError::NotFound(_) | MoveError::VersionNotFound { .. } => ApiError::not_found(code, e.to_string()),
             MoveError::Reindex(_) => ApiError::conflict(code, e.to_string()),
-            MoveError::Superseded { .. } => ApiError::conflict(code, e.to_string()),
+            MoveError::Superseded { .. }
+            | MoveError::MigrationFailed { .. }
+            | MoveError::MigrationIrreversible { .. }
+            | MoveError::MigrationSkipped { .. }
+            | MoveError::MigrationConflict { .. } => ApiError::conflict(code, e.to_string()),
             MoveError::Registry(r) => r.into(),
         }
     }
@@ -569,7 +573,7 @@ async fn upgrade_for_tenant(
             return Err(provider_required(&format!("`{plugin}` {version} stops providing"), &dependents));
         }
     };
-    let moved = state.registry.move_tenant(&state.tenancy, admin.id(), &plugin, &version, None).await?;
+    let moved = crate::lifecycle::move_tenant(&state.calls, admin.id(), &plugin, &version).await?;
     let detail = json!({
         "from": from,
         "to": version,

@@ -78,8 +78,7 @@ async fn reload(server: &Server, dir: &Path, n: u32) -> Result<String, String> {
         None => crate::lifecycle::switch_on(registry, tenancy, tenant, &record.id).await.map(|_| ()),
         Some(_) => {
             tenancy.set_enabled(tenant, &record.id, true).await.map_err(|e| e.to_string())?;
-            registry
-                .move_tenant(tenancy, tenant, &record.id, &record.version, None)
+            crate::lifecycle::move_tenant(&server.state.calls, tenant, &record.id, &record.version)
                 .await
                 .map(|_| ())
                 .map_err(Into::into)

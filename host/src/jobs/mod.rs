@@ -158,6 +158,19 @@ pub struct Background {
     pub finishes: Option<Lease>,
     /// When the job this call ran is a chunk of a task: how the task moves on.
     pub advances: Option<TaskAdvance>,
+    /// When the writes are a migration's: the tenant's move to the version it migrated to.
+    pub moves: Option<TenantMove>,
+}
+
+/// A tenant's move to another version of the plugin whose writes it commits with (a
+/// migration's): after the writes, the tenant's index entries are rewritten as `reindex`
+/// says and its `tenant_plugins` row moves from `from` to `to`, only if it still runs
+/// `from` ([`crate::storage::StoreError::MoveSuperseded`] otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantMove {
+    pub from: String,
+    pub to: String,
+    pub reindex: Vec<crate::plugins::Reindex>,
 }
 
 impl Background {
@@ -167,6 +180,7 @@ impl Background {
             && self.tasks.is_empty()
             && self.finishes.is_none()
             && self.advances.is_none()
+            && self.moves.is_none()
     }
 
     /// Whether committing this adds work a runner should pick up.

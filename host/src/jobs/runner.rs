@@ -532,6 +532,7 @@ impl JobRunner {
             },
             finishes: Some(job.lease.clone()),
             advances,
+            moves: None,
         };
         match self.calls.commit(plugin, outcome.uow, outbox, save).await {
             Ok(()) => Ok(true),

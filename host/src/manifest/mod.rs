@@ -227,6 +227,28 @@ pub struct ImportSpec {
     pub description: String,
 }
 
+/// Versions whose stored data this version migrates (`keel:platform/migrator`, since 0.1.7):
+/// a tenant moving here from one of them runs the plugin's `migrate` up; with `down`, a
+/// tenant moving back from here to one of them runs it down. A move back to a version this
+/// one migrated from, without `down`, is refused, naming the migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSpec {
+    /// A semver requirement, e.g. `<2.0.0` or `>=1.2, <2`: the versions migrated from.
+    #[schema(value_type = String)]
+    pub from: semver::VersionReq,
+    /// Whether the migration can also run back (a rollback keeps the data usable).
+    #[serde(default)]
+    pub down: bool,
+}
+
+impl MigrationSpec {
+    /// Whether this migration turns data of `version` into this version's.
+    pub fn covers(&self, version: &semver::Version) -> bool {
+        self.from.matches(version)
+    }
+}
+
 /// Events of `topic` are delivered to the plugin's `worker.on-event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +322,9 @@ pub struct Manifest {
     /// Settings tenant admins give the plugin; it reads them with `config.get`.
     #[serde(default)]
     pub settings: Vec<SettingSpec>,
+    /// Versions whose data this one migrates (see [`MigrationSpec`]).
+    #[serde(default)]
+    pub migrations: Vec<MigrationSpec>,
     /// `provides`, parsed once by [`Manifest::parse`].
     #[serde(skip)]
     provided: Vec<InterfaceRef>,
@@ -560,6 +585,17 @@ impl Manifest {
             }
             if !self.permissions.contains_key(&i.permission) {
                 return Err(field(at(), format!("permission `{}` is not declared under [permissions]", i.permission)));
+            }
+        }
+        for (i, m) in self.migrations.iter().enumerate() {
+            if m.from.matches(&self.version) {
+                return Err(field(
+                    format!("migrations[{i}].from"),
+                    format!("`{}` matches this version itself", m.from),
+                ));
+            }
+            if !self.capabilities.contains(&Capability::Storage) {
+                return Err(field("capabilities", "declares migrations but not the `storage` capability they rewrite"));
             }
         }
         settings::validate(&self.settings).map_err(|(at, reason)| field(at, reason))?;
@@ -826,5 +862,20 @@ mod tests {
             refused_field(with(r#"capabilities = ["storage", "log"]"#, r#"capabilities = ["log"]"#)),
             "capabilities"
         );
+    }
+
+    /// Migrations name the versions they migrate from, never the version itself.
+    #[test]
+    fn migrations_name_earlier_versions_and_need_storage() {
+        let with_migrations = |text: &str| {
+            let manifest = format!("{GOOD}\n{text}");
+            Manifest::parse(&manifest, &policy())
+        };
+        let m = with_migrations("[[migrations]]\nfrom = \"<1.2.0\"\ndown = true").unwrap();
+        let (old, new) = (semver::Version::new(1, 1, 9), semver::Version::new(1, 2, 0));
+        assert!(m.migrations[0].covers(&old) && !m.migrations[0].covers(&new) && m.migrations[0].down);
+        assert_eq!(refused_field(with_migrations("[[migrations]]\nfrom = \"^1\"")), "migrations[0].from");
+        assert!(matches!(with_migrations("[[migrations]]\nfrom = \"soon\""), Err(ManifestError::Syntax(_))));
+        assert!(matches!(with_migrations("[[migrations]]\nfrom = \"^0\"\nup = true"), Err(ManifestError::Syntax(_))));
     }
 }

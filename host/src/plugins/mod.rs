@@ -210,7 +210,7 @@ pub struct TenantSwitch<'a> {
 /// Index entries one collection's documents in a tenant need rewritten when the tenant moves
 /// to another version: those named `drop` removed (every entry when `clear`), those named
 /// `rebuild` computed again from `indexes`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reindex {
     pub collection: String,
     pub indexes: crate::storage::index::CollectionIndexes,
@@ -339,6 +339,25 @@ pub enum MoveError {
     Reindex(ReindexError),
     #[error("the tenant was moved to {found} meanwhile; try again", found = found.as_deref().unwrap_or("no version"))]
     Superseded { found: Option<String> },
+    /// The migration hook trapped, ran out of time, returned an error, or did not finish:
+    /// the tenant stays on its version with its data as it was.
+    #[error(
+        "the migration of {plugin} {version} failed: {reason}; the tenant stays on its version, its data unchanged"
+    )]
+    MigrationFailed { plugin: String, version: String, reason: String },
+    /// A rollback past a migration that cannot run back.
+    #[error(
+        "{version} migrated the tenant's data from versions `{from}` and declares no way back (`down`); it cannot move back to {to}"
+    )]
+    MigrationIrreversible { version: String, from: String, to: String },
+    /// A move that would leave out an installed version's migration.
+    #[error("{version} migrates data from {from}, which the tenant runs, and {to} does not: move to {version} first")]
+    MigrationSkipped { version: String, from: String, to: String },
+    /// The tenant's data kept changing under the migration.
+    #[error(
+        "the tenant's data changed under the migration {attempts} times; nothing moved, try again when it is quieter"
+    )]
+    MigrationConflict { attempts: u32 },
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -350,8 +369,77 @@ pub struct Moved {
     /// The version it ran (none: its first switch-on).
     pub from: Option<String>,
     pub to: String,
-    /// Index and full-text entries rewritten in the tenant's data.
+    /// Index and full-text entries rewritten in the tenant's data (with a migration:
+    /// counted in the migration's commit, not here).
     pub entries_rewritten: u64,
+    /// The migration the move ran, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationReport>,
+}
+
+/// What a move's migration did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MigrationReport {
+    /// `up` or `down`.
+    pub direction: String,
+    /// The version whose hook ran.
+    pub version: String,
+    pub chunks: u32,
+    /// Documents the hook said it rewrote.
+    pub documents: u64,
+    /// Runs of the whole migration (more than one: the data changed under it).
+    pub attempts: u32,
+    pub elapsed_ms: u64,
+}
+
+/// The index rewrites a tenant's data needs to move from the definitions `before` (None: a
+/// first switch-on, over data of unknown definitions) to `after`.
+pub fn reindex_steps(
+    before: Option<&BTreeMap<String, CollectionIndexes>>,
+    after: &BTreeMap<String, CollectionIndexes>,
+) -> Vec<Reindex> {
+    let mut reindex = Vec::new();
+    match before {
+        Some(before) => {
+            // A collection the new version no longer declares keeps its documents (a later
+            // version may declare it again) but not its full-text rows.
+            for (collection, old) in before.iter().filter(|(c, old)| !after.contains_key(*c) && old.search.is_some()) {
+                let (drop, rebuild) = old.changes_to(&Default::default());
+                reindex.push(Reindex {
+                    collection: collection.clone(),
+                    indexes: Default::default(),
+                    drop,
+                    rebuild,
+                    clear: false,
+                });
+            }
+            for (collection, indexes) in after {
+                let (drop, rebuild) = before.get(collection).cloned().unwrap_or_default().changes_to(indexes);
+                reindex.push(Reindex {
+                    collection: collection.clone(),
+                    indexes: indexes.clone(),
+                    drop,
+                    rebuild,
+                    clear: false,
+                });
+            }
+        }
+        // A first switch-on: whatever entries the tenant's data has (kept from a plugin
+        // uninstalled since) follow unknown definitions, so all are built again.
+        None => {
+            for (collection, indexes) in after {
+                let (drop, rebuild) = CollectionIndexes::default().changes_to(indexes);
+                reindex.push(Reindex {
+                    collection: collection.clone(),
+                    indexes: indexes.clone(),
+                    drop,
+                    rebuild,
+                    clear: true,
+                });
+            }
+        }
+    }
+    reindex
 }
 
 pub struct PluginRegistry {
@@ -554,50 +642,7 @@ impl PluginRegistry {
             Some(v) => Some(self.ensure_version(plugin, v).await?.record.manifest.collection_indexes()),
             None => None,
         };
-        let after = target.record.manifest.collection_indexes();
-        let mut reindex = Vec::new();
-        match &before {
-            Some(before) => {
-                // A collection the new version no longer declares keeps its documents (a later
-                // version may declare it again) but not its full-text rows.
-                for (collection, old) in
-                    before.iter().filter(|(c, old)| !after.contains_key(*c) && old.search.is_some())
-                {
-                    let (drop, rebuild) = old.changes_to(&Default::default());
-                    reindex.push(Reindex {
-                        collection: collection.clone(),
-                        indexes: Default::default(),
-                        drop,
-                        rebuild,
-                        clear: false,
-                    });
-                }
-                for (collection, indexes) in &after {
-                    let (drop, rebuild) = before.get(collection).cloned().unwrap_or_default().changes_to(indexes);
-                    reindex.push(Reindex {
-                        collection: collection.clone(),
-                        indexes: indexes.clone(),
-                        drop,
-                        rebuild,
-                        clear: false,
-                    });
-                }
-            }
-            // A first switch-on: whatever entries the tenant's data has (kept from a plugin
-            // uninstalled since) follow unknown definitions, so all are built again.
-            None => {
-                for (collection, indexes) in &after {
-                    let (drop, rebuild) = CollectionIndexes::default().changes_to(indexes);
-                    reindex.push(Reindex {
-                        collection: collection.clone(),
-                        indexes: indexes.clone(),
-                        drop,
-                        rebuild,
-                        clear: true,
-                    });
-                }
-            }
-        }
+        let reindex = reindex_steps(before.as_ref(), &target.record.manifest.collection_indexes());
         let switch = TenantSwitch { tenant, plugin, from: from.as_deref(), to, enabled, now: self.clock.now_ms() };
         let entries = self.catalog.switch_tenant(&switch, &reindex).await.map_err(|e| match e {
             ReindexError::Superseded { found, .. } => MoveError::Superseded { found },
@@ -614,7 +659,7 @@ impl PluginRegistry {
         if from.as_deref() != Some(to) {
             tracing::info!(%tenant, %plugin, from = ?from, %to, entries_rewritten, "tenant moved to another version");
         }
-        Ok(Moved { plugin: plugin.to_owned(), from, to: to.to_owned(), entries_rewritten })
+        Ok(Moved { plugin: plugin.to_owned(), from, to: to.to_owned(), entries_rewritten, migration: None })
     }
 
     /// Changes whenever a plugin is installed, upgraded, switched or removed.

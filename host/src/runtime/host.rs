@@ -127,7 +127,9 @@ fn to_wit(error: UnitOfWorkError) -> types::Error {
         UnitOfWorkError::ReadSetTooLarge { .. } => types::Error::Invalid(error.to_string()),
         UnitOfWorkError::Store(StoreError::ReadConflict { .. }) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(ref e @ StoreError::SequenceExhausted { .. }) => types::Error::Invalid(e.to_string()),
-        UnitOfWorkError::Store(StoreError::Conflict { .. }) => types::Error::Conflict(error.to_string()),
+        UnitOfWorkError::Store(
+            StoreError::Conflict { .. } | StoreError::IndexDataMismatch(_) | StoreError::MoveSuperseded { .. },
+        ) => types::Error::Conflict(error.to_string()),
         UnitOfWorkError::Store(StoreError::Unavailable(m)) => types::Error::Unavailable(m),
         UnitOfWorkError::Store(
             ref e @ (StoreError::Interrupted

@@ -28,6 +28,7 @@ use crate::manifest::{Capability, Manifest};
 use crate::storage::UnitOfWork;
 use bindings::exports::keel::platform::handler::{self, Request, Response};
 use bindings::exports::keel::platform::importer::{self, ImportRow, RowProblem};
+pub use bindings::exports::keel::platform::migrator::{self, Direction, MigrateStep};
 use bindings::exports::keel::platform::routes;
 use bindings::exports::keel::platform::worker::{self, Event as WitEvent, Job as WitJob};
 use bindings::keel::platform::types::{Caller, Error as WitError};
@@ -109,6 +110,8 @@ pub enum PrepareError {
     MissingWorker(String),
     #[error("the manifest declares imports but the component does not export `keel:platform/importer`: {0}")]
     MissingImporter(String),
+    #[error("the manifest declares migrations but the component does not export `keel:platform/migrator`: {0}")]
+    MissingMigrator(String),
 }
 
 /// Why an upload's routes check failed.
@@ -158,6 +161,8 @@ pub struct PluginPre<T: 'static> {
     worker: Option<worker::GuestIndices>,
     /// Present for plugins whose manifest declares imports.
     importer: Option<importer::GuestIndices>,
+    /// Present for plugins whose manifest declares migrations.
+    migrator: Option<migrator::GuestIndices>,
     /// Present for plugins that export their router's routes (SDK builds since 0.1.4).
     routes: Option<routes::GuestIndices>,
     /// Department interfaces the plugin provides, with their export names.
@@ -178,6 +183,7 @@ impl<T: 'static> Clone for PluginPre<T> {
             handler: self.handler.clone(),
             worker: self.worker.clone(),
             importer: self.importer.clone(),
+            migrator: self.migrator.clone(),
             routes: self.routes.clone(),
             exports: self.exports.clone(),
         }
@@ -257,6 +263,13 @@ pub struct ImportOutcome {
     pub outbox: PendingOutbox,
 }
 
+/// A finished chunk of a migration: what it did, with its writes.
+pub struct MigrateOutcome {
+    pub result: Result<MigrateStep, WitError>,
+    pub uow: UnitOfWork,
+    pub outbox: PendingOutbox,
+}
+
 /// A finished call of a provided department function: its results, with its writes.
 pub struct ExportOutcome {
     pub results: Vec<Val>,
@@ -279,6 +292,7 @@ enum Entry {
     Request(Caller, Request),
     Work(Caller, WorkItem),
     Import(Caller, String, Vec<ImportRow>),
+    Migrate(Direction, String, Option<String>),
     Export { export: String, function: String, expected: ComponentFunc, params: Vec<Val> },
     Routes,
 }
@@ -287,6 +301,7 @@ enum Answer {
     Response(Response),
     Work(Result<(), WitError>),
     Import(Result<Vec<RowProblem>, WitError>),
+    Migrate(Result<MigrateStep, WitError>),
     Values(Vec<Val>),
     /// The instance's export is not what the caller expects (named): nothing was called.
     Mismatch(String),
@@ -442,6 +457,13 @@ impl Runtime {
                     .map_err(|e| PrepareError::MissingImporter(format!("{e:#}")))?,
             )
         };
+        let migrator = match manifest.migrations.is_empty() {
+            true => None,
+            false => Some(
+                migrator::GuestIndices::new(&instance_pre)
+                    .map_err(|e| PrepareError::MissingMigrator(format!("{e:#}")))?,
+            ),
+        };
         // Optional: components built before 0.1.4, or without the SDK, do not export it; one
         // that does must export it whole, or it could dodge the routes check.
         let exports_routes =
@@ -452,7 +474,7 @@ impl Runtime {
                 PrepareError::WorldMismatch(format!("export `keel:platform/routes` has the wrong shape: {e:#}"))
             })?),
         };
-        let pre = PluginPre { instance_pre, handler, worker, importer, routes, exports };
+        let pre = PluginPre { instance_pre, handler, worker, importer, migrator, routes, exports };
         if !from_cache && let Some(cache) = &self.cache {
             cache.store(digest, &component);
         }
@@ -510,6 +532,26 @@ impl Runtime {
         match answer {
             Answer::Import(result) => Ok(ImportOutcome { result, uow: state.uow, outbox: state.outbox }),
             _ => unreachable!("an import batch is answered with its problems"),
+        }
+    }
+
+    /// Runs one chunk of a migration (`keel:platform/migrator`) in a fresh instance; its writes
+    /// stay in the returned unit of work for the next chunk or the commit.
+    pub async fn run_migration(
+        &self,
+        pre: &PluginPre<HostState>,
+        direction: Direction,
+        other: &str,
+        cursor: Option<String>,
+        context: CallContext,
+    ) -> Result<MigrateOutcome, CallError> {
+        if pre.migrator.is_none() {
+            return Err(CallError::Instantiate("the plugin does not export keel:platform/migrator".into()));
+        }
+        let (answer, state) = self.invoke(pre, context, Entry::Migrate(direction, other.to_owned(), cursor)).await?;
+        match answer {
+            Answer::Migrate(result) => Ok(MigrateOutcome { result, uow: state.uow, outbox: state.outbox }),
+            _ => unreachable!("a migration chunk is answered with its step"),
         }
     }
 
@@ -626,7 +668,7 @@ impl Runtime {
                 caller.permissions.clone()
             }
             Entry::Export { .. } => labels.permissions.clone(),
-            Entry::Routes => Vec::new(),
+            Entry::Routes | Entry::Migrate(..) => Vec::new(),
         };
         let deadline = Instant::now() + timeout;
         uow.set_deadline(deadline);
@@ -687,6 +729,15 @@ impl Runtime {
                         .call_import_rows(&mut store, &caller, &name, &rows)
                         .await
                         .map(Answer::Import)
+                        .map_err(Failure::Run)
+                }
+                Entry::Migrate(direction, other, cursor) => {
+                    let indices = pre.migrator.as_ref().expect("checked by run_migration");
+                    let migrator = indices.load(&mut store, &instance).map_err(Failure::Instantiate)?;
+                    migrator
+                        .call_migrate(&mut store, direction, &other, cursor.as_deref())
+                        .await
+                        .map(Answer::Migrate)
                         .map_err(Failure::Run)
                 }
                 Entry::Export { export, function, expected, params } => {

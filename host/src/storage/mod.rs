@@ -311,6 +311,12 @@ pub enum StoreError {
     TooManySequences { limit: u32 },
     #[error("sequence `{name}` cannot go past {max}")]
     SequenceExhausted { name: String, max: u64 },
+    /// A migration's move: a document does not fit the new version's indexes (named).
+    #[error("{0}")]
+    IndexDataMismatch(String),
+    /// A migration's move: the tenant was moved meanwhile.
+    #[error("the tenant was moved to {} meanwhile", found.as_deref().unwrap_or("no version"))]
+    MoveSuperseded { found: Option<String> },
     #[error("storage failure: {0}")]
     Internal(String),
 }

@@ -984,14 +984,15 @@ impl UnitOfWork {
         }
         let mut reads = reads.into_reads();
         // The index entries of the call's writes follow its version's definitions: an upgrade
-        // that changed them since must not be undone by this commit.
+        // that changed them since must not be undone by this commit. (A migration's commit
+        // moves the tenant and rewrites the entries itself.)
         let written: std::collections::BTreeSet<&str> = self
             .pending
             .iter()
             .filter(|(_, p)| matches!(p.op, WriteOp::Put { .. }))
             .map(|((collection, _), _)| collection.as_str())
             .collect();
-        for collection in written {
+        for collection in written.into_iter().filter(|_| background.moves.is_none()) {
             if let Some(indexes) = self.collections.get(collection) {
                 reads.push(Read::Indexes { collection: collection.to_owned(), signature: indexes.signature() });
             }

@@ -7,13 +7,18 @@ mod ticket;
 
 use keel_sdk::business_hours::{Calendar, CalendarSpec};
 use keel_sdk::services::now_ms;
-use keel_sdk::{Collection, Error, Event, Job, Plugin, Request, Response, Router, Sequence, Versioned, export_plugin};
+use keel_sdk::{
+    Collection, Direction, Error, Event, Job, Migration, MigrationStep, Plugin, Request, Response, Router, Sequence,
+    Versioned, export_plugin,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sla::{Kind, Origin, Policy, Rules, Sla, Timer};
 use ticket::{Comment, FieldError, Priority, Status, Ticket};
 
 const TICKETS: Collection<Ticket> = Collection::new("tickets");
+/// Tickets per migration chunk (each chunk runs under the call timeout).
+const MIGRATION_CHUNK: u32 = 500;
 const COMMENTS: Collection<Comment> = Collection::new("comments");
 /// Before 0.4: the ticket counter document, read only to carry its numbering over.
 const COUNTERS: Collection<Counter> = Collection::new("counters");
@@ -75,6 +80,27 @@ impl Plugin for Helpdesk {
             "replan-sla" => replan_sla(job),
             other => Err(Error::invalid("unknown-job", format!("the helpdesk has no job `{other}`"))),
         }
+    }
+
+    /// 0.9.0 gives every ticket filed before it its reference (`HD-000042`), and takes it
+    /// away again when a tenant goes back (older versions keep unknown fields, but a
+    /// reference they would not keep up to date is worse than none).
+    fn migrate(m: &Migration) -> Result<MigrationStep, Error> {
+        let page = TICKETS.query().limit(MIGRATION_CHUNK).cursor(m.cursor.as_deref()).fetch()?;
+        let mut migrated = 0;
+        for stored in &page.items {
+            let mut ticket = stored.value.clone();
+            let reference = match m.direction {
+                Direction::Up => Some(ticket::reference_of(ticket.number)),
+                Direction::Down => None,
+            };
+            if ticket.reference != reference {
+                ticket.reference = reference;
+                TICKETS.update(&stored.key, &ticket, stored.version)?;
+                migrated += 1;
+            }
+        }
+        Ok(MigrationStep { migrated, next: page.next })
     }
 
     fn on_event(event: &Event) -> Result<(), Error> {
@@ -278,9 +304,11 @@ fn open_ticket(filing: Filing, now: u64) -> Result<(Ticket, u64), Error> {
         updated_at: now,
         sla: None,
         link,
+        reference: None,
     };
     ticket.sla = Some(Sla::new(policy_for(ticket.priority)?, now, &rules()?));
     ticket.number = next_ticket_number()?;
+    ticket.reference = Some(ticket::reference_of(ticket.number));
     let version = TICKETS.insert(&ticket::ticket_key(ticket.number), &ticket)?;
     sync_timers(ticket.number, None, ticket.sla.as_ref())?;
     keel_sdk::publish(
@@ -379,7 +407,7 @@ fn list_tickets(req: &Request) -> Result<Response, Error> {
     if let Some(priority) = req.query("priority") {
         query = query.filter("priority", ticket::priority(priority).map_err(invalid)?);
     }
-    for field in ["assignee", "requester", "category"] {
+    for field in ["assignee", "requester", "category", "reference"] {
         if let Some(value) = req.query(field) {
             query = query.filter(field, value);
         }

@@ -113,6 +113,15 @@ pub struct Ticket {
     /// What another department filed it for (`crm:case:12`), through `keel:helpdesk/tickets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// The reference people quote (`HD-000042`), set at filing since 0.9.0; the 0.9.0
+    /// migration gives it to tickets filed before (and takes it away going back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// The reference of ticket `number`: `HD-` and at least six digits.
+pub fn reference_of(number: u64) -> String {
+    format!("HD-{number:06}")
 }
 
 /// A comment on a ticket, stored in its own collection keyed `<ticket key>/<seq>`.

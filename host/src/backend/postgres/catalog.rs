@@ -318,3 +318,48 @@ async fn stored(pool: &PgPool, id: Option<&str>, version: Option<&str>) -> Resul
         })
         .collect())
 }
+
+/// A migration's move, in its commit's transaction (see `jobs::TenantMove`): the tenant's
+/// index entries rewritten for the new version, then its row moved if it still runs `from`.
+pub(super) async fn commit_move(
+    conn: &mut sqlx::PgConnection,
+    scope: &crate::storage::Scope,
+    tenant_move: &crate::jobs::TenantMove,
+    now: i64,
+) -> Result<(), crate::storage::StoreError> {
+    use crate::storage::StoreError;
+    for step in &tenant_move.reindex {
+        super::documents::reindex(&mut *conn, &scope.tenant, &scope.plugin, step).await.map_err(|e| match e {
+            ReindexError::Store(s) => s,
+            ReindexError::Superseded { found, .. } => StoreError::MoveSuperseded { found },
+            mismatch @ ReindexError::Mismatch { .. } => StoreError::IndexDataMismatch(mismatch.to_string()),
+        })?;
+    }
+    let db = |e: sqlx::Error| StoreError::from(BackendError::from(e));
+    let moved = sqlx::query(
+        "UPDATE tenant_plugins SET version = $1, updated_at = $2 WHERE tenant_id = $3 AND plugin_id = $4 AND version = $5",
+    )
+    .bind(&tenant_move.to)
+    .bind(now)
+    .bind(&scope.tenant)
+    .bind(&scope.plugin)
+    .bind(&tenant_move.from)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    if moved.rows_affected() != 1 {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT version FROM tenant_plugins WHERE tenant_id = $1 AND plugin_id = $2")
+                .bind(&scope.tenant)
+                .bind(&scope.plugin)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?
+                .flatten();
+        return Err(StoreError::MoveSuperseded { found });
+    }
+    // Hosts load the version before they route the tenant to it (see `cluster::Topic`).
+    announce(&mut *conn, Topic::Plugins).await.map_err(db)?;
+    announce(&mut *conn, Topic::Tenancy).await.map_err(db)?;
+    Ok(())
+}

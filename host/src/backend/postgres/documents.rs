@@ -501,6 +501,9 @@ impl DocumentStore for PgDocumentStore {
         }
         apply_background(&mut tx, scope, background, now_ms).await?;
         self.check_queues(&mut tx, scope, background).await?;
+        if let Some(tenant_move) = &background.moves {
+            super::catalog::commit_move(&mut tx, scope, tenant_move, now_ms).await?;
+        }
         // Last: its upsert locks the tenant's totals row, which every commit of the tenant's
         // plugins updates, until COMMIT; taken here, they overlap everything before it.
         self.account(&mut tx, scope, delta).await?;

@@ -791,6 +791,9 @@ impl DocumentStore for SqliteDocumentStore {
         }
         apply_background(&mut tx, scope, background, now_ms).await?;
         self.check_queues(&mut tx, scope, background).await?;
+        if let Some(tenant_move) = &background.moves {
+            super::catalog::commit_move(&mut tx, scope, tenant_move, now_ms).await?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(versions)
     }
