@@ -5,6 +5,7 @@ ALTER TABLE tenant_plugins ADD COLUMN version TEXT COLLATE "C";
 UPDATE tenant_plugins t SET version = p.active_version FROM plugins p WHERE p.id = t.plugin_id;
 
 -- Index definitions are now per tenant: each tenant's entries follow the version it runs.
+-- (A new table under a new name: the old one goes.)
 CREATE TABLE scope_index_signatures (
     tenant_id   TEXT COLLATE "C" NOT NULL,
     plugin_id   TEXT COLLATE "C" NOT NULL,
@@ -18,7 +19,6 @@ FROM index_signatures i
 JOIN (SELECT tenant_id, plugin_id FROM tenant_plugins
       UNION SELECT DISTINCT tenant_id, plugin_id FROM documents) s ON s.plugin_id = i.plugin_id;
 DROP TABLE index_signatures;
-ALTER TABLE scope_index_signatures RENAME TO index_signatures;
 
 -- A platform admin may pin the active version (what tenants switching the plugin on get);
 -- then installing a newer one does not move it.

@@ -6,6 +6,7 @@ ALTER TABLE tenant_plugins ADD COLUMN version TEXT;
 UPDATE tenant_plugins SET version = (SELECT active_version FROM plugins WHERE plugins.id = tenant_plugins.plugin_id);
 
 -- Index definitions are now per tenant: each tenant's entries follow the version it runs.
+-- (A new table under a new name: the old one goes.)
 -- Every tenant with the plugin's data or a switch for it inherits the plugin's signature.
 CREATE TABLE scope_index_signatures (
     tenant_id   TEXT NOT NULL,
@@ -20,7 +21,6 @@ FROM index_signatures i
 JOIN (SELECT tenant_id, plugin_id FROM tenant_plugins
       UNION SELECT DISTINCT tenant_id, plugin_id FROM documents) s ON s.plugin_id = i.plugin_id;
 DROP TABLE index_signatures;
-ALTER TABLE scope_index_signatures RENAME TO index_signatures;
 
 -- A platform admin may pin the active version (what tenants switching the plugin on get);
 -- then installing a newer one does not move it.

@@ -607,7 +607,7 @@ impl DocumentStore for PgDocumentStore {
         for statement in [
             "DELETE FROM sequences WHERE tenant_id = $1 AND plugin_id = $2",
             "DELETE FROM storage_usage WHERE tenant_id = $1 AND plugin_id = $2",
-            "DELETE FROM index_signatures WHERE tenant_id = $1 AND plugin_id = $2",
+            "DELETE FROM scope_index_signatures WHERE tenant_id = $1 AND plugin_id = $2",
         ] {
             sqlx::query(statement).bind(&scope.tenant).bind(&scope.plugin).execute(&mut *tx).await.map_err(db_error)?;
         }
@@ -668,7 +668,7 @@ impl DocumentStore for PgDocumentStore {
         .await
         .map_err(db_error)?;
         for statement in [
-            "DELETE FROM index_signatures WHERE plugin_id = $1",
+            "DELETE FROM scope_index_signatures WHERE plugin_id = $1",
             "DELETE FROM sequences WHERE plugin_id = $1",
             "DELETE FROM storage_usage WHERE plugin_id = $1",
         ] {
@@ -1006,7 +1006,7 @@ async fn check_reads(conn: &mut PgConnection, scope: &Scope, reads: &[Read]) -> 
     for read in reads {
         let Read::Indexes { collection, signature } = read else { continue };
         let active: Option<String> = sqlx::query_scalar(
-            "SELECT signature FROM index_signatures WHERE tenant_id = $3 AND plugin_id = $1 AND collection = $2",
+            "SELECT signature FROM scope_index_signatures WHERE tenant_id = $3 AND plugin_id = $1 AND collection = $2",
         )
         .bind(&scope.plugin)
         .bind(collection)
@@ -1355,7 +1355,7 @@ pub(super) async fn reindex(
             .map_err(db_error)?;
     }
     sqlx::query(
-        "INSERT INTO index_signatures (tenant_id, plugin_id, collection, signature) VALUES ($4, $1, $2, $3) \
+        "INSERT INTO scope_index_signatures (tenant_id, plugin_id, collection, signature) VALUES ($4, $1, $2, $3) \
          ON CONFLICT (tenant_id, plugin_id, collection) DO UPDATE SET signature = excluded.signature",
     )
     .bind(plugin)

@@ -485,7 +485,7 @@ pub(super) async fn reindex(
         .map_err(db_error)?;
     }
     sqlx::query(
-        "INSERT INTO index_signatures (tenant_id, plugin_id, collection, signature) VALUES (?, ?, ?, ?) \
+        "INSERT INTO scope_index_signatures (tenant_id, plugin_id, collection, signature) VALUES (?, ?, ?, ?) \
          ON CONFLICT (tenant_id, plugin_id, collection) DO UPDATE SET signature = excluded.signature",
     )
     .bind(tenant)
@@ -894,7 +894,7 @@ impl DocumentStore for SqliteDocumentStore {
         for statement in [
             "DELETE FROM sequences WHERE tenant_id = ? AND plugin_id = ?",
             "DELETE FROM storage_usage WHERE tenant_id = ? AND plugin_id = ?",
-            "DELETE FROM index_signatures WHERE tenant_id = ? AND plugin_id = ?",
+            "DELETE FROM scope_index_signatures WHERE tenant_id = ? AND plugin_id = ?",
         ] {
             sqlx::query(statement).bind(tenant).bind(plugin).execute(&mut *tx).await.map_err(db_error)?;
         }
@@ -954,7 +954,7 @@ impl DocumentStore for SqliteDocumentStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query("DELETE FROM index_signatures WHERE plugin_id = ?")
+        sqlx::query("DELETE FROM scope_index_signatures WHERE plugin_id = ?")
             .bind(plugin)
             .execute(&mut *tx)
             .await
@@ -1329,7 +1329,7 @@ async fn check_reads(conn: &mut sqlx::SqliteConnection, scope: &Scope, reads: &[
     for read in reads {
         let Read::Indexes { collection, signature } = read else { continue };
         let active: Option<String> = sqlx::query_scalar(
-            "SELECT signature FROM index_signatures WHERE tenant_id = ? AND plugin_id = ? AND collection = ?",
+            "SELECT signature FROM scope_index_signatures WHERE tenant_id = ? AND plugin_id = ? AND collection = ?",
         )
         .bind(&scope.tenant)
         .bind(&scope.plugin)
@@ -1910,7 +1910,7 @@ mod tests {
         let set = |signature: String| {
             let pool = pool.clone();
             async move {
-                sqlx::query("INSERT INTO index_signatures VALUES ('t', 'p', 'items', ?) ON CONFLICT DO UPDATE SET signature = excluded.signature")
+                sqlx::query("INSERT INTO scope_index_signatures (tenant_id, plugin_id, collection, signature) VALUES ('t', 'p', 'items', ?) ON CONFLICT DO UPDATE SET signature = excluded.signature")
                     .bind(signature)
                     .execute(&pool)
                     .await

@@ -219,7 +219,7 @@ mod migration_tests {
             .unwrap();
         assert_eq!(version.as_deref(), Some("1.2.0"));
         let signatures: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT tenant_id, plugin_id, collection, signature FROM index_signatures ORDER BY tenant_id",
+            "SELECT tenant_id, plugin_id, collection, signature FROM scope_index_signatures ORDER BY tenant_id",
         )
         .fetch_all(&pool)
         .await
