@@ -535,7 +535,7 @@ pub struct TenantUpgrade {
     responses(
         (status = 200, body = TenantUpgrade),
         (status = 404, description = "`plugin-not-found`, `version-not-found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`not-switched-on`, `approval-required`, `interface-incompatible`, `provider-required`, `move-conflict`, `index-data-mismatch` (a document does not fit the version's indexes; named)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-switched-on`, `approval-required`, `interface-incompatible`, `provider-required`, `move-conflict`, `index-data-mismatch` (a document does not fit the version's indexes; named), `migration-failed`, `migration-irreversible`, `migration-skipped`, `migration-conflict`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-request`: the body is not an upgrade request", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
