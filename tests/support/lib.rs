@@ -211,7 +211,12 @@ impl TestServer {
 
     /// A request with a raw body, for malformed-input tests.
     pub async fn raw(&self, method: reqwest::Method, path: &str, body: &'static str) -> Reply {
-        self.send(self.request(method, path).header("content-type", "application/json").body(body)).await
+        self.raw_with(method, path, body, "application/json").await
+    }
+
+    /// A body sent as it is, with its own content type.
+    pub async fn raw_with(&self, method: reqwest::Method, path: &str, body: &'static str, content_type: &str) -> Reply {
+        self.send(self.request(method, path).header("content-type", content_type).body(body)).await
     }
 
     /// A request with another token (`None`: no Authorization header).

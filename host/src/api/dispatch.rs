@@ -43,7 +43,24 @@ pub async fn dispatch(
         Some((id, path)) => (id, format!("/{path}")),
         None => (rest, "/".to_owned()),
     };
+    if method == Method::GET && path == "/openapi.json" {
+        return plugin_document(&state, &principal, plugin_id).map_err(|e| e.with_request_id(&request_id));
+    }
     serve(&state, &request_id, &principal, plugin_id, path, &method, &uri, &headers, body, false).await
+}
+
+/// `GET /v1/plugins/{id}/openapi.json`: the department's own OpenAPI document, at the
+/// version the caller's tenant runs.
+fn plugin_document(state: &AppState, principal: &Principal, plugin_id: &str) -> Result<Response, ApiError> {
+    use axum::response::IntoResponse;
+    let plugin = state
+        .registry
+        .for_tenant(&state.tenancy, &principal.tenant, plugin_id)
+        .filter(|p| p.record.enabled && state.tenancy.is_enabled(&principal.tenant, &p.record.id))
+        .ok_or_else(|| ApiError::not_found("plugin-not-found", format!("no enabled plugin `{plugin_id}`")))?;
+    let problem =
+        serde_json::to_value(<super::problem::Problem as utoipa::PartialSchema>::schema()).unwrap_or_default();
+    Ok(axum::Json(super::plugin_docs::document(&plugin, problem)).into_response())
 }
 
 /// The user id a plugin sees on a public route's call without a token; it holds no
@@ -101,6 +118,66 @@ pub async fn public_dispatch(
         tenant: tenant.to_owned(),
     };
     serve(&state, &request_id, &principal, plugin_id, path, &parts.method, &parts.uri, &parts.headers, body, true).await
+}
+
+/// Checks a request against its route's declared contract before any plugin runs: path
+/// parameters and query by their schemas (read as their declared types), then the body as
+/// JSON against `input`. A refusal names every field at fault (`field`, and `errors` with
+/// each one's place and reason), so a form can show them beside their boxes.
+fn check_contract(
+    contract: &crate::manifest::schema::RouteContract,
+    params: &[(String, String)],
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    use crate::manifest::schema::Violation;
+    let mut violations: Vec<(&str, Violation)> = Vec::new();
+    for (place, schema, pairs) in [("path", &contract.params, params), ("query", &contract.query, query)] {
+        let Some(schema) = schema else { continue };
+        match schema.read_parameters(pairs) {
+            Ok(value) => {
+                let size = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+                violations.extend(schema.check(&value, size).into_iter().map(|v| (place, v)));
+            }
+            Err(v) => violations.push((place, v)),
+        }
+    }
+    if let Some(schema) = &contract.input {
+        let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if let Some(given) = content_type {
+            let essence = given.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    format!("this route takes application/json, not {essence}"),
+                ));
+            }
+        }
+        if body.is_empty() {
+            violations.push(("body", Violation { field: String::new(), message: "a JSON body is required".into() }));
+        } else {
+            let value: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request("malformed-json", format!("request body is not valid JSON: {e}")))?;
+            violations.extend(schema.check(&value, body.len()).into_iter().map(|v| ("body", v)));
+        }
+    }
+    let Some((first_place, first)) = violations.first() else { return Ok(()) };
+    let named = |place: &str, v: &Violation| if v.field.is_empty() { place.to_owned() } else { v.field.clone() };
+    let detail = format!("`{}` {}", named(first_place, first), first.message);
+    let mut error = ApiError::unprocessable("invalid-field", detail);
+    let mut extensions = serde_json::Map::new();
+    if !first.field.is_empty() {
+        extensions.insert("field".into(), first.field.clone().into());
+    }
+    let errors = violations
+        .iter()
+        .map(|(place, v)| serde_json::json!({ "in": place, "field": v.field, "message": v.message }))
+        .collect();
+    extensions.insert("errors".into(), serde_json::Value::Array(errors));
+    error.extensions = Some(extensions);
+    Err(error)
 }
 
 /// Who is calling, for the public limiter: the connection's address, or behind a trusted
@@ -176,6 +253,9 @@ async fn serve(
         None => Vec::new(),
         Some(q) => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
     };
+    if let Some(contract) = plugin.contracts.get(matched.index) {
+        check_contract(contract, &matched.params, &query, headers, &body).map_err(err)?;
+    }
     let request = WitRequest {
         request_id: request_id.to_owned(),
         method: method.as_str().to_owned(),

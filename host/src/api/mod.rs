@@ -13,6 +13,7 @@ mod imports;
 mod jobs;
 mod keys;
 mod ops;
+pub mod plugin_docs;
 mod portability;
 pub mod problem;
 mod quotas;
@@ -149,13 +150,13 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.limits.request_timeout;
     let (documented, api) = build();
-    let api = Arc::new(api);
+    let api = Arc::new(serde_json::to_value(&api).expect("the OpenAPI document serializes"));
     documented
         .route(
             "/v1/openapi.json",
-            axum::routing::get(move || {
+            axum::routing::get(move |state: axum::extract::State<AppState>, request: Request| {
                 let api = api.clone();
-                async move { axum::Json(api.as_ref().clone()) }
+                async move { openapi_document(&state, &api, request).await }
             }),
         )
         .route("/v1/plugins/{plugin}", any(dispatch::dispatch))
@@ -167,6 +168,24 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(middleware::from_fn(envelope))
         .with_state(state)
+}
+
+/// The platform's document; with a token, plus the routes of every department the caller's
+/// tenant has on (at the version the tenant runs).
+async fn openapi_document(state: &AppState, api: &serde_json::Value, request: Request) -> Result<Response, ApiError> {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _) = request.into_parts();
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
+        return Ok(axum::Json(api).into_response());
+    }
+    let principal = crate::identity::Principal::from_request_parts(&mut parts, state).await?;
+    let mut doc = api.clone();
+    let mut serving = state.registry.serving_tenant(&state.tenancy, &principal.tenant);
+    serving.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+    for plugin in serving {
+        plugin_docs::merge(&mut doc, &plugin.record.manifest);
+    }
+    Ok(axum::Json(doc).into_response())
 }
 
 /// Request ids are a per-process random prefix and a counter: unique without a syscall per

@@ -213,7 +213,7 @@ impl From<ImportError> for ApiError {
 /// installed, switched off here, and hold no data here (purge it first); the file's plugin
 /// version may not be newer than the installed one. All or nothing: on any refusal what the
 /// import had saved is removed again. Secret settings are not in files: set them after.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/import", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/import", tag = "tenants", operation_id = "import_tenant_data",
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     request_body(content = String, content_type = "application/x-ndjson", description = "A file from `export`"),
     responses(

@@ -5,6 +5,7 @@
 //! validated here, once, into a [`Manifest`] the rest of the host trusts.
 
 mod routes;
+pub mod schema;
 pub mod settings;
 
 use crate::storage::index::{CollectionIndexes, IndexType};
@@ -194,6 +195,54 @@ pub struct RouteSpec {
     pub permission: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub public: bool,
+    /// One line on what the route does (OpenAPI `summary`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// JSON Schemas of path parameters by name; a parameter not named is any text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// JSON Schema (an object) of the query parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub query: Option<serde_json::Value>,
+    /// JSON Schema of the JSON body (POST, PUT, PATCH): checked before the plugin runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub input: Option<serde_json::Value>,
+    /// JSON Schema of the success response's JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub output: Option<serde_json::Value>,
+    /// The success status (200 unless given; 204 for a route that answers no body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+impl RouteSpec {
+    /// A route with no contract: `method path`, needing `permission`.
+    pub fn new(method: &str, path: &str, permission: &str) -> RouteSpec {
+        RouteSpec {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            permission: permission.to_owned(),
+            public: false,
+            summary: String::new(),
+            description: String::new(),
+            params: BTreeMap::new(),
+            query: None,
+            input: None,
+            output: None,
+            status: None,
+        }
+    }
+
+    /// The status a successful call answers with.
+    pub fn success_status(&self) -> u16 {
+        self.status.unwrap_or(200)
+    }
 }
 
 /// A cron schedule: the host runs the plugin's `worker.run-job` with this name, per tenant
@@ -325,6 +374,10 @@ pub struct Manifest {
     /// Versions whose data this one migrates (see [`MigrationSpec`]).
     #[serde(default)]
     pub migrations: Vec<MigrationSpec>,
+    /// Named JSON Schemas routes refer to as `#/schemas/<Name>` (see [`schema`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub schemas: BTreeMap<String, serde_json::Value>,
     /// `provides`, parsed once by [`Manifest::parse`].
     #[serde(skip)]
     provided: Vec<InterfaceRef>,
@@ -572,6 +625,7 @@ impl Manifest {
             }
         }
         RouteTable::new(&self.routes).map_err(|e| field("routes", e))?;
+        self.contracts().map_err(|(at, reason)| field(at, reason))?;
         let mut imports = BTreeSet::new();
         for i in &self.imports {
             let at = || format!("imports.{}", i.name);
@@ -604,6 +658,71 @@ impl Manifest {
         }
         self.validate_background()?;
         Ok(())
+    }
+
+    /// Each route's compiled contract, in the order of `routes`: what the host checks before
+    /// the plugin runs. Errors name the manifest field at fault.
+    pub fn contracts(&self) -> Result<Vec<schema::RouteContract>, (String, String)> {
+        let mut compiler = schema::Compiler::new(&self.schemas)?;
+        let mut contracts = Vec::with_capacity(self.routes.len());
+        for r in &self.routes {
+            let at = format!("routes.{} {}", r.method, r.path);
+            let pattern = RoutePattern::parse(&r.path).map_err(|e| (at.clone(), e))?;
+            if r.method == "GET" && r.path == "/openapi.json" {
+                return Err((at, "the host serves each plugin's OpenAPI document at GET /openapi.json".into()));
+            }
+            let names = pattern.param_names();
+            for name in r.params.keys() {
+                if !names.contains(&name.as_str()) {
+                    return Err((format!("{at}.params"), format!("`{name}` is not a parameter of the path")));
+                }
+            }
+            let params = if r.params.is_empty() {
+                None
+            } else {
+                let object = serde_json::json!({ "type": "object", "properties": r.params });
+                Some(compiler.schema(&object, &format!("{at}.params"), &self.schemas)?)
+            };
+            let query = match &r.query {
+                None => None,
+                Some(q) => {
+                    if q.get("type").and_then(|t| t.as_str()) != Some("object")
+                        || !q.get("properties").is_some_and(|p| p.is_object())
+                    {
+                        return Err((
+                            format!("{at}.query"),
+                            "the query is an object schema: `type = \"object\"` and its `properties`".into(),
+                        ));
+                    }
+                    Some(compiler.schema(q, &format!("{at}.query"), &self.schemas)?)
+                }
+            };
+            let input = match &r.input {
+                Some(_) if !matches!(r.method.as_str(), "POST" | "PUT" | "PATCH") => {
+                    return Err((format!("{at}.input"), format!("a {} request has no body to describe", r.method)));
+                }
+                Some(i) => Some(compiler.schema(i, &format!("{at}.input"), &self.schemas)?),
+                None => None,
+            };
+            let output = match &r.output {
+                Some(o) => Some(compiler.schema(o, &format!("{at}.output"), &self.schemas)?),
+                None => None,
+            };
+            match r.status {
+                Some(204) if r.output.is_some() => {
+                    return Err((format!("{at}.status"), "a 204 answer has no body for `output` to describe".into()));
+                }
+                Some(s) if !(200..=299).contains(&s) => {
+                    return Err((format!("{at}.status"), "the success status is 200 to 299".into()));
+                }
+                _ => {}
+            }
+            if r.summary.len() > 200 || r.description.len() > 4000 {
+                return Err((at, "`summary` is at most 200 characters, `description` 4000".into()));
+            }
+            contracts.push(schema::RouteContract { params, query, input, output });
+        }
+        Ok(contracts)
     }
 
     fn validate_background(&self) -> Result<(), ManifestError> {
@@ -731,6 +850,43 @@ mod tests {
         match result {
             Err(ManifestError::Field { field, .. }) => field,
             other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn route_contracts_are_checked_at_install_naming_the_field() {
+        let route = |extra: &str| {
+            let text = GOOD.replacen("[[routes]]", &format!("[schemas.Id]\ntype = \"integer\"\n\n[[routes]]"), 1);
+            let at = text.find("path = \"/tickets/{id}\"").expect("GOOD has the route");
+            let end = at + "path = \"/tickets/{id}\"".len();
+            Manifest::parse(&format!("{}\n{extra}{}", &text[..end], &text[end..]), &policy())
+        };
+        let contracts = route(r##"params.id = { "$ref" = "#/schemas/Id" }"##).unwrap().contracts().unwrap();
+        assert!(contracts.iter().any(|c| c.params.is_some()));
+        for (extra, at) in [
+            (r#"params.number = { type = "integer" }"#, "params"),
+            (r#"input = { type = "object" }"#, "input"),
+            (r#"query = { type = "string" }"#, "query"),
+            (r#"output = { type = "objet" }"#, "output.type"),
+            (r##"output = { "$ref" = "#/schemas/Nope" }"##, "output.$ref"),
+            ("status = 302", "status"),
+        ] {
+            let refused = refused_field(route(extra));
+            assert!(refused.ends_with(at), "{extra}: refused at {refused}");
+        }
+        let reserved = GOOD.replacen("path = \"/tickets/{id}\"", "path = \"/openapi.json\"", 1);
+        assert!(refused_field(Manifest::parse(&reserved, &policy())).starts_with("routes.GET /openapi.json"));
+    }
+
+    #[test]
+    fn the_helpdesk_describes_every_route() {
+        let text = include_str!("../../../plugins/helpdesk/plugin.toml");
+        let m = Manifest::parse(text, &policy()).unwrap();
+        let contracts = m.contracts().unwrap();
+        for (route, contract) in m.routes.iter().zip(&contracts) {
+            assert!(contract.output.is_some() && !route.summary.is_empty(), "{} {}", route.method, route.path);
+            let has_body = matches!(route.method.as_str(), "POST" | "PUT" | "PATCH");
+            assert_eq!(contract.input.is_some(), has_body, "{} {}", route.method, route.path);
         }
     }
 

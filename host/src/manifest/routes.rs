@@ -52,6 +52,17 @@ impl RoutePattern {
         &self.text
     }
 
+    /// The names of the `{param}` segments, in order.
+    pub fn param_names(&self) -> Vec<&str> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(name) => Some(name.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect()
+    }
+
     fn matches(&self, parts: &[&str]) -> Option<Vec<(String, String)>> {
         if parts.len() != self.segments.len() {
             return None;
@@ -206,7 +217,7 @@ mod tests {
     use super::*;
 
     fn spec(method: &str, path: &str) -> RouteSpec {
-        RouteSpec { method: method.into(), path: path.into(), permission: "p.x".into(), public: false }
+        RouteSpec::new(method, path, "p.x")
     }
 
     fn table() -> RouteTable {

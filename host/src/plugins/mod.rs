@@ -46,6 +46,8 @@ pub struct PluginRecord {
 pub struct LoadedPlugin {
     pub record: PluginRecord,
     pub routes: RouteTable,
+    /// What the host checks of each route's requests (by route index).
+    pub contracts: Arc<Vec<crate::manifest::schema::RouteContract>>,
     pub pre: PluginPre<HostState>,
     pub collections: Arc<BTreeMap<String, crate::storage::index::CollectionIndexes>>,
     pub memory_cap: usize,
@@ -320,6 +322,7 @@ impl LoadedPlugin {
         LoadedPlugin {
             record,
             routes: self.routes.clone(),
+            contracts: self.contracts.clone(),
             pre: self.pre.clone(),
             collections: self.collections.clone(),
             memory_cap: self.memory_cap,
@@ -853,6 +856,7 @@ impl PluginRegistry {
         let memory_cap = manifest.memory_bytes(&self.policy);
         let timeout = manifest.timeout(&self.policy);
         let routes = RouteTable::new(&manifest.routes).expect("routes were validated with the manifest");
+        let contracts = Arc::new(manifest.contracts().expect("contracts were validated with the manifest"));
         LoadedPlugin {
             record: PluginRecord {
                 id: manifest.id.clone(),
@@ -870,6 +874,7 @@ impl PluginRegistry {
                 manifest: manifest.clone(),
             },
             routes,
+            contracts,
             pre,
             collections: Arc::new(manifest.collection_indexes()),
             memory_cap,
