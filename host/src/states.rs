@@ -9,7 +9,7 @@ macro_rules! text_states {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+            $($(#[$vmeta])* #[serde(rename = $text)] #[schema(rename = $text)] $variant),+
         }
 
         impl $name {

@@ -178,7 +178,7 @@ impl TenantStore {
             return Err(TenancyError::InvalidId);
         }
         let name = name.trim();
-        if name.is_empty() || name.len() > 100 {
+        if name.is_empty() || name.chars().count() > 100 {
             return Err(TenancyError::InvalidName);
         }
         let tenant = Tenant {

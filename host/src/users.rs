@@ -116,7 +116,7 @@ impl UserStore {
             return Err(UserError::InvalidUsername);
         }
         let display_name = display_name.trim();
-        if display_name.is_empty() || display_name.len() > 100 {
+        if display_name.is_empty() || display_name.chars().count() > 100 {
             return Err(UserError::InvalidDisplayName);
         }
         if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.chars().count()) {

@@ -1,6 +1,7 @@
 //! The admin API for plugins: install, list, show, enable, disable, uninstall.
 
 use super::auth::AdminPrincipal;
+use super::body::JsonBody;
 use super::problem::{ApiError, Problem, read_body};
 use super::{AppState, RequestId};
 use crate::artifact::ArtifactError;
@@ -262,7 +263,7 @@ async fn pin_plugin(
     Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(id): Path<String>,
-    Json(request): Json<PinRequest>,
+    JsonBody(request): JsonBody<PinRequest>,
 ) -> Result<Json<PluginRecord>, ApiError> {
     let record = state.registry.pin(&id, Some(&request.version)).await?;
     let detail = json!({ "version": record.version });
@@ -321,7 +322,7 @@ async fn rollout_plugin(
     Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(id): Path<String>,
-    Json(request): Json<RolloutRequest>,
+    JsonBody(request): JsonBody<RolloutRequest>,
 ) -> Result<Json<crate::lifecycle::RolloutReport>, ApiError> {
     let active = state
         .registry

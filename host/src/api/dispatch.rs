@@ -124,13 +124,18 @@ pub async fn public_dispatch(
 /// parameters and query by their schemas (read as their declared types), then the body as
 /// JSON against `input`. A refusal names every field at fault (`field`, and `errors` with
 /// each one's place and reason), so a form can show them beside their boxes.
+///
+/// JSON Schema counts `3.0` as the integer 3, so a body the schema admits may carry one;
+/// such a body is passed on re-encoded with `3`, so the plugin's integer fields read what
+/// the schema promised (`Some(body)`).
 fn check_contract(
     contract: &crate::manifest::schema::RouteContract,
     params: &[(String, String)],
     query: &[(String, String)],
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let mut normalized = None;
     use crate::manifest::schema::Violation;
     let mut violations: Vec<(&str, Violation)> = Vec::new();
     for (place, schema, pairs) in [("path", &contract.params, params), ("query", &contract.query, query)] {
@@ -161,9 +166,13 @@ fn check_contract(
             let value: serde_json::Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request("malformed-json", format!("request body is not valid JSON: {e}")))?;
             violations.extend(schema.check(&value, body.len()).into_iter().map(|v| ("body", v)));
+            let mut value = value;
+            if violations.is_empty() && crate::manifest::schema::integral_floats_to_integers(&mut value) {
+                normalized = Some(serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec()));
+            }
         }
     }
-    let Some((first_place, first)) = violations.first() else { return Ok(()) };
+    let Some((first_place, first)) = violations.first() else { return Ok(normalized) };
     let named = |place: &str, v: &Violation| if v.field.is_empty() { place.to_owned() } else { v.field.clone() };
     let detail = format!("`{}` {}", named(first_place, first), first.message);
     let mut error = ApiError::unprocessable("invalid-field", detail);
@@ -253,8 +262,11 @@ async fn serve(
         None => Vec::new(),
         Some(q) => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
     };
-    if let Some(contract) = plugin.contracts.get(matched.index) {
-        check_contract(contract, &matched.params, &query, headers, &body).map_err(err)?;
+    let mut body = body.to_vec();
+    if let Some(contract) = plugin.contracts.get(matched.index)
+        && let Some(normalized) = check_contract(contract, &matched.params, &query, headers, &body).map_err(err)?
+    {
+        body = normalized;
     }
     let request = WitRequest {
         request_id: request_id.to_owned(),
@@ -268,7 +280,7 @@ async fn serve(
             .filter(|(name, _)| !HIDDEN_HEADERS.contains(&name.as_str()))
             .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
             .collect(),
-        body: body.to_vec(),
+        body,
     };
     let caller = caller_of(state, &plugin, principal);
     let started = Instant::now();

@@ -41,6 +41,7 @@ pub struct ImportQuery {
     dry_run: Option<bool>,
     /// `jsonl` or `csv`; by default the body's `Content-Type` says (`application/x-ndjson`,
     /// `text/csv`).
+    #[param(pattern = "^(jsonl|csv)$")]
     format: Option<String>,
 }
 

@@ -4,6 +4,7 @@
 
 use super::auth::AdminPrincipal;
 use super::auth::TenantAdmin;
+use super::body::JsonBody;
 use super::problem::{ApiError, Problem};
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
@@ -64,12 +65,15 @@ pub struct JobQuery {
     /// Only this plugin's jobs.
     plugin: Option<String>,
     /// queued, running, done, dead or cancelled.
+    #[param(pattern = "^(queued|running|done|dead|cancelled)$")]
     status: Option<String>,
     /// job, schedule or event.
+    #[param(pattern = "^(job|schedule|event)$")]
     kind: Option<String>,
     /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` of the previous page.
+    /// The `next` of the previous page (422 `invalid-cursor` for one this API did not give).
     cursor: Option<String>,
 }
 
@@ -254,6 +258,7 @@ pub struct EventQuery {
     /// Only this topic.
     topic: Option<String>,
     /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -283,10 +288,14 @@ async fn list_events(
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     /// The plugin to deliver to; it must subscribe to the events' topics.
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
     pub subscriber: String,
     /// First event position (`seq`) of the range, inclusive.
+    #[schema(minimum = 1)]
     pub from_seq: i64,
-    /// Last event position of the range, inclusive.
+    /// Last event position of the range, inclusive: at least `from_seq`, at most 99,999
+    /// after it (422 `invalid-range`).
+    #[schema(minimum = 1)]
     pub to_seq: i64,
 }
 
@@ -309,7 +318,7 @@ async fn replay_events(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path(tenant): Path<String>,
-    Json(input): Json<Replay>,
+    JsonBody(input): JsonBody<Replay>,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
     if input.from_seq < 1 || input.to_seq < input.from_seq || input.to_seq - input.from_seq >= MAX_REPLAY_SPAN {
         return Err(ApiError::unprocessable(
@@ -359,6 +368,7 @@ async fn replay_events(
 #[serde(deny_unknown_fields)]
 pub struct ClockAdvance {
     /// Milliseconds to move forward (at most 366 days at a time).
+    #[schema(maximum = 31622400000_u64)]
     pub ms: u64,
 }
 
@@ -376,7 +386,7 @@ async fn advance_clock(
     State(state): State<AppState>,
     Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
-    Json(input): Json<ClockAdvance>,
+    JsonBody(input): JsonBody<ClockAdvance>,
 ) -> Result<Json<ClockNow>, ApiError> {
     if !state.clock_control {
         return Err(ApiError::not_found("not-found", "no such endpoint"));

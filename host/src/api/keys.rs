@@ -4,6 +4,7 @@
 use super::AppState;
 use super::RequestId;
 use super::auth::AdminPrincipal;
+use super::body::JsonBody;
 use super::problem::{ApiError, Problem};
 use crate::audit::AdminAction;
 use crate::plugins::TrustOutcome;
@@ -40,7 +41,9 @@ async fn list_keys(State(state): State<AppState>, _admin: AdminPrincipal) -> Res
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTrustedKey {
-    /// `ed25519:<32 bytes, base64url>`, as `keel key new` prints it.
+    /// `ed25519:<32 bytes, base64url>`, as `keel key new` prints it; 422
+    /// `invalid-public-key` for 32 bytes that are not a point of the curve.
+    #[schema(pattern = "^ed25519:[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     pub public_key: String,
 }
 
@@ -61,7 +64,7 @@ async fn trust_key(
     Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(name): Path<String>,
-    Json(input): Json<NewTrustedKey>,
+    JsonBody(input): JsonBody<NewTrustedKey>,
 ) -> Result<(StatusCode, Json<TrustedKey>), ApiError> {
     if !valid_key_name(&name) {
         return Err(ApiError::unprocessable(

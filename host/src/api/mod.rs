@@ -8,10 +8,12 @@
 mod admin;
 mod audit;
 mod auth;
+mod body;
 pub mod dispatch;
 mod imports;
 mod jobs;
 mod keys;
+mod openapi;
 mod ops;
 pub mod plugin_docs;
 mod portability;
@@ -125,9 +127,12 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document, generated from the handlers' annotations.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    build().1
+/// The platform's OpenAPI document: the handlers' annotations, completed with what every
+/// request may meet on the way ([`openapi::complete`]).
+pub fn openapi() -> serde_json::Value {
+    let mut doc = serde_json::to_value(build().1).expect("the OpenAPI document serializes");
+    openapi::complete(&mut doc);
+    doc
 }
 
 fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -150,7 +155,9 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.limits.request_timeout;
     let (documented, api) = build();
-    let api = Arc::new(serde_json::to_value(&api).expect("the OpenAPI document serializes"));
+    let mut api = serde_json::to_value(&api).expect("the OpenAPI document serializes");
+    openapi::complete(&mut api);
+    let api = Arc::new(api);
     documented
         .route(
             "/v1/openapi.json",

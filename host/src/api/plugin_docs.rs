@@ -140,6 +140,11 @@ fn operation(manifest: &Manifest, route: &RouteSpec, public_path: bool) -> Value
     } else {
         json!({"description": "Success", "content": {"application/json": {"schema": schema(&route.output)}}})
     };
+    let mut success = success;
+    let links = links_from(manifest, route);
+    if !links.is_empty() && !public_path {
+        success["links"] = Value::Object(links);
+    }
     responses.insert(status.to_string(), success);
     for (status, _) in answers(route, public_path) {
         responses.insert(status.to_string(), json!({"$ref": format!("#/components/responses/Problem{status}")}));
@@ -149,6 +154,44 @@ fn operation(manifest: &Manifest, route: &RouteSpec, public_path: bool) -> Value
     }
     op.insert("responses".into(), Value::Object(responses));
     Value::Object(op)
+}
+
+/// The property names of an object schema, through one `#/schemas/<Name>` reference.
+fn output_properties<'a>(manifest: &'a Manifest, schema: &'a Value) -> Vec<&'a str> {
+    let resolved = match schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix(crate::manifest::schema::REF_PREFIX))
+    {
+        Some(name) => manifest.schemas.get(name),
+        None => Some(schema),
+    };
+    resolved
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// OpenAPI links from a route that creates something to the routes below it that take it
+/// as their next path parameter, when its answer carries a property of that name:
+/// `POST /tickets` answering `number` → `GET /tickets/{number}`, ...
+fn links_from(manifest: &Manifest, route: &RouteSpec) -> Map<String, Value> {
+    let mut links = Map::new();
+    let Some(output) = route.output.as_ref().filter(|_| route.method == "POST") else { return links };
+    let properties = output_properties(manifest, output);
+    let base = route.path.trim_end_matches('/');
+    for target in &manifest.routes {
+        let Some(rest) = target.path.strip_prefix(base).and_then(|r| r.strip_prefix("/{")) else { continue };
+        let Some((param, _)) = rest.split_once('}') else { continue };
+        if !properties.contains(&param) {
+            continue;
+        }
+        let operation_id = operation_id(&manifest.id, target, false);
+        let link = json!({"operationId": operation_id, "parameters": {param: format!("$response.body#/{param}")}});
+        links.insert(operation_id, link);
+    }
+    links
 }
 
 /// Adds `manifest`'s routes, named schemas and tag to an OpenAPI document (`doc` must have

@@ -6,6 +6,7 @@
 
 use super::auth::AdminPrincipal;
 use super::auth::TenantAdmin;
+use super::body::JsonBody;
 use super::problem::{ApiError, Problem};
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
@@ -105,7 +106,7 @@ async fn set_quotas(
     Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
     Path(tenant): Path<String>,
-    Json(quotas): Json<Quotas>,
+    JsonBody(quotas): JsonBody<Quotas>,
 ) -> Result<Json<TenantQuotas>, ApiError> {
     state.tenancy.get(&tenant).await?;
     let positive = [

@@ -5,6 +5,7 @@
 
 use super::AppState;
 use super::auth::TenantAdmin;
+use super::body::JsonBody;
 use super::problem::{ApiError, Problem};
 use crate::manifest::{Manifest, SettingType, SettingValue};
 use crate::settings::SettingsError;
@@ -39,8 +40,9 @@ pub struct SettingView {
     pub max: Option<i64>,
     /// Whether the tenant set a value (else the default applies).
     pub set: bool,
-    /// What the plugin reads now: the tenant's value or the default. Never shown for secrets.
-    #[schema(value_type = Object)]
+    /// What the plugin reads now: the tenant's value or the default (text, integer or
+    /// boolean, by the setting's type); `null` for a secret or an unset setting.
+    #[schema(value_type = serde_json::Value)]
     pub value: Value,
     pub updated_at: Option<i64>,
 }
@@ -138,7 +140,7 @@ async fn change_settings(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path((tenant, plugin)): Path<(String, String)>,
-    Json(change): Json<SettingsChange>,
+    JsonBody(change): JsonBody<SettingsChange>,
 ) -> Result<Json<PluginSettings>, ApiError> {
     let manifest = manifest_of(&state, &plugin)?;
     if change.values.is_empty() {

@@ -26,10 +26,12 @@ pub struct TaskQuery {
     /// Only this plugin's tasks.
     plugin: Option<String>,
     /// running, done, cancelled or failed.
+    #[param(pattern = "^(running|done|cancelled|failed)$")]
     status: Option<String>,
     /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` of the previous page.
+    /// The `next` of the previous page (422 `invalid-cursor` for one this API did not give).
     cursor: Option<String>,
 }
 

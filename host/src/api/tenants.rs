@@ -8,6 +8,7 @@
 
 use super::auth::AdminPrincipal;
 use super::auth::TenantAdmin;
+use super::body::JsonBody;
 use super::problem::{ApiError, Problem};
 use super::{AppState, RequestId};
 use crate::audit::AdminAction;
@@ -72,9 +73,13 @@ pub(super) async fn administered(state: &AppState, principal: &Principal, tenant
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "acme", "name": "Acme Ltd"}))]
 pub struct NewTenant {
     /// 2-32 characters of a-z, 0-9 and '-', starting with a letter.
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
     pub id: String,
+    /// 1-100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
 }
 
@@ -87,7 +92,7 @@ async fn create_tenant(
     State(state): State<AppState>,
     Extension(RequestId(rid)): Extension<RequestId>,
     AdminPrincipal(admin): AdminPrincipal,
-    Json(input): Json<NewTenant>,
+    JsonBody(input): JsonBody<NewTenant>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     let tenant = state.tenancy.create(&input.id, &input.name).await?;
     tracing::info!(actor = %admin.name, tenant = %tenant.id, "tenant created");
@@ -132,7 +137,10 @@ async fn show_tenant(
 
 /// Suspend a tenant: its tokens get 403 `tenant-suspended`; its data is kept.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/suspend", tag = "tenants",
-    params(("tenant" = String, Path)), responses((status = 200, body = Tenant)), security(("bearer" = [])))]
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = Tenant),
+        (status = 409, description = "`cannot-suspend-default`: the default tenant holds the platform admins", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 async fn suspend_tenant(
     State(state): State<AppState>,
     Extension(RequestId(rid)): Extension<RequestId>,
@@ -543,7 +551,7 @@ async fn upgrade_for_tenant(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path((_tenant, plugin)): Path<(String, String)>,
-    Json(request): Json<UpgradeRequest>,
+    JsonBody(request): JsonBody<UpgradeRequest>,
 ) -> Result<Json<TenantUpgrade>, ApiError> {
     let _checked = state.tenancy.checked_switch().await;
     let (current, target) = move_ends(&state, admin.id(), &plugin, request.version.clone()).await?;
@@ -628,7 +636,9 @@ async fn disable_for_tenant(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
-    /// The plugin's id again: a purge cannot be undone.
+    /// The plugin's id again: a purge cannot be undone (422 `confirmation-mismatch`
+    /// otherwise).
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
     pub confirm: String,
 }
 
@@ -662,7 +672,7 @@ async fn purge_for_tenant(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path((_tenant, plugin)): Path<(String, String)>,
-    Json(request): Json<PurgeRequest>,
+    JsonBody(request): JsonBody<PurgeRequest>,
 ) -> Result<Json<PurgeReport>, ApiError> {
     if state.registry.get(&plugin).is_none() {
         return Err(ApiError::not_found("plugin-not-found", format!("no plugin `{plugin}` is installed")));
@@ -705,11 +715,16 @@ async fn purge_for_tenant(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "payroll export", "role": "member", "ttl_seconds": 86400}))]
 pub struct NewToken {
+    /// 1-100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// `tenant-admin`, `member`, or a tenant-defined role name (e.g. `agent`).
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     pub role: String,
     /// Lifetime in seconds (1 second to 2 years); none means until revoked.
+    #[schema(minimum = 1, maximum = 63244800)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -721,6 +736,7 @@ pub struct CreatedToken {
     pub info: TokenInfo,
 }
 
+/// Two years of 366 days (the schema of `NewToken::ttl_seconds` says the same).
 const MAX_TTL_SECONDS: u64 = 2 * 366 * 24 * 3600;
 
 /// Create a token for this tenant (a person's or a service's).
@@ -730,11 +746,11 @@ async fn create_token(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path(tenant): Path<String>,
-    Json(input): Json<NewToken>,
+    JsonBody(input): JsonBody<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     check_tenant_role(&input.role)?;
     let name = input.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::unprocessable("invalid-field", "`name` must be 1-100 characters"));
     }
     let expires_at = match input.ttl_seconds {
@@ -870,7 +886,7 @@ async fn set_role_permissions(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path((tenant, role)): Path<(String, String)>,
-    Json(input): Json<Permissions>,
+    JsonBody(input): JsonBody<Permissions>,
 ) -> Result<Json<Permissions>, ApiError> {
     grantable_role(&role)?;
     let declared: BTreeSet<String> =

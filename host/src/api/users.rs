@@ -1,6 +1,7 @@
 //! Users of a tenant and signing in with a password.
 
 use super::auth::TenantAdmin;
+use super::body::JsonBody;
 use super::problem::{ApiError, Problem};
 use super::tenants::check_tenant_role;
 use super::{AppState, RequestId};
@@ -41,11 +42,17 @@ impl From<UserError> for ApiError {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 1-64 letters, digits, '.', '_', '-' and '@'.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     pub username: String,
+    /// 1-100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub display_name: String,
     /// 12-256 characters; stored only as an argon2id hash.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
     /// `tenant-admin`, `member`, or a tenant-defined role.
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     pub role: String,
 }
 
@@ -59,7 +66,7 @@ async fn create_user(
     State(state): State<AppState>,
     admin: TenantAdmin,
     Path(tenant): Path<String>,
-    Json(input): Json<NewUser>,
+    JsonBody(input): JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     check_tenant_role(&input.role)?;
     let user = state.users.create(&tenant, &input.username, &input.display_name, &input.password, &input.role).await?;
@@ -108,7 +115,7 @@ pub struct Session {
 async fn login(
     State(state): State<AppState>,
     Extension(RequestId(rid)): Extension<RequestId>,
-    Json(input): Json<Login>,
+    JsonBody(input): JsonBody<Login>,
 ) -> Result<Json<Session>, ApiError> {
     let audit = |action: &'static str, detail: serde_json::Value| {
         let (state, rid, tenant) = (state.clone(), rid.clone(), input.tenant.clone());

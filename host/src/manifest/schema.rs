@@ -808,6 +808,26 @@ fn format_holds(format: Format, s: &str) -> bool {
     }
 }
 
+/// Rewrites every number written with a zero fraction (`3.0`) that an integer holds
+/// exactly as that integer; whether any was.
+pub fn integral_floats_to_integers(value: &mut Value) -> bool {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^53 every integer is exact in a double.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *value = Value::from(f as i64);
+                true
+            } else {
+                false
+            }
+        }
+        Value::Array(list) => list.iter_mut().fold(false, |any, v| integral_floats_to_integers(v) | any),
+        Value::Object(map) => map.values_mut().fold(false, |any, v| integral_floats_to_integers(v) | any),
+        _ => false,
+    }
+}
+
 /// A schema as OpenAPI shows it: `#/schemas/<Name>` becomes
 /// `#/components/schemas/<prefix><Name>`.
 pub fn to_openapi(schema: &Value, prefix: &str) -> Value {
@@ -983,6 +1003,15 @@ mod tests {
         let violations = schema.check(&value, 61);
         assert_eq!(violations.len(), 1);
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "checking took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn integral_floats_become_integers_and_other_numbers_stay() {
+        let mut value = json!({"version": 3.0, "lines": [{"qty": 2.0, "price": 2.5}], "big": 1e300, "n": 7});
+        assert!(integral_floats_to_integers(&mut value));
+        assert_eq!(value, json!({"version": 3, "lines": [{"qty": 2, "price": 2.5}], "big": 1e300, "n": 7}));
+        assert!(value["version"].is_i64());
+        assert!(!integral_floats_to_integers(&mut json!({"n": 7, "p": 0.5})));
     }
 
     #[test]

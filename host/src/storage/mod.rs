@@ -357,12 +357,16 @@ pub struct QuotaExceeded {
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     /// Documents the tenant may store over all its plugins.
+    #[schema(minimum = 1, maximum = 9223372036854775807_u64)]
     pub tenant_documents: u64,
     /// Bytes (keys and bodies) the tenant may store over all its plugins.
+    #[schema(minimum = 1, maximum = 9223372036854775807_u64)]
     pub tenant_bytes: u64,
     /// Documents one plugin may store in the tenant.
+    #[schema(minimum = 1, maximum = 9223372036854775807_u64)]
     pub plugin_documents: u64,
     /// Bytes one plugin may store in the tenant.
+    #[schema(minimum = 1, maximum = 9223372036854775807_u64)]
     pub plugin_bytes: u64,
 }
 
