@@ -84,7 +84,7 @@ strip = "debuginfo"
 
 fn plugin_toml(name: &str) -> String {
     format!(
-        r#"# The manifest: what the host enforces for this plugin. See the Keel plugin guide.
+        r##"# The manifest: what the host enforces for this plugin. See the Keel plugin guide.
 id = "{name}"
 version = "0.1.0"
 name = "{name}"
@@ -106,12 +106,39 @@ name = "notes"
 method = "GET"
 path = "/notes/{{key}}"
 permission = "{name}.note.read"
+summary = "Read a note"
+params.key = {{ "$ref" = "#/schemas/Key" }}
+output = {{ "$ref" = "#/schemas/StoredNote" }}
 
 [[routes]]
 method = "PUT"
 path = "/notes/{{key}}"
 permission = "{name}.note.write"
-"#
+summary = "Write a note"
+params.key = {{ "$ref" = "#/schemas/Key" }}
+input = {{ "$ref" = "#/schemas/Note" }}
+output = {{ "$ref" = "#/schemas/StoredNote" }}
+
+# What the routes take and answer (JSON Schema): the host refuses a request that breaks
+# them before the plugin runs, and lists them at GET /v1/plugins/{name}/openapi.json.
+[schemas.Key]
+type = "string"
+minLength = 1
+maxLength = 128
+
+[schemas.Note]
+type = "object"
+additionalProperties = false
+required = ["text"]
+properties.text = {{ type = "string", minLength = 1, maxLength = 10000, pattern = '\S' }}
+
+[schemas.StoredNote]
+type = "object"
+required = ["key", "text", "version"]
+properties.key = {{ type = "string" }}
+properties.text = {{ type = "string" }}
+properties.version = {{ type = "integer", minimum = 1 }}
+"##
     )
 }
 
@@ -173,4 +200,21 @@ mod tests {{
 }}
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scaffolded_manifest_describes_its_routes() {
+        let manifest = crate::manifest::Manifest::parse(&plugin_toml("demo"), &crate::devkit::default_policy())
+            .expect("the scaffold's manifest is valid");
+        let contracts = manifest.contracts().expect("its contracts compile");
+        assert!(contracts.iter().all(|c| c.output.is_some() && c.params.is_some()));
+        let put = &contracts[1];
+        let input = put.input.as_ref().expect("PUT takes a note");
+        assert!(input.check(&serde_json::json!({"text": "hi"}), 20).is_empty());
+        assert_eq!(input.check(&serde_json::json!({"text": "  "}), 20)[0].field, "text");
+    }
 }
