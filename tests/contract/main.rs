@@ -93,5 +93,5 @@ async fn schemathesis_finds_no_contract_failure() {
         !filed["items"].as_array().expect("a page").is_empty(),
         "the run filed tickets: its requests reached the plugin"
     );
-    run(&st, &s, ["--exclude-path-regex", "^/v1/plugins/"]).await;
+    run(&st, &s, ["--exclude-path-regex", "^/v1/plugins/helpdesk/"]).await;
 }

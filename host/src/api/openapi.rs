@@ -105,9 +105,31 @@ fn add_links(doc: &mut Value) {
     }
 }
 
+/// The documents themselves, which are served beside the annotated handlers.
+fn add_document_operations(doc: &mut Value) {
+    let any_document = json!({"description": "An OpenAPI 3.1 document", "content": {"application/json": {"schema": {"type": "object"}}}});
+    doc["paths"]["/v1/openapi.json"] = json!({"get": {
+        "tags": ["operations"],
+        "operationId": "openapi_document",
+        "summary": "This document",
+        "description": "Without a token, the platform's operations. With one, also the routes of every department the caller's tenant has on, at the version it runs (an invalid token is 401).",
+        "security": [{}, {"bearer": []}],
+        "responses": {"200": any_document},
+    }});
+    doc["paths"]["/v1/plugins/{plugin}/openapi.json"] = json!({"get": {
+        "tags": ["plugins"],
+        "operationId": "plugin_openapi_document",
+        "summary": "One department's routes, at the version the caller's tenant runs",
+        "parameters": [{"name": "plugin", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "security": [{"bearer": []}],
+        "responses": {"200": any_document},
+    }});
+}
+
 /// Adds to every operation of `doc` the statuses the host's envelope may answer, and a
 /// description to every response that lacks one (OpenAPI requires it).
 pub fn complete(doc: &mut Value) {
+    add_document_operations(doc);
     add_links(doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
     for (path, item) in paths.iter_mut() {
