@@ -46,6 +46,8 @@ mod http;
 mod import;
 mod migrate;
 mod router;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod sequence;
 pub mod services;
 pub mod task;

@@ -879,6 +879,34 @@ mod tests {
     }
 
     #[test]
+    fn schemas_as_the_sdk_derives_them_are_accepted() {
+        // What `keel_sdk::schema::Schemas::to_toml` writes for two serde types (its own test
+        // derives the same text).
+        let derived = r##"
+[schemas.Line]
+additionalProperties = false
+properties = { item = { type = "string" }, qty = { maximum = 4294967295, minimum = 1, type = "integer" } }
+required = ["qty", "item"]
+type = "object"
+
+[schemas.Order]
+additionalProperties = false
+properties = { buyer = { description = "Who ordered.", maxLength = 100, minLength = 1, type = "string" }, lines = { items = { "$ref" = "#/schemas/Line" }, type = "array" }, note = { type = ["string", "null"] }, rush = { default = false, type = "boolean" } }
+required = ["buyer", "lines"]
+type = "object"
+"##;
+        let text = GOOD.replace("[[routes]]", &format!("{derived}\n[[routes]]"));
+        let m = Manifest::parse(&text, &policy()).unwrap();
+        assert_eq!(m.schemas.len(), 2);
+        let mut compiler = schema::Compiler::new(&m.schemas).unwrap();
+        let order = compiler.schema(&serde_json::json!({"$ref": "#/schemas/Order"}), "t", &m.schemas).unwrap();
+        let fine = serde_json::json!({"buyer": "Ada", "lines": [{"qty": 2, "item": "pen"}], "note": null});
+        assert!(order.check(&fine, 100).is_empty());
+        let bad = serde_json::json!({"buyer": "", "lines": [{"qty": 0, "item": "pen"}]});
+        assert_eq!(order.check(&bad, 100).len(), 2);
+    }
+
+    #[test]
     fn the_helpdesk_describes_every_route() {
         let text = include_str!("../../../plugins/helpdesk/plugin.toml");
         let m = Manifest::parse(text, &policy()).unwrap();
