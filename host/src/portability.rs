@@ -22,7 +22,10 @@
 //!   and is all or nothing: it commits in batches, and if any line is refused (or the file
 //!   ends early) what it had committed is removed again, leaving the tenant as before;
 //! - the file's plugin version may not be newer than the installed one (its documents could
-//!   hold what the installed version does not understand); an older one is read as it is.
+//!   hold what the installed version does not understand); an older one is read as it is,
+//!   unless the installed version migrates that version's data (it would stay in the older
+//!   shape, and no upgrade would migrate it): that file goes into a tenant on its own
+//!   version, which then upgrades.
 
 use crate::plugins::LoadedPlugin;
 use crate::storage::{Background, Condition, DocumentStore, Read, Scope, StoreError, Write, WriteAudit, WriteOp};
@@ -192,6 +195,10 @@ pub enum ImportError {
         "the file was written by version {exported} of `{plugin}`, newer than the installed {installed}; install that version first"
     )]
     NewerThanPlugin { plugin: String, exported: semver::Version, installed: semver::Version },
+    #[error(
+        "the file was written by version {exported} of `{plugin}`, whose data the installed {installed} migrates (`{from}`); import it into a tenant on {exported} and upgrade from there"
+    )]
+    NeedsMigration { plugin: String, exported: semver::Version, installed: semver::Version, from: String },
     #[error("line {line}: collection `{collection}` is not declared by the installed version")]
     UnknownCollection { line: u64, collection: String },
     #[error("line {line}: document `{collection}/{key}` {reason}")]
@@ -304,11 +311,22 @@ impl Importer {
                     found: header.plugin,
                 });
             }
-            if header.version > self.plugin.record.manifest.version {
+            let manifest = &self.plugin.record.manifest;
+            if header.version > manifest.version {
                 return Err(ImportError::NewerThanPlugin {
                     plugin: header.plugin,
                     exported: header.version,
-                    installed: self.plugin.record.manifest.version.clone(),
+                    installed: manifest.version.clone(),
+                });
+            }
+            // Read as it is, data an installed migration would rewrite would be kept in the
+            // older shape under the newer version, and no upgrade would ever migrate it.
+            if let Some(migration) = manifest.migrations.iter().find(|m| m.covers(&header.version)) {
+                return Err(ImportError::NeedsMigration {
+                    plugin: header.plugin,
+                    exported: header.version,
+                    installed: manifest.version.clone(),
+                    from: migration.from.to_string(),
                 });
             }
             self.header = Some(header);

@@ -155,6 +155,9 @@ async fn a_refused_import_leaves_nothing_behind() {
     wrong_plugin[0]["plugin"] = json!("crm");
     let mut newer = lines.clone();
     newer[0]["version"] = json!("99.0.0");
+    // Written by 0.8.0, whose tickets the installed helpdesk's migration gives references.
+    let mut before_migration = lines.clone();
+    before_migration[0]["version"] = json!("0.8.0");
     let mut later_format = lines.clone();
     later_format[0]["format-version"] = json!(2);
     let cases: Vec<(String, u16, &str)> = vec![
@@ -196,6 +199,7 @@ async fn a_refused_import_leaves_nothing_behind() {
         (join(&with(end_at, json!({ "kind": "shrug" }))), 422, "invalid-export"),
         (join(&wrong_plugin), 422, "export-plugin-mismatch"),
         (join(&newer), 409, "export-newer-than-plugin"),
+        (join(&before_migration), 409, "export-needs-migration"),
         (join(&later_format), 422, "unsupported-export-version"),
         (text.replacen('{', "[", 1), 422, "invalid-export"),
         (String::new(), 422, "invalid-export"),
@@ -235,7 +239,20 @@ async fn a_refused_import_leaves_nothing_behind() {
     import(&s, &globex, "globex", join(&many)).await.expect_problem(422, "duplicate-document");
     assert_eq!(documents_stored(&s, &globex, "globex").await, 0);
 
-    // The good file goes in; then a second import finds data there; the plugin must be off.
+    // The good file goes in, also as written by an older version no migration lies
+    // between (0.9.0: the migration is from before it); then a second import finds data
+    // there; the plugin must be off.
+    let mut older = lines.clone();
+    older[0]["version"] = json!("0.9.0");
+    import(&s, &globex, "globex", join(&older)).await.expect(200);
+    s.as_token(
+        Some(&globex),
+        Method::POST,
+        "/v1/tenants/globex/plugins/helpdesk/purge",
+        Some(json!({ "confirm": "helpdesk" })),
+    )
+    .await
+    .expect(200);
     import(&s, &globex, "globex", text.clone()).await.expect(200);
     import(&s, &globex, "globex", text.clone()).await.expect_problem(409, "plugin-data-exists");
     import(&s, &acme, "acme", text.clone()).await.expect_problem(409, "plugin-enabled");

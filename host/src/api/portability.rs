@@ -183,6 +183,7 @@ impl From<ImportError> for ApiError {
         match e {
             ImportError::Store(e) => store_problem(e, undone),
             ImportError::NewerThanPlugin { .. } => ApiError::conflict("export-newer-than-plugin", e.to_string()),
+            ImportError::NeedsMigration { .. } => ApiError::conflict("export-needs-migration", e.to_string()),
             ImportError::LineTooLong { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "line-too-large", format!("{e}; {undone}"))
             }
@@ -211,7 +212,8 @@ impl From<ImportError> for ApiError {
 /// Reads a file from `export` (of this or another tenant, on this or another platform) into
 /// this tenant: its documents (versions kept), sequences and settings. The plugin must be
 /// installed, switched off here, and hold no data here (purge it first); the file's plugin
-/// version may not be newer than the installed one. All or nothing: on any refusal what the
+/// version may not be newer than the installed one, nor one whose data the installed version
+/// migrates (import it on that version, then upgrade). All or nothing: on any refusal what the
 /// import had saved is removed again. Secret settings are not in files: set them after.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/plugins/{plugin}/import", tag = "tenants", operation_id = "import_tenant_data",
     params(("tenant" = String, Path), ("plugin" = String, Path)),
@@ -219,7 +221,7 @@ impl From<ImportError> for ApiError {
     responses(
         (status = 200, body = DataImport),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`plugin-enabled`: switch it off here first; `plugin-data-exists`: purge what it holds here first; `export-newer-than-plugin`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`plugin-enabled`: switch it off here first; `plugin-data-exists`: purge what it holds here first; `export-newer-than-plugin`; `export-needs-migration`: the installed version migrates the file's version's data", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`line-too-large`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-export`, `export-incomplete`, `export-plugin-mismatch`, `unsupported-export-version`, `unknown-collection`, `invalid-document`, `duplicate-document`, `invalid-setting`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`import-in-progress`", body = Problem, content_type = "application/problem+json"),
