@@ -105,8 +105,9 @@ async fn every_kind_of_malformed_response_is_a_bad_gateway_and_one_at_the_limits
 }
 
 /// The promise the whole platform rests on: every call gets a fresh instance. The fixture
-/// keeps a counter, the last caller's tenant, a zeroed megabyte, a data-segment pattern and
-/// leaked heap; every call must find all of them as the component's image left them.
+/// keeps a counter, the last caller's tenant, zeroed memory, data-segment patterns, writes
+/// scattered over a hundred pages (the reset of a pooled memory finds dirty pages in runs)
+/// and leaked heap; every call must find all of them as the component's image left them.
 #[tokio::test]
 async fn no_state_survives_between_calls_across_tenants_traps_timeouts_and_concurrency() {
     let s = TestServer::start_with(|c| c.limits.rate_limit_per_second = 0).await;
@@ -125,7 +126,14 @@ async fn no_state_survives_between_calls_across_tenants_traps_timeouts_and_concu
             let found = s.as_token(Some(&token), Method::GET, &format!("{H}/residue"), None).await.expect(200).body;
             assert_eq!(
                 found,
-                json!({ "calls": 0, "last_tenant": null, "scratch_dirty": 0, "pattern_changed": 0 }),
+                json!({
+                    "calls": 0,
+                    "last_tenant": null,
+                    "scratch_dirty": 0,
+                    "pattern_changed": 0,
+                    "sparse_dirty": 0,
+                    "sparse_pattern_changed": 0,
+                }),
                 "call {i} found state left by an earlier call"
             );
         }
