@@ -423,6 +423,11 @@ impl<'a> ModuleWithCode<'a> {
         ModuleWithCode { module, store_code }
     }
 
+    /// The text section of the module's code in this store.
+    pub fn text(&self) -> &'a [u8] {
+        self.store_code.text()
+    }
+
     /// Provide the Module wrapped in this tuple.
     pub fn module(&self) -> &'a Module {
         self.module

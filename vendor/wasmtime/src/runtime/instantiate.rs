@@ -25,6 +25,10 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// Per defined function, the text offsets of its array-to-wasm trampoline (`u32::MAX`
+    /// when it has none) and of its body: filled on the first function reference so that
+    /// each further one costs an index, not two searches of `index`.
+    defined_func_starts: std::sync::OnceLock<Box<[(u32, u32)]>>,
 }
 
 impl CompiledModule {
@@ -58,6 +62,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            defined_func_starts: std::sync::OnceLock::new(),
         };
         ret.register_profiling(profiler)?;
 
@@ -119,6 +124,27 @@ impl CompiledModule {
             let key = FuncKey::DefinedWasmFunction(self.module_index(), i);
             (i, self.function_range(key))
         })
+    }
+
+    /// The text offsets of defined function `def`'s array-to-wasm trampoline and body.
+    pub fn defined_func_starts(&self, def: DefinedFuncIndex) -> (usize, usize) {
+        let starts = self.defined_func_starts.get_or_init(|| {
+            let module_index = self.module.module_index;
+            (0..self.module.num_defined_funcs())
+                .map(|i| {
+                    let def = DefinedFuncIndex::from_u32(u32::try_from(i).unwrap());
+                    let trampoline = self
+                        .index
+                        .func_loc(FuncKey::ArrayToWasmTrampoline(module_index, def))
+                        .map_or(u32::MAX, |loc| loc.start);
+                    let body = self.func_loc(FuncKey::DefinedWasmFunction(module_index, def)).start;
+                    (trampoline, body)
+                })
+                .collect()
+        });
+        let (trampoline, body) = starts[usize::try_from(def.as_u32()).unwrap()];
+        assert!(trampoline != u32::MAX, "defined function should have an array trampoline");
+        (usize::try_from(trampoline).unwrap(), usize::try_from(body).unwrap())
     }
 
     /// Returns the offset in the text section of the function that `key`

@@ -144,6 +144,10 @@ pub struct Instance {
     /// cross-thread stuff used in `InstancePre`)
     store: Option<VMStoreRawPtr>,
 
+    /// Where this instance's store keeps the module's code (`StoreCode::text`), found on
+    /// the first function reference; it does not move while the store lives.
+    code_text: Option<SendSyncPtr<u8>>,
+
     /// Additional context used by compiled wasm code. This field is last, and
     /// represents a dynamically-sized array that extends beyond the nominal
     /// end of the struct (similar to a flexible array member).
@@ -209,6 +213,7 @@ impl Instance {
             #[cfg(feature = "wmemcheck")]
             wmemcheck_state,
             store: None,
+            code_text: None,
             vmctx: OwnedVMContext::new(),
         })?;
 
@@ -871,28 +876,53 @@ impl Instance {
     /// Initializes a defined function's `VMFuncRef` in-place and then returns a
     /// pointer to that location.
     fn initialize_defined_funcref(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         registry: &ModuleRegistry,
         def_index: DefinedFuncIndex,
     ) -> Option<NonNull<VMFuncRef>> {
+        // An instance of a large module (an interpreter linked from many modules) makes
+        // thousands of function references while it is instantiated; each used to look
+        // up the store's code and search the function index twice.
+        let text = match self.code_text {
+            Some(text) => text.as_non_null(),
+            None => {
+                let text = {
+                    let runtime_module = self
+                        .runtime_module()
+                        .expect("funcref impossible in fake module");
+                    let code = ModuleWithCode::in_store(registry, runtime_module)
+                        .expect("module not in store");
+                    NonNull::from(code.text()).cast::<u8>()
+                };
+                // SAFETY: not moving data out of `self`.
+                unsafe { self.as_mut().get_unchecked_mut().code_text = Some(SendSyncPtr::new(text)) };
+                text
+            }
+        };
+        let (array_start, wasm_start) = self
+            .runtime_module()
+            .expect("funcref impossible in fake module")
+            .compiled_module()
+            .defined_func_starts(def_index);
         let module = self.env_module();
-        let index = module.func_index(def_index);
-        let func = &module.functions[index];
+        let func = &module.functions[module.func_index(def_index)];
         let type_index = func.signature.unwrap_engine_type_index();
         let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
-        let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
-        let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
-        // SAFETY: the type/offset/keys here are all valid for the defined
-        // function at `def_index`.
+        // SAFETY: both offsets are within the module's text, which starts at `text`.
+        let (array_call, wasm_call) = unsafe { (text.add(array_start), text.add(wasm_start)) };
+        let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
+        // SAFETY: the offset is `self.offsets`' for this function's `VMFuncRef`.
+        let func_ref_ptr = unsafe { self.vmctx_plus_offset_raw::<VMFuncRef>(vmctx_offset) };
+        // SAFETY: `func_ref_ptr` is within our `VMContext`.
         unsafe {
-            self.initialize_and_return_funcref(
-                registry,
+            func_ref_ptr.write(VMFuncRef {
+                array_call: VmPtr::from(array_call.cast()),
+                wasm_call: Some(VmPtr::from(wasm_call.cast::<VMWasmCallFunction>())),
+                vmctx,
                 type_index,
-                vmctx_offset,
-                array_to_wasm_key,
-                wasm_key,
-            )
+            });
         }
+        Some(func_ref_ptr)
     }
 
     fn get_start_func_ref(
