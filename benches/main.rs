@@ -2,7 +2,8 @@
 //!
 //! (a) instantiate + call of an empty handler, straight through the runtime;
 //! (b) requests/s and p99 of a helpdesk "get ticket" over HTTP against a native axum + sqlx
-//!     handler doing the same read on the same database, measured in the same run;
+//!     handler doing the same read on the same database, measured in the same run; (b2) the
+//!     same with server and clients on separate cores, the ratio that counts;
 //! (c) time from process start to ready with the bundled plugins, cold and warm;
 //! (d) background work and cross-plugin calls (see `background.rs`);
 //! (e) noisy neighbours and the cost of admission control (see `neighbours.rs`);
@@ -567,10 +568,12 @@ async fn http_throughput(root: &Path, quick: bool) -> Result<Vec<Row>> {
             pass: None,
         },
         Row {
+            // For information: the clients share the server's two cores, which hides server
+            // cost. (b2) is the figure that counts.
             name: "(b) ratio keel / native (req/s)".into(),
             value: format!("{:.2}", keel.rps / native.rps),
-            target: "≥ 0.7",
-            pass: Some(keel.rps / native.rps >= 0.7),
+            target: "",
+            pass: None,
         },
     ])
 }

@@ -49,6 +49,10 @@ async fn a_scaffolded_plugin_passes_its_tests_builds_installs_and_serves_untouch
         built.lines().find(|l| l.trim_end().ends_with(".wasm")).expect("keel plugin build prints the artifact").trim(),
     );
     assert!(artifact.ends_with("demo-0.1.0.wasm"), "{built}");
+    // Linked with heap room, so its calls do not grow memory (`devkit::wasm_build_config`).
+    let room = keel_host::devkit::initial_heap_room(&std::fs::read(&artifact).unwrap()).expect("one linear memory");
+    assert!(room >= keel_host::devkit::INITIAL_HEAP_BYTES, "the built plugin has {room} bytes of initial heap");
+    assert!(!built.contains("bytes of heap"), "{built}");
 
     // A route the manifest declares but the router lacks fails the build, named, before any
     // upload (the server refuses the same artifact alike: tests/platform/hostile.rs).

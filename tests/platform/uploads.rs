@@ -117,3 +117,19 @@ async fn versions_are_immutable_upgrades_move_forward_only() {
     s.upload(artifact("bundled/helpdesk")).await.expect_problem(409, "downgrade-refused");
     assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["version"], "99.0.0");
 }
+
+/// Every bundled department is built with heap room in its initial memory
+/// (`keel_host::devkit::wasm_build_config`): without it a Rust plugin's memory ends a few
+/// hundred bytes past its static data, and every call, a fresh instance, grows it and has it
+/// shrunk back at reset (two `mprotect`s per request).
+#[test]
+fn bundled_plugins_start_with_heap_room() {
+    for plugin in ["helpdesk", "hr", "payroll", "inventory", "crm"] {
+        let room = keel_host::devkit::initial_heap_room(&raw_component(&format!("keel-plugin-{plugin}")))
+            .unwrap_or_else(|| panic!("{plugin}: no single linear memory"));
+        assert!(
+            room >= keel_host::devkit::INITIAL_HEAP_BYTES,
+            "{plugin}: {room} bytes between its static data and the end of its initial memory"
+        );
+    }
+}

@@ -194,7 +194,8 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
     ensure_wasm_target()?;
     let started = Instant::now();
     let mut build = cargo();
-    build.args(["build", "--quiet", "--target", WASM_TARGET, "--profile", WASM_PROFILE]);
+    build.args(["build", "--quiet", "--target", WASM_TARGET, "--profile", WASM_PROFILE, "--config"]);
+    build.arg(keel_host::devkit::wasm_build_config());
     for (package, _, _) in PLUGINS {
         build.args(["--package", package]);
     }

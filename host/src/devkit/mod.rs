@@ -19,6 +19,22 @@ use std::sync::Arc;
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
+/// Heap a Rust plugin's linear memory starts with, beyond its stack and static data.
+pub const INITIAL_HEAP_BYTES: u64 = 1 << 20;
+
+/// The `cargo --config` every plugin is built with. `--config` arrays are joined with the
+/// build's own, so it adds to the author's flags rather than replacing them (only
+/// `RUSTFLAGS` in the environment overrides it).
+///
+/// Without it, wasm-ld ends a plugin's initial memory a few hundred bytes past its static
+/// data: the first allocations of every call grow memory, and as each call is a fresh
+/// instance, every call pays the grow and, when its slot is reset, the shrink (one
+/// `mprotect` each, which in a multi-threaded server is a TLB shootdown on every core).
+/// Memory that starts accessible costs nothing until it is touched.
+pub fn wasm_build_config() -> String {
+    format!(r#"target.{WASM_TARGET}.rustflags=["-C", "link-arg=--initial-heap={INITIAL_HEAP_BYTES}"]"#)
+}
+
 /// The server's default limits, which uploads are checked against.
 pub fn default_policy() -> LimitPolicy {
     let l = LimitsConfig::default();
@@ -72,6 +88,37 @@ fn run(command: &mut Command) -> Result<(), BuildError> {
     }
 }
 
+/// Bytes between the end of a component's static data and the end of its initial linear
+/// memory: the heap a call has before it must grow memory. `None` when the component has no
+/// single linear memory (or does not parse). A component built by `keel plugin build` has at
+/// least [`INITIAL_HEAP_BYTES`].
+pub fn initial_heap_room(component: &[u8]) -> Option<u64> {
+    use wasmparser::{DataKind, Operator, Parser, Payload};
+    let (mut initial, mut memories, mut data_end) = (0u64, 0, 0u64);
+    for payload in Parser::new(0).parse_all(component) {
+        match payload.ok()? {
+            Payload::MemorySection(section) => {
+                for memory in section {
+                    initial = memory.ok()?.initial.checked_mul(65536)?;
+                    memories += 1;
+                }
+            }
+            Payload::DataSection(section) => {
+                for segment in section {
+                    let segment = segment.ok()?;
+                    if let DataKind::Active { offset_expr, .. } = segment.kind
+                        && let Ok(Operator::I32Const { value }) = offset_expr.get_operators_reader().read()
+                    {
+                        data_end = data_end.max(u64::from(value as u32) + segment.data.len() as u64);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (memories == 1).then(|| initial.saturating_sub(data_end))
+}
+
 /// A freshly built plugin: the bare component and its manifest.
 pub struct Built {
     pub component: Vec<u8>,
@@ -102,7 +149,10 @@ pub fn build_component(dir: &Path) -> Result<Built, BuildError> {
 
     ensure_wasm_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).current_dir(dir).args(["build", "--release", "--target", WASM_TARGET]))?;
+    run(Command::new(cargo)
+        .current_dir(dir)
+        .args(["build", "--release", "--target", WASM_TARGET, "--config"])
+        .arg(wasm_build_config()))?;
     let target_dir = target_dir(dir)?;
     let component_path = target_dir.join(WASM_TARGET).join("release").join(format!("{crate_name}.wasm"));
     let component = std::fs::read(&component_path).map_err(|_| BuildError::NoComponent(component_path.clone()))?;
@@ -113,6 +163,15 @@ pub fn build_component(dir: &Path) -> Result<Built, BuildError> {
 /// writes the uploadable artifact. Returns its path.
 pub fn build(dir: &Path) -> Result<PathBuf, BuildError> {
     let built = build_component(dir)?;
+    if let Some(room) = initial_heap_room(&built.component)
+        && room < INITIAL_HEAP_BYTES
+    {
+        // The build's own settings were replaced (`RUSTFLAGS` in the environment wins).
+        eprintln!(
+            "warning: the component starts with {room} bytes of heap: every call will grow its memory \
+             (RUSTFLAGS replaces the `--initial-heap` link setting keel plugin build adds)"
+        );
+    }
     let packaged = artifact::embed_manifest(&built.component, &built.manifest_text)?;
     check(&packaged, &built.manifest)?;
     let out = built.target_dir.join("keel").join(format!("{}-{}.wasm", built.manifest.id, built.manifest.version));
