@@ -91,7 +91,8 @@ fn run(command: &mut Command) -> Result<(), BuildError> {
 /// Bytes between the end of a component's static data and the end of its initial linear
 /// memory: the heap a call has before it must grow memory. `None` when the component has no
 /// single linear memory (or does not parse). A component built by `keel plugin build` has at
-/// least [`INITIAL_HEAP_BYTES`].
+/// least [`INITIAL_HEAP_BYTES`]. Assumes the stack comes first, as Rust's wasm targets lay it
+/// out; a stack placed after the data would count as room.
 pub fn initial_heap_room(component: &[u8]) -> Option<u64> {
     use wasmparser::{DataKind, Operator, Parser, Payload};
     let (mut initial, mut memories, mut data_end) = (0u64, 0, 0u64);
@@ -217,4 +218,31 @@ pub fn check(artifact_bytes: &[u8], manifest: &Manifest) -> Result<(), BuildErro
             .block_on(probe)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod heap_room_tests {
+    use super::initial_heap_room;
+
+    /// A core module: one memory of `pages` pages, one active data segment of `len` bytes at
+    /// `offset` (a LEB128 of up to 3 bytes, as written).
+    fn module(pages: u8, offset: &[u8], len: u8) -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.extend([5, 3, 1, 0, pages]); // memory section: one memory, no maximum
+        let segment: Vec<u8> = [&[0u8, 0x41][..], offset, &[0x0b, len], &vec![7u8; len as usize]].concat();
+        m.extend([11, segment.len() as u8 + 1, 1]);
+        m.extend(segment);
+        m
+    }
+
+    #[test]
+    fn room_is_the_initial_memory_past_the_static_data() {
+        // Data at 65,536 (i32 LEB128 80 80 04), 10 bytes, in 2 pages: 65,526 bytes of room.
+        assert_eq!(initial_heap_room(&module(2, &[0x80, 0x80, 0x04], 10)), Some(65_526));
+        // The same data in 1 page ends past the memory: no room, not an underflow.
+        assert_eq!(initial_heap_room(&module(1, &[0x80, 0x80, 0x04], 10)), Some(0));
+        // No memory at all, and bytes that are not wasm: nothing to say.
+        assert_eq!(initial_heap_room(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(initial_heap_room(b"not wasm"), None);
+    }
 }
