@@ -18,6 +18,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod departments;
 pub mod dependencies;
 pub mod devkit;

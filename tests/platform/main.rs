@@ -1,6 +1,7 @@
 //! Integration tests: the real server, real compiled plugins, over HTTP.
 
 mod admin;
+mod console;
 mod contract;
 mod crm;
 mod departments;

@@ -2,6 +2,7 @@
 //! directory, load the real compiled plugin artifacts, and talk to it over HTTP.
 
 pub mod cluster;
+pub mod console;
 pub mod neighbours;
 
 use keel_host::client::Client;

@@ -1,5 +1,6 @@
 //! The HTTP surface: the admin API under `/v1/admin`, plugin routes under `/v1/plugins`,
-//! and operations endpoints (`/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json`).
+//! operations endpoints (`/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json`), and the
+//! web console under `/console` ([`crate::console`]).
 //!
 //! Request path: request id → authentication (the `Principal` extractor, the one place
 //! identity is established) → admin handler, or plugin dispatch (route match → permission
@@ -152,7 +153,17 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+/// The whole HTTP surface: the API, and the web console (which calls the API in process).
 pub fn router(state: AppState) -> Router {
+    let api = api_router(state.clone());
+    let request_timeout = state.limits.request_timeout;
+    crate::console::router(state, api.clone())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(middleware::from_fn(envelope))
+        .merge(api)
+}
+
+fn api_router(state: AppState) -> Router {
     let request_timeout = state.limits.request_timeout;
     let (documented, api) = build();
     let mut api = serde_json::to_value(&api).expect("the OpenAPI document serializes");
@@ -244,7 +255,9 @@ async fn problem_for_rejections(response: Response) -> Response {
         return response;
     }
     // Plugin responses pass through untouched: they carry the plugin's own error bodies.
-    if response.extensions().get::<PluginResponse>().is_some() {
+    // So do the console's pages, which are HTML for people.
+    let is_page = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if response.extensions().get::<PluginResponse>().is_some() || is_page {
         return response;
     }
     let body = axum::body::to_bytes(response.into_body(), 16 * 1024).await.unwrap_or_default();

@@ -64,6 +64,18 @@ impl ApiError {
     pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
+    /// 422 `invalid-field` naming the body field at fault, in the shape route-schema
+    /// violations have (`field`, and `errors` of `{in, field, message}`), so a form can show
+    /// the message beside its field.
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let mut error = Self::unprocessable("invalid-field", detail.clone());
+        let mut extensions = serde_json::Map::new();
+        extensions.insert("field".into(), field.into());
+        extensions.insert("errors".into(), serde_json::json!([{ "in": "body", "field": field, "message": detail }]));
+        error.extensions = Some(extensions);
+        error
+    }
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
     }

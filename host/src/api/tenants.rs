@@ -46,9 +46,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 impl From<TenancyError> for ApiError {
     fn from(e: TenancyError) -> Self {
         match e {
-            TenancyError::InvalidId | TenancyError::InvalidName => {
-                ApiError::unprocessable("invalid-field", e.to_string())
-            }
+            TenancyError::InvalidId => ApiError::invalid_field("id", e.to_string()),
+            TenancyError::InvalidName => ApiError::invalid_field("name", e.to_string()),
             TenancyError::Exists(_) => ApiError::conflict("tenant-exists", e.to_string()),
             TenancyError::NotFound(_) => ApiError::not_found("tenant-not-found", e.to_string()),
             TenancyError::Database(d) => d.into(),

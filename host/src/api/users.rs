@@ -26,9 +26,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
-            UserError::InvalidUsername | UserError::InvalidDisplayName | UserError::WeakPassword => {
-                ApiError::unprocessable("invalid-field", e.to_string())
-            }
+            UserError::InvalidUsername => ApiError::invalid_field("username", e.to_string()),
+            UserError::InvalidDisplayName => ApiError::invalid_field("display_name", e.to_string()),
+            UserError::WeakPassword => ApiError::invalid_field("password", e.to_string()),
             UserError::Exists(_) => ApiError::conflict("user-exists", e.to_string()),
             UserError::Database(d) => d.into(),
             UserError::Hash(_) => {
@@ -51,7 +51,8 @@ pub struct NewUser {
     /// 12-256 characters; stored only as an argon2id hash.
     #[schema(min_length = 12, max_length = 256)]
     pub password: String,
-    /// `tenant-admin`, `member`, or a tenant-defined role.
+    /// `tenant-admin`, `member`, or a tenant-defined role; in the `default` tenant a platform
+    /// admin may also create `platform-admin` users.
     #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     pub role: String,
 }
@@ -68,7 +69,13 @@ async fn create_user(
     Path(tenant): Path<String>,
     JsonBody(input): JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    check_tenant_role(&input.role)?;
+    // Platform admins sign in as users of the default tenant; only a platform admin makes one.
+    let platform_admin = input.role == crate::identity::Role::PlatformAdmin.as_str()
+        && admin.principal.is_platform_admin()
+        && tenant == crate::identity::DEFAULT_TENANT;
+    if !platform_admin {
+        check_tenant_role(&input.role)?;
+    }
     let user = state.users.create(&tenant, &input.username, &input.display_name, &input.password, &input.role).await?;
     admin.record(&state, "user.create", None, json!({ "user": user.id, "role": user.role })).await;
     Ok((StatusCode::CREATED, Json(user)))

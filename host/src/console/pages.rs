@@ -1,0 +1,572 @@
+//! The console's pages. Each reads and changes the platform only through the API, as the
+//! signed-in person ([`Session::api`]); a refusal there (403, 404) is the page's refusal.
+
+use super::api::{ApiReply, FieldErrors, segment};
+use super::session::{Form, Session};
+use super::{ConsoleState, layout, message_page, respond};
+use crate::identity::Principal;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<ConsoleState> {
+    Router::new()
+        .route("/console/tenants", get(tenants).post(create_tenant))
+        .route("/console/tenants/{tenant}/suspend", get(confirm_suspend).post(suspend_tenant))
+        .route("/console/tenants/{tenant}/resume", post(resume_tenant))
+        .route("/console/tenants/{tenant}/departments", get(departments))
+        .route("/console/tenants/{tenant}/departments/{plugin}/{switch}", post(switch_department))
+        .route("/console/tenants/{tenant}/users", get(users).post(create_user))
+        .route("/console/plugins", get(plugins))
+}
+
+/// The pages a person's role reaches, for the navigation bar.
+pub fn navigation(principal: &Principal) -> Vec<(String, &'static str)> {
+    let mut links = vec![("/console/".to_owned(), "Home")];
+    if principal.may_administer(&principal.tenant) {
+        let tenant = segment(&principal.tenant);
+        links.push((format!("/console/tenants/{tenant}/departments"), "Departments"));
+        links.push((format!("/console/tenants/{tenant}/users"), "Users"));
+    }
+    if principal.is_platform_admin() {
+        links.push(("/console/plugins".to_owned(), "Plugins"));
+        links.push(("/console/tenants".to_owned(), "Tenants"));
+    }
+    links
+}
+
+#[derive(serde::Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+/// What a finished change says, from a fixed list: the query cannot put words on a page.
+fn notice(done: &Done) -> Option<&'static str> {
+    Some(match done.done.as_deref()? {
+        "enabled" => "The department is switched on.",
+        "disabled" => "The department is switched off. Its data is kept.",
+        "user-created" => "The user is created and can sign in now.",
+        "tenant-created" => "The tenant is created.",
+        "tenant-suspended" => "The tenant is suspended: its people and tokens are refused until it is resumed.",
+        "tenant-resumed" => "The tenant is active again.",
+        _ => return None,
+    })
+}
+
+/// A millisecond timestamp as UTC date and time.
+fn when(ms: Option<i64>) -> String {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// The page for an API refusal or failure.
+fn refused(reply: &ApiReply) -> Response {
+    let title = match reply.status {
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::TOO_MANY_REQUESTS => "Slow down",
+        s if s.is_server_error() => "Unavailable",
+        _ => "Refused",
+    };
+    message_page(reply.status, title, &reply.detail())
+}
+
+fn error_banner(errors: &FieldErrors) -> Markup {
+    html! {
+        @for message in &errors.general {
+            p.error role="alert" { (message) }
+        }
+        @if !errors.fields.is_empty() {
+            p.error role="alert" { "Some fields need attention; see the messages beside them." }
+        }
+    }
+}
+
+/// A labelled text input with its validation message beside it (and tied to it for
+/// screen readers).
+fn field(name: &str, label: &str, kind: &str, value: &str, errors: &FieldErrors, hint: Option<&str>) -> Markup {
+    let error = errors.for_field(name);
+    let described = match (error.is_some(), hint.is_some()) {
+        (true, _) => Some(format!("{name}-error")),
+        (false, true) => Some(format!("{name}-hint")),
+        (false, false) => None,
+    };
+    html! {
+        div.field {
+            label for=(name) { (label) }
+            input id=(name) name=(name) type=(kind) value=(value) required
+                aria-invalid=[error.map(|_| "true")] aria-describedby=[described];
+            @if let Some(error) = error {
+                p.field-error id={(name) "-error"} { (error) }
+            } @else if let Some(hint) = hint {
+                p.hint id={(name) "-hint"} { (hint) }
+            }
+        }
+    }
+}
+
+fn csrf(session: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf); }
+}
+
+/// The signed-in person's start page: who they are and the departments their organisation
+/// runs.
+pub async fn home(State(state): State<ConsoleState>, session: Session) -> Response {
+    let principal = &session.principal;
+    let mut departments = state.app.registry.serving_tenant(&state.app.tenancy, &principal.tenant);
+    departments.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+    let content = html! {
+        p { "Signed in as " strong { (principal.name) } " (" (principal.role_name) ") in " strong { (principal.tenant) } "." }
+        h2 { "Departments" }
+        @if departments.is_empty() {
+            p { "No department is switched on for your organisation yet." }
+        } @else {
+            ul.cards {
+                @for plugin in &departments {
+                    li.card {
+                        h3 { (plugin.record.name) }
+                        p { (plugin.record.description) }
+                        p.meta { "Version " (plugin.record.version) }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, layout("Home", Some(&session), None, content))
+}
+
+// Tenant admins: departments.
+
+pub async fn departments(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    Query(done): Query<Done>,
+) -> Response {
+    departments_page(&state, &session, &tenant, notice(&done), None).await
+}
+
+async fn departments_page(
+    state: &ConsoleState,
+    session: &Session,
+    tenant: &str,
+    notice: Option<&str>,
+    failure: Option<&ApiReply>,
+) -> Response {
+    let path = format!("/v1/tenants/{}/plugins", segment(tenant));
+    let reply = session.api(state, Method::GET, &path, None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+    let base = format!("/console/tenants/{}/departments", segment(tenant));
+    let content = html! {
+        @if let Some(failure) = failure {
+            p.error role="alert" { (failure.detail()) }
+        }
+        p { "Switch departments on or off for " strong { (tenant) } ". Switching one off keeps its data." }
+        table {
+            caption { "Installed departments" }
+            thead { tr { th scope="col" { "Department" } th scope="col" { "Version" } th scope="col" { "Status" } th scope="col" { "Action" } } }
+            tbody {
+                @for item in &items {
+                    @let id = item["id"].as_str().unwrap_or("");
+                    @let enabled = item["enabled"].as_bool().unwrap_or(false);
+                    @let missing: Vec<&str> = item["missing"].as_array().map(|m| m.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                    tr {
+                        th scope="row" { (item["name"].as_str().unwrap_or(id)) br; span.meta { (id) } }
+                        td { (item["version"].as_str().unwrap_or("")) }
+                        td {
+                            @if enabled { span.on { "On" } } @else { span.off { "Off" } }
+                            @if !missing.is_empty() {
+                                p.meta { "Needs: " (missing.join(", ")) }
+                            }
+                        }
+                        td {
+                            form method="post" action={(base) "/" (segment(id)) "/" (if enabled { "disable" } else { "enable" })} {
+                                (csrf(session))
+                                button type="submit" aria-label={(if enabled { "Switch off " } else { "Switch on " }) (id)} {
+                                    (if enabled { "Switch off" } else { "Switch on" })
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let status = failure.map_or(StatusCode::OK, |f| f.status);
+    respond(status, layout("Departments", Some(session), notice, content))
+}
+
+pub async fn switch_department(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((tenant, plugin, switch)): Path<(String, String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    if switch != "enable" && switch != "disable" {
+        return message_page(StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
+    }
+    let path = format!("/v1/tenants/{}/plugins/{}/{switch}", segment(&tenant), segment(&plugin));
+    let reply = session.api(&state, Method::POST, &path, None).await;
+    if reply.ok() {
+        let done = if switch == "enable" { "enabled" } else { "disabled" };
+        return Redirect::to(&format!("/console/tenants/{}/departments?done={done}", segment(&tenant))).into_response();
+    }
+    if matches!(reply.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED) {
+        return refused(&reply);
+    }
+    departments_page(&state, &session, &tenant, None, Some(&reply)).await
+}
+
+// Tenant admins: users.
+
+pub async fn users(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    Query(done): Query<Done>,
+) -> Response {
+    users_page(&state, &session, &tenant, notice(&done), &Form { fields: Vec::new() }, None).await
+}
+
+async fn users_page(
+    state: &ConsoleState,
+    session: &Session,
+    tenant: &str,
+    notice: Option<&str>,
+    form: &Form,
+    failure: Option<&ApiReply>,
+) -> Response {
+    let tenant_path = segment(tenant);
+    let reply = session.api(state, Method::GET, &format!("/v1/tenants/{tenant_path}/users"), None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let roles = session.api(state, Method::GET, &format!("/v1/tenants/{tenant_path}/roles"), None).await;
+    let mut role_names: Vec<String> = vec!["member".into(), "tenant-admin".into()];
+    for role in roles.body["items"].as_array().into_iter().flatten() {
+        if let Some(name) = role["role"].as_str()
+            && !role_names.iter().any(|r| r == name)
+        {
+            role_names.push(name.to_owned());
+        }
+    }
+    let errors = failure.map(ApiReply::field_errors).unwrap_or_default();
+    let chosen_role = form.get("role").unwrap_or("member");
+    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+    let content = html! {
+        table {
+            caption { "People in " (tenant) }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Username" } th scope="col" { "Role" } th scope="col" { "Created" } } }
+            tbody {
+                @for user in &items {
+                    tr {
+                        th scope="row" { (user["display_name"].as_str().unwrap_or("")) }
+                        td { (user["username"].as_str().unwrap_or("")) }
+                        td { (user["role"].as_str().unwrap_or("")) }
+                        td { (when(user["created_at"].as_i64())) }
+                    }
+                }
+            }
+        }
+        h2 #new-user { "Add a person" }
+        form.card method="post" action={"/console/tenants/" (tenant_path) "/users"} aria-labelledby="new-user" {
+            (csrf(session))
+            (error_banner(&errors))
+            (field("username", "Username", "text", form.text("username"), &errors, Some("Letters, digits, '.', '_', '-' and '@'.")))
+            (field("display_name", "Display name", "text", form.text("display_name"), &errors, None))
+            // The password is never sent back: after a refusal it is typed again.
+            (field("password", "Password", "password", "", &errors, Some("At least 12 characters.")))
+            div.field {
+                label for="role" { "Role" }
+                select #role name="role" {
+                    @for role in &role_names {
+                        option value=(role) selected[role == chosen_role] { (role) }
+                    }
+                }
+                @if let Some(error) = errors.for_field("role") {
+                    p.field-error { (error) }
+                }
+            }
+            button type="submit" { "Add person" }
+        }
+    };
+    let status = failure.map_or(StatusCode::OK, |f| f.status);
+    respond(status, layout("Users", Some(session), notice, content))
+}
+
+pub async fn create_user(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    form: Form,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let body = json!({
+        "username": form.text("username").trim(),
+        "display_name": form.text("display_name").trim(),
+        "password": form.text("password"),
+        "role": form.text("role"),
+    });
+    let path = format!("/v1/tenants/{}/users", segment(&tenant));
+    let reply = session.api(&state, Method::POST, &path, Some(&body)).await;
+    if reply.ok() {
+        return Redirect::to(&format!("/console/tenants/{}/users?done=user-created", segment(&tenant))).into_response();
+    }
+    if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) {
+        return refused(&reply);
+    }
+    let mut failure = reply;
+    if failure.code() == "user-exists" {
+        // A clash is about the username: say so beside it.
+        failure.body["errors"] = json!([{ "in": "body", "field": "username", "message": failure.detail() }]);
+    }
+    if failure.code() == "invalid-role"
+        || (failure.status == StatusCode::FORBIDDEN && form.text("role") == "platform-admin")
+    {
+        failure.body["errors"] = json!([{ "in": "body", "field": "role", "message": failure.detail() }]);
+    }
+    users_page(&state, &session, &tenant, None, &form, Some(&failure)).await
+}
+
+// Platform admins: tenants.
+
+pub async fn tenants(State(state): State<ConsoleState>, session: Session, Query(done): Query<Done>) -> Response {
+    tenants_page(&state, &session, notice(&done), &Form { fields: Vec::new() }, None).await
+}
+
+async fn tenants_page(
+    state: &ConsoleState,
+    session: &Session,
+    notice: Option<&str>,
+    form: &Form,
+    failure: Option<&ApiReply>,
+) -> Response {
+    let reply = session.api(state, Method::GET, "/v1/admin/tenants", None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let errors = failure.map(ApiReply::field_errors).unwrap_or_default();
+    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+    let content = html! {
+        table {
+            caption { "Tenants" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Id" } th scope="col" { "Status" } th scope="col" { "Created" } th scope="col" { "Manage" } } }
+            tbody {
+                @for tenant in &items {
+                    @let id = tenant["id"].as_str().unwrap_or("");
+                    @let active = tenant["status"].as_str() == Some("active");
+                    tr {
+                        th scope="row" { (tenant["name"].as_str().unwrap_or("")) }
+                        td { (id) }
+                        td { @if active { span.on { "Active" } } @else { span.off { "Suspended" } } }
+                        td { (when(tenant["created_at"].as_i64())) }
+                        td.actions {
+                            a href={"/console/tenants/" (segment(id)) "/departments"} { "Departments" }
+                            " "
+                            a href={"/console/tenants/" (segment(id)) "/users"} { "Users" }
+                            " "
+                            @if active {
+                                a href={"/console/tenants/" (segment(id)) "/suspend"} { "Suspend…" }
+                            } @else {
+                                form.inline method="post" action={"/console/tenants/" (segment(id)) "/resume"} {
+                                    (csrf(session))
+                                    button type="submit" aria-label={"Resume " (id)} { "Resume" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 #new-tenant { "Create a tenant" }
+        form.card method="post" action="/console/tenants" aria-labelledby="new-tenant" {
+            (csrf(session))
+            (error_banner(&errors))
+            (field("id", "Id", "text", form.text("id"), &errors, Some("2-32 characters of a-z, 0-9 and '-', starting with a letter.")))
+            (field("name", "Name", "text", form.text("name"), &errors, None))
+            button type="submit" { "Create tenant" }
+        }
+    };
+    let status = failure.map_or(StatusCode::OK, |f| f.status);
+    respond(status, layout("Tenants", Some(session), notice, content))
+}
+
+pub async fn create_tenant(State(state): State<ConsoleState>, session: Session, form: Form) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let body = json!({ "id": form.text("id").trim(), "name": form.text("name").trim() });
+    let reply = session.api(&state, Method::POST, "/v1/admin/tenants", Some(&body)).await;
+    if reply.ok() {
+        return Redirect::to("/console/tenants?done=tenant-created").into_response();
+    }
+    if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return refused(&reply);
+    }
+    let mut failure = reply;
+    if failure.code() == "tenant-exists" {
+        failure.body["errors"] = json!([{ "in": "body", "field": "id", "message": failure.detail() }]);
+    }
+    tenants_page(&state, &session, None, &form, Some(&failure)).await
+}
+
+/// Suspending shuts a whole organisation out: it is asked for on its own page first.
+pub async fn confirm_suspend(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+) -> Response {
+    let reply = session.api(&state, Method::GET, &format!("/v1/admin/tenants/{}", segment(&tenant)), None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let name = reply.body["name"].as_str().unwrap_or(&tenant).to_owned();
+    let content = html! {
+        form.card method="post" action={"/console/tenants/" (segment(&tenant)) "/suspend"} {
+            (csrf(&session))
+            p { "Suspend " strong { (name) } " (" (tenant) ")? Its people are signed out and its tokens, routes and jobs are refused until it is resumed. No data is removed." }
+            div.buttons {
+                button.danger type="submit" { "Suspend tenant" }
+                a href="/console/tenants" { "Cancel" }
+            }
+        }
+    };
+    respond(StatusCode::OK, layout("Suspend tenant", Some(&session), None, content))
+}
+
+pub async fn suspend_tenant(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    form: Form,
+) -> Response {
+    tenant_status(state, session, tenant, form, "suspend").await
+}
+
+pub async fn resume_tenant(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    form: Form,
+) -> Response {
+    tenant_status(state, session, tenant, form, "resume").await
+}
+
+async fn tenant_status(state: ConsoleState, session: Session, tenant: String, form: Form, change: &str) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let path = format!("/v1/admin/tenants/{}/{change}", segment(&tenant));
+    let reply = session.api(&state, Method::POST, &path, None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let done = if change == "suspend" { "tenant-suspended" } else { "tenant-resumed" };
+    Redirect::to(&format!("/console/tenants?done={done}")).into_response()
+}
+
+// Platform admins: plugins.
+
+pub async fn plugins(State(state): State<ConsoleState>, session: Session) -> Response {
+    let reply = session.api(&state, Method::GET, "/v1/admin/plugins", None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+    let content = html! {
+        table {
+            caption { "Installed plugins" }
+            thead { tr { th scope="col" { "Plugin" } th scope="col" { "Version" } th scope="col" { "Platform-wide" } th scope="col" { "Signed by" } th scope="col" { "Permissions" } } }
+            tbody {
+                @for plugin in &items {
+                    tr {
+                        th scope="row" {
+                            (plugin["name"].as_str().unwrap_or(""))
+                            br; span.meta { (plugin["id"].as_str().unwrap_or("")) }
+                            p.meta { (plugin["description"].as_str().unwrap_or("")) }
+                        }
+                        td { (plugin["version"].as_str().unwrap_or("")) }
+                        td { @if plugin["enabled"].as_bool().unwrap_or(false) { span.on { "On" } } @else { span.off { "Off" } } }
+                        td { (plugin["signer"].as_str().unwrap_or("unsigned")) }
+                        td {
+                            ul.plain {
+                                @for permission in permissions(plugin) {
+                                    li { code { (permission.0) } @if !permission.1.is_empty() { " — " (permission.1) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, layout("Plugins", Some(&session), None, content))
+}
+
+/// A plugin's declared permissions with their descriptions, from its manifest.
+fn permissions(plugin: &Value) -> Vec<(String, String)> {
+    let declared = &plugin["manifest"]["permissions"];
+    let mut out: Vec<(String, String)> = match declared {
+        Value::Object(map) => map
+            .iter()
+            .map(|(name, about)| {
+                let about = about.as_str().or_else(|| about["description"].as_str()).unwrap_or("");
+                (name.clone(), about.to_owned())
+            })
+            .collect(),
+        Value::Array(list) => list
+            .iter()
+            .filter_map(|p| {
+                let name = p.as_str().or_else(|| p["name"].as_str())?;
+                Some((name.to_owned(), p["description"].as_str().unwrap_or("").to_owned()))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Role;
+
+    #[test]
+    fn navigation_follows_the_role() {
+        let principal = |role: Role, role_name: &str| Principal {
+            token_id: "t".into(),
+            user_id: None,
+            name: "n".into(),
+            role,
+            role_name: role_name.into(),
+            tenant: "acme".into(),
+        };
+        let labels = |p: &Principal| navigation(p).into_iter().map(|(_, label)| label).collect::<Vec<_>>();
+        assert_eq!(labels(&principal(Role::Member, "agent")), ["Home"]);
+        assert_eq!(labels(&principal(Role::TenantAdmin, "tenant-admin")), ["Home", "Departments", "Users"]);
+        assert_eq!(
+            labels(&principal(Role::PlatformAdmin, "platform-admin")),
+            ["Home", "Departments", "Users", "Plugins", "Tenants"]
+        );
+    }
+
+    #[test]
+    fn notices_come_from_a_fixed_list() {
+        assert!(notice(&Done { done: Some("enabled".into()) }).is_some());
+        assert_eq!(notice(&Done { done: Some("<b>you have been hacked</b>".into()) }), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! The web console over HTTP: sign-in and sessions, CSRF and cross-origin refusals, escaping,
+//! permissions, and the admin pages changing the platform through the API.
+
+use keel_tests::TestServer;
+use keel_tests::console::Visitor;
+use reqwest::Method;
+use serde_json::json;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A server with the helpdesk installed (off for `acme`), a tenant admin `ada` and a member
+/// `bob` in `acme`.
+async fn acme() -> (TestServer, String) {
+    let s = TestServer::with_plugins(&["bundled/helpdesk"]).await;
+    let admin = s.tenant_with_token("acme", "tenant-admin").await;
+    for (username, role) in [("ada", "tenant-admin"), ("bob", "member")] {
+        let user = json!({ "username": username, "display_name": format!("{username} of Acme"), "password": PASSWORD, "role": role });
+        s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(user)).await.expect(201);
+    }
+    (s, admin)
+}
+
+async fn helpdesk_enabled(s: &TestServer, admin: &str) -> bool {
+    let plugins = s.as_token(Some(admin), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
+    let helpdesk = plugins["items"].as_array().unwrap().iter().find(|p| p["id"] == "helpdesk").unwrap().clone();
+    helpdesk["enabled"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn signing_in_sets_a_locked_down_session_and_every_page_forbids_script_and_framing() {
+    let (s, _) = acme().await;
+    let mut ada = Visitor::new(&s.base);
+    let form = ada.get("/console/sign-in").await;
+    form.expect(200);
+    let csp = form.headers["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("script-src"), "no script is allowed at all: {csp}");
+    assert_eq!(form.headers["x-frame-options"], "DENY");
+    assert_eq!(form.headers["x-content-type-options"], "nosniff");
+    assert_eq!(form.headers["cache-control"], "no-store");
+    assert!(!form.contains("<script"), "the console has no script");
+    assert!(form.contains(r#"<label for="password">"#), "every control is labelled");
+
+    // A wrong password: the form again, with the message, the username kept.
+    let csrf = form.csrf();
+    let wrong = ada
+        .post(
+            "/console/sign-in",
+            &[("csrf", &csrf), ("tenant", "acme"), ("username", "ada"), ("password", "not it at all")],
+        )
+        .await;
+    wrong.expect(401);
+    assert!(wrong.contains("The organisation, username or password is wrong."), "{}", wrong.body);
+    assert!(wrong.contains(r#"value="ada""#));
+    assert!(!wrong.contains("not it at all"), "a password is never sent back");
+
+    let signed_in = ada.sign_in("acme", "ada", PASSWORD).await;
+    let cookie = signed_in.set_cookie("keel_session").expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP without a TLS proxy: a Secure cookie would never come back");
+    let token = ada.cookies["keel_session"].clone();
+
+    let home = ada.get("/console/").await;
+    home.expect(200);
+    assert!(home.contains("ada of Acme") && home.contains("tenant-admin"), "{}", home.body);
+    assert!(!home.contains(&token), "the session token is never on a page");
+    // The session is the user's own sign-in token: the API accepts it as that user.
+    let me = s.as_token(Some(&token), Method::GET, "/v1/tenants/acme/users", None).await;
+    me.expect(200);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_the_session_cookie_is_secure() {
+    let s = TestServer::start_with(|config| config.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let admin = s.tenant_with_token("acme", "tenant-admin").await;
+    let user = json!({ "username": "ada", "display_name": "Ada", "password": PASSWORD, "role": "tenant-admin" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(user)).await.expect(201);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let form =
+        http.get(format!("{}/console/sign-in", s.base)).header("x-forwarded-proto", "https").send().await.unwrap();
+    let cookie = form.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn forms_without_the_sessions_token_or_from_another_site_change_nothing() {
+    let (s, admin) = acme().await;
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let page = ada.get("/console/tenants/acme/departments").await;
+    page.expect(200);
+    let csrf = page.csrf();
+    let enable = "/console/tenants/acme/departments/helpdesk/enable";
+
+    ada.post(enable, &[]).await.expect(403);
+    ada.post(enable, &[("csrf", "forged-token")]).await.expect(403);
+    // The sign-in form's token is not a session's.
+    let mut other = Visitor::new(&s.base);
+    other.sign_in("acme", "bob", PASSWORD).await;
+    let bobs = other.get("/console/").await.csrf();
+    ada.post(enable, &[("csrf", &bobs)]).await.expect(403);
+    // The right token, sent from another site's page.
+    ada.origin = "http://evil.example".into();
+    let refused = ada.post(enable, &[("csrf", &csrf)]).await;
+    refused.expect(403);
+    assert!(refused.contains("did not come from this console"), "{}", refused.body);
+    assert!(!helpdesk_enabled(&s, &admin).await, "no refused form changed anything");
+
+    ada.origin = s.base.clone();
+    ada.post(enable, &[("csrf", &csrf)]).await.expect_redirect("/console/tenants/acme/departments?done=enabled");
+    assert!(helpdesk_enabled(&s, &admin).await);
+    let page = ada.get("/console/tenants/acme/departments?done=enabled").await;
+    assert!(page.contains("The department is switched on."));
+    // The change is in the tenant's audit log, as ada's.
+    let audit = s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/audit", None).await.expect(200).body;
+    let entry = audit["items"].as_array().unwrap().iter().find(|e| e["action"] == "tenant.plugin.enable").cloned();
+    assert!(entry.is_some_and(|e| e["actor_name"] == "ada of Acme"), "{audit}");
+
+    // The sign-in form's own double-submit check.
+    let mut stranger = Visitor::new(&s.base);
+    stranger.get("/console/sign-in").await;
+    let login = [("csrf", "guessed"), ("tenant", "acme"), ("username", "ada"), ("password", PASSWORD)];
+    stranger.post("/console/sign-in", &login).await.expect(403);
+    assert!(!stranger.cookies.contains_key("keel_session"));
+}
+
+#[tokio::test]
+async fn names_people_type_are_shown_as_text_never_as_markup() {
+    let (s, admin) = acme().await;
+    let hostile = r#"<script>alert(1)</script><img src=x onerror=alert(2)>"#;
+    let user = json!({ "username": "eve", "display_name": hostile, "password": PASSWORD, "role": "member" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(user)).await.expect(201);
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let users = ada.get("/console/tenants/acme/users").await;
+    users.expect(200);
+    assert!(
+        users.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;"),
+        "{}",
+        users.body
+    );
+    assert!(!users.contains("<script") && !users.contains("<img"), "{}", users.body);
+}
+
+#[tokio::test]
+async fn a_refused_form_shows_each_message_beside_its_field_and_keeps_what_was_typed() {
+    let (s, admin) = acme().await;
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let csrf = ada.get("/console/tenants/acme/users").await.csrf();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("username", "carol"),
+        ("display_name", "Carol"),
+        ("password", "short"),
+        ("role", "member"),
+    ];
+    let page = ada.post("/console/tenants/acme/users", &fields).await;
+    page.expect(422);
+    assert!(
+        page.contains(r#"<p class="field-error" id="password-error">passwords are 12-256 characters</p>"#),
+        "{}",
+        page.body
+    );
+    assert!(page.contains(r#"aria-describedby="password-error""#));
+    assert!(page.contains(r#"value="carol""#), "the username is kept");
+    assert!(!page.contains("short"), "the password is not");
+
+    let clash = [
+        ("csrf", csrf.as_str()),
+        ("username", "bob"),
+        ("display_name", "Bob"),
+        ("password", PASSWORD),
+        ("role", "member"),
+    ];
+    let page = ada.post("/console/tenants/acme/users", &clash).await;
+    page.expect(409);
+    assert!(page.contains(r#"id="username-error""#), "{}", page.body);
+
+    let good = [
+        ("csrf", csrf.as_str()),
+        ("username", "carol"),
+        ("display_name", "Carol"),
+        ("password", PASSWORD),
+        ("role", "member"),
+    ];
+    ada.post("/console/tenants/acme/users", &good)
+        .await
+        .expect_redirect("/console/tenants/acme/users?done=user-created");
+    let users = s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/users", None).await.expect(200).body;
+    assert!(users["items"].as_array().unwrap().iter().any(|u| u["username"] == "carol"));
+    // Carol signs in with the password the form set.
+    Visitor::new(&s.base).sign_in("acme", "carol", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn members_see_no_admin_pages_and_nobody_sees_another_tenants() {
+    let (s, _) = acme().await;
+    s.tenant_with_token("globex", "tenant-admin").await;
+    let mut bob = Visitor::new(&s.base);
+    bob.sign_in("acme", "bob", PASSWORD).await;
+    let home = bob.get("/console/").await;
+    home.expect(200);
+    assert!(!home.contains("/console/tenants/acme/users"), "no admin links for a member");
+    bob.get("/console/tenants/acme/users").await.expect(403);
+    bob.get("/console/tenants/acme/departments").await.expect(403);
+    bob.get("/console/tenants").await.expect(403);
+    bob.get("/console/plugins").await.expect(403);
+
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let other = ada.get("/console/tenants/globex/users").await;
+    other.expect(404);
+    let csrf = ada.get("/console/").await.csrf();
+    ada.post("/console/tenants/globex/departments/helpdesk/enable", &[("csrf", &csrf)]).await.expect(404);
+    ada.get("/console/tenants").await.expect(403);
+    ada.get("/console/no-such-page").await.expect(404);
+    // Without a session every page sends you to sign in.
+    let mut stranger = Visitor::new(&s.base);
+    let page = stranger.get("/console/tenants/acme/users").await;
+    assert_eq!(page.status.as_u16(), 303);
+    assert_eq!(page.location(), "/console/sign-in");
+}
+
+#[tokio::test]
+async fn repeated_failures_show_the_lockout_and_signing_out_ends_the_session_everywhere() {
+    let (s, _) = acme().await;
+    let mut mallory = Visitor::new(&s.base);
+    for _ in 0..5 {
+        let csrf = mallory.get("/console/sign-in").await.csrf();
+        let guess =
+            [("csrf", csrf.as_str()), ("tenant", "acme"), ("username", "bob"), ("password", "a guess of many letters")];
+        mallory.post("/console/sign-in", &guess).await.expect(401);
+    }
+    let csrf = mallory.get("/console/sign-in").await.csrf();
+    let right = [("csrf", csrf.as_str()), ("tenant", "acme"), ("username", "bob"), ("password", PASSWORD)];
+    let locked = mallory.post("/console/sign-in", &right).await;
+    locked.expect(429);
+    assert!(locked.contains("try again in 15 minutes"), "{}", locked.body);
+
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let token = ada.cookies["keel_session"].clone();
+    let csrf = ada.get("/console/").await.csrf();
+    ada.post("/console/sign-out", &[("csrf", "wrong")]).await.expect(403);
+    let out = ada.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    out.expect_redirect("/console/sign-in?reason=signed-out");
+    assert!(out.set_cookie("keel_session").unwrap().contains("Max-Age=0"));
+    assert!(ada.get("/console/sign-in?reason=signed-out").await.contains("You have signed out."));
+    // The token behind the cookie is revoked, not just forgotten by this browser.
+    s.as_token(Some(&token), Method::GET, "/v1/tenants/acme/users", None).await.expect(401);
+    let mut replay = Visitor::new(&s.base);
+    replay.cookies.insert("keel_session".into(), token);
+    let page = replay.get("/console/").await;
+    assert_eq!(page.location(), "/console/sign-in?reason=expired");
+}
+
+#[tokio::test]
+async fn a_platform_admin_runs_tenants_from_the_console() {
+    let (s, admin) = acme().await;
+    // Platform admins sign in as password users of the default tenant, which only a platform
+    // admin can create.
+    let root =
+        json!({ "username": "root", "display_name": "Platform Admin", "password": PASSWORD, "role": "platform-admin" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(root.clone()))
+        .await
+        .expect_problem(403, "forbidden");
+    s.post("/v1/tenants/default/users", root).await.expect(201);
+
+    let mut root = Visitor::new(&s.base);
+    root.sign_in("default", "root", PASSWORD).await;
+    let plugins = root.get("/console/plugins").await;
+    plugins.expect(200);
+    assert!(plugins.contains("helpdesk.ticket.read"), "declared permissions are listed: {}", plugins.body);
+
+    let csrf = root.get("/console/tenants").await.csrf();
+    let bad = root.post("/console/tenants", &[("csrf", &csrf), ("id", "Not Valid"), ("name", "Initech")]).await;
+    bad.expect(422);
+    assert!(bad.contains(r#"id="id-error""#), "{}", bad.body);
+    root.post("/console/tenants", &[("csrf", &csrf), ("id", "initech"), ("name", "Initech")])
+        .await
+        .expect_redirect("/console/tenants?done=tenant-created");
+    let confirm = root.get("/console/tenants/initech/suspend").await;
+    confirm.expect(200);
+    assert!(confirm.contains("Suspend <strong>Initech</strong>"), "{}", confirm.body);
+    root.post("/console/tenants/initech/suspend", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/tenants?done=tenant-suspended");
+    assert_eq!(s.get("/v1/admin/tenants/initech").await.expect(200).body["status"], "suspended");
+    root.post("/console/tenants/initech/resume", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/tenants?done=tenant-resumed");
+    assert_eq!(s.get("/v1/admin/tenants/initech").await.expect(200).body["status"], "active");
+
+    // Suspending acme ends its people's console sessions.
+    let mut bob = Visitor::new(&s.base);
+    bob.sign_in("acme", "bob", PASSWORD).await;
+    root.post("/console/tenants/acme/suspend", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/tenants?done=tenant-suspended");
+    assert_eq!(bob.get("/console/").await.location(), "/console/sign-in?reason=suspended");
+}
