@@ -302,3 +302,285 @@ async fn a_platform_admin_runs_tenants_from_the_console() {
         .expect_redirect("/console/tenants?done=tenant-suspended");
     assert_eq!(bob.get("/console/").await.location(), "/console/sign-in?reason=suspended");
 }
+
+/// acme with the helpdesk on, agents granted reading and writing tickets, and `ana`, an
+/// agent.
+async fn helpdesk_desk() -> (TestServer, String) {
+    let (s, admin) = acme().await;
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(200);
+    let grants = json!({ "permissions": ["helpdesk.ticket.read", "helpdesk.ticket.write"] });
+    s.as_token(Some(&admin), Method::PUT, "/v1/tenants/acme/roles/agent/permissions", Some(grants)).await.expect(200);
+    let ana = json!({ "username": "ana", "display_name": "Ana Agent", "password": PASSWORD, "role": "agent" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(ana)).await.expect(201);
+    (s, admin)
+}
+
+async fn ticket(s: &TestServer, admin: &str, number: u64) -> serde_json::Value {
+    s.as_token(Some(admin), Method::GET, &format!("/v1/plugins/helpdesk/tickets/{number}"), None).await.expect(200).body
+}
+
+#[tokio::test]
+async fn an_agent_files_works_and_resolves_a_ticket_through_the_helpdesks_declared_views() {
+    let (s, admin) = helpdesk_desk().await;
+    let mut ana = Visitor::new(&s.base);
+    ana.sign_in("acme", "ana", PASSWORD).await;
+    let home = ana.get("/console/").await;
+    assert!(home.contains(r#"href="/console/apps/helpdesk""#), "{}", home.body);
+    let menu = ana.get("/console/apps/helpdesk").await;
+    menu.expect(200);
+    assert!(
+        menu.contains("Tickets") && menu.contains("File a ticket") && menu.contains("SLA policies"),
+        "{}",
+        menu.body
+    );
+    assert!(!menu.contains("Set SLA targets"), "setting targets needs helpdesk.admin: {}", menu.body);
+
+    // The form is drawn from the route's input schema: the priority is a choice of its enum.
+    let form = ana.get("/console/apps/helpdesk/new-ticket").await;
+    form.expect(200);
+    assert!(form.contains(r#"<label for="title">Title</label>"#), "{}", form.body);
+    assert!(form.contains(r#"<option value="P1">P1</option>"#), "{}", form.body);
+    assert!(form.contains(r#"<textarea id="description""#), "{}", form.body);
+    let csrf = form.csrf();
+
+    // A blank title: the route's schema refuses it, and the message sits beside the field.
+    let refused =
+        ana.post("/console/apps/helpdesk/new-ticket", &[("csrf", &csrf), ("title", " "), ("priority", "P2")]).await;
+    refused.expect(422);
+    assert!(refused.contains(r#"<p class="field-error" id="title-error">"#), "{}", refused.body);
+    assert!(refused.contains(r#"aria-describedby="title-error""#));
+    assert!(refused.contains(r#"<option value="P2" selected>P2</option>"#), "what was chosen is kept");
+    let nothing = s.as_token(Some(&admin), Method::GET, "/v1/plugins/helpdesk/tickets", None).await.expect(200).body;
+    assert_eq!(nothing["items"].as_array().unwrap().len(), 0);
+
+    let title = "<script>alert(1)</script> printer jams";
+    let filed = ana
+        .post(
+            "/console/apps/helpdesk/new-ticket",
+            &[
+                ("csrf", &csrf),
+                ("title", title),
+                ("description", "Since 9am.\nEvery job."),
+                ("priority", "P2"),
+                ("category", ""),
+            ],
+        )
+        .await;
+    filed.expect_redirect("/console/apps/helpdesk/ticket?number=1&done=saved");
+    let filed = ticket(&s, &admin, 1).await;
+    assert_eq!(filed["title"], title);
+    assert_eq!(filed["priority"], "P2");
+    assert_eq!(filed["category"], "general", "an empty optional field is left to the plugin's default");
+    let users = s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/users", None).await.expect(200).body;
+    let ana_id = users["items"].as_array().unwrap().iter().find(|u| u["username"] == "ana").unwrap()["id"].clone();
+    assert_eq!(filed["requester"], ana_id, "filed as the signed-in agent");
+
+    let page = ana.get("/console/apps/helpdesk/ticket?number=1&done=saved").await;
+    page.expect(200);
+    assert!(page.contains("<h1>&lt;script&gt;alert(1)&lt;/script&gt; printer jams</h1>"), "{}", page.body);
+    assert!(!page.contains("<script>"));
+    assert!(page.contains("Saved."));
+    // Only the moves the workflow allows from `new` are offered.
+    assert!(page.contains(">Start work</button>") && !page.contains("Resolve"), "{}", page.body);
+
+    ana.post("/console/apps/helpdesk/ticket/actions/1?number=1", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/apps/helpdesk/ticket?number=1&done=done");
+    assert_eq!(ticket(&s, &admin, 1).await["status"], "open");
+
+    // Resolving asks first.
+    let page = ana.get("/console/apps/helpdesk/ticket?number=1").await;
+    assert!(page.contains(r#"href="/console/apps/helpdesk/ticket/actions/4?number=1""#), "{}", page.body);
+    let confirm = ana.get("/console/apps/helpdesk/ticket/actions/4?number=1").await;
+    confirm.expect(200);
+    assert!(confirm.contains("Mark this ticket resolved?"), "{}", confirm.body);
+    assert_eq!(ticket(&s, &admin, 1).await["status"], "open", "showing the question changes nothing");
+    ana.post("/console/apps/helpdesk/ticket/actions/4?number=1", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/apps/helpdesk/ticket?number=1&done=done");
+    assert_eq!(ticket(&s, &admin, 1).await["status"], "resolved");
+
+    // A move the workflow refuses (resolved → pending) shows the plugin's reason on the record.
+    let refused = ana.post("/console/apps/helpdesk/ticket/actions/2?number=1", &[("csrf", &csrf)]).await;
+    refused.expect(409);
+    assert!(refused.contains(r#"class="error" role="alert""#), "{}", refused.body);
+    assert_eq!(ticket(&s, &admin, 1).await["status"], "resolved");
+
+    // Comments: a form with the ticket's number from the address, then the ticket again with
+    // its comments section.
+    ana.post("/console/apps/helpdesk/comment?number=1", &[("csrf", &csrf), ("body", "Replaced the <b>fuser</b>.")])
+        .await
+        .expect_redirect("/console/apps/helpdesk/ticket?number=1&done=saved");
+    let page = ana.get("/console/apps/helpdesk/ticket?number=1").await;
+    assert!(
+        page.contains("<h2>Comments</h2>") && page.contains("Replaced the &lt;b&gt;fuser&lt;/b&gt;."),
+        "{}",
+        page.body
+    );
+
+    // The list, with its filters from the route's query parameters.
+    let resolved = ana.get("/console/apps/helpdesk/tickets?status=resolved").await;
+    resolved.expect(200);
+    assert!(resolved.contains(r#"<a href="/console/apps/helpdesk/ticket?number=1">"#), "{}", resolved.body);
+    let open = ana.get("/console/apps/helpdesk/tickets?status=open").await;
+    assert!(open.contains("Nothing here yet.") && !open.contains("ticket?number=1"), "{}", open.body);
+    // A filter value the route's schema refuses is the route's 422, not a crash.
+    ana.get("/console/apps/helpdesk/tickets?status=bogus").await.expect(422);
+}
+
+#[tokio::test]
+async fn a_person_without_a_views_permission_neither_sees_nor_uses_it() {
+    let (s, admin) = helpdesk_desk().await;
+    s.tenant_with_token("globex", "tenant-admin").await;
+    let mut bob = Visitor::new(&s.base);
+    bob.sign_in("acme", "bob", PASSWORD).await;
+    let home = bob.get("/console/").await;
+    assert!(!home.contains("/console/apps/helpdesk"), "{}", home.body);
+    let menu = bob.get("/console/apps/helpdesk").await;
+    assert!(menu.contains("nothing here you have the permission to see"), "{}", menu.body);
+    bob.get("/console/apps/helpdesk/tickets").await.expect(403);
+    bob.get("/console/apps/helpdesk/new-ticket").await.expect(403);
+    let csrf = home.csrf();
+    bob.post("/console/apps/helpdesk/new-ticket", &[("csrf", &csrf), ("title", "sneaky")]).await.expect(403);
+    bob.post("/console/apps/helpdesk/ticket/actions/1?number=1", &[("csrf", &csrf)]).await.expect(403);
+    let tickets = s.as_token(Some(&admin), Method::GET, "/v1/plugins/helpdesk/tickets", None).await.expect(200).body;
+    assert_eq!(tickets["items"].as_array().unwrap().len(), 0);
+    bob.get("/console/apps/helpdesk/no-such-view").await.expect(404);
+
+    // A department the tenant does not run is not there at all.
+    let globex_admin =
+        json!({ "username": "gia", "display_name": "Gia", "password": PASSWORD, "role": "tenant-admin" });
+    s.post("/v1/tenants/globex/users", globex_admin).await.expect(201);
+    let mut gia = Visitor::new(&s.base);
+    gia.sign_in("globex", "gia", PASSWORD).await;
+    gia.get("/console/apps/helpdesk").await.expect(404);
+    gia.get("/console/apps/helpdesk/tickets").await.expect(404);
+
+    // The tenant admin holds every permission: the SLA form asks for the priority (a path
+    // parameter) as a choice.
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let form = ada.get("/console/apps/helpdesk/sla-policy").await;
+    form.expect(200);
+    assert!(form.contains(r#"<select id="priority" name="priority" required>"#), "{}", form.body);
+    let csrf = form.csrf();
+    let fields =
+        [("csrf", csrf.as_str()), ("priority", "P1"), ("first_response_minutes", "30"), ("resolution_minutes", "20")];
+    let refused = ada.post("/console/apps/helpdesk/sla-policy", &fields).await;
+    refused.expect(422);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("priority", "P1"),
+        ("first_response_minutes", "thirty"),
+        ("resolution_minutes", "240"),
+    ];
+    let typed = ada.post("/console/apps/helpdesk/sla-policy", &fields).await;
+    typed.expect(422);
+    assert!(typed.contains(r#"id="first_response_minutes-error""#), "{}", typed.body);
+    let fields =
+        [("csrf", csrf.as_str()), ("priority", "P1"), ("first_response_minutes", "30"), ("resolution_minutes", "240")];
+    ada.post("/console/apps/helpdesk/sla-policy", &fields)
+        .await
+        .expect_redirect("/console/apps/helpdesk/sla-policies?done=saved");
+    let policies =
+        s.as_token(Some(&admin), Method::GET, "/v1/plugins/helpdesk/sla-policies", None).await.expect(200).body;
+    let p1 = policies["items"].as_array().unwrap().iter().find(|p| p["priority"] == "P1").unwrap().clone();
+    assert_eq!((p1["first_response_minutes"].as_i64(), p1["resolution_minutes"].as_i64()), (Some(30), Some(240)));
+}
+
+#[tokio::test]
+async fn a_tenant_admin_grants_a_role_the_permissions_departments_declare() {
+    let (s, admin) = acme().await;
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(200);
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let page = ada.get("/console/tenants/acme/roles").await;
+    page.expect(200);
+    // Each permission with the description its plugin declares, labelled for its checkbox.
+    assert!(
+        page.contains(r#"<label for="new--helpdesk.ticket.read"><code>helpdesk.ticket.read</code></label>"#),
+        "{}",
+        page.body
+    );
+    assert!(page.contains("See one&#39;s own tickets") || page.contains("See one's own tickets"), "{}", page.body);
+    let csrf = page.csrf();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("role", "agent"),
+        ("permission", "helpdesk.ticket.read"),
+        ("permission", "helpdesk.ticket.write"),
+    ];
+    ada.post("/console/tenants/acme/roles", &fields)
+        .await
+        .expect_redirect("/console/tenants/acme/roles?done=role-saved");
+    let grants =
+        s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/roles/agent/permissions", None).await.expect(200).body;
+    assert_eq!(grants["permissions"], json!(["helpdesk.ticket.read", "helpdesk.ticket.write"]));
+    let page = ada.get("/console/tenants/acme/roles").await;
+    assert!(
+        page.contains(r#"id="agent--helpdesk.ticket.write" name="permission" value="helpdesk.ticket.write" checked"#),
+        "{}",
+        page.body
+    );
+
+    // A permission no department declares, and a reserved or malformed name, are refused.
+    let bogus = [("csrf", csrf.as_str()), ("role", "agent"), ("permission", "payroll.run")];
+    ada.post("/console/tenants/acme/roles", &bogus).await.expect(422);
+    let reserved = [("csrf", csrf.as_str()), ("role", "tenant-admin"), ("permission", "helpdesk.ticket.read")];
+    let page = ada.post("/console/tenants/acme/roles", &reserved).await;
+    page.expect(422);
+    assert!(page.contains(r#"id="role-error""#), "{}", page.body);
+    let grants =
+        s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/roles/agent/permissions", None).await.expect(200).body;
+    assert_eq!(
+        grants["permissions"],
+        json!(["helpdesk.ticket.read", "helpdesk.ticket.write"]),
+        "refusals changed nothing"
+    );
+
+    // Clearing every box takes every grant away.
+    ada.post("/console/tenants/acme/roles", &[("csrf", csrf.as_str()), ("role", "agent")])
+        .await
+        .expect_redirect("/console/tenants/acme/roles?done=role-saved");
+    let grants =
+        s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/roles/agent/permissions", None).await.expect(200).body;
+    assert_eq!(grants["permissions"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_finds_a_dead_job_and_retries_it_from_the_console() {
+    let s = TestServer::with_plugins(&["fixtures/relay", "fixtures/listener"]).await;
+    let id = s.post("/v1/plugins/relay/jobs", json!({ "name": "fail" })).await.expect(202).body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/tenants/default/jobs/{id}");
+    loop {
+        let body = s.eventually(&path, "a failed attempt", |b| b["job"]["status"] != "running").await;
+        if body["job"]["status"] == "dead" {
+            break;
+        }
+        s.advance_clock(5_000).await;
+    }
+    let root = json!({ "username": "root", "display_name": "Root", "password": PASSWORD, "role": "platform-admin" });
+    s.post("/v1/tenants/default/users", root).await.expect(201);
+    let mut root = Visitor::new(&s.base);
+    root.sign_in("default", "root", PASSWORD).await;
+    let dead = root.get("/console/tenants/default/jobs?status=dead").await;
+    dead.expect(200);
+    assert!(dead.contains(&id) && dead.contains("attempt 3 fails on purpose"), "{}", dead.body);
+    assert!(dead.contains(r#"<option value="dead" selected>dead</option>"#));
+    let done = root.get("/console/tenants/default/jobs?status=done").await;
+    assert!(!done.contains(&id), "the filter is applied");
+    let csrf = dead.csrf();
+    // Cancelling a dead job is the API's 409, shown on the page; nothing changes.
+    let page = root.post(&format!("/console/tenants/default/jobs/{id}/cancel"), &[("csrf", &csrf)]).await;
+    page.expect(409);
+    assert!(page.contains(r#"<p class="error" role="alert">"#), "{}", page.body);
+    assert_eq!(s.get(&path).await.expect(200).body["job"]["status"], "dead");
+    root.post(&format!("/console/tenants/default/jobs/{id}/retry"), &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/tenants/default/jobs?done=job-retried");
+    // It runs again: a fourth attempt after the three that killed it.
+    s.eventually(&path, "the retried job to run again", |b| b["runs"].as_array().is_some_and(|r| r.len() == 4)).await;
+}

@@ -86,9 +86,13 @@ impl FieldErrors {
     }
 }
 
+/// What stays as it is in a path segment: RFC 3986's unreserved characters, except '.'
+/// (so `..` cannot be a segment).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+
 /// One path segment, percent-encoded: ids from a form or a URL cannot change the path.
 pub fn segment(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }
 
 impl InProcessApi {

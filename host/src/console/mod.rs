@@ -10,6 +10,7 @@
 pub mod api;
 mod pages;
 pub mod session;
+mod views;
 
 use crate::api::AppState;
 use api::InProcessApi;
@@ -46,6 +47,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/console/sign-out", post(sign_out))
         .route("/console/assets/console.css", get(stylesheet))
         .merge(pages::routes())
+        .merge(views::routes())
         // Not a router fallback: the console shares the server with the API, whose fallback
         // answers everything outside /console.
         .route("/console/{*rest}", get(not_found).post(not_found))

@@ -21,6 +21,9 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/console/tenants/{tenant}/departments", get(departments))
         .route("/console/tenants/{tenant}/departments/{plugin}/{switch}", post(switch_department))
         .route("/console/tenants/{tenant}/users", get(users).post(create_user))
+        .route("/console/tenants/{tenant}/roles", get(roles).post(set_role))
+        .route("/console/tenants/{tenant}/jobs", get(jobs))
+        .route("/console/tenants/{tenant}/jobs/{job}/{change}", post(change_job))
         .route("/console/plugins", get(plugins))
 }
 
@@ -31,6 +34,8 @@ pub fn navigation(principal: &Principal) -> Vec<(String, &'static str)> {
         let tenant = segment(&principal.tenant);
         links.push((format!("/console/tenants/{tenant}/departments"), "Departments"));
         links.push((format!("/console/tenants/{tenant}/users"), "Users"));
+        links.push((format!("/console/tenants/{tenant}/roles"), "Roles"));
+        links.push((format!("/console/tenants/{tenant}/jobs"), "Jobs"));
     }
     if principal.is_platform_admin() {
         links.push(("/console/plugins".to_owned(), "Plugins"));
@@ -53,6 +58,9 @@ fn notice(done: &Done) -> Option<&'static str> {
         "tenant-created" => "The tenant is created.",
         "tenant-suspended" => "The tenant is suspended: its people and tokens are refused until it is resumed.",
         "tenant-resumed" => "The tenant is active again.",
+        "role-saved" => "The role's permissions are saved. They apply to its people's next request.",
+        "job-retried" => "The job is queued again, with a fresh set of attempts.",
+        "job-cancelled" => "The job is cancelled; it will not run.",
         _ => return None,
     })
 }
@@ -129,7 +137,13 @@ pub async fn home(State(state): State<ConsoleState>, session: Session) -> Respon
             ul.cards {
                 @for plugin in &departments {
                     li.card {
-                        h3 { (plugin.record.name) }
+                        h3 {
+                            @if super::views::visible_views(&state, &session, plugin).iter().any(|v| v.in_menu()) {
+                                a href={"/console/apps/" (segment(&plugin.record.id))} { (plugin.record.name) }
+                            } @else {
+                                (plugin.record.name)
+                            }
+                        }
                         p { (plugin.record.description) }
                         p.meta { "Version " (plugin.record.version) }
                     }
@@ -341,6 +355,284 @@ pub async fn create_user(
     users_page(&state, &session, &tenant, None, &form, Some(&failure)).await
 }
 
+// Tenant admins: roles and their grants.
+
+pub async fn roles(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    Query(done): Query<Done>,
+) -> Response {
+    roles_page(&state, &session, &tenant, notice(&done), None).await
+}
+
+/// The permissions the departments switched on in `tenant` declare, by department.
+fn declared_permissions(state: &ConsoleState, tenant: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut plugins = state.app.registry.serving_tenant(&state.app.tenancy, tenant);
+    plugins.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+    plugins
+        .iter()
+        .filter(|p| !p.record.manifest.permissions.is_empty())
+        .map(|p| {
+            let permissions = p.record.manifest.permissions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            (p.record.name.clone(), permissions)
+        })
+        .collect()
+}
+
+async fn roles_page(
+    state: &ConsoleState,
+    session: &Session,
+    tenant: &str,
+    notice: Option<&str>,
+    failure: Option<&ApiReply>,
+) -> Response {
+    let tenant_path = segment(tenant);
+    let reply = session.api(state, Method::GET, &format!("/v1/tenants/{tenant_path}/roles"), None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let mut roles: Vec<(String, Vec<String>)> = reply.body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let granted = r["permissions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect();
+            (r["role"].as_str().unwrap_or("").to_owned(), granted)
+        })
+        .collect();
+    if !roles.iter().any(|(name, _)| name == "member") {
+        roles.insert(0, ("member".to_owned(), Vec::new()));
+    }
+    let catalogue = declared_permissions(state, tenant);
+    let errors = failure.map(ApiReply::field_errors).unwrap_or_default();
+    let action = format!("/console/tenants/{tenant_path}/roles");
+    let grant_boxes = |prefix: &str, granted: &[String]| {
+        html! {
+            @for (department, permissions) in &catalogue {
+                fieldset {
+                    legend { (department) }
+                    @for (permission, about) in permissions {
+                        @let id = format!("{prefix}--{permission}");
+                        div.check {
+                            input type="checkbox" id=(id) name="permission" value=(permission) checked[granted.contains(permission)];
+                            label for=(id) { code { (permission) } }
+                            @if !about.is_empty() { p.hint { (about) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let content = html! {
+        p { "Tenant admins hold every permission. Every other role holds what is ticked here; " code { "member" } " is everyone's role unless given another." }
+        @if catalogue.is_empty() {
+            p { "Switch a department on to grant its permissions." }
+        }
+        @for (role, granted) in &roles {
+            form.card.role method="post" action=(action) aria-labelledby={"role-" (role)} {
+                h2 id={"role-" (role)} { (role) }
+                (csrf(session))
+                input type="hidden" name="role" value=(role);
+                (grant_boxes(role, granted))
+                button type="submit" { "Save " (role) }
+            }
+        }
+        h2 #new-role { "A new role" }
+        form.card method="post" action=(action) aria-labelledby="new-role" {
+            (csrf(session))
+            (error_banner(&errors))
+            (field("role", "Name", "text", "", &errors, Some("2-32 characters of a-z, 0-9 and '-', e.g. agent.")))
+            (grant_boxes("new", &[]))
+            button type="submit" { "Create role" }
+        }
+    };
+    let status = failure.map_or(StatusCode::OK, |f| f.status);
+    respond(status, layout("Roles", Some(session), notice, content))
+}
+
+pub async fn set_role(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    form: Form,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let role = form.text("role").trim();
+    let body = json!({ "permissions": form.all("permission") });
+    let path = format!("/v1/tenants/{}/roles/{}/permissions", segment(&tenant), segment(role));
+    let reply = session.api(&state, Method::PUT, &path, Some(&body)).await;
+    if reply.ok() {
+        return Redirect::to(&format!("/console/tenants/{}/roles?done=role-saved", segment(&tenant))).into_response();
+    }
+    if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return refused(&reply);
+    }
+    let mut failure = reply;
+    if matches!(failure.code(), "invalid-role" | "reserved-role" | "not-found")
+        || failure.status == StatusCode::NOT_FOUND
+    {
+        failure.status = StatusCode::UNPROCESSABLE_ENTITY;
+        failure.body["errors"] = json!([{ "in": "path", "field": "role", "message": failure.detail() }]);
+    }
+    roles_page(&state, &session, &tenant, None, Some(&failure)).await
+}
+
+// Tenant admins: background jobs.
+
+#[derive(serde::Deserialize)]
+pub struct JobFilter {
+    status: Option<String>,
+    kind: Option<String>,
+    plugin: Option<String>,
+    cursor: Option<String>,
+    done: Option<String>,
+}
+
+pub async fn jobs(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    Query(filter): Query<JobFilter>,
+) -> Response {
+    jobs_page(&state, &session, &tenant, &filter, None).await
+}
+
+async fn jobs_page(
+    state: &ConsoleState,
+    session: &Session,
+    tenant: &str,
+    filter: &JobFilter,
+    failure: Option<&ApiReply>,
+) -> Response {
+    let tenant_path = segment(tenant);
+    let filters = {
+        // Not held across an await: the serializer is not `Send`.
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        let chosen = [("status", &filter.status), ("kind", &filter.kind), ("plugin", &filter.plugin)];
+        for (name, value) in chosen {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                query.append_pair(name, value);
+            }
+        }
+        query.finish()
+    };
+    let mut path = format!("/v1/tenants/{tenant_path}/jobs?limit=50");
+    if !filters.is_empty() {
+        path = format!("{path}&{filters}");
+    }
+    if let Some(cursor) = &filter.cursor {
+        path = format!("{path}&cursor={}", segment(cursor));
+    }
+    let reply = session.api(state, Method::GET, &path, None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+    let next = reply.body["next"].as_str().map(|cursor| {
+        let and = if filters.is_empty() { String::new() } else { format!("{filters}&") };
+        format!("/console/tenants/{tenant_path}/jobs?{and}cursor={}", segment(cursor))
+    });
+    let select = |name: &str, label: &str, choices: &[&str], current: &Option<String>| {
+        html! {
+            div.field {
+                label for=(name) { (label) }
+                select id=(name) name=(name) {
+                    option value="" { "Any" }
+                    @for choice in choices {
+                        option value=(choice) selected[current.as_deref() == Some(*choice)] { (choice) }
+                    }
+                }
+            }
+        }
+    };
+    let done = Done { done: filter.done.clone() };
+    let content = html! {
+        @if let Some(failure) = failure {
+            p.error role="alert" { (failure.detail()) }
+        }
+        form.filters method="get" action={"/console/tenants/" (tenant_path) "/jobs"} aria-label="Filters" {
+            (select("status", "Status", &["queued", "running", "done", "dead", "cancelled"], &filter.status))
+            (select("kind", "Kind", &["job", "schedule", "event"], &filter.kind))
+            div.field {
+                label for="plugin" { "Plugin" }
+                input #plugin name="plugin" value=(filter.plugin.as_deref().unwrap_or(""));
+            }
+            button type="submit" { "Filter" }
+        }
+        @if items.is_empty() {
+            p { "No jobs match." }
+        } @else {
+            table {
+                caption.visually-hidden { "Jobs" }
+                thead { tr { th scope="col" { "Job" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Last error" } th scope="col" { "Updated" } th scope="col" { "Action" } } }
+                tbody {
+                    @for job in &items {
+                        @let id = job["id"].as_str().unwrap_or("");
+                        @let status = job["status"].as_str().unwrap_or("");
+                        tr {
+                            th scope="row" data-label="Job" {
+                                (job["plugin"].as_str().unwrap_or("")) " · " (job["kind"].as_str().unwrap_or("")) " · " (job["name"].as_str().unwrap_or(""))
+                                br; span.meta { (id) }
+                            }
+                            td data-label="Status" { (status) }
+                            td data-label="Attempts" { (job["attempts"].as_u64().unwrap_or(0)) " of " (job["max_attempts"].as_u64().unwrap_or(0)) }
+                            td data-label="Last error" { (job["last_error"].as_str().unwrap_or("")) }
+                            td data-label="Updated" { (when(job["updated_at"].as_i64())) }
+                            td {
+                                @let change = match status { "dead" | "cancelled" => Some(("retry", "Retry")), "queued" => Some(("cancel", "Cancel")), _ => None };
+                                @if let Some((change, label)) = change {
+                                    form.inline method="post" action={"/console/tenants/" (tenant_path) "/jobs/" (segment(id)) "/" (change)} {
+                                        (csrf(session))
+                                        button type="submit" aria-label={(label) " " (id)} { (label) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next {
+            p { a href=(next) rel="next" { "Next page" } }
+        }
+    };
+    let status = failure.map_or(StatusCode::OK, |f| f.status);
+    respond(status, layout("Jobs", Some(session), notice(&done), content))
+}
+
+pub async fn change_job(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((tenant, job, change)): Path<(String, String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    if change != "retry" && change != "cancel" {
+        return message_page(StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
+    }
+    let path = format!("/v1/tenants/{}/jobs/{}/{change}", segment(&tenant), segment(&job));
+    let reply = session.api(&state, Method::POST, &path, None).await;
+    if reply.ok() {
+        let done = if change == "retry" { "job-retried" } else { "job-cancelled" };
+        return Redirect::to(&format!("/console/tenants/{}/jobs?done={done}", segment(&tenant))).into_response();
+    }
+    if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
+        return refused(&reply);
+    }
+    let filter = JobFilter { status: None, kind: None, plugin: None, cursor: None, done: None };
+    jobs_page(&state, &session, &tenant, &filter, Some(&reply)).await
+}
+
 // Platform admins: tenants.
 
 pub async fn tenants(State(state): State<ConsoleState>, session: Session, Query(done): Query<Done>) -> Response {
@@ -377,6 +669,8 @@ async fn tenants_page(
                             a href={"/console/tenants/" (segment(id)) "/departments"} { "Departments" }
                             " "
                             a href={"/console/tenants/" (segment(id)) "/users"} { "Users" }
+                            " "
+                            a href={"/console/tenants/" (segment(id)) "/jobs"} { "Jobs" }
                             " "
                             @if active {
                                 a href={"/console/tenants/" (segment(id)) "/suspend"} { "Suspend…" }
@@ -557,10 +851,13 @@ mod tests {
         };
         let labels = |p: &Principal| navigation(p).into_iter().map(|(_, label)| label).collect::<Vec<_>>();
         assert_eq!(labels(&principal(Role::Member, "agent")), ["Home"]);
-        assert_eq!(labels(&principal(Role::TenantAdmin, "tenant-admin")), ["Home", "Departments", "Users"]);
+        assert_eq!(
+            labels(&principal(Role::TenantAdmin, "tenant-admin")),
+            ["Home", "Departments", "Users", "Roles", "Jobs"]
+        );
         assert_eq!(
             labels(&principal(Role::PlatformAdmin, "platform-admin")),
-            ["Home", "Departments", "Users", "Plugins", "Tenants"]
+            ["Home", "Departments", "Users", "Roles", "Jobs", "Plugins", "Tenants"]
         );
     }
 

@@ -7,6 +7,7 @@
 mod routes;
 pub mod schema;
 pub mod settings;
+pub mod views;
 
 use crate::storage::index::{CollectionIndexes, IndexType};
 use crate::storage::search::{MAX_SEARCH_FIELDS, SearchField, SearchFields};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use settings::{SettingSpec, SettingType, SettingValue};
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::ToSchema;
+pub use views::{FieldFormat, ViewAction, ViewField, ViewKind, ViewSpec};
 
 /// Host services a plugin may ask for. A plugin whose component imports an interface it did
 /// not declare is refused at upload.
@@ -374,6 +376,9 @@ pub struct Manifest {
     /// Versions whose data this one migrates (see [`MigrationSpec`]).
     #[serde(default)]
     pub migrations: Vec<MigrationSpec>,
+    /// Screens for the web console, drawn over the routes (see [`views`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<ViewSpec>,
     /// Named JSON Schemas routes refer to as `#/schemas/<Name>` (see [`schema`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(value_type = Object)]
@@ -656,6 +661,7 @@ impl Manifest {
         if !self.settings.is_empty() && !self.capabilities.contains(&Capability::Config) {
             return Err(field("capabilities", "declares settings but not the `config` capability that reads them"));
         }
+        views::validate(&self.views, &self.routes).map_err(|(at, reason)| field(at, reason))?;
         self.validate_background()?;
         Ok(())
     }
