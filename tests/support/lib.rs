@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod console;
 pub mod neighbours;
+pub mod webdriver;
 
 use keel_host::client::Client;
 use keel_host::{Config, Server};

@@ -90,6 +90,9 @@ fn main() -> Result<()> {
                 .args(&args[1..]))
         }
         Some("test") => {
+            // The console's browser tests drive Debian's headless Chromium; as root this
+            // installs it when missing, anyone else is told what to install.
+            run(Command::new(root.join("scripts/browser-tools")).arg("check"))?;
             build_plugins(&root)?;
             let started = Instant::now();
             // The cluster tests run whole `keel` processes.

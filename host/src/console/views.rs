@@ -266,8 +266,15 @@ async fn list(
         .iter()
         .filter_map(|f| param(params, f).filter(|v| !v.is_empty()).map(|v| (f.clone(), v.to_owned())))
         .collect();
-    if let Some(cursor) = param(params, "cursor") {
-        query.push(("cursor".into(), cursor.to_owned()));
+    // Paging, when the route takes it: `cursor` from a "next page" link, `limit` from the
+    // address.
+    let declared = |name: &str| route.query.as_ref().is_some_and(|q| q["properties"].get(name).is_some());
+    for name in ["limit", "cursor"] {
+        if declared(name)
+            && let Some(value) = param(params, name).filter(|v| !v.is_empty())
+        {
+            query.push((name.into(), value.to_owned()));
+        }
     }
     if !query.is_empty() {
         path = format!("{path}?{}", query_string(&query));

@@ -509,7 +509,12 @@ impl Schema {
                 if let Some(re) = &rules.pattern {
                     budget.0 = budget.0.saturating_sub(s.len() as u64);
                     if !re.is_match(s) {
-                        fail!(out, format!("must match the pattern `{}`", re.as_str()));
+                        // The common "not blank" rule, said the way people say it.
+                        if re.as_str() == r"\S" {
+                            fail!(out, "must not be blank".to_owned());
+                        } else {
+                            fail!(out, format!("must match the pattern `{}`", re.as_str()));
+                        }
                     }
                 }
                 if let Some(format) = rules.format
