@@ -584,3 +584,128 @@ async fn an_admin_finds_a_dead_job_and_retries_it_from_the_console() {
     // It runs again: a fourth attempt after the three that killed it.
     s.eventually(&path, "the retried job to run again", |b| b["runs"].as_array().is_some_and(|r| r.len() == 4)).await;
 }
+
+#[tokio::test]
+async fn an_api_token_is_shown_once_and_revoked_after_a_confirmation() {
+    let (s, _) = acme().await;
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let page = ada.get("/console/tenants/acme/tokens").await;
+    page.expect(200);
+    assert!(page.contains("this session"), "the session's own token cannot be revoked from here: {}", page.body);
+    let csrf = page.csrf();
+    let bad =
+        ada.post("/console/tenants/acme/tokens", &[("csrf", &csrf), ("name", "export"), ("role", "Not A Role")]).await;
+    bad.expect(422);
+    assert!(bad.contains(r#"id="role-error""#), "{}", bad.body);
+
+    let created = ada
+        .post(
+            "/console/tenants/acme/tokens",
+            &[("csrf", &csrf), ("name", "export"), ("role", "member"), ("ttl_days", "30")],
+        )
+        .await;
+    created.expect(201);
+    let marker = r#"<input id="new-token" readonly value=""#;
+    let at = created.body.find(marker).unwrap_or_else(|| panic!("{}", created.body)) + marker.len();
+    let token = created.body[at..].split('"').next().unwrap().to_owned();
+    assert!(token.starts_with("keel_"), "{token}");
+    // The token works (a member: authenticated, refused the admin route)...
+    s.as_token(Some(&token), Method::GET, "/v1/tenants/acme/users", None).await.expect_problem(403, "forbidden");
+    // ...and is never shown again.
+    let listed = ada.get("/console/tenants/acme/tokens").await;
+    assert!(listed.contains("export") && !listed.contains(&token), "{}", listed.body);
+
+    let tokens = s.get("/v1/tenants/acme/tokens").await.expect(200).body;
+    let id = tokens["items"].as_array().unwrap().iter().find(|t| t["name"] == "export").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirm = ada.get(&format!("/console/tenants/acme/tokens/{id}/revoke")).await;
+    confirm.expect(200);
+    assert!(confirm.contains("This cannot be undone."));
+    s.as_token(Some(&token), Method::GET, "/v1/tenants/acme/users", None).await.expect(403);
+    ada.post(&format!("/console/tenants/acme/tokens/{id}/revoke"), &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/tenants/acme/tokens?done=token-revoked");
+    s.as_token(Some(&token), Method::GET, "/v1/tenants/acme/users", None).await.expect(401);
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_what_admins_did_to_them_and_the_platform_log_to_platform_admins() {
+    let (s, _) = acme().await;
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let csrf = ada.get("/console/").await.csrf();
+    ada.post("/console/tenants/acme/departments/helpdesk/enable", &[("csrf", &csrf)]).await.expect(303);
+    let log = ada.get("/console/tenants/acme/audit").await;
+    log.expect(200);
+    assert!(log.contains("<code>tenant.plugin.enable</code>") && log.contains("ada of Acme"), "{}", log.body);
+    assert!(log.contains("<code>user.create</code>"));
+    let filtered = ada.get("/console/tenants/acme/audit?action=user.create").await;
+    assert!(
+        filtered.contains("<code>user.create</code>") && !filtered.contains("<code>tenant.plugin.enable</code>"),
+        "{}",
+        filtered.body
+    );
+    ada.get("/console/audit").await.expect(403);
+    let mut bob = Visitor::new(&s.base);
+    bob.sign_in("acme", "bob", PASSWORD).await;
+    bob.get("/console/tenants/acme/audit").await.expect(403);
+
+    let root = json!({ "username": "root", "display_name": "Root", "password": PASSWORD, "role": "platform-admin" });
+    s.post("/v1/tenants/default/users", root).await.expect(201);
+    let mut root = Visitor::new(&s.base);
+    root.sign_in("default", "root", PASSWORD).await;
+    let platform = root.get("/console/audit?tenant=acme&action=tenant.plugin.enable").await;
+    platform.expect(200);
+    assert!(platform.contains("<code>tenant.plugin.enable</code>") && platform.contains(">acme<"), "{}", platform.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_run_now_and_long_work_shows_its_progress() {
+    let s = TestServer::with_plugins(&["bundled/helpdesk", "fixtures/batch"]).await;
+    let admin = s.tenant_with_token("acme", "tenant-admin").await;
+    for plugin in ["helpdesk", "batch"] {
+        s.as_token(Some(&admin), Method::POST, &format!("/v1/tenants/acme/plugins/{plugin}/enable"), None)
+            .await
+            .expect(200);
+    }
+    let ada = json!({ "username": "ada", "display_name": "Ada", "password": PASSWORD, "role": "tenant-admin" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(ada)).await.expect(201);
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+
+    let schedules = ada.get("/console/tenants/acme/schedules").await;
+    schedules.expect(200);
+    assert!(schedules.contains("helpdesk · sla-check"), "{}", schedules.body);
+    let csrf = schedules.csrf();
+    ada.post("/console/tenants/acme/schedules/helpdesk/sla-check/run", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/tenants/acme/schedules?done=schedule-run");
+    let jobs =
+        s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/jobs?kind=schedule", None).await.expect(200).body;
+    assert!(jobs["items"].as_array().unwrap().iter().any(|j| j["name"] == "sla-check"), "{jobs}");
+    ada.post("/console/tenants/acme/schedules/helpdesk/no-such/run", &[("csrf", &csrf)]).await.expect(404);
+
+    let seed = s
+        .as_token(Some(&admin), Method::POST, "/v1/plugins/batch/seed", Some(json!({ "count": 2_500, "chunk": 1000 })))
+        .await;
+    let task = seed.expect(202).body["task"].as_str().unwrap().to_owned();
+    let path = format!("/v1/tenants/acme/tasks/{task}");
+    for _ in 0..600 {
+        let t = s.as_token(Some(&admin), Method::GET, &path, None).await.expect(200).body;
+        if t["status"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let tasks = ada.get("/console/tenants/acme/tasks").await;
+    tasks.expect(200);
+    assert!(
+        tasks.contains(r#"<progress value="2500" max="2500""#) && tasks.contains("Seed 2500 items"),
+        "{}",
+        tasks.body
+    );
+    assert!(!tasks.contains(r#"http-equiv="refresh""#), "nothing runs: no refresh");
+}

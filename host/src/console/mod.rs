@@ -8,6 +8,7 @@
 //! string: a ticket titled `<script>` is text.
 
 pub mod api;
+mod operations;
 mod pages;
 pub mod session;
 mod views;
@@ -48,6 +49,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/console/assets/console.css", get(stylesheet))
         .merge(pages::routes())
         .merge(views::routes())
+        .merge(operations::routes())
         // Not a router fallback: the console shares the server with the API, whose fallback
         // answers everything outside /console.
         .route("/console/{*rest}", get(not_found).post(not_found))
@@ -80,11 +82,26 @@ async fn stylesheet() -> Response {
 
 /// A whole page: the navigation for whoever is signed in, then `content`.
 pub fn layout(title: &str, session: Option<&Session>, notice: Option<&str>, content: Markup) -> Markup {
+    refreshing_layout(title, session, notice, content, None)
+}
+
+/// [`layout`], reloaded by the browser every `refresh` seconds (progress of running work,
+/// without script).
+pub fn refreshing_layout(
+    title: &str,
+    session: Option<&Session>,
+    notice: Option<&str>,
+    content: Markup,
+    refresh: Option<u32>,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
+                @if let Some(seconds) = refresh {
+                    meta http-equiv="refresh" content=(seconds);
+                }
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Keel" }
                 link rel="stylesheet" href="/console/assets/console.css";

@@ -36,21 +36,24 @@ pub fn navigation(principal: &Principal) -> Vec<(String, &'static str)> {
         links.push((format!("/console/tenants/{tenant}/users"), "Users"));
         links.push((format!("/console/tenants/{tenant}/roles"), "Roles"));
         links.push((format!("/console/tenants/{tenant}/jobs"), "Jobs"));
+        links.push((format!("/console/tenants/{tenant}/tokens"), "API tokens"));
+        links.push((format!("/console/tenants/{tenant}/audit"), "Audit log"));
     }
     if principal.is_platform_admin() {
         links.push(("/console/plugins".to_owned(), "Plugins"));
         links.push(("/console/tenants".to_owned(), "Tenants"));
+        links.push(("/console/audit".to_owned(), "Platform audit"));
     }
     links
 }
 
 #[derive(serde::Deserialize)]
 pub struct Done {
-    done: Option<String>,
+    pub(super) done: Option<String>,
 }
 
 /// What a finished change says, from a fixed list: the query cannot put words on a page.
-fn notice(done: &Done) -> Option<&'static str> {
+pub(super) fn notice(done: &Done) -> Option<&'static str> {
     Some(match done.done.as_deref()? {
         "enabled" => "The department is switched on.",
         "disabled" => "The department is switched off. Its data is kept.",
@@ -61,19 +64,22 @@ fn notice(done: &Done) -> Option<&'static str> {
         "role-saved" => "The role's permissions are saved. They apply to its people's next request.",
         "job-retried" => "The job is queued again, with a fresh set of attempts.",
         "job-cancelled" => "The job is cancelled; it will not run.",
+        "token-revoked" => "The token is revoked: requests with it are refused from now on.",
+        "schedule-run" => "The schedule's run is queued; it shows under Jobs.",
+        "task-cancelled" => "The task is cancelled: no further chunk runs.",
         _ => return None,
     })
 }
 
 /// A millisecond timestamp as UTC date and time.
-fn when(ms: Option<i64>) -> String {
+pub(super) fn when(ms: Option<i64>) -> String {
     ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default()
 }
 
 /// The page for an API refusal or failure.
-fn refused(reply: &ApiReply) -> Response {
+pub(super) fn refused(reply: &ApiReply) -> Response {
     let title = match reply.status {
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::NOT_FOUND => "Not found",
@@ -84,7 +90,7 @@ fn refused(reply: &ApiReply) -> Response {
     message_page(reply.status, title, &reply.detail())
 }
 
-fn error_banner(errors: &FieldErrors) -> Markup {
+pub(super) fn error_banner(errors: &FieldErrors) -> Markup {
     html! {
         @for message in &errors.general {
             p.error role="alert" { (message) }
@@ -97,7 +103,14 @@ fn error_banner(errors: &FieldErrors) -> Markup {
 
 /// A labelled text input with its validation message beside it (and tied to it for
 /// screen readers).
-fn field(name: &str, label: &str, kind: &str, value: &str, errors: &FieldErrors, hint: Option<&str>) -> Markup {
+pub(super) fn field(
+    name: &str,
+    label: &str,
+    kind: &str,
+    value: &str,
+    errors: &FieldErrors,
+    hint: Option<&str>,
+) -> Markup {
     let error = errors.for_field(name);
     let described = match (error.is_some(), hint.is_some()) {
         (true, _) => Some(format!("{name}-error")),
@@ -118,7 +131,7 @@ fn field(name: &str, label: &str, kind: &str, value: &str, errors: &FieldErrors,
     }
 }
 
-fn csrf(session: &Session) -> Markup {
+pub(super) fn csrf(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
 }
 
@@ -555,6 +568,7 @@ async fn jobs_page(
     };
     let done = Done { done: filter.done.clone() };
     let content = html! {
+        (super::operations::work_tabs(tenant))
         @if let Some(failure) = failure {
             p.error role="alert" { (failure.detail()) }
         }
