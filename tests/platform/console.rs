@@ -709,3 +709,80 @@ async fn schedules_run_now_and_long_work_shows_its_progress() {
     );
     assert!(!tasks.contains(r#"http-equiv="refresh""#), "nothing runs: no refresh");
 }
+
+#[tokio::test]
+async fn a_platform_admin_installs_switches_and_uninstalls_a_plugin_from_the_console() {
+    let s = TestServer::start().await;
+    let root = json!({ "username": "root", "display_name": "Root", "password": PASSWORD, "role": "platform-admin" });
+    s.post("/v1/tenants/default/users", root).await.expect(201);
+    let mut root = Visitor::new(&s.base);
+    root.sign_in("default", "root", PASSWORD).await;
+    let page = root.get("/console/plugins").await;
+    page.expect(200);
+    assert!(
+        page.contains(r#"enctype="multipart/form-data""#) && page.contains(r#"<label for="artifact">"#),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let helpdesk = keel_tests::artifact("bundled/helpdesk");
+
+    // Without the session's token, or not a plugin: nothing is installed.
+    root.post_file("/console/plugins", &[("csrf", "forged")], ("artifact", "helpdesk.wasm", helpdesk.clone()))
+        .await
+        .expect(403);
+    let garbage = root
+        .post_file("/console/plugins", &[("csrf", &csrf)], ("artifact", "notes.wasm", b"not a component".to_vec()))
+        .await;
+    assert!(garbage.status.is_client_error(), "{}", garbage.status);
+    assert!(garbage.contains(r#"class="error" role="alert""#), "{}", garbage.body);
+    assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]));
+
+    root.post_file("/console/plugins", &[("csrf", &csrf)], ("artifact", "helpdesk.wasm", helpdesk))
+        .await
+        .expect_redirect("/console/plugins/helpdesk?done=installed");
+    let detail = root.get("/console/plugins/helpdesk?done=installed").await;
+    detail.expect(200);
+    let version = keel_tests::manifest_version("helpdesk");
+    assert!(detail.contains(&format!("{version} <span class=\"on\">active</span>")), "{}", detail.body);
+    assert!(
+        detail.contains("<code>helpdesk.ticket.read</code>") && detail.contains("<code>GET /tickets</code>"),
+        "{}",
+        detail.body
+    );
+
+    root.post("/console/plugins/helpdesk/disable", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/plugins/helpdesk?done=disabled");
+    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["enabled"], false);
+    root.post("/console/plugins/helpdesk/enable", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/plugins/helpdesk?done=enabled");
+    assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["enabled"], true);
+
+    let confirm = root.get("/console/plugins/helpdesk/uninstall").await;
+    confirm.expect(200);
+    assert!(confirm.contains(r#"<label for="purge">"#));
+    s.get("/v1/admin/plugins/helpdesk").await.expect(200);
+    root.post("/console/plugins/helpdesk/uninstall", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/plugins?done=uninstalled");
+    s.get("/v1/admin/plugins/helpdesk").await.expect_problem(404, "plugin-not-found");
+
+    // Nobody else reaches these pages.
+    let admin = s.tenant_with_token("acme", "tenant-admin").await;
+    let ada = json!({ "username": "ada", "display_name": "Ada", "password": PASSWORD, "role": "tenant-admin" });
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(ada)).await.expect(201);
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    ada.get("/console/plugins").await.expect(403);
+    let csrf = ada.get("/console/").await.csrf();
+    ada.post_file(
+        "/console/plugins",
+        &[("csrf", &csrf)],
+        ("artifact", "h.wasm", keel_tests::artifact("bundled/helpdesk")),
+    )
+    .await
+    .expect(403);
+    assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]));
+}

@@ -107,6 +107,32 @@ impl Visitor {
         self.send(request).await
     }
 
+    /// Posts a `multipart/form-data` form with text fields and one file, as a browser does
+    /// for a file input.
+    pub async fn post_file(&mut self, path: &str, fields: &[(&str, &str)], file: (&str, &str, Vec<u8>)) -> Page {
+        let boundary = "keel-test-boundary-7d2f1c";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        }
+        let (name, filename, bytes) = file;
+        body.extend_from_slice(
+            format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\ncontent-type: application/wasm\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .header("origin", self.origin.clone())
+            .body(body);
+        self.send(request).await
+    }
+
     /// Signs in through the form; panics unless it works.
     pub async fn sign_in(&mut self, tenant: &str, username: &str, password: &str) -> Page {
         let form = self.get("/console/sign-in").await;

@@ -120,6 +120,33 @@ impl InProcessApi {
                 .body(Body::from(serde_json::to_vec(body).expect("a JSON value serializes"))),
             None => request.body(Body::empty()),
         };
+        self.send(path, request).await
+    }
+
+    /// Calls the API with a body of another type (an uploaded artifact), and extra headers.
+    pub async fn call_raw(
+        &self,
+        token: &str,
+        request_id: &str,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> ApiReply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-request-id", request_id)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(path, request.body(Body::from(body))).await
+    }
+
+    async fn send(&self, path: &str, request: Result<Request<Body>, axum::http::Error>) -> ApiReply {
         let request = match request {
             Ok(request) => request,
             Err(e) => {

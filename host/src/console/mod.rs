@@ -10,6 +10,7 @@
 pub mod api;
 mod operations;
 mod pages;
+mod plugins;
 pub mod session;
 mod views;
 
@@ -40,6 +41,7 @@ const CONTENT_SECURITY_POLICY: &str =
 
 /// The console's routes; `api` is the API router the pages call.
 pub fn router(app: AppState, api: Router) -> Router {
+    let max_artifact_bytes = app.limits.max_artifact_bytes;
     let state = ConsoleState { app, api: InProcessApi::new(api) };
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
@@ -50,6 +52,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .merge(pages::routes())
         .merge(views::routes())
         .merge(operations::routes())
+        .merge(plugins::routes(max_artifact_bytes))
         // Not a router fallback: the console shares the server with the API, whose fallback
         // answers everything outside /console.
         .route("/console/{*rest}", get(not_found).post(not_found))

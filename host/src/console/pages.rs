@@ -24,7 +24,6 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/console/tenants/{tenant}/roles", get(roles).post(set_role))
         .route("/console/tenants/{tenant}/jobs", get(jobs))
         .route("/console/tenants/{tenant}/jobs/{job}/{change}", post(change_job))
-        .route("/console/plugins", get(plugins))
 }
 
 /// The pages a person's role reaches, for the navigation bar.
@@ -786,68 +785,6 @@ async fn tenant_status(state: ConsoleState, session: Session, tenant: String, fo
     Redirect::to(&format!("/console/tenants?done={done}")).into_response()
 }
 
-// Platform admins: plugins.
-
-pub async fn plugins(State(state): State<ConsoleState>, session: Session) -> Response {
-    let reply = session.api(&state, Method::GET, "/v1/admin/plugins", None).await;
-    if !reply.ok() {
-        return refused(&reply);
-    }
-    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
-    let content = html! {
-        table {
-            caption { "Installed plugins" }
-            thead { tr { th scope="col" { "Plugin" } th scope="col" { "Version" } th scope="col" { "Platform-wide" } th scope="col" { "Signed by" } th scope="col" { "Permissions" } } }
-            tbody {
-                @for plugin in &items {
-                    tr {
-                        th scope="row" {
-                            (plugin["name"].as_str().unwrap_or(""))
-                            br; span.meta { (plugin["id"].as_str().unwrap_or("")) }
-                            p.meta { (plugin["description"].as_str().unwrap_or("")) }
-                        }
-                        td { (plugin["version"].as_str().unwrap_or("")) }
-                        td { @if plugin["enabled"].as_bool().unwrap_or(false) { span.on { "On" } } @else { span.off { "Off" } } }
-                        td { (plugin["signer"].as_str().unwrap_or("unsigned")) }
-                        td {
-                            ul.plain {
-                                @for permission in permissions(plugin) {
-                                    li { code { (permission.0) } @if !permission.1.is_empty() { " — " (permission.1) } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    respond(StatusCode::OK, layout("Plugins", Some(&session), None, content))
-}
-
-/// A plugin's declared permissions with their descriptions, from its manifest.
-fn permissions(plugin: &Value) -> Vec<(String, String)> {
-    let declared = &plugin["manifest"]["permissions"];
-    let mut out: Vec<(String, String)> = match declared {
-        Value::Object(map) => map
-            .iter()
-            .map(|(name, about)| {
-                let about = about.as_str().or_else(|| about["description"].as_str()).unwrap_or("");
-                (name.clone(), about.to_owned())
-            })
-            .collect(),
-        Value::Array(list) => list
-            .iter()
-            .filter_map(|p| {
-                let name = p.as_str().or_else(|| p["name"].as_str())?;
-                Some((name.to_owned(), p["description"].as_str().unwrap_or("").to_owned()))
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    out.sort();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,14 +802,11 @@ mod tests {
         };
         let labels = |p: &Principal| navigation(p).into_iter().map(|(_, label)| label).collect::<Vec<_>>();
         assert_eq!(labels(&principal(Role::Member, "agent")), ["Home"]);
-        assert_eq!(
-            labels(&principal(Role::TenantAdmin, "tenant-admin")),
-            ["Home", "Departments", "Users", "Roles", "Jobs"]
-        );
-        assert_eq!(
-            labels(&principal(Role::PlatformAdmin, "platform-admin")),
-            ["Home", "Departments", "Users", "Roles", "Jobs", "Plugins", "Tenants"]
-        );
+        let tenant_pages = ["Home", "Departments", "Users", "Roles", "Jobs", "API tokens", "Audit log"];
+        assert_eq!(labels(&principal(Role::TenantAdmin, "tenant-admin")), tenant_pages);
+        let platform_pages: Vec<&str> =
+            tenant_pages.into_iter().chain(["Plugins", "Tenants", "Platform audit"]).collect();
+        assert_eq!(labels(&principal(Role::PlatformAdmin, "platform-admin")), platform_pages);
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl Form {
 
 /// Whether a request's `Origin` and `Sec-Fetch-Site` (when the browser sends them) say it
 /// came from a page of this host.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if fetch_site.is_some_and(|site| site != "same-origin" && site != "none") {
         return false;
