@@ -525,7 +525,10 @@ async fn a_tenant_admin_grants_a_role_the_permissions_departments_declare() {
 
     // A permission no department declares, and a reserved or malformed name, are refused.
     let bogus = [("csrf", csrf.as_str()), ("role", "agent"), ("permission", "payroll.run")];
-    ada.post("/console/tenants/acme/roles", &bogus).await.expect(422);
+    let page = ada.post("/console/tenants/acme/roles", &bogus).await;
+    page.expect(422);
+    // A message about no control on the form is shown above it, not lost.
+    assert!(page.contains("no installed plugin declares `payroll.run`"), "{}", page.body);
     let reserved = [("csrf", csrf.as_str()), ("role", "tenant-admin"), ("permission", "helpdesk.ticket.read")];
     let page = ada.post("/console/tenants/acme/roles", &reserved).await;
     page.expect(422);
@@ -753,11 +756,11 @@ async fn a_platform_admin_installs_switches_and_uninstalls_a_plugin_from_the_con
 
     root.post("/console/plugins/helpdesk/disable", &[("csrf", &csrf)])
         .await
-        .expect_redirect("/console/plugins/helpdesk?done=disabled");
+        .expect_redirect("/console/plugins/helpdesk?done=plugin-disabled");
     assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["enabled"], false);
     root.post("/console/plugins/helpdesk/enable", &[("csrf", &csrf)])
         .await
-        .expect_redirect("/console/plugins/helpdesk?done=enabled");
+        .expect_redirect("/console/plugins/helpdesk?done=plugin-enabled");
     assert_eq!(s.get("/v1/admin/plugins/helpdesk").await.expect(200).body["enabled"], true);
 
     let confirm = root.get("/console/plugins/helpdesk/uninstall").await;

@@ -35,9 +35,13 @@ async fn users_sign_in_and_act_as_themselves_with_their_roles_grants() {
         .body;
     assert!(ana.get("password").is_none() && ana.get("password_hash").is_none());
     s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(new_user("bob", "member"))).await.expect(201);
-    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(new_user("ana", "member")))
+    let clash = s
+        .as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(new_user("ana", "member")))
         .await
         .expect_problem(409, "user-exists");
+    // The problem names the field at fault, for forms to show the message beside it.
+    assert_eq!(clash.body["field"], "username");
+    assert_eq!(clash.body["errors"][0]["field"], "username");
     let weak = json!({ "username": "eve", "display_name": "Eve", "password": "short", "role": "member" });
     s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(weak))
         .await

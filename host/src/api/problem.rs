@@ -64,18 +64,22 @@ impl ApiError {
     pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
-    /// 422 `invalid-field` naming the body field at fault, in the shape route-schema
-    /// violations have (`field`, and `errors` of `{in, field, message}`), so a form can show
-    /// the message beside its field.
+    /// 422 `invalid-field` naming the body field at fault (see [`ApiError::at_field`]).
     pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
-        let detail = detail.into();
-        let mut error = Self::unprocessable("invalid-field", detail.clone());
-        let mut extensions = serde_json::Map::new();
-        extensions.insert("field".into(), field.into());
-        extensions.insert("errors".into(), serde_json::json!([{ "in": "body", "field": field, "message": detail }]));
-        error.extensions = Some(extensions);
-        error
+        Self::unprocessable("invalid-field", detail).at_field("body", field)
     }
+
+    /// Names the field at fault (`in` is `body`, `path` or `query`), in the shape
+    /// route-schema violations have (`field`, and `errors` of `{in, field, message}`), so a
+    /// form can show the message beside its field. The code and status stay as they are.
+    pub fn at_field(mut self, place: &str, field: &str) -> Self {
+        let extensions = self.extensions.get_or_insert_with(serde_json::Map::new);
+        extensions.insert("field".into(), field.into());
+        extensions
+            .insert("errors".into(), serde_json::json!([{ "in": place, "field": field, "message": self.detail }]));
+        self
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
     }

@@ -48,7 +48,7 @@ impl From<TenancyError> for ApiError {
         match e {
             TenancyError::InvalidId => ApiError::invalid_field("id", e.to_string()),
             TenancyError::InvalidName => ApiError::invalid_field("name", e.to_string()),
-            TenancyError::Exists(_) => ApiError::conflict("tenant-exists", e.to_string()),
+            TenancyError::Exists(_) => ApiError::conflict("tenant-exists", e.to_string()).at_field("body", "id"),
             TenancyError::NotFound(_) => ApiError::not_found("tenant-not-found", e.to_string()),
             TenancyError::Database(d) => d.into(),
         }
@@ -750,12 +750,12 @@ async fn create_token(
     check_tenant_role(&input.role)?;
     let name = input.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::unprocessable("invalid-field", "`name` must be 1-100 characters"));
+        return Err(ApiError::invalid_field("name", "`name` must be 1-100 characters"));
     }
     let expires_at = match input.ttl_seconds {
         None => None,
         Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Some(state.clock.now_ms() + (s as i64) * 1000),
-        Some(_) => return Err(ApiError::unprocessable("invalid-field", "`ttl_seconds` must be 1 second to 2 years")),
+        Some(_) => return Err(ApiError::invalid_field("ttl_seconds", "`ttl_seconds` must be 1 second to 2 years")),
     };
     let issued = state.tokens.issue(name, &input.role, &tenant, expires_at).await.map_err(db)?;
     let info = TokenInfo {
@@ -816,10 +816,12 @@ async fn revoke_token(
 pub(super) fn check_tenant_role(role: &str) -> Result<(), ApiError> {
     match Role::of(role) {
         Some(Role::PlatformAdmin) => {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "tenants cannot hand out platform-admin"))
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "tenants cannot hand out platform-admin")
+                .at_field("body", "role"))
         }
         Some(_) => Ok(()),
-        None => Err(ApiError::unprocessable("invalid-role", "role names are 2-32 characters of a-z, 0-9 and '-'")),
+        None => Err(ApiError::unprocessable("invalid-role", "role names are 2-32 characters of a-z, 0-9 and '-'")
+            .at_field("body", "role")),
     }
 }
 
@@ -858,8 +860,10 @@ async fn list_roles(
 fn grantable_role(role: &str) -> Result<(), ApiError> {
     match Role::of(role) {
         Some(Role::Member) => Ok(()),
-        Some(_) => Err(ApiError::unprocessable("reserved-role", format!("`{role}` holds every permission already"))),
-        None => Err(ApiError::unprocessable("invalid-role", "role names are 2-32 characters of a-z, 0-9 and '-'")),
+        Some(_) => Err(ApiError::unprocessable("reserved-role", format!("`{role}` holds every permission already"))
+            .at_field("path", "role")),
+        None => Err(ApiError::unprocessable("invalid-role", "role names are 2-32 characters of a-z, 0-9 and '-'")
+            .at_field("path", "role")),
     }
 }
 
@@ -891,7 +895,8 @@ async fn set_role_permissions(
     let declared: BTreeSet<String> =
         state.registry.list().into_iter().flat_map(|p| p.manifest.permissions.into_keys()).collect();
     if let Some(unknown) = input.permissions.iter().find(|p| !declared.contains(*p)) {
-        return Err(ApiError::unprocessable("unknown-permission", format!("no installed plugin declares `{unknown}`")));
+        return Err(ApiError::unprocessable("unknown-permission", format!("no installed plugin declares `{unknown}`"))
+            .at_field("body", "permissions"));
     }
     state.tenancy.set_grants(&tenant, &role, input.permissions.clone()).await?;
     admin.record(&state, "role.grant", None, json!({ "role": role, "permissions": input.permissions })).await;

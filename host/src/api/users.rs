@@ -29,7 +29,7 @@ impl From<UserError> for ApiError {
             UserError::InvalidUsername => ApiError::invalid_field("username", e.to_string()),
             UserError::InvalidDisplayName => ApiError::invalid_field("display_name", e.to_string()),
             UserError::WeakPassword => ApiError::invalid_field("password", e.to_string()),
-            UserError::Exists(_) => ApiError::conflict("user-exists", e.to_string()),
+            UserError::Exists(_) => ApiError::conflict("user-exists", e.to_string()).at_field("body", "username"),
             UserError::Database(d) => d.into(),
             UserError::Hash(_) => {
                 tracing::error!(error = %e, "user store failure");

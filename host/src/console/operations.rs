@@ -102,7 +102,7 @@ async fn tokens_page(
         h2 #new-token-heading { "Create a token" }
         form.card method="post" action={"/console/tenants/" (t) "/tokens"} aria-labelledby="new-token-heading" {
             (csrf(session))
-            (error_banner(&errors))
+            (error_banner(&errors, &["name", "role", "ttl_days"]))
             (field("name", "Name", "text", form.text("name"), &errors, Some("What uses it, e.g. the payroll export.")))
             (field("role", "Role", "text", form.get("role").unwrap_or("member"), &errors, Some("tenant-admin, member, or one of your roles.")))
             div.field {
@@ -148,11 +148,11 @@ async fn create_token(
         return tokens_page(&state, &session, &tenant, None, None, &Form { fields: Vec::new() }, Some(&created)).await;
     }
     let mut failure = reply;
-    if matches!(failure.code(), "invalid-role" | "forbidden") || failure.status == StatusCode::FORBIDDEN {
-        failure.body["errors"] = json!([{ "in": "body", "field": "role", "message": failure.detail() }]);
-    } else if failure.body["errors"].is_null() {
-        let field = if failure.detail().contains("ttl_seconds") { "ttl_days" } else { "name" };
-        failure.body["errors"] = json!([{ "in": "body", "field": field, "message": failure.detail() }]);
+    // The form asks for days; the API names the seconds it was sent.
+    for error in failure.body["errors"].as_array_mut().into_iter().flatten() {
+        if error["field"] == "ttl_seconds" {
+            error["field"] = json!("ttl_days");
+        }
     }
     tokens_page(&state, &session, &tenant, None, Some(&failure), &form, None).await
 }

@@ -66,6 +66,10 @@ pub(super) fn notice(done: &Done) -> Option<&'static str> {
         "token-revoked" => "The token is revoked: requests with it are refused from now on.",
         "schedule-run" => "The schedule's run is queued; it shows under Jobs.",
         "task-cancelled" => "The task is cancelled: no further chunk runs.",
+        "installed" => "The plugin is installed. Tenants switch it on from their Departments page.",
+        "plugin-enabled" => "The plugin is on for the platform.",
+        "plugin-disabled" => "The plugin is off for the platform: its routes answer 404 in every tenant. Data is kept.",
+        "uninstalled" => "The plugin is uninstalled. Its data is kept unless you purged it.",
         _ => return None,
     })
 }
@@ -89,12 +93,20 @@ pub(super) fn refused(reply: &ApiReply) -> Response {
     message_page(reply.status, title, &reply.detail())
 }
 
-pub(super) fn error_banner(errors: &FieldErrors) -> Markup {
+/// A refused form's messages above it: those about the form as a whole, and those about a
+/// field the form has no control for (`placed` lists the ones it has, which show their
+/// message beside them).
+pub(super) fn error_banner(errors: &FieldErrors, placed: &[&str]) -> Markup {
+    let unplaced = errors.fields.iter().filter(|(field, _)| !placed.contains(&field.as_str()));
+    let beside = errors.fields.iter().any(|(field, _)| placed.contains(&field.as_str()));
     html! {
         @for message in &errors.general {
             p.error role="alert" { (message) }
         }
-        @if !errors.fields.is_empty() {
+        @for (_, message) in unplaced {
+            p.error role="alert" { (message) }
+        }
+        @if beside {
             p.error role="alert" { "Some fields need attention; see the messages beside them." }
         }
     }
@@ -308,7 +320,7 @@ async fn users_page(
         h2 #new-user { "Add a person" }
         form.card method="post" action={"/console/tenants/" (tenant_path) "/users"} aria-labelledby="new-user" {
             (csrf(session))
-            (error_banner(&errors))
+            (error_banner(&errors, &["username", "display_name", "password", "role"]))
             (field("username", "Username", "text", form.text("username"), &errors, Some("Letters, digits, '.', '_', '-' and '@'.")))
             (field("display_name", "Display name", "text", form.text("display_name"), &errors, None))
             // The password is never sent back: after a refusal it is typed again.
@@ -354,17 +366,7 @@ pub async fn create_user(
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) {
         return refused(&reply);
     }
-    let mut failure = reply;
-    if failure.code() == "user-exists" {
-        // A clash is about the username: say so beside it.
-        failure.body["errors"] = json!([{ "in": "body", "field": "username", "message": failure.detail() }]);
-    }
-    if failure.code() == "invalid-role"
-        || (failure.status == StatusCode::FORBIDDEN && form.text("role") == "platform-admin")
-    {
-        failure.body["errors"] = json!([{ "in": "body", "field": "role", "message": failure.detail() }]);
-    }
-    users_page(&state, &session, &tenant, None, &form, Some(&failure)).await
+    users_page(&state, &session, &tenant, None, &form, Some(&reply)).await
 }
 
 // Tenant admins: roles and their grants.
@@ -458,7 +460,7 @@ async fn roles_page(
         h2 #new-role { "A new role" }
         form.card method="post" action=(action) aria-labelledby="new-role" {
             (csrf(session))
-            (error_banner(&errors))
+            (error_banner(&errors, &["role"]))
             (field("role", "Name", "text", "", &errors, Some("2-32 characters of a-z, 0-9 and '-', e.g. agent.")))
             (grant_boxes("new", &[]))
             button type="submit" { "Create role" }
@@ -487,14 +489,7 @@ pub async fn set_role(
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return refused(&reply);
     }
-    let mut failure = reply;
-    if matches!(failure.code(), "invalid-role" | "reserved-role" | "not-found")
-        || failure.status == StatusCode::NOT_FOUND
-    {
-        failure.status = StatusCode::UNPROCESSABLE_ENTITY;
-        failure.body["errors"] = json!([{ "in": "path", "field": "role", "message": failure.detail() }]);
-    }
-    roles_page(&state, &session, &tenant, None, Some(&failure)).await
+    roles_page(&state, &session, &tenant, None, Some(&reply)).await
 }
 
 // Tenant admins: background jobs.
@@ -701,7 +696,7 @@ async fn tenants_page(
         h2 #new-tenant { "Create a tenant" }
         form.card method="post" action="/console/tenants" aria-labelledby="new-tenant" {
             (csrf(session))
-            (error_banner(&errors))
+            (error_banner(&errors, &["id", "name"]))
             (field("id", "Id", "text", form.text("id"), &errors, Some("2-32 characters of a-z, 0-9 and '-', starting with a letter.")))
             (field("name", "Name", "text", form.text("name"), &errors, None))
             button type="submit" { "Create tenant" }
@@ -723,11 +718,7 @@ pub async fn create_tenant(State(state): State<ConsoleState>, session: Session, 
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return refused(&reply);
     }
-    let mut failure = reply;
-    if failure.code() == "tenant-exists" {
-        failure.body["errors"] = json!([{ "in": "body", "field": "id", "message": failure.detail() }]);
-    }
-    tenants_page(&state, &session, None, &form, Some(&failure)).await
+    tenants_page(&state, &session, None, &form, Some(&reply)).await
 }
 
 /// Suspending shuts a whole organisation out: it is asked for on its own page first.

@@ -3,7 +3,7 @@
 //! confirmation), and installing an artifact uploaded from a file input.
 
 use super::api::{ApiReply, segment};
-use super::pages::{csrf, refused, when};
+use super::pages::{Done, csrf, notice, refused, when};
 use super::session::{Form, Session, forgery, same_origin, same_secret};
 use super::{ConsoleState, layout, message_page, respond};
 use axum::Router;
@@ -23,21 +23,6 @@ pub fn routes(max_artifact_bytes: usize) -> Router<ConsoleState> {
         )
         .route("/console/plugins/{plugin}", get(plugin))
         .route("/console/plugins/{plugin}/{change}", get(confirm_uninstall).post(change))
-}
-
-#[derive(serde::Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
-fn notice(done: &Done) -> Option<&'static str> {
-    Some(match done.done.as_deref()? {
-        "installed" => "The plugin is installed. Tenants switch it on from their Departments page.",
-        "enabled" => "The plugin is on for the platform.",
-        "disabled" => "The plugin is off for the platform: its routes answer 404 in every tenant. Data is kept.",
-        "uninstalled" => "The plugin is uninstalled. Its data is kept unless you purged it.",
-        _ => return None,
-    })
 }
 
 async fn plugins(State(state): State<ConsoleState>, session: Session, Query(done): Query<Done>) -> Response {
@@ -133,13 +118,13 @@ async fn upload(
                     "signature" => signature = field.text().await.ok().filter(|s| !s.trim().is_empty()),
                     "artifact" => match field.bytes().await {
                         Ok(bytes) => artifact = Some(bytes.to_vec()),
-                        Err(_) => return too_large(),
+                        Err(e) => return unreadable(&e),
                     },
                     _ => {}
                 }
             }
             Ok(None) => break,
-            Err(_) => return too_large(),
+            Err(e) => return unreadable(&e),
         }
     }
     // The token is checked before the artifact is looked at.
@@ -178,8 +163,16 @@ async fn upload(
     plugins_page(&state, &session, None, Some(&reply)).await
 }
 
-fn too_large() -> Response {
-    message_page(StatusCode::PAYLOAD_TOO_LARGE, "Upload refused", "The upload is too large or was cut off.")
+/// An upload that could not be read: too large (413) or malformed (400), as the multipart
+/// reader tells.
+fn unreadable(e: &axum::extract::multipart::MultipartError) -> Response {
+    let status = e.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "The upload is larger than the platform accepts for a plugin artifact."
+    } else {
+        "The upload could not be read as a form (it may have been cut off)."
+    };
+    message_page(status, "Upload refused", message)
 }
 
 /// One plugin: its versions and which tenants run each, its manifest, its switches.
@@ -301,8 +294,8 @@ async fn change(
     }
     let path = format!("/v1/admin/plugins/{}", segment(&id));
     let (method, path, done) = match change.as_str() {
-        "enable" => (Method::POST, format!("{path}/enable"), "enabled"),
-        "disable" => (Method::POST, format!("{path}/disable"), "disabled"),
+        "enable" => (Method::POST, format!("{path}/enable"), "plugin-enabled"),
+        "disable" => (Method::POST, format!("{path}/disable"), "plugin-disabled"),
         "uninstall" if form.get("purge") == Some("true") => {
             (Method::DELETE, format!("{path}?purge=true"), "uninstalled")
         }

@@ -7,7 +7,7 @@
 //! with the route's path parameters and a list's filters in the query string, and
 //! `/console/apps/{plugin}/{view}/actions/{n}` for a record's actions.
 
-use super::api::{ApiReply, FieldErrors, segment};
+use super::api::{ApiReply, segment};
 use super::session::{Form, Session};
 use super::{ConsoleState, layout, message_page, respond};
 use crate::manifest::views::{find_route, path_params, split_route};
@@ -604,7 +604,7 @@ fn form(
     let markup = html! {
         form.card method="post" action=(view_href(&plugin.record.id, &view.name, &own)) {
             input type="hidden" name="csrf" value=(session.csrf);
-            (banner(&errors))
+            (super::pages::error_banner(&errors, &asked.iter().copied().chain(fields.iter().map(|f| f.field.as_str())).collect::<Vec<_>>()))
             @for name in &asked {
                 @let schema = route.params.get(*name).map(|s| resolve(s, schemas)).unwrap_or_default();
                 @let error = errors.for_field(name);
@@ -636,17 +636,6 @@ fn form(
         }
     };
     (view.title.clone(), markup)
-}
-
-fn banner(errors: &FieldErrors) -> Markup {
-    html! {
-        @for message in &errors.general {
-            p.error role="alert" { (message) }
-        }
-        @if !errors.fields.is_empty() {
-            p.error role="alert" { "Some fields need attention; see the messages beside them." }
-        }
-    }
 }
 
 /// A form's fields as the route's JSON body: numbers and booleans typed by the schema,
