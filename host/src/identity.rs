@@ -156,6 +156,9 @@ pub struct TokenRow {
     pub user_id: Option<String>,
     /// The signed-in user's display name, for tokens of a user.
     pub user_display_name: Option<String>,
+    /// Whether the token's user is disabled (its tokens were revoked too; this guards a row
+    /// read while that happened).
+    pub user_disabled: bool,
     /// Whether the token's tenant is active (a token of no tenant row counts as active).
     pub tenant_active: bool,
 }
@@ -236,6 +239,13 @@ impl TokenStore {
         let mut cache = self.verified.lock().expect("token cache lock");
         self.forgotten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         cache.clear();
+    }
+
+    /// Forgets cached verifications of a user's tokens (password reset, user disabled).
+    pub fn forget_user(&self, user_id: &str) {
+        let mut cache = self.verified.lock().expect("token cache lock");
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.retain(|_, c| c.principal.user_id.as_deref() != Some(user_id));
     }
 
     /// Forgets cached verifications of every token of a tenant (on suspension).
@@ -355,7 +365,7 @@ impl TokenStore {
         let expired = expires_at.is_some_and(|t| t <= now);
         let revoked = row.revoked_at.is_some();
         let role = Role::of(&row.role);
-        let (Some(role), false, false) = (role, expired, revoked) else {
+        let (Some(role), false, false, false) = (role, expired, revoked, row.user_disabled) else {
             return Err(AuthError::Rejected);
         };
         if !row.tenant_active {

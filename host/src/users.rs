@@ -24,6 +24,9 @@ pub struct User {
     pub display_name: String,
     pub role: String,
     pub created_at: i64,
+    /// When a tenant admin disabled the user; a disabled user cannot sign in and its sign-in
+    /// tokens were revoked.
+    pub disabled_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,8 @@ pub enum UserError {
     WeakPassword,
     #[error("user `{0}` already exists in this tenant")]
     Exists(String),
+    #[error("no user `{0}` in this tenant")]
+    NotFound(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -60,9 +65,23 @@ pub trait UserRows: Send + Sync + 'static {
     async fn insert(&self, user: &User, password_hash: &str) -> Result<bool, BackendError>;
     /// A tenant's users, by username.
     async fn users(&self, tenant: &str) -> Result<Vec<User>, BackendError>;
+    /// One of a tenant's users, by id.
+    async fn user(&self, tenant: &str, id: &str) -> Result<Option<User>, BackendError>;
+    /// Replaces the user's password hash, forgets its failed sign-ins and revokes its sign-in
+    /// tokens at `now`, in one transaction; `false` if the tenant has no such user.
+    async fn set_password(&self, tenant: &str, id: &str, password_hash: &str, now: i64) -> Result<bool, BackendError>;
+    /// Disables the user at `now` (revoking its sign-in tokens; an earlier `disabled_at` is
+    /// kept), or enables it with `None`; `false` if the tenant has no such user.
+    async fn set_disabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        disabled_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, BackendError>;
     /// Until when sign-ins as (tenant, username) are refused, if a lockout was recorded.
     async fn locked_until(&self, tenant: &str, username: &str) -> Result<Option<i64>, BackendError>;
-    /// The user and password hash, if the user exists and its tenant is active.
+    /// The user and password hash, if the user exists, is not disabled and its tenant is active.
     async fn credentials(&self, tenant: &str, username: &str) -> Result<Option<(User, String)>, BackendError>;
     /// Forgets failed sign-ins (after a good one).
     async fn clear_failures(&self, tenant: &str, username: &str) -> Result<(), BackendError>;
@@ -99,6 +118,15 @@ fn hash(password: &str) -> Result<String, UserError> {
         .map_err(|e| UserError::Hash(e.to_string()))
 }
 
+/// Checks a password's length and hashes it off the async threads (argon2 takes tens of ms).
+async fn hash_checked(password: &str) -> Result<String, UserError> {
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.chars().count()) {
+        return Err(UserError::WeakPassword);
+    }
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || hash(&password)).await.map_err(|e| UserError::Hash(e.to_string()))?
+}
+
 impl UserStore {
     pub fn new(rows: Arc<dyn UserRows>, clock: Arc<Clock>) -> Self {
         UserStore { rows, clock, decoy_hash: Default::default() }
@@ -119,13 +147,7 @@ impl UserStore {
         if display_name.is_empty() || display_name.chars().count() > 100 {
             return Err(UserError::InvalidDisplayName);
         }
-        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.chars().count()) {
-            return Err(UserError::WeakPassword);
-        }
-        let password = password.to_owned();
-        let hashed = tokio::task::spawn_blocking(move || hash(&password))
-            .await
-            .map_err(|e| UserError::Hash(e.to_string()))??;
+        let hashed = hash_checked(password).await?;
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).expect("the operating system's random source failed");
         let user = User {
@@ -135,6 +157,7 @@ impl UserStore {
             display_name: display_name.to_owned(),
             role: role.to_owned(),
             created_at: self.clock.now_ms(),
+            disabled_at: None,
         };
         if !self.rows.insert(&user, &hashed).await? {
             return Err(UserError::Exists(username.to_owned()));
@@ -144,6 +167,30 @@ impl UserStore {
 
     pub async fn list(&self, tenant: &str) -> Result<Vec<User>, BackendError> {
         self.rows.users(tenant).await
+    }
+
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<User, UserError> {
+        self.rows.user(tenant, id).await?.ok_or_else(|| UserError::NotFound(id.to_owned()))
+    }
+
+    /// Sets a new password. The user's sign-in tokens are revoked and a lockout is lifted, so
+    /// a reset both shuts out whoever knew the old password and lets the owner back in.
+    pub async fn reset_password(&self, tenant: &str, id: &str, password: &str) -> Result<User, UserError> {
+        let user = self.get(tenant, id).await?;
+        let hashed = hash_checked(password).await?;
+        if !self.rows.set_password(tenant, id, &hashed, self.clock.now_ms()).await? {
+            return Err(UserError::NotFound(id.to_owned()));
+        }
+        Ok(user)
+    }
+
+    /// Disables (revoking the user's sign-in tokens) or enables a user; idempotent.
+    pub async fn set_disabled(&self, tenant: &str, id: &str, disabled: bool) -> Result<User, UserError> {
+        let now = self.clock.now_ms();
+        if !self.rows.set_disabled(tenant, id, disabled.then_some(now), now).await? {
+            return Err(UserError::NotFound(id.to_owned()));
+        }
+        self.get(tenant, id).await
     }
 
     /// Checks a password, applying the lockout. Returns the user on success.

@@ -584,3 +584,42 @@ async fn the_cli_lists_versions_moves_a_tenant_and_rolls_out_the_rest() {
     assert!(ok && out.contains("get 3.0.0, the newest"), "{out}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_users_resets_a_password_and_disables_and_enables_one() {
+    let (_dir, server, url, token) = server().await;
+    let run = |args: &'static [&'static str], stdin: Option<&'static str>| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || cli(&url, &token, args, stdin))
+    };
+    let (ok, out) = run(&["tenant", "create", "acme", "--name", "Acme"], None).await.unwrap();
+    assert!(ok, "{out}");
+    let create = &["user", "create", "--tenant", "acme", "--username", "ana", "--display-name", "Ana"];
+    let (ok, out) = run(create, Some("a long enough password\n")).await.unwrap();
+    assert!(ok, "{out}");
+    let login = |password: &str| {
+        let verify = server.state.users.clone();
+        let password = password.to_owned();
+        async move { verify.verify("acme", "ana", &password).await.is_ok() }
+    };
+    assert!(login("a long enough password").await);
+
+    let (ok, out) = run(&["user", "reset-password", "--tenant", "acme", "ana"], Some("short\n")).await.unwrap();
+    assert!(!ok && out.contains("invalid-field"), "a short password is refused: {out}");
+    let (ok, out) =
+        run(&["user", "reset-password", "--tenant", "acme", "ana"], Some("another long password\n")).await.unwrap();
+    assert!(ok && out.contains("their sessions have ended"), "{out}");
+    assert!(!login("a long enough password").await && login("another long password").await);
+
+    let (ok, out) = run(&["user", "disable", "--tenant", "acme", "ana"], None).await.unwrap();
+    assert!(ok && out.contains("disabled ana"), "{out}");
+    assert!(!login("another long password").await, "a disabled user cannot sign in");
+    let (ok, out) = run(&["user", "list", "--tenant", "acme"], None).await.unwrap();
+    assert!(ok && out.contains("ana") && out.contains("disabled "), "{out}");
+    let (ok, out) = run(&["user", "enable", "--tenant", "acme", "ana"], None).await.unwrap();
+    assert!(ok && out.contains("enabled ana"), "{out}");
+    assert!(login("another long password").await);
+    let (ok, out) = run(&["user", "disable", "--tenant", "acme", "nobody"], None).await.unwrap();
+    assert!(!ok && out.contains("no user `nobody`"), "{out}");
+    server.shutdown().await;
+}

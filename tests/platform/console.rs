@@ -789,3 +789,78 @@ async fn a_platform_admin_installs_switches_and_uninstalls_a_plugin_from_the_con
     .expect(403);
     assert_eq!(s.get("/v1/admin/plugins").await.expect(200).body["items"], json!([]));
 }
+
+#[tokio::test]
+async fn a_tenant_admin_resets_a_password_and_disables_and_enables_a_person() {
+    let (s, admin) = acme().await;
+    let users = s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/users", None).await.expect(200).body;
+    let id_of = |name: &str| {
+        users["items"].as_array().unwrap().iter().find(|u| u["username"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ada_id, bob_id) = (id_of("ada"), id_of("bob"));
+    let mut bob = Visitor::new(&s.base);
+    bob.sign_in("acme", "bob", PASSWORD).await;
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+
+    let list = ada.get("/console/tenants/acme/users").await;
+    list.expect(200);
+    let bob_page = format!("/console/tenants/acme/users/{bob_id}");
+    assert!(list.contains(&format!(r#"href="{bob_page}""#)), "{}", list.body);
+    let page = ada.get(&bob_page).await;
+    page.expect(200);
+    assert!(page.contains(r#"<label for="password">New password</label>"#), "{}", page.body);
+    let csrf = page.csrf();
+
+    // A short password: the message beside the field, nothing changed.
+    let short = ada.post(&format!("{bob_page}/password"), &[("csrf", &csrf), ("password", "short")]).await;
+    short.expect(422);
+    assert!(short.contains(r#"id="password-error""#), "{}", short.body);
+    assert!(!short.contains(r#"value="short""#), "a password is never sent back");
+    bob.get("/console/").await.expect(200);
+
+    const NEW: &str = "a brand new passphrase";
+    ada.post(&format!("{bob_page}/password"), &[("csrf", &csrf), ("password", NEW)])
+        .await
+        .expect_redirect(&format!("{bob_page}?done=password-reset"));
+    assert_eq!(
+        bob.get("/console/").await.location(),
+        "/console/sign-in?reason=expired",
+        "the reset ends bob's session"
+    );
+    let mut bob = Visitor::new(&s.base);
+    bob.sign_in("acme", "bob", NEW).await;
+
+    // Disabling asks first, then signs bob out; the list says so; enabling lets him back.
+    let confirm = ada.get(&format!("{bob_page}/disable")).await;
+    confirm.expect(200);
+    assert!(confirm.contains("Disable <strong>bob of Acme</strong>"), "{}", confirm.body);
+    ada.post(&format!("{bob_page}/disable"), &[("csrf", "forged")]).await.expect(403);
+    bob.get("/console/").await.expect(200);
+    ada.post(&format!("{bob_page}/disable"), &[("csrf", &csrf)])
+        .await
+        .expect_redirect(&format!("{bob_page}?done=user-disabled"));
+    assert_eq!(bob.get("/console/").await.location(), "/console/sign-in?reason=expired");
+    assert!(ada.get("/console/tenants/acme/users").await.contains("Disabled since"));
+    let mut again = Visitor::new(&s.base);
+    let form = again.get("/console/sign-in").await.csrf();
+    let refused = again
+        .post("/console/sign-in", &[("csrf", &form), ("tenant", "acme"), ("username", "bob"), ("password", NEW)])
+        .await;
+    refused.expect(401);
+    let enable = ada.get(&bob_page).await;
+    assert!(enable.contains(">Enable</button>"), "{}", enable.body);
+    ada.post(&format!("{bob_page}/enable"), &[("csrf", &csrf)])
+        .await
+        .expect_redirect(&format!("{bob_page}?done=user-enabled"));
+    again.sign_in("acme", "bob", NEW).await;
+
+    // Ada cannot disable herself; bob, a member, cannot open the pages at all.
+    let own = ada.get(&format!("/console/tenants/acme/users/{ada_id}")).await;
+    assert!(own.contains("You cannot disable the account you are signed in with."), "{}", own.body);
+    ada.post(&format!("/console/tenants/acme/users/{ada_id}/disable"), &[("csrf", &csrf)]).await.expect(409);
+    again.get(&bob_page).await.expect(403);
+}

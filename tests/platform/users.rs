@@ -223,3 +223,119 @@ async fn the_helpdesk_shows_requesters_only_their_own_tickets_and_agents_all_of_
         .await
         .expect(201);
 }
+
+#[tokio::test]
+async fn a_disabled_user_is_signed_out_everywhere_and_cannot_sign_in_until_enabled() {
+    let (s, admin) = acme().await;
+    let new_user = |username: &str, role: &str| json!({ "username": username, "display_name": username, "password": PASSWORD, "role": role });
+    let bob = s
+        .as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(new_user("bob", "member")))
+        .await
+        .expect(201);
+    let bob_id = bob.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(bob.body["disabled_at"], serde_json::Value::Null);
+    let session = login(&s, "bob", PASSWORD).await.expect(200).body["token"].as_str().unwrap().to_owned();
+    let me = format!("/v1/tenants/acme/users/{bob_id}");
+    // A member is no admin: it cannot disable anyone, itself included.
+    s.as_token(Some(&session), Method::POST, &format!("{me}/disable"), None).await.expect_problem(403, "forbidden");
+    // Warm the token cache, so the disable has to reach past it.
+    s.as_token(Some(&session), Method::GET, T, None).await.expect_problem(403, "forbidden");
+
+    let disabled = s.as_token(Some(&admin), Method::POST, &format!("{me}/disable"), None).await.expect(200).body;
+    assert!(disabled["disabled_at"].as_i64().is_some());
+    s.as_token(Some(&session), Method::GET, T, None).await.expect_problem(401, "invalid-token");
+    // Refused exactly like a wrong password: the answer does not say the account exists.
+    login(&s, "bob", PASSWORD).await.expect_problem(401, "invalid-credentials");
+    let again = s.as_token(Some(&admin), Method::POST, &format!("{me}/disable"), None).await.expect(200).body;
+    assert_eq!(again["disabled_at"], disabled["disabled_at"], "disabling twice keeps the first time");
+    let listed = s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/users", None).await.expect(200).body;
+    let row = listed["items"].as_array().unwrap().iter().find(|u| u["id"] == bob_id.as_str()).unwrap().clone();
+    assert_eq!(row["disabled_at"], disabled["disabled_at"]);
+
+    let enabled = s.as_token(Some(&admin), Method::POST, &format!("{me}/enable"), None).await.expect(200).body;
+    assert_eq!(enabled["disabled_at"], serde_json::Value::Null);
+    s.as_token(Some(&session), Method::GET, T, None).await.expect_problem(401, "invalid-token");
+    let fresh = login(&s, "bob", PASSWORD).await.expect(200).body["token"].as_str().unwrap().to_owned();
+    s.as_token(Some(&fresh), Method::GET, T, None).await.expect_problem(403, "forbidden");
+
+    // A signed-in admin cannot lock itself out; another tenant's admin cannot reach the user.
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(new_user("carol", "tenant-admin")))
+        .await
+        .expect(201);
+    let carol = login(&s, "carol", PASSWORD).await.expect(200).body;
+    let carol_token = carol["token"].as_str().unwrap();
+    let carol_id = carol["user"]["id"].as_str().unwrap();
+    s.as_token(Some(carol_token), Method::POST, &format!("/v1/tenants/acme/users/{carol_id}/disable"), None)
+        .await
+        .expect_problem(409, "cannot-disable-self");
+    let globex = s.tenant_with_token("globex", "tenant-admin").await;
+    s.as_token(Some(&globex), Method::POST, &format!("{me}/disable"), None)
+        .await
+        .expect_problem(404, "tenant-not-found");
+    s.as_token(Some(&globex), Method::POST, &format!("/v1/tenants/globex/users/{bob_id}/disable"), None)
+        .await
+        .expect_problem(404, "user-not-found");
+    s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/users/usr_0000000000000000", None)
+        .await
+        .expect_problem(404, "user-not-found");
+
+    let audit = s.as_token(Some(&admin), Method::GET, "/v1/tenants/acme/audit", None).await.expect(200).body;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"user.disable") && actions.contains(&"user.enable"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_sessions_lifts_the_lockout_and_only_a_platform_admin_resets_one() {
+    let (s, admin) = acme().await;
+    let ana = json!({ "username": "ana", "display_name": "Ana", "password": PASSWORD, "role": "member" });
+    let ana_id =
+        s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/users", Some(ana)).await.expect(201).body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let session = login(&s, "ana", PASSWORD).await.expect(200).body["token"].as_str().unwrap().to_owned();
+    for _ in 0..5 {
+        login(&s, "ana", "not the password at all").await.expect_problem(401, "invalid-credentials");
+    }
+    login(&s, "ana", PASSWORD).await.expect_problem(429, "too-many-attempts");
+
+    let reset = format!("/v1/tenants/acme/users/{ana_id}/password");
+    let weak = s.as_token(Some(&admin), Method::PUT, &reset, Some(json!({ "password": "short" }))).await;
+    let weak = weak.expect_problem(422, "invalid-field");
+    assert_eq!(weak.body["field"], "password");
+    s.as_token(Some(&admin), Method::PUT, &reset, Some(json!({ "password": PASSWORD, "extra": 1 })))
+        .await
+        .expect_problem(422, "invalid-request");
+    // Nothing changed by the refused attempts: still locked, session still valid.
+    s.as_token(Some(&session), Method::GET, T, None).await.expect_problem(403, "forbidden");
+
+    const NEW: &str = "a brand new passphrase";
+    let done = s.as_token(Some(&admin), Method::PUT, &reset, Some(json!({ "password": NEW }))).await.expect(200).body;
+    assert_eq!(done["id"], ana_id.as_str());
+    assert!(done.get("password").is_none() && done.get("password_hash").is_none());
+    s.as_token(Some(&session), Method::GET, T, None).await.expect_problem(401, "invalid-token");
+    login(&s, "ana", PASSWORD).await.expect_problem(401, "invalid-credentials");
+    login(&s, "ana", NEW).await.expect(200);
+
+    // In the default tenant, its tenant admins cannot take over a platform admin's account.
+    let root = json!({ "username": "root", "display_name": "Root", "password": PASSWORD, "role": "platform-admin" });
+    let root_id = s.post("/v1/tenants/default/users", root).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let default_admin = s.token_for("default", "tenant-admin").await;
+    let root_reset = format!("/v1/tenants/default/users/{root_id}/password");
+    s.as_token(Some(&default_admin), Method::PUT, &root_reset, Some(json!({ "password": NEW })))
+        .await
+        .expect_problem(403, "forbidden");
+    s.as_token(Some(&default_admin), Method::POST, &format!("/v1/tenants/default/users/{root_id}/disable"), None)
+        .await
+        .expect_problem(403, "forbidden");
+    s.put(&root_reset, json!({ "password": NEW })).await.expect(200);
+    let signed_in = s
+        .as_token(
+            None,
+            Method::POST,
+            "/v1/auth/login",
+            Some(json!({ "tenant": "default", "username": "root", "password": NEW })),
+        )
+        .await;
+    signed_in.expect(200);
+}

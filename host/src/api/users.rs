@@ -20,7 +20,13 @@ use utoipa_axum::routes;
 const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_user, list_users)).routes(routes!(login))
+    OpenApiRouter::new()
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(show_user))
+        .routes(routes!(reset_password))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+        .routes(routes!(login))
 }
 
 impl From<UserError> for ApiError {
@@ -30,6 +36,7 @@ impl From<UserError> for ApiError {
             UserError::InvalidDisplayName => ApiError::invalid_field("display_name", e.to_string()),
             UserError::WeakPassword => ApiError::invalid_field("password", e.to_string()),
             UserError::Exists(_) => ApiError::conflict("user-exists", e.to_string()).at_field("body", "username"),
+            UserError::NotFound(_) => ApiError::not_found("user-not-found", e.to_string()),
             UserError::Database(d) => d.into(),
             UserError::Hash(_) => {
                 tracing::error!(error = %e, "user store failure");
@@ -96,6 +103,105 @@ async fn list_users(
 ) -> Result<Json<UserList>, ApiError> {
     let items = state.users.list(&tenant).await.map_err(UserError::from)?;
     Ok(Json(UserList { items }))
+}
+
+/// One user of this tenant.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/users/{user}", tag = "tenants",
+    params(("tenant" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = User), (status = 404, description = "`user-not-found`", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn show_user(
+    State(state): State<AppState>,
+    admin: TenantAdmin,
+    Path((_tenant, user)): Path<(String, String)>,
+) -> Result<Json<User>, ApiError> {
+    Ok(Json(state.users.get(admin.id(), &user).await?))
+}
+
+/// The user an admin is about to change. A platform admin's account is changed only by a
+/// platform admin: otherwise the default tenant's admins could take over the platform.
+async fn changeable(state: &AppState, admin: &TenantAdmin, id: &str) -> Result<User, ApiError> {
+    let user = state.users.get(admin.id(), id).await?;
+    if user.role == crate::identity::Role::PlatformAdmin.as_str() && !admin.principal.is_platform_admin() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only a platform admin may change a platform admin",
+        ));
+    }
+    Ok(user)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// 12-256 characters; stored only as an argon2id hash.
+    #[schema(min_length = 12, max_length = 256)]
+    pub password: String,
+}
+
+/// Set a user's password. The user's sign-in sessions end and a sign-in lockout is lifted;
+/// API tokens not made by signing in are unaffected.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/users/{user}/password", tag = "tenants", request_body = NewPassword,
+    params(("tenant" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = User),
+        (status = 403, description = "`forbidden`: the user is a platform admin and the caller is not", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn reset_password(
+    State(state): State<AppState>,
+    admin: TenantAdmin,
+    Path((_tenant, user)): Path<(String, String)>,
+    JsonBody(input): JsonBody<NewPassword>,
+) -> Result<Json<User>, ApiError> {
+    changeable(&state, &admin, &user).await?;
+    let user = state.users.reset_password(admin.id(), &user, &input.password).await?;
+    state.tokens.forget_user(&user.id);
+    admin.record(&state, "user.password-reset", None, json!({ "user": user.id })).await;
+    Ok(Json(user))
+}
+
+/// Disable a user: signing in is refused (as for a wrong password) and the user's sign-in
+/// sessions end at once. The user's records keep its id. Idempotent.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/disable", tag = "tenants",
+    params(("tenant" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = User),
+        (status = 403, description = "`forbidden`: the user is a platform admin and the caller is not", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`cannot-disable-self`: an admin cannot lock themselves out", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn disable_user(
+    State(state): State<AppState>,
+    admin: TenantAdmin,
+    Path((_tenant, user)): Path<(String, String)>,
+) -> Result<Json<User>, ApiError> {
+    let target = changeable(&state, &admin, &user).await?;
+    if admin.principal.user_id.as_deref() == Some(target.id.as_str()) {
+        return Err(ApiError::conflict("cannot-disable-self", "you cannot disable the account you are signed in with"));
+    }
+    let user = state.users.set_disabled(admin.id(), &target.id, true).await?;
+    state.tokens.forget_user(&user.id);
+    admin.record(&state, "user.disable", None, json!({ "user": user.id })).await;
+    Ok(Json(user))
+}
+
+/// Enable a disabled user again; it signs in with its password (earlier sessions stay ended).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/enable", tag = "tenants",
+    params(("tenant" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = User),
+        (status = 403, description = "`forbidden`: the user is a platform admin and the caller is not", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn enable_user(
+    State(state): State<AppState>,
+    admin: TenantAdmin,
+    Path((_tenant, user)): Path<(String, String)>,
+) -> Result<Json<User>, ApiError> {
+    changeable(&state, &admin, &user).await?;
+    let user = state.users.set_disabled(admin.id(), &user, false).await?;
+    admin.record(&state, "user.enable", None, json!({ "user": user.id })).await;
+    Ok(Json(user))
 }
 
 #[derive(Deserialize, ToSchema)]

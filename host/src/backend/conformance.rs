@@ -37,6 +37,7 @@ pub async fn directory(tenancy: &dyn TenancyRows, tokens: &dyn TokenRows, users:
     tenants_enablement_and_grants(tenancy).await;
     tokens_are_found_by_prefix_with_their_tenants_state(tokens, tenancy).await;
     users_and_the_sign_in_throttle(users, tenancy).await;
+    a_disabled_or_reset_user_loses_its_sessions(users, tokens, tenancy).await;
 }
 
 fn tenant(id: &str) -> Tenant {
@@ -140,16 +141,21 @@ async fn tokens_are_found_by_prefix_with_their_tenants_state(rows: &dyn TokenRow
     assert!(!rows.by_prefix("cf00000002").await.unwrap().unwrap().tenant_active, "tokens: a suspended tenant shows");
 }
 
-async fn users_and_the_sign_in_throttle(rows: &dyn UserRows, tenancy: &dyn TenancyRows) {
-    tenancy.insert_tenant(&tenant("cf-usr")).await.unwrap();
-    let user = |id: &str, name: &str| User {
+fn member(tenant: &str, id: &str, name: &str) -> User {
+    User {
         id: id.into(),
-        tenant: "cf-usr".into(),
+        tenant: tenant.into(),
         username: name.into(),
         display_name: format!("User {name}"),
         role: "member".into(),
         created_at: 5,
-    };
+        disabled_at: None,
+    }
+}
+
+async fn users_and_the_sign_in_throttle(rows: &dyn UserRows, tenancy: &dyn TenancyRows) {
+    tenancy.insert_tenant(&tenant("cf-usr")).await.unwrap();
+    let user = |id: &str, name: &str| member("cf-usr", id, name);
     assert!(rows.insert(&user("usr_cf2", "zoe"), "hash-zoe").await.unwrap());
     assert!(rows.insert(&user("usr_cf1", "ann"), "hash-ann").await.unwrap());
     assert!(!rows.insert(&user("usr_cf3", "ann"), "other").await.unwrap(), "users: a username is unique per tenant");
@@ -173,6 +179,65 @@ async fn users_and_the_sign_in_throttle(rows: &dyn UserRows, tenancy: &dyn Tenan
 
     tenancy.set_status("cf-usr", TenantStatus::Suspended).await.unwrap();
     assert!(rows.credentials("cf-usr", "ann").await.unwrap().is_none(), "users: no sign-in to a suspended tenant");
+}
+
+async fn a_disabled_or_reset_user_loses_its_sessions(
+    users: &dyn UserRows,
+    tokens: &dyn TokenRows,
+    tenancy: &dyn TenancyRows,
+) {
+    tenancy.insert_tenant(&tenant("cf-acc")).await.unwrap();
+    let user = |id: &str, name: &str| member("cf-acc", id, name);
+    assert!(users.insert(&user("usr_acc1", "ann"), "hash-1").await.unwrap());
+    assert!(users.insert(&user("usr_acc2", "bob"), "hash-b").await.unwrap());
+    let session = |id: &'static str, prefix: &'static str, user: &'static str| NewToken {
+        id,
+        prefix,
+        secret_hash: "hash",
+        name: "sign-in",
+        role: "member",
+        tenant: "cf-acc",
+        created_at: 10,
+        expires_at: None,
+        user_id: Some(user),
+    };
+    tokens.insert(&session("tok_acc1", "ac00000001", "usr_acc1")).await.unwrap();
+    tokens.insert(&session("tok_acc2", "ac00000002", "usr_acc2")).await.unwrap();
+    tokens.insert(&session("tok_acc3", "ac00000003", "usr_acc1")).await.unwrap();
+    assert!(tokens.revoke("cf-acc", "tok_acc3", 15).await.unwrap());
+
+    assert_eq!(users.user("cf-acc", "usr_acc1").await.unwrap().unwrap().username, "ann");
+    assert!(users.user("cf-other", "usr_acc1").await.unwrap().is_none(), "users: by id within the tenant only");
+
+    // A reset replaces the hash, lifts a lockout and revokes the user's live sessions only.
+    users.record_failure("cf-acc", "ann", 20, 1, 1_000).await.unwrap();
+    assert!(users.set_password("cf-acc", "usr_acc1", "hash-2", 30).await.unwrap());
+    assert!(!users.set_password("cf-other", "usr_acc1", "hash-x", 30).await.unwrap(), "users: another tenant's user");
+    assert_eq!(users.credentials("cf-acc", "ann").await.unwrap().unwrap().1, "hash-2");
+    assert_eq!(users.locked_until("cf-acc", "ann").await.unwrap(), None, "reset: the lockout is lifted");
+    assert_eq!(tokens.by_prefix("ac00000001").await.unwrap().unwrap().revoked_at, Some(30), "reset: sessions end");
+    assert_eq!(
+        tokens.by_prefix("ac00000003").await.unwrap().unwrap().revoked_at,
+        Some(15),
+        "reset: revoked stays as was"
+    );
+    assert_eq!(tokens.by_prefix("ac00000002").await.unwrap().unwrap().revoked_at, None, "reset: other users untouched");
+
+    // Disabling hides the credentials, revokes sessions and keeps the first time; enabling undoes it.
+    tokens.insert(&session("tok_acc4", "ac00000004", "usr_acc2")).await.unwrap();
+    assert!(users.set_disabled("cf-acc", "usr_acc2", Some(40), 40).await.unwrap());
+    assert!(users.set_disabled("cf-acc", "usr_acc2", Some(50), 50).await.unwrap());
+    assert_eq!(users.user("cf-acc", "usr_acc2").await.unwrap().unwrap().disabled_at, Some(40), "disable: idempotent");
+    assert!(users.credentials("cf-acc", "bob").await.unwrap().is_none(), "disable: no sign-in");
+    let row = tokens.by_prefix("ac00000004").await.unwrap().unwrap();
+    assert_eq!((row.revoked_at, row.user_disabled), (Some(40), true), "disable: sessions end");
+    assert!(!users.set_disabled("cf-other", "usr_acc2", None, 60).await.unwrap(), "users: another tenant's user");
+    assert!(users.set_disabled("cf-acc", "usr_acc2", None, 60).await.unwrap());
+    assert_eq!(users.user("cf-acc", "usr_acc2").await.unwrap().unwrap().disabled_at, None);
+    assert!(users.credentials("cf-acc", "bob").await.unwrap().is_some(), "enable: sign-in again");
+    assert!(!tokens.by_prefix("ac00000004").await.unwrap().unwrap().user_disabled);
+    let listed: Vec<Option<i64>> = users.users("cf-acc").await.unwrap().into_iter().map(|u| u.disabled_at).collect();
+    assert_eq!(listed, [None, None]);
 }
 
 /// Appending and reading the audit log.

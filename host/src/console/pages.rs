@@ -21,6 +21,10 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/console/tenants/{tenant}/departments", get(departments))
         .route("/console/tenants/{tenant}/departments/{plugin}/{switch}", post(switch_department))
         .route("/console/tenants/{tenant}/users", get(users).post(create_user))
+        .route("/console/tenants/{tenant}/users/{user}", get(user))
+        .route("/console/tenants/{tenant}/users/{user}/password", post(reset_password))
+        .route("/console/tenants/{tenant}/users/{user}/disable", get(confirm_disable).post(disable_user))
+        .route("/console/tenants/{tenant}/users/{user}/enable", post(enable_user))
         .route("/console/tenants/{tenant}/roles", get(roles).post(set_role))
         .route("/console/tenants/{tenant}/jobs", get(jobs))
         .route("/console/tenants/{tenant}/jobs/{job}/{change}", post(change_job))
@@ -57,6 +61,9 @@ pub(super) fn notice(done: &Done) -> Option<&'static str> {
         "enabled" => "The department is switched on.",
         "disabled" => "The department is switched off. Its data is kept.",
         "user-created" => "The user is created and can sign in now.",
+        "password-reset" => "The password is set. The person's sessions have ended; they sign in with the new one.",
+        "user-disabled" => "The person is disabled: signed out everywhere, and sign-in is refused until enabled.",
+        "user-enabled" => "The person is enabled and can sign in again.",
         "tenant-created" => "The tenant is created.",
         "tenant-suspended" => "The tenant is suspended: its people and tokens are refused until it is resumed.",
         "tenant-resumed" => "The tenant is active again.",
@@ -305,13 +312,18 @@ async fn users_page(
     let content = html! {
         table {
             caption { "People in " (tenant) }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Username" } th scope="col" { "Role" } th scope="col" { "Created" } } }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Username" } th scope="col" { "Role" } th scope="col" { "Status" } th scope="col" { "Created" } } }
             tbody {
                 @for user in &items {
                     tr {
-                        th scope="row" { (user["display_name"].as_str().unwrap_or("")) }
+                        th scope="row" {
+                            a href={"/console/tenants/" (tenant_path) "/users/" (segment(user["id"].as_str().unwrap_or("")))} {
+                                (user["display_name"].as_str().unwrap_or(""))
+                            }
+                        }
                         td { (user["username"].as_str().unwrap_or("")) }
                         td { (user["role"].as_str().unwrap_or("")) }
+                        td { (account_status(user)) }
                         td { (when(user["created_at"].as_i64())) }
                     }
                 }
@@ -367,6 +379,165 @@ pub async fn create_user(
         return refused(&reply);
     }
     users_page(&state, &session, &tenant, None, &form, Some(&reply)).await
+}
+
+fn account_status(user: &serde_json::Value) -> String {
+    match user["disabled_at"].as_i64() {
+        Some(at) => format!("Disabled since {}", when(Some(at))),
+        None => "Active".to_owned(),
+    }
+}
+
+pub async fn user(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((tenant, user)): Path<(String, String)>,
+    Query(done): Query<Done>,
+) -> Response {
+    user_page(&state, &session, &tenant, &user, notice(&done), None).await
+}
+
+/// One person: their account, a new password, and disabling or enabling them.
+async fn user_page(
+    state: &ConsoleState,
+    session: &Session,
+    tenant: &str,
+    user: &str,
+    notice: Option<&str>,
+    failure: Option<&ApiReply>,
+) -> Response {
+    let base = format!("/console/tenants/{}/users/{}", segment(tenant), segment(user));
+    let reply = session
+        .api(state, Method::GET, &format!("/v1/tenants/{}/users/{}", segment(tenant), segment(user)), None)
+        .await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let person = &reply.body;
+    let name = person["display_name"].as_str().unwrap_or("").to_owned();
+    let yourself = session.principal.user_id.as_deref() == person["id"].as_str();
+    let errors = failure.map(ApiReply::field_errors).unwrap_or_default();
+    let content = html! {
+        p { a href={"/console/tenants/" (segment(tenant)) "/users"} { "All people" } }
+        dl.record {
+            dt { "Username" } dd { (person["username"].as_str().unwrap_or("")) }
+            dt { "Role" } dd { (person["role"].as_str().unwrap_or("")) }
+            dt { "Status" } dd { (account_status(person)) }
+            dt { "Created" } dd { (when(person["created_at"].as_i64())) }
+        }
+        h2 #new-password { "Set a new password" }
+        form.card method="post" action={(base) "/password"} aria-labelledby="new-password" {
+            (csrf(session))
+            (error_banner(&errors, &["password"]))
+            @if yourself {
+                p.hint { "This is your own account: your sessions end too, and you sign in again with the new password." }
+            } @else {
+                p.hint { "Their sessions end at once and a sign-in lockout is lifted. Tell them the new password another way." }
+            }
+            (field("password", "New password", "password", "", &errors, Some("At least 12 characters.")))
+            button type="submit" { "Set password" }
+        }
+        h2 { "Access" }
+        @if person["disabled_at"].is_i64() {
+            form.card method="post" action={(base) "/enable"} {
+                (csrf(session))
+                p { (name) " cannot sign in. Enabling lets them sign in again with their password." }
+                button type="submit" { "Enable" }
+            }
+        } @else if yourself {
+            p { "You cannot disable the account you are signed in with." }
+        } @else {
+            p { a.button.danger href={(base) "/disable"} { "Disable " (name) "…" } }
+        }
+    };
+    let status = failure.map_or(StatusCode::OK, |f| f.status);
+    respond(status, layout(&name, Some(session), notice, content))
+}
+
+pub async fn reset_password(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((tenant, user)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let path = format!("/v1/tenants/{}/users/{}/password", segment(&tenant), segment(&user));
+    let reply = session.api(&state, Method::PUT, &path, Some(&json!({ "password": form.text("password") }))).await;
+    if reply.ok() {
+        let to = format!("/console/tenants/{}/users/{}?done=password-reset", segment(&tenant), segment(&user));
+        return Redirect::to(&to).into_response();
+    }
+    if reply.status != StatusCode::UNPROCESSABLE_ENTITY {
+        return refused(&reply);
+    }
+    user_page(&state, &session, &tenant, &user, None, Some(&reply)).await
+}
+
+/// Disabling signs a person out everywhere: it is asked for on its own page first.
+pub async fn confirm_disable(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((tenant, user)): Path<(String, String)>,
+) -> Response {
+    let reply = session
+        .api(&state, Method::GET, &format!("/v1/tenants/{}/users/{}", segment(&tenant), segment(&user)), None)
+        .await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let base = format!("/console/tenants/{}/users/{}", segment(&tenant), segment(&user));
+    let name = reply.body["display_name"].as_str().unwrap_or("").to_owned();
+    let content = html! {
+        form.card method="post" action={(base) "/disable"} {
+            (csrf(&session))
+            p { "Disable " strong { (name) } " (" (reply.body["username"].as_str().unwrap_or("")) ")? They are signed out everywhere and cannot sign in until enabled. Their records are kept." }
+            div.buttons {
+                button.danger type="submit" { "Disable" }
+                a href=(base) { "Cancel" }
+            }
+        }
+    };
+    respond(StatusCode::OK, layout("Disable a person", Some(&session), None, content))
+}
+
+pub async fn disable_user(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((tenant, user)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    account_switch(state, session, tenant, user, form, "disable").await
+}
+
+pub async fn enable_user(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((tenant, user)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    account_switch(state, session, tenant, user, form, "enable").await
+}
+
+async fn account_switch(
+    state: ConsoleState,
+    session: Session,
+    tenant: String,
+    user: String,
+    form: Form,
+    change: &str,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let path = format!("/v1/tenants/{}/users/{}/{change}", segment(&tenant), segment(&user));
+    let reply = session.api(&state, Method::POST, &path, None).await;
+    if !reply.ok() {
+        return refused(&reply);
+    }
+    let done = if change == "disable" { "user-disabled" } else { "user-enabled" };
+    Redirect::to(&format!("/console/tenants/{}/users/{}?done={done}", segment(&tenant), segment(&user))).into_response()
 }
 
 // Tenant admins: roles and their grants.

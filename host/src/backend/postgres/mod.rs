@@ -36,6 +36,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "change feed", include_str!("../../../../migrations/postgres/0002_change_feed.sql")),
     (3, "signatures", include_str!("../../../../migrations/postgres/0003_signatures.sql")),
     (4, "tenant versions", include_str!("../../../../migrations/postgres/0004_tenant_versions.sql")),
+    (5, "user accounts", include_str!("../../../../migrations/postgres/0005_user_accounts.sql")),
 ];
 
 /// The horizon for reading an append-only log (events, the audit log) in id order: rows of
@@ -355,7 +356,7 @@ mod tests {
         super::migrate(&pool).await.unwrap();
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM keel_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
     }
 
     /// Calls holding every connection of the pool do not make the database look away: the

@@ -15,6 +15,32 @@ fn tenant_status(text: &str) -> TenantStatus {
     TenantStatus::parse(text).unwrap_or(TenantStatus::Suspended)
 }
 
+fn user(r: &sqlx::sqlite::SqliteRow) -> User {
+    User {
+        id: r.get(0),
+        tenant: r.get(1),
+        username: r.get(2),
+        display_name: r.get(3),
+        role: r.get(4),
+        created_at: r.get(5),
+        disabled_at: r.get(6),
+    }
+}
+
+/// Revokes every live token a user signed in for (a password reset, or the user disabled).
+async fn revoke_sign_ins(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    user_id: &str,
+    now: i64,
+) -> Result<(), BackendError> {
+    sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn tenant(r: &sqlx::sqlite::SqliteRow) -> Tenant {
     Tenant { id: r.get(0), name: r.get(1), status: tenant_status(r.get(2)), created_at: r.get(3) }
 }
@@ -188,7 +214,7 @@ impl TokenRows for SqliteDirectory {
     async fn by_prefix(&self, prefix: &str) -> Result<Option<TokenRow>, BackendError> {
         let row = sqlx::query(
             "SELECT t.id, t.secret_hash, t.name, t.role, t.tenant_id, t.expires_at, t.revoked_at, t.last_used_at, \
-             t.user_id, u.display_name, COALESCE(n.status, 'active') AS tenant_status \
+             t.user_id, u.display_name, u.disabled_at AS user_disabled_at, COALESCE(n.status, 'active') AS tenant_status \
              FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id LEFT JOIN users u ON u.id = t.user_id \
              WHERE t.prefix = ?",
         )
@@ -206,6 +232,7 @@ impl TokenRows for SqliteDirectory {
             last_used_at: r.get("last_used_at"),
             user_id: r.get("user_id"),
             user_display_name: r.get("display_name"),
+            user_disabled: r.get::<Option<i64>, _>("user_disabled_at").is_some(),
             tenant_active: r.get::<&str, _>("tenant_status") == TenantStatus::Active.as_str(),
         }))
     }
@@ -242,22 +269,71 @@ impl UserRows for SqliteDirectory {
 
     async fn users(&self, tenant: &str) -> Result<Vec<User>, BackendError> {
         let rows = sqlx::query(
-            "SELECT id, tenant_id, username, display_name, role, created_at FROM users WHERE tenant_id = ? ORDER BY username",
+            "SELECT id, tenant_id, username, display_name, role, created_at, disabled_at FROM users WHERE tenant_id = ? ORDER BY username",
         )
         .bind(tenant)
         .fetch_all(&self.0)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| User {
-                id: r.get(0),
-                tenant: r.get(1),
-                username: r.get(2),
-                display_name: r.get(3),
-                role: r.get(4),
-                created_at: r.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(user).collect())
+    }
+
+    async fn user(&self, tenant: &str, id: &str) -> Result<Option<User>, BackendError> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, username, display_name, role, created_at, disabled_at FROM users WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.as_ref().map(user))
+    }
+
+    async fn set_password(&self, tenant: &str, id: &str, password_hash: &str, now: i64) -> Result<bool, BackendError> {
+        let mut tx = self.0.begin().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE tenant_id = ? AND id = ?")
+            .bind(password_hash)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if done > 0 {
+            sqlx::query(
+                "DELETE FROM login_attempts WHERE tenant_id = ? AND username = (SELECT username FROM users WHERE id = ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            revoke_sign_ins(&mut tx, id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+
+    async fn set_disabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        disabled_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, BackendError> {
+        let mut tx = self.0.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET disabled_at = CASE WHEN ?1 IS NULL THEN NULL ELSE COALESCE(disabled_at, ?1) END \
+             WHERE tenant_id = ?2 AND id = ?3",
+        )
+        .bind(disabled_at)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done > 0 && disabled_at.is_some() {
+            revoke_sign_ins(&mut tx, id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done > 0)
     }
 
     async fn locked_until(&self, tenant: &str, username: &str) -> Result<Option<i64>, BackendError> {
@@ -273,7 +349,7 @@ impl UserRows for SqliteDirectory {
     async fn credentials(&self, tenant: &str, username: &str) -> Result<Option<(User, String)>, BackendError> {
         let row = sqlx::query(
             "SELECT u.id, u.display_name, u.role, u.created_at, u.password_hash FROM users u JOIN tenants t ON t.id = u.tenant_id \
-             WHERE u.tenant_id = ? AND u.username = ? AND t.status = 'active'",
+             WHERE u.tenant_id = ? AND u.username = ? AND u.disabled_at IS NULL AND t.status = 'active'",
         )
         .bind(tenant)
         .bind(username)
@@ -287,6 +363,7 @@ impl UserRows for SqliteDirectory {
                 display_name: r.get(1),
                 role: r.get(2),
                 created_at: r.get(3),
+                disabled_at: None,
             };
             (user, r.get(4))
         }))

@@ -37,6 +37,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "full-text search", include_str!("../../../../migrations/sqlite/0011_search.sql")),
     (12, "signatures", include_str!("../../../../migrations/sqlite/0012_signatures.sql")),
     (13, "tenant versions", include_str!("../../../../migrations/sqlite/0013_tenant_versions.sql")),
+    (14, "user accounts", include_str!("../../../../migrations/sqlite/0014_user_accounts.sql")),
 ];
 
 /// The in-process gate for write transactions on one SQLite database file.
