@@ -45,11 +45,6 @@ async fn sign_out(browser: &Browser) {
     shows(browser, "You have signed out.").await;
 }
 
-/// The text of the page's main part.
-async fn main_text(browser: &Browser) -> String {
-    browser.find("main").await.text().await
-}
-
 async fn ticket_status(s: &TestServer, token: &str, number: u64) -> Value {
     s.as_token(Some(token), Method::GET, &format!("/v1/plugins/helpdesk/tickets/{number}"), None).await.expect(200).body
         ["status"]
@@ -68,10 +63,13 @@ async fn reaches(s: &TestServer, token: &str, number: u64, status: &str) {
     panic!("ticket {number} did not reach {status}: it is {}", ticket_status(s, token, number).await);
 }
 
-/// Waits (up to 10 s) for the page's main part to say `text`.
+/// Waits (up to 10 s) for the page's main part to say `text`. A click's navigation may
+/// replace the page between finding `main` and reading it: then it looks again.
 async fn shows(browser: &Browser, text: &str) {
     for _ in 0..100 {
-        if browser.try_find("main").await.is_some() && main_text(browser).await.contains(text) {
+        if let Some(main) = browser.try_find("main").await
+            && main.try_text().await.is_some_and(|t| t.contains(text))
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -862,5 +862,162 @@ async fn a_tenant_admin_resets_a_password_and_disables_and_enables_a_person() {
     let own = ada.get(&format!("/console/tenants/acme/users/{ada_id}")).await;
     assert!(own.contains("You cannot disable the account you are signed in with."), "{}", own.body);
     ada.post(&format!("/console/tenants/acme/users/{ada_id}/disable"), &[("csrf", &csrf)]).await.expect(409);
-    again.get(&bob_page).await.expect(403);
+    let refused = again.get(&bob_page).await;
+    refused.expect(403);
+    assert!(refused.contains(r#"action="/console/sign-out""#), "a refusal keeps the navigation: {}", refused.body);
+}
+
+/// A platform admin `root`, signed in to the console.
+async fn signed_in_root(s: &TestServer) -> Visitor {
+    let root = json!({ "username": "root", "display_name": "Root", "password": PASSWORD, "role": "platform-admin" });
+    s.post("/v1/tenants/default/users", root).await.expect(201);
+    let mut visitor = Visitor::new(&s.base);
+    visitor.sign_in("default", "root", PASSWORD).await;
+    visitor
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_shows_what_was_published_and_replays_a_range_to_a_subscriber() {
+    let s = TestServer::with_plugins(&["fixtures/relay", "fixtures/listener"]).await;
+    let mut root = signed_in_root(&s).await;
+    let published = s.post("/v1/plugins/relay/publish", json!({ "payload": { "note": "<b>bold</b>" } })).await;
+    published.expect(202);
+    s.eventually("/v1/tenants/default/jobs?plugin=listener&kind=event&status=done", "the first delivery", |b| {
+        b["items"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+
+    let page = root.get("/console/tenants/default/events").await;
+    page.expect(200);
+    assert!(page.contains("<code>relay.pinged</code>"), "{}", page.body);
+    assert!(
+        page.contains("&lt;b&gt;bold&lt;/b&gt;") && !page.contains("<b>bold</b>"),
+        "payloads are text: {}",
+        page.body
+    );
+    assert!(page.contains(r#"<option value="listener""#), "subscribers are offered: {}", page.body);
+    let filtered = root.get("/console/tenants/default/events?topic=nothing.here").await;
+    assert!(filtered.contains("No events match."), "{}", filtered.body);
+
+    // A backwards range: the API's message on the form, nothing queued.
+    let csrf = page.csrf();
+    let backwards = root
+        .post(
+            "/console/tenants/default/events/replay",
+            &[("csrf", &csrf), ("subscriber", "listener"), ("from_seq", "5"), ("to_seq", "1")],
+        )
+        .await;
+    backwards.expect(422);
+    assert!(backwards.contains("need 1 &lt;= from_seq &lt;= to_seq"), "{}", backwards.body);
+    assert!(backwards.contains(r#"value="5""#), "what was typed is kept");
+    root.post(
+        "/console/tenants/default/events/replay",
+        &[("csrf", &csrf), ("subscriber", "listener"), ("from_seq", "1"), ("to_seq", "1")],
+    )
+    .await
+    .expect_redirect("/console/tenants/default/events?done=events-replayed");
+    s.eventually("/v1/tenants/default/jobs?plugin=listener&kind=event&status=done", "the replayed delivery", |b| {
+        b["items"].as_array().is_some_and(|i| i.len() == 2)
+    })
+    .await;
+    root.post(
+        "/console/tenants/default/events/replay",
+        &[("csrf", "forged"), ("subscriber", "listener"), ("from_seq", "1"), ("to_seq", "1")],
+    )
+    .await
+    .expect(403);
+}
+
+#[tokio::test]
+async fn the_health_page_shows_readiness_and_this_hosts_key_figures_to_platform_admins_only() {
+    let (s, admin) = acme().await;
+    s.as_token(Some(&admin), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(200);
+    for title in ["one", "two"] {
+        s.as_token(Some(&admin), Method::POST, "/v1/plugins/helpdesk/tickets", Some(json!({ "title": title })))
+            .await
+            .expect(201);
+    }
+    // Refused by the plugin (no such ticket): the caller's error, not a fault.
+    s.as_token(Some(&admin), Method::GET, "/v1/plugins/helpdesk/tickets/999", None).await.expect(404);
+    let mut root = signed_in_root(&s).await;
+    let page = root.get("/console/health").await;
+    page.expect(200);
+    assert!(page.contains(r#"href="/console/health""#), "the navigation links it");
+    assert!(page.contains("<span class=\"on\">Ready</span>"), "{}", page.body);
+    assert!(page.contains("1 plugins installed, 1 on for the platform; 2 tenants, 0 suspended."), "{}", page.body);
+    // The helpdesk's row: three calls, one refused as the caller's error, no fault.
+    let row = page.body.split(r#"<th scope="row" data-label="Plugin">helpdesk</th>"#).nth(1).expect("a helpdesk row");
+    let cells: Vec<&str> = row.split("</tr>").next().unwrap().split("<td").skip(1).collect();
+    assert!(cells[0].contains(">3<") && cells[1].contains(">1<") && cells[2].contains(">0<"), "{row}");
+    assert!(cells[3].contains("≤ "), "a median latency: {row}");
+    assert!(page.contains(r#"<th scope="row" data-label="Tenant">acme</th>"#), "storage by tenant: {}", page.body);
+
+    let mut ada = Visitor::new(&s.base);
+    ada.sign_in("acme", "ada", PASSWORD).await;
+    let refused = ada.get("/console/health").await;
+    refused.expect(403);
+    assert!(!refused.contains("acme</th>"));
+    assert!(!ada.get("/console/").await.contains(r#"href="/console/health""#));
+}
+
+#[tokio::test]
+async fn a_platform_admin_pins_a_version_and_rolls_it_out_to_chosen_tenants() {
+    use keel_host::artifact::embed_manifest;
+    use keel_tests::{manifest_source, raw_component, with_version};
+    let version = |v: &str| {
+        embed_manifest(&raw_component("keel-plugin-helpdesk"), &with_version(&manifest_source("helpdesk"), v)).unwrap()
+    };
+    let s = TestServer::start().await;
+    s.upload(version("1.0.0")).await.expect(201);
+    let acme = s.tenant_with_token("acme", "tenant-admin").await;
+    s.as_token(Some(&acme), Method::POST, "/v1/tenants/acme/plugins/helpdesk/enable", None).await.expect(200);
+    s.upload(version("2.0.0")).await.expect(201);
+    let running = |tenant: &'static str| {
+        let s = &s;
+        async move {
+            let versions = s.get("/v1/admin/plugins/helpdesk/versions").await.expect(200).body;
+            versions["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["tenants"].as_array().unwrap().iter().any(|t| t == tenant))
+                .map(|v| v["version"].as_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(running("acme").await.as_deref(), Some("1.0.0"));
+
+    let mut root = signed_in_root(&s).await;
+    let page = root.get("/console/plugins/helpdesk").await;
+    page.expect(200);
+    let csrf = page.csrf();
+    assert!(page.contains(r#"href="/console/plugins/helpdesk/versions/2%2E0%2E0/rollout""#), "{}", page.body);
+
+    // Pin 1.0.0: it becomes the version tenants switching on get; unpin gives the newest back.
+    root.post("/console/plugins/helpdesk/versions/1%2E0%2E0/pin", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/plugins/helpdesk?done=version-pinned");
+    let versions = s.get("/v1/admin/plugins/helpdesk/versions").await.expect(200).body;
+    assert_eq!((versions["active_version"].as_str(), versions["pinned"].as_bool()), (Some("1.0.0"), Some(true)));
+    assert!(root.get("/console/plugins/helpdesk").await.contains("active, pinned"));
+    root.post("/console/plugins/helpdesk/versions/1%2E0%2E0/unpin", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/plugins/helpdesk?done=version-unpinned");
+    let versions = s.get("/v1/admin/plugins/helpdesk/versions").await.expect(200).body;
+    assert_eq!((versions["active_version"].as_str(), versions["pinned"].as_bool()), (Some("2.0.0"), Some(false)));
+    root.post("/console/plugins/helpdesk/versions/9%2E9%2E9/pin", &[("csrf", &csrf)]).await.expect(404);
+
+    // The rollout asks first, naming each tenant it would move and its version now.
+    let confirm = root.get("/console/plugins/helpdesk/versions/2%2E0%2E0/rollout").await;
+    confirm.expect(200);
+    assert!(confirm.contains("acme (now 1.0.0)"), "{}", confirm.body);
+    root.post("/console/plugins/helpdesk/versions/2%2E0%2E0/rollout", &[("csrf", "forged"), ("tenant", "acme")])
+        .await
+        .expect(403);
+    root.post("/console/plugins/helpdesk/versions/2%2E0%2E0/rollout", &[("csrf", &csrf)]).await.expect(422);
+    assert_eq!(running("acme").await.as_deref(), Some("1.0.0"), "refused forms move nobody");
+    let report =
+        root.post("/console/plugins/helpdesk/versions/2%2E0%2E0/rollout", &[("csrf", &csrf), ("tenant", "acme")]).await;
+    report.expect(200);
+    assert!(report.contains("Moved from 1.0.0"), "{}", report.body);
+    assert_eq!(running("acme").await.as_deref(), Some("2.0.0"));
 }

@@ -73,15 +73,28 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|(error, message)| panic!("webdriver {path}: {error}: {message}"))
+    }
+
+    /// A command's value, or the driver's error and message (an element gone stale because
+    /// the page moved on, say).
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (String, Value)> {
         let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let answer: Value = request.send().await.expect("chromedriver answers").json().await.expect("JSON");
         if let Some(error) = answer["value"]["error"].as_str() {
-            panic!("webdriver {path}: {error}: {}", answer["value"]["message"]);
+            return Err((error.to_owned(), answer["value"]["message"].clone()));
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
     }
 
     pub async fn open(&self, url: &str) {
@@ -161,6 +174,12 @@ impl Element<'_> {
 
     pub async fn text(&self) -> String {
         self.browser.call(reqwest::Method::GET, &self.path("text"), None).await.as_str().unwrap_or("").to_owned()
+    }
+
+    /// The element's text, or `None` when it is gone (the page navigated since it was found).
+    pub async fn try_text(&self) -> Option<String> {
+        let text = self.browser.try_call(reqwest::Method::GET, &self.path("text"), None).await.ok()?;
+        Some(text.as_str().unwrap_or("").to_owned())
     }
 }
 

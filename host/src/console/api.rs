@@ -167,7 +167,10 @@ impl InProcessApi {
             response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let body = match axum::body::to_bytes(response.into_body(), MAX_REPLY_BYTES).await {
             Ok(bytes) if bytes.is_empty() => Value::Null,
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            // A text answer (the metrics) is kept as a string.
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .or_else(|_| String::from_utf8(bytes.to_vec()).map(Value::String))
+                .unwrap_or(Value::Null),
             Err(_) => Value::Null,
         };
         ApiReply { status, body, retry_after }

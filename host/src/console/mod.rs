@@ -8,6 +8,7 @@
 //! string: a ticket titled `<script>` is text.
 
 pub mod api;
+mod health;
 mod operations;
 mod pages;
 mod plugins;
@@ -52,6 +53,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .merge(pages::routes())
         .merge(views::routes())
         .merge(operations::routes())
+        .merge(health::routes())
         .merge(plugins::routes(max_artifact_bytes))
         // Not a router fallback: the console shares the server with the API, whose fallback
         // answers everything outside /console.
@@ -147,13 +149,18 @@ pub fn respond(status: StatusCode, markup: Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
-/// A page with one message, for errors and refusals.
+/// A page with one message, for errors and refusals, to someone not signed in.
 pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+    message_for(None, status, title, message)
+}
+
+/// A page with one message; with the navigation when someone is signed in.
+pub fn message_for(session: Option<&Session>, status: StatusCode, title: &str, message: &str) -> Response {
     respond(
         status,
         layout(
             title,
-            None,
+            session,
             None,
             html! { p.error role="alert" { (message) } p { a href="/console/" { "Back to the console" } } },
         ),

@@ -1,10 +1,11 @@
 //! Tenant operations pages: API tokens (shown once), the audit log (a tenant's and the
-//! platform's), schedules with "run now", and tasks (long work) with their progress.
+//! platform's), schedules with "run now", tasks (long work) with their progress, and the
+//! event log with replay to a subscriber.
 
 use super::api::{ApiReply, segment};
 use super::pages::{Done, csrf, error_banner, field, notice, refused, when};
 use super::session::{Form, Session};
-use super::{ConsoleState, layout, message_page, refreshing_layout, respond};
+use super::{ConsoleState, layout, message_for, refreshing_layout, respond};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
@@ -23,6 +24,8 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/console/tenants/{tenant}/schedules/{plugin}/{name}/run", post(run_schedule))
         .route("/console/tenants/{tenant}/tasks", get(tasks))
         .route("/console/tenants/{tenant}/tasks/{task}/cancel", post(cancel_task))
+        .route("/console/tenants/{tenant}/events", get(events))
+        .route("/console/tenants/{tenant}/events/replay", post(replay_events))
 }
 
 /// Links between the background-work pages.
@@ -33,6 +36,7 @@ pub(super) fn work_tabs(tenant: &str) -> Markup {
             a href={"/console/tenants/" (t) "/jobs"} { "Jobs" }
             a href={"/console/tenants/" (t) "/schedules"} { "Schedules" }
             a href={"/console/tenants/" (t) "/tasks"} { "Tasks" }
+            a href={"/console/tenants/" (t) "/events"} { "Events" }
         }
     }
 }
@@ -61,7 +65,7 @@ async fn tokens_page(
     let t = segment(tenant);
     let reply = session.api(state, Method::GET, &format!("/v1/tenants/{t}/tokens"), None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let errors = failure.map(ApiReply::field_errors).unwrap_or_default();
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
@@ -140,7 +144,7 @@ async fn create_token(
     let reply =
         session.api(&state, Method::POST, &format!("/v1/tenants/{}/tokens", segment(&tenant)), Some(&body)).await;
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     if reply.ok() {
         // Shown now, in this answer only: never in a URL, never again.
@@ -184,7 +188,7 @@ async fn revoke_token(
     let path = format!("/v1/tenants/{}/tokens/{}", segment(&tenant), segment(&token));
     let reply = session.api(&state, Method::DELETE, &path, None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     Redirect::to(&format!("/console/tenants/{}/tokens?done=token-revoked", segment(&tenant))).into_response()
 }
@@ -242,7 +246,7 @@ async fn audit_page(
     };
     let reply = session.api(state, Method::GET, &format!("{api}?{}", encode(&query)), None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
     let next = reply.body["next_after"].as_i64().map(|after| {
@@ -308,7 +312,7 @@ async fn schedules(
     let t = segment(&tenant);
     let reply = session.api(&state, Method::GET, &format!("/v1/tenants/{t}/schedules"), None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
     let content = html! {
@@ -356,7 +360,7 @@ async fn run_schedule(
         format!("/v1/tenants/{}/plugins/{}/schedules/{}/run", segment(&tenant), segment(&plugin), segment(&name));
     let reply = session.api(&state, Method::POST, &path, None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     Redirect::to(&format!("/console/tenants/{}/schedules?done=schedule-run", segment(&tenant))).into_response()
 }
@@ -372,7 +376,7 @@ async fn tasks(
     let t = segment(&tenant);
     let reply = session.api(&state, Method::GET, &format!("/v1/tenants/{t}/tasks?limit=50"), None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
     let running = items.iter().any(|task| task["status"] == "running");
@@ -443,9 +447,170 @@ async fn cancel_task(
     let reply = session.api(&state, Method::POST, &path, None).await;
     if !reply.ok() {
         if reply.status == StatusCode::CONFLICT {
-            return message_page(StatusCode::CONFLICT, "Not cancelled", &reply.detail());
+            return message_for(Some(&session), StatusCode::CONFLICT, "Not cancelled", &reply.detail());
         }
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     Redirect::to(&format!("/console/tenants/{}/tasks?done=task-cancelled", segment(&tenant))).into_response()
+}
+
+// Events: the tenant's log, and delivering a range again to one subscriber.
+
+#[derive(serde::Deserialize, Default)]
+struct EventFilter {
+    topic: Option<String>,
+    after: Option<i64>,
+    done: Option<String>,
+}
+
+async fn events(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    Query(filter): Query<EventFilter>,
+) -> Response {
+    events_page(&state, &session, &tenant, &filter, &Form { fields: Vec::new() }, None).await
+}
+
+/// How much of an event's payload a row shows.
+const PAYLOAD_SHOWN: usize = 300;
+
+async fn events_page(
+    state: &ConsoleState,
+    session: &Session,
+    tenant: &str,
+    filter: &EventFilter,
+    form: &Form,
+    failure: Option<&ApiReply>,
+) -> Response {
+    let t = segment(tenant);
+    let topic = filter.topic.as_deref().filter(|s| !s.is_empty());
+    let mut query = vec![format!("limit=100&after={}", filter.after.unwrap_or(0).max(0))];
+    if let Some(topic) = topic {
+        query.push(format!("topic={}", segment(topic)));
+    }
+    let reply = session.api(state, Method::GET, &format!("/v1/tenants/{t}/events?{}", query.join("&")), None).await;
+    if !reply.ok() {
+        return refused(&session, &reply);
+    }
+    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+    let next = reply.body["next_after"].as_i64().map(|after| {
+        let topic = topic.map(|topic| format!("&topic={}", segment(topic))).unwrap_or_default();
+        format!("/console/tenants/{t}/events?after={after}{topic}")
+    });
+    // Who can be replayed to: the departments on here that subscribe to something.
+    let subscribers: Vec<(String, String)> = state
+        .app
+        .registry
+        .serving_tenant(&state.app.tenancy, tenant)
+        .iter()
+        .filter(|p| !p.record.manifest.subscriptions.is_empty())
+        .map(|p| {
+            let topics: Vec<&str> = p.record.manifest.subscriptions.iter().map(|s| s.topic.as_str()).collect();
+            (p.record.id.clone(), format!("{} ({})", p.record.name, topics.join(", ")))
+        })
+        .collect();
+    let seqs: Vec<i64> = items.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    let (first, last) = (seqs.first().copied().unwrap_or(1), seqs.last().copied().unwrap_or(1));
+    let errors = failure.map(ApiReply::field_errors).unwrap_or_default();
+    let chosen = form.get("subscriber").unwrap_or("");
+    let typed = |name: &str, default: i64| form.get(name).map(str::to_owned).unwrap_or_else(|| default.to_string());
+    let notice = (filter.done.as_deref() == Some("events-replayed"))
+        .then_some("The events are queued for delivery again; each delivery shows under Jobs.");
+    let content = html! {
+        (work_tabs(tenant))
+        p { "Everything the departments here published, oldest first. Subscribers get each event as a job." }
+        form.filters method="get" action={"/console/tenants/" (t) "/events"} aria-label="Filters" {
+            div.field {
+                label for="topic" { "Topic" }
+                input #topic name="topic" value=(topic.unwrap_or("")) placeholder="e.g. ticket.created";
+            }
+            button type="submit" { "Filter" }
+        }
+        @if items.is_empty() {
+            p { "No events match." }
+        } @else {
+            table {
+                caption.visually-hidden { "Events" }
+                thead { tr { th scope="col" { "#" } th scope="col" { "Published" } th scope="col" { "Topic" } th scope="col" { "From" } th scope="col" { "Payload" } } }
+                tbody {
+                    @for event in &items {
+                        @let payload = event["payload"].as_str().unwrap_or("");
+                        tr {
+                            th scope="row" data-label="#" { (event["seq"].as_i64().unwrap_or(0)) }
+                            td data-label="Published" { (when(event["published_at"].as_i64())) }
+                            td data-label="Topic" { code { (event["topic"].as_str().unwrap_or("")) } }
+                            td data-label="From" { (event["source"].as_str().unwrap_or("")) }
+                            td data-label="Payload" {
+                                code.payload {
+                                    @if payload.chars().count() > PAYLOAD_SHOWN {
+                                        (payload.chars().take(PAYLOAD_SHOWN).collect::<String>()) "…"
+                                    } @else { (payload) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next {
+            p { a href=(next) rel="next" { "Later events" } }
+        }
+        h2 #replay { "Deliver again" }
+        @if subscribers.is_empty() {
+            p { "No department switched on here subscribes to events." }
+        } @else {
+            form.card method="post" action={"/console/tenants/" (t) "/events/replay"} aria-labelledby="replay" {
+                (csrf(session))
+                p.hint { "Each event in the range whose topic the department subscribes to is delivered to it again, as a new job with the event's own id; a department that records what it handled does nothing twice." }
+                (error_banner(&errors, &["subscriber", "from_seq", "to_seq"]))
+                div.field {
+                    label for="subscriber" { "Department" }
+                    select #subscriber name="subscriber" {
+                        @for (id, label) in &subscribers {
+                            option value=(id) selected[id == chosen] { (label) }
+                        }
+                    }
+                }
+                (field("from_seq", "From event #", "number", &typed("from_seq", first), &errors, None))
+                (field("to_seq", "To event # (inclusive)", "number", &typed("to_seq", last), &errors, None))
+                button type="submit" { "Deliver again" }
+            }
+        }
+    };
+    let status = failure.map_or(StatusCode::OK, |f| f.status);
+    respond(status, layout("Events", Some(session), notice, content))
+}
+
+async fn replay_events(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    form: Form,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let number = |name: &str| form.text(name).trim().parse::<i64>().ok();
+    let (Some(from_seq), Some(to_seq)) = (number("from_seq"), number("to_seq")) else {
+        let reply = ApiReply {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": "the range needs two whole numbers", "errors": [] }),
+            retry_after: None,
+        };
+        return events_page(&state, &session, &tenant, &EventFilter::default(), &form, Some(&reply)).await;
+    };
+    let body = json!({ "subscriber": form.text("subscriber"), "from_seq": from_seq, "to_seq": to_seq });
+    let path = format!("/v1/tenants/{}/events/replay", segment(&tenant));
+    let reply = session.api(&state, Method::POST, &path, Some(&body)).await;
+    if reply.ok() {
+        return Redirect::to(&format!("/console/tenants/{}/events?done=events-replayed", segment(&tenant)))
+            .into_response();
+    }
+    if !matches!(reply.status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND)
+        || reply.code() == "tenant-not-found"
+    {
+        return refused(&session, &reply);
+    }
+    events_page(&state, &session, &tenant, &EventFilter::default(), &form, Some(&reply)).await
 }

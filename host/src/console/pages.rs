@@ -3,7 +3,7 @@
 
 use super::api::{ApiReply, FieldErrors, segment};
 use super::session::{Form, Session};
-use super::{ConsoleState, layout, message_page, respond};
+use super::{ConsoleState, layout, message_for, respond};
 use crate::identity::Principal;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -46,6 +46,7 @@ pub fn navigation(principal: &Principal) -> Vec<(String, &'static str)> {
         links.push(("/console/plugins".to_owned(), "Plugins"));
         links.push(("/console/tenants".to_owned(), "Tenants"));
         links.push(("/console/audit".to_owned(), "Platform audit"));
+        links.push(("/console/health".to_owned(), "Health"));
     }
     links
 }
@@ -77,6 +78,10 @@ pub(super) fn notice(done: &Done) -> Option<&'static str> {
         "plugin-enabled" => "The plugin is on for the platform.",
         "plugin-disabled" => "The plugin is off for the platform: its routes answer 404 in every tenant. Data is kept.",
         "uninstalled" => "The plugin is uninstalled. Its data is kept unless you purged it.",
+        "version-pinned" => {
+            "The version is pinned: tenants switching the plugin on get it, and installs do not move it."
+        }
+        "version-unpinned" => "Unpinned: the newest installed version is the one tenants switching the plugin on get.",
         _ => return None,
     })
 }
@@ -89,7 +94,7 @@ pub(super) fn when(ms: Option<i64>) -> String {
 }
 
 /// The page for an API refusal or failure.
-pub(super) fn refused(reply: &ApiReply) -> Response {
+pub(super) fn refused(session: &Session, reply: &ApiReply) -> Response {
     let title = match reply.status {
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::NOT_FOUND => "Not found",
@@ -97,7 +102,7 @@ pub(super) fn refused(reply: &ApiReply) -> Response {
         s if s.is_server_error() => "Unavailable",
         _ => "Refused",
     };
-    message_page(reply.status, title, &reply.detail())
+    message_for(Some(session), reply.status, title, &reply.detail())
 }
 
 /// A refused form's messages above it: those about the form as a whole, and those about a
@@ -206,7 +211,7 @@ async fn departments_page(
     let path = format!("/v1/tenants/{}/plugins", segment(tenant));
     let reply = session.api(state, Method::GET, &path, None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
     let base = format!("/console/tenants/{}/departments", segment(tenant));
@@ -259,7 +264,7 @@ pub async fn switch_department(
         return refused;
     }
     if switch != "enable" && switch != "disable" {
-        return message_page(StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
+        return message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
     }
     let path = format!("/v1/tenants/{}/plugins/{}/{switch}", segment(&tenant), segment(&plugin));
     let reply = session.api(&state, Method::POST, &path, None).await;
@@ -268,7 +273,7 @@ pub async fn switch_department(
         return Redirect::to(&format!("/console/tenants/{}/departments?done={done}", segment(&tenant))).into_response();
     }
     if matches!(reply.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED) {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     departments_page(&state, &session, &tenant, None, Some(&reply)).await
 }
@@ -295,7 +300,7 @@ async fn users_page(
     let tenant_path = segment(tenant);
     let reply = session.api(state, Method::GET, &format!("/v1/tenants/{tenant_path}/users"), None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let roles = session.api(state, Method::GET, &format!("/v1/tenants/{tenant_path}/roles"), None).await;
     let mut role_names: Vec<String> = vec!["member".into(), "tenant-admin".into()];
@@ -376,7 +381,7 @@ pub async fn create_user(
         return Redirect::to(&format!("/console/tenants/{}/users?done=user-created", segment(&tenant))).into_response();
     }
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     users_page(&state, &session, &tenant, None, &form, Some(&reply)).await
 }
@@ -411,7 +416,7 @@ async fn user_page(
         .api(state, Method::GET, &format!("/v1/tenants/{}/users/{}", segment(tenant), segment(user)), None)
         .await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let person = &reply.body;
     let name = person["display_name"].as_str().unwrap_or("").to_owned();
@@ -470,7 +475,7 @@ pub async fn reset_password(
         return Redirect::to(&to).into_response();
     }
     if reply.status != StatusCode::UNPROCESSABLE_ENTITY {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     user_page(&state, &session, &tenant, &user, None, Some(&reply)).await
 }
@@ -485,7 +490,7 @@ pub async fn confirm_disable(
         .api(&state, Method::GET, &format!("/v1/tenants/{}/users/{}", segment(&tenant), segment(&user)), None)
         .await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let base = format!("/console/tenants/{}/users/{}", segment(&tenant), segment(&user));
     let name = reply.body["display_name"].as_str().unwrap_or("").to_owned();
@@ -534,7 +539,7 @@ async fn account_switch(
     let path = format!("/v1/tenants/{}/users/{}/{change}", segment(&tenant), segment(&user));
     let reply = session.api(&state, Method::POST, &path, None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let done = if change == "disable" { "user-disabled" } else { "user-enabled" };
     Redirect::to(&format!("/console/tenants/{}/users/{}?done={done}", segment(&tenant), segment(&user))).into_response()
@@ -575,7 +580,7 @@ async fn roles_page(
     let tenant_path = segment(tenant);
     let reply = session.api(state, Method::GET, &format!("/v1/tenants/{tenant_path}/roles"), None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let mut roles: Vec<(String, Vec<String>)> = reply.body["items"]
         .as_array()
@@ -658,7 +663,7 @@ pub async fn set_role(
         return Redirect::to(&format!("/console/tenants/{}/roles?done=role-saved", segment(&tenant))).into_response();
     }
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     roles_page(&state, &session, &tenant, None, Some(&reply)).await
 }
@@ -711,7 +716,7 @@ async fn jobs_page(
     }
     let reply = session.api(state, Method::GET, &path, None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
     let next = reply.body["next"].as_str().map(|cursor| {
@@ -797,7 +802,7 @@ pub async fn change_job(
         return refused;
     }
     if change != "retry" && change != "cancel" {
-        return message_page(StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
+        return message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
     }
     let path = format!("/v1/tenants/{}/jobs/{}/{change}", segment(&tenant), segment(&job));
     let reply = session.api(&state, Method::POST, &path, None).await;
@@ -806,7 +811,7 @@ pub async fn change_job(
         return Redirect::to(&format!("/console/tenants/{}/jobs?done={done}", segment(&tenant))).into_response();
     }
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let filter = JobFilter { status: None, kind: None, plugin: None, cursor: None, done: None };
     jobs_page(&state, &session, &tenant, &filter, Some(&reply)).await
@@ -827,7 +832,7 @@ async fn tenants_page(
 ) -> Response {
     let reply = session.api(state, Method::GET, "/v1/admin/tenants", None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let errors = failure.map(ApiReply::field_errors).unwrap_or_default();
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
@@ -887,7 +892,7 @@ pub async fn create_tenant(State(state): State<ConsoleState>, session: Session, 
         return Redirect::to("/console/tenants?done=tenant-created").into_response();
     }
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     tenants_page(&state, &session, None, &form, Some(&reply)).await
 }
@@ -900,7 +905,7 @@ pub async fn confirm_suspend(
 ) -> Response {
     let reply = session.api(&state, Method::GET, &format!("/v1/admin/tenants/{}", segment(&tenant)), None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let name = reply.body["name"].as_str().unwrap_or(&tenant).to_owned();
     let content = html! {
@@ -941,7 +946,7 @@ async fn tenant_status(state: ConsoleState, session: Session, tenant: String, fo
     let path = format!("/v1/admin/tenants/{}/{change}", segment(&tenant));
     let reply = session.api(&state, Method::POST, &path, None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let done = if change == "suspend" { "tenant-suspended" } else { "tenant-resumed" };
     Redirect::to(&format!("/console/tenants?done={done}")).into_response()
@@ -967,7 +972,7 @@ mod tests {
         let tenant_pages = ["Home", "Departments", "Users", "Roles", "Jobs", "API tokens", "Audit log"];
         assert_eq!(labels(&principal(Role::TenantAdmin, "tenant-admin")), tenant_pages);
         let platform_pages: Vec<&str> =
-            tenant_pages.into_iter().chain(["Plugins", "Tenants", "Platform audit"]).collect();
+            tenant_pages.into_iter().chain(["Plugins", "Tenants", "Platform audit", "Health"]).collect();
         assert_eq!(labels(&principal(Role::PlatformAdmin, "platform-admin")), platform_pages);
     }
 

@@ -1,11 +1,12 @@
 //! Platform admins' plugin pages: the installed plugins, one plugin's versions, manifest and
 //! permissions, switching it on or off for the platform, uninstalling it (after a
-//! confirmation), and installing an artifact uploaded from a file input.
+//! confirmation), installing an artifact uploaded from a file input, pinning the version new
+//! tenants get, and rolling a version out to tenants (after a confirmation, with its report).
 
 use super::api::{ApiReply, segment};
 use super::pages::{Done, csrf, notice, refused, when};
 use super::session::{Form, Session, forgery, same_origin, same_secret};
-use super::{ConsoleState, layout, message_page, respond};
+use super::{ConsoleState, layout, message_for, respond};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -23,6 +24,7 @@ pub fn routes(max_artifact_bytes: usize) -> Router<ConsoleState> {
         )
         .route("/console/plugins/{plugin}", get(plugin))
         .route("/console/plugins/{plugin}/{change}", get(confirm_uninstall).post(change))
+        .route("/console/plugins/{plugin}/versions/{version}/{change}", get(confirm_rollout).post(change_version))
 }
 
 async fn plugins(State(state): State<ConsoleState>, session: Session, Query(done): Query<Done>) -> Response {
@@ -37,7 +39,7 @@ async fn plugins_page(
 ) -> Response {
     let reply = session.api(state, Method::GET, "/v1/admin/plugins", None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
     let content = html! {
@@ -118,13 +120,13 @@ async fn upload(
                     "signature" => signature = field.text().await.ok().filter(|s| !s.trim().is_empty()),
                     "artifact" => match field.bytes().await {
                         Ok(bytes) => artifact = Some(bytes.to_vec()),
-                        Err(e) => return unreadable(&e),
+                        Err(e) => return unreadable(&session, &e),
                     },
                     _ => {}
                 }
             }
             Ok(None) => break,
-            Err(e) => return unreadable(&e),
+            Err(e) => return unreadable(&session, &e),
         }
     }
     // The token is checked before the artifact is looked at.
@@ -158,21 +160,21 @@ async fn upload(
         return Redirect::to(&format!("/console/plugins/{}?done=installed", segment(id))).into_response();
     }
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     plugins_page(&state, &session, None, Some(&reply)).await
 }
 
 /// An upload that could not be read: too large (413) or malformed (400), as the multipart
 /// reader tells.
-fn unreadable(e: &axum::extract::multipart::MultipartError) -> Response {
+fn unreadable(session: &Session, e: &axum::extract::multipart::MultipartError) -> Response {
     let status = e.status();
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "The upload is larger than the platform accepts for a plugin artifact."
     } else {
         "The upload could not be read as a form (it may have been cut off)."
     };
-    message_page(status, "Upload refused", message)
+    message_for(Some(session), status, "Upload refused", message)
 }
 
 /// One plugin: its versions and which tenants run each, its manifest, its switches.
@@ -185,11 +187,11 @@ async fn plugin(
     let path = format!("/v1/admin/plugins/{}", segment(&id));
     let record = session.api(&state, Method::GET, &path, None).await;
     if !record.ok() {
-        return refused(&record);
+        return refused(&session, &record);
     }
     let versions = session.api(&state, Method::GET, &format!("{path}/versions"), None).await;
     if !versions.ok() {
-        return refused(&versions);
+        return refused(&session, &versions);
     }
     let plugin = &record.body;
     let manifest = &plugin["manifest"];
@@ -201,6 +203,7 @@ async fn plugin(
             .unwrap_or_default()
     };
     let base = format!("/console/plugins/{}", segment(&id));
+    let pinned = versions.body["pinned"] == true;
     let content = html! {
         p { (plugin["description"].as_str().unwrap_or("")) }
         div.actions {
@@ -222,22 +225,44 @@ async fn plugin(
         h2 { "Versions" }
         table {
             caption.visually-hidden { "Versions" }
-            thead { tr { th scope="col" { "Version" } th scope="col" { "Installed" } th scope="col" { "Size" } th scope="col" { "Signed by" } th scope="col" { "Tenants running it" } } }
+            thead { tr { th scope="col" { "Version" } th scope="col" { "Installed" } th scope="col" { "Size" } th scope="col" { "Signed by" } th scope="col" { "Tenants running it" } th scope="col" { "Actions" } } }
             tbody {
                 @for version in versions.body["items"].as_array().into_iter().flatten() {
+                    @let number = version["version"].as_str().unwrap_or("");
+                    @let active = version["active"] == true;
+                    @let here = format!("{base}/versions/{}", segment(number));
                     tr {
                         th scope="row" data-label="Version" {
-                            (version["version"].as_str().unwrap_or(""))
-                            @if version["active"] == true { " " span.on { "active" } }
+                            (number)
+                            @if active { " " span.on { @if pinned { "active, pinned" } @else { "active" } } }
                         }
                         td data-label="Installed" { (when(version["installed_at"].as_i64())) }
                         td data-label="Size" { (version["size_bytes"].as_u64().unwrap_or(0) / 1024) " KiB" }
                         td data-label="Signed by" { (version["signer"].as_str().unwrap_or("unsigned")) }
                         td data-label="Tenants" { (list(&version["tenants"]).join(", ")) }
+                        td data-label="Actions" {
+                            div.actions {
+                                @if active && pinned {
+                                    form.inline method="post" action={(here) "/unpin"} {
+                                        (csrf(&session))
+                                        button type="submit" aria-label={"Unpin " (number)} { "Unpin" }
+                                    }
+                                } @else {
+                                    form.inline method="post" action={(here) "/pin"} {
+                                        (csrf(&session))
+                                        button type="submit" aria-label={"Pin " (number) " for tenants switching on"} { "Pin" }
+                                    }
+                                }
+                                @if elsewhere(&versions.body, number) > 0 {
+                                    a.button href={(here) "/rollout"} aria-label={"Roll out " (number)} { "Roll out…" }
+                                }
+                            }
+                        }
                     }
                 }
             }
         }
+        p.hint { "Pinning makes a version the one tenants get when they switch the plugin on; installing a newer one then adds it beside without moving anyone. Rolling out moves the tenants on other versions, one after the other, with the same checks as a tenant admin's upgrade." }
         h2 { "Permissions it declares" }
         ul.plain {
             @for (name, about) in permissions(plugin) {
@@ -263,7 +288,7 @@ async fn plugin(
 /// Uninstalling asks first, and offers to purge the data.
 async fn confirm_uninstall(session: Session, Path((id, change)): Path<(String, String)>) -> Response {
     if change != "uninstall" {
-        return message_page(StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
+        return message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
     }
     let base = format!("/console/plugins/{}", segment(&id));
     let content = html! {
@@ -300,11 +325,11 @@ async fn change(
             (Method::DELETE, format!("{path}?purge=true"), "uninstalled")
         }
         "uninstall" => (Method::DELETE, path, "uninstalled"),
-        _ => return message_page(StatusCode::NOT_FOUND, "Not found", "There is no such console page."),
+        _ => return message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "There is no such console page."),
     };
     let reply = session.api(&state, method, &path, None).await;
     if !reply.ok() {
-        return refused(&reply);
+        return refused(&session, &reply);
     }
     let to = if done == "uninstalled" {
         format!("/console/plugins?done={done}")
@@ -312,4 +337,165 @@ async fn change(
         format!("/console/plugins/{}?done={done}", segment(&id))
     };
     Redirect::to(&to).into_response()
+}
+
+/// How many tenants run a version of the plugin other than `version`.
+fn elsewhere(versions: &Value, version: &str) -> usize {
+    versions["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["version"] != version)
+        .map(|v| v["tenants"].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+/// Rolling out moves tenants: asked for first, with the tenants it would move.
+async fn confirm_rollout(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((id, version, change)): Path<(String, String, String)>,
+) -> Response {
+    if change != "rollout" {
+        return message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "There is no such console page.");
+    }
+    let versions =
+        session.api(&state, Method::GET, &format!("/v1/admin/plugins/{}/versions", segment(&id)), None).await;
+    if !versions.ok() {
+        return refused(&session, &versions);
+    }
+    let items = versions.body["items"].as_array().cloned().unwrap_or_default();
+    if !items.iter().any(|v| v["version"] == version.as_str()) {
+        return message_for(
+            Some(&session),
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "That version of the plugin is not installed.",
+        );
+    }
+    let movers: Vec<(String, String)> = items
+        .iter()
+        .filter(|v| v["version"] != version.as_str())
+        .flat_map(|v| {
+            let from = v["version"].as_str().unwrap_or("").to_owned();
+            v["tenants"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |t| t.as_str().map(|t| (t.to_owned(), from.clone())))
+        })
+        .collect();
+    let base = format!("/console/plugins/{}", segment(&id));
+    let content = html! {
+        @if movers.is_empty() {
+            p { "Every tenant with " code { (id) } " already runs " (version) "." }
+            p { a href=(base) { "Back to the plugin" } }
+        } @else {
+            form.card method="post" action={(base) "/versions/" (segment(&version)) "/rollout"} {
+                (csrf(&session))
+                p { "Move these tenants to " code { (id) } " " strong { (version) } "? Each is moved with its data migrated and its indexes rebuilt; the rollout stops at the first that fails and says why. A tenant whose admin must approve what the version newly asks for is left where it is." }
+                fieldset {
+                    legend { "Tenants" }
+                    @for (tenant, from) in &movers {
+                        div.check {
+                            input id={"tenant-" (tenant)} type="checkbox" name="tenant" value=(tenant) checked;
+                            label for={"tenant-" (tenant)} { (tenant) " (now " (from) ")" }
+                        }
+                    }
+                }
+                div.buttons {
+                    button type="submit" { "Roll out" }
+                    a href=(base) { "Cancel" }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, layout("Roll out a version", Some(&session), None, content))
+}
+
+async fn change_version(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path((id, version, change)): Path<(String, String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(refused) = session.verify(&form) {
+        return refused;
+    }
+    let path = format!("/v1/admin/plugins/{}", segment(&id));
+    let base = format!("/console/plugins/{}", segment(&id));
+    let reply = match change.as_str() {
+        "pin" => {
+            let body = serde_json::json!({ "version": version });
+            session.api(&state, Method::PUT, &format!("{path}/pin"), Some(&body)).await
+        }
+        "unpin" => session.api(&state, Method::DELETE, &format!("{path}/pin"), None).await,
+        "rollout" => {
+            let tenants = form.all("tenant");
+            if tenants.is_empty() {
+                return message_for(
+                    Some(&session),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Nothing to do",
+                    "Choose at least one tenant to move.",
+                );
+            }
+            let body = serde_json::json!({ "version": version, "tenants": tenants });
+            let reply = session.api(&state, Method::POST, &format!("{path}/rollout"), Some(&body)).await;
+            if !reply.ok() {
+                return refused(&session, &reply);
+            }
+            return rollout_report(&session, &base, &reply.body);
+        }
+        _ => return message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "There is no such console page."),
+    };
+    if !reply.ok() {
+        return refused(&session, &reply);
+    }
+    let done = if change == "pin" { "version-pinned" } else { "version-unpinned" };
+    Redirect::to(&format!("{base}?done={done}")).into_response()
+}
+
+/// What a rollout did, tenant by tenant.
+fn rollout_report(session: &Session, base: &str, report: &Value) -> Response {
+    let tenants = |key: &str| report[key].as_array().cloned().unwrap_or_default();
+    let version = report["version"].as_str().unwrap_or("");
+    let complete = report["complete"] == true;
+    let content = html! {
+        @if complete {
+            p.notice role="status" { "Every tenant with the plugin now runs " (version) "." }
+        } @else if report["failed"].is_object() {
+            p.error role="alert" { "The rollout stopped at " (report["failed"]["tenant"].as_str().unwrap_or("")) ": " (report["failed"]["detail"].as_str().unwrap_or("")) " (" code { (report["failed"]["code"].as_str().unwrap_or("")) } ")." }
+        } @else {
+            p.notice role="status" { "Done; some tenants stay on their version (below)." }
+        }
+        table {
+            caption.visually-hidden { "Rollout report" }
+            thead { tr { th scope="col" { "Tenant" } th scope="col" { "Outcome" } } }
+            tbody {
+                @for step in tenants("moved") {
+                    tr { th scope="row" { (step["tenant"].as_str().unwrap_or("")) } td { "Moved from " (step["from"].as_str().unwrap_or("")) } }
+                }
+                @for tenant in tenants("unchanged") {
+                    tr { th scope="row" { (tenant.as_str().unwrap_or("")) } td { "Already on " (version) } }
+                }
+                @for waiting in tenants("awaiting_approval") {
+                    tr {
+                        th scope="row" { (waiting["tenant"].as_str().unwrap_or("")) }
+                        td { "Waits on " (waiting["from"].as_str().unwrap_or("")) " until its admin approves: "
+                            (waiting["requested"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")) }
+                    }
+                }
+                @if let Some(tenant) = report["failed"]["tenant"].as_str() {
+                    tr { th scope="row" { (tenant) } td { "Failed; left on " (report["failed"]["from"].as_str().unwrap_or("")) } }
+                }
+                @for tenant in tenants("remaining") {
+                    tr { th scope="row" { (tenant.as_str().unwrap_or("")) } td { "Not reached" } }
+                }
+            }
+        }
+        p { a href=(base) { "Back to the plugin" } }
+    };
+    respond(StatusCode::OK, layout("Rollout report", Some(session), None, content))
 }

@@ -8,8 +8,9 @@
 //! `/console/apps/{plugin}/{view}/actions/{n}` for a record's actions.
 
 use super::api::{ApiReply, segment};
+use super::pages::refused;
 use super::session::{Form, Session};
-use super::{ConsoleState, layout, message_page, respond};
+use super::{ConsoleState, layout, message_for, respond};
 use crate::manifest::views::{find_route, path_params, split_route};
 use crate::manifest::{FieldFormat, RouteSpec, ViewField, ViewKind, ViewSpec};
 use crate::plugins::LoadedPlugin;
@@ -93,7 +94,9 @@ fn department_of(state: &ConsoleState, session: &Session, plugin: &str) -> Resul
         .serving_tenant(&state.app.tenancy, &session.principal.tenant)
         .into_iter()
         .find(|p| p.record.id == plugin)
-        .ok_or_else(|| message_page(StatusCode::NOT_FOUND, "Not found", "Your organisation has no such department."))
+        .ok_or_else(|| {
+            message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "Your organisation has no such department.")
+        })
 }
 
 /// Whether the caller may call `route`.
@@ -121,14 +124,13 @@ fn view_of<'a>(
     name: &str,
 ) -> Result<(&'a ViewSpec, &'a RouteSpec), Response> {
     let manifest = &plugin.record.manifest;
-    let view = manifest
-        .views
-        .iter()
-        .find(|v| v.name == name)
-        .ok_or_else(|| message_page(StatusCode::NOT_FOUND, "Not found", "This department has no such screen."))?;
+    let view = manifest.views.iter().find(|v| v.name == name).ok_or_else(|| {
+        message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "This department has no such screen.")
+    })?;
     let route = find_route(&manifest.routes, &view.route).expect("views name declared routes (checked at upload)");
     if !may_call(state, session, route) {
-        return Err(message_page(
+        return Err(message_for(
+            Some(&session),
             StatusCode::FORBIDDEN,
             "Not allowed",
             "You do not have the permission this screen needs. Ask your administrator.",
@@ -231,19 +233,8 @@ async fn show(
     };
     match content {
         Ok((title, markup)) => respond(StatusCode::OK, layout(&title, Some(&session), notice, markup)),
-        Err(reply) => failed(&reply),
+        Err(reply) => refused(&session, &reply),
     }
-}
-
-/// The page for a refused or failed route call.
-fn failed(reply: &ApiReply) -> Response {
-    let title = match reply.status {
-        StatusCode::FORBIDDEN => "Not allowed",
-        StatusCode::NOT_FOUND => "Not found",
-        s if s.is_server_error() => "Unavailable",
-        _ => "Refused",
-    };
-    message_page(reply.status, title, &reply.detail())
 }
 
 /// A list view: its filters, its rows, a link to the next page.
@@ -697,7 +688,7 @@ async fn submit(
         Err(page) => return page,
     };
     if view.kind != ViewKind::Form {
-        return message_page(StatusCode::METHOD_NOT_ALLOWED, "Not a form", "This screen takes no form.");
+        return message_for(Some(&session), StatusCode::METHOD_NOT_ALLOWED, "Not a form", "This screen takes no form.");
     }
     // Path parameters from the address, else from the form (see `form`).
     let mut params = params;
@@ -740,7 +731,7 @@ async fn submit(
         return Redirect::to(&href).into_response();
     }
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
-        return failed(&reply);
+        return refused(&session, &reply);
     }
     let (title, markup) = form(&session, &loaded, view, route, &params, &form_data, Some(&reply));
     respond(reply.status, layout(&title, Some(&session), None, markup))
@@ -754,12 +745,14 @@ fn action_of<'a>(
     view: &'a ViewSpec,
     index: usize,
 ) -> Result<(&'a crate::manifest::ViewAction, &'a RouteSpec), Response> {
-    let not_found = || message_page(StatusCode::NOT_FOUND, "Not found", "This screen has no such action.");
+    let not_found =
+        || message_for(Some(&session), StatusCode::NOT_FOUND, "Not found", "This screen has no such action.");
     let action = view.actions.get(index).ok_or_else(not_found)?;
     let route =
         action.route.as_ref().and_then(|r| find_route(&plugin.record.manifest.routes, r)).ok_or_else(not_found)?;
     if !may_call(state, session, route) {
-        return Err(message_page(
+        return Err(message_for(
+            Some(&session),
             StatusCode::FORBIDDEN,
             "Not allowed",
             "You do not have the permission this action needs.",
@@ -827,7 +820,7 @@ async fn act(
         Err(page) => return page,
     };
     let Some(path) = api_path(&plugin, route, &params) else {
-        return failed(&missing_parameter());
+        return refused(&session, &missing_parameter());
     };
     let method = Method::from_bytes(route.method.to_ascii_uppercase().as_bytes()).unwrap_or(Method::POST);
     let body = action.body.clone().unwrap_or_else(|| Value::Object(Map::new()));
@@ -844,10 +837,10 @@ async fn act(
         // The record again, with why the action was refused (a workflow rule, say).
         return match record(&state, &session, &loaded, view, view_route, &own, Some(&reply)).await {
             Ok((title, markup)) => respond(reply.status, layout(&title, Some(&session), None, markup)),
-            Err(other) => failed(&other),
+            Err(other) => refused(&session, &other),
         };
     }
-    failed(&reply)
+    refused(&session, &reply)
 }
 
 #[cfg(test)]
