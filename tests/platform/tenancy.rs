@@ -336,7 +336,8 @@ async fn every_tenant_route_refuses_other_tenants_and_members() {
             .replace("{name}", "sla-check")
             .replace("{role}", "member")
             .replace("{id}", "job_x")
-            .replace("{token}", "tok_x");
+            .replace("{token}", "tok_x")
+            .replace("{user}", "usr_x");
         assert!(!concrete.contains('{'), "test setup: give {path}'s parameters a value");
         for method in item.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
