@@ -20,6 +20,11 @@ async fn acme() -> (TestServer, String) {
     (s, admin)
 }
 
+/// Form fields as `Visitor::post` takes them.
+fn as_pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 async fn helpdesk_enabled(s: &TestServer, admin: &str) -> bool {
     let plugins = s.as_token(Some(admin), Method::GET, "/v1/tenants/acme/plugins", None).await.expect(200).body;
     let helpdesk = plugins["items"].as_array().unwrap().iter().find(|p| p["id"] == "helpdesk").unwrap().clone();
@@ -868,7 +873,7 @@ async fn a_tenant_admin_resets_a_password_and_disables_and_enables_a_person() {
 }
 
 /// A platform admin `root`, signed in to the console.
-async fn signed_in_root(s: &TestServer) -> Visitor {
+pub(crate) async fn signed_in_root(s: &TestServer) -> Visitor {
     let root = json!({ "username": "root", "display_name": "Root", "password": PASSWORD, "role": "platform-admin" });
     s.post("/v1/tenants/default/users", root).await.expect(201);
     let mut visitor = Visitor::new(&s.base);
@@ -1020,4 +1025,65 @@ async fn a_platform_admin_pins_a_version_and_rolls_it_out_to_chosen_tenants() {
     report.expect(200);
     assert!(report.contains("Moved from 1.0.0"), "{}", report.body);
     assert_eq!(running("acme").await.as_deref(), Some("2.0.0"));
+}
+
+#[tokio::test]
+async fn an_edit_form_starts_from_the_record_and_does_not_overwrite_a_change_made_meanwhile() {
+    let (s, admin) = helpdesk_desk().await;
+    // Agents here work every ticket and assign them.
+    let grants = json!({ "permissions": ["helpdesk.ticket.read", "helpdesk.ticket.write", "helpdesk.agent", "helpdesk.ticket.assign"] });
+    s.as_token(Some(&admin), Method::PUT, "/v1/tenants/acme/roles/agent/permissions", Some(grants)).await.expect(200);
+    let filed = json!({ "title": "Printer jams", "description": "Tray 2", "priority": "P3", "assignee": "ana" });
+    s.as_token(Some(&admin), Method::POST, "/v1/plugins/helpdesk/tickets", Some(filed)).await.expect(201);
+    let mut ana = Visitor::new(&s.base);
+    ana.sign_in("acme", "ana", PASSWORD).await;
+    let record = ana.get("/console/apps/helpdesk/ticket?number=1").await;
+    assert!(record.contains(r#"href="/console/apps/helpdesk/edit-ticket?number=1""#), "{}", record.body);
+
+    // The form holds the ticket as it is, and the version it was read at.
+    let form = ana.get("/console/apps/helpdesk/edit-ticket?number=1").await;
+    form.expect(200);
+    assert!(form.contains(r#"value="Printer jams""#), "{}", form.body);
+    assert!(form.contains(r#"<option value="P3" selected>P3</option>"#), "{}", form.body);
+    assert!(form.contains(">Tray 2</textarea>") && form.contains(r#"value="ana""#), "{}", form.body);
+    let version = ticket(&s, &admin, 1).await["version"].as_u64().unwrap();
+    assert!(form.contains(&format!(r#"<input type="hidden" name="version" value="{version}">"#)), "{}", form.body);
+    let csrf = form.csrf();
+    let edit = |title: &'static str, version: String| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("version".to_owned(), version),
+            ("title".to_owned(), title.to_owned()),
+            ("description".to_owned(), "Tray 2".to_owned()),
+            ("priority".to_owned(), "P1".to_owned()),
+            ("category".to_owned(), String::new()),
+            // Emptied: the ticket is unassigned (the route takes `null` for it).
+            ("assignee".to_owned(), String::new()),
+        ]
+    };
+
+    // Someone else retitles it first: sending the old version is refused, nothing is lost,
+    // and the form comes back with what was typed and the current version.
+    let theirs = json!({ "title": "Printer jams on tray 2" });
+    s.as_token(Some(&admin), Method::PATCH, "/v1/plugins/helpdesk/tickets/1", Some(theirs)).await.expect(200);
+    let stale =
+        ana.post("/console/apps/helpdesk/edit-ticket?number=1", &as_pairs(&edit("Mine", version.to_string()))).await;
+    stale.expect(409);
+    assert!(stale.contains("reload and retry"), "{}", stale.body);
+    assert!(stale.contains(r#"value="Mine""#), "what was typed is kept: {}", stale.body);
+    let now = ticket(&s, &admin, 1).await;
+    assert_eq!((now["title"].as_str(), now["priority"].as_str()), (Some("Printer jams on tray 2"), Some("P3")));
+    let current = now["version"].as_u64().unwrap();
+    assert!(stale.contains(&format!(r#"name="version" value="{current}""#)), "{}", stale.body);
+
+    // Sent again knowingly, over the current version: saved.
+    ana.post("/console/apps/helpdesk/edit-ticket?number=1", &as_pairs(&edit("Mine", current.to_string())))
+        .await
+        .expect_redirect("/console/apps/helpdesk/ticket?number=1&done=saved");
+    let saved = ticket(&s, &admin, 1).await;
+    assert_eq!(
+        (saved["title"].as_str(), saved["priority"].as_str(), &saved["assignee"]),
+        (Some("Mine"), Some("P1"), &serde_json::Value::Null),
+        "{saved}"
+    );
 }

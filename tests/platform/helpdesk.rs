@@ -300,3 +300,29 @@ async fn a_plugin_built_for_platform_0_1_0_runs_unchanged_and_its_numbering_surv
     assert_eq!(file(&s, "newer", "P2").await["number"], 5);
     assert_eq!(s.get(&format!("{T}/1")).await.expect(200).body["title"], "old 1");
 }
+
+#[tokio::test]
+async fn tickets_list_newest_first_oldest_first_or_by_priority_and_page_in_that_order() {
+    let s = helpdesk().await;
+    for (title, priority) in [("a", "P3"), ("b", "P1"), ("c", "P2"), ("d", "P1"), ("e", "P4")] {
+        file(&s, title, priority).await;
+    }
+    let titles = |body: &Value| -> Vec<String> {
+        body["items"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(titles(&s.get(T).await.expect(200).body), ["e", "d", "c", "b", "a"], "newest first by default");
+    assert_eq!(titles(&s.get(&format!("{T}?sort=newest")).await.expect(200).body), ["e", "d", "c", "b", "a"]);
+    assert_eq!(titles(&s.get(&format!("{T}?sort=oldest")).await.expect(200).body), ["a", "b", "c", "d", "e"]);
+    // By priority, P1 first; equal priorities in filing order; pages continue the order.
+    let first = s.get(&format!("{T}?sort=priority&limit=3")).await.expect(200).body;
+    assert_eq!(titles(&first), ["b", "d", "c"]);
+    let cursor = first["next"].as_str().expect("a next page");
+    let rest = s.get(&format!("{T}?sort=priority&limit=3&cursor={cursor}")).await.expect(200).body;
+    assert_eq!(titles(&rest), ["a", "e"]);
+    // With a filter too.
+    let p1 = s.get(&format!("{T}?sort=oldest&priority=P1")).await.expect(200).body;
+    assert_eq!(titles(&p1), ["b", "d"]);
+    // Anything else is refused by the declared schema, naming the parameter.
+    let refused = s.get(&format!("{T}?sort=title")).await.expect_problem(422, "invalid-field");
+    assert_eq!(refused.body["field"], "sort");
+}

@@ -170,7 +170,57 @@ fn shown(value: &Value, format: FieldFormat) -> Markup {
         (Value::String(s), _) => html! { (s) },
         (Value::Bool(b), _) => html! { (if *b { "Yes" } else { "No" }) },
         (Value::Number(n), _) => html! { (n.to_string()) },
-        (other, _) => html! { code { (other.to_string()) } },
+        (other, _) => nested(other, 0),
+    }
+}
+
+/// A structured value drawn for people: a list of plain values joined, a list of records
+/// as a small table, a record as its named parts; past two levels, or for odd shapes, the
+/// JSON as text.
+fn nested(value: &Value, depth: u32) -> Markup {
+    let plain = |v: &Value| !v.is_object() && !v.is_array();
+    match value {
+        Value::Array(items) if items.is_empty() => html! { span.meta { "none" } },
+        Value::Array(items) if items.iter().all(plain) => {
+            html! { (items.iter().map(|v| as_text(v).unwrap_or_else(|| "—".into())).collect::<Vec<_>>().join(", ")) }
+        }
+        Value::Array(items) if depth < 2 && items.iter().all(Value::is_object) => {
+            let mut columns: Vec<&str> = Vec::new();
+            for item in items {
+                for key in item.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !columns.contains(&key.as_str()) {
+                        columns.push(key);
+                    }
+                }
+            }
+            html! {
+                table.nested {
+                    thead { tr { @for c in &columns { th scope="col" { (humanize(c)) } } } }
+                    tbody {
+                        @for item in items {
+                            tr { @for c in &columns { td data-label=(humanize(c)) { (shown_at(&item[*c], depth + 1)) } } }
+                        }
+                    }
+                }
+            }
+        }
+        Value::Object(fields) if fields.is_empty() => html! { span.meta { "none" } },
+        Value::Object(fields) if depth < 2 => html! {
+            dl.nested {
+                @for (key, value) in fields {
+                    dt { (humanize(key)) }
+                    dd { (shown_at(value, depth + 1)) }
+                }
+            }
+        },
+        other => html! { code { (other.to_string()) } },
+    }
+}
+
+fn shown_at(value: &Value, depth: u32) -> Markup {
+    match value {
+        Value::Array(_) | Value::Object(_) => nested(value, depth),
+        other => shown(other, FieldFormat::Text),
     }
 }
 
@@ -229,7 +279,12 @@ async fn show(
     let content = match view.kind {
         ViewKind::List => list(&state, &session, &loaded, view, route, &params, true).await,
         ViewKind::Record => record(&state, &session, &loaded, view, route, &params, None).await,
-        ViewKind::Form => Ok(form(&session, &loaded, view, route, &params, &Form { fields: Vec::new() }, None)),
+        ViewKind::Form => match load(&state, &session, &loaded, view, &params).await {
+            Ok(record) => {
+                Ok(form(&session, &loaded, view, route, &params, &Form { fields: Vec::new() }, None, record.as_ref()))
+            }
+            Err(reply) => Err(reply),
+        },
     };
     match content {
         Ok((title, markup)) => respond(StatusCode::OK, layout(&title, Some(&session), notice, markup)),
@@ -257,9 +312,10 @@ async fn list(
         .iter()
         .filter_map(|f| param(params, f).filter(|v| !v.is_empty()).map(|v| (f.clone(), v.to_owned())))
         .collect();
-    // Paging, when the route takes it: `cursor` from a "next page" link, `limit` from the
-    // address.
-    let declared = |name: &str| route.query.as_ref().is_some_and(|q| q["properties"].get(name).is_some());
+    // Paging, when the route takes it (it declares the parameter, or declares no query at
+    // all, so nothing checks it before the plugin): `cursor` from a "next page" link,
+    // `limit` from the address.
+    let declared = |name: &str| route.query.as_ref().is_none_or(|q| q["properties"].get(name).is_some());
     for name in ["limit", "cursor"] {
         if declared(name)
             && let Some(value) = param(params, name).filter(|v| !v.is_empty())
@@ -468,6 +524,9 @@ async fn record(
 
 /// A JSON Schema with `$ref`s followed and `allOf`s merged, and `anyOf [X, null]` taken as
 /// an optional X: what a form field needs to know (type, enum, bounds, description).
+/// Set by [`resolve`] on a schema that also admits `null`.
+const NULLABLE: &str = "x-keel-nullable";
+
 fn resolve(schema: &Value, schemas: &std::collections::BTreeMap<String, Value>) -> Map<String, Value> {
     fn go(
         schema: &Value,
@@ -492,6 +551,9 @@ fn resolve(schema: &Value, schemas: &std::collections::BTreeMap<String, Value>) 
             if let [only] = not_null.as_slice() {
                 go(only, schemas, depth + 1, out);
             }
+            if not_null.len() < any.len() {
+                out.insert(NULLABLE.into(), Value::Bool(true));
+            }
         }
         for (key, value) in object {
             if !matches!(key.as_str(), "$ref" | "allOf" | "anyOf") {
@@ -500,6 +562,9 @@ fn resolve(schema: &Value, schemas: &std::collections::BTreeMap<String, Value>) 
         }
         // `type = ["integer", "null"]` is an optional integer.
         if let Some(types) = out.get("type").and_then(Value::as_array).cloned() {
+            if types.iter().any(|t| t == "null") {
+                out.insert(NULLABLE.into(), Value::Bool(true));
+            }
             let not_null: Vec<Value> = types.into_iter().filter(|t| t != "null").collect();
             if let [only] = not_null.as_slice() {
                 out.insert("type".into(), only.clone());
@@ -571,6 +636,35 @@ fn form_fields(view: &ViewSpec, input: &Map<String, Value>) -> Vec<ViewField> {
         .unwrap_or_default()
 }
 
+/// The record an edit form starts from (its `load` route's answer), if it has one.
+async fn load(
+    state: &ConsoleState,
+    session: &Session,
+    plugin: &LoadedPlugin,
+    view: &ViewSpec,
+    params: &Params,
+) -> Result<Option<Value>, ApiReply> {
+    let Some(source) = view.load.as_ref().and_then(|l| find_route(&plugin.record.manifest.routes, l)) else {
+        return Ok(None);
+    };
+    let path = api_path(&plugin.record.id, source, params).ok_or_else(missing_parameter)?;
+    let reply = session.api(state, Method::GET, &path, None).await;
+    if !reply.ok() {
+        return Err(reply);
+    }
+    Ok(Some(reply.body))
+}
+
+/// Whether the form's input carries the record's `version` back without asking for it.
+fn carries_version(view: &ViewSpec, input: &Map<String, Value>) -> bool {
+    view.load.is_some()
+        && input.get("properties").is_some_and(|p| p.get("version").is_some())
+        && !view.fields.iter().any(|f| f.field == "version")
+}
+
+/// `record` is what an edit form starts from; once the form was sent, what was sent is shown
+/// instead (with the record's latest `version`, so sending again applies over it).
+#[allow(clippy::too_many_arguments)]
 fn form(
     session: &Session,
     plugin: &LoadedPlugin,
@@ -579,6 +673,7 @@ fn form(
     params: &Params,
     sent: &Form,
     failure: Option<&ApiReply>,
+    record: Option<&Value>,
 ) -> (String, Markup) {
     let schemas = &plugin.record.manifest.schemas;
     let input = resolve(route.input.as_ref().unwrap_or(&Value::Null), schemas);
@@ -592,9 +687,19 @@ fn form(
     let own = params_for(&view.route, None, params);
     // Path parameters the address does not give (which priority's targets, say) are asked.
     let asked: Vec<&str> = path_params(&route.path).into_iter().filter(|n| param(params, n).is_none()).collect();
+    let value_of = |name: &str| -> String {
+        match record {
+            Some(record) if sent.fields.is_empty() => as_text(&record[name]).unwrap_or_default(),
+            _ => sent.text(name).to_owned(),
+        }
+    };
+    let version = record.filter(|_| carries_version(view, &input)).and_then(|r| as_text(&r["version"]));
     let markup = html! {
         form.card method="post" action=(view_href(&plugin.record.id, &view.name, &own)) {
             input type="hidden" name="csrf" value=(session.csrf);
+            @if let Some(version) = &version {
+                input type="hidden" name="version" value=(version);
+            }
             (super::pages::error_banner(&errors, &asked.iter().copied().chain(fields.iter().map(|f| f.field.as_str())).collect::<Vec<_>>()))
             @for name in &asked {
                 @let schema = route.params.get(*name).map(|s| resolve(s, schemas)).unwrap_or_default();
@@ -615,7 +720,7 @@ fn form(
                 @let described = if error.is_some() { Some(format!("{}-error", field.field)) } else { hint.map(|_| format!("{}-hint", field.field)) };
                 div.field {
                     label for=(field.field) { (label(field)) @if !required.contains(&field.field.as_str()) { span.meta { " (optional)" } } }
-                    (input_for(&field.field, &field.field, &schema, sent.text(&field.field), required.contains(&field.field.as_str()), described.as_deref(), field.format))
+                    (input_for(&field.field, &field.field, &schema, &value_of(&field.field), required.contains(&field.field.as_str()), described.as_deref(), field.format))
                     @if let Some(error) = error {
                         p.field-error id={(field.field) "-error"} { (error) }
                     } @else if let Some(hint) = hint {
@@ -651,6 +756,10 @@ fn body_of(view: &ViewSpec, plugin: &LoadedPlugin, route: &RouteSpec, form: &For
             continue;
         }
         if raw.trim().is_empty() && !required.contains(&name) {
+            // Emptied on an edit form: cleared, where the route takes `null` for it.
+            if view.load.is_some() && schema.get(NULLABLE) == Some(&Value::Bool(true)) {
+                body.insert(name.to_owned(), Value::Null);
+            }
             continue;
         }
         let value = match kind {
@@ -665,6 +774,11 @@ fn body_of(view: &ViewSpec, plugin: &LoadedPlugin, route: &RouteSpec, form: &For
             _ => Value::from(raw),
         };
         body.insert(name.to_owned(), value);
+    }
+    if carries_version(view, &input)
+        && let Ok(version) = form.text("version").trim().parse::<u64>()
+    {
+        body.insert("version".into(), Value::from(version));
     }
     Value::Object(body)
 }
@@ -708,7 +822,7 @@ async fn submit(
             .collect();
         reply.status = StatusCode::UNPROCESSABLE_ENTITY;
         reply.body["errors"] = Value::Array(asked);
-        let (title, markup) = form(&session, &loaded, view, route, &params, &form_data, Some(&reply));
+        let (title, markup) = form(&session, &loaded, view, route, &params, &form_data, Some(&reply), None);
         return respond(reply.status, layout(&title, Some(&session), None, markup));
     };
     let body = body_of(view, &loaded, route, &form_data);
@@ -733,7 +847,10 @@ async fn submit(
     if matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
         return refused(&session, &reply);
     }
-    let (title, markup) = form(&session, &loaded, view, route, &params, &form_data, Some(&reply));
+    // An edit form comes back with the record's latest version: the message says what
+    // changed meanwhile, and sending again is a deliberate overwrite.
+    let record = load(&state, &session, &loaded, view, &params).await.ok().flatten();
+    let (title, markup) = form(&session, &loaded, view, route, &params, &form_data, Some(&reply), record.as_ref());
     respond(reply.status, layout(&title, Some(&session), None, markup))
 }
 
@@ -862,10 +979,29 @@ mod tests {
         let priority =
             resolve(&serde_json::json!({ "anyOf": [{ "$ref": "#/schemas/Priority" }, { "type": "null" }] }), &schemas);
         assert_eq!(priority["enum"], serde_json::json!(["P1", "P2"]));
+        assert_eq!(priority[NULLABLE], true, "an edit form may send null for it");
         let optional = resolve(&serde_json::json!({ "type": ["integer", "null"] }), &schemas);
         assert_eq!(optional["type"], "integer");
+        assert_eq!(optional[NULLABLE], true);
+        assert!(title.get(NULLABLE).is_none());
         // A reference cycle ends.
         assert!(resolve(&serde_json::json!({ "$ref": "#/schemas/Loop" }), &schemas).is_empty());
+    }
+
+    #[test]
+    fn structured_values_are_drawn_as_lists_tables_and_named_parts_and_escaped() {
+        let draw = |v: serde_json::Value| shown(&v, FieldFormat::Text).into_string();
+        assert_eq!(draw(serde_json::json!(["mon", "tue"])), "mon, tue");
+        assert_eq!(draw(serde_json::json!([])), r#"<span class="meta">none</span>"#);
+        let lines = draw(serde_json::json!([{ "name": "Salary", "amount": "3000.00" }, { "name": "<b>Tax</b>" }]));
+        assert!(lines.starts_with(r#"<table class="nested">"#), "{lines}");
+        assert!(lines.contains("<th scope=\"col\">Amount</th><th scope=\"col\">Name</th>"), "{lines}");
+        assert!(lines.contains("&lt;b&gt;Tax&lt;/b&gt;") && !lines.contains("<b>"), "{lines}");
+        let employment = draw(serde_json::json!({ "type": "full-time", "days": ["mon"] }));
+        assert_eq!(employment, r#"<dl class="nested"><dt>Days</dt><dd>mon</dd><dt>Type</dt><dd>full-time</dd></dl>"#);
+        // Past two levels the JSON is shown as text.
+        let deep = draw(serde_json::json!({ "a": { "b": { "c": 1 } } }));
+        assert!(deep.contains(r#"<code>{&quot;c&quot;:1}</code>"#), "{deep}");
     }
 
     #[test]

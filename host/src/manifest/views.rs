@@ -116,6 +116,12 @@ pub struct ViewSpec {
     /// else the form's own); none: the form again, with a notice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub then: Option<String>,
+    /// Form: `METHOD /path` of a GET route (its path parameters among the form's) whose
+    /// answer fills the inputs, making an edit form. Its `version`, when the form's input
+    /// declares one, is sent back, so the route can refuse a change made over someone
+    /// else's; an optional input emptied is sent as `null` where the schema allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<ViewAction>,
     /// Listed in the department's menu (lists and forms without path parameters are,
@@ -241,6 +247,16 @@ pub fn validate(views: &[ViewSpec], routes: &[RouteSpec]) -> Result<(), (String,
         only("heading", ViewKind::Record, view.heading.is_some())?;
         only("sections", ViewKind::Record, !view.sections.is_empty())?;
         only("then", ViewKind::Form, view.then.is_some())?;
+        only("load", ViewKind::Form, view.load.is_some())?;
+        if let Some(load) = &view.load {
+            let Some(source) = find_route(routes, load).filter(|r| r.method.eq_ignore_ascii_case("GET")) else {
+                return Err((at("load"), format!("`{load}` is not a declared GET route")));
+            };
+            let own = path_params(&route.path);
+            if let Some(missing) = path_params(&source.path).into_iter().find(|p| !own.contains(p)) {
+                return Err((at("load"), format!("`{{{missing}}}` is not a path parameter of the form's route")));
+            }
+        }
         refers("link", &view.link, &[ViewKind::Record])?;
         refers("then", &view.then, &[ViewKind::Record, ViewKind::List])?;
         for section in &view.sections {
@@ -309,9 +325,12 @@ mod tests {
         post.input = Some(serde_json::json!({ "type": "object" }));
         let mut list = RouteSpec::new("GET", "/tickets", "t.read");
         list.query = Some(serde_json::json!({ "type": "object", "properties": { "status": { "type": "string" } } }));
+        let mut patch = RouteSpec::new("PATCH", "/tickets/{number}", "t.write");
+        patch.input = Some(serde_json::json!({ "type": "object" }));
         vec![
             post,
             list,
+            patch,
             RouteSpec::new("GET", "/tickets/{number}", "t.read"),
             RouteSpec::new("POST", "/tickets/{number}/transition", "t.write"),
         ]
@@ -349,6 +368,8 @@ mod tests {
     #[test]
     fn views_must_name_declared_routes_of_the_right_method_and_existing_views() {
         assert_eq!(views(""), Ok(()));
+        let edit = "[[views]]\nname = \"edit\"\nkind = \"form\"\ntitle = \"Edit\"\nroute = \"PATCH /tickets/{number}\"\nload = \"GET /tickets/{number}\"";
+        assert_eq!(views(edit), Ok(()), "an edit form loads the record it changes");
         let bad = [
             (
                 "[[views]]\nname = \"x\"\nkind = \"list\"\ntitle = \"X\"\nroute = \"GET /nowhere\"\nfields = [{ field = \"a\" }]",
@@ -389,6 +410,18 @@ mod tests {
                 "views.x.title",
             ),
             (
+                "[[views]]\nname = \"x\"\nkind = \"form\"\ntitle = \"X\"\nroute = \"POST /tickets\"\nload = \"GET /tickets/{number}\"",
+                "views.x.load",
+            ),
+            (
+                "[[views]]\nname = \"x\"\nkind = \"form\"\ntitle = \"X\"\nroute = \"PATCH /tickets/{number}\"\nload = \"POST /tickets/{number}/transition\"",
+                "views.x.load",
+            ),
+            (
+                "[[views]]\nname = \"x\"\nkind = \"record\"\ntitle = \"X\"\nroute = \"GET /tickets/{number}\"\nload = \"GET /tickets/{number}\"",
+                "views.x.load",
+            ),
+            (
                 "[[views]]\nname = \"X!\"\nkind = \"record\"\ntitle = \"X\"\nroute = \"GET /tickets/{number}\"",
                 "views.X!",
             ),
@@ -413,6 +446,7 @@ mod tests {
             heading: None,
             sections: vec![],
             then: None,
+            load: None,
             actions: vec![],
             menu: None,
         };

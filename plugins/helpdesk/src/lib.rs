@@ -400,7 +400,16 @@ fn get_ticket(req: &Request) -> Result<Response, Error> {
 
 fn list_tickets(req: &Request) -> Result<Response, Error> {
     let paging = req.paging(DEFAULT_PAGE, MAX_PAGE)?;
-    let mut query = TICKETS.query().descending().limit(paging.limit).cursor(paging.cursor.as_deref());
+    let query = match req.query("sort").unwrap_or("newest") {
+        "newest" => TICKETS.query().descending(),
+        "oldest" => TICKETS.query(),
+        // Priorities sort as text, P1 first; equal ones in filing order.
+        "priority" => TICKETS.query().order_by("priority"),
+        other => {
+            return Err(Error::invalid("invalid-field", format!("sort is newest, oldest or priority, not `{other}`")));
+        }
+    };
+    let mut query = query.limit(paging.limit).cursor(paging.cursor.as_deref());
     if let Some(status) = req.query("status") {
         query = query.filter("status", ticket::status(status).map_err(invalid)?);
     }
