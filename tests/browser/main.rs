@@ -256,5 +256,10 @@ async fn people_run_a_helpdesk_from_the_console_in_a_real_browser() {
     s.eventually(&path, "the retried job to run again", |b| b["runs"].as_array().is_some_and(|r| r.len() == 4)).await;
     browser.open(&format!("{base}/console/tenants")).await;
     screenshot(&browser, "tenants").await;
+    // The health page: readiness and this host's figures, the helpdesk's calls among them.
+    browser.open(&format!("{base}/console/health")).await;
+    shows(&browser, "The database answers").await;
+    assert!(browser.find("main").await.text().await.contains("helpdesk"));
+    screenshot(&browser, "health").await;
     browser.quit().await;
 }

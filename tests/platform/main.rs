@@ -4,6 +4,7 @@ mod admin;
 mod console;
 mod contract;
 mod crm;
+mod department_screens;
 mod departments;
 mod fair_share;
 mod helpdesk;
