@@ -68,6 +68,14 @@ pub trait AuditRows: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BackendError>;
+    /// Entries before `before` (an entry id; none: from the newest), newest first.
+    async fn entries_before(
+        &self,
+        tenant: Option<&str>,
+        action: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BackendError>;
 }
 
 #[derive(Clone)]
@@ -104,5 +112,16 @@ impl AuditLog {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BackendError> {
         self.rows.entries(tenant, action, after, limit).await
+    }
+
+    /// Entries before `before` (an entry id; none: from the newest), newest first.
+    pub async fn query_newest(
+        &self,
+        tenant: Option<&str>,
+        action: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        self.rows.entries_before(tenant, action, before, limit).await
     }
 }

@@ -650,6 +650,8 @@ async fn the_audit_log_shows_what_admins_did_to_them_and_the_platform_log_to_pla
     log.expect(200);
     assert!(log.contains("<code>tenant.plugin.enable</code>") && log.contains("ada of Acme"), "{}", log.body);
     assert!(log.contains("<code>user.create</code>"));
+    let (enabled, created) = (log.body.find("tenant.plugin.enable").unwrap(), log.body.find("user.create").unwrap());
+    assert!(enabled < created, "newest first: the switch made last comes first");
     let filtered = ada.get("/console/tenants/acme/audit?action=user.create").await;
     assert!(
         filtered.contains("<code>user.create</code>") && !filtered.contains("<code>tenant.plugin.enable</code>"),

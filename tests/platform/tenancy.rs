@@ -296,6 +296,26 @@ async fn the_audit_log_records_writes_and_admin_actions_per_tenant_and_cannot_be
         .expect(200)
         .body;
     assert_eq!(rest["items"].as_array().unwrap().len(), 4, "six puts: two, then the other four");
+    let ids =
+        |page: &Value| page["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    let oldest_first: Vec<i64> = ids(&only_puts).into_iter().chain(ids(&rest)).collect();
+
+    // Newest first, paged back with `before`: the same six, the other way round.
+    let audit = |query: String| {
+        let (s, acme) = (&s, &acme);
+        async move { s.as_token(Some(acme), Method::GET, &format!("/v1/tenants/acme/audit?{query}"), None).await }
+    };
+    let newest = audit("action=document.put&order=newest&limit=4".into()).await.expect(200).body;
+    assert!(newest.get("next_after").is_none_or(Value::is_null), "{newest}");
+    let before = newest["next_before"].as_i64().expect("an older page");
+    let older = audit(format!("action=document.put&order=newest&before={before}")).await.expect(200).body;
+    assert!(older.get("next_before").is_none(), "the end: {older}");
+    let newest_first: Vec<i64> = ids(&newest).into_iter().chain(ids(&older)).collect();
+    assert_eq!(newest_first, oldest_first.iter().rev().copied().collect::<Vec<_>>());
+    // Each cursor belongs to its order.
+    audit(format!("order=newest&after={before}")).await.expect_problem(422, "invalid-cursor");
+    audit(format!("before={before}")).await.expect_problem(422, "invalid-cursor");
+    audit("order=sideways".into()).await.expect(400);
 
     // Tenant admins cannot read another tenant's log; the platform admin reads all of it.
     s.as_token(Some(&acme), Method::GET, "/v1/tenants/globex/audit", None)

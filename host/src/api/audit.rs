@@ -16,13 +16,29 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(tenant_audit)).routes(routes!(platform_audit))
 }
 
+/// Which way a page of the log runs.
+#[derive(Deserialize, ToSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOrder {
+    /// From the first entry on, paged with `after`.
+    #[default]
+    Oldest,
+    /// From the latest entry back, paged with `before`.
+    Newest,
+}
+
 /// A page of one tenant's log.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Only entries after this id (the `next_after` of the previous page).
+    /// `oldest` first (the default) or `newest` first.
+    #[param(inline)]
+    order: Option<AuditOrder>,
+    /// Oldest first: only entries after this id (the `next_after` of the previous page).
     #[serde(default)]
     after: i64,
+    /// Newest first: only entries before this id (the `next_before` of the previous page).
+    before: Option<i64>,
     /// 1 to 1000; default 100.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
@@ -34,9 +50,14 @@ pub struct AuditQuery {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformAuditQuery {
-    /// Only entries after this id (the `next_after` of the previous page).
+    /// `oldest` first (the default) or `newest` first.
+    #[param(inline)]
+    order: Option<AuditOrder>,
+    /// Oldest first: only entries after this id (the `next_after` of the previous page).
     #[serde(default)]
     after: i64,
+    /// Newest first: only entries before this id (the `next_before` of the previous page).
+    before: Option<i64>,
     /// 1 to 1000; default 100.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
@@ -49,8 +70,11 @@ pub struct PlatformAuditQuery {
 #[derive(Serialize, ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditEntry>,
-    /// Pass as `after` for the next page; absent at the end.
+    /// Oldest first: pass as `after` for the next page; absent at the end.
     pub next_after: Option<i64>,
+    /// Newest first: pass as `before` for the next (older) page; absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
 }
 
 async fn page(state: &AppState, tenant: Option<&str>, q: &AuditQuery) -> Result<Json<AuditPage>, ApiError> {
@@ -58,15 +82,41 @@ async fn page(state: &AppState, tenant: Option<&str>, q: &AuditQuery) -> Result<
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::unprocessable("invalid-limit", "`limit` must be 1 to 1000"));
     }
-    let items = state.audit.query(tenant, q.action.as_deref(), q.after, limit).await.map_err(|e| {
+    let order = q.order.unwrap_or_default();
+    match order {
+        AuditOrder::Oldest if q.before.is_some() => {
+            return Err(ApiError::unprocessable(
+                "invalid-cursor",
+                "`before` pages the log newest first: add `order=newest`",
+            ));
+        }
+        AuditOrder::Newest if q.after != 0 => {
+            return Err(ApiError::unprocessable(
+                "invalid-cursor",
+                "`after` pages the log oldest first; newest first takes `before`",
+            ));
+        }
+        _ => {}
+    }
+    let action = q.action.as_deref();
+    let items = match order {
+        AuditOrder::Oldest => state.audit.query(tenant, action, q.after, limit).await,
+        AuditOrder::Newest => state.audit.query_newest(tenant, action, q.before, limit).await,
+    }
+    .map_err(|e| {
         tracing::error!(error = %e, "audit query failed");
         ApiError::internal("audit query failed")
     })?;
-    let next_after = (items.len() == limit as usize).then(|| items.last().map(|e| e.id)).flatten();
-    Ok(Json(AuditPage { items, next_after }))
+    let last = (items.len() == limit as usize).then(|| items.last().map(|e| e.id)).flatten();
+    let (next_after, next_before) = match order {
+        AuditOrder::Oldest => (last, None),
+        AuditOrder::Newest => (None, last),
+    };
+    Ok(Json(AuditPage { items, next_after, next_before }))
 }
 
-/// This tenant's audit log: admin actions and every plugin storage write, oldest first.
+/// This tenant's audit log: admin actions and every plugin storage write, oldest first
+/// (or newest first with `order=newest`).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "tenants",
     params(("tenant" = String, Path), AuditQuery), responses((status = 200, body = AuditPage)), security(("bearer" = [])))]
 async fn tenant_audit(
@@ -86,6 +136,6 @@ async fn platform_audit(
     _admin: AdminPrincipal,
     Query(q): Query<PlatformAuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let PlatformAuditQuery { after, limit, action, tenant } = q;
-    page(&state, tenant.as_deref(), &AuditQuery { after, limit, action }).await
+    let PlatformAuditQuery { order, after, before, limit, action, tenant } = q;
+    page(&state, tenant.as_deref(), &AuditQuery { order, after, before, limit, action }).await
 }

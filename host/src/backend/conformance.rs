@@ -275,6 +275,14 @@ pub async fn the_audit_log_filters_and_pages(rows: &dyn AuditRows) {
     let creates = rows.entries(None, Some("tenant.create"), 0, 10).await.unwrap();
     assert_eq!(creates.iter().filter(|e| e.tenant.as_deref().is_some_and(|t| t.starts_with("cf-aud"))).count(), 2);
     assert_eq!(rows.entries(None, None, 0, 1).await.unwrap().len(), 1, "audit: limit");
+
+    // Newest first, from the newest or before an id, with the same filters.
+    let newest = rows.entries_before(Some("cf-aud"), None, None, 10).await.unwrap();
+    assert_eq!(newest.iter().map(|e| e.id).collect::<Vec<_>>(), [mine[1].id, mine[0].id], "audit: newest first");
+    let older = rows.entries_before(Some("cf-aud"), None, Some(mine[1].id), 10).await.unwrap();
+    assert_eq!(older.iter().map(|e| e.id).collect::<Vec<_>>(), [mine[0].id], "audit: pages before an id");
+    let latest = rows.entries_before(None, Some("tenant.create"), None, 1).await.unwrap();
+    assert_eq!((latest.len(), latest[0].action.as_str()), (1, "tenant.create"), "audit: newest first, filtered");
 }
 
 /// Plugin settings per tenant.

@@ -199,7 +199,7 @@ async fn revoke_token(
 struct AuditFilter {
     action: Option<String>,
     tenant: Option<String>,
-    after: Option<i64>,
+    before: Option<i64>,
 }
 
 async fn tenant_audit(
@@ -221,7 +221,7 @@ async fn platform_audit(
     audit_page(&state, &session, "/console/audit", "/v1/admin/audit", &filter, true).await
 }
 
-/// A page of the log, oldest first from `after`, as the API pages it.
+/// A page of the log, newest first (before `before`), as the API pages it.
 async fn audit_page(
     state: &ConsoleState,
     session: &Session,
@@ -230,16 +230,16 @@ async fn audit_page(
     filter: &AuditFilter,
     platform: bool,
 ) -> Response {
-    let mut query: Vec<(&str, String)> = vec![("limit", "100".into())];
+    let mut query: Vec<(&str, String)> = vec![("limit", "100".into()), ("order", "newest".into())];
     if let Some(action) = filter.action.as_deref().filter(|a| !a.is_empty()) {
         query.push(("action", action.to_owned()));
     }
     if platform && let Some(tenant) = filter.tenant.as_deref().filter(|t| !t.is_empty()) {
         query.push(("tenant", tenant.to_owned()));
     }
-    let kept: Vec<(&str, String)> = query.iter().filter(|(k, _)| *k != "limit").cloned().collect();
-    if let Some(after) = filter.after {
-        query.push(("after", after.to_string()));
+    let kept: Vec<(&str, String)> = query.iter().filter(|(k, _)| !matches!(*k, "limit" | "order")).cloned().collect();
+    if let Some(before) = filter.before {
+        query.push(("before", before.to_string()));
     }
     let encode = |pairs: &[(&str, String)]| {
         pairs.iter().map(|(k, v)| format!("{k}={}", segment(v))).collect::<Vec<_>>().join("&")
@@ -249,14 +249,14 @@ async fn audit_page(
         return refused(&session, &reply);
     }
     let items = reply.body["items"].as_array().cloned().unwrap_or_default();
-    let next = reply.body["next_after"].as_i64().map(|after| {
+    let next = reply.body["next_before"].as_i64().map(|before| {
         let mut pairs = kept.clone();
-        pairs.push(("after", after.to_string()));
+        pairs.push(("before", before.to_string()));
         format!("{base}?{}", encode(&pairs))
     });
     let title = if platform { "Platform audit log" } else { "Audit log" };
     let content = html! {
-        p { "Every admin action and every plugin storage write, oldest first. Nothing here can be changed." }
+        p { "Every admin action and every plugin storage write, newest first. Nothing here can be changed." }
         form.filters method="get" action=(base) aria-label="Filters" {
             div.field {
                 label for="action" { "Action" }
@@ -295,7 +295,7 @@ async fn audit_page(
             }
         }
         @if let Some(next) = next {
-            p { a href=(next) rel="next" { "Later entries" } }
+            p { a href=(next) rel="next" { "Older entries" } }
         }
     };
     respond(StatusCode::OK, layout(title, Some(session), None, content))

@@ -34,17 +34,43 @@ impl AuditRows for SqliteAudit {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BackendError> {
+        self.select(tenant, action, (" > ", Some(after)), "", limit).await
+    }
+
+    async fn entries_before(
+        &self,
+        tenant: Option<&str>,
+        action: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        self.select(tenant, action, (" < ", before), " DESC", limit).await
+    }
+}
+
+impl SqliteAudit {
+    /// Entries beyond `bound` (comparison, id), filtered, in id order (`direction`).
+    async fn select(
+        &self,
+        tenant: Option<&str>,
+        action: Option<&str>,
+        bound: (&str, Option<i64>),
+        direction: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, at, tenant_id, actor, actor_name, action, plugin_id, collection, key, request_id, detail FROM audit_log WHERE id > ",
+            "SELECT id, at, tenant_id, actor, actor_name, action, plugin_id, collection, key, request_id, detail FROM audit_log WHERE 1 = 1",
         );
-        q.push_bind(after);
+        if let (comparison, Some(id)) = bound {
+            q.push(" AND id").push(comparison).push_bind(id);
+        }
         if let Some(t) = tenant {
             q.push(" AND tenant_id = ").push_bind(t);
         }
         if let Some(a) = action {
             q.push(" AND action = ").push_bind(a);
         }
-        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        q.push(" ORDER BY id").push(direction).push(" LIMIT ").push_bind(i64::from(limit));
         let rows = q.build().fetch_all(&self.0).await?;
         Ok(rows
             .into_iter()
