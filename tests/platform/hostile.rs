@@ -91,8 +91,14 @@ async fn every_kind_of_malformed_response_is_a_bad_gateway_and_one_at_the_limits
         assert!(said.contains(detail), "{kind}: detail {said:?} should say {detail:?}");
         assert!(reply.headers.get("set-cookie").is_none(), "{kind}: no plugin header leaks into a refusal");
     }
-    // Exactly at every limit: 64 headers, 64 KiB of them, an 8 MiB body.
-    let ok = s.get(&format!("{H}/garbage/at-limits")).await;
+    // Exactly at every limit: 64 headers, 64 KiB of them, an 8 MiB body. Making and
+    // copying 8 MiB inside the fixture's 300 ms is near that bound for a debug build on a
+    // loaded machine; a timeout there says nothing about the limits, so it is tried once
+    // more (any other answer is judged as it is).
+    let mut ok = s.get(&format!("{H}/garbage/at-limits")).await;
+    if ok.status == 504 && ok.body["code"] == "plugin-timeout" {
+        ok = s.get(&format!("{H}/garbage/at-limits")).await;
+    }
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.headers.keys().filter(|n| n.as_str().starts_with("x-h")).count(), 63);
     assert_eq!(ok.headers["x-fill"].len(), 65_536 - 63 * 6 - "x-fill".len());
